@@ -1,0 +1,1 @@
+//! ossa-agent: the harmony chat format and the agent loop.

@@ -1,0 +1,1 @@
+//! The o200k_harmony tokenizer (being written).

@@ -1,0 +1,1 @@
+//! ossa-sandbox: model-written Python inside WebAssembly.

@@ -1,0 +1,59 @@
+//! Command-line definitions and dispatch. Each subcommand lives in its own module and owns its
+//! flags; this file only wires them together.
+
+mod dev;
+mod generate;
+mod python;
+mod setup;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "ossa", version, about = "Run OpenAI's gpt-oss as a tool-using agent on your own machine")]
+pub struct Cli {
+    /// More logging (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate raw tokens from a model (a look inside the engine).
+    Generate(generate::GenerateArgs),
+    /// Measure load time, prefill and decode speed, and peak memory.
+    Bench(generate::BenchArgs),
+    /// Run Python inside the WebAssembly sandbox.
+    Python(python::PythonArgs),
+    /// Fetch and prepare everything ossa needs (the Python runtime).
+    Setup(setup::SetupArgs),
+    /// Developer tools.
+    #[command(subcommand)]
+    Dev(dev::DevCommand),
+}
+
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Generate(args) => generate::run_generate(args),
+        Command::Bench(args) => generate::run_bench(args),
+        Command::Python(args) => python::run(args),
+        Command::Setup(args) => setup::run(args),
+        Command::Dev(cmd) => dev::run(cmd),
+    }
+}
