@@ -1,4 +1,30 @@
 //! ossa-engine: gpt-oss inference in-process: tokenizer, checkpoint loading, forward pass,
 //! generation. Knows nothing of harmony or tools.
+//!
+//! Start with [`Engine`] (load a model directory, [`Engine::generate`] a token stream) and
+//! [`Model`] (the forward pass over a [`KvCache`]).
 
+pub mod checkpoint;
+pub mod config;
+pub mod engine;
+pub mod error;
+#[cfg(feature = "hub")]
+pub mod hub;
+pub mod kernels;
+pub mod kv_cache;
+pub mod model;
+pub mod random_checkpoint;
+pub mod rope;
+pub mod sampling;
 pub mod tokenizer;
+
+pub use config::Config;
+pub use engine::{
+    CacheStats, CancelHandle, Engine, FinishReason, GenerateParams, GeneratedToken, Generation, LoadOptions,
+    PrefillStats,
+};
+pub use error::{EngineError, Result};
+pub use kv_cache::KvCache;
+pub use model::{DType, ForwardTrace, Logits, Model};
+pub use sampling::{Sampler, SamplingParams};
+pub use tokenizer::{AllowedSpecial, StreamDecoder, Tokenizer, TokenizerError};

@@ -1,0 +1,185 @@
+//! Compute kernels over weights that stay in their checkpoint form (memory-mapped bf16/f32,
+//! packed MXFP4). Everything here works on plain slices; the model code only calls the
+//! `linear*` entry points, so faster kernels (SIMD, 8-bit activations) replace bodies, not
+//! callers.
+//!
+//! Shape conventions: activations are row-major `[tokens, features]` f32. A weight is either
+//! output-major `[out, in]` (nn.Linear, packed MXFP4) or input-major `[in, out]` (the bf16
+//! expert layout). Two paths per weight kind:
+//! - few tokens (decode): fused dot products over the stored rows, one pass over the weights;
+//! - many tokens (prefill): a chunk of rows is expanded into a small f32 tile that stays in
+//!   cache and multiplied with all tokens at once by `gemm` (the GEMM library candle's CPU
+//!   backend uses). Only a tile per task exists at a time, never a whole expanded matrix.
+
+pub mod dense;
+pub mod mxfp4;
+
+use rayon::prelude::*;
+
+/// Up to this many tokens, a weight row is dotted with each token directly.
+pub const SMALL_BATCH: usize = 4;
+
+/// A raw pointer that rayon tasks may share because each writes a disjoint part of the output.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedOut(pub(crate) *mut f32);
+// SAFETY: only used where tasks write disjoint elements (distinct output columns).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// Pointer to element `i`. A method (not field access) so closures capture the whole
+    /// `Sync` wrapper rather than the raw pointer.
+    #[inline]
+    pub(crate) fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
+/// `y[t, r0 + j] = Σ_c x[t, c] · tile[j, c]` for a tile of `n` rows of length `k`, where `y` has
+/// row stride `ldy`.
+///
+/// # Safety
+/// `y` must be valid for writes at `t·ldy + r0 + j` for all `t < m`, `j < n`, and no other
+/// thread may touch those elements meanwhile.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_rows(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    tile: &[f32],
+    n: usize,
+    y: SharedOut,
+    ldy: usize,
+    r0: usize,
+) {
+    debug_assert!(x.len() >= m * k && tile.len() >= n * k);
+    // SAFETY: lhs is x [m, k] row-major, rhs is tileᵀ [k, n] (tile is [n, k] row-major), and
+    // the destination contract is the caller's.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            y.at(r0),
+            1,
+            ldy as isize,
+            false,
+            x.as_ptr(),
+            1,
+            k as isize,
+            tile.as_ptr(),
+            k as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// `y[t, c0 + j] = Σ_i x[t, i] · tile[i, j]` for an input-major tile `[k, n]`.
+///
+/// # Safety
+/// As [`gemm_rows`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_cols(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    tile: &[f32],
+    n: usize,
+    y: SharedOut,
+    ldy: usize,
+    c0: usize,
+) {
+    debug_assert!(x.len() >= m * k && tile.len() >= n * k);
+    // SAFETY: rhs is tile [k, n] row-major; destination contract is the caller's.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            y.at(c0),
+            1,
+            ldy as isize,
+            false,
+            x.as_ptr(),
+            1,
+            k as isize,
+            tile.as_ptr(),
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Runs `f(r0, r1)` over `[0, rows)` in chunks of `chunk` rows on the current rayon pool.
+pub(crate) fn for_row_chunks(rows: usize, chunk: usize, f: impl Fn(usize, usize) + Sync + Send) {
+    let chunk = chunk.max(1);
+    let n = rows.div_ceil(chunk);
+    (0..n).into_par_iter().for_each(|i| {
+        let r0 = i * chunk;
+        f(r0, (r0 + chunk).min(rows));
+    });
+}
+
+#[inline]
+pub fn bf16_to_f32(bits: u16) -> f32 {
+    f32::from_bits((bits as u32) << 16)
+}
+
+/// Rounds every value to the nearest bf16 (ties to even), kept in f32.
+pub fn round_to_bf16(values: &mut [f32]) {
+    for v in values {
+        *v = half::bf16::from_f32(*v).to_f32();
+    }
+}
+
+/// Σ a[i]·b[i] with eight independent accumulators so the loop vectorizes.
+#[inline]
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f32; 8];
+    let mut ca = a.chunks_exact(8);
+    let mut cb = b.chunks_exact(8);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut tail = 0.0;
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        tail += x * y;
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Σ x[i]·w[i] for bf16 weights stored as raw bits.
+#[inline]
+pub fn dot_bf16(x: &[f32], w: &[u16]) -> f32 {
+    let n = x.len().min(w.len());
+    let (x, w) = (&x[..n], &w[..n]);
+    let mut acc = [0.0f32; 16];
+    let mut cx = x.chunks_exact(16);
+    let mut cw = w.chunks_exact(16);
+    for (a, b) in (&mut cx).zip(&mut cw) {
+        for i in 0..16 {
+            acc[i] += a[i] * bf16_to_f32(b[i]);
+        }
+    }
+    let mut tail = 0.0;
+    for (a, b) in cx.remainder().iter().zip(cw.remainder()) {
+        tail += a * bf16_to_f32(*b);
+    }
+    acc.iter().sum::<f32>() + tail
+}

@@ -1,0 +1,632 @@
+//! The gpt-oss forward pass: embeddings, decoder layers (RMSNorm, attention with sinks and
+//! sliding/full windows, top-k MoE with clamped SwiGLU), final norm, untied lm_head.
+//!
+//! Weights are views into the checkpoint mapping (see [`crate::checkpoint`]); activations are
+//! f32 `[tokens, features]` buffers. In bf16 compute every matmul input is rounded to bf16 and
+//! the KV cache is stored in bf16; accumulation and the residual stream stay f32.
+
+use rayon::prelude::*;
+
+use crate::checkpoint::{Checkpoint, Dtype, MappedBytes, TensorView};
+use crate::config::{Config, LayerType};
+use crate::error::{EngineError, Result};
+use crate::kernels::dense::DenseMatrix;
+use crate::kernels::mxfp4::{BLOCK, BLOCK_BYTES, Mxfp4Matrix};
+use crate::kernels::{dot_f32, round_to_bf16};
+use crate::kv_cache::{KvCache, KvElem, LayerKv, LayerStore};
+use crate::rope::Rope;
+
+/// Precision of the activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DType {
+    /// f32 activations and KV cache: matches the f32 reference to ~1e-5.
+    #[default]
+    F32,
+    /// bf16 matmul inputs and KV cache (half the cache memory), f32 accumulation.
+    Bf16,
+}
+
+impl std::str::FromStr for DType {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "float32" => Ok(DType::F32),
+            "bf16" | "bfloat16" => Ok(DType::Bf16),
+            other => Err(format!("unknown dtype {other:?} (use f32 or bf16)")),
+        }
+    }
+}
+
+/// Which positions get logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last position (generation).
+    Last,
+    /// Every position of the call (`[tokens, vocab]`).
+    All,
+}
+
+/// Per-layer internals of one forward call, for bisecting against a reference.
+#[derive(Debug, Clone, Default)]
+pub struct ForwardTrace {
+    /// Residual stream after each layer, `[tokens, hidden]` each.
+    pub layer_outputs: Vec<Vec<f32>>,
+    /// Selected experts per layer, `[tokens, k]` each, by descending router logit.
+    pub router_topk: Vec<Vec<u32>>,
+    /// Per layer and token, the k-th minus the (k+1)-th router logit: how close the routing
+    /// was to choosing another expert (infinite when every expert is selected).
+    pub router_margins: Vec<Vec<f32>>,
+}
+
+/// A linear layer with an optional bias.
+#[derive(Debug, Clone)]
+struct Linear {
+    weight: DenseMatrix,
+    bias: Option<Vec<f32>>,
+}
+
+impl Linear {
+    fn load(ck: &Checkpoint, prefix: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
+        let weight = dense(ck, &format!("{prefix}.weight"), out, inp)?;
+        let bias = if bias {
+            Some(small(ck, &format!("{prefix}.bias"), &[out])?)
+        } else {
+            None
+        };
+        Ok(Linear { weight, bias })
+    }
+
+    fn forward(&self, x: &[f32], t: usize) -> Vec<f32> {
+        let mut y = vec![0.0; t * self.weight.rows()];
+        self.weight.linear(x, t, self.bias.as_deref(), &mut y);
+        y
+    }
+}
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    sinks: Vec<f32>,
+    /// `Some(window)` on sliding-attention layers.
+    window: Option<usize>,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+/// One expert tensor (gate_up or down) for all experts.
+enum ExpertWeights {
+    /// Packed `[E, out, in/32, 16]` blocks and `[E, out, in/32]` scales.
+    Mxfp4 {
+        blocks: MappedBytes,
+        scales: MappedBytes,
+        out: usize,
+        inp: usize,
+    },
+    /// bf16/f32 `[E, in, out]` (input-major), one matrix per expert.
+    InputMajor(Vec<DenseMatrix>),
+}
+
+impl ExpertWeights {
+    fn linear(&self, expert: usize, x: &[f32], t: usize, bias: &[f32], y: &mut [f32]) {
+        match self {
+            ExpertWeights::Mxfp4 {
+                blocks,
+                scales,
+                out,
+                inp,
+            } => {
+                let nb = out * inp / 2;
+                let ns = out * inp / BLOCK;
+                let (b, s) = (blocks.as_slice(), scales.as_slice());
+                let m = Mxfp4Matrix {
+                    blocks: &b[expert * nb..(expert + 1) * nb],
+                    scales: &s[expert * ns..(expert + 1) * ns],
+                    rows: *out,
+                    cols: *inp,
+                };
+                m.linear(x, t, Some(bias), y);
+            }
+            ExpertWeights::InputMajor(per_expert) => {
+                per_expert[expert].linear_input_major(x, t, Some(bias), y);
+            }
+        }
+    }
+
+    fn is_mxfp4(&self) -> bool {
+        matches!(self, ExpertWeights::Mxfp4 { .. })
+    }
+}
+
+struct Experts {
+    gate_up: ExpertWeights,
+    gate_up_bias: Vec<f32>,
+    down: ExpertWeights,
+    down_bias: Vec<f32>,
+    intermediate: usize,
+    hidden: usize,
+    limit: f32,
+}
+
+struct Moe {
+    router: Linear,
+    experts: Experts,
+    num_experts: usize,
+    top_k: usize,
+}
+
+struct DecoderLayer {
+    input_norm: Vec<f32>,
+    attention: Attention,
+    post_norm: Vec<f32>,
+    moe: Moe,
+}
+
+/// A loaded gpt-oss model: weights and the precomputed RoPE frequencies. Immutable; all state
+/// of a sequence lives in its [`KvCache`].
+pub struct Model {
+    config: Config,
+    dtype: DType,
+    embed: DenseMatrix,
+    layers: Vec<DecoderLayer>,
+    norm: Vec<f32>,
+    lm_head: DenseMatrix,
+    rope: Rope,
+    eps: f32,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("layers", &self.layers.len())
+            .field("dtype", &self.dtype)
+            .field("mxfp4_experts", &self.has_mxfp4_experts())
+            .finish()
+    }
+}
+
+fn small(ck: &Checkpoint, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    let view = ck.get(name)?;
+    view.expect_shape(shape)?;
+    view.to_f32_vec()
+}
+
+fn dense(ck: &Checkpoint, name: &str, rows: usize, cols: usize) -> Result<DenseMatrix> {
+    let view = ck.get(name)?;
+    view.expect_shape(&[rows, cols])?;
+    DenseMatrix::from_view(view, rows, cols)
+}
+
+fn u8_tensor(view: &TensorView, shape: &[usize]) -> Result<MappedBytes> {
+    view.expect_shape(shape)?;
+    if view.dtype != Dtype::U8 {
+        return Err(view.wrong_dtype("U8"));
+    }
+    Ok(view.mapped())
+}
+
+fn load_expert_weights(
+    ck: &Checkpoint,
+    prefix: &str,
+    experts: usize,
+    inp: usize,
+    out: usize,
+) -> Result<ExpertWeights> {
+    let blocks_name = format!("{prefix}_blocks");
+    if ck.contains(&blocks_name) {
+        if !inp.is_multiple_of(BLOCK) {
+            return Err(EngineError::WrongShape {
+                path: ck.get(&blocks_name)?.path.to_path_buf(),
+                tensor: blocks_name,
+                expected: vec![experts, out, inp.div_ceil(BLOCK), BLOCK_BYTES],
+                found: ck.get(&format!("{prefix}_blocks"))?.shape.clone(),
+            });
+        }
+        let blocks = u8_tensor(
+            ck.get(&blocks_name)?,
+            &[experts, out, inp / BLOCK, BLOCK_BYTES],
+        )?;
+        let scales = u8_tensor(
+            ck.get(&format!("{prefix}_scales"))?,
+            &[experts, out, inp / BLOCK],
+        )?;
+        return Ok(ExpertWeights::Mxfp4 {
+            blocks,
+            scales,
+            out,
+            inp,
+        });
+    }
+    let view = ck.get(prefix).map_err(|_| EngineError::MissingTensor {
+        tensor: format!("{blocks_name} (MXFP4) or {prefix} (bf16)"),
+        searched: match ck.get(prefix) {
+            Err(EngineError::MissingTensor { searched, .. }) => searched,
+            _ => String::new(),
+        },
+    })?;
+    view.expect_shape(&[experts, inp, out])?;
+    let all = DenseMatrix::from_view(view, experts * inp, out)?;
+    Ok(ExpertWeights::InputMajor(
+        (0..experts)
+            .map(|e| all.slice_rows(e * inp, (e + 1) * inp))
+            .collect(),
+    ))
+}
+
+impl Model {
+    /// Builds the model from a checkpoint, checking every tensor's name, shape and dtype.
+    pub fn load(config: &Config, ck: &Checkpoint, dtype: DType) -> Result<Model> {
+        let h = config.hidden_size;
+        let (nh, nkv, d) = (
+            config.num_attention_heads,
+            config.num_key_value_heads,
+            config.head_dim,
+        );
+        let (e, i) = (config.num_local_experts, config.intermediate_size);
+        let bias = config.attention_bias;
+        let types = config.layer_types();
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for (l, kind) in types.iter().enumerate() {
+            let p = format!("model.layers.{l}");
+            let attention = Attention {
+                q: Linear::load(ck, &format!("{p}.self_attn.q_proj"), nh * d, h, bias)?,
+                k: Linear::load(ck, &format!("{p}.self_attn.k_proj"), nkv * d, h, bias)?,
+                v: Linear::load(ck, &format!("{p}.self_attn.v_proj"), nkv * d, h, bias)?,
+                o: Linear::load(ck, &format!("{p}.self_attn.o_proj"), h, nh * d, bias)?,
+                sinks: small(ck, &format!("{p}.self_attn.sinks"), &[nh])?,
+                window: (*kind == LayerType::SlidingAttention).then_some(config.sliding_window),
+                heads: nh,
+                kv_heads: nkv,
+                head_dim: d,
+            };
+            let x = format!("{p}.mlp.experts");
+            let experts = Experts {
+                gate_up: load_expert_weights(ck, &format!("{x}.gate_up_proj"), e, h, 2 * i)?,
+                gate_up_bias: small(ck, &format!("{x}.gate_up_proj_bias"), &[e, 2 * i])?,
+                down: load_expert_weights(ck, &format!("{x}.down_proj"), e, i, h)?,
+                down_bias: small(ck, &format!("{x}.down_proj_bias"), &[e, h])?,
+                intermediate: i,
+                hidden: h,
+                limit: config.swiglu_limit as f32,
+            };
+            layers.push(DecoderLayer {
+                input_norm: small(ck, &format!("{p}.input_layernorm.weight"), &[h])?,
+                attention,
+                post_norm: small(ck, &format!("{p}.post_attention_layernorm.weight"), &[h])?,
+                moe: Moe {
+                    router: Linear::load(ck, &format!("{p}.mlp.router"), e, h, true)?,
+                    experts,
+                    num_experts: e,
+                    top_k: config.num_experts_per_tok,
+                },
+            });
+        }
+        let embed = dense(ck, "model.embed_tokens.weight", config.vocab_size, h)?;
+        let lm_head = if config.tie_word_embeddings && !ck.contains("lm_head.weight") {
+            embed.clone()
+        } else {
+            dense(ck, "lm_head.weight", config.vocab_size, h)?
+        };
+        Ok(Model {
+            config: config.clone(),
+            dtype,
+            embed,
+            layers,
+            norm: small(ck, "model.norm.weight", &[h])?,
+            lm_head,
+            rope: Rope::new(&config.rope(), d),
+            eps: config.rms_norm_eps as f32,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Whether the experts are the packed MXFP4 layout (else bf16/f32 input-major).
+    pub fn has_mxfp4_experts(&self) -> bool {
+        self.layers
+            .first()
+            .is_some_and(|l| l.moe.experts.gate_up.is_mxfp4())
+    }
+
+    /// An empty cache for this model, in the model's compute dtype.
+    pub fn new_cache(&self) -> KvCache {
+        let c = &self.config;
+        KvCache::new(
+            c.num_hidden_layers,
+            c.num_key_value_heads * c.head_dim,
+            self.dtype == DType::Bf16,
+        )
+    }
+
+    /// Runs `tokens` after the cached positions, appends their keys and values (and the tokens)
+    /// to `cache`, and returns logits: `[vocab]` for [`Logits::Last`], `[tokens, vocab]` for
+    /// [`Logits::All`]. Runs on the current rayon pool.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        logits: Logits,
+        mut trace: Option<&mut ForwardTrace>,
+    ) -> Result<Vec<f32>> {
+        let t = tokens.len();
+        if t == 0 {
+            return Err(EngineError::EmptyPrompt);
+        }
+        let vocab = self.config.vocab_size;
+        if let Some(&bad) = tokens.iter().find(|&&id| id as usize >= vocab) {
+            return Err(EngineError::TokenOutOfRange {
+                token: bad,
+                vocab_size: vocab,
+            });
+        }
+        let start = cache.len();
+        if start + t > self.config.max_position_embeddings {
+            return Err(EngineError::ContextOverflow {
+                needed: start + t,
+                max: self.config.max_position_embeddings,
+            });
+        }
+        let h = self.config.hidden_size;
+        let mut x = vec![0.0f32; t * h];
+        for (row, &id) in x.chunks_exact_mut(h).zip(tokens) {
+            self.embed.row_to_f32(id as usize, row);
+        }
+        let (cos, sin) = self.rope.tables(start, t);
+        let bf16 = self.dtype == DType::Bf16;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let mut normed = rms_norm(&x, &layer.input_norm, self.eps);
+            if bf16 {
+                round_to_bf16(&mut normed);
+            }
+            let attn =
+                layer
+                    .attention
+                    .forward(&normed, t, start, &cos, &sin, &mut cache.layers[l], bf16);
+            add_assign(&mut x, &attn);
+            let mut normed = rms_norm(&x, &layer.post_norm, self.eps);
+            if bf16 {
+                round_to_bf16(&mut normed);
+            }
+            let mut routing = Routing::default();
+            let moe = layer.moe.forward(&normed, t, bf16, &mut routing);
+            if let Some(tr) = trace.as_deref_mut() {
+                tr.router_topk.push(routing.selected);
+                tr.router_margins.push(routing.margins);
+            }
+            add_assign(&mut x, &moe);
+            if let Some(tr) = trace.as_deref_mut() {
+                tr.layer_outputs.push(x.clone());
+            }
+        }
+        cache.push_tokens(tokens);
+        let rows = match logits {
+            Logits::Last => &x[(t - 1) * h..],
+            Logits::All => &x[..],
+        };
+        let n = rows.len() / h;
+        let mut normed = rms_norm(rows, &self.norm, self.eps);
+        if bf16 {
+            round_to_bf16(&mut normed);
+        }
+        let mut out = vec![0.0f32; n * vocab];
+        self.lm_head.linear(&normed, n, None, &mut out);
+        Ok(out)
+    }
+}
+
+fn add_assign(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// `weight · x / sqrt(mean(x²) + eps)` per row, as GptOssRMSNorm in f32.
+fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
+    let h = weight.len();
+    let mut out = vec![0.0f32; x.len()];
+    for (row, dst) in x.chunks_exact(h).zip(out.chunks_exact_mut(h)) {
+        let mean = dot_f32(row, row) / h as f32;
+        let inv = 1.0 / (mean + eps).sqrt();
+        for ((o, &v), &w) in dst.iter_mut().zip(row).zip(weight) {
+            *o = w * (v * inv);
+        }
+    }
+    out
+}
+
+impl Attention {
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        x: &[f32],
+        t: usize,
+        start: usize,
+        cos: &[f32],
+        sin: &[f32],
+        store: &mut LayerStore,
+        bf16: bool,
+    ) -> Vec<f32> {
+        let d = self.head_dim;
+        let half = d / 2;
+        let mut q = self.q.forward(x, t);
+        let mut k = self.k.forward(x, t);
+        let v = self.v.forward(x, t);
+        for ti in 0..t {
+            let (c, s) = (
+                &cos[ti * half..(ti + 1) * half],
+                &sin[ti * half..(ti + 1) * half],
+            );
+            for head in q[ti * self.heads * d..(ti + 1) * self.heads * d].chunks_exact_mut(d) {
+                Rope::apply(head, c, s);
+            }
+            for head in k[ti * self.kv_heads * d..(ti + 1) * self.kv_heads * d].chunks_exact_mut(d)
+            {
+                Rope::apply(head, c, s);
+            }
+        }
+        let mut out = match store {
+            LayerStore::F32(kv) => self.attend(&q, &k, &v, t, start, kv),
+            LayerStore::Bf16(kv) => self.attend(&q, &k, &v, t, start, kv),
+        };
+        if bf16 {
+            round_to_bf16(&mut out);
+        }
+        self.o.forward(&out, t)
+    }
+
+    /// Appends the new keys/values, then softmax(q·kᵀ/√d ∪ sink)·v for every (token, head).
+    #[allow(clippy::too_many_arguments)]
+    fn attend<E: KvElem>(
+        &self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        t: usize,
+        start: usize,
+        kv: &mut LayerKv<E>,
+    ) -> Vec<f32> {
+        kv.keys.extend(k.iter().map(|&a| E::from_f32(a)));
+        kv.values.extend(v.iter().map(|&a| E::from_f32(a)));
+        let (d, nh, nkv) = (self.head_dim, self.heads, self.kv_heads);
+        let group = nh / nkv;
+        let scale = 1.0 / (d as f32).sqrt();
+        let (keys, values) = (&kv.keys[..], &kv.values[..]);
+        let mut out = vec![0.0f32; t * nh * d];
+        out.par_chunks_mut(d).enumerate().for_each_init(
+            || (Vec::<f32>::new(), vec![0.0f32; d], vec![0.0f32; d]),
+            |(scores, kbuf, acc), (idx, dst)| {
+                let (ti, head) = (idx / nh, idx % nh);
+                let g = head / group;
+                let pos = start + ti;
+                let first = match self.window {
+                    Some(w) => (pos + 1).saturating_sub(w),
+                    None => 0,
+                };
+                let qh = &q[(ti * nh + head) * d..(ti * nh + head + 1) * d];
+                scores.clear();
+                for j in first..=pos {
+                    let kj = &keys[(j * nkv + g) * d..(j * nkv + g + 1) * d];
+                    for (b, &e) in kbuf.iter_mut().zip(kj) {
+                        *b = e.to_f32();
+                    }
+                    scores.push(dot_f32(qh, kbuf) * scale);
+                }
+                let sink = self.sinks[head];
+                let max = scores.iter().copied().fold(sink, f32::max);
+                let mut denom = (sink - max).exp();
+                for s in scores.iter_mut() {
+                    *s = (*s - max).exp();
+                    denom += *s;
+                }
+                acc.fill(0.0);
+                for (j, &p) in (first..=pos).zip(scores.iter()) {
+                    let w = p / denom;
+                    let vj = &values[(j * nkv + g) * d..(j * nkv + g + 1) * d];
+                    for (a, &e) in acc.iter_mut().zip(vj) {
+                        *a += w * e.to_f32();
+                    }
+                }
+                dst.copy_from_slice(acc);
+            },
+        );
+        out
+    }
+}
+
+/// Routing decisions of one layer, for traces.
+#[derive(Default)]
+struct Routing {
+    /// `[t, k]` chosen experts by descending router logit.
+    selected: Vec<u32>,
+    /// `[t]` k-th minus (k+1)-th router logit.
+    margins: Vec<f32>,
+}
+
+impl Moe {
+    /// Routes each token to its top-k experts and sums their weighted outputs.
+    fn forward(&self, x: &[f32], t: usize, bf16: bool, routing: &mut Routing) -> Vec<f32> {
+        let (e_count, k) = (self.num_experts, self.top_k);
+        let ex = &self.experts;
+        let (h, i) = (ex.hidden, ex.intermediate);
+        let logits = self.router.forward(x, t);
+        // Tokens and routing weights per expert.
+        let mut assigned: Vec<Vec<(usize, f32)>> = vec![Vec::new(); e_count];
+        let mut order: Vec<usize> = Vec::with_capacity(e_count);
+        for ti in 0..t {
+            let row = &logits[ti * e_count..(ti + 1) * e_count];
+            order.clear();
+            order.extend(0..e_count);
+            // Descending logit, ties to the lower expert index; NaN sorts last.
+            order.sort_by(|&a, &b| {
+                row[b]
+                    .partial_cmp(&row[a])
+                    .unwrap_or(std::cmp::Ordering::Equal)
+                    .then(a.cmp(&b))
+            });
+            let top = &order[..k];
+            routing.margins.push(
+                order
+                    .get(k)
+                    .map_or(f32::INFINITY, |&next| row[order[k - 1]] - row[next]),
+            );
+            let max = top
+                .iter()
+                .map(|&e| row[e])
+                .fold(f32::NEG_INFINITY, f32::max);
+            let exps: Vec<f32> = top.iter().map(|&e| (row[e] - max).exp()).collect();
+            let sum: f32 = exps.iter().sum();
+            for (&e, &w) in top.iter().zip(&exps) {
+                assigned[e].push((ti, w / sum));
+                routing.selected.push(e as u32);
+            }
+        }
+        let mut out = vec![0.0f32; t * h];
+        for (e, tokens) in assigned.iter().enumerate() {
+            if tokens.is_empty() {
+                continue;
+            }
+            let n = tokens.len();
+            let mut xe = Vec::with_capacity(n * h);
+            for &(ti, _) in tokens {
+                xe.extend_from_slice(&x[ti * h..(ti + 1) * h]);
+            }
+            let mut gate_up = vec![0.0f32; n * 2 * i];
+            ex.gate_up.linear(
+                e,
+                &xe,
+                n,
+                &ex.gate_up_bias[e * 2 * i..(e + 1) * 2 * i],
+                &mut gate_up,
+            );
+            let mut act: Vec<f32> = gate_up
+                .chunks_exact(2)
+                .map(|pair| {
+                    let gate = pair[0].min(ex.limit);
+                    let up = pair[1].clamp(-ex.limit, ex.limit);
+                    let glu = gate * (1.0 / (1.0 + (-(gate * 1.702)).exp()));
+                    (up + 1.0) * glu
+                })
+                .collect();
+            if bf16 {
+                round_to_bf16(&mut act);
+            }
+            let mut down = vec![0.0f32; n * h];
+            ex.down
+                .linear(e, &act, n, &ex.down_bias[e * h..(e + 1) * h], &mut down);
+            for (row, &(ti, w)) in down.chunks_exact(h).zip(tokens) {
+                for (o, &v) in out[ti * h..(ti + 1) * h].iter_mut().zip(row) {
+                    *o += v * w;
+                }
+            }
+        }
+        out
+    }
+}
