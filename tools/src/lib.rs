@@ -1,7 +1,16 @@
 //! ossa-tools: the tools a gpt-oss agent can call (browser, python, functions).
 
+pub mod apply_patch;
+pub mod browser;
+pub mod citations;
+pub mod function;
+pub mod mcp;
 pub mod spec;
 pub mod tool;
 
+pub use apply_patch::ApplyPatch;
+pub use browser::{BrowserConfig, BrowserSession, BrowserTool};
+pub use function::{Function, FunctionError, FunctionTools, TypedFunction};
+pub use mcp::{McpServer, McpServerConfig};
 pub use spec::{ToolDescription, ToolNamespaceConfig};
 pub use tool::{Placement, Tool, ToolCall, ToolOutput, ToolSession};

@@ -11,7 +11,11 @@ use serde_json::json;
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct ToolDescription {
     pub name: String,
+    #[serde(default)]
     pub description: String,
+    /// JSON Schema of the arguments; left out of the JSON when `None`, as Python's
+    /// `Conversation.to_json()` does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<serde_json::Value>,
 }
 
@@ -23,13 +27,32 @@ impl ToolDescription {
     ) -> Self {
         Self { name: name.into(), description: description.into(), parameters }
     }
+
+    /// A function described by the Rust type of its arguments (`#[derive(JsonSchema)]`): the
+    /// parameters are its schema as the model should read it ([`prompt_schema`]), field doc
+    /// comments becoming descriptions. An empty `description` takes the type's doc comment.
+    ///
+    /// [`prompt_schema`]: crate::function::prompt_schema
+    pub fn from_type<T: schemars::JsonSchema>(name: impl Into<String>, description: impl Into<String>) -> Self {
+        let schema = crate::function::parameters_schema::<T>();
+        let mut description = description.into();
+        if description.is_empty()
+            && let Some(doc) = schema.get("description").and_then(serde_json::Value::as_str)
+        {
+            description = doc.to_string();
+        }
+        Self::new(name, description, Some(crate::function::prompt_schema(&schema)))
+    }
 }
 
 /// A namespace of tools (`browser`, `python`, `functions`, ...).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct ToolNamespaceConfig {
     pub name: String,
+    /// Left out of the JSON when `None`, as Python's `Conversation.to_json()` does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    #[serde(default)]
     pub tools: Vec<ToolDescription>,
 }
 

@@ -76,4 +76,11 @@ pub trait ToolSession: Send {
     /// returned as messages that tell the model what went wrong so it can recover; a tool call
     /// never aborts the conversation.
     async fn call(&mut self, call: &ToolCall) -> Vec<ToolOutput>;
+
+    /// The URL of each page this conversation's browser has shown, by cursor, for turning the
+    /// model's `【cursor†Lx-Ly】` citations into links (see [`crate::citations`]). `None` for
+    /// tools that show no pages.
+    fn citation_urls(&self) -> Option<Vec<String>> {
+        None
+    }
 }

@@ -1,0 +1,784 @@
+//! Function tools served by MCP servers, over stdio (a child process) or streamable HTTP.
+//!
+//! Each configured server is started (or reached) once, its tools are listed, and every tool
+//! becomes a function in the developer message's `functions` namespace with the server's own
+//! JSON schema. Naming: a tool keeps its name unless another function (declared in Rust, or on
+//! another server) has the same one; then every MCP tool of that name becomes
+//! `{server}__{tool}`. Characters a function name cannot hold (anything but ASCII letters,
+//! digits, `_` and `-`) become `_`.
+//!
+//! A server that crashes does not take the conversation with it: the call that was running gets
+//! a message saying the server stopped (with the last lines it wrote to stderr), and the next
+//! call starts it again.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rmcp::model::{
+    CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation, ProtocolVersion,
+};
+use rmcp::service::{ClientInitializeError, RoleClient, RunningService, ServiceError, ServiceExt};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::io::AsyncBufReadExt;
+
+use crate::function::{
+    ArgumentSchema, Function, FunctionError, FunctionTools, is_valid_function_name, prompt_schema,
+};
+use crate::spec::ToolDescription;
+
+const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// Lines of a stdio server's stderr kept for crash reports.
+const STDERR_TAIL_LINES: usize = 20;
+const STDERR_LINE_MAX_CHARS: usize = 400;
+
+/// One MCP server in ossa's config file:
+///
+/// ```toml
+/// [[mcp_servers]]
+/// name = "files"
+/// command = "npx"
+/// args = ["-y", "@modelcontextprotocol/server-filesystem", "/home/me/notes"]
+/// env = { LOG_LEVEL = "warn" }
+///
+/// [[mcp_servers]]
+/// name = "tracker"
+/// url = "https://mcp.example.com/mcp"
+/// bearer_token_env_var = "TRACKER_TOKEN"
+/// ```
+///
+/// Exactly one of `command` (stdio) and `url` (streamable HTTP) is given.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct McpServerConfig {
+    /// Short name used in messages and to prefix colliding tool names.
+    pub name: String,
+    /// Program to start; the server speaks MCP on its stdin/stdout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Added to the environment ossa runs in.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Working directory of the program (default: ossa's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<PathBuf>,
+    /// Streamable-HTTP endpoint, e.g. `http://127.0.0.1:8000/mcp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Extra HTTP headers sent with every request.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Environment variable holding a bearer token (kept out of the config file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_env_var: Option<String>,
+    /// How long starting and listing tools may take (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_timeout_secs: Option<u64>,
+    /// How long one tool call may take (default 120).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_timeout_secs: Option<u64>,
+}
+
+impl McpServerConfig {
+    /// A stdio server.
+    pub fn stdio(name: impl Into<String>, command: impl Into<String>, args: Vec<String>) -> Self {
+        Self {
+            name: name.into(),
+            command: Some(command.into()),
+            args,
+            ..Self::default()
+        }
+    }
+
+    /// A streamable-HTTP server.
+    pub fn http(name: impl Into<String>, url: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            url: Some(url.into()),
+            ..Self::default()
+        }
+    }
+
+    fn startup_timeout(&self) -> Duration {
+        self.startup_timeout_secs
+            .map_or(DEFAULT_STARTUP_TIMEOUT, Duration::from_secs)
+    }
+
+    fn call_timeout(&self) -> Duration {
+        self.call_timeout_secs
+            .map_or(DEFAULT_CALL_TIMEOUT, Duration::from_secs)
+    }
+
+    fn transport(&self) -> Result<Transport, McpError> {
+        let problem = |problem: String| McpError::Config {
+            server: self.name.clone(),
+            problem,
+        };
+        if self.name.is_empty() {
+            return Err(problem("`name` is empty".into()));
+        }
+        match (&self.command, &self.url) {
+            (Some(_), Some(_)) => Err(problem(
+                "give either `command` (stdio) or `url` (HTTP), not both".into(),
+            )),
+            (None, None) => Err(problem("give `command` (stdio) or `url` (HTTP)".into())),
+            (Some(command), None) => {
+                if !self.headers.is_empty() || self.bearer_token_env_var.is_some() {
+                    return Err(problem(
+                        "`headers` and `bearer_token_env_var` apply to `url` servers only".into(),
+                    ));
+                }
+                Ok(Transport::Stdio {
+                    command: command.clone(),
+                })
+            }
+            (None, Some(url)) => {
+                if !self.args.is_empty() || !self.env.is_empty() || self.cwd.is_some() {
+                    return Err(problem(
+                        "`args`, `env` and `cwd` apply to `command` servers only".into(),
+                    ));
+                }
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(problem(format!(
+                        "`url` must start with http:// or https://, got `{url}`"
+                    )));
+                }
+                let mut headers = HashMap::new();
+                for (name, value) in &self.headers {
+                    let name = http::HeaderName::try_from(name.as_str())
+                        .map_err(|_| problem(format!("invalid HTTP header name `{name}`")))?;
+                    let value = http::HeaderValue::try_from(value.as_str())
+                        .map_err(|_| problem(format!("invalid value for HTTP header `{name}`")))?;
+                    headers.insert(name, value);
+                }
+                let bearer = match &self.bearer_token_env_var {
+                    Some(variable) => Some(std::env::var(variable).map_err(|_| {
+                        problem(format!(
+                            "environment variable `{variable}` (bearer_token_env_var) is not set"
+                        ))
+                    })?),
+                    None => None,
+                };
+                Ok(Transport::Http {
+                    url: url.clone(),
+                    headers,
+                    bearer,
+                })
+            }
+        }
+    }
+}
+
+/// Why a server could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum McpError {
+    #[error("MCP server `{server}`: {problem}")]
+    Config { server: String, problem: String },
+    #[error("MCP server `{server}`: could not start `{command}`: {source}")]
+    Spawn {
+        server: String,
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("MCP server `{server}`: the MCP handshake failed: {message}{stderr}")]
+    Handshake {
+        server: String,
+        message: String,
+        stderr: String,
+    },
+    #[error("MCP server `{server}`: no answer within {seconds} s while {doing}{stderr}")]
+    Timeout {
+        server: String,
+        seconds: u64,
+        doing: &'static str,
+        stderr: String,
+    },
+    #[error("MCP server `{server}`: listing its tools failed: {message}")]
+    ListTools { server: String, message: String },
+}
+
+enum Transport {
+    Stdio {
+        command: String,
+    },
+    Http {
+        url: String,
+        headers: HashMap<http::HeaderName, http::HeaderValue>,
+        bearer: Option<String>,
+    },
+}
+
+type Client = RunningService<RoleClient, ClientConfig>;
+
+/// A tool as the server listed it.
+#[derive(Clone, Debug)]
+pub struct McpTool {
+    pub name: String,
+    pub description: String,
+    pub input_schema: Value,
+}
+
+/// A connected MCP server and the tools it offers.
+pub struct McpServer {
+    config: McpServerConfig,
+    tools: Vec<McpTool>,
+    client: tokio::sync::Mutex<Option<Client>>,
+    stderr_tail: Arc<StdMutex<VecDeque<String>>>,
+    stderr_reader: StdMutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Set by [`McpServer::shutdown`]: no restart after that.
+    shut_down: AtomicBool,
+}
+
+impl McpServer {
+    /// Start (or reach) the server, complete the MCP handshake and list its tools.
+    pub async fn connect(config: McpServerConfig) -> Result<Arc<Self>, McpError> {
+        let mut server = Self {
+            config,
+            tools: Vec::new(),
+            client: tokio::sync::Mutex::new(None),
+            stderr_tail: Arc::default(),
+            stderr_reader: StdMutex::new(None),
+            shut_down: AtomicBool::new(false),
+        };
+        let client = server.start().await?;
+        let timeout = server.config.startup_timeout();
+        let listed = tokio::time::timeout(timeout, client.peer().list_all_tools())
+            .await
+            .map_err(|_| McpError::Timeout {
+                server: server.config.name.clone(),
+                seconds: timeout.as_secs(),
+                doing: "listing its tools",
+                stderr: server.stderr_report(),
+            })?
+            .map_err(|error| McpError::ListTools {
+                server: server.config.name.clone(),
+                message: root_cause(&error),
+            })?;
+        server.tools = listed
+            .into_iter()
+            .map(|tool| McpTool {
+                name: tool.name.to_string(),
+                description: tool.description.map(|d| d.to_string()).unwrap_or_default(),
+                input_schema: Value::Object((*tool.input_schema).clone()),
+            })
+            .collect();
+        tracing::info!(server = %server.config.name, tools = server.tools.len(), "MCP server connected");
+        *server.client.get_mut() = Some(client);
+        Ok(Arc::new(server))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn config(&self) -> &McpServerConfig {
+        &self.config
+    }
+
+    /// The tools listed when the server was connected.
+    pub fn tools(&self) -> &[McpTool] {
+        &self.tools
+    }
+
+    /// Close the connection (a stdio server is asked to exit, then killed).
+    pub async fn shutdown(&self) {
+        self.shut_down.store(true, Ordering::SeqCst);
+        if let Some(mut client) = self.client.lock().await.take() {
+            let _ = client.close_with_timeout(Duration::from_secs(5)).await;
+        }
+    }
+
+    async fn start(&self) -> Result<Client, McpError> {
+        let name = &self.config.name;
+        let transport = self.config.transport()?;
+        let info = ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("ossa", env!("CARGO_PKG_VERSION")),
+        )
+        .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE);
+        let timeout = self.config.startup_timeout();
+        let handshake = async {
+            match transport {
+                Transport::Stdio { command } => {
+                    let mut process = tokio::process::Command::new(&command);
+                    process.args(&self.config.args).envs(&self.config.env);
+                    if let Some(cwd) = &self.config.cwd {
+                        process.current_dir(cwd);
+                    }
+                    let (child, stderr) = TokioChildProcess::builder(process)
+                        .stderr(std::process::Stdio::piped())
+                        .spawn()
+                        .map_err(|source| McpError::Spawn {
+                            server: name.clone(),
+                            command,
+                            source,
+                        })?;
+                    if let Some(stderr) = stderr {
+                        self.collect_stderr(stderr);
+                    }
+                    info.serve(child)
+                        .await
+                        .map_err(|error| handshake_failure(&error))
+                }
+                Transport::Http {
+                    url,
+                    headers,
+                    bearer,
+                } => {
+                    // reqwest is built without a default crypto provider (see the browser's fetcher).
+                    crate::browser::fetch::install_tls_provider();
+                    let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
+                        .custom_headers(headers);
+                    if let Some(token) = bearer {
+                        config = config.auth_header(token);
+                    }
+                    let transport = StreamableHttpClientTransport::from_config(config);
+                    info.serve(transport)
+                        .await
+                        .map_err(|error| format!("{url}: {}", handshake_failure(&error)))
+                }
+            }
+            .map_err(|message| McpError::Handshake {
+                server: name.clone(),
+                message,
+                stderr: self.stderr_report(),
+            })
+        };
+        match tokio::time::timeout(timeout, handshake).await {
+            Ok(result) => result,
+            Err(_) => Err(McpError::Timeout {
+                server: name.clone(),
+                seconds: timeout.as_secs(),
+                doing: "starting",
+                stderr: self.stderr_report(),
+            }),
+        }
+    }
+
+    /// Forward the server's stderr to the log and keep its last lines for crash reports.
+    fn collect_stderr(&self, stderr: tokio::process::ChildStderr) {
+        let tail = Arc::clone(&self.stderr_tail);
+        let server = self.config.name.clone();
+        let reader = tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::debug!(server = %server, "{line}");
+                let line: String = line.chars().take(STDERR_LINE_MAX_CHARS).collect();
+                if let Ok(mut tail) = tail.lock() {
+                    if tail.len() == STDERR_TAIL_LINES {
+                        tail.pop_front();
+                    }
+                    tail.push_back(line);
+                }
+            }
+        });
+        if let Ok(mut slot) = self.stderr_reader.lock() {
+            *slot = Some(reader);
+        }
+    }
+
+    /// Wait (briefly) until a stopped server's stderr has been read to the end.
+    async fn drain_stderr(&self) {
+        let reader = self
+            .stderr_reader
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take());
+        if let Some(reader) = reader {
+            let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
+        }
+    }
+
+    /// The server's last stderr lines, as a suffix for error messages (empty when none).
+    fn stderr_report(&self) -> String {
+        let Ok(tail) = self.stderr_tail.lock() else {
+            return String::new();
+        };
+        if tail.is_empty() {
+            return String::new();
+        }
+        let lines: Vec<&str> = tail.iter().map(String::as_str).collect();
+        format!("\nLast lines on its stderr:\n{}", lines.join("\n"))
+    }
+
+    /// Call `tool` with `arguments`; what the model reads, or why it failed.
+    pub async fn call_tool(
+        &self,
+        tool: &str,
+        arguments: Map<String, Value>,
+    ) -> Result<String, FunctionError> {
+        let server = &self.config.name;
+        let peer = {
+            let mut client = self.client.lock().await;
+            if self.shut_down.load(Ordering::SeqCst) {
+                return Err(FunctionError::Failed(format!(
+                    "MCP server `{server}` has been shut down"
+                )));
+            }
+            let alive = client
+                .as_ref()
+                .is_some_and(|c| !c.is_closed() && !c.peer().is_transport_closed());
+            if !alive {
+                if let Some(mut dead) = client.take() {
+                    let _ = dead.close_with_timeout(Duration::from_secs(1)).await;
+                }
+                tracing::info!(server = %server, "MCP server is not running; starting it again");
+                if let Ok(mut tail) = self.stderr_tail.lock() {
+                    tail.clear();
+                }
+                let started = self.start().await.map_err(|error| {
+                    FunctionError::Failed(format!(
+                        "the MCP server is not running and could not be restarted: {error}"
+                    ))
+                })?;
+                *client = Some(started);
+            }
+            match client.as_ref() {
+                Some(client) => client.peer().clone(),
+                None => {
+                    return Err(FunctionError::Failed(format!(
+                        "MCP server `{server}` is not running"
+                    )));
+                }
+            }
+        };
+        let params = CallToolRequestParams::new(tool.to_string()).with_arguments(arguments);
+        let timeout = self.config.call_timeout();
+        let result = match tokio::time::timeout(timeout, peer.call_tool(params)).await {
+            Ok(result) => result,
+            Err(_) => {
+                return Err(FunctionError::Failed(format!(
+                    "`{tool}` on MCP server `{server}` did not answer within {} s",
+                    timeout.as_secs()
+                )));
+            }
+        };
+        match result {
+            Ok(result) => {
+                let value = serde_json::to_value(&result).map_err(|error| {
+                    FunctionError::Failed(format!(
+                        "MCP server `{server}` sent a result that cannot be read: {error}"
+                    ))
+                })?;
+                call_result_text(&value)
+            }
+            Err(ServiceError::McpError(error)) => {
+                let mut message =
+                    format!("MCP server `{server}` rejected the call: {}", error.message);
+                if let Some(data) = error.data {
+                    message.push_str(&format!(" ({data})"));
+                }
+                Err(FunctionError::Failed(message))
+            }
+            Err(error) => {
+                let stopped = peer.is_transport_closed()
+                    || matches!(
+                        error,
+                        ServiceError::TransportClosed | ServiceError::TransportSend(_)
+                    );
+                let cause = root_cause(&error);
+                let message = match (&self.config.url, stopped) {
+                    (Some(url), true) => format!(
+                        "MCP server `{server}` at {url} failed while running `{tool}` ({cause}); it is reconnected on the next call"
+                    ),
+                    (None, true) => {
+                        self.drain_stderr().await;
+                        format!(
+                            "MCP server `{server}` stopped while running `{tool}` ({cause}); it will be started again on the next call{}",
+                            self.stderr_report()
+                        )
+                    }
+                    (_, false) => {
+                        format!("calling `{tool}` on MCP server `{server}` failed: {cause}")
+                    }
+                };
+                Err(FunctionError::Failed(message))
+            }
+        }
+    }
+}
+
+/// Why the MCP handshake failed, without rmcp's Rust type names.
+fn handshake_failure(error: &ClientInitializeError) -> String {
+    match error {
+        ClientInitializeError::TransportError { error, context } => {
+            format!("{} ({context})", root_cause(error))
+        }
+        ClientInitializeError::JsonRpcError(error) => {
+            format!(
+                "the server answered `initialize` with an error: {}",
+                error.message
+            )
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The most specific message in an error's source chain (rmcp's outer messages name Rust types).
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    use rmcp::transport::streamable_http_client::StreamableHttpError;
+    let mut deepest = error;
+    loop {
+        // rmcp wraps the HTTP client's error without declaring it as the source.
+        if let Some(StreamableHttpError::Client(inner)) =
+            deepest.downcast_ref::<StreamableHttpError<reqwest::Error>>()
+        {
+            deepest = inner;
+            continue;
+        }
+        match deepest.source() {
+            Some(source) => deepest = source,
+            None => return deepest.to_string(),
+        }
+    }
+}
+
+/// The text of an MCP `CallToolResult` (in its JSON wire shape) for the model.
+///
+/// Text blocks are joined by newlines; embedded text resources contribute their text; images,
+/// audio and binary resources are named, not inlined (gpt-oss reads text only); a result with no
+/// content but `structuredContent` is that JSON. `isError` results become errors.
+pub fn call_result_text(result: &Value) -> Result<String, FunctionError> {
+    let mut parts = Vec::new();
+    for block in result
+        .get("content")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let text = |key: &str| block.get(key).and_then(Value::as_str).unwrap_or_default();
+        match text("type") {
+            "text" => parts.push(text("text").to_string()),
+            "image" | "audio" => {
+                parts.push(format!("[{} omitted: {}]", text("type"), text("mimeType")))
+            }
+            "resource" => {
+                let resource = block.get("resource").cloned().unwrap_or_default();
+                let field = |key: &str| {
+                    resource
+                        .get(key)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                if let Some(body) = resource.get("text").and_then(Value::as_str) {
+                    parts.push(body.to_string());
+                } else {
+                    parts.push(format!(
+                        "[binary resource {} ({})]",
+                        field("uri"),
+                        field("mimeType")
+                    ));
+                }
+            }
+            "resource_link" => {
+                let mut link = format!("[resource {}: {}]", text("name"), text("uri"));
+                if !text("description").is_empty() {
+                    link.push_str(&format!(" {}", text("description")));
+                }
+                parts.push(link);
+            }
+            other => parts.push(format!("[{other} content omitted]")),
+        }
+    }
+    let mut text = parts.join("\n");
+    if text.is_empty()
+        && let Some(structured) = result.get("structuredContent")
+    {
+        text = structured.to_string();
+    }
+    if result.get("isError").and_then(Value::as_bool) == Some(true) {
+        if text.is_empty() {
+            text = "the tool reported an error without a message".into();
+        }
+        return Err(FunctionError::Failed(text));
+    }
+    Ok(text)
+}
+
+/// One tool of an MCP server as a function.
+pub struct McpFunction {
+    server: Arc<McpServer>,
+    tool: String,
+    description: ToolDescription,
+    arguments: ArgumentSchema,
+}
+
+impl McpFunction {
+    /// `tool` of `server`, exposed to the model as `name`.
+    fn new(server: Arc<McpServer>, tool: &McpTool, name: String) -> Self {
+        let description = ToolDescription::new(
+            name,
+            tool.description.clone(),
+            Some(prompt_schema(&tool.input_schema)),
+        );
+        Self {
+            server,
+            tool: tool.name.clone(),
+            description,
+            arguments: ArgumentSchema::new(tool.input_schema.clone()),
+        }
+    }
+
+    /// The server's own name for the tool.
+    pub fn tool_name(&self) -> &str {
+        &self.tool
+    }
+
+    pub fn server(&self) -> &McpServer {
+        &self.server
+    }
+}
+
+#[async_trait]
+impl Function for McpFunction {
+    fn description(&self) -> &ToolDescription {
+        &self.description
+    }
+
+    async fn call(&self, arguments: &str) -> Result<String, FunctionError> {
+        let arguments = match self.arguments.parse(arguments)? {
+            Value::Object(arguments) => arguments,
+            other => {
+                return Err(FunctionError::InvalidArguments(vec![format!(
+                    "the arguments must be a JSON object, got {other}"
+                )]));
+            }
+        };
+        self.server.call_tool(&self.tool, arguments).await
+    }
+}
+
+/// Start every configured server (concurrently). Servers that fail are reported, not fatal:
+/// the others are still usable.
+pub async fn connect_all(configs: &[McpServerConfig]) -> (Vec<Arc<McpServer>>, Vec<McpError>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, config) in configs.iter().cloned().enumerate() {
+        tasks.spawn(async move { (index, McpServer::connect(config).await) });
+    }
+    let mut results = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(result) => results.push(result),
+            Err(error) => tracing::error!(%error, "MCP connect task failed"),
+        }
+    }
+    results.sort_by_key(|(index, _)| *index);
+    let mut servers = Vec::new();
+    let mut errors = Vec::new();
+    for (_, result) in results {
+        match result {
+            Ok(server) => servers.push(server),
+            Err(error) => errors.push(error),
+        }
+    }
+    (servers, errors)
+}
+
+/// How an MCP tool is exposed to the model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExposedTool {
+    pub server: String,
+    /// The server's name for the tool.
+    pub tool: String,
+    /// The model calls `functions.{function}`.
+    pub function: String,
+}
+
+/// Add the tools of `servers` to `functions`, naming them as the module documentation says.
+/// Returns what was added, in order, and a warning for each tool that could not be given a
+/// free valid name (also logged).
+pub fn add_tools(
+    functions: &mut FunctionTools,
+    servers: &[Arc<McpServer>],
+) -> (Vec<ExposedTool>, Vec<String>) {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for server in servers {
+        for tool in server.tools() {
+            *counts.entry(sanitize(&tool.name)).or_insert(0) += 1;
+        }
+    }
+    let mut added = Vec::new();
+    let mut skipped = Vec::new();
+    for server in servers {
+        for tool in server.tools() {
+            let plain = sanitize(&tool.name);
+            let collides = counts.get(&plain).is_some_and(|n| *n > 1) || functions.contains(&plain);
+            let name = if collides {
+                sanitize(&format!("{}__{}", server.name(), tool.name))
+            } else {
+                plain
+            };
+            if !is_valid_function_name(&name) || functions.contains(&name) {
+                let warning = format!(
+                    "MCP server `{}`: tool `{}` left out: no free valid function name (tried `{name}`)",
+                    server.name(),
+                    tool.name
+                );
+                tracing::warn!("{warning}");
+                skipped.push(warning);
+                continue;
+            }
+            let function = McpFunction::new(Arc::clone(server), tool, name.clone());
+            match functions.add(function) {
+                Ok(_) => added.push(ExposedTool {
+                    server: server.name().to_string(),
+                    tool: tool.name.clone(),
+                    function: name,
+                }),
+                Err(error) => {
+                    let warning = format!(
+                        "MCP server `{}`: tool `{}` left out: {error}",
+                        server.name(),
+                        tool.name
+                    );
+                    tracing::warn!("{warning}");
+                    skipped.push(warning);
+                }
+            }
+        }
+    }
+    (added, skipped)
+}
+
+/// A function name from an MCP tool name: disallowed characters become `_`, a leading digit or
+/// `-` gets a `_` in front.
+fn sanitize(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
+        out.insert(0, '_');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitize_replaces_what_a_recipient_cannot_hold() {
+        assert_eq!(sanitize("files.read"), "files_read");
+        assert_eq!(sanitize("3d-print"), "_3d-print");
+        assert_eq!(sanitize("ok_name-1"), "ok_name-1");
+        assert_eq!(sanitize("é"), "_");
+    }
+}

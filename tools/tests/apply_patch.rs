@@ -1,0 +1,471 @@
+//! `apply_patch` on real files in temporary workspaces: every operation of the format, the
+//! reference's context matching, clear errors, all-or-nothing checking, and escape attempts.
+
+use std::fs;
+use std::path::Path;
+
+use ossa_tools::apply_patch::{ApplyPatch, FUNCTION_NAME};
+use ossa_tools::{FunctionTools, Tool, ToolCall};
+use tempfile::TempDir;
+
+fn workspace() -> (TempDir, ApplyPatch) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tool = ApplyPatch::new(dir.path()).expect("workspace opens");
+    (dir, tool)
+}
+
+fn write(root: &Path, path: &str, content: &str) {
+    let path = root.join(path);
+    fs::create_dir_all(path.parent().expect("has parent")).expect("mkdir");
+    fs::write(path, content).expect("write");
+}
+
+fn read(root: &Path, path: &str) -> String {
+    fs::read_to_string(root.join(path)).expect("read")
+}
+
+fn error_of(tool: &ApplyPatch, patch: &str) -> String {
+    match tool.apply(patch) {
+        Ok(done) => panic!("expected an error, got {done:?}"),
+        Err(error) => error.to_string(),
+    }
+}
+
+#[test]
+fn add_update_move_and_delete_in_one_patch() {
+    let (dir, tool) = workspace();
+    let root = dir.path();
+    write(
+        root,
+        "src/app.py",
+        "import sys\n\ndef greet():\n    print(\"Hi\")\n\ngreet()\n",
+    );
+    write(root, "obsolete.txt", "old\n");
+    let patch = "*** Begin Patch
+*** Add File: docs/hello.txt
++Hello world
++second line
+*** Update File: src/app.py
+*** Move to: src/main.py
+@@ def greet():
+-    print(\"Hi\")
++    print(\"Hello, world!\")
+*** Delete File: obsolete.txt
+*** End Patch";
+    let done = tool.apply(patch).expect("applies");
+    assert_eq!(
+        done,
+        "Done!\nA docs/hello.txt\nM src/app.py -> src/main.py\nD obsolete.txt"
+    );
+    assert_eq!(read(root, "docs/hello.txt"), "Hello world\nsecond line\n");
+    assert_eq!(
+        read(root, "src/main.py"),
+        "import sys\n\ndef greet():\n    print(\"Hello, world!\")\n\ngreet()\n"
+    );
+    assert!(!root.join("src/app.py").exists());
+    assert!(!root.join("obsolete.txt").exists());
+}
+
+#[test]
+fn hunks_find_their_place_by_context_and_anchor() {
+    let (dir, tool) = workspace();
+    let root = dir.path();
+    let original = "fn a() {\n    let x = 1;\n    x\n}\n\nfn b() {\n    let x = 1;\n    x\n}\n";
+    write(root, "lib.rs", original);
+    // The same context occurs twice; the `@@ fn b() {` anchor selects the second one.
+    let patch = "*** Begin Patch
+*** Update File: lib.rs
+@@ fn b() {
+-    let x = 1;
++    let x = 2;
+     x
+*** End Patch";
+    tool.apply(patch).expect("applies");
+    assert_eq!(
+        read(root, "lib.rs"),
+        original.replacen("fn b() {\n    let x = 1;", "fn b() {\n    let x = 2;", 1)
+    );
+
+    // Two hunks, the first without a header, changing both functions.
+    let patch = "*** Begin Patch
+*** Update File: lib.rs
+ fn a() {
+-    let x = 1;
++    let x = 10;
+@@
+ fn b() {
+-    let x = 2;
++    let x = 20;
+*** End Patch";
+    tool.apply(patch).expect("applies");
+    assert_eq!(
+        read(root, "lib.rs"),
+        "fn a() {\n    let x = 10;\n    x\n}\n\nfn b() {\n    let x = 20;\n    x\n}\n"
+    );
+}
+
+#[test]
+fn context_matches_ignoring_trailing_then_surrounding_whitespace() {
+    let (dir, tool) = workspace();
+    let root = dir.path();
+    write(root, "notes.md", "title   \n  indented line\nlast\n");
+    let patch = "*** Begin Patch
+*** Update File: notes.md
+ title
+-indented line
++replaced line
+ last
+*** End Patch";
+    tool.apply(patch).expect("fuzzy context applies");
+    assert_eq!(read(root, "notes.md"), "title   \nreplaced line\nlast\n");
+}
+
+#[test]
+fn end_of_file_hunks_append_at_the_end() {
+    let (dir, tool) = workspace();
+    let root = dir.path();
+    write(root, "list.txt", "one\ntwo\nthree");
+    let patch = "*** Begin Patch
+*** Update File: list.txt
+@@
+ two
+ three
++four
+*** End of File
+*** End Patch";
+    tool.apply(patch).expect("applies");
+    assert_eq!(read(root, "list.txt"), "one\ntwo\nthree\nfour");
+}
+
+#[test]
+fn blank_lines_in_a_hunk_are_empty_context_lines() {
+    let (dir, tool) = workspace();
+    let root = dir.path();
+    write(root, "a.py", "x = 1\n\ny = 2\n");
+    let patch = "*** Begin Patch\n*** Update File: a.py\n x = 1\n\n-y = 2\n+y = 3\n*** End Patch";
+    tool.apply(patch).expect("applies");
+    assert_eq!(read(root, "a.py"), "x = 1\n\ny = 3\n");
+}
+
+#[test]
+fn deliberate_difference_a_hunk_header_of_at_at_and_a_space_is_a_bare_header() {
+    // The reference consumes `@@ ` (empty anchor), then rejects the hunk's first line as an
+    // "Invalid line in update section"; an empty anchor simply means no anchor.
+    let (dir, tool) = workspace();
+    let root = dir.path();
+    write(root, "a.txt", "one\ntwo\nthree\n");
+    tool.apply("*** Begin Patch\n*** Update File: a.txt\n@@ \n two\n-three\n+THREE\n*** End Patch")
+        .expect("applies");
+    assert_eq!(read(root, "a.txt"), "one\ntwo\nTHREE\n");
+}
+
+#[test]
+fn crlf_files_keep_their_line_endings() {
+    let (dir, tool) = workspace();
+    let root = dir.path();
+    write(root, "win.txt", "alpha\r\nbeta\r\ngamma\r\n");
+    let patch =
+        "*** Begin Patch\n*** Update File: win.txt\n alpha\n-beta\n+BETA\n gamma\n*** End Patch\n";
+    tool.apply(patch).expect("applies");
+    assert_eq!(read(root, "win.txt"), "alpha\r\nBETA\r\ngamma\r\n");
+}
+
+#[test]
+fn errors_name_the_problem_and_leave_files_untouched() {
+    let (dir, tool) = workspace();
+    let root = dir.path();
+    write(root, "exists.txt", "content\n");
+    let cases = [
+        (
+            "*** Update File: exists.txt\n-nope\n+yes",
+            "Invalid context at 0 in exists.txt:\nnope",
+        ),
+        (
+            "*** Update File: missing.txt\n-a\n+b",
+            "Update File Error - missing file: missing.txt",
+        ),
+        (
+            "*** Delete File: missing.txt",
+            "Delete File Error - missing file: missing.txt",
+        ),
+        (
+            "*** Add File: exists.txt\n+x",
+            "Add File Error - file already exists: exists.txt",
+        ),
+        (
+            "*** Add File: new.txt\nno plus",
+            "Invalid Add File line (missing '+'): no plus",
+        ),
+        (
+            "*** Frobnicate File: exists.txt",
+            "Unknown line while parsing: *** Frobnicate File: exists.txt",
+        ),
+        (
+            "*** Update File: exists.txt\n*content",
+            "Invalid Line: *content",
+        ),
+        (
+            "*** Update File: exists.txt\n***bogus",
+            "Invalid Line: ***bogus",
+        ),
+        (
+            "*** Delete File: exists.txt\n*** Delete File: exists.txt",
+            "Duplicate delete for file: exists.txt",
+        ),
+    ];
+    for (body, expected) in cases {
+        let patch = format!("*** Begin Patch\n{body}\n*** End Patch");
+        assert_eq!(error_of(&tool, &patch), expected, "patch:\n{patch}");
+        assert_eq!(read(root, "exists.txt"), "content\n");
+        assert!(!root.join("new.txt").exists());
+    }
+    let missing_sentinel = error_of(&tool, "*** Update File: exists.txt\n-content\n+x");
+    assert!(
+        missing_sentinel.starts_with("Invalid patch text - missing sentinels"),
+        "{missing_sentinel}"
+    );
+    let trailing = error_of(
+        &tool,
+        "*** Begin Patch\n*** Delete File: exists.txt\n*** End Patch\nmore\n*** End Patch",
+    );
+    assert_eq!(
+        trailing,
+        "text after `*** End Patch` (line 3); send one patch per call"
+    );
+    assert_eq!(read(root, "exists.txt"), "content\n");
+}
+
+#[test]
+fn a_patch_with_one_bad_part_writes_nothing() {
+    let (dir, tool) = workspace();
+    let root = dir.path();
+    write(root, "keep.txt", "keep\n");
+    let patch = "*** Begin Patch
+*** Add File: added.txt
++new
+*** Delete File: keep.txt
+*** Update File: keep.txt
+-not there
++x
+*** End Patch";
+    let error = error_of(&tool, patch);
+    assert_eq!(error, "Duplicate update for file: keep.txt");
+    let patch = "*** Begin Patch
+*** Add File: added.txt
++new
+*** Update File: keep.txt
+-not there
++x
+*** End Patch";
+    let error = error_of(&tool, patch);
+    assert!(
+        error.starts_with("Invalid context at 0 in keep.txt"),
+        "{error}"
+    );
+    assert!(
+        !root.join("added.txt").exists(),
+        "the valid add was not written"
+    );
+    assert_eq!(read(root, "keep.txt"), "keep\n");
+}
+
+#[test]
+fn move_onto_an_existing_file_is_refused_unless_it_is_deleted_first() {
+    let (dir, tool) = workspace();
+    let root = dir.path();
+    write(root, "a.txt", "a\n");
+    write(root, "b.txt", "b\n");
+    let error = error_of(
+        &tool,
+        "*** Begin Patch\n*** Update File: a.txt\n*** Move to: b.txt\n*** End Patch",
+    );
+    assert_eq!(
+        error,
+        "Move to: b.txt already exists; delete it first if it should be replaced"
+    );
+    assert_eq!(read(root, "b.txt"), "b\n");
+    tool.apply("*** Begin Patch\n*** Delete File: b.txt\n*** Update File: a.txt\n*** Move to: b.txt\n*** End Patch")
+        .expect("delete then move applies");
+    assert_eq!(read(root, "b.txt"), "a\n");
+    assert!(!root.join("a.txt").exists());
+}
+
+#[test]
+fn paths_that_leave_the_workspace_are_refused() {
+    let outer = tempfile::tempdir().expect("temp dir");
+    let root = outer.path().join("workspace");
+    fs::create_dir(&root).expect("mkdir");
+    fs::write(outer.path().join("secret.txt"), "secret\n").expect("write");
+    let tool = ApplyPatch::new(&root).expect("opens");
+    let outside = outer.path().join("secret.txt");
+
+    let error = error_of(
+        &tool,
+        "*** Begin Patch\n*** Add File: ../escape.txt\n+x\n*** End Patch",
+    );
+    assert_eq!(
+        error,
+        "../escape.txt: `..` is not allowed: paths stay inside the workspace"
+    );
+    assert!(!outer.path().join("escape.txt").exists());
+
+    let error = error_of(
+        &tool,
+        "*** Begin Patch\n*** Delete File: sub/../../secret.txt\n*** End Patch",
+    );
+    assert!(error.contains("`..` is not allowed"), "{error}");
+
+    let absolute = format!(
+        "*** Begin Patch\n*** Update File: {}\n-secret\n+stolen\n*** End Patch",
+        outside.display()
+    );
+    let error = error_of(&tool, &absolute);
+    assert!(
+        error.contains("absolute paths outside the workspace"),
+        "{error}"
+    );
+    assert_eq!(fs::read_to_string(&outside).expect("read"), "secret\n");
+
+    // A symlinked folder pointing out of the workspace.
+    std::os::unix::fs::symlink(outer.path(), root.join("link")).expect("symlink");
+    let error = error_of(
+        &tool,
+        "*** Begin Patch\n*** Add File: link/planted.txt\n+x\n*** End Patch",
+    );
+    assert_eq!(
+        error,
+        "link/planted.txt: `link` is a symbolic link with an absolute target; only relative links that stay inside the workspace are followed"
+    );
+    assert!(!outer.path().join("planted.txt").exists());
+    std::os::unix::fs::symlink("..", root.join("up")).expect("symlink");
+    let error = error_of(
+        &tool,
+        "*** Begin Patch\n*** Add File: up/planted.txt\n+x\n*** End Patch",
+    );
+    assert_eq!(
+        error,
+        "up/planted.txt: `up` is a symbolic link that leads outside the workspace"
+    );
+    assert!(!outer.path().join("planted.txt").exists());
+
+    // A symlinked file pointing out of the workspace: neither read nor written.
+    std::os::unix::fs::symlink("../secret.txt", root.join("secret-link.txt")).expect("symlink");
+    let error = error_of(
+        &tool,
+        "*** Begin Patch\n*** Update File: secret-link.txt\n-secret\n+stolen\n*** End Patch",
+    );
+    assert_eq!(
+        error,
+        "secret-link.txt: `secret-link.txt` is a symbolic link that leads outside the workspace"
+    );
+    assert_eq!(fs::read_to_string(&outside).expect("read"), "secret\n");
+
+    // Renaming a file out through a symlinked folder.
+    fs::write(root.join("inside.txt"), "inside\n").expect("write");
+    let error = error_of(
+        &tool,
+        "*** Begin Patch\n*** Update File: inside.txt\n*** Move to: up/moved.txt\n*** End Patch",
+    );
+    assert!(error.contains("leads outside the workspace"), "{error}");
+    assert!(root.join("inside.txt").exists());
+    assert!(!outer.path().join("moved.txt").exists());
+}
+
+#[test]
+fn paths_inside_the_workspace_may_be_absolute_or_go_through_inner_symlinks() {
+    let (dir, tool) = workspace();
+    let root = tool.workspace().to_path_buf();
+    write(&root, "real/file.txt", "one\n");
+    std::os::unix::fs::symlink("real", root.join("alias")).expect("symlink");
+    let absolute = root.join("real/file.txt");
+    let patch = format!(
+        "*** Begin Patch\n*** Update File: {}\n-one\n+two\n*** End Patch",
+        absolute.display()
+    );
+    tool.apply(&patch).expect("absolute path inside applies");
+    assert_eq!(read(&root, "real/file.txt"), "two\n");
+    tool.apply("*** Begin Patch\n*** Update File: alias/file.txt\n-two\n+three\n*** End Patch")
+        .expect("inner symlink applies");
+    assert_eq!(read(&root, "real/file.txt"), "three\n");
+    drop(dir);
+}
+
+#[tokio::test]
+async fn as_a_function_it_takes_raw_text_or_json_and_answers_errors_as_messages() {
+    let (dir, tool) = workspace();
+    let root = dir.path().to_path_buf();
+    let mut functions = FunctionTools::new();
+    functions.add(tool).expect("valid function");
+    let namespace = functions.namespace();
+    assert_eq!(namespace.tools[0].name, FUNCTION_NAME);
+    assert_eq!(namespace.tools[0].description, "Patch a file");
+    assert_eq!(
+        namespace.tools[0].parameters,
+        Some(serde_json::json!({
+            "type": "string",
+            "description": "Formatted patch code",
+            "default": "*** Begin Patch\n*** End Patch\n"
+        }))
+    );
+
+    let mut session = functions.open_session();
+    let call = |content: &str, content_type: Option<&str>| ToolCall {
+        recipient: "functions.apply_patch".into(),
+        channel: Some("commentary".into()),
+        content_type: content_type.map(String::from),
+        content: content.into(),
+    };
+    let raw = "*** Begin Patch\n*** Add File: a.txt\n+raw\n*** End Patch\n";
+    let out = session.call(&call(raw, None)).await;
+    assert_eq!(out[0].author, "functions.apply_patch");
+    assert_eq!(out[0].channel.as_deref(), Some("commentary"));
+    assert_eq!(out[0].content, "Done!\nA a.txt");
+    assert_eq!(read(&root, "a.txt"), "raw\n");
+
+    let json_object =
+        serde_json::json!({"patch": "*** Begin Patch\n*** Add File: b.txt\n+json\n*** End Patch"})
+            .to_string();
+    let out = session
+        .call(&call(&json_object, Some("<|constrain|>json")))
+        .await;
+    assert_eq!(out[0].content, "Done!\nA b.txt");
+
+    let json_string =
+        serde_json::json!("*** Begin Patch\n*** Delete File: b.txt\n*** End Patch").to_string();
+    let out = session.call(&call(&json_string, Some("json"))).await;
+    assert_eq!(out[0].content, "Done!\nD b.txt");
+
+    let out = session
+        .call(&call(
+            "*** Begin Patch\n*** Delete File: gone.txt\n*** End Patch",
+            None,
+        ))
+        .await;
+    assert_eq!(
+        out[0].content,
+        "Error: Delete File Error - missing file: gone.txt"
+    );
+
+    let out = session.call(&call("{\"patch\": ", Some("json"))).await;
+    assert!(
+        out[0]
+            .content
+            .starts_with("Error: the message looks like JSON but does not parse"),
+        "{}",
+        out[0].content
+    );
+}
+
+#[test]
+fn the_workspace_must_exist() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("nope");
+    let error = ApplyPatch::new(&missing).err().expect("fails").to_string();
+    assert!(
+        error.starts_with(&format!(
+            "cannot open the workspace folder {}",
+            missing.display()
+        )),
+        "{error}"
+    );
+}

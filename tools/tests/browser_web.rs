@@ -1,0 +1,867 @@
+//! The browser over real HTTP on loopback: fixture pages, hostile servers, and every search
+//! backend against a server answering in the provider's documented response shape.
+
+mod support;
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ossa_tools::browser::{
+    Backend, BraveProvider, BrowserConfig, BrowserTool, DuckDuckGoProvider, ExaProvider,
+    FetchConfig, Fetcher, SearchBackendKind, SearchConfig, SearchProvider, SearxngProvider,
+    TavilyProvider, WebBackend, YouProvider, process_html,
+};
+use ossa_tools::tool::ToolCall;
+use serde_json::json;
+use support::{Reply, Request, TestServer};
+
+fn local_fetch() -> FetchConfig {
+    FetchConfig {
+        allow_private_addresses: true,
+        ..FetchConfig::default()
+    }
+}
+
+fn client() -> reqwest::Client {
+    ossa_tools::browser::search::api_client(Duration::from_secs(10)).expect("client")
+}
+
+fn backend(provider: Arc<dyn SearchProvider>, fetch: FetchConfig) -> WebBackend {
+    WebBackend::new(provider, Fetcher::new(fetch).expect("fetcher"))
+}
+
+/// A provider that is never asked to search (for fetch tests).
+fn no_search() -> Arc<dyn SearchProvider> {
+    Arc::new(SearxngProvider::new(client(), "http://127.0.0.1:9".into()))
+}
+
+fn call(recipient: &str, args: &str) -> ToolCall {
+    ToolCall {
+        recipient: recipient.into(),
+        channel: Some("analysis".into()),
+        content_type: None,
+        content: args.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixture pages served over HTTP
+
+/// Every fixture page, served with its declared charset, reads over HTTP as it converts
+/// in memory; the legacy-charset pages are decoded from their real bytes.
+#[tokio::test]
+async fn fixture_pages_read_over_http_like_in_memory() {
+    let mut pages: Vec<(String, String)> = Vec::new();
+    for path in support::case_files(&support::fixture_dir()) {
+        let case = support::load_json(&path);
+        for (url, page) in case["pages"].as_object().cloned().unwrap_or_default() {
+            let html = page["html"].as_str().unwrap_or_default().to_string();
+            if !html.trim().is_empty() && !pages.iter().any(|(u, _)| *u == url) {
+                pages.push((url, html));
+            }
+        }
+    }
+    let served = pages.clone();
+    let server = TestServer::start(move |req| {
+        let Some((_, html)) = served.iter().find(|(u, _)| {
+            u.split("://")
+                .nth(1)
+                .and_then(|r| r.find('/').map(|i| &r[i..]))
+                == Some(req.target.as_str())
+        }) else {
+            return Reply::status(404, "no such page");
+        };
+        if html.contains("charset=Shift_JIS") {
+            let (bytes, _, _) = encoding_rs::SHIFT_JIS.encode(html);
+            return Reply::ok("text/html", bytes.into_owned());
+        }
+        if html.contains("charset=\"windows-1252\"") {
+            let (bytes, _, _) = encoding_rs::WINDOWS_1252.encode(html);
+            return Reply::ok("text/html", bytes.into_owned());
+        }
+        Reply::html(html)
+    })
+    .await;
+    let web = backend(no_search(), local_fetch());
+    let mut checked = 0;
+    for (url, html) in &pages {
+        let path = url
+            .split("://")
+            .nth(1)
+            .and_then(|r| r.find('/').map(|i| r[i..].to_string()))
+            .unwrap_or_default();
+        let local = server.url(&path);
+        let fetched = web
+            .fetch(&local)
+            .await
+            .unwrap_or_else(|e| panic!("{local}: {e}"));
+        let direct = process_html(html, &local, None).unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(fetched.text, direct.text, "{url}");
+        assert_eq!(fetched.urls, direct.urls, "{url}");
+        assert_eq!(fetched.title, direct.title, "{url}");
+        checked += 1;
+    }
+    assert!(checked >= 15, "{checked}");
+    let latin = web
+        .fetch(&server.url("/encoding/latin.html"))
+        .await
+        .unwrap();
+    assert!(
+        latin
+            .text
+            .contains("Our naïve précis of the été menu costs €4,50"),
+        "{}",
+        latin.text
+    );
+    let sjis = web.fetch(&server.url("/encoding/sjis.html")).await.unwrap();
+    assert_eq!(sjis.title, "日本語のページ");
+    assert!(sjis.text.contains("# 東京の天気"), "{}", sjis.text);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile servers
+
+async fn fetch_error(server: &TestServer, path: &str, fetch: FetchConfig) -> String {
+    let web = backend(no_search(), fetch);
+    match web.fetch(&server.url(path)).await {
+        Ok(page) => panic!("{path} should fail, got {} bytes of text", page.text.len()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn huge_page_is_cut_at_the_size_cap() {
+    let server = TestServer::start(|_| Reply::Endless {
+        content_type: "text/html".into(),
+        chunk: b"<p>filler text that goes on and on</p>\n".repeat(200),
+        max_chunks: 100_000,
+    })
+    .await;
+    let cap = 256 * 1024;
+    let web = backend(
+        no_search(),
+        FetchConfig {
+            max_bytes: cap,
+            ..local_fetch()
+        },
+    );
+    let page = web
+        .fetch(&server.url("/huge"))
+        .await
+        .expect("a truncated page");
+    assert!(page.text.len() < cap, "{}", page.text.len());
+    assert!(page.text.contains("filler text"));
+    assert!(
+        page.text.ends_with("only its beginning was read.]"),
+        "{}",
+        &page.text[page.text.len() - 100..]
+    );
+}
+
+#[tokio::test]
+async fn gzip_bomb_is_cut_at_the_size_cap() {
+    // 64 MiB of markup, gzipped to well under 1 MiB.
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let block = "<p>zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz</p>".repeat(1 << 10);
+    for _ in 0..(64 * 1024 * 1024 / block.len()) {
+        encoder.write_all(block.as_bytes()).expect("gzip");
+    }
+    let bomb = encoder.finish().expect("gzip");
+    assert!(bomb.len() < 1 << 20);
+    let server = TestServer::start(move |_| Reply::Full {
+        status: 200,
+        headers: vec![
+            ("Content-Type".into(), "text/html".into()),
+            ("Content-Encoding".into(), "gzip".into()),
+        ],
+        body: bomb.clone(),
+    })
+    .await;
+    let cap = 1024 * 1024;
+    let web = backend(
+        no_search(),
+        FetchConfig {
+            max_bytes: cap,
+            ..local_fetch()
+        },
+    );
+    let page = web
+        .fetch(&server.url("/bomb"))
+        .await
+        .expect("a truncated page");
+    assert!(page.text.len() <= cap, "{}", page.text.len());
+    assert!(page.text.ends_with("only its beginning was read.]"));
+}
+
+#[tokio::test]
+async fn slow_and_silent_servers_time_out() {
+    let server = TestServer::start(|req| match req.path() {
+        "/drip" => Reply::Drip {
+            content_type: "text/html".into(),
+            interval: Duration::from_millis(300),
+            count: 40,
+        },
+        _ => Reply::Silent {
+            r#for: Duration::from_secs(20),
+        },
+    })
+    .await;
+    let fetch = FetchConfig {
+        timeout: Duration::from_secs(1),
+        ..local_fetch()
+    };
+    assert_eq!(
+        fetch_error(&server, "/drip", fetch.clone()).await,
+        "timed out after 1 s"
+    );
+    assert_eq!(
+        fetch_error(&server, "/silent", fetch).await,
+        "timed out after 1 s"
+    );
+}
+
+#[tokio::test]
+async fn endless_redirects_stop_at_the_limit() {
+    let server = TestServer::start(|req| {
+        let n: usize = req.path().trim_start_matches("/r/").parse().unwrap_or(0);
+        Reply::redirect(&format!("/r/{}", n + 1))
+    })
+    .await;
+    let fetch = FetchConfig {
+        max_redirects: 5,
+        ..local_fetch()
+    };
+    assert_eq!(
+        fetch_error(&server, "/r/0", fetch).await,
+        "too many redirects (more than 5)"
+    );
+    assert!(server.requests().len() <= 7, "{}", server.requests().len());
+}
+
+#[tokio::test]
+async fn http_errors_binary_and_unknown_schemes_are_explained() {
+    let server = TestServer::start(|req| match req.path() {
+        "/missing" => Reply::status(404, "not here"),
+        "/broken" => Reply::status(500, "oops"),
+        "/image.png" => Reply::ok("image/png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR".to_vec()),
+        "/blob" => Reply::ok("application/octet-stream", vec![0u8, 1, 2, 3, 0, 0, 7, 255]),
+        "/doc.pdf" => Reply::ok("application/pdf", b"%PDF-1.7\n".to_vec()),
+        _ => Reply::status(404, ""),
+    })
+    .await;
+    assert_eq!(
+        fetch_error(&server, "/missing", local_fetch()).await,
+        "HTTP 404 Not Found"
+    );
+    assert_eq!(
+        fetch_error(&server, "/broken", local_fetch()).await,
+        "HTTP 500 Internal Server Error"
+    );
+    assert_eq!(
+        fetch_error(&server, "/image.png", local_fetch()).await,
+        "unsupported content type `image/png`: the browser reads HTML, plain text and JSON"
+    );
+    assert!(
+        fetch_error(&server, "/blob", local_fetch())
+            .await
+            .starts_with("unsupported content type `application/octet-stream`")
+    );
+    assert!(
+        fetch_error(&server, "/doc.pdf", local_fetch())
+            .await
+            .starts_with("unsupported content type `application/pdf`")
+    );
+    let web = backend(no_search(), local_fetch());
+    let err = web
+        .fetch("file:///etc/passwd")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "unsupported URL scheme `file` (only http and https pages can be opened)"
+    );
+}
+
+#[tokio::test]
+async fn wrong_charset_label_is_corrected() {
+    let text = "東京の天気：今日の東京は晴れです。明日は雨が降るかもしれません。";
+    let (sjis, _, _) = encoding_rs::SHIFT_JIS.encode(text);
+    let sjis = sjis.into_owned();
+    let server = TestServer::start(move |req| match req.path() {
+        // Declared UTF-8, really Shift_JIS.
+        "/sjis" => Reply::ok(
+            "text/html; charset=utf-8",
+            [b"<p>".as_slice(), &sjis, b"</p>"].concat(),
+        ),
+        // Declared Latin-1, really UTF-8.
+        _ => Reply::ok(
+            "text/html; charset=iso-8859-1",
+            "<p>Café crème</p>".as_bytes().to_vec(),
+        ),
+    })
+    .await;
+    let web = backend(no_search(), local_fetch());
+    assert!(
+        web.fetch(&server.url("/sjis"))
+            .await
+            .unwrap()
+            .text
+            .contains(text)
+    );
+    assert!(
+        web.fetch(&server.url("/latin"))
+            .await
+            .unwrap()
+            .text
+            .contains("Café crème")
+    );
+}
+
+#[tokio::test]
+async fn local_addresses_are_refused_by_default() {
+    let server = TestServer::start(|_| Reply::html("<p>secret</p>")).await;
+    let web = backend(no_search(), FetchConfig::default());
+    let err = web
+        .fetch(&server.url("/admin"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "refusing to open `127.0.0.1`: it is a local or private network address"
+    );
+    let err = web
+        .fetch("http://localhost:9/")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("refusing to open `localhost`"), "{err}");
+    assert!(server.requests().is_empty(), "the server was contacted");
+}
+
+#[tokio::test]
+async fn json_and_plain_text_pages() {
+    let server = TestServer::start(|req| match req.path() {
+        "/data.json" => Reply::ok(
+            "application/json",
+            br#"{"name":"ossa","tags":["a","b"]}"#.to_vec(),
+        ),
+        _ => Reply::ok(
+            "text/plain; charset=utf-8",
+            b"line one\r\nline two\r\n".to_vec(),
+        ),
+    })
+    .await;
+    let web = backend(no_search(), local_fetch());
+    let json_page = web.fetch(&server.url("/data.json")).await.unwrap();
+    assert_eq!(json_page.title, "data.json");
+    assert!(
+        json_page
+            .text
+            .contains("\"name\": \"ossa\",\n  \"tags\": ["),
+        "{}",
+        json_page.text
+    );
+    let text = web.fetch(&server.url("/notes.txt")).await.unwrap();
+    assert_eq!(
+        text.text,
+        format!("\nURL: {}\nline one\nline two", server.url("/notes.txt"))
+    );
+}
+
+#[test]
+fn deeply_nested_markup_does_not_overflow() {
+    let html = format!(
+        "{}<p>deep text</p>{}",
+        "<div>".repeat(100_000),
+        "</div>".repeat(100_000)
+    );
+    let page = std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(move || process_html(&html, "https://deep.example/", None))
+        .expect("thread")
+        .join()
+        .expect("no stack overflow")
+        .expect("converted");
+    assert!(page.text.contains("deep text"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// A whole conversation over HTTP
+
+#[tokio::test]
+async fn search_then_open_then_find_over_http() {
+    let srv = TestServer::start(|req| {
+        let host = req.header("host").unwrap_or_default().replace(':', "%3A");
+        match req.path() {
+            "/html/" => Reply::html(&format!(
+                r#"<div class="result results_links web-result"><h2 class="result__title"><a class="result__a" href="//duckduckgo.com/l/?uddg=http%3A%2F%2F{host}%2Fpage&rut=x">Local page</a></h2><a class="result__snippet">A page on loopback.</a></div>"#
+            )),
+            "/page" => Reply::html("<title>Local</title><main><h1>Hello</h1><p>The answer is 42.</p><p><a href='/other'>other</a></p></main>"),
+            _ => Reply::status(404, ""),
+        }
+    })
+    .await;
+    let provider = Arc::new(DuckDuckGoProvider::new(client(), Some(srv.url(""))));
+    let tool = BrowserTool::new(
+        Arc::new(backend(provider, local_fetch())),
+        BrowserConfig::default(),
+    );
+    let mut s = tool.session();
+    let results = s
+        .handle(&call("browser.search", r#"{"query": "local"}"#))
+        .await
+        .content;
+    assert!(
+        results.contains(&format!(
+            "  * 【0†Local page†{}】 A page on loopback.",
+            srv.addr
+        )),
+        "{results}"
+    );
+    let page = s
+        .handle(&call("browser.open", r#"{"id": 0}"#))
+        .await
+        .content;
+    let url = srv.url("/page");
+    assert!(
+        page.starts_with(&format!(
+            "[1] Local ({url})\n**viewing lines [0 - 6] of 6**\n\nL0: \nL1: URL: {url}\nL2: # Hello"
+        )),
+        "{page}"
+    );
+    let found = s
+        .handle(&call("browser.find", r#"{"pattern": "answer"}"#))
+        .await
+        .content;
+    assert!(
+        found.contains("L0: # 【0†match at L4】\nL1: The answer is 42."),
+        "{found}"
+    );
+    let missing = s
+        .handle(&call("browser.open", r#"{"cursor": 1, "id": 0}"#))
+        .await
+        .content;
+    assert_eq!(
+        missing,
+        format!(
+            "Error fetching URL `{}`: HTTP 404 Not Found",
+            srv.url("/other")
+        )
+    );
+    assert_eq!(s.citation_urls(), vec![String::new(), url.clone(), url]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Search backends: request shape and response mapping, per provider documentation
+
+fn result_lines(page: &ossa_tools::browser::PageContents) -> Vec<String> {
+    page.text
+        .lines()
+        .filter(|l| l.starts_with("  * "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn exa_search_and_contents() {
+    let server = TestServer::start(|req: &Request| {
+        if req.header("x-api-key") != Some("exa-key") {
+            return Reply::Full { status: 401, headers: vec![], body: br#"{"error":"Invalid API key"}"#.to_vec() };
+        }
+        match (req.method.as_str(), req.path()) {
+            ("POST", "/search") => {
+                let body = req.json();
+                assert_eq!(body["numResults"], 20);
+                assert_eq!(body["contents"], json!({"text": true, "summary": true}));
+                Reply::json(&json!({
+                    "requestId": "b5947044c4b78efa9552a7c89b306d95",
+                    "resolvedSearchType": "neural",
+                    "results": [
+                        {"id": "https://doc.rust-lang.org/book/ch04-01-what-is-ownership.html", "title": "What is Ownership?",
+                         "url": "https://doc.rust-lang.org/book/ch04-01-what-is-ownership.html", "publishedDate": null, "author": null,
+                         "text": "Ownership is a set of rules...", "summary": "Rust's rules for memory."},
+                        {"id": "https://en.wikipedia.org/wiki/Rust", "title": "Rust (programming language)",
+                         "url": "https://en.wikipedia.org/wiki/Rust", "text": "Rust is a general-purpose language", "summary": ""}
+                    ],
+                    "costDollars": {"total": 0.005}
+                }))
+            }
+            ("POST", "/contents") => {
+                let body = req.json();
+                assert_eq!(body["text"], json!({"includeHtmlTags": true}));
+                let url = body["urls"][0].as_str().unwrap_or_default().to_string();
+                if url.contains("missing") {
+                    return Reply::json(&json!({"requestId": "x", "results": [], "statuses": [{"id": url, "status": "error"}]}));
+                }
+                Reply::json(&json!({"requestId": "x", "results": [{"id": url, "url": url, "title": "Ownership",
+                    "text": "<h1>What is Ownership?</h1><p>Rules: <a href=\"/book/ch04-02.html\">borrowing</a>.</p>"}]}))
+            }
+            _ => Reply::status(404, ""),
+        }
+    })
+    .await;
+    let exa = Arc::new(ExaProvider::new(
+        client(),
+        "exa-key".into(),
+        Some(server.url("/")),
+        true,
+    ));
+    let web = backend(exa, local_fetch());
+    let page = web.search("rust ownership", 20).await.expect("search");
+    assert_eq!(server.requests()[0].json()["query"], "rust ownership");
+    assert_eq!(
+        result_lines(&page),
+        vec![
+            "  * 【0†What is Ownership?†doc.rust-lang.org】 Rust's rules for memory.",
+            "  * 【1†Rust (programming language)†en.wikipedia.org】 Rust is a general-purpose language",
+        ]
+    );
+    let url = "https://doc.rust-lang.org/book/ch04-01-what-is-ownership.html";
+    let read = web.fetch(url).await.expect("contents");
+    assert_eq!(read.title, "Ownership");
+    assert_eq!(
+        read.text,
+        format!("\nURL: {url}\n# What is Ownership?\n\nRules: 【0†borrowing】.")
+    );
+    assert_eq!(
+        read.urls,
+        vec!["https://doc.rust-lang.org/book/ch04-02.html".to_string()]
+    );
+    let missing = web
+        .fetch("https://example.org/missing")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        missing,
+        "No contents returned for https://example.org/missing"
+    );
+    let bad = Arc::new(ExaProvider::new(
+        client(),
+        "wrong".into(),
+        Some(server.url("")),
+        true,
+    ));
+    let err = backend(bad, local_fetch())
+        .search("x", 20)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        r#"Exa API error 401 Unauthorized: {"error":"Invalid API key"}"#
+    );
+}
+
+#[tokio::test]
+async fn you_search_and_contents() {
+    let server = TestServer::start(|req: &Request| {
+        assert_eq!(req.header("x-api-key"), Some("ydc-key"));
+        match (req.method.as_str(), req.path()) {
+            ("GET", "/v1/search") => {
+                assert_eq!(req.query("query").as_deref(), Some("tokyo weather"));
+                assert_eq!(req.query("count").as_deref(), Some("20"));
+                Reply::json(&json!({
+                    "results": {
+                        "web": [{"url": "https://weather.example/tokyo", "title": "Tokyo forecast",
+                                 "description": "Daily forecast", "snippets": ["Sunny today.", "Rain tomorrow."],
+                                 "page_age": "2025-01-01T00:00:00"}],
+                        "news": [{"url": "https://news.example/typhoon", "title": "Typhoon nears Tokyo",
+                                  "description": "A typhoon is expected.", "page_age": "2025-01-01T00:00:00"}]
+                    },
+                    "metadata": {"search_uuid": "x", "query": "tokyo weather", "latency": 0.1}
+                }))
+            }
+            ("POST", "/v1/contents") => {
+                let body = req.json();
+                assert_eq!(body["livecrawl_formats"], "html");
+                let url = body["urls"][0].as_str().unwrap_or_default().to_string();
+                Reply::json(&json!([{"url": url, "title": "Tokyo", "html": "<html><body><p>Sunny, 25°C.</p></body></html>",
+                                     "markdown": "Sunny, 25°C."}]))
+            }
+            _ => Reply::status(404, ""),
+        }
+    })
+    .await;
+    let you = Arc::new(YouProvider::new(
+        client(),
+        "ydc-key".into(),
+        Some(server.url("")),
+        true,
+    ));
+    let web = backend(you, local_fetch());
+    let page = web.search("tokyo weather", 20).await.expect("search");
+    assert_eq!(
+        result_lines(&page),
+        vec![
+            "  * 【0†Tokyo forecast†weather.example】 Sunny today. Rain tomorrow.",
+            "  * 【1†Typhoon nears Tokyo†news.example】 A typhoon is expected.",
+        ]
+    );
+    let read = web
+        .fetch("https://weather.example/tokyo")
+        .await
+        .expect("contents");
+    assert_eq!(read.title, "Tokyo");
+    assert!(read.text.ends_with("Sunny, 25°C."), "{}", read.text);
+}
+
+#[tokio::test]
+async fn brave_search() {
+    let server = TestServer::start(|req: &Request| {
+        assert_eq!((req.method.as_str(), req.path()), ("GET", "/res/v1/web/search"));
+        assert_eq!(req.header("x-subscription-token"), Some("brave-key"));
+        assert_eq!(req.header("accept"), Some("application/json"));
+        assert_eq!(req.query("q").as_deref(), Some("rust book"));
+        assert_eq!(req.query("count").as_deref(), Some("20"));
+        Reply::json(&json!({
+            "type": "search",
+            "query": {"original": "rust book"},
+            "web": {"type": "search", "results": [
+                {"title": "The <strong>Rust</strong> Programming Language", "url": "https://doc.rust-lang.org/book/",
+                 "description": "Learn <strong>Rust</strong> &amp; its ownership model.", "is_source_local": false,
+                 "profile": {"name": "Rust"}},
+                {"title": "Rust <strong>Book</strong> exercises", "url": "https://exercises.example/rust", "description": ""}
+            ]}
+        }))
+    })
+    .await;
+    let brave = Arc::new(BraveProvider::new(
+        client(),
+        "brave-key".into(),
+        Some(server.url("")),
+    ));
+    let page = backend(brave, local_fetch())
+        .search("rust book", 20)
+        .await
+        .expect("search");
+    assert_eq!(
+        result_lines(&page),
+        vec![
+            "  * 【0†The Rust Programming Language†doc.rust-lang.org】 Learn Rust & its ownership model.",
+            "  * 【1†Rust Book exercises†exercises.example】",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn tavily_search() {
+    let server = TestServer::start(|req: &Request| {
+        assert_eq!((req.method.as_str(), req.path()), ("POST", "/search"));
+        assert_eq!(req.header("authorization"), Some("Bearer tvly-key"));
+        let body = req.json();
+        assert_eq!(body["query"], "solar eclipse 2024");
+        assert_eq!(body["max_results"], 20);
+        Reply::json(&json!({
+            "query": "solar eclipse 2024", "answer": null, "images": [], "follow_up_questions": null,
+            "results": [{"title": "Eclipse 2024", "url": "https://science.example/eclipse", "content": "The total\n eclipse crossed North America.",
+                         "score": 0.98, "raw_content": null}],
+            "response_time": 1.23
+        }))
+    })
+    .await;
+    let tavily = Arc::new(TavilyProvider::new(
+        client(),
+        "tvly-key".into(),
+        Some(server.url("")),
+    ));
+    let page = backend(tavily, local_fetch())
+        .search("solar eclipse 2024", 20)
+        .await
+        .expect("search");
+    assert_eq!(
+        result_lines(&page),
+        vec!["  * 【0†Eclipse 2024†science.example】 The total eclipse crossed North America."]
+    );
+}
+
+#[tokio::test]
+async fn searxng_search() {
+    let server = TestServer::start(|req: &Request| {
+        assert_eq!((req.method.as_str(), req.path()), ("GET", "/searxng/search"));
+        assert_eq!(req.query("format").as_deref(), Some("json"));
+        if req.query("q").as_deref() == Some("blocked") {
+            return Reply::status(403, "Forbidden");
+        }
+        Reply::json(&json!({
+            "query": req.query("q"), "number_of_results": 0,
+            "results": [
+                {"url": "https://wiki.example/Kyoto", "title": "Kyoto", "content": "Former capital of Japan.", "engine": "wikipedia",
+                 "engines": ["wikipedia"], "positions": [1], "score": 1.0, "category": "general"},
+                {"url": "https://travel.example/kyoto", "title": "Visit Kyoto", "content": "Temples and gardens.", "engine": "duckduckgo",
+                 "engines": ["duckduckgo"], "positions": [2], "score": 0.5, "category": "general"}
+            ],
+            "answers": [], "corrections": [], "infoboxes": [], "suggestions": [], "unresponsive_engines": []
+        }))
+    })
+    .await;
+    let searx = Arc::new(SearxngProvider::new(client(), server.url("/searxng/")));
+    let web = backend(searx, local_fetch());
+    let page = web.search("kyoto", 20).await.expect("search");
+    assert_eq!(
+        result_lines(&page),
+        vec![
+            "  * 【0†Kyoto†wiki.example】 Former capital of Japan.",
+            "  * 【1†Visit Kyoto†travel.example】 Temples and gardens."
+        ]
+    );
+    let err = web.search("blocked", 20).await.unwrap_err().to_string();
+    assert!(err.contains("add `json` to `search.formats`"), "{err}");
+}
+
+#[tokio::test]
+async fn duckduckgo_search() {
+    let page_html = r##"<html><body><div id="links" class="results">
+      <div class="result results_links results_links_deep result--ad"><div class="links_main links_deep result__body">
+        <h2 class="result__title"><a rel="nofollow" class="result__a" href="https://duckduckgo.com/y.js?ad_provider=x">Sponsored thing</a></h2>
+        <a class="result__snippet" href="#">Buy now</a></div></div>
+      <div class="result results_links results_links_deep web-result "><div class="links_main links_deep result__body">
+        <h2 class="result__title"><a rel="nofollow" class="result__a" href="//duckduckgo.com/l/?uddg=https%3A%2F%2Fwww.python.org%2Fdoc%2F&amp;rut=abc">Python <b>Documentation</b></a></h2>
+        <div class="result__extras"><a class="result__url" href="//duckduckgo.com/l/?uddg=https%3A%2F%2Fwww.python.org%2Fdoc%2F">www.python.org/doc/</a></div>
+        <a class="result__snippet" href="//duckduckgo.com/l/?uddg=x">The official <b>Python</b> documentation.</a></div></div>
+      <div class="result results_links results_links_deep web-result "><div class="links_main links_deep result__body">
+        <h2 class="result__title"><a rel="nofollow" class="result__a" href="https://realpython.com/">Real Python</a></h2>
+        <a class="result__snippet" href="https://realpython.com/">Tutorials &amp; articles.</a></div></div>
+    </div></body></html>"##;
+    let server = TestServer::start(move |req: &Request| {
+        assert_eq!((req.method.as_str(), req.path()), ("POST", "/html/"));
+        let q = String::from_utf8_lossy(&req.body).to_string();
+        if q == "q=captcha" {
+            return Reply::html(r#"<html><body><div class="anomaly-modal__title">Unfortunately, bots use DuckDuckGo too.</div><form id="challenge-form"></form></body></html>"#);
+        }
+        assert_eq!(q, "q=python+docs");
+        Reply::html(page_html)
+    })
+    .await;
+    let ddg = Arc::new(DuckDuckGoProvider::new(client(), Some(server.url(""))));
+    let web = backend(ddg, local_fetch());
+    let page = web.search("python docs", 20).await.expect("search");
+    assert_eq!(
+        result_lines(&page),
+        vec![
+            "  * 【0†Python Documentation†www.python.org】 The official Python documentation.",
+            "  * 【1†Real Python†realpython.com】 Tutorials & articles.",
+        ]
+    );
+    assert_eq!(
+        page.urls,
+        vec![
+            "https://www.python.org/doc/".to_string(),
+            "https://realpython.com/".to_string()
+        ]
+    );
+    let err = web.search("captcha", 20).await.unwrap_err().to_string();
+    assert!(
+        err.starts_with("DuckDuckGo refused the query with a bot check"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_keys_name_their_environment_variable() {
+    for (kind, var) in [
+        (SearchBackendKind::Exa, "EXA_API_KEY"),
+        (SearchBackendKind::You, "YDC_API_KEY"),
+        (SearchBackendKind::Brave, "BRAVE_API_KEY"),
+        (SearchBackendKind::Tavily, "TAVILY_API_KEY"),
+    ] {
+        let err = SearchConfig::new(kind)
+            .build(FetchConfig::default())
+            .err()
+            .expect("missing key")
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "the {} search backend needs an API key: set {var}",
+                kind.name()
+            )
+        );
+    }
+    let err = SearchConfig::new(SearchBackendKind::Searxng)
+        .build(FetchConfig::default())
+        .err()
+        .expect("missing url")
+        .to_string();
+    assert!(err.contains("set SEARXNG_URL"), "{err}");
+    assert!(
+        SearchConfig::new(SearchBackendKind::DuckDuckGo)
+            .build(FetchConfig::default())
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn backend_errors_reach_the_model_as_search_errors() {
+    let server = TestServer::start(|_| Reply::status(429, r#"{"message":"rate limited"}"#)).await;
+    let brave = Arc::new(BraveProvider::new(
+        client(),
+        "k".into(),
+        Some(server.url("")),
+    ));
+    let tool = BrowserTool::new(
+        Arc::new(backend(brave, local_fetch())),
+        BrowserConfig::default(),
+    );
+    let out = tool
+        .session()
+        .handle(&call("browser.search", r#"{"query": "q"}"#))
+        .await;
+    assert_eq!(out.author, "browser.search");
+    assert_eq!(
+        out.content,
+        r#"Error during search for `q`: Brave Search API error 429 Too Many Requests: {"message":"rate limited"}"#
+    );
+}
+
+/// Through the `Tool` interface: one session per conversation, results on the call's channel,
+/// and a link that redirects is fetched once and then found in the session's cache.
+#[tokio::test]
+async fn tool_sessions_follow_redirects_once() {
+    use ossa_tools::tool::{Placement, Tool};
+    let server = TestServer::start(|req| match req.path() {
+        "/start" => Reply::html("<title>Start</title><p><a href='/old'>moved page</a></p>"),
+        "/old" => Reply::redirect("/new"),
+        "/new" => Reply::html("<title>New</title><p>Arrived.</p>"),
+        _ => Reply::status(404, ""),
+    })
+    .await;
+    let tool = BrowserTool::new(
+        Arc::new(backend(no_search(), local_fetch())),
+        BrowserConfig::default(),
+    );
+    assert_eq!(tool.name(), "browser");
+    assert_eq!(tool.placement(), Placement::System);
+    let mut conversation = tool.open_session();
+    let open = |args: String| ToolCall {
+        recipient: "browser.open".into(),
+        channel: Some("commentary".into()),
+        content_type: None,
+        content: args,
+    };
+    let out = conversation
+        .call(&open(format!(r#"{{"id": "{}"}}"#, server.url("/start"))))
+        .await;
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        (out[0].author.as_str(), out[0].channel.as_deref()),
+        ("browser.open", Some("commentary"))
+    );
+    for expected_cursor in [1, 2] {
+        let out = conversation
+            .call(&open(r#"{"cursor": 0, "id": 0}"#.to_string()))
+            .await;
+        let header = format!("[{expected_cursor}] New ({})", server.url("/new"));
+        assert!(out[0].content.starts_with(&header), "{}", out[0].content);
+    }
+    let hits = server
+        .requests()
+        .iter()
+        .filter(|r| r.path() == "/old")
+        .count();
+    assert_eq!(hits, 1, "the redirected link was fetched again");
+    assert_eq!(conversation.citation_urls().map(|u| u.len()), Some(3));
+}

@@ -1,0 +1,533 @@
+//! Typed function tools: schema generation, argument validation, decoding, and the messages the
+//! model gets back for good and bad calls.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ossa_tools::function::{FunctionToolsError, TypedFunction, parameters_schema, prompt_schema};
+use ossa_tools::{FunctionTools, Placement, Tool, ToolCall, ToolOutput};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// Weather request.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct WeatherArgs {
+    /// The city and state, e.g. San Francisco, CA
+    location: String,
+    /// Temperature unit.
+    unit: Option<Unit>,
+    /// How many days to forecast.
+    days: Option<u8>,
+}
+
+#[derive(Deserialize, JsonSchema, Debug, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum Unit {
+    Celsius,
+    Fahrenheit,
+}
+
+#[derive(Serialize)]
+struct Forecast {
+    temperature: i32,
+    sunny: bool,
+}
+
+fn weather_tools(calls: Arc<AtomicUsize>) -> FunctionTools {
+    let mut tools = FunctionTools::new();
+    let counter = Arc::clone(&calls);
+    tools
+        .add(TypedFunction::new(
+            "get_weather",
+            "Gets the current weather.",
+            move |args: WeatherArgs| {
+                let counter = Arc::clone(&counter);
+                async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let unit = args
+                        .unit
+                        .map_or("default".to_string(), |u| format!("{u:?}"));
+                    Ok::<_, String>(format!(
+                        "weather for {} in {unit} over {:?} days",
+                        args.location, args.days
+                    ))
+                }
+            },
+        ))
+        .expect("valid function");
+    tools
+        .add(TypedFunction::new(
+            "forecast",
+            "Structured forecast.",
+            |args: WeatherArgs| async move {
+                if args.location == "Atlantis" {
+                    return Err(format!("no weather station in {}", args.location));
+                }
+                Ok(Forecast {
+                    temperature: 20,
+                    sunny: true,
+                })
+            },
+        ))
+        .expect("valid function");
+    tools
+}
+
+fn call(recipient: &str, content_type: Option<&str>, content: &str) -> ToolCall {
+    ToolCall {
+        recipient: recipient.to_string(),
+        channel: Some("commentary".to_string()),
+        content_type: content_type.map(String::from),
+        content: content.to_string(),
+    }
+}
+
+async fn ask(tools: &FunctionTools, call: ToolCall) -> ToolOutput {
+    let mut session = tools.open_session();
+    let mut outputs = session.call(&call).await;
+    assert_eq!(outputs.len(), 1, "one answer per call");
+    outputs.remove(0)
+}
+
+#[tokio::test]
+async fn typed_call_is_decoded_and_answered_on_the_calls_channel() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let tools = weather_tools(Arc::clone(&calls));
+    let out = ask(
+        &tools,
+        call(
+            "functions.get_weather",
+            Some("<|constrain|>json"),
+            r#"{"location":"Tokyo","unit":"celsius","days":3}"#,
+        ),
+    )
+    .await;
+    assert_eq!(out.author, "functions.get_weather");
+    assert_eq!(out.channel.as_deref(), Some("commentary"));
+    assert_eq!(
+        out.content,
+        "weather for Tokyo in Celsius over Some(3) days"
+    );
+    assert!(out.files.is_empty());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn content_type_variants_and_fenced_json_are_all_accepted() {
+    let tools = weather_tools(Arc::default());
+    for content_type in [Some("json"), Some("<|constrain|>json"), None] {
+        let out = ask(
+            &tools,
+            call(
+                "functions.get_weather",
+                content_type,
+                r#" {"location":"Oslo"} "#,
+            ),
+        )
+        .await;
+        assert_eq!(
+            out.content, "weather for Oslo in default over None days",
+            "content type {content_type:?}"
+        );
+    }
+    let fenced = "```json\n{\"location\": \"Lima\"}\n```";
+    let out = ask(&tools, call("functions.get_weather", Some("json"), fenced)).await;
+    assert_eq!(out.content, "weather for Lima in default over None days");
+}
+
+#[tokio::test]
+async fn serializable_results_are_sent_as_json_and_handler_errors_as_messages() {
+    let tools = weather_tools(Arc::default());
+    let out = ask(
+        &tools,
+        call("functions.forecast", Some("json"), r#"{"location":"Rome"}"#),
+    )
+    .await;
+    assert_eq!(out.author, "functions.forecast");
+    assert_eq!(out.content, r#"{"temperature":20,"sunny":true}"#);
+
+    let out = ask(
+        &tools,
+        call(
+            "functions.forecast",
+            Some("json"),
+            r#"{"location":"Atlantis"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(out.content, "Error: no weather station in Atlantis");
+}
+
+#[tokio::test]
+async fn invalid_json_is_reported_and_the_handler_never_runs() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let tools = weather_tools(Arc::clone(&calls));
+    let out = ask(
+        &tools,
+        call(
+            "functions.get_weather",
+            Some("json"),
+            r#"{"location": "Tokyo""#,
+        ),
+    )
+    .await;
+    assert!(
+        out.content
+            .starts_with("Error: the arguments are not valid JSON (EOF while parsing an object"),
+        "{}",
+        out.content
+    );
+    assert!(
+        out.content
+            .ends_with("send a JSON object that matches the parameters"),
+        "{}",
+        out.content
+    );
+    assert_eq!(out.author, "functions.get_weather");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn schema_violations_are_each_named_with_their_location() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let tools = weather_tools(Arc::clone(&calls));
+
+    let out = ask(
+        &tools,
+        call(
+            "functions.get_weather",
+            Some("json"),
+            r#"{"unit":"celsius"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(
+        out.content,
+        r#"Error: invalid arguments: "location" is a required property"#
+    );
+
+    let out = ask(
+        &tools,
+        call(
+            "functions.get_weather",
+            Some("json"),
+            r#"{"location":"Paris","unit":"kelvin"}"#,
+        ),
+    )
+    .await;
+    assert!(
+        out.content
+            .starts_with("Error: invalid arguments: at /unit: "),
+        "{}",
+        out.content
+    );
+    assert!(out.content.contains(r#""kelvin""#), "{}", out.content);
+
+    let out = ask(
+        &tools,
+        call(
+            "functions.get_weather",
+            Some("json"),
+            r#"{"location":7,"days":300,"wind":true}"#,
+        ),
+    )
+    .await;
+    assert!(
+        out.content
+            .contains(r#"at /location: 7 is not of type "string""#),
+        "{}",
+        out.content
+    );
+    assert!(
+        out.content
+            .contains("at /days: 300 is greater than the maximum of 255"),
+        "{}",
+        out.content
+    );
+    assert!(
+        out.content
+            .contains("Additional properties are not allowed ('wind' was unexpected)"),
+        "{}",
+        out.content
+    );
+
+    let out = ask(
+        &tools,
+        call("functions.get_weather", Some("json"), r#"["Paris"]"#),
+    )
+    .await;
+    assert!(
+        out.content.contains(r#"is not of type "object""#),
+        "{}",
+        out.content
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "no invalid call reached the handler"
+    );
+}
+
+#[tokio::test]
+async fn the_model_can_recover_after_a_bad_call_in_the_same_session() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let tools = weather_tools(Arc::clone(&calls));
+    let mut session = tools.open_session();
+    let bad = session
+        .call(&call("functions.get_weather", Some("json"), "{}"))
+        .await;
+    assert!(bad[0].content.starts_with("Error: invalid arguments"));
+    let good = session
+        .call(&call(
+            "functions.get_weather",
+            Some("json"),
+            r#"{"location":"Cairo"}"#,
+        ))
+        .await;
+    assert_eq!(
+        good[0].content,
+        "weather for Cairo in default over None days"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn unknown_functions_list_what_exists() {
+    let tools = weather_tools(Arc::default());
+    let out = ask(&tools, call("functions.get_wether", Some("json"), "{}")).await;
+    assert_eq!(out.author, "functions.get_wether");
+    assert_eq!(
+        out.content,
+        "Error: unknown function `functions.get_wether`; available functions: get_weather, forecast"
+    );
+
+    let out = ask(
+        &FunctionTools::new(),
+        call("functions.anything", None, "{}"),
+    )
+    .await;
+    assert_eq!(
+        out.content,
+        "Error: unknown function `functions.anything`; no functions are available"
+    );
+
+    // A recipient outside the namespace is answered under its own name, not misrouted.
+    let out = ask(&tools, call("browser.search", None, "{}")).await;
+    assert_eq!(out.author, "browser.search");
+    assert!(
+        out.content
+            .starts_with("Error: unknown function `browser.search`")
+    );
+}
+
+#[derive(Deserialize, JsonSchema)]
+struct NoArguments {}
+
+#[tokio::test]
+async fn an_empty_message_means_no_arguments() {
+    let mut tools = FunctionTools::new();
+    tools
+        .add(TypedFunction::new(
+            "now",
+            "The time.",
+            |_: NoArguments| async { Ok::<_, String>("12:00") },
+        ))
+        .expect("valid");
+    for content in ["", "  ", "{}"] {
+        let out = ask(&tools, call("functions.now", Some("json"), content)).await;
+        assert_eq!(out.content, "12:00", "content {content:?}");
+    }
+}
+
+#[test]
+fn names_must_be_addressable_and_unique() {
+    let mut tools = FunctionTools::new();
+    let handler = |_: NoArguments| async { Ok::<_, String>("ok") };
+    tools
+        .add(TypedFunction::new("lookup", "d", handler))
+        .expect("first is fine");
+    assert_eq!(
+        tools.add(TypedFunction::new("lookup", "d", handler)).err(),
+        Some(FunctionToolsError::DuplicateName("lookup".into()))
+    );
+    for bad in [
+        "",
+        "has.dot",
+        "has space",
+        "9starts_with_digit",
+        &"x".repeat(65),
+    ] {
+        assert_eq!(
+            tools.add(TypedFunction::new(bad, "d", handler)).err(),
+            Some(FunctionToolsError::InvalidName(bad.to_string())),
+            "{bad:?}"
+        );
+    }
+    tools
+        .add(TypedFunction::new("_ok-name_2", "d", handler))
+        .expect("valid name");
+    assert_eq!(tools.names(), ["lookup", "_ok-name_2"]);
+}
+
+#[test]
+fn the_namespace_goes_to_the_developer_message_with_clean_schemas() {
+    let tools = weather_tools(Arc::default());
+    assert_eq!(tools.name(), "functions");
+    assert_eq!(tools.placement(), Placement::Developer);
+    let namespace = tools.namespace();
+    assert_eq!(namespace.name, "functions");
+    assert_eq!(namespace.description, None);
+    assert_eq!(namespace.tools.len(), 2);
+    let weather = &namespace.tools[0];
+    assert_eq!(weather.name, "get_weather");
+    assert_eq!(weather.description, "Gets the current weather.");
+    let expected = json!({
+        "type": "object",
+        "properties": {
+            "location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"], "description": "Temperature unit."},
+            "days": {
+                "type": "integer",
+                "format": "uint8",
+                "minimum": 0,
+                "maximum": 255,
+                "description": "How many days to forecast."
+            }
+        },
+        "required": ["location"],
+        "additionalProperties": false
+    });
+    assert_eq!(weather.parameters.as_ref(), Some(&expected));
+}
+
+#[test]
+fn the_argument_types_doc_comment_describes_a_function_given_no_description() {
+    let mut tools = FunctionTools::new();
+    tools
+        .add(TypedFunction::new("weather", "", |_: WeatherArgs| async {
+            Ok::<_, String>("")
+        }))
+        .expect("valid");
+    assert_eq!(tools.namespace().tools[0].description, "Weather request.");
+}
+
+/// A shipment.
+#[derive(Deserialize, JsonSchema)]
+#[allow(dead_code)]
+struct Shipment {
+    /// Where it goes.
+    destination: Address,
+    /// Items, at least one.
+    #[schemars(length(min = 1))]
+    items: Vec<Item>,
+    /// Optional gift note.
+    note: Option<Note>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[allow(dead_code)]
+struct Address {
+    city: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[allow(dead_code)]
+struct Item {
+    sku: String,
+    quantity: u32,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[allow(dead_code)]
+struct Note {
+    text: String,
+}
+
+#[test]
+fn nested_types_are_inlined_without_titles_or_refs() {
+    let rendered = prompt_schema(&parameters_schema::<Shipment>());
+    let expected = json!({
+        "type": "object",
+        "properties": {
+            "destination": {
+                "description": "Where it goes.",
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"]
+            },
+            "items": {
+                "description": "Items, at least one.",
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "sku": {"type": "string"},
+                        "quantity": {"type": "integer", "format": "uint32", "minimum": 0}
+                    },
+                    "required": ["sku", "quantity"]
+                }
+            },
+            "note": {
+                "description": "Optional gift note.",
+                "type": "object",
+                "properties": {"text": {"type": "string"}},
+                "required": ["text"]
+            }
+        },
+        "required": ["destination", "items"]
+    });
+    assert_eq!(rendered, expected);
+}
+
+/// A tree of categories.
+#[derive(Deserialize, JsonSchema)]
+#[allow(dead_code)]
+struct Category {
+    name: String,
+    children: Vec<Category>,
+}
+
+#[tokio::test]
+async fn recursive_types_render_as_any_below_the_first_level_yet_validate_fully() {
+    let rendered = prompt_schema(&parameters_schema::<Category>());
+    assert_eq!(
+        rendered,
+        json!({
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "children": {"type": "array", "items": {}}
+            },
+            "required": ["name", "children"]
+        })
+    );
+    let mut tools = FunctionTools::new();
+    tools
+        .add(TypedFunction::new(
+            "count",
+            "Counts categories.",
+            |c: Category| async move {
+                fn count(c: &Category) -> usize {
+                    1 + c.children.iter().map(count).sum::<usize>()
+                }
+                Ok::<_, String>(count(&c))
+            },
+        ))
+        .expect("valid");
+    let good = r#"{"name":"a","children":[{"name":"b","children":[]},{"name":"c","children":[]}]}"#;
+    assert_eq!(
+        ask(&tools, call("functions.count", Some("json"), good))
+            .await
+            .content,
+        "3"
+    );
+    let bad = r#"{"name":"a","children":[{"name":"b"}]}"#;
+    let out = ask(&tools, call("functions.count", Some("json"), bad)).await;
+    assert_eq!(
+        out.content,
+        r#"Error: invalid arguments: at /children/0: "children" is a required property"#
+    );
+}

@@ -1,0 +1,272 @@
+#!/usr/bin/env python3
+"""A small MCP server for ossa's tests, written against the MCP specification with the Python
+standard library only (so it shares no code with the Rust client under test).
+
+    mcp_echo_server.py [--name NAME]          speak MCP on stdin/stdout (newline-delimited JSON-RPC)
+    mcp_echo_server.py --http [--name NAME]   serve streamable HTTP on 127.0.0.1, an ephemeral port,
+                                              printing "listening on PORT" to stdout when ready
+
+Tools: echo, add (structured result), fail (isError result), reject (JSON-RPC error), crash
+(the process exits mid-call), pid (the process id, to observe restarts), slow, whereami (working
+directory and environment), files.read (a name
+with a dot), describe_user (a pydantic-style schema with titles, $defs and anyOf).
+"""
+
+import json
+import os
+import sys
+import threading
+import time
+
+NAME = "echo"
+PROTOCOL = "2025-06-18"
+
+TOOLS = [
+    {
+        "name": "echo",
+        "description": "Returns the text it was given.",
+        "inputSchema": {
+            "type": "object",
+            "properties": {"text": {"type": "string", "description": "What to echo."}},
+            "required": ["text"],
+        },
+    },
+    {
+        "name": "add",
+        "description": "Adds two integers.",
+        "inputSchema": {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+            "required": ["a", "b"],
+            "additionalProperties": False,
+        },
+    },
+    {
+        "name": "fail",
+        "description": "Always reports a tool error.",
+        "inputSchema": {"type": "object", "properties": {"message": {"type": "string"}}},
+    },
+    {
+        "name": "reject",
+        "description": "Answers with a JSON-RPC error.",
+        "inputSchema": {"type": "object", "properties": {}},
+    },
+    {
+        "name": "crash",
+        "description": "Exits the server process in the middle of the call.",
+        "inputSchema": {"type": "object", "properties": {}},
+    },
+    {
+        "name": "pid",
+        "description": "Returns the server's process id.",
+        "inputSchema": {"type": "object", "properties": {}},
+    },
+    {
+        "name": "slow",
+        "description": "Sleeps before answering.",
+        "inputSchema": {
+            "type": "object",
+            "properties": {"seconds": {"type": "number"}},
+            "required": ["seconds"],
+        },
+    },
+    {
+        "name": "whereami",
+        "description": "Reports the working directory and OSSA_TEST_VAR.",
+        "inputSchema": {"type": "object", "properties": {}},
+    },
+    {
+        "name": "files.read",
+        "description": "Pretends to read a file.",
+        "inputSchema": {
+            "type": "object",
+            "properties": {"path": {"type": "string"}},
+            "required": ["path"],
+        },
+    },
+    {
+        "name": "describe_user",
+        "description": "Describes a user.",
+        "inputSchema": {
+            "$defs": {
+                "Address": {
+                    "title": "Address",
+                    "type": "object",
+                    "properties": {"city": {"title": "City", "type": "string"}},
+                    "required": ["city"],
+                }
+            },
+            "title": "describe_userArguments",
+            "type": "object",
+            "properties": {
+                "name": {"title": "Name", "type": "string", "description": "Full name."},
+                "address": {"anyOf": [{"$ref": "#/$defs/Address"}, {"type": "null"}], "default": None},
+            },
+            "required": ["name"],
+        },
+    },
+]
+
+
+class RpcError(Exception):
+    def __init__(self, code, message, data=None):
+        super().__init__(message)
+        self.code, self.message, self.data = code, message, data
+
+
+def text_result(text, **extra):
+    result = {"content": [{"type": "text", "text": text}]}
+    result.update(extra)
+    return result
+
+
+def call_tool(name, args):
+    if name == "echo":
+        return text_result(f"{NAME}: {args.get('text', '')}")
+    if name == "add":
+        total = args["a"] + args["b"]
+        return {"content": [], "structuredContent": {"sum": total}}
+    if name == "fail":
+        return text_result(args.get("message", "it failed"), isError=True)
+    if name == "reject":
+        raise RpcError(-32602, "reject always rejects", {"hint": "do not call reject"})
+    if name == "crash":
+        sys.stderr.write(f"{NAME}: crashing on purpose\n")
+        sys.stderr.flush()
+        os._exit(3)
+    if name == "pid":
+        return text_result(str(os.getpid()))
+    if name == "slow":
+        time.sleep(float(args["seconds"]))
+        return text_result("done")
+    if name == "whereami":
+        return text_result(f"{os.getcwd()} {os.environ.get('OSSA_TEST_VAR', '-')}")
+    if name == "files.read":
+        return text_result(f"contents of {args['path']}")
+    if name == "describe_user":
+        city = (args.get("address") or {}).get("city", "nowhere")
+        return {
+            "content": [
+                {"type": "text", "text": f"{args['name']} lives in {city}"},
+                {"type": "image", "data": "iVBORw0KGgo=", "mimeType": "image/png"},
+                {"type": "resource", "resource": {"uri": "mem://note", "mimeType": "text/plain", "text": "a note"}},
+            ]
+        }
+    raise RpcError(-32602, f"Unknown tool: {name}")
+
+
+def handle(message):
+    """The JSON-RPC response to one message, or None for notifications and responses."""
+    if "method" not in message:
+        return None
+    method, msg_id = message["method"], message.get("id")
+    if msg_id is None:
+        return None
+    params = message.get("params") or {}
+    try:
+        if method == "initialize":
+            result = {
+                "protocolVersion": PROTOCOL,
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": NAME, "version": "1.0.0"},
+            }
+        elif method == "ping":
+            result = {}
+        elif method == "tools/list":
+            result = {"tools": TOOLS}
+        elif method == "tools/call":
+            result = call_tool(params.get("name"), params.get("arguments") or {})
+        else:
+            raise RpcError(-32601, f"Method not found: {method}")
+        return {"jsonrpc": "2.0", "id": msg_id, "result": result}
+    except RpcError as error:
+        body = {"code": error.code, "message": error.message}
+        if error.data is not None:
+            body["data"] = error.data
+        return {"jsonrpc": "2.0", "id": msg_id, "error": body}
+
+
+def serve_stdio():
+    lock = threading.Lock()
+
+    def answer(message):
+        response = handle(message)
+        if response is not None:
+            with lock:
+                sys.stdout.write(json.dumps(response) + "\n")
+                sys.stdout.flush()
+
+    for line in sys.stdin:
+        line = line.strip()
+        if not line:
+            continue
+        message = json.loads(line)
+        # Calls run concurrently, as a real server's would.
+        threading.Thread(target=answer, args=(message,), daemon=True).start()
+
+
+def serve_http():
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    session = "session-" + str(os.getpid())
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def send(self, status, body=b"", content_type=None, headers=()):
+            self.send_response(status)
+            if content_type:
+                self.send_header("Content-Type", content_type)
+            for name, value in headers:
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            # No server-initiated stream: allowed by the specification.
+            self.send(405)
+
+        def do_DELETE(self):
+            self.send(200)
+
+        def do_POST(self):
+            if self.path != "/mcp":
+                self.send(404)
+                return
+            length = int(self.headers.get("Content-Length", "0"))
+            message = json.loads(self.rfile.read(length))
+            is_initialize = message.get("method") == "initialize"
+            if not is_initialize and self.headers.get("Mcp-Session-Id") != session:
+                self.send(400, b"missing or wrong Mcp-Session-Id", "text/plain")
+                return
+            response = handle(message)
+            if response is None:
+                self.send(202)
+                return
+            headers = [("Mcp-Session-Id", session)] if is_initialize else []
+            body = json.dumps(response)
+            if message.get("method") == "tools/call":
+                # Answer tool calls as a server-sent event stream, everything else as JSON:
+                # both are allowed, and the client must read both.
+                event = f"event: message\ndata: {body}\n\n".encode()
+                self.send(200, event, "text/event-stream", headers)
+            else:
+                self.send(200, body.encode(), "application/json", headers)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    print(f"listening on {server.server_address[1]}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if "--name" in args:
+        NAME = args[args.index("--name") + 1]
+    if "--http" in args:
+        serve_http()
+    else:
+        serve_stdio()

@@ -1,0 +1,646 @@
+//! MCP function tools against a real MCP server process (`mcp_echo_server.py`, Python standard
+//! library only, written from the MCP specification) over stdio and over streamable HTTP on
+//! loopback: listing, calling, every kind of failure, crashes and restarts, name collisions and
+//! the config file shape.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use ossa_tools::function::TypedFunction;
+use ossa_tools::mcp::{self, ExposedTool, McpError, McpServer, McpServerConfig, call_result_text};
+use ossa_tools::{FunctionTools, Tool, ToolCall};
+use serde::Deserialize;
+use serde_json::json;
+
+const SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp_echo_server.py");
+
+fn stdio_config(name: &str) -> McpServerConfig {
+    McpServerConfig::stdio(
+        name,
+        "python3",
+        vec![SERVER.to_string(), "--name".into(), name.to_string()],
+    )
+}
+
+fn call(recipient: &str, content: &str) -> ToolCall {
+    ToolCall {
+        recipient: recipient.to_string(),
+        channel: Some("commentary".into()),
+        content_type: Some("<|constrain|>json".into()),
+        content: content.to_string(),
+    }
+}
+
+async fn answer(tools: &FunctionTools, recipient: &str, content: &str) -> String {
+    let mut session = tools.open_session();
+    let outputs = session.call(&call(recipient, content)).await;
+    assert_eq!(outputs.len(), 1);
+    assert_eq!(outputs[0].author, recipient);
+    assert_eq!(outputs[0].channel.as_deref(), Some("commentary"));
+    outputs[0].content.clone()
+}
+
+async fn tools_of(servers: &[Arc<McpServer>]) -> FunctionTools {
+    let mut tools = FunctionTools::new();
+    let (_, skipped) = mcp::add_tools(&mut tools, servers);
+    assert!(skipped.is_empty(), "{skipped:?}");
+    tools
+}
+
+const ALL_TOOLS: [&str; 10] = [
+    "echo",
+    "add",
+    "fail",
+    "reject",
+    "crash",
+    "pid",
+    "slow",
+    "whereami",
+    "files.read",
+    "describe_user",
+];
+
+#[tokio::test]
+async fn stdio_server_tools_become_functions_and_answer() {
+    let server = McpServer::connect(stdio_config("one"))
+        .await
+        .expect("connects");
+    assert_eq!(server.name(), "one");
+    let listed: Vec<&str> = server.tools().iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(listed, ALL_TOOLS);
+    let tools = tools_of(&[Arc::clone(&server)]).await;
+    assert_eq!(
+        tools.names(),
+        [
+            "echo",
+            "add",
+            "fail",
+            "reject",
+            "crash",
+            "pid",
+            "slow",
+            "whereami",
+            "files_read",
+            "describe_user"
+        ],
+        "the dotted name is made addressable"
+    );
+
+    let namespace = tools.namespace();
+    let echo = &namespace.tools[0];
+    assert_eq!(echo.description, "Returns the text it was given.");
+    assert_eq!(
+        echo.parameters,
+        Some(json!({
+            "type": "object",
+            "properties": {"text": {"type": "string", "description": "What to echo."}},
+            "required": ["text"]
+        }))
+    );
+
+    assert_eq!(
+        answer(&tools, "functions.echo", r#"{"text":"hello"}"#).await,
+        "one: hello"
+    );
+    assert_eq!(
+        answer(&tools, "functions.add", r#"{"a":2,"b":3}"#).await,
+        r#"{"sum":5}"#
+    );
+    assert_eq!(
+        answer(&tools, "functions.files_read", r#"{"path":"notes.txt"}"#).await,
+        "contents of notes.txt"
+    );
+    assert_eq!(
+        answer(
+            &tools,
+            "functions.describe_user",
+            r#"{"name":"Ada","address":{"city":"London"}}"#
+        )
+        .await,
+        "Ada lives in London\n[image omitted: image/png]\na note"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn pydantic_style_schemas_are_cleaned_for_the_prompt_but_validated_as_sent() {
+    let server = McpServer::connect(stdio_config("one"))
+        .await
+        .expect("connects");
+    let tools = tools_of(&[Arc::clone(&server)]).await;
+    let namespace = tools.namespace();
+    let describe = namespace
+        .tools
+        .iter()
+        .find(|t| t.name == "describe_user")
+        .expect("listed");
+    assert_eq!(
+        describe.parameters,
+        Some(json!({
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "description": "Full name."},
+                "address": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"]
+                }
+            },
+            "required": ["name"]
+        }))
+    );
+    // The server's own schema (with its $defs) validates: a null address is allowed, a bad one is not.
+    assert_eq!(
+        answer(
+            &tools,
+            "functions.describe_user",
+            r#"{"name":"Bo","address":null}"#
+        )
+        .await
+        .lines()
+        .next(),
+        Some("Bo lives in nowhere")
+    );
+    let out = answer(
+        &tools,
+        "functions.describe_user",
+        r#"{"name":"Bo","address":{"town":"x"}}"#,
+    )
+    .await;
+    assert_eq!(
+        out,
+        r#"Error: invalid arguments: at /address: "city" is a required property"#
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_calls_and_tool_errors_come_back_as_messages() {
+    let server = McpServer::connect(stdio_config("one"))
+        .await
+        .expect("connects");
+    let tools = tools_of(&[Arc::clone(&server)]).await;
+
+    let out = answer(&tools, "functions.add", r#"{"a":"two","b":3}"#).await;
+    assert_eq!(
+        out,
+        r#"Error: invalid arguments: at /a: "two" is not of type "integer""#
+    );
+    let out = answer(&tools, "functions.add", r#"{"a":1}"#).await;
+    assert_eq!(
+        out,
+        r#"Error: invalid arguments: "b" is a required property"#
+    );
+    let out = answer(&tools, "functions.echo", "not json").await;
+    assert!(
+        out.starts_with("Error: the arguments are not valid JSON"),
+        "{out}"
+    );
+    assert_eq!(
+        answer(&tools, "functions.fail", r#"{"message":"boom"}"#).await,
+        "Error: boom"
+    );
+    assert_eq!(
+        answer(&tools, "functions.reject", "{}").await,
+        r#"Error: MCP server `one` rejected the call: reject always rejects ({"hint":"do not call reject"})"#
+    );
+    let out = answer(&tools, "functions.nope", "{}").await;
+    assert!(
+        out.starts_with(
+            "Error: unknown function `functions.nope`; available functions: echo, add,"
+        ),
+        "{out}"
+    );
+    // The server is still fine after all of that.
+    assert_eq!(
+        answer(&tools, "functions.echo", r#"{"text":"still here"}"#).await,
+        "one: still here"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_crashed_stdio_server_is_reported_then_started_again() {
+    let server = McpServer::connect(stdio_config("one"))
+        .await
+        .expect("connects");
+    let tools = tools_of(&[Arc::clone(&server)]).await;
+    let first_pid = answer(&tools, "functions.pid", "{}").await;
+    assert!(first_pid.parse::<u32>().is_ok(), "{first_pid}");
+
+    let out = answer(&tools, "functions.crash", "{}").await;
+    assert!(
+        out.starts_with("Error: MCP server `one` stopped while running `crash`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("it will be started again on the next call"),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("Last lines on its stderr:\none: crashing on purpose"),
+        "{out}"
+    );
+
+    let second_pid = answer(&tools, "functions.pid", "{}").await;
+    assert!(second_pid.parse::<u32>().is_ok(), "{second_pid}");
+    assert_ne!(first_pid, second_pid, "a new server process answers");
+    assert_eq!(
+        answer(&tools, "functions.echo", r#"{"text":"back"}"#).await,
+        "one: back"
+    );
+    server.shutdown().await;
+    // A server shut down on purpose is not started again.
+    assert_eq!(
+        answer(&tools, "functions.echo", r#"{"text":"late"}"#).await,
+        "Error: MCP server `one` has been shut down"
+    );
+}
+
+#[tokio::test]
+async fn a_call_that_takes_too_long_times_out_and_the_server_keeps_working() {
+    let mut config = stdio_config("one");
+    config.call_timeout_secs = Some(1);
+    let server = McpServer::connect(config).await.expect("connects");
+    let tools = tools_of(&[Arc::clone(&server)]).await;
+    let out = answer(&tools, "functions.slow", r#"{"seconds": 30}"#).await;
+    assert_eq!(
+        out,
+        "Error: `slow` on MCP server `one` did not answer within 1 s"
+    );
+    assert_eq!(
+        answer(&tools, "functions.echo", r#"{"text":"after"}"#).await,
+        "one: after"
+    );
+    server.shutdown().await;
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+struct Empty {}
+
+fn exposed(server: &str, tool: &str, function: &str) -> ExposedTool {
+    ExposedTool {
+        server: server.into(),
+        tool: tool.into(),
+        function: function.into(),
+    }
+}
+
+#[tokio::test]
+async fn colliding_names_are_prefixed_with_the_server_name() {
+    let (servers, errors) = mcp::connect_all(&[stdio_config("one"), stdio_config("two")]).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        servers.iter().map(|s| s.name()).collect::<Vec<_>>(),
+        ["one", "two"]
+    );
+
+    let mut tools = FunctionTools::new();
+    let (added, skipped) = mcp::add_tools(&mut tools, &servers);
+    assert!(skipped.is_empty());
+    assert_eq!(added.len(), 20);
+    assert!(added.contains(&exposed("one", "echo", "one__echo")));
+    assert!(added.contains(&exposed("two", "files.read", "two__files_read")));
+    assert_eq!(
+        answer(&tools, "functions.one__echo", r#"{"text":"x"}"#).await,
+        "one: x"
+    );
+    assert_eq!(
+        answer(&tools, "functions.two__echo", r#"{"text":"x"}"#).await,
+        "two: x"
+    );
+
+    // A Rust function declared first keeps its name; the one server's tool of that name moves.
+    let mut tools = FunctionTools::new();
+    tools
+        .add(TypedFunction::new("pid", "Rust pid.", |_: Empty| async {
+            Ok::<_, String>("rust")
+        }))
+        .expect("valid");
+    let (added, _) = mcp::add_tools(&mut tools, &servers[..1]);
+    assert!(added.contains(&exposed("one", "pid", "one__pid")));
+    assert!(added.contains(&exposed("one", "echo", "echo")));
+    assert_eq!(answer(&tools, "functions.pid", "{}").await, "rust");
+    assert!(
+        answer(&tools, "functions.one__pid", "{}")
+            .await
+            .parse::<u32>()
+            .is_ok()
+    );
+    for server in &servers {
+        server.shutdown().await;
+    }
+}
+
+/// The streamable-HTTP test server on an ephemeral loopback port, killed on drop.
+struct HttpServer {
+    child: Child,
+    url: String,
+}
+
+impl HttpServer {
+    fn start() -> Self {
+        let mut child = Command::new("python3")
+            .args([SERVER, "--http", "--name", "web"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 starts");
+        let stdout = child.stdout.take().expect("piped");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("server announces its port");
+        let port = line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect("announcement")
+            .to_string();
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}/mcp"),
+        }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn streamable_http_server_lists_and_answers_and_reports_its_crash() {
+    let http = HttpServer::start();
+    let server = McpServer::connect(McpServerConfig::http("web", &http.url))
+        .await
+        .expect("connects");
+    let listed: Vec<&str> = server.tools().iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(listed, ALL_TOOLS);
+    let tools = tools_of(&[Arc::clone(&server)]).await;
+
+    assert_eq!(
+        answer(&tools, "functions.echo", r#"{"text":"over http"}"#).await,
+        "web: over http"
+    );
+    assert_eq!(
+        answer(&tools, "functions.add", r#"{"a":40,"b":2}"#).await,
+        r#"{"sum":42}"#
+    );
+    assert_eq!(
+        answer(&tools, "functions.fail", r#"{"message":"nope"}"#).await,
+        "Error: nope"
+    );
+    assert_eq!(
+        answer(&tools, "functions.reject", "{}").await,
+        r#"Error: MCP server `web` rejected the call: reject always rejects ({"hint":"do not call reject"})"#
+    );
+    let out = answer(&tools, "functions.add", r#"{"a":1}"#).await;
+    assert_eq!(
+        out,
+        r#"Error: invalid arguments: "b" is a required property"#
+    );
+
+    // The server process dies in the middle of a call: the call gets a message, not a hang.
+    let out = answer(&tools, "functions.crash", "{}").await;
+    let expected = format!(
+        "Error: MCP server `web` at {} failed while running `crash` (",
+        http.url
+    );
+    assert!(out.starts_with(&expected), "{out}");
+    assert!(
+        out.ends_with("); it is reconnected on the next call"),
+        "{out}"
+    );
+    // Nothing listens any more: the next call says so too, and nothing hangs.
+    let out = answer(&tools, "functions.echo", r#"{"text":"anyone?"}"#).await;
+    assert!(out.starts_with("Error: MCP server `web`"), "{out}");
+    assert!(out.contains(&http.url), "{out}");
+    drop(http);
+}
+
+#[tokio::test]
+async fn servers_that_cannot_start_are_reported_clearly() {
+    let (servers, errors) = mcp::connect_all(&[
+        McpServerConfig::stdio("ghost", "/nonexistent/mcp-server", vec![]),
+        McpServerConfig::stdio(
+            "broken",
+            "python3",
+            vec![
+                "-c".into(),
+                "import sys; sys.stderr.write('bad configuration\\n'); sys.exit(2)".into(),
+            ],
+        ),
+        stdio_config("fine"),
+        McpServerConfig {
+            name: "both".into(),
+            command: Some("x".into()),
+            url: Some("http://127.0.0.1:1/mcp".into()),
+            ..Default::default()
+        },
+    ])
+    .await;
+    assert_eq!(servers.len(), 1, "the working server is still usable");
+    assert_eq!(servers[0].name(), "fine");
+    let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(messages.len(), 3, "{messages:?}");
+    assert!(matches!(errors[0], McpError::Spawn { .. }), "{messages:?}");
+    assert!(
+        messages[0].starts_with("MCP server `ghost`: could not start `/nonexistent/mcp-server`: "),
+        "{messages:?}"
+    );
+    assert!(
+        matches!(errors[1], McpError::Handshake { .. }),
+        "{messages:?}"
+    );
+    assert!(
+        messages[1].starts_with("MCP server `broken`: the MCP handshake failed: "),
+        "{messages:?}"
+    );
+    assert!(
+        messages[1].ends_with("Last lines on its stderr:\nbad configuration"),
+        "{messages:?}"
+    );
+    assert_eq!(
+        messages[2],
+        "MCP server `both`: give either `command` (stdio) or `url` (HTTP), not both"
+    );
+    servers[0].shutdown().await;
+}
+
+#[tokio::test]
+async fn an_http_url_with_nothing_listening_fails_to_connect() {
+    // Bind a port, then free it, so nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let mut config = McpServerConfig::http("gone", &url);
+    config.startup_timeout_secs = Some(10);
+    let error = McpServer::connect(config)
+        .await
+        .err()
+        .expect("fails")
+        .to_string();
+    assert!(
+        error.starts_with(&format!(
+            "MCP server `gone`: the MCP handshake failed: {url}: "
+        )),
+        "{error}"
+    );
+    assert!(error.contains("refused"), "{error}");
+}
+
+#[derive(Deserialize)]
+struct ConfigFile {
+    mcp_servers: Vec<McpServerConfig>,
+}
+
+#[test]
+fn the_config_file_shape() {
+    let text = r#"
+        [[mcp_servers]]
+        name = "files"
+        command = "npx"
+        args = ["-y", "@modelcontextprotocol/server-filesystem", "/home/me/notes"]
+        env = { LOG_LEVEL = "warn" }
+        call_timeout_secs = 30
+
+        [[mcp_servers]]
+        name = "tracker"
+        url = "https://mcp.example.com/mcp"
+        headers = { "X-Team" = "core" }
+        bearer_token_env_var = "TRACKER_TOKEN"
+    "#;
+    let config: ConfigFile = toml::from_str(text).expect("parses");
+    assert_eq!(config.mcp_servers.len(), 2);
+    let files = &config.mcp_servers[0];
+    assert_eq!(files.name, "files");
+    assert_eq!(files.command.as_deref(), Some("npx"));
+    assert_eq!(
+        files.args,
+        [
+            "-y",
+            "@modelcontextprotocol/server-filesystem",
+            "/home/me/notes"
+        ]
+    );
+    assert_eq!(files.env.get("LOG_LEVEL").map(String::as_str), Some("warn"));
+    assert_eq!(files.call_timeout_secs, Some(30));
+    assert_eq!(files.url, None);
+    let tracker = &config.mcp_servers[1];
+    assert_eq!(tracker.url.as_deref(), Some("https://mcp.example.com/mcp"));
+    assert_eq!(
+        tracker.headers.get("X-Team").map(String::as_str),
+        Some("core")
+    );
+    assert_eq!(
+        tracker.bearer_token_env_var.as_deref(),
+        Some("TRACKER_TOKEN")
+    );
+    assert_eq!(tracker.command, None);
+
+    let typo = "[[mcp_servers]]\nname = \"x\"\ncomand = \"npx\"\n";
+    let error = toml::from_str::<ConfigFile>(typo)
+        .err()
+        .expect("unknown keys are refused")
+        .to_string();
+    assert!(error.contains("unknown field `comand`"), "{error}");
+}
+
+#[tokio::test]
+async fn config_mistakes_are_named() {
+    let cases = [
+        (
+            McpServerConfig::http("h", "ftp://example.com"),
+            "`url` must start with http:// or https://, got `ftp://example.com`",
+        ),
+        (
+            McpServerConfig {
+                name: "n".into(),
+                ..Default::default()
+            },
+            "give `command` (stdio) or `url` (HTTP)",
+        ),
+        (
+            McpServerConfig {
+                args: vec!["x".into()],
+                ..McpServerConfig::http("h", "http://127.0.0.1:1/mcp")
+            },
+            "`args`, `env` and `cwd` apply to `command` servers only",
+        ),
+        (
+            McpServerConfig {
+                bearer_token_env_var: Some("OSSA_TEST_SURELY_UNSET_TOKEN".into()),
+                ..McpServerConfig::http("h", "http://127.0.0.1:1/mcp")
+            },
+            "environment variable `OSSA_TEST_SURELY_UNSET_TOKEN` (bearer_token_env_var) is not set",
+        ),
+        (
+            McpServerConfig {
+                headers: [("bad header".to_string(), "v".to_string())].into(),
+                ..McpServerConfig::http("h", "http://127.0.0.1:1/mcp")
+            },
+            "invalid HTTP header name `bad header`",
+        ),
+    ];
+    for (config, expected) in cases {
+        let name = config.name.clone();
+        let error = McpServer::connect(config)
+            .await
+            .err()
+            .expect("refused")
+            .to_string();
+        assert_eq!(error, format!("MCP server `{name}`: {expected}"));
+    }
+}
+
+#[tokio::test]
+async fn stdio_servers_get_their_working_directory_and_environment() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = stdio_config("one");
+    config.cwd = Some(dir.path().to_path_buf());
+    config
+        .env
+        .insert("OSSA_TEST_VAR".into(), "from-config".into());
+    let server = McpServer::connect(config).await.expect("connects");
+    let tools = tools_of(&[Arc::clone(&server)]).await;
+    let cwd = dir.path().canonicalize().expect("canonical");
+    assert_eq!(
+        answer(&tools, "functions.whereami", "{}").await,
+        format!("{} from-config", cwd.display())
+    );
+    server.shutdown().await;
+}
+
+#[test]
+fn every_kind_of_result_content_reads_as_text() {
+    let result = json!({
+        "content": [
+            {"type": "text", "text": "first"},
+            {"type": "audio", "data": "AAAA", "mimeType": "audio/wav"},
+            {"type": "resource", "resource": {"uri": "file:///x.bin", "mimeType": "application/octet-stream", "blob": "AAAA"}},
+            {"type": "resource_link", "uri": "file:///notes.md", "name": "notes", "description": "My notes."},
+            {"type": "something_new"}
+        ]
+    });
+    assert_eq!(
+        call_result_text(&result),
+        Ok("first\n[audio omitted: audio/wav]\n[binary resource file:///x.bin (application/octet-stream)]\n\
+[resource notes: file:///notes.md] My notes.\n[something_new content omitted]"
+            .to_string())
+    );
+    assert_eq!(
+        call_result_text(&json!({"content": [], "structuredContent": {"n": 1}})),
+        Ok(r#"{"n":1}"#.to_string())
+    );
+    assert_eq!(call_result_text(&json!({"content": []})), Ok(String::new()));
+    assert_eq!(
+        call_result_text(&json!({"content": [], "isError": true})).map_err(|e| e.to_string()),
+        Err("the tool reported an error without a message".to_string())
+    );
+}
