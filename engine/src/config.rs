@@ -285,7 +285,10 @@ impl Config {
                 "too large",
             ));
         }
-        if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
             return Err(unsupported(
                 "num_key_value_heads",
                 self.num_key_value_heads.to_string(),

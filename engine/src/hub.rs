@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hf_hub::api::Progress;
-use hf_hub::api::sync::{ApiBuilder, ApiRepo};
+use hf_hub::api::sync::ApiBuilder;
 use hf_hub::{Cache, Repo, RepoType};
 use sha2::{Digest, Sha256};
 
@@ -72,10 +72,13 @@ const SINGLE: &str = "model.safetensors";
 
 /// The shard files an index names, checked to stay inside the snapshot directory.
 fn shards_of_index(index: &Path, repo_id: &str) -> Result<Vec<String>> {
-    let hub_error = |message: String| EngineError::Hub { model: repo_id.into(), message };
+    let hub_error = |message: String| EngineError::Hub {
+        model: repo_id.into(),
+        message,
+    };
     let text = std::fs::read_to_string(index).map_err(|e| EngineError::io(index, e))?;
-    let parsed: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| hub_error(format!("{INDEX} is not JSON: {e}")))?;
+    let parsed: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| hub_error(format!("{INDEX} is not JSON: {e}")))?;
     let mut shards: Vec<String> = parsed
         .get("weight_map")
         .and_then(|m| m.as_object())
@@ -85,7 +88,10 @@ fn shards_of_index(index: &Path, repo_id: &str) -> Result<Vec<String>> {
         .collect();
     shards.sort();
     shards.dedup();
-    if let Some(bad) = shards.iter().find(|s| s.contains("..") || s.starts_with('/')) {
+    if let Some(bad) = shards
+        .iter()
+        .find(|s| s.contains("..") || s.starts_with('/'))
+    {
         return Err(hub_error(format!("{INDEX} names an unsafe path {bad:?}")));
     }
     Ok(shards)
@@ -99,7 +105,10 @@ fn cached_snapshot(cache: &Cache, repo: &Repo, repo_id: &str) -> Option<PathBuf>
         return Some(snapshot);
     }
     let shards = shards_of_index(&cached.get(INDEX)?, repo_id).ok()?;
-    shards.iter().all(|s| snapshot.join(s).is_file()).then_some(snapshot)
+    shards
+        .iter()
+        .all(|s| snapshot.join(s).is_file())
+        .then_some(snapshot)
 }
 
 /// Downloads config, weights and tokenizer of `repo_id` (`owner/name`) at `revision` (default
@@ -110,7 +119,10 @@ pub fn download_model(
     revision: Option<&str>,
     progress: Option<Arc<dyn DownloadProgress>>,
 ) -> Result<PathBuf> {
-    let hub_error = |message: String| EngineError::Hub { model: repo_id.into(), message };
+    let hub_error = |message: String| EngineError::Hub {
+        model: repo_id.into(),
+        message,
+    };
     let cache = hub_cache();
     let repo = Repo::with_revision(
         repo_id.to_string(),
@@ -145,7 +157,12 @@ pub fn download_model(
             }
             return Ok(path);
         }
-        let forward = Forward { file: file.to_string(), done: 0, total: 0, sink: progress.clone() };
+        let forward = Forward {
+            file: file.to_string(),
+            done: 0,
+            total: 0,
+            sink: progress.clone(),
+        };
         let path = remote
             .download_with_progress(file, forward)
             .map_err(|e| hub_error(format!("downloading {file}: {e}")))?;
@@ -172,7 +189,9 @@ pub fn download_model(
     } else if listed(SINGLE) {
         fetch(SINGLE)?;
     } else {
-        return Err(hub_error(format!("the repository has neither {SINGLE} nor {INDEX}")));
+        return Err(hub_error(format!(
+            "the repository has neither {SINGLE} nor {INDEX}"
+        )));
     }
     // Optional: without it the built-in o200k_harmony tokenizer is used.
     if listed("tokenizer.json") {
@@ -186,7 +205,10 @@ pub fn download_model(
 /// hash to its name was corrupted in transit and is removed so the next run fetches it again.
 fn verify_blob(pointer: &Path, file: &str) -> std::result::Result<(), String> {
     let blob = std::fs::canonicalize(pointer).map_err(|e| format!("{}: {e}", pointer.display()))?;
-    let Some(expected) = blob.file_name().and_then(|n| n.to_str()).map(str::to_ascii_lowercase)
+    let Some(expected) = blob
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_ascii_lowercase)
     else {
         return Ok(());
     };
@@ -197,13 +219,19 @@ fn verify_blob(pointer: &Path, file: &str) -> std::result::Result<(), String> {
     let mut reader = std::fs::File::open(&blob).map_err(|e| format!("{}: {e}", blob.display()))?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = reader.read(&mut buf).map_err(|e| format!("{}: {e}", blob.display()))?;
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| format!("{}: {e}", blob.display()))?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
     }
-    let actual: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let actual: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     if actual != expected {
         let _ = std::fs::remove_file(pointer);
         let _ = std::fs::remove_file(&blob);

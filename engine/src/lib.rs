@@ -20,8 +20,8 @@ pub mod tokenizer;
 
 pub use config::Config;
 pub use engine::{
-    CacheStats, CancelHandle, Engine, FinishReason, GenerateParams, GeneratedToken, Generation, LoadOptions,
-    PrefillStats,
+    CacheStats, CancelHandle, Engine, FinishReason, GenerateParams, GeneratedToken, Generation,
+    LoadOptions, PrefillStats,
 };
 pub use error::{EngineError, Result};
 pub use kv_cache::KvCache;

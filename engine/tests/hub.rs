@@ -93,7 +93,10 @@ fn handle(
                 let body = serde_json::json!({"sha": COMMIT, "siblings": files}).to_string();
                 ("200 OK", body)
             }
-            None => ("404 Not Found", r#"{"error":"Repository not found"}"#.to_string()),
+            None => (
+                "404 Not Found",
+                r#"{"error":"Repository not found"}"#.to_string(),
+            ),
         };
         write!(
             stream,
@@ -128,15 +131,26 @@ fn handle(
     std::fs::File::open(&file)?.read_to_end(&mut bytes)?;
     // Like the hub for LFS files: the ETag is the content's SHA-256. A file named
     // `*.corrupt-etag` is announced with the hash of other bytes, as a damaged transfer would be.
-    let hashed: &[u8] = if file.to_string_lossy().contains("corrupt") { b"other bytes" } else { &bytes };
-    let etag: String = Sha256::digest(hashed).iter().map(|b| format!("{b:02x}")).collect();
+    let hashed: &[u8] = if file.to_string_lossy().contains("corrupt") {
+        b"other bytes"
+    } else {
+        &bytes
+    };
+    let etag: String = Sha256::digest(hashed)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let total = bytes.len();
     let (start, end) = match range {
         Some((start, end)) => (start.min(total), end.map_or(total, |e| (e + 1).min(total))),
         None => (0, total),
     };
     let body = &bytes[start..end.max(start)];
-    let status = if range.is_some() { "206 Partial Content" } else { "200 OK" };
+    let status = if range.is_some() {
+        "206 Partial Content"
+    } else {
+        "200 OK"
+    };
     write!(
         stream,
         "HTTP/1.1 {status}\r\nETag: \"{etag}\"\r\nX-Repo-Commit: {COMMIT}\r\nContent-Range: bytes {start}-{}/{total}\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
@@ -190,7 +204,10 @@ fn downloads_once_into_the_hf_cache_and_loads() {
         &mut |_, _| {},
     )
     .expect("sharded checkpoint");
-    let corrupt = tempfile::Builder::new().prefix("corrupt").tempdir().expect("corrupt repo");
+    let corrupt = tempfile::Builder::new()
+        .prefix("corrupt")
+        .tempdir()
+        .expect("corrupt repo");
     for file in ["config.json", "model.safetensors"] {
         std::fs::copy(tiny.join(file), corrupt.path().join(file)).expect("copy");
     }
@@ -297,7 +314,10 @@ fn downloads_once_into_the_hf_cache_and_loads() {
     let before = transfers(&log, "/corrupt/resolve/main/config.json");
     let err = resolve_model("test-org/corrupt", None).expect_err("still corrupt");
     assert!(err.to_string().contains("corrupt"), "{err}");
-    assert_eq!(transfers(&log, "/corrupt/resolve/main/config.json"), before + 1);
+    assert_eq!(
+        transfers(&log, "/corrupt/resolve/main/config.json"),
+        before + 1
+    );
     let err = resolve_model("not-a-dir-or-id", None).expect_err("bad id");
     assert!(err.to_string().contains("not a model directory"), "{err}");
 }

@@ -25,7 +25,11 @@ impl ToolDescription {
         description: impl Into<String>,
         parameters: Option<serde_json::Value>,
     ) -> Self {
-        Self { name: name.into(), description: description.into(), parameters }
+        Self {
+            name: name.into(),
+            description: description.into(),
+            parameters,
+        }
     }
 
     /// A function described by the Rust type of its arguments (`#[derive(JsonSchema)]`): the
@@ -33,15 +37,24 @@ impl ToolDescription {
     /// comments becoming descriptions. An empty `description` takes the type's doc comment.
     ///
     /// [`prompt_schema`]: crate::function::prompt_schema
-    pub fn from_type<T: schemars::JsonSchema>(name: impl Into<String>, description: impl Into<String>) -> Self {
+    pub fn from_type<T: schemars::JsonSchema>(
+        name: impl Into<String>,
+        description: impl Into<String>,
+    ) -> Self {
         let schema = crate::function::parameters_schema::<T>();
         let mut description = description.into();
         if description.is_empty()
-            && let Some(doc) = schema.get("description").and_then(serde_json::Value::as_str)
+            && let Some(doc) = schema
+                .get("description")
+                .and_then(serde_json::Value::as_str)
         {
             description = doc.to_string();
         }
-        Self::new(name, description, Some(crate::function::prompt_schema(&schema)))
+        Self::new(
+            name,
+            description,
+            Some(crate::function::prompt_schema(&schema)),
+        )
     }
 }
 
@@ -68,7 +81,11 @@ impl ToolNamespaceConfig {
         description: Option<String>,
         tools: Vec<ToolDescription>,
     ) -> Self {
-        Self { name: name.into(), description, tools }
+        Self {
+            name: name.into(),
+            description,
+            tools,
+        }
     }
 
     /// The built-in `browser` namespace exactly as gpt-oss was trained on it.

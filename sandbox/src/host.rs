@@ -1,0 +1,330 @@
+//! What the guest imports: WASI preview 1 from wasmtime-wasi, with `poll_oneoff` shadowed so a
+//! sleeping guest still meets its deadline, and the `host.call` door the interpreter requires.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use wasmtime::{Caller, Engine, Extern, Linker, Memory};
+use wasmtime_wasi::HostMonotonicClock;
+use wasmtime_wasi::p1::WasiP1Ctx;
+
+use crate::error::{Result, SandboxError};
+use crate::limits::MemoryLimiter;
+
+/// Prefix of a door request carrying the `repr` of a cell's final expression (sent by the
+/// display hook ossa installs in each interpreter). Anything else through the door is answered
+/// "no host" (the guest raises ConnectionRefusedError).
+pub(crate) const DISPLAY_PREFIX: &[u8] = b"\0ossa.display\0";
+
+/// The store's data.
+pub(crate) struct HostState {
+    pub(crate) wasi: WasiP1Ctx,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) clock: CallClock,
+    pub(crate) display: Display,
+    pub(crate) monotonic_origin: Instant,
+}
+
+/// The running call's deadline and cancel flag, checked by the epoch callback every tick and by
+/// the `poll_oneoff` shadow while the guest sleeps; records why it stopped the guest.
+#[derive(Default)]
+pub(crate) struct CallClock {
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) cancel: Option<Arc<AtomicBool>>,
+    pub(crate) stopped: Option<StopCause>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StopCause {
+    Deadline,
+    Cancelled,
+}
+
+impl CallClock {
+    /// Whether the guest must stop now; records the cause the first time.
+    pub(crate) fn must_stop(&mut self) -> bool {
+        if self.stopped.is_some() {
+            return true;
+        }
+        if self
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
+            self.stopped = Some(StopCause::Cancelled);
+        } else if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            self.stopped = Some(StopCause::Deadline);
+        }
+        self.stopped.is_some()
+    }
+}
+
+/// The echoed value of the current call, as the display hook sent it.
+#[derive(Default)]
+pub(crate) struct Display {
+    pub(crate) cap: usize,
+    pub(crate) value: Option<Vec<u8>>,
+    pub(crate) dropped: u64,
+}
+
+/// The guest's monotonic clock, with an origin the host knows, so `poll_oneoff` can turn an
+/// absolute monotonic time into a wait.
+pub(crate) struct MonotonicClock {
+    pub(crate) origin: Instant,
+}
+
+impl HostMonotonicClock for MonotonicClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// WASI plus ossa's shadows and the door, shared by every store of an engine.
+pub(crate) fn linker(engine: &Engine) -> Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut HostState| &mut state.wasi)
+        .map_err(|e| SandboxError::wasm("cannot link WASI", e))?;
+    linker.allow_shadowing(true);
+    linker
+        .func_wrap("wasi_snapshot_preview1", "poll_oneoff", poll_oneoff)
+        .map_err(|e| SandboxError::wasm("cannot link poll_oneoff", e))?;
+    linker.allow_shadowing(false);
+    linker
+        .func_wrap("host", "call", door)
+        .map_err(|e| SandboxError::wasm("cannot link the host door", e))?;
+    Ok(linker)
+}
+
+// preview1 errno values.
+const ERRNO_SUCCESS: i32 = 0;
+const ERRNO_FAULT: i32 = 21;
+const ERRNO_INVAL: i32 = 28;
+const ERRNO_NOMEM: i32 = 48;
+
+const SUBSCRIPTION_SIZE: u64 = 48;
+const EVENT_SIZE: u64 = 32;
+const MAX_SUBSCRIPTIONS: u32 = 4096;
+const TAG_CLOCK: u8 = 0;
+const TAG_FD_READ: u8 = 1;
+const TAG_FD_WRITE: u8 = 2;
+const CLOCK_REALTIME: u32 = 0;
+const CLOCK_MONOTONIC: u32 = 1;
+const SUBCLOCK_ABSTIME: u16 = 1;
+/// How long the shadow sleeps between checks of the deadline and the cancel flag.
+const SLICE: Duration = Duration::from_millis(10);
+
+fn guest_memory(caller: &mut Caller<'_, HostState>) -> Option<Memory> {
+    match caller.get_export("memory") {
+        Some(Extern::Memory(memory)) => Some(memory),
+        _ => None,
+    }
+}
+
+fn fits(memory_size: usize, ptr: u32, len: u64) -> bool {
+    u64::from(ptr)
+        .checked_add(len)
+        .is_some_and(|end| end <= memory_size as u64)
+}
+
+/// `poll_oneoff(subscriptions, events, count, nevents_out) -> errno`, as wasmtime-wasi answers it
+/// for this guest (no sockets, stdio only), except that a wait is cut in slices and ends with a
+/// trap when the call's deadline passes or it is cancelled. wasmtime-wasi's own version blocks
+/// in the host, where epoch interruption cannot reach, so `time.sleep(600)` would outlive any
+/// deadline.
+fn poll_oneoff(
+    mut caller: Caller<'_, HostState>,
+    subscriptions: i32,
+    events: i32,
+    count: i32,
+    nevents_out: i32,
+) -> wasmtime::Result<i32> {
+    let Some(memory) = guest_memory(&mut caller) else {
+        return Ok(ERRNO_INVAL);
+    };
+    let (subscriptions, events, count, nevents_out) = (
+        subscriptions as u32,
+        events as u32,
+        count as u32,
+        nevents_out as u32,
+    );
+    if count == 0 {
+        return Ok(ERRNO_INVAL);
+    }
+    if count > MAX_SUBSCRIPTIONS {
+        return Ok(ERRNO_NOMEM);
+    }
+    let size = memory.data_size(&caller);
+    let n = u64::from(count);
+    if !fits(size, subscriptions, n * SUBSCRIPTION_SIZE)
+        || !fits(size, events, n * EVENT_SIZE)
+        || !fits(size, nevents_out, 4)
+    {
+        return Ok(ERRNO_FAULT);
+    }
+    let start = subscriptions as usize;
+    let raw = memory.data(&caller)[start..start + (n * SUBSCRIPTION_SIZE) as usize].to_vec();
+    let origin = caller.data().monotonic_origin;
+
+    let mut ready = Vec::new();
+    let mut clocks = Vec::new();
+    for sub in raw.chunks_exact(SUBSCRIPTION_SIZE as usize) {
+        let userdata = u64::from_le_bytes(sub[0..8].try_into().unwrap_or_default());
+        match sub[8] {
+            TAG_CLOCK => {
+                let id = u32::from_le_bytes(sub[16..20].try_into().unwrap_or_default());
+                let timeout = u64::from_le_bytes(sub[24..32].try_into().unwrap_or_default());
+                let flags = u16::from_le_bytes(sub[40..42].try_into().unwrap_or_default());
+                let now = match id {
+                    CLOCK_REALTIME => SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map(|d| d.as_nanos() as u64)
+                        .unwrap_or(0),
+                    CLOCK_MONOTONIC => origin.elapsed().as_nanos() as u64,
+                    // CPU-time clocks cannot be waited on, as in wasmtime-wasi.
+                    _ => return Ok(ERRNO_INVAL),
+                };
+                let wait_ns = if flags & SUBCLOCK_ABSTIME == 0 {
+                    timeout
+                } else {
+                    timeout.saturating_sub(now)
+                };
+                clocks.push((wait_ns, userdata));
+            }
+            tag @ (TAG_FD_READ | TAG_FD_WRITE) => ready.push((userdata, tag)),
+            _ => return Ok(ERRNO_INVAL),
+        }
+    }
+
+    let mut out = Vec::new();
+    if !ready.is_empty() {
+        // Descriptors (stdio, files) are always ready, as in wasmtime-wasi.
+        for (userdata, tag) in ready {
+            out.push(event(userdata, tag));
+        }
+    } else {
+        let wait_ns = clocks.iter().map(|(ns, _)| *ns).min().unwrap_or(0);
+        let until = Instant::now() + Duration::from_nanos(wait_ns);
+        loop {
+            if caller.data_mut().clock.must_stop() {
+                return Err(wasmtime::format_err!(
+                    "the call was stopped while the guest slept"
+                ));
+            }
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            std::thread::sleep((until - now).min(SLICE));
+        }
+        for (ns, userdata) in clocks {
+            if ns <= wait_ns {
+                out.push(event(userdata, TAG_CLOCK));
+            }
+        }
+    }
+    let bytes: Vec<u8> = out.concat();
+    memory.write(&mut caller, events as usize, &bytes)?;
+    memory.write(
+        &mut caller,
+        nevents_out as usize,
+        &(out.len() as u32).to_le_bytes(),
+    )?;
+    Ok(ERRNO_SUCCESS)
+}
+
+fn event(userdata: u64, tag: u8) -> [u8; EVENT_SIZE as usize] {
+    let mut e = [0u8; EVENT_SIZE as usize];
+    e[0..8].copy_from_slice(&userdata.to_le_bytes());
+    // error (u16 at 8) is success; nbytes (u64 at 16) and flags (u16 at 24) are zero.
+    e[10] = tag;
+    e
+}
+
+// Door answers, as the guest's `_host` module reads them.
+const DOOR_OK: i32 = 0;
+const DOOR_NO_HOST: i32 = -1;
+const DOOR_FAULT: i32 = -2;
+
+/// `host.call(request, request_len, response_ptr_out, response_len_out) -> 0 | -1 | -2`.
+/// ossa binds no tools to the guest; the door only carries the display hook's value.
+fn door(
+    mut caller: Caller<'_, HostState>,
+    ptr: i32,
+    len: i32,
+    out_ptr_ptr: i32,
+    out_len_ptr: i32,
+) -> wasmtime::Result<i32> {
+    let Some(memory) = guest_memory(&mut caller) else {
+        return Ok(DOOR_FAULT);
+    };
+    let (ptr, len, out_ptr_ptr, out_len_ptr) = (
+        ptr as u32,
+        len as u32,
+        out_ptr_ptr as u32,
+        out_len_ptr as u32,
+    );
+    let size = memory.data_size(&caller);
+    if !fits(size, ptr, u64::from(len))
+        || !fits(size, out_ptr_ptr, 4)
+        || !fits(size, out_len_ptr, 4)
+    {
+        return Ok(DOOR_FAULT);
+    }
+    let start = ptr as usize;
+    let data = memory.data(&caller);
+    if !data[start..start + len as usize].starts_with(DISPLAY_PREFIX) {
+        return Ok(DOOR_NO_HOST);
+    }
+    let body = start + DISPLAY_PREFIX.len();
+    let body_len = len as usize - DISPLAY_PREFIX.len();
+    let cap = caller.data().display.cap;
+    let kept = body_len.min(cap);
+    let value = memory.data(&caller)[body..body + kept].to_vec();
+    let display = &mut caller.data_mut().display;
+    display.value = Some(value);
+    display.dropped = (body_len - kept) as u64;
+    // An empty answer: the response pointer and length are both zero.
+    memory.write(&mut caller, out_ptr_ptr as usize, &0u32.to_le_bytes())?;
+    memory.write(&mut caller, out_len_ptr as usize, &0u32.to_le_bytes())?;
+    Ok(DOOR_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_stops_at_the_deadline_and_on_cancel() {
+        let mut clock = CallClock {
+            deadline: Some(Instant::now() + Duration::from_secs(3600)),
+            ..Default::default()
+        };
+        assert!(!clock.must_stop());
+        clock.deadline = Some(Instant::now());
+        assert!(clock.must_stop());
+        assert_eq!(clock.stopped, Some(StopCause::Deadline));
+
+        let cancel = Arc::new(AtomicBool::new(false));
+        let mut clock = CallClock {
+            cancel: Some(cancel.clone()),
+            ..Default::default()
+        };
+        assert!(!clock.must_stop());
+        cancel.store(true, Ordering::Relaxed);
+        assert!(clock.must_stop());
+        assert_eq!(clock.stopped, Some(StopCause::Cancelled));
+    }
+
+    #[test]
+    fn events_carry_userdata_and_type() {
+        let e = event(0x0102_0304_0506_0708, TAG_FD_WRITE);
+        assert_eq!(&e[0..8], &0x0102_0304_0506_0708u64.to_le_bytes());
+        assert_eq!(e[10], TAG_FD_WRITE);
+        assert!(e[11..].iter().all(|b| *b == 0));
+    }
+}

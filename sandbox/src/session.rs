@@ -1,0 +1,371 @@
+//! A session: one interpreter kept across calls on its own thread, so its calls are serialized,
+//! sessions run in parallel, and guest code never blocks an async runtime.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::error::{Result, SandboxError};
+use crate::interp::{Dirs, Interpreter};
+use crate::limits::{CallLimits, Limits, Stop};
+use crate::sandbox::{self, Shared};
+use crate::{ResetReason, RunOutput, SessionState, Status, files};
+
+/// Time Python's own shutdown gets when an interpreter is discarded in good order.
+const SHUTDOWN_BUDGET: Duration = Duration::from_secs(2);
+
+/// Options of [`crate::Sandbox::session`].
+#[derive(Clone, Debug, Default)]
+pub struct SessionOptions {
+    /// Host folder mounted at `/mnt/data` (created if missing, kept afterwards). `None`: a fresh
+    /// private folder that is removed when the session ends.
+    pub mount: Option<PathBuf>,
+    /// `None`: the sandbox's limits.
+    pub limits: Option<Limits>,
+}
+
+enum Reply<T> {
+    Async(tokio::sync::oneshot::Sender<T>),
+    Blocking(mpsc::SyncSender<T>),
+}
+
+impl<T> Reply<T> {
+    fn send(self, value: T) {
+        // The caller may have gone (a dropped future): nothing to tell then.
+        match self {
+            Reply::Async(tx) => {
+                let _ = tx.send(value);
+            }
+            Reply::Blocking(tx) => {
+                let _ = tx.send(value);
+            }
+        }
+    }
+}
+
+enum Job {
+    Run {
+        code: String,
+        limits: CallLimits,
+        cancel: Arc<AtomicBool>,
+        reply: Reply<Result<RunOutput>>,
+    },
+    Reset {
+        reply: Reply<()>,
+    },
+}
+
+/// One interpreter kept across calls (a notebook kernel). Calls are serialized in the order they
+/// are made; dropping the session ends its interpreter (Python's shutdown runs, flushing open
+/// files) and removes its private folders.
+pub struct Session {
+    /// `None` once closing.
+    jobs: Option<mpsc::Sender<Job>>,
+    worker: Option<std::thread::JoinHandle<()>>,
+    running: Arc<Mutex<Option<Arc<AtomicBool>>>>,
+    shared: Arc<Shared>,
+    limits: Limits,
+    mount: PathBuf,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("mount", &self.mount)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// Sets the call's cancel flag if the caller stops waiting (a dropped future).
+struct CancelOnDrop(Option<Arc<AtomicBool>>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(flag) = self.0.take() {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Session {
+    pub(crate) fn open(shared: Arc<Shared>, options: SessionOptions) -> Result<Self> {
+        let limits = options.limits.unwrap_or_else(|| shared.limits.clone());
+        sandbox::check_call(&shared, &limits.call)?;
+        let (dirs, owned) = sandbox::guest_dirs(options.mount)?;
+        let mount = dirs.mount.clone();
+        let (jobs, rx) = mpsc::channel();
+        let running = Arc::new(Mutex::new(None));
+        let state = Worker {
+            shared: shared.clone(),
+            dirs,
+            _owned: owned,
+            limits: limits.clone(),
+            running: running.clone(),
+            interpreter: None,
+            fresh_because: None,
+            last_used: Instant::now(),
+        };
+        let worker = std::thread::Builder::new()
+            .name("ossa-python-session".into())
+            .stack_size(crate::engine::NATIVE_STACK)
+            .spawn(move || state.serve(rx))
+            .map_err(|e| SandboxError::io("cannot start a thread", "ossa-python-session", e))?;
+        Ok(Self {
+            jobs: Some(jobs),
+            worker: Some(worker),
+            running,
+            shared,
+            limits,
+            mount,
+        })
+    }
+
+    /// Runs `code` as the next cell with the session's limits.
+    pub async fn run(&self, code: &str) -> Result<RunOutput> {
+        self.run_with(code, &self.limits.call).await
+    }
+
+    /// Runs `code` as the next cell with `limits` for this call only. Dropping the future cancels
+    /// the call (the interpreter is then reset, as after any stop).
+    pub async fn run_with(&self, code: &str, limits: &CallLimits) -> Result<RunOutput> {
+        sandbox::check_call(&self.shared, limits)?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(Job::Run {
+            code: code.to_owned(),
+            limits: limits.clone(),
+            cancel: cancel.clone(),
+            reply: Reply::Async(tx),
+        })?;
+        let mut guard = CancelOnDrop(Some(cancel));
+        let result = rx.await.map_err(|_| SandboxError::SessionClosed)?;
+        guard.0 = None;
+        result
+    }
+
+    /// Runs `code` as the next cell, blocking this thread (not for use inside an async task).
+    pub fn run_blocking(&self, code: &str, limits: &CallLimits) -> Result<RunOutput> {
+        sandbox::check_call(&self.shared, limits)?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit(Job::Run {
+            code: code.to_owned(),
+            limits: limits.clone(),
+            cancel,
+            reply: Reply::Blocking(tx),
+        })?;
+        rx.recv().map_err(|_| SandboxError::SessionClosed)?
+    }
+
+    /// Stops the call running now, if any (it ends with [`Stop::Cancelled`] and the interpreter
+    /// is reset). Calls queued behind it still run.
+    pub fn cancel(&self) {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(flag) = running.as_ref() {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Discards the interpreter; the next call starts a fresh one. Files in `/mnt/data` stay.
+    pub async fn reset(&self) -> Result<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(Job::Reset {
+            reply: Reply::Async(tx),
+        })?;
+        rx.await.map_err(|_| SandboxError::SessionClosed)
+    }
+
+    /// The host folder the guest sees at `/mnt/data`.
+    pub fn mount(&self) -> &Path {
+        &self.mount
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn submit(&self, job: Job) -> Result<()> {
+        let jobs = self.jobs.as_ref().ok_or(SandboxError::SessionClosed)?;
+        jobs.send(job).map_err(|_| SandboxError::SessionClosed)
+    }
+
+    /// Ends the session and waits until it is gone: a running call is cancelled, Python's
+    /// shutdown runs (flushing files left open), the private folders are removed. Dropping a
+    /// session does the same without waiting (a process that exits right after may then leave
+    /// the folders behind; the next sandbox to open sweeps them).
+    pub async fn close(self) {
+        let mut this = self;
+        if let Some(worker) = this.begin_close() {
+            let _ = tokio::task::spawn_blocking(move || worker.join()).await;
+        }
+    }
+
+    /// [`Session::close`] for plain threads.
+    pub fn close_blocking(self) {
+        let mut this = self;
+        if let Some(worker) = this.begin_close() {
+            let _ = worker.join();
+        }
+    }
+
+    fn begin_close(&mut self) -> Option<std::thread::JoinHandle<()>> {
+        self.cancel();
+        self.jobs = None;
+        self.worker.take()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // The worker ends when the channel closes; a call still running is stopped first.
+        let _ = self.begin_close();
+    }
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    dirs: Dirs,
+    _owned: Vec<tempfile::TempDir>,
+    limits: Limits,
+    running: Arc<Mutex<Option<Arc<AtomicBool>>>>,
+    interpreter: Option<Interpreter>,
+    /// Why the next call will run in a fresh interpreter.
+    fresh_because: Option<ResetReason>,
+    last_used: Instant,
+}
+
+impl Worker {
+    fn serve(mut self, jobs: mpsc::Receiver<Job>) {
+        loop {
+            let job = match self.idle_wait() {
+                Some(wait) => match jobs.recv_timeout(wait) {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.expire_idle();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                },
+            };
+            match job {
+                Job::Run {
+                    code,
+                    limits,
+                    cancel,
+                    reply,
+                } => {
+                    let result = self.run(&code, &limits, cancel);
+                    self.last_used = Instant::now();
+                    reply.send(result);
+                }
+                Job::Reset { reply } => {
+                    self.discard(ResetReason::Requested);
+                    reply.send(());
+                }
+            }
+        }
+        if let Some(interpreter) = self.interpreter.take() {
+            interpreter.shutdown(SHUTDOWN_BUDGET);
+        }
+    }
+
+    /// How long to wait for the next job before the idle timeout discards the interpreter.
+    fn idle_wait(&self) -> Option<Duration> {
+        let idle = self.limits.idle_timeout?;
+        self.interpreter.as_ref()?;
+        Some(idle.saturating_sub(self.last_used.elapsed()))
+    }
+
+    fn expire_idle(&mut self) {
+        if let Some(idle) = self.limits.idle_timeout
+            && self.last_used.elapsed() >= idle
+        {
+            self.discard(ResetReason::IdleTimeout(idle));
+        }
+    }
+
+    fn discard(&mut self, reason: ResetReason) {
+        if let Some(interpreter) = self.interpreter.take() {
+            tracing::debug!(%reason, "discarding the session's interpreter");
+            interpreter.shutdown(SHUTDOWN_BUDGET);
+            self.fresh_because = Some(reason);
+        }
+    }
+
+    fn run(
+        &mut self,
+        code: &str,
+        limits: &CallLimits,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<RunOutput> {
+        let started = Instant::now();
+        if let (Some(lifetime), Some(interpreter)) = (self.limits.lifetime, &self.interpreter)
+            && interpreter.created.elapsed() >= lifetime
+        {
+            self.discard(ResetReason::Lifetime(lifetime));
+        }
+        let before = files::list(&self.dirs.mount);
+        if cancel.load(Ordering::Relaxed) {
+            // Cancelled while queued: nothing ran.
+            let ended = crate::interp::Ended {
+                stdout: String::new(),
+                stderr: String::new(),
+                value: None,
+                truncated: Vec::new(),
+                status: Status::Stopped(Stop::Cancelled),
+                spent: false,
+            };
+            return Ok(sandbox::output(
+                ended,
+                &self.dirs,
+                &before,
+                SessionState::Kept,
+                None,
+                started,
+            ));
+        }
+        let started_fresh = match &self.interpreter {
+            Some(_) => None,
+            None => {
+                self.interpreter = Some(Interpreter::session(&self.shared, &self.dirs)?);
+                self.fresh_because.take()
+            }
+        };
+        let Some(interpreter) = self.interpreter.as_mut() else {
+            return Err(SandboxError::SessionClosed);
+        };
+        *self.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(cancel.clone());
+        let ended = interpreter.turn(code, limits, Some(cancel));
+        *self.running.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let state = if ended.spent {
+            let reason = match &ended.status {
+                Status::Exit(code) => ResetReason::Exited(*code),
+                Status::Stopped(stop) => ResetReason::Stopped(stop.clone()),
+                Status::Ok | Status::Error => {
+                    ResetReason::Stopped(Stop::Crashed("the interpreter ended".into()))
+                }
+            };
+            // A trapped interpreter must not run again, not even Python's shutdown.
+            self.interpreter = None;
+            self.fresh_because = Some(reason.clone());
+            SessionState::Reset(reason)
+        } else {
+            SessionState::Kept
+        };
+        Ok(sandbox::output(
+            ended,
+            &self.dirs,
+            &before,
+            state,
+            started_fresh,
+            started,
+        ))
+    }
+}

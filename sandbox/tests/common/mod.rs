@@ -1,0 +1,48 @@
+//! Shared by the integration tests: one sandbox per test binary, opened the way users open it
+//! (the runtime fetched with pip into ossa's data folder on first use, then cached).
+
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use ossa_sandbox::{
+    CallLimits, RunOutput, Sandbox, SandboxConfig, Session, SessionOptions, Status,
+};
+
+pub fn sandbox() -> &'static Sandbox {
+    static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
+    SANDBOX.get_or_init(|| {
+        let config = SandboxConfig::from_env().expect("a data folder for ossa");
+        Sandbox::open(config).unwrap_or_else(|e| panic!("the sandbox did not open: {e}"))
+    })
+}
+
+pub fn session() -> Session {
+    sandbox()
+        .session(SessionOptions::default())
+        .expect("a session")
+}
+
+pub fn limits() -> CallLimits {
+    sandbox().limits().call.clone()
+}
+
+/// Runs a cell with the default limits on a plain thread.
+pub fn run(session: &Session, code: &str) -> RunOutput {
+    session
+        .run_blocking(code, &limits())
+        .unwrap_or_else(|e| panic!("the call failed to run: {e}"))
+}
+
+/// Runs a cell that must succeed and returns its stdout.
+pub fn ok(session: &Session, code: &str) -> String {
+    let out = run(session, code);
+    assert_eq!(
+        out.status,
+        Status::Ok,
+        "code:\n{code}\nstdout:\n{}\nstderr:\n{}",
+        out.stdout,
+        out.stderr
+    );
+    out.stdout
+}
