@@ -1,11 +1,10 @@
 //! `ossa generate` (raw tokens in, raw tokens out: a look inside the engine) and `ossa bench`
 //! (load time, prefill and decode speed, peak memory).
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -89,47 +88,8 @@ fn load(model: &str, dtype: DType, threads: Option<usize>) -> anyhow::Result<(En
 /// A local directory as is; a Hugging Face id is downloaded once into the HF cache, with a
 /// progress bar per file.
 fn resolve_model(model: &str) -> anyhow::Result<PathBuf> {
-    let progress: Arc<dyn DownloadProgress> = Arc::new(Bars::default());
+    let progress: Arc<dyn DownloadProgress> = Arc::new(ossa::app::DownloadBars::default());
     Ok(ossa_engine::hub::resolve_model(model, Some(progress))?)
-}
-
-#[derive(Default)]
-struct Bars {
-    multi: indicatif::MultiProgress,
-    bars: Mutex<HashMap<String, indicatif::ProgressBar>>,
-}
-
-impl Bars {
-    fn bar(&self, file: &str) -> Option<indicatif::ProgressBar> {
-        let mut bars = self.bars.lock().ok()?;
-        let bar = bars.entry(file.to_string()).or_insert_with(|| {
-            let bar = self.multi.add(indicatif::ProgressBar::new(0));
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{msg:40} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar.set_message(file.to_string());
-            bar
-        });
-        Some(bar.clone())
-    }
-}
-
-impl DownloadProgress for Bars {
-    fn update(&self, file: &str, done: u64, total: u64) {
-        if let Some(bar) = self.bar(file) {
-            bar.set_length(total);
-            bar.set_position(done);
-        }
-    }
-
-    fn finished(&self, file: &str) {
-        if let Some(bar) = self.bar(file) {
-            bar.finish();
-        }
-    }
 }
 
 pub fn run_generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {

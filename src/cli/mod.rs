@@ -1,10 +1,13 @@
 //! Command-line definitions and dispatch. Each subcommand lives in its own module and owns its
 //! flags; this file only wires them together.
 
+mod chat;
 mod dev;
 mod generate;
 mod python;
+mod run;
 mod setup;
+mod tool;
 
 use std::process::ExitCode;
 
@@ -21,20 +24,27 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// What to do; without one, `ossa chat`.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Chat with the model in an interactive prompt (the default command).
+    Chat(chat::ChatArgs),
     /// Generate raw tokens from a model (a look inside the engine).
     Generate(generate::GenerateArgs),
     /// Measure load time, prefill and decode speed, and peak memory.
     Bench(generate::BenchArgs),
+    /// Run one task (or a batch) to its final answer, without a prompt.
+    Run(run::RunArgs),
     /// Run Python inside the WebAssembly sandbox.
     Python(python::PythonArgs),
     /// Fetch and prepare everything ossa needs (the Python runtime).
     Setup(setup::SetupArgs),
+    /// Invoke a tool directly and print what the model would receive.
+    Tool(tool::ToolArgs),
     /// Developer tools.
     #[command(subcommand)]
     Dev(dev::DevCommand),
@@ -56,11 +66,17 @@ pub fn init_logging(verbose: u8) {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        return chat::run(chat::ChatArgs::default());
+    };
+    match command {
+        Command::Chat(args) => chat::run(args),
         Command::Generate(args) => generate::run_generate(args),
         Command::Bench(args) => generate::run_bench(args),
+        Command::Run(args) => run::run(args),
         Command::Python(args) => python::run(args),
         Command::Setup(args) => setup::run(args),
         Command::Dev(cmd) => dev::run(cmd),
+        Command::Tool(args) => tool::run(args),
     }
 }

@@ -5,6 +5,7 @@ pub mod browser;
 pub mod citations;
 pub mod function;
 pub mod mcp;
+pub mod python;
 pub mod spec;
 pub mod tool;
 
@@ -12,5 +13,6 @@ pub use apply_patch::ApplyPatch;
 pub use browser::{BrowserConfig, BrowserSession, BrowserTool};
 pub use function::{Function, FunctionError, FunctionTools, TypedFunction};
 pub use mcp::{McpServer, McpServerConfig};
+pub use python::{PythonSession, PythonTool};
 pub use spec::{ToolDescription, ToolNamespaceConfig};
 pub use tool::{Placement, Tool, ToolCall, ToolOutput, ToolSession};

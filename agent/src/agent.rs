@@ -1,0 +1,703 @@
+//! The agent loop: render the conversation, sample until the model acts, parse, run the tool it
+//! called, append the result, and go again until it answers.
+//!
+//! [`Agent`] holds what conversations share (backend, encoding, tools, limits); a [`Chat`] is one
+//! conversation with its tool sessions (browser page stack, Python interpreter).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ossa_engine::{CancelHandle, SamplingParams};
+use ossa_tools::{Placement, Tool, ToolCall, ToolOutput, ToolSession};
+use tokio::sync::{Notify, mpsc};
+
+use crate::backend::{Backend, BackendError, Finish, GenerationRequest, GenerationStats};
+use crate::harmony::{
+    Author, Content, Conversation, DeveloperContent, HarmonyEncoding, HarmonyError, Message,
+    ParseMode, ReasoningEffort, RenderConversationConfig, Role, StreamableParser, SystemContent,
+    ToolNamespaceConfig,
+};
+
+/// Limits and sampling shared by every conversation of an [`Agent`].
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub sampling: SamplingParams,
+    /// Most tokens one generation call may sample; `None`: whatever the context has left.
+    pub max_tokens: Option<usize>,
+    /// Most tool calls in one turn (a runaway loop ends here).
+    pub max_tool_calls: usize,
+    /// Most time one turn may take, generation and tools together.
+    pub wall_time: Option<Duration>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            sampling: SamplingParams::greedy(),
+            max_tokens: None,
+            max_tool_calls: 32,
+            wall_time: None,
+        }
+    }
+}
+
+/// How a new conversation starts: the system message's settings and the developer's
+/// instructions.
+#[derive(Debug, Clone)]
+pub struct ConversationSettings {
+    pub reasoning_effort: ReasoningEffort,
+    /// `YYYY-MM-DD`, rendered as `Current date: ...`.
+    pub conversation_start_date: Option<String>,
+    /// `None` keeps harmony's default identity.
+    pub model_identity: Option<String>,
+    pub developer_instructions: Option<String>,
+}
+
+impl Default for ConversationSettings {
+    fn default() -> Self {
+        Self {
+            reasoning_effort: ReasoningEffort::Low,
+            conversation_start_date: None,
+            model_identity: None,
+            developer_instructions: None,
+        }
+    }
+}
+
+/// Cancels a turn: the running generation stops before its next token and a running tool call
+/// is abandoned. Cloning shares it; use a fresh one per turn.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel {
+    flag: CancelHandle,
+    notify: Arc<Notify>,
+}
+
+impl Cancel {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn cancel(&self) {
+        self.flag.cancel();
+        self.notify.notify_waiters();
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.flag.is_cancelled()
+    }
+
+    /// Resolves once [`Cancel::cancel`] has been called.
+    pub async fn cancelled(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a cancel between the two is not missed.
+            notified.as_mut().enable();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// What happens during a turn, in order, as it happens.
+#[derive(Debug, Clone)]
+pub enum AgentEvent {
+    /// A generation call begins with a prompt of this many tokens.
+    GenerationStarted {
+        prompt_tokens: usize,
+    },
+    /// Chain of thought (channel `analysis`).
+    ReasoningDelta(String),
+    /// A preamble to the user (channel `commentary`, no recipient).
+    CommentaryDelta(String),
+    /// The answer (channel `final`, or no channel).
+    FinalDelta(String),
+    /// Arguments (JSON, or code for `python`) of a tool call being written.
+    ToolArgumentsDelta {
+        recipient: String,
+        delta: String,
+    },
+    /// A complete message from the model.
+    Message(Message),
+    /// The model called a tool; the call runs now.
+    ToolCall(ToolCall),
+    /// A tool answered.
+    ToolResult {
+        call: ToolCall,
+        output: ToolOutput,
+    },
+    GenerationFinished(GenerationStats),
+    /// Something went wrong that the turn recovered from (malformed output, a tool error).
+    Warning(String),
+}
+
+/// A limit that ended a turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Limit {
+    ToolCalls(usize),
+    /// One generation sampled this many tokens without finishing its message.
+    Tokens(usize),
+    WallTime(Duration),
+    /// The conversation no longer fits the model's context.
+    Context {
+        needed: usize,
+        max: usize,
+    },
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Limit::ToolCalls(n) => write!(f, "reached the limit of {n} tool calls"),
+            Limit::Tokens(n) => write!(f, "reached the limit of {n} tokens in one generation"),
+            Limit::WallTime(d) => write!(f, "reached the time limit of {} s", d.as_secs()),
+            Limit::Context { needed, max } => write!(
+                f,
+                "the conversation needs {needed} tokens but the model's context holds {max}"
+            ),
+        }
+    }
+}
+
+/// How a turn ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TurnOutcome {
+    /// The model answered on the `final` channel.
+    Final,
+    /// The model stopped without a final answer (it ended on a preamble or produced nothing
+    /// parseable).
+    NoAnswer,
+    Cancelled,
+    Limit(Limit),
+}
+
+/// What a turn did.
+#[derive(Debug, Clone)]
+pub struct TurnReport {
+    pub outcome: TurnOutcome,
+    /// The text of the final message, when there is one.
+    pub answer: Option<String>,
+    /// Index of the first message this turn added to the conversation.
+    pub first_message: usize,
+    pub generations: Vec<GenerationStats>,
+    pub tool_calls: usize,
+    pub elapsed: Duration,
+}
+
+impl TurnReport {
+    /// Generation calls whose prompt reused cached tokens.
+    pub fn cache_hits(&self) -> usize {
+        self.generations
+            .iter()
+            .filter(|g| g.reused_tokens > 0)
+            .count()
+    }
+
+    pub fn prompt_tokens(&self) -> usize {
+        self.generations.iter().map(|g| g.prompt_tokens).sum()
+    }
+
+    pub fn reused_tokens(&self) -> usize {
+        self.generations.iter().map(|g| g.reused_tokens).sum()
+    }
+
+    pub fn generated_tokens(&self) -> usize {
+        self.generations.iter().map(|g| g.generated_tokens).sum()
+    }
+}
+
+/// Errors that end a turn (tool failures do not: the model reads them).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("rendering the conversation: {0}")]
+    Harmony(#[from] HarmonyError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("the generation thread failed: {0}")]
+    Generation(String),
+}
+
+/// What conversations share: the backend, the encoding, the tools and the limits.
+pub struct Agent {
+    backend: Arc<dyn Backend>,
+    encoding: HarmonyEncoding,
+    tools: Vec<Arc<dyn Tool>>,
+    config: AgentConfig,
+}
+
+impl Agent {
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        encoding: HarmonyEncoding,
+        tools: Vec<Arc<dyn Tool>>,
+        config: AgentConfig,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            backend,
+            encoding,
+            tools,
+            config,
+        })
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    pub fn encoding(&self) -> &HarmonyEncoding {
+        &self.encoding
+    }
+
+    pub fn tools(&self) -> &[Arc<dyn Tool>] {
+        &self.tools
+    }
+
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    /// The system message, and a developer message when there are instructions or function
+    /// tools: built-in namespaces go into the system message, functions into the developer's.
+    pub fn preamble(&self, settings: &ConversationSettings) -> Vec<Message> {
+        let mut system = SystemContent::new().with_reasoning_effort(settings.reasoning_effort);
+        if let Some(date) = &settings.conversation_start_date {
+            system = system.with_conversation_start_date(date.clone());
+        }
+        if let Some(identity) = &settings.model_identity {
+            system = system.with_model_identity(identity.clone());
+        }
+        let mut developer_tools: Vec<ToolNamespaceConfig> = Vec::new();
+        for tool in &self.tools {
+            let namespace = tool.namespace();
+            match tool.placement() {
+                Placement::System => system = system.with_tools(namespace),
+                Placement::Developer => {
+                    // Several function providers (typed, MCP, apply_patch) share `functions`.
+                    match developer_tools
+                        .iter_mut()
+                        .find(|n| n.name == namespace.name)
+                    {
+                        Some(existing) => existing.tools.extend(namespace.tools),
+                        None => developer_tools.push(namespace),
+                    }
+                }
+            }
+        }
+        let mut messages = vec![Message::from_role_and_content(Role::System, system)];
+        if settings.developer_instructions.is_some() || !developer_tools.is_empty() {
+            let mut developer = DeveloperContent::new();
+            if let Some(instructions) = &settings.developer_instructions {
+                developer = developer.with_instructions(instructions.clone());
+            }
+            for namespace in developer_tools {
+                developer = developer.with_tools(namespace);
+            }
+            messages.push(Message::from_role_and_content(Role::Developer, developer));
+        }
+        messages
+    }
+
+    /// A new conversation.
+    pub fn chat(self: &Arc<Self>, settings: &ConversationSettings) -> Chat {
+        self.chat_from(Conversation::from_messages(self.preamble(settings)))
+    }
+
+    /// Continues a saved conversation (its system and developer messages are kept as saved).
+    pub fn chat_from(self: &Arc<Self>, conversation: Conversation) -> Chat {
+        Chat {
+            agent: Arc::clone(self),
+            conversation,
+            sessions: HashMap::new(),
+        }
+    }
+}
+
+/// One conversation and its tool sessions.
+pub struct Chat {
+    agent: Arc<Agent>,
+    conversation: Conversation,
+    sessions: HashMap<String, Box<dyn ToolSession>>,
+}
+
+/// Stops the generation if the turn's future is dropped (a client went away).
+struct CancelOnDrop(CancelHandle);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// Why the loop stopped a generation early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Interrupt {
+    Cancelled,
+    Deadline,
+}
+
+impl Chat {
+    pub fn agent(&self) -> &Arc<Agent> {
+        &self.agent
+    }
+
+    pub fn conversation(&self) -> &Conversation {
+        &self.conversation
+    }
+
+    /// Drops the messages after the system and developer messages and the tools' state.
+    pub fn reset(&mut self) {
+        self.conversation.messages.retain(|m| {
+            matches!(m.author.role, Role::System | Role::Developer) && m.recipient.is_none()
+        });
+        self.sessions.clear();
+    }
+
+    /// Changes the reasoning effort from the next turn on.
+    pub fn set_reasoning_effort(&mut self, effort: ReasoningEffort) {
+        for message in &mut self.conversation.messages {
+            for content in &mut message.content {
+                if let Content::SystemContent(system) = content {
+                    system.reasoning_effort = Some(effort);
+                }
+            }
+        }
+    }
+
+    /// URLs of the pages the browser showed in this conversation, by cursor (for citations).
+    pub fn citation_urls(&self) -> Vec<String> {
+        self.sessions
+            .values()
+            .find_map(|s| s.citation_urls())
+            .unwrap_or_default()
+    }
+
+    /// Adds the user's message and runs the turn to its end.
+    pub async fn send(
+        &mut self,
+        text: &str,
+        cancel: &Cancel,
+        on_event: &mut (dyn FnMut(AgentEvent) + Send),
+    ) -> Result<TurnReport, AgentError> {
+        self.conversation
+            .messages
+            .push(Message::from_role_and_content(Role::User, text));
+        self.run_turn(cancel, on_event).await
+    }
+
+    /// Lets the assistant act on the conversation as it stands (e.g. after appending tool
+    /// results by hand or loading a saved conversation).
+    pub async fn run_turn(
+        &mut self,
+        cancel: &Cancel,
+        on_event: &mut (dyn FnMut(AgentEvent) + Send),
+    ) -> Result<TurnReport, AgentError> {
+        let started = Instant::now();
+        let deadline = self
+            .agent
+            .config
+            .wall_time
+            .map(|d| tokio::time::Instant::now() + d);
+        let mut report = TurnReport {
+            outcome: TurnOutcome::NoAnswer,
+            answer: None,
+            first_message: self.conversation.messages.len(),
+            generations: Vec::new(),
+            tool_calls: 0,
+            elapsed: Duration::ZERO,
+        };
+        report.outcome = loop {
+            let prompt = self.agent.encoding.render_conversation_for_completion(
+                &self.conversation,
+                Role::Assistant,
+                Some(&RenderConversationConfig::default()),
+            )?;
+            let context = self.agent.backend.context_length();
+            if prompt.len() >= context {
+                break TurnOutcome::Limit(Limit::Context {
+                    needed: prompt.len() + 1,
+                    max: context,
+                });
+            }
+            let room = context - prompt.len();
+            let max_tokens = self.agent.config.max_tokens.map_or(room, |m| m.min(room));
+            on_event(AgentEvent::GenerationStarted {
+                prompt_tokens: prompt.len(),
+            });
+            let (messages, stats, interrupt) = self
+                .generate(prompt, max_tokens, cancel, deadline, on_event)
+                .await?;
+            report.generations.push(stats);
+            on_event(AgentEvent::GenerationFinished(stats));
+            let call = messages.last().and_then(as_tool_call);
+            self.conversation.messages.extend(messages);
+            match interrupt {
+                Some(Interrupt::Cancelled) => break TurnOutcome::Cancelled,
+                Some(Interrupt::Deadline) => break wall_time_limit(&self.agent.config),
+                None => {}
+            }
+            if let Some(call) = call {
+                if stats.finish != Finish::Stop(self.agent.encoding.formatting_tokens().call) {
+                    // A call cut off by the token limit: its arguments are incomplete.
+                    if stats.finish == Finish::MaxTokens {
+                        break TurnOutcome::Limit(Limit::Tokens(max_tokens));
+                    }
+                }
+                if report.tool_calls >= self.agent.config.max_tool_calls {
+                    break TurnOutcome::Limit(Limit::ToolCalls(self.agent.config.max_tool_calls));
+                }
+                report.tool_calls += 1;
+                on_event(AgentEvent::ToolCall(call.clone()));
+                match self.call_tool(&call, cancel, deadline).await {
+                    Ok(outputs) => {
+                        for output in outputs {
+                            self.conversation
+                                .messages
+                                .push(tool_message(&call, &output));
+                            on_event(AgentEvent::ToolResult {
+                                call: call.clone(),
+                                output,
+                            });
+                        }
+                    }
+                    Err(interrupt) => {
+                        // The call gets an answer so the conversation stays well-formed.
+                        let text = match interrupt {
+                            Interrupt::Cancelled => "[ERROR] The user cancelled this call.",
+                            Interrupt::Deadline => "[ERROR] The turn's time limit ended this call.",
+                        };
+                        let output = ToolOutput::text(&call, call.recipient.clone(), text);
+                        self.conversation
+                            .messages
+                            .push(tool_message(&call, &output));
+                        on_event(AgentEvent::ToolResult {
+                            call: call.clone(),
+                            output,
+                        });
+                        break match interrupt {
+                            Interrupt::Cancelled => TurnOutcome::Cancelled,
+                            Interrupt::Deadline => wall_time_limit(&self.agent.config),
+                        };
+                    }
+                }
+                continue;
+            }
+            if stats.finish == Finish::MaxTokens {
+                break TurnOutcome::Limit(Limit::Tokens(max_tokens));
+            }
+            let last = self.conversation.messages[report.first_message..]
+                .iter()
+                .rev()
+                .find(|m| m.author.role == Role::Assistant);
+            break match last {
+                Some(message) if is_answer(message) => TurnOutcome::Final,
+                _ => TurnOutcome::NoAnswer,
+            };
+        };
+        if report.outcome == TurnOutcome::Final {
+            report.answer = self
+                .conversation
+                .messages
+                .last()
+                .filter(|m| is_answer(m))
+                .map(Message::text);
+        }
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    /// Samples one assistant action and parses it as it streams.
+    async fn generate(
+        &mut self,
+        prompt: Vec<u32>,
+        max_tokens: usize,
+        cancel: &Cancel,
+        deadline: Option<tokio::time::Instant>,
+        on_event: &mut (dyn FnMut(AgentEvent) + Send),
+    ) -> Result<(Vec<Message>, GenerationStats, Option<Interrupt>), AgentError> {
+        let encoding = &self.agent.encoding;
+        let stop = CancelOnDrop(CancelHandle::new());
+        let backend = Arc::clone(&self.agent.backend);
+        let stop_tokens = encoding.stop_tokens_for_assistant_actions();
+        let sampling = self.agent.config.sampling.clone();
+        let generation_cancel = stop.0.clone();
+        let (sender, mut tokens) = mpsc::unbounded_channel();
+        let worker = tokio::task::spawn_blocking(move || {
+            let request = GenerationRequest {
+                prompt: &prompt,
+                max_tokens,
+                stop_tokens: &stop_tokens,
+                sampling,
+                cancel: generation_cancel,
+            };
+            backend.generate(&request, &mut |token| {
+                // The receiver is gone only when the turn was dropped, and then the
+                // generation is being cancelled anyway.
+                let _ = sender.send(token);
+            })
+        });
+        let mut parser =
+            StreamableParser::new(encoding.clone(), Some(Role::Assistant), ParseMode::Lenient);
+        let mut interrupt = None;
+        let mut reported = 0;
+        let deadline_sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(deadline_sleep);
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled(), if interrupt.is_none() => {
+                    interrupt = Some(Interrupt::Cancelled);
+                    stop.0.cancel();
+                }
+                _ = &mut deadline_sleep, if interrupt.is_none() => {
+                    interrupt = Some(Interrupt::Deadline);
+                    stop.0.cancel();
+                }
+                token = tokens.recv() => {
+                    let Some(token) = token else { break };
+                    // Lenient parsing never fails; an error here would be a parser bug, and
+                    // the turn goes on with what was parsed.
+                    if let Err(e) = parser.process(token) {
+                        on_event(AgentEvent::Warning(format!("unparseable model output: {e}")));
+                    }
+                    for message in &parser.messages()[reported..] {
+                        on_event(AgentEvent::Message(message.clone()));
+                    }
+                    reported = parser.messages().len();
+                    if let Some(delta) = parser.last_content_delta() {
+                        on_event(delta_event(&parser, delta.to_string()));
+                    }
+                }
+            }
+        }
+        let stats = worker
+            .await
+            .map_err(|e| AgentError::Generation(e.to_string()))??;
+        if interrupt.is_none() {
+            if let Err(e) = parser.process_eos() {
+                on_event(AgentEvent::Warning(format!(
+                    "unparseable model output: {e}"
+                )));
+            }
+            for message in &parser.messages()[reported..] {
+                on_event(AgentEvent::Message(message.clone()));
+            }
+        }
+        // A cancelled message is left out: only complete messages enter the conversation.
+        let messages = parser.into_messages();
+        Ok((messages, stats, interrupt))
+    }
+
+    /// Runs a call on the tool its recipient names, or explains to the model why not.
+    async fn call_tool(
+        &mut self,
+        call: &ToolCall,
+        cancel: &Cancel,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Vec<ToolOutput>, Interrupt> {
+        let namespace = call
+            .recipient
+            .split_once('.')
+            .map_or(call.recipient.as_str(), |(namespace, _)| namespace);
+        let Some(tool) = self.agent.tools.iter().find(|t| t.name() == namespace) else {
+            let available: Vec<&str> = self.agent.tools.iter().map(|t| t.name()).collect();
+            let text = if available.is_empty() {
+                format!(
+                    "Error: there is no tool `{}`; no tools are available in this conversation. Answer without tools.",
+                    call.recipient
+                )
+            } else {
+                format!(
+                    "Error: there is no tool `{}`. Available tools: {}.",
+                    call.recipient,
+                    available.join(", ")
+                )
+            };
+            return Ok(vec![ToolOutput::text(call, call.recipient.clone(), text)]);
+        };
+        let session = self
+            .sessions
+            .entry(namespace.to_string())
+            .or_insert_with(|| tool.open_session());
+        let deadline_sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut outputs = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(Interrupt::Cancelled),
+            _ = deadline_sleep => return Err(Interrupt::Deadline),
+            outputs = session.call(call) => outputs,
+        };
+        if outputs.is_empty() {
+            outputs.push(ToolOutput::text(
+                call,
+                call.recipient.clone(),
+                "[WARN] The tool returned nothing.",
+            ));
+        }
+        Ok(outputs)
+    }
+}
+
+fn wall_time_limit(config: &AgentConfig) -> TurnOutcome {
+    TurnOutcome::Limit(Limit::WallTime(config.wall_time.unwrap_or_default()))
+}
+
+/// The event for a content delta of the message being parsed.
+fn delta_event(parser: &StreamableParser, delta: String) -> AgentEvent {
+    if let Some(recipient) = parser.current_recipient().filter(|r| *r != "all") {
+        return AgentEvent::ToolArgumentsDelta {
+            recipient: recipient.to_string(),
+            delta,
+        };
+    }
+    match parser.current_channel() {
+        Some("analysis") => AgentEvent::ReasoningDelta(delta),
+        Some("commentary") => AgentEvent::CommentaryDelta(delta),
+        _ => AgentEvent::FinalDelta(delta),
+    }
+}
+
+/// An assistant message addressed to a tool.
+fn as_tool_call(message: &Message) -> Option<ToolCall> {
+    if message.author.role != Role::Assistant {
+        return None;
+    }
+    let recipient = message.recipient.as_deref().filter(|r| *r != "all")?;
+    Some(ToolCall {
+        recipient: recipient.to_string(),
+        channel: message.channel.clone(),
+        content_type: message.content_type.clone(),
+        content: message.text(),
+    })
+}
+
+/// A message that answers the user: the assistant's, on `final` (or with no channel).
+fn is_answer(message: &Message) -> bool {
+    message.author.role == Role::Assistant
+        && message.recipient.is_none()
+        && matches!(message.channel.as_deref(), Some("final") | None)
+}
+
+/// The harmony message carrying a tool's output back to the model.
+fn tool_message(call: &ToolCall, output: &ToolOutput) -> Message {
+    let mut message = Message::from_author_and_content(
+        Author::new(Role::Tool, output.author.clone()),
+        output.content.clone(),
+    )
+    .with_recipient("assistant");
+    if let Some(channel) = output.channel.clone().or_else(|| call.channel.clone()) {
+        message = message.with_channel(channel);
+    }
+    message
+}

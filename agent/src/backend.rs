@@ -1,0 +1,178 @@
+//! Where tokens come from. The agent loop renders prompts itself and asks a [`Backend`] only for
+//! tokens, so the in-process engine and a remote server fit behind the same trait.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ossa_engine::{CancelHandle, Engine, GenerateParams, SamplingParams};
+
+/// One generation call.
+#[derive(Debug, Clone)]
+pub struct GenerationRequest<'a> {
+    /// The rendered conversation, ending in `<|start|>assistant`.
+    pub prompt: &'a [u32],
+    /// Most tokens to sample (the stop token included).
+    pub max_tokens: usize,
+    /// Sampling ends after any of these.
+    pub stop_tokens: &'a [u32],
+    pub sampling: SamplingParams,
+    /// Checked before every forward step.
+    pub cancel: CancelHandle,
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// Sampled this stop token (it was passed to the token callback).
+    Stop(u32),
+    MaxTokens,
+    Cancelled,
+}
+
+/// What one generation call did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GenerationStats {
+    pub finish: Finish,
+    pub prompt_tokens: usize,
+    /// Prompt tokens whose keys and values came from the backend's prefix cache.
+    pub reused_tokens: usize,
+    pub generated_tokens: usize,
+    /// Time to the first token (prompt processing).
+    pub prefill: Duration,
+    /// Time for the tokens after the first.
+    pub decode: Duration,
+}
+
+impl GenerationStats {
+    /// Tokens per second after the first token; `None` with fewer than two tokens.
+    pub fn decode_tokens_per_second(&self) -> Option<f64> {
+        let seconds = self.decode.as_secs_f64();
+        (self.generated_tokens > 1 && seconds > 0.0)
+            .then(|| (self.generated_tokens - 1) as f64 / seconds)
+    }
+
+    /// Prompt tokens computed (not reused) per second.
+    pub fn prefill_tokens_per_second(&self) -> Option<f64> {
+        let seconds = self.prefill.as_secs_f64();
+        let computed = self.prompt_tokens - self.reused_tokens;
+        (computed > 0 && seconds > 0.0).then(|| computed as f64 / seconds)
+    }
+}
+
+/// An error of the backend (the model failed, the server went away): it ends the turn.
+#[derive(Debug, thiserror::Error)]
+#[error("{backend}: {message}")]
+pub struct BackendError {
+    pub backend: String,
+    pub message: String,
+}
+
+/// A source of sampled tokens.
+pub trait Backend: Send + Sync {
+    /// A short name for messages and status lines (a model directory, a URL).
+    fn name(&self) -> String;
+
+    /// Most tokens a prompt and its completion may hold together.
+    fn context_length(&self) -> usize;
+
+    /// Samples tokens after `request.prompt`, handing each to `on_token` as it comes. Blocks
+    /// until done; the agent runs it on a blocking thread.
+    fn generate(
+        &self,
+        request: &GenerationRequest<'_>,
+        on_token: &mut dyn FnMut(u32),
+    ) -> Result<GenerationStats, BackendError>;
+}
+
+/// The in-process engine. One generation at a time; its KV cache makes a request that extends
+/// the previous one compute only the new tokens.
+pub struct EngineBackend {
+    engine: Mutex<Engine>,
+    name: String,
+    context_length: usize,
+}
+
+impl EngineBackend {
+    pub fn new(engine: Engine) -> Self {
+        let name = engine.model_dir().display().to_string();
+        let context_length = engine.config().max_position_embeddings;
+        Self {
+            engine: Mutex::new(engine),
+            name,
+            context_length,
+        }
+    }
+
+    /// Runs `f` with the engine (for statistics or to clear its cache).
+    pub fn with_engine<T>(&self, f: impl FnOnce(&mut Engine) -> T) -> T {
+        let mut engine = self
+            .engine
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut engine)
+    }
+}
+
+impl Backend for EngineBackend {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn context_length(&self) -> usize {
+        self.context_length
+    }
+
+    fn generate(
+        &self,
+        request: &GenerationRequest<'_>,
+        on_token: &mut dyn FnMut(u32),
+    ) -> Result<GenerationStats, BackendError> {
+        let error = |message: String| BackendError {
+            backend: self.name.clone(),
+            message,
+        };
+        // A panic in an earlier generation leaves the cache consistent (it is truncated on the
+        // next request), so a poisoned lock is still usable.
+        let mut engine = self
+            .engine
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let params = GenerateParams {
+            sampling: request.sampling.clone(),
+            max_tokens: request.max_tokens,
+            stop_tokens: request.stop_tokens.to_vec(),
+            cancel: Some(request.cancel.clone()),
+        };
+        let started = Instant::now();
+        let mut generation = engine
+            .generate(request.prompt, &params)
+            .map_err(|e| error(e.to_string()))?;
+        let mut first_token_at = None;
+        let mut generated = 0;
+        for item in generation.by_ref() {
+            let token = item.map_err(|e| error(e.to_string()))?;
+            first_token_at.get_or_insert_with(Instant::now);
+            generated += 1;
+            on_token(token.token);
+        }
+        let finish = match generation.finish_reason() {
+            Some(ossa_engine::FinishReason::Stop(token)) => Finish::Stop(token),
+            Some(ossa_engine::FinishReason::Cancelled) => Finish::Cancelled,
+            Some(ossa_engine::FinishReason::MaxTokens) | None => Finish::MaxTokens,
+            Some(ossa_engine::FinishReason::Error) => {
+                return Err(error("generation failed".to_string()));
+            }
+        };
+        let cache = generation.cache_stats();
+        let now = Instant::now();
+        let first = first_token_at.unwrap_or(now);
+        Ok(GenerationStats {
+            finish,
+            prompt_tokens: cache.prompt_tokens,
+            reused_tokens: cache.reused_tokens,
+            generated_tokens: generated,
+            prefill: first - started,
+            decode: now - first,
+        })
+    }
+}

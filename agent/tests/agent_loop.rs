@@ -1,0 +1,475 @@
+//! The agent loop's handling of what a real model may do wrong or slowly: unknown recipients,
+//! bad arguments, garbage tokens, runaway tool calls, cancellation, limits. The model is
+//! replaced by a scripted backend that replays harmony text (tokenized with the real encoding);
+//! everything else (rendering, parsing, the function tools) is real.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ossa_agent::harmony::{Content, Conversation, HarmonyEncoding, ReasoningEffort, Role};
+use ossa_agent::{
+    Agent, AgentConfig, AgentEvent, Backend, BackendError, Cancel, ConversationSettings, Finish,
+    GenerationRequest, GenerationStats, Limit, TurnOutcome,
+};
+use ossa_tools::function::TypedFunction;
+use ossa_tools::{FunctionTools, Tool};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+fn encoding() -> HarmonyEncoding {
+    static ENCODING: std::sync::OnceLock<HarmonyEncoding> = std::sync::OnceLock::new();
+    ENCODING
+        .get_or_init(|| HarmonyEncoding::gpt_oss().expect("o200k_harmony"))
+        .clone()
+}
+
+/// Replays one harmony text per generation call; the prompts it was given are kept.
+struct Scripted {
+    replies: Mutex<Vec<String>>,
+    prompts: Mutex<Vec<Vec<u32>>>,
+    /// Sleep between tokens (for cancellation tests).
+    token_delay: Duration,
+}
+
+impl Scripted {
+    fn new(replies: &[&str]) -> Arc<Self> {
+        Arc::new(Self {
+            replies: Mutex::new(replies.iter().rev().map(|s| s.to_string()).collect()),
+            prompts: Mutex::new(Vec::new()),
+            token_delay: Duration::ZERO,
+        })
+    }
+
+    fn slow(replies: &[&str], token_delay: Duration) -> Arc<Self> {
+        let mut scripted = Arc::into_inner(Self::new(replies)).expect("fresh");
+        scripted.token_delay = token_delay;
+        Arc::new(scripted)
+    }
+
+    fn calls(&self) -> usize {
+        self.prompts.lock().expect("lock").len()
+    }
+}
+
+impl Backend for Scripted {
+    fn name(&self) -> String {
+        "scripted".into()
+    }
+
+    fn context_length(&self) -> usize {
+        131_072
+    }
+
+    fn generate(
+        &self,
+        request: &GenerationRequest<'_>,
+        on_token: &mut dyn FnMut(u32),
+    ) -> Result<GenerationStats, BackendError> {
+        self.prompts
+            .lock()
+            .expect("lock")
+            .push(request.prompt.to_vec());
+        let reply = self
+            .replies
+            .lock()
+            .expect("lock")
+            .pop()
+            .ok_or(BackendError {
+                backend: "scripted".into(),
+                message: "no more replies".into(),
+            })?;
+        let tokens = encoding()
+            .tokenizer()
+            .encode(&reply, true)
+            .expect("script tokenizes");
+        let mut finish = Finish::MaxTokens;
+        let mut generated = 0;
+        for token in tokens {
+            if request.cancel.is_cancelled() {
+                finish = Finish::Cancelled;
+                break;
+            }
+            if generated == request.max_tokens {
+                break;
+            }
+            std::thread::sleep(self.token_delay);
+            on_token(token);
+            generated += 1;
+            if request.stop_tokens.contains(&token) {
+                finish = Finish::Stop(token);
+                break;
+            }
+        }
+        Ok(GenerationStats {
+            finish,
+            prompt_tokens: request.prompt.len(),
+            reused_tokens: 0,
+            generated_tokens: generated,
+            prefill: Duration::ZERO,
+            decode: Duration::ZERO,
+        })
+    }
+}
+
+#[derive(Deserialize, JsonSchema)]
+struct AddArgs {
+    a: i64,
+    b: i64,
+}
+
+fn add_tool(calls: Arc<AtomicUsize>) -> Arc<dyn Tool> {
+    let mut tools = FunctionTools::new();
+    tools
+        .add(TypedFunction::new(
+            "add",
+            "Adds two integers.",
+            move |args: AddArgs| {
+                let calls = Arc::clone(&calls);
+                async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, String>((args.a + args.b).to_string())
+                }
+            },
+        ))
+        .expect("valid function");
+    Arc::new(tools)
+}
+
+#[derive(Deserialize, JsonSchema)]
+struct NapArgs {
+    seconds: u64,
+}
+
+fn nap_tool() -> Arc<dyn Tool> {
+    let mut tools = FunctionTools::new();
+    tools
+        .add(TypedFunction::new(
+            "nap",
+            "Sleeps.",
+            |args: NapArgs| async move {
+                tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+                Ok::<_, String>("rested".to_string())
+            },
+        ))
+        .expect("valid function");
+    Arc::new(tools)
+}
+
+fn agent(backend: Arc<Scripted>, tools: Vec<Arc<dyn Tool>>, config: AgentConfig) -> Arc<Agent> {
+    Agent::new(backend, encoding(), tools, config)
+}
+
+const FINAL: &str = "<|channel|>final<|message|>Done.<|return|>";
+
+#[tokio::test]
+async fn function_call_result_goes_back_and_the_model_answers() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let backend = Scripted::new(&[
+        "<|channel|>analysis<|message|>Add them.<|end|><|start|>assistant<|channel|>commentary to=functions.add <|constrain|>json<|message|>{\"a\": 2, \"b\": 40}<|call|>",
+        "<|channel|>final<|message|>It is 42.<|return|>",
+    ]);
+    let agent = agent(
+        backend.clone(),
+        vec![add_tool(calls.clone())],
+        AgentConfig::default(),
+    );
+    let mut chat = agent.chat(&ConversationSettings::default());
+    let mut events = Vec::new();
+    let report = chat
+        .send("What is 2 + 40?", &Cancel::new(), &mut |e| events.push(e))
+        .await
+        .expect("turn");
+    assert_eq!(report.outcome, TurnOutcome::Final);
+    assert_eq!(report.answer.as_deref(), Some("It is 42."));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(report.tool_calls, 1);
+    let messages = &chat.conversation().messages;
+    // system, developer (the function), user, analysis, call, result, final
+    assert_eq!(messages.len(), 7);
+    let result = &messages[5];
+    assert_eq!(result.author.role, Role::Tool);
+    assert_eq!(result.author.name.as_deref(), Some("functions.add"));
+    assert_eq!(result.recipient.as_deref(), Some("assistant"));
+    assert_eq!(result.channel.as_deref(), Some("commentary"));
+    assert_eq!(result.text(), "42");
+    // The second prompt renders the call (recipient before channel, as openai-harmony renders
+    // it, whatever order the model wrote) and its result, then asks the assistant again.
+    let prompts = backend.prompts.lock().expect("lock");
+    let second = encoding().tokenizer().decode(&prompts[1]).expect("decodes");
+    assert!(
+        second.ends_with("<|start|>assistant to=functions.add<|channel|>commentary <|constrain|>json<|message|>{\"a\": 2, \"b\": 40}<|call|><|start|>functions.add to=assistant<|channel|>commentary<|message|>42<|end|><|start|>assistant"),
+        "{second}"
+    );
+    // Deltas arrive by channel.
+    let reasoning: String = events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::ReasoningDelta(d) => Some(d.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasoning, "Add them.");
+    let arguments: String = events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::ToolArgumentsDelta { recipient, delta } if recipient == "functions.add" => {
+                Some(delta.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(arguments, "{\"a\": 2, \"b\": 40}");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, AgentEvent::ToolResult { output, .. } if output.content == "42"))
+    );
+}
+
+#[tokio::test]
+async fn unknown_recipient_and_bad_arguments_become_messages_the_model_reads() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let backend = Scripted::new(&[
+        "<|channel|>commentary to=functions.multiply <|constrain|>json<|message|>{\"a\": 1}<|call|>",
+        "<|channel|>commentary to=weather.lookup <|constrain|>json<|message|>{}<|call|>",
+        "<|channel|>commentary to=functions.add <|constrain|>json<|message|>{\"a\": \"two\"<|call|>",
+        FINAL,
+    ]);
+    let agent = agent(
+        backend.clone(),
+        vec![add_tool(calls.clone())],
+        AgentConfig::default(),
+    );
+    let mut chat = agent.chat(&ConversationSettings::default());
+    let report = chat
+        .send("Go.", &Cancel::new(), &mut |_| {})
+        .await
+        .expect("the turn survives bad calls");
+    assert_eq!(report.outcome, TurnOutcome::Final);
+    assert_eq!(report.tool_calls, 3);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "no bad call reached the handler"
+    );
+    let results: Vec<(String, String)> = chat
+        .conversation()
+        .messages
+        .iter()
+        .filter(|m| m.author.role == Role::Tool)
+        .map(|m| (m.author.name.clone().unwrap_or_default(), m.text()))
+        .collect();
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0].0, "functions.multiply");
+    assert!(results[0].1.contains("multiply"), "{}", results[0].1);
+    assert_eq!(results[1].0, "weather.lookup");
+    assert_eq!(
+        results[1].1,
+        "Error: there is no tool `weather.lookup`. Available tools: functions."
+    );
+    assert_eq!(results[2].0, "functions.add");
+    assert!(!results[2].1.is_empty());
+    assert_eq!(backend.calls(), 4);
+}
+
+#[tokio::test]
+async fn garbage_output_ends_the_turn_without_an_answer_or_a_panic() {
+    let backend =
+        Scripted::new(&["<|message|><|channel|><|constrain|> to= <|end|>just text<|return|>"]);
+    let agent = agent(backend, vec![], AgentConfig::default());
+    let mut chat = agent.chat(&ConversationSettings::default());
+    let report = chat
+        .send("Hi", &Cancel::new(), &mut |_| {})
+        .await
+        .expect("malformed output is not an error");
+    assert!(matches!(
+        report.outcome,
+        TurnOutcome::Final | TurnOutcome::NoAnswer
+    ));
+    // The conversation still renders for the next turn.
+    let next = agent
+        .encoding()
+        .prompt(chat.conversation())
+        .expect("still renders");
+    assert!(!next.is_empty());
+}
+
+#[tokio::test]
+async fn runaway_tool_calls_stop_at_the_limit() {
+    let call = "<|channel|>commentary to=functions.add <|constrain|>json<|message|>{\"a\": 1, \"b\": 1}<|call|>";
+    let backend = Scripted::new(&[call, call, call, call, FINAL]);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let config = AgentConfig {
+        max_tool_calls: 2,
+        ..AgentConfig::default()
+    };
+    let agent = agent(backend.clone(), vec![add_tool(calls.clone())], config);
+    let mut chat = agent.chat(&ConversationSettings::default());
+    let report = chat
+        .send("Loop.", &Cancel::new(), &mut |_| {})
+        .await
+        .expect("turn");
+    assert_eq!(report.outcome, TurnOutcome::Limit(Limit::ToolCalls(2)));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(backend.calls(), 3);
+}
+
+#[tokio::test]
+async fn token_limit_ends_a_long_generation() {
+    let backend = Scripted::new(&[
+        "<|channel|>analysis<|message|>one two three four five six seven eight nine ten<|end|>",
+    ]);
+    let config = AgentConfig {
+        max_tokens: Some(6),
+        ..AgentConfig::default()
+    };
+    let agent = agent(backend, vec![], config);
+    let mut chat = agent.chat(&ConversationSettings::default());
+    let report = chat
+        .send("Count.", &Cancel::new(), &mut |_| {})
+        .await
+        .expect("turn");
+    assert_eq!(report.outcome, TurnOutcome::Limit(Limit::Tokens(6)));
+    assert_eq!(report.generated_tokens(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_running_tool_call_and_the_chat_goes_on() {
+    let backend = Scripted::new(&[
+        "<|channel|>commentary to=functions.nap <|constrain|>json<|message|>{\"seconds\": 600}<|call|>",
+        "<|channel|>final<|message|>Second turn.<|return|>",
+    ]);
+    let agent = agent(backend, vec![nap_tool()], AgentConfig::default());
+    let mut chat = agent.chat(&ConversationSettings::default());
+    let cancel = Cancel::new();
+    let trigger = cancel.clone();
+    let report = chat
+        .send("Sleep.", &cancel, &mut move |e| {
+            if matches!(e, AgentEvent::ToolCall(_)) {
+                let trigger = trigger.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    trigger.cancel();
+                });
+            }
+        })
+        .await
+        .expect("turn");
+    assert_eq!(report.outcome, TurnOutcome::Cancelled);
+    let last = chat.conversation().messages.last().expect("a message");
+    assert_eq!(last.author.role, Role::Tool);
+    assert_eq!(last.text(), "[ERROR] The user cancelled this call.");
+    let next = chat
+        .send("Again.", &Cancel::new(), &mut |_| {})
+        .await
+        .expect("turn");
+    assert_eq!(next.answer.as_deref(), Some("Second turn."));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_during_generation_drops_the_partial_message() {
+    let long = format!(
+        "<|channel|>final<|message|>{}<|return|>",
+        "word ".repeat(400)
+    );
+    let backend = Scripted::slow(&[&long], Duration::from_millis(5));
+    let agent = agent(backend, vec![], AgentConfig::default());
+    let mut chat = agent.chat(&ConversationSettings::default());
+    let cancel = Cancel::new();
+    let trigger = cancel.clone();
+    let mut deltas = 0;
+    let report = chat
+        .send("Talk.", &cancel, &mut |e| {
+            if matches!(e, AgentEvent::FinalDelta(_)) {
+                deltas += 1;
+                if deltas == 3 {
+                    trigger.cancel();
+                }
+            }
+        })
+        .await
+        .expect("turn");
+    assert_eq!(report.outcome, TurnOutcome::Cancelled);
+    assert!(
+        report.generated_tokens() < 100,
+        "{}",
+        report.generated_tokens()
+    );
+    assert_eq!(
+        chat.conversation().messages.last().map(|m| m.author.role),
+        Some(Role::User)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wall_time_ends_a_slow_turn() {
+    let backend = Scripted::new(&[
+        "<|channel|>commentary to=functions.nap <|constrain|>json<|message|>{\"seconds\": 600}<|call|>",
+    ]);
+    let config = AgentConfig {
+        wall_time: Some(Duration::from_millis(300)),
+        ..AgentConfig::default()
+    };
+    let agent = agent(backend, vec![nap_tool()], config);
+    let mut chat = agent.chat(&ConversationSettings::default());
+    let report = chat
+        .send("Sleep.", &Cancel::new(), &mut |_| {})
+        .await
+        .expect("turn");
+    assert_eq!(
+        report.outcome,
+        TurnOutcome::Limit(Limit::WallTime(Duration::from_millis(300)))
+    );
+}
+
+#[tokio::test]
+async fn preamble_reset_effort_and_saved_conversations() {
+    let backend = Scripted::new(&[FINAL, FINAL]);
+    let agent = agent(
+        backend.clone(),
+        vec![add_tool(Arc::new(AtomicUsize::new(0)))],
+        AgentConfig::default(),
+    );
+    let settings = ConversationSettings {
+        reasoning_effort: ReasoningEffort::High,
+        conversation_start_date: Some("2026-11-28".into()),
+        developer_instructions: Some("Be brief.".into()),
+        ..ConversationSettings::default()
+    };
+    let mut chat = agent.chat(&settings);
+    chat.send("One.", &Cancel::new(), &mut |_| {})
+        .await
+        .expect("turn");
+    let first = encoding()
+        .tokenizer()
+        .decode(&backend.prompts.lock().expect("lock")[0])
+        .expect("decodes");
+    assert!(first.contains("Current date: 2026-11-28"), "{first}");
+    assert!(first.contains("Reasoning: high"), "{first}");
+    assert!(first.contains("# Instructions\n\nBe brief."), "{first}");
+    assert!(first.contains("namespace functions {"), "{first}");
+    assert!(first.contains("type add = (_: {"), "{first}");
+
+    let saved = chat.conversation().to_json();
+    let restored = Conversation::from_json(&saved).expect("loads");
+    assert_eq!(&restored, chat.conversation());
+
+    chat.set_reasoning_effort(ReasoningEffort::Low);
+    chat.reset();
+    assert_eq!(
+        chat.conversation().messages.len(),
+        2,
+        "system and developer stay"
+    );
+    let Content::SystemContent(system) = &chat.conversation().messages[0].content[0] else {
+        panic!("system content first");
+    };
+    assert_eq!(system.reasoning_effort, Some(ReasoningEffort::Low));
+    let mut resumed = agent.chat_from(restored);
+    let report = resumed
+        .send("Two.", &Cancel::new(), &mut |_| {})
+        .await
+        .expect("turn");
+    assert_eq!(report.answer.as_deref(), Some("Done."));
+}

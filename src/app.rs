@@ -1,0 +1,174 @@
+//! Starting an agent from [`Settings`]: the model (fetched once from the hub, with progress
+//! bars), the engine, the tools and the conversation settings. `ossa chat`, `ossa run` and
+//! `ossa serve` all start here.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ossa_agent::harmony::HarmonyEncoding;
+use ossa_agent::{Agent, AgentConfig, ConversationSettings, EngineBackend};
+use ossa_engine::hub::DownloadProgress;
+use ossa_engine::{Engine, EngineError};
+use ossa_sandbox::Progress;
+
+use crate::config::Settings;
+use crate::toolset::{Toolset, ToolsetError, build_tools};
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Model(Box<EngineError>),
+    #[error("loading the model from {dir}: {source}")]
+    Load {
+        dir: PathBuf,
+        #[source]
+        source: Box<EngineError>,
+    },
+    #[error("the model's tokenizer lacks harmony's special tokens: {0}")]
+    Encoding(#[from] ossa_agent::harmony::HarmonyError),
+    #[error(transparent)]
+    Tools(Box<ToolsetError>),
+    #[error("the loading thread failed: {0}")]
+    Thread(String),
+}
+
+/// A started agent and what came with it.
+pub struct App {
+    pub agent: Arc<Agent>,
+    pub backend: Arc<EngineBackend>,
+    pub toolset: Toolset,
+    pub settings: Settings,
+    pub model_dir: PathBuf,
+    pub load_time: Duration,
+}
+
+impl App {
+    /// How new conversations start: effort, date, developer instructions (the user's, then the
+    /// tools' own, e.g. how to use apply_patch).
+    pub fn conversation_settings(&self) -> ConversationSettings {
+        let mut instructions: Vec<String> =
+            self.settings.developer_message.iter().cloned().collect();
+        instructions.extend(self.toolset.instructions.iter().cloned());
+        ConversationSettings {
+            reasoning_effort: self.settings.reasoning_effort,
+            conversation_start_date: Some(self.settings.date.clone()),
+            model_identity: None,
+            developer_instructions: (!instructions.is_empty()).then(|| instructions.join("\n\n")),
+        }
+    }
+}
+
+/// Limits of one turn (one task of `ossa run`, one message of `ossa chat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TurnLimits {
+    pub max_tool_calls: usize,
+    pub wall_time: Option<Duration>,
+}
+
+impl Default for TurnLimits {
+    fn default() -> Self {
+        let defaults = AgentConfig::default();
+        Self {
+            max_tool_calls: defaults.max_tool_calls,
+            wall_time: defaults.wall_time,
+        }
+    }
+}
+
+/// [`start_with`] the default turn limits.
+pub async fn start(settings: Settings, progress: Progress) -> Result<App, StartError> {
+    start_with(settings, progress, TurnLimits::default()).await
+}
+
+/// Fetches (first use) and loads the model, builds the tools, and makes the agent. Progress
+/// goes to stderr unless `progress` is quiet.
+pub async fn start_with(
+    settings: Settings,
+    progress: Progress,
+    limits: TurnLimits,
+) -> Result<App, StartError> {
+    let spec = settings.model.clone();
+    let load_options = settings.load_options();
+    let bars = progress == Progress::Stderr;
+    let loading = tokio::task::spawn_blocking(move || {
+        let sink: Option<Arc<dyn DownloadProgress>> =
+            bars.then(|| Arc::new(DownloadBars::default()) as Arc<dyn DownloadProgress>);
+        let dir = ossa_engine::hub::resolve_model(&spec, sink)
+            .map_err(|e| StartError::Model(Box::new(e)))?;
+        let started = Instant::now();
+        let engine = Engine::load(&dir, &load_options).map_err(|source| StartError::Load {
+            dir: dir.clone(),
+            source: Box::new(source),
+        })?;
+        Ok::<_, StartError>((dir, engine, started.elapsed()))
+    });
+    // The tools start while the model loads.
+    let toolset = build_tools(&settings.config, &settings.tools, progress);
+    let (loaded, toolset) = tokio::join!(loading, toolset);
+    let (model_dir, engine, load_time) =
+        loaded.map_err(|e| StartError::Thread(e.to_string()))??;
+    let toolset = toolset.map_err(|e| StartError::Tools(Box::new(e)))?;
+    let encoding = match engine.tokenizer() {
+        Some(tokenizer) => HarmonyEncoding::new(tokenizer.clone())?,
+        None => HarmonyEncoding::gpt_oss()?,
+    };
+    let backend = Arc::new(EngineBackend::new(engine));
+    let config = AgentConfig {
+        sampling: settings.sampling(),
+        max_tokens: settings.max_tokens,
+        max_tool_calls: limits.max_tool_calls,
+        wall_time: limits.wall_time,
+    };
+    let agent = Agent::new(backend.clone(), encoding, toolset.tools.clone(), config);
+    Ok(App {
+        agent,
+        backend,
+        toolset,
+        settings,
+        model_dir,
+        load_time,
+    })
+}
+
+/// One progress bar per downloading file, on stderr.
+#[derive(Default)]
+pub struct DownloadBars {
+    multi: indicatif::MultiProgress,
+    bars: Mutex<HashMap<String, indicatif::ProgressBar>>,
+}
+
+impl DownloadBars {
+    fn bar(&self, file: &str) -> Option<indicatif::ProgressBar> {
+        let mut bars = self.bars.lock().ok()?;
+        let bar = bars.entry(file.to_string()).or_insert_with(|| {
+            let bar = self.multi.add(indicatif::ProgressBar::new(0));
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg:40} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_message(file.to_string());
+            bar
+        });
+        Some(bar.clone())
+    }
+}
+
+impl DownloadProgress for DownloadBars {
+    fn update(&self, file: &str, done: u64, total: u64) {
+        if let Some(bar) = self.bar(file) {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+    }
+
+    fn finished(&self, file: &str) {
+        if let Some(bar) = self.bar(file) {
+            bar.finish();
+        }
+    }
+}

@@ -1,0 +1,843 @@
+//! Showing a turn as it runs: the [`Renderer`] turns the agent's events into terminal output
+//! (styles and hyperlinks only on a terminal), and the status line that ends a turn.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+
+use ossa::agent::harmony::{Author, HarmonyEncoding, Message, Role};
+use ossa::agent::{AgentError, AgentEvent, Finish, Limit, TurnOutcome, TurnReport};
+use ossa::tools::citations::{CitationStream, StreamChunk};
+use ossa::tools::{ToolCall, ToolOutput};
+
+/// How turns are shown.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct View {
+    pub(super) color: bool,
+    pub(super) hide_reasoning: bool,
+    pub(super) show_tool_output: bool,
+    pub(super) raw: bool,
+    /// Terminal columns, for one-line summaries.
+    pub(super) width: usize,
+}
+
+/// Text styles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Tone {
+    Normal,
+    Bold,
+    Dim,
+    Tool,
+    Warn,
+    Error,
+}
+
+impl Tone {
+    fn code(self) -> &'static str {
+        match self {
+            Tone::Normal => "",
+            Tone::Bold => "\x1b[1m",
+            Tone::Dim => "\x1b[2m",
+            Tone::Tool => "\x1b[36m",
+            Tone::Warn => "\x1b[33m",
+            Tone::Error => "\x1b[31m",
+        }
+    }
+}
+
+const RESET: &str = "\x1b[0m";
+
+pub(super) fn paint(color: bool, tone: Tone, text: &str) -> String {
+    if color && tone != Tone::Normal {
+        format!("{}{text}{RESET}", tone.code())
+    } else {
+        text.to_string()
+    }
+}
+
+/// A terminal hyperlink (OSC 8) showing `text`.
+fn hyperlink(text: &str, url: &str) -> String {
+    format!("\x1b]8;;{url}\x1b\\{text}\x1b]8;;\x1b\\")
+}
+
+/// What the renderer is printing, so a new kind of output starts on its own line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Section {
+    None,
+    Reasoning,
+    Commentary,
+    Final,
+    ToolArguments,
+    Tool,
+}
+
+/// Shows one turn's events on stdout.
+pub(super) struct Renderer {
+    out: Box<dyn Write + Send>,
+    /// For the raw view.
+    encoding: HarmonyEncoding,
+    view: View,
+    section: Section,
+    tone: Tone,
+    at_line_start: bool,
+    /// `→ recipient …` printed while a call's arguments stream (compact view on a terminal).
+    call_placeholder: bool,
+    /// Pages known before the turn, by cursor, for links while the answer streams.
+    page_urls: Vec<String>,
+    citations: Option<CitationStream>,
+    /// Characters the current citation stream has put out (annotation offsets count from its
+    /// start).
+    citation_chars: usize,
+    /// URLs already shown as links.
+    linked: BTreeSet<String>,
+    /// Raw view: the end token of the assistant message last shown, not yet printed: a
+    /// generation's last message ends with the stop token sampled (`<|return|>` where the
+    /// conversation renders `<|end|>`), known when the generation finishes.
+    raw_end: Option<u32>,
+}
+
+impl Renderer {
+    pub(super) fn new(
+        out: Box<dyn Write + Send>,
+        encoding: HarmonyEncoding,
+        view: View,
+        page_urls: Vec<String>,
+    ) -> Self {
+        Self {
+            out,
+            encoding,
+            view,
+            section: Section::None,
+            tone: Tone::Normal,
+            at_line_start: true,
+            call_placeholder: false,
+            page_urls,
+            citations: None,
+            citation_chars: 0,
+            linked: BTreeSet::new(),
+            raw_end: None,
+        }
+    }
+
+    fn set_tone(&mut self, tone: Tone) {
+        if tone == self.tone || !self.view.color {
+            self.tone = tone;
+            return;
+        }
+        let _ = self.out.write_all(RESET.as_bytes());
+        let _ = self.out.write_all(tone.code().as_bytes());
+        self.tone = tone;
+    }
+
+    fn write(&mut self, text: &str, tone: Tone) {
+        if text.is_empty() {
+            return;
+        }
+        self.set_tone(tone);
+        let _ = self.out.write_all(text.as_bytes());
+        self.at_line_start = text.ends_with('\n');
+    }
+
+    /// `text` with every line indented by two spaces.
+    fn write_indented(&mut self, text: &str, tone: Tone) {
+        for (index, piece) in text.split('\n').enumerate() {
+            if index > 0 {
+                self.write("\n", tone);
+            }
+            if !piece.is_empty() {
+                if self.at_line_start {
+                    self.write("  ", tone);
+                }
+                self.write(piece, tone);
+            }
+        }
+    }
+
+    fn end_line(&mut self) {
+        if !self.at_line_start {
+            self.set_tone(Tone::Normal);
+            self.write("\n", Tone::Normal);
+        }
+    }
+
+    /// A line of its own.
+    fn line(&mut self, text: &str, tone: Tone) {
+        self.end_line();
+        self.write(text, tone);
+        self.set_tone(Tone::Normal);
+        self.write("\n", Tone::Normal);
+    }
+
+    fn enter(&mut self, section: Section) {
+        if self.section != section {
+            if section != Section::Final {
+                self.finish_citations();
+            }
+            self.end_line();
+            self.section = section;
+        }
+    }
+
+    pub(super) fn notice(&mut self, text: &str) {
+        if self.at_line_start && self.view.color {
+            // Over the terminal's `^C` echo.
+            self.set_tone(Tone::Normal);
+            let _ = self.out.write_all(b"\r\x1b[2K");
+        }
+        self.line(text, Tone::Warn);
+        let _ = self.out.flush();
+    }
+
+    pub(super) fn event(&mut self, event: AgentEvent) {
+        if self.view.raw {
+            self.raw_event(event);
+        } else {
+            self.formatted_event(event);
+        }
+        let _ = self.out.flush();
+    }
+
+    fn formatted_event(&mut self, event: AgentEvent) {
+        match event {
+            AgentEvent::GenerationStarted { .. } | AgentEvent::GenerationFinished(_) => {}
+            AgentEvent::ReasoningDelta(delta) => {
+                if !self.view.hide_reasoning {
+                    self.enter(Section::Reasoning);
+                    self.write(&delta, Tone::Dim);
+                }
+            }
+            AgentEvent::CommentaryDelta(delta) => {
+                self.enter(Section::Commentary);
+                self.write(&delta, Tone::Normal);
+            }
+            AgentEvent::FinalDelta(delta) => {
+                self.enter(Section::Final);
+                let urls = &self.page_urls;
+                let chunk = self
+                    .citations
+                    .get_or_insert_with(|| CitationStream::new(urls.clone()))
+                    .push(&delta);
+                self.write_chunk(chunk);
+            }
+            AgentEvent::ToolArgumentsDelta { recipient, delta } => {
+                if self.view.show_tool_output {
+                    if self.section != Section::ToolArguments {
+                        self.enter(Section::ToolArguments);
+                        self.line(&format!("→ {recipient}"), Tone::Tool);
+                    }
+                    self.write_indented(&delta, Tone::Dim);
+                } else if self.view.color && self.section != Section::ToolArguments {
+                    self.enter(Section::ToolArguments);
+                    self.write(&format!("→ {recipient} …"), Tone::Tool);
+                    self.call_placeholder = true;
+                }
+            }
+            AgentEvent::Message(_) => {
+                if self.section == Section::Final {
+                    self.finish_citations();
+                }
+                // The next message starts on a line of its own.
+                if !self.call_placeholder {
+                    self.section = Section::None;
+                }
+            }
+            AgentEvent::ToolCall(call) => {
+                if self.call_placeholder {
+                    self.set_tone(Tone::Normal);
+                    let _ = self.out.write_all(b"\r\x1b[2K");
+                    self.at_line_start = true;
+                    self.call_placeholder = false;
+                }
+                self.enter(Section::Tool);
+                if !self.view.show_tool_output {
+                    let prefix = format!("→ {}: ", call.recipient);
+                    let room = self.view.width.saturating_sub(prefix.chars().count() + 1);
+                    self.line(
+                        &format!("{prefix}{}", compact_call(&call, room)),
+                        Tone::Tool,
+                    );
+                }
+            }
+            AgentEvent::ToolResult { output, .. } => {
+                self.enter(Section::Tool);
+                if self.view.show_tool_output {
+                    self.line(&format!("← {}", output.author), Tone::Tool);
+                    let body = output.content.trim_end();
+                    for line in body.lines() {
+                        self.line(&format!("  {line}"), Tone::Normal);
+                    }
+                } else {
+                    let prefix = format!("← {}: ", output.author);
+                    let room = self.view.width.saturating_sub(prefix.chars().count() + 1);
+                    self.line(
+                        &format!("{prefix}{}", compact_text(&output.content, room)),
+                        Tone::Tool,
+                    );
+                }
+                self.files(&output);
+            }
+            AgentEvent::Warning(warning) => {
+                self.enter(Section::None);
+                self.line(&format!("warning: {warning}"), Tone::Warn);
+            }
+        }
+    }
+
+    fn files(&mut self, output: &ToolOutput) {
+        for file in &output.files {
+            self.line(&format!("  file: {}", file.display()), Tone::Tool);
+        }
+    }
+
+    fn write_chunk(&mut self, chunk: StreamChunk) {
+        let start = self.citation_chars;
+        self.citation_chars += chunk.text.chars().count();
+        for annotation in &chunk.annotations {
+            self.linked.insert(annotation.url.clone());
+        }
+        if !self.view.color || chunk.annotations.is_empty() {
+            self.write(&chunk.text, Tone::Normal);
+            return;
+        }
+        // On a terminal the ` ([domain](url)) ` of each citation becomes a hyperlink.
+        let chars: Vec<char> = chunk.text.chars().collect();
+        let mut text = String::new();
+        let mut at = 0;
+        for annotation in &chunk.annotations {
+            let from = annotation
+                .start_index
+                .saturating_sub(start)
+                .min(chars.len());
+            let to = annotation.end_index.saturating_sub(start).min(chars.len());
+            if from < at {
+                continue;
+            }
+            text.extend(&chars[at..from]);
+            text.push_str(&format!(
+                " ({}) ",
+                hyperlink(&annotation.title, &annotation.url)
+            ));
+            at = to;
+        }
+        text.extend(&chars[at..]);
+        self.write(&text, Tone::Normal);
+    }
+
+    fn finish_citations(&mut self) {
+        if let Some(stream) = self.citations.take() {
+            let chunk = stream.finish();
+            self.write_chunk(chunk);
+            self.citation_chars = 0;
+        }
+    }
+
+    fn raw_event(&mut self, event: AgentEvent) {
+        match event {
+            AgentEvent::Message(message) => {
+                self.flush_raw_end(None);
+                self.raw_message(&message);
+            }
+            AgentEvent::GenerationFinished(stats) => {
+                let stop = match stats.finish {
+                    Finish::Stop(token) => Some(token),
+                    _ => None,
+                };
+                self.flush_raw_end(stop);
+            }
+            AgentEvent::ToolResult { call, output } => {
+                self.flush_raw_end(None);
+                self.raw_message(&tool_message(&call, &output));
+                if !output.files.is_empty() {
+                    self.end_line();
+                    self.files(&output);
+                }
+            }
+            AgentEvent::Warning(warning) => self.line(&format!("warning: {warning}"), Tone::Warn),
+            _ => {}
+        }
+    }
+
+    /// One message as harmony text, as the model reads it. An assistant message's end token
+    /// is held back (in `raw_end`) for [`Renderer::flush_raw_end`].
+    pub(super) fn raw_message(&mut self, message: &Message) {
+        let encoding = &self.encoding;
+        let mut tokens = match encoding.render(message, None) {
+            Ok(tokens) => tokens,
+            Err(e) => {
+                self.line(&format!("[cannot render a message: {e}]"), Tone::Error);
+                return;
+            }
+        };
+        if message.author.role == Role::Assistant {
+            self.raw_end = tokens.pop();
+        }
+        let text = self.decode(&tokens);
+        self.write(&text, Tone::Normal);
+        let _ = self.out.flush();
+    }
+
+    /// Ends the last assistant message shown raw: with `stop` when its generation ended on
+    /// that token, else with its rendered end token.
+    fn flush_raw_end(&mut self, stop: Option<u32>) {
+        if let Some(end) = self.raw_end.take() {
+            let text = self.decode(&[stop.unwrap_or(end)]);
+            self.write(&text, Tone::Normal);
+        }
+    }
+
+    fn decode(&self, tokens: &[u32]) -> String {
+        self.encoding
+            .tokenizer()
+            .decode_lossy(tokens)
+            .unwrap_or_else(|e| format!("[cannot decode tokens: {e}]"))
+    }
+
+    /// After the turn: the rest of the answer, how the turn ended, sources not yet linked, and
+    /// the status line.
+    pub(super) fn finish(
+        mut self,
+        result: &Result<TurnReport, AgentError>,
+        citation_urls: &[String],
+        context_length: usize,
+    ) {
+        self.flush_raw_end(None);
+        self.finish_citations();
+        self.end_line();
+        self.set_tone(Tone::Normal);
+        match result {
+            Ok(report) => {
+                match &report.outcome {
+                    TurnOutcome::Final => {}
+                    TurnOutcome::Cancelled => self.line("[cancelled]", Tone::Warn),
+                    TurnOutcome::NoAnswer => {
+                        self.line("[the model stopped without an answer]", Tone::Warn)
+                    }
+                    TurnOutcome::Limit(limit) => {
+                        self.line(&format!("[stopped: {limit}]"), Tone::Warn);
+                        if matches!(limit, Limit::Context { .. }) {
+                            self.line("/reset starts a new conversation.", Tone::Warn);
+                        }
+                    }
+                }
+                if let Some(answer) = &report.answer
+                    && !self.view.raw
+                {
+                    self.sources(answer, citation_urls);
+                }
+                let status = status_line(report, context_length);
+                self.line(&format!("[{status}]"), Tone::Dim);
+            }
+            Err(error) => self.line(&format!("error: {error}"), Tone::Error),
+        }
+        let _ = self.out.flush();
+    }
+
+    /// Links for the citations of pages opened during the turn (unknown while it streamed).
+    fn sources(&mut self, answer: &str, citation_urls: &[String]) {
+        let mut lines = Vec::new();
+        for cursor in cited_cursors(answer) {
+            let Some(url) = citation_urls.get(cursor).filter(|u| !u.is_empty()) else {
+                continue;
+            };
+            if !self.linked.insert(url.clone()) {
+                continue;
+            }
+            let domain = url.split('/').nth(2).unwrap_or(url);
+            let link = if self.view.color {
+                hyperlink(domain, url)
+            } else {
+                format!("[{domain}]({url})")
+            };
+            lines.push(format!("  【{cursor}】 {link}"));
+        }
+        if !lines.is_empty() {
+            self.line("Sources:", Tone::Normal);
+            for line in lines {
+                self.line(&line, Tone::Normal);
+            }
+        }
+    }
+}
+
+/// The harmony message carrying a tool's output (as the agent appends it).
+fn tool_message(call: &ToolCall, output: &ToolOutput) -> Message {
+    let mut message = Message::from_author_and_content(
+        Author::new(Role::Tool, output.author.clone()),
+        output.content.clone(),
+    )
+    .with_recipient("assistant");
+    if let Some(channel) = output.channel.clone().or_else(|| call.channel.clone()) {
+        message = message.with_channel(channel);
+    }
+    message
+}
+
+/// The cursors of the browser citations (`【3†L1-L5】`) in `text`, in order, once each.
+fn cited_cursors(text: &str) -> Vec<usize> {
+    let mut cursors = Vec::new();
+    for (at, _) in text.match_indices('【') {
+        let rest = &text[at + '【'.len_utf8()..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if digits.is_empty() || !rest[digits.len()..].starts_with('†') {
+            continue;
+        }
+        if let Ok(cursor) = digits.parse::<usize>()
+            && !cursors.contains(&cursor)
+        {
+            cursors.push(cursor);
+        }
+    }
+    cursors
+}
+
+/// `text` cut to `max` characters, with `…` where it was cut.
+pub(super) fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let kept: String = text.chars().take(max.saturating_sub(1)).collect();
+    format!("{kept}…")
+}
+
+/// A call's arguments on one line: JSON flattened, code by its first line and a count of the
+/// rest.
+fn compact_call(call: &ToolCall, max: usize) -> String {
+    let content = call.content.trim();
+    if content.starts_with('{') {
+        let flat = content.split_whitespace().collect::<Vec<_>>().join(" ");
+        return truncate(&flat, max);
+    }
+    compact_text(content, max)
+}
+
+/// The first non-blank line of `text`, and how many more there are.
+fn compact_text(text: &str, max: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let Some(first) = lines.first() else {
+        return "(empty)".into();
+    };
+    let more = match lines.len() - 1 {
+        0 => String::new(),
+        1 => " (+1 line)".into(),
+        n => format!(" (+{n} lines)"),
+    };
+    let room = max.saturating_sub(more.chars().count()).max(10);
+    format!("{}{more}", truncate(first.trim_end(), room))
+}
+
+/// Speed, context use and prefix-cache reuse of a turn.
+fn status_line(report: &TurnReport, context_length: usize) -> String {
+    let mut parts = Vec::new();
+    let generated = report.generated_tokens();
+    parts.push(format!(
+        "{generated} token{}",
+        if generated == 1 { "" } else { "s" }
+    ));
+    let decoded: usize = report
+        .generations
+        .iter()
+        .map(|g| g.generated_tokens.saturating_sub(1))
+        .sum();
+    let decode_seconds: f64 = report
+        .generations
+        .iter()
+        .map(|g| g.decode.as_secs_f64())
+        .sum();
+    if decoded > 0 && decode_seconds > 0.0 {
+        parts.push(format!("{:.1} tok/s", decoded as f64 / decode_seconds));
+    }
+    if let Some(last) = report.generations.last() {
+        let used = last.prompt_tokens + last.generated_tokens;
+        parts.push(format!("context {used}/{context_length}"));
+        parts.push(format!(
+            "{}/{} prompt tokens cached",
+            report.reused_tokens(),
+            report.prompt_tokens()
+        ));
+    }
+    match report.tool_calls {
+        0 => {}
+        1 => parts.push("1 tool call".into()),
+        n => parts.push(format!("{n} tool calls")),
+    }
+    parts.push(format!("{:.1} s", report.elapsed.as_secs_f64()));
+    parts.join(" · ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use ossa::agent::GenerationStats;
+
+    use super::*;
+
+    #[test]
+    fn calls_and_results_fit_one_line() {
+        let call = ToolCall {
+            recipient: "python".into(),
+            channel: Some("analysis".into()),
+            content_type: Some("code".into()),
+            content: "import math\n\nprint(math.pi)\nprint(2)\n".into(),
+        };
+        assert_eq!(compact_call(&call, 80), "import math (+2 lines)");
+        let search = ToolCall {
+            recipient: "browser.search".into(),
+            channel: Some("analysis".into()),
+            content_type: Some("<|constrain|>json".into()),
+            content: "{\n  \"query\": \"rust   wasm\"\n}".into(),
+        };
+        assert_eq!(compact_call(&search, 80), "{ \"query\": \"rust wasm\" }");
+        assert_eq!(compact_call(&search, 10), "{ \"query\"…");
+        assert_eq!(compact_text("3795\n", 80), "3795");
+        assert_eq!(compact_text("", 80), "(empty)");
+        assert_eq!(truncate("abcdef", 4), "abc…");
+    }
+
+    #[test]
+    fn status_line_reports_speed_context_and_cache() {
+        let generation = |prompt, reused, generated, decode_ms| GenerationStats {
+            finish: Finish::Stop(0),
+            prompt_tokens: prompt,
+            reused_tokens: reused,
+            generated_tokens: generated,
+            prefill: Duration::from_millis(10),
+            decode: Duration::from_millis(decode_ms),
+        };
+        let report = TurnReport {
+            outcome: TurnOutcome::Final,
+            answer: Some("ok".into()),
+            first_message: 2,
+            generations: vec![generation(100, 0, 11, 500), generation(120, 110, 21, 500)],
+            tool_calls: 1,
+            elapsed: Duration::from_millis(1500),
+        };
+        assert_eq!(
+            status_line(&report, 1000),
+            "32 tokens · 30.0 tok/s · context 141/1000 · 110/220 prompt tokens cached · 1 tool call · 1.5 s"
+        );
+    }
+
+    /// Output captured for inspection.
+    #[derive(Clone, Default)]
+    struct Screen(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Screen {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Screen {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    fn view(color: bool, raw: bool) -> View {
+        View {
+            color,
+            hide_reasoning: false,
+            show_tool_output: false,
+            raw,
+            width: 80,
+        }
+    }
+
+    fn stats(finish: Finish) -> GenerationStats {
+        GenerationStats {
+            finish,
+            prompt_tokens: 200,
+            reused_tokens: 150,
+            generated_tokens: 20,
+            prefill: Duration::from_millis(5),
+            decode: Duration::from_millis(95),
+        }
+    }
+
+    fn report(answer: &str, generation: GenerationStats) -> TurnReport {
+        TurnReport {
+            outcome: TurnOutcome::Final,
+            answer: Some(answer.into()),
+            first_message: 2,
+            generations: vec![generation],
+            tool_calls: 0,
+            elapsed: Duration::from_millis(100),
+        }
+    }
+
+    fn final_message(text: &str) -> Message {
+        Message::from_role_and_content(Role::Assistant, text).with_channel("final")
+    }
+
+    /// Streams `deltas` as a final answer; pages 0 and 1 were known before the turn, page 2 was
+    /// opened during it.
+    fn show_answer(color: bool, deltas: &[&str]) -> String {
+        let screen = Screen::default();
+        let encoding = HarmonyEncoding::gpt_oss().unwrap();
+        let before = vec![String::new(), "https://example.com/a%20b".to_string()];
+        let mut renderer = Renderer::new(
+            Box::new(screen.clone()),
+            encoding,
+            view(color, false),
+            before,
+        );
+        renderer.event(AgentEvent::ReasoningDelta("Found it.".into()));
+        for delta in deltas {
+            renderer.event(AgentEvent::FinalDelta(delta.to_string()));
+        }
+        let answer: String = deltas.concat();
+        renderer.event(AgentEvent::Message(final_message(&answer)));
+        let after = vec![
+            String::new(),
+            "https://example.com/a%20b".to_string(),
+            "https://docs.rs/x".to_string(),
+        ];
+        renderer.finish(&Ok(report(&answer, stats(Finish::Stop(0)))), &after, 1000);
+        screen.text()
+    }
+
+    #[test]
+    fn citations_become_links() {
+        // A citation cut across deltas is held back until it closes.
+        let deltas = [
+            "It is 42 【1",
+            "†L2-L3】 (also 【2†L1】; 【0†L9】).",
+            "\nDone.",
+        ];
+        let plain = show_answer(false, &deltas);
+        assert!(!plain.contains('\x1b'), "{plain:?}");
+        assert!(
+            plain.starts_with(
+                "Found it.\nIt is 42  ([example.com](https://example.com/a%20b))  \
+                 (also 【2†L1】; 【0†L9】).\nDone.\n"
+            ),
+            "{plain}"
+        );
+        // Page 2 was opened during the turn: its link comes after the answer. Page 0 is a
+        // search result page, which has no URL.
+        assert!(
+            plain.contains("Sources:\n  【2】 [docs.rs](https://docs.rs/x)\n"),
+            "{plain}"
+        );
+        assert!(plain.ends_with("[20 tokens · 200.0 tok/s · context 220/1000 · 150/200 prompt tokens cached · 0.1 s]\n"), "{plain}");
+
+        let styled = show_answer(true, &deltas);
+        assert!(styled.contains("\x1b[2mFound it."), "{styled:?}");
+        assert!(
+            styled.contains(
+                "It is 42  (\x1b]8;;https://example.com/a%20b\x1b\\example.com\x1b]8;;\x1b\\)  (also"
+            ),
+            "{styled:?}"
+        );
+        assert!(
+            styled.contains("【2】 \x1b]8;;https://docs.rs/x\x1b\\docs.rs\x1b]8;;\x1b\\"),
+            "{styled:?}"
+        );
+    }
+
+    #[test]
+    fn tool_calls_show_on_one_line_with_their_files() {
+        let screen = Screen::default();
+        let encoding = HarmonyEncoding::gpt_oss().unwrap();
+        let mut renderer = Renderer::new(
+            Box::new(screen.clone()),
+            encoding,
+            view(false, false),
+            Vec::new(),
+        );
+        let call = ToolCall {
+            recipient: "python".into(),
+            channel: Some("analysis".into()),
+            content_type: Some("code".into()),
+            content: "import matplotlib\nplot()\n".into(),
+        };
+        renderer.event(AgentEvent::ToolArgumentsDelta {
+            recipient: "python".into(),
+            delta: "import".into(),
+        });
+        renderer.event(AgentEvent::ToolCall(call.clone()));
+        let output = ToolOutput {
+            author: "python".into(),
+            channel: Some("analysis".into()),
+            content: "saved\n".into(),
+            files: vec!["/home/me/data/plot.png".into()],
+        };
+        renderer.event(AgentEvent::ToolResult { call, output });
+        assert_eq!(
+            screen.text(),
+            "→ python: import matplotlib (+1 line)\n← python: saved\n  file: /home/me/data/plot.png\n"
+        );
+    }
+
+    #[test]
+    fn tool_output_in_full_is_indented_under_its_tool() {
+        let screen = Screen::default();
+        let encoding = HarmonyEncoding::gpt_oss().unwrap();
+        let mut full = view(false, false);
+        full.show_tool_output = true;
+        let mut renderer = Renderer::new(Box::new(screen.clone()), encoding, full, Vec::new());
+        for delta in ["x = 1", "\nprint(x", " + 1)\n"] {
+            renderer.event(AgentEvent::ToolArgumentsDelta {
+                recipient: "python".into(),
+                delta: delta.into(),
+            });
+        }
+        let call = ToolCall {
+            recipient: "python".into(),
+            channel: Some("analysis".into()),
+            content_type: Some("code".into()),
+            content: "x = 1\nprint(x + 1)\n".into(),
+        };
+        renderer.event(AgentEvent::ToolCall(call.clone()));
+        let output = ToolOutput::text(&call, "python", "2\n");
+        renderer.event(AgentEvent::ToolResult { call, output });
+        renderer.event(AgentEvent::FinalDelta("Two.".into()));
+        assert_eq!(
+            screen.text(),
+            "→ python\n  x = 1\n  print(x + 1)\n← python\n  2\nTwo."
+        );
+    }
+
+    #[test]
+    fn raw_view_prints_harmony_text_with_the_sampled_stop_token() {
+        let screen = Screen::default();
+        let encoding = HarmonyEncoding::gpt_oss().unwrap();
+        let return_token = encoding.formatting_tokens().return_;
+        let mut renderer = Renderer::new(
+            Box::new(screen.clone()),
+            encoding,
+            view(false, true),
+            Vec::new(),
+        );
+        renderer.raw_message(&Message::from_role_and_content(Role::User, "Hi"));
+        renderer.event(AgentEvent::ReasoningDelta("Simple".into()));
+        renderer.event(AgentEvent::Message(
+            Message::from_role_and_content(Role::Assistant, "Simple greeting.")
+                .with_channel("analysis"),
+        ));
+        renderer.event(AgentEvent::Message(final_message("Hello!")));
+        renderer.event(AgentEvent::GenerationFinished(stats(Finish::Stop(
+            return_token,
+        ))));
+        assert_eq!(
+            screen.text(),
+            "<|start|>user<|message|>Hi<|end|>\
+             <|start|>assistant<|channel|>analysis<|message|>Simple greeting.<|end|>\
+             <|start|>assistant<|channel|>final<|message|>Hello!<|return|>"
+        );
+    }
+
+    #[test]
+    fn citations_are_found_by_cursor() {
+        assert_eq!(
+            cited_cursors("A【3†L1-L4】 b【12†L9】 c【3†L2】 d【x†y】 e【"),
+            vec![3, 12]
+        );
+    }
+}

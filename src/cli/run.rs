@@ -1,0 +1,341 @@
+//! `ossa run`: one task (or a batch of them) in, the final answer out, no prompt. For automated
+//! research and scripts: `--json` gives the whole transcript with tool calls, sources and timings.
+
+use std::io::{BufRead, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use ossa::agent::{AgentEvent, Cancel, Chat, TurnOutcome, TurnReport};
+use ossa::app::{App, TurnLimits};
+use ossa::config::ConfigArgs;
+use ossa::sandbox::Progress;
+use ossa::tools::citations::normalize_citations;
+use serde_json::{Value, json};
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The task; `-` reads it from stdin.
+    #[arg(value_name = "TASK", required_unless_present = "batch")]
+    task: Option<String>,
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Print the whole transcript as JSON (messages, tool calls, sources, timings).
+    #[arg(long)]
+    json: bool,
+    /// Run every task of a JSONL file (each line a JSON string, or an object with `task` and
+    /// an optional `id`), each in a fresh conversation; one JSON result per line comes out.
+    #[arg(long, value_name = "FILE", conflicts_with = "task")]
+    batch: Option<PathBuf>,
+    /// Where batch results go [default: stdout].
+    #[arg(short, long, value_name = "FILE", requires = "batch")]
+    output: Option<PathBuf>,
+    /// Most tool calls one task may make.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    max_tool_calls: usize,
+    /// Most seconds one task may take.
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<f64>,
+    /// No progress on stderr.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// One task of a batch.
+struct Task {
+    id: Option<Value>,
+    text: String,
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let wall_time = match args.timeout {
+        Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
+        Some(s) => bail!("--timeout: `{s}` is not a positive number of seconds"),
+        None => None,
+    };
+    let tasks = read_tasks(&args)?;
+    let settings = args.config.clone().resolve()?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let progress = if args.quiet {
+            Progress::Quiet
+        } else {
+            Progress::Stderr
+        };
+        let limits = TurnLimits {
+            max_tool_calls: args.max_tool_calls,
+            wall_time,
+        };
+        let app = ossa::app::start_with(settings, progress, limits).await?;
+        for warning in &app.toolset.warnings {
+            eprintln!("warning: {warning}");
+        }
+        let result = run_tasks(&app, &args, tasks).await;
+        app.toolset.shutdown().await;
+        result
+    })
+}
+
+fn read_tasks(args: &RunArgs) -> anyhow::Result<Vec<Task>> {
+    if let Some(path) = &args.batch {
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("cannot open the batch file {}", path.display()))?;
+        let mut tasks = Vec::new();
+        for (number, line) in std::io::BufReader::new(file).lines().enumerate() {
+            let line = line.with_context(|| format!("reading {}", path.display()))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let where_ = || format!("{} line {}", path.display(), number + 1);
+            let value: Value =
+                serde_json::from_str(&line).with_context(|| format!("{}: not JSON", where_()))?;
+            let task = match value {
+                Value::String(text) => Task { id: None, text },
+                Value::Object(mut object) => match object.remove("task") {
+                    Some(Value::String(text)) => Task {
+                        id: object.remove("id"),
+                        text,
+                    },
+                    _ => bail!("{}: an object needs a string field `task`", where_()),
+                },
+                _ => bail!(
+                    "{}: a task is a JSON string or an object with `task`",
+                    where_()
+                ),
+            };
+            tasks.push(task);
+        }
+        if tasks.is_empty() {
+            bail!("{} holds no tasks", path.display());
+        }
+        return Ok(tasks);
+    }
+    let text = match args.task.as_deref() {
+        Some("-") => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading the task from stdin")?;
+            text
+        }
+        Some(text) => text.to_string(),
+        None => bail!("give a task, `-` to read it from stdin, or --batch FILE"),
+    };
+    if text.trim().is_empty() {
+        bail!("the task is empty");
+    }
+    Ok(vec![Task {
+        id: None,
+        text: text.trim_end().to_string(),
+    }])
+}
+
+async fn run_tasks(app: &App, args: &RunArgs, tasks: Vec<Task>) -> anyhow::Result<ExitCode> {
+    let batch = args.batch.is_some();
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot write {}", path.display()))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut failed = 0;
+    let mut interrupted = false;
+    for task in tasks {
+        let mut chat = app.agent.chat(&app.conversation_settings());
+        let cancel = Cancel::new();
+        let ctrl_c = {
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    cancel.cancel();
+                }
+            })
+        };
+        let quiet = args.quiet;
+        let mut on_event = move |event: AgentEvent| {
+            if !quiet {
+                show_progress(&event);
+            }
+        };
+        let result = chat.send(&task.text, &cancel, &mut on_event).await;
+        ctrl_c.abort();
+        let report = match result {
+            Ok(report) => report,
+            Err(error) if batch => {
+                failed += 1;
+                let line = json!({"id": task.id, "task": task.text, "error": error.to_string()});
+                writeln!(out, "{line}")?;
+                continue;
+            }
+            Err(error) => return Err(error.into()),
+        };
+        if !quiet {
+            eprintln!("{}", summary(&report, app));
+        }
+        if report.outcome != TurnOutcome::Final {
+            failed += 1;
+        }
+        interrupted |= report.outcome == TurnOutcome::Cancelled;
+        if batch || args.json {
+            let transcript = transcript(app, &chat, &task, &report);
+            if batch {
+                writeln!(out, "{transcript}")?;
+            } else {
+                writeln!(out, "{}", serde_json::to_string_pretty(&transcript)?)?;
+            }
+        } else {
+            match answer(&chat, &report) {
+                Some(answer) => writeln!(out, "{answer}")?,
+                None => eprintln!("error: no answer: {}", outcome_text(&report.outcome)),
+            }
+        }
+        out.flush()?;
+        if interrupted {
+            break;
+        }
+    }
+    Ok(if interrupted {
+        ExitCode::from(130)
+    } else if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The final answer with the browser's citations turned into links.
+fn answer(chat: &Chat, report: &TurnReport) -> Option<String> {
+    let raw = report.answer.as_deref()?;
+    Some(normalize_citations(raw, &chat.citation_urls(), true).text)
+}
+
+fn outcome_text(outcome: &TurnOutcome) -> String {
+    match outcome {
+        TurnOutcome::Final => "final".into(),
+        TurnOutcome::NoAnswer => "the model stopped without a final answer".into(),
+        TurnOutcome::Cancelled => "cancelled".into(),
+        TurnOutcome::Limit(limit) => limit.to_string(),
+    }
+}
+
+/// One line per tool call and result on stderr, so a long run shows what it is doing.
+fn show_progress(event: &AgentEvent) {
+    match event {
+        AgentEvent::ToolCall(call) => {
+            eprintln!("→ {}: {}", call.recipient, one_line(&call.content, 100));
+        }
+        AgentEvent::ToolResult { output, .. } => {
+            eprintln!("← {}: {}", output.author, one_line(&output.content, 100));
+            for file in &output.files {
+                eprintln!("  file: {}", file.display());
+            }
+        }
+        AgentEvent::Warning(warning) => eprintln!("warning: {warning}"),
+        _ => {}
+    }
+}
+
+fn one_line(text: &str, max: usize) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &flat[..cut]),
+        None => flat,
+    }
+}
+
+fn summary(report: &TurnReport, app: &App) -> String {
+    let speed = report
+        .generations
+        .iter()
+        .rev()
+        .find_map(|g| g.decode_tokens_per_second())
+        .map_or(String::new(), |s| format!(", {s:.1} tok/s"));
+    format!(
+        "[{}; {} generation calls, {} tokens generated{speed}, {} tool calls, prefix cache hits {}/{} ({} prompt tokens reused); {:.1} s; model {}]",
+        outcome_text(&report.outcome),
+        report.generations.len(),
+        report.generated_tokens(),
+        report.tool_calls,
+        report.cache_hits(),
+        report.generations.len().saturating_sub(1),
+        report.reused_tokens(),
+        report.elapsed.as_secs_f64(),
+        app.model_dir.display(),
+    )
+}
+
+/// Everything about one task, for `--json` and batch output.
+fn transcript(app: &App, chat: &Chat, task: &Task, report: &TurnReport) -> Value {
+    let messages = &chat.conversation().messages[report.first_message..];
+    let mut tool_calls = Vec::new();
+    for (index, message) in messages.iter().enumerate() {
+        let Some(recipient) = message.recipient.as_deref() else {
+            continue;
+        };
+        if message.author.role != ossa::agent::harmony::Role::Assistant {
+            continue;
+        }
+        let outputs: Vec<Value> = messages[index + 1..]
+            .iter()
+            .take_while(|m| m.author.role == ossa::agent::harmony::Role::Tool)
+            .map(|m| json!({"author": m.author.name, "content": m.text()}))
+            .collect();
+        tool_calls.push(json!({
+            "recipient": recipient,
+            "channel": message.channel,
+            "content_type": message.content_type,
+            "arguments": message.text(),
+            "outputs": outputs,
+        }));
+    }
+    let urls = chat.citation_urls();
+    let normalized = report
+        .answer
+        .as_deref()
+        .map(|raw| normalize_citations(raw, &urls, true));
+    let generations: Vec<Value> = report
+        .generations
+        .iter()
+        .map(|g| {
+            json!({
+                "prompt_tokens": g.prompt_tokens,
+                "reused_tokens": g.reused_tokens,
+                "generated_tokens": g.generated_tokens,
+                "prefill_s": g.prefill.as_secs_f64(),
+                "decode_s": g.decode.as_secs_f64(),
+                "decode_tokens_per_s": g.decode_tokens_per_second(),
+            })
+        })
+        .collect();
+    let conversation: Value =
+        serde_json::from_str(&chat.conversation().to_json()).unwrap_or(Value::Null);
+    json!({
+        "id": task.id,
+        "task": task.text,
+        "outcome": match &report.outcome {
+            TurnOutcome::Final => "final",
+            TurnOutcome::NoAnswer => "no_answer",
+            TurnOutcome::Cancelled => "cancelled",
+            TurnOutcome::Limit(_) => "limit",
+        },
+        "outcome_detail": outcome_text(&report.outcome),
+        "answer": normalized.as_ref().map(|n| n.text.clone()),
+        "raw_answer": report.answer,
+        "citations": normalized.map(|n| n.annotations).unwrap_or_default(),
+        "sources": urls,
+        "messages": messages,
+        "tool_calls": tool_calls,
+        "timings": {
+            "total_s": report.elapsed.as_secs_f64(),
+            "generations": generations,
+        },
+        "cache_hits": report.cache_hits(),
+        "reused_tokens": report.reused_tokens(),
+        "model": app.model_dir.display().to_string(),
+        "date": app.settings.date,
+        "reasoning_effort": app.settings.reasoning_effort.as_str(),
+        "conversation": conversation,
+    })
+}

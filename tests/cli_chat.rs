@@ -1,0 +1,609 @@
+//! `ossa chat` used as a person uses it: the real binary in a pseudo-terminal, with the tiny
+//! trained agent model (tests/fixtures/gpt-oss-tiny-agent) and the real Python sandbox. The test
+//! types at the prompt, reads the screen, uses the slash commands, presses Ctrl-C, and quits.
+//!
+//! HOME and the XDG folders point into a temporary folder so no user file is read or written;
+//! OSSA_DATA_DIR keeps the real data folder so the Python runtime is not fetched again.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ossa::agent::harmony::{Content, Conversation, ReasoningEffort, Role};
+use serde_json::Value;
+
+const MODEL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/gpt-oss-tiny-agent"
+);
+const SUMSQ: &str = "What is the sum of the squares of the integers from 1 to 22? Use python.";
+const SUMSQ_CALL: &str = "→ python: print(sum(i*i for i in range(1, 22+1)))";
+const SUMSQ_ANSWER: &str = "The sum of the squares from 1 to 22 is 3795.";
+const HELLO: &str = "Say hello in one word.";
+/// A hang guard, not a speed check: the first turn starts the Python interpreter.
+const PATIENCE: Duration = Duration::from_secs(180);
+
+/// ossa's real data folder (where the Python runtime is cached), as ossa finds it.
+fn real_data_dir() -> PathBuf {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dir) = var("OSSA_DATA_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = var("XDG_DATA_HOME") {
+        return PathBuf::from(dir).join("ossa");
+    }
+    PathBuf::from(var("HOME").expect("HOME is set")).join(".local/share/ossa")
+}
+
+/// `ossa ARGS` with a private home: no user config, history or data is touched.
+fn ossa(home: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ossa"));
+    command
+        .args(args)
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("XDG_STATE_HOME", home.join("state"))
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .env("OSSA_DATA_DIR", real_data_dir())
+        .env("TERM", "xterm-256color")
+        .env_remove("NO_COLOR")
+        .env_remove("OSSA_CONFIG")
+        .env_remove("OSSA_SEARCH_BACKEND")
+        .env_remove("RUST_LOG");
+    command
+}
+
+/// The flags that make the tiny model answer its trained tasks.
+fn chat_args(history: &Path) -> Vec<String> {
+    [
+        "chat",
+        "--model",
+        MODEL,
+        "--dtype",
+        "f32",
+        "--date",
+        "2026-01-01",
+        "-r",
+        "low",
+        "--python",
+        "--temperature",
+        "0",
+        "--history",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([history.display().to_string()])
+    .collect()
+}
+
+/// A program running in a pseudo-terminal, and everything it has printed.
+struct Terminal {
+    master: File,
+    child: Child,
+    output: Arc<Mutex<Vec<u8>>>,
+    closed: Arc<AtomicBool>,
+    /// How much of the screen text the expectations have read.
+    read: usize,
+}
+
+impl Terminal {
+    /// Starts `command` as a terminal session leader with a 120x50 terminal.
+    fn spawn(mut command: Command) -> Terminal {
+        let mut master: libc::c_int = -1;
+        let mut slave: libc::c_int = -1;
+        let size = libc::winsize {
+            ws_row: 50,
+            ws_col: 120,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: openpty writes two descriptors into the given ints; the name and termios
+        // pointers may be null.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                &size,
+            )
+        };
+        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both descriptors were just opened and are owned here alone.
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        for fd in [&master, &slave] {
+            // SAFETY: setting close-on-exec on a descriptor we own.
+            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+        command
+            .stdin(Stdio::from(slave.try_clone().expect("dup")))
+            .stdout(Stdio::from(slave.try_clone().expect("dup")))
+            .stderr(Stdio::from(slave));
+        // SAFETY: only async-signal-safe calls between fork and exec. The terminal on stdin
+        // becomes the controlling terminal of a new session, so Ctrl-C sends SIGINT.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::ioctl(0, libc::TIOCSCTTY, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().expect("ossa starts");
+        // The parent's copies of the terminal's slave side must go, or reading never ends.
+        drop(command);
+        let master = File::from(master);
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let closed = Arc::new(AtomicBool::new(false));
+        let mut reader = master.try_clone().expect("dup");
+        let (sink, done) = (Arc::clone(&output), Arc::clone(&closed));
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            loop {
+                match reader.read(&mut buffer) {
+                    Ok(0) => break,
+                    Ok(n) => sink.lock().unwrap().extend_from_slice(&buffer[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    // EIO: the program exited and closed the terminal.
+                    Err(_) => break,
+                }
+            }
+            done.store(true, Ordering::SeqCst);
+        });
+        Terminal {
+            master,
+            child,
+            output,
+            closed,
+            read: 0,
+        }
+    }
+
+    /// Types `keys` (`\r` is Enter, `\x03` is Ctrl-C).
+    fn send(&mut self, keys: &str) {
+        self.master.write_all(keys.as_bytes()).expect("typing");
+        self.master.flush().expect("typing");
+    }
+
+    /// Types `line` and Enter.
+    fn enter(&mut self, line: &str) {
+        self.send(line);
+        self.send("\r");
+    }
+
+    /// Everything printed so far, as bytes.
+    fn raw(&self) -> Vec<u8> {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Everything printed so far as text, without terminal escape sequences.
+    fn screen(&self) -> String {
+        let raw = self.raw();
+        let valid = match std::str::from_utf8(&raw) {
+            Ok(text) => text.len(),
+            Err(e) => e.valid_up_to(),
+        };
+        strip_escapes(std::str::from_utf8(&raw[..valid]).unwrap())
+    }
+
+    /// Waits until one of `needles` appears after what was read so far; returns which, and
+    /// the text before it. Panics with the screen when none comes.
+    fn expect_any(&mut self, needles: &[&str]) -> (usize, String) {
+        let started = Instant::now();
+        loop {
+            let screen = self.screen();
+            let unread = &screen[self.read..];
+            let found = needles
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| unread.find(n).map(|at| (at, i)))
+                .min();
+            if let Some((at, index)) = found {
+                let before = unread[..at].to_string();
+                self.read += at + needles[index].len();
+                return (index, before);
+            }
+            if self.closed.load(Ordering::SeqCst) && screen == self.screen() {
+                panic!("ossa ended before printing {needles:?}; screen:\n{screen}");
+            }
+            if started.elapsed() > PATIENCE {
+                panic!("no {needles:?} within {PATIENCE:?}; screen:\n{screen}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn expect(&mut self, needle: &str) -> String {
+        self.expect_any(&[needle]).1
+    }
+
+    /// Waits for the program to exit.
+    fn wait(&mut self) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for ossa") {
+                return status;
+            }
+            if started.elapsed() > PATIENCE {
+                let _ = self.child.kill();
+                panic!("ossa did not exit; screen:\n{}", self.screen());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Text without CSI (`ESC [ ... final`), OSC (`ESC ] ... BEL` or `ESC ] ... ESC \`) and other
+/// two-byte escape sequences; carriage returns dropped.
+fn strip_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => match chars.next() {
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('\x40'..='\x7e').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                Some(']') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\x07' {
+                            break;
+                        }
+                        if c == '\x1b' && chars.peek() == Some(&'\\') {
+                            chars.next();
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The numbers in `· N/M` (the status line's `N/M prompt tokens cached`) at the end of
+/// `text`.
+fn cache_figures(text: &str) -> (usize, usize) {
+    let line = text.lines().last().unwrap_or("");
+    let figures = line
+        .rsplit("· ")
+        .next()
+        .and_then(|f| f.trim().split_once('/'))
+        .unwrap_or_else(|| panic!("no cache figures in {line:?}"));
+    (
+        figures.0.parse().expect("a number"),
+        figures.1.parse().expect("a number"),
+    )
+}
+
+fn load(path: &Path) -> (Value, Conversation) {
+    let text = std::fs::read_to_string(path).expect("the saved conversation");
+    let value: Value = serde_json::from_str(&text).expect("JSON");
+    let conversation = Conversation::from_json(&text).expect("a harmony conversation");
+    (value, conversation)
+}
+
+fn effort_of(conversation: &Conversation) -> Option<ReasoningEffort> {
+    conversation.messages[0]
+        .content
+        .iter()
+        .find_map(|c| match c {
+            Content::SystemContent(system) => system.reasoning_effort,
+            _ => None,
+        })
+}
+
+#[test]
+fn chat_in_a_terminal() {
+    let home = tempfile::tempdir().unwrap();
+    let history = home.path().join("history");
+    let args = chat_args(&history);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut term = Terminal::spawn(ossa(home.path(), &args));
+
+    // Startup: the banner, then the prompt.
+    let banner = term.expect("/help");
+    assert!(banner.contains("model gpt-oss-tiny-agent"), "{banner}");
+    assert!(banner.contains("tools: python"), "{banner}");
+    assert!(banner.contains("reasoning effort: low"), "{banner}");
+    term.expect(">>> ");
+
+    // A task: reasoning, the python call on one line, its result, the answer, the status.
+    term.enter(SUMSQ);
+    term.expect("I'll compute it with python.");
+    term.expect(SUMSQ_CALL);
+    term.expect("← python: 3795");
+    term.expect(SUMSQ_ANSWER);
+    let status = term.expect(" prompt tokens cached");
+    assert!(status.contains("tok/s"), "{status}");
+    assert!(status.contains("/131072"), "{status}");
+    let (reused, prompt) = cache_figures(&status);
+    assert!(
+        reused > 0 && reused < prompt,
+        "the second generation reuses the first's tokens: {status}"
+    );
+    let status_end = term.expect("]");
+    assert!(status_end.contains("1 tool call"), "{status_end}");
+    term.expect(">>> ");
+    // On a terminal, reasoning is dimmed.
+    let raw = String::from_utf8_lossy(&term.raw()).into_owned();
+    assert!(
+        raw.contains("\x1b[2mI'll compute it with python."),
+        "{raw:?}"
+    );
+
+    // /save writes openai-harmony's JSON of the whole conversation.
+    let saved = home.path().join("sumsq.json");
+    term.enter(&format!("/save {}", saved.display()));
+    term.expect("Saved 6 messages");
+    let (value, conversation) = load(&saved);
+    assert_eq!(value["messages"].as_array().map(Vec::len), Some(6));
+    let messages = &conversation.messages;
+    assert_eq!(messages[0].author.role, Role::System);
+    assert_eq!(effort_of(&conversation), Some(ReasoningEffort::Low));
+    assert_eq!(messages[1].author.role, Role::User);
+    assert_eq!(messages[1].text(), SUMSQ);
+    assert_eq!(messages[3].recipient.as_deref(), Some("python"));
+    assert_eq!(
+        messages[3].text(),
+        "print(sum(i*i for i in range(1, 22+1)))"
+    );
+    assert_eq!(messages[4].author.role, Role::Tool);
+    assert_eq!(messages[4].text(), "3795\n");
+    assert_eq!(messages[5].channel.as_deref(), Some("final"));
+    assert_eq!(messages[5].text(), SUMSQ_ANSWER);
+
+    // /effort changes the system message from the next turn on.
+    term.enter("/effort medium");
+    term.expect("Reasoning effort: medium");
+    let medium = home.path().join("medium.json");
+    term.enter(&format!("/save {}", medium.display()));
+    term.expect("Saved 6 messages");
+    assert_eq!(effort_of(&load(&medium).1), Some(ReasoningEffort::Medium));
+    term.enter("/effort low");
+    term.expect("Reasoning effort: low");
+    term.enter("/effort extreme");
+    term.expect("low, medium or high");
+
+    // /reset: the model sees a fresh conversation and answers the greeting it was trained on
+    // (after the sum-of-squares exchange it would not).
+    term.enter("/reset");
+    term.expect("New conversation.");
+    term.enter(HELLO);
+    term.expect("Simple greeting.");
+    term.expect("Hello!");
+    let status = term.expect(" prompt tokens cached");
+    let (reused, _) = cache_figures(&status);
+    assert!(reused > 0, "the system message is still cached: {status}");
+    term.expect(">>> ");
+    let after_reset = home.path().join("hello.json");
+    term.enter(&format!("/save {}", after_reset.display()));
+    term.expect("Saved 4 messages");
+    let (_, hello) = load(&after_reset);
+    assert_eq!(hello.messages[1].text(), HELLO);
+    assert_eq!(hello.messages[3].text(), "Hello!");
+
+    // /load continues a saved conversation: saving it again gives the same JSON.
+    term.enter(&format!("/load {}", saved.display()));
+    term.expect("Loaded 6 messages");
+    let reloaded = home.path().join("reloaded.json");
+    term.enter(&format!("/save {}", reloaded.display()));
+    term.expect("Saved 6 messages");
+    assert_eq!(load(&reloaded).0, load(&saved).0);
+    // Also the output of `ossa run --json`, which holds the conversation in a field.
+    let run_output = home.path().join("run.json");
+    let wrapped = serde_json::json!({"answer": SUMSQ_ANSWER, "conversation": load(&saved).0});
+    std::fs::write(&run_output, wrapped.to_string()).unwrap();
+    term.enter(&format!("/load {}", run_output.display()));
+    term.expect("Loaded 6 messages");
+    term.enter("/load /no/such/file.json");
+    term.expect("cannot read /no/such/file.json");
+    term.expect(">>> ");
+
+    // Ctrl-C at the prompt clears the line: what was typed is not sent.
+    term.send("half a thought");
+    term.send("\x03");
+    term.enter("/tools");
+    let tools = term.expect("/mnt/data is");
+    assert!(tools.contains("python"), "{tools}");
+    term.expect(">>> ");
+
+    // Ctrl-C during a turn cancels the turn, not the program. The tiny model generates in
+    // milliseconds, so the key goes in once the python call is on screen: it lands during the
+    // call (a fresh interpreter starts after /reset) or, on a fast machine, after the turn.
+    term.enter("/reset");
+    term.expect("New conversation.");
+    term.enter(SUMSQ);
+    term.expect(SUMSQ_CALL);
+    term.send("\x03");
+    let (which, _) = term.expect_any(&["[cancelled]", SUMSQ_ANSWER]);
+    let cancelled = which == 0;
+    term.expect(" prompt tokens cached");
+    term.expect(">>> ");
+    let after_cancel = home.path().join("cancelled.json");
+    term.enter(&format!("/save {}", after_cancel.display()));
+    term.expect("Saved ");
+    let (_, partial) = load(&after_cancel);
+    let turn = &partial.messages[2..];
+    let last = partial.messages.last().unwrap();
+    let phase = if !cancelled {
+        assert_eq!(last.text(), SUMSQ_ANSWER);
+        "came after the turn had finished"
+    } else {
+        // No answer was kept, and a call that was made got an answer (so the conversation
+        // stays well-formed): the interrupted call's own, or the tool's.
+        assert!(
+            turn.iter().all(|m| m.channel.as_deref() != Some("final")),
+            "{turn:?}"
+        );
+        for (index, message) in turn.iter().enumerate() {
+            if message.recipient.as_deref() == Some("python") {
+                let answer = turn.get(index + 1).expect("the call's answer");
+                assert_eq!(answer.author.role, Role::Tool, "{turn:?}");
+            }
+        }
+        match (last.author.role, last.text()) {
+            (Role::Tool, text) if text.contains("cancelled") => "cancelled the python call",
+            (Role::Tool, text) => {
+                assert_eq!(text, "3795\n");
+                "cancelled the generation of the answer"
+            }
+            _ => "cancelled the generation of the call",
+        }
+    };
+    eprintln!("Ctrl-C during the turn: {phase}");
+    // Still alive and answering.
+    term.enter("/reset");
+    term.expect("New conversation.");
+    term.enter(HELLO);
+    term.expect("Hello!");
+    term.expect(">>> ");
+
+    // Ctrl-C at an empty prompt explains how to quit; /exit quits cleanly.
+    term.send("\x03");
+    term.expect("Ctrl-C again");
+    term.enter("/exit");
+    let status = term.wait();
+    assert!(status.success(), "{status:?}\n{}", term.screen());
+    eprintln!("---- the screen ----\n{}", term.screen());
+
+    // Every line typed went to the history file.
+    let history = std::fs::read_to_string(&history).expect("the history file");
+    assert!(history.contains(SUMSQ), "{history}");
+    assert!(history.contains("/effort medium"), "{history}");
+}
+
+#[test]
+fn multi_line_input_continues_after_a_backslash() {
+    let home = tempfile::tempdir().unwrap();
+    let args = chat_args(&home.path().join("history"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut term = Terminal::spawn(ossa(home.path(), &args));
+    term.expect(">>> ");
+    // Two lines joined into the trained message; only the second Enter sends it.
+    term.enter("Say hello \\");
+    term.enter("in one word.");
+    term.expect("Hello!");
+    term.expect(">>> ");
+    let saved = home.path().join("hello.json");
+    term.enter(&format!("/save {}", saved.display()));
+    term.expect("Saved 4 messages");
+    assert_eq!(
+        load(&saved).1.messages[1].text(),
+        "Say hello \nin one word."
+    );
+    // Ctrl-D quits.
+    term.send("\x04");
+    assert!(term.wait().success());
+}
+
+fn run_piped(command: &mut Command, stdin: &str) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ossa starts");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().expect("ossa ran")
+}
+
+#[test]
+fn piped_chat_prints_plain_text() {
+    let home = tempfile::tempdir().unwrap();
+    let args = chat_args(&home.path().join("history"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_piped(&mut ossa(home.path(), &args), &format!("{HELLO}\n"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Simple greeting.\nHello!\n"), "{stdout}");
+    assert!(
+        !stdout.contains('\x1b'),
+        "no terminal styles in a pipe: {stdout:?}"
+    );
+}
+
+#[test]
+fn chat_is_the_default_command() {
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("config/ossa");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("config.toml"),
+        format!("model = \"{MODEL}\"\ndtype = \"f32\"\n"),
+    )
+    .unwrap();
+    // No tools, so the data folder can be a temporary one.
+    let data = home.path().join("ossa-data");
+    let out = run_piped(
+        ossa(home.path(), &[]).env("OSSA_DATA_DIR", &data),
+        "/tools\n/exit\n",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("model gpt-oss-tiny-agent"), "{stdout}");
+    assert!(stdout.contains("tools: none"), "{stdout}");
+    assert!(stdout.contains("No tools."), "{stdout}");
+    // Piped input is not history.
+    assert!(!data.join("chat_history").exists());
+}
+
+#[test]
+fn a_missing_model_is_one_clear_error() {
+    let home = tempfile::tempdir().unwrap();
+    let missing = home.path().join("no-model-here");
+    let out = run_piped(
+        &mut ossa(home.path(), &["chat", "--model", missing.to_str().unwrap()]),
+        "",
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("error: "), "{stderr}");
+    assert!(stderr.contains("no-model-here"), "{stderr}");
+    assert!(stderr.contains("hint: pass --model"), "{stderr}");
+
+    let out = run_piped(&mut ossa(home.path(), &["chat", "--temperature", "-1"]), "");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--temperature"), "{stderr}");
+}

@@ -1,0 +1,209 @@
+//! `ossa run` as a script uses it: the tiny trained agent through the binary, with the python
+//! tool in the real sandbox, must give OpenAI's transcripts exactly (`--json`), print the bare
+//! answer without it, read tasks from stdin and from a JSONL batch, and fail clearly on bad input.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt-oss-tiny-agent")
+}
+
+fn scenarios() -> Vec<Value> {
+    let text = std::fs::read_to_string(fixture_dir().join("scenarios.json")).expect("scenarios");
+    serde_json::from_str(&text).expect("a list")
+}
+
+/// `ossa run` with the fixture's settings, isolated from the user's config.
+fn ossa_run(extra: &[&str], stdin: Option<&str>) -> Output {
+    ossa_run_model(&fixture_dir(), extra, stdin)
+}
+
+fn ossa_run_model(model: &Path, extra: &[&str], stdin: Option<&str>) -> Output {
+    let home = tempfile::tempdir().expect("temp home");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ossa"));
+    command
+        .arg("run")
+        .arg("--model")
+        .arg(model)
+        .args(["--dtype", "f32", "--threads", "2", "--date", "2026-01-01"])
+        .args(["-r", "low", "--python", "--temperature", "0"])
+        .args(extra)
+        .env("XDG_CONFIG_HOME", home.path())
+        .env_remove("OSSA_CONFIG")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("ossa starts");
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write stdin");
+    }
+    child.wait_with_output().expect("ossa ends")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn json_transcripts_match_every_scenario() {
+    let mut passed = 0;
+    let mut failures = Vec::new();
+    for scenario in scenarios() {
+        let name = scenario["name"].as_str().unwrap_or("?").to_string();
+        let task = scenario["user"].as_str().expect("user");
+        let output = ossa_run(&["--json", task], None);
+        if !output.status.success() {
+            failures.push(format!(
+                "{name}: exit {:?}\n{}",
+                output.status,
+                stderr(&output)
+            ));
+            continue;
+        }
+        let transcript: Value = match serde_json::from_str(&stdout(&output)) {
+            Ok(value) => value,
+            Err(e) => {
+                failures.push(format!(
+                    "{name}: stdout is not JSON: {e}\n{}",
+                    stdout(&output)
+                ));
+                continue;
+            }
+        };
+        if transcript["messages"] != scenario["expected"] {
+            failures.push(format!(
+                "{name}: messages differ\n got {}\nwant {}",
+                transcript["messages"], scenario["expected"]
+            ));
+            continue;
+        }
+        let final_text = scenario["expected"]
+            .as_array()
+            .and_then(|m| m.last())
+            .map(|m| m["content"][0]["text"].clone());
+        assert_eq!(Some(transcript["answer"].clone()), final_text, "{name}");
+        assert_eq!(transcript["outcome"], "final", "{name}");
+        let calls = scenario["generated_tokens"].as_array().map_or(0, Vec::len);
+        assert_eq!(
+            transcript["timings"]["generations"]
+                .as_array()
+                .map(Vec::len),
+            Some(calls),
+            "{name}"
+        );
+        assert_eq!(
+            transcript["cache_hits"].as_u64(),
+            Some(calls as u64 - 1),
+            "{name}"
+        );
+        assert_eq!(
+            transcript["tool_calls"].as_array().map(Vec::len),
+            Some(calls - 1),
+            "{name}"
+        );
+        passed += 1;
+    }
+    println!("{passed} passed, {} failed", failures.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn plain_output_is_the_answer_and_stdin_gives_the_task() {
+    let output = ossa_run(
+        &["-"],
+        Some("What is the sum of the squares of the integers from 1 to 410? Use python.\n"),
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        "The sum of the squares from 1 to 410 is 23057785.\n"
+    );
+    // Progress on stderr: the call, its output, and the cache report.
+    let err = stderr(&output);
+    assert!(
+        err.contains("→ python: print(sum(i*i for i in range(1, 410+1)))"),
+        "{err}"
+    );
+    assert!(err.contains("← python: 23057785"), "{err}");
+    assert!(err.contains("prefix cache hits 1/1"), "{err}");
+}
+
+#[test]
+fn batch_of_tasks_gives_one_result_per_line() {
+    let dir = tempfile::tempdir().expect("temp");
+    let batch = dir.path().join("tasks.jsonl");
+    std::fs::write(
+        &batch,
+        "\"Say hello in one word.\"\n\n{\"id\": 7, \"task\": \"What is the sum of the squares of the integers from 1 to 22? Use python.\"}\n",
+    )
+    .expect("write batch");
+    let results = dir.path().join("results.jsonl");
+    let output = ossa_run(
+        &[
+            "--quiet",
+            "--batch",
+            batch.to_str().expect("utf-8"),
+            "-o",
+            results.to_str().expect("utf-8"),
+        ],
+        None,
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = std::fs::read_to_string(&results).expect("results written");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["answer"], "Hello!");
+    assert_eq!(lines[0]["id"], Value::Null);
+    assert_eq!(lines[1]["id"], 7);
+    assert_eq!(
+        lines[1]["answer"],
+        "The sum of the squares from 1 to 22 is 3795."
+    );
+}
+
+#[test]
+fn bad_input_fails_with_a_clear_message() {
+    let missing = ossa_run_model(Path::new("/nonexistent/model-dir"), &["hi"], None);
+    assert!(!missing.status.success());
+    let err = stderr(&missing);
+    assert!(err.contains("/nonexistent/model-dir"), "{err}");
+
+    let dir = tempfile::tempdir().expect("temp");
+    let batch = dir.path().join("bad.jsonl");
+    std::fs::write(&batch, "{\"id\": 1}\n").expect("write");
+    let bad = ossa_run(&["--batch", batch.to_str().expect("utf-8")], None);
+    assert!(!bad.status.success());
+    let err = stderr(&bad);
+    assert!(
+        err.contains("bad.jsonl line 1") && err.contains("`task`"),
+        "{err}"
+    );
+
+    let empty = ossa_run(&["-"], Some("   \n"));
+    assert!(!empty.status.success());
+    assert!(
+        stderr(&empty).contains("the task is empty"),
+        "{}",
+        stderr(&empty)
+    );
+}

@@ -1,0 +1,313 @@
+//! `ossa tool`: the real binary calling the real tools (the Python sandbox, the browser over HTTP
+//! on loopback, apply_patch in a temporary folder) and printing exactly what the model reads.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const WARN: &str =
+    "[WARN] No output available. Use print() to output anything to stdout to receive the output";
+
+/// `ossa tool ARGS...` with no user config file in the way (an empty config folder).
+fn ossa_tool(config_home: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ossa"));
+    command
+        .arg("tool")
+        .args(args)
+        .env("XDG_CONFIG_HOME", config_home)
+        .env_remove("OSSA_CONFIG")
+        .env_remove("OSSA_SEARCH_BACKEND")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("the ossa binary starts");
+    let mut input = child.stdin.take().expect("stdin");
+    input
+        .write_all(stdin.unwrap_or("").as_bytes())
+        .expect("stdin written");
+    drop(input);
+    child.wait_with_output().expect("ossa ran")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).expect("UTF-8 stdout")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn python_prints_what_the_model_reads() {
+    let home = tempfile::tempdir().unwrap();
+    let out = ossa_tool(home.path(), &["python", "print(6*7)"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "42\n");
+
+    // The code from stdin; the final expression is echoed.
+    let out = ossa_tool(home.path(), &["python", "-"], Some("x = 3\nx"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "3\n");
+}
+
+#[test]
+fn calls_in_one_invocation_share_the_interpreter() {
+    let home = tempfile::tempdir().unwrap();
+    let out = ossa_tool(
+        home.path(),
+        &["python", "x = 41", "python", "print(x + 1)"],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Messages are separated by a newline when one lacks it; the last is printed as is.
+    assert_eq!(stdout(&out), format!("{WARN}\n42\n"));
+    let err = stderr(&out);
+    assert!(err.contains("==> python <=="), "{err}");
+}
+
+#[test]
+fn python_files_are_listed_and_kept_in_the_mount() {
+    let home = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mount = data.path().to_str().unwrap();
+    let out = ossa_tool(
+        home.path(),
+        &[
+            "--mount",
+            mount,
+            "python",
+            "open('/mnt/data/result.txt', 'w').write('hello')\nprint('ok')",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "ok\n");
+    let err = stderr(&out);
+    assert!(err.contains("/mnt/data/result.txt (5 bytes)"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(data.path().join("result.txt")).unwrap(),
+        "hello"
+    );
+}
+
+#[test]
+fn a_python_timeout_is_reported_to_the_model_not_as_a_failure() {
+    let home = tempfile::tempdir().unwrap();
+    let out = ossa_tool(
+        home.path(),
+        &[
+            "--timeout",
+            "1",
+            "python",
+            "print('working', flush=True)\nwhile True:\n    pass",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "working\n[ERROR] Execution timed out after 1 s\n[NOTE] The Python interpreter was \
+         restarted: variables and imports are gone; files in /mnt/data are kept."
+    );
+}
+
+/// Serves `pages` (path, HTML) over HTTP/1.1 on loopback until the test process ends.
+fn serve(pages: Vec<(String, String)>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("socket"));
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            // Skip the headers.
+            loop {
+                let mut line = String::new();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if line == "\r\n" || line == "\n" => break,
+                    Ok(_) => {}
+                }
+            }
+            let path = request_line.split_whitespace().nth(1).unwrap_or("");
+            let (status, body) = match pages.iter().find(|(p, _)| p == path) {
+                Some((_, html)) => ("200 OK", html.clone()),
+                None => ("404 Not Found", "no such page".to_string()),
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    format!("http://{address}")
+}
+
+fn fixture(name: &str) -> serde_json::Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/browser")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// The reference browser's session on a short page (open, open again, find), replayed against
+/// the same page served on loopback: the same text, with the page's URL in place.
+#[test]
+fn browser_open_and_find_on_a_loopback_page() {
+    let case = fixture("06_dispatch_errors.json");
+    let reference_url = "https://example.org/short.html";
+    let html = case["pages"][reference_url]["html"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let base = serve(vec![("/short.html".into(), html)]);
+    let url = format!("{base}/short.html");
+    let steps: Vec<&serde_json::Value> = case["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .skip_while(|s| s["arguments"] != format!("{{\"id\": \"{reference_url}\"}}"))
+        .take(3)
+        .collect();
+    let expected: Vec<String> = steps
+        .iter()
+        .map(|s| s["output"].as_str().unwrap().replace(reference_url, &url))
+        .collect();
+    assert_eq!(
+        steps
+            .iter()
+            .map(|s| s["recipient"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["browser.open", "browser.open", "browser.find"]
+    );
+
+    let home = tempfile::tempdir().unwrap();
+    let open = format!("{{\"id\": \"{url}\"}}");
+    let out = ossa_tool(
+        home.path(),
+        &[
+            "--allow-private-addresses",
+            "browser.open",
+            &open,
+            "browser.open",
+            "{}",
+            "browser.find",
+            "{\"pattern\": \"needle\"}",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), expected.join("\n"));
+
+    // Loopback is refused without the flag: the model is told, the call itself ran.
+    let out = ossa_tool(home.path(), &["browser.open", &open], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with(&format!("Error fetching URL `{url}`: refusing to open")),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_arguments_fail_with_a_clear_error_before_anything_runs() {
+    let home = tempfile::tempdir().unwrap();
+    let out = ossa_tool(home.path(), &["browser.search", "{query: gpt-oss}"], None);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let err = stderr(&out);
+    assert!(
+        err.contains("the ARGS of browser.search are not valid JSON"),
+        "{err}"
+    );
+
+    let out = ossa_tool(home.path(), &["shell", "ls"], None);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("unknown tool `shell`"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = ossa_tool(home.path(), &["python"], None);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("`python` has no ARGS"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A function that is not configured.
+    let out = ossa_tool(home.path(), &["functions.apply_patch", "x"], None);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("no function `apply_patch`") && err.contains("--workspace"),
+        "{err}"
+    );
+}
+
+#[test]
+fn apply_patch_edits_the_workspace() {
+    let home = tempfile::tempdir().unwrap();
+    let workspace = tempfile::tempdir().unwrap();
+    let patch = "*** Begin Patch\n*** Add File: notes/hello.txt\n+hello\n+world\n*** End Patch\n";
+    let out = ossa_tool(
+        home.path(),
+        &[
+            "--workspace",
+            workspace.path().to_str().unwrap(),
+            "functions.apply_patch",
+            "-",
+        ],
+        Some(patch),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "Done!\nA notes/hello.txt");
+    assert_eq!(
+        std::fs::read_to_string(workspace.path().join("notes/hello.txt")).unwrap(),
+        "hello\nworld\n"
+    );
+}
+
+/// MCP servers from the config file become `functions.*`; their JSON arguments are checked first.
+#[test]
+fn mcp_tools_from_the_config_file() {
+    let home = tempfile::tempdir().unwrap();
+    let server = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/tests/mcp_echo_server.py");
+    let config = home.path().join("ossa.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[mcp_servers]]\nname = \"echo\"\ncommand = \"python3\"\nargs = ['{}']\n",
+            server.display()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let out = ossa_tool(
+        home.path(),
+        &["--config", config, "functions.echo", "{\"text\": \"hi\"}"],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "echo: hi");
+
+    let out = ossa_tool(
+        home.path(),
+        &["--config", config, "functions.echo", "text=hi"],
+        None,
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("the ARGS of functions.echo are not valid JSON"),
+        "{err}"
+    );
+}
