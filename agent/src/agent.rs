@@ -130,6 +130,10 @@ pub enum AgentEvent {
         output: ToolOutput,
     },
     GenerationFinished(GenerationStats),
+    /// The URLs of the pages the browser has shown in this conversation, by cursor, after a
+    /// call that may have opened one: what turns the answer's `【cursor†Lx-Ly】` citations into
+    /// links while it streams.
+    PageUrls(Vec<String>),
     /// Something went wrong that the turn recovered from (malformed output, a tool error).
     Warning(String),
 }
@@ -460,6 +464,10 @@ impl Chat {
                                 call: call.clone(),
                                 output,
                             });
+                        }
+                        let urls = self.citation_urls();
+                        if !urls.is_empty() {
+                            on_event(AgentEvent::PageUrls(urls));
                         }
                     }
                     Err(interrupt) => {

@@ -473,3 +473,68 @@ async fn preamble_reset_effort_and_saved_conversations() {
         .expect("turn");
     assert_eq!(report.answer.as_deref(), Some("Done."));
 }
+
+/// A browser-like tool: each call "opens" a page, which becomes citable by its cursor.
+struct Pages;
+
+struct PagesSession {
+    opened: Vec<String>,
+}
+
+impl Tool for Pages {
+    fn name(&self) -> &str {
+        "pages"
+    }
+    fn namespace(&self) -> ossa_tools::ToolNamespaceConfig {
+        ossa_tools::ToolNamespaceConfig::new("pages", Some("Opens pages.".into()), vec![])
+    }
+    fn placement(&self) -> ossa_tools::Placement {
+        ossa_tools::Placement::System
+    }
+    fn open_session(&self) -> Box<dyn ossa_tools::ToolSession> {
+        Box::new(PagesSession { opened: Vec::new() })
+    }
+}
+
+#[async_trait::async_trait]
+impl ossa_tools::ToolSession for PagesSession {
+    async fn call(&mut self, call: &ossa_tools::ToolCall) -> Vec<ossa_tools::ToolOutput> {
+        self.opened
+            .push(format!("https://example.org/{}", self.opened.len()));
+        vec![ossa_tools::ToolOutput::text(
+            call,
+            call.recipient.clone(),
+            "[0] Example",
+        )]
+    }
+    fn citation_urls(&self) -> Option<Vec<String>> {
+        Some(self.opened.clone())
+    }
+}
+
+#[tokio::test]
+async fn pages_opened_in_a_turn_are_citable_before_the_answer_streams() {
+    let backend = Scripted::new(&[
+        "<|channel|>analysis to=pages.open code<|message|>x<|call|>",
+        "<|channel|>final<|message|>See 【0†L1-L2】.<|return|>",
+    ]);
+    let agent = agent(backend, vec![Arc::new(Pages)], AgentConfig::default());
+    let mut chat = agent.chat(&ConversationSettings::default());
+    let mut events = Vec::new();
+    chat.send("Look it up.", &Cancel::new(), &mut |e| events.push(e))
+        .await
+        .expect("turn");
+    let urls_at = events
+        .iter()
+        .position(|e| matches!(e, AgentEvent::PageUrls(urls) if urls == &["https://example.org/0".to_string()]))
+        .unwrap_or_else(|| panic!("no PageUrls event in {events:#?}"));
+    let final_at = events
+        .iter()
+        .position(|e| matches!(e, AgentEvent::FinalDelta(_)))
+        .expect("the answer streams");
+    assert!(urls_at < final_at);
+    assert_eq!(
+        chat.citation_urls(),
+        vec!["https://example.org/0".to_string()]
+    );
+}

@@ -315,6 +315,10 @@ impl McpServer {
                     if let Some(cwd) = &self.config.cwd {
                         process.current_dir(cwd);
                     }
+                    // Its own process group: a Ctrl-C meant for the current turn must not reach
+                    // the server (the terminal signals the whole foreground group).
+                    #[cfg(unix)]
+                    process.process_group(0);
                     let (child, stderr) = TokioChildProcess::builder(process)
                         .stderr(std::process::Stdio::piped())
                         .spawn()

@@ -275,6 +275,7 @@ impl Renderer {
                 }
                 self.files(&output);
             }
+            AgentEvent::PageUrls(urls) => self.page_urls = urls,
             AgentEvent::Warning(warning) => {
                 self.enter(Section::None);
                 self.line(&format!("warning: {warning}"), Tone::Warn);
