@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ossa_agent::harmony::HarmonyEncoding;
-use ossa_agent::{Agent, AgentConfig, ConversationSettings, EngineBackend};
+use ossa_agent::{Agent, AgentConfig, Backend, ConversationSettings, EngineBackend};
 use ossa_engine::hub::DownloadProgress;
 use ossa_engine::{Engine, EngineError};
 use ossa_sandbox::Progress;
@@ -31,6 +31,8 @@ pub enum StartError {
     Encoding(#[from] ossa_agent::harmony::HarmonyError),
     #[error(transparent)]
     Tools(Box<ToolsetError>),
+    #[error(transparent)]
+    Remote(Box<crate::serve::remote::RemoteError>),
     #[error("the loading thread failed: {0}")]
     Thread(String),
 }
@@ -38,10 +40,12 @@ pub enum StartError {
 /// A started agent and what came with it.
 pub struct App {
     pub agent: Arc<Agent>,
-    pub backend: Arc<EngineBackend>,
+    /// The in-process engine; `None` with a remote backend.
+    pub engine: Option<Arc<EngineBackend>>,
     pub toolset: Toolset,
     pub settings: Settings,
-    pub model_dir: PathBuf,
+    /// What generates: the model directory, or the remote server's URL and model.
+    pub model: String,
     pub load_time: Duration,
 }
 
@@ -90,10 +94,70 @@ pub async fn start_with(
     progress: Progress,
     limits: TurnLimits,
 ) -> Result<App, StartError> {
+    // The tools start while the model loads (or the server is reached).
+    let toolset = build_tools(&settings.config, &settings.tools, progress);
+    let (loaded, toolset) = tokio::join!(load_backend(&settings, progress), toolset);
+    let Loaded {
+        backend,
+        engine,
+        encoding,
+        model,
+        load_time,
+    } = loaded?;
+    let toolset = toolset.map_err(|e| StartError::Tools(Box::new(e)))?;
+    let config = AgentConfig {
+        sampling: settings.sampling(),
+        max_tokens: settings.max_tokens,
+        max_tool_calls: limits.max_tool_calls,
+        wall_time: limits.wall_time,
+    };
+    let agent = Agent::new(backend, encoding, toolset.tools.clone(), config);
+    Ok(App {
+        agent,
+        engine,
+        toolset,
+        settings,
+        model,
+        load_time,
+    })
+}
+
+struct Loaded {
+    backend: Arc<dyn Backend>,
+    engine: Option<Arc<EngineBackend>>,
+    encoding: HarmonyEncoding,
+    model: String,
+    load_time: Duration,
+}
+
+/// Loads the engine (fetching the model on first use), or connects to the remote server.
+async fn load_backend(settings: &Settings, progress: Progress) -> Result<Loaded, StartError> {
+    let remote = settings.remote.clone();
     let spec = settings.model.clone();
     let load_options = settings.load_options();
     let bars = progress == Progress::Stderr;
-    let loading = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        if let Some(remote) = remote {
+            // The prompt is rendered here, so the tokenizer is ours: o200k_harmony.
+            let encoding = HarmonyEncoding::gpt_oss()?;
+            let mut options = crate::serve::remote::RemoteOptions::new(remote.url.clone());
+            options.model = remote.model.clone();
+            let backend = crate::serve::remote::connect(&options, encoding.tokenizer().clone())
+                .map_err(|e| StartError::Remote(Box::new(e)))?;
+            let model = format!(
+                "{} at {}",
+                remote.model.as_deref().unwrap_or("model"),
+                remote.url
+            );
+            return Ok(Loaded {
+                backend,
+                engine: None,
+                encoding,
+                model,
+                load_time: started.elapsed(),
+            });
+        }
         let sink: Option<Arc<dyn DownloadProgress>> =
             bars.then(|| Arc::new(DownloadBars::default()) as Arc<dyn DownloadProgress>);
         let dir = ossa_engine::hub::resolve_model(&spec, sink)
@@ -103,34 +167,21 @@ pub async fn start_with(
             dir: dir.clone(),
             source: Box::new(source),
         })?;
-        Ok::<_, StartError>((dir, engine, started.elapsed()))
-    });
-    // The tools start while the model loads.
-    let toolset = build_tools(&settings.config, &settings.tools, progress);
-    let (loaded, toolset) = tokio::join!(loading, toolset);
-    let (model_dir, engine, load_time) =
-        loaded.map_err(|e| StartError::Thread(e.to_string()))??;
-    let toolset = toolset.map_err(|e| StartError::Tools(Box::new(e)))?;
-    let encoding = match engine.tokenizer() {
-        Some(tokenizer) => HarmonyEncoding::new(tokenizer.clone())?,
-        None => HarmonyEncoding::gpt_oss()?,
-    };
-    let backend = Arc::new(EngineBackend::new(engine));
-    let config = AgentConfig {
-        sampling: settings.sampling(),
-        max_tokens: settings.max_tokens,
-        max_tool_calls: limits.max_tool_calls,
-        wall_time: limits.wall_time,
-    };
-    let agent = Agent::new(backend.clone(), encoding, toolset.tools.clone(), config);
-    Ok(App {
-        agent,
-        backend,
-        toolset,
-        settings,
-        model_dir,
-        load_time,
+        let encoding = match engine.tokenizer() {
+            Some(tokenizer) => HarmonyEncoding::new(tokenizer.clone())?,
+            None => HarmonyEncoding::gpt_oss()?,
+        };
+        let engine = Arc::new(EngineBackend::new(engine));
+        Ok(Loaded {
+            backend: engine.clone(),
+            engine: Some(engine),
+            encoding,
+            model: dir.display().to_string(),
+            load_time: started.elapsed(),
+        })
     })
+    .await
+    .map_err(|e| StartError::Thread(e.to_string()))?
 }
 
 /// One progress bar per downloading file, on stderr.

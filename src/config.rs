@@ -897,6 +897,24 @@ pub struct ConfigArgs {
     /// Host folder the Python code sees at /mnt/data [default: a private temporary folder].
     #[arg(long, value_name = "DIR")]
     pub mount: Option<PathBuf>,
+    /// Where tokens come from: `engine` (in this process) or `openai-completions` (a server
+    /// such as vLLM or `ossa serve`, given by --url, sent token ids).
+    #[arg(long, value_name = "KIND", value_parser = ["engine", "openai-completions"], default_value = "engine")]
+    pub backend: String,
+    /// Base URL of the remote server's API, e.g. http://host:8000/v1.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// The model name the remote server knows [default: the first it lists].
+    #[arg(long, value_name = "NAME")]
+    pub remote_model: Option<String>,
+}
+
+/// A server that samples the tokens instead of the in-process engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteSettings {
+    /// Base URL of its OpenAI-compatible API (`.../v1`).
+    pub url: String,
+    pub model: Option<String>,
 }
 
 fn parse_count(value: &str) -> Result<usize, String> {
@@ -945,6 +963,8 @@ pub struct Settings {
     /// The config with the flags applied (`--search-backend`, `--mount`): what
     /// [`crate::toolset::build_tools`] takes.
     pub config: Config,
+    /// `Some`: generate on this server instead of loading the model here.
+    pub remote: Option<RemoteSettings>,
 }
 
 impl Settings {
@@ -1026,6 +1046,25 @@ impl ConfigArgs {
         if tools.browser {
             config.search_config(env)?;
         }
+        let remote = match (self.backend.as_str(), self.url) {
+            ("openai-completions", Some(url)) => Some(RemoteSettings {
+                url,
+                model: self.remote_model.clone(),
+            }),
+            ("openai-completions", None) => {
+                return Err(ConfigError::Flag {
+                    flag: "--url",
+                    message: "--backend openai-completions needs the server's --url (e.g. http://host:8000/v1)".into(),
+                });
+            }
+            (_, Some(_)) => {
+                return Err(ConfigError::Flag {
+                    flag: "--url",
+                    message: "--url is for --backend openai-completions".into(),
+                });
+            }
+            _ => None,
+        };
         Ok(Settings {
             model: self
                 .model
@@ -1050,6 +1089,7 @@ impl ConfigArgs {
             seed: self.seed.or(config.seed),
             tools,
             config,
+            remote,
         })
     }
 }

@@ -6,4 +6,5 @@ pub use ossa_tools as tools;
 
 pub mod app;
 pub mod config;
+pub mod serve;
 pub mod toolset;

@@ -112,6 +112,10 @@ fn start_error_message(error: &StartError) -> String {
             "the folder must hold a gpt-oss checkpoint in the Hugging Face layout (config.json, \
              model.safetensors or its shards); fetch it again if a file is damaged"
         }
+        StartError::Remote(_) => {
+            "check --url (the server's API base, e.g. http://host:8000/v1) and --remote-model; \
+             the server must serve the OpenAI Completions API (vLLM, `ossa serve`)"
+        }
         StartError::Tools(tools) if is_sandbox(tools) => {
             "`ossa setup` prepares the Python runtime (fetched once with pip) and says what is \
              wrong; --no-python chats without Python"
@@ -260,10 +264,13 @@ impl<'a> Repl<'a> {
 
     fn banner(&self) -> String {
         let app = self.app;
-        let model = app.model_dir.file_name().map_or_else(
-            || app.settings.model.clone(),
-            |n| n.to_string_lossy().into(),
-        );
+        let model = match app.engine {
+            Some(_) => std::path::Path::new(&app.model).file_name().map_or_else(
+                || app.settings.model.clone(),
+                |n| n.to_string_lossy().into(),
+            ),
+            None => app.model.clone(),
+        };
         let tools: Vec<&str> = app.agent.tools().iter().map(|t| t.name()).collect();
         let tools = if tools.is_empty() {
             "none".to_string()

@@ -6,6 +6,7 @@ mod dev;
 mod generate;
 mod python;
 mod run;
+mod serve;
 mod setup;
 mod tool;
 
@@ -39,6 +40,8 @@ pub enum Command {
     Bench(generate::BenchArgs),
     /// Run one task (or a batch) to its final answer, without a prompt.
     Run(run::RunArgs),
+    /// Serve the OpenAI API (Responses, Chat Completions, Completions) on the local model.
+    Serve(serve::ServeArgs),
     /// Run Python inside the WebAssembly sandbox.
     Python(python::PythonArgs),
     /// Fetch and prepare everything ossa needs (the Python runtime).
@@ -74,6 +77,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Generate(args) => generate::run_generate(args),
         Command::Bench(args) => generate::run_bench(args),
         Command::Run(args) => run::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Python(args) => python::run(args),
         Command::Setup(args) => setup::run(args),
         Command::Dev(cmd) => dev::run(cmd),

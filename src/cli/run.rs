@@ -262,7 +262,7 @@ fn summary(report: &TurnReport, app: &App) -> String {
         report.generations.len().saturating_sub(1),
         report.reused_tokens(),
         report.elapsed.as_secs_f64(),
-        app.model_dir.display(),
+        app.model,
     )
 }
 
@@ -333,7 +333,7 @@ fn transcript(app: &App, chat: &Chat, task: &Task, report: &TurnReport) -> Value
         },
         "cache_hits": report.cache_hits(),
         "reused_tokens": report.reused_tokens(),
-        "model": app.model_dir.display().to_string(),
+        "model": app.model,
         "date": app.settings.date,
         "reasoning_effort": app.settings.reasoning_effort.as_str(),
         "conversation": conversation,

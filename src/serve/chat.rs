@@ -1,0 +1,537 @@
+//! `POST /v1/chat/completions`.
+//!
+//! Messages map to harmony as gpt-oss expects: `system`/`developer` text becomes the developer
+//! message's instructions; an assistant message's `reasoning_content` (or `reasoning`) its
+//! `analysis` message, its `tool_calls` calls on the `commentary` channel to
+//! `functions.NAME`, its `content` the `final` answer (a `commentary` preamble when it comes with
+//! tool calls); a `tool` message the function's output.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use ossa_agent::harmony::{Author, Message, Role};
+use ossa_agent::{AgentConfig, AgentEvent, Cancel};
+use ossa_tools::{ToolCall, ToolDescription};
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use super::ServerState;
+use super::error::{ApiError, parse_body};
+use super::functions::function_name;
+use super::params::{Fields, content_text, new_id, now, parse_effort};
+use super::turn::{self, TurnResult, TurnSpec, builtin_kind};
+
+/// Cancels the turn when the response (or the handler) is dropped: the client went away.
+pub(super) struct CancelOnDrop(pub Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// A parsed request.
+struct ChatRequest {
+    spec: TurnSpec,
+    stream: bool,
+    include_usage: bool,
+    client_names: Vec<String>,
+}
+
+pub async fn create(State(state): State<Arc<ServerState>>, body: Bytes) -> Response {
+    let request = match parse_body(&body).and_then(|body| parse_request(&state, &body)) {
+        Ok(request) => request,
+        Err(error) => return error.into_response(),
+    };
+    if request.stream {
+        stream(state, request).into_response()
+    } else {
+        complete(state, request).await
+    }
+}
+
+fn parse_request(state: &ServerState, body: &Map<String, Value>) -> Result<ChatRequest, ApiError> {
+    let fields = Fields(body);
+    fields.check_single_choice()?;
+    let messages = fields
+        .array("messages")?
+        .ok_or_else(|| ApiError::invalid("messages".to_string(), "`messages` is required"))?;
+    let (instructions, history) = harmony_messages(messages)?;
+    if !history.iter().any(|m| m.author.role == Role::User) {
+        return Err(ApiError::invalid(
+            "messages".to_string(),
+            "`messages` needs at least one user message",
+        ));
+    }
+    let mut settings = state.conversation_settings(instructions);
+    if let Some(effort) = fields.get("reasoning_effort") {
+        settings.reasoning_effort = parse_effort("reasoning_effort", effort)?;
+    } else if let Some(effort) = fields.get("reasoning").and_then(|r| r.get("effort")) {
+        settings.reasoning_effort = parse_effort("reasoning.effort", effort)?;
+    }
+    let tool_choice_none = fields.get("tool_choice").and_then(Value::as_str) == Some("none");
+    let client_functions = match fields.array("tools")? {
+        Some(tools) if !tool_choice_none => function_tools(tools)?,
+        _ => Vec::new(),
+    };
+    let defaults = &state.config;
+    let max_tokens = match fields.count("max_completion_tokens")? {
+        Some(n) => Some(n),
+        None => fields.count("max_tokens")?,
+    };
+    let config = AgentConfig {
+        sampling: fields.sampling(&defaults.sampling)?,
+        max_tokens: max_tokens.or(defaults.max_tokens),
+        ..defaults.clone()
+    };
+    let include_usage = fields
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let client_names = client_functions.iter().map(|t| t.name.clone()).collect();
+    Ok(ChatRequest {
+        spec: TurnSpec {
+            settings,
+            history,
+            builtins: state.builtin_tools(),
+            client_functions,
+            config,
+        },
+        stream: fields.bool("stream")?.unwrap_or(false),
+        include_usage,
+        client_names,
+    })
+}
+
+/// The request's `tools`: function tools (`{type: function, function: {name, description,
+/// parameters}}`).
+pub(super) fn function_tools(tools: &[Value]) -> Result<Vec<ToolDescription>, ApiError> {
+    let mut out: Vec<ToolDescription> = Vec::new();
+    for (i, tool) in tools.iter().enumerate() {
+        let param = format!("tools[{i}]");
+        match tool.get("type").and_then(Value::as_str) {
+            Some("function") => {}
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    format!("{param}.type"),
+                    format!("tools of type `{other}` are not supported here (only `function`)"),
+                ));
+            }
+            None => return Err(ApiError::invalid(param, "a tool needs a `type`")),
+        }
+        // Chat Completions nests the function; the Responses API does not.
+        let function = tool.get("function").unwrap_or(tool);
+        out.push(function_description(&param, function)?);
+    }
+    Ok(out)
+}
+
+pub(super) fn function_description(
+    param: &str,
+    function: &Value,
+) -> Result<ToolDescription, ApiError> {
+    let name = function
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::invalid(format!("{param}.name"), "a function needs a `name`"))?;
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(ApiError::invalid(
+            format!("{param}.name"),
+            format!("function name `{name}` may hold only letters, digits, `_` and `-`"),
+        ));
+    }
+    let description = function
+        .get("description")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let parameters = function.get("parameters").filter(|p| !p.is_null()).cloned();
+    Ok(ToolDescription::new(name, description, parameters))
+}
+
+/// The developer's instructions and the conversation, from Chat Completions messages.
+fn harmony_messages(messages: &[Value]) -> Result<(Option<String>, Vec<Message>), ApiError> {
+    let mut instructions: Vec<String> = Vec::new();
+    let mut out = Vec::new();
+    let mut call_names: HashMap<String, String> = HashMap::new();
+    for (i, message) in messages.iter().enumerate() {
+        let param = format!("messages[{i}]");
+        let role = message
+            .get("role")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::invalid(param.clone(), "a message needs a `role`"))?;
+        let text = content_text(&format!("{param}.content"), message.get("content"))?;
+        match role {
+            "system" | "developer" => instructions.push(text),
+            "user" => out.push(Message::from_role_and_content(Role::User, text)),
+            "assistant" => {
+                let reasoning = ["reasoning_content", "reasoning"]
+                    .iter()
+                    .find_map(|k| message.get(*k).and_then(Value::as_str))
+                    .unwrap_or_default();
+                if !reasoning.is_empty() {
+                    out.push(
+                        Message::from_role_and_content(Role::Assistant, reasoning)
+                            .with_channel("analysis"),
+                    );
+                }
+                let calls = match message.get("tool_calls") {
+                    None | Some(Value::Null) => &[][..],
+                    Some(Value::Array(calls)) => &calls[..],
+                    Some(_) => {
+                        return Err(ApiError::invalid(
+                            format!("{param}.tool_calls"),
+                            "`tool_calls` must be an array",
+                        ));
+                    }
+                };
+                if !text.is_empty() {
+                    let channel = if calls.is_empty() {
+                        "final"
+                    } else {
+                        "commentary"
+                    };
+                    out.push(
+                        Message::from_role_and_content(Role::Assistant, text).with_channel(channel),
+                    );
+                }
+                for (j, call) in calls.iter().enumerate() {
+                    let param = format!("{param}.tool_calls[{j}]");
+                    let function = call.get("function").ok_or_else(|| {
+                        ApiError::invalid(param.clone(), "a tool call needs a `function`")
+                    })?;
+                    let name = function
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| {
+                            ApiError::invalid(format!("{param}.function.name"), "missing")
+                        })?;
+                    let arguments = match function.get("arguments") {
+                        Some(Value::String(s)) => s.clone(),
+                        None | Some(Value::Null) => "{}".to_string(),
+                        Some(other) => other.to_string(),
+                    };
+                    if let Some(id) = call.get("id").and_then(Value::as_str) {
+                        call_names.insert(id.to_string(), name.to_string());
+                    }
+                    out.push(function_call_message(name, arguments));
+                }
+            }
+            "tool" | "function" => {
+                let name = message
+                    .get("tool_call_id")
+                    .and_then(Value::as_str)
+                    .and_then(|id| call_names.get(id).cloned())
+                    .or_else(|| {
+                        message
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                    })
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            format!("{param}.tool_call_id"),
+                            "a tool message must answer a tool call of an earlier assistant message (by `tool_call_id`)",
+                        )
+                    })?;
+                out.push(function_output_message(&name, text));
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    format!("{param}.role"),
+                    format!("unknown role `{other}`"),
+                ));
+            }
+        }
+    }
+    let instructions = (!instructions.is_empty()).then(|| instructions.join("\n\n"));
+    Ok((instructions, out))
+}
+
+/// The assistant's call of a function, as gpt-oss writes it.
+pub(super) fn function_call_message(name: &str, arguments: String) -> Message {
+    Message::from_role_and_content(Role::Assistant, arguments)
+        .with_channel("commentary")
+        .with_recipient(format!("functions.{name}"))
+        .with_content_type("<|constrain|>json")
+}
+
+/// A function's output, as the model reads it.
+pub(super) fn function_output_message(name: &str, output: String) -> Message {
+    Message::from_author_and_content(Author::new(Role::Tool, format!("functions.{name}")), output)
+        .with_channel("commentary")
+        .with_recipient("assistant")
+}
+
+fn usage(result: &TurnResult) -> Value {
+    let prompt = result.report.prompt_tokens();
+    let completion = result.report.generated_tokens();
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": result.report.reused_tokens()},
+    })
+}
+
+/// A built-in call the server ran, as reported to the client.
+fn server_tool_call(index: usize, call: &ToolCall, outputs: &[String]) -> Value {
+    json!({
+        "index": index,
+        "id": new_id("stc_"),
+        "type": builtin_kind(&call.recipient),
+        "recipient": call.recipient,
+        "input": call.content,
+        "output": outputs.concat(),
+    })
+}
+
+async fn complete(state: Arc<ServerState>, request: ChatRequest) -> Response {
+    let cancel = Cancel::new();
+    let _guard = CancelOnDrop(cancel.clone());
+    let result = match turn::run(&state, request.spec, &cancel, &mut |_| {}).await {
+        Ok(result) => result,
+        Err(error) => return error.into_response(),
+    };
+    let mut reasoning = Vec::new();
+    let mut content = Vec::new();
+    let mut server_calls = Vec::new();
+    let messages = result.new_messages();
+    for (index, message) in messages.iter().enumerate() {
+        if message.author.role != Role::Assistant {
+            continue;
+        }
+        match message.recipient.as_deref().filter(|r| *r != "all") {
+            None if message.channel.as_deref() == Some("analysis") => {
+                reasoning.push(message.text());
+            }
+            None => content.push(message.text()),
+            Some(recipient) => {
+                let is_client = function_name(recipient)
+                    .is_some_and(|n| request.client_names.iter().any(|c| c == n));
+                if is_client {
+                    continue;
+                }
+                let call = ToolCall {
+                    recipient: recipient.to_string(),
+                    channel: message.channel.clone(),
+                    content_type: message.content_type.clone(),
+                    content: message.text(),
+                };
+                let outputs: Vec<String> = messages[index + 1..]
+                    .iter()
+                    .take_while(|m| m.author.role == Role::Tool)
+                    .map(Message::text)
+                    .collect();
+                server_calls.push(server_tool_call(server_calls.len(), &call, &outputs));
+            }
+        }
+    }
+    let mut message = json!({
+        "role": "assistant",
+        "content": (!content.is_empty()).then(|| content.concat()),
+    });
+    if !reasoning.is_empty() {
+        message["reasoning_content"] = json!(reasoning.join("\n\n"));
+    }
+    if let Some(call) = &result.external_call {
+        let name = function_name(&call.recipient).unwrap_or(&call.recipient);
+        message["tool_calls"] = json!([{
+            "id": new_id("call_"),
+            "type": "function",
+            "function": {"name": name, "arguments": call.content},
+        }]);
+    }
+    if !server_calls.is_empty() {
+        message["server_tool_calls"] = Value::Array(server_calls);
+    }
+    axum::Json(json!({
+        "id": new_id("chatcmpl-"),
+        "object": "chat.completion",
+        "created": now(),
+        "model": state.model_id,
+        "choices": [{
+            "index": 0,
+            "message": message,
+            "logprobs": null,
+            "finish_reason": turn::finish_reason(&result),
+        }],
+        "usage": usage(&result),
+    }))
+    .into_response()
+}
+
+/// Turns agent events into chunk deltas.
+struct Chunker {
+    client_names: Vec<String>,
+    /// The client call being written: its index in `tool_calls`.
+    open_call: Option<usize>,
+    calls: usize,
+    server_calls: usize,
+}
+
+impl Chunker {
+    fn delta(&mut self, event: &AgentEvent) -> Option<Value> {
+        match event {
+            AgentEvent::ReasoningDelta(d) => Some(json!({"reasoning_content": d})),
+            AgentEvent::FinalDelta(d) | AgentEvent::CommentaryDelta(d) => {
+                Some(json!({"content": d}))
+            }
+            AgentEvent::ToolArgumentsDelta { recipient, delta } => {
+                let name = self.client_function(recipient)?;
+                let mut calls = Vec::new();
+                let index = match self.open_call {
+                    Some(index) => index,
+                    None => {
+                        let index = self.calls;
+                        self.calls += 1;
+                        self.open_call = Some(index);
+                        calls.push(json!({
+                            "index": index, "id": new_id("call_"), "type": "function",
+                            "function": {"name": name, "arguments": ""},
+                        }));
+                        index
+                    }
+                };
+                calls.push(json!({"index": index, "function": {"arguments": delta}}));
+                Some(json!({"tool_calls": calls}))
+            }
+            AgentEvent::ToolCall(call) => {
+                let name = self.client_function(&call.recipient)?;
+                if self.open_call.take().is_some() {
+                    return None;
+                }
+                // A call whose arguments were empty: nothing streamed yet.
+                let index = self.calls;
+                self.calls += 1;
+                Some(json!({"tool_calls": [{
+                    "index": index, "id": new_id("call_"), "type": "function",
+                    "function": {"name": name, "arguments": call.content},
+                }]}))
+            }
+            AgentEvent::ToolResult { call, output } => {
+                if self.client_function(&call.recipient).is_some() {
+                    return None;
+                }
+                let index = self.server_calls;
+                self.server_calls += 1;
+                Some(json!({
+                    "server_tool_calls": [server_tool_call(index, call, std::slice::from_ref(&output.content))],
+                }))
+            }
+            AgentEvent::Message(message) => {
+                // A client call stays open until its ToolCall event, which comes next.
+                let is_client_call = message
+                    .recipient
+                    .as_deref()
+                    .and_then(|r| self.client_function(r))
+                    .is_some();
+                if !is_client_call {
+                    self.open_call = None;
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn client_function(&self, recipient: &str) -> Option<String> {
+        function_name(recipient)
+            .filter(|n| self.client_names.iter().any(|c| c == n))
+            .map(str::to_string)
+    }
+}
+
+fn stream(state: Arc<ServerState>, request: ChatRequest) -> impl IntoResponse {
+    let (sender, receiver) = mpsc::unbounded_channel::<String>();
+    let cancel = Cancel::new();
+    let id = new_id("chatcmpl-");
+    let created = now();
+    let model = state.model_id.clone();
+    let chunk = {
+        let (id, model) = (id.clone(), model.clone());
+        move |choices: Value| {
+            json!({
+                "id": id, "object": "chat.completion.chunk", "created": created,
+                "model": model, "choices": choices,
+            })
+            .to_string()
+        }
+    };
+    let task_cancel = cancel.clone();
+    tokio::spawn(async move {
+        let cancel = task_cancel;
+        let send = |text: String| {
+            if sender.send(text).is_err() {
+                cancel.cancel();
+            }
+        };
+        send(chunk(json!([{
+            "index": 0, "delta": {"role": "assistant", "content": ""},
+            "logprobs": null, "finish_reason": null,
+        }])));
+        if let Some(note) = state.queue_note() {
+            send(format!(": {note}"));
+        }
+        let mut chunker = Chunker {
+            client_names: request.client_names.clone(),
+            open_call: None,
+            calls: 0,
+            server_calls: 0,
+        };
+        let mut on_event = |event: AgentEvent| {
+            if let Some(delta) = chunker.delta(&event) {
+                send(chunk(json!([{
+                    "index": 0, "delta": delta, "logprobs": null, "finish_reason": null,
+                }])));
+            }
+        };
+        match turn::run(&state, request.spec, &cancel, &mut on_event).await {
+            Ok(result) => {
+                send(chunk(json!([{
+                    "index": 0, "delta": {}, "logprobs": null,
+                    "finish_reason": turn::finish_reason(&result),
+                }])));
+                if request.include_usage {
+                    let mut last =
+                        serde_json::from_str::<Value>(&chunk(json!([]))).unwrap_or(Value::Null);
+                    last["usage"] = usage(&result);
+                    send(last.to_string());
+                }
+            }
+            Err(error) => send(error.body().to_string()),
+        }
+        send("[DONE]".to_string());
+    });
+    sse(receiver, cancel)
+}
+
+/// An SSE response of `data:` lines (a text starting with `:` is a comment: JSON and
+/// `[DONE]` never do); dropping it (the client went away) cancels `cancel`.
+pub(super) fn sse(
+    receiver: mpsc::UnboundedReceiver<String>,
+    cancel: Cancel,
+) -> Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>> {
+    let guard = CancelOnDrop(cancel);
+    let events = UnboundedReceiverStream::new(receiver).map(move |data| {
+        let _ = &guard;
+        Ok(match data.strip_prefix(": ") {
+            Some(comment) => Event::default().comment(comment),
+            None => Event::default().data(data),
+        })
+    });
+    // Comments keep idle streams (a queued request, a long tool call) alive and let a closed
+    // connection be noticed, which cancels the request.
+    Sse::new(events).keep_alive(axum::response::sse::KeepAlive::default())
+}

@@ -1,0 +1,463 @@
+//! `POST /v1/completions`: raw tokens after a prompt, as vLLM serves them.
+//!
+//! The prompt is text (special-token texts become their tokens) or a list of token ids. With
+//! `return_token_ids: true` a choice carries `prompt_token_ids` and the generated `token_ids`
+//! (the stop token included), in every streamed chunk too. `stop_token_ids` end the
+//! generation (`stop_reason` names the one sampled); the model's end-of-sequence tokens do too
+//! unless `ignore_eos`. `skip_special_tokens: false` keeps special tokens in the text, and
+//! `include_stop_str_in_output: true` the stop token's or string's text.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use ossa_agent::{Backend, Cancel, Finish, GenerationRequest, GenerationStats};
+use ossa_engine::CancelHandle;
+use ossa_engine::tokenizer::{AllowedSpecial, Tokenizer};
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+
+use super::ServerState;
+use super::chat::{CancelOnDrop, sse};
+use super::error::{ApiError, parse_body};
+use super::params::{Fields, new_id, now};
+
+/// OpenAI's default.
+const DEFAULT_MAX_TOKENS: usize = 16;
+
+struct CompletionRequest {
+    prompt: Vec<u32>,
+    max_tokens: usize,
+    sampling: ossa_engine::SamplingParams,
+    stop_token_ids: Vec<u32>,
+    stop_strings: Vec<String>,
+    ignore_eos: bool,
+    skip_special_tokens: bool,
+    include_stop_str: bool,
+    return_token_ids: bool,
+    stream: bool,
+    include_usage: bool,
+}
+
+pub async fn create(State(state): State<Arc<ServerState>>, body: Bytes) -> Response {
+    let request = match parse_body(&body).and_then(|body| parse_request(&state, &body)) {
+        Ok(request) => request,
+        Err(error) => return error.into_response(),
+    };
+    if request.stream {
+        stream(state, request).into_response()
+    } else {
+        complete(state, request).await
+    }
+}
+
+fn tokenizer(state: &ServerState) -> &Tokenizer {
+    state.encoding.tokenizer()
+}
+
+fn parse_request(
+    state: &ServerState,
+    body: &Map<String, Value>,
+) -> Result<CompletionRequest, ApiError> {
+    let fields = Fields(body);
+    fields.check_single_choice()?;
+    for unsupported in ["suffix", "logprobs"] {
+        if fields.get(unsupported).is_some() {
+            return Err(ApiError::invalid(
+                unsupported.to_string(),
+                format!("`{unsupported}` is not supported by this server"),
+            ));
+        }
+    }
+    if fields.bool("echo")? == Some(true) {
+        return Err(ApiError::invalid(
+            "echo".to_string(),
+            "`echo` is not supported by this server (ask for `return_token_ids`)",
+        ));
+    }
+    let tokenizer = tokenizer(state);
+    let prompt = prompt_tokens(tokenizer, fields.get("prompt"))?;
+    let max_tokens = fields.count("max_tokens")?.unwrap_or(DEFAULT_MAX_TOKENS);
+    let context = state.backend.context_length();
+    if prompt.len() + max_tokens > context {
+        return Err(ApiError::context(format!(
+            "This model's maximum context length is {context} tokens. However, you requested {} tokens ({} in the prompt, {max_tokens} in the completion). Please reduce the length of the prompt or the completion.",
+            prompt.len() + max_tokens,
+            prompt.len()
+        )));
+    }
+    let mut stop_token_ids = Vec::new();
+    for (i, id) in fields
+        .array("stop_token_ids")?
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        stop_token_ids.push(token_id(tokenizer, &format!("stop_token_ids[{i}]"), id)?);
+    }
+    let stop_strings = match fields.get("stop") {
+        None => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|s| s.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| ApiError::invalid("stop".to_string(), "`stop` must be strings"))?,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "stop".to_string(),
+                "`stop` must be a string or a list of strings",
+            ));
+        }
+    };
+    let stop_strings = stop_strings.into_iter().filter(|s| !s.is_empty()).collect();
+    let defaults = &state.config.sampling;
+    Ok(CompletionRequest {
+        prompt,
+        max_tokens,
+        sampling: fields.sampling(defaults)?,
+        stop_token_ids,
+        stop_strings,
+        ignore_eos: fields.bool("ignore_eos")?.unwrap_or(false),
+        skip_special_tokens: fields.bool("skip_special_tokens")?.unwrap_or(true),
+        include_stop_str: fields.bool("include_stop_str_in_output")?.unwrap_or(false),
+        return_token_ids: fields.bool("return_token_ids")?.unwrap_or(false),
+        stream: fields.bool("stream")?.unwrap_or(false),
+        include_usage: fields
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    })
+}
+
+fn token_id(tokenizer: &Tokenizer, param: &str, value: &Value) -> Result<u32, ApiError> {
+    value
+        .as_u64()
+        .and_then(|id| u32::try_from(id).ok())
+        .filter(|&id| (id as usize) < tokenizer.vocab_size() && tokenizer.token_bytes(id).is_some())
+        .ok_or_else(|| {
+            ApiError::invalid(
+                param.to_string(),
+                format!(
+                    "{value} is not a token id of this model (0 to {})",
+                    tokenizer.vocab_size().saturating_sub(1)
+                ),
+            )
+        })
+}
+
+/// The prompt: text, token ids, or a batch of one of either.
+fn prompt_tokens(tokenizer: &Tokenizer, prompt: Option<&Value>) -> Result<Vec<u32>, ApiError> {
+    let param = "prompt".to_string();
+    let tokens = match prompt {
+        None => return Err(ApiError::invalid(param, "`prompt` is required")),
+        Some(Value::String(text)) => tokenizer
+            .encode(text, AllowedSpecial::All)
+            .map_err(|e| ApiError::invalid(param.clone(), format!("cannot tokenize: {e}")))?,
+        Some(Value::Array(items)) => match items.first() {
+            Some(Value::Number(_)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| token_id(tokenizer, &format!("prompt[{i}]"), v))
+                .collect::<Result<_, _>>()?,
+            Some(single @ (Value::String(_) | Value::Array(_))) if items.len() == 1 => {
+                return prompt_tokens(tokenizer, Some(single));
+            }
+            Some(_) if items.len() > 1 => {
+                return Err(ApiError::invalid(
+                    param,
+                    "batches of prompts are not supported: send one prompt per request",
+                ));
+            }
+            _ => Vec::new(),
+        },
+        Some(_) => {
+            return Err(ApiError::invalid(
+                param,
+                "`prompt` must be a string or a list of token ids",
+            ));
+        }
+    };
+    if tokens.is_empty() {
+        return Err(ApiError::invalid(param, "the prompt is empty"));
+    }
+    Ok(tokens)
+}
+
+/// What a generation produced so far, and how it ended.
+struct Progress {
+    token_ids: Vec<u32>,
+    /// Text of the tokens so far (special tokens as the request asks).
+    text: String,
+    /// How much of `text` has been streamed.
+    sent: usize,
+    /// Set when a stop string was found: the text ends before (or after) it.
+    stop_string: Option<String>,
+    decoder: ossa_engine::tokenizer::StreamDecoder,
+}
+
+struct Outcome {
+    finish_reason: &'static str,
+    stop_reason: Value,
+    stats: Option<GenerationStats>,
+}
+
+/// Runs the generation, calling `on_text(new_text, new_token_ids)` as text becomes safe to
+/// show (not possibly the start of a stop string).
+async fn generate(
+    state: &Arc<ServerState>,
+    request: &CompletionRequest,
+    cancel: &Cancel,
+    progress: &mut Progress,
+    on_text: &mut (dyn FnMut(&str, &[u32]) + Send),
+) -> Result<Outcome, ApiError> {
+    let mut stops = request.stop_token_ids.clone();
+    if !request.ignore_eos {
+        stops.extend(state.eos_tokens.iter().copied());
+    }
+    stops.sort_unstable();
+    stops.dedup();
+    let stop_handle = CancelHandle::new();
+    let (sender, mut receiver) = mpsc::unbounded_channel();
+    let backend = Arc::clone(&state.backend);
+    let worker = {
+        let prompt = request.prompt.clone();
+        let stops = stops.clone();
+        let sampling = request.sampling.clone();
+        let max_tokens = request.max_tokens;
+        let handle = stop_handle.clone();
+        tokio::task::spawn_blocking(move || {
+            let generation = GenerationRequest {
+                prompt: &prompt,
+                max_tokens,
+                stop_tokens: &stops,
+                sampling,
+                cancel: handle,
+            };
+            backend.generate(&generation, &mut |token| {
+                let _ = sender.send(token);
+            })
+        })
+    };
+    let tokenizer = tokenizer(state).clone();
+    let hold = request
+        .stop_strings
+        .iter()
+        .map(|s| s.len())
+        .max()
+        .unwrap_or(0)
+        .saturating_sub(1);
+    let mut pending_ids: Vec<u32> = Vec::new();
+    loop {
+        let token = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                stop_handle.cancel();
+                None
+            }
+            token = receiver.recv() => token,
+        };
+        let Some(token) = token else { break };
+        if progress.stop_string.is_some() {
+            continue;
+        }
+        progress.token_ids.push(token);
+        pending_ids.push(token);
+        let is_stop = stops.contains(&token);
+        let shown = if tokenizer.is_special(token) {
+            let keep = !request.skip_special_tokens && (!is_stop || request.include_stop_str);
+            if keep {
+                progress.decoder.flush()
+                    + &String::from_utf8_lossy(tokenizer.token_bytes(token).unwrap_or_default())
+            } else {
+                progress.decoder.flush()
+            }
+        } else {
+            progress.decoder.push(token).unwrap_or_default()
+        };
+        progress.text.push_str(&shown);
+        if let Some((at, stop)) = find_stop(&progress.text, progress.sent, &request.stop_strings) {
+            let end = if request.include_stop_str {
+                at + stop.len()
+            } else {
+                at
+            };
+            progress.text.truncate(end);
+            progress.stop_string = Some(stop);
+            stop_handle.cancel();
+        }
+        let safe = if progress.stop_string.is_some() {
+            progress.text.len()
+        } else {
+            floor_char_boundary(&progress.text, progress.text.len().saturating_sub(hold))
+        };
+        if safe > progress.sent {
+            on_text(&progress.text[progress.sent..safe], &pending_ids);
+            pending_ids.clear();
+            progress.sent = safe;
+        }
+    }
+    let stats = worker
+        .await
+        .map_err(|e| ApiError::server(format!("the generation thread failed: {e}")))?
+        .map_err(|e| ApiError::server(e.to_string()))?;
+    let rest = progress.decoder.flush();
+    if progress.stop_string.is_none() {
+        progress.text.push_str(&rest);
+    }
+    if progress.text.len() > progress.sent || !pending_ids.is_empty() {
+        on_text(&progress.text[progress.sent..], &pending_ids);
+        progress.sent = progress.text.len();
+    }
+    let (finish_reason, stop_reason) = match (&progress.stop_string, stats.finish) {
+        (Some(stop), _) => ("stop", json!(stop)),
+        (None, Finish::Stop(token)) if request.stop_token_ids.contains(&token) => {
+            ("stop", json!(token))
+        }
+        (None, Finish::Stop(_)) => ("stop", Value::Null),
+        (None, Finish::MaxTokens) => ("length", Value::Null),
+        (None, Finish::Cancelled) => ("abort", Value::Null),
+    };
+    Ok(Outcome {
+        finish_reason,
+        stop_reason,
+        stats: Some(stats),
+    })
+}
+
+/// The first stop string in `text` that ends after `from`: its byte offset and itself.
+fn find_stop(text: &str, from: usize, stops: &[String]) -> Option<(usize, String)> {
+    stops
+        .iter()
+        .filter_map(|stop| {
+            let start = floor_char_boundary(text, from.saturating_sub(stop.len()));
+            text[start..]
+                .find(stop.as_str())
+                .map(|i| (start + i, stop.clone()))
+        })
+        .min_by_key(|(at, _)| *at)
+}
+
+fn floor_char_boundary(text: &str, mut at: usize) -> usize {
+    at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+fn usage(request: &CompletionRequest, outcome: &Outcome, generated: usize) -> Value {
+    let reused = outcome.stats.map_or(0, |s| s.reused_tokens);
+    json!({
+        "prompt_tokens": request.prompt.len(),
+        "completion_tokens": generated,
+        "total_tokens": request.prompt.len() + generated,
+        "prompt_tokens_details": {"cached_tokens": reused},
+    })
+}
+
+fn new_progress(state: &ServerState) -> Progress {
+    Progress {
+        token_ids: Vec::new(),
+        text: String::new(),
+        sent: 0,
+        stop_string: None,
+        decoder: tokenizer(state).stream_decoder(),
+    }
+}
+
+async fn complete(state: Arc<ServerState>, request: CompletionRequest) -> Response {
+    let cancel = Cancel::new();
+    let _guard = CancelOnDrop(cancel.clone());
+    let mut progress = new_progress(&state);
+    let outcome = match generate(&state, &request, &cancel, &mut progress, &mut |_, _| {}).await {
+        Ok(outcome) => outcome,
+        Err(error) => return error.into_response(),
+    };
+    let mut choice = json!({
+        "index": 0,
+        "text": progress.text,
+        "logprobs": null,
+        "finish_reason": outcome.finish_reason,
+        "stop_reason": outcome.stop_reason,
+    });
+    if request.return_token_ids {
+        choice["prompt_token_ids"] = json!(request.prompt);
+        choice["token_ids"] = json!(progress.token_ids);
+    }
+    axum::Json(json!({
+        "id": new_id("cmpl-"),
+        "object": "text_completion",
+        "created": now(),
+        "model": state.model_id,
+        "choices": [choice],
+        "usage": usage(&request, &outcome, progress.token_ids.len()),
+    }))
+    .into_response()
+}
+
+fn stream(state: Arc<ServerState>, request: CompletionRequest) -> impl IntoResponse {
+    let (sender, receiver) = mpsc::unbounded_channel::<String>();
+    let cancel = Cancel::new();
+    let task_cancel = cancel.clone();
+    tokio::spawn(async move {
+        let cancel = task_cancel;
+        let id = new_id("cmpl-");
+        let created = now();
+        let chunk = |choice: Value| {
+            json!({
+                "id": id, "object": "text_completion", "created": created,
+                "model": state.model_id, "choices": [choice],
+            })
+        };
+        let send = |text: String| {
+            if sender.send(text).is_err() {
+                cancel.cancel();
+            }
+        };
+        if let Some(note) = state.queue_note() {
+            send(format!(": {note}"));
+        }
+        let mut first = true;
+        let mut on_text = |text: &str, ids: &[u32]| {
+            let mut choice = json!({
+                "index": 0, "text": text, "logprobs": null,
+                "finish_reason": null, "stop_reason": null,
+            });
+            if request.return_token_ids {
+                choice["token_ids"] = json!(ids);
+                if first {
+                    choice["prompt_token_ids"] = json!(request.prompt);
+                }
+            }
+            first = false;
+            send(chunk(choice).to_string());
+        };
+        let mut progress = new_progress(&state);
+        match generate(&state, &request, &cancel, &mut progress, &mut on_text).await {
+            Ok(outcome) => {
+                let mut choice = json!({
+                    "index": 0, "text": "", "logprobs": null,
+                    "finish_reason": outcome.finish_reason,
+                    "stop_reason": outcome.stop_reason,
+                });
+                if request.return_token_ids {
+                    choice["token_ids"] = json!([]);
+                }
+                send(chunk(choice).to_string());
+                if request.include_usage {
+                    let mut last = chunk(Value::Null);
+                    last["choices"] = json!([]);
+                    last["usage"] = usage(&request, &outcome, progress.token_ids.len());
+                    send(last.to_string());
+                }
+            }
+            Err(error) => send(error.body().to_string()),
+        }
+        send("[DONE]".to_string());
+    });
+    sse(receiver, cancel)
+}

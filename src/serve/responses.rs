@@ -1,0 +1,933 @@
+//! `POST /v1/responses` (streaming and not), `GET`/`DELETE /v1/responses/{id}`.
+//!
+//! Input items map to harmony as in OpenAI's gpt-oss reference server: `message` items
+//! (`system`/`developer` ones join `instructions` in the developer message), `reasoning` →
+//! `analysis`, `function_call` → a call on `commentary` to `functions.NAME`,
+//! `function_call_output` → the function's output, `code_interpreter_call` → a `python` call
+//! and its output. Built-in tools (`code_interpreter` → python, `web_search` → browser) run on
+//! the server inside the response; a call to a client function ends the response with a
+//! `function_call` item. With `store` (the default) the response and its conversation are
+//! written to disk, and `previous_response_id` continues from them.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::response::sse::Event;
+use axum::response::{IntoResponse, Response, Sse};
+use ossa_agent::harmony::{Author, Message, Role};
+use ossa_agent::{AgentConfig, AgentEvent, Cancel, TurnOutcome};
+use ossa_tools::Tool;
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use super::ServerState;
+use super::chat::{
+    CancelOnDrop, function_call_message, function_description, function_output_message,
+};
+use super::error::{ApiError, parse_body};
+use super::functions::function_name;
+use super::params::{Fields, content_text, new_id, now, parse_effort};
+use super::turn::{self, TurnResult, TurnSpec};
+
+/// A parsed request.
+struct ResponsesRequest {
+    spec: TurnSpec,
+    stream: bool,
+    store: bool,
+    client_names: Vec<String>,
+    /// What the response object echoes back.
+    echo: Echo,
+}
+
+/// Request settings the response object repeats.
+#[derive(Clone)]
+struct Echo {
+    instructions: Value,
+    max_output_tokens: Value,
+    previous_response_id: Value,
+    effort: &'static str,
+    temperature: f32,
+    top_p: f32,
+    tools: Value,
+    tool_choice: Value,
+    metadata: Value,
+}
+
+pub async fn create(State(state): State<Arc<ServerState>>, body: Bytes) -> Response {
+    let request = match parse_body(&body).and_then(|body| parse_request(&state, &body)) {
+        Ok(request) => request,
+        Err(error) => return error.into_response(),
+    };
+    if request.stream {
+        stream(state, request).into_response()
+    } else {
+        complete(state, request).await
+    }
+}
+
+pub async fn get(State(state): State<Arc<ServerState>>, UrlPath(id): UrlPath<String>) -> Response {
+    match load(&state, &id) {
+        Ok(stored) => axum::Json(stored["response"].clone()).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+pub async fn delete(
+    State(state): State<Arc<ServerState>>,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
+    let path = match stored_path(&state, &id) {
+        Ok(path) => path,
+        Err(error) => return error.into_response(),
+    };
+    match std::fs::remove_file(&path) {
+        Ok(()) => {
+            axum::Json(json!({"id": id, "object": "response", "deleted": true})).into_response()
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            ApiError::not_found(format!("no stored response with id `{id}`")).into_response()
+        }
+        Err(e) => {
+            ApiError::server(format!("cannot delete {}: {e}", path.display())).into_response()
+        }
+    }
+}
+
+fn stored_path(state: &ServerState, id: &str) -> Result<PathBuf, ApiError> {
+    let valid = id.starts_with("resp_")
+        && id.len() <= 100
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !valid {
+        return Err(ApiError::not_found(format!(
+            "no stored response with id `{id}`"
+        )));
+    }
+    Ok(state.store_dir.join(format!("{id}.json")))
+}
+
+/// A stored response: `{"response": ..., "conversation": [harmony messages after the
+/// system and developer messages]}`.
+fn load(state: &ServerState, id: &str) -> Result<Value, ApiError> {
+    let path = stored_path(state, id)?;
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ApiError::not_found(format!(
+                "no stored response with id `{id}`"
+            )));
+        }
+        Err(e) => {
+            return Err(ApiError::server(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    serde_json::from_str(&text)
+        .map_err(|e| ApiError::server(format!("{} is not a stored response: {e}", path.display())))
+}
+
+fn save(dir: &Path, id: &str, stored: &Value) -> Result<(), std::io::Error> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("{id}.json"));
+    let partial = dir.join(format!(".{id}.json.partial"));
+    std::fs::write(&partial, serde_json::to_vec(stored).unwrap_or_default())?;
+    std::fs::rename(partial, path)
+}
+
+fn parse_request(
+    state: &ServerState,
+    body: &Map<String, Value>,
+) -> Result<ResponsesRequest, ApiError> {
+    let fields = Fields(body);
+    let mut history: Vec<Message> = Vec::new();
+    let mut call_names: HashMap<String, String> = HashMap::new();
+    let previous_response_id = match fields.get("previous_response_id") {
+        None => Value::Null,
+        Some(Value::String(id)) => {
+            let stored = load(state, id).map_err(|mut e| {
+                e.param = Some("previous_response_id".into());
+                e
+            })?;
+            let messages: Vec<Message> = serde_json::from_value(stored["conversation"].clone())
+                .map_err(|e| ApiError::server(format!("stored response `{id}` is damaged: {e}")))?;
+            history.extend(messages);
+            for item in stored["response"]["output"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                if let (Some(call_id), Some(name)) = (
+                    item.get("call_id").and_then(Value::as_str),
+                    item.get("name").and_then(Value::as_str),
+                ) {
+                    call_names.insert(call_id.to_string(), name.to_string());
+                }
+            }
+            Value::String(id.clone())
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "previous_response_id".to_string(),
+                "`previous_response_id` must be a string",
+            ));
+        }
+    };
+    let mut instructions: Vec<String> = Vec::new();
+    if let Some(text) = fields.get("instructions") {
+        instructions.push(
+            text.as_str()
+                .ok_or_else(|| ApiError::invalid("instructions".to_string(), "must be a string"))?
+                .to_string(),
+        );
+    }
+    match fields.get("input") {
+        None => {
+            return Err(ApiError::invalid(
+                "input".to_string(),
+                "`input` is required",
+            ));
+        }
+        Some(Value::String(text)) => {
+            history.push(Message::from_role_and_content(Role::User, text.clone()))
+        }
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                input_item(
+                    &format!("input[{i}]"),
+                    item,
+                    &mut history,
+                    &mut instructions,
+                    &mut call_names,
+                )?;
+            }
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "input".to_string(),
+                "`input` must be a string or a list of items",
+            ));
+        }
+    }
+    if history.is_empty() {
+        return Err(ApiError::invalid("input".to_string(), "`input` is empty"));
+    }
+    let instructions_text = (!instructions.is_empty()).then(|| instructions.join("\n\n"));
+    let mut settings = state.conversation_settings(instructions_text);
+    if let Some(effort) = fields.get("reasoning").and_then(|r| r.get("effort"))
+        && !effort.is_null()
+    {
+        settings.reasoning_effort = parse_effort("reasoning.effort", effort)?;
+    }
+    let tool_choice_none = fields.get("tool_choice").and_then(Value::as_str) == Some("none");
+    let (builtins, client_functions) = match fields.array("tools")? {
+        None => (state.builtin_tools(), Vec::new()),
+        Some(tools) => request_tools(state, tools)?,
+    };
+    let client_functions = if tool_choice_none {
+        Vec::new()
+    } else {
+        client_functions
+    };
+    let defaults = &state.config;
+    let max_output_tokens = fields.count("max_output_tokens")?;
+    let config = AgentConfig {
+        sampling: fields.sampling(&defaults.sampling)?,
+        max_tokens: max_output_tokens.or(defaults.max_tokens),
+        ..defaults.clone()
+    };
+    let echo = Echo {
+        instructions: fields.get("instructions").cloned().unwrap_or(Value::Null),
+        max_output_tokens: json!(max_output_tokens),
+        previous_response_id,
+        effort: settings.reasoning_effort.as_str(),
+        temperature: config.sampling.temperature,
+        top_p: config.sampling.top_p,
+        tools: fields.get("tools").cloned().unwrap_or(json!([])),
+        tool_choice: fields.get("tool_choice").cloned().unwrap_or(json!("auto")),
+        metadata: fields.get("metadata").cloned().unwrap_or(json!({})),
+    };
+    let client_names = client_functions.iter().map(|t| t.name.clone()).collect();
+    Ok(ResponsesRequest {
+        spec: TurnSpec {
+            settings,
+            history,
+            builtins,
+            client_functions,
+            config,
+        },
+        stream: fields.bool("stream")?.unwrap_or(false),
+        store: fields.bool("store")?.unwrap_or(true),
+        client_names,
+        echo,
+    })
+}
+
+/// Built-in tools and client functions.
+type RequestTools = (Vec<Arc<dyn Tool>>, Vec<ossa_tools::ToolDescription>);
+
+/// The request's tools: built-ins the server has, and the client's functions.
+fn request_tools(state: &ServerState, tools: &[Value]) -> Result<RequestTools, ApiError> {
+    let available = state.builtin_tools();
+    let mut builtins: Vec<Arc<dyn Tool>> = Vec::new();
+    let mut functions = Vec::new();
+    for (i, tool) in tools.iter().enumerate() {
+        let param = format!("tools[{i}]");
+        let kind = tool
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::invalid(param.clone(), "a tool needs a `type`"))?;
+        let (builtin, flag) = match kind {
+            "function" => {
+                functions.push(function_description(&param, tool)?);
+                continue;
+            }
+            "code_interpreter" => ("python", "--python"),
+            "web_search" | "web_search_preview" | "browser_search" => ("browser", "--browser"),
+            other => {
+                return Err(ApiError::invalid(
+                    format!("{param}.type"),
+                    format!(
+                        "tools of type `{other}` are not supported (function, code_interpreter, web_search)"
+                    ),
+                ));
+            }
+        };
+        let tool = available
+            .iter()
+            .find(|t| t.name() == builtin)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    format!("{param}.type"),
+                    format!("`{kind}` is not available: start ossa serve with {flag}"),
+                )
+            })?;
+        if !builtins.iter().any(|t| t.name() == builtin) {
+            builtins.push(Arc::clone(tool));
+        }
+    }
+    // The system message lists built-ins in the server's order (browser, then python).
+    builtins.sort_by_key(|t| available.iter().position(|a| a.name() == t.name()));
+    Ok((builtins, functions))
+}
+
+fn input_item(
+    param: &str,
+    item: &Value,
+    history: &mut Vec<Message>,
+    instructions: &mut Vec<String>,
+    call_names: &mut HashMap<String, String>,
+) -> Result<(), ApiError> {
+    let kind = item
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or(if item.get("role").is_some() {
+            "message"
+        } else {
+            ""
+        });
+    match kind {
+        "message" => {
+            let role = item.get("role").and_then(Value::as_str).unwrap_or_default();
+            let text = content_text(&format!("{param}.content"), item.get("content"))?;
+            match role {
+                "user" => history.push(Message::from_role_and_content(Role::User, text)),
+                "system" | "developer" => instructions.push(text),
+                "assistant" => history.push(
+                    Message::from_role_and_content(Role::Assistant, text).with_channel("final"),
+                ),
+                other => {
+                    return Err(ApiError::invalid(
+                        format!("{param}.role"),
+                        format!("unknown role `{other}`"),
+                    ));
+                }
+            }
+        }
+        "reasoning" => {
+            let text: String = ["content", "summary"]
+                .iter()
+                .filter_map(|k| item.get(*k).and_then(Value::as_array))
+                .find(|parts| !parts.is_empty())
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join("\n\n");
+            if !text.is_empty() {
+                history.push(
+                    Message::from_role_and_content(Role::Assistant, text).with_channel("analysis"),
+                );
+            }
+        }
+        "function_call" => {
+            let name = item.get("name").and_then(Value::as_str).ok_or_else(|| {
+                ApiError::invalid(format!("{param}.name"), "a function call needs a `name`")
+            })?;
+            let arguments = item
+                .get("arguments")
+                .and_then(Value::as_str)
+                .unwrap_or("{}")
+                .to_string();
+            if let Some(call_id) = item.get("call_id").and_then(Value::as_str) {
+                call_names.insert(call_id.to_string(), name.to_string());
+            }
+            history.push(function_call_message(name, arguments));
+        }
+        "function_call_output" => {
+            let call_id = item
+                .get("call_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let name = call_names.get(call_id).ok_or_else(|| {
+                ApiError::invalid(
+                    format!("{param}.call_id"),
+                    format!("`{call_id}` answers no function call of this conversation"),
+                )
+            })?;
+            let output = match item.get("output") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Array(_)) => {
+                    content_text(&format!("{param}.output"), item.get("output"))?
+                }
+                Some(other) => other.to_string(),
+                None => String::new(),
+            };
+            history.push(function_output_message(name, output));
+        }
+        "code_interpreter_call" => {
+            let code = item.get("code").and_then(Value::as_str).unwrap_or_default();
+            history.push(
+                Message::from_role_and_content(Role::Assistant, code)
+                    .with_channel("analysis")
+                    .with_recipient("python")
+                    .with_content_type("code"),
+            );
+            let logs: String = item
+                .get("outputs")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|o| o.get("logs").and_then(Value::as_str))
+                .collect();
+            history.push(
+                Message::from_author_and_content(Author::new(Role::Tool, "python"), logs)
+                    .with_channel("analysis")
+                    .with_recipient("assistant"),
+            );
+        }
+        "web_search_call" => {
+            // The reference server keeps no record of searches in the prompt either.
+        }
+        other => {
+            return Err(ApiError::invalid(
+                format!("{param}.type"),
+                format!("input items of type `{other}` are not supported"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What the output item being streamed is.
+#[derive(Debug, Clone, PartialEq)]
+enum Open {
+    Reasoning,
+    Text,
+    Function { name: String, call_id: String },
+    Code,
+    Search,
+}
+
+/// Builds the output items from agent events, and the stream's events when streaming.
+struct Builder {
+    client_names: Vec<String>,
+    items: Vec<Value>,
+    /// The item being written: its kind and index in `items`.
+    open: Option<(Open, usize)>,
+    /// A built-in call waiting for its result: index in `items`.
+    pending_builtin: Option<usize>,
+    /// The call ids given to client calls, in order.
+    external: Option<usize>,
+    events: Vec<(String, Value)>,
+}
+
+impl Builder {
+    fn new(client_names: Vec<String>) -> Self {
+        Self {
+            client_names,
+            items: Vec::new(),
+            open: None,
+            pending_builtin: None,
+            external: None,
+            events: Vec::new(),
+        }
+    }
+
+    fn emit(&mut self, kind: &str, mut data: Value) {
+        data["type"] = json!(kind);
+        self.events.push((kind.to_string(), data));
+    }
+
+    fn kind_of(&self, recipient: Option<&str>, channel: Option<&str>) -> Open {
+        match recipient {
+            None => match channel {
+                Some("analysis") => Open::Reasoning,
+                _ => Open::Text,
+            },
+            Some(r) if r == "python" || r.starts_with("python.") => Open::Code,
+            Some(r) if r.starts_with("browser.") => Open::Search,
+            Some(r) => Open::Function {
+                name: function_name(r).unwrap_or(r).to_string(),
+                call_id: new_id("call_"),
+            },
+        }
+    }
+
+    /// Opens an item of `kind` (closing nothing: the caller closed the last one).
+    fn open_item(&mut self, kind: Open) -> usize {
+        let index = self.items.len();
+        let item = match &kind {
+            Open::Reasoning => json!({
+                "id": new_id("rs_"), "type": "reasoning", "summary": [],
+                "content": [], "status": "in_progress",
+            }),
+            Open::Text => json!({
+                "id": new_id("msg_"), "type": "message", "role": "assistant",
+                "status": "in_progress", "content": [],
+            }),
+            Open::Function { name, call_id } => json!({
+                "id": new_id("fc_"), "type": "function_call", "call_id": call_id,
+                "name": name, "arguments": "", "status": "in_progress",
+            }),
+            Open::Code => json!({
+                "id": new_id("ci_"), "type": "code_interpreter_call", "code": "",
+                "container_id": "ossa-sandbox", "outputs": null, "status": "in_progress",
+            }),
+            Open::Search => json!({
+                "id": new_id("ws_"), "type": "web_search_call", "status": "in_progress",
+                "action": null,
+            }),
+        };
+        self.items.push(item.clone());
+        self.emit(
+            "response.output_item.added",
+            json!({"output_index": index, "item": item}),
+        );
+        let id = self.items[index]["id"].clone();
+        match &kind {
+            Open::Reasoning => self.emit(
+                "response.content_part.added",
+                json!({"item_id": id, "output_index": index, "content_index": 0,
+                       "part": {"type": "reasoning_text", "text": ""}}),
+            ),
+            Open::Text => self.emit(
+                "response.content_part.added",
+                json!({"item_id": id, "output_index": index, "content_index": 0,
+                       "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}),
+            ),
+            Open::Code => self.emit(
+                "response.code_interpreter_call.in_progress",
+                json!({"item_id": id, "output_index": index}),
+            ),
+            Open::Search => self.emit(
+                "response.web_search_call.in_progress",
+                json!({"item_id": id, "output_index": index}),
+            ),
+            Open::Function { .. } => {}
+        }
+        self.open = Some((kind, index));
+        index
+    }
+
+    fn delta(&mut self, kind: Open, delta: &str) {
+        let same = matches!(
+            (&self.open, &kind),
+            (Some((Open::Function { name: a, .. }, _)), Open::Function { name: b, .. }) if a == b
+        ) || self.open.as_ref().is_some_and(|(k, _)| *k == kind);
+        let index = match (&self.open, same) {
+            (Some((_, index)), true) => *index,
+            _ => self.open_item(kind.clone()),
+        };
+        let id = self.items[index]["id"].clone();
+        match kind {
+            Open::Reasoning => self.emit(
+                "response.reasoning_text.delta",
+                json!({"item_id": id, "output_index": index, "content_index": 0, "delta": delta}),
+            ),
+            Open::Text => self.emit(
+                "response.output_text.delta",
+                json!({"item_id": id, "output_index": index, "content_index": 0,
+                       "delta": delta, "logprobs": []}),
+            ),
+            Open::Function { .. } => self.emit(
+                "response.function_call_arguments.delta",
+                json!({"item_id": id, "output_index": index, "delta": delta}),
+            ),
+            Open::Code => self.emit(
+                "response.code_interpreter_call_code.delta",
+                json!({"item_id": id, "output_index": index, "delta": delta}),
+            ),
+            Open::Search => {}
+        }
+    }
+
+    /// A complete message: finishes its item.
+    fn message(&mut self, message: &Message) {
+        let recipient = message.recipient.as_deref().filter(|r| *r != "all");
+        let kind = self.kind_of(recipient, message.channel.as_deref());
+        let matches = match (&self.open, &kind) {
+            (Some((Open::Function { name: a, .. }, _)), Open::Function { name: b, .. }) => a == b,
+            (Some((k, _)), kind) => k == kind,
+            (None, _) => false,
+        };
+        let index = match (&self.open, matches) {
+            (Some((_, index)), true) => *index,
+            _ => self.open_item(kind),
+        };
+        let (kind, _) = self.open.take().unwrap_or((Open::Text, index));
+        let text = message.text();
+        let id = self.items[index]["id"].clone();
+        match kind {
+            Open::Reasoning => {
+                let part = json!({"type": "reasoning_text", "text": text});
+                self.emit(
+                    "response.reasoning_text.done",
+                    json!({"item_id": id, "output_index": index, "content_index": 0, "text": text}),
+                );
+                self.emit(
+                    "response.content_part.done",
+                    json!({"item_id": id, "output_index": index, "content_index": 0, "part": part}),
+                );
+                self.items[index]["content"] = json!([part]);
+                self.finish_item(index);
+            }
+            Open::Text => {
+                let part =
+                    json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []});
+                self.emit(
+                    "response.output_text.done",
+                    json!({"item_id": id, "output_index": index, "content_index": 0,
+                           "text": text, "logprobs": []}),
+                );
+                self.emit(
+                    "response.content_part.done",
+                    json!({"item_id": id, "output_index": index, "content_index": 0, "part": part}),
+                );
+                self.items[index]["content"] = json!([part]);
+                self.finish_item(index);
+            }
+            Open::Function { name, .. } => {
+                self.items[index]["arguments"] = json!(text);
+                self.emit(
+                    "response.function_call_arguments.done",
+                    json!({"item_id": id, "output_index": index, "arguments": text}),
+                );
+                if self.client_names.contains(&name) {
+                    self.external = Some(index);
+                    self.finish_item(index);
+                } else {
+                    // A server function (MCP): it runs here, like a built-in.
+                    self.pending_builtin = Some(index);
+                }
+            }
+            Open::Code => {
+                self.items[index]["code"] = json!(text);
+                self.emit(
+                    "response.code_interpreter_call_code.done",
+                    json!({"item_id": id, "output_index": index, "code": text}),
+                );
+                self.pending_builtin = Some(index);
+            }
+            Open::Search => {
+                let args: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                let action = match recipient {
+                    Some("browser.search") => json!({"type": "search", "query": args.get("query")}),
+                    Some("browser.open") => json!({"type": "open_page", "url": args.get("id")}),
+                    _ => json!({"type": "find", "pattern": args.get("pattern")}),
+                };
+                self.items[index]["action"] = action;
+                self.pending_builtin = Some(index);
+            }
+        }
+    }
+
+    fn tool_call(&mut self, call: &ossa_tools::ToolCall) {
+        let Some(index) = self.pending_builtin else {
+            return;
+        };
+        let id = self.items[index]["id"].clone();
+        let data = json!({"item_id": id, "output_index": index});
+        if call.recipient == "python" {
+            self.emit("response.code_interpreter_call.interpreting", data);
+        } else if call.recipient.starts_with("browser.") {
+            self.emit("response.web_search_call.searching", data);
+        }
+    }
+
+    fn tool_result(&mut self, output: &str) {
+        let Some(index) = self.pending_builtin.take() else {
+            return;
+        };
+        let id = self.items[index]["id"].clone();
+        let data = json!({"item_id": id, "output_index": index});
+        match self.items[index]["type"].as_str() {
+            Some("code_interpreter_call") => {
+                self.items[index]["outputs"] = json!([{"type": "logs", "logs": output}]);
+                self.emit("response.code_interpreter_call.completed", data);
+            }
+            Some("web_search_call") => self.emit("response.web_search_call.completed", data),
+            _ => {}
+        }
+        self.finish_item(index);
+    }
+
+    fn finish_item(&mut self, index: usize) {
+        self.items[index]["status"] = json!("completed");
+        let item = self.items[index].clone();
+        self.emit(
+            "response.output_item.done",
+            json!({"output_index": index, "item": item}),
+        );
+    }
+
+    fn event(&mut self, event: &AgentEvent) {
+        match event {
+            AgentEvent::ReasoningDelta(d) => self.delta(Open::Reasoning, d),
+            AgentEvent::FinalDelta(d) | AgentEvent::CommentaryDelta(d) => self.delta(Open::Text, d),
+            AgentEvent::ToolArgumentsDelta { recipient, delta } => {
+                let kind = match &self.open {
+                    Some((open @ Open::Function { name, .. }, _))
+                        if function_name(recipient) == Some(name.as_str()) =>
+                    {
+                        open.clone()
+                    }
+                    _ => self.kind_of(Some(recipient), None),
+                };
+                self.delta(kind, delta)
+            }
+            AgentEvent::Message(message) => self.message(message),
+            AgentEvent::ToolCall(call) => self.tool_call(call),
+            AgentEvent::ToolResult { output, .. } => self.tool_result(&output.content),
+            _ => {}
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn response_object(
+    state: &ServerState,
+    id: &str,
+    created: u64,
+    echo: &Echo,
+    store: bool,
+    status: &str,
+    output: Vec<Value>,
+    result: Option<&TurnResult>,
+) -> Value {
+    let usage = result.map(|r| {
+        let input = r.report.prompt_tokens();
+        let output = r.report.generated_tokens();
+        json!({
+            "input_tokens": input,
+            "input_tokens_details": {"cached_tokens": r.report.reused_tokens()},
+            "output_tokens": output,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": input + output,
+        })
+    });
+    let incomplete = result.and_then(|r| match &r.report.outcome {
+        TurnOutcome::Limit(_) if r.external_call.is_none() => {
+            Some(json!({"reason": "max_output_tokens"}))
+        }
+        _ => None,
+    });
+    json!({
+        "id": id,
+        "object": "response",
+        "created_at": created,
+        "status": status,
+        "error": null,
+        "incomplete_details": incomplete,
+        "instructions": echo.instructions,
+        "max_output_tokens": echo.max_output_tokens,
+        "model": state.model_id,
+        "output": output,
+        "parallel_tool_calls": false,
+        "previous_response_id": echo.previous_response_id,
+        "reasoning": {"effort": echo.effort, "summary": null},
+        "store": store,
+        "temperature": echo.temperature,
+        "text": {"format": {"type": "text"}},
+        "tool_choice": echo.tool_choice,
+        "tools": echo.tools,
+        "top_p": echo.top_p,
+        "truncation": "disabled",
+        "usage": usage,
+        "metadata": echo.metadata,
+    })
+}
+
+/// The finished response, stored when asked.
+fn finish(
+    state: &ServerState,
+    id: &str,
+    created: u64,
+    request: &ResponsesRequest,
+    builder: &Builder,
+    result: &TurnResult,
+) -> Value {
+    let status = match &result.report.outcome {
+        TurnOutcome::Limit(_) if result.external_call.is_none() => "incomplete",
+        _ => "completed",
+    };
+    let response = response_object(
+        state,
+        id,
+        created,
+        &request.echo,
+        request.store,
+        status,
+        builder.items.clone(),
+        Some(result),
+    );
+    if request.store {
+        // The preamble is rebuilt from each request's own instructions and tools.
+        let conversation: Vec<&Message> = result
+            .conversation
+            .messages
+            .iter()
+            .filter(|m| !matches!(m.author.role, Role::System | Role::Developer))
+            .collect();
+        let stored = json!({"response": response, "conversation": conversation});
+        if let Err(e) = save(&state.store_dir, id, &stored) {
+            tracing::error!(error = %e, dir = %state.store_dir.display(), "cannot store the response");
+        }
+    }
+    response
+}
+
+async fn complete(state: Arc<ServerState>, request: ResponsesRequest) -> Response {
+    let cancel = Cancel::new();
+    let _guard = CancelOnDrop(cancel.clone());
+    let id = new_id("resp_");
+    let created = now();
+    let mut builder = Builder::new(request.client_names.clone());
+    let spec = TurnSpec {
+        settings: request.spec.settings.clone(),
+        history: request.spec.history.clone(),
+        builtins: request.spec.builtins.clone(),
+        client_functions: request.spec.client_functions.clone(),
+        config: request.spec.config.clone(),
+    };
+    let result = match turn::run(&state, spec, &cancel, &mut |e| builder.event(&e)).await {
+        Ok(result) => result,
+        Err(error) => return error.into_response(),
+    };
+    axum::Json(finish(&state, &id, created, &request, &builder, &result)).into_response()
+}
+
+fn stream(state: Arc<ServerState>, request: ResponsesRequest) -> impl IntoResponse {
+    let (sender, receiver) = mpsc::unbounded_channel::<(String, Value)>();
+    let cancel = Cancel::new();
+    let task_cancel = cancel.clone();
+    tokio::spawn(async move {
+        let cancel = task_cancel;
+        let id = new_id("resp_");
+        let created = now();
+        let send = |kind: &str, data: Value| {
+            if sender.send((kind.to_string(), data)).is_err() {
+                cancel.cancel();
+            }
+        };
+        let initial = response_object(
+            &state,
+            &id,
+            created,
+            &request.echo,
+            request.store,
+            "in_progress",
+            Vec::new(),
+            None,
+        );
+        send(
+            "response.created",
+            json!({"type": "response.created", "response": initial}),
+        );
+        send(
+            "response.in_progress",
+            json!({"type": "response.in_progress", "response": initial}),
+        );
+        if let Some(note) = state.queue_note() {
+            // An SSE comment: clients show nothing, curl shows it.
+            send("", json!(note));
+        }
+        let mut builder = Builder::new(request.client_names.clone());
+        let spec = TurnSpec {
+            settings: request.spec.settings.clone(),
+            history: request.spec.history.clone(),
+            builtins: request.spec.builtins.clone(),
+            client_functions: request.spec.client_functions.clone(),
+            config: request.spec.config.clone(),
+        };
+        let result = {
+            let mut on_event = |event: AgentEvent| {
+                builder.event(&event);
+                for (kind, data) in builder.events.drain(..) {
+                    send(&kind, data);
+                }
+            };
+            turn::run(&state, spec, &cancel, &mut on_event).await
+        };
+        match result {
+            Ok(result) => {
+                let response = finish(&state, &id, created, &request, &builder, &result);
+                let kind = if response["status"] == "incomplete" {
+                    "response.incomplete"
+                } else {
+                    "response.completed"
+                };
+                send(kind, json!({"type": kind, "response": response}));
+            }
+            Err(error) => {
+                let mut failed = response_object(
+                    &state,
+                    &id,
+                    created,
+                    &request.echo,
+                    request.store,
+                    "failed",
+                    builder.items.clone(),
+                    None,
+                );
+                failed["error"] = json!({"code": "server_error", "message": error.message});
+                send(
+                    "response.failed",
+                    json!({"type": "response.failed", "response": failed}),
+                );
+            }
+        }
+    });
+    let guard = CancelOnDrop(cancel);
+    let mut sequence = 0u64;
+    let events = UnboundedReceiverStream::new(receiver).map(move |(kind, mut data)| {
+        let _ = &guard;
+        if kind.is_empty() {
+            let note = data.as_str().unwrap_or_default().to_string();
+            return Ok::<_, std::convert::Infallible>(Event::default().comment(note));
+        }
+        data["sequence_number"] = json!(sequence);
+        sequence += 1;
+        Ok(Event::default().event(kind).data(data.to_string()))
+    });
+    // Comments keep idle streams (a queued request, a long tool call) alive and let a closed
+    // connection be noticed, which cancels the request.
+    Sse::new(events).keep_alive(axum::response::sse::KeepAlive::default())
+}

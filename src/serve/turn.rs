@@ -1,0 +1,135 @@
+//! One agent turn for an API request: the conversation the request describes, the tools it
+//! chose, run to a final answer, a client function call, or a limit.
+
+use std::sync::Arc;
+
+use ossa_agent::harmony::{Conversation, Message, Role};
+use ossa_agent::{
+    Agent, AgentConfig, AgentError, AgentEvent, Cancel, ConversationSettings, TurnOutcome,
+    TurnReport,
+};
+use ossa_tools::{Tool, ToolCall, ToolDescription};
+
+use super::ServerState;
+use super::error::ApiError;
+use super::functions::{ExternalCall, NAMESPACE, RequestFunctions};
+
+/// What a request asks the agent to do.
+pub struct TurnSpec {
+    pub settings: ConversationSettings,
+    /// The messages after the system and developer messages.
+    pub history: Vec<Message>,
+    /// Built-in tools (`browser`, `python`) the request uses.
+    pub builtins: Vec<Arc<dyn Tool>>,
+    /// The client's function tools.
+    pub client_functions: Vec<ToolDescription>,
+    pub config: AgentConfig,
+}
+
+/// What the turn did.
+pub struct TurnResult {
+    /// The whole conversation afterwards (without the placeholder answer to a client call).
+    pub conversation: Conversation,
+    /// Index of the first message the turn added.
+    pub first_message: usize,
+    /// The client function the model called, which ended the turn.
+    pub external_call: Option<ToolCall>,
+    pub report: TurnReport,
+}
+
+impl TurnResult {
+    pub fn new_messages(&self) -> &[Message] {
+        &self.conversation.messages[self.first_message.min(self.conversation.messages.len())..]
+    }
+}
+
+/// Runs the turn; `on_event` sees what happens as it happens (a client call's placeholder
+/// result excluded).
+pub async fn run(
+    state: &Arc<ServerState>,
+    spec: TurnSpec,
+    cancel: &Cancel,
+    on_event: &mut (dyn FnMut(AgentEvent) + Send),
+) -> Result<TurnResult, ApiError> {
+    let external = Arc::new(ExternalCall::default());
+    let mut tools = spec.builtins;
+    let server_functions = (!state.functions.is_empty()).then(|| state.functions.clone());
+    if !spec.client_functions.is_empty() || server_functions.is_some() {
+        tools.retain(|t| t.name() != NAMESPACE);
+        tools.push(Arc::new(RequestFunctions::new(
+            spec.client_functions,
+            server_functions,
+            Arc::clone(&external),
+            cancel.clone(),
+        )));
+    }
+    let agent = Agent::new(
+        state.backend.clone(),
+        state.encoding.clone(),
+        tools,
+        spec.config,
+    );
+    let mut conversation = Conversation::from_messages(agent.preamble(&spec.settings));
+    conversation.messages.extend(spec.history);
+    let mut chat = agent.chat_from(conversation);
+    let mut filtered = |event: AgentEvent| {
+        if let AgentEvent::ToolResult { .. } = &event
+            && cancel.is_cancelled()
+        {
+            // The placeholder for a client's call or a disconnected client: nobody reads it.
+            return;
+        }
+        on_event(event);
+    };
+    let report = chat
+        .run_turn(cancel, &mut filtered)
+        .await
+        .map_err(agent_error)?;
+    let mut conversation = chat.conversation().clone();
+    let external_call = external.take();
+    if external_call.is_some()
+        && conversation
+            .messages
+            .last()
+            .is_some_and(|m| m.author.role == Role::Tool)
+    {
+        conversation.messages.pop();
+    }
+    Ok(TurnResult {
+        conversation,
+        first_message: report.first_message,
+        external_call,
+        report,
+    })
+}
+
+fn agent_error(error: AgentError) -> ApiError {
+    match error {
+        AgentError::Harmony(e) => {
+            ApiError::invalid(None, format!("the conversation cannot be rendered: {e}"))
+        }
+        other => ApiError::server(other.to_string()),
+    }
+}
+
+/// Why a turn ended, as OpenAI's `finish_reason`.
+pub fn finish_reason(result: &TurnResult) -> &'static str {
+    if result.external_call.is_some() {
+        return "tool_calls";
+    }
+    match &result.report.outcome {
+        TurnOutcome::Final | TurnOutcome::NoAnswer | TurnOutcome::Cancelled => "stop",
+        TurnOutcome::Limit(_) => "length",
+    }
+}
+
+/// The tool kind the API shows for a built-in call (`python` → code interpreter).
+pub fn builtin_kind(recipient: &str) -> &'static str {
+    if recipient == "python" || recipient.starts_with("python.") {
+        "code_interpreter"
+    } else if recipient.starts_with("browser.") {
+        "web_search"
+    } else {
+        "function"
+    }
+}

@@ -1,0 +1,374 @@
+//! `ossa serve`'s Chat Completions with real clients (curl, the official `openai` Python
+//! package) against the tiny trained agent: every scenario's final answer, reasoning and
+//! server-side python call (code and output) come through, streaming and not, exactly as
+//! OpenAI's implementation produced them.
+
+mod serve_support;
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+use serve_support::{
+    Server, curl_get, curl_post, final_text, have_curl, python_calls, python_with_openai,
+    reasoning_texts, scenarios, sse_data,
+};
+
+fn chat_body(user: &str, stream: bool) -> Value {
+    json!({
+        "model": "whatever-the-client-calls-it",
+        "messages": [{"role": "user", "content": user}],
+        "temperature": 0,
+        "stream": stream,
+        "stream_options": if stream { json!({"include_usage": true}) } else { Value::Null },
+    })
+}
+
+/// Checks one non-streamed answer against a scenario; a failure message when it differs.
+fn check_message(name: &str, scenario: &Value, response: &Value) -> Option<String> {
+    let choice = &response["choices"][0];
+    let message = &choice["message"];
+    let want_calls = python_calls(scenario);
+    let got_calls: Vec<(String, String)> = message["server_tool_calls"]
+        .as_array()
+        .map(|calls| {
+            calls
+                .iter()
+                .map(|c| {
+                    assert_eq!(c["type"], "code_interpreter", "{name}: {c}");
+                    (
+                        c["input"].as_str().unwrap_or_default().to_string(),
+                        c["output"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let problems = [
+        (message["content"] != json!(final_text(scenario))).then_some("content"),
+        (message["reasoning_content"] != json!(reasoning_texts(scenario).join("\n\n")))
+            .then_some("reasoning_content"),
+        (got_calls != want_calls).then_some("server_tool_calls"),
+        (choice["finish_reason"] != "stop").then_some("finish_reason"),
+        (message.get("tool_calls").is_some()).then_some("tool_calls (python runs on the server)"),
+    ];
+    let wrong: Vec<&str> = problems.into_iter().flatten().collect();
+    (!wrong.is_empty()).then(|| {
+        format!(
+            "{name}: {} differ\n got {response}\nwant final {:?}, reasoning {:?}, calls {want_calls:?}",
+            wrong.join(", "),
+            final_text(scenario),
+            reasoning_texts(scenario)
+        )
+    })
+}
+
+/// Reassembles a streamed chat completion into (content, reasoning, server calls,
+/// finish_reason, usage).
+fn assemble(chunks: &[Value]) -> (String, String, Vec<(String, String)>, Value, Value) {
+    let mut content = String::new();
+    let mut reasoning = String::new();
+    let mut calls = Vec::new();
+    let mut finish = Value::Null;
+    let mut usage = Value::Null;
+    for chunk in chunks {
+        assert_eq!(chunk["object"], "chat.completion.chunk", "{chunk}");
+        if !chunk["usage"].is_null() {
+            usage = chunk["usage"].clone();
+        }
+        let Some(choice) = chunk["choices"].get(0) else {
+            continue;
+        };
+        let delta = &choice["delta"];
+        if let Some(text) = delta["content"].as_str() {
+            content.push_str(text);
+        }
+        if let Some(text) = delta["reasoning_content"].as_str() {
+            reasoning.push_str(text);
+        }
+        for call in delta["server_tool_calls"].as_array().into_iter().flatten() {
+            calls.push((
+                call["input"].as_str().unwrap_or_default().to_string(),
+                call["output"].as_str().unwrap_or_default().to_string(),
+            ));
+        }
+        if !choice["finish_reason"].is_null() {
+            finish = choice["finish_reason"].clone();
+        }
+    }
+    (content, reasoning, calls, finish, usage)
+}
+
+#[test]
+fn chat_completions_through_curl_give_every_scenario() {
+    if !have_curl() {
+        eprintln!("SKIPPED: curl is not installed");
+        return;
+    }
+    let server = Server::start(&[]);
+    let (status, body) = curl_get(&format!("{}/health", server.root()));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = curl_get(&format!("{}/models", server.base));
+    assert_eq!(status, 200, "{body}");
+    let models: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(models["object"], "list");
+    assert!(
+        models["data"][0]["id"]
+            .as_str()
+            .is_some_and(|id| id.contains("gpt-oss-tiny-agent")),
+        "{models}"
+    );
+
+    let url = format!("{}/chat/completions", server.base);
+    let mut passed = 0;
+    let mut failures = Vec::new();
+    for scenario in scenarios() {
+        let name = scenario["id"].as_str().unwrap_or("?").to_string();
+        let user = scenario["user"].as_str().expect("user");
+
+        let (status, body) = curl_post(&url, &chat_body(user, false));
+        let response: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        if status != 200 {
+            failures.push(format!("{name}: HTTP {status}: {body}"));
+            continue;
+        }
+        assert_eq!(response["object"], "chat.completion");
+        let generated: usize = scenario["generated_tokens"]
+            .as_array()
+            .expect("generated")
+            .iter()
+            .map(|g| g.as_array().map_or(0, Vec::len))
+            .sum();
+        assert_eq!(
+            response["usage"]["completion_tokens"],
+            json!(generated),
+            "{name}: {response}"
+        );
+        if let Some(failure) = check_message(&name, &scenario, &response) {
+            failures.push(failure);
+            continue;
+        }
+
+        let (status, body) = curl_post(&url, &chat_body(user, true));
+        if status != 200 {
+            failures.push(format!("{name} (stream): HTTP {status}: {body}"));
+            continue;
+        }
+        let (content, reasoning, calls, finish, usage) = assemble(&sse_data(&body));
+        // The streamed reasoning is the analysis messages back to back.
+        let want_reasoning: String = reasoning_texts(&scenario).concat();
+        if content != final_text(&scenario)
+            || reasoning != want_reasoning
+            || calls != python_calls(&scenario)
+            || finish != "stop"
+            || usage["completion_tokens"] != json!(generated)
+        {
+            failures.push(format!(
+                "{name} (stream): got content {content:?}, reasoning {reasoning:?}, calls {calls:?}, finish {finish}, usage {usage}"
+            ));
+            continue;
+        }
+        passed += 1;
+    }
+    println!("{passed} passed, {} failed", failures.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn bad_requests_get_openai_errors() {
+    if !have_curl() {
+        eprintln!("SKIPPED: curl is not installed");
+        return;
+    }
+    let server = Server::start(&[]);
+    let url = format!("{}/chat/completions", server.base);
+    let cases = [
+        (json!({"messages": "hi"}), "messages"),
+        (json!({"model": "m"}), "messages"),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}),
+            "temperature",
+        ),
+        (
+            json!({"messages": [{"role": "wizard", "content": "hi"}]}),
+            "messages[0].role",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "reasoning_effort": "max"}),
+            "reasoning_effort",
+        ),
+        (
+            json!({"messages": [{"role": "tool", "tool_call_id": "nope", "content": "1"}, {"role": "user", "content": "hi"}]}),
+            "messages[0].tool_call_id",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "n": 2}),
+            "n",
+        ),
+    ];
+    for (body, param) in cases {
+        let (status, text) = curl_post(&url, &body);
+        assert_eq!(status, 400, "{body}: {text}");
+        let error: Value = serde_json::from_str(&text).expect("JSON error");
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{text}");
+        assert_eq!(error["error"]["param"], param, "{text}");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    let output = Command::new("curl")
+        .args([
+            "-sS",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            "Content-Type: application/json",
+        ])
+        .args(["--data-binary", "{not json", &url])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.ends_with("\n400"), "{text}");
+    assert!(text.contains("\"invalid_request_error\""), "{text}");
+    let (status, text) = curl_get(&format!("{}/nothing-here", server.base));
+    assert_eq!(status, 404, "{text}");
+    assert!(text.contains("\"error\""), "{text}");
+}
+
+/// The client script: every scenario through `chat.completions.create`, streamed and not.
+const SDK_CHAT: &str = r#"
+import json, sys
+from openai import OpenAI
+client = OpenAI(base_url=sys.argv[1], api_key="unused")
+results = []
+for user in json.loads(sys.argv[2]):
+    r = client.chat.completions.create(model="gpt-oss", messages=[{"role": "user", "content": user}], temperature=0)
+    m = r.choices[0].message
+    extra = m.model_extra or {}
+    calls = [[c["input"], c["output"]] for c in (extra.get("server_tool_calls") or [])]
+    content, reasoning, scalls, finish = "", "", [], None
+    for chunk in client.chat.completions.create(model="gpt-oss", messages=[{"role": "user", "content": user}], temperature=0, stream=True):
+        if not chunk.choices:
+            continue
+        d = chunk.choices[0].delta
+        content += d.content or ""
+        dx = d.model_extra or {}
+        reasoning += dx.get("reasoning_content") or ""
+        scalls += [[c["input"], c["output"]] for c in (dx.get("server_tool_calls") or [])]
+        finish = chunk.choices[0].finish_reason or finish
+    results.append({"content": m.content, "reasoning": extra.get("reasoning_content"), "calls": calls,
+                    "finish": r.choices[0].finish_reason,
+                    "stream": {"content": content, "reasoning": reasoning, "calls": scalls, "finish": finish}})
+print(json.dumps(results))
+"#;
+
+#[test]
+fn openai_python_sdk_chat_gives_every_scenario() {
+    let Some(python) = python_with_openai() else {
+        return;
+    };
+    let server = Server::start(&[]);
+    let scenarios = scenarios();
+    let users: Vec<&str> = scenarios
+        .iter()
+        .map(|s| s["user"].as_str().expect("user"))
+        .collect();
+    let output = Command::new(python)
+        .args(["-c", SDK_CHAT, &server.base, &json!(users).to_string()])
+        .output()
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "the SDK script failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let results: Vec<Value> =
+        serde_json::from_slice(&output.stdout).expect("the script prints JSON");
+    assert_eq!(results.len(), scenarios.len());
+    let mut passed = 0;
+    let mut failures = Vec::new();
+    for (scenario, got) in scenarios.iter().zip(&results) {
+        let calls: Vec<Value> = python_calls(scenario)
+            .into_iter()
+            .map(|(code, out)| json!([code, out]))
+            .collect();
+        let want = json!({
+            "content": final_text(scenario),
+            "reasoning": reasoning_texts(scenario).join("\n\n"),
+            "calls": calls,
+            "finish": "stop",
+            "stream": {
+                "content": final_text(scenario),
+                "reasoning": reasoning_texts(scenario).concat(),
+                "calls": calls,
+                "finish": "stop",
+            },
+        });
+        if *got == want {
+            passed += 1;
+        } else {
+            failures.push(format!("{}:\n got {got}\nwant {want}", scenario["id"]));
+        }
+    }
+    println!("{passed} passed, {} failed", failures.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn concurrent_requests_share_one_engine_without_mixing_up() {
+    if !have_curl() {
+        eprintln!("SKIPPED: curl is not installed");
+        return;
+    }
+    let server = Server::start(&[]);
+    let url = format!("{}/chat/completions", server.base);
+    // Every scenario twice, all at once, streamed and not: each must get its own transcript
+    // although their generations interleave on one engine and its prefix cache.
+    let scenarios = scenarios();
+    let handles: Vec<_> = scenarios
+        .iter()
+        .chain(scenarios.iter())
+        .enumerate()
+        .map(|(i, scenario)| {
+            let url = url.clone();
+            let scenario = scenario.clone();
+            std::thread::spawn(move || {
+                let user = scenario["user"].as_str().expect("user");
+                let stream = i % 2 == 1;
+                let (status, body) = curl_post(&url, &chat_body(user, stream));
+                assert_eq!(status, 200, "{body}");
+                let content = if stream {
+                    assemble(&sse_data(&body)).0
+                } else {
+                    let response: Value = serde_json::from_str(&body).expect("JSON");
+                    response["choices"][0]["message"]["content"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                (content, final_text(&scenario))
+            })
+        })
+        .collect();
+    let mut passed = 0;
+    let mut failures = Vec::new();
+    for handle in handles {
+        let (got, want) = handle.join().expect("request thread");
+        if got == want {
+            passed += 1;
+        } else {
+            failures.push(format!("got {got:?}, want {want:?}"));
+        }
+    }
+    println!("{passed} passed, {} failed", failures.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let (status, body) = curl_get(&format!("{}/health", server.root()));
+    assert_eq!(status, 200);
+    let health: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        health["queue"],
+        json!({"running": 0, "waiting": 0}),
+        "{health}"
+    );
+}

@@ -1,0 +1,591 @@
+//! Client function tools through both APIs, over real HTTP on loopback, with a backend that
+//! replays scripted model output and records every prompt it is given. A call to a client
+//! function ends the response (`tool_calls` / a `function_call` item) with the reasoning; when
+//! the client sends the call, its reasoning and the function's output back, the next prompt
+//! must extend the previous prompt plus exactly the tokens the model sampled: nothing lost or
+//! re-rendered differently (the engine's prefix cache then reuses it all).
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ossa::agent::harmony::{HarmonyEncoding, Message, ReasoningEffort, Role};
+use ossa::agent::{
+    AgentConfig, Backend, BackendError, ConversationSettings, Finish, GenerationRequest,
+    GenerationStats,
+};
+use ossa::serve::{ServerParts, ServerState, serve_on};
+use ossa::tools::FunctionTools;
+use serde_json::{Value, json};
+
+/// Replays scripted replies; records prompts. An empty reply writes reasoning forever, a
+/// token every few milliseconds, until the request is cancelled.
+struct Scripted {
+    replies: Mutex<VecDeque<Vec<u32>>>,
+    prompts: Mutex<Vec<Vec<u32>>>,
+    saw_cancel: AtomicBool,
+    /// `<|channel|>analysis<|message|>` and a word, for the endless reply.
+    endless: Vec<u32>,
+}
+
+impl Backend for Scripted {
+    fn name(&self) -> String {
+        "scripted".into()
+    }
+
+    fn context_length(&self) -> usize {
+        8192
+    }
+
+    fn generate(
+        &self,
+        request: &GenerationRequest<'_>,
+        on_token: &mut dyn FnMut(u32),
+    ) -> Result<GenerationStats, BackendError> {
+        self.prompts
+            .lock()
+            .expect("lock")
+            .push(request.prompt.to_vec());
+        let reply = self
+            .replies
+            .lock()
+            .expect("lock")
+            .pop_front()
+            .ok_or(BackendError {
+                backend: "scripted".into(),
+                message: "no reply scripted".into(),
+            })?;
+        let mut finish = Finish::MaxTokens;
+        if reply.is_empty() {
+            let (head, word) = self.endless.split_at(self.endless.len() - 1);
+            head.iter().for_each(|&t| on_token(t));
+            for _ in 0..100_000 {
+                if request.cancel.is_cancelled() {
+                    self.saw_cancel.store(true, Ordering::SeqCst);
+                    finish = Finish::Cancelled;
+                    break;
+                }
+                on_token(word[0]);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        for (i, &token) in reply.iter().enumerate() {
+            if i == request.max_tokens {
+                break;
+            }
+            on_token(token);
+            if request.stop_tokens.contains(&token) {
+                finish = Finish::Stop(token);
+                break;
+            }
+        }
+        Ok(GenerationStats {
+            finish,
+            prompt_tokens: request.prompt.len(),
+            reused_tokens: 0,
+            generated_tokens: reply.len(),
+            prefill: Duration::ZERO,
+            decode: Duration::ZERO,
+        })
+    }
+}
+
+/// The tokens the model samples after `<|start|>assistant` to write `messages`.
+fn sampled(encoding: &HarmonyEncoding, messages: &[Message]) -> Vec<u32> {
+    let mut tokens = Vec::new();
+    for message in messages {
+        tokens.extend(encoding.render(message, None).expect("renders"));
+    }
+    // The prompt already ends with `<|start|>assistant`.
+    let header = encoding
+        .render(&Message::from_role_and_content(Role::Assistant, ""), None)
+        .expect("renders");
+    assert_eq!(tokens[..2], header[..2]);
+    tokens.drain(..2);
+    if let Some(last) = tokens.last_mut()
+        && *last == encoding.formatting_tokens().end
+        && messages
+            .last()
+            .is_some_and(|m| m.channel.as_deref() == Some("final"))
+    {
+        *last = encoding.formatting_tokens().return_;
+    }
+    tokens
+}
+
+struct Fixture {
+    base: String,
+    encoding: HarmonyEncoding,
+    backend: Arc<Scripted>,
+    runtime: tokio::runtime::Runtime,
+    _store: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn start() -> Fixture {
+        let encoding = HarmonyEncoding::gpt_oss().expect("o200k_harmony");
+        let endless = encoding
+            .tokenizer()
+            .encode("<|channel|>analysis<|message|> thinking", true)
+            .expect("tokens");
+        let backend = Arc::new(Scripted {
+            replies: Mutex::new(VecDeque::new()),
+            prompts: Mutex::new(Vec::new()),
+            saw_cancel: AtomicBool::new(false),
+            endless,
+        });
+        let store = tempfile::tempdir().expect("temp");
+        let state = ServerState::new(ServerParts {
+            backend: backend.clone(),
+            encoding: encoding.clone(),
+            config: AgentConfig::default(),
+            conversation: ConversationSettings {
+                reasoning_effort: ReasoningEffort::Low,
+                conversation_start_date: Some("2026-01-01".into()),
+                ..ConversationSettings::default()
+            },
+            tool_instructions: Vec::new(),
+            builtins: Vec::new(),
+            functions: FunctionTools::new(),
+            eos_tokens: vec![encoding.formatting_tokens().return_],
+            model_id: "scripted".into(),
+            store_dir: store.path().to_path_buf(),
+            app: None,
+        });
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        runtime.spawn(serve_on(listener, state, std::future::pending()));
+        Fixture {
+            base: format!("http://{address}/v1"),
+            encoding,
+            backend,
+            runtime,
+            _store: store,
+        }
+    }
+
+    fn script(&self, messages: &[Message]) -> Vec<u32> {
+        let tokens = sampled(&self.encoding, messages);
+        self.backend
+            .replies
+            .lock()
+            .expect("lock")
+            .push_back(tokens.clone());
+        tokens
+    }
+
+    fn post(&self, path: &str, body: Value) -> String {
+        let _enter = self.runtime.enter();
+        match ureq::post(&format!("{}{path}", self.base)).send_json(body) {
+            Ok(response) => response.into_string().expect("body"),
+            Err(ureq::Error::Status(code, response)) => {
+                panic!(
+                    "HTTP {code}: {}",
+                    response.into_string().unwrap_or_default()
+                )
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn post_json(&self, path: &str, body: Value) -> Value {
+        serde_json::from_str(&self.post(path, body)).expect("JSON")
+    }
+
+    fn prompts(&self) -> Vec<Vec<u32>> {
+        self.backend.prompts.lock().expect("lock").clone()
+    }
+
+    fn text(&self, tokens: &[u32]) -> String {
+        self.encoding.tokenizer().decode(tokens).expect("utf-8")
+    }
+}
+
+fn reasoning() -> Message {
+    Message::from_role_and_content(Role::Assistant, "Need the weather.").with_channel("analysis")
+}
+
+fn weather_call() -> Message {
+    Message::from_role_and_content(Role::Assistant, r#"{"city":"Paris"}"#)
+        .with_channel("commentary")
+        .with_recipient("functions.get_weather")
+        .with_content_type("<|constrain|>json")
+}
+
+fn answer() -> Message {
+    Message::from_role_and_content(Role::Assistant, "It is 20 degrees in Paris.")
+        .with_channel("final")
+}
+
+fn weather_tool() -> Value {
+    json!({
+        "name": "get_weather",
+        "description": "Current weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    })
+}
+
+const USER: &str = "What is the weather in Paris?";
+
+#[test]
+fn chat_completions_return_function_calls_and_take_reasoning_back() {
+    let fixture = Fixture::start();
+    let first_reply = fixture.script(&[reasoning(), weather_call()]);
+    let tools = json!([{"type": "function", "function": weather_tool()}]);
+    let response = fixture.post_json(
+        "/chat/completions",
+        json!({"messages": [{"role": "user", "content": USER}], "tools": tools}),
+    );
+    let choice = &response["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{response}");
+    let message = &choice["message"];
+    assert_eq!(message["content"], Value::Null);
+    assert_eq!(message["reasoning_content"], "Need the weather.");
+    let call = &message["tool_calls"][0];
+    assert_eq!(call["type"], "function");
+    assert_eq!(call["function"]["name"], "get_weather");
+    assert_eq!(call["function"]["arguments"], r#"{"city":"Paris"}"#);
+    let call_id = call["id"].as_str().expect("id").to_string();
+
+    let first_prompt = fixture.prompts()[0].clone();
+    let text = fixture.text(&first_prompt);
+    assert!(
+        text.contains("Calls to these tools must go to the commentary channel: 'functions'."),
+        "{text}"
+    );
+    assert!(text.contains("<|start|>developer<|message|># Tools\n\n## functions\n\nnamespace functions {\n\n// Current weather in a city.\ntype get_weather = (_: {\ncity: string,\n}) => any;\n\n} // namespace functions<|end|>"), "{text}");
+
+    // The client answers the call, sending the reasoning back as it came.
+    let second_reply = fixture.script(&[answer()]);
+    let history = json!([
+        {"role": "user", "content": USER},
+        {"role": "assistant", "content": null, "reasoning_content": "Need the weather.",
+         "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call_id, "content": "{\"celsius\": 20}"},
+    ]);
+    let response = fixture.post_json(
+        "/chat/completions",
+        json!({"messages": history, "tools": tools}),
+    );
+    assert_eq!(
+        response["choices"][0]["finish_reason"], "stop",
+        "{response}"
+    );
+    assert_eq!(
+        response["choices"][0]["message"]["content"],
+        "It is 20 degrees in Paris."
+    );
+    let second_prompt = fixture.prompts()[1].clone();
+    let mut continued = first_prompt.clone();
+    continued.extend(&first_reply);
+    assert!(
+        second_prompt.starts_with(&continued),
+        "the second prompt must extend the first and the sampled call:\n{}\n---\n{}",
+        fixture.text(&continued),
+        fixture.text(&second_prompt)
+    );
+    assert_eq!(
+        fixture.text(&second_prompt[continued.len()..]),
+        "<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>{\"celsius\": 20}<|end|><|start|>assistant"
+    );
+    drop(second_reply);
+
+    // Streamed: the call arrives as tool_calls deltas.
+    fixture.script(&[reasoning(), weather_call()]);
+    let body = fixture.post(
+        "/chat/completions",
+        json!({"messages": [{"role": "user", "content": USER}], "tools": tools, "stream": true}),
+    );
+    let mut name = String::new();
+    let mut arguments = String::new();
+    let mut reasoning_text = String::new();
+    let mut finish = Value::Null;
+    for line in body.lines() {
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            break;
+        }
+        let chunk: Value = serde_json::from_str(data).expect("JSON");
+        let delta = &chunk["choices"][0]["delta"];
+        reasoning_text.push_str(delta["reasoning_content"].as_str().unwrap_or_default());
+        for call in delta["tool_calls"].as_array().into_iter().flatten() {
+            assert_eq!(call["index"], 0);
+            name.push_str(call["function"]["name"].as_str().unwrap_or_default());
+            arguments.push_str(call["function"]["arguments"].as_str().unwrap_or_default());
+        }
+        if !chunk["choices"][0]["finish_reason"].is_null() {
+            finish = chunk["choices"][0]["finish_reason"].clone();
+        }
+    }
+    assert_eq!(name, "get_weather");
+    assert_eq!(arguments, r#"{"city":"Paris"}"#);
+    assert_eq!(reasoning_text, "Need the weather.");
+    assert_eq!(finish, "tool_calls");
+}
+
+#[test]
+fn responses_return_function_call_items_and_continue_from_outputs() {
+    let fixture = Fixture::start();
+    let first_reply = fixture.script(&[reasoning(), weather_call()]);
+    let mut tool = weather_tool();
+    tool["type"] = json!("function");
+    let tools = json!([tool]);
+    let response = fixture.post_json("/responses", json!({"input": USER, "tools": tools}));
+    assert_eq!(response["status"], "completed", "{response}");
+    let output = response["output"].as_array().expect("output");
+    assert_eq!(output.len(), 2, "{response}");
+    assert_eq!(output[0]["type"], "reasoning");
+    assert_eq!(output[0]["content"][0]["text"], "Need the weather.");
+    assert_eq!(output[1]["type"], "function_call");
+    assert_eq!(output[1]["name"], "get_weather");
+    assert_eq!(output[1]["arguments"], r#"{"city":"Paris"}"#);
+    let call_id = output[1]["call_id"].as_str().expect("call_id").to_string();
+    let first_prompt = fixture.prompts()[0].clone();
+    let mut continued = first_prompt.clone();
+    continued.extend(&first_reply);
+    let tool_message = "<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>{\"celsius\": 20}<|end|><|start|>assistant";
+
+    // Continued from the stored response by its id: only the output goes back.
+    fixture.script(&[answer()]);
+    let next = fixture.post_json(
+        "/responses",
+        json!({
+            "previous_response_id": response["id"], "tools": tools,
+            "input": [{"type": "function_call_output", "call_id": call_id, "output": "{\"celsius\": 20}"}],
+        }),
+    );
+    assert_eq!(next["output"][0]["type"], "message", "{next}");
+    assert_eq!(
+        next["output"][0]["content"][0]["text"],
+        "It is 20 degrees in Paris."
+    );
+    let prompt = fixture.prompts()[1].clone();
+    assert!(prompt.starts_with(&continued), "{}", fixture.text(&prompt));
+    assert_eq!(fixture.text(&prompt[continued.len()..]), tool_message);
+
+    // Stateless: the client sends every item back itself.
+    fixture.script(&[answer()]);
+    let mut items = vec![json!({"type": "message", "role": "user", "content": USER})];
+    items.extend(output.iter().cloned());
+    items.push(
+        json!({"type": "function_call_output", "call_id": call_id, "output": "{\"celsius\": 20}"}),
+    );
+    let stateless = fixture.post_json(
+        "/responses",
+        json!({"input": items, "tools": tools, "store": false}),
+    );
+    assert_eq!(
+        stateless["output"][0]["content"][0]["text"],
+        "It is 20 degrees in Paris."
+    );
+    assert_eq!(fixture.prompts()[2], prompt);
+
+    // Streamed: the call's arguments come as deltas, and the response completes with it.
+    fixture.script(&[reasoning(), weather_call()]);
+    let body = fixture.post(
+        "/responses",
+        json!({"input": USER, "tools": tools, "stream": true}),
+    );
+    let events: Vec<Value> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).expect("JSON"))
+        .collect();
+    let arguments: String = events
+        .iter()
+        .filter(|e| e["type"] == "response.function_call_arguments.delta")
+        .filter_map(|e| e["delta"].as_str())
+        .collect();
+    assert_eq!(arguments, r#"{"city":"Paris"}"#);
+    let last = events.last().expect("events");
+    assert_eq!(last["type"], "response.completed");
+    assert_eq!(last["response"]["output"][1]["type"], "function_call");
+}
+
+#[test]
+fn malformed_model_output_is_not_a_server_error() {
+    let fixture = Fixture::start();
+    // Garbage: special tokens out of order, then a stop.
+    let tokens = fixture.encoding.formatting_tokens();
+    let garbage = vec![
+        tokens.message,
+        tokens.channel,
+        tokens.end,
+        12345,
+        tokens.return_,
+    ];
+    fixture
+        .backend
+        .replies
+        .lock()
+        .expect("lock")
+        .push_back(garbage.clone());
+    let response = fixture.post_json(
+        "/chat/completions",
+        json!({"messages": [{"role": "user", "content": USER}]}),
+    );
+    assert_eq!(response["object"], "chat.completion", "{response}");
+    fixture
+        .backend
+        .replies
+        .lock()
+        .expect("lock")
+        .push_back(garbage);
+    let response = fixture.post_json("/responses", json!({"input": USER}));
+    assert_eq!(response["object"], "response", "{response}");
+}
+
+#[test]
+fn request_settings_shape_the_prompt() {
+    let fixture = Fixture::start();
+    fixture.script(&[answer()]);
+    fixture.post_json(
+        "/chat/completions",
+        json!({"messages": [
+            {"role": "system", "content": "Answer in French."},
+            {"role": "user", "content": USER},
+        ], "reasoning_effort": "high"}),
+    );
+    fixture.script(&[answer()]);
+    fixture.post_json(
+        "/responses",
+        json!({"input": USER, "instructions": "Answer in French.", "reasoning": {"effort": "medium"}}),
+    );
+    fixture.script(&[answer()]);
+    fixture.post_json(
+        "/chat/completions",
+        json!({"messages": [{"role": "user", "content": USER}]}),
+    );
+    let prompts = fixture.prompts();
+    let texts: Vec<String> = prompts.iter().map(|p| fixture.text(p)).collect();
+    let developer = "<|start|>developer<|message|># Instructions\n\nAnswer in French.<|end|>";
+    assert!(
+        texts[0].contains("Reasoning: high") && texts[0].contains(developer),
+        "{}",
+        texts[0]
+    );
+    assert!(
+        texts[1].contains("Reasoning: medium") && texts[1].contains(developer),
+        "{}",
+        texts[1]
+    );
+    // Neither instructions nor functions: system and user only, as `ossa run` renders.
+    assert!(
+        texts[2].contains("Reasoning: low") && !texts[2].contains("<|start|>developer"),
+        "{}",
+        texts[2]
+    );
+    assert!(texts[2].ends_with(&format!(
+        "<|start|>user<|message|>{USER}<|end|><|start|>assistant"
+    )));
+}
+
+#[test]
+fn a_client_that_goes_away_cancels_its_generation() {
+    let fixture = Fixture::start();
+    fixture
+        .backend
+        .replies
+        .lock()
+        .expect("lock")
+        .push_back(Vec::new());
+    let _enter = fixture.runtime.enter();
+    let response = ureq::post(&format!("{}/chat/completions", fixture.base))
+        .send_json(json!({"messages": [{"role": "user", "content": USER}], "stream": true}))
+        .expect("stream starts");
+    let mut lines = BufReader::new(response.into_reader()).lines();
+    // Read until the reasoning is streaming, then hang up.
+    let mut seen = 0;
+    for line in lines.by_ref() {
+        if line.expect("line").contains("thinking") {
+            seen += 1;
+            if seen == 3 {
+                break;
+            }
+        }
+    }
+    assert!(!fixture.backend.saw_cancel.load(Ordering::SeqCst));
+    drop(lines);
+    // The generation stops: the server notices the closed connection on its next write.
+    let mut waited = 0;
+    while !fixture.backend.saw_cancel.load(Ordering::SeqCst) {
+        assert!(waited < 60_000, "the generation was not cancelled");
+        std::thread::sleep(Duration::from_millis(20));
+        waited += 20;
+    }
+    // And the engine is free again for the next request.
+    fixture.script(&[answer()]);
+    let response = fixture.post_json(
+        "/chat/completions",
+        json!({"messages": [{"role": "user", "content": USER}]}),
+    );
+    assert_eq!(
+        response["choices"][0]["message"]["content"],
+        "It is 20 degrees in Paris."
+    );
+}
+
+#[test]
+fn a_waiting_request_is_told_its_place_and_runs_after() {
+    let fixture = Fixture::start();
+    fixture
+        .backend
+        .replies
+        .lock()
+        .expect("lock")
+        .push_back(Vec::new());
+    fixture.script(&[answer()]);
+    let _enter = fixture.runtime.enter();
+    let start = || {
+        ureq::post(&format!("{}/chat/completions", fixture.base))
+            .send_json(json!({"messages": [{"role": "user", "content": USER}], "stream": true}))
+            .expect("stream starts")
+    };
+    let mut first = BufReader::new(start().into_reader()).lines();
+    for line in first.by_ref() {
+        if line.expect("line").contains("thinking") {
+            break;
+        }
+    }
+    let mut second = BufReader::new(start().into_reader()).lines();
+    let mut note = None;
+    for line in second.by_ref() {
+        let line = line.expect("line");
+        if line.starts_with(':') {
+            note = Some(line);
+            break;
+        }
+    }
+    assert_eq!(note.as_deref(), Some(": queued: 1 generation(s) ahead"));
+    // The first client leaves; the second gets the engine and its answer.
+    drop(first);
+    let mut content = String::new();
+    for line in second {
+        let line = line.expect("line");
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            break;
+        }
+        let chunk: Value = serde_json::from_str(data).expect("JSON");
+        content.push_str(
+            chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .unwrap_or_default(),
+        );
+    }
+    assert_eq!(content, "It is 20 degrees in Paris.");
+    assert!(fixture.backend.saw_cancel.load(Ordering::SeqCst));
+}

@@ -1,0 +1,360 @@
+//! `ossa serve`'s Responses API with curl and the official `openai` Python package against the
+//! tiny trained agent: every scenario's reasoning, server-side python call (code and output)
+//! and final answer come through as output items, streamed with the reference server's event
+//! sequence; stored responses survive a restart and can be fetched, continued and deleted.
+
+mod serve_support;
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+use serve_support::{
+    Server, curl_get, curl_post, final_text, have_curl, python_calls, python_with_openai,
+    reasoning_texts, scenarios, sse_data,
+};
+
+/// (reasoning texts, python calls, final text) of a response's output items.
+fn summarize(output: &Value) -> (Vec<String>, Vec<(String, String)>, String) {
+    let mut reasoning = Vec::new();
+    let mut calls = Vec::new();
+    let mut text = String::new();
+    for item in output.as_array().expect("output items") {
+        assert_eq!(item["status"], "completed", "{item}");
+        match item["type"].as_str() {
+            Some("reasoning") => reasoning.push(
+                item["content"][0]["text"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+            Some("code_interpreter_call") => calls.push((
+                item["code"].as_str().unwrap_or_default().to_string(),
+                item["outputs"][0]["logs"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )),
+            Some("message") => {
+                assert_eq!(item["role"], "assistant");
+                text.push_str(item["content"][0]["text"].as_str().unwrap_or_default());
+            }
+            other => panic!("unexpected output item {other:?}: {item}"),
+        }
+    }
+    (reasoning, calls, text)
+}
+
+fn want(scenario: &Value) -> (Vec<String>, Vec<(String, String)>, String) {
+    (
+        reasoning_texts(scenario),
+        python_calls(scenario),
+        final_text(scenario),
+    )
+}
+
+#[test]
+fn responses_through_curl_give_every_scenario_streamed_and_not() {
+    if !have_curl() {
+        eprintln!("SKIPPED: curl is not installed");
+        return;
+    }
+    let store = tempfile::tempdir().expect("temp");
+    let server = Server::start(&["--store-dir", store.path().to_str().expect("utf-8")]);
+    let url = format!("{}/responses", server.base);
+    let mut passed = 0;
+    let mut failures = Vec::new();
+    for scenario in scenarios() {
+        let name = scenario["id"].as_str().unwrap_or("?").to_string();
+        let body = |stream: bool| {
+            json!({
+                "model": "gpt-oss", "input": scenario["user"], "temperature": 0,
+                "tools": [{"type": "code_interpreter", "container": {"type": "auto"}}],
+                "reasoning": {"effort": "low"}, "stream": stream,
+            })
+        };
+        let (status, text) = curl_post(&url, &body(false));
+        let response: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if status != 200 || response["status"] != "completed" {
+            failures.push(format!("{name}: HTTP {status}: {text}"));
+            continue;
+        }
+        assert_eq!(response["object"], "response");
+        assert!(
+            response["id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("resp_"))
+        );
+        if summarize(&response["output"]) != want(&scenario) {
+            failures.push(format!(
+                "{name}: got {}\nwant {:?}",
+                response["output"],
+                want(&scenario)
+            ));
+            continue;
+        }
+
+        let (status, text) = curl_post(&url, &body(true));
+        assert_eq!(status, 200, "{text}");
+        // Every event names its type twice (the SSE event and `type`), numbered in order.
+        let mut event_names = Vec::new();
+        for line in text.lines() {
+            if let Some(name) = line.strip_prefix("event:") {
+                event_names.push(name.trim().to_string());
+            }
+        }
+        let events: Vec<Value> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(|d| serde_json::from_str(d.trim()).expect("event JSON"))
+            .collect();
+        assert_eq!(event_names.len(), events.len());
+        for (i, (event, name)) in events.iter().zip(&event_names).enumerate() {
+            assert_eq!(event["type"], json!(name), "{event}");
+            assert_eq!(event["sequence_number"], json!(i), "{event}");
+        }
+        let kinds: Vec<&str> = event_names.iter().map(String::as_str).collect();
+        assert_eq!(
+            kinds[..3],
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added"
+            ],
+            "{name}"
+        );
+        assert_eq!(kinds.last(), Some(&"response.completed"), "{name}");
+        let concat = |kind: &str| -> String {
+            events
+                .iter()
+                .filter(|e| e["type"] == kind)
+                .filter_map(|e| e["delta"].as_str())
+                .collect()
+        };
+        let (reasoning, calls, final_answer) = want(&scenario);
+        let code: String = calls.iter().map(|(c, _)| c.as_str()).collect();
+        let completed = &events.last().expect("events")["response"];
+        let ok = concat("response.reasoning_text.delta") == reasoning.concat()
+            && concat("response.output_text.delta") == final_answer
+            && concat("response.code_interpreter_call_code.delta") == code
+            && summarize(&completed["output"]) == want(&scenario)
+            && kinds
+                .iter()
+                .filter(|k| **k == "response.code_interpreter_call.completed")
+                .count()
+                == calls.len()
+            && kinds
+                .iter()
+                .filter(|k| **k == "response.output_item.added")
+                .count()
+                == kinds
+                    .iter()
+                    .filter(|k| **k == "response.output_item.done")
+                    .count();
+        if !ok {
+            failures.push(format!("{name} (stream): events {kinds:?}\n{text}"));
+            continue;
+        }
+        passed += 1;
+    }
+    println!("{passed} passed, {} failed", failures.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn stored_responses_persist_continue_and_delete() {
+    if !have_curl() {
+        eprintln!("SKIPPED: curl is not installed");
+        return;
+    }
+    let store = tempfile::tempdir().expect("temp");
+    let store_arg = store.path().to_str().expect("utf-8").to_string();
+    let hello = scenarios()
+        .into_iter()
+        .find(|s| s["name"] == "hello")
+        .expect("hello scenario");
+    let first = {
+        let server = Server::start(&["--store-dir", &store_arg]);
+        let (status, text) = curl_post(
+            &format!("{}/responses", server.base),
+            &json!({"input": hello["user"], "temperature": 0}),
+        );
+        assert_eq!(status, 200, "{text}");
+        let response: Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(response["store"], true);
+        // Not stored when asked not to.
+        let (status, text) = curl_post(
+            &format!("{}/responses", server.base),
+            &json!({"input": hello["user"], "temperature": 0, "store": false}),
+        );
+        assert_eq!(status, 200, "{text}");
+        let unstored: Value = serde_json::from_str(&text).expect("JSON");
+        let (status, _) = curl_get(&format!(
+            "{}/responses/{}",
+            server.base,
+            unstored["id"].as_str().expect("id")
+        ));
+        assert_eq!(status, 404);
+        response
+    };
+    // A new server process finds it on disk.
+    let server = Server::start(&["--store-dir", &store_arg]);
+    let id = first["id"].as_str().expect("id");
+    let (status, text) = curl_get(&format!("{}/responses/{id}", server.base));
+    assert_eq!(status, 200, "{text}");
+    let fetched: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(fetched, first);
+    assert_eq!(summarize(&fetched["output"]).2, final_text(&hello));
+
+    // Continuing it: the earlier turn is in the prompt (more input tokens than the question
+    // alone), and the new response points back at it.
+    let (status, text) = curl_post(
+        &format!("{}/responses", server.base),
+        &json!({"input": hello["user"], "temperature": 0, "max_output_tokens": 40,
+                "previous_response_id": id}),
+    );
+    assert_eq!(status, 200, "{text}");
+    let next: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(next["previous_response_id"], json!(id));
+    let first_input = first["usage"]["input_tokens"].as_u64().expect("usage");
+    let first_generations = 1;
+    assert!(
+        next["usage"]["input_tokens"].as_u64().expect("usage") > first_input / first_generations,
+        "{next}"
+    );
+
+    let (status, text) = curl_post(
+        &format!("{}/responses", server.base),
+        &json!({"input": "hi", "previous_response_id": "resp_doesnotexist"}),
+    );
+    assert_eq!(status, 404, "{text}");
+    assert!(text.contains("previous_response_id"), "{text}");
+
+    let output = Command::new("curl")
+        .args([
+            "-sS",
+            "-X",
+            "DELETE",
+            &format!("{}/responses/{id}", server.base),
+        ])
+        .output()
+        .expect("curl");
+    let deleted: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(
+        deleted,
+        json!({"id": id, "object": "response", "deleted": true})
+    );
+    let (status, _) = curl_get(&format!("{}/responses/{id}", server.base));
+    assert_eq!(status, 404);
+    let (status, _) = curl_get(&format!("{}/responses/..%2F..%2Fetc%2Fpasswd", server.base));
+    assert_eq!(status, 404);
+
+    // Asking for a built-in the server was not started with is a clear error.
+    let (status, text) = curl_post(
+        &format!("{}/responses", server.base),
+        &json!({"input": "hi", "tools": [{"type": "web_search"}]}),
+    );
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("--browser"), "{text}");
+}
+
+const SDK_RESPONSES: &str = r#"
+import json, sys
+from openai import OpenAI
+client = OpenAI(base_url=sys.argv[1], api_key="unused")
+out = []
+tools = [{"type": "code_interpreter", "container": {"type": "auto"}}]
+for user in json.loads(sys.argv[2]):
+    r = client.responses.create(model="gpt-oss", input=user, tools=tools, reasoning={"effort": "low"}, temperature=0)
+    items = []
+    for item in r.output:
+        if item.type == "reasoning":
+            items.append(["reasoning", item.content[0].text])
+        elif item.type == "code_interpreter_call":
+            items.append(["code", item.code, item.outputs[0].logs])
+        elif item.type == "message":
+            items.append(["message", item.content[0].text])
+    kinds, text, reasoning, code = [], "", "", ""
+    for event in client.responses.create(model="gpt-oss", input=user, tools=tools, temperature=0, stream=True):
+        kinds.append(event.type)
+        if event.type == "response.output_text.delta":
+            text += event.delta
+        elif event.type == "response.reasoning_text.delta":
+            reasoning += event.delta
+        elif event.type == "response.code_interpreter_call_code.delta":
+            code += event.delta
+        elif event.type == "response.completed":
+            final = event.response.output_text
+    out.append({"output_text": r.output_text, "items": items, "stream": {"text": text, "reasoning": reasoning, "code": code, "final": final, "first": kinds[0], "last": kinds[-1]}})
+print(json.dumps(out))
+"#;
+
+#[test]
+fn openai_python_sdk_responses_give_every_scenario() {
+    let Some(python) = python_with_openai() else {
+        return;
+    };
+    let store = tempfile::tempdir().expect("temp");
+    let server = Server::start(&["--store-dir", store.path().to_str().expect("utf-8")]);
+    let scenarios = scenarios();
+    let users: Vec<&str> = scenarios
+        .iter()
+        .map(|s| s["user"].as_str().expect("user"))
+        .collect();
+    let output = Command::new(python)
+        .args(["-c", SDK_RESPONSES, &server.base, &json!(users).to_string()])
+        .output()
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let results: Vec<Value> = serde_json::from_slice(&output.stdout).expect("JSON");
+    let mut passed = 0;
+    let mut failures = Vec::new();
+    for (scenario, got) in scenarios.iter().zip(&results) {
+        let mut items = Vec::new();
+        let messages = scenario["expected"].as_array().expect("expected");
+        for (i, m) in messages.iter().enumerate() {
+            let text = m["content"][0]["text"].as_str().expect("text");
+            if m["role"] != "assistant" {
+                continue;
+            }
+            if m["recipient"] == "python" {
+                items.push(json!(["code", text, messages[i + 1]["content"][0]["text"]]));
+            } else if m["channel"] == "analysis" {
+                items.push(json!(["reasoning", text]));
+            } else {
+                items.push(json!(["message", text]));
+            }
+        }
+        let (reasoning, calls, final_answer) = want(scenario);
+        let want = json!({
+            "output_text": final_answer,
+            "items": items,
+            "stream": {
+                "text": final_answer, "reasoning": reasoning.concat(),
+                "code": calls.iter().map(|(c, _)| c.as_str()).collect::<String>(),
+                "final": final_answer, "first": "response.created", "last": "response.completed",
+            },
+        });
+        if *got == want {
+            passed += 1;
+        } else {
+            failures.push(format!("{}:\n got {got}\nwant {want}", scenario["id"]));
+        }
+    }
+    println!("{passed} passed, {} failed", failures.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn streamed_chunks_parse_as_sse() {
+    // The helper the other tests use must reject a stream without its terminator.
+    let result = std::panic::catch_unwind(|| sse_data("data: {}\n\n"));
+    assert!(result.is_err());
+    assert_eq!(
+        sse_data("data: {\"a\":1}\n\ndata: [DONE]\n\n"),
+        vec![json!({"a": 1})]
+    );
+}
