@@ -845,7 +845,7 @@ pub struct ConfigArgs {
     /// Compute threads [default: every core].
     #[arg(long, value_name = "N", value_parser = parse_count)]
     pub threads: Option<usize>,
-    /// Activation precision: f32 or bf16.
+    /// Precision: f32 (exact), bf16, or q8 (int8 kernels, the fastest on a CPU).
     #[arg(long, value_name = "TYPE", value_parser = parse_dtype)]
     pub dtype: Option<DType>,
     /// How hard the model thinks: low, medium or high [default: low].

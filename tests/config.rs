@@ -282,7 +282,7 @@ fn values_out_of_range_and_of_the_wrong_type_are_named() {
         ("temperature = -0.5", "temperature", "0 (greedy) or more"),
         ("top_p = 1.5", "top_p", "at most 1"),
         ("threads = 0", "threads", "at least 1"),
-        ("dtype = \"f16\"", "dtype", "use f32 or bf16"),
+        ("dtype = \"f16\"", "dtype", "use f32, bf16 or q8"),
         ("max_tokens = \"many\"", "max_tokens", "invalid type"),
         (
             "[python]\nmemory_mb = 16",
@@ -549,7 +549,7 @@ fn bad_flag_values_are_refused_by_name() {
         (&["--threads", "0"][..], "at least 1"),
         (&["--temperature", "-1"][..], "0 (greedy) or more"),
         (&["--top-p", "0"][..], "--top-p"),
-        (&["--dtype", "int8"][..], "use f32 or bf16"),
+        (&["--dtype", "fp16"][..], "use f32, bf16 or q8"),
         (
             &["--search-backend", "bing"][..],
             "unknown search backend `bing`",

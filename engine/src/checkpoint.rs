@@ -160,6 +160,27 @@ impl MappedBytes {
         self.end == self.start
     }
 
+    /// Drops this range's pages from the process's resident set (they stay in the page
+    /// cache; a later read faults them back in unchanged). For weights converted at load that
+    /// are never read again, so the source and its converted copy are not both resident.
+    pub fn release_pages(&self) {
+        if self.is_empty() {
+            return;
+        }
+        // SAFETY: the mapping is read-only and private: MADV_DONTNEED only discards resident
+        // copies of file pages, so every later read still sees the file's bytes.
+        let done = unsafe {
+            self.map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                self.start,
+                self.len(),
+            )
+        };
+        if let Err(e) = done {
+            tracing::debug!(error = %e, "madvise(DONTNEED) failed; pages stay resident");
+        }
+    }
+
     /// Bytes `start..end` of this range (clamped to it).
     pub fn slice(&self, start: usize, end: usize) -> MappedBytes {
         let end = (self.start + end).min(self.end);

@@ -204,6 +204,11 @@ impl Engine {
         self.threads
     }
 
+    /// Turns per-op timing of forward calls on or off (see [`Model::take_profile`]).
+    pub fn set_profiling(&mut self, on: bool) {
+        self.model.set_profiling(on);
+    }
+
     pub fn model_dir(&self) -> &Path {
         &self.dir
     }

@@ -5,6 +5,9 @@
 //! f32 `[tokens, features]` buffers. In bf16 compute every matmul input is rounded to bf16 and
 //! the KV cache is stored in bf16; accumulation and the residual stream stay f32.
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use rayon::prelude::*;
 
 use crate::checkpoint::{Checkpoint, Dtype, MappedBytes, TensorView};
@@ -12,6 +15,7 @@ use crate::config::{Config, LayerType};
 use crate::error::{EngineError, Result};
 use crate::kernels::dense::DenseMatrix;
 use crate::kernels::mxfp4::{BLOCK, BLOCK_BYTES, Mxfp4Matrix};
+use crate::kernels::q8::{Isa, Q8Acts, Q8Matrix, QK};
 use crate::kernels::{dot_f32, round_to_bf16};
 use crate::kv_cache::{KvCache, KvElem, LayerKv, LayerStore};
 use crate::rope::Rope;
@@ -24,6 +28,11 @@ pub enum DType {
     F32,
     /// bf16 matmul inputs and KV cache (half the cache memory), f32 accumulation.
     Bf16,
+    /// The fast CPU mode: the dense matrices (attention projections, unembedding) converted
+    /// to q8_0 at load, every matmul input quantized per 32-block to int8 (MXFP4 experts
+    /// and q8_0 weights dotted in int32), bf16 KV cache. The router, norms, RoPE, attention
+    /// scores and the residual stream stay f32.
+    Q8,
 }
 
 impl std::str::FromStr for DType {
@@ -32,7 +41,8 @@ impl std::str::FromStr for DType {
         match s.to_ascii_lowercase().as_str() {
             "f32" | "float32" => Ok(DType::F32),
             "bf16" | "bfloat16" => Ok(DType::Bf16),
-            other => Err(format!("unknown dtype {other:?} (use f32 or bf16)")),
+            "q8" | "q8_0" | "int8" => Ok(DType::Q8),
+            other => Err(format!("unknown dtype {other:?} (use f32, bf16 or q8)")),
         }
     }
 }
@@ -62,24 +72,94 @@ pub struct ForwardTrace {
 #[derive(Debug, Clone)]
 struct Linear {
     weight: DenseMatrix,
+    /// The q8_0 copy used in [`DType::Q8`] (then `weight`'s pages are never read again).
+    q8: Option<Q8Matrix>,
     bias: Option<Vec<f32>>,
 }
 
 impl Linear {
-    fn load(ck: &Checkpoint, prefix: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
+    fn load(
+        ck: &Checkpoint,
+        prefix: &str,
+        out: usize,
+        inp: usize,
+        bias: bool,
+        quantize: bool,
+    ) -> Result<Linear> {
         let weight = dense(ck, &format!("{prefix}.weight"), out, inp)?;
         let bias = if bias {
             Some(small(ck, &format!("{prefix}.bias"), &[out])?)
         } else {
             None
         };
-        Ok(Linear { weight, bias })
+        let q8 = quantize.then(|| quantize_dense(&weight)).flatten();
+        Ok(Linear { weight, q8, bias })
     }
 
-    fn forward(&self, x: &[f32], t: usize) -> Vec<f32> {
+    /// `x` is `[t, in]` f32; `xq` its int8 form, used when this layer has a q8_0 copy.
+    fn forward(&self, x: &[f32], xq: Option<&Q8Acts>, t: usize, isa: Isa) -> Vec<f32> {
         let mut y = vec![0.0; t * self.weight.rows()];
-        self.weight.linear(x, t, self.bias.as_deref(), &mut y);
+        match (&self.q8, xq) {
+            (Some(m), Some(xq)) => m.linear(isa, xq, self.bias.as_deref(), &mut y),
+            _ => self.weight.linear(x, t, self.bias.as_deref(), &mut y),
+        }
         y
+    }
+}
+
+/// The q8_0 form of a dense matrix (`None` when its rows are not whole 32-blocks); the
+/// source pages are dropped from memory afterwards (they stay in the page cache).
+fn quantize_dense(weight: &DenseMatrix) -> Option<Q8Matrix> {
+    if !weight.cols().is_multiple_of(QK) {
+        return None;
+    }
+    let m = Q8Matrix::quantize_rows(weight.rows(), weight.cols(), |r, out| {
+        weight.row_to_f32(r, out)
+    });
+    weight.release_pages();
+    Some(m)
+}
+
+/// Wall time per op, summed over forward calls, when profiling is on
+/// ([`Model::set_profiling`]). Ops run one after another, so the times add up to the
+/// forward time.
+#[derive(Debug, Clone, Default)]
+pub struct OpProfile {
+    pub forward_calls: usize,
+    pub tokens: usize,
+    pub ops: Vec<(&'static str, Duration)>,
+}
+
+impl OpProfile {
+    fn add(&mut self, name: &'static str, d: Duration) {
+        match self.ops.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, total)) => *total += d,
+            None => self.ops.push((name, d)),
+        }
+    }
+}
+
+/// Lap timer of one forward call (a no-op unless profiling).
+struct Laps {
+    last: Option<Instant>,
+    profile: OpProfile,
+}
+
+impl Laps {
+    fn new(on: bool) -> Laps {
+        Laps {
+            last: on.then(Instant::now),
+            profile: OpProfile::default(),
+        }
+    }
+
+    /// Charges the time since the previous lap to `name`.
+    fn lap(&mut self, name: &'static str) {
+        if let Some(last) = self.last {
+            let now = Instant::now();
+            self.profile.add(name, now - last);
+            self.last = Some(now);
+        }
     }
 }
 
@@ -110,6 +190,30 @@ enum ExpertWeights {
 }
 
 impl ExpertWeights {
+    /// MXFP4 only: `x` quantized in MXFP4 order. Returns false (nothing done) otherwise.
+    fn linear_q8(&self, expert: usize, isa: Isa, x: &Q8Acts, bias: &[f32], y: &mut [f32]) -> bool {
+        let ExpertWeights::Mxfp4 {
+            blocks,
+            scales,
+            out,
+            inp,
+        } = self
+        else {
+            return false;
+        };
+        let nb = out * inp / 2;
+        let ns = out * inp / BLOCK;
+        let (b, s) = (blocks.as_slice(), scales.as_slice());
+        let m = Mxfp4Matrix {
+            blocks: &b[expert * nb..(expert + 1) * nb],
+            scales: &s[expert * ns..(expert + 1) * ns],
+            rows: *out,
+            cols: *inp,
+        };
+        m.linear_q8(isa, x, Some(bias), y);
+        true
+    }
+
     fn linear(&self, expert: usize, x: &[f32], t: usize, bias: &[f32], y: &mut [f32]) {
         match self {
             ExpertWeights::Mxfp4 {
@@ -173,8 +277,11 @@ pub struct Model {
     layers: Vec<DecoderLayer>,
     norm: Vec<f32>,
     lm_head: DenseMatrix,
+    lm_head_q8: Option<Q8Matrix>,
     rope: Rope,
     eps: f32,
+    isa: Isa,
+    profile: Option<Mutex<OpProfile>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -183,6 +290,7 @@ impl std::fmt::Debug for Model {
             .field("layers", &self.layers.len())
             .field("dtype", &self.dtype)
             .field("mxfp4_experts", &self.has_mxfp4_experts())
+            .field("isa", &self.isa)
             .finish()
     }
 }
@@ -266,15 +374,16 @@ impl Model {
         );
         let (e, i) = (config.num_local_experts, config.intermediate_size);
         let bias = config.attention_bias;
+        let q8 = dtype == DType::Q8;
         let types = config.layer_types();
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for (l, kind) in types.iter().enumerate() {
             let p = format!("model.layers.{l}");
             let attention = Attention {
-                q: Linear::load(ck, &format!("{p}.self_attn.q_proj"), nh * d, h, bias)?,
-                k: Linear::load(ck, &format!("{p}.self_attn.k_proj"), nkv * d, h, bias)?,
-                v: Linear::load(ck, &format!("{p}.self_attn.v_proj"), nkv * d, h, bias)?,
-                o: Linear::load(ck, &format!("{p}.self_attn.o_proj"), h, nh * d, bias)?,
+                q: Linear::load(ck, &format!("{p}.self_attn.q_proj"), nh * d, h, bias, q8)?,
+                k: Linear::load(ck, &format!("{p}.self_attn.k_proj"), nkv * d, h, bias, q8)?,
+                v: Linear::load(ck, &format!("{p}.self_attn.v_proj"), nkv * d, h, bias, q8)?,
+                o: Linear::load(ck, &format!("{p}.self_attn.o_proj"), h, nh * d, bias, q8)?,
                 sinks: small(ck, &format!("{p}.self_attn.sinks"), &[nh])?,
                 window: (*kind == LayerType::SlidingAttention).then_some(config.sliding_window),
                 heads: nh,
@@ -296,7 +405,9 @@ impl Model {
                 attention,
                 post_norm: small(ck, &format!("{p}.post_attention_layernorm.weight"), &[h])?,
                 moe: Moe {
-                    router: Linear::load(ck, &format!("{p}.mlp.router"), e, h, true)?,
+                    // The router stays exact: it is tiny, and an int8 router would flip
+                    // routing near-ties (whole experts swapped) for no speed gain.
+                    router: Linear::load(ck, &format!("{p}.mlp.router"), e, h, true, false)?,
                     experts,
                     num_experts: e,
                     top_k: config.num_experts_per_tok,
@@ -309,6 +420,7 @@ impl Model {
         } else {
             dense(ck, "lm_head.weight", config.vocab_size, h)?
         };
+        let lm_head_q8 = if q8 { quantize_dense(&lm_head) } else { None };
         Ok(Model {
             config: config.clone(),
             dtype,
@@ -316,8 +428,11 @@ impl Model {
             layers,
             norm: small(ck, "model.norm.weight", &[h])?,
             lm_head,
+            lm_head_q8,
             rope: Rope::new(&config.rope(), d),
             eps: config.rms_norm_eps as f32,
+            isa: Isa::detect(),
+            profile: None,
         })
     }
 
@@ -327,6 +442,57 @@ impl Model {
 
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// The instruction set of the int8 kernels ([`DType::Q8`]).
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Turns per-op timing of forward calls on or off (off by default: it reads the clock
+    /// a dozen times per layer). Turning it on clears what was collected.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profile = on.then(|| Mutex::new(OpProfile::default()));
+    }
+
+    /// The per-op times collected since profiling was turned on or last taken.
+    pub fn take_profile(&self) -> Option<OpProfile> {
+        let lock = self.profile.as_ref()?;
+        let mut guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        Some(std::mem::take(&mut *guard))
+    }
+
+    /// Bytes of weights one decode step reads: every layer's attention projections, router
+    /// and `top_k` experts, and the unembedding (not the KV cache).
+    pub fn decode_weight_bytes(&self) -> u64 {
+        let dense_bytes = |l: &Linear| -> u64 {
+            match &l.q8 {
+                Some(m) => m.bytes() as u64,
+                None => l.weight.storage_bytes() as u64,
+            }
+        };
+        let mut total = match &self.lm_head_q8 {
+            Some(m) => m.bytes() as u64,
+            None => self.lm_head.storage_bytes() as u64,
+        };
+        for layer in &self.layers {
+            let a = &layer.attention;
+            total += [&a.q, &a.k, &a.v, &a.o, &layer.moe.router]
+                .into_iter()
+                .map(dense_bytes)
+                .sum::<u64>();
+            let ex = &layer.moe.experts;
+            let per_expert = |w: &ExpertWeights| -> u64 {
+                match w {
+                    ExpertWeights::Mxfp4 { out, inp, .. } => (out * inp * 17 / 32) as u64,
+                    ExpertWeights::InputMajor(m) => {
+                        m.first().map_or(0, |m| m.storage_bytes() as u64)
+                    }
+                }
+            };
+            total += layer.moe.top_k as u64 * (per_expert(&ex.gate_up) + per_expert(&ex.down));
+        }
+        total
     }
 
     /// Whether the experts are the packed MXFP4 layout (else bf16/f32 input-major).
@@ -342,7 +508,7 @@ impl Model {
         KvCache::new(
             c.num_hidden_layers,
             c.num_key_value_heads * c.head_dim,
-            self.dtype == DType::Bf16,
+            self.dtype != DType::F32,
         )
     }
 
@@ -380,23 +546,37 @@ impl Model {
             self.embed.row_to_f32(id as usize, row);
         }
         let (cos, sin) = self.rope.tables(start, t);
-        let bf16 = self.dtype == DType::Bf16;
+        let mode = Mode {
+            bf16: self.dtype == DType::Bf16,
+            q8: self.dtype == DType::Q8,
+            isa: self.isa,
+        };
+        let mut laps = Laps::new(self.profile.is_some());
+        laps.lap("embed");
         for (l, layer) in self.layers.iter().enumerate() {
             let mut normed = rms_norm(&x, &layer.input_norm, self.eps);
-            if bf16 {
+            if mode.bf16 {
                 round_to_bf16(&mut normed);
             }
-            let attn =
-                layer
-                    .attention
-                    .forward(&normed, t, start, &cos, &sin, &mut cache.layers[l], bf16);
+            laps.lap("norm");
+            let attn = layer.attention.forward(
+                &normed,
+                t,
+                start,
+                &cos,
+                &sin,
+                &mut cache.layers[l],
+                mode,
+                &mut laps,
+            );
             add_assign(&mut x, &attn);
             let mut normed = rms_norm(&x, &layer.post_norm, self.eps);
-            if bf16 {
+            if mode.bf16 {
                 round_to_bf16(&mut normed);
             }
+            laps.lap("norm");
             let mut routing = Routing::default();
-            let moe = layer.moe.forward(&normed, t, bf16, &mut routing);
+            let moe = layer.moe.forward(&normed, t, mode, &mut routing, &mut laps);
             if let Some(tr) = trace.as_deref_mut() {
                 tr.router_topk.push(routing.selected);
                 tr.router_margins.push(routing.margins);
@@ -413,11 +593,28 @@ impl Model {
         };
         let n = rows.len() / h;
         let mut normed = rms_norm(rows, &self.norm, self.eps);
-        if bf16 {
+        if mode.bf16 {
             round_to_bf16(&mut normed);
         }
+        laps.lap("norm");
         let mut out = vec![0.0f32; n * vocab];
-        self.lm_head.linear(&normed, n, None, &mut out);
+        match &self.lm_head_q8 {
+            Some(m) => {
+                let mut xq = Q8Acts::default();
+                xq.quantize(&normed, n, h, false);
+                m.linear(mode.isa, &xq, None, &mut out);
+            }
+            None => self.lm_head.linear(&normed, n, None, &mut out),
+        }
+        laps.lap("lm_head");
+        if let Some(lock) = &self.profile {
+            let mut total = lock.lock().unwrap_or_else(|e| e.into_inner());
+            total.forward_calls += 1;
+            total.tokens += t;
+            for (name, d) in laps.profile.ops {
+                total.add(name, d);
+            }
+        }
         Ok(out)
     }
 }
@@ -426,6 +623,16 @@ fn add_assign(x: &mut [f32], y: &[f32]) {
     for (a, b) in x.iter_mut().zip(y) {
         *a += b;
     }
+}
+
+/// How the matmuls of one forward call run.
+#[derive(Debug, Clone, Copy)]
+struct Mode {
+    /// Round matmul inputs to bf16.
+    bf16: bool,
+    /// Quantize matmul inputs to int8 and use the q8_0/MXFP4 integer kernels.
+    q8: bool,
+    isa: Isa,
 }
 
 /// `weight · x / sqrt(mean(x²) + eps)` per row, as GptOssRMSNorm in f32.
@@ -452,13 +659,20 @@ impl Attention {
         cos: &[f32],
         sin: &[f32],
         store: &mut LayerStore,
-        bf16: bool,
+        mode: Mode,
+        laps: &mut Laps,
     ) -> Vec<f32> {
         let d = self.head_dim;
         let half = d / 2;
-        let mut q = self.q.forward(x, t);
-        let mut k = self.k.forward(x, t);
-        let v = self.v.forward(x, t);
+        let xq = mode.q8.then(|| {
+            let mut xq = Q8Acts::default();
+            xq.quantize(x, t, x.len() / t, false);
+            xq
+        });
+        let mut q = self.q.forward(x, xq.as_ref(), t, mode.isa);
+        let mut k = self.k.forward(x, xq.as_ref(), t, mode.isa);
+        let v = self.v.forward(x, xq.as_ref(), t, mode.isa);
+        laps.lap("attn.qkv");
         for ti in 0..t {
             let (c, s) = (
                 &cos[ti * half..(ti + 1) * half],
@@ -476,10 +690,18 @@ impl Attention {
             LayerStore::F32(kv) => self.attend(&q, &k, &v, t, start, kv),
             LayerStore::Bf16(kv) => self.attend(&q, &k, &v, t, start, kv),
         };
-        if bf16 {
+        if mode.bf16 {
             round_to_bf16(&mut out);
         }
-        self.o.forward(&out, t)
+        laps.lap("attn.core");
+        let outq = (mode.q8 && self.o.q8.is_some()).then(|| {
+            let mut q = Q8Acts::default();
+            q.quantize(&out, t, out.len() / t, false);
+            q
+        });
+        let y = self.o.forward(&out, outq.as_ref(), t, mode.isa);
+        laps.lap("attn.o");
+        y
     }
 
     /// Appends the new keys/values, then softmax(q·kᵀ/√d ∪ sink)·v for every (token, head).
@@ -552,11 +774,18 @@ struct Routing {
 
 impl Moe {
     /// Routes each token to its top-k experts and sums their weighted outputs.
-    fn forward(&self, x: &[f32], t: usize, bf16: bool, routing: &mut Routing) -> Vec<f32> {
+    fn forward(
+        &self,
+        x: &[f32],
+        t: usize,
+        mode: Mode,
+        routing: &mut Routing,
+        laps: &mut Laps,
+    ) -> Vec<f32> {
         let (e_count, k) = (self.num_experts, self.top_k);
         let ex = &self.experts;
         let (h, i) = (ex.hidden, ex.intermediate);
-        let logits = self.router.forward(x, t);
+        let logits = self.router.forward(x, None, t, mode.isa);
         // Tokens and routing weights per expert.
         let mut assigned: Vec<Vec<(usize, f32)>> = vec![Vec::new(); e_count];
         let mut order: Vec<usize> = Vec::with_capacity(e_count);
@@ -588,24 +817,39 @@ impl Moe {
                 routing.selected.push(e as u32);
             }
         }
+        laps.lap("moe.router");
+        // int8 path: quantize every token once, gather each expert's rows.
+        let int8 = mode.q8
+            && ex.gate_up.is_mxfp4()
+            && ex.down.is_mxfp4()
+            && h.is_multiple_of(QK)
+            && i.is_multiple_of(QK);
+        let xq_all = int8.then(|| {
+            let mut q = Q8Acts::default();
+            q.quantize(x, t, h, true);
+            q
+        });
+        let mut xq = Q8Acts::default();
         let mut out = vec![0.0f32; t * h];
         for (e, tokens) in assigned.iter().enumerate() {
             if tokens.is_empty() {
                 continue;
             }
             let n = tokens.len();
-            let mut xe = Vec::with_capacity(n * h);
-            for &(ti, _) in tokens {
-                xe.extend_from_slice(&x[ti * h..(ti + 1) * h]);
-            }
             let mut gate_up = vec![0.0f32; n * 2 * i];
-            ex.gate_up.linear(
-                e,
-                &xe,
-                n,
-                &ex.gate_up_bias[e * 2 * i..(e + 1) * 2 * i],
-                &mut gate_up,
-            );
+            let gate_up_bias = &ex.gate_up_bias[e * 2 * i..(e + 1) * 2 * i];
+            if let Some(all) = &xq_all {
+                xq.gather_rows(all, tokens.iter().map(|&(ti, _)| ti));
+                ex.gate_up
+                    .linear_q8(e, mode.isa, &xq, gate_up_bias, &mut gate_up);
+            } else {
+                let mut xe = Vec::with_capacity(n * h);
+                for &(ti, _) in tokens {
+                    xe.extend_from_slice(&x[ti * h..(ti + 1) * h]);
+                }
+                ex.gate_up.linear(e, &xe, n, gate_up_bias, &mut gate_up);
+            }
+            laps.lap("moe.gate_up");
             let mut act: Vec<f32> = gate_up
                 .chunks_exact(2)
                 .map(|pair| {
@@ -615,12 +859,19 @@ impl Moe {
                     (up + 1.0) * glu
                 })
                 .collect();
-            if bf16 {
+            if mode.bf16 {
                 round_to_bf16(&mut act);
             }
             let mut down = vec![0.0f32; n * h];
-            ex.down
-                .linear(e, &act, n, &ex.down_bias[e * h..(e + 1) * h], &mut down);
+            let down_bias = &ex.down_bias[e * h..(e + 1) * h];
+            laps.lap("moe.swiglu");
+            if int8 {
+                xq.quantize(&act, n, i, true);
+                ex.down.linear_q8(e, mode.isa, &xq, down_bias, &mut down);
+            } else {
+                ex.down.linear(e, &act, n, down_bias, &mut down);
+            }
+            laps.lap("moe.down");
             for (row, &(ti, w)) in down.chunks_exact(h).zip(tokens) {
                 for (o, &v) in out[ti * h..(ti + 1) * h].iter_mut().zip(row) {
                     *o += v * w;

@@ -68,10 +68,20 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 512)]
     prompt_tokens: usize,
     /// Tokens to generate after it.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 32)]
     gen_tokens: usize,
-    #[arg(long, default_value = "f32")]
+    /// Runs of prefill + decode; figures are medians over runs.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Also decode at this context depth (the cache filled to it first); 0 skips it.
+    #[arg(long, default_value_t = 2048)]
+    depth: usize,
+    /// f32 (exact), bf16, or q8 (int8 kernels, the fast mode).
+    #[arg(long, default_value = "q8")]
     dtype: DType,
+    /// Print per-op times of one decode step and of the prefill.
+    #[arg(long)]
+    profile: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -191,53 +201,185 @@ fn loadavg() -> Option<String> {
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
 }
 
+/// One prefill + decode run: prefill seconds, decode tokens and seconds.
+struct RunFigures {
+    prefill_s: f64,
+    decoded: usize,
+    decode_s: f64,
+}
+
+fn bench_run(engine: &mut Engine, prompt: &[u32], gen_tokens: usize) -> anyhow::Result<RunFigures> {
+    let params = GenerateParams {
+        max_tokens: gen_tokens,
+        ..GenerateParams::default()
+    };
+    let mut generation = engine.generate(prompt, &params)?;
+    let mut decode_s = 0.0;
+    let mut decoded = 0usize;
+    for item in generation.by_ref() {
+        let token = item?;
+        if token.index > 0 {
+            decode_s += token.elapsed.as_secs_f64();
+            decoded += 1;
+        }
+    }
+    let prefill = generation.prefill_stats().context("no prefill happened")?;
+    Ok(RunFigures {
+        prefill_s: prefill.duration.as_secs_f64(),
+        decoded,
+        decode_s,
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// KV cache bytes one decode step reads at `depth` (sliding layers read only their window).
+fn kv_read_bytes(engine: &Engine, depth: usize, dtype: DType) -> u64 {
+    let c = engine.config();
+    let elem = if dtype == DType::F32 { 4 } else { 2 };
+    let per_position = (2 * c.num_key_value_heads * c.head_dim * elem) as u64;
+    c.layer_types()
+        .iter()
+        .map(|kind| {
+            let positions = match kind {
+                ossa_engine::config::LayerType::SlidingAttention => depth.min(c.sliding_window),
+                _ => depth,
+            };
+            positions as u64 * per_position
+        })
+        .sum()
+}
+
+fn print_profile(label: &str, engine: &Engine) {
+    let Some(profile) = engine.model().take_profile() else {
+        return;
+    };
+    let total: f64 = profile.ops.iter().map(|(_, d)| d.as_secs_f64()).sum();
+    println!(
+        "profile     {label}: {} forward call(s), {} token(s), {:.3} s",
+        profile.forward_calls, profile.tokens, total
+    );
+    let mut ops = profile.ops.clone();
+    ops.sort_by_key(|op| std::cmp::Reverse(op.1));
+    for (name, d) in ops {
+        println!(
+            "              {:<12} {:>9.2} ms {:>5.1} %",
+            name,
+            d.as_secs_f64() * 1e3 / profile.forward_calls.max(1) as f64,
+            100.0 * d.as_secs_f64() / total.max(1e-12)
+        );
+    }
+}
+
 pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    if args.prompt_tokens == 0 || args.gen_tokens < 2 {
-        bail!("--prompt-tokens must be at least 1 and --gen-tokens at least 2");
+    if args.prompt_tokens == 0 || args.gen_tokens < 2 || args.runs == 0 {
+        bail!("--prompt-tokens and --runs must be at least 1 and --gen-tokens at least 2");
     }
     let load_avg_before = loadavg();
     let (mut engine, load_time) = load(&args.model, args.dtype, args.threads)?;
     let vocab = engine.config().vocab_size as u64;
     // A fixed pseudo-random prompt: speed does not depend on the ids, repeatability does.
     let mut state = 0x2545_f491_4f6c_dd1du64;
-    let prompt: Vec<u32> = (0..args.prompt_tokens)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % vocab.min(199_998)) as u32
-        })
-        .collect();
-    let params = GenerateParams {
-        max_tokens: args.gen_tokens,
-        ..GenerateParams::default()
+    let mut random_tokens = |n: usize| -> Vec<u32> {
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state % vocab.min(199_998)) as u32
+            })
+            .collect()
     };
-    let mut generation = engine.generate(&prompt, &params)?;
-    let mut decode_time = Duration::ZERO;
-    let mut decoded = 0usize;
-    for item in generation.by_ref() {
-        let token = item?;
-        if token.index > 0 {
-            decode_time += token.elapsed;
-            decoded += 1;
+    let prompt = random_tokens(args.prompt_tokens);
+    let isa = engine.model().isa();
+    let available: Vec<&str> = ossa_engine::Isa::available()
+        .iter()
+        .map(|i| i.name())
+        .collect();
+
+    // Prefill of the prompt, then decode right after it.
+    let mut prefill = Vec::new();
+    let mut decode = Vec::new();
+    for run in 0..args.runs {
+        engine.clear_cache();
+        if args.profile && run == 0 {
+            engine.set_profiling(true);
         }
+        let r = bench_run(&mut engine, &prompt, args.gen_tokens)?;
+        if args.profile && run == 0 && !args.json {
+            print_profile("prefill + decode", &engine);
+            engine.set_profiling(false);
+        }
+        prefill.push(args.prompt_tokens as f64 / r.prefill_s);
+        decode.push(r.decoded as f64 / r.decode_s);
     }
-    let prefill = generation.prefill_stats().context("no prefill happened")?;
-    drop(generation);
-    let prefill_tok_s = args.prompt_tokens as f64 / prefill.duration.as_secs_f64();
-    let decode_tok_s = decoded as f64 / decode_time.as_secs_f64();
+    // Decode at depth ~0: a one-token prompt.
+    let mut decode0 = Vec::new();
+    let first = [prompt[0]];
+    for run in 0..args.runs {
+        engine.clear_cache();
+        if args.profile && run == 0 {
+            engine.set_profiling(true);
+        }
+        let r = bench_run(&mut engine, &first, args.gen_tokens)?;
+        if args.profile && run == 0 && !args.json {
+            print_profile(
+                &format!("decode at depth 0 ({} steps + 1-token prefill)", r.decoded),
+                &engine,
+            );
+            engine.set_profiling(false);
+        }
+        decode0.push(r.decoded as f64 / r.decode_s);
+    }
+    // Decode at depth: the prompt extended to `depth` tokens (the first prompt is reused
+    // from the cache where it still matches).
+    let mut decode_deep = None;
+    if args.depth > 0 {
+        engine.clear_cache();
+        let mut deep = prompt.clone();
+        deep.truncate(args.depth);
+        let more = args.depth - deep.len();
+        deep.extend(random_tokens(more));
+        let r = bench_run(&mut engine, &deep, args.gen_tokens)?;
+        decode_deep = Some(r.decoded as f64 / r.decode_s);
+    }
     let peak = peak_rss_bytes();
+    let weight_bytes = engine.model().decode_weight_bytes();
+    let bytes_at = |depth: usize| weight_bytes + kv_read_bytes(&engine, depth, args.dtype);
+    let prefill_tok_s = median(prefill.clone());
+    let decode_tok_s = median(decode.clone());
+    let decode0_tok_s = median(decode0.clone());
+    let bytes0 = bytes_at(args.gen_tokens / 2);
+    let bytes_deep = bytes_at(args.depth + args.gen_tokens / 2);
     let report = serde_json::json!({
         "model": engine.model_dir().display().to_string(),
         "threads": engine.threads(),
         "dtype": format!("{:?}", args.dtype).to_lowercase(),
+        "isa": isa.name(),
+        "isa_available": available,
         "prompt_tokens": args.prompt_tokens,
         "gen_tokens": args.gen_tokens,
+        "runs": args.runs,
         "load_s": load_time.as_secs_f64(),
-        "prefill_s": prefill.duration.as_secs_f64(),
         "prefill_tok_s": prefill_tok_s,
-        "decode_s": decode_time.as_secs_f64(),
-        "decode_tok_s": decode_tok_s,
+        "prefill_tok_s_runs": prefill,
+        "decode_after_prompt_tok_s": decode_tok_s,
+        "decode_after_prompt_tok_s_runs": decode,
+        "decode_depth0_tok_s": decode0_tok_s,
+        "decode_depth0_tok_s_runs": decode0,
+        "decode_depth": args.depth,
+        "decode_at_depth_tok_s": decode_deep,
+        "decode_bytes_per_token_depth0": bytes0,
+        "decode_gb_s_depth0": bytes0 as f64 * decode0_tok_s / 1e9,
+        "decode_bytes_per_token_at_depth": (args.depth > 0).then_some(bytes_deep),
+        "decode_gb_s_at_depth": decode_deep.map(|d| bytes_deep as f64 * d / 1e9),
         "peak_rss_bytes": peak,
         "kv_cache_bytes": engine.cache_memory_bytes(),
         "loadavg_before": load_avg_before,
@@ -246,25 +388,58 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{report}");
     } else {
+        let samples = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         println!("model       {}", engine.model_dir().display());
-        println!("threads     {}", engine.threads());
+        println!(
+            "threads     {}   dtype {:?}   kernels {} (cpu has: {})",
+            engine.threads(),
+            args.dtype,
+            isa.name(),
+            available.join(", ")
+        );
         println!("load        {:.2} s", load_time.as_secs_f64());
         println!(
-            "prefill     {:.2} tok/s ({} tokens in {:.2} s)",
+            "prefill     {:.2} tok/s ({} tokens; runs: {})",
             prefill_tok_s,
             args.prompt_tokens,
-            prefill.duration.as_secs_f64()
+            samples(&prefill)
         );
         println!(
-            "decode      {:.2} tok/s ({} tokens in {:.2} s)",
-            decode_tok_s,
-            decoded,
-            decode_time.as_secs_f64()
+            "decode      {:.2} tok/s at depth 0 (runs: {}), {:.2} GB/token, {:.1} GB/s",
+            decode0_tok_s,
+            samples(&decode0),
+            bytes0 as f64 / 1e9,
+            bytes0 as f64 * decode0_tok_s / 1e9
         );
+        println!(
+            "decode      {:.2} tok/s after the {}-token prompt (runs: {})",
+            decode_tok_s,
+            args.prompt_tokens,
+            samples(&decode)
+        );
+        if let Some(d) = decode_deep {
+            println!(
+                "decode      {:.2} tok/s at depth {}, {:.2} GB/token, {:.1} GB/s",
+                d,
+                args.depth,
+                bytes_deep as f64 / 1e9,
+                bytes_deep as f64 * d / 1e9
+            );
+        }
         match peak {
             Some(p) => println!("peak RSS    {:.2} GiB", p as f64 / (1u64 << 30) as f64),
             None => println!("peak RSS    unknown (no /proc)"),
         }
+        println!(
+            "loadavg     before {}   after {}",
+            load_avg_before.as_deref().unwrap_or("?"),
+            loadavg().as_deref().unwrap_or("?")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -97,6 +97,22 @@ impl DenseMatrix {
         }
     }
 
+    /// Drops the resident pages of a mapped matrix (see [`MappedBytes::release_pages`]).
+    pub fn release_pages(&self) {
+        match &self.storage {
+            Storage::MappedBf16(m) | Storage::MappedF32(m) => m.release_pages(),
+            Storage::OwnedBf16(_) | Storage::OwnedF32(_) => {}
+        }
+    }
+
+    /// Bytes of the stored elements.
+    pub fn storage_bytes(&self) -> usize {
+        match self.elements() {
+            Elements::Bf16(w) => w.len() * 2,
+            Elements::F32(w) => w.len() * 4,
+        }
+    }
+
     pub fn rows(&self) -> usize {
         self.rows
     }

@@ -13,6 +13,7 @@
 
 pub mod dense;
 pub mod mxfp4;
+pub mod q8;
 
 use rayon::prelude::*;
 

@@ -1,0 +1,102 @@
+//! Throughput of the int8 kernels, single-threaded (one rayon thread), per instruction set:
+//! - MXFP4 × q8 and q8_0 × q8 row dots over a matrix that stays in L2 (compute-bound);
+//! - the same over 256 MiB of weights, more than the caches (memory-bound, as in decode).
+//!
+//! Reported as bytes of weights per second. `cargo bench -p ossa-engine --bench kernels`.
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use ossa_engine::kernels::mxfp4::Mxfp4Matrix;
+use ossa_engine::kernels::q8::{Isa, Q8Acts, dot_mxfp4_q8, dot_q8_0};
+
+fn bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 24) as u8
+        })
+        .collect()
+}
+
+const COLS: usize = 2880;
+
+fn activations(mxfp4_order: bool) -> Q8Acts {
+    let x: Vec<f32> = bytes(COLS, 7)
+        .iter()
+        .map(|&b| b as f32 / 64.0 - 2.0)
+        .collect();
+    let mut q = Q8Acts::default();
+    q.quantize(&x, 1, COLS, mxfp4_order);
+    q
+}
+
+fn bench(c: &mut Criterion) {
+    let fp4_x = activations(true);
+    let q8_x = activations(false);
+    for (label, rows) in [("l2", 256usize), ("dram", 256 * 1024 * 1024 / (COLS / 2))] {
+        let blocks = bytes(rows * COLS / 2, 1);
+        let scales: Vec<u8> = bytes(rows * COLS / 32, 2)
+            .iter()
+            .map(|b| 120 + b % 8)
+            .collect();
+        let m = Mxfp4Matrix::new(&blocks, &scales, rows, COLS).expect("shapes");
+        let mut group = c.benchmark_group(format!("mxfp4_q8_{label}"));
+        group.throughput(Throughput::Bytes((rows * COLS * 17 / 32) as u64));
+        group.sample_size(10);
+        for isa in Isa::available() {
+            group.bench_with_input(BenchmarkId::from_parameter(isa.name()), &isa, |b, &isa| {
+                b.iter(|| {
+                    let mut sum = 0.0f32;
+                    for r in 0..m.rows {
+                        let nb = COLS / 32;
+                        sum += dot_mxfp4_q8(
+                            isa,
+                            &m.blocks[r * nb * 16..(r + 1) * nb * 16],
+                            &m.scales[r * nb..(r + 1) * nb],
+                            &fp4_x.qs,
+                            &fp4_x.d,
+                            &fp4_x.corr,
+                        );
+                    }
+                    sum
+                })
+            });
+        }
+        group.finish();
+
+        let wq: Vec<i8> = bytes(rows * COLS, 3)
+            .iter()
+            .map(|&b| (b as i8).max(-127))
+            .collect();
+        let wd: Vec<f32> = (0..rows * COLS / 32)
+            .map(|i| 1e-3 + i as f32 * 1e-9)
+            .collect();
+        let mut group = c.benchmark_group(format!("q8_0_{label}"));
+        group.throughput(Throughput::Bytes((rows * COLS * 9 / 8) as u64));
+        group.sample_size(10);
+        for isa in Isa::available() {
+            group.bench_with_input(BenchmarkId::from_parameter(isa.name()), &isa, |b, &isa| {
+                b.iter(|| {
+                    let mut sum = 0.0f32;
+                    let nb = COLS / 32;
+                    for r in 0..rows {
+                        sum += dot_q8_0(
+                            isa,
+                            &wq[r * COLS..(r + 1) * COLS],
+                            &wd[r * nb..(r + 1) * nb],
+                            &q8_x.qs,
+                            &q8_x.d,
+                        );
+                    }
+                    sum
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,1166 @@
+//! 8-bit integer kernels: activations quantized per 32-block to int8 (ggml's q8_0: one f32
+//! scale per block, values in -127..=127), dotted with
+//! - q8_0 dense weights (attention projections, unembedding), converted from bf16 at load;
+//! - packed MXFP4 expert weights, whose E2M1 codes are looked up as int8 (values ×2, so
+//!   0, 1, 2, 3, 4, 6, 8, 12 and negatives, all exact) and whose E8M0 scale is a power of two.
+//!
+//! A block's 32 products are summed exactly in int32; only the per-block scale product is
+//! floating point. Decode is memory-bound, so each kernel streams its weights exactly once.
+//!
+//! The SIMD paths are picked at run time ([`Isa::detect`]); every path computes the same
+//! integer block sums as the portable [`Isa::Scalar`] reference (only the order of the f32
+//! accumulation of block results differs) and is unit-tested against it.
+
+use super::mxfp4::{BLOCK, BLOCK_BYTES, E8M0_SCALES, Mxfp4Matrix};
+use super::{SharedOut, for_row_chunks};
+
+/// Values per quantization block.
+pub const QK: usize = 32;
+
+/// MXFP4 E2M1 codes ×2 as int8 (bit 3 is the sign), so every code is an integer.
+pub const FP4_X2: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+
+/// [`FP4_X2`] + 12: unsigned, for `u8 × i8` instructions; the +12 is taken back with the
+/// per-block activation sums ([`Q8Acts::corr`]).
+const FP4_X2_U8: [u8; 16] = {
+    let mut t = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        t[i] = (FP4_X2[i] + 12) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Where element `2j` (`odd` false) or `2j + 1` of block `b` of a row of `nb` blocks goes in
+/// MXFP4 order: blocks go by pairs (A, B) stored as [A even, B even, A odd, B odd], so one
+/// 32-byte load of packed bytes lines up with 64 activations; a last odd block is stored as
+/// [even, odd].
+#[inline(always)]
+fn mxfp4_slot(b: usize, nb: usize, j: usize, odd: bool) -> usize {
+    if b / 2 * 2 + 1 < nb {
+        (b / 2) * 64 + (b % 2) * 16 + odd as usize * 32 + j
+    } else {
+        b * 32 + odd as usize * 16 + j
+    }
+}
+
+/// Instruction set a kernel runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// Portable Rust (the reference; runs everywhere).
+    Scalar,
+    /// AVX2 + FMA: `pmaddubsw`/`pmaddwd` on 256-bit vectors.
+    Avx2,
+    /// AVX-VNNI (VEX-encoded `vpdpbusd`) on 256-bit vectors.
+    AvxVnni,
+    /// AVX-512 F/BW/DQ/VL + VNNI: `vpdpbusd` on 512-bit vectors, two blocks per instruction.
+    Avx512Vnni,
+}
+
+impl Isa {
+    /// The best instruction set this CPU supports; `OSSA_ISA=scalar|avx2|avxvnni|avx512vnni`
+    /// picks a lower one (for comparisons), ignored when the CPU lacks it.
+    pub fn detect() -> Isa {
+        let available = Isa::available();
+        let best = *available.last().unwrap_or(&Isa::Scalar);
+        match std::env::var("OSSA_ISA").ok().and_then(|v| Isa::parse(&v)) {
+            Some(wanted) if available.contains(&wanted) => wanted,
+            _ => best,
+        }
+    }
+
+    fn parse(name: &str) -> Option<Isa> {
+        [Isa::Scalar, Isa::Avx2, Isa::AvxVnni, Isa::Avx512Vnni]
+            .into_iter()
+            .find(|isa| isa.name().eq_ignore_ascii_case(name.trim()))
+    }
+
+    /// Every instruction set this CPU can run, worst first (always starts with `Scalar`).
+    pub fn available() -> Vec<Isa> {
+        let mut out = vec![Isa::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                out.push(Isa::Avx2);
+                if is_x86_feature_detected!("avxvnni") {
+                    out.push(Isa::AvxVnni);
+                }
+                if is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512dq")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512vnni")
+                {
+                    out.push(Isa::Avx512Vnni);
+                }
+            }
+        }
+        out
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::AvxVnni => "avxvnni",
+            Isa::Avx512Vnni => "avx512vnni",
+        }
+    }
+}
+
+/// Rows of activations quantized per 32-block.
+///
+/// For MXFP4 weights the elements are reordered so the low nibbles (even elements) and high
+/// nibbles (odd elements) of packed bytes line up with them (see [`mxfp4_slot`]), the
+/// scale is halved to undo the ×2 of [`FP4_X2`], and `corr` holds −12·Σq per block.
+#[derive(Debug, Clone, Default)]
+pub struct Q8Acts {
+    pub qs: Vec<i8>,
+    pub d: Vec<f32>,
+    pub corr: Vec<i32>,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl Q8Acts {
+    /// Quantizes `x` (`[rows, cols]`, `cols` a multiple of 32), reusing the buffers.
+    pub fn quantize(&mut self, x: &[f32], rows: usize, cols: usize, mxfp4_order: bool) {
+        assert!(
+            cols.is_multiple_of(QK) && x.len() >= rows * cols,
+            "Q8Acts::quantize shapes"
+        );
+        self.rows = rows;
+        self.cols = cols;
+        let nb = cols / QK;
+        self.qs.resize(rows * cols, 0);
+        self.d.resize(rows * nb, 0.0);
+        self.corr.resize(if mxfp4_order { rows * nb } else { 0 }, 0);
+        for (r, src_row) in x[..rows * cols].chunks_exact(cols).enumerate() {
+            let dst = &mut self.qs[r * cols..(r + 1) * cols];
+            for (b, src) in src_row.chunks_exact(QK).enumerate() {
+                if !mxfp4_order {
+                    self.d[r * nb + b] = quantize_block(src, &mut dst[b * QK..(b + 1) * QK]);
+                    continue;
+                }
+                let (scale, inv) = block_scale(src);
+                {
+                    let mut sum = 0i32;
+                    for j in 0..QK / 2 {
+                        let even = round_i8(src[2 * j] * inv);
+                        let odd = round_i8(src[2 * j + 1] * inv);
+                        dst[mxfp4_slot(b, nb, j, false)] = even;
+                        dst[mxfp4_slot(b, nb, j, true)] = odd;
+                        sum += even as i32 + odd as i32;
+                    }
+                    self.d[r * nb + b] = scale * 0.5;
+                    self.corr[r * nb + b] = -12 * sum;
+                }
+            }
+        }
+    }
+
+    /// Makes `self` the rows `rows` of `src`, in that order (reusing the buffers).
+    pub fn gather_rows(&mut self, src: &Q8Acts, rows: impl Iterator<Item = usize>) {
+        let nb = src.cols / QK;
+        self.cols = src.cols;
+        self.rows = 0;
+        self.qs.clear();
+        self.d.clear();
+        self.corr.clear();
+        for r in rows {
+            self.qs
+                .extend_from_slice(&src.qs[r * src.cols..(r + 1) * src.cols]);
+            self.d.extend_from_slice(&src.d[r * nb..(r + 1) * nb]);
+            if !src.corr.is_empty() {
+                self.corr.extend_from_slice(&src.corr[r * nb..(r + 1) * nb]);
+            }
+            self.rows += 1;
+        }
+    }
+
+    /// Row `r`'s per-block corrections (MXFP4 order only).
+    pub fn corr_row(&self, r: usize) -> &[i32] {
+        let nb = self.cols / QK;
+        &self.corr[r * nb..(r + 1) * nb]
+    }
+
+    /// Row `r`: its values and block scales.
+    pub fn row(&self, r: usize) -> (&[i8], &[f32]) {
+        let nb = self.cols / QK;
+        (
+            &self.qs[r * self.cols..(r + 1) * self.cols],
+            &self.d[r * nb..(r + 1) * nb],
+        )
+    }
+}
+
+/// `amax / 127` of a block and its inverse (0 for an all-zero block).
+#[inline(always)]
+fn block_scale(src: &[f32]) -> (f32, f32) {
+    let mut amax = 0.0f32;
+    for &v in src {
+        // Not `f32::max`: its NaN rules keep the loop from vectorizing.
+        let a = v.abs();
+        amax = if a > amax { a } else { amax };
+    }
+    let scale = amax / 127.0;
+    (scale, if scale > 0.0 { 1.0 / scale } else { 0.0 })
+}
+
+/// Rounds `v` (|v| ≤ 2^22) to the nearest integer, ties to even, with two adds that
+/// vectorize on baseline x86-64 (`round_ties_even` there is a libm call per value).
+#[inline(always)]
+fn round_i8(v: f32) -> i8 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23: the sum has no fraction bits left
+    ((v + MAGIC) - MAGIC) as i32 as i8
+}
+
+/// Quantizes one block of 32 into `dst` (round half to even); returns its scale. AVX2 when
+/// the CPU has it (the same values bit for bit: `vcvtps2dq` rounds half to even too).
+#[inline]
+fn quantize_block(src: &[f32], dst: &mut [i8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if src.len() == QK && dst.len() == QK && std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present and both blocks hold exactly 32 elements.
+        return unsafe { x86::quantize_block_avx2(src, dst) };
+    }
+    quantize_block_scalar(src, dst)
+}
+
+fn quantize_block_scalar(src: &[f32], dst: &mut [i8]) -> f32 {
+    let (scale, inv) = block_scale(src);
+    for (q, &v) in dst.iter_mut().zip(src) {
+        *q = round_i8(v * inv);
+    }
+    scale
+}
+
+/// Σ over blocks of (w·x in int32) · wd · xd for q8_0 weights and plain-order activations.
+#[inline]
+pub fn dot_q8_0(isa: Isa, wq: &[i8], wd: &[f32], xq: &[i8], xd: &[f32]) -> f32 {
+    let nb = wd.len().min(xd.len());
+    assert!(
+        wq.len() >= nb * QK && xq.len() >= nb * QK,
+        "dot_q8_0 shapes"
+    );
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `isa` came from `Isa::available`, so the CPU has the features; lengths checked.
+        Isa::Avx2 => unsafe { x86::dot_q8_0_avx2(wq, wd, xq, xd, nb) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::AvxVnni => unsafe { x86::dot_q8_0_avxvnni(wq, wd, xq, xd, nb) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx512Vnni => unsafe { x86::dot_q8_0_avx512(wq, wd, xq, xd, nb) },
+        _ => dot_q8_0_scalar(wq, wd, xq, xd, nb),
+    }
+}
+
+/// [`dot_q8_0`] of one row with `N` activation rows at once: the row is read once (prefill).
+#[inline]
+pub fn dot_q8_0_tokens<const N: usize>(
+    isa: Isa,
+    wq: &[i8],
+    wd: &[f32],
+    xs: &[(&[i8], &[f32]); N],
+) -> [f32; N] {
+    let nb = wd.len();
+    assert!(
+        wq.len() >= nb * QK && xs.iter().all(|(q, d)| q.len() >= nb * QK && d.len() >= nb),
+        "dot_q8_0_tokens shapes"
+    );
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `isa` came from `Isa::available`, so the CPU has the features; lengths checked.
+        Isa::Avx512Vnni => unsafe { x86::dot_q8_0_avx512_tokens(wq, wd, xs, nb) },
+        _ => xs.map(|(xq, xd)| dot_q8_0(isa, wq, wd, xq, xd)),
+    }
+}
+
+fn dot_q8_0_scalar(wq: &[i8], wd: &[f32], xq: &[i8], xd: &[f32], nb: usize) -> f32 {
+    let mut acc = 0.0f32;
+    for b in 0..nb {
+        let w = &wq[b * QK..(b + 1) * QK];
+        let x = &xq[b * QK..(b + 1) * QK];
+        let s: i32 = w.iter().zip(x).map(|(&a, &b)| a as i32 * b as i32).sum();
+        acc += s as f32 * (wd[b] * xd[b]);
+    }
+    acc
+}
+
+/// Σ over blocks of (FP4×2 codes · x in int32) · 2^(e-127) · xd for one packed MXFP4 row and
+/// one row of activations quantized in MXFP4 order (see [`Q8Acts`]; `corr` its sums).
+#[inline]
+pub fn dot_mxfp4_q8(
+    isa: Isa,
+    blocks: &[u8],
+    scales: &[u8],
+    xq: &[i8],
+    xd: &[f32],
+    corr: &[i32],
+) -> f32 {
+    dot_mxfp4_q8_tokens(isa, blocks, scales, &[(xq, xd, corr)])[0]
+}
+
+/// [`dot_mxfp4_q8`] of one row with `N` activation rows at once: the row is read and
+/// unpacked once (prefill).
+#[inline]
+pub fn dot_mxfp4_q8_tokens<const N: usize>(
+    isa: Isa,
+    blocks: &[u8],
+    scales: &[u8],
+    xs: &[(&[i8], &[f32], &[i32]); N],
+) -> [f32; N] {
+    let nb = scales.len();
+    assert!(
+        blocks.len() >= nb * BLOCK_BYTES
+            && xs
+                .iter()
+                .all(|(q, d, c)| q.len() >= nb * BLOCK && d.len() >= nb && c.len() >= nb),
+        "dot_mxfp4_q8 shapes"
+    );
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `isa` came from `Isa::available`, so the CPU has the features; lengths checked.
+        Isa::Avx2 => unsafe { x86::dot_mxfp4_avx2(blocks, scales, xs, nb) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::AvxVnni => unsafe { x86::dot_mxfp4_avxvnni(blocks, scales, xs, nb) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx512Vnni => unsafe { x86::dot_mxfp4_avx512vl(blocks, scales, xs, nb) },
+        _ => xs.map(|(xq, xd, _)| dot_mxfp4_scalar(blocks, scales, xq, xd, 0, nb)),
+    }
+}
+
+/// Blocks `from..nb` (`from` even), with the signed table: needs no correction.
+fn dot_mxfp4_scalar(
+    blocks: &[u8],
+    scales: &[u8],
+    xq: &[i8],
+    xd: &[f32],
+    from: usize,
+    nb: usize,
+) -> f32 {
+    let mut acc = 0.0f32;
+    for b in from..nb {
+        let block = &blocks[b * BLOCK_BYTES..(b + 1) * BLOCK_BYTES];
+        let mut s = 0i32;
+        for (j, &byte) in block.iter().enumerate() {
+            s += FP4_X2[(byte & 0x0f) as usize] as i32 * xq[mxfp4_slot(b, nb, j, false)] as i32;
+            s += FP4_X2[(byte >> 4) as usize] as i32 * xq[mxfp4_slot(b, nb, j, true)] as i32;
+        }
+        acc += s as f32 * (E8M0_SCALES[scales[b] as usize] * xd[b]);
+    }
+    acc
+}
+
+/// A dense `[rows, cols]` matrix in q8_0: int8 values, one f32 scale per 32 of a row.
+#[derive(Clone)]
+pub struct Q8Matrix {
+    rows: usize,
+    cols: usize,
+    qs: Vec<i8>,
+    d: Vec<f32>,
+}
+
+impl std::fmt::Debug for Q8Matrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Q8Matrix[{}x{}]", self.rows, self.cols)
+    }
+}
+
+impl Q8Matrix {
+    /// Quantizes row-major f32 rows produced by `row(r, out)`; `cols` must be a multiple of
+    /// 32. Rows are converted in parallel on the current rayon pool.
+    pub fn quantize_rows(
+        rows: usize,
+        cols: usize,
+        row: impl Fn(usize, &mut [f32]) + Sync + Send,
+    ) -> Q8Matrix {
+        assert!(cols.is_multiple_of(QK), "Q8Matrix: cols % 32 != 0");
+        let mut qs = vec![0i8; rows * cols];
+        let mut d = vec![0.0f32; rows * cols / QK];
+        use rayon::prelude::*;
+        let chunk = 64;
+        qs.par_chunks_mut(chunk * cols)
+            .zip(d.par_chunks_mut(chunk * cols / QK))
+            .enumerate()
+            .for_each_init(
+                || vec![0.0f32; cols],
+                |buf, (i, (q, dd))| {
+                    for (j, (qrow, drow)) in q
+                        .chunks_exact_mut(cols)
+                        .zip(dd.chunks_exact_mut(cols / QK))
+                        .enumerate()
+                    {
+                        row(i * chunk + j, buf);
+                        for ((src, dst), d) in buf
+                            .chunks_exact(QK)
+                            .zip(qrow.chunks_exact_mut(QK))
+                            .zip(drow.iter_mut())
+                        {
+                            *d = quantize_block(src, dst);
+                        }
+                    }
+                },
+            );
+        Q8Matrix { rows, cols, qs, d }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes of weights and scales.
+    pub fn bytes(&self) -> usize {
+        self.qs.len() + self.d.len() * 4
+    }
+
+    /// `y[t, r] = bias[r] + Σ_c x[t, c]·W[r, c]` for activations quantized in plain order.
+    pub fn linear(&self, isa: Isa, x: &Q8Acts, bias: Option<&[f32]>, y: &mut [f32]) {
+        let (rows, cols, t) = (self.rows, self.cols, x.rows);
+        assert!(
+            x.cols == cols && y.len() >= t * rows,
+            "Q8Matrix::linear shapes"
+        );
+        let out = SharedOut(y.as_mut_ptr());
+        let nb = cols / QK;
+        for_row_chunks(rows, rows_per_task(rows, cols), |r0, r1| {
+            for r in r0..r1 {
+                let wq = &self.qs[r * cols..(r + 1) * cols];
+                let wd = &self.d[r * nb..(r + 1) * nb];
+                let bias_r = bias.map_or(0.0, |b| b[r]);
+                let mut ti = 0;
+                while ti < t {
+                    let n = (t - ti).min(TOKENS_PER_ROW_PASS);
+                    let mut v = [0.0f32; TOKENS_PER_ROW_PASS];
+                    if n == TOKENS_PER_ROW_PASS {
+                        let xs = std::array::from_fn(|i| x.row(ti + i));
+                        v = dot_q8_0_tokens(isa, wq, wd, &xs);
+                    } else {
+                        for (i, vi) in v.iter_mut().enumerate().take(n) {
+                            *vi = dot_q8_0_tokens(isa, wq, wd, &[x.row(ti + i)])[0];
+                        }
+                    }
+                    for (i, vi) in v.iter().enumerate().take(n) {
+                        // SAFETY: element (ti + i, r) belongs to this chunk only.
+                        unsafe { *out.at((ti + i) * rows + r) = vi + bias_r };
+                    }
+                    ti += n;
+                }
+            }
+        });
+    }
+}
+
+/// Tokens dotted with one weight row per pass in prefill (registers hold their sums).
+const TOKENS_PER_ROW_PASS: usize = 4;
+
+/// Rows per rayon task: about 64 KiB of 8-bit weights (few enough tasks that scheduling is
+/// noise, enough that both cores stay busy to the end).
+fn rows_per_task(rows: usize, cols: usize) -> usize {
+    let by_bytes = (64 * 1024 / cols.max(1)).max(1);
+    by_bytes.min(rows.div_ceil(8).max(1))
+}
+
+impl Mxfp4Matrix<'_> {
+    /// `y[t, r] = bias[r] + Σ_c x[t, c]·W[r, c]` with activations quantized in MXFP4 order.
+    /// Each row is read from memory once and dotted with every token while it is in L1.
+    pub fn linear_q8(&self, isa: Isa, x: &Q8Acts, bias: Option<&[f32]>, y: &mut [f32]) {
+        let (rows, cols, t) = (self.rows, self.cols, x.rows);
+        assert!(
+            x.cols == cols && y.len() >= t * rows,
+            "Mxfp4Matrix::linear_q8 shapes"
+        );
+        let out = SharedOut(y.as_mut_ptr());
+        let nb = cols / BLOCK;
+        for_row_chunks(rows, rows_per_task(rows, cols / 2), |r0, r1| {
+            for r in r0..r1 {
+                let blocks = &self.blocks[r * nb * BLOCK_BYTES..(r + 1) * nb * BLOCK_BYTES];
+                let scales = &self.scales[r * nb..(r + 1) * nb];
+                let bias_r = bias.map_or(0.0, |b| b[r]);
+                let act = |ti: usize| {
+                    let (q, d) = x.row(ti);
+                    (q, d, x.corr_row(ti))
+                };
+                let mut ti = 0;
+                while ti < t {
+                    let n = (t - ti).min(TOKENS_PER_ROW_PASS);
+                    let mut v = [0.0f32; TOKENS_PER_ROW_PASS];
+                    if n == TOKENS_PER_ROW_PASS {
+                        let xs = std::array::from_fn(|i| act(ti + i));
+                        v = dot_mxfp4_q8_tokens(isa, blocks, scales, &xs);
+                    } else {
+                        for (i, vi) in v.iter_mut().enumerate().take(n) {
+                            *vi = dot_mxfp4_q8_tokens(isa, blocks, scales, &[act(ti + i)])[0];
+                        }
+                    }
+                    for (i, vi) in v.iter().enumerate().take(n) {
+                        // SAFETY: element (ti + i, r) belongs to this chunk only.
+                        unsafe { *out.at((ti + i) * rows + r) = vi + bias_r };
+                    }
+                    ti += n;
+                }
+            }
+        });
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+// Every function here is an `unsafe fn` whose whole body is intrinsics and raw loads.
+#[allow(unsafe_op_in_unsafe_fn)]
+mod x86 {
+    use super::{BLOCK, BLOCK_BYTES, FP4_X2_U8, QK};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn hsum256(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+
+    /// Signed int8 products summed per 4 bytes into 8 int32 lanes, the AVX2 way.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn dot_i8_avx2(w: __m256i, x: __m256i) -> __m256i {
+        let aw = _mm256_sign_epi8(w, w);
+        let sx = _mm256_sign_epi8(x, w);
+        // |w| ≤ 127, |x| ≤ 127: pairs sum to at most 32258, no i16 saturation.
+        _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), _mm256_set1_epi16(1))
+    }
+
+    #[target_feature(enable = "avx2,avxvnni")]
+    #[inline]
+    unsafe fn dot_i8_avxvnni(w: __m256i, x: __m256i) -> __m256i {
+        let aw = _mm256_sign_epi8(w, w);
+        let sx = _mm256_sign_epi8(x, w);
+        _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), aw, sx)
+    }
+
+    #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn dot_i8_avx512(w: __m512i, x: __m512i) -> __m512i {
+        let aw = _mm512_abs_epi8(w);
+        let neg = _mm512_movepi8_mask(w);
+        let sx = _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x);
+        _mm512_dpbusd_epi32(_mm512_setzero_si512(), aw, sx)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot_q8_0_avx2(
+        wq: &[i8],
+        wd: &[f32],
+        xq: &[i8],
+        xd: &[f32],
+        nb: usize,
+    ) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        for b in 0..nb {
+            if b % 2 == 0 {
+                _mm_prefetch::<_MM_HINT_T0>(
+                    wq.as_ptr().wrapping_add(b * QK + PREFETCH_AHEAD).cast(),
+                );
+            }
+            let w = _mm256_loadu_si256(wq.as_ptr().add(b * QK).cast());
+            let x = _mm256_loadu_si256(xq.as_ptr().add(b * QK).cast());
+            let s = _mm256_cvtepi32_ps(dot_i8_avx2(w, x));
+            acc = _mm256_fmadd_ps(s, _mm256_set1_ps(wd[b] * xd[b]), acc);
+        }
+        hsum256(acc)
+    }
+
+    #[target_feature(enable = "avx2,fma,avxvnni")]
+    pub(super) unsafe fn dot_q8_0_avxvnni(
+        wq: &[i8],
+        wd: &[f32],
+        xq: &[i8],
+        xd: &[f32],
+        nb: usize,
+    ) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        for b in 0..nb {
+            if b % 2 == 0 {
+                _mm_prefetch::<_MM_HINT_T0>(
+                    wq.as_ptr().wrapping_add(b * QK + PREFETCH_AHEAD).cast(),
+                );
+            }
+            let w = _mm256_loadu_si256(wq.as_ptr().add(b * QK).cast());
+            let x = _mm256_loadu_si256(xq.as_ptr().add(b * QK).cast());
+            let s = _mm256_cvtepi32_ps(dot_i8_avxvnni(w, x));
+            acc = _mm256_fmadd_ps(s, _mm256_set1_ps(wd[b] * xd[b]), acc);
+        }
+        hsum256(acc)
+    }
+
+    /// Two blocks per 512-bit step: int32 lanes 0-7 belong to the first, 8-15 to the second.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn pair_scale(s0: f32, s1: f32) -> __m512 {
+        _mm512_insertf32x8(_mm512_set1_ps(s0), _mm256_set1_ps(s1), 1)
+    }
+
+    #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+    pub(super) unsafe fn dot_q8_0_avx512(
+        wq: &[i8],
+        wd: &[f32],
+        xq: &[i8],
+        xd: &[f32],
+        nb: usize,
+    ) -> f32 {
+        let mut acc = _mm512_setzero_ps();
+        let pairs = nb / 2;
+        for p in 0..pairs {
+            let b = 2 * p;
+            _mm_prefetch::<_MM_HINT_T0>(wq.as_ptr().wrapping_add(b * QK + PREFETCH_AHEAD).cast());
+            let w = _mm512_loadu_si512(wq.as_ptr().add(b * QK).cast());
+            let x = _mm512_loadu_si512(xq.as_ptr().add(b * QK).cast());
+            let s = _mm512_cvtepi32_ps(dot_i8_avx512(w, x));
+            let scale = pair_scale(wd[b] * xd[b], wd[b + 1] * xd[b + 1]);
+            acc = _mm512_fmadd_ps(s, scale, acc);
+        }
+        let mut total = _mm512_reduce_add_ps(acc);
+        if nb % 2 == 1 {
+            let b = nb - 1;
+            let w = _mm256_loadu_si256(wq.as_ptr().add(b * QK).cast());
+            let x = _mm256_loadu_si256(xq.as_ptr().add(b * QK).cast());
+            let aw = _mm256_sign_epi8(w, w);
+            let sx = _mm256_sign_epi8(x, w);
+            let s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, sx);
+            total += hsum256(_mm256_cvtepi32_ps(s)) * (wd[b] * xd[b]);
+        }
+        total
+    }
+
+    /// One q8_0 row against `N` token rows: per pair of blocks the weights' |w| and sign
+    /// mask are computed once and reused for every token; block scales (wd·xd) come eight at
+    /// a time from two vector loads. Leftover blocks (fewer than 8) go to the one-token kernel.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+    pub(super) unsafe fn dot_q8_0_avx512_tokens<const N: usize>(
+        wq: &[i8],
+        wd: &[f32],
+        xs: &[(&[i8], &[f32]); N],
+        nb: usize,
+    ) -> [f32; N] {
+        let idx = [
+            _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+            _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),
+            _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5),
+            _mm512_setr_epi32(6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7),
+        ];
+        let mut accs = [_mm512_setzero_ps(); N];
+        let groups = nb / 8;
+        for g in 0..groups {
+            let b0 = g * 8;
+            let ws = _mm256_loadu_ps(wd.as_ptr().add(b0));
+            let mut s = [_mm512_setzero_ps(); N];
+            for i in 0..N {
+                let xd = _mm256_loadu_ps(xs[i].1.as_ptr().add(b0));
+                s[i] = _mm512_castps256_ps512(_mm256_mul_ps(ws, xd));
+            }
+            for (p, lane) in idx.iter().enumerate() {
+                let b = b0 + 2 * p;
+                _mm_prefetch::<_MM_HINT_T0>(
+                    wq.as_ptr().wrapping_add(b * QK + PREFETCH_AHEAD).cast(),
+                );
+                let w = _mm512_loadu_si512(wq.as_ptr().add(b * QK).cast());
+                let aw = _mm512_abs_epi8(w);
+                let neg = _mm512_movepi8_mask(w);
+                for i in 0..N {
+                    let x = _mm512_loadu_si512(xs[i].0.as_ptr().add(b * QK).cast());
+                    let sx = _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x);
+                    let sum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), aw, sx);
+                    accs[i] = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(sum),
+                        _mm512_permutexvar_ps(*lane, s[i]),
+                        accs[i],
+                    );
+                }
+            }
+        }
+        let done = groups * 8;
+        let mut out = [0.0f32; N];
+        for i in 0..N {
+            let (xq, xd) = xs[i];
+            out[i] = _mm512_reduce_add_ps(accs[i])
+                + dot_q8_0_avx512(
+                    &wq[done * QK..],
+                    &wd[done..],
+                    &xq[done * QK..],
+                    &xd[done..],
+                    nb - done,
+                );
+        }
+        out
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn quantize_block_avx2(src: &[f32], dst: &mut [i8]) -> f32 {
+        let p = src.as_ptr();
+        let v = [
+            _mm256_loadu_ps(p),
+            _mm256_loadu_ps(p.add(8)),
+            _mm256_loadu_ps(p.add(16)),
+            _mm256_loadu_ps(p.add(24)),
+        ];
+        let sign = _mm256_set1_ps(-0.0);
+        let a = v.map(|x| _mm256_andnot_ps(sign, x));
+        let m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let m = _mm_max_ss(m, _mm_movehdup_ps(m));
+        let scale = _mm_cvtss_f32(m) / 127.0;
+        let inv = _mm256_set1_ps(if scale > 0.0 { 1.0 / scale } else { 0.0 });
+        let q = v.map(|x| _mm256_cvtps_epi32(_mm256_mul_ps(x, inv)));
+        // packs interleave 128-bit lanes: bytes come out as dwords [0, 2, 4, 6, 1, 3, 5, 7].
+        let packed = _mm256_packs_epi16(
+            _mm256_packs_epi32(q[0], q[1]),
+            _mm256_packs_epi32(q[2], q[3]),
+        );
+        let ordered =
+            _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256(dst.as_mut_ptr().cast(), ordered);
+        scale
+    }
+
+    /// Bytes ahead of the current packed group to prefetch.
+    const PREFETCH_AHEAD: usize = 1024;
+
+    /// Adds the `u8 × i8` products of `u` and `x`, four per int32 lane, to `acc`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn dpbusd_avx2(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
+        // u ≤ 24 here, |x| ≤ 127: pairs sum to at most 6096, no i16 saturation.
+        _mm256_add_epi32(
+            acc,
+            _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1)),
+        )
+    }
+
+    #[target_feature(enable = "avx2,avxvnni")]
+    #[inline]
+    unsafe fn dpbusd_avxvnni(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
+        _mm256_dpbusd_avx_epi32(acc, u, x)
+    }
+
+    #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn dpbusd_avx512vl(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(acc, u, x)
+    }
+
+    /// One MXFP4 row against `N` token rows (one packed read, the unpacked weights reused
+    /// from registers): groups of 8 blocks share one vector of block scales (2^(e-127)·xd
+    /// built from the exponent bits); each pair of blocks is one 32-byte load whose low and
+    /// high nibbles index the +12 table and meet 64 activations in two `u8 × i8` dot
+    /// instructions (int32 lanes 0-3: first block, 4-7: second). The +12 is taken back per
+    /// group from the activation sums. A last odd block goes to the scalar code.
+    macro_rules! mxfp4_row_kernel {
+        ($name:ident, $features:literal, $dot:ident) => {
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $name<const N: usize>(
+                blocks: &[u8],
+                scales: &[u8],
+                xs: &[(&[i8], &[f32], &[i32]); N],
+                nb: usize,
+            ) -> [f32; N] {
+                let lut = _mm256_broadcastsi128_si256(_mm_loadu_si128(FP4_X2_U8.as_ptr().cast()));
+                let m4 = _mm256_set1_epi8(0x0f);
+                let lanes = [
+                    _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1),
+                    _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3),
+                    _mm256_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5),
+                    _mm256_setr_epi32(6, 6, 6, 6, 7, 7, 7, 7),
+                ];
+                let mut accs = [_mm256_setzero_ps(); N];
+                let mut acc_corr = [_mm256_setzero_ps(); N];
+                let pairs_end = nb / 2 * 2;
+                let groups = pairs_end / 8;
+                let bp = blocks.as_ptr();
+                _mm_prefetch::<_MM_HINT_T0>(scales.as_ptr().wrapping_add(256).cast());
+                for g in 0..groups {
+                    let b0 = g * 8;
+                    // The hardware prefetcher stops at 4 KiB pages; ask for the bytes a few
+                    // groups ahead (rows are contiguous, so this runs into the next row).
+                    let ahead = bp.wrapping_add(b0 * BLOCK_BYTES + PREFETCH_AHEAD);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64).cast());
+                    let e = _mm256_cvtepu8_epi32(_mm_loadl_epi64(scales.as_ptr().add(b0).cast()));
+                    let ws = _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
+                    let mut s = [_mm256_setzero_ps(); N];
+                    for i in 0..N {
+                        let (_, xd, corr) = xs[i];
+                        s[i] = _mm256_mul_ps(ws, _mm256_loadu_ps(xd.as_ptr().add(b0)));
+                        let c =
+                            _mm256_cvtepi32_ps(_mm256_loadu_si256(corr.as_ptr().add(b0).cast()));
+                        acc_corr[i] = _mm256_fmadd_ps(c, s[i], acc_corr[i]);
+                    }
+                    for (p, lane) in lanes.iter().enumerate() {
+                        let b = b0 + 2 * p;
+                        let packed = _mm256_loadu_si256(bp.add(b * BLOCK_BYTES).cast());
+                        let lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(packed, m4));
+                        let hi = _mm256_shuffle_epi8(
+                            lut,
+                            _mm256_and_si256(_mm256_srli_epi16(packed, 4), m4),
+                        );
+                        for i in 0..N {
+                            let xp = xs[i].0.as_ptr();
+                            let x0 = _mm256_loadu_si256(xp.add(b * BLOCK).cast());
+                            let x1 = _mm256_loadu_si256(xp.add(b * BLOCK + 32).cast());
+                            let sum = $dot($dot(_mm256_setzero_si256(), lo, x0), hi, x1);
+                            accs[i] = _mm256_fmadd_ps(
+                                _mm256_cvtepi32_ps(sum),
+                                _mm256_permutevar8x32_ps(s[i], *lane),
+                                accs[i],
+                            );
+                        }
+                    }
+                }
+                // Whole pairs after the groups, with scales built one by one.
+                let mut tails = [0.0f32; N];
+                for b in (groups * 8..pairs_end).step_by(2) {
+                    let packed = _mm256_loadu_si256(bp.add(b * BLOCK_BYTES).cast());
+                    let lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(packed, m4));
+                    let hi = _mm256_shuffle_epi8(
+                        lut,
+                        _mm256_and_si256(_mm256_srli_epi16(packed, 4), m4),
+                    );
+                    let (w0, w1) = (
+                        f32::from_bits((scales[b] as u32) << 23),
+                        f32::from_bits((scales[b + 1] as u32) << 23),
+                    );
+                    for i in 0..N {
+                        let (xq, xd, corr) = xs[i];
+                        let (s0, s1) = (w0 * xd[b], w1 * xd[b + 1]);
+                        tails[i] += corr[b] as f32 * s0 + corr[b + 1] as f32 * s1;
+                        let xp = xq.as_ptr();
+                        let x0 = _mm256_loadu_si256(xp.add(b * BLOCK).cast());
+                        let x1 = _mm256_loadu_si256(xp.add(b * BLOCK + 32).cast());
+                        let sum = $dot($dot(_mm256_setzero_si256(), lo, x0), hi, x1);
+                        let sv = _mm256_setr_m128(_mm_set1_ps(s0), _mm_set1_ps(s1));
+                        accs[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), sv, accs[i]);
+                    }
+                }
+                let mut out = [0.0f32; N];
+                for i in 0..N {
+                    let (xq, xd, _) = xs[i];
+                    out[i] = hsum256(_mm256_add_ps(accs[i], acc_corr[i]))
+                        + tails[i]
+                        + super::dot_mxfp4_scalar(blocks, scales, xq, xd, pairs_end, nb);
+                }
+                out
+            }
+        };
+    }
+
+    mxfp4_row_kernel!(dot_mxfp4_avx2, "avx2,fma", dpbusd_avx2);
+    mxfp4_row_kernel!(dot_mxfp4_avxvnni, "avx2,fma,avxvnni", dpbusd_avxvnni);
+    mxfp4_row_kernel!(
+        dot_mxfp4_avx512vl,
+        "avx2,fma,avx512f,avx512vl,avx512vnni",
+        dpbusd_avx512vl
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic pseudo-random values (xorshift), spanning signs and magnitudes.
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32 * 3.0
+            })
+            .collect()
+    }
+
+    fn bytes(n: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 24) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn simd_block_quantization_is_bit_identical_to_scalar() {
+        for seed in 0..50u64 {
+            let mut x = values(QK, 500 + seed);
+            if seed % 5 == 0 {
+                x[7] = 0.0;
+                x[3] = -x[3].abs() * 40.0; // a dominant negative value: -127
+            }
+            if seed == 1 {
+                x.fill(0.0);
+            }
+            let (mut a, mut b) = ([0i8; QK], [0i8; QK]);
+            let sa = quantize_block(&x, &mut a);
+            let sb = quantize_block_scalar(&x, &mut b);
+            assert_eq!((sa.to_bits(), a), (sb.to_bits(), b), "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn rounding_is_to_nearest_with_ties_to_even() {
+        for (v, want) in [
+            (0.4, 0),
+            (0.5, 0),
+            (1.5, 2),
+            (2.5, 2),
+            (-0.5, 0),
+            (-1.5, -2),
+            (126.6, 127),
+            (-127.0, -127),
+            (-3.2, -3),
+        ] {
+            assert_eq!(round_i8(v), want, "{v}");
+        }
+    }
+
+    #[test]
+    fn quantization_round_trips_within_half_a_step() {
+        let x = values(96, 1);
+        let mut q = Q8Acts::default();
+        q.quantize(&x, 1, 96, false);
+        for (b, xs) in x.chunks_exact(QK).enumerate() {
+            let amax = xs.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert!((q.d[b] - amax / 127.0).abs() <= 1e-7 * amax);
+            for (j, &v) in xs.iter().enumerate() {
+                let back = q.qs[b * QK + j] as f32 * q.d[b];
+                assert!((back - v).abs() <= 0.5 * q.d[b] * 1.0001, "{back} vs {v}");
+            }
+        }
+        // MXFP4 order: blocks 0 and 1 as a pair [0 even, 1 even, 0 odd, 1 odd], block 2
+        // alone [even, odd]; halved scale; corrections −12·Σq.
+        let mut m = Q8Acts::default();
+        m.quantize(&x, 1, 96, true);
+        for b in 0..3 {
+            assert_eq!(m.d[b], q.d[b] * 0.5);
+            let sum: i32 = q.qs[b * QK..(b + 1) * QK].iter().map(|&v| v as i32).sum();
+            assert_eq!(m.corr[b], -12 * sum);
+        }
+        for j in 0..16 {
+            assert_eq!(m.qs[j], q.qs[2 * j]);
+            assert_eq!(m.qs[16 + j], q.qs[QK + 2 * j]);
+            assert_eq!(m.qs[32 + j], q.qs[2 * j + 1]);
+            assert_eq!(m.qs[48 + j], q.qs[QK + 2 * j + 1]);
+            assert_eq!(m.qs[64 + j], q.qs[2 * QK + 2 * j]);
+            assert_eq!(m.qs[80 + j], q.qs[2 * QK + 2 * j + 1]);
+        }
+        // An all-zero block quantizes to zeros, not NaN.
+        let mut z = Q8Acts::default();
+        z.quantize(&[0.0; 32], 1, 32, false);
+        assert_eq!((z.d[0], z.qs.iter().all(|&v| v == 0)), (0.0, true));
+    }
+
+    /// The int8 MXFP4 dot equals the f32 dot of the exactly dequantized weights with the
+    /// dequantized activations (the integer sums are exact; only f32 rounding differs).
+    #[test]
+    fn mxfp4_scalar_matches_dequantized_f32_math() {
+        let (rows, cols) = (5, 160);
+        let blocks = bytes(rows * cols / 2, 3);
+        let scales: Vec<u8> = bytes(rows * cols / 32, 4)
+            .iter()
+            .map(|b| 118 + b % 12)
+            .collect();
+        let m = Mxfp4Matrix::new(&blocks, &scales, rows, cols).unwrap();
+        let x = values(cols, 5);
+        let mut plain = Q8Acts::default();
+        plain.quantize(&x, 1, cols, false);
+        let mut perm = Q8Acts::default();
+        perm.quantize(&x, 1, cols, true);
+        let xdq: Vec<f64> = (0..cols)
+            .map(|c| plain.qs[c] as f64 * plain.d[c / QK] as f64)
+            .collect();
+        let mut row = vec![0.0f32; cols];
+        for r in 0..rows {
+            m.dequantize_row(r, &mut row);
+            let want: f64 = row.iter().zip(&xdq).map(|(&w, &x)| w as f64 * x).sum();
+            let (b, s) = (
+                &blocks[r * cols / 2..(r + 1) * cols / 2],
+                &scales[r * cols / 32..(r + 1) * cols / 32],
+            );
+            let got = dot_mxfp4_q8(Isa::Scalar, b, s, &perm.qs, &perm.d, &perm.corr) as f64;
+            assert!(
+                (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "row {r}: {got} vs {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn q8_0_scalar_matches_dequantized_f32_math() {
+        let (rows, cols) = (7, 96);
+        let w = values(rows * cols, 8);
+        let m = Q8Matrix::quantize_rows(rows, cols, |r, out| {
+            out.copy_from_slice(&w[r * cols..(r + 1) * cols])
+        });
+        let x = values(2 * cols, 9);
+        let mut q = Q8Acts::default();
+        q.quantize(&x, 2, cols, false);
+        let bias = values(rows, 10);
+        let mut y = vec![0.0; 2 * rows];
+        m.linear(Isa::Scalar, &q, Some(&bias), &mut y);
+        for t in 0..2 {
+            for r in 0..rows {
+                let want: f64 = bias[r] as f64
+                    + (0..cols)
+                        .map(|c| {
+                            let wv = m.qs[r * cols + c] as f64 * m.d[(r * cols + c) / QK] as f64;
+                            let xv = q.qs[t * cols + c] as f64 * q.d[(t * cols + c) / QK] as f64;
+                            wv * xv
+                        })
+                        .sum::<f64>();
+                let got = y[t * rows + r] as f64;
+                assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0));
+                // And close to the unquantized product (8-bit both sides: ~1 %).
+                let exact: f64 = bias[r] as f64
+                    + (0..cols)
+                        .map(|c| w[r * cols + c] as f64 * x[t * cols + c] as f64)
+                        .sum::<f64>();
+                let norm: f64 = (0..cols)
+                    .map(|c| (w[r * cols + c] as f64 * x[t * cols + c] as f64).abs())
+                    .sum();
+                assert!((got - exact).abs() <= 0.02 * norm, "{got} vs {exact}");
+            }
+        }
+    }
+
+    /// Every SIMD path this CPU has against the scalar reference, on random data including
+    /// extreme codes and scales, odd block counts and -127/127 activations.
+    #[test]
+    fn every_available_isa_matches_scalar() {
+        let isas = Isa::available();
+        assert_eq!(isas[0], Isa::Scalar);
+        eprintln!("testing {:?}", isas);
+        for nb in [1usize, 2, 3, 7, 8, 9, 10, 17, 90] {
+            let cols = nb * QK;
+            for seed in 0..4u64 {
+                let blocks = bytes(cols / 2, 100 + seed);
+                let scales: Vec<u8> = bytes(nb, 200 + seed).iter().map(|b| 100 + b % 40).collect();
+                let mut x = values(cols, 300 + seed);
+                x[0] = 1e3; // a saturating block: ±127
+                if cols > 40 {
+                    x[40] = -1e3;
+                }
+                let mut perm = Q8Acts::default();
+                perm.quantize(&x, 1, cols, true);
+                let mut plain = Q8Acts::default();
+                plain.quantize(&x, 1, cols, false);
+                let w = values(cols, 400 + seed);
+                let mut wq = Q8Acts::default();
+                wq.quantize(&w, 1, cols, false);
+                let (xq, xd, xc) = (&perm.qs, &perm.d, &perm.corr);
+                let want_fp4 = dot_mxfp4_q8(Isa::Scalar, &blocks, &scales, xq, xd, xc);
+                let want_q8 = dot_q8_0(Isa::Scalar, &wq.qs, &wq.d, &plain.qs, &plain.d);
+                for &isa in &isas[1..] {
+                    let got = dot_mxfp4_q8(isa, &blocks, &scales, xq, xd, xc);
+                    assert!(
+                        (got - want_fp4).abs() <= 1e-5 * want_fp4.abs().max(1.0),
+                        "{isa:?} mxfp4 nb={nb}: {got} vs {want_fp4}"
+                    );
+                    let got = dot_q8_0(isa, &wq.qs, &wq.d, &plain.qs, &plain.d);
+                    assert!(
+                        (got - want_q8).abs() <= 1e-5 * want_q8.abs().max(1.0),
+                        "{isa:?} q8_0 nb={nb}: {got} vs {want_q8}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dense_multi_token_pass_matches_scalar_dots() {
+        let (rows, cols, t) = (5, 2880 + 96, 6);
+        let w = values(rows * cols, 21);
+        let m = Q8Matrix::quantize_rows(rows, cols, |r, out| {
+            out.copy_from_slice(&w[r * cols..(r + 1) * cols])
+        });
+        let x = values(t * cols, 22);
+        let mut q = Q8Acts::default();
+        q.quantize(&x, t, cols, false);
+        let nb = cols / QK;
+        for isa in Isa::available() {
+            let mut y = vec![0.0; t * rows];
+            m.linear(isa, &q, None, &mut y);
+            for ti in 0..t {
+                for r in 0..rows {
+                    let (xq, xd) = q.row(ti);
+                    let want = dot_q8_0(
+                        Isa::Scalar,
+                        &m.qs[r * cols..(r + 1) * cols],
+                        &m.d[r * nb..(r + 1) * nb],
+                        xq,
+                        xd,
+                    );
+                    let got = y[ti * rows + r];
+                    assert!(
+                        (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                        "{isa:?} t={ti} r={r}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn multi_token_pass_matches_single_token_dots() {
+        let (rows, cols, t) = (9, 2880, 7);
+        let blocks = bytes(rows * cols / 2, 11);
+        let scales: Vec<u8> = bytes(rows * cols / 32, 12)
+            .iter()
+            .map(|b| 115 + b % 20)
+            .collect();
+        let m = Mxfp4Matrix::new(&blocks, &scales, rows, cols).unwrap();
+        let x = values(t * cols, 13);
+        let mut q = Q8Acts::default();
+        q.quantize(&x, t, cols, true);
+        let bias = values(rows, 14);
+        for isa in Isa::available() {
+            let mut y = vec![0.0; t * rows];
+            m.linear_q8(isa, &q, Some(&bias), &mut y);
+            for ti in 0..t {
+                for r in 0..rows {
+                    let (b, s) = (
+                        &blocks[r * cols / 2..(r + 1) * cols / 2],
+                        &scales[r * cols / 32..(r + 1) * cols / 32],
+                    );
+                    let (xq, xd) = q.row(ti);
+                    let want = dot_mxfp4_q8(Isa::Scalar, b, s, xq, xd, q.corr_row(ti)) + bias[r];
+                    let got = y[ti * rows + r];
+                    // 90 block terms summed in another order: f32 rounding only.
+                    assert!(
+                        (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                        "{isa:?} t={ti} r={r}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn forced_isa_names_parse() {
+        for isa in [Isa::Scalar, Isa::Avx2, Isa::AvxVnni, Isa::Avx512Vnni] {
+            assert_eq!(Isa::parse(isa.name()), Some(isa));
+        }
+        assert_eq!(Isa::parse("sse9"), None);
+    }
+}
