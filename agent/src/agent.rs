@@ -550,12 +550,7 @@ impl Chat {
             StreamableParser::new(encoding.clone(), Some(Role::Assistant), ParseMode::Lenient);
         let mut interrupt = None;
         let mut reported = 0;
-        let deadline_sleep = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
+        let deadline_sleep = until(deadline);
         tokio::pin!(deadline_sleep);
         loop {
             tokio::select! {
@@ -634,12 +629,7 @@ impl Chat {
             .sessions
             .entry(namespace.to_string())
             .or_insert_with(|| tool.open_session());
-        let deadline_sleep = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
+        let deadline_sleep = until(deadline);
         let mut outputs = tokio::select! {
             biased;
             _ = cancel.cancelled() => return Err(Interrupt::Cancelled),
@@ -654,6 +644,14 @@ impl Chat {
             ));
         }
         Ok(outputs)
+    }
+}
+
+/// Resolves at `deadline`; never without one.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
