@@ -72,7 +72,7 @@ fn example_with_everything_on() -> String {
 fn the_example_file_parses_and_its_values_are_the_defaults() {
     let config = parse(&example_text()).expect("config.example.toml parses");
     assert_eq!(config.model.as_deref(), Some("openai/gpt-oss-20b"));
-    assert_eq!(config.dtype, Some(DType::F32));
+    assert_eq!(config.dtype, Some(DType::Q8));
     assert_eq!(config.reasoning_effort, Some(ReasoningEffort::Low));
     assert_eq!(config.temperature, Some(1.0));
     assert_eq!(config.top_p, Some(1.0));

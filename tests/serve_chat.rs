@@ -372,3 +372,80 @@ fn concurrent_requests_share_one_engine_without_mixing_up() {
         "{health}"
     );
 }
+
+/// The tiny model never calls functions by itself; a named `tool_choice` writes the call's
+/// header for it, so what comes back is a call of that function, whatever the arguments look
+/// like, and never a server error.
+#[test]
+fn a_named_tool_choice_makes_the_real_model_call_it() {
+    if !have_curl() {
+        eprintln!("SKIPPED: curl is not installed");
+        return;
+    }
+    let server = Server::start(&[]);
+    let user = scenarios()[0]["user"].as_str().expect("user").to_string();
+    let function = json!({"name": "get_weather", "description": "Current weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}});
+    let (status, body) = curl_post(
+        &format!("{}/responses", server.base),
+        &json!({"input": user, "tools": [{"type": "function", "name": "get_weather",
+                 "parameters": function["parameters"]}],
+                "tool_choice": {"type": "function", "name": "get_weather"},
+                "max_output_tokens": 48, "store": false}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let response: Value = serde_json::from_str(&body).expect("JSON");
+    let output = response["output"].as_array().expect("output");
+    let call = output.last().expect("an output item");
+    assert_eq!(call["type"], "function_call", "{response}");
+    assert_eq!(call["name"], "get_weather", "{response}");
+    assert!(call["arguments"].is_string(), "{response}");
+    assert!(
+        output.iter().all(|i| i["type"] != "message"),
+        "no answer before the call: {response}"
+    );
+
+    for stream in [false, true] {
+        let (status, body) = curl_post(
+            &format!("{}/chat/completions", server.base),
+            &json!({"messages": [{"role": "user", "content": user}],
+                    "tools": [{"type": "function", "function": function}],
+                    "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+                    "max_tokens": 48, "stream": stream}),
+        );
+        assert_eq!(status, 200, "{body}");
+        let (finish, name, content) = if stream {
+            let (content, _, _, finish, _) = assemble(&sse_data(&body));
+            let name = sse_data(&body)
+                .iter()
+                .flat_map(|c| c["choices"][0]["delta"]["tool_calls"].as_array().cloned())
+                .flatten()
+                .filter_map(|c| c["function"]["name"].as_str().map(str::to_string))
+                .collect::<String>();
+            (finish, name, content)
+        } else {
+            let response: Value = serde_json::from_str(&body).expect("JSON");
+            let choice = &response["choices"][0];
+            (
+                choice["finish_reason"].clone(),
+                choice["message"]["tool_calls"][0]["function"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                choice["message"]["content"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        };
+        println!("stream {stream}: finish {finish}, name {name:?}, content {content:?}");
+        assert_eq!(content, "", "no answer text: {body}");
+        match finish.as_str() {
+            // Arguments finished with <|call|>: the client gets the call.
+            Some("tool_calls") => assert_eq!(name, "get_weather", "{body}"),
+            // Cut off by max_tokens while writing the arguments.
+            Some("length") => {}
+            other => panic!("finish {other:?}: {body}"),
+        }
+    }
+}

@@ -5,10 +5,11 @@
 //! must extend the previous prompt plus exactly the tokens the model sampled: nothing lost or
 //! re-rendered differently (the engine's prefix cache then reuses it all).
 
-use std::collections::VecDeque;
+mod serve_support;
+
 use std::io::{BufRead, BufReader};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ossa::agent::harmony::{HarmonyEncoding, Message, ReasoningEffort, Role};
@@ -19,12 +20,12 @@ use ossa::agent::{
 use ossa::serve::{ServerParts, ServerState, serve_on};
 use ossa::tools::FunctionTools;
 use serde_json::{Value, json};
+use serve_support::scripted::{Script, sampled};
 
-/// Replays scripted replies; records prompts. An empty reply writes reasoning forever, a
-/// token every few milliseconds, until the request is cancelled.
+/// The scripted model in-process. An empty reply writes reasoning forever, a token every few
+/// milliseconds, until the request is cancelled.
 struct Scripted {
-    replies: Mutex<VecDeque<Vec<u32>>>,
-    prompts: Mutex<Vec<Vec<u32>>>,
+    script: Script,
     saw_cancel: AtomicBool,
     /// `<|channel|>analysis<|message|>` and a word, for the endless reply.
     endless: Vec<u32>,
@@ -44,19 +45,10 @@ impl Backend for Scripted {
         request: &GenerationRequest<'_>,
         on_token: &mut dyn FnMut(u32),
     ) -> Result<GenerationStats, BackendError> {
-        self.prompts
-            .lock()
-            .expect("lock")
-            .push(request.prompt.to_vec());
-        let reply = self
-            .replies
-            .lock()
-            .expect("lock")
-            .pop_front()
-            .ok_or(BackendError {
-                backend: "scripted".into(),
-                message: "no reply scripted".into(),
-            })?;
+        let reply = self.script.answer(request.prompt).ok_or(BackendError {
+            backend: "scripted".into(),
+            message: "no reply scripted".into(),
+        })?;
         let mut finish = Finish::MaxTokens;
         if reply.is_empty() {
             let (head, word) = self.endless.split_at(self.endless.len() - 1);
@@ -92,29 +84,6 @@ impl Backend for Scripted {
     }
 }
 
-/// The tokens the model samples after `<|start|>assistant` to write `messages`.
-fn sampled(encoding: &HarmonyEncoding, messages: &[Message]) -> Vec<u32> {
-    let mut tokens = Vec::new();
-    for message in messages {
-        tokens.extend(encoding.render(message, None).expect("renders"));
-    }
-    // The prompt already ends with `<|start|>assistant`.
-    let header = encoding
-        .render(&Message::from_role_and_content(Role::Assistant, ""), None)
-        .expect("renders");
-    assert_eq!(tokens[..2], header[..2]);
-    tokens.drain(..2);
-    if let Some(last) = tokens.last_mut()
-        && *last == encoding.formatting_tokens().end
-        && messages
-            .last()
-            .is_some_and(|m| m.channel.as_deref() == Some("final"))
-    {
-        *last = encoding.formatting_tokens().return_;
-    }
-    tokens
-}
-
 struct Fixture {
     base: String,
     encoding: HarmonyEncoding,
@@ -131,8 +100,7 @@ impl Fixture {
             .encode("<|channel|>analysis<|message|> thinking", true)
             .expect("tokens");
         let backend = Arc::new(Scripted {
-            replies: Mutex::new(VecDeque::new()),
-            prompts: Mutex::new(Vec::new()),
+            script: Script::default(),
             saw_cancel: AtomicBool::new(false),
             endless,
         });
@@ -171,11 +139,7 @@ impl Fixture {
 
     fn script(&self, messages: &[Message]) -> Vec<u32> {
         let tokens = sampled(&self.encoding, messages);
-        self.backend
-            .replies
-            .lock()
-            .expect("lock")
-            .push_back(tokens.clone());
+        self.backend.script.push(tokens.clone());
         tokens
     }
 
@@ -198,7 +162,7 @@ impl Fixture {
     }
 
     fn prompts(&self) -> Vec<Vec<u32>> {
-        self.backend.prompts.lock().expect("lock").clone()
+        self.backend.script.prompts()
     }
 
     fn text(&self, tokens: &[u32]) -> String {
@@ -425,23 +389,13 @@ fn malformed_model_output_is_not_a_server_error() {
         12345,
         tokens.return_,
     ];
-    fixture
-        .backend
-        .replies
-        .lock()
-        .expect("lock")
-        .push_back(garbage.clone());
+    fixture.backend.script.push(garbage.clone());
     let response = fixture.post_json(
         "/chat/completions",
         json!({"messages": [{"role": "user", "content": USER}]}),
     );
     assert_eq!(response["object"], "chat.completion", "{response}");
-    fixture
-        .backend
-        .replies
-        .lock()
-        .expect("lock")
-        .push_back(garbage);
+    fixture.backend.script.push(garbage);
     let response = fixture.post_json("/responses", json!({"input": USER}));
     assert_eq!(response["object"], "response", "{response}");
 }
@@ -494,12 +448,7 @@ fn request_settings_shape_the_prompt() {
 #[test]
 fn a_client_that_goes_away_cancels_its_generation() {
     let fixture = Fixture::start();
-    fixture
-        .backend
-        .replies
-        .lock()
-        .expect("lock")
-        .push_back(Vec::new());
+    fixture.backend.script.push(Vec::new());
     let _enter = fixture.runtime.enter();
     let response = ureq::post(&format!("{}/chat/completions", fixture.base))
         .send_json(json!({"messages": [{"role": "user", "content": USER}], "stream": true}))
@@ -539,12 +488,7 @@ fn a_client_that_goes_away_cancels_its_generation() {
 #[test]
 fn a_waiting_request_is_told_its_place_and_runs_after() {
     let fixture = Fixture::start();
-    fixture
-        .backend
-        .replies
-        .lock()
-        .expect("lock")
-        .push_back(Vec::new());
+    fixture.backend.script.push(Vec::new());
     fixture.script(&[answer()]);
     let _enter = fixture.runtime.enter();
     let start = || {
@@ -588,4 +532,181 @@ fn a_waiting_request_is_told_its_place_and_runs_after() {
     }
     assert_eq!(content, "It is 20 degrees in Paris.");
     assert!(fixture.backend.saw_cancel.load(Ordering::SeqCst));
+}
+
+impl Fixture {
+    /// Scripts a reply given as harmony text (special tokens allowed).
+    fn script_text(&self, text: &str) {
+        let tokens = self
+            .encoding
+            .tokenizer()
+            .encode(text, true)
+            .expect("tokens");
+        self.backend.script.push(tokens);
+    }
+
+    /// (HTTP status, body) of a POST.
+    fn post_status(&self, path: &str, body: Value) -> (u16, Value) {
+        let _enter = self.runtime.enter();
+        let (status, text) = match ureq::post(&format!("{}{path}", self.base)).send_json(body) {
+            Ok(response) => (response.status(), response.into_string().expect("body")),
+            Err(ureq::Error::Status(code, response)) => {
+                (code, response.into_string().expect("body"))
+            }
+            Err(e) => panic!("{e}"),
+        };
+        (status, serde_json::from_str(&text).expect("JSON"))
+    }
+}
+
+/// A named function in `tool_choice` writes the call's header for the model: the prompt ends
+/// with it, and the model's tokens are only the arguments, through both APIs.
+#[test]
+fn a_named_tool_choice_writes_the_call_header_for_the_model() {
+    let fixture = Fixture::start();
+    let forced = "<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>";
+    let other = json!({"name": "get_time", "description": "The time.", "parameters": {"type": "object", "properties": {}}});
+
+    fixture.script_text(r#"{"city":"Oslo"}<|call|>"#);
+    let tools = json!([{"type": "function", "function": other}, {"type": "function", "function": weather_tool()}]);
+    let response = fixture.post_json(
+        "/chat/completions",
+        json!({"messages": [{"role": "user", "content": USER}], "tools": tools,
+               "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}),
+    );
+    let prompt = fixture.text(&fixture.prompts()[0]);
+    assert!(prompt.ends_with(forced), "{prompt}");
+    let choice = &response["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{response}");
+    let call = &choice["message"]["tool_calls"][0]["function"];
+    assert_eq!(call["name"], "get_weather");
+    assert_eq!(call["arguments"], r#"{"city":"Oslo"}"#);
+
+    // The Responses API's shape of the same choice; arguments that are not JSON come back as
+    // written.
+    fixture.script_text(r#"{"city": Oslo<|call|>"#);
+    let mut tool = weather_tool();
+    tool["type"] = json!("function");
+    let mut other_tool = other.clone();
+    other_tool["type"] = json!("function");
+    let response = fixture.post_json(
+        "/responses",
+        json!({"input": USER, "tools": [other_tool, tool], "store": false,
+               "tool_choice": {"type": "function", "name": "get_weather"}}),
+    );
+    let prompt = fixture.text(&fixture.prompts()[1]);
+    assert!(prompt.ends_with(forced), "{prompt}");
+    assert_eq!(response["status"], "completed", "{response}");
+    let output = response["output"].as_array().expect("output");
+    assert_eq!(output.len(), 1, "{response}");
+    assert_eq!(output[0]["type"], "function_call");
+    assert_eq!(output[0]["name"], "get_weather");
+    assert_eq!(output[0]["arguments"], r#"{"city": Oslo"#);
+}
+
+/// `required`: the model reasons freely, but the answer it starts instead of a call is cut off
+/// (none of it reaches the client) and it is sampled again from `to=functions.`.
+#[test]
+fn required_tool_choice_turns_an_answer_into_a_call() {
+    let fixture = Fixture::start();
+    let tools = json!([{"type": "function", "function": weather_tool()}]);
+    for stream in [false, true] {
+        let first = fixture.prompts().len();
+        fixture.script(&[reasoning(), answer()]);
+        fixture.script_text(r#"get_weather <|constrain|>json<|message|>{"city":"Paris"}<|call|>"#);
+        let body = fixture.post(
+            "/chat/completions",
+            json!({"messages": [{"role": "user", "content": USER}], "tools": tools,
+                   "tool_choice": "required", "stream": stream}),
+        );
+        let prompts = fixture.prompts();
+        assert_eq!(prompts.len(), first + 2);
+        let second = fixture.text(&prompts[first + 1]);
+        assert!(
+            second.ends_with(
+                "<|start|>assistant<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant<|channel|>commentary to=functions."
+            ),
+            "{second}"
+        );
+        assert!(
+            !body.contains("20 degrees"),
+            "the cut answer leaked: {body}"
+        );
+        if stream {
+            assert!(body.contains(r#""finish_reason":"tool_calls""#), "{body}");
+            assert!(body.contains(r#""name":"get_weather""#), "{body}");
+            assert!(
+                body.contains(r#"{"reasoning_content":" weather"}"#),
+                "{body}"
+            );
+        } else {
+            let response: Value = serde_json::from_str(&body).expect("JSON");
+            let message = &response["choices"][0]["message"];
+            assert_eq!(response["choices"][0]["finish_reason"], "tool_calls");
+            assert_eq!(message["content"], Value::Null, "{response}");
+            assert_eq!(message["reasoning_content"], "Need the weather.");
+            assert_eq!(message["tool_calls"][0]["function"]["name"], "get_weather");
+            assert_eq!(
+                message["tool_calls"][0]["function"]["arguments"],
+                r#"{"city":"Paris"}"#
+            );
+        }
+    }
+
+    // A model that calls a function by itself is not interrupted.
+    fixture.script(&[reasoning(), weather_call()]);
+    let mut tool = weather_tool();
+    tool["type"] = json!("function");
+    let response = fixture.post_json(
+        "/responses",
+        json!({"input": USER, "tools": [tool], "tool_choice": "required", "store": false}),
+    );
+    let kinds: Vec<&str> = response["output"]
+        .as_array()
+        .expect("output")
+        .iter()
+        .filter_map(|i| i["type"].as_str())
+        .collect();
+    assert_eq!(kinds, ["reasoning", "function_call"], "{response}");
+    assert_eq!(fixture.backend.script.replies_left(), 0);
+}
+
+#[test]
+fn bad_tool_choices_are_refused_naming_the_field() {
+    let fixture = Fixture::start();
+    let chat_tools = json!([{"type": "function", "function": weather_tool()}]);
+    let mut tool = weather_tool();
+    tool["type"] = json!("function");
+    let cases = [
+        (
+            "/chat/completions",
+            json!({"messages": [{"role": "user", "content": USER}], "tools": chat_tools,
+                   "tool_choice": {"type": "function", "function": {"name": "get_time"}}}),
+            "get_time",
+        ),
+        (
+            "/responses",
+            json!({"input": USER, "tools": [tool], "tool_choice": {"type": "function", "name": "nope"}}),
+            "nope",
+        ),
+        (
+            "/chat/completions",
+            json!({"messages": [{"role": "user", "content": USER}], "tool_choice": "required"}),
+            "required",
+        ),
+        (
+            "/responses",
+            json!({"input": USER, "tool_choice": "sometimes"}),
+            "sometimes",
+        ),
+    ];
+    for (path, body, named) in cases {
+        let (status, error) = fixture.post_status(path, body);
+        assert_eq!(status, 400, "{error}");
+        assert_eq!(error["error"]["param"], "tool_choice", "{error}");
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+        let message = error["error"]["message"].as_str().expect("message");
+        assert!(message.contains(named), "{message}");
+    }
+    assert!(fixture.prompts().is_empty(), "nothing was generated");
 }

@@ -65,6 +65,37 @@ impl Default for ConversationSettings {
     }
 }
 
+/// Whether a turn must call a tool (OpenAI's `tool_choice`), enforced in harmony terms by
+/// writing part of the assistant's message header for the model.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ToolRequirement {
+    /// The model decides.
+    #[default]
+    Auto,
+    /// The turn's first action calls this recipient (`functions.get_weather`): the header
+    /// `<|channel|>commentary to=RECIPIENT <|constrain|>json<|message|>` is written for the
+    /// model, which writes only the arguments.
+    Call(String),
+    /// The turn calls a tool of this namespace (`functions`) before it answers: the model
+    /// reasons freely, but when it starts a `final` answer first, that message is cut off
+    /// before any of its text and the model is sampled again from
+    /// `<|channel|>commentary to=NAMESPACE.`, so it has to name one.
+    AnyIn(String),
+}
+
+impl ToolRequirement {
+    /// Whether a call of `recipient` meets the requirement.
+    fn met_by(&self, recipient: &str) -> bool {
+        match self {
+            ToolRequirement::Auto => true,
+            ToolRequirement::Call(wanted) => recipient == wanted,
+            ToolRequirement::AnyIn(namespace) => recipient
+                .strip_prefix(namespace.as_str())
+                .is_some_and(|rest| rest.starts_with('.')),
+        }
+    }
+}
+
 /// Cancels a turn: the running generation stops before its next token and a running tool call
 /// is abandoned. Cloning shares it; use a fresh one per turn.
 #[derive(Debug, Clone, Default)]
@@ -315,6 +346,7 @@ impl Agent {
             agent: Arc::clone(self),
             conversation,
             sessions: HashMap::new(),
+            requirement: ToolRequirement::Auto,
         }
     }
 }
@@ -324,6 +356,7 @@ pub struct Chat {
     agent: Arc<Agent>,
     conversation: Conversation,
     sessions: HashMap<String, Box<dyn ToolSession>>,
+    requirement: ToolRequirement,
 }
 
 /// Stops the generation if the turn's future is dropped (a client went away).
@@ -340,6 +373,8 @@ impl Drop for CancelOnDrop {
 enum Interrupt {
     Cancelled,
     Deadline,
+    /// The model began a final answer while a tool call is required.
+    AnswerBeforeCall,
 }
 
 impl Chat {
@@ -368,6 +403,37 @@ impl Chat {
                 }
             }
         }
+    }
+
+    /// What each following turn must call ([`ToolRequirement::Auto`] unless set).
+    pub fn set_tool_requirement(&mut self, requirement: ToolRequirement) {
+        self.requirement = requirement;
+    }
+
+    /// The tokens written for the model at the start of its message: the header up to the
+    /// recipient (`Call`: up to the content) in the form gpt-oss samples it.
+    fn forced_header(&self, requirement: &ToolRequirement) -> Result<Vec<u32>, AgentError> {
+        let encoding = &self.agent.encoding;
+        let t = encoding.formatting_tokens();
+        let tokenizer = encoding.tokenizer();
+        let mut tokens = vec![t.channel];
+        match requirement {
+            ToolRequirement::Auto => return Ok(Vec::new()),
+            ToolRequirement::Call(recipient) => {
+                tokenizer
+                    .encode_ordinary_into(&format!("commentary to={recipient} "), &mut tokens)
+                    .map_err(HarmonyError::from)?;
+                tokens.push(t.constrain);
+                tokenizer
+                    .encode_ordinary_into("json", &mut tokens)
+                    .map_err(HarmonyError::from)?;
+                tokens.push(t.message);
+            }
+            ToolRequirement::AnyIn(namespace) => tokenizer
+                .encode_ordinary_into(&format!("commentary to={namespace}."), &mut tokens)
+                .map_err(HarmonyError::from)?,
+        }
+        Ok(tokens)
     }
 
     /// URLs of the pages the browser showed in this conversation, by cursor (for citations).
@@ -404,6 +470,9 @@ impl Chat {
             .config
             .wall_time
             .map(|d| tokio::time::Instant::now() + d);
+        let mut requirement = self.requirement.clone();
+        // `AnyIn`: the model started an answer instead of a call; its next message is forced.
+        let mut force_call = false;
         let mut report = TurnReport {
             outcome: TurnOutcome::NoAnswer,
             answer: None,
@@ -413,11 +482,18 @@ impl Chat {
             elapsed: Duration::ZERO,
         };
         report.outcome = loop {
-            let prompt = self.agent.encoding.render_conversation_for_completion(
+            let mut prompt = self.agent.encoding.render_conversation_for_completion(
                 &self.conversation,
                 Role::Assistant,
                 Some(&RenderConversationConfig::default()),
             )?;
+            let forced = match &requirement {
+                ToolRequirement::Call(_) => self.forced_header(&requirement)?,
+                ToolRequirement::AnyIn(_) if force_call => self.forced_header(&requirement)?,
+                _ => Vec::new(),
+            };
+            prompt.extend_from_slice(&forced);
+            let redirect_answers = matches!(requirement, ToolRequirement::AnyIn(_)) && !force_call;
             let context = self.agent.backend.context_length();
             if prompt.len() >= context {
                 break TurnOutcome::Limit(Limit::Context {
@@ -431,7 +507,15 @@ impl Chat {
                 prompt_tokens: prompt.len(),
             });
             let (messages, stats, interrupt) = self
-                .generate(prompt, max_tokens, cancel, deadline, on_event)
+                .generate(
+                    prompt,
+                    forced.len(),
+                    max_tokens,
+                    redirect_answers,
+                    cancel,
+                    deadline,
+                    on_event,
+                )
                 .await?;
             report.generations.push(stats);
             on_event(AgentEvent::GenerationFinished(stats));
@@ -440,7 +524,20 @@ impl Chat {
             match interrupt {
                 Some(Interrupt::Cancelled) => break TurnOutcome::Cancelled,
                 Some(Interrupt::Deadline) => break wall_time_limit(&self.agent.config),
+                Some(Interrupt::AnswerBeforeCall) => {
+                    force_call = true;
+                    continue;
+                }
                 None => {}
+            }
+            if !forced.is_empty()
+                || call
+                    .as_ref()
+                    .is_some_and(|c| requirement.met_by(&c.recipient))
+            {
+                // Required once: what follows the call is up to the model.
+                requirement = ToolRequirement::Auto;
+                force_call = false;
             }
             if let Some(call) = call {
                 if stats.finish != Finish::Stop(self.agent.encoding.formatting_tokens().call) {
@@ -473,8 +570,8 @@ impl Chat {
                     Err(interrupt) => {
                         // The call gets an answer so the conversation stays well-formed.
                         let text = match interrupt {
-                            Interrupt::Cancelled => "[ERROR] The user cancelled this call.",
                             Interrupt::Deadline => "[ERROR] The turn's time limit ended this call.",
+                            _ => "[ERROR] The user cancelled this call.",
                         };
                         let output = ToolOutput::text(&call, call.recipient.clone(), text);
                         self.conversation
@@ -485,8 +582,8 @@ impl Chat {
                             output,
                         });
                         break match interrupt {
-                            Interrupt::Cancelled => TurnOutcome::Cancelled,
                             Interrupt::Deadline => wall_time_limit(&self.agent.config),
+                            _ => TurnOutcome::Cancelled,
                         };
                     }
                 }
@@ -516,11 +613,16 @@ impl Chat {
         Ok(report)
     }
 
-    /// Samples one assistant action and parses it as it streams.
+    /// Samples one assistant action and parses it as it streams. The prompt's last `forced`
+    /// tokens open the assistant's message (written for the model); with `redirect_answers`,
+    /// the generation stops as soon as a `final` message's header is complete.
+    #[allow(clippy::too_many_arguments)]
     async fn generate(
         &mut self,
         prompt: Vec<u32>,
+        forced: usize,
         max_tokens: usize,
+        redirect_answers: bool,
         cancel: &Cancel,
         deadline: Option<tokio::time::Instant>,
         on_event: &mut (dyn FnMut(AgentEvent) + Send),
@@ -528,7 +630,14 @@ impl Chat {
         let encoding = &self.agent.encoding;
         let stop = CancelOnDrop(CancelHandle::new());
         let backend = Arc::clone(&self.agent.backend);
-        let stop_tokens = encoding.stop_tokens_for_assistant_actions();
+        // A message begun for the model is the call: it ends with the message, whichever
+        // end token the model picks.
+        let stop_tokens = if forced > 0 {
+            encoding.stop_tokens()
+        } else {
+            encoding.stop_tokens_for_assistant_actions()
+        };
+        let forced_tokens = prompt[prompt.len().saturating_sub(forced)..].to_vec();
         let sampling = self.agent.config.sampling.clone();
         let generation_cancel = stop.0.clone();
         let (sender, mut tokens) = mpsc::unbounded_channel();
@@ -548,7 +657,15 @@ impl Chat {
         });
         let mut parser =
             StreamableParser::new(encoding.clone(), Some(Role::Assistant), ParseMode::Lenient);
+        for &token in &forced_tokens {
+            if let Err(e) = parser.process(token) {
+                on_event(AgentEvent::Warning(format!(
+                    "unparseable forced header: {e}"
+                )));
+            }
+        }
         let mut interrupt = None;
+        let mut forced_done = false;
         let mut reported = 0;
         let deadline_sleep = until(deadline);
         tokio::pin!(deadline_sleep);
@@ -565,6 +682,11 @@ impl Chat {
                 }
                 token = tokens.recv() => {
                     let Some(token) = token else { break };
+                    if interrupt == Some(Interrupt::AnswerBeforeCall) || forced_done {
+                        // The answer being cut off, or what follows a forced call: nothing of
+                        // it is shown.
+                        continue;
+                    }
                     // Lenient parsing never fails; an error here would be a parser bug, and
                     // the turn goes on with what was parsed.
                     if let Err(e) = parser.process(token) {
@@ -574,6 +696,22 @@ impl Chat {
                         on_event(AgentEvent::Message(message.clone()));
                     }
                     reported = parser.messages().len();
+                    if forced > 0 && reported > 0 {
+                        // The message begun for the model is complete (however it ended, a
+                        // lenient parse included): it is the call, and the action is over.
+                        forced_done = true;
+                        stop.0.cancel();
+                        continue;
+                    }
+                    if redirect_answers
+                        && interrupt.is_none()
+                        && parser.current_recipient().is_none()
+                        && parser.current_channel() == Some("final")
+                    {
+                        interrupt = Some(Interrupt::AnswerBeforeCall);
+                        stop.0.cancel();
+                        continue;
+                    }
                     if let Some(delta) = parser.last_content_delta() {
                         on_event(delta_event(&parser, delta.to_string()));
                     }
@@ -583,7 +721,7 @@ impl Chat {
         let stats = worker
             .await
             .map_err(|e| AgentError::Generation(e.to_string()))??;
-        if interrupt.is_none() {
+        if interrupt.is_none() && !forced_done {
             if let Err(e) = parser.process_eos() {
                 on_event(AgentEvent::Warning(format!(
                     "unparseable model output: {e}"

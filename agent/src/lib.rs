@@ -12,7 +12,7 @@ pub mod harmony;
 
 pub use agent::{
     Agent, AgentConfig, AgentError, AgentEvent, Cancel, Chat, ConversationSettings, Limit,
-    TurnOutcome, TurnReport,
+    ToolRequirement, TurnOutcome, TurnReport,
 };
 pub use backend::{
     Backend, BackendError, EngineBackend, Finish, GenerationRequest, GenerationStats,

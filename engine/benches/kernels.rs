@@ -1,12 +1,14 @@
 //! Throughput of the int8 kernels, single-threaded (one rayon thread), per instruction set:
 //! - MXFP4 × q8 and q8_0 × q8 row dots over a matrix that stays in L2 (compute-bound);
-//! - the same over 256 MiB of weights, more than the caches (memory-bound, as in decode).
+//! - the same over 256 MiB of weights, more than the caches (memory-bound, as in decode);
+//! - prefill: a 2880×2880 matrix times 64 tokens (one expert's share of a 512-token prompt),
+//!   reported as multiply-adds per second.
 //!
 //! Reported as bytes of weights per second. `cargo bench -p ossa-engine --bench kernels`.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ossa_engine::kernels::mxfp4::Mxfp4Matrix;
-use ossa_engine::kernels::q8::{Isa, Q8Acts, dot_mxfp4_q8, dot_q8_0};
+use ossa_engine::kernels::q8::{Isa, Q8Acts, Q8Matrix, dot_mxfp4_q8, dot_q8_0};
 
 fn bytes(n: usize, seed: u64) -> Vec<u8> {
     let mut s = seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
@@ -32,15 +34,53 @@ fn activations(mxfp4_order: bool) -> Q8Acts {
     q
 }
 
+/// Packed MXFP4 bytes and scales (2^-7..2^0, like trained experts) of `rows` rows.
+fn mxfp4_weights(rows: usize) -> (Vec<u8>, Vec<u8>) {
+    let blocks = bytes(rows * COLS / 2, 1);
+    let scales = bytes(rows * COLS / 32, 2)
+        .iter()
+        .map(|b| 120 + b % 8)
+        .collect();
+    (blocks, scales)
+}
+
+fn prefill(c: &mut Criterion) {
+    const TOKENS: usize = 64;
+    let x: Vec<f32> = bytes(TOKENS * COLS, 9)
+        .iter()
+        .map(|&b| b as f32 / 64.0 - 2.0)
+        .collect();
+    let (mut fp4_x, mut q8_x) = (Q8Acts::default(), Q8Acts::default());
+    fp4_x.quantize(&x, TOKENS, COLS, true);
+    q8_x.quantize(&x, TOKENS, COLS, false);
+    let rows = COLS;
+    let (blocks, scales) = mxfp4_weights(rows);
+    let m = Mxfp4Matrix::new(&blocks, &scales, rows, COLS).expect("shapes");
+    let dense = Q8Matrix::quantize_rows(rows, COLS, |r, out| {
+        for (c, v) in out.iter_mut().enumerate() {
+            *v = ((r * 31 + c * 17) % 255) as f32 / 128.0 - 1.0;
+        }
+    });
+    let mut y = vec![0.0f32; TOKENS * rows];
+    let mut group = c.benchmark_group("prefill_64_tokens");
+    group.throughput(Throughput::Elements((rows * COLS * TOKENS) as u64));
+    group.sample_size(10);
+    for isa in Isa::available() {
+        group.bench_with_input(BenchmarkId::new("mxfp4", isa.name()), &isa, |b, &isa| {
+            b.iter(|| m.linear_q8(isa, &fp4_x, None, &mut y))
+        });
+        group.bench_with_input(BenchmarkId::new("q8_0", isa.name()), &isa, |b, &isa| {
+            b.iter(|| dense.linear(isa, &q8_x, None, &mut y))
+        });
+    }
+    group.finish();
+}
+
 fn bench(c: &mut Criterion) {
     let fp4_x = activations(true);
     let q8_x = activations(false);
     for (label, rows) in [("l2", 256usize), ("dram", 256 * 1024 * 1024 / (COLS / 2))] {
-        let blocks = bytes(rows * COLS / 2, 1);
-        let scales: Vec<u8> = bytes(rows * COLS / 32, 2)
-            .iter()
-            .map(|b| 120 + b % 8)
-            .collect();
+        let (blocks, scales) = mxfp4_weights(rows);
         let m = Mxfp4Matrix::new(&blocks, &scales, rows, COLS).expect("shapes");
         let mut group = c.benchmark_group(format!("mxfp4_q8_{label}"));
         group.throughput(Throughput::Bytes((rows * COLS * 17 / 32) as u64));
@@ -98,5 +138,5 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+criterion_group!(benches, bench, prefill);
 criterion_main!(benches);

@@ -8,11 +8,10 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rayon::prelude::*;
-
 use crate::checkpoint::{Checkpoint, Dtype, MappedBytes, TensorView};
 use crate::config::{Config, LayerType};
 use crate::error::{EngineError, Result};
+use crate::kernels::attention::{self, AttnShape};
 use crate::kernels::dense::DenseMatrix;
 use crate::kernels::mxfp4::{BLOCK, BLOCK_BYTES, Mxfp4Matrix};
 use crate::kernels::q8::{Isa, Q8Acts, Q8Matrix, QK};
@@ -704,7 +703,7 @@ impl Attention {
         y
     }
 
-    /// Appends the new keys/values, then softmax(q·kᵀ/√d ∪ sink)·v for every (token, head).
+    /// Appends the new keys/values, then attends over the cache.
     #[allow(clippy::too_many_arguments)]
     fn attend<E: KvElem>(
         &self,
@@ -717,49 +716,13 @@ impl Attention {
     ) -> Vec<f32> {
         kv.keys.extend(k.iter().map(|&a| E::from_f32(a)));
         kv.values.extend(v.iter().map(|&a| E::from_f32(a)));
-        let (d, nh, nkv) = (self.head_dim, self.heads, self.kv_heads);
-        let group = nh / nkv;
-        let scale = 1.0 / (d as f32).sqrt();
-        let (keys, values) = (&kv.keys[..], &kv.values[..]);
-        let mut out = vec![0.0f32; t * nh * d];
-        out.par_chunks_mut(d).enumerate().for_each_init(
-            || (Vec::<f32>::new(), vec![0.0f32; d], vec![0.0f32; d]),
-            |(scores, kbuf, acc), (idx, dst)| {
-                let (ti, head) = (idx / nh, idx % nh);
-                let g = head / group;
-                let pos = start + ti;
-                let first = match self.window {
-                    Some(w) => (pos + 1).saturating_sub(w),
-                    None => 0,
-                };
-                let qh = &q[(ti * nh + head) * d..(ti * nh + head + 1) * d];
-                scores.clear();
-                for j in first..=pos {
-                    let kj = &keys[(j * nkv + g) * d..(j * nkv + g + 1) * d];
-                    for (b, &e) in kbuf.iter_mut().zip(kj) {
-                        *b = e.to_f32();
-                    }
-                    scores.push(dot_f32(qh, kbuf) * scale);
-                }
-                let sink = self.sinks[head];
-                let max = scores.iter().copied().fold(sink, f32::max);
-                let mut denom = (sink - max).exp();
-                for s in scores.iter_mut() {
-                    *s = (*s - max).exp();
-                    denom += *s;
-                }
-                acc.fill(0.0);
-                for (j, &p) in (first..=pos).zip(scores.iter()) {
-                    let w = p / denom;
-                    let vj = &values[(j * nkv + g) * d..(j * nkv + g + 1) * d];
-                    for (a, &e) in acc.iter_mut().zip(vj) {
-                        *a += w * e.to_f32();
-                    }
-                }
-                dst.copy_from_slice(acc);
-            },
-        );
-        out
+        let shape = AttnShape {
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            window: self.window,
+        };
+        attention::attend(&shape, q, t, start, &kv.keys, &kv.values, &self.sinks)
     }
 }
 

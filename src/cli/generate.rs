@@ -51,8 +51,8 @@ pub struct GenerateArgs {
     /// Compute threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// f32 or bf16 activations.
-    #[arg(long, default_value = "f32")]
+    /// q8 (int8 kernels, the fast mode), bf16, or f32 (the reference's numbers).
+    #[arg(long, default_value = "q8")]
     dtype: DType,
 }
 

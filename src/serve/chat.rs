@@ -16,6 +16,7 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use ossa_agent::harmony::{Author, Message, Role};
 use ossa_agent::{AgentConfig, AgentEvent, Cancel};
+use ossa_tools::citations::{Annotation, CitationStream, StreamChunk, normalize_citations};
 use ossa_tools::{ToolCall, ToolDescription};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
@@ -24,7 +25,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::ServerState;
 use super::error::{ApiError, parse_body};
-use super::functions::function_name;
+use super::functions::{ToolChoice, function_name};
 use super::params::{Fields, content_text, new_id, now, parse_effort};
 use super::turn::{self, TurnResult, TurnSpec, builtin_kind};
 
@@ -76,11 +77,12 @@ fn parse_request(state: &ServerState, body: &Map<String, Value>) -> Result<ChatR
     } else if let Some(effort) = fields.get("reasoning").and_then(|r| r.get("effort")) {
         settings.reasoning_effort = parse_effort("reasoning.effort", effort)?;
     }
-    let tool_choice_none = fields.get("tool_choice").and_then(Value::as_str) == Some("none");
+    let tool_choice = ToolChoice::parse(fields.get("tool_choice"))?;
     let client_functions = match fields.array("tools")? {
-        Some(tools) if !tool_choice_none => function_tools(tools)?,
+        Some(tools) if tool_choice != ToolChoice::None => function_tools(tools)?,
         _ => Vec::new(),
     };
+    let tool_requirement = tool_choice.requirement(&state.function_names(&client_functions))?;
     let defaults = &state.config;
     let max_tokens = match fields.count("max_completion_tokens")? {
         Some(n) => Some(n),
@@ -104,6 +106,7 @@ fn parse_request(state: &ServerState, body: &Map<String, Value>) -> Result<ChatR
             builtins: state.builtin_tools(),
             client_functions,
             config,
+            tool_requirement,
         },
         stream: fields.bool("stream")?.unwrap_or(false),
         include_usage,
@@ -297,15 +300,37 @@ fn server_tool_call(index: usize, call: &ToolCall, outputs: &[String]) -> Value 
     })
 }
 
+/// A citation as Chat Completions shows it (the shape of OpenAI's search models).
+fn url_citation(annotation: &Annotation, offset: usize) -> Value {
+    json!({
+        "type": Annotation::KIND,
+        "url_citation": {
+            "start_index": annotation.start_index + offset,
+            "end_index": annotation.end_index + offset,
+            "title": annotation.title,
+            "url": annotation.url,
+        },
+    })
+}
+
 async fn complete(state: Arc<ServerState>, request: ChatRequest) -> Response {
     let cancel = Cancel::new();
     let _guard = CancelOnDrop(cancel.clone());
-    let result = match turn::run(&state, request.spec, &cancel, &mut |_| {}).await {
+    let mut page_urls: Vec<String> = Vec::new();
+    let mut on_event = |event: AgentEvent| {
+        if let AgentEvent::PageUrls(urls) = event {
+            page_urls = urls;
+        }
+    };
+    let result = match turn::run(&state, request.spec, &cancel, &mut on_event).await {
         Ok(result) => result,
         Err(error) => return error.into_response(),
     };
     let mut reasoning = Vec::new();
-    let mut content = Vec::new();
+    let mut content: Vec<String> = Vec::new();
+    // Browser citations become links, with offsets (in characters) into the whole content.
+    let mut content_chars = 0;
+    let mut annotations = Vec::new();
     let mut server_calls = Vec::new();
     let messages = result.new_messages();
     for (index, message) in messages.iter().enumerate() {
@@ -316,7 +341,17 @@ async fn complete(state: Arc<ServerState>, request: ChatRequest) -> Response {
             None if message.channel.as_deref() == Some("analysis") => {
                 reasoning.push(message.text());
             }
-            None => content.push(message.text()),
+            None => {
+                let normalized = normalize_citations(&message.text(), &page_urls, false);
+                annotations.extend(
+                    normalized
+                        .annotations
+                        .iter()
+                        .map(|a| url_citation(a, content_chars)),
+                );
+                content_chars += normalized.text.chars().count();
+                content.push(normalized.text);
+            }
             Some(recipient) => {
                 let is_client = function_name(recipient)
                     .is_some_and(|n| request.client_names.iter().any(|c| c == n));
@@ -344,6 +379,9 @@ async fn complete(state: Arc<ServerState>, request: ChatRequest) -> Response {
     });
     if !reasoning.is_empty() {
         message["reasoning_content"] = json!(reasoning.join("\n\n"));
+    }
+    if !annotations.is_empty() {
+        message["annotations"] = Value::Array(annotations);
     }
     if let Some(call) = &result.external_call {
         let name = function_name(&call.recipient).unwrap_or(&call.recipient);
@@ -379,14 +417,69 @@ struct Chunker {
     open_call: Option<usize>,
     calls: usize,
     server_calls: usize,
+    /// The browser's pages by cursor, for citations.
+    page_urls: Vec<String>,
+    /// Citations of the text message being streamed, turned into links as they complete.
+    citations: Option<CitationStream>,
+    /// Characters of content sent before the current message.
+    content_chars: usize,
+    /// Characters of content sent of the current message.
+    message_chars: usize,
 }
 
 impl Chunker {
+    fn new(client_names: Vec<String>) -> Self {
+        Self {
+            client_names,
+            open_call: None,
+            calls: 0,
+            server_calls: 0,
+            page_urls: Vec::new(),
+            citations: None,
+            content_chars: 0,
+            message_chars: 0,
+        }
+    }
+
+    /// A content delta (and the links it completes), `None` when all of it is held back. The
+    /// stream's offsets count from its message's start.
+    fn content(&mut self, chunk: StreamChunk) -> Option<Value> {
+        if chunk.text.is_empty() && chunk.annotations.is_empty() {
+            return None;
+        }
+        self.message_chars += chunk.text.chars().count();
+        let mut delta = json!({"content": chunk.text});
+        if !chunk.annotations.is_empty() {
+            delta["annotations"] = chunk
+                .annotations
+                .iter()
+                .map(|a| url_citation(a, self.content_chars))
+                .collect();
+        }
+        Some(delta)
+    }
+
+    /// Ends the text message being streamed: what was held back goes out.
+    fn finish_text(&mut self) -> Option<Value> {
+        let stream = self.citations.take()?;
+        let delta = self.content(stream.finish());
+        self.content_chars += std::mem::take(&mut self.message_chars);
+        delta
+    }
+
     fn delta(&mut self, event: &AgentEvent) -> Option<Value> {
         match event {
             AgentEvent::ReasoningDelta(d) => Some(json!({"reasoning_content": d})),
             AgentEvent::FinalDelta(d) | AgentEvent::CommentaryDelta(d) => {
-                Some(json!({"content": d}))
+                let stream = self
+                    .citations
+                    .get_or_insert_with(|| CitationStream::new(self.page_urls.clone()));
+                let chunk = stream.push(d);
+                self.content(chunk)
+            }
+            AgentEvent::PageUrls(urls) => {
+                self.page_urls = urls.clone();
+                None
             }
             AgentEvent::ToolArgumentsDelta { recipient, delta } => {
                 let name = self.client_function(recipient)?;
@@ -440,6 +533,9 @@ impl Chunker {
                 if !is_client_call {
                     self.open_call = None;
                 }
+                if message.recipient.is_none() && message.channel.as_deref() != Some("analysis") {
+                    return self.finish_text();
+                }
                 None
             }
             _ => None,
@@ -484,12 +580,7 @@ fn stream(state: Arc<ServerState>, request: ChatRequest) -> impl IntoResponse {
         if let Some(note) = state.queue_note() {
             send(format!(": {note}"));
         }
-        let mut chunker = Chunker {
-            client_names: request.client_names.clone(),
-            open_call: None,
-            calls: 0,
-            server_calls: 0,
-        };
+        let mut chunker = Chunker::new(request.client_names.clone());
         let mut on_event = |event: AgentEvent| {
             if let Some(delta) = chunker.delta(&event) {
                 send(chunk(json!([{

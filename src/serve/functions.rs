@@ -9,12 +9,14 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use super::error::ApiError;
 use async_trait::async_trait;
-use ossa_agent::Cancel;
+use ossa_agent::{Cancel, ToolRequirement};
 use ossa_tools::{
     FunctionTools, Placement, Tool, ToolCall, ToolDescription, ToolNamespaceConfig, ToolOutput,
     ToolSession,
 };
+use serde_json::Value;
 
 /// The namespace the model calls functions in.
 pub const NAMESPACE: &str = "functions";
@@ -35,6 +37,77 @@ impl ExternalCall {
 
     fn set(&self, call: ToolCall) {
         *self.call.lock().unwrap_or_else(PoisonError::into_inner) = Some(call);
+    }
+}
+
+/// A request's `tool_choice`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolChoice {
+    /// No functions: they are left out of the prompt.
+    None,
+    Auto,
+    /// Some function must be called.
+    Required,
+    /// This function must be called.
+    Function(String),
+}
+
+impl ToolChoice {
+    /// `none`, `auto`, `required`, or a function: `{"type": "function", "name": N}` (Responses)
+    /// or `{"type": "function", "function": {"name": N}}` (Chat Completions).
+    pub fn parse(value: Option<&Value>) -> Result<Self, ApiError> {
+        let invalid = |message: String| ApiError::invalid("tool_choice".to_string(), message);
+        match value {
+            None | Some(Value::Null) => Ok(ToolChoice::Auto),
+            Some(Value::String(choice)) => match choice.as_str() {
+                "none" => Ok(ToolChoice::None),
+                "auto" => Ok(ToolChoice::Auto),
+                "required" => Ok(ToolChoice::Required),
+                other => Err(invalid(format!(
+                    "`{other}` is not a tool choice (none, auto, required, or a function)"
+                ))),
+            },
+            Some(Value::Object(choice)) => {
+                match choice.get("type").and_then(Value::as_str) {
+                    Some("function") => {}
+                    Some(other) => {
+                        return Err(invalid(format!(
+                            "tool choices of type `{other}` are not supported (none, auto, required, or a function)"
+                        )));
+                    }
+                    None => return Err(invalid("a tool choice object needs a `type`".into())),
+                }
+                let name = choice
+                    .get("name")
+                    .or_else(|| choice.get("function").and_then(|f| f.get("name")))
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        invalid("a function tool choice needs the function's `name`".into())
+                    })?;
+                Ok(ToolChoice::Function(name.to_string()))
+            }
+            Some(_) => Err(invalid(
+                "`tool_choice` must be a string or an object".into(),
+            )),
+        }
+    }
+
+    /// What the turn must call, given the functions the model has (`names`).
+    pub fn requirement(&self, names: &[String]) -> Result<ToolRequirement, ApiError> {
+        let invalid = |message: String| ApiError::invalid("tool_choice".to_string(), message);
+        match self {
+            ToolChoice::None | ToolChoice::Auto => Ok(ToolRequirement::Auto),
+            ToolChoice::Required if names.is_empty() => {
+                Err(invalid("`required` needs function tools in `tools`".into()))
+            }
+            ToolChoice::Required => Ok(ToolRequirement::AnyIn(NAMESPACE.to_string())),
+            ToolChoice::Function(name) if names.iter().any(|n| n == name) => {
+                Ok(ToolRequirement::Call(format!("{NAMESPACE}.{name}")))
+            }
+            ToolChoice::Function(name) => Err(invalid(format!(
+                "there is no function named `{name}` in `tools`"
+            ))),
+        }
     }
 }
 

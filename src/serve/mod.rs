@@ -185,6 +185,16 @@ impl ServerState {
         (ahead > 0).then(|| format!("queued: {ahead} generation(s) ahead"))
     }
 
+    /// The functions the model can call in a request with `client` functions: the client's
+    /// and the server's own.
+    pub fn function_names(&self, client: &[ossa_tools::ToolDescription]) -> Vec<String> {
+        let mut names: Vec<String> = client.iter().map(|t| t.name.clone()).collect();
+        if !self.functions.is_empty() {
+            names.extend(self.functions.names());
+        }
+        names
+    }
+
     /// The server's built-in tools (`browser`, `python`), those a request gets by default.
     pub fn builtin_tools(&self) -> Vec<Arc<dyn Tool>> {
         self.builtins.clone()

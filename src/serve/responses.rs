@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response, Sse};
 use ossa_agent::harmony::{Author, Message, Role};
 use ossa_agent::{AgentConfig, AgentEvent, Cancel, TurnOutcome};
 use ossa_tools::Tool;
+use ossa_tools::citations::{Annotation, CitationStream, normalize_citations};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
@@ -30,7 +31,7 @@ use super::chat::{
     CancelOnDrop, function_call_message, function_description, function_output_message,
 };
 use super::error::{ApiError, parse_body};
-use super::functions::function_name;
+use super::functions::{ToolChoice, function_name};
 use super::params::{Fields, content_text, new_id, now, parse_effort};
 use super::turn::{self, TurnResult, TurnSpec};
 
@@ -226,16 +227,17 @@ fn parse_request(
     {
         settings.reasoning_effort = parse_effort("reasoning.effort", effort)?;
     }
-    let tool_choice_none = fields.get("tool_choice").and_then(Value::as_str) == Some("none");
+    let tool_choice = ToolChoice::parse(fields.get("tool_choice"))?;
     let (builtins, client_functions) = match fields.array("tools")? {
         None => (state.builtin_tools(), Vec::new()),
         Some(tools) => request_tools(state, tools)?,
     };
-    let client_functions = if tool_choice_none {
+    let client_functions = if tool_choice == ToolChoice::None {
         Vec::new()
     } else {
         client_functions
     };
+    let tool_requirement = tool_choice.requirement(&state.function_names(&client_functions))?;
     let defaults = &state.config;
     let max_output_tokens = fields.count("max_output_tokens")?;
     let config = AgentConfig {
@@ -262,6 +264,7 @@ fn parse_request(
             builtins,
             client_functions,
             config,
+            tool_requirement,
         },
         stream: fields.bool("stream")?.unwrap_or(false),
         store: fields.bool("store")?.unwrap_or(true),
@@ -457,6 +460,25 @@ struct Builder {
     /// The call ids given to client calls, in order.
     external: Option<usize>,
     events: Vec<(String, Value)>,
+    /// The browser's pages by cursor, for citations (empty until the browser showed one).
+    page_urls: Vec<String>,
+    /// Citations of the text item being streamed, turned into links as they complete.
+    citations: Option<CitationStream>,
+    /// Annotations streamed for the open text item so far.
+    streamed_annotations: usize,
+    /// A browser call that has its result, waiting for the browser's pages.
+    unfinished_search: Option<usize>,
+}
+
+/// An annotation as the Responses API shows it.
+fn url_citation(annotation: &Annotation) -> Value {
+    json!({
+        "type": Annotation::KIND,
+        "start_index": annotation.start_index,
+        "end_index": annotation.end_index,
+        "url": annotation.url,
+        "title": annotation.title,
+    })
 }
 
 impl Builder {
@@ -468,6 +490,44 @@ impl Builder {
             pending_builtin: None,
             external: None,
             events: Vec::new(),
+            page_urls: Vec::new(),
+            citations: None,
+            streamed_annotations: 0,
+            unfinished_search: None,
+        }
+    }
+
+    /// Streams a piece of answer text with its citations turned into links: like the reference
+    /// server, each citation's `response.output_text.annotation.added` comes before the delta
+    /// holding its link, and text that may be the start of a citation waits until it is whole.
+    fn text_delta(&mut self, index: usize, delta: &str) {
+        let stream = self
+            .citations
+            .get_or_insert_with(|| CitationStream::new(self.page_urls.clone()));
+        let chunk = stream.push(delta);
+        self.emit_text_chunk(index, chunk);
+    }
+
+    fn emit_text_chunk(&mut self, index: usize, chunk: ossa_tools::citations::StreamChunk) {
+        let id = self.items[index]["id"].clone();
+        for annotation in &chunk.annotations {
+            // The annotation's place in the part's `annotations` (counted from 0, as OpenAI's
+            // API defines it; the reference server counts from 1).
+            let annotation_index = self.streamed_annotations;
+            self.streamed_annotations += 1;
+            self.emit(
+                "response.output_text.annotation.added",
+                json!({"item_id": id, "output_index": index, "content_index": 0,
+                       "annotation_index": annotation_index,
+                       "annotation": url_citation(annotation)}),
+            );
+        }
+        if !chunk.text.is_empty() {
+            self.emit(
+                "response.output_text.delta",
+                json!({"item_id": id, "output_index": index, "content_index": 0,
+                       "delta": chunk.text, "logprobs": []}),
+            );
         }
     }
 
@@ -562,11 +622,7 @@ impl Builder {
                 "response.reasoning_text.delta",
                 json!({"item_id": id, "output_index": index, "content_index": 0, "delta": delta}),
             ),
-            Open::Text => self.emit(
-                "response.output_text.delta",
-                json!({"item_id": id, "output_index": index, "content_index": 0,
-                       "delta": delta, "logprobs": []}),
-            ),
+            Open::Text => self.text_delta(index, delta),
             Open::Function { .. } => self.emit(
                 "response.function_call_arguments.delta",
                 json!({"item_id": id, "output_index": index, "delta": delta}),
@@ -610,8 +666,20 @@ impl Builder {
                 self.finish_item(index);
             }
             Open::Text => {
-                let part =
-                    json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []});
+                if let Some(stream) = self.citations.take() {
+                    // Text held back as a possible citation start goes out as it is.
+                    let rest = stream.finish();
+                    self.emit_text_chunk(index, rest);
+                }
+                self.streamed_annotations = 0;
+                // The whole text normalized at once: the same text and annotations whether the
+                // response streamed or not.
+                let normalized = normalize_citations(&text, &self.page_urls, false);
+                let text = normalized.text;
+                let annotations: Vec<Value> =
+                    normalized.annotations.iter().map(url_citation).collect();
+                let part = json!({"type": "output_text", "text": text,
+                                  "annotations": annotations, "logprobs": []});
                 self.emit(
                     "response.output_text.done",
                     json!({"item_id": id, "output_index": index, "content_index": 0,
@@ -648,10 +716,13 @@ impl Builder {
             }
             Open::Search => {
                 let args: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                // A URL given as the `id`; a link or cursor is resolved to the page it opened
+                // once the call has run (see `event`).
+                let url = args.get("id").filter(|id| id.is_string());
                 let action = match recipient {
                     Some("browser.search") => json!({"type": "search", "query": args.get("query")}),
-                    Some("browser.open") => json!({"type": "open_page", "url": args.get("id")}),
-                    _ => json!({"type": "find", "pattern": args.get("pattern")}),
+                    Some("browser.open") => json!({"type": "open_page", "url": url}),
+                    _ => json!({"type": "find", "pattern": args.get("pattern"), "url": url}),
                 };
                 self.items[index]["action"] = action;
                 self.pending_builtin = Some(index);
@@ -683,8 +754,29 @@ impl Builder {
                 self.items[index]["outputs"] = json!([{"type": "logs", "logs": output}]);
                 self.emit("response.code_interpreter_call.completed", data);
             }
-            Some("web_search_call") => self.emit("response.web_search_call.completed", data),
+            Some("web_search_call") => {
+                self.emit("response.web_search_call.completed", data);
+                // Finished when the page it opened is known (the next event).
+                self.unfinished_search = Some(index);
+                return;
+            }
             _ => {}
+        }
+        self.finish_item(index);
+    }
+
+    /// Finishes the browser call whose result came last; `page_urls` are the browser's pages
+    /// after it: an `open_page` without a URL gets the page it opened (the newest).
+    fn finish_search(&mut self, page_urls: Option<&[String]>) {
+        let Some(index) = self.unfinished_search.take() else {
+            return;
+        };
+        let action = &mut self.items[index]["action"];
+        if action["type"] == "open_page"
+            && action["url"].is_null()
+            && let Some(url) = page_urls.and_then(|urls| urls.last())
+        {
+            action["url"] = json!(url);
         }
         self.finish_item(index);
     }
@@ -699,6 +791,12 @@ impl Builder {
     }
 
     fn event(&mut self, event: &AgentEvent) {
+        if let AgentEvent::PageUrls(urls) = event {
+            self.finish_search(Some(urls));
+            self.page_urls = urls.clone();
+            return;
+        }
+        self.finish_search(None);
         match event {
             AgentEvent::ReasoningDelta(d) => self.delta(Open::Reasoning, d),
             AgentEvent::FinalDelta(d) | AgentEvent::CommentaryDelta(d) => self.delta(Open::Text, d),
@@ -820,17 +918,12 @@ async fn complete(state: Arc<ServerState>, request: ResponsesRequest) -> Respons
     let id = new_id("resp_");
     let created = now();
     let mut builder = Builder::new(request.client_names.clone());
-    let spec = TurnSpec {
-        settings: request.spec.settings.clone(),
-        history: request.spec.history.clone(),
-        builtins: request.spec.builtins.clone(),
-        client_functions: request.spec.client_functions.clone(),
-        config: request.spec.config.clone(),
-    };
+    let spec = request.spec.clone();
     let result = match turn::run(&state, spec, &cancel, &mut |e| builder.event(&e)).await {
         Ok(result) => result,
         Err(error) => return error.into_response(),
     };
+    builder.finish_search(None);
     axum::Json(finish(&state, &id, created, &request, &builder, &result)).into_response()
 }
 
@@ -870,13 +963,7 @@ fn stream(state: Arc<ServerState>, request: ResponsesRequest) -> impl IntoRespon
             send("", json!(note));
         }
         let mut builder = Builder::new(request.client_names.clone());
-        let spec = TurnSpec {
-            settings: request.spec.settings.clone(),
-            history: request.spec.history.clone(),
-            builtins: request.spec.builtins.clone(),
-            client_functions: request.spec.client_functions.clone(),
-            config: request.spec.config.clone(),
-        };
+        let spec = request.spec.clone();
         let result = {
             let mut on_event = |event: AgentEvent| {
                 builder.event(&event);
@@ -886,6 +973,10 @@ fn stream(state: Arc<ServerState>, request: ResponsesRequest) -> impl IntoRespon
             };
             turn::run(&state, spec, &cancel, &mut on_event).await
         };
+        builder.finish_search(None);
+        for (kind, data) in builder.events.drain(..) {
+            send(&kind, data);
+        }
         match result {
             Ok(result) => {
                 let response = finish(&state, &id, created, &request, &builder, &result);

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use ossa_agent::harmony::{Conversation, Message, Role};
 use ossa_agent::{
-    Agent, AgentConfig, AgentError, AgentEvent, Cancel, ConversationSettings, TurnOutcome,
-    TurnReport,
+    Agent, AgentConfig, AgentError, AgentEvent, Cancel, ConversationSettings, ToolRequirement,
+    TurnOutcome, TurnReport,
 };
 use ossa_tools::{Tool, ToolCall, ToolDescription};
 
@@ -15,6 +15,7 @@ use super::error::ApiError;
 use super::functions::{ExternalCall, NAMESPACE, RequestFunctions};
 
 /// What a request asks the agent to do.
+#[derive(Clone)]
 pub struct TurnSpec {
     pub settings: ConversationSettings,
     /// The messages after the system and developer messages.
@@ -24,6 +25,8 @@ pub struct TurnSpec {
     /// The client's function tools.
     pub client_functions: Vec<ToolDescription>,
     pub config: AgentConfig,
+    /// What the model must call (`tool_choice`).
+    pub tool_requirement: ToolRequirement,
 }
 
 /// What the turn did.
@@ -72,6 +75,7 @@ pub async fn run(
     let mut conversation = Conversation::from_messages(agent.preamble(&spec.settings));
     conversation.messages.extend(spec.history);
     let mut chat = agent.chat_from(conversation);
+    chat.set_tool_requirement(spec.tool_requirement);
     let mut filtered = |event: AgentEvent| {
         if let AgentEvent::ToolResult { .. } = &event
             && cancel.is_cancelled()

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod scripted;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -77,17 +79,31 @@ pub struct Server {
 impl Server {
     /// Serves the tiny agent with python, greedy, as the scenarios were made.
     pub fn start(extra: &[&str]) -> Server {
+        let fixture = fixture_dir();
+        let mut args = vec!["--model", fixture.to_str().expect("utf-8")];
+        args.extend(["--dtype", "f32", "--threads", "2", "--date", "2026-01-01"]);
+        args.extend(["-r", "low", "--python", "--temperature", "0"]);
+        args.extend(extra);
+        Self::start_with(&args, None)
+    }
+
+    /// `ossa serve ARGS --port 0 --quiet`, with `config` (TOML) as its config file.
+    pub fn start_with(args: &[&str], config: Option<&str>) -> Server {
         let home = tempfile::tempdir().expect("temp home");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ossa"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ossa"));
+        command
             .arg("serve")
-            .arg("--model")
-            .arg(fixture_dir())
-            .args(["--dtype", "f32", "--threads", "2", "--date", "2026-01-01"])
-            .args(["-r", "low", "--python", "--temperature", "0"])
+            .args(args)
             .args(["--port", "0", "--quiet"])
-            .args(extra)
             .env("XDG_CONFIG_HOME", home.path())
             .env_remove("OSSA_CONFIG")
+            .env_remove("OPENAI_API_KEY");
+        if let Some(config) = config {
+            let path = home.path().join("test-config.toml");
+            std::fs::write(&path, config).expect("config written");
+            command.env("OSSA_CONFIG", path);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -11,6 +11,7 @@
 //!   cache and multiplied with all tokens at once by `gemm` (the GEMM library candle's CPU
 //!   backend uses). Only a tile per task exists at a time, never a whole expanded matrix.
 
+pub(crate) mod attention;
 pub mod dense;
 pub mod mxfp4;
 pub mod q8;
@@ -183,4 +184,31 @@ pub fn dot_bf16(x: &[f32], w: &[u16]) -> f32 {
         tail += a * bf16_to_f32(*b);
     }
     acc.iter().sum::<f32>() + tail
+}
+
+/// Deterministic inputs for the kernels' unit tests.
+#[cfg(test)]
+pub(crate) mod test_data {
+    fn xorshift(seed: u64, mul: u64) -> impl FnMut() -> u64 {
+        let mut s = seed.wrapping_mul(mul) | 1;
+        move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        }
+    }
+
+    /// Values in (-3, 3), spanning signs and magnitudes.
+    pub(crate) fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut next = xorshift(seed, 0x9e37_79b9_7f4a_7c15);
+        (0..n)
+            .map(|_| ((next() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32 * 3.0)
+            .collect()
+    }
+
+    pub(crate) fn bytes(n: usize, seed: u64) -> Vec<u8> {
+        let mut next = xorshift(seed, 0x2545_f491_4f6c_dd1d);
+        (0..n).map(|_| (next() >> 24) as u8).collect()
+    }
 }

@@ -490,23 +490,19 @@ impl Mxfp4Matrix<'_> {
                     let (q, d) = x.row(ti);
                     (q, d, x.corr_row(ti))
                 };
+                let store = |ti: usize, v: f32| {
+                    // SAFETY: element (ti, r) belongs to this chunk only.
+                    unsafe { *out.at(ti * rows + r) = v + bias_r };
+                };
                 let mut ti = 0;
-                while ti < t {
-                    let n = (t - ti).min(TOKENS_PER_ROW_PASS);
-                    let mut v = [0.0f32; TOKENS_PER_ROW_PASS];
-                    if n == TOKENS_PER_ROW_PASS {
-                        let xs = std::array::from_fn(|i| act(ti + i));
-                        v = dot_mxfp4_q8_tokens(isa, blocks, scales, &xs);
-                    } else {
-                        for (i, vi) in v.iter_mut().enumerate().take(n) {
-                            *vi = dot_mxfp4_q8_tokens(isa, blocks, scales, &[act(ti + i)])[0];
-                        }
-                    }
-                    for (i, vi) in v.iter().enumerate().take(n) {
-                        // SAFETY: element (ti + i, r) belongs to this chunk only.
-                        unsafe { *out.at((ti + i) * rows + r) = vi + bias_r };
-                    }
-                    ti += n;
+                while t - ti >= TOKENS_PER_ROW_PASS {
+                    let xs: [_; TOKENS_PER_ROW_PASS] = std::array::from_fn(|i| act(ti + i));
+                    let v = dot_mxfp4_q8_tokens(isa, blocks, scales, &xs);
+                    v.iter().enumerate().for_each(|(i, &v)| store(ti + i, v));
+                    ti += v.len();
+                }
+                for ti in ti..t {
+                    store(ti, dot_mxfp4_q8_tokens(isa, blocks, scales, &[act(ti)])[0]);
                 }
             }
         });
@@ -781,8 +777,8 @@ mod x86 {
                     _mm256_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5),
                     _mm256_setr_epi32(6, 6, 6, 6, 7, 7, 7, 7),
                 ];
+                // Block results and the +12 corrections share one accumulator per token.
                 let mut accs = [_mm256_setzero_ps(); N];
-                let mut acc_corr = [_mm256_setzero_ps(); N];
                 let pairs_end = nb / 2 * 2;
                 let groups = pairs_end / 8;
                 let bp = blocks.as_ptr();
@@ -802,7 +798,7 @@ mod x86 {
                         s[i] = _mm256_mul_ps(ws, _mm256_loadu_ps(xd.as_ptr().add(b0)));
                         let c =
                             _mm256_cvtepi32_ps(_mm256_loadu_si256(corr.as_ptr().add(b0).cast()));
-                        acc_corr[i] = _mm256_fmadd_ps(c, s[i], acc_corr[i]);
+                        accs[i] = _mm256_fmadd_ps(c, s[i], accs[i]);
                     }
                     for (p, lane) in lanes.iter().enumerate() {
                         let b = b0 + 2 * p;
@@ -853,7 +849,7 @@ mod x86 {
                 let mut out = [0.0f32; N];
                 for i in 0..N {
                     let (xq, xd, _) = xs[i];
-                    out[i] = hsum256(_mm256_add_ps(accs[i], acc_corr[i]))
+                    out[i] = hsum256(accs[i])
                         + tails[i]
                         + super::dot_mxfp4_scalar(blocks, scales, xq, xd, pairs_end, nb);
                 }
@@ -874,31 +870,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Deterministic pseudo-random values (xorshift), spanning signs and magnitudes.
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32 * 3.0
-            })
-            .collect()
-    }
-
-    fn bytes(n: usize, seed: u64) -> Vec<u8> {
-        let mut s = seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 24) as u8
-            })
-            .collect()
-    }
+    use crate::kernels::test_data::{bytes, values};
 
     #[test]
     fn simd_block_quantization_is_bit_identical_to_scalar() {
@@ -1123,7 +1095,7 @@ mod tests {
 
     #[test]
     fn multi_token_pass_matches_single_token_dots() {
-        let (rows, cols, t) = (9, 2880, 7);
+        let (rows, cols, t) = (9, 2880, 7); // a pass of 4, then single tokens
         let blocks = bytes(rows * cols / 2, 11);
         let scales: Vec<u8> = bytes(rows * cols / 32, 12)
             .iter()

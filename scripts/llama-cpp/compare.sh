@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# Same-run speed comparison: `ossa bench` vs llama.cpp's `llama-bench` on gpt-oss-20b shapes.
+# See README.md in this folder. Takes the whole machine for ~10 minutes per round: run it
+# when nothing else is running. QUICK=1 runs tiny sizes to check the plumbing.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CACHE="${OSSA_CACHE:-$HOME/.cache/ossa}"
+
+LLAMA_PY_VERSION=0.3.36
+# Where the llama-cpp-python sdist (which vendors llama.cpp) is unpacked; fetched with pip if absent.
+LLAMA_SDIST_DIR="${LLAMA_SDIST_DIR:-$CACHE/llama-src}"
+LLAMA_SRC="${LLAMA_SRC:-$LLAMA_SDIST_DIR/llama_cpp_python-$LLAMA_PY_VERSION/vendor/llama.cpp}"
+LLAMA_BUILD="${LLAMA_BUILD:-$CACHE/llama.cpp-build}"
+LLAMA_BENCH="${LLAMA_BENCH:-$LLAMA_BUILD/bin/llama-bench}"
+
+OSSA="${OSSA:-$CACHE/target/release/ossa}"
+MODEL_DIR="${MODEL_DIR:-$CACHE/gpt-oss-20b-random}"
+GGUF="${GGUF:-${MODEL_DIR%/}.gguf}"
+THREADS="${THREADS:-2}"
+ROUNDS="${ROUNDS:-1}"
+LOG_DIR="${LOG_DIR:-$CACHE/compare-logs}"
+# Extra flags for each side, e.g. OSSA_ARGS="--dtype bf16", LLAMA_ARGS="-fa 1".
+OSSA_ARGS="${OSSA_ARGS:-}"
+LLAMA_ARGS="${LLAMA_ARGS:-}"
+
+if [[ "${QUICK:-0}" == 1 ]]; then
+    PROMPT=16 GEN=4 RUNS=1
+else
+    PROMPT="${PROMPT:-512}" GEN="${GEN:-128}" RUNS="${RUNS:-3}"
+fi
+
+die() { echo "compare.sh: $*" >&2; exit 1; }
+
+python_with_numpy() {
+    if python3 -c 'import numpy, yaml' 2>/dev/null; then
+        echo python3
+        return
+    fi
+    local venv="$CACHE/gguf-venv"
+    if [[ ! -x "$venv/bin/python" ]]; then
+        echo "== creating $venv with numpy for make_gguf.py" >&2
+        python3 -m venv "$venv" >&2
+        "$venv/bin/pip" install --quiet "numpy>=2" pyyaml tqdm >&2
+    fi
+    echo "$venv/bin/python"
+}
+
+ensure_source() {
+    [[ -f "$LLAMA_SRC/CMakeLists.txt" ]] && return
+    echo "== llama.cpp source not at $LLAMA_SRC: fetching llama-cpp-python==$LLAMA_PY_VERSION sdist with pip"
+    mkdir -p "$LLAMA_SDIST_DIR"
+    python3 -m pip download "llama-cpp-python==$LLAMA_PY_VERSION" --no-binary :all: --no-deps \
+        -d "$LLAMA_SDIST_DIR"
+    tar -xzf "$LLAMA_SDIST_DIR/llama_cpp_python-$LLAMA_PY_VERSION.tar.gz" -C "$LLAMA_SDIST_DIR"
+    [[ -f "$LLAMA_SRC/CMakeLists.txt" ]] || die "no llama.cpp tree at $LLAMA_SRC after unpacking"
+}
+
+ensure_llama_bench() {
+    [[ -x "$LLAMA_BENCH" ]] && return
+    ensure_source
+    command -v cmake >/dev/null || die "cmake not found (apt-get install cmake, or pip install cmake)"
+    echo "== building llama-bench in $LLAMA_BUILD (CPU only, Release, GGML_NATIVE=ON, no AMX)"
+    # AMX off: this llama.cpp's AMX Q8_0 kernels die with SIGILL (ILL_ILLOPN on tilezero) when
+    # built by GCC 12 on AMX Xeons: the tile config it loads is not valid (upstream PR #26954).
+    # Everything else -march=native enables (AVX-512, VNNI, BF16) stays on.
+    local no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    cmake -S "$LLAMA_SRC" -B "$LLAMA_BUILD" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+        -DGGML_CUDA=OFF -DGGML_BLAS=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
+        -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DBUILD_SHARED_LIBS=OFF \
+        "-DCMAKE_C_FLAGS=$no_amx" "-DCMAKE_CXX_FLAGS=$no_amx"
+    nice -n 10 cmake --build "$LLAMA_BUILD" --target llama-bench -j "${BUILD_JOBS:-2}"
+    [[ -x "$LLAMA_BENCH" ]] || die "build finished but $LLAMA_BENCH is missing"
+}
+
+ensure_gguf() {
+    [[ -f "$GGUF" ]] && return
+    [[ -f "$MODEL_DIR/config.json" ]] || die "no $MODEL_DIR/config.json to take the shapes from"
+    ensure_source
+    local py
+    py="$(python_with_numpy)"
+    echo "== writing $GGUF (about 12 GB)"
+    PYTHONPATH="$LLAMA_SRC/gguf-py${PYTHONPATH:+:$PYTHONPATH}" nice -n 10 "$py" "$HERE/make_gguf.py" \
+        --config "$MODEL_DIR/config.json" --out "$GGUF"
+}
+
+[[ -x "$OSSA" ]] || die "no ossa binary at $OSSA (cargo build --release, CARGO_TARGET_DIR=$CACHE/target)"
+if [[ ! -f "$MODEL_DIR/config.json" ]]; then
+    echo "== writing a random gpt-oss-20b checkpoint to $MODEL_DIR (13 GB)"
+    "$OSSA" dev random-checkpoint --preset gpt-oss-20b --out "$MODEL_DIR"
+fi
+ensure_llama_bench
+ensure_gguf
+
+mkdir -p "$LOG_DIR"
+STAMP="$(date +%Y%m%d-%H%M%S)"
+LOG="$LOG_DIR/compare-$STAMP.log"
+RESULTS="$LOG_DIR/compare-$STAMP.jsonl"
+: >"$RESULTS"
+LAST_CPU=$((THREADS - 1))
+
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+
+# Each run appends one JSON line {engine, round, loadavg_before, loadavg_after, report} to RESULTS.
+run_ossa() {
+    local round=$1 before after out
+    before="$(loadavg)"
+    # ossa has no thread pinning of its own: restrict it to the same cores llama.cpp binds to.
+    # shellcheck disable=SC2086
+    out="$(taskset -c "0-$LAST_CPU" "$OSSA" bench --model "$MODEL_DIR" --threads "$THREADS" \
+        --prompt-tokens "$PROMPT" --gen-tokens "$GEN" --runs "$RUNS" --depth 0 --json $OSSA_ARGS \
+        2>>"$LOG")" || die "ossa bench failed (exit $?), see $LOG"
+    after="$(loadavg)"
+    printf '{"engine":"ossa","round":%d,"loadavg_before":"%s","loadavg_after":"%s","report":%s}\n' \
+        "$round" "$before" "$after" "$out" >>"$RESULTS"
+    echo "ossa round $round: loadavg $before -> $after" | tee -a "$LOG"
+}
+
+run_llama() {
+    local round=$1 before after out
+    before="$(loadavg)"
+    # shellcheck disable=SC2086
+    out="$(OMP_PROC_BIND=true OMP_PLACES=cores taskset -c "0-$LAST_CPU" "$LLAMA_BENCH" -m "$GGUF" \
+        -t "$THREADS" -p "$PROMPT" -n "$GEN" -r "$RUNS" -lm dio -o json $LLAMA_ARGS 2>>"$LOG")" ||
+        die "llama-bench failed (exit $?), see $LOG"
+    after="$(loadavg)"
+    # llama-bench prints a multi-line JSON array: fold it onto one line.
+    out="$(python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))' <<<"$out")"
+    printf '{"engine":"llama.cpp","round":%d,"loadavg_before":"%s","loadavg_after":"%s","report":%s}\n' \
+        "$round" "$before" "$after" "$out" >>"$RESULTS"
+    echo "llama.cpp round $round: loadavg $before -> $after" | tee -a "$LOG"
+}
+
+{
+    echo "# compare.sh $STAMP: prompt $PROMPT, gen $GEN, runs $RUNS, threads $THREADS, rounds $ROUNDS"
+    echo "# ossa $OSSA ($("$OSSA" --version 2>/dev/null || echo '?')) on $MODEL_DIR $OSSA_ARGS"
+    echo "# llama-bench $LLAMA_BENCH on $GGUF $LLAMA_ARGS"
+    echo "# $(grep -m1 'model name' /proc/cpuinfo), $(nproc) cpus"
+} | tee "$LOG"
+
+for ((round = 1; round <= ROUNDS; round++)); do
+    # Alternate who goes first so drift in machine load does not favour one side.
+    if ((round % 2 == 1)); then
+        run_ossa "$round"
+        run_llama "$round"
+    else
+        run_llama "$round"
+        run_ossa "$round"
+    fi
+done
+
+python3 - "$RESULTS" "$PROMPT" "$GEN" <<'EOF' | tee -a "$LOG"
+import json, statistics, sys
+
+path, prompt, gen = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rows = [json.loads(line) for line in open(path) if line.strip()]
+
+def figures(row):
+    r = row["report"]
+    if row["engine"] == "ossa":
+        return r["prefill_tok_s_runs"], r["decode_depth0_tok_s_runs"]
+    pp = [t["samples_ts"] for t in r if t["n_prompt"] > 0 and t["n_gen"] == 0]
+    tg = [t["samples_ts"] for t in r if t["n_gen"] > 0 and t["n_prompt"] == 0]
+    return (pp[0] if pp else []), (tg[0] if tg else [])
+
+med = lambda xs: statistics.median(xs) if xs else float("nan")
+samples = {"ossa": ([], []), "llama.cpp": ([], [])}
+print()
+print(f"{'engine':<10} {'round':>5} {'prefill tok/s':>14} {'decode tok/s':>13}  loadavg before -> after")
+for row in rows:
+    pp, tg = figures(row)
+    samples[row["engine"]][0].extend(pp)
+    samples[row["engine"]][1].extend(tg)
+    print(f"{row['engine']:<10} {row['round']:>5} {med(pp):>14.2f} {med(tg):>13.2f}  "
+          f"{row['loadavg_before']} -> {row['loadavg_after']}")
+o, l = samples["ossa"], samples["llama.cpp"]
+print()
+print(f"medians over all samples (prefill {prompt} tokens; decode {gen} tokens from an empty cache)")
+print(f"{'':<10} {'prefill tok/s':>14} {'decode tok/s':>13}")
+print(f"{'ossa':<10} {med(o[0]):>14.2f} {med(o[1]):>13.2f}")
+print(f"{'llama.cpp':<10} {med(l[0]):>14.2f} {med(l[1]):>13.2f}")
+print(f"{'ratio':<10} {med(o[0]) / med(l[0]):>14.3f} {med(o[1]) / med(l[1]):>13.3f}   (ossa / llama.cpp)")
+EOF
+echo "raw JSON: $RESULTS   log: $LOG"

@@ -1,0 +1,239 @@
+//! A scripted model for the serve tests: replies written as harmony messages, replayed as the
+//! token ids the model would sample, with every prompt recorded. It is served in-process (as an
+//! `ossa::agent::Backend`) or over HTTP as a vLLM-like `/v1/completions` endpoint that
+//! `--backend openai-completions` drives; the HTTP server also plays a SearXNG instance and a
+//! web site, so the browser's whole path runs on loopback.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use ossa::agent::harmony::{HarmonyEncoding, Message, Role};
+use serde_json::{Value, json};
+
+/// The tokens the model samples after `<|start|>assistant` to write `messages` (a final answer
+/// ends with `<|return|>`, a call with `<|call|>`).
+pub fn sampled(encoding: &HarmonyEncoding, messages: &[Message]) -> Vec<u32> {
+    let mut tokens = Vec::new();
+    for message in messages {
+        tokens.extend(encoding.render(message, None).expect("renders"));
+    }
+    // The prompt already ends with `<|start|>assistant`.
+    let header = encoding
+        .render(&Message::from_role_and_content(Role::Assistant, ""), None)
+        .expect("renders");
+    assert_eq!(tokens[..2], header[..2]);
+    tokens.drain(..2);
+    if let Some(last) = tokens.last_mut()
+        && *last == encoding.formatting_tokens().end
+        && messages
+            .last()
+            .is_some_and(|m| m.channel.as_deref() == Some("final"))
+    {
+        *last = encoding.formatting_tokens().return_;
+    }
+    tokens
+}
+
+/// Replies to hand out in order, and the prompts they answered.
+#[derive(Default)]
+pub struct Script {
+    replies: Mutex<VecDeque<Vec<u32>>>,
+    prompts: Mutex<Vec<Vec<u32>>>,
+}
+
+impl Script {
+    pub fn push(&self, tokens: Vec<u32>) {
+        self.replies.lock().expect("lock").push_back(tokens);
+    }
+
+    /// Records `prompt` and takes the next reply (`None`: none scripted).
+    pub fn answer(&self, prompt: &[u32]) -> Option<Vec<u32>> {
+        self.prompts.lock().expect("lock").push(prompt.to_vec());
+        self.replies.lock().expect("lock").pop_front()
+    }
+
+    pub fn prompts(&self) -> Vec<Vec<u32>> {
+        self.prompts.lock().expect("lock").clone()
+    }
+
+    pub fn replies_left(&self) -> usize {
+        self.replies.lock().expect("lock").len()
+    }
+}
+
+/// What the HTTP side serves besides the model.
+#[derive(Default)]
+struct Site {
+    /// Path (`/pages/x.html`) → HTML.
+    pages: HashMap<String, String>,
+    /// SearXNG's `results` for every query.
+    results: Vec<Value>,
+    queries: Vec<String>,
+}
+
+struct Shared {
+    script: Arc<Script>,
+    site: Mutex<Site>,
+}
+
+/// The scripted model, a SearXNG-like search API and web pages on one loopback port, until
+/// dropped.
+pub struct ScriptedServer {
+    pub script: Arc<Script>,
+    pub encoding: HarmonyEncoding,
+    /// `http://127.0.0.1:PORT`
+    pub root: String,
+    shared: Arc<Shared>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+/// The model name `/v1/models` lists.
+pub const MODEL: &str = "scripted";
+
+impl ScriptedServer {
+    pub fn start() -> ScriptedServer {
+        let encoding = HarmonyEncoding::gpt_oss().expect("o200k_harmony");
+        let script = Arc::new(Script::default());
+        let shared = Arc::new(Shared {
+            script: Arc::clone(&script),
+            site: Mutex::new(Site::default()),
+        });
+        let app = Router::new()
+            .route("/v1/models", get(models))
+            .route("/v1/completions", post(completions))
+            .route("/search", get(search))
+            .route("/pages/{name}", get(page))
+            .with_state(Arc::clone(&shared));
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        ScriptedServer {
+            script,
+            encoding,
+            root: format!("http://{address}"),
+            shared,
+            _runtime: runtime,
+        }
+    }
+
+    /// Scripts the model's next reply; returns its tokens.
+    pub fn script(&self, messages: &[Message]) -> Vec<u32> {
+        let tokens = sampled(&self.encoding, messages);
+        self.script.push(tokens.clone());
+        tokens
+    }
+
+    /// Serves `html` at `/pages/{name}`; returns its URL.
+    pub fn add_page(&self, name: &str, html: &str) -> String {
+        let path = format!("/pages/{name}");
+        self.shared
+            .site
+            .lock()
+            .expect("lock")
+            .pages
+            .insert(path.clone(), html.to_string());
+        format!("{}{path}", self.root)
+    }
+
+    /// What every search returns: SearXNG result objects (`url`, `title`, `content`).
+    pub fn set_search_results(&self, results: Vec<Value>) {
+        self.shared.site.lock().expect("lock").results = results;
+    }
+
+    /// The queries searched so far.
+    pub fn queries(&self) -> Vec<String> {
+        self.shared.site.lock().expect("lock").queries.clone()
+    }
+
+    /// The prompts the model was given, decoded.
+    pub fn prompt_texts(&self) -> Vec<String> {
+        self.script
+            .prompts()
+            .iter()
+            .map(|p| self.encoding.tokenizer().decode(p).expect("utf-8"))
+            .collect()
+    }
+}
+
+async fn models() -> Response {
+    axum::Json(json!({
+        "object": "list",
+        "data": [{"id": MODEL, "object": "model", "max_model_len": 16384}],
+    }))
+    .into_response()
+}
+
+/// vLLM's streamed Completions with `return_token_ids`: one chunk per token, then the finish
+/// reason. Stops after the first of `stop_token_ids` (kept, as `include_stop_str_in_output`).
+async fn completions(State(shared): State<Arc<Shared>>, body: String) -> Response {
+    let request: Value = match serde_json::from_str(&body) {
+        Ok(v) => v,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("not JSON: {e}")).into_response(),
+    };
+    let Some(prompt) = request["prompt"].as_array().map(|p| {
+        p.iter()
+            .filter_map(|t| t.as_u64().map(|t| t as u32))
+            .collect::<Vec<u32>>()
+    }) else {
+        return (StatusCode::BAD_REQUEST, "the prompt must be token ids").into_response();
+    };
+    assert_eq!(request["stream"], true, "the remote backend streams");
+    assert_eq!(request["return_token_ids"], true, "and asks for token ids");
+    let stops: Vec<u64> = request["stop_token_ids"]
+        .as_array()
+        .map(|s| s.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    let Some(reply) = shared.script.answer(&prompt) else {
+        let error = json!({"error": {"message": "no reply scripted", "type": "server_error"}});
+        return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(error)).into_response();
+    };
+    let mut body = String::new();
+    let mut finish = "length";
+    for token in reply {
+        let chunk = json!({"object": "text_completion", "model": MODEL, "choices": [
+            {"index": 0, "text": "", "token_ids": [token], "finish_reason": null},
+        ]});
+        body.push_str(&format!("data: {chunk}\n\n"));
+        if stops.contains(&u64::from(token)) {
+            finish = "stop";
+            break;
+        }
+    }
+    let last = json!({"object": "text_completion", "model": MODEL, "choices": [
+        {"index": 0, "text": "", "token_ids": [], "finish_reason": finish, "stop_reason": null},
+    ]});
+    body.push_str(&format!("data: {last}\n\ndata: [DONE]\n\n"));
+    ([(header::CONTENT_TYPE, "text/event-stream")], body).into_response()
+}
+
+/// SearXNG's JSON API: `GET /search?q=...&format=json`.
+async fn search(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    assert_eq!(query.get("format").map(String::as_str), Some("json"));
+    let mut site = shared.site.lock().expect("lock");
+    site.queries
+        .push(query.get("q").cloned().unwrap_or_default());
+    axum::Json(json!({"query": query.get("q"), "results": site.results})).into_response()
+}
+
+async fn page(State(shared): State<Arc<Shared>>, UrlPath(name): UrlPath<String>) -> Response {
+    let site = shared.site.lock().expect("lock");
+    match site.pages.get(&format!("/pages/{name}")) {
+        Some(html) => (
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            html.clone(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no such page").into_response(),
+    }
+}
