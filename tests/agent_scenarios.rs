@@ -4,32 +4,21 @@
 //! output contract all have to be right. `OSSA_AGENT_SCENARIOS` names a folder with more
 //! scenarios (a `scenarios.json` of the same format, and optionally its own model).
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
 
 use ossa::agent::harmony::{HarmonyEncoding, ReasoningEffort, RenderConversationConfig, Role};
 use ossa::agent::{
     Agent, AgentConfig, AgentEvent, Cancel, ConversationSettings, EngineBackend, TurnOutcome,
 };
 use ossa::engine::{DType, Engine, LoadOptions};
-use ossa::sandbox::{Sandbox, SandboxConfig, SessionOptions};
+use ossa::sandbox::SessionOptions;
 use ossa::tools::Tool;
 use ossa::tools::python::PythonTool;
 use serde_json::Value;
-
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt-oss-tiny-agent")
-}
-
-fn sandbox() -> Sandbox {
-    static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
-    SANDBOX
-        .get_or_init(|| {
-            let config = SandboxConfig::from_env().expect("a data folder for ossa");
-            Sandbox::open(config).unwrap_or_else(|e| panic!("the sandbox did not open: {e}"))
-        })
-        .clone()
-}
+use support::{assert_all_passed, fixture_dir, sandbox, scenarios_in};
 
 fn agent_for(model: &Path, tools: &[String]) -> Arc<Agent> {
     // f32: a few of the tiny model's expert choices are near-ties that bf16 rounding flips.
@@ -195,9 +184,7 @@ async fn run_scenario(agent: &Arc<Agent>, scenario: &Value) -> Result<(), String
 }
 
 async fn run_folder(dir: &Path, model_fallback: &Path) -> (usize, Vec<String>) {
-    let text = std::fs::read_to_string(dir.join("scenarios.json"))
-        .unwrap_or_else(|e| panic!("reading {}/scenarios.json: {e}", dir.display()));
-    let scenarios: Vec<Value> = serde_json::from_str(&text).expect("scenarios.json is a list");
+    let scenarios = scenarios_in(dir);
     let model = if dir.join("config.json").is_file() {
         dir.to_path_buf()
     } else {
@@ -227,8 +214,7 @@ async fn run_folder(dir: &Path, model_fallback: &Path) -> (usize, Vec<String>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiny_agent_reproduces_every_transcript() {
     let (passed, failures) = run_folder(&fixture_dir(), &fixture_dir()).await;
-    println!("{passed} passed, {} failed", failures.len());
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert_all_passed(passed, &failures);
     assert!(passed >= 4, "the fixture has four scenarios");
 }
 
@@ -239,6 +225,5 @@ async fn extra_scenarios_from_the_environment() {
         return;
     };
     let (passed, failures) = run_folder(Path::new(&dir), &fixture_dir()).await;
-    println!("{passed} passed, {} failed", failures.len());
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert_all_passed(passed, &failures);
 }

@@ -5,6 +5,8 @@
 //! HOME and the XDG folders point into a temporary folder so no user file is read or written;
 //! OSSA_DATA_DIR keeps the real data folder so the Python runtime is not fetched again.
 
+mod support;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -17,11 +19,8 @@ use std::time::{Duration, Instant};
 
 use ossa::agent::harmony::{Content, Conversation, ReasoningEffort, Role};
 use serde_json::Value;
+use support::{SCENARIO_FLAGS, fixture_dir};
 
-const MODEL: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/gpt-oss-tiny-agent"
-);
 const SUMSQ: &str = "What is the sum of the squares of the integers from 1 to 22? Use python.";
 const SUMSQ_CALL: &str = "→ python: print(sum(i*i for i in range(1, 22+1)))";
 const SUMSQ_ANSWER: &str = "The sum of the squares from 1 to 22 is 3795.";
@@ -62,23 +61,18 @@ fn ossa(home: &Path, args: &[&str]) -> Command {
 
 /// The flags that make the tiny model answer its trained tasks.
 fn chat_args(history: &Path) -> Vec<String> {
+    let model = fixture_dir();
     [
         "chat",
         "--model",
-        MODEL,
+        model.to_str().expect("utf-8"),
         "--dtype",
         "f32",
-        "--date",
-        "2026-01-01",
-        "-r",
-        "low",
-        "--python",
-        "--temperature",
-        "0",
-        "--history",
     ]
-    .iter()
-    .map(|s| s.to_string())
+    .into_iter()
+    .chain(SCENARIO_FLAGS)
+    .chain(["--history"])
+    .map(String::from)
     .chain([history.display().to_string()])
     .collect()
 }
@@ -519,7 +513,9 @@ fn multi_line_input_continues_after_a_backslash() {
         load(&saved).1.messages[1].text(),
         "Say hello \nin one word."
     );
-    // Ctrl-D quits.
+    // Ctrl-D quits, once the editor is reading again (a ^D typed while the terminal is still
+    // in cooked mode is the kernel's end-of-file, which the editor never sees).
+    term.expect(">>> ");
     term.send("\x04");
     assert!(term.wait().success());
 }
@@ -566,7 +562,7 @@ fn chat_is_the_default_command() {
     std::fs::create_dir_all(&config).unwrap();
     std::fs::write(
         config.join("config.toml"),
-        format!("model = \"{MODEL}\"\ndtype = \"f32\"\n"),
+        format!("model = \"{}\"\ndtype = \"f32\"\n", fixture_dir().display()),
     )
     .unwrap();
     // No tools, so the data folder can be a temporary one.

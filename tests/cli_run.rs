@@ -2,20 +2,14 @@
 //! tool in the real sandbox, must give OpenAI's transcripts exactly (`--json`), print the bare
 //! answer without it, read tasks from stdin and from a JSONL batch, and fail clearly on bad input.
 
+mod support;
+
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use serde_json::Value;
-
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt-oss-tiny-agent")
-}
-
-fn scenarios() -> Vec<Value> {
-    let text = std::fs::read_to_string(fixture_dir().join("scenarios.json")).expect("scenarios");
-    serde_json::from_str(&text).expect("a list")
-}
+use serde_json::{Value, json};
+use support::{ENGINE_FLAGS, SCENARIO_FLAGS, check_all, final_text, fixture_dir, scenarios};
 
 /// `ossa run` with the fixture's settings, isolated from the user's config.
 fn ossa_run(extra: &[&str], stdin: Option<&str>) -> Output {
@@ -29,8 +23,8 @@ fn ossa_run_model(model: &Path, extra: &[&str], stdin: Option<&str>) -> Output {
         .arg("run")
         .arg("--model")
         .arg(model)
-        .args(["--dtype", "f32", "--threads", "2", "--date", "2026-01-01"])
-        .args(["-r", "low", "--python", "--temperature", "0"])
+        .args(ENGINE_FLAGS)
+        .args(SCENARIO_FLAGS)
         .args(extra)
         .env("XDG_CONFIG_HOME", home.path())
         .env_remove("OSSA_CONFIG")
@@ -63,42 +57,33 @@ fn stderr(output: &Output) -> String {
 
 #[test]
 fn json_transcripts_match_every_scenario() {
-    let mut passed = 0;
-    let mut failures = Vec::new();
-    for scenario in scenarios() {
+    check_all(scenarios(), |scenario| {
         let name = scenario["name"].as_str().unwrap_or("?").to_string();
         let task = scenario["user"].as_str().expect("user");
         let output = ossa_run(&["--json", task], None);
         if !output.status.success() {
-            failures.push(format!(
+            return Err(format!(
                 "{name}: exit {:?}\n{}",
                 output.status,
                 stderr(&output)
             ));
-            continue;
         }
         let transcript: Value = match serde_json::from_str(&stdout(&output)) {
             Ok(value) => value,
             Err(e) => {
-                failures.push(format!(
+                return Err(format!(
                     "{name}: stdout is not JSON: {e}\n{}",
                     stdout(&output)
                 ));
-                continue;
             }
         };
         if transcript["messages"] != scenario["expected"] {
-            failures.push(format!(
+            return Err(format!(
                 "{name}: messages differ\n got {}\nwant {}",
                 transcript["messages"], scenario["expected"]
             ));
-            continue;
         }
-        let final_text = scenario["expected"]
-            .as_array()
-            .and_then(|m| m.last())
-            .map(|m| m["content"][0]["text"].clone());
-        assert_eq!(Some(transcript["answer"].clone()), final_text, "{name}");
+        assert_eq!(transcript["answer"], json!(final_text(&scenario)), "{name}");
         assert_eq!(transcript["outcome"], "final", "{name}");
         let calls = scenario["generated_tokens"].as_array().map_or(0, Vec::len);
         assert_eq!(
@@ -118,10 +103,8 @@ fn json_transcripts_match_every_scenario() {
             Some(calls - 1),
             "{name}"
         );
-        passed += 1;
-    }
-    println!("{passed} passed, {} failed", failures.len());
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+        Ok(())
+    });
 }
 
 #[test]

@@ -3,15 +3,14 @@
 //! server-side python call (code and output) come through, streaming and not, exactly as
 //! OpenAI's implementation produced them.
 
-mod serve_support;
-
-use std::process::Command;
+mod support;
 
 use serde_json::{Value, json};
-use serve_support::{
-    Server, curl_get, curl_post, final_text, have_curl, python_calls, python_with_openai,
-    reasoning_texts, scenarios, sse_data,
+use support::serve::{
+    Server, curl_get, curl_missing, curl_post, curl_post_raw, python_with_openai, run_sdk_script,
+    sse_data,
 };
+use support::{check_all, final_text, python_calls, reasoning_texts, scenarios};
 
 fn chat_body(user: &str, stream: bool) -> Value {
     json!({
@@ -100,8 +99,7 @@ fn assemble(chunks: &[Value]) -> (String, String, Vec<(String, String)>, Value, 
 
 #[test]
 fn chat_completions_through_curl_give_every_scenario() {
-    if !have_curl() {
-        eprintln!("SKIPPED: curl is not installed");
+    if curl_missing() {
         return;
     }
     let server = Server::start(&[]);
@@ -119,17 +117,14 @@ fn chat_completions_through_curl_give_every_scenario() {
     );
 
     let url = format!("{}/chat/completions", server.base);
-    let mut passed = 0;
-    let mut failures = Vec::new();
-    for scenario in scenarios() {
+    check_all(scenarios(), |scenario| {
         let name = scenario["id"].as_str().unwrap_or("?").to_string();
         let user = scenario["user"].as_str().expect("user");
 
         let (status, body) = curl_post(&url, &chat_body(user, false));
         let response: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
         if status != 200 {
-            failures.push(format!("{name}: HTTP {status}: {body}"));
-            continue;
+            return Err(format!("{name}: HTTP {status}: {body}"));
         }
         assert_eq!(response["object"], "chat.completion");
         let generated: usize = scenario["generated_tokens"]
@@ -144,14 +139,12 @@ fn chat_completions_through_curl_give_every_scenario() {
             "{name}: {response}"
         );
         if let Some(failure) = check_message(&name, &scenario, &response) {
-            failures.push(failure);
-            continue;
+            return Err(failure);
         }
 
         let (status, body) = curl_post(&url, &chat_body(user, true));
         if status != 200 {
-            failures.push(format!("{name} (stream): HTTP {status}: {body}"));
-            continue;
+            return Err(format!("{name} (stream): HTTP {status}: {body}"));
         }
         let (content, reasoning, calls, finish, usage) = assemble(&sse_data(&body));
         // The streamed reasoning is the analysis messages back to back.
@@ -162,21 +155,17 @@ fn chat_completions_through_curl_give_every_scenario() {
             || finish != "stop"
             || usage["completion_tokens"] != json!(generated)
         {
-            failures.push(format!(
+            return Err(format!(
                 "{name} (stream): got content {content:?}, reasoning {reasoning:?}, calls {calls:?}, finish {finish}, usage {usage}"
             ));
-            continue;
         }
-        passed += 1;
-    }
-    println!("{passed} passed, {} failed", failures.len());
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+        Ok(())
+    });
 }
 
 #[test]
 fn bad_requests_get_openai_errors() {
-    if !have_curl() {
-        eprintln!("SKIPPED: curl is not installed");
+    if curl_missing() {
         return;
     }
     let server = Server::start(&[]);
@@ -217,19 +206,8 @@ fn bad_requests_get_openai_errors() {
                 .is_some_and(|m| !m.is_empty())
         );
     }
-    let output = Command::new("curl")
-        .args([
-            "-sS",
-            "-w",
-            "\n%{http_code}",
-            "-H",
-            "Content-Type: application/json",
-        ])
-        .args(["--data-binary", "{not json", &url])
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(text.ends_with("\n400"), "{text}");
+    let (status, text) = curl_post_raw(&url, "{not json");
+    assert_eq!(status, 400, "{text}");
     assert!(text.contains("\"invalid_request_error\""), "{text}");
     let (status, text) = curl_get(&format!("{}/nothing-here", server.base));
     assert_eq!(status, 404, "{text}");
@@ -274,21 +252,9 @@ fn openai_python_sdk_chat_gives_every_scenario() {
         .iter()
         .map(|s| s["user"].as_str().expect("user"))
         .collect();
-    let output = Command::new(python)
-        .args(["-c", SDK_CHAT, &server.base, &json!(users).to_string()])
-        .output()
-        .expect("python runs");
-    assert!(
-        output.status.success(),
-        "the SDK script failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let results: Vec<Value> =
-        serde_json::from_slice(&output.stdout).expect("the script prints JSON");
+    let results = run_sdk_script(python, SDK_CHAT, &server.base, &json!(users));
     assert_eq!(results.len(), scenarios.len());
-    let mut passed = 0;
-    let mut failures = Vec::new();
-    for (scenario, got) in scenarios.iter().zip(&results) {
+    check_all(scenarios.iter().zip(&results), |(scenario, got)| {
         let calls: Vec<Value> = python_calls(scenario)
             .into_iter()
             .map(|(code, out)| json!([code, out]))
@@ -306,19 +272,16 @@ fn openai_python_sdk_chat_gives_every_scenario() {
             },
         });
         if *got == want {
-            passed += 1;
+            Ok(())
         } else {
-            failures.push(format!("{}:\n got {got}\nwant {want}", scenario["id"]));
+            Err(format!("{}:\n got {got}\nwant {want}", scenario["id"]))
         }
-    }
-    println!("{passed} passed, {} failed", failures.len());
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    });
 }
 
 #[test]
 fn concurrent_requests_share_one_engine_without_mixing_up() {
-    if !have_curl() {
-        eprintln!("SKIPPED: curl is not installed");
+    if curl_missing() {
         return;
     }
     let server = Server::start(&[]);
@@ -351,18 +314,14 @@ fn concurrent_requests_share_one_engine_without_mixing_up() {
             })
         })
         .collect();
-    let mut passed = 0;
-    let mut failures = Vec::new();
-    for handle in handles {
+    check_all(handles, |handle| {
         let (got, want) = handle.join().expect("request thread");
         if got == want {
-            passed += 1;
+            Ok(())
         } else {
-            failures.push(format!("got {got:?}, want {want:?}"));
+            Err(format!("got {got:?}, want {want:?}"))
         }
-    }
-    println!("{passed} passed, {} failed", failures.len());
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    });
     let (status, body) = curl_get(&format!("{}/health", server.root()));
     assert_eq!(status, 200);
     let health: Value = serde_json::from_str(&body).expect("JSON");
@@ -378,8 +337,7 @@ fn concurrent_requests_share_one_engine_without_mixing_up() {
 /// like, and never a server error.
 #[test]
 fn a_named_tool_choice_makes_the_real_model_call_it() {
-    if !have_curl() {
-        eprintln!("SKIPPED: curl is not installed");
+    if curl_missing() {
         return;
     }
     let server = Server::start(&[]);

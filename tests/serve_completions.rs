@@ -3,19 +3,21 @@
 //! that drives it: the agent renders harmony, the server only samples, and every scenario's
 //! transcript comes out exactly as OpenAI's implementation produced it.
 
-mod serve_support;
+mod support;
 
-use std::process::Command;
 use std::sync::Arc;
 
 use ossa::agent::harmony::{HarmonyEncoding, ReasoningEffort};
 use ossa::agent::{Agent, AgentConfig, Cancel, ConversationSettings, TurnOutcome};
-use ossa::sandbox::{Sandbox, SandboxConfig, SessionOptions};
+use ossa::sandbox::SessionOptions;
 use ossa::serve::remote::{RemoteBackend, RemoteOptions};
 use ossa::tools::Tool;
 use ossa::tools::python::PythonTool;
 use serde_json::{Value, json};
-use serve_support::{Server, curl_post, have_curl, python_with_openai, scenarios, sse_data};
+use support::serve::{
+    Server, curl_missing, curl_post, python_with_openai, run_sdk_script, sse_data,
+};
+use support::{SCENARIO_FLAGS, check_all, sandbox, scenarios};
 
 const RETURN: u64 = 200002;
 const CALL: u64 = 200012;
@@ -29,15 +31,12 @@ fn ids(value: &Value) -> Vec<u64> {
 
 #[test]
 fn token_id_prompts_return_the_oracle_tokens_through_curl() {
-    if !have_curl() {
-        eprintln!("SKIPPED: curl is not installed");
+    if curl_missing() {
         return;
     }
     let server = Server::start(&[]);
     let url = format!("{}/completions", server.base);
-    let mut passed = 0;
-    let mut failures = Vec::new();
-    for scenario in scenarios() {
+    check_all(scenarios(), |scenario| {
         let name = scenario["id"].as_str().unwrap_or("?").to_string();
         let prompt = ids(&scenario["prompt_tokens"]);
         let want = ids(&scenario["generated_tokens"][0]);
@@ -53,10 +52,9 @@ fn token_id_prompts_return_the_oracle_tokens_through_curl() {
         let response: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         let choice = &response["choices"][0];
         if status != 200 || ids(&choice["token_ids"]) != want {
-            failures.push(format!(
+            return Err(format!(
                 "{name}: HTTP {status}\n got {text}\nwant token_ids {want:?}"
             ));
-            continue;
         }
         assert_eq!(ids(&choice["prompt_token_ids"]), prompt, "{name}");
         assert_eq!(choice["finish_reason"], "stop", "{name}");
@@ -89,26 +87,22 @@ fn token_id_prompts_return_the_oracle_tokens_through_curl() {
             .rev()
             .find_map(|c| c["choices"][0]["finish_reason"].as_str());
         if streamed != want || streamed_text != text_out || finish != Some("stop") {
-            failures.push(format!(
+            return Err(format!(
                 "{name} (stream): got {streamed:?} {streamed_text:?} {finish:?}"
             ));
-            continue;
         }
         assert_eq!(
             ids(&chunks[0]["choices"][0]["prompt_token_ids"]),
             prompt,
             "{name}"
         );
-        passed += 1;
-    }
-    println!("{passed} passed, {} failed", failures.len());
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+        Ok(())
+    });
 }
 
 #[test]
 fn completions_limits_text_prompts_and_errors() {
-    if !have_curl() {
-        eprintln!("SKIPPED: curl is not installed");
+    if curl_missing() {
         return;
     }
     let server = Server::start(&[]);
@@ -198,36 +192,18 @@ fn openai_python_sdk_completions_return_token_ids() {
     let server = Server::start(&[]);
     let scenarios = scenarios();
     let prompts: Vec<Vec<u64>> = scenarios.iter().map(|s| ids(&s["prompt_tokens"])).collect();
-    let output = Command::new(python)
-        .args([
-            "-c",
-            SDK_COMPLETIONS,
-            &server.base,
-            &json!(prompts).to_string(),
-        ])
-        .output()
-        .expect("python runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let results: Vec<Value> = serde_json::from_slice(&output.stdout).expect("JSON");
-    let mut passed = 0;
-    let mut failures = Vec::new();
-    for (scenario, got) in scenarios.iter().zip(&results) {
+    let results = run_sdk_script(python, SDK_COMPLETIONS, &server.base, &json!(prompts));
+    check_all(scenarios.iter().zip(&results), |(scenario, got)| {
         let want = ids(&scenario["generated_tokens"][0]);
         if ids(&got["token_ids"]) == want
             && ids(&got["streamed"]) == want
             && got["finish"] == "stop"
         {
-            passed += 1;
+            Ok(())
         } else {
-            failures.push(format!("{}: got {got}, want {want:?}", scenario["id"]));
+            Err(format!("{}: got {got}, want {want:?}", scenario["id"]))
         }
-    }
-    println!("{passed} passed, {} failed", failures.len());
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    });
 }
 
 #[test]
@@ -254,8 +230,7 @@ fn remote_transcripts(token_ids: bool) {
         backend.model()
     );
     let backend = Arc::new(backend);
-    let sandbox = Sandbox::open(SandboxConfig::from_env().expect("data folder")).expect("sandbox");
-    let python: Arc<dyn Tool> = Arc::new(PythonTool::new(sandbox, SessionOptions::default()));
+    let python: Arc<dyn Tool> = Arc::new(PythonTool::new(sandbox(), SessionOptions::default()));
     let agent = Agent::new(backend, encoding, vec![python], AgentConfig::default());
     let settings = ConversationSettings {
         reasoning_effort: ReasoningEffort::Low,
@@ -263,9 +238,7 @@ fn remote_transcripts(token_ids: bool) {
         ..ConversationSettings::default()
     };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let mut passed = 0;
-    let mut failures = Vec::new();
-    for scenario in scenarios() {
+    check_all(scenarios(), |scenario| {
         let name = scenario["id"].as_str().unwrap_or("?").to_string();
         let mut chat = agent.chat(&settings);
         let prompt = agent
@@ -302,18 +275,15 @@ fn remote_transcripts(token_ids: bool) {
             || messages != scenario["expected"]
             || report.generations.len() != calls
         {
-            failures.push(format!(
+            return Err(format!(
                 "{name}: {:?}, {} generations\n got {messages}\nwant {}",
                 report.outcome,
                 report.generations.len(),
                 scenario["expected"]
             ));
-            continue;
         }
-        passed += 1;
-    }
-    println!("{passed} passed, {} failed", failures.len());
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+        Ok(())
+    });
 }
 
 /// `ossa run --backend openai-completions` (the CLI path users take) against `ossa serve`: the
@@ -321,23 +291,13 @@ fn remote_transcripts(token_ids: bool) {
 #[test]
 fn ossa_run_with_the_remote_backend_reproduces_the_transcripts() {
     let server = Server::start(&[]);
-    let mut passed = 0;
-    let mut failures = Vec::new();
-    for scenario in scenarios() {
+    check_all(scenarios(), |scenario| {
         let name = scenario["name"].as_str().unwrap_or("?").to_string();
         let home = tempfile::tempdir().expect("temp home");
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_ossa"))
             .args(["run", "--backend", "openai-completions", "--url"])
             .arg(&server.base)
-            .args([
-                "--date",
-                "2026-01-01",
-                "-r",
-                "low",
-                "--python",
-                "--temperature",
-                "0",
-            ])
+            .args(SCENARIO_FLAGS)
             .args(["--quiet", "--json"])
             .arg(scenario["user"].as_str().expect("user"))
             .env("XDG_CONFIG_HOME", home.path())
@@ -346,31 +306,26 @@ fn ossa_run_with_the_remote_backend_reproduces_the_transcripts() {
             .output()
             .expect("ossa run starts");
         if !output.status.success() {
-            failures.push(format!(
+            return Err(format!(
                 "{name}: exit {:?}: {}",
                 output.status,
                 String::from_utf8_lossy(&output.stderr)
             ));
-            continue;
         }
         let transcript: Value = match serde_json::from_slice(&output.stdout) {
             Ok(value) => value,
             Err(e) => {
-                failures.push(format!("{name}: not JSON: {e}"));
-                continue;
+                return Err(format!("{name}: not JSON: {e}"));
             }
         };
         if transcript["messages"] != scenario["expected"] {
-            failures.push(format!(
+            return Err(format!(
                 "{name}: got {}\nwant {}",
                 transcript["messages"], scenario["expected"]
             ));
-            continue;
         }
-        passed += 1;
-    }
-    println!("{passed} passed, {} failed", failures.len());
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+        Ok(())
+    });
 
     // A remote backend without a URL is refused with the fix.
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_ossa"))

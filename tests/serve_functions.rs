@@ -5,7 +5,7 @@
 //! must extend the previous prompt plus exactly the tokens the model sampled: nothing lost or
 //! re-rendered differently (the engine's prefix cache then reuses it all).
 
-mod serve_support;
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use ossa::agent::{
 use ossa::serve::{ServerParts, ServerState, serve_on};
 use ossa::tools::FunctionTools;
 use serde_json::{Value, json};
-use serve_support::scripted::{Script, sampled};
+use support::scripted::{Script, sampled};
 
 /// The scripted model in-process. An empty reply writes reasoning forever, a token every few
 /// milliseconds, until the request is cancelled.

@@ -3,15 +3,13 @@
 //! and final answer come through as output items, streamed with the reference server's event
 //! sequence; stored responses survive a restart and can be fetched, continued and deleted.
 
-mod serve_support;
-
-use std::process::Command;
+mod support;
 
 use serde_json::{Value, json};
-use serve_support::{
-    Server, curl_get, curl_post, final_text, have_curl, python_calls, python_with_openai,
-    reasoning_texts, scenarios, sse_data,
+use support::serve::{
+    Server, curl, curl_get, curl_missing, curl_post, python_with_openai, run_sdk_script, sse_data,
 };
+use support::{check_all, final_text, python_calls, reasoning_texts, scenarios};
 
 /// (reasoning texts, python calls, final text) of a response's output items.
 fn summarize(output: &Value) -> (Vec<String>, Vec<(String, String)>, String) {
@@ -54,16 +52,13 @@ fn want(scenario: &Value) -> (Vec<String>, Vec<(String, String)>, String) {
 
 #[test]
 fn responses_through_curl_give_every_scenario_streamed_and_not() {
-    if !have_curl() {
-        eprintln!("SKIPPED: curl is not installed");
+    if curl_missing() {
         return;
     }
     let store = tempfile::tempdir().expect("temp");
     let server = Server::start(&["--store-dir", store.path().to_str().expect("utf-8")]);
     let url = format!("{}/responses", server.base);
-    let mut passed = 0;
-    let mut failures = Vec::new();
-    for scenario in scenarios() {
+    check_all(scenarios(), |scenario| {
         let name = scenario["id"].as_str().unwrap_or("?").to_string();
         let body = |stream: bool| {
             json!({
@@ -75,8 +70,7 @@ fn responses_through_curl_give_every_scenario_streamed_and_not() {
         let (status, text) = curl_post(&url, &body(false));
         let response: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if status != 200 || response["status"] != "completed" {
-            failures.push(format!("{name}: HTTP {status}: {text}"));
-            continue;
+            return Err(format!("{name}: HTTP {status}: {text}"));
         }
         assert_eq!(response["object"], "response");
         assert!(
@@ -85,12 +79,11 @@ fn responses_through_curl_give_every_scenario_streamed_and_not() {
                 .is_some_and(|id| id.starts_with("resp_"))
         );
         if summarize(&response["output"]) != want(&scenario) {
-            failures.push(format!(
+            return Err(format!(
                 "{name}: got {}\nwant {:?}",
                 response["output"],
                 want(&scenario)
             ));
-            continue;
         }
 
         let (status, text) = curl_post(&url, &body(true));
@@ -151,19 +144,15 @@ fn responses_through_curl_give_every_scenario_streamed_and_not() {
                     .filter(|k| **k == "response.output_item.done")
                     .count();
         if !ok {
-            failures.push(format!("{name} (stream): events {kinds:?}\n{text}"));
-            continue;
+            return Err(format!("{name} (stream): events {kinds:?}\n{text}"));
         }
-        passed += 1;
-    }
-    println!("{passed} passed, {} failed", failures.len());
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+        Ok(())
+    });
 }
 
 #[test]
 fn stored_responses_persist_continue_and_delete() {
-    if !have_curl() {
-        eprintln!("SKIPPED: curl is not installed");
+    if curl_missing() {
         return;
     }
     let store = tempfile::tempdir().expect("temp");
@@ -229,16 +218,9 @@ fn stored_responses_persist_continue_and_delete() {
     assert_eq!(status, 404, "{text}");
     assert!(text.contains("previous_response_id"), "{text}");
 
-    let output = Command::new("curl")
-        .args([
-            "-sS",
-            "-X",
-            "DELETE",
-            &format!("{}/responses/{id}", server.base),
-        ])
-        .output()
-        .expect("curl");
-    let deleted: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let (status, text) = curl(&["-X", "DELETE", &format!("{}/responses/{id}", server.base)]);
+    assert_eq!(status, 200, "{text}");
+    let deleted: Value = serde_json::from_str(&text).expect("JSON");
     assert_eq!(
         deleted,
         json!({"id": id, "object": "response", "deleted": true})
@@ -300,19 +282,8 @@ fn openai_python_sdk_responses_give_every_scenario() {
         .iter()
         .map(|s| s["user"].as_str().expect("user"))
         .collect();
-    let output = Command::new(python)
-        .args(["-c", SDK_RESPONSES, &server.base, &json!(users).to_string()])
-        .output()
-        .expect("python runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let results: Vec<Value> = serde_json::from_slice(&output.stdout).expect("JSON");
-    let mut passed = 0;
-    let mut failures = Vec::new();
-    for (scenario, got) in scenarios.iter().zip(&results) {
+    let results = run_sdk_script(python, SDK_RESPONSES, &server.base, &json!(users));
+    check_all(scenarios.iter().zip(&results), |(scenario, got)| {
         let mut items = Vec::new();
         let messages = scenario["expected"].as_array().expect("expected");
         for (i, m) in messages.iter().enumerate() {
@@ -339,13 +310,11 @@ fn openai_python_sdk_responses_give_every_scenario() {
             },
         });
         if *got == want {
-            passed += 1;
+            Ok(())
         } else {
-            failures.push(format!("{}:\n got {got}\nwant {want}", scenario["id"]));
+            Err(format!("{}:\n got {got}\nwant {want}", scenario["id"]))
         }
-    }
-    println!("{passed} passed, {} failed", failures.len());
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    });
 }
 
 #[test]

@@ -5,12 +5,12 @@
 //! page's real text to the model, and turn the citation into a link with a `url_citation`
 //! annotation whose offsets point at it in the final text, streamed and not.
 
-mod serve_support;
+mod support;
 
 use ossa::agent::harmony::{Message, Role};
 use serde_json::{Value, json};
-use serve_support::Server;
-use serve_support::scripted::{MODEL, ScriptedServer};
+use support::scripted::{MODEL, ScriptedServer};
+use support::serve::Server;
 
 const QUERY: &str = "ossa lighthouse height";
 const ANSWER_HEAD: &str = "The Ossa lighthouse is 42 meters tall";

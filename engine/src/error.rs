@@ -90,6 +90,12 @@ pub enum EngineError {
     #[error("cannot build a thread pool with {threads} threads: {message}")]
     ThreadPool { threads: usize, message: String },
 
+    #[error("this CPU cannot run the {wanted} kernels (it has: {available})")]
+    IsaUnavailable {
+        wanted: &'static str,
+        available: String,
+    },
+
     #[error("tokenizer: {0}")]
     Tokenizer(String),
 

@@ -1,12 +1,14 @@
 //! The trained tiny-agent model (real 201088-token vocabulary): the first generation call of
 //! every scenario, greedy, must emit exactly the tokens OpenAI's stack produced, in f32, bf16
-//! and q8 (the model's top-2 gaps are >= 8, so neither bf16 nor int8 may change a token). Scenarios run
-//! back to back on one engine, so each later prompt reuses the cached system prefix.
+//! and q8 with every instruction set the CPU has (the model's top-2 gaps are >= 8, so neither
+//! bf16 nor int8 may change a token). Scenarios run back to back on one engine, so each later
+//! prompt reuses the cached system prefix.
 
 mod common;
 
 use std::path::PathBuf;
 
+use ossa_engine::kernels::q8::Isa;
 use ossa_engine::{DType, Engine, FinishReason, GenerateParams, LoadOptions};
 use serde_json::Value;
 
@@ -45,7 +47,14 @@ fn tiny_agent_first_generation_call_is_token_exact() {
     let cases = scenarios(&dir);
     assert!(cases.len() >= 4, "expected the fixture's scenarios");
     let (mut passed, mut failed) = (0, 0);
-    for dtype in [DType::F32, DType::Bf16, DType::Q8] {
+    // q8 once per instruction set this CPU has, so the AVX2 and portable paths a smaller CPU
+    // takes are checked too.
+    let runs = [(DType::F32, None), (DType::Bf16, None)].into_iter().chain(
+        Isa::available()
+            .into_iter()
+            .map(|isa| (DType::Q8, Some(isa))),
+    );
+    for (dtype, isa) in runs {
         let mut engine = Engine::load(
             &dir,
             &LoadOptions {
@@ -54,6 +63,13 @@ fn tiny_agent_first_generation_call_is_token_exact() {
             },
         )
         .expect("load tiny-agent");
+        if let Some(isa) = isa {
+            engine.set_isa(isa).expect("an available instruction set");
+        }
+        let label = format!(
+            "{dtype:?}{}",
+            isa.map_or(String::new(), |i| format!("/{}", i.name()))
+        );
         let mut previous: Option<Vec<u32>> = None;
         for case in &cases {
             let params = GenerateParams {
@@ -95,7 +111,7 @@ fn tiny_agent_first_generation_call_is_token_exact() {
             if problems.is_empty() {
                 passed += 1;
                 println!(
-                    "ok   {dtype:?} {}: {} tokens, reused {} of {} prompt tokens",
+                    "ok   {label} {}: {} tokens, reused {} of {} prompt tokens",
                     case.id,
                     tokens.len(),
                     stats.reused_tokens,
@@ -103,7 +119,7 @@ fn tiny_agent_first_generation_call_is_token_exact() {
                 );
             } else {
                 failed += 1;
-                println!("FAIL {dtype:?} {}: {}", case.id, problems.join("; "));
+                println!("FAIL {label} {}: {}", case.id, problems.join("; "));
             }
             // The cache now holds prompt + generated tokens except the last (the stop token).
             previous = Some(engine.cached_tokens().to_vec());

@@ -5,10 +5,13 @@ mod common;
 
 use std::io::ErrorKind;
 use std::net::TcpListener;
+use std::path::Path;
 use std::time::Duration;
 
 use common::{limits, ok, run, sandbox, session};
-use ossa_sandbox::{CallLimits, ResetReason, SessionOptions, SessionState, Status, Stop, Stream};
+use ossa_sandbox::{
+    CallLimits, ResetReason, Session, SessionOptions, SessionState, Status, Stop, Stream,
+};
 
 /// Python that tries `expr` for each case and prints `name: ok <result>` or `name: <Exception>`.
 fn attempts(cases: &[(&str, &str)]) -> String {
@@ -29,6 +32,32 @@ fn outcome<'a>(stdout: &'a str, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no line for {name} in:\n{stdout}"))
 }
 
+/// Runs `imports` and then every attempt of `cases` in `s`; returns what they printed.
+fn try_all(s: &Session, imports: &str, cases: &[(&str, &str)]) -> String {
+    ok(s, &format!("{imports}\n{}", attempts(cases)))
+}
+
+/// Every attempt named must have raised.
+fn assert_refused(stdout: &str, names: &[&str]) {
+    for name in names {
+        let result = outcome(stdout, name);
+        assert!(
+            !result.starts_with("ok"),
+            "{name} was not refused: {result}"
+        );
+    }
+}
+
+/// A session whose `/mnt/data` is the host folder `mount`.
+fn mounted_session(mount: &Path) -> Session {
+    sandbox()
+        .session(SessionOptions {
+            mount: Some(mount.to_path_buf()),
+            limits: None,
+        })
+        .unwrap()
+}
+
 #[test]
 fn host_files_are_not_visible() {
     let s = session();
@@ -44,7 +73,7 @@ fn host_files_are_not_visible() {
         ("usr_local", "os.listdir('/usr/local')".to_owned()),
     ];
     let cases: Vec<(&str, &str)> = cases.iter().map(|(n, e)| (*n, e.as_str())).collect();
-    let stdout = ok(&s, &format!("import os\n{}", attempts(&cases)));
+    let stdout = try_all(&s, "import os", &cases);
     for (name, _) in &cases {
         let result = outcome(&stdout, name);
         assert!(
@@ -63,42 +92,21 @@ fn dot_dot_cannot_leave_the_mount() {
     let outer = tempfile::tempdir().unwrap();
     std::fs::write(outer.path().join("secret.txt"), "host secret").unwrap();
     let mount = outer.path().join("mount");
-    let s = sandbox()
-        .session(SessionOptions {
-            mount: Some(mount.clone()),
-            limits: None,
-        })
-        .unwrap();
-    let stdout = ok(
-        &s,
-        &format!(
-            "import os\n{}",
-            attempts(&[
-                ("abs_dotdot", "open('/mnt/data/../secret.txt').read()"),
-                ("rel_dotdot", "open('../secret.txt').read()"),
-                ("deep_dotdot", "open('/mnt/data/a/../../secret.txt').read()"),
-                ("list_parent", "os.listdir('/mnt/data/..')"),
-                (
-                    "write_parent",
-                    "open('/mnt/data/../planted.txt', 'w').write('x')"
-                ),
-                ("mkdir_parent", "os.mkdir('/mnt/data/../planted_dir')"),
-                ("chdir_up", "(os.chdir('..'), os.listdir('.'))"),
-            ])
+    let s = mounted_session(&mount);
+    let cases = [
+        ("abs_dotdot", "open('/mnt/data/../secret.txt').read()"),
+        ("rel_dotdot", "open('../secret.txt').read()"),
+        ("deep_dotdot", "open('/mnt/data/a/../../secret.txt').read()"),
+        ("list_parent", "os.listdir('/mnt/data/..')"),
+        (
+            "write_parent",
+            "open('/mnt/data/../planted.txt', 'w').write('x')",
         ),
-    );
-    for name in [
-        "abs_dotdot",
-        "rel_dotdot",
-        "deep_dotdot",
-        "list_parent",
-        "write_parent",
-        "mkdir_parent",
-        "chdir_up",
-    ] {
-        let result = outcome(&stdout, name);
-        assert!(!result.starts_with("ok"), "{name} escaped: {result}");
-    }
+        ("mkdir_parent", "os.mkdir('/mnt/data/../planted_dir')"),
+        ("chdir_up", "(os.chdir('..'), os.listdir('.'))"),
+    ];
+    let stdout = try_all(&s, "import os", &cases);
+    assert_refused(&stdout, &cases.map(|(name, _)| name));
     assert!(!stdout.contains("host secret"));
     assert!(!outer.path().join("planted.txt").exists());
     assert!(!outer.path().join("planted_dir").exists());
@@ -116,61 +124,51 @@ fn symlinks_cannot_leave_the_mount() {
     std::os::unix::fs::symlink(&secret, mount.join("abs_link")).unwrap();
     std::os::unix::fs::symlink("../secret.txt", mount.join("rel_link")).unwrap();
     std::os::unix::fs::symlink(outer.path().join("outside_dir"), mount.join("dir_link")).unwrap();
-    let s = sandbox()
-        .session(SessionOptions {
-            mount: Some(mount.clone()),
-            limits: None,
-        })
-        .unwrap();
-    let stdout = ok(
-        &s,
-        &format!(
-            "import os\n{}",
-            attempts(&[
-                ("read_abs_link", "open('/mnt/data/abs_link').read()"),
-                ("read_rel_link", "open('/mnt/data/rel_link').read()"),
-                (
-                    "write_abs_link",
-                    "open('/mnt/data/abs_link', 'w').write('pwned')"
-                ),
-                (
-                    "write_rel_link",
-                    "open('/mnt/data/rel_link', 'a').write('pwned')"
-                ),
-                ("list_dir_link", "os.listdir('/mnt/data/dir_link')"),
-                (
-                    "create_through_dir_link",
-                    "open('/mnt/data/dir_link/planted', 'w').write('x')"
-                ),
-                (
-                    "make_abs_link",
-                    "os.symlink('/etc/passwd', '/mnt/data/guest_abs')"
-                ),
-                (
-                    "make_rel_link",
-                    "os.symlink('../secret.txt', '/mnt/data/guest_rel')"
-                ),
-                ("read_guest_rel", "open('/mnt/data/guest_rel').read()"),
-                (
-                    "hardlink_out",
-                    "os.link('/mnt/data/rel_link', '/mnt/data/hard')"
-                ),
-            ])
+    let s = mounted_session(&mount);
+    let cases = [
+        ("read_abs_link", "open('/mnt/data/abs_link').read()"),
+        ("read_rel_link", "open('/mnt/data/rel_link').read()"),
+        (
+            "write_abs_link",
+            "open('/mnt/data/abs_link', 'w').write('pwned')",
         ),
+        (
+            "write_rel_link",
+            "open('/mnt/data/rel_link', 'a').write('pwned')",
+        ),
+        ("list_dir_link", "os.listdir('/mnt/data/dir_link')"),
+        (
+            "create_through_dir_link",
+            "open('/mnt/data/dir_link/planted', 'w').write('x')",
+        ),
+        (
+            "make_abs_link",
+            "os.symlink('/etc/passwd', '/mnt/data/guest_abs')",
+        ),
+        (
+            "make_rel_link",
+            "os.symlink('../secret.txt', '/mnt/data/guest_rel')",
+        ),
+        ("read_guest_rel", "open('/mnt/data/guest_rel').read()"),
+        (
+            "hardlink_out",
+            "os.link('/mnt/data/rel_link', '/mnt/data/hard')",
+        ),
+    ];
+    let stdout = try_all(&s, "import os", &cases);
+    assert_refused(
+        &stdout,
+        &[
+            "read_abs_link",
+            "read_rel_link",
+            "write_abs_link",
+            "write_rel_link",
+            "list_dir_link",
+            "create_through_dir_link",
+            "make_abs_link",
+            "read_guest_rel",
+        ],
     );
-    for name in [
-        "read_abs_link",
-        "read_rel_link",
-        "write_abs_link",
-        "write_rel_link",
-        "list_dir_link",
-        "create_through_dir_link",
-        "make_abs_link",
-        "read_guest_rel",
-    ] {
-        let result = outcome(&stdout, name);
-        assert!(!result.starts_with("ok"), "{name} escaped: {result}");
-    }
     // A hard link to the link itself (not its target) would stay inside; any outcome is fine as
     // long as the secret is untouched.
     assert!(!stdout.contains("host secret"));
@@ -193,44 +191,34 @@ fn rename_through_a_trailing_slash_link_cannot_move_outside_folders() {
     std::os::unix::fs::symlink(&outside, mount.join("abs_link")).unwrap();
     std::os::unix::fs::symlink("../outside_dir", mount.join("rel_link")).unwrap();
     std::fs::create_dir(mount.join("inside_dir")).unwrap();
-    let s = sandbox()
-        .session(SessionOptions {
-            mount: Some(mount.clone()),
-            limits: None,
-        })
-        .unwrap();
-    let stdout = ok(
-        &s,
-        &format!(
-            "import os\n{}",
-            attempts(&[
-                (
-                    "abs_src_slash",
-                    "os.rename('/mnt/data/abs_link/', '/mnt/data/moved_abs')"
-                ),
-                (
-                    "rel_src_slash",
-                    "os.rename('/mnt/data/rel_link/', '/mnt/data/moved_rel')"
-                ),
-                (
-                    "both_slash",
-                    "os.rename('/mnt/data/rel_link/', '/mnt/data/moved_both/')"
-                ),
-                (
-                    "dest_slash_over_link",
-                    "os.rename('/mnt/data/inside_dir/', '/mnt/data/abs_link/')"
-                ),
-                (
-                    "list_moved",
-                    "os.listdir('/mnt/data/moved_abs') + os.listdir('/mnt/data/moved_rel')"
-                ),
-            ])
+    let s = mounted_session(&mount);
+    let cases = [
+        (
+            "abs_src_slash",
+            "os.rename('/mnt/data/abs_link/', '/mnt/data/moved_abs')",
         ),
+        (
+            "rel_src_slash",
+            "os.rename('/mnt/data/rel_link/', '/mnt/data/moved_rel')",
+        ),
+        (
+            "both_slash",
+            "os.rename('/mnt/data/rel_link/', '/mnt/data/moved_both/')",
+        ),
+        (
+            "dest_slash_over_link",
+            "os.rename('/mnt/data/inside_dir/', '/mnt/data/abs_link/')",
+        ),
+        (
+            "list_moved",
+            "os.listdir('/mnt/data/moved_abs') + os.listdir('/mnt/data/moved_rel')",
+        ),
+    ];
+    let stdout = try_all(&s, "import os", &cases);
+    assert_refused(
+        &stdout,
+        &["abs_src_slash", "rel_src_slash", "both_slash", "list_moved"],
     );
-    for name in ["abs_src_slash", "rel_src_slash", "both_slash", "list_moved"] {
-        let result = outcome(&stdout, name);
-        assert!(!result.starts_with("ok"), "{name}: {result}");
-    }
     assert!(!stdout.contains("precious.txt"), "{stdout}");
     // The outside folder is where it was, whole.
     assert_eq!(
@@ -260,29 +248,15 @@ fn the_network_is_unreachable_even_on_loopback() {
     let raw =
         format!("socket.socket(socket.AF_INET, socket.SOCK_STREAM).connect(('127.0.0.1', {port}))");
     let url = format!("urllib.request.urlopen('http://127.0.0.1:{port}/', timeout=2).read()");
-    let stdout = ok(
-        &s,
-        &format!(
-            "import socket, urllib.request\n{}",
-            attempts(&[
-                ("create_connection", &connect),
-                ("raw_connect", &raw),
-                ("urlopen", &url),
-                ("resolve", "socket.getaddrinfo('localhost', 80)"),
-                ("listen", "socket.socket().bind(('127.0.0.1', 0))"),
-            ])
-        ),
-    );
-    for name in [
-        "create_connection",
-        "raw_connect",
-        "urlopen",
-        "resolve",
-        "listen",
-    ] {
-        let result = outcome(&stdout, name);
-        assert!(!result.starts_with("ok"), "{name} succeeded: {result}");
-    }
+    let cases = [
+        ("create_connection", connect.as_str()),
+        ("raw_connect", &raw),
+        ("urlopen", &url),
+        ("resolve", "socket.getaddrinfo('localhost', 80)"),
+        ("listen", "socket.socket().bind(('127.0.0.1', 0))"),
+    ];
+    let stdout = try_all(&s, "import socket, urllib.request", &cases);
+    assert_refused(&stdout, &cases.map(|(name, _)| name));
     match listener.accept() {
         Err(e) if e.kind() == ErrorKind::WouldBlock => {}
         other => panic!("the guest reached the host's listener: {other:?}"),
@@ -292,33 +266,17 @@ fn the_network_is_unreachable_even_on_loopback() {
 #[test]
 fn processes_and_native_code_are_unavailable() {
     let s = session();
-    let stdout = ok(
-        &s,
-        &format!(
-            "import os, subprocess\n{}",
-            attempts(&[
-                ("subprocess", "subprocess.run(['id'], capture_output=True)"),
-                ("system", "os.system('touch /tmp/ossa-pwned') == 0 or 1/0"),
-                ("popen", "os.popen('id').read() or 1/0"),
-                ("fork", "os.fork()"),
-                ("execv", "os.execv('/bin/sh', ['sh'])"),
-                ("ctypes", "__import__('ctypes').CDLL(None)"),
-                ("ctypes_libc", "__import__('ctypes').CDLL('libc.so.6')"),
-            ])
-        ),
-    );
-    for name in [
-        "subprocess",
-        "system",
-        "popen",
-        "fork",
-        "execv",
-        "ctypes",
-        "ctypes_libc",
-    ] {
-        let result = outcome(&stdout, name);
-        assert!(!result.starts_with("ok"), "{name} succeeded: {result}");
-    }
+    let cases = [
+        ("subprocess", "subprocess.run(['id'], capture_output=True)"),
+        ("system", "os.system('touch /tmp/ossa-pwned') == 0 or 1/0"),
+        ("popen", "os.popen('id').read() or 1/0"),
+        ("fork", "os.fork()"),
+        ("execv", "os.execv('/bin/sh', ['sh'])"),
+        ("ctypes", "__import__('ctypes').CDLL(None)"),
+        ("ctypes_libc", "__import__('ctypes').CDLL('libc.so.6')"),
+    ];
+    let stdout = try_all(&s, "import os, subprocess", &cases);
+    assert_refused(&stdout, &cases.map(|(name, _)| name));
     assert!(!std::path::Path::new("/tmp/ossa-pwned").exists());
 }
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use ossa_tools::browser::{
     Backend, BraveProvider, BrowserConfig, BrowserTool, DuckDuckGoProvider, ExaProvider,
-    FetchConfig, Fetcher, SearchBackendKind, SearchConfig, SearchProvider, SearxngProvider,
-    TavilyProvider, WebBackend, YouProvider, process_html,
+    FetchConfig, Fetcher, PageContents, SearchBackendKind, SearchConfig, SearchProvider,
+    SearxngProvider, TavilyProvider, WebBackend, YouProvider, process_html,
 };
 use ossa_tools::tool::ToolCall;
 use serde_json::json;
@@ -130,6 +130,20 @@ async fn fetch_error(server: &TestServer, path: &str, fetch: FetchConfig) -> Str
     }
 }
 
+/// Fetches `path` with a size cap of `cap` bytes: the page must come back, cut.
+async fn fetch_capped(server: &TestServer, path: &str, cap: usize) -> PageContents {
+    let web = backend(
+        no_search(),
+        FetchConfig {
+            max_bytes: cap,
+            ..local_fetch()
+        },
+    );
+    web.fetch(&server.url(path))
+        .await
+        .expect("a truncated page")
+}
+
 #[tokio::test]
 async fn huge_page_is_cut_at_the_size_cap() {
     let server = TestServer::start(|_| Reply::Endless {
@@ -139,17 +153,7 @@ async fn huge_page_is_cut_at_the_size_cap() {
     })
     .await;
     let cap = 256 * 1024;
-    let web = backend(
-        no_search(),
-        FetchConfig {
-            max_bytes: cap,
-            ..local_fetch()
-        },
-    );
-    let page = web
-        .fetch(&server.url("/huge"))
-        .await
-        .expect("a truncated page");
+    let page = fetch_capped(&server, "/huge", cap).await;
     assert!(page.text.len() < cap, "{}", page.text.len());
     assert!(page.text.contains("filler text"));
     assert!(
@@ -179,17 +183,7 @@ async fn gzip_bomb_is_cut_at_the_size_cap() {
     })
     .await;
     let cap = 1024 * 1024;
-    let web = backend(
-        no_search(),
-        FetchConfig {
-            max_bytes: cap,
-            ..local_fetch()
-        },
-    );
-    let page = web
-        .fetch(&server.url("/bomb"))
-        .await
-        .expect("a truncated page");
+    let page = fetch_capped(&server, "/bomb", cap).await;
     assert!(page.text.len() <= cap, "{}", page.text.len());
     assert!(page.text.ends_with("only its beginning was read.]"));
 }

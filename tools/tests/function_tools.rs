@@ -91,6 +91,11 @@ async fn ask(tools: &FunctionTools, call: ToolCall) -> ToolOutput {
     outputs.remove(0)
 }
 
+/// Calls `recipient` with `arguments` as the model writes them (content type `json`).
+async fn ask_json(tools: &FunctionTools, recipient: &str, arguments: &str) -> ToolOutput {
+    ask(tools, call(recipient, Some("json"), arguments)).await
+}
+
 #[tokio::test]
 async fn typed_call_is_decoded_and_answered_on_the_calls_channel() {
     let calls = Arc::new(AtomicUsize::new(0));
@@ -133,30 +138,18 @@ async fn content_type_variants_and_fenced_json_are_all_accepted() {
         );
     }
     let fenced = "```json\n{\"location\": \"Lima\"}\n```";
-    let out = ask(&tools, call("functions.get_weather", Some("json"), fenced)).await;
+    let out = ask_json(&tools, "functions.get_weather", fenced).await;
     assert_eq!(out.content, "weather for Lima in default over None days");
 }
 
 #[tokio::test]
 async fn serializable_results_are_sent_as_json_and_handler_errors_as_messages() {
     let tools = weather_tools(Arc::default());
-    let out = ask(
-        &tools,
-        call("functions.forecast", Some("json"), r#"{"location":"Rome"}"#),
-    )
-    .await;
+    let out = ask_json(&tools, "functions.forecast", r#"{"location":"Rome"}"#).await;
     assert_eq!(out.author, "functions.forecast");
     assert_eq!(out.content, r#"{"temperature":20,"sunny":true}"#);
 
-    let out = ask(
-        &tools,
-        call(
-            "functions.forecast",
-            Some("json"),
-            r#"{"location":"Atlantis"}"#,
-        ),
-    )
-    .await;
+    let out = ask_json(&tools, "functions.forecast", r#"{"location":"Atlantis"}"#).await;
     assert_eq!(out.content, "Error: no weather station in Atlantis");
 }
 
@@ -164,15 +157,7 @@ async fn serializable_results_are_sent_as_json_and_handler_errors_as_messages() 
 async fn invalid_json_is_reported_and_the_handler_never_runs() {
     let calls = Arc::new(AtomicUsize::new(0));
     let tools = weather_tools(Arc::clone(&calls));
-    let out = ask(
-        &tools,
-        call(
-            "functions.get_weather",
-            Some("json"),
-            r#"{"location": "Tokyo""#,
-        ),
-    )
-    .await;
+    let out = ask_json(&tools, "functions.get_weather", r#"{"location": "Tokyo""#).await;
     assert!(
         out.content
             .starts_with("Error: the arguments are not valid JSON (EOF while parsing an object"),
@@ -194,27 +179,16 @@ async fn schema_violations_are_each_named_with_their_location() {
     let calls = Arc::new(AtomicUsize::new(0));
     let tools = weather_tools(Arc::clone(&calls));
 
-    let out = ask(
-        &tools,
-        call(
-            "functions.get_weather",
-            Some("json"),
-            r#"{"unit":"celsius"}"#,
-        ),
-    )
-    .await;
+    let out = ask_json(&tools, "functions.get_weather", r#"{"unit":"celsius"}"#).await;
     assert_eq!(
         out.content,
         r#"Error: invalid arguments: "location" is a required property"#
     );
 
-    let out = ask(
+    let out = ask_json(
         &tools,
-        call(
-            "functions.get_weather",
-            Some("json"),
-            r#"{"location":"Paris","unit":"kelvin"}"#,
-        ),
+        "functions.get_weather",
+        r#"{"location":"Paris","unit":"kelvin"}"#,
     )
     .await;
     assert!(
@@ -225,13 +199,10 @@ async fn schema_violations_are_each_named_with_their_location() {
     );
     assert!(out.content.contains(r#""kelvin""#), "{}", out.content);
 
-    let out = ask(
+    let out = ask_json(
         &tools,
-        call(
-            "functions.get_weather",
-            Some("json"),
-            r#"{"location":7,"days":300,"wind":true}"#,
-        ),
+        "functions.get_weather",
+        r#"{"location":7,"days":300,"wind":true}"#,
     )
     .await;
     assert!(
@@ -253,11 +224,7 @@ async fn schema_violations_are_each_named_with_their_location() {
         out.content
     );
 
-    let out = ask(
-        &tools,
-        call("functions.get_weather", Some("json"), r#"["Paris"]"#),
-    )
-    .await;
+    let out = ask_json(&tools, "functions.get_weather", r#"["Paris"]"#).await;
     assert!(
         out.content.contains(r#"is not of type "object""#),
         "{}",
@@ -296,7 +263,7 @@ async fn the_model_can_recover_after_a_bad_call_in_the_same_session() {
 #[tokio::test]
 async fn unknown_functions_list_what_exists() {
     let tools = weather_tools(Arc::default());
-    let out = ask(&tools, call("functions.get_wether", Some("json"), "{}")).await;
+    let out = ask_json(&tools, "functions.get_wether", "{}").await;
     assert_eq!(out.author, "functions.get_wether");
     assert_eq!(
         out.content,
@@ -336,7 +303,7 @@ async fn an_empty_message_means_no_arguments() {
         ))
         .expect("valid");
     for content in ["", "  ", "{}"] {
-        let out = ask(&tools, call("functions.now", Some("json"), content)).await;
+        let out = ask_json(&tools, "functions.now", content).await;
         assert_eq!(out.content, "12:00", "content {content:?}");
     }
 }
@@ -518,14 +485,9 @@ async fn recursive_types_render_as_any_below_the_first_level_yet_validate_fully(
         ))
         .expect("valid");
     let good = r#"{"name":"a","children":[{"name":"b","children":[]},{"name":"c","children":[]}]}"#;
-    assert_eq!(
-        ask(&tools, call("functions.count", Some("json"), good))
-            .await
-            .content,
-        "3"
-    );
+    assert_eq!(ask_json(&tools, "functions.count", good).await.content, "3");
     let bad = r#"{"name":"a","children":[{"name":"b"}]}"#;
-    let out = ask(&tools, call("functions.count", Some("json"), bad)).await;
+    let out = ask_json(&tools, "functions.count", bad).await;
     assert_eq!(
         out.content,
         r#"Error: invalid arguments: at /children/0: "children" is a required property"#

@@ -48,6 +48,15 @@ async fn tools_of(servers: &[Arc<McpServer>]) -> FunctionTools {
     tools
 }
 
+/// The test server `one` on stdio, connected, and its tools as functions.
+async fn connect_one() -> (Arc<McpServer>, FunctionTools) {
+    let server = McpServer::connect(stdio_config("one"))
+        .await
+        .expect("connects");
+    let tools = tools_of(&[Arc::clone(&server)]).await;
+    (server, tools)
+}
+
 const ALL_TOOLS: [&str; 10] = [
     "echo",
     "add",
@@ -63,13 +72,10 @@ const ALL_TOOLS: [&str; 10] = [
 
 #[tokio::test]
 async fn stdio_server_tools_become_functions_and_answer() {
-    let server = McpServer::connect(stdio_config("one"))
-        .await
-        .expect("connects");
+    let (server, tools) = connect_one().await;
     assert_eq!(server.name(), "one");
     let listed: Vec<&str> = server.tools().iter().map(|t| t.name.as_str()).collect();
     assert_eq!(listed, ALL_TOOLS);
-    let tools = tools_of(&[Arc::clone(&server)]).await;
     assert_eq!(
         tools.names(),
         [
@@ -125,10 +131,7 @@ async fn stdio_server_tools_become_functions_and_answer() {
 
 #[tokio::test]
 async fn pydantic_style_schemas_are_cleaned_for_the_prompt_but_validated_as_sent() {
-    let server = McpServer::connect(stdio_config("one"))
-        .await
-        .expect("connects");
-    let tools = tools_of(&[Arc::clone(&server)]).await;
+    let (server, tools) = connect_one().await;
     let namespace = tools.namespace();
     let describe = namespace
         .tools
@@ -177,10 +180,7 @@ async fn pydantic_style_schemas_are_cleaned_for_the_prompt_but_validated_as_sent
 
 #[tokio::test]
 async fn bad_calls_and_tool_errors_come_back_as_messages() {
-    let server = McpServer::connect(stdio_config("one"))
-        .await
-        .expect("connects");
-    let tools = tools_of(&[Arc::clone(&server)]).await;
+    let (server, tools) = connect_one().await;
 
     let out = answer(&tools, "functions.add", r#"{"a":"two","b":3}"#).await;
     assert_eq!(
@@ -222,10 +222,7 @@ async fn bad_calls_and_tool_errors_come_back_as_messages() {
 
 #[tokio::test]
 async fn a_crashed_stdio_server_is_reported_then_started_again() {
-    let server = McpServer::connect(stdio_config("one"))
-        .await
-        .expect("connects");
-    let tools = tools_of(&[Arc::clone(&server)]).await;
+    let (server, tools) = connect_one().await;
     let first_pid = answer(&tools, "functions.pid", "{}").await;
     assert!(first_pid.parse::<u32>().is_ok(), "{first_pid}");
 

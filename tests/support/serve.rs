@@ -1,72 +1,14 @@
-//! Starting `ossa serve` on the tiny trained agent for the serve tests, and the fixture's
-//! scenarios.
-
-#![allow(dead_code)]
-
-pub mod scripted;
+//! `ossa serve` on the tiny trained agent, and the clients the serve tests talk to it with:
+//! curl, Server-Sent Events, and the official `openai` Python package.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
 
-pub fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt-oss-tiny-agent")
-}
-
-pub fn scenarios() -> Vec<Value> {
-    let text = std::fs::read_to_string(fixture_dir().join("scenarios.json")).expect("scenarios");
-    serde_json::from_str(&text).expect("a list")
-}
-
-/// The final answer of a scenario (its last expected message).
-pub fn final_text(scenario: &Value) -> String {
-    let last = scenario["expected"]
-        .as_array()
-        .and_then(|m| m.last())
-        .expect("expected messages");
-    assert_eq!(last["channel"], "final");
-    last["content"][0]["text"]
-        .as_str()
-        .expect("text")
-        .to_string()
-}
-
-/// The analysis texts of a scenario (assistant messages without a recipient).
-pub fn reasoning_texts(scenario: &Value) -> Vec<String> {
-    scenario["expected"]
-        .as_array()
-        .expect("expected")
-        .iter()
-        .filter(|m| {
-            m["role"] == "assistant" && m["channel"] == "analysis" && m.get("recipient").is_none()
-        })
-        .map(|m| m["content"][0]["text"].as_str().expect("text").to_string())
-        .collect()
-}
-
-/// The python calls of a scenario: (code, output).
-pub fn python_calls(scenario: &Value) -> Vec<(String, String)> {
-    let messages = scenario["expected"].as_array().expect("expected");
-    let mut calls = Vec::new();
-    for (i, m) in messages.iter().enumerate() {
-        if m["recipient"] == "python" {
-            let output = &messages[i + 1];
-            assert_eq!(output["role"], "tool");
-            calls.push((
-                m["content"][0]["text"].as_str().expect("code").to_string(),
-                output["content"][0]["text"]
-                    .as_str()
-                    .expect("output")
-                    .to_string(),
-            ));
-        }
-    }
-    calls
-}
+use super::{ENGINE_FLAGS, SCENARIO_FLAGS, fixture_dir};
 
 /// `ossa serve` on a free loopback port, stopped when dropped.
 pub struct Server {
@@ -81,8 +23,8 @@ impl Server {
     pub fn start(extra: &[&str]) -> Server {
         let fixture = fixture_dir();
         let mut args = vec!["--model", fixture.to_str().expect("utf-8")];
-        args.extend(["--dtype", "f32", "--threads", "2", "--date", "2026-01-01"]);
-        args.extend(["-r", "low", "--python", "--temperature", "0"]);
+        args.extend(ENGINE_FLAGS);
+        args.extend(SCENARIO_FLAGS);
         args.extend(extra);
         Self::start_with(&args, None)
     }
@@ -158,28 +100,25 @@ impl Drop for Server {
     }
 }
 
-/// Whether `curl` is installed.
-pub fn have_curl() -> bool {
-    Command::new("curl")
+/// Whether `curl` is missing; says the test is skipped when it is.
+pub fn curl_missing() -> bool {
+    let installed = Command::new("curl")
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success())
+        .is_ok_and(|s| s.success());
+    if !installed {
+        eprintln!("SKIPPED: curl is not installed");
+    }
+    !installed
 }
 
-/// `curl` a JSON body to `url`; returns (HTTP status, body).
-pub fn curl_post(url: &str, body: &Value) -> (u16, String) {
+/// `curl -sS ARGS`, which must run; returns (HTTP status, body).
+pub fn curl(args: &[&str]) -> (u16, String) {
     let output = Command::new("curl")
-        .args([
-            "-sS",
-            "-N",
-            "-w",
-            "\n%{http_code}",
-            "-H",
-            "Content-Type: application/json",
-        ])
-        .args(["--data-binary", &body.to_string(), url])
+        .args(["-sS", "-w", "\n%{http_code}"])
+        .args(args)
         .output()
         .expect("curl runs");
     assert!(
@@ -187,25 +126,30 @@ pub fn curl_post(url: &str, body: &Value) -> (u16, String) {
         "curl failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    split_status(&String::from_utf8_lossy(&output.stdout))
+    let out = String::from_utf8_lossy(&output.stdout);
+    let (body, status) = out.rsplit_once('\n').expect("status line");
+    (status.trim().parse().expect("status"), body.to_string())
+}
+
+/// `curl` a JSON body to `url`, unbuffered (streams come whole); returns (HTTP status, body).
+pub fn curl_post(url: &str, body: &Value) -> (u16, String) {
+    curl_post_raw(url, &body.to_string())
+}
+
+/// `curl` `body` to `url` as JSON, whatever it holds; returns (HTTP status, body).
+pub fn curl_post_raw(url: &str, body: &str) -> (u16, String) {
+    curl(&[
+        "-N",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        body,
+        url,
+    ])
 }
 
 pub fn curl_get(url: &str) -> (u16, String) {
-    let output = Command::new("curl")
-        .args(["-sS", "-w", "\n%{http_code}", url])
-        .output()
-        .expect("curl runs");
-    assert!(
-        output.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    split_status(&String::from_utf8_lossy(&output.stdout))
-}
-
-fn split_status(out: &str) -> (u16, String) {
-    let (body, status) = out.rsplit_once('\n').expect("status line");
-    (status.trim().parse().expect("status"), body.to_string())
+    curl(&[url])
 }
 
 /// The `data:` payloads of an SSE body, `[DONE]` excluded (and required last).
@@ -250,4 +194,19 @@ pub fn python_with_openai() -> Option<&'static str> {
         "SKIPPED: the `openai` Python package is not importable and pip could not install it"
     );
     None
+}
+
+/// Runs an `openai` client `script` with `python` as `script BASE_URL INPUT_JSON`; it must
+/// succeed and print a JSON list of results.
+pub fn run_sdk_script(python: &str, script: &str, base: &str, input: &Value) -> Vec<Value> {
+    let output = Command::new(python)
+        .args(["-c", script, base, &input.to_string()])
+        .output()
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "the SDK script failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("the script prints JSON")
 }
