@@ -10,7 +10,7 @@ use std::time::Duration;
 use ossa_agent::harmony::{Content, Conversation, HarmonyEncoding, ReasoningEffort, Role};
 use ossa_agent::{
     Agent, AgentConfig, AgentEvent, Backend, BackendError, Cancel, ConversationSettings, Finish,
-    GenerationRequest, GenerationStats, Limit, TurnOutcome,
+    GenerationRequest, GenerationStats, Limit, ToolRequirement, TurnOutcome,
 };
 use ossa_tools::function::TypedFunction;
 use ossa_tools::{FunctionTools, Tool};
@@ -536,5 +536,99 @@ async fn pages_opened_in_a_turn_are_citable_before_the_answer_streams() {
     assert_eq!(
         chat.citation_urls(),
         vec!["https://example.org/0".to_string()]
+    );
+}
+
+fn decoded_prompts(backend: &Scripted) -> Vec<String> {
+    let prompts = backend.prompts.lock().expect("lock");
+    prompts
+        .iter()
+        .map(|p| encoding().tokenizer().decode(p).expect("decodes"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_named_tool_requirement_writes_the_call_header_for_the_model() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    // The model only writes the arguments: the header is already in its prompt.
+    let backend = Scripted::new(&["{\"a\": 2, \"b\": 3}<|call|>", FINAL]);
+    let agent = agent(
+        backend.clone(),
+        vec![add_tool(calls.clone())],
+        AgentConfig::default(),
+    );
+    let mut chat = agent.chat(&ConversationSettings::default());
+    chat.set_tool_requirement(ToolRequirement::Call("functions.add".into()));
+    let report = chat
+        .send("Add 2 and 3.", &Cancel::new(), &mut |_| {})
+        .await
+        .expect("turn");
+    assert_eq!(report.outcome, TurnOutcome::Final);
+    assert_eq!(report.answer.as_deref(), Some("Done."));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let prompts = decoded_prompts(&backend);
+    assert_eq!(prompts.len(), 2);
+    assert!(
+        prompts[0].ends_with(
+            "<|start|>assistant<|channel|>commentary to=functions.add <|constrain|>json<|message|>"
+        ),
+        "{}",
+        prompts[0]
+    );
+    // The call is in the conversation as if the model had written it all; once made, the
+    // requirement is met and the model answers freely.
+    assert!(
+        prompts[1].ends_with("{\"a\": 2, \"b\": 3}<|call|><|start|>functions.add to=assistant<|channel|>commentary<|message|>5<|end|><|start|>assistant"),
+        "{}",
+        prompts[1]
+    );
+}
+
+#[tokio::test]
+async fn a_required_call_cuts_an_early_answer_and_makes_the_model_name_a_function() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let backend = Scripted::new(&[
+        "<|channel|>analysis<|message|>Easy.<|end|><|start|>assistant<|channel|>final<|message|>It is 5.<|return|>",
+        "add <|constrain|>json<|message|>{\"a\": 2, \"b\": 3}<|call|>",
+        FINAL,
+    ]);
+    let agent = agent(
+        backend.clone(),
+        vec![add_tool(calls.clone())],
+        AgentConfig::default(),
+    );
+    let mut chat = agent.chat(&ConversationSettings::default());
+    chat.set_tool_requirement(ToolRequirement::AnyIn("functions".into()));
+    let mut events = Vec::new();
+    let report = chat
+        .send("Add 2 and 3.", &Cancel::new(), &mut |e| events.push(e))
+        .await
+        .expect("turn");
+    assert_eq!(report.outcome, TurnOutcome::Final);
+    assert_eq!(report.answer.as_deref(), Some("Done."));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // Nothing of the cut answer reached the client.
+    let answered: String = events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::FinalDelta(d) => Some(d.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answered, "Done.");
+    let prompts = decoded_prompts(&backend);
+    assert_eq!(prompts.len(), 3);
+    assert!(
+        prompts[1].ends_with("<|channel|>commentary to=functions."),
+        "{}",
+        prompts[1]
+    );
+    assert!(!prompts[1].contains("It is 5."), "{}", prompts[1]);
+    assert!(
+        prompts[2].contains(
+            "<|start|>functions.add to=assistant<|channel|>commentary<|message|>5<|end|>"
+        ),
+        "{}",
+        prompts[2]
     );
 }
