@@ -36,7 +36,8 @@ pub const DEFAULT_TEMPERATURE: f32 = 1.0;
 pub const DEFAULT_TOP_P: f32 = 1.0;
 pub const DEFAULT_REASONING_EFFORT: ReasoningEffort = ReasoningEffort::Low;
 /// int8 kernels: the speed users compare runtimes by, with the published MXFP4 experts
-/// untouched (the trained test agent gives the same tokens as in f32).
+/// untouched (the trained test agent's first reply of every scenario is token-exact in q8; the
+/// exact-transcript tests use f32). The engine library's own default stays f32, the reference.
 pub const DEFAULT_DTYPE: DType = DType::Q8;
 
 /// A lookup of environment variables. [`process_env`] reads the process's; tests pass their own

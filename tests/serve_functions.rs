@@ -710,3 +710,26 @@ fn bad_tool_choices_are_refused_naming_the_field() {
     }
     assert!(fixture.prompts().is_empty(), "nothing was generated");
 }
+
+/// Hosted-tool choices (as the OpenAI SDKs send them) are accepted and leave the decision to
+/// the model: built-in calls are never forced. The prompt is the plain one.
+#[test]
+fn hosted_tool_choices_are_accepted() {
+    let fixture = Fixture::start();
+    for choice in [
+        json!({"type": "web_search_preview"}),
+        json!({"type": "code_interpreter"}),
+        json!({"type": "allowed_tools", "mode": "auto", "tools": []}),
+    ] {
+        fixture.script(&[answer()]);
+        let response =
+            fixture.post_json("/responses", json!({"input": USER, "tool_choice": choice}));
+        assert_eq!(response["status"], "completed", "{response}");
+        assert_eq!(response["tool_choice"], choice, "echoed as sent");
+        let prompt = fixture.text(fixture.prompts().last().expect("a prompt"));
+        assert!(
+            prompt.ends_with("<|start|>assistant"),
+            "nothing forced: {prompt}"
+        );
+    }
+}

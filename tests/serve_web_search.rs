@@ -13,7 +13,8 @@ use support::scripted::{MODEL, ScriptedServer};
 use support::serve::Server;
 
 const QUERY: &str = "ossa lighthouse height";
-const ANSWER_HEAD: &str = "The Ossa lighthouse is 42 meters tall";
+// Characters outside ASCII before the citation: offsets count characters, not bytes.
+const ANSWER_HEAD: &str = "The Ossa lighthouse — “Fyrtårn Øst” — is 42 meters tall";
 const CITATION: &str = "【1†L2-L3】";
 const ANSWER_TAIL: &str = ". It was lit in 1911.";
 

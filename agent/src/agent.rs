@@ -377,6 +377,16 @@ enum Interrupt {
     AnswerBeforeCall,
 }
 
+impl Interrupt {
+    /// The answer a call gets when this interrupt keeps it from running.
+    fn call_note(self) -> &'static str {
+        match self {
+            Interrupt::Deadline => "[ERROR] The turn's time limit ended this call.",
+            _ => "[ERROR] The user cancelled this call.",
+        }
+    }
+}
+
 impl Chat {
     pub fn agent(&self) -> &Arc<Agent> {
         &self.agent
@@ -522,8 +532,13 @@ impl Chat {
             let call = messages.last().and_then(as_tool_call);
             self.conversation.messages.extend(messages);
             match interrupt {
-                Some(Interrupt::Cancelled) => break TurnOutcome::Cancelled,
-                Some(Interrupt::Deadline) => break wall_time_limit(&self.agent.config),
+                Some(interrupt @ (Interrupt::Cancelled | Interrupt::Deadline)) => {
+                    // The call may have been complete when the interrupt came.
+                    if let Some(call) = &call {
+                        self.answer_unrun_call(call, interrupt.call_note(), on_event);
+                    }
+                    break self.interrupted(interrupt);
+                }
                 Some(Interrupt::AnswerBeforeCall) => {
                     force_call = true;
                     continue;
@@ -547,6 +562,11 @@ impl Chat {
                     }
                 }
                 if report.tool_calls >= self.agent.config.max_tool_calls {
+                    self.answer_unrun_call(
+                        &call,
+                        "[ERROR] This turn reached its limit of tool calls.",
+                        on_event,
+                    );
                     break TurnOutcome::Limit(Limit::ToolCalls(self.agent.config.max_tool_calls));
                 }
                 report.tool_calls += 1;
@@ -568,23 +588,8 @@ impl Chat {
                         }
                     }
                     Err(interrupt) => {
-                        // The call gets an answer so the conversation stays well-formed.
-                        let text = match interrupt {
-                            Interrupt::Deadline => "[ERROR] The turn's time limit ended this call.",
-                            _ => "[ERROR] The user cancelled this call.",
-                        };
-                        let output = ToolOutput::text(&call, call.recipient.clone(), text);
-                        self.conversation
-                            .messages
-                            .push(tool_message(&call, &output));
-                        on_event(AgentEvent::ToolResult {
-                            call: call.clone(),
-                            output,
-                        });
-                        break match interrupt {
-                            Interrupt::Deadline => wall_time_limit(&self.agent.config),
-                            _ => TurnOutcome::Cancelled,
-                        };
+                        self.answer_unrun_call(&call, interrupt.call_note(), on_event);
+                        break self.interrupted(interrupt);
                     }
                 }
                 continue;
@@ -611,6 +616,29 @@ impl Chat {
         }
         report.elapsed = started.elapsed();
         Ok(report)
+    }
+
+    /// Gives a call that will not run an answer, so the conversation stays well-formed (every
+    /// call is followed by its tool's message).
+    fn answer_unrun_call(
+        &mut self,
+        call: &ToolCall,
+        text: &str,
+        on_event: &mut (dyn FnMut(AgentEvent) + Send),
+    ) {
+        let output = ToolOutput::text(call, call.recipient.clone(), text);
+        self.conversation.messages.push(tool_message(call, &output));
+        on_event(AgentEvent::ToolResult {
+            call: call.clone(),
+            output,
+        });
+    }
+
+    fn interrupted(&self, interrupt: Interrupt) -> TurnOutcome {
+        match interrupt {
+            Interrupt::Deadline => wall_time_limit(&self.agent.config),
+            _ => TurnOutcome::Cancelled,
+        }
     }
 
     /// Samples one assistant action and parses it as it streams. The prompt's last `forced`

@@ -313,6 +313,24 @@ async fn runaway_tool_calls_stop_at_the_limit() {
     assert_eq!(report.outcome, TurnOutcome::Limit(Limit::ToolCalls(2)));
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(backend.calls(), 3);
+    // The third call, not run, still gets an answer: every call has its tool message, so the
+    // conversation renders and can go on.
+    let messages = &chat.conversation().messages;
+    let last = messages.last().expect("messages");
+    assert_eq!(last.author.role, Role::Tool);
+    assert_eq!(
+        last.text(),
+        "[ERROR] This turn reached its limit of tool calls."
+    );
+    let calls_made = messages
+        .iter()
+        .filter(|m| m.recipient.as_deref() == Some("functions.add"))
+        .count();
+    let answers = messages
+        .iter()
+        .filter(|m| m.author.role == Role::Tool)
+        .count();
+    assert_eq!((calls_made, answers), (3, 3));
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use crate::model::{DType, ForwardTrace, Logits, Model};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::Tokenizer;
 
-/// How to load a model.
+/// How to load a model. The default dtype is f32, the reference's numbers; the CLI picks q8.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
     pub dtype: DType,

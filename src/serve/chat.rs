@@ -82,7 +82,10 @@ fn parse_request(state: &ServerState, body: &Map<String, Value>) -> Result<ChatR
         Some(tools) if tool_choice != ToolChoice::None => function_tools(tools)?,
         _ => Vec::new(),
     };
-    let tool_requirement = tool_choice.requirement(&state.function_names(&client_functions))?;
+    let tool_requirement = tool_choice.requirement(
+        &state.function_names(&client_functions),
+        !state.builtin_tools().is_empty(),
+    )?;
     let defaults = &state.config;
     let max_tokens = match fields.count("max_completion_tokens")? {
         Some(n) => Some(n),
@@ -588,7 +591,15 @@ fn stream(state: Arc<ServerState>, request: ChatRequest) -> impl IntoResponse {
                 }])));
             }
         };
-        match turn::run(&state, request.spec, &cancel, &mut on_event).await {
+        let outcome = turn::run(&state, request.spec, &cancel, &mut on_event).await;
+        // A turn cut off mid-answer (limit, cancel) still sends the text held back as a
+        // possible citation.
+        if let Some(delta) = chunker.finish_text() {
+            send(chunk(json!([{
+                "index": 0, "delta": delta, "logprobs": null, "finish_reason": null,
+            }])));
+        }
+        match outcome {
             Ok(result) => {
                 send(chunk(json!([{
                     "index": 0, "delta": {}, "logprobs": null,

@@ -70,9 +70,19 @@ impl ToolChoice {
             Some(Value::Object(choice)) => {
                 match choice.get("type").and_then(Value::as_str) {
                     Some("function") => {}
+                    // Built-in tools run server-side on the analysis channel; forcing them is
+                    // not offered, so these choices leave the decision to the model.
+                    Some(
+                        "allowed_tools"
+                        | "web_search"
+                        | "web_search_preview"
+                        | "web_search_preview_2025_03_11"
+                        | "browser_search"
+                        | "code_interpreter",
+                    ) => return Ok(ToolChoice::Auto),
                     Some(other) => {
                         return Err(invalid(format!(
-                            "tool choices of type `{other}` are not supported (none, auto, required, or a function)"
+                            "tool choices of type `{other}` are not supported (none, auto, required, a function, or a built-in tool)"
                         )));
                     }
                     None => return Err(invalid("a tool choice object needs a `type`".into())),
@@ -92,13 +102,20 @@ impl ToolChoice {
         }
     }
 
-    /// What the turn must call, given the functions the model has (`names`).
-    pub fn requirement(&self, names: &[String]) -> Result<ToolRequirement, ApiError> {
+    /// What the turn must call, given the functions the model has (`names`) and whether it
+    /// has built-in tools (`required` with only those leaves the choice to the model: built-in
+    /// calls are not forced).
+    pub fn requirement(
+        &self,
+        names: &[String],
+        has_builtins: bool,
+    ) -> Result<ToolRequirement, ApiError> {
         let invalid = |message: String| ApiError::invalid("tool_choice".to_string(), message);
         match self {
             ToolChoice::None | ToolChoice::Auto => Ok(ToolRequirement::Auto),
+            ToolChoice::Required if names.is_empty() && has_builtins => Ok(ToolRequirement::Auto),
             ToolChoice::Required if names.is_empty() => {
-                Err(invalid("`required` needs function tools in `tools`".into()))
+                Err(invalid("`required` needs tools in `tools`".into()))
             }
             ToolChoice::Required => Ok(ToolRequirement::AnyIn(NAMESPACE.to_string())),
             ToolChoice::Function(name) if names.iter().any(|n| n == name) => {

@@ -237,7 +237,10 @@ fn parse_request(
     } else {
         client_functions
     };
-    let tool_requirement = tool_choice.requirement(&state.function_names(&client_functions))?;
+    let tool_requirement = tool_choice.requirement(
+        &state.function_names(&client_functions),
+        !builtins.is_empty(),
+    )?;
     let defaults = &state.config;
     let max_output_tokens = fields.count("max_output_tokens")?;
     let config = AgentConfig {
@@ -468,6 +471,8 @@ struct Builder {
     streamed_annotations: usize,
     /// A browser call that has its result, waiting for the browser's pages.
     unfinished_search: Option<usize>,
+    /// The `cursor` a `browser.find` searched (the current page when absent or negative).
+    find_cursor: Option<i64>,
 }
 
 /// An annotation as the Responses API shows it.
@@ -494,6 +499,7 @@ impl Builder {
             citations: None,
             streamed_annotations: 0,
             unfinished_search: None,
+            find_cursor: None,
         }
     }
 
@@ -719,6 +725,7 @@ impl Builder {
                 // A URL given as the `id`; a link or cursor is resolved to the page it opened
                 // once the call has run (see `event`).
                 let url = args.get("id").filter(|id| id.is_string());
+                self.find_cursor = args.get("cursor").and_then(Value::as_i64);
                 let action = match recipient {
                     Some("browser.search") => json!({"type": "search", "query": args.get("query")}),
                     Some("browser.open") => json!({"type": "open_page", "url": url}),
@@ -766,17 +773,27 @@ impl Builder {
     }
 
     /// Finishes the browser call whose result came last; `page_urls` are the browser's pages
-    /// after it: an `open_page` without a URL gets the page it opened (the newest).
+    /// after it: an `open_page` without a URL gets the page it opened (the newest, if the
+    /// call added one: a failed open adds none), a `find` the page it searched.
     fn finish_search(&mut self, page_urls: Option<&[String]>) {
         let Some(index) = self.unfinished_search.take() else {
             return;
         };
+        let grew = page_urls.is_some_and(|urls| urls.len() > self.page_urls.len());
+        let find_cursor = self.find_cursor.take();
         let action = &mut self.items[index]["action"];
-        if action["type"] == "open_page"
-            && action["url"].is_null()
-            && let Some(url) = page_urls.and_then(|urls| urls.last())
-        {
-            action["url"] = json!(url);
+        if action["url"].is_null() {
+            let url = match action["type"].as_str() {
+                Some("open_page") if grew => page_urls.and_then(|urls| urls.last()),
+                Some("find") => page_urls.and_then(|urls| match find_cursor {
+                    Some(cursor) if cursor >= 0 => urls.get(cursor as usize),
+                    _ => urls.last(),
+                }),
+                _ => None,
+            };
+            if let Some(url) = url {
+                action["url"] = json!(url);
+            }
         }
         self.finish_item(index);
     }

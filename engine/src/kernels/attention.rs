@@ -182,7 +182,9 @@ mod tests {
             for h in 0..nh {
                 let g = h / (nh / nkv);
                 let qh = &q[(ti * nh + h) * d..][..d];
-                let keys: Vec<usize> = (shape.first_key(pos)..=pos).collect();
+                // The window written out again, not taken from the code under test.
+                let first = shape.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+                let keys: Vec<usize> = (first..=pos).collect();
                 let logits: Vec<f64> = keys
                     .iter()
                     .map(|&j| {

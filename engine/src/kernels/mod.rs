@@ -1,7 +1,7 @@
 //! Compute kernels over weights that stay in their checkpoint form (memory-mapped bf16/f32,
-//! packed MXFP4). Everything here works on plain slices; the model code only calls the
-//! `linear*` entry points, so faster kernels (SIMD, 8-bit activations) replace bodies, not
-//! callers.
+//! packed MXFP4) and over the KV cache (`attention`). Everything here works on plain slices;
+//! the model code only calls the `linear*` entry points and `attention::attend`, so faster
+//! kernels (SIMD, 8-bit activations) replace bodies, not callers.
 //!
 //! Shape conventions: activations are row-major `[tokens, features]` f32. A weight is either
 //! output-major `[out, in]` (nn.Linear, packed MXFP4) or input-major `[in, out]` (the bf16
@@ -24,7 +24,8 @@ pub const SMALL_BATCH: usize = 4;
 /// A raw pointer that rayon tasks may share because each writes a disjoint part of the output.
 #[derive(Clone, Copy)]
 pub(crate) struct SharedOut(pub(crate) *mut f32);
-// SAFETY: only used where tasks write disjoint elements (distinct output columns).
+// SAFETY: only used where tasks write disjoint elements (distinct output rows or columns, or a
+// task's own scratch buffer).
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
