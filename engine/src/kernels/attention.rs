@@ -9,7 +9,7 @@
 
 use rayon::prelude::*;
 
-use super::{SharedOut, gemm_cols, gemm_rows};
+use super::{SharedOut, gemm_rows};
 use crate::kv_cache::KvElem;
 
 /// Query tokens per task: with 8 query heads per KV head, a 256-row product.
@@ -54,6 +54,37 @@ pub(crate) fn attend<E: KvElem>(
     values: &[E],
     sinks: &[f32],
 ) -> Vec<f32> {
+    let limits = Limits {
+        key_chunk: KEY_CHUNK,
+        score_cap: SCORE_CAP,
+    };
+    attend_within(shape, q, t, start, keys, values, sinks, limits)
+}
+
+/// Keys (and values) converted to f32 at a time: a task's scratch stays small however long
+/// the context is.
+const KEY_CHUNK: usize = 4096;
+/// Most scores a task holds (`[queries × heads of a group, keys]`), 8 MiB: at long contexts a
+/// task takes fewer queries.
+const SCORE_CAP: usize = 2 << 20;
+
+#[derive(Clone, Copy)]
+struct Limits {
+    key_chunk: usize,
+    score_cap: usize,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attend_within<E: KvElem>(
+    shape: &AttnShape,
+    q: &[f32],
+    t: usize,
+    start: usize,
+    keys: &[E],
+    values: &[E],
+    sinks: &[f32],
+    limits: Limits,
+) -> Vec<f32> {
     let (nh, nkv, d) = (shape.heads, shape.kv_heads, shape.head_dim);
     let group = nh / nkv;
     assert!(
@@ -64,25 +95,29 @@ pub(crate) fn attend<E: KvElem>(
         "attention shapes"
     );
     let scale = 1.0 / (d as f32).sqrt();
+    // Keys a block of queries sees at most, and the block size that keeps its scores in bounds.
+    let span = shape
+        .window
+        .map_or(start + t, |w| (w + QUERY_BLOCK).min(start + t));
+    let block_len = (limits.score_cap / (group * span).max(1)).clamp(1, QUERY_BLOCK);
+    let key_chunk = limits.key_chunk.max(1);
     let mut out = vec![0.0f32; t * nh * d];
     let shared = SharedOut(out.as_mut_ptr());
-    let blocks = t.div_ceil(QUERY_BLOCK);
+    let blocks = t.div_ceil(block_len);
     (0..nkv * blocks)
         .into_par_iter()
         .for_each_init(Scratch::default, |s, task| {
             let (g, block) = (task % nkv, task / nkv);
-            let (t0, t1) = (block * QUERY_BLOCK, ((block + 1) * QUERY_BLOCK).min(t));
+            let (t0, t1) = (block * block_len, ((block + 1) * block_len).min(t));
             let (k0, k1) = (shape.first_key(start + t0), start + t1);
             let (nk, m) = (k1 - k0, (t1 - t0) * group);
-            let to_f32 = |dst: &mut Vec<f32>, src: &[E]| {
+            let to_f32 = |dst: &mut Vec<f32>, src: &[E], from: usize, to: usize| {
                 dst.clear();
-                for j in k0..k1 {
+                for j in from..to {
                     let row = &src[(j * nkv + g) * d..(j * nkv + g + 1) * d];
                     dst.extend(row.iter().map(|e| e.to_f32()));
                 }
             };
-            to_f32(&mut s.k, keys);
-            to_f32(&mut s.v, values);
             s.q.clear();
             for ti in t0..t1 {
                 let at = (ti * nh + g * group) * d;
@@ -90,18 +125,22 @@ pub(crate) fn attend<E: KvElem>(
             }
             s.scores.clear();
             s.scores.resize(m * nk, 0.0);
-            // SAFETY: `scores` is [m, nk], written only here.
-            unsafe {
-                gemm_rows(
-                    &s.q,
-                    m,
-                    d,
-                    &s.k,
-                    nk,
-                    SharedOut(s.scores.as_mut_ptr()),
-                    nk,
-                    0,
-                );
+            for c0 in (k0..k1).step_by(key_chunk) {
+                let c1 = (c0 + key_chunk).min(k1);
+                to_f32(&mut s.k, keys, c0, c1);
+                // SAFETY: `scores` is [m, nk]; this writes its columns c0 - k0 .. c1 - k0.
+                unsafe {
+                    gemm_rows(
+                        &s.q,
+                        m,
+                        d,
+                        &s.k,
+                        c1 - c0,
+                        SharedOut(s.scores.as_mut_ptr()),
+                        nk,
+                        c0 - k0,
+                    );
+                }
             }
             for (row, scores) in s.scores.chunks_exact_mut(nk).enumerate() {
                 let (ti, head) = (t0 + row / group, g * group + row % group);
@@ -113,18 +152,34 @@ pub(crate) fn attend<E: KvElem>(
             }
             s.out.clear();
             s.out.resize(m * d, 0.0);
-            // SAFETY: `out` is [m, d], written only here.
-            unsafe {
-                gemm_cols(
-                    &s.scores,
-                    m,
-                    nk,
-                    &s.v,
-                    d,
-                    SharedOut(s.out.as_mut_ptr()),
-                    d,
-                    0,
-                );
+            for c0 in (k0..k1).step_by(key_chunk) {
+                let c1 = (c0 + key_chunk).min(k1);
+                to_f32(&mut s.v, values, c0, c1);
+                // SAFETY: lhs is columns c0 - k0 .. c1 - k0 of `scores` [m, nk], rhs the chunk's
+                // values [c1 - c0, d], dst `out` [m, d]; all in bounds, written only here.
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        d,
+                        c1 - c0,
+                        s.out.as_mut_ptr(),
+                        1,
+                        d as isize,
+                        true,
+                        s.scores.as_ptr().add(c0 - k0),
+                        1,
+                        nk as isize,
+                        s.v.as_ptr(),
+                        1,
+                        d as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
             }
             for ti in t0..t1 {
                 let src = &s.out[(ti - t0) * group * d..(ti - t0 + 1) * group * d];
@@ -213,7 +268,8 @@ mod tests {
     }
 
     /// Prefill from an empty cache, a chunk after a cached prefix, and single-token decode,
-    /// with and without a window, across query-block boundaries.
+    /// with and without a window, across query-block boundaries; with the default limits and
+    /// with tiny ones (keys in chunks of 7, blocks of 1-2 queries: the long-context path).
     #[test]
     fn matches_the_definition() {
         for window in [None, Some(8)] {
@@ -229,17 +285,28 @@ mod tests {
                 let k = values(n * 2 * 16, 2 + t as u64);
                 let v = values(n * 2 * 16, 3);
                 let sinks = vec![0.5, -1.0, 2.0, 0.0];
-                let got = attend(&shape, &q, t, start, &k, &v, &sinks);
                 let want = naive(&shape, &q, t, start, &k, &v, &sinks);
-                let err = got
-                    .iter()
-                    .zip(&want)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0f32, f32::max);
-                assert!(
-                    err < 1e-5,
-                    "window {window:?} start {start} t {t}: max |Δ| {err}"
-                );
+                let tiny = Limits {
+                    key_chunk: 7,
+                    score_cap: 300,
+                };
+                for (label, got) in [
+                    ("default", attend(&shape, &q, t, start, &k, &v, &sinks)),
+                    (
+                        "tiny",
+                        attend_within(&shape, &q, t, start, &k, &v, &sinks, tiny),
+                    ),
+                ] {
+                    let err = got
+                        .iter()
+                        .zip(&want)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0f32, f32::max);
+                    assert!(
+                        err < 1e-5,
+                        "{label} limits, window {window:?} start {start} t {t}: max |Δ| {err}"
+                    );
+                }
             }
         }
     }
