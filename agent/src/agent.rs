@@ -861,8 +861,8 @@ fn is_answer(message: &Message) -> bool {
         && matches!(message.channel.as_deref(), Some("final") | None)
 }
 
-/// The harmony message carrying a tool's output back to the model.
-fn tool_message(call: &ToolCall, output: &ToolOutput) -> Message {
+/// The harmony message carrying a tool's output back to the model (as the loop appends it).
+pub fn tool_message(call: &ToolCall, output: &ToolOutput) -> Message {
     let mut message = Message::from_author_and_content(
         Author::new(Role::Tool, output.author.clone()),
         output.content.clone(),

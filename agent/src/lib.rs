@@ -12,7 +12,7 @@ pub mod harmony;
 
 pub use agent::{
     Agent, AgentConfig, AgentError, AgentEvent, Cancel, Chat, ConversationSettings, Limit,
-    ToolRequirement, TurnOutcome, TurnReport,
+    ToolRequirement, TurnOutcome, TurnReport, tool_message,
 };
 pub use backend::{
     Backend, BackendError, EngineBackend, Finish, GenerationRequest, GenerationStats,

@@ -189,8 +189,8 @@ enum ExpertWeights {
 }
 
 impl ExpertWeights {
-    /// MXFP4 only: `x` quantized in MXFP4 order. Returns false (nothing done) otherwise.
-    fn linear_q8(&self, expert: usize, isa: Isa, x: &Q8Acts, bias: &[f32], y: &mut [f32]) -> bool {
+    /// One expert's packed matrix (MXFP4 layout only).
+    fn mxfp4_expert(&self, expert: usize) -> Option<Mxfp4Matrix<'_>> {
         let ExpertWeights::Mxfp4 {
             blocks,
             scales,
@@ -198,43 +198,33 @@ impl ExpertWeights {
             inp,
         } = self
         else {
-            return false;
+            return None;
         };
         let nb = out * inp / 2;
         let ns = out * inp / BLOCK;
         let (b, s) = (blocks.as_slice(), scales.as_slice());
-        let m = Mxfp4Matrix {
+        Some(Mxfp4Matrix {
             blocks: &b[expert * nb..(expert + 1) * nb],
             scales: &s[expert * ns..(expert + 1) * ns],
             rows: *out,
             cols: *inp,
+        })
+    }
+
+    /// MXFP4 only: `x` quantized in MXFP4 order. Returns false (nothing done) otherwise.
+    fn linear_q8(&self, expert: usize, isa: Isa, x: &Q8Acts, bias: &[f32], y: &mut [f32]) -> bool {
+        let Some(m) = self.mxfp4_expert(expert) else {
+            return false;
         };
         m.linear_q8(isa, x, Some(bias), y);
         true
     }
 
     fn linear(&self, expert: usize, x: &[f32], t: usize, bias: &[f32], y: &mut [f32]) {
-        match self {
-            ExpertWeights::Mxfp4 {
-                blocks,
-                scales,
-                out,
-                inp,
-            } => {
-                let nb = out * inp / 2;
-                let ns = out * inp / BLOCK;
-                let (b, s) = (blocks.as_slice(), scales.as_slice());
-                let m = Mxfp4Matrix {
-                    blocks: &b[expert * nb..(expert + 1) * nb],
-                    scales: &s[expert * ns..(expert + 1) * ns],
-                    rows: *out,
-                    cols: *inp,
-                };
-                m.linear(x, t, Some(bias), y);
-            }
-            ExpertWeights::InputMajor(per_expert) => {
-                per_expert[expert].linear_input_major(x, t, Some(bias), y);
-            }
+        if let Some(m) = self.mxfp4_expert(expert) {
+            m.linear(x, t, Some(bias), y);
+        } else if let ExpertWeights::InputMajor(per_expert) = self {
+            per_expert[expert].linear_input_major(x, t, Some(bias), y);
         }
     }
 

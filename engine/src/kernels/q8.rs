@@ -552,51 +552,37 @@ mod x86 {
         _mm512_dpbusd_epi32(_mm512_setzero_si512(), aw, sx)
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_q8_0_avx2(
-        wq: &[i8],
-        wd: &[f32],
-        xq: &[i8],
-        xd: &[f32],
-        nb: usize,
-    ) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        for b in 0..nb {
-            if b % 2 == 0 {
-                _mm_prefetch::<_MM_HINT_T0>(
-                    wq.as_ptr().wrapping_add(b * QK + PREFETCH_AHEAD).cast(),
-                );
+    /// One q8_0 row against one token row, a block per 256-bit step, with `$dot` (the AVX2
+    /// emulation or AVX-VNNI) summing a block's 32 products in int32.
+    macro_rules! q8_0_row_kernel {
+        ($name:ident, $features:literal, $dot:ident) => {
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $name(
+                wq: &[i8],
+                wd: &[f32],
+                xq: &[i8],
+                xd: &[f32],
+                nb: usize,
+            ) -> f32 {
+                let mut acc = _mm256_setzero_ps();
+                for b in 0..nb {
+                    if b % 2 == 0 {
+                        _mm_prefetch::<_MM_HINT_T0>(
+                            wq.as_ptr().wrapping_add(b * QK + PREFETCH_AHEAD).cast(),
+                        );
+                    }
+                    let w = _mm256_loadu_si256(wq.as_ptr().add(b * QK).cast());
+                    let x = _mm256_loadu_si256(xq.as_ptr().add(b * QK).cast());
+                    let s = _mm256_cvtepi32_ps($dot(w, x));
+                    acc = _mm256_fmadd_ps(s, _mm256_set1_ps(wd[b] * xd[b]), acc);
+                }
+                hsum256(acc)
             }
-            let w = _mm256_loadu_si256(wq.as_ptr().add(b * QK).cast());
-            let x = _mm256_loadu_si256(xq.as_ptr().add(b * QK).cast());
-            let s = _mm256_cvtepi32_ps(dot_i8_avx2(w, x));
-            acc = _mm256_fmadd_ps(s, _mm256_set1_ps(wd[b] * xd[b]), acc);
-        }
-        hsum256(acc)
+        };
     }
 
-    #[target_feature(enable = "avx2,fma,avxvnni")]
-    pub(super) unsafe fn dot_q8_0_avxvnni(
-        wq: &[i8],
-        wd: &[f32],
-        xq: &[i8],
-        xd: &[f32],
-        nb: usize,
-    ) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        for b in 0..nb {
-            if b % 2 == 0 {
-                _mm_prefetch::<_MM_HINT_T0>(
-                    wq.as_ptr().wrapping_add(b * QK + PREFETCH_AHEAD).cast(),
-                );
-            }
-            let w = _mm256_loadu_si256(wq.as_ptr().add(b * QK).cast());
-            let x = _mm256_loadu_si256(xq.as_ptr().add(b * QK).cast());
-            let s = _mm256_cvtepi32_ps(dot_i8_avxvnni(w, x));
-            acc = _mm256_fmadd_ps(s, _mm256_set1_ps(wd[b] * xd[b]), acc);
-        }
-        hsum256(acc)
-    }
+    q8_0_row_kernel!(dot_q8_0_avx2, "avx2,fma", dot_i8_avx2);
+    q8_0_row_kernel!(dot_q8_0_avxvnni, "avx2,fma,avxvnni", dot_i8_avxvnni);
 
     /// Two blocks per 512-bit step: int32 lanes 0-7 belong to the first, 8-15 to the second.
     #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]

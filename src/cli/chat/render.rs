@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 
-use ossa::agent::harmony::{Author, HarmonyEncoding, Message, Role};
-use ossa::agent::{AgentError, AgentEvent, Finish, Limit, TurnOutcome, TurnReport};
+use ossa::agent::harmony::{HarmonyEncoding, Message, Role};
+use ossa::agent::{AgentError, AgentEvent, Finish, Limit, TurnOutcome, TurnReport, tool_message};
 use ossa::tools::citations::{CitationStream, StreamChunk};
 use ossa::tools::{ToolCall, ToolOutput};
 
@@ -457,19 +457,6 @@ impl Renderer {
             }
         }
     }
-}
-
-/// The harmony message carrying a tool's output (as the agent appends it).
-fn tool_message(call: &ToolCall, output: &ToolOutput) -> Message {
-    let mut message = Message::from_author_and_content(
-        Author::new(Role::Tool, output.author.clone()),
-        output.content.clone(),
-    )
-    .with_recipient("assistant");
-    if let Some(channel) = output.channel.clone().or_else(|| call.channel.clone()) {
-        message = message.with_channel(channel);
-    }
-    message
 }
 
 /// The cursors of the browser citations (`【3†L1-L5】`) in `text`, in order, once each.
