@@ -240,7 +240,8 @@ fn report_json(args: &KlArgs, dir: &Path, isa: &str, c: &Comparison) -> Value {
             "reference_margin": f.reference_margin,
             "knock_on": f.knock_on,
         })).collect::<Vec<_>>(),
-        "router_input_error": c.layers.iter().map(|l| l.router_input_error_rms).collect::<Vec<_>>(),
+        // A layer with no clean position has no rounding-only figure: null, not 0.
+        "router_input_error": c.layers.iter().map(|l| (l.clean_positions > 0).then_some(l.router_input_error_rms)).collect::<Vec<_>>(),
     });
     if args.per_position {
         report["per_position"] = c
@@ -313,7 +314,11 @@ fn report_text(args: &KlArgs, dir: &Path, isa: &str, c: &Comparison) -> String {
         "  router input relative error per layer (RMS): [{}]",
         c.layers
             .iter()
-            .map(|l| format!("{:.1e}", l.router_input_error_rms))
+            .map(|l| if l.clean_positions > 0 {
+                format!("{:.1e}", l.router_input_error_rms)
+            } else {
+                "–".to_string()
+            })
             .collect::<Vec<_>>()
             .join(" ")
     ));
