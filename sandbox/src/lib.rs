@@ -40,6 +40,7 @@ mod runtime;
 mod sandbox;
 mod scratch;
 mod session;
+mod shared;
 
 use std::fmt;
 use std::time::Duration;

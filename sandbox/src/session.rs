@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{Result, SandboxError};
-use crate::interp::{Dirs, Interpreter};
+use crate::interp::{Ended, Interpreter};
 use crate::limits::{CallLimits, Limits, Stop};
-use crate::sandbox::{self, Shared};
+use crate::shared::{self, Dirs, Shared};
 use crate::{ResetReason, RunOutput, SessionState, Status, files};
 
 /// Time Python's own shutdown gets when an interpreter is discarded in good order.
@@ -93,8 +93,8 @@ impl Drop for CancelOnDrop {
 impl Session {
     pub(crate) fn open(shared: Arc<Shared>, options: SessionOptions) -> Result<Self> {
         let limits = options.limits.unwrap_or_else(|| shared.limits.clone());
-        sandbox::check_call(&shared, &limits.call)?;
-        let (dirs, owned) = sandbox::guest_dirs(options.mount)?;
+        shared.check_call(&limits.call)?;
+        let (dirs, owned) = shared::guest_dirs(options.mount)?;
         let mount = dirs.mount.clone();
         let (jobs, rx) = mpsc::channel();
         let running = Arc::new(Mutex::new(None));
@@ -131,7 +131,7 @@ impl Session {
     /// Runs `code` as the next cell with `limits` for this call only. Dropping the future cancels
     /// the call (the interpreter is then reset, as after any stop).
     pub async fn run_with(&self, code: &str, limits: &CallLimits) -> Result<RunOutput> {
-        sandbox::check_call(&self.shared, limits)?;
+        self.shared.check_call(limits)?;
         let cancel = Arc::new(AtomicBool::new(false));
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.submit(Job::Run {
@@ -148,7 +148,7 @@ impl Session {
 
     /// Runs `code` as the next cell, blocking this thread (not for use inside an async task).
     pub fn run_blocking(&self, code: &str, limits: &CallLimits) -> Result<RunOutput> {
-        sandbox::check_call(&self.shared, limits)?;
+        self.shared.check_call(limits)?;
         let cancel = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::sync_channel(1);
         self.submit(Job::Run {
@@ -314,7 +314,7 @@ impl Worker {
         let before = files::list(&self.dirs.mount);
         if cancel.load(Ordering::Relaxed) {
             // Cancelled while queued: nothing ran.
-            let ended = crate::interp::Ended {
+            let ended = Ended {
                 stdout: String::new(),
                 stderr: String::new(),
                 value: None,
@@ -322,14 +322,7 @@ impl Worker {
                 status: Status::Stopped(Stop::Cancelled),
                 spent: false,
             };
-            return Ok(sandbox::output(
-                ended,
-                &self.dirs,
-                &before,
-                SessionState::Kept,
-                None,
-                started,
-            ));
+            return Ok(ended.into_output(&self.dirs, &before, SessionState::Kept, None, started));
         }
         let started_fresh = match &self.interpreter {
             Some(_) => None,
@@ -359,13 +352,6 @@ impl Worker {
         } else {
             SessionState::Kept
         };
-        Ok(sandbox::output(
-            ended,
-            &self.dirs,
-            &before,
-            state,
-            started_fresh,
-            started,
-        ))
+        Ok(ended.into_output(&self.dirs, &before, state, started_fresh, started))
     }
 }
