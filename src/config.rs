@@ -290,6 +290,12 @@ pub struct PythonSection {
     pub idle_timeout_s: Option<u64>,
     /// An interpreter older than this is replaced, in seconds (default 43200; 0: never).
     pub lifetime_s: Option<u64>,
+    /// Files the code may hold open at once (default 256).
+    #[serde(deserialize_with = "de_count")]
+    pub max_open_files: Option<usize>,
+    /// MiB a conversation's `/tmp` and `/mnt/data` together may grow by (default 512).
+    #[serde(deserialize_with = "de_count")]
+    pub disk_mb: Option<usize>,
 }
 
 impl Config {
@@ -572,6 +578,12 @@ impl Config {
         }
         if let Some(seconds) = section.lifetime_s {
             limits.lifetime = optional(seconds);
+        }
+        if let Some(files) = section.max_open_files {
+            limits.max_open_files = files;
+        }
+        if let Some(mib) = section.disk_mb {
+            limits.disk_bytes = (mib as u64).saturating_mul(1 << 20);
         }
         limits
     }

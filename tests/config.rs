@@ -291,6 +291,7 @@ fn values_out_of_range_and_of_the_wrong_type_are_named() {
         ),
         ("[python]\ntimeout_s = 0", "python.timeout_s", "above 0"),
         ("[python]\ntimeout_s = -3", "python.timeout_s", "above 0"),
+        ("[python]\ndisk_mb = 0", "python.disk_mb", "at least 1"),
         (
             "[search]\nbackend = \"bing\"",
             "search.backend",
@@ -844,7 +845,7 @@ fn reference_quirks_and_limits_map_onto_the_crates_settings() {
         "[browser]\nreference_quirks = true\nview_tokens = 2048\nallow_private_addresses = true\n\
          max_page_bytes = 1000\nfetch_timeout_s = 2.5\n\
          [python]\ntimeout_s = 1.5\nmemory_mb = 256\noutput_bytes = 4096\nidle_timeout_s = 0\n\
-         lifetime_s = 60\n[search]\ntimeout_s = 5\n",
+         lifetime_s = 60\nmax_open_files = 32\ndisk_mb = 100\n[search]\ntimeout_s = 5\n",
     )
     .unwrap();
     let browser = config.browser_config();
@@ -860,6 +861,8 @@ fn reference_quirks_and_limits_map_onto_the_crates_settings() {
     assert_eq!(limits.call.output_bytes, 4096);
     assert_eq!(limits.idle_timeout, None);
     assert_eq!(limits.lifetime, Some(Duration::from_secs(60)));
+    assert_eq!(limits.max_open_files, 32);
+    assert_eq!(limits.disk_bytes, 100 << 20);
     let search = config.search_config(&env_of(&[])).unwrap();
     assert_eq!(search.api_timeout, Duration::from_secs(5));
     assert_eq!(config.python_session_options().mount, None);

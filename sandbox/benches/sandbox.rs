@@ -36,7 +36,7 @@ fn main() {
     // the answer; the wall clock adds thread, folders and teardown.
     let on_demand = Sandbox::open(SandboxConfig {
         runtime: quiet(&config),
-        pool_slots: 0,
+        pooling: false,
         ..config.clone()
     })
     .expect("opens");
@@ -170,7 +170,10 @@ fn cold_compile(sandbox: &Sandbox) {
         },
         limits: sandbox.limits().clone(),
         metered: false,
-        pool_slots: 0,
+        max_interpreters: 1,
+        memory_budget: SandboxConfig::DEFAULT_MEMORY_BUDGET,
+        capacity_wait: SandboxConfig::DEFAULT_CAPACITY_WAIT,
+        pooling: false,
     };
     let peak_before = peak_rss_kib();
     let started = Instant::now();

@@ -28,6 +28,7 @@
 
 #[cfg(test)]
 mod advisories;
+mod budget;
 mod engine;
 mod error;
 mod files;
@@ -36,6 +37,7 @@ mod host;
 mod interp;
 mod limits;
 mod output;
+mod quota;
 mod runtime;
 mod sandbox;
 mod scratch;

@@ -2,14 +2,14 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::error::{Result, SandboxError};
-use crate::interp::{ARGV0, Interpreter};
+use crate::interp::{ARGV0, Interpreter, Start};
 use crate::limits::{CallLimits, Limits};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::session::{Session, SessionOptions};
-use crate::shared::{Shared, guest_dirs, on_guest_thread};
+use crate::shared::{Capacity, Shared, guest_dirs, on_guest_thread};
 use crate::{RunOutput, SessionState, files};
 
 /// How to open a [`Sandbox`].
@@ -21,20 +21,39 @@ pub struct SandboxConfig {
     /// Use the fuel-metered build of the interpreter (compiled separately, once), so calls may
     /// set a fuel limit. Implied by a fuel limit in `limits`.
     pub metered: bool,
-    /// Interpreters served at once from the pooling allocator (fast start and teardown; each
-    /// slot reserves address space, not memory). Interpreters past it use the on-demand
-    /// allocator. `0`: on-demand only.
-    pub pool_slots: u32,
+    /// Interpreters alive at once, all sessions and one-off runs together (default 16). A
+    /// session holds one from its first call until it is reset, idle past its timeout or
+    /// closed; a one-off run or program holds one while it runs.
+    pub max_interpreters: u32,
+    /// Bytes of linear memory all interpreters together may hold (default 8 GiB); each also
+    /// stays within its own `memory_bytes`. An interpreter starts with 40 MiB; code that needs
+    /// more while the budget is in use gets MemoryError ([`crate::Stop::MemoryBudget`]).
+    pub memory_budget: u64,
+    /// How long starting an interpreter waits for one to end (or for memory to be returned)
+    /// when the sandbox is at capacity (default 10 s); then it fails with
+    /// [`SandboxError::AtCapacity`].
+    pub capacity_wait: Duration,
+    /// Serve interpreters from wasmtime's pooling allocator (default): faster start and
+    /// teardown, with address space (not memory) reserved up front, about 4 GiB per
+    /// interpreter. `false`: the on-demand allocator, for hosts that limit address space.
+    pub pooling: bool,
 }
 
 impl SandboxConfig {
+    pub const DEFAULT_MAX_INTERPRETERS: u32 = 16;
+    pub const DEFAULT_MEMORY_BUDGET: u64 = 8 << 30;
+    pub const DEFAULT_CAPACITY_WAIT: Duration = Duration::from_secs(10);
+
     /// Runtime from the environment (`OSSA_DATA_DIR`, `OSSA_PYTHON_WASM`), default limits.
     pub fn from_env() -> Result<Self> {
         Ok(Self {
             runtime: RuntimeConfig::from_env()?,
             limits: Limits::default(),
             metered: false,
-            pool_slots: 16,
+            max_interpreters: Self::DEFAULT_MAX_INTERPRETERS,
+            memory_budget: Self::DEFAULT_MEMORY_BUDGET,
+            capacity_wait: Self::DEFAULT_CAPACITY_WAIT,
+            pooling: true,
         })
     }
 }
@@ -51,6 +70,7 @@ impl std::fmt::Debug for Sandbox {
             .field("wasm", &self.shared.runtime.wasm)
             .field("metered", &self.shared.metered)
             .field("limits", &self.shared.limits)
+            .field("budget", &self.shared.budget)
             .finish()
     }
 }
@@ -83,12 +103,13 @@ impl Sandbox {
     /// first use on a machine takes minutes (see [`Progress`]); later ones tens of milliseconds.
     /// Blocking; see [`Sandbox::open_async`].
     pub fn open(config: SandboxConfig) -> Result<Self> {
-        let shared = Shared::open(
-            &config.runtime,
-            config.limits,
-            config.metered,
-            config.pool_slots,
-        )?;
+        let capacity = Capacity {
+            max_interpreters: config.max_interpreters,
+            memory_budget: config.memory_budget,
+            wait: config.capacity_wait,
+            pooling: config.pooling,
+        };
+        let shared = Shared::open(&config.runtime, config.limits, config.metered, &capacity)?;
         Ok(Self {
             shared: Arc::new(shared),
         })
@@ -131,10 +152,12 @@ impl Sandbox {
         let shared = self.shared.clone();
         let code = code.to_owned();
         on_guest_thread(move || {
-            let (dirs, _owned) = guest_dirs(mount)?;
+            let session_limits = &shared.limits;
+            let (dirs, _owned) = guest_dirs(mount, session_limits.disk_bytes)?;
             let started = Instant::now();
             let before = files::list(&dirs.mount);
-            let mut interpreter = Interpreter::session(&shared, &dirs)?;
+            let mut interpreter =
+                Interpreter::session(&shared, &dirs, session_limits.max_open_files, None)?;
             let ended = interpreter.turn(&code, &limits, None);
             drop(interpreter);
             Ok(ended.into_output(&dirs, &before, SessionState::OneOff, None, started))
@@ -153,7 +176,7 @@ impl Sandbox {
         let program = program.clone();
         let options = options.clone();
         on_guest_thread(move || {
-            let (dirs, _owned) = guest_dirs(options.mount.clone())?;
+            let (dirs, _owned) = guest_dirs(options.mount.clone(), shared.limits.disk_bytes)?;
             // Unbuffered, as for a live terminal, and so output before a stop is not lost.
             let mut args = vec![ARGV0.to_owned(), "-u".to_owned()];
             match &program {
@@ -175,7 +198,14 @@ impl Sandbox {
             args.extend(options.args.iter().cloned());
             let started = Instant::now();
             let before = files::list(&dirs.mount);
-            let mut interpreter = Interpreter::new(&shared, &dirs, &args, options.live)?;
+            let start = Start {
+                dirs: &dirs,
+                args: &args,
+                live: options.live,
+                max_open_files: shared.limits.max_open_files,
+                cancel: None,
+            };
+            let mut interpreter = Interpreter::new(&shared, start)?;
             let ended = interpreter.run_program(&limits, None);
             drop(interpreter);
             Ok(ended.into_output(&dirs, &before, SessionState::OneOff, None, started))

@@ -94,7 +94,7 @@ impl Session {
     pub(crate) fn open(shared: Arc<Shared>, options: SessionOptions) -> Result<Self> {
         let limits = options.limits.unwrap_or_else(|| shared.limits.clone());
         shared.check_call(&limits.call)?;
-        let (dirs, owned) = shared::guest_dirs(options.mount)?;
+        let (dirs, owned) = shared::guest_dirs(options.mount, limits.disk_bytes)?;
         let mount = dirs.mount.clone();
         let (jobs, rx) = mpsc::channel();
         let running = Arc::new(Mutex::new(None));
@@ -327,7 +327,12 @@ impl Worker {
         let started_fresh = match &self.interpreter {
             Some(_) => None,
             None => {
-                self.interpreter = Some(Interpreter::session(&self.shared, &self.dirs)?);
+                self.interpreter = Some(Interpreter::session(
+                    &self.shared,
+                    &self.dirs,
+                    self.limits.max_open_files,
+                    Some(&cancel),
+                )?);
                 self.fresh_because.take()
             }
         };

@@ -3,16 +3,18 @@
 //! the guest thread, the guest's folders.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::{Engine, InstancePre};
 
+use crate::budget::Budget;
 use crate::error::{Result, SandboxError};
 use crate::host::{self, HostState};
 use crate::limits::{CallLimits, Limits};
-use crate::runtime::{Progress, Runtime, RuntimeConfig};
+use crate::quota::DiskUsage;
+use crate::runtime::{Runtime, RuntimeConfig};
 
 /// How often the engine's epoch advances: the granularity of deadlines and cancels.
 const TICK: Duration = Duration::from_millis(10);
@@ -25,15 +27,20 @@ pub(crate) struct Flavor {
     pub(crate) pre: InstancePre<HostState>,
 }
 
+/// The sandbox-wide bounds on interpreters (see [`crate::SandboxConfig`]).
+pub(crate) struct Capacity {
+    pub(crate) max_interpreters: u32,
+    pub(crate) memory_budget: u64,
+    pub(crate) wait: Duration,
+    pub(crate) pooling: bool,
+}
+
 pub(crate) struct Shared {
-    /// On the pooling allocator, when it has slots.
-    pub(crate) pooled: Option<Flavor>,
-    /// On the on-demand allocator, made when first needed (the pool is full, or there is none).
-    on_demand: Mutex<Option<Arc<Flavor>>>,
+    pub(crate) flavor: Flavor,
+    pub(crate) budget: Arc<Budget>,
     pub(crate) runtime: Runtime,
     pub(crate) limits: Limits,
     pub(crate) metered: bool,
-    progress: Progress,
     ticker: Arc<AtomicBool>,
 }
 
@@ -43,47 +50,39 @@ impl Shared {
         runtime: &RuntimeConfig,
         limits: Limits,
         metered: bool,
-        pool_slots: u32,
+        capacity: &Capacity,
     ) -> Result<Self> {
         let metered = metered || limits.call.fuel.is_some();
         check_limits(&limits.call)?;
+        let budget = Budget::new(
+            capacity.max_interpreters,
+            capacity.memory_budget,
+            capacity.wait,
+        )?;
         let progress = runtime.progress;
         let runtime = Runtime::locate(runtime)?;
         crate::scratch::sweep_stale();
         let ticker = Arc::new(AtomicBool::new(false));
-        let pooled = match pool_slots {
-            0 => None,
-            slots => Some(flavor(&runtime, metered, slots, progress, &ticker)?),
+        // The pool has exactly as many slots as the budget has permits.
+        let pool_slots = if capacity.pooling {
+            capacity.max_interpreters
+        } else {
+            0
         };
-        let shared = Shared {
-            pooled,
-            on_demand: Mutex::new(None),
+        let engine = crate::engine::engine(metered, pool_slots)?;
+        let module = crate::engine::module(&engine, &runtime, metered, progress)?;
+        let pre = host::linker(&engine)?
+            .instantiate_pre(&module)
+            .map_err(|e| SandboxError::wasm("cannot link the interpreter", e))?;
+        spawn_ticker(engine.clone(), ticker.clone())?;
+        Ok(Shared {
+            flavor: Flavor { engine, pre },
+            budget,
             runtime,
             limits,
             metered,
-            progress,
             ticker,
-        };
-        if shared.pooled.is_none() {
-            shared.on_demand()?;
-        }
-        Ok(shared)
-    }
-
-    pub(crate) fn on_demand(&self) -> Result<Arc<Flavor>> {
-        let mut slot = self.on_demand.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(flavor) = slot.as_ref() {
-            return Ok(flavor.clone());
-        }
-        let flavor = Arc::new(flavor(
-            &self.runtime,
-            self.metered,
-            0,
-            self.progress,
-            &self.ticker,
-        )?);
-        *slot = Some(flavor.clone());
-        Ok(flavor)
+        })
     }
 
     /// Refuses limits a call cannot run with.
@@ -93,23 +92,6 @@ impl Shared {
         }
         check_limits(limits)
     }
-}
-
-fn flavor(
-    runtime: &Runtime,
-    metered: bool,
-    pool_slots: u32,
-    progress: Progress,
-    ticker: &Arc<AtomicBool>,
-) -> Result<Flavor> {
-    let engine = crate::engine::engine(metered, pool_slots)?;
-    let module = crate::engine::module(&engine, runtime, metered, progress)?;
-    let linker = host::linker(&engine)?;
-    let pre = linker
-        .instantiate_pre(&module)
-        .map_err(|e| SandboxError::wasm("cannot link the interpreter", e))?;
-    spawn_ticker(engine.clone(), ticker.clone())?;
-    Ok(Flavor { engine, pre })
 }
 
 impl Drop for Shared {
@@ -167,10 +149,16 @@ pub(crate) struct Dirs {
     pub(crate) mount: PathBuf,
     /// `/tmp` (also `HOME`), read-write, private to the interpreter's owner.
     pub(crate) tmp: PathBuf,
+    /// What the guest wrote into both, against its quota.
+    pub(crate) disk: Arc<DiskUsage>,
 }
 
-/// The folders of a guest; the second value removes the temporary ones when dropped.
-pub(crate) fn guest_dirs(mount: Option<PathBuf>) -> Result<(Dirs, Vec<tempfile::TempDir>)> {
+/// The folders of a guest, which may grow by `disk_bytes`; the second value removes the
+/// temporary ones when dropped.
+pub(crate) fn guest_dirs(
+    mount: Option<PathBuf>,
+    disk_bytes: u64,
+) -> Result<(Dirs, Vec<tempfile::TempDir>)> {
     let tmp = crate::scratch::scratch_dir("tmp")?;
     let mut owned = Vec::new();
     let mount = match mount {
@@ -189,6 +177,7 @@ pub(crate) fn guest_dirs(mount: Option<PathBuf>) -> Result<(Dirs, Vec<tempfile::
     let dirs = Dirs {
         mount,
         tmp: tmp.path().to_owned(),
+        disk: DiskUsage::new(disk_bytes),
     };
     owned.push(tmp);
     Ok((dirs, owned))
