@@ -47,6 +47,7 @@ mod shared;
 use std::fmt;
 use std::time::Duration;
 
+pub use budget::Usage;
 pub use error::{Result, SandboxError};
 pub use files::WrittenFile;
 pub use fsutil::default_data_dir;
@@ -107,6 +108,9 @@ pub enum ResetReason {
     Lifetime(Duration),
     /// [`Session::reset`] was called.
     Requested,
+    /// Unused this long while the sandbox was at capacity: it was ended to make room for
+    /// another session (see [`SandboxConfig::evict_idle_after`]).
+    Evicted(Duration),
 }
 
 impl fmt::Display for ResetReason {
@@ -123,6 +127,11 @@ impl fmt::Display for ResetReason {
                 d.as_secs()
             ),
             ResetReason::Requested => write!(f, "a reset was requested"),
+            ResetReason::Evicted(d) => write!(
+                f,
+                "the interpreter, unused for {} s, made room for another session",
+                d.as_secs()
+            ),
         }
     }
 }

@@ -241,7 +241,7 @@ mod tests {
     #[test]
     fn the_limiter_charges_the_budget_and_names_it_when_it_refuses() {
         let budget =
-            crate::budget::Budget::new(2, 100 << 20, Duration::ZERO).expect("a valid budget");
+            crate::budget::Budget::new(2, 100 << 20, Duration::ZERO, None).expect("a valid budget");
         let (_permit, charge) = budget.admit(None).expect("room");
         let mut limiter = MemoryLimiter::with_budget(1 << 30, charge);
         assert!(limiter.memory_growing(0, 40 << 20, None).unwrap());

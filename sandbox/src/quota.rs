@@ -199,7 +199,10 @@ pub(crate) fn shadow(linker: &mut Linker<HostState>) -> Result<()> {
 /// linker wraps, with the raw arguments), as that wrapper does: on the guest's memory, with the
 /// store's host-call fuel, blocking on the file system work.
 macro_rules! original {
-    ($caller:expr, $name:ident($($arg:expr),* $(,)?) sync) => {{
+    // wasmtime-wasi implements most calls as futures (the file system work may block).
+    (@finish $call:ident) => { wasmtime_wasi::runtime::in_tokio($call)? };
+    (@finish $call:ident sync) => { $call? };
+    ($caller:expr, $name:ident($($arg:expr),* $(,)?) $($sync:ident)?) => {{
         let caller: &mut Ctx<'_> = $caller;
         let fuel = caller.as_context_mut().hostcall_fuel();
         let memory = guest_memory(caller)
@@ -207,21 +210,8 @@ macro_rules! original {
         let (data, state) = memory.data_and_store_mut(&mut *caller);
         state.wasi.set_hostcall_fuel(fuel);
         let mut memory = GuestMemory::Unshared(data);
-        wasi_snapshot_preview1::$name(&mut state.wasi, &mut memory, $($arg),*)?
-    }};
-    ($caller:expr, $name:ident($($arg:expr),* $(,)?)) => {{
-        let caller: &mut Ctx<'_> = $caller;
-        let fuel = caller.as_context_mut().hostcall_fuel();
-        let memory = guest_memory(caller)
-            .ok_or_else(|| wasmtime::format_err!("missing required memory export"))?;
-        let (data, state) = memory.data_and_store_mut(&mut *caller);
-        state.wasi.set_hostcall_fuel(fuel);
-        let mut memory = GuestMemory::Unshared(data);
-        wasmtime_wasi::runtime::in_tokio(wasi_snapshot_preview1::$name(
-            &mut state.wasi,
-            &mut memory,
-            $($arg),*
-        ))?
+        let call = wasi_snapshot_preview1::$name(&mut state.wasi, &mut memory, $($arg),*);
+        original!(@finish call $($sync)?)
     }};
 }
 

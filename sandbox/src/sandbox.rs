@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::budget::Usage;
 use crate::error::{Result, SandboxError};
 use crate::interp::{ARGV0, Interpreter, Start};
 use crate::limits::{CallLimits, Limits};
@@ -33,6 +34,11 @@ pub struct SandboxConfig {
     /// when the sandbox is at capacity (default 10 s); then it fails with
     /// [`SandboxError::AtCapacity`].
     pub capacity_wait: Duration,
+    /// When the sandbox is at capacity, a session's interpreter unused this long may be ended
+    /// to make room, the longest unused first (default 60 s); that session's next call starts a
+    /// fresh interpreter and says so ([`crate::ResetReason::Evicted`]). `None`: never; idle
+    /// interpreters then hold their room until their idle timeout.
+    pub evict_idle_after: Option<Duration>,
     /// Serve interpreters from wasmtime's pooling allocator (default): faster start and
     /// teardown, with address space (not memory) reserved up front, about 4 GiB per
     /// interpreter. `false`: the on-demand allocator, for hosts that limit address space.
@@ -43,6 +49,7 @@ impl SandboxConfig {
     pub const DEFAULT_MAX_INTERPRETERS: u32 = 16;
     pub const DEFAULT_MEMORY_BUDGET: u64 = 8 << 30;
     pub const DEFAULT_CAPACITY_WAIT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_EVICT_IDLE_AFTER: Duration = Duration::from_secs(60);
 
     /// Runtime from the environment (`OSSA_DATA_DIR`, `OSSA_PYTHON_WASM`), default limits.
     pub fn from_env() -> Result<Self> {
@@ -53,6 +60,7 @@ impl SandboxConfig {
             max_interpreters: Self::DEFAULT_MAX_INTERPRETERS,
             memory_budget: Self::DEFAULT_MEMORY_BUDGET,
             capacity_wait: Self::DEFAULT_CAPACITY_WAIT,
+            evict_idle_after: Some(Self::DEFAULT_EVICT_IDLE_AFTER),
             pooling: true,
         })
     }
@@ -107,6 +115,7 @@ impl Sandbox {
             max_interpreters: config.max_interpreters,
             memory_budget: config.memory_budget,
             wait: config.capacity_wait,
+            evict_idle_after: config.evict_idle_after,
             pooling: config.pooling,
         };
         let shared = Shared::open(&config.runtime, config.limits, config.metered, &capacity)?;
@@ -128,6 +137,11 @@ impl Sandbox {
 
     pub fn runtime(&self) -> &Runtime {
         &self.shared.runtime
+    }
+
+    /// What the interpreters hold of the sandbox's budget now (for a server's status or logs).
+    pub fn usage(&self) -> Usage {
+        self.shared.budget.usage()
     }
 
     /// Whether calls may set a fuel limit.

@@ -32,6 +32,7 @@ pub(crate) struct Capacity {
     pub(crate) max_interpreters: u32,
     pub(crate) memory_budget: u64,
     pub(crate) wait: Duration,
+    pub(crate) evict_idle_after: Option<Duration>,
     pub(crate) pooling: bool,
 }
 
@@ -58,6 +59,7 @@ impl Shared {
             capacity.max_interpreters,
             capacity.memory_budget,
             capacity.wait,
+            capacity.evict_idle_after,
         )?;
         let progress = runtime.progress;
         let runtime = Runtime::locate(runtime)?;

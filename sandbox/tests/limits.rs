@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::{limits, ok, run, sandbox};
 use ossa_sandbox::{
-    Limits, Sandbox, SandboxConfig, SandboxError, Session, SessionOptions, SessionState, Status,
-    Stop,
+    Limits, ResetReason, Sandbox, SandboxConfig, SandboxError, Session, SessionOptions,
+    SessionState, Status, Stop,
 };
 
 /// Small caps, so an attack reaches them in a fraction of a second.
@@ -89,17 +89,17 @@ fn opening_files_in_a_loop_stops_at_the_cap_and_everyone_keeps_working() {
     assert_eq!(again, "still here ok\n");
 }
 
-/// Writes 1 MiB blocks to `path` until refused; returns the cell's stdout.
+/// Writes 1 MiB blocks to `path`, 400 MiB in all (the issue's attack on `/tmp`), until refused.
 fn fill(s: &Session, path: &str) -> ossa_sandbox::RunOutput {
     run(
         s,
         &format!(
-            "import errno, os\nblock = b'x' * (1 << 20)\nwritten = 0\ntry:\n    with open({path:?}, 'wb') as f:\n        for _ in range(200):\n            f.write(block)\n            written += len(block)\nexcept OSError as e:\n    print(errno.errorcode[e.errno], written >> 20, os.path.getsize({path:?}) >> 20)"
+            "import errno, os\nblock = b'x' * (1 << 20)\nwritten = 0\ntry:\n    with open({path:?}, 'wb') as f:\n        for _ in range(400):\n            f.write(block)\n            written += len(block)\nexcept OSError as e:\n    print(errno.errorcode[e.errno], written >> 20, os.path.getsize({path:?}) >> 20)"
         ),
     )
 }
 
-/// A 200 MiB file is refused at the quota, nothing past it reaches the disk, and after a delete
+/// A 400 MiB file is refused at the quota, nothing past it reaches the disk, and after a delete
 /// the session writes again with its variables intact.
 fn big_file_is_refused(s: &Session, path: &str, host: Option<&Path>) {
     let quota_mib = DISK >> 20;
@@ -245,14 +245,88 @@ print('\n'.join(results))"#,
     ok(&s, "x = 1");
 }
 
+/// A sandbox with room for few interpreters that never ends idle ones to make room.
 fn small_sandbox(max_interpreters: u32, memory_budget: u64) -> Sandbox {
     Sandbox::open(SandboxConfig {
         max_interpreters,
         memory_budget,
         capacity_wait: Duration::from_millis(300),
+        evict_idle_after: None,
         ..SandboxConfig::from_env().unwrap()
     })
     .unwrap()
+}
+
+/// A sandbox with room for one interpreter, which ends an idle one at once to make room.
+fn one_room_sandbox() -> Sandbox {
+    Sandbox::open(SandboxConfig {
+        max_interpreters: 1,
+        capacity_wait: Duration::from_secs(60),
+        evict_idle_after: Some(Duration::ZERO),
+        ..SandboxConfig::from_env().unwrap()
+    })
+    .unwrap()
+}
+
+#[test]
+fn an_idle_interpreter_makes_room_and_its_session_is_told() {
+    let sandbox = one_room_sandbox();
+    let first = sandbox.session(SessionOptions::default()).unwrap();
+    ok(
+        &first,
+        "a = 1\nopen('/mnt/data/kept.txt', 'w').write('file')",
+    );
+    let second = sandbox.session(SessionOptions::default()).unwrap();
+    assert_eq!(run(&second, "b = 2\nb").value.as_deref(), Some("2"));
+    assert_eq!(
+        sandbox.usage().interpreters,
+        1,
+        "the room was given, not added"
+    );
+    // The first session's interpreter was ended for the second; its next call says so, and
+    // its files are still there.
+    let out = run(
+        &first,
+        "print('a' in globals(), open('/mnt/data/kept.txt').read())",
+    );
+    assert_eq!(out.stdout, "False file\n");
+    assert!(
+        matches!(out.started_fresh, Some(ResetReason::Evicted(_))),
+        "{:?}",
+        out.started_fresh
+    );
+    // ...which in turn took the room of the second, idle now.
+    let out = run(&second, "'b' in globals()");
+    assert_eq!(out.value.as_deref(), Some("False"));
+}
+
+#[test]
+fn a_running_interpreter_is_not_ended_to_make_room() {
+    let sandbox = one_room_sandbox();
+    let busy = sandbox.session(SessionOptions::default()).unwrap();
+    ok(&busy, "import time\nx = 1");
+    let waiting = sandbox.session(SessionOptions::default()).unwrap();
+    std::thread::scope(|scope| {
+        let running = scope.spawn(|| {
+            run(
+                &busy,
+                "open('/mnt/data/started', 'w').close()\ntime.sleep(2)\nx += 1\nx",
+            )
+        });
+        // The long call runs before the other asks for room.
+        while !busy.mount().join("started").exists() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let out = run(&waiting, "'started'");
+        assert_eq!(out.value.as_deref(), Some("'started'"));
+        let long = running.join().unwrap();
+        assert_eq!(long.status, Status::Ok, "{}", long.stderr);
+        assert_eq!(
+            long.value.as_deref(),
+            Some("2"),
+            "the long call ran to its end"
+        );
+    });
 }
 
 #[test]
@@ -272,6 +346,15 @@ fn interpreters_past_the_budget_are_refused_until_one_ends() {
     );
     let error = small.run_fresh("1 + 1", None, None).unwrap_err();
     assert!(matches!(error, SandboxError::AtCapacity { .. }), "{error}");
+    let usage = small.usage();
+    assert_eq!(
+        (
+            usage.interpreters,
+            usage.idle_interpreters,
+            usage.max_interpreters
+        ),
+        (2, 2, 2)
+    );
 
     // The ones running keep their state meanwhile.
     assert_eq!(run(&first, "a").value.as_deref(), Some("1"));
@@ -281,6 +364,32 @@ fn interpreters_past_the_budget_are_refused_until_one_ends() {
     ok(&third, "c = 3");
     assert_eq!(run(&third, "c").value.as_deref(), Some("3"));
     assert_eq!(run(&second, "b").value.as_deref(), Some("2"));
+}
+
+#[test]
+fn a_start_past_the_budget_waits_and_gets_in_when_an_interpreter_ends() {
+    let small = Sandbox::open(SandboxConfig {
+        max_interpreters: 1,
+        capacity_wait: Duration::from_secs(120),
+        evict_idle_after: None,
+        ..SandboxConfig::from_env().unwrap()
+    })
+    .unwrap();
+    let first = small.session(SessionOptions::default()).unwrap();
+    ok(&first, "a = 1");
+    let second = small.session(SessionOptions::default()).unwrap();
+    std::thread::scope(|scope| {
+        let waiting = scope.spawn(|| second.run_blocking("'in'", &limits()));
+        // While it waits, the interpreter holding the room keeps working.
+        for _ in 0..3 {
+            ok(&first, "a += 1");
+        }
+        assert!(!waiting.is_finished(), "no room: it must still wait");
+        assert_eq!(run(&first, "a").value.as_deref(), Some("4"));
+        first.close_blocking();
+        let out = waiting.join().unwrap().expect("in once the first ended");
+        assert_eq!(out.value.as_deref(), Some("'in'"));
+    });
 }
 
 #[test]

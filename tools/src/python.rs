@@ -219,7 +219,10 @@ fn unannounced(reason: &ResetReason) -> bool {
     match reason {
         ResetReason::Stopped(Stop::Cancelled) => true,
         ResetReason::Stopped(_) | ResetReason::Exited(_) => false,
-        ResetReason::IdleTimeout(_) | ResetReason::Lifetime(_) | ResetReason::Requested => true,
+        ResetReason::IdleTimeout(_)
+        | ResetReason::Lifetime(_)
+        | ResetReason::Requested
+        | ResetReason::Evicted(_) => true,
     }
 }
 
@@ -236,6 +239,10 @@ fn reason_text(reason: &ResetReason) -> String {
             )
         }
         ResetReason::Requested => "the previous one was reset".into(),
+        ResetReason::Evicted(idle) => format!(
+            "the previous one, unused for {}, was ended to make room for another conversation",
+            duration(*idle)
+        ),
         other => other.to_string(),
     }
 }
@@ -424,6 +431,13 @@ mod tests {
             model_output(&out),
             "[NOTE] This code ran in a fresh Python interpreter (the previous one was unused for \
              30 min): variables and imports are gone; files in /mnt/data are kept.\n1\n"
+        );
+        out.started_fresh = Some(ResetReason::Evicted(Duration::from_secs(90)));
+        assert_eq!(
+            model_output(&out),
+            "[NOTE] This code ran in a fresh Python interpreter (the previous one, unused for \
+             90 s, was ended to make room for another conversation): variables and imports are \
+             gone; files in /mnt/data are kept.\n1\n"
         );
         out.started_fresh = Some(ResetReason::Stopped(Stop::Deadline(Duration::from_secs(
             120,
