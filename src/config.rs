@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use ossa_agent::harmony::ReasoningEffort;
 use ossa_engine::{DType, LoadOptions, SamplingParams};
-use ossa_sandbox::{CallLimits, Limits, SessionOptions};
+use ossa_sandbox::{CallLimits, Limits, SandboxConfig, SandboxError, SessionOptions};
 use ossa_tools::McpServerConfig;
 use ossa_tools::browser::{
     BrowserConfig, FetchConfig, ReferenceQuirks, SearchBackendKind, SearchConfig,
@@ -290,6 +290,21 @@ pub struct PythonSection {
     pub idle_timeout_s: Option<u64>,
     /// An interpreter older than this is replaced, in seconds (default 43200; 0: never).
     pub lifetime_s: Option<u64>,
+    /// Files the code may hold open at once (default 256).
+    #[serde(deserialize_with = "de_count")]
+    pub max_open_files: Option<usize>,
+    /// MiB a conversation's `/tmp` and `/mnt/data` together may grow by (default 512).
+    #[serde(deserialize_with = "de_count")]
+    pub disk_mb: Option<usize>,
+    /// Interpreters alive at once, all conversations together (default 16, at most 1024).
+    #[serde(deserialize_with = "de_interpreters")]
+    pub max_interpreters: Option<u32>,
+    /// Memory all interpreters together may hold, in MiB (default 8192, at least 48).
+    #[serde(deserialize_with = "de_memory_mb")]
+    pub memory_budget_mb: Option<u64>,
+    /// When all interpreters are in use, one unused this long may be ended to make room, in
+    /// seconds (default 60; 0: never).
+    pub evict_idle_s: Option<u64>,
 }
 
 impl Config {
@@ -573,7 +588,31 @@ impl Config {
         if let Some(seconds) = section.lifetime_s {
             limits.lifetime = optional(seconds);
         }
+        if let Some(files) = section.max_open_files {
+            limits.max_open_files = files;
+        }
+        if let Some(mib) = section.disk_mb {
+            limits.disk_bytes = (mib as u64).saturating_mul(1 << 20);
+        }
         limits
+    }
+
+    /// How to open the sandbox: the runtime from the environment (`OSSA_DATA_DIR`,
+    /// `OSSA_PYTHON_WASM`), `[python]`'s limits and the budget all conversations share.
+    pub fn sandbox_config(&self) -> Result<SandboxConfig, SandboxError> {
+        let section = &self.python;
+        let mut config = SandboxConfig::from_env()?;
+        config.limits = self.sandbox_limits();
+        if let Some(interpreters) = section.max_interpreters {
+            config.max_interpreters = interpreters;
+        }
+        if let Some(mib) = section.memory_budget_mb {
+            config.memory_budget = mib.saturating_mul(1 << 20);
+        }
+        if let Some(seconds) = section.evict_idle_s {
+            config.evict_idle_after = (seconds > 0).then(|| Duration::from_secs(seconds));
+        }
+        Ok(config)
     }
 
     /// Options of each conversation's Python session: the `[python] mount` folder (the sandbox's
@@ -751,6 +790,18 @@ fn check_count(value: usize) -> Result<usize, String> {
     }
 }
 
+fn check_interpreters(value: u32) -> Result<u32, String> {
+    // Each interpreter's slot in the pool reserves address space (about 4 GiB) up front.
+    if (1..=MAX_INTERPRETERS).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("must be 1 to {MAX_INTERPRETERS}, got {value}"))
+    }
+}
+
+/// The most `[python] max_interpreters` may be.
+pub const MAX_INTERPRETERS: u32 = 1024;
+
 fn check_seconds(value: f64) -> Result<f64, String> {
     // Duration::from_secs_f64 panics past u64::MAX seconds; a year is more than any limit needs.
     if value.is_finite() && value > 0.0 && value <= 365.0 * 24.0 * 3600.0 {
@@ -813,6 +864,12 @@ fn de_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> 
 
 fn de_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
     check_seconds(f64::deserialize(d)?)
+        .map(Some)
+        .map_err(custom)
+}
+
+fn de_interpreters<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    check_interpreters(u32::deserialize(d)?)
         .map(Some)
         .map_err(custom)
 }
@@ -927,6 +984,15 @@ fn parse_count(value: &str) -> Result<usize, String> {
         .parse()
         .map_err(|_| format!("`{value}` is not a whole number"))?;
     check_count(n)
+}
+
+/// A `--max-interpreters`-style flag's value, checked as `[python] max_interpreters` is.
+pub fn parse_max_interpreters(value: &str) -> Result<u32, String> {
+    let n: u32 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{value}` is not a whole number"))?;
+    check_interpreters(n)
 }
 
 fn parse_temperature(value: &str) -> Result<f32, String> {

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ossa_sandbox::{Progress, Sandbox, SandboxConfig, SandboxError};
+use ossa_sandbox::{Progress, Sandbox, SandboxError};
 use ossa_tools::apply_patch::{self, ApplyPatch, PatchError};
 use ossa_tools::mcp::{self, ExposedTool, McpServer};
 use ossa_tools::{BrowserTool, FunctionTools, PythonTool, Tool};
@@ -96,8 +96,7 @@ pub async fn build_tools(
         tools.push(Arc::new(browser));
     }
     if choice.python {
-        let mut sandbox_config = SandboxConfig::from_env()?;
-        sandbox_config.limits = config.sandbox_limits();
+        let mut sandbox_config = config.sandbox_config()?;
         sandbox_config.runtime.progress = progress;
         let sandbox = Sandbox::open_async(sandbox_config).await?;
         tracing::info!(mount = ?config.python.mount, "python tool ready");

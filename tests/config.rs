@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use clap::Parser;
 use ossa::agent::harmony::ReasoningEffort;
-use ossa::config::{Config, ConfigArgs, ConfigError, ConfigSource, default_config_path};
+use ossa::config::{
+    Config, ConfigArgs, ConfigError, ConfigSource, default_config_path, parse_max_interpreters,
+};
 use ossa::engine::DType;
-use ossa::sandbox::Limits;
+use ossa::sandbox::{Limits, SandboxConfig};
 use ossa::tools::browser::{BrowserConfig, FetchConfig, ReferenceQuirks, SearchBackendKind};
 use ossa::toolset::ToolChoice;
 
@@ -83,6 +85,12 @@ fn the_example_file_parses_and_its_values_are_the_defaults() {
     assert_eq!(config.browser_config(), BrowserConfig::default());
     assert_eq!(config.fetch_config(), FetchConfig::default());
     assert_eq!(config.sandbox_limits(), Limits::default());
+    let sandbox = config.sandbox_config().unwrap();
+    let defaults = SandboxConfig::from_env().unwrap();
+    assert_eq!(sandbox.limits, Limits::default());
+    assert_eq!(sandbox.max_interpreters, defaults.max_interpreters);
+    assert_eq!(sandbox.memory_budget, defaults.memory_budget);
+    assert_eq!(sandbox.evict_idle_after, defaults.evict_idle_after);
     let search = config.search_config(&env_of(&[])).unwrap();
     assert_eq!(search.kind, SearchBackendKind::DuckDuckGo);
     assert!(search.provider_reads_pages);
@@ -291,6 +299,27 @@ fn values_out_of_range_and_of_the_wrong_type_are_named() {
         ),
         ("[python]\ntimeout_s = 0", "python.timeout_s", "above 0"),
         ("[python]\ntimeout_s = -3", "python.timeout_s", "above 0"),
+        ("[python]\ndisk_mb = 0", "python.disk_mb", "at least 1"),
+        (
+            "[python]\nmax_interpreters = 0",
+            "python.max_interpreters",
+            "must be 1 to 1024, got 0",
+        ),
+        (
+            "[python]\nmax_interpreters = 5000",
+            "python.max_interpreters",
+            "must be 1 to 1024, got 5000",
+        ),
+        (
+            "[python]\nmemory_budget_mb = 16",
+            "python.memory_budget_mb",
+            "at least 48",
+        ),
+        (
+            "[python]\nevict_idle_s = -1",
+            "python.evict_idle_s",
+            "invalid value",
+        ),
         (
             "[search]\nbackend = \"bing\"",
             "search.backend",
@@ -319,6 +348,15 @@ fn values_out_of_range_and_of_the_wrong_type_are_named() {
             }
             other => panic!("{text}: expected a parse error naming {key}, got {other:?}"),
         }
+    }
+    // A flag for the interpreter budget is checked as the key is.
+    assert_eq!(parse_max_interpreters("8"), Ok(8));
+    for bad in ["0", "1025", "eight", "-1"] {
+        let error = parse_max_interpreters(bad).unwrap_err();
+        assert!(
+            error.contains("1 to 1024") || error.contains("not a whole number"),
+            "{bad}: {error}"
+        );
     }
     // An integer where seconds are expected is fine.
     let config = parse("[python]\ntimeout_s = 30\nmemory_mb = 48").unwrap();
@@ -844,7 +882,8 @@ fn reference_quirks_and_limits_map_onto_the_crates_settings() {
         "[browser]\nreference_quirks = true\nview_tokens = 2048\nallow_private_addresses = true\n\
          max_page_bytes = 1000\nfetch_timeout_s = 2.5\n\
          [python]\ntimeout_s = 1.5\nmemory_mb = 256\noutput_bytes = 4096\nidle_timeout_s = 0\n\
-         lifetime_s = 60\n[search]\ntimeout_s = 5\n",
+         lifetime_s = 60\nmax_open_files = 32\ndisk_mb = 100\nmax_interpreters = 3\n\
+         memory_budget_mb = 512\nevict_idle_s = 0\n[search]\ntimeout_s = 5\n",
     )
     .unwrap();
     let browser = config.browser_config();
@@ -860,6 +899,18 @@ fn reference_quirks_and_limits_map_onto_the_crates_settings() {
     assert_eq!(limits.call.output_bytes, 4096);
     assert_eq!(limits.idle_timeout, None);
     assert_eq!(limits.lifetime, Some(Duration::from_secs(60)));
+    assert_eq!(limits.max_open_files, 32);
+    assert_eq!(limits.disk_bytes, 100 << 20);
+    let sandbox = config.sandbox_config().unwrap();
+    assert_eq!(sandbox.limits, limits);
+    assert_eq!(sandbox.max_interpreters, 3);
+    assert_eq!(sandbox.memory_budget, 512 << 20);
+    assert_eq!(sandbox.evict_idle_after, None);
+    let sandbox = parse("[python]\nevict_idle_s = 5")
+        .unwrap()
+        .sandbox_config()
+        .unwrap();
+    assert_eq!(sandbox.evict_idle_after, Some(Duration::from_secs(5)));
     let search = config.search_config(&env_of(&[])).unwrap();
     assert_eq!(search.api_timeout, Duration::from_secs(5));
     assert_eq!(config.python_session_options().mount, None);

@@ -2,7 +2,8 @@
 //! cold compile of the interpreter into a scratch data folder; minutes and ~2.5 GB).
 //!
 //! Prints: opening a sandbox from the cache, a fresh interpreter per call (p50/p95), a call in a
-//! kept session, `import numpy` / `import pandas` in a fresh session, host memory per session.
+//! kept session, `import numpy` / `import pandas` in a fresh session, file-heavy cells, host
+//! memory per session.
 
 use std::time::{Duration, Instant};
 
@@ -36,7 +37,7 @@ fn main() {
     // the answer; the wall clock adds thread, folders and teardown.
     let on_demand = Sandbox::open(SandboxConfig {
         runtime: quiet(&config),
-        pool_slots: 0,
+        pooling: false,
         ..config.clone()
     })
     .expect("opens");
@@ -102,6 +103,28 @@ fn main() {
     }
     report("`import numpy` in a fresh session", &mut numpy);
     report("`import pandas` after numpy", &mut pandas);
+
+    // File work: each of these calls passes the open-file and disk counts (quota.rs).
+    const WRITES: &str = "import os\nb = b'x' * 4096\nwith open('/tmp/w', 'wb', buffering=0) as f:\n    for _ in range(20000):\n        f.write(b)\nos.remove('/tmp/w')";
+    const FILES: &str = "import os\nfor i in range(5000):\n    with open(f'/tmp/f{i}', 'w') as f:\n        f.write('x')\nfor i in range(5000):\n    os.remove(f'/tmp/f{i}')";
+    let mut writes = Vec::new();
+    let mut files = Vec::new();
+    for _ in 0..5 {
+        let s = sandbox
+            .session(SessionOptions::default())
+            .expect("a session");
+        let out = s.run_blocking(WRITES, &limits).expect("runs");
+        assert_eq!(out.status, Status::Ok, "{}", out.stderr);
+        writes.push(out.elapsed);
+        let out = s.run_blocking(FILES, &limits).expect("runs");
+        assert_eq!(out.status, Status::Ok, "{}", out.stderr);
+        files.push(out.elapsed);
+    }
+    report("20,000 unbuffered 4 KiB writes to /tmp", &mut writes);
+    report(
+        "5,000 files in /tmp created, written, closed, removed",
+        &mut files,
+    );
 
     // Host memory per live session with numpy and pandas imported.
     let before = rss_kib();
@@ -170,7 +193,11 @@ fn cold_compile(sandbox: &Sandbox) {
         },
         limits: sandbox.limits().clone(),
         metered: false,
-        pool_slots: 0,
+        max_interpreters: 1,
+        memory_budget: SandboxConfig::DEFAULT_MEMORY_BUDGET,
+        capacity_wait: SandboxConfig::DEFAULT_CAPACITY_WAIT,
+        evict_idle_after: None,
+        pooling: false,
     };
     let peak_before = peak_rss_kib();
     let started = Instant::now();

@@ -18,6 +18,7 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::host::{self, CallClock, Display, HostState, MonotonicClock};
 use crate::limits::MemoryLimiter;
+use crate::quota::{DiskUsage, FileGuard};
 
 const GUEST: &str = r#"
 (module
@@ -56,6 +57,7 @@ fn guest(dir: &std::path::Path) -> Guest {
     let state = HostState {
         wasi: wasi.build_p1(),
         limiter: MemoryLimiter::new(1 << 30),
+        files: FileGuard::new(16, DiskUsage::new(1 << 30)),
         clock: CallClock {
             cancel: Some(Arc::default()),
             ..Default::default()

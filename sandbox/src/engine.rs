@@ -25,10 +25,14 @@ pub(crate) const NATIVE_STACK: usize = 32 << 20;
 
 /// Tables per pooled instance (CPython's module has one; headroom for the runtime's own).
 const POOL_TABLES_PER_INSTANCE: u32 = 4;
+/// Memories per pooled interpreter: its linear memory, and the GC heap a store allocates (from
+/// the same pool) once the guest throws its first wasm exception.
+const POOL_MEMORIES_PER_INSTANCE: u32 = 2;
 
-/// An engine; `pool_slots > 0` serves that many instances at once from the pooling allocator,
+/// An engine; `pool_slots > 0` serves that many interpreters at once from the pooling allocator,
 /// whose slots are reused without unmapping (start and teardown of a fresh interpreter take a
-/// third of the time), `0` uses the on-demand allocator, which has no such cap.
+/// third of the time), `0` uses the on-demand allocator, which has no such cap (the sandbox's
+/// budget bounds both).
 pub(crate) fn engine(metered: bool, pool_slots: u32) -> Result<Engine> {
     let mut config = Config::new();
     config
@@ -42,7 +46,7 @@ pub(crate) fn engine(metered: bool, pool_slots: u32) -> Result<Engine> {
         .async_stack_size(WASM_STACK + (2 << 20));
     if pool_slots > 0 {
         let mut pool = wasmtime::PoolingAllocationConfig::new();
-        pool.total_memories(pool_slots)
+        pool.total_memories(pool_slots * POOL_MEMORIES_PER_INSTANCE)
             .total_core_instances(pool_slots)
             .total_gc_heaps(pool_slots)
             .total_tables(pool_slots * POOL_TABLES_PER_INSTANCE)

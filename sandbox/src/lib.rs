@@ -28,6 +28,7 @@
 
 #[cfg(test)]
 mod advisories;
+mod budget;
 mod engine;
 mod error;
 mod files;
@@ -36,14 +37,17 @@ mod host;
 mod interp;
 mod limits;
 mod output;
+mod quota;
 mod runtime;
 mod sandbox;
 mod scratch;
 mod session;
+mod shared;
 
 use std::fmt;
 use std::time::Duration;
 
+pub use budget::Usage;
 pub use error::{Result, SandboxError};
 pub use files::WrittenFile;
 pub use fsutil::default_data_dir;
@@ -104,6 +108,9 @@ pub enum ResetReason {
     Lifetime(Duration),
     /// [`Session::reset`] was called.
     Requested,
+    /// Unused this long while the sandbox was at capacity: it was ended to make room for
+    /// another session (see [`SandboxConfig::evict_idle_after`]).
+    Evicted(Duration),
 }
 
 impl fmt::Display for ResetReason {
@@ -120,6 +127,11 @@ impl fmt::Display for ResetReason {
                 d.as_secs()
             ),
             ResetReason::Requested => write!(f, "a reset was requested"),
+            ResetReason::Evicted(d) => write!(
+                f,
+                "the interpreter, unused for {} s, made room for another session",
+                d.as_secs()
+            ),
         }
     }
 }

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::budget::MemoryCharge;
+
 /// Limits of one call (one cell). A sandbox has defaults; each call may override them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallLimits {
@@ -39,6 +41,14 @@ pub struct Limits {
     /// An interpreter older than this is discarded before the next call, which starts a fresh
     /// one and says so. `None`: no bound.
     pub lifetime: Option<Duration>,
+    /// Files (and folders) the code may hold open at once; opening one more fails with
+    /// `OSError` EMFILE ("too many open files"). Each holds a descriptor of this process.
+    pub max_open_files: usize,
+    /// Bytes the session's `/tmp` and `/mnt/data` together may grow by (writes, new files,
+    /// growing truncations; each file, folder or link also counts 4 KiB); deleting gives them
+    /// back. Past it a write fails with `OSError` ENOSPC ("no space left on device") and
+    /// nothing is written. Counted per session, across its interpreters.
+    pub disk_bytes: u64,
 }
 
 impl Default for Limits {
@@ -47,6 +57,8 @@ impl Default for Limits {
             call: CallLimits::default(),
             idle_timeout: Some(Duration::from_secs(30 * 60)),
             lifetime: Some(Duration::from_secs(12 * 60 * 60)),
+            max_open_files: 256,
+            disk_bytes: 512 << 20,
         }
     }
 }
@@ -58,6 +70,9 @@ pub enum Stop {
     Deadline(Duration),
     /// The code failed after the memory limit refused it more memory.
     Memory(u64),
+    /// The code failed after the sandbox's memory budget (this many bytes, shared by all its
+    /// interpreters) refused it more memory: other sessions hold the rest.
+    MemoryBudget(u64),
     /// The fuel ran out.
     Fuel(u64),
     /// The interpreter's stack overflowed (recursion deeper than the wasm stack).
@@ -75,6 +90,7 @@ impl Stop {
         match self {
             Stop::Deadline(_) => "timeout",
             Stop::Memory(_) => "memory limit",
+            Stop::MemoryBudget(_) => "memory budget",
             Stop::Fuel(_) => "fuel limit",
             Stop::Stack => "stack limit",
             Stop::Cancelled => "cancelled",
@@ -95,6 +111,12 @@ impl fmt::Display for Stop {
                 f,
                 "memory limit: the code needed more than the {} MiB limit",
                 limit / (1 << 20)
+            ),
+            Stop::MemoryBudget(budget) => write!(
+                f,
+                "memory budget: the code needed more memory while the sandbox's {} MiB for all \
+                 interpreters was in use",
+                budget / (1 << 20)
             ),
             Stop::Fuel(limit) => write!(
                 f,
@@ -121,35 +143,68 @@ fn human_duration(d: Duration) -> String {
     }
 }
 
-/// Records memory growth and refuses it past the limit, remembering that it did so: a refused
-/// `memory.grow` is not a trap (CPython raises MemoryError and may carry on), so without this the
-/// host could not name the memory limit as the cause.
+/// Which bound refused memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Denied {
+    /// The call's own memory limit.
+    Limit,
+    /// The sandbox's budget for all interpreters.
+    Budget,
+}
+
+/// Records memory growth and refuses it past the call's limit or the sandbox's budget,
+/// remembering that it did so: a refused `memory.grow` is not a trap (CPython raises MemoryError
+/// and may carry on), so without this the host could not name the limit as the cause.
 pub(crate) struct MemoryLimiter {
     pub(crate) limit: u64,
-    pub(crate) denied: bool,
+    pub(crate) denied: Option<Denied>,
     pub(crate) peak: u64,
+    /// What this interpreter holds of the sandbox's budget; `None`: no budget (tests).
+    charge: Option<MemoryCharge>,
 }
 
 impl MemoryLimiter {
     pub(crate) fn new(limit: u64) -> Self {
         Self {
             limit,
-            denied: false,
+            denied: None,
             peak: 0,
+            charge: None,
         }
+    }
+
+    /// A limiter that also charges each growth to the sandbox's budget.
+    pub(crate) fn with_budget(limit: u64, charge: MemoryCharge) -> Self {
+        Self {
+            charge: Some(charge),
+            ..Self::new(limit)
+        }
+    }
+
+    /// The budget for all interpreters, for messages (0 without one).
+    pub(crate) fn budget(&self) -> u64 {
+        self.charge.as_ref().map_or(0, MemoryCharge::budget)
     }
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let desired = desired as u64;
         if desired > self.limit || maximum.is_some_and(|max| desired > max as u64) {
-            self.denied = true;
+            self.denied = Some(Denied::Limit);
+            return Ok(false);
+        }
+        // Called for each of the store's memories (CPython's, and the GC heap): the budget is
+        // charged the growth.
+        if let Some(charge) = &mut self.charge
+            && !charge.grow(desired.saturating_sub(current as u64))
+        {
+            self.denied = Some(Denied::Budget);
             return Ok(false);
         }
         self.peak = self.peak.max(desired);
@@ -177,10 +232,24 @@ mod tests {
     fn the_limiter_refuses_past_the_limit_and_remembers() {
         let mut limiter = MemoryLimiter::new(64 << 20);
         assert!(limiter.memory_growing(0, 40 << 20, None).unwrap());
-        assert!(!limiter.denied);
+        assert_eq!(limiter.denied, None);
         assert!(!limiter.memory_growing(40 << 20, 65 << 20, None).unwrap());
-        assert!(limiter.denied);
+        assert_eq!(limiter.denied, Some(Denied::Limit));
         assert_eq!(limiter.peak, 40 << 20);
+    }
+
+    #[test]
+    fn the_limiter_charges_the_budget_and_names_it_when_it_refuses() {
+        let budget =
+            crate::budget::Budget::new(2, 100 << 20, Duration::ZERO, None).expect("a valid budget");
+        let (_permit, charge) = budget.admit(None).expect("room");
+        let mut limiter = MemoryLimiter::with_budget(1 << 30, charge);
+        assert!(limiter.memory_growing(0, 40 << 20, None).unwrap());
+        assert!(limiter.memory_growing(40 << 20, 90 << 20, None).unwrap());
+        assert!(!limiter.memory_growing(90 << 20, 110 << 20, None).unwrap());
+        assert_eq!(limiter.denied, Some(Denied::Budget));
+        assert_eq!(limiter.budget(), 100 << 20);
+        assert_eq!(limiter.peak, 90 << 20);
     }
 
     #[test]

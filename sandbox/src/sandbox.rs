@@ -1,24 +1,17 @@
-//! The shared part: engine, compiled interpreter, pre-linked instance, epoch ticker.
+//! The public face of the crate: opening a [`Sandbox`], sessions, one-off runs and programs.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::{Engine, InstancePre};
-
+use crate::budget::Usage;
 use crate::error::{Result, SandboxError};
-use crate::host::{self, HostState};
-use crate::interp::{self, ARGV0, Dirs, Interpreter};
+use crate::interp::{ARGV0, Interpreter, Start};
 use crate::limits::{CallLimits, Limits};
-use crate::runtime::{Progress, Runtime, RuntimeConfig};
+use crate::runtime::{Runtime, RuntimeConfig};
 use crate::session::{Session, SessionOptions};
+use crate::shared::{Capacity, Shared, guest_dirs, on_guest_thread};
 use crate::{RunOutput, SessionState, files};
-
-/// How often the engine's epoch advances: the granularity of deadlines and cancels.
-pub(crate) const TICK: Duration = Duration::from_millis(10);
-/// The interpreter starts with 40 MiB of linear memory; less cannot even instantiate it.
-const MIN_MEMORY: u64 = 48 << 20;
 
 /// How to open a [`Sandbox`].
 #[derive(Clone, Debug)]
@@ -29,80 +22,47 @@ pub struct SandboxConfig {
     /// Use the fuel-metered build of the interpreter (compiled separately, once), so calls may
     /// set a fuel limit. Implied by a fuel limit in `limits`.
     pub metered: bool,
-    /// Interpreters served at once from the pooling allocator (fast start and teardown; each
-    /// slot reserves address space, not memory). Interpreters past it use the on-demand
-    /// allocator. `0`: on-demand only.
-    pub pool_slots: u32,
+    /// Interpreters alive at once, all sessions and one-off runs together (default 16). A
+    /// session holds one from its first call until it is reset, idle past its timeout or
+    /// closed; a one-off run or program holds one while it runs.
+    pub max_interpreters: u32,
+    /// Bytes of linear memory all interpreters together may hold (default 8 GiB); each also
+    /// stays within its own `memory_bytes`. An interpreter starts with 40 MiB; code that needs
+    /// more while the budget is in use gets MemoryError ([`crate::Stop::MemoryBudget`]).
+    pub memory_budget: u64,
+    /// How long starting an interpreter waits for one to end (or for memory to be returned)
+    /// when the sandbox is at capacity (default 10 s); then it fails with
+    /// [`SandboxError::AtCapacity`].
+    pub capacity_wait: Duration,
+    /// When the sandbox is at capacity, a session's interpreter unused this long may be ended
+    /// to make room, the longest unused first (default 60 s); that session's next call starts a
+    /// fresh interpreter and says so ([`crate::ResetReason::Evicted`]). `None`: never; idle
+    /// interpreters then hold their room until their idle timeout.
+    pub evict_idle_after: Option<Duration>,
+    /// Serve interpreters from wasmtime's pooling allocator (default): faster start and
+    /// teardown, with address space (not memory) reserved up front, about 4 GiB per
+    /// interpreter. `false`: the on-demand allocator, for hosts that limit address space.
+    pub pooling: bool,
 }
 
 impl SandboxConfig {
+    pub const DEFAULT_MAX_INTERPRETERS: u32 = 16;
+    pub const DEFAULT_MEMORY_BUDGET: u64 = 8 << 30;
+    pub const DEFAULT_CAPACITY_WAIT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_EVICT_IDLE_AFTER: Duration = Duration::from_secs(60);
+
     /// Runtime from the environment (`OSSA_DATA_DIR`, `OSSA_PYTHON_WASM`), default limits.
     pub fn from_env() -> Result<Self> {
         Ok(Self {
             runtime: RuntimeConfig::from_env()?,
             limits: Limits::default(),
             metered: false,
-            pool_slots: 16,
+            max_interpreters: Self::DEFAULT_MAX_INTERPRETERS,
+            memory_budget: Self::DEFAULT_MEMORY_BUDGET,
+            capacity_wait: Self::DEFAULT_CAPACITY_WAIT,
+            evict_idle_after: Some(Self::DEFAULT_EVICT_IDLE_AFTER),
+            pooling: true,
         })
-    }
-}
-
-/// An engine with the interpreter linked for it.
-pub(crate) struct Flavor {
-    pub(crate) engine: Engine,
-    pub(crate) pre: InstancePre<HostState>,
-}
-
-pub(crate) struct Shared {
-    /// On the pooling allocator, when it has slots.
-    pub(crate) pooled: Option<Flavor>,
-    /// On the on-demand allocator, made when first needed (the pool is full, or there is none).
-    on_demand: Mutex<Option<Arc<Flavor>>>,
-    pub(crate) runtime: Runtime,
-    pub(crate) limits: Limits,
-    pub(crate) metered: bool,
-    progress: Progress,
-    ticker: Arc<AtomicBool>,
-}
-
-impl Shared {
-    pub(crate) fn on_demand(&self) -> Result<Arc<Flavor>> {
-        let mut slot = self.on_demand.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(flavor) = slot.as_ref() {
-            return Ok(flavor.clone());
-        }
-        let flavor = Arc::new(flavor(
-            &self.runtime,
-            self.metered,
-            0,
-            self.progress,
-            &self.ticker,
-        )?);
-        *slot = Some(flavor.clone());
-        Ok(flavor)
-    }
-}
-
-fn flavor(
-    runtime: &Runtime,
-    metered: bool,
-    pool_slots: u32,
-    progress: Progress,
-    ticker: &Arc<AtomicBool>,
-) -> Result<Flavor> {
-    let engine = crate::engine::engine(metered, pool_slots)?;
-    let module = crate::engine::module(&engine, runtime, metered, progress)?;
-    let linker = host::linker(&engine)?;
-    let pre = linker
-        .instantiate_pre(&module)
-        .map_err(|e| SandboxError::wasm("cannot link the interpreter", e))?;
-    spawn_ticker(engine.clone(), ticker.clone())?;
-    Ok(Flavor { engine, pre })
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        self.ticker.store(true, Ordering::Relaxed);
     }
 }
 
@@ -118,6 +78,7 @@ impl std::fmt::Debug for Sandbox {
             .field("wasm", &self.shared.runtime.wasm)
             .field("metered", &self.shared.metered)
             .field("limits", &self.shared.limits)
+            .field("budget", &self.shared.budget)
             .finish()
     }
 }
@@ -150,28 +111,14 @@ impl Sandbox {
     /// first use on a machine takes minutes (see [`Progress`]); later ones tens of milliseconds.
     /// Blocking; see [`Sandbox::open_async`].
     pub fn open(config: SandboxConfig) -> Result<Self> {
-        let metered = config.metered || config.limits.call.fuel.is_some();
-        check_limits(&config.limits.call)?;
-        let runtime = Runtime::locate(&config.runtime)?;
-        crate::scratch::sweep_stale();
-        let progress = config.runtime.progress;
-        let ticker = Arc::new(AtomicBool::new(false));
-        let pooled = match config.pool_slots {
-            0 => None,
-            slots => Some(flavor(&runtime, metered, slots, progress, &ticker)?),
+        let capacity = Capacity {
+            max_interpreters: config.max_interpreters,
+            memory_budget: config.memory_budget,
+            wait: config.capacity_wait,
+            evict_idle_after: config.evict_idle_after,
+            pooling: config.pooling,
         };
-        let shared = Shared {
-            pooled,
-            on_demand: Mutex::new(None),
-            runtime,
-            limits: config.limits,
-            metered,
-            progress,
-            ticker,
-        };
-        if shared.pooled.is_none() {
-            shared.on_demand()?;
-        }
+        let shared = Shared::open(&config.runtime, config.limits, config.metered, &capacity)?;
         Ok(Self {
             shared: Arc::new(shared),
         })
@@ -192,6 +139,11 @@ impl Sandbox {
         &self.shared.runtime
     }
 
+    /// What the interpreters hold of the sandbox's budget now (for a server's status or logs).
+    pub fn usage(&self) -> Usage {
+        self.shared.budget.usage()
+    }
+
     /// Whether calls may set a fuel limit.
     pub fn is_metered(&self) -> bool {
         self.shared.metered
@@ -210,24 +162,19 @@ impl Sandbox {
         limits: Option<&CallLimits>,
     ) -> Result<RunOutput> {
         let limits = limits.unwrap_or(&self.shared.limits.call).clone();
-        self.check_call(&limits)?;
+        self.shared.check_call(&limits)?;
         let shared = self.shared.clone();
         let code = code.to_owned();
         on_guest_thread(move || {
-            let (dirs, _owned) = guest_dirs(mount)?;
+            let session_limits = &shared.limits;
+            let (dirs, _owned) = guest_dirs(mount, session_limits.disk_bytes)?;
             let started = Instant::now();
             let before = files::list(&dirs.mount);
-            let mut interpreter = Interpreter::session(&shared, &dirs)?;
+            let mut interpreter =
+                Interpreter::session(&shared, &dirs, session_limits.max_open_files, None)?;
             let ended = interpreter.turn(&code, &limits, None);
             drop(interpreter);
-            Ok(output(
-                ended,
-                &dirs,
-                &before,
-                SessionState::OneOff,
-                None,
-                started,
-            ))
+            Ok(ended.into_output(&dirs, &before, SessionState::OneOff, None, started))
         })
     }
 
@@ -238,12 +185,12 @@ impl Sandbox {
             .limits
             .clone()
             .unwrap_or_else(|| self.shared.limits.call.clone());
-        self.check_call(&limits)?;
+        self.shared.check_call(&limits)?;
         let shared = self.shared.clone();
         let program = program.clone();
         let options = options.clone();
         on_guest_thread(move || {
-            let (dirs, _owned) = guest_dirs(options.mount.clone())?;
+            let (dirs, _owned) = guest_dirs(options.mount.clone(), shared.limits.disk_bytes)?;
             // Unbuffered, as for a live terminal, and so output before a stop is not lost.
             let mut args = vec![ARGV0.to_owned(), "-u".to_owned()];
             match &program {
@@ -265,120 +212,17 @@ impl Sandbox {
             args.extend(options.args.iter().cloned());
             let started = Instant::now();
             let before = files::list(&dirs.mount);
-            let mut interpreter = Interpreter::new(&shared, &dirs, &args, options.live)?;
+            let start = Start {
+                dirs: &dirs,
+                args: &args,
+                live: options.live,
+                max_open_files: shared.limits.max_open_files,
+                cancel: None,
+            };
+            let mut interpreter = Interpreter::new(&shared, start)?;
             let ended = interpreter.run_program(&limits, None);
             drop(interpreter);
-            Ok(output(
-                ended,
-                &dirs,
-                &before,
-                SessionState::OneOff,
-                None,
-                started,
-            ))
+            Ok(ended.into_output(&dirs, &before, SessionState::OneOff, None, started))
         })
-    }
-
-    pub(crate) fn check_call(&self, limits: &CallLimits) -> Result<()> {
-        check_call(&self.shared, limits)
-    }
-}
-
-pub(crate) fn check_call(shared: &Shared, limits: &CallLimits) -> Result<()> {
-    if limits.fuel.is_some() && !shared.metered {
-        return Err(SandboxError::FuelNotMetered);
-    }
-    check_limits(limits)
-}
-
-fn check_limits(limits: &CallLimits) -> Result<()> {
-    if limits.memory_bytes < MIN_MEMORY {
-        return Err(SandboxError::InvalidLimit(format!(
-            "memory must be at least {} MiB: the interpreter alone starts at 40 MiB",
-            MIN_MEMORY >> 20
-        )));
-    }
-    if limits.deadline.is_zero() {
-        return Err(SandboxError::InvalidLimit(
-            "the deadline must be longer than zero".into(),
-        ));
-    }
-    Ok(())
-}
-
-/// Advances the engine's epoch every `TICK` until the sandbox is dropped.
-fn spawn_ticker(engine: Engine, stop: Arc<AtomicBool>) -> Result<()> {
-    std::thread::Builder::new()
-        .name("ossa-sandbox-epoch".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(TICK);
-                engine.increment_epoch();
-            }
-        })
-        .map(|_| ())
-        .map_err(|e| SandboxError::io("cannot start a thread", "ossa-sandbox-epoch", e))
-}
-
-/// Runs `f` on a new thread with a stack big enough for the guest's, and waits for it.
-pub(crate) fn on_guest_thread<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    let handle = std::thread::Builder::new()
-        .name("ossa-python".into())
-        .stack_size(crate::engine::NATIVE_STACK)
-        .spawn(f)
-        .map_err(|e| SandboxError::io("cannot start a thread", "ossa-python", e))?;
-    handle
-        .join()
-        .map_err(|_| SandboxError::wasm("the interpreter thread", "panicked"))?
-}
-
-/// The folders of a guest; the second value removes the temporary ones when dropped.
-pub(crate) fn guest_dirs(mount: Option<PathBuf>) -> Result<(Dirs, Vec<tempfile::TempDir>)> {
-    let tmp = crate::scratch::scratch_dir("tmp")?;
-    let mut owned = Vec::new();
-    let mount = match mount {
-        Some(path) => {
-            std::fs::create_dir_all(&path)
-                .map_err(|e| SandboxError::io("cannot create", &path, e))?;
-            path
-        }
-        None => {
-            let dir = crate::scratch::scratch_dir("data")?;
-            let path = dir.path().to_owned();
-            owned.push(dir);
-            path
-        }
-    };
-    let dirs = Dirs {
-        mount,
-        tmp: tmp.path().to_owned(),
-    };
-    owned.push(tmp);
-    Ok((dirs, owned))
-}
-
-pub(crate) fn output(
-    ended: interp::Ended,
-    dirs: &Dirs,
-    before: &files::Listing,
-    session: SessionState,
-    started_fresh: Option<crate::ResetReason>,
-    started: Instant,
-) -> RunOutput {
-    let after = files::list(&dirs.mount);
-    let (files, files_omitted) = files::written(&dirs.mount, before, &after);
-    RunOutput {
-        stdout: ended.stdout,
-        stderr: ended.stderr,
-        value: ended.value,
-        status: ended.status,
-        truncated: ended.truncated,
-        files,
-        files_omitted,
-        session,
-        started_fresh,
-        elapsed: started.elapsed(),
     }
 }

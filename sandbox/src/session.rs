@@ -2,15 +2,15 @@
 //! sessions run in parallel, and guest code never blocks an async runtime.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::error::{Result, SandboxError};
-use crate::interp::{Dirs, Interpreter};
+use crate::interp::{Ended, Interpreter};
 use crate::limits::{CallLimits, Limits, Stop};
-use crate::sandbox::{self, Shared};
+use crate::shared::{self, Dirs, Shared};
 use crate::{ResetReason, RunOutput, SessionState, Status, files};
 
 /// Time Python's own shutdown gets when an interpreter is discarded in good order.
@@ -55,14 +55,22 @@ enum Job {
     Reset {
         reply: Reply<()>,
     },
+    /// The sandbox needs room: end the interpreter if it is still unused since `since`.
+    Evict {
+        since: Instant,
+    },
 }
+
+/// Names the sessions to the sandbox's budget.
+static NEXT_OWNER: AtomicU64 = AtomicU64::new(1);
 
 /// One interpreter kept across calls (a notebook kernel). Calls are serialized in the order they
 /// are made; dropping the session ends its interpreter (Python's shutdown runs, flushing open
 /// files) and removes its private folders.
 pub struct Session {
-    /// `None` once closing.
-    jobs: Option<mpsc::Sender<Job>>,
+    /// `None` once closing. The worker holds a weak reference (to ask itself to make room), so
+    /// dropping this one closes the channel.
+    jobs: Option<Arc<mpsc::Sender<Job>>>,
     worker: Option<std::thread::JoinHandle<()>>,
     running: Arc<Mutex<Option<Arc<AtomicBool>>>>,
     shared: Arc<Shared>,
@@ -93,12 +101,15 @@ impl Drop for CancelOnDrop {
 impl Session {
     pub(crate) fn open(shared: Arc<Shared>, options: SessionOptions) -> Result<Self> {
         let limits = options.limits.unwrap_or_else(|| shared.limits.clone());
-        sandbox::check_call(&shared, &limits.call)?;
-        let (dirs, owned) = sandbox::guest_dirs(options.mount)?;
+        shared.check_call(&limits.call)?;
+        let (dirs, owned) = shared::guest_dirs(options.mount, limits.disk_bytes)?;
         let mount = dirs.mount.clone();
         let (jobs, rx) = mpsc::channel();
+        let jobs = Arc::new(jobs);
         let running = Arc::new(Mutex::new(None));
         let state = Worker {
+            owner: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
+            jobs: Arc::downgrade(&jobs),
             shared: shared.clone(),
             dirs,
             _owned: owned,
@@ -131,7 +142,7 @@ impl Session {
     /// Runs `code` as the next cell with `limits` for this call only. Dropping the future cancels
     /// the call (the interpreter is then reset, as after any stop).
     pub async fn run_with(&self, code: &str, limits: &CallLimits) -> Result<RunOutput> {
-        sandbox::check_call(&self.shared, limits)?;
+        self.shared.check_call(limits)?;
         let cancel = Arc::new(AtomicBool::new(false));
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.submit(Job::Run {
@@ -148,7 +159,7 @@ impl Session {
 
     /// Runs `code` as the next cell, blocking this thread (not for use inside an async task).
     pub fn run_blocking(&self, code: &str, limits: &CallLimits) -> Result<RunOutput> {
-        sandbox::check_call(&self.shared, limits)?;
+        self.shared.check_call(limits)?;
         let cancel = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::sync_channel(1);
         self.submit(Job::Run {
@@ -226,6 +237,9 @@ impl Drop for Session {
 }
 
 struct Worker {
+    /// This session in the sandbox's budget.
+    owner: u64,
+    jobs: Weak<mpsc::Sender<Job>>,
     shared: Arc<Shared>,
     dirs: Dirs,
     _owned: Vec<tempfile::TempDir>,
@@ -261,19 +275,48 @@ impl Worker {
                     cancel,
                     reply,
                 } => {
+                    self.shared.budget.busy(self.owner);
                     let result = self.run(&code, &limits, cancel);
                     self.last_used = Instant::now();
+                    self.offer_room();
                     reply.send(result);
                 }
                 Job::Reset { reply } => {
                     self.discard(ResetReason::Requested);
                     reply.send(());
                 }
+                Job::Evict { since } => {
+                    if self.interpreter.is_some() && self.last_used == since {
+                        self.discard(ResetReason::Evicted(Duration::from_secs(
+                            since.elapsed().as_secs(),
+                        )));
+                    } else {
+                        // Used since it was picked: it stays, and is idle again from now.
+                        self.shared.budget.kept(self.owner);
+                    }
+                }
             }
         }
         if let Some(interpreter) = self.interpreter.take() {
             interpreter.shutdown(SHUTDOWN_BUDGET);
         }
+        self.shared.budget.busy(self.owner);
+    }
+
+    /// Tells the budget that the interpreter kept after a call is idle: when the sandbox is at
+    /// capacity, another session may ask (through this session's own queue) for its room.
+    fn offer_room(&self) {
+        if self.interpreter.is_none() {
+            return;
+        }
+        let jobs = self.jobs.clone();
+        let since = self.last_used;
+        let evict = Box::new(move || {
+            if let Some(jobs) = jobs.upgrade() {
+                let _ = jobs.send(Job::Evict { since });
+            }
+        });
+        self.shared.budget.idle(self.owner, since, evict);
     }
 
     /// How long to wait for the next job before the idle timeout discards the interpreter.
@@ -297,6 +340,7 @@ impl Worker {
             interpreter.shutdown(SHUTDOWN_BUDGET);
             self.fresh_because = Some(reason);
         }
+        self.shared.budget.busy(self.owner);
     }
 
     fn run(
@@ -314,7 +358,7 @@ impl Worker {
         let before = files::list(&self.dirs.mount);
         if cancel.load(Ordering::Relaxed) {
             // Cancelled while queued: nothing ran.
-            let ended = crate::interp::Ended {
+            let ended = Ended {
                 stdout: String::new(),
                 stderr: String::new(),
                 value: None,
@@ -322,19 +366,17 @@ impl Worker {
                 status: Status::Stopped(Stop::Cancelled),
                 spent: false,
             };
-            return Ok(sandbox::output(
-                ended,
-                &self.dirs,
-                &before,
-                SessionState::Kept,
-                None,
-                started,
-            ));
+            return Ok(ended.into_output(&self.dirs, &before, SessionState::Kept, None, started));
         }
         let started_fresh = match &self.interpreter {
             Some(_) => None,
             None => {
-                self.interpreter = Some(Interpreter::session(&self.shared, &self.dirs)?);
+                self.interpreter = Some(Interpreter::session(
+                    &self.shared,
+                    &self.dirs,
+                    self.limits.max_open_files,
+                    Some(&cancel),
+                )?);
                 self.fresh_because.take()
             }
         };
@@ -359,13 +401,6 @@ impl Worker {
         } else {
             SessionState::Kept
         };
-        Ok(sandbox::output(
-            ended,
-            &self.dirs,
-            &before,
-            state,
-            started_fresh,
-            started,
-        ))
+        Ok(ended.into_output(&self.dirs, &before, state, started_fresh, started))
     }
 }

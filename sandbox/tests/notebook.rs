@@ -468,24 +468,3 @@ fn closing_a_session_flushes_open_files_and_removes_its_folders() {
     s.close_blocking();
     assert!(!scratch.exists(), "the session's own folder is removed");
 }
-
-#[test]
-fn interpreters_past_the_pool_use_the_on_demand_allocator() {
-    let config = ossa_sandbox::SandboxConfig {
-        pool_slots: 1,
-        ..ossa_sandbox::SandboxConfig::from_env().unwrap()
-    };
-    let small = ossa_sandbox::Sandbox::open(config).unwrap();
-    let sessions: Vec<_> = (0..3)
-        .map(|_| small.session(SessionOptions::default()).unwrap())
-        .collect();
-    for (i, s) in sessions.iter().enumerate() {
-        ok(s, &format!("me = {i}"));
-    }
-    // All three live at once (one in the pool's slot, two outside), each with its own state.
-    for (i, s) in sessions.iter().enumerate() {
-        assert_eq!(run(s, "me").value, Some(i.to_string()));
-    }
-    let out = small.run_fresh("sum(range(10))", None, None).unwrap();
-    assert_eq!(out.value.as_deref(), Some("45"));
-}

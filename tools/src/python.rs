@@ -219,7 +219,10 @@ fn unannounced(reason: &ResetReason) -> bool {
     match reason {
         ResetReason::Stopped(Stop::Cancelled) => true,
         ResetReason::Stopped(_) | ResetReason::Exited(_) => false,
-        ResetReason::IdleTimeout(_) | ResetReason::Lifetime(_) | ResetReason::Requested => true,
+        ResetReason::IdleTimeout(_)
+        | ResetReason::Lifetime(_)
+        | ResetReason::Requested
+        | ResetReason::Evicted(_) => true,
     }
 }
 
@@ -236,6 +239,10 @@ fn reason_text(reason: &ResetReason) -> String {
             )
         }
         ResetReason::Requested => "the previous one was reset".into(),
+        ResetReason::Evicted(idle) => format!(
+            "the previous one, unused for {}, was ended to make room for another conversation",
+            duration(*idle)
+        ),
         other => other.to_string(),
     }
 }
@@ -247,6 +254,11 @@ fn describe(stop: &Stop) -> String {
         Stop::Memory(limit) => format!(
             "Execution stopped: the code needed more than the {} MiB memory limit",
             limit >> 20
+        ),
+        Stop::MemoryBudget(budget) => format!(
+            "Execution stopped: the code needed more memory while the Python sandbox's {} MiB, \
+             shared by all conversations, was in use",
+            budget >> 20
         ),
         Stop::Fuel(limit) => format!(
             "Execution stopped: the code used up its compute budget ({limit} units of fuel)"
@@ -375,8 +387,31 @@ mod tests {
             model_output(&out),
             "MemoryError\n[ERROR] Execution stopped: the code needed more than the 512 MiB memory limit"
         );
+        let out = output(
+            "",
+            None,
+            "MemoryError\n",
+            Status::Stopped(Stop::MemoryBudget(8 << 30)),
+        );
+        assert_eq!(
+            model_output(&out),
+            "MemoryError\n[ERROR] Execution stopped: the code needed more memory while the Python \
+             sandbox's 8192 MiB, shared by all conversations, was in use"
+        );
         let out = output("", None, "", Status::Stopped(Stop::Cancelled));
         assert_eq!(model_output(&out), "[ERROR] Execution was cancelled");
+    }
+
+    #[test]
+    fn a_sandbox_at_capacity_is_a_tool_error_the_model_can_act_on() {
+        let error = SandboxError::AtCapacity {
+            what: "all 16 Python interpreters it may run at once are in use".into(),
+            waited: Duration::from_secs(10),
+        };
+        let text = unavailable_message(&error);
+        assert!(text.starts_with("[ERROR] "), "{text}");
+        assert!(text.contains("all 16 Python interpreters"), "{text}");
+        assert!(text.contains("Try again"), "{text}");
     }
 
     #[test]
@@ -396,6 +431,13 @@ mod tests {
             model_output(&out),
             "[NOTE] This code ran in a fresh Python interpreter (the previous one was unused for \
              30 min): variables and imports are gone; files in /mnt/data are kept.\n1\n"
+        );
+        out.started_fresh = Some(ResetReason::Evicted(Duration::from_secs(90)));
+        assert_eq!(
+            model_output(&out),
+            "[NOTE] This code ran in a fresh Python interpreter (the previous one, unused for \
+             90 s, was ended to make room for another conversation): variables and imports are \
+             gone; files in /mnt/data are kept.\n1\n"
         );
         out.started_fresh = Some(ResetReason::Stopped(Stop::Deadline(Duration::from_secs(
             120,
