@@ -29,8 +29,9 @@ use serde_json::{Map, Value};
 use tokio::io::AsyncBufReadExt;
 
 use crate::function::{
-    ArgumentSchema, Function, FunctionError, FunctionTools, is_valid_function_name, prompt_schema,
+    ArgumentSchema, Function, FunctionError, FunctionTools, is_valid_function_name,
 };
+use crate::schema::prompt_schema;
 use crate::spec::ToolDescription;
 
 const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);

@@ -36,12 +36,12 @@ impl ToolDescription {
     /// parameters are its schema as the model should read it ([`prompt_schema`]), field doc
     /// comments becoming descriptions. An empty `description` takes the type's doc comment.
     ///
-    /// [`prompt_schema`]: crate::function::prompt_schema
+    /// [`prompt_schema`]: crate::schema::prompt_schema
     pub fn from_type<T: schemars::JsonSchema>(
         name: impl Into<String>,
         description: impl Into<String>,
     ) -> Self {
-        let schema = crate::function::parameters_schema::<T>();
+        let schema = crate::schema::parameters_schema::<T>();
         let mut description = description.into();
         if description.is_empty()
             && let Some(doc) = schema
@@ -53,7 +53,7 @@ impl ToolDescription {
         Self::new(
             name,
             description,
-            Some(crate::function::prompt_schema(&schema)),
+            Some(crate::schema::prompt_schema(&schema)),
         )
     }
 }

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ossa_tools::function::{FunctionToolsError, TypedFunction, parameters_schema, prompt_schema};
+use ossa_tools::function::{FunctionToolsError, TypedFunction};
+use ossa_tools::schema::{parameters_schema, prompt_schema};
 use ossa_tools::{FunctionTools, Placement, Tool, ToolCall, ToolOutput};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
