@@ -31,7 +31,7 @@ use tokio::io::AsyncBufReadExt;
 use crate::function::{
     ArgumentSchema, Function, FunctionError, FunctionTools, is_valid_function_name,
 };
-use crate::schema::prompt_schema;
+use crate::schema::{SchemaTooLarge, prompt_schema};
 use crate::spec::ToolDescription;
 
 const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -620,19 +620,21 @@ pub struct McpFunction {
 }
 
 impl McpFunction {
-    /// `tool` of `server`, exposed to the model as `name`.
-    fn new(server: Arc<McpServer>, tool: &McpTool, name: String) -> Self {
-        let description = ToolDescription::new(
-            name,
-            tool.description.clone(),
-            Some(prompt_schema(&tool.input_schema)),
-        );
-        Self {
+    /// `tool` of `server`, exposed to the model as `name`; with the reason its schema is shown
+    /// to the model only in part, if it is.
+    fn new(server: Arc<McpServer>, tool: &McpTool, name: String) -> (Self, Option<SchemaTooLarge>) {
+        let (parameters, too_large) = match prompt_schema(&tool.input_schema) {
+            Ok(parameters) => (parameters, None),
+            Err(error) => (error.shown().clone(), Some(error)),
+        };
+        let description = ToolDescription::new(name, tool.description.clone(), Some(parameters));
+        let function = Self {
             server,
             tool: tool.name.clone(),
             description,
             arguments: ArgumentSchema::new(tool.input_schema.clone()),
-        }
+        };
+        (function, too_large)
     }
 
     /// The server's own name for the tool.
@@ -701,8 +703,9 @@ pub struct ExposedTool {
 }
 
 /// Add the tools of `servers` to `functions`, naming them as the module documentation says.
-/// Returns what was added, in order, and a warning for each tool that could not be given a
-/// free valid name (also logged).
+/// Returns what was added, in order, and the warnings (also logged): a tool that could not be
+/// given a free valid name is left out; a tool whose schema expands past the budget is shown to
+/// the model only as deep as it fits (see [`prompt_schema`]).
 pub fn add_tools(
     functions: &mut FunctionTools,
     servers: &[Arc<McpServer>],
@@ -714,7 +717,7 @@ pub fn add_tools(
         }
     }
     let mut added = Vec::new();
-    let mut skipped = Vec::new();
+    let mut warnings = Vec::new();
     for server in servers {
         for tool in server.tools() {
             let plain = sanitize(&tool.name);
@@ -731,16 +734,27 @@ pub fn add_tools(
                     tool.name
                 );
                 tracing::warn!("{warning}");
-                skipped.push(warning);
+                warnings.push(warning);
                 continue;
             }
-            let function = McpFunction::new(Arc::clone(server), tool, name.clone());
+            let (function, too_large) = McpFunction::new(Arc::clone(server), tool, name.clone());
             match functions.add(function) {
-                Ok(_) => added.push(ExposedTool {
-                    server: server.name().to_string(),
-                    tool: tool.name.clone(),
-                    function: name,
-                }),
+                Ok(_) => {
+                    if let Some(too_large) = too_large {
+                        let warning = format!(
+                            "MCP server `{}`: tool `{}`: {too_large}",
+                            server.name(),
+                            tool.name
+                        );
+                        tracing::warn!("{warning}");
+                        warnings.push(warning);
+                    }
+                    added.push(ExposedTool {
+                        server: server.name().to_string(),
+                        tool: tool.name.clone(),
+                        function: name,
+                    })
+                }
                 Err(error) => {
                     let warning = format!(
                         "MCP server `{}`: tool `{}` left out: {error}",
@@ -748,12 +762,12 @@ pub fn add_tools(
                         tool.name
                     );
                     tracing::warn!("{warning}");
-                    skipped.push(warning);
+                    warnings.push(warning);
                 }
             }
         }
     }
-    (added, skipped)
+    (added, warnings)
 }
 
 /// A function name from an MCP tool name: disallowed characters become `_`, a leading digit or

@@ -3,18 +3,76 @@
 
 use schemars::JsonSchema;
 use schemars::generate::SchemaSettings;
+use std::collections::HashMap;
+
 use serde_json::{Map, Value};
 
-/// The JSON schema of `T` for validating its arguments: draft 2020-12, every subschema inlined
-/// (recursive types keep their `$defs`), no `$schema`.
+/// The JSON schema of `T` for validating its arguments: draft 2020-12, no `$schema`. Named types
+/// stay in `$defs`, referenced by `$ref`: inlining them would copy a type at every use, so a type
+/// used twice per level of nesting would grow the schema exponentially (the prompt's copy is
+/// expanded under a budget by [`prompt_schema`]).
 pub fn parameters_schema<T: JsonSchema>() -> Value {
     let generator = SchemaSettings::draft2020_12()
         .with(|settings| {
-            settings.inline_subschemas = true;
             settings.meta_schema = None;
         })
         .into_generator();
     generator.into_root_schema_for::<T>().to_value()
+}
+
+/// How many bytes of `$defs` (as JSON) one schema may inline into the prompt's copy: far more
+/// than any sensible tool needs (a definition of 100 bytes can be used 300 times), far less than
+/// the model's context. `$ref`s are what can make a schema of a few hundred bytes expand
+/// exponentially; this budget is what keeps that out of every prompt.
+pub const MAX_INLINED_BYTES: usize = 32 * 1024;
+
+/// How many `$ref`s deep [`prompt_schema`] inlines at most; deeper ones are shown as `any`.
+pub const MAX_REF_DEPTH: usize = 32;
+
+/// The deepest nesting an inlined definition may reach: serde_json's own recursion limit, so the
+/// prompt's copy can always be read back (saved conversations, `ossa serve` clients).
+const MAX_NESTING: usize = 128;
+
+/// A schema whose `$ref`s expand past [`MAX_INLINED_BYTES`] (or nest deeper than serde_json
+/// reads). It still carries a usable copy for the prompt: the schema expanded as many `$ref`s
+/// deep as the budget allows, deeper ones shown as `any`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchemaTooLarge {
+    shown: Value,
+    ref_depth: usize,
+}
+
+impl std::fmt::Display for SchemaTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "its parameter schema expands past {} KiB through its `$ref`s; the model is shown ",
+            MAX_INLINED_BYTES / 1024
+        )?;
+        match self.ref_depth {
+            0 => write!(f, "every `$ref` as `any`"),
+            1 => write!(f, "one level of `$ref`s, deeper ones as `any`"),
+            depth => write!(f, "{depth} levels of `$ref`s, deeper ones as `any`"),
+        }
+    }
+}
+
+impl std::error::Error for SchemaTooLarge {}
+
+impl SchemaTooLarge {
+    /// The copy the model is shown instead.
+    pub fn shown(&self) -> &Value {
+        &self.shown
+    }
+
+    pub fn into_shown(self) -> Value {
+        self.shown
+    }
+
+    /// How many `$ref`s deep the shown copy is expanded.
+    pub fn ref_depth(&self) -> usize {
+        self.ref_depth
+    }
 }
 
 /// The schema as the model should read it in the developer message.
@@ -26,7 +84,11 @@ pub fn parameters_schema<T: JsonSchema>() -> Value {
 /// dropped from optional properties and becomes `nullable` elsewhere, and `title`, `$schema`,
 /// `$id`, `$comment` and the root `description` (rendered in a broken place) are removed.
 /// Validation always uses the original schema; this copy is only for the prompt.
-pub fn prompt_schema(schema: &Value) -> Value {
+///
+/// Inlining is bounded: a schema whose `$ref`s would expand past [`MAX_INLINED_BYTES`] is
+/// [`SchemaTooLarge`], which holds the deepest expansion that fits. The work done is bounded by
+/// the budget too, whatever the schema.
+pub fn prompt_schema(schema: &Value) -> Result<Value, SchemaTooLarge> {
     let mut definitions = Map::new();
     for key in ["$defs", "definitions"] {
         if let Some(Value::Object(defs)) = schema.get(key) {
@@ -35,51 +97,133 @@ pub fn prompt_schema(schema: &Value) -> Value {
             }
         }
     }
-    let mut rendered = schema.clone();
-    let mut cleaner = SchemaCleaner {
-        definitions: &definitions,
-        expanding: Vec::new(),
+    let sizes: HashMap<&str, usize> = definitions
+        .iter()
+        .map(|(reference, def)| (reference.as_str(), json_size(def)))
+        .collect();
+    let expand = |max_ref_depth: usize| {
+        let mut rendered = schema.clone();
+        let mut cleaner = SchemaCleaner {
+            definitions: &definitions,
+            sizes: &sizes,
+            max_ref_depth,
+            expanding: Vec::new(),
+            inlined_bytes: 0,
+            nesting: 0,
+            exceeded: false,
+        };
+        cleaner.clean(&mut rendered, true);
+        if cleaner.exceeded {
+            return None;
+        }
+        if let Value::Object(root) = &mut rendered {
+            root.remove("$defs");
+            root.remove("definitions");
+            root.remove("description");
+        }
+        Some(rendered)
     };
-    cleaner.clean(&mut rendered, true);
-    if let Value::Object(root) = &mut rendered {
-        root.remove("$defs");
-        root.remove("definitions");
-        root.remove("description");
+    if let Some(rendered) = expand(MAX_REF_DEPTH) {
+        return Ok(rendered);
     }
-    rendered
+    // The deepest expansion that fits: more depth never inlines less, so a binary search finds
+    // it. Depth 0 inlines nothing and always fits.
+    let (mut fits, mut too_deep) = (0, MAX_REF_DEPTH);
+    let mut shown = None;
+    while too_deep - fits > 1 {
+        let depth = (fits + too_deep) / 2;
+        match expand(depth) {
+            Some(rendered) => {
+                fits = depth;
+                shown = Some(rendered);
+            }
+            None => too_deep = depth,
+        }
+    }
+    let shown = match shown {
+        Some(shown) => shown,
+        None => expand(fits).unwrap_or_default(),
+    };
+    Err(SchemaTooLarge {
+        shown,
+        ref_depth: fits,
+    })
+}
+
+/// The length of `value` as compact JSON.
+fn json_size(value: &Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
 }
 
 struct SchemaCleaner<'a> {
     definitions: &'a Map<String, Value>,
+    /// Each definition's size as JSON, what inlining it costs.
+    sizes: &'a HashMap<&'a str, usize>,
+    max_ref_depth: usize,
+    /// The `$ref`s being inlined, outermost first.
     expanding: Vec<String>,
+    inlined_bytes: usize,
+    nesting: usize,
+    /// Set when the budget ran out: the result is to be thrown away, so the work stops.
+    exceeded: bool,
 }
 
 impl SchemaCleaner<'_> {
-    const MAX_DEPTH: usize = 32;
-
     /// `required`: whether a value must be present here (false for optional properties, where
     /// an explicit `null` says nothing the `?` does not already say).
     fn clean(&mut self, schema: &mut Value, required: bool) {
+        if self.exceeded {
+            return;
+        }
+        self.nesting += 1;
+        if !self.expanding.is_empty() && self.nesting > MAX_NESTING {
+            self.exceeded = true;
+        } else {
+            self.clean_object(schema, required);
+        }
+        self.nesting -= 1;
+    }
+
+    fn clean_object(&mut self, schema: &mut Value, required: bool) {
         let Value::Object(object) = schema else {
             return;
         };
         if let Some(Value::String(reference)) = object.get("$ref").cloned() {
             object.remove("$ref");
-            let target = self.definitions.get(&reference).cloned();
-            match target {
+            match self.definitions.get(&reference) {
                 Some(Value::Object(target))
                     if !self.expanding.contains(&reference)
-                        && self.expanding.len() < Self::MAX_DEPTH =>
+                        && self.expanding.len() < self.max_ref_depth =>
                 {
+                    let size = self.sizes.get(reference.as_str()).copied().unwrap_or(0);
+                    self.inlined_bytes = self.inlined_bytes.saturating_add(size);
+                    if self.inlined_bytes > MAX_INLINED_BYTES {
+                        self.exceeded = true;
+                        return;
+                    }
                     for (key, value) in target {
-                        object.entry(key).or_insert(value);
+                        object.entry(key.clone()).or_insert_with(|| value.clone());
                     }
                     self.expanding.push(reference);
                     self.clean(schema, required);
                     self.expanding.pop();
                     return;
                 }
-                // Recursive or unresolvable: an unconstrained value, which harmony shows as `any`.
+                // Recursive, too deep or unresolvable: an unconstrained value, which harmony
+                // shows as `any`.
                 _ => {}
             }
         }

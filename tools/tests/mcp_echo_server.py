@@ -5,11 +5,14 @@ standard library only (so it shares no code with the Rust client under test).
     mcp_echo_server.py [--name NAME]          speak MCP on stdin/stdout (newline-delimited JSON-RPC)
     mcp_echo_server.py --http [--name NAME]   serve streamable HTTP on 127.0.0.1, an ephemeral port,
                                               printing "listening on PORT" to stdout when ready
+    ... --hostile-schemas                     also list `deep` and `cyclic` (below)
 
 Tools: echo, add (structured result), fail (isError result), reject (JSON-RPC error), crash
 (the process exits mid-call), pid (the process id, to observe restarts), slow, whereami (working
 directory and environment), files.read (a name
-with a dot), describe_user (a pydantic-style schema with titles, $defs and anyOf).
+with a dot), describe_user (a pydantic-style schema with titles, $defs and anyOf). With
+--hostile-schemas: deep (a schema whose $defs reference the next level twice, 18 levels: 2^18
+copies when expanded) and cyclic (two $defs referencing each other).
 """
 
 import json
@@ -20,6 +23,7 @@ import time
 
 NAME = "echo"
 PROTOCOL = "2025-06-18"
+HOSTILE = False
 
 TOOLS = [
     {
@@ -108,6 +112,43 @@ TOOLS = [
 ]
 
 
+DEEP_LEVELS = 18
+
+
+def deep_schema(levels):
+    """Level i is an object whose two properties are both level i + 1; the last is a string."""
+    defs = {}
+    for level in range(levels):
+        below = {"$ref": f"#/$defs/L{level + 1}"}
+        defs[f"L{level}"] = {"type": "object", "properties": {"left": below, "right": below}}
+    defs[f"L{levels}"] = {"type": "string"}
+    return {"type": "object", "properties": {"root": {"$ref": "#/$defs/L0"}}, "$defs": defs}
+
+
+HOSTILE_TOOLS = [
+    {
+        "name": "deep",
+        "description": "Takes a binary tree 18 levels deep.",
+        "inputSchema": deep_schema(DEEP_LEVELS),
+    },
+    {
+        "name": "cyclic",
+        "description": "Takes two types that contain each other.",
+        "inputSchema": {
+            "type": "object",
+            "properties": {"start": {"$ref": "#/$defs/A"}},
+            "$defs": {
+                "A": {"type": "object", "properties": {"b": {"$ref": "#/$defs/B"}}},
+                "B": {
+                    "type": "object",
+                    "properties": {"a": {"$ref": "#/$defs/A"}, "name": {"type": "string"}},
+                },
+            },
+        },
+    },
+]
+
+
 class RpcError(Exception):
     def __init__(self, code, message, data=None):
         super().__init__(message)
@@ -141,6 +182,8 @@ def call_tool(name, args):
         return text_result("done")
     if name == "whereami":
         return text_result(f"{os.getcwd()} {os.environ.get('OSSA_TEST_VAR', '-')}")
+    if name in ("deep", "cyclic"):
+        return text_result(f"{name}: {json.dumps(args, sort_keys=True)}")
     if name == "files.read":
         return text_result(f"contents of {args['path']}")
     if name == "describe_user":
@@ -173,7 +216,7 @@ def handle(message):
         elif method == "ping":
             result = {}
         elif method == "tools/list":
-            result = {"tools": TOOLS}
+            result = {"tools": TOOLS + (HOSTILE_TOOLS if HOSTILE else [])}
         elif method == "tools/call":
             result = call_tool(params.get("name"), params.get("arguments") or {})
         else:
@@ -266,6 +309,7 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     if "--name" in args:
         NAME = args[args.index("--name") + 1]
+    HOSTILE = "--hostile-schemas" in args
     if "--http" in args:
         serve_http()
     else:

@@ -43,8 +43,8 @@ async fn answer(tools: &FunctionTools, recipient: &str, content: &str) -> String
 
 async fn tools_of(servers: &[Arc<McpServer>]) -> FunctionTools {
     let mut tools = FunctionTools::new();
-    let (_, skipped) = mcp::add_tools(&mut tools, servers);
-    assert!(skipped.is_empty(), "{skipped:?}");
+    let (_, warnings) = mcp::add_tools(&mut tools, servers);
+    assert!(warnings.is_empty(), "{warnings:?}");
     tools
 }
 
@@ -294,8 +294,8 @@ async fn colliding_names_are_prefixed_with_the_server_name() {
     );
 
     let mut tools = FunctionTools::new();
-    let (added, skipped) = mcp::add_tools(&mut tools, &servers);
-    assert!(skipped.is_empty());
+    let (added, warnings) = mcp::add_tools(&mut tools, &servers);
+    assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(added.len(), 20);
     assert!(added.contains(&exposed("one", "echo", "one__echo")));
     assert!(added.contains(&exposed("two", "files.read", "two__files_read")));
@@ -640,4 +640,126 @@ fn every_kind_of_result_content_reads_as_text() {
         call_result_text(&json!({"content": [], "isError": true})).map_err(|e| e.to_string()),
         Err("the tool reported an error without a message".to_string())
     );
+}
+
+/// The prompt's copy of the `deep` tool's schema with `depth` levels of `$ref`s inlined: level
+/// `i` is an object of two level `i + 1` properties, and a level not inlined is `any` (`{}`).
+fn deep_tree(level: usize, depth: usize) -> serde_json::Value {
+    if level >= depth {
+        return json!({});
+    }
+    let below = deep_tree(level + 1, depth);
+    json!({"type": "object", "properties": {"left": below.clone(), "right": below}})
+}
+
+#[tokio::test]
+async fn hostile_schemas_are_expanded_within_the_budget_and_their_tools_still_work() {
+    let mut config = stdio_config("hostile");
+    config.args.push("--hostile-schemas".into());
+    let server = McpServer::connect(config).await.expect("connects");
+    let mut tools = FunctionTools::new();
+    let (added, warnings) = mcp::add_tools(&mut tools, &[Arc::clone(&server)]);
+    assert_eq!(added.len(), ALL_TOOLS.len() + 2, "both tools are offered");
+
+    // The deepest expansion within the budget, worked out from the listed schema: inlining
+    // level i costs its definition's JSON size, 2^i times.
+    let deep = server
+        .tools()
+        .iter()
+        .find(|tool| tool.name == "deep")
+        .expect("listed");
+    let definition_size = |level: usize| {
+        serde_json::to_string(&deep.input_schema["$defs"][format!("L{level}")])
+            .expect("serializes")
+            .len()
+    };
+    let cost = |depth: usize| -> usize { (0..depth).map(|i| (1 << i) * definition_size(i)).sum() };
+    let depth = (0..=18)
+        .take_while(|&depth| cost(depth) <= ossa_tools::schema::MAX_INLINED_BYTES)
+        .last()
+        .expect("depth 0 costs nothing");
+    assert!(
+        depth > 3 && depth < 18,
+        "the budget cuts in between: {depth}"
+    );
+    assert_eq!(
+        warnings,
+        [format!(
+            "MCP server `hostile`: tool `deep`: its parameter schema expands past 32 KiB through its `$ref`s; the model is shown {depth} levels of `$ref`s, deeper ones as `any`"
+        )]
+    );
+
+    let namespace = tools.namespace();
+    let described = |name: &str| {
+        namespace
+            .tools
+            .iter()
+            .find(|tool| tool.name == name)
+            .and_then(|tool| tool.parameters.clone())
+            .expect("described")
+    };
+    assert_eq!(
+        described("deep"),
+        json!({"type": "object", "properties": {"root": deep_tree(0, depth)}})
+    );
+    assert_eq!(
+        described("cyclic"),
+        json!({
+            "type": "object",
+            "properties": {"start": {
+                "type": "object",
+                "properties": {"b": {
+                    "type": "object",
+                    "properties": {"a": {}, "name": {"type": "string"}}
+                }}
+            }}
+        }),
+        "the cycle is cut where it closes"
+    );
+
+    // Arguments are still checked against the whole schema, at every depth.
+    assert_eq!(
+        answer(
+            &tools,
+            "functions.deep",
+            r#"{"root":{"left":{"right":{}}}}"#
+        )
+        .await,
+        r#"deep: {"root": {"left": {"right": {}}}}"#
+    );
+    let mut below_the_shown_depth = json!("leaf");
+    for _ in 0..12 {
+        below_the_shown_depth = json!({ "right": below_the_shown_depth });
+    }
+    assert_eq!(
+        answer(
+            &tools,
+            "functions.deep",
+            &json!({ "root": below_the_shown_depth }).to_string()
+        )
+        .await,
+        format!(
+            r#"Error: invalid arguments: at /root{}: "leaf" is not of type "object""#,
+            "/right".repeat(12)
+        )
+    );
+    assert_eq!(
+        answer(
+            &tools,
+            "functions.cyclic",
+            r#"{"start":{"b":{"a":{"b":{"name":"x"}}}}}"#
+        )
+        .await,
+        r#"cyclic: {"start": {"b": {"a": {"b": {"name": "x"}}}}}"#
+    );
+    assert_eq!(
+        answer(
+            &tools,
+            "functions.cyclic",
+            r#"{"start":{"b":{"a":{"b":{"name":3}}}}}"#
+        )
+        .await,
+        r#"Error: invalid arguments: at /start/b/a/b/name: 3 is not of type "string""#
+    );
+    server.shutdown().await;
 }
