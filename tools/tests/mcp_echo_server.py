@@ -10,9 +10,11 @@ standard library only (so it shares no code with the Rust client under test).
 Tools: echo, add (structured result), fail (isError result), reject (JSON-RPC error), crash
 (the process exits mid-call), pid (the process id, to observe restarts), slow, whereami (working
 directory and environment), files.read (a name
-with a dot), describe_user (a pydantic-style schema with titles, $defs and anyOf). With
---hostile-schemas: deep (a schema whose $defs reference the next level twice, 18 levels: 2^18
-copies when expanded) and cyclic (two $defs referencing each other).
+with a dot), describe_user (a pydantic-style schema with titles, $defs and anyOf), environment
+(the server's whole environment as JSON), big (a result of any size), flood (a result that never
+ends: one line of JSON-RPC growing without end). With --hostile-schemas: deep (a schema whose
+$defs reference the next level twice, 18 levels: 2^18 copies when expanded) and cyclic (two
+$defs referencing each other).
 """
 
 import json
@@ -86,6 +88,33 @@ TOOLS = [
             "type": "object",
             "properties": {"path": {"type": "string"}},
             "required": ["path"],
+        },
+    },
+    {
+        "name": "environment",
+        "description": "Returns the server's environment variables as a JSON object.",
+        "inputSchema": {"type": "object", "properties": {}},
+    },
+    {
+        "name": "big",
+        "description": "Returns `unit` repeated `count` times.",
+        "inputSchema": {
+            "type": "object",
+            "properties": {
+                "unit": {"type": "string"},
+                "count": {"type": "integer"},
+                "error": {"type": "boolean"},
+            },
+            "required": ["unit", "count"],
+        },
+    },
+    {
+        "name": "flood",
+        "description": "Starts a result and keeps writing it, `megabytes` MiB (over stdio only).",
+        "inputSchema": {
+            "type": "object",
+            "properties": {"megabytes": {"type": "integer"}},
+            "required": ["megabytes"],
         },
     },
     {
@@ -182,6 +211,10 @@ def call_tool(name, args):
         return text_result("done")
     if name == "whereami":
         return text_result(f"{os.getcwd()} {os.environ.get('OSSA_TEST_VAR', '-')}")
+    if name == "environment":
+        return text_result(json.dumps(dict(os.environ), sort_keys=True))
+    if name == "big":
+        return text_result(args["unit"] * args["count"], isError=bool(args.get("error")))
     if name in ("deep", "cyclic"):
         return text_result(f"{name}: {json.dumps(args, sort_keys=True)}")
     if name == "files.read":
@@ -229,6 +262,21 @@ def handle(message):
         return {"jsonrpc": "2.0", "id": msg_id, "error": body}
 
 
+def flood_parts(message):
+    """One JSON-RPC response whose text goes on for `megabytes` MiB, in pieces: the client must
+    stop reading it, not hold it."""
+    head = json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": {"content": []}})
+    yield head[: -len("[]}}")] + '[{"type": "text", "text": "'
+    chunk = "x" * (1 << 20)
+    for _ in range(message["params"]["arguments"]["megabytes"]):
+        yield chunk
+    yield '"}]}}'
+
+
+def is_flood(message):
+    return message.get("method") == "tools/call" and (message.get("params") or {}).get("name") == "flood"
+
+
 def serve_stdio():
     lock = threading.Lock()
 
@@ -239,11 +287,24 @@ def serve_stdio():
                 sys.stdout.write(json.dumps(response) + "\n")
                 sys.stdout.flush()
 
+    def flood(message):
+        with lock:
+            try:
+                for part in flood_parts(message):
+                    sys.stdout.write(part)
+                sys.stdout.write("\n")
+                sys.stdout.flush()
+            except OSError:
+                os._exit(0)
+
     for line in sys.stdin:
         line = line.strip()
         if not line:
             continue
         message = json.loads(line)
+        if is_flood(message):
+            threading.Thread(target=flood, args=(message,), daemon=True).start()
+            continue
         # Calls run concurrently, as a real server's would.
         threading.Thread(target=answer, args=(message,), daemon=True).start()
 
@@ -285,6 +346,21 @@ def serve_http():
             is_initialize = message.get("method") == "initialize"
             if not is_initialize and self.headers.get("Mcp-Session-Id") != session:
                 self.send(400, b"missing or wrong Mcp-Session-Id", "text/plain")
+                return
+            if is_flood(message):
+                # A server-sent event that never ends, on a connection closed at the end.
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                try:
+                    self.wfile.write(b"event: message\ndata: ")
+                    for part in flood_parts(message):
+                        self.wfile.write(part.encode())
+                    self.wfile.write(b"\n\n")
+                except OSError:
+                    pass
                 return
             response = handle(message)
             if response is None:
