@@ -8,9 +8,16 @@
 //! matched exactly, then ignoring trailing whitespace, then ignoring surrounding whitespace.
 //!
 //! Confinement: every path is relative to the workspace; absolute paths outside it, `..` and
-//! symlinks that lead out (or have absolute targets) are refused. File access goes through a capability handle on the
-//! workspace folder (`cap-std`), so even a symlink swapped in between check and write cannot
-//! lead out.
+//! symlinks that lead out (or have absolute targets) are refused. File access goes through a
+//! capability handle on the workspace folder (`cap-std`), so even a symlink swapped in between
+//! check and write cannot lead out. A file with more than one hard link is not edited: its other
+//! name may be outside the workspace.
+//!
+//! Writes are atomic: new content goes to a temporary file in the same folder
+//! (`.ossa-patch-*.tmp`), which is synced and renamed over the old name (then the folder is
+//! synced), keeping the old file's permissions. A crash leaves each file either old or new, never
+//! truncated (at worst a temporary file is left behind), and nothing is ever written into an
+//! existing file, so no link swapped in after the checks can redirect a write.
 //!
 //! Deliberate differences from the reference: a patch is checked completely (every file read,
 //! every hunk located, every target checked) before anything is written; added files end with
@@ -20,13 +27,17 @@
 //! Checked against the reference on 1,600 generated update patches: identical results and
 //! error texts apart from that `@@ ` case.
 
-use std::io;
+use std::hash::BuildHasher;
+use std::io::{self, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use cap_std::ambient_authority;
-use cap_std::fs::Dir;
+#[cfg(unix)]
+use cap_std::fs::OpenOptionsExt;
+use cap_std::fs::{Dir, File, OpenOptions, Permissions};
 use serde_json::{Value, json};
 
 use crate::function::{Function, FunctionError};
@@ -300,13 +311,48 @@ impl Workspace {
             .is_ok_and(|m| m.is_dir())
     }
 
-    fn read(&self, path: &RelPath) -> Result<String, PatchError> {
+    /// Refuse to edit what is not a regular file of its own that the user may write: a file
+    /// with other hard links (one may be outside the workspace, and it would keep the old
+    /// content or, edited in place, get the new one), a FIFO or device (reading could block),
+    /// or a file without write permission (as writing it in place would have been refused).
+    /// Returns its permissions, for the new content.
+    fn check_editable(&self, path: &RelPath) -> Result<Permissions, PatchError> {
         if let Some(reason) = self.escapes(&path.path) {
             return Err(PatchError::Path {
                 path: path.shown.clone(),
                 reason,
             });
         }
+        let refuse = |reason: String| PatchError::Path {
+            path: path.shown.clone(),
+            reason,
+        };
+        let metadata = self
+            .dir
+            .metadata(&path.path)
+            .map_err(|error| self.io_error(path, error))?;
+        if !metadata.is_file() {
+            return Err(refuse(
+                "is not a regular file; apply_patch edits text files only".into(),
+            ));
+        }
+        #[cfg(unix)]
+        {
+            use cap_std::fs::MetadataExt;
+            let links = metadata.nlink();
+            if links > 1 {
+                return Err(refuse(format!(
+                    "has {links} hard links (names for the same file, which may be outside the workspace); apply_patch does not edit hard-linked files"
+                )));
+            }
+        }
+        self.dir
+            .open_with(&path.path, OpenOptions::new().write(true))
+            .map_err(|error| self.io_error(path, error))?;
+        Ok(metadata.permissions())
+    }
+
+    fn read(&self, path: &RelPath) -> Result<String, PatchError> {
         let bytes = self
             .dir
             .read(&path.path)
@@ -317,29 +363,88 @@ impl Workspace {
         })
     }
 
-    fn write(&self, path: &RelPath, content: &str) -> Result<(), PatchError> {
-        if let Some(reason) = self.escapes(&path.path) {
+    /// Where the content of `path` lives: the file a symlink inside the workspace points to
+    /// (so an edit keeps the link a link), else `path` itself. The write that follows goes
+    /// through the capability handle, so a link that changed since cannot lead it out.
+    fn real_path(&self, path: &RelPath) -> RelPath {
+        let is_link = self
+            .dir
+            .symlink_metadata(&path.path)
+            .is_ok_and(|metadata| metadata.file_type().is_symlink());
+        if !is_link {
+            return path.clone();
+        }
+        match self.root.join(&path.path).canonicalize() {
+            Ok(target) => match target.strip_prefix(&self.root) {
+                Ok(inside) if !inside.as_os_str().is_empty() => RelPath {
+                    shown: path.shown.clone(),
+                    path: inside.to_path_buf(),
+                },
+                _ => path.clone(),
+            },
+            Err(_) => path.clone(),
+        }
+    }
+
+    /// The folder holding `path`, created if missing, as a capability handle.
+    fn parent_dir(&self, path: &RelPath) -> Result<Dir, PatchError> {
+        let io_error = |error| self.io_error(path, error);
+        match path.path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => {
+                // Checked again at write time: a folder may have become a link since the
+                // patch was checked (cap-std would refuse to follow it out, with a less
+                // helpful error).
+                if let Some(reason) = self.escapes(parent) {
+                    return Err(PatchError::Path {
+                        path: path.shown.clone(),
+                        reason,
+                    });
+                }
+                self.dir.create_dir_all(parent).map_err(io_error)?;
+                self.dir.open_dir(parent).map_err(io_error)
+            }
+            _ => self.dir.try_clone().map_err(io_error),
+        }
+    }
+
+    /// Replace `path` atomically with `content`: a temporary file in the same folder, given
+    /// `permissions` (else the default for new files), written, synced and renamed over `path`;
+    /// then the folder is synced so the rename survives a crash.
+    fn write(
+        &self,
+        path: &RelPath,
+        content: &str,
+        permissions: Option<&Permissions>,
+    ) -> Result<(), PatchError> {
+        let io_error = |error| self.io_error(path, error);
+        let Some(name) = path.path.file_name() else {
             return Err(PatchError::Path {
                 path: path.shown.clone(),
-                reason,
+                reason: "is not a file path".into(),
             });
+        };
+        let dir = self.parent_dir(path)?;
+        let (temp_name, mut temp) =
+            create_temp_file(&dir, permissions.is_some()).map_err(io_error)?;
+        let written = (|| {
+            if let Some(permissions) = permissions {
+                temp.set_permissions(permissions.clone())?;
+            }
+            temp.write_all(content.as_bytes())?;
+            temp.sync_all()?;
+            dir.rename(&temp_name, &dir, name)
+        })();
+        if let Err(error) = written {
+            let _ = dir.remove_file(&temp_name);
+            return Err(io_error(error));
         }
-        if let Some(parent) = path.path.parent()
-            && !parent.as_os_str().is_empty()
-        {
-            self.dir
-                .create_dir_all(parent)
-                .map_err(|error| self.io_error(path, error))?;
-        }
-        self.dir
-            .write(&path.path, content)
-            .map_err(|error| self.io_error(path, error))
+        sync_dir(&dir).map_err(io_error)
     }
 
     fn remove(&self, path: &RelPath) -> Result<(), PatchError> {
-        self.dir
-            .remove_file(&path.path)
-            .map_err(|error| self.io_error(path, error))
+        let io_error = |error| self.io_error(path, error);
+        self.dir.remove_file(&path.path).map_err(io_error)?;
+        sync_dir(&self.parent_dir(path)?).map_err(io_error)
     }
 
     /// Write every change; the patch has been fully checked before this runs.
@@ -348,7 +453,7 @@ impl Workspace {
         for change in changes {
             match change {
                 Change::Add { path, content } => {
-                    self.write(path, content)?;
+                    self.write(path, content, None)?;
                     summary.push(format!("A {}", path.shown));
                 }
                 Change::Delete { path } => {
@@ -359,14 +464,15 @@ impl Workspace {
                     path,
                     move_to,
                     content,
+                    permissions,
                 } => match move_to {
                     Some(target) if target.path != path.path => {
-                        self.write(target, content)?;
+                        self.write(target, content, Some(permissions))?;
                         self.remove(path)?;
                         summary.push(format!("M {} -> {}", path.shown, target.shown));
                     }
                     _ => {
-                        self.write(path, content)?;
+                        self.write(&self.real_path(path), content, Some(permissions))?;
                         summary.push(format!("M {}", path.shown));
                     }
                 },
@@ -389,6 +495,8 @@ enum Change {
         path: RelPath,
         move_to: Option<RelPath>,
         content: String,
+        /// The original file's, kept for the new content.
+        permissions: Permissions,
     },
 }
 
@@ -454,12 +562,14 @@ fn parse(text: &str, workspace: &Workspace) -> Result<Vec<Change>, PatchError> {
                     path.shown
                 )));
             }
+            let permissions = workspace.check_editable(&path)?;
             let original = workspace.read(&path)?;
             let content = parser.update_file(&original, &path)?;
             changes.push(Change::Update {
                 path,
                 move_to,
                 content,
+                permissions,
             });
         } else if let Some(written) = line.strip_prefix(DELETE) {
             parser.index += 1;
@@ -502,6 +612,42 @@ fn parse(text: &str, workspace: &Workspace) -> Result<Vec<Change>, PatchError> {
     }
     check_targets(&changes, workspace)?;
     Ok(changes)
+}
+
+/// A new file in `dir` under a fresh name, for content that will replace another file. With
+/// `private`, only its owner may read it until its permissions are set (the file it replaces
+/// may be private). Written here rather than with the `cap-tempfile` crate: that crate needs
+/// `uuid`'s `v4` feature, and a new feature on `uuid` rebuilds wasmtime (through `debugid`).
+fn create_temp_file(dir: &Dir, private: bool) -> io::Result<(String, File)> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    if private {
+        options.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let mut attempts = 0;
+    loop {
+        let unique = std::collections::hash_map::RandomState::new()
+            .hash_one((std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
+        let name = format!(".ossa-patch-{unique:016x}.tmp");
+        match dir.open_with(&name, &options) {
+            Ok(file) => return Ok((name, file)),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists && attempts < 16 => {
+                attempts += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Make the folder's entries (a rename, a removal) durable: fsync on the folder itself.
+/// cap-std holds folders as `O_PATH` handles, which cannot be synced: the folder is opened
+/// again for reading through the handle.
+fn sync_dir(dir: &Dir) -> io::Result<()> {
+    dir.open(".")?.sync_all()
 }
 
 fn ensure_first_mention(changes: &[Change], path: &RelPath, what: &str) -> Result<(), PatchError> {
@@ -833,4 +979,119 @@ fn apply_chunks(lines: &[&str], chunks: &[Chunk], path: &RelPath) -> Result<Stri
     }
     out.extend_from_slice(&lines[index..]);
     Ok(out.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Races: what changes on disk between the checks (`parse`) and the writes (`commit`),
+    //! done deterministically by changing it in between.
+
+    use std::fs;
+
+    use super::*;
+
+    struct Setup {
+        _outer: tempfile::TempDir,
+        root: PathBuf,
+        outside: PathBuf,
+        tool: ApplyPatch,
+    }
+
+    /// A workspace with `sub/file.txt`, next to a folder `outside/` with its own `file.txt`.
+    fn setup() -> Setup {
+        let outer = tempfile::tempdir().expect("temp dir");
+        let root = outer.path().join("workspace");
+        let outside = outer.path().join("outside");
+        fs::create_dir_all(root.join("sub")).expect("mkdir");
+        fs::create_dir(&outside).expect("mkdir");
+        fs::write(root.join("sub/file.txt"), "one\n").expect("write");
+        fs::write(outside.join("file.txt"), "secret\n").expect("write");
+        let tool = ApplyPatch::new(&root).expect("opens");
+        Setup {
+            _outer: outer,
+            root,
+            outside,
+            tool,
+        }
+    }
+
+    const UPDATE: &str =
+        "*** Begin Patch\n*** Update File: sub/file.txt\n-one\n+two\n*** End Patch";
+
+    fn outside_untouched(setup: &Setup) {
+        let names: Vec<_> = fs::read_dir(&setup.outside)
+            .expect("list")
+            .map(|entry| entry.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, ["file.txt"], "nothing was created outside");
+        assert_eq!(
+            fs::read_to_string(setup.outside.join("file.txt")).expect("read"),
+            "secret\n"
+        );
+    }
+
+    #[test]
+    fn a_folder_swapped_for_a_symlink_out_after_the_checks_is_not_followed() {
+        for target in ["ABSOLUTE", "../outside"] {
+            let setup = setup();
+            let changes = parse(UPDATE, &setup.tool.workspace).expect("checks pass");
+            fs::rename(setup.root.join("sub"), setup.root.join("sub-old")).expect("rename");
+            let target = if target == "ABSOLUTE" {
+                setup.outside.clone()
+            } else {
+                PathBuf::from(target)
+            };
+            std::os::unix::fs::symlink(&target, setup.root.join("sub")).expect("symlink");
+
+            let error = setup
+                .tool
+                .workspace
+                .commit(&changes)
+                .expect_err("refused")
+                .to_string();
+            assert!(
+                error.starts_with("sub/file.txt: `sub` is a symbolic link"),
+                "{error}"
+            );
+            outside_untouched(&setup);
+        }
+    }
+
+    #[test]
+    fn a_file_swapped_for_a_hard_link_out_after_the_checks_is_replaced_not_written_through() {
+        let setup = setup();
+        let changes = parse(UPDATE, &setup.tool.workspace).expect("checks pass");
+        fs::remove_file(setup.root.join("sub/file.txt")).expect("rm");
+        fs::hard_link(
+            setup.outside.join("file.txt"),
+            setup.root.join("sub/file.txt"),
+        )
+        .expect("hard link");
+
+        setup.tool.workspace.commit(&changes).expect("applies");
+        outside_untouched(&setup);
+        assert_eq!(
+            fs::read_to_string(setup.root.join("sub/file.txt")).expect("read"),
+            "two\n"
+        );
+    }
+
+    #[test]
+    fn a_file_swapped_for_a_symlink_out_after_the_checks_is_replaced_not_followed() {
+        let setup = setup();
+        let changes = parse(UPDATE, &setup.tool.workspace).expect("checks pass");
+        fs::remove_file(setup.root.join("sub/file.txt")).expect("rm");
+        std::os::unix::fs::symlink(
+            setup.outside.join("file.txt"),
+            setup.root.join("sub/file.txt"),
+        )
+        .expect("symlink");
+
+        // The name gets the new content; the link (pointing out) is what is replaced.
+        setup.tool.workspace.commit(&changes).expect("applies");
+        outside_untouched(&setup);
+        let path = setup.root.join("sub/file.txt");
+        assert!(fs::symlink_metadata(&path).expect("stat").is_file());
+        assert_eq!(fs::read_to_string(&path).expect("read"), "two\n");
+    }
 }

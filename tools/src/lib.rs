@@ -6,6 +6,7 @@ pub mod citations;
 pub mod function;
 pub mod mcp;
 pub mod python;
+pub mod schema;
 pub mod spec;
 pub mod tool;
 

@@ -10,31 +10,113 @@
 //! A server that crashes does not take the conversation with it: the call that was running gets
 //! a message saying the server stopped (with the last lines it wrote to stderr), and the next
 //! call starts it again.
+//!
+//! What a server gets and gives back is bounded:
+//! - A stdio server does not inherit ossa's environment (where API keys live). It sees the
+//!   variables in [`INHERITED_VARIABLES`] (and `LC_*`), the ones its config passes through by
+//!   name (`env_vars`) and the ones its config sets (`env`).
+//! - The model reads at most `max_result_bytes` of a result ([`DEFAULT_MAX_RESULT_BYTES`]); the
+//!   rest is cut with a note saying how much. No message larger than [`MAX_MESSAGE_BYTES`] is
+//!   read into memory: a stdio server that sends one is stopped (and started again on the next
+//!   call), and over HTTP the call fails.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ffi::OsString;
+use std::io;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rmcp::model::{
     CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation, ProtocolVersion,
 };
-use rmcp::service::{ClientInitializeError, RoleClient, RunningService, ServiceError, ServiceExt};
+use rmcp::service::{
+    ClientInitializeError, RoleClient, RunningService, RxJsonRpcMessage, ServiceError, ServiceExt,
+    TxJsonRpcMessage,
+};
+use rmcp::transport::async_rw::AsyncRwTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::transport::{StreamableHttpClientTransport, Transport as RmcpTransport};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use tokio::io::AsyncBufReadExt;
+use tokio::io::{AsyncBufReadExt, AsyncRead, ReadBuf};
+use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use crate::function::{
-    ArgumentSchema, Function, FunctionError, FunctionTools, is_valid_function_name, prompt_schema,
+    ArgumentSchema, Function, FunctionError, FunctionTools, is_valid_function_name,
 };
+use crate::schema::{SchemaTooLarge, prompt_schema};
 use crate::spec::ToolDescription;
 
 const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How much of a result the model reads unless `max_result_bytes` says otherwise: about 16k
+/// tokens, an eighth of gpt-oss's context, so one tool call cannot crowd out the conversation.
+pub const DEFAULT_MAX_RESULT_BYTES: usize = 64 * 1024;
+
+/// The largest message read from a server (one JSON-RPC message: a stdio line, an HTTP body or
+/// one server-sent event), the same as rmcp's HTTP defaults. Larger ones are refused while they
+/// are read, before they are held in memory, so a server streaming a gigantic or endless result
+/// costs ossa at most this much (and the parsed copy of it).
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The variables a stdio server inherits from ossa's environment (besides `LC_*`), as the MCP
+/// reference SDKs do: where the program and its launcher (`npx`, `uvx`, a shell script) find
+/// programs (`PATH`), their caches and configuration (`HOME`, the XDG base directories), who the
+/// user is (`USER`, `LOGNAME`), the shell for scripts (`SHELL`), the terminal type (`TERM`),
+/// text encoding and time zone (`LANG`, `LANGUAGE`, `TZ`) and where temporary files go
+/// (`TMPDIR`). None of these usually holds a secret; anything else must be named in `env_vars`.
+#[cfg(unix)]
+pub const INHERITED_VARIABLES: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "TERM",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "XDG_CONFIG_HOME",
+    "XDG_CACHE_HOME",
+    "XDG_DATA_HOME",
+    "XDG_STATE_HOME",
+    "XDG_RUNTIME_DIR",
+    // macOS: CoreFoundation's text encoding, without which programs guess the wrong one.
+    "__CF_USER_TEXT_ENCODING",
+];
+
+/// On Windows also what starting a program needs at all: `SYSTEMROOT` (networking fails without
+/// it), `PATHEXT` and `COMSPEC` (to run `npx.cmd`), and the user's profile folders.
+#[cfg(windows)]
+pub const INHERITED_VARIABLES: &[&str] = &[
+    "PATH",
+    "PATHEXT",
+    "COMSPEC",
+    "SYSTEMROOT",
+    "SYSTEMDRIVE",
+    "WINDIR",
+    "USERNAME",
+    "USERDOMAIN",
+    "USERPROFILE",
+    "HOMEDRIVE",
+    "HOMEPATH",
+    "APPDATA",
+    "LOCALAPPDATA",
+    "PROGRAMDATA",
+    "PROGRAMFILES",
+    "PROGRAMFILES(X86)",
+    "PROGRAMW6432",
+    "PROCESSOR_ARCHITECTURE",
+    "TEMP",
+    "TMP",
+];
 /// Lines of a stdio server's stderr kept for crash reports.
 const STDERR_TAIL_LINES: usize = 20;
 const STDERR_LINE_MAX_CHARS: usize = 400;
@@ -47,6 +129,7 @@ const STDERR_LINE_MAX_CHARS: usize = 400;
 /// command = "npx"
 /// args = ["-y", "@modelcontextprotocol/server-filesystem", "/home/me/notes"]
 /// env = { LOG_LEVEL = "warn" }
+/// env_vars = ["GITHUB_TOKEN"]
 ///
 /// [[mcp_servers]]
 /// name = "tracker"
@@ -65,9 +148,13 @@ pub struct McpServerConfig {
     pub command: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
-    /// Added to the environment ossa runs in.
+    /// Variables set for the program, over what it inherits.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Variables of ossa's environment passed on to the program by name (each must be set). It
+    /// inherits only [`INHERITED_VARIABLES`] and `LC_*` otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_vars: Vec<String>,
     /// Working directory of the program (default: ossa's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<PathBuf>,
@@ -86,6 +173,10 @@ pub struct McpServerConfig {
     /// How long one tool call may take (default 120).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_timeout_secs: Option<u64>,
+    /// The most bytes of one result the model reads (default [`DEFAULT_MAX_RESULT_BYTES`], at
+    /// most [`MAX_MESSAGE_BYTES`]); the rest is cut, with a note saying how much.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_result_bytes: Option<usize>,
 }
 
 impl McpServerConfig {
@@ -118,6 +209,47 @@ impl McpServerConfig {
             .map_or(DEFAULT_CALL_TIMEOUT, Duration::from_secs)
     }
 
+    fn max_result_bytes(&self) -> usize {
+        self.max_result_bytes.unwrap_or(DEFAULT_MAX_RESULT_BYTES)
+    }
+
+    /// The environment of a stdio server's program: what it inherits from `parent` (ossa's
+    /// environment), then `env_vars`, then `env`.
+    fn child_environment(
+        &self,
+        parent: impl Fn(&str) -> Option<OsString>,
+        parent_names: impl Iterator<Item = OsString>,
+    ) -> Result<Vec<(OsString, OsString)>, String> {
+        let mut environment: BTreeMap<OsString, OsString> = BTreeMap::new();
+        let locale =
+            parent_names.filter(|name| name.to_str().is_some_and(|n| n.starts_with("LC_")));
+        let inherited = INHERITED_VARIABLES
+            .iter()
+            .map(|name| OsString::from(*name))
+            .chain(locale);
+        for name in inherited {
+            let Some(text) = name.to_str() else { continue };
+            // A value starting with `()` is an exported shell function, which no server needs.
+            if let Some(value) = parent(text)
+                && !value.as_encoded_bytes().starts_with(b"()")
+            {
+                environment.insert(name, value);
+            }
+        }
+        for name in &self.env_vars {
+            if name.is_empty() || name.contains(['=', '\0']) {
+                return Err(format!("`env_vars`: `{name}` is not a variable name"));
+            }
+            let value = parent(name)
+                .ok_or_else(|| format!("environment variable `{name}` (env_vars) is not set"))?;
+            environment.insert(name.into(), value);
+        }
+        for (name, value) in &self.env {
+            environment.insert(name.into(), value.into());
+        }
+        Ok(environment.into_iter().collect())
+    }
+
     fn transport(&self) -> Result<Transport, McpError> {
         let problem = |problem: String| McpError::Config {
             server: self.name.clone(),
@@ -125,6 +257,12 @@ impl McpServerConfig {
         };
         if self.name.is_empty() {
             return Err(problem("`name` is empty".into()));
+        }
+        let max_result_bytes = self.max_result_bytes();
+        if max_result_bytes == 0 || max_result_bytes > MAX_MESSAGE_BYTES {
+            return Err(problem(format!(
+                "`max_result_bytes` must be between 1 and {MAX_MESSAGE_BYTES}, got {max_result_bytes}"
+            )));
         }
         match (&self.command, &self.url) {
             (Some(_), Some(_)) => Err(problem(
@@ -137,14 +275,26 @@ impl McpServerConfig {
                         "`headers` and `bearer_token_env_var` apply to `url` servers only".into(),
                     ));
                 }
+                let environment = self
+                    .child_environment(
+                        |name| std::env::var_os(name),
+                        std::env::vars_os().map(|(name, _)| name),
+                    )
+                    .map_err(problem)?;
                 Ok(Transport::Stdio {
                     command: command.clone(),
+                    environment,
                 })
             }
             (None, Some(url)) => {
-                if !self.args.is_empty() || !self.env.is_empty() || self.cwd.is_some() {
+                if !self.args.is_empty()
+                    || !self.env.is_empty()
+                    || !self.env_vars.is_empty()
+                    || self.cwd.is_some()
+                {
                     return Err(problem(
-                        "`args`, `env` and `cwd` apply to `command` servers only".into(),
+                        "`args`, `env`, `env_vars` and `cwd` apply to `command` servers only"
+                            .into(),
                     ));
                 }
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -210,6 +360,7 @@ pub enum McpError {
 enum Transport {
     Stdio {
         command: String,
+        environment: Vec<(OsString, OsString)>,
     },
     Http {
         url: String,
@@ -237,6 +388,9 @@ pub struct McpServer {
     stderr_reader: StdMutex<Option<tokio::task::JoinHandle<()>>>,
     /// Set by [`McpServer::shutdown`]: no restart after that.
     shut_down: AtomicBool,
+    /// Set when the running stdio server sent a message over [`MAX_MESSAGE_BYTES`] (which
+    /// stopped it); cleared when it is started again.
+    oversized: Arc<AtomicBool>,
 }
 
 impl McpServer {
@@ -249,6 +403,7 @@ impl McpServer {
             stderr_tail: Arc::default(),
             stderr_reader: StdMutex::new(None),
             shut_down: AtomicBool::new(false),
+            oversized: Arc::default(),
         };
         let client = server.start().await?;
         let timeout = server.config.startup_timeout();
@@ -309,28 +464,40 @@ impl McpServer {
         let timeout = self.config.startup_timeout();
         let handshake = async {
             match transport {
-                Transport::Stdio { command } => {
+                Transport::Stdio {
+                    command,
+                    environment,
+                } => {
                     let mut process = tokio::process::Command::new(&command);
-                    process.args(&self.config.args).envs(&self.config.env);
+                    process
+                        .args(&self.config.args)
+                        .env_clear()
+                        .envs(environment)
+                        .stdin(std::process::Stdio::piped())
+                        .stdout(std::process::Stdio::piped())
+                        .stderr(std::process::Stdio::piped())
+                        .kill_on_drop(true);
                     if let Some(cwd) = &self.config.cwd {
                         process.current_dir(cwd);
                     }
                     // Its own process group: a Ctrl-C meant for the current turn must not reach
-                    // the server (the terminal signals the whole foreground group).
+                    // the server (the terminal signals the whole foreground group), and stopping
+                    // the server stops what it started (`npx` runs `node`).
                     #[cfg(unix)]
                     process.process_group(0);
-                    let (child, stderr) = TokioChildProcess::builder(process)
-                        .stderr(std::process::Stdio::piped())
-                        .spawn()
-                        .map_err(|source| McpError::Spawn {
-                            server: name.clone(),
-                            command,
-                            source,
-                        })?;
-                    if let Some(stderr) = stderr {
+                    let spawn_error = |source| McpError::Spawn {
+                        server: name.clone(),
+                        command: command.clone(),
+                        source,
+                    };
+                    let mut child = process.spawn().map_err(spawn_error)?;
+                    if let Some(stderr) = child.stderr.take() {
                         self.collect_stderr(stderr);
                     }
-                    info.serve(child)
+                    self.oversized.store(false, Ordering::SeqCst);
+                    let transport =
+                        StdioChild::new(child, Arc::clone(&self.oversized)).map_err(spawn_error)?;
+                    info.serve(transport)
                         .await
                         .map_err(|error| handshake_failure(&error))
                 }
@@ -343,6 +510,8 @@ impl McpServer {
                     crate::browser::fetch::install_tls_provider();
                     let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
                         .custom_headers(headers);
+                    config.max_json_response_size = MAX_MESSAGE_BYTES;
+                    config.max_sse_event_size = MAX_MESSAGE_BYTES;
                     if let Some(token) = bearer {
                         config = config.auth_header(token);
                     }
@@ -456,6 +625,23 @@ impl McpServer {
                 }
             }
         };
+        let limit = self.config.max_result_bytes();
+        self.call_tool_uncapped(tool, arguments, peer)
+            .await
+            .map(|text| cap_result(text, limit))
+            .map_err(|error| match error {
+                FunctionError::Failed(text) => FunctionError::Failed(cap_result(text, limit)),
+                other => other,
+            })
+    }
+
+    async fn call_tool_uncapped(
+        &self,
+        tool: &str,
+        arguments: Map<String, Value>,
+        peer: rmcp::Peer<RoleClient>,
+    ) -> Result<String, FunctionError> {
+        let server = &self.config.name;
         let params = CallToolRequestParams::new(tool.to_string()).with_arguments(arguments);
         let timeout = self.config.call_timeout();
         let result = match tokio::time::timeout(timeout, peer.call_tool(params)).await {
@@ -492,8 +678,14 @@ impl McpServer {
                     );
                 let cause = root_cause(&error);
                 let message = match (&self.config.url, stopped) {
+                    (None, true) if self.oversized.load(Ordering::SeqCst) => format!(
+                        "MCP server `{server}` sent a message larger than {} MiB while running `{tool}` (the most ossa reads), so it was stopped; it will be started again on the next call",
+                        MAX_MESSAGE_BYTES >> 20
+                    ),
+                    // rmcp does not say why an HTTP connection ended; these are the two ways.
                     (Some(url), true) => format!(
-                        "MCP server `{server}` at {url} failed while running `{tool}` ({cause}); it is reconnected on the next call"
+                        "MCP server `{server}` at {url} failed while running `{tool}` ({cause}: the server went away, or sent a message over {} MiB, the most ossa reads); it is reconnected on the next call",
+                        MAX_MESSAGE_BYTES >> 20
                     ),
                     (None, true) => {
                         self.drain_stderr().await;
@@ -510,6 +702,162 @@ impl McpServer {
             }
         }
     }
+}
+
+/// A stdio server: its process, and MCP over its stdin and stdout (read through [`CappedLines`]).
+struct StdioChild {
+    child: Child,
+    io: AsyncRwTransport<RoleClient, CappedLines<ChildStdout>, ChildStdin>,
+    oversized: Arc<AtomicBool>,
+}
+
+impl StdioChild {
+    /// How long a stopping server gets after its stdin is closed, then again after `SIGTERM`.
+    const EXIT_GRACE: Duration = Duration::from_secs(3);
+
+    fn new(mut child: Child, oversized: Arc<AtomicBool>) -> io::Result<Self> {
+        let missing = |what: &str| io::Error::other(format!("the server's {what} is not a pipe"));
+        let stdin = child.stdin.take().ok_or_else(|| missing("stdin"))?;
+        let stdout = child.stdout.take().ok_or_else(|| missing("stdout"))?;
+        let stdout = CappedLines {
+            inner: stdout,
+            line: 0,
+            limit: MAX_MESSAGE_BYTES,
+            oversized: Arc::clone(&oversized),
+        };
+        // rmcp's own line limit stays as a second guard; ours (one byte less) fails first.
+        let io =
+            AsyncRwTransport::new_client(stdout, stdin).with_max_line_length(MAX_MESSAGE_BYTES + 1);
+        Ok(Self {
+            child,
+            io,
+            oversized,
+        })
+    }
+
+    /// The MCP specification's stdio shutdown: close stdin and wait, then `SIGTERM` and wait,
+    /// then `SIGKILL` (to the server's process group). A server that sent an oversized message
+    /// is killed at once: it may be blocked writing the rest of it.
+    async fn stop(&mut self) -> io::Result<()> {
+        self.io.close().await?;
+        if !self.oversized.load(Ordering::SeqCst)
+            && tokio::time::timeout(Self::EXIT_GRACE, self.child.wait())
+                .await
+                .is_ok()
+        {
+            return Ok(());
+        }
+        #[cfg(unix)]
+        if let Some(pid) = self.child.id() {
+            // The child has not been waited for, so its pid (its process group's id, as it was
+            // started with `process_group(0)`) is still its own.
+            signal_group(pid, libc::SIGTERM);
+            if tokio::time::timeout(Self::EXIT_GRACE, self.child.wait())
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            signal_group(pid, libc::SIGKILL);
+        }
+        self.child.kill().await
+    }
+}
+
+/// Send `signal` to the process group `group`.
+#[cfg(unix)]
+fn signal_group(group: u32, signal: libc::c_int) {
+    let Ok(group) = libc::pid_t::try_from(group) else {
+        return;
+    };
+    // SAFETY: kill(2) takes plain integers and touches no memory of this process.
+    let sent = unsafe { libc::kill(-group, signal) };
+    if sent != 0 {
+        tracing::debug!(group, signal, error = %io::Error::last_os_error(), "signalling an MCP server failed");
+    }
+}
+
+impl RmcpTransport<RoleClient> for StdioChild {
+    type Error = io::Error;
+
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleClient>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        self.io.send(item)
+    }
+
+    fn receive(&mut self) -> impl Future<Output = Option<RxJsonRpcMessage<RoleClient>>> + Send {
+        self.io.receive()
+    }
+
+    fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        self.stop()
+    }
+}
+
+/// A stdio server's stdout that fails once a line (one JSON-RPC message) grows past `limit`
+/// bytes. rmcp would skip such a line and wait on, leaving the call to time out; failing the
+/// read closes the connection instead, so the call is answered at once (see `oversized`).
+struct CappedLines<R> {
+    inner: R,
+    /// Bytes of the current line read so far.
+    line: usize,
+    limit: usize,
+    oversized: Arc<AtomicBool>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for CappedLines<R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {}
+            other => return other,
+        }
+        let mut segments = buf.filled()[before..].split(|byte| *byte == b'\n');
+        let mut longest = this.line + segments.next().map_or(0, <[u8]>::len);
+        let mut current = longest;
+        for segment in segments {
+            current = segment.len();
+            longest = longest.max(current);
+        }
+        this.line = current;
+        if longest > this.limit {
+            this.oversized.store(true, Ordering::SeqCst);
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the server sent a message of more than {} bytes",
+                    this.limit
+                ),
+            )));
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// `text` cut to at most `limit` bytes (at a character boundary), with a note saying how much
+/// was cut.
+fn cap_result(mut text: String, limit: usize) -> String {
+    if text.len() <= limit {
+        return text;
+    }
+    let total = text.len();
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(&format!(
+        "\n[result truncated: the first {end} of its {total} bytes are shown, {} bytes were cut]",
+        total - end
+    ));
+    text
 }
 
 /// Why the MCP handshake failed, without rmcp's Rust type names.
@@ -619,19 +967,21 @@ pub struct McpFunction {
 }
 
 impl McpFunction {
-    /// `tool` of `server`, exposed to the model as `name`.
-    fn new(server: Arc<McpServer>, tool: &McpTool, name: String) -> Self {
-        let description = ToolDescription::new(
-            name,
-            tool.description.clone(),
-            Some(prompt_schema(&tool.input_schema)),
-        );
-        Self {
+    /// `tool` of `server`, exposed to the model as `name`; with the reason its schema is shown
+    /// to the model only in part, if it is.
+    fn new(server: Arc<McpServer>, tool: &McpTool, name: String) -> (Self, Option<SchemaTooLarge>) {
+        let (parameters, too_large) = match prompt_schema(&tool.input_schema) {
+            Ok(parameters) => (parameters, None),
+            Err(error) => (error.shown().clone(), Some(error)),
+        };
+        let description = ToolDescription::new(name, tool.description.clone(), Some(parameters));
+        let function = Self {
             server,
             tool: tool.name.clone(),
             description,
             arguments: ArgumentSchema::new(tool.input_schema.clone()),
-        }
+        };
+        (function, too_large)
     }
 
     /// The server's own name for the tool.
@@ -700,8 +1050,9 @@ pub struct ExposedTool {
 }
 
 /// Add the tools of `servers` to `functions`, naming them as the module documentation says.
-/// Returns what was added, in order, and a warning for each tool that could not be given a
-/// free valid name (also logged).
+/// Returns what was added, in order, and the warnings (also logged): a tool that could not be
+/// given a free valid name is left out; a tool whose schema expands past the budget is shown to
+/// the model only as deep as it fits (see [`prompt_schema`]).
 pub fn add_tools(
     functions: &mut FunctionTools,
     servers: &[Arc<McpServer>],
@@ -713,7 +1064,7 @@ pub fn add_tools(
         }
     }
     let mut added = Vec::new();
-    let mut skipped = Vec::new();
+    let mut warnings = Vec::new();
     for server in servers {
         for tool in server.tools() {
             let plain = sanitize(&tool.name);
@@ -730,16 +1081,27 @@ pub fn add_tools(
                     tool.name
                 );
                 tracing::warn!("{warning}");
-                skipped.push(warning);
+                warnings.push(warning);
                 continue;
             }
-            let function = McpFunction::new(Arc::clone(server), tool, name.clone());
+            let (function, too_large) = McpFunction::new(Arc::clone(server), tool, name.clone());
             match functions.add(function) {
-                Ok(_) => added.push(ExposedTool {
-                    server: server.name().to_string(),
-                    tool: tool.name.clone(),
-                    function: name,
-                }),
+                Ok(_) => {
+                    if let Some(too_large) = too_large {
+                        let warning = format!(
+                            "MCP server `{}`: tool `{}`: {too_large}",
+                            server.name(),
+                            tool.name
+                        );
+                        tracing::warn!("{warning}");
+                        warnings.push(warning);
+                    }
+                    added.push(ExposedTool {
+                        server: server.name().to_string(),
+                        tool: tool.name.clone(),
+                        function: name,
+                    })
+                }
                 Err(error) => {
                     let warning = format!(
                         "MCP server `{}`: tool `{}` left out: {error}",
@@ -747,12 +1109,12 @@ pub fn add_tools(
                         tool.name
                     );
                     tracing::warn!("{warning}");
-                    skipped.push(warning);
+                    warnings.push(warning);
                 }
             }
         }
     }
-    (added, skipped)
+    (added, warnings)
 }
 
 /// A function name from an MCP tool name: disallowed characters become `_`, a leading digit or

@@ -35,13 +35,16 @@ impl ToolDescription {
     /// A function described by the Rust type of its arguments (`#[derive(JsonSchema)]`): the
     /// parameters are its schema as the model should read it ([`prompt_schema`]), field doc
     /// comments becoming descriptions. An empty `description` takes the type's doc comment.
+    /// A type whose schema expands past the budget is shown as deep as it fits, with a warning
+    /// naming the function in the log.
     ///
-    /// [`prompt_schema`]: crate::function::prompt_schema
+    /// [`prompt_schema`]: crate::schema::prompt_schema
     pub fn from_type<T: schemars::JsonSchema>(
         name: impl Into<String>,
         description: impl Into<String>,
     ) -> Self {
-        let schema = crate::function::parameters_schema::<T>();
+        let name = name.into();
+        let schema = crate::schema::parameters_schema::<T>();
         let mut description = description.into();
         if description.is_empty()
             && let Some(doc) = schema
@@ -50,11 +53,11 @@ impl ToolDescription {
         {
             description = doc.to_string();
         }
-        Self::new(
-            name,
-            description,
-            Some(crate::function::prompt_schema(&schema)),
-        )
+        let parameters = crate::schema::prompt_schema(&schema).unwrap_or_else(|error| {
+            tracing::warn!("function `{name}`: {error}");
+            error.into_shown()
+        });
+        Self::new(name, description, Some(parameters))
     }
 }
 

@@ -469,3 +469,164 @@ fn the_workspace_must_exist() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_hard_link_to_a_file_outside_is_refused_and_the_outside_file_untouched() {
+    let outer = tempfile::tempdir().expect("temp dir");
+    let root = outer.path().join("workspace");
+    fs::create_dir(&root).expect("mkdir");
+    let outside = outer.path().join("outside.txt");
+    fs::write(&outside, "outside\n").expect("write");
+    fs::hard_link(&outside, root.join("link.txt")).expect("hard link");
+    let tool = ApplyPatch::new(&root).expect("opens");
+
+    let patch = "*** Begin Patch\n*** Update File: link.txt\n-outside\n+written through the link\n*** End Patch";
+    let expected = "link.txt: has 2 hard links (names for the same file, which may be outside the workspace); apply_patch does not edit hard-linked files";
+    assert_eq!(error_of(&tool, patch), expected);
+    // Moving it is editing it too.
+    let error = error_of(
+        &tool,
+        "*** Begin Patch\n*** Update File: link.txt\n*** Move to: moved.txt\n*** End Patch",
+    );
+    assert!(error.starts_with("link.txt: has 2 hard links"), "{error}");
+    assert!(!root.join("moved.txt").exists());
+
+    // The model reads the refusal as the function's answer.
+    let mut functions = FunctionTools::new();
+    functions.add(tool.clone()).expect("valid function");
+    let mut session = functions.open_session();
+    let out = session
+        .call(&ToolCall {
+            recipient: "functions.apply_patch".into(),
+            channel: Some("commentary".into()),
+            content_type: None,
+            content: patch.into(),
+        })
+        .await;
+    assert_eq!(out[0].content, format!("Error: {expected}"));
+    assert_eq!(fs::read_to_string(&outside).expect("read"), "outside\n");
+
+    // Deleting the workspace's name only removes that name.
+    tool.apply("*** Begin Patch\n*** Delete File: link.txt\n*** End Patch")
+        .expect("deletes");
+    assert!(!root.join("link.txt").exists());
+    assert_eq!(fs::read_to_string(&outside).expect("read"), "outside\n");
+}
+
+#[test]
+fn an_update_replaces_the_file_and_never_writes_into_the_original() {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    let (dir, tool) = workspace();
+    let root = dir.path();
+    let original = "line one\nline two\n".repeat(1000);
+    write(root, "src/big.txt", &original);
+    fs::set_permissions(root.join("src/big.txt"), fs::Permissions::from_mode(0o750))
+        .expect("chmod");
+    let before = fs::metadata(root.join("src/big.txt")).expect("stat");
+    // A reader holding the original open, as an editor or a crash-time observer would.
+    let mut held = fs::File::open(root.join("src/big.txt")).expect("open");
+
+    tool.apply("*** Begin Patch\n*** Update File: src/big.txt\n@@\n-line one\n+line 1\n line two\n*** End Patch")
+        .expect("applies");
+
+    let after = fs::metadata(root.join("src/big.txt")).expect("stat");
+    assert_ne!(before.ino(), after.ino(), "a new file took the name");
+    assert_eq!(after.mode() & 0o7777, 0o750, "permissions are kept");
+    assert_eq!(after.nlink(), 1);
+    let mut seen = String::new();
+    held.read_to_string(&mut seen).expect("read");
+    assert_eq!(seen, original, "the original file was never written to");
+    assert_eq!(
+        read(root, "src/big.txt"),
+        original.replacen("line one", "line 1", 1)
+    );
+    // Nothing is left behind in the folder.
+    let names: Vec<String> = fs::read_dir(root.join("src"))
+        .expect("list")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(names, ["big.txt"]);
+
+    // A move keeps the permissions too; an added file gets the default for new files.
+    tool.apply("*** Begin Patch\n*** Update File: src/big.txt\n*** Move to: moved/big.txt\n*** Add File: new.txt\n+new\n*** End Patch")
+        .expect("applies");
+    let moved = fs::metadata(root.join("moved/big.txt")).expect("stat");
+    assert_eq!(moved.mode() & 0o7777, 0o750);
+    let added = fs::metadata(root.join("new.txt")).expect("stat");
+    let created = {
+        let probe = root.join("probe");
+        fs::write(&probe, "").expect("write");
+        fs::metadata(&probe).expect("stat").mode() & 0o7777
+    };
+    assert_eq!(added.mode() & 0o7777, created);
+}
+
+#[test]
+fn a_symlinked_file_inside_stays_a_link_and_its_target_is_edited() {
+    let (dir, tool) = workspace();
+    let root = dir.path();
+    write(root, "real.txt", "one\n");
+    std::os::unix::fs::symlink("real.txt", root.join("alias.txt")).expect("symlink");
+    tool.apply("*** Begin Patch\n*** Update File: alias.txt\n-one\n+two\n*** End Patch")
+        .expect("applies");
+    assert!(
+        fs::symlink_metadata(root.join("alias.txt"))
+            .expect("stat")
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(read(root, "real.txt"), "two\n");
+}
+
+#[test]
+fn special_and_unwritable_files_are_not_edited() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let (dir, tool) = workspace();
+    let root = dir.path();
+    let fifo = root.join("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    // Reading a FIFO would block until someone writes to it: refused before any read.
+    assert_eq!(
+        error_of(
+            &tool,
+            "*** Begin Patch\n*** Update File: pipe\n-x\n+y\n*** End Patch"
+        ),
+        "pipe: is not a regular file; apply_patch edits text files only"
+    );
+
+    write(root, "locked.txt", "one\n");
+    fs::set_permissions(root.join("locked.txt"), fs::Permissions::from_mode(0o444)).expect("chmod");
+    let patch = "*** Begin Patch\n*** Update File: locked.txt\n-one\n+two\n*** End Patch";
+    let writable_anyway = fs::OpenOptions::new()
+        .write(true)
+        .open(root.join("locked.txt"))
+        .is_ok();
+    if writable_anyway {
+        // Root writes any file: the edit goes through and the file stays read-only.
+        tool.apply(patch).expect("applies");
+        assert_eq!(read(root, "locked.txt"), "two\n");
+    } else {
+        let error = error_of(&tool, patch);
+        assert!(error.starts_with("locked.txt: "), "{error}");
+        assert!(error.contains("Permission denied"), "{error}");
+        assert_eq!(read(root, "locked.txt"), "one\n");
+    }
+    let mode = fs::metadata(root.join("locked.txt"))
+        .expect("stat")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o444);
+}

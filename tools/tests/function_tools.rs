@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ossa_tools::function::{FunctionToolsError, TypedFunction, parameters_schema, prompt_schema};
+use ossa_tools::function::{FunctionToolsError, TypedFunction};
+use ossa_tools::schema::{parameters_schema, prompt_schema};
 use ossa_tools::{FunctionTools, Placement, Tool, ToolCall, ToolOutput};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -414,7 +415,7 @@ struct Note {
 
 #[test]
 fn nested_types_are_inlined_without_titles_or_refs() {
-    let rendered = prompt_schema(&parameters_schema::<Shipment>());
+    let rendered = prompt_schema(&parameters_schema::<Shipment>()).expect("within the budget");
     let expected = json!({
         "type": "object",
         "properties": {
@@ -459,7 +460,7 @@ struct Category {
 
 #[tokio::test]
 async fn recursive_types_render_as_any_below_the_first_level_yet_validate_fully() {
-    let rendered = prompt_schema(&parameters_schema::<Category>());
+    let rendered = prompt_schema(&parameters_schema::<Category>()).expect("within the budget");
     assert_eq!(
         rendered,
         json!({
@@ -491,5 +492,190 @@ async fn recursive_types_render_as_any_below_the_first_level_yet_validate_fully(
     assert_eq!(
         out.content,
         r#"Error: invalid arguments: at /children/0: "children" is a required property"#
+    );
+}
+
+/// Level `D{i}` holds two `D{i + 1}`s (the second optional), 18 levels down: inlined, its
+/// schema has 2^18 copies.
+macro_rules! binary_levels {
+    ($($level:ident => $below:ty),* $(,)?) => {$(
+        #[derive(Deserialize, JsonSchema)]
+        #[allow(dead_code)]
+        struct $level {
+            // Boxed: by value, D0 would be 2^18 strings big.
+            left: Box<$below>,
+            right: Option<Box<$below>>,
+        }
+    )*};
+}
+
+binary_levels!(
+    D0 => D1, D1 => D2, D2 => D3, D3 => D4, D4 => D5, D5 => D6, D6 => D7, D7 => D8, D8 => D9,
+    D9 => D10, D10 => D11, D11 => D12, D12 => D13, D13 => D14, D14 => D15, D15 => D16,
+    D16 => D17, D17 => String,
+);
+
+/// The prompt's copy of `D{level}` with `D1`..`D{depth}` inlined; deeper levels are `any`.
+fn binary_tree(level: usize, depth: usize) -> serde_json::Value {
+    if level > depth {
+        return json!({});
+    }
+    let below = if level == 17 {
+        json!({"type": "string"})
+    } else {
+        binary_tree(level + 1, depth)
+    };
+    json!({
+        "type": "object",
+        "properties": {"left": below.clone(), "right": below},
+        "required": ["left"]
+    })
+}
+
+/// What `f` logs at WARN and above (`LEVEL message` lines), and its result.
+fn warnings_while<R>(f: impl FnOnce() -> R) -> (R, String) {
+    use tracing::span::{Attributes, Id, Record};
+
+    #[derive(Default)]
+    struct Warnings(std::sync::Mutex<Vec<String>>);
+    struct Message(String);
+    impl tracing::field::Visit for Message {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "message" {
+                self.0 = format!("{value:?}");
+            }
+        }
+    }
+    impl tracing::Subscriber for Warnings {
+        fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+            *metadata.level() <= tracing::Level::WARN
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            let mut message = Message(String::new());
+            event.record(&mut message);
+            let line = format!("{} {}", event.metadata().level(), message.0);
+            self.0.lock().expect("log").push(line);
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+    let warnings = Arc::new(Warnings::default());
+    let result = tracing::subscriber::with_default(Arc::clone(&warnings), f);
+    let lines = warnings.0.lock().expect("log").join("\n");
+    (result, lines)
+}
+
+#[tokio::test]
+async fn a_type_that_doubles_per_level_is_shown_as_deep_as_the_budget_allows() {
+    let schema = parameters_schema::<D0>();
+    let schema_size = serde_json::to_string(&schema).expect("serializes").len();
+    assert!(
+        schema_size < 4096,
+        "each type is in the schema once: {schema_size} bytes"
+    );
+
+    // The deepest expansion within the budget: inlining D{i} costs its definition's JSON size,
+    // 2^i times (D0 is the root itself).
+    let definition_size = |level: usize| {
+        serde_json::to_string(&schema["$defs"][format!("D{level}")])
+            .expect("serializes")
+            .len()
+    };
+    let cost = |depth: usize| -> usize { (1..=depth).map(|i| (1 << i) * definition_size(i)).sum() };
+    let depth = (0..=17)
+        .take_while(|&depth| cost(depth) <= ossa_tools::schema::MAX_INLINED_BYTES)
+        .last()
+        .expect("depth 0 costs nothing");
+    assert!(
+        depth > 3 && depth < 17,
+        "the budget cuts in between: {depth}"
+    );
+
+    let too_large = prompt_schema(&schema).expect_err("over the budget");
+    assert_eq!(too_large.ref_depth(), depth);
+    assert_eq!(too_large.shown(), &binary_tree(0, depth));
+
+    let (function, log) = warnings_while(|| {
+        TypedFunction::new("plant", "Plants a tree.", |_: D0| async {
+            Ok::<_, String>("planted")
+        })
+    });
+    assert_eq!(
+        log,
+        format!(
+            "WARN function `plant`: its parameter schema expands past 32 KiB through its `$ref`s; the model is shown {depth} levels of `$ref`s, deeper ones as `any`"
+        )
+    );
+    let mut tools = FunctionTools::new();
+    tools.add(function).expect("valid");
+    assert_eq!(
+        tools.namespace().tools[0].parameters,
+        Some(binary_tree(0, depth))
+    );
+    // Arguments are checked against the whole schema, below the shown depth too.
+    let mut arguments = json!("leaf");
+    for _ in 0..12 {
+        arguments = json!({ "left": arguments });
+    }
+    let out = ask_json(&tools, "functions.plant", &arguments.to_string()).await;
+    assert_eq!(
+        out.content,
+        format!(
+            "Error: invalid arguments: at {}: \"leaf\" is not of type \"object\"",
+            "/left".repeat(12)
+        )
+    );
+    arguments["left"]["right"] = json!({"left": {"left": "leaf"}});
+    let out = ask_json(&tools, "functions.plant", &arguments.to_string()).await;
+    assert_eq!(
+        out.content,
+        format!(
+            "Error: invalid arguments: at {}: \"leaf\" is not of type \"object\"; at /left/right/left/left: \"leaf\" is not of type \"object\"",
+            "/left".repeat(12)
+        )
+    );
+}
+
+/// A person and a company that contain each other.
+#[derive(Deserialize, JsonSchema)]
+#[allow(dead_code)]
+struct Person {
+    name: String,
+    employer: Company,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[allow(dead_code)]
+struct Company {
+    title: String,
+    staff: Vec<Person>,
+}
+
+#[test]
+fn types_that_contain_each_other_are_cut_where_the_cycle_closes() {
+    let (rendered, log) = warnings_while(|| prompt_schema(&parameters_schema::<Person>()));
+    assert_eq!(log, "", "a cycle is no error");
+    assert_eq!(
+        rendered.expect("within the budget"),
+        json!({
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "employer": {
+                    "type": "object",
+                    "properties": {
+                        "title": {"type": "string"},
+                        "staff": {"type": "array", "items": {}}
+                    },
+                    "required": ["title", "staff"]
+                }
+            },
+            "required": ["name", "employer"]
+        })
     );
 }

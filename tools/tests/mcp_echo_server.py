@@ -5,11 +5,16 @@ standard library only (so it shares no code with the Rust client under test).
     mcp_echo_server.py [--name NAME]          speak MCP on stdin/stdout (newline-delimited JSON-RPC)
     mcp_echo_server.py --http [--name NAME]   serve streamable HTTP on 127.0.0.1, an ephemeral port,
                                               printing "listening on PORT" to stdout when ready
+    ... --hostile-schemas                     also list `deep` and `cyclic` (below)
 
 Tools: echo, add (structured result), fail (isError result), reject (JSON-RPC error), crash
 (the process exits mid-call), pid (the process id, to observe restarts), slow, whereami (working
 directory and environment), files.read (a name
-with a dot), describe_user (a pydantic-style schema with titles, $defs and anyOf).
+with a dot), describe_user (a pydantic-style schema with titles, $defs and anyOf), environment
+(the server's whole environment as JSON), big (a result of any size), flood (a result that never
+ends: one line of JSON-RPC growing without end). With --hostile-schemas: deep (a schema whose
+$defs reference the next level twice, 18 levels: 2^18 copies when expanded) and cyclic (two
+$defs referencing each other).
 """
 
 import json
@@ -20,6 +25,7 @@ import time
 
 NAME = "echo"
 PROTOCOL = "2025-06-18"
+HOSTILE = False
 
 TOOLS = [
     {
@@ -85,6 +91,33 @@ TOOLS = [
         },
     },
     {
+        "name": "environment",
+        "description": "Returns the server's environment variables as a JSON object.",
+        "inputSchema": {"type": "object", "properties": {}},
+    },
+    {
+        "name": "big",
+        "description": "Returns `unit` repeated `count` times.",
+        "inputSchema": {
+            "type": "object",
+            "properties": {
+                "unit": {"type": "string"},
+                "count": {"type": "integer"},
+                "error": {"type": "boolean"},
+            },
+            "required": ["unit", "count"],
+        },
+    },
+    {
+        "name": "flood",
+        "description": "Starts a result and keeps writing it, `megabytes` MiB (over stdio only).",
+        "inputSchema": {
+            "type": "object",
+            "properties": {"megabytes": {"type": "integer"}},
+            "required": ["megabytes"],
+        },
+    },
+    {
         "name": "describe_user",
         "description": "Describes a user.",
         "inputSchema": {
@@ -103,6 +136,43 @@ TOOLS = [
                 "address": {"anyOf": [{"$ref": "#/$defs/Address"}, {"type": "null"}], "default": None},
             },
             "required": ["name"],
+        },
+    },
+]
+
+
+DEEP_LEVELS = 18
+
+
+def deep_schema(levels):
+    """Level i is an object whose two properties are both level i + 1; the last is a string."""
+    defs = {}
+    for level in range(levels):
+        below = {"$ref": f"#/$defs/L{level + 1}"}
+        defs[f"L{level}"] = {"type": "object", "properties": {"left": below, "right": below}}
+    defs[f"L{levels}"] = {"type": "string"}
+    return {"type": "object", "properties": {"root": {"$ref": "#/$defs/L0"}}, "$defs": defs}
+
+
+HOSTILE_TOOLS = [
+    {
+        "name": "deep",
+        "description": "Takes a binary tree 18 levels deep.",
+        "inputSchema": deep_schema(DEEP_LEVELS),
+    },
+    {
+        "name": "cyclic",
+        "description": "Takes two types that contain each other.",
+        "inputSchema": {
+            "type": "object",
+            "properties": {"start": {"$ref": "#/$defs/A"}},
+            "$defs": {
+                "A": {"type": "object", "properties": {"b": {"$ref": "#/$defs/B"}}},
+                "B": {
+                    "type": "object",
+                    "properties": {"a": {"$ref": "#/$defs/A"}, "name": {"type": "string"}},
+                },
+            },
         },
     },
 ]
@@ -141,6 +211,12 @@ def call_tool(name, args):
         return text_result("done")
     if name == "whereami":
         return text_result(f"{os.getcwd()} {os.environ.get('OSSA_TEST_VAR', '-')}")
+    if name == "environment":
+        return text_result(json.dumps(dict(os.environ), sort_keys=True))
+    if name == "big":
+        return text_result(args["unit"] * args["count"], isError=bool(args.get("error")))
+    if name in ("deep", "cyclic"):
+        return text_result(f"{name}: {json.dumps(args, sort_keys=True)}")
     if name == "files.read":
         return text_result(f"contents of {args['path']}")
     if name == "describe_user":
@@ -173,7 +249,7 @@ def handle(message):
         elif method == "ping":
             result = {}
         elif method == "tools/list":
-            result = {"tools": TOOLS}
+            result = {"tools": TOOLS + (HOSTILE_TOOLS if HOSTILE else [])}
         elif method == "tools/call":
             result = call_tool(params.get("name"), params.get("arguments") or {})
         else:
@@ -186,6 +262,21 @@ def handle(message):
         return {"jsonrpc": "2.0", "id": msg_id, "error": body}
 
 
+def flood_parts(message):
+    """One JSON-RPC response whose text goes on for `megabytes` MiB, in pieces: the client must
+    stop reading it, not hold it."""
+    head = json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": {"content": []}})
+    yield head[: -len("[]}}")] + '[{"type": "text", "text": "'
+    chunk = "x" * (1 << 20)
+    for _ in range(message["params"]["arguments"]["megabytes"]):
+        yield chunk
+    yield '"}]}}'
+
+
+def is_flood(message):
+    return message.get("method") == "tools/call" and (message.get("params") or {}).get("name") == "flood"
+
+
 def serve_stdio():
     lock = threading.Lock()
 
@@ -196,11 +287,24 @@ def serve_stdio():
                 sys.stdout.write(json.dumps(response) + "\n")
                 sys.stdout.flush()
 
+    def flood(message):
+        with lock:
+            try:
+                for part in flood_parts(message):
+                    sys.stdout.write(part)
+                sys.stdout.write("\n")
+                sys.stdout.flush()
+            except OSError:
+                os._exit(0)
+
     for line in sys.stdin:
         line = line.strip()
         if not line:
             continue
         message = json.loads(line)
+        if is_flood(message):
+            threading.Thread(target=flood, args=(message,), daemon=True).start()
+            continue
         # Calls run concurrently, as a real server's would.
         threading.Thread(target=answer, args=(message,), daemon=True).start()
 
@@ -243,6 +347,21 @@ def serve_http():
             if not is_initialize and self.headers.get("Mcp-Session-Id") != session:
                 self.send(400, b"missing or wrong Mcp-Session-Id", "text/plain")
                 return
+            if is_flood(message):
+                # A server-sent event that never ends, on a connection closed at the end.
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                try:
+                    self.wfile.write(b"event: message\ndata: ")
+                    for part in flood_parts(message):
+                        self.wfile.write(part.encode())
+                    self.wfile.write(b"\n\n")
+                except OSError:
+                    pass
+                return
             response = handle(message)
             if response is None:
                 self.send(202)
@@ -266,6 +385,7 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     if "--name" in args:
         NAME = args[args.index("--name") + 1]
+    HOSTILE = "--hostile-schemas" in args
     if "--http" in args:
         serve_http()
     else:

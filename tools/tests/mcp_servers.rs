@@ -43,8 +43,8 @@ async fn answer(tools: &FunctionTools, recipient: &str, content: &str) -> String
 
 async fn tools_of(servers: &[Arc<McpServer>]) -> FunctionTools {
     let mut tools = FunctionTools::new();
-    let (_, skipped) = mcp::add_tools(&mut tools, servers);
-    assert!(skipped.is_empty(), "{skipped:?}");
+    let (_, warnings) = mcp::add_tools(&mut tools, servers);
+    assert!(warnings.is_empty(), "{warnings:?}");
     tools
 }
 
@@ -57,7 +57,7 @@ async fn connect_one() -> (Arc<McpServer>, FunctionTools) {
     (server, tools)
 }
 
-const ALL_TOOLS: [&str; 10] = [
+const ALL_TOOLS: [&str; 13] = [
     "echo",
     "add",
     "fail",
@@ -67,6 +67,9 @@ const ALL_TOOLS: [&str; 10] = [
     "slow",
     "whereami",
     "files.read",
+    "environment",
+    "big",
+    "flood",
     "describe_user",
 ];
 
@@ -88,6 +91,9 @@ async fn stdio_server_tools_become_functions_and_answer() {
             "slow",
             "whereami",
             "files_read",
+            "environment",
+            "big",
+            "flood",
             "describe_user"
         ],
         "the dotted name is made addressable"
@@ -294,9 +300,9 @@ async fn colliding_names_are_prefixed_with_the_server_name() {
     );
 
     let mut tools = FunctionTools::new();
-    let (added, skipped) = mcp::add_tools(&mut tools, &servers);
-    assert!(skipped.is_empty());
-    assert_eq!(added.len(), 20);
+    let (added, warnings) = mcp::add_tools(&mut tools, &servers);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(added.len(), 26);
     assert!(added.contains(&exposed("one", "echo", "one__echo")));
     assert!(added.contains(&exposed("two", "files.read", "two__files_read")));
     assert_eq!(
@@ -505,7 +511,9 @@ fn the_config_file_shape() {
         command = "npx"
         args = ["-y", "@modelcontextprotocol/server-filesystem", "/home/me/notes"]
         env = { LOG_LEVEL = "warn" }
+        env_vars = ["GITHUB_TOKEN"]
         call_timeout_secs = 30
+        max_result_bytes = 1000
 
         [[mcp_servers]]
         name = "tracker"
@@ -528,6 +536,8 @@ fn the_config_file_shape() {
     );
     assert_eq!(files.env.get("LOG_LEVEL").map(String::as_str), Some("warn"));
     assert_eq!(files.call_timeout_secs, Some(30));
+    assert_eq!(files.env_vars, ["GITHUB_TOKEN"]);
+    assert_eq!(files.max_result_bytes, Some(1000));
     assert_eq!(files.url, None);
     let tracker = &config.mcp_servers[1];
     assert_eq!(tracker.url.as_deref(), Some("https://mcp.example.com/mcp"));
@@ -568,7 +578,35 @@ async fn config_mistakes_are_named() {
                 args: vec!["x".into()],
                 ..McpServerConfig::http("h", "http://127.0.0.1:1/mcp")
             },
-            "`args`, `env` and `cwd` apply to `command` servers only",
+            "`args`, `env`, `env_vars` and `cwd` apply to `command` servers only",
+        ),
+        (
+            McpServerConfig {
+                env_vars: vec!["GITHUB_TOKEN".into()],
+                ..McpServerConfig::http("h", "http://127.0.0.1:1/mcp")
+            },
+            "`args`, `env`, `env_vars` and `cwd` apply to `command` servers only",
+        ),
+        (
+            McpServerConfig {
+                env_vars: vec!["OSSA_TEST_SURELY_UNSET_VARIABLE".into()],
+                ..stdio_config("s")
+            },
+            "environment variable `OSSA_TEST_SURELY_UNSET_VARIABLE` (env_vars) is not set",
+        ),
+        (
+            McpServerConfig {
+                env_vars: vec!["A=B".into()],
+                ..stdio_config("s")
+            },
+            "`env_vars`: `A=B` is not a variable name",
+        ),
+        (
+            McpServerConfig {
+                max_result_bytes: Some(0),
+                ..stdio_config("s")
+            },
+            "`max_result_bytes` must be between 1 and 16777216, got 0",
         ),
         (
             McpServerConfig {
@@ -640,4 +678,347 @@ fn every_kind_of_result_content_reads_as_text() {
         call_result_text(&json!({"content": [], "isError": true})).map_err(|e| e.to_string()),
         Err("the tool reported an error without a message".to_string())
     );
+}
+
+/// A variable only the test process's own environment holds, standing for an API key.
+const SECRET_VARIABLE: &str = "OSSA_TEST_SECRET_API_KEY";
+const PASSED_VARIABLE: &str = "OSSA_TEST_PASSED_TOKEN";
+
+/// The environment of a stdio server `config`, as it reports it.
+async fn server_environment(config: McpServerConfig) -> serde_json::Map<String, serde_json::Value> {
+    let server = McpServer::connect(config).await.expect("connects");
+    let tools = tools_of(&[Arc::clone(&server)]).await;
+    let reported = answer(&tools, "functions.environment", "{}").await;
+    server.shutdown().await;
+    match serde_json::from_str(&reported) {
+        Ok(serde_json::Value::Object(environment)) => environment,
+        _ => panic!("not a JSON object: {reported}"),
+    }
+}
+
+#[tokio::test]
+async fn stdio_servers_see_a_minimal_environment_not_ossas_secrets() {
+    const NAME: &str = "stdio_servers_see_a_minimal_environment_not_ossas_secrets";
+    if std::env::var_os(SECRET_VARIABLE).is_none() {
+        // The secret must be in ossa's own environment, and setting variables in a running
+        // multi-threaded test process is unsound: run this test again in a process that has it.
+        let output = Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--exact", NAME, "--test-threads=1"])
+            .env(SECRET_VARIABLE, "sk-do-not-leak")
+            .env(PASSED_VARIABLE, "ghp-passed-on-purpose")
+            .env("LC_TIME", "C")
+            .output()
+            .expect("the test binary runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stdout}\n{stderr}");
+        assert!(
+            stdout.contains("test result: ok. 1 passed"),
+            "the test ran in the child: {stdout}"
+        );
+        return;
+    }
+
+    // The interpreter itself: a launcher such as pyenv's `python3` shim edits the environment
+    // (its PATH, its own variables) before the server sees it.
+    let python = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 runs");
+    let python = String::from_utf8(python.stdout).expect("UTF-8");
+    let config_for = |name: &str| McpServerConfig {
+        command: Some(python.trim().to_string()),
+        ..stdio_config(name)
+    };
+    let mut config = config_for("one");
+    config.env_vars = vec![PASSED_VARIABLE.into()];
+    config
+        .env
+        .insert("OSSA_TEST_VAR".into(), "from-config".into());
+    let environment = server_environment(config).await;
+    let value = |name: &str| environment.get(name).and_then(|v| v.as_str());
+    assert_eq!(value(SECRET_VARIABLE), None, "{environment:?}");
+    assert_eq!(value(PASSED_VARIABLE), Some("ghp-passed-on-purpose"));
+    assert_eq!(value("OSSA_TEST_VAR"), Some("from-config"));
+    assert_eq!(
+        value("LC_TIME"),
+        Some("C"),
+        "locale variables are inherited"
+    );
+    for inherited in ["PATH", "HOME"] {
+        assert_eq!(
+            value(inherited).map(String::from),
+            std::env::var(inherited).ok(),
+            "{inherited}"
+        );
+    }
+    // Nothing else came through: every variable the server has is on the list, a locale
+    // variable or one the config names (cargo's and the CI's own variables stayed behind).
+    for name in environment.keys() {
+        assert!(
+            mcp::INHERITED_VARIABLES.contains(&name.as_str())
+                || name.starts_with("LC_")
+                || name == PASSED_VARIABLE
+                || name == "OSSA_TEST_VAR",
+            "{name} leaked to the server"
+        );
+    }
+    assert!(
+        std::env::vars().count() > environment.len(),
+        "ossa's environment has more than the server's"
+    );
+
+    // Without `env_vars`, the passed variable stays behind too.
+    let environment = server_environment(config_for("two")).await;
+    assert!(
+        !environment.contains_key(PASSED_VARIABLE),
+        "{environment:?}"
+    );
+    assert!(
+        !environment.contains_key(SECRET_VARIABLE),
+        "{environment:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_huge_result_is_cut_to_the_limit_with_a_note_saying_how_much() {
+    // A limit that falls inside a two-byte character: the cut goes back to its start.
+    let mut config = stdio_config("one");
+    config.max_result_bytes = Some(1001);
+    let server = McpServer::connect(config).await.expect("connects");
+    let tools = tools_of(&[Arc::clone(&server)]).await;
+    let out = answer(&tools, "functions.big", r#"{"unit":"é","count":600000}"#).await;
+    assert_eq!(
+        out,
+        format!(
+            "{}\n[result truncated: the first 1000 of its 1200000 bytes are shown, 1199000 bytes were cut]",
+            "é".repeat(500)
+        )
+    );
+    // Error texts are what the model reads too.
+    let out = answer(
+        &tools,
+        "functions.big",
+        r#"{"unit":"e","count":5000,"error":true}"#,
+    )
+    .await;
+    assert_eq!(
+        out,
+        format!(
+            "Error: {}\n[result truncated: the first 1001 of its 5000 bytes are shown, 3999 bytes were cut]",
+            "e".repeat(1001)
+        )
+    );
+    // At the limit, nothing is cut.
+    let out = answer(&tools, "functions.big", r#"{"unit":"a","count":1001}"#).await;
+    assert_eq!(out, "a".repeat(1001));
+    server.shutdown().await;
+
+    // The default: 64 KiB.
+    let (server, tools) = connect_one().await;
+    let out = answer(&tools, "functions.big", r#"{"unit":"ab","count":100000}"#).await;
+    assert_eq!(
+        out,
+        format!(
+            "{}\n[result truncated: the first 65536 of its 200000 bytes are shown, 134464 bytes were cut]",
+            "ab".repeat(32768)
+        )
+    );
+    server.shutdown().await;
+}
+
+/// This process's peak resident memory (VmHWM), in bytes.
+fn peak_memory() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("procfs");
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .expect("VmHWM");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("a number");
+    kib * 1024
+}
+
+#[tokio::test]
+async fn a_stdio_server_streaming_an_endless_result_is_stopped_not_buffered() {
+    let mut config = stdio_config("one");
+    // Far longer than the answer takes: a timeout would mean the result was waited for.
+    config.call_timeout_secs = Some(100);
+    let server = McpServer::connect(config).await.expect("connects");
+    let tools = tools_of(&[Arc::clone(&server)]).await;
+    let first_pid = answer(&tools, "functions.pid", "{}").await;
+    let before = peak_memory();
+    // 4 GiB in one JSON-RPC line.
+    let out = answer(&tools, "functions.flood", r#"{"megabytes":4096}"#).await;
+    assert_eq!(
+        out,
+        "Error: MCP server `one` sent a message larger than 16 MiB while running `flood` (the most ossa reads), so it was stopped; it will be started again on the next call"
+    );
+    let grown = peak_memory().saturating_sub(before);
+    assert!(
+        grown < 512 << 20,
+        "reading the flood raised peak memory by {grown} bytes"
+    );
+    // The server is started again and answers.
+    let second_pid = answer(&tools, "functions.pid", "{}").await;
+    assert_ne!(first_pid, second_pid);
+    assert_eq!(
+        answer(&tools, "functions.echo", r#"{"text":"after the flood"}"#).await,
+        "one: after the flood"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_http_server_streaming_an_endless_result_fails_the_call_not_the_process() {
+    let http = HttpServer::start();
+    let mut config = McpServerConfig::http("web", &http.url);
+    config.call_timeout_secs = Some(100);
+    let server = McpServer::connect(config).await.expect("connects");
+    let tools = tools_of(&[Arc::clone(&server)]).await;
+    let before = peak_memory();
+    let out = answer(&tools, "functions.flood", r#"{"megabytes":4096}"#).await;
+    assert_eq!(
+        out,
+        format!(
+            "Error: MCP server `web` at {} failed while running `flood` (Transport closed: the server went away, or sent a message over 16 MiB, the most ossa reads); it is reconnected on the next call",
+            http.url
+        )
+    );
+    let grown = peak_memory().saturating_sub(before);
+    assert!(
+        grown < 512 << 20,
+        "reading the flood raised peak memory by {grown} bytes"
+    );
+    assert_eq!(
+        answer(&tools, "functions.echo", r#"{"text":"after the flood"}"#).await,
+        "web: after the flood"
+    );
+    server.shutdown().await;
+    drop(http);
+}
+
+/// The prompt's copy of the `deep` tool's schema with `depth` levels of `$ref`s inlined: level
+/// `i` is an object of two level `i + 1` properties, and a level not inlined is `any` (`{}`).
+fn deep_tree(level: usize, depth: usize) -> serde_json::Value {
+    if level >= depth {
+        return json!({});
+    }
+    let below = deep_tree(level + 1, depth);
+    json!({"type": "object", "properties": {"left": below.clone(), "right": below}})
+}
+
+#[tokio::test]
+async fn hostile_schemas_are_expanded_within_the_budget_and_their_tools_still_work() {
+    let mut config = stdio_config("hostile");
+    config.args.push("--hostile-schemas".into());
+    let server = McpServer::connect(config).await.expect("connects");
+    let mut tools = FunctionTools::new();
+    let (added, warnings) = mcp::add_tools(&mut tools, &[Arc::clone(&server)]);
+    assert_eq!(added.len(), ALL_TOOLS.len() + 2, "both tools are offered");
+
+    // The deepest expansion within the budget, worked out from the listed schema: inlining
+    // level i costs its definition's JSON size, 2^i times.
+    let deep = server
+        .tools()
+        .iter()
+        .find(|tool| tool.name == "deep")
+        .expect("listed");
+    let definition_size = |level: usize| {
+        serde_json::to_string(&deep.input_schema["$defs"][format!("L{level}")])
+            .expect("serializes")
+            .len()
+    };
+    let cost = |depth: usize| -> usize { (0..depth).map(|i| (1 << i) * definition_size(i)).sum() };
+    let depth = (0..=18)
+        .take_while(|&depth| cost(depth) <= ossa_tools::schema::MAX_INLINED_BYTES)
+        .last()
+        .expect("depth 0 costs nothing");
+    assert!(
+        depth > 3 && depth < 18,
+        "the budget cuts in between: {depth}"
+    );
+    assert_eq!(
+        warnings,
+        [format!(
+            "MCP server `hostile`: tool `deep`: its parameter schema expands past 32 KiB through its `$ref`s; the model is shown {depth} levels of `$ref`s, deeper ones as `any`"
+        )]
+    );
+
+    let namespace = tools.namespace();
+    let described = |name: &str| {
+        namespace
+            .tools
+            .iter()
+            .find(|tool| tool.name == name)
+            .and_then(|tool| tool.parameters.clone())
+            .expect("described")
+    };
+    assert_eq!(
+        described("deep"),
+        json!({"type": "object", "properties": {"root": deep_tree(0, depth)}})
+    );
+    assert_eq!(
+        described("cyclic"),
+        json!({
+            "type": "object",
+            "properties": {"start": {
+                "type": "object",
+                "properties": {"b": {
+                    "type": "object",
+                    "properties": {"a": {}, "name": {"type": "string"}}
+                }}
+            }}
+        }),
+        "the cycle is cut where it closes"
+    );
+
+    // Arguments are still checked against the whole schema, at every depth.
+    assert_eq!(
+        answer(
+            &tools,
+            "functions.deep",
+            r#"{"root":{"left":{"right":{}}}}"#
+        )
+        .await,
+        r#"deep: {"root": {"left": {"right": {}}}}"#
+    );
+    let mut below_the_shown_depth = json!("leaf");
+    for _ in 0..12 {
+        below_the_shown_depth = json!({ "right": below_the_shown_depth });
+    }
+    assert_eq!(
+        answer(
+            &tools,
+            "functions.deep",
+            &json!({ "root": below_the_shown_depth }).to_string()
+        )
+        .await,
+        format!(
+            r#"Error: invalid arguments: at /root{}: "leaf" is not of type "object""#,
+            "/right".repeat(12)
+        )
+    );
+    assert_eq!(
+        answer(
+            &tools,
+            "functions.cyclic",
+            r#"{"start":{"b":{"a":{"b":{"name":"x"}}}}}"#
+        )
+        .await,
+        r#"cyclic: {"start": {"b": {"a": {"b": {"name": "x"}}}}}"#
+    );
+    assert_eq!(
+        answer(
+            &tools,
+            "functions.cyclic",
+            r#"{"start":{"b":{"a":{"b":{"name":3}}}}}"#
+        )
+        .await,
+        r#"Error: invalid arguments: at /start/b/a/b/name: 3 is not of type "string""#
+    );
+    server.shutdown().await;
 }
