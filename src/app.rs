@@ -32,7 +32,7 @@ pub enum StartError {
     #[error(transparent)]
     Tools(Box<ToolsetError>),
     #[error(transparent)]
-    Remote(Box<crate::serve::remote::RemoteError>),
+    Remote(Box<ossa_agent::remote::RemoteError>),
     #[error("the loading thread failed: {0}")]
     Thread(String),
 }
@@ -141,9 +141,9 @@ async fn load_backend(settings: &Settings, progress: Progress) -> Result<Loaded,
         if let Some(remote) = remote {
             // The prompt is rendered here, so the tokenizer is ours: o200k_harmony.
             let encoding = HarmonyEncoding::gpt_oss()?;
-            let mut options = crate::serve::remote::RemoteOptions::new(remote.url.clone());
+            let mut options = ossa_agent::remote::RemoteOptions::new(remote.url.clone());
             options.model = remote.model.clone();
-            let backend = crate::serve::remote::connect(&options, encoding.tokenizer().clone())
+            let backend = ossa_agent::remote::connect(&options, encoding.tokenizer().clone())
                 .map_err(|e| StartError::Remote(Box::new(e)))?;
             let model = format!(
                 "{} at {}",

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use ossa::agent::harmony::{HarmonyEncoding, ReasoningEffort};
 use ossa::agent::{Agent, AgentConfig, Cancel, ConversationSettings, TurnOutcome};
 use ossa::sandbox::SessionOptions;
-use ossa::serve::remote::{RemoteBackend, RemoteOptions};
+use ossa::agent::remote::{RemoteBackend, RemoteOptions};
 use ossa::tools::Tool;
 use ossa::tools::python::PythonTool;
 use serde_json::{Value, json};

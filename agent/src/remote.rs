@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ossa_agent::{Backend, BackendError, Finish, GenerationRequest, GenerationStats};
+use crate::{Backend, BackendError, Finish, GenerationRequest, GenerationStats};
 use ossa_engine::tokenizer::{AllowedSpecial, Tokenizer};
 use serde_json::{Value, json};
 
