@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ossa_agent::harmony::HarmonyEncoding;
+use ossa_agent::harmony::{HarmonyEncoding, Role};
+use ossa_agent::remote::{RemoteBackend, RemoteError, RemoteOptions};
 use ossa_agent::{Agent, AgentConfig, Backend, ConversationSettings, EngineBackend};
 use ossa_engine::hub::DownloadProgress;
 use ossa_engine::{Engine, EngineError};
@@ -32,7 +33,7 @@ pub enum StartError {
     #[error(transparent)]
     Tools(Box<ToolsetError>),
     #[error(transparent)]
-    Remote(Box<crate::serve::remote::RemoteError>),
+    Remote(Box<RemoteError>),
     #[error("the loading thread failed: {0}")]
     Thread(String),
 }
@@ -100,6 +101,7 @@ pub async fn start_with(
     let Loaded {
         backend,
         engine,
+        remote,
         encoding,
         model,
         load_time,
@@ -112,19 +114,34 @@ pub async fn start_with(
         wall_time: limits.wall_time,
     };
     let agent = Agent::new(backend, encoding, toolset.tools.clone(), config);
-    Ok(App {
+    let app = App {
         agent,
         engine,
         toolset,
         settings,
         model,
         load_time,
-    })
+    };
+    if let Some(remote) = remote {
+        // A server too small for the conversation's start is refused now, not at its first
+        // turn's limit.
+        let preamble = app.agent.preamble(&app.conversation_settings());
+        let start =
+            app.agent
+                .encoding()
+                .render_conversation_for_completion(&preamble, Role::User, None)?;
+        if let Err(e) = remote.check_context(start.len()) {
+            app.toolset.shutdown().await;
+            return Err(StartError::Remote(Box::new(e)));
+        }
+    }
+    Ok(app)
 }
 
 struct Loaded {
     backend: Arc<dyn Backend>,
     engine: Option<Arc<EngineBackend>>,
+    remote: Option<Arc<RemoteBackend>>,
     encoding: HarmonyEncoding,
     model: String,
     load_time: Duration,
@@ -133,6 +150,7 @@ struct Loaded {
 /// Loads the engine (fetching the model on first use), or connects to the remote server.
 async fn load_backend(settings: &Settings, progress: Progress) -> Result<Loaded, StartError> {
     let remote = settings.remote.clone();
+    let sampling = settings.sampling();
     let spec = settings.model.clone();
     let load_options = settings.load_options();
     let bars = progress == Progress::Stderr;
@@ -141,18 +159,22 @@ async fn load_backend(settings: &Settings, progress: Progress) -> Result<Loaded,
         if let Some(remote) = remote {
             // The prompt is rendered here, so the tokenizer is ours: o200k_harmony.
             let encoding = HarmonyEncoding::gpt_oss()?;
-            let mut options = crate::serve::remote::RemoteOptions::new(remote.url.clone());
+            let mut options = RemoteOptions::new(remote.url.clone());
             options.model = remote.model.clone();
-            let backend = crate::serve::remote::connect(&options, encoding.tokenizer().clone())
+            options.kind = remote.kind;
+            let backend = RemoteBackend::connect(&options, encoding.tokenizer().clone())
+                .and_then(|backend| {
+                    // Refused now rather than at the first generation.
+                    backend.check_sampling(&sampling)?;
+                    Ok(backend)
+                })
                 .map_err(|e| StartError::Remote(Box::new(e)))?;
-            let model = format!(
-                "{} at {}",
-                remote.model.as_deref().unwrap_or("model"),
-                remote.url
-            );
+            let model = backend.name();
+            let backend = Arc::new(backend);
             return Ok(Loaded {
-                backend,
+                backend: backend.clone(),
                 engine: None,
+                remote: Some(backend),
                 encoding,
                 model,
                 load_time: started.elapsed(),
@@ -175,6 +197,7 @@ async fn load_backend(settings: &Settings, progress: Progress) -> Result<Loaded,
         Ok(Loaded {
             backend: engine.clone(),
             engine: Some(engine),
+            remote: None,
             encoding,
             model: dir.display().to_string(),
             load_time: started.elapsed(),

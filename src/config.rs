@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ossa_agent::harmony::ReasoningEffort;
+use ossa_agent::remote::RemoteKind;
 use ossa_engine::{DType, LoadOptions, SamplingParams};
 use ossa_sandbox::{CallLimits, Limits, SandboxConfig, SandboxError, SessionOptions};
 use ossa_tools::McpServerConfig;
@@ -959,9 +960,13 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "DIR")]
     pub mount: Option<PathBuf>,
     /// Where tokens come from: `engine` (in this process) or `openai-completions` (a server
-    /// such as vLLM or `ossa serve`, given by --url, sent token ids).
+    /// such as vLLM, llama.cpp's llama-server or `ossa serve`, given by --url, sent token ids).
     #[arg(long, value_name = "KIND", value_parser = ["engine", "openai-completions"], default_value = "engine")]
     pub backend: String,
+    /// The remote server's dialect: vllm (also `ossa serve`), llama-server or generic (any
+    /// other OpenAI Completions API) [default: detected from the server].
+    #[arg(long, value_name = "KIND", value_parser = parse_remote_kind)]
+    pub remote_kind: Option<RemoteKind>,
     /// Base URL of the remote server's API, e.g. http://host:8000/v1.
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
@@ -976,6 +981,17 @@ pub struct RemoteSettings {
     /// Base URL of its OpenAI-compatible API (`.../v1`).
     pub url: String,
     pub model: Option<String>,
+    /// `None`: detected.
+    pub kind: Option<RemoteKind>,
+}
+
+fn parse_remote_kind(value: &str) -> Result<RemoteKind, String> {
+    RemoteKind::parse(value).ok_or_else(|| {
+        format!(
+            "unknown server kind `{value}` (expected {})",
+            RemoteKind::NAMES.join(", ")
+        )
+    })
 }
 
 fn parse_count(value: &str) -> Result<usize, String> {
@@ -1120,6 +1136,7 @@ impl ConfigArgs {
             ("openai-completions", Some(url)) => Some(RemoteSettings {
                 url,
                 model: self.remote_model.clone(),
+                kind: self.remote_kind,
             }),
             ("openai-completions", None) => {
                 return Err(ConfigError::Flag {
@@ -1131,6 +1148,12 @@ impl ConfigArgs {
                 return Err(ConfigError::Flag {
                     flag: "--url",
                     message: "--url is for --backend openai-completions".into(),
+                });
+            }
+            _ if self.remote_kind.is_some() => {
+                return Err(ConfigError::Flag {
+                    flag: "--remote-kind",
+                    message: "--remote-kind is for --backend openai-completions".into(),
                 });
             }
             _ => None,

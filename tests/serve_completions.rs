@@ -8,9 +8,9 @@ mod support;
 use std::sync::Arc;
 
 use ossa::agent::harmony::{HarmonyEncoding, ReasoningEffort};
+use ossa::agent::remote::{RemoteBackend, RemoteKind, RemoteOptions};
 use ossa::agent::{Agent, AgentConfig, Cancel, ConversationSettings, TurnOutcome};
 use ossa::sandbox::SessionOptions;
-use ossa::serve::remote::{RemoteBackend, RemoteOptions};
 use ossa::tools::Tool;
 use ossa::tools::python::PythonTool;
 use serde_json::{Value, json};
@@ -208,22 +208,25 @@ fn openai_python_sdk_completions_return_token_ids() {
 
 #[test]
 fn remote_backend_reproduces_every_transcript_over_http() {
-    remote_transcripts(true);
+    remote_transcripts(None);
 }
 
+/// The generic dialect (no `return_token_ids`): the text, special tokens kept, re-tokenized.
 #[test]
 fn remote_backend_without_token_ids_retokenizes_the_text() {
-    remote_transcripts(false);
+    remote_transcripts(Some(RemoteKind::Generic));
 }
 
-fn remote_transcripts(token_ids: bool) {
+fn remote_transcripts(kind: Option<RemoteKind>) {
     let server = Server::start(&[]);
     let encoding = HarmonyEncoding::gpt_oss().expect("o200k_harmony");
     let mut options = RemoteOptions::new(server.base.clone());
     options.api_key = None;
-    options.token_ids = token_ids;
+    options.kind = kind;
     let backend = RemoteBackend::connect(&options, encoding.tokenizer().clone())
         .expect("the server answers /models");
+    // `ossa serve` speaks vLLM's dialect.
+    assert_eq!(backend.kind(), kind.unwrap_or(RemoteKind::Vllm));
     assert!(
         backend.model().contains("gpt-oss-tiny-agent"),
         "{}",

@@ -5,13 +5,10 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-CACHE="${OSSA_CACHE:-$HOME/.cache/ossa}"
+die() { echo "compare.sh: $*" >&2; exit 1; }
+# shellcheck source=common.sh
+source "$HERE/common.sh"
 
-LLAMA_PY_VERSION=0.3.36
-# Where the llama-cpp-python sdist (which vendors llama.cpp) is unpacked; fetched with pip if absent.
-LLAMA_SDIST_DIR="${LLAMA_SDIST_DIR:-$CACHE/llama-src}"
-LLAMA_SRC="${LLAMA_SRC:-$LLAMA_SDIST_DIR/llama_cpp_python-$LLAMA_PY_VERSION/vendor/llama.cpp}"
-LLAMA_BUILD="${LLAMA_BUILD:-$CACHE/llama.cpp-build}"
 LLAMA_BENCH="${LLAMA_BENCH:-$LLAMA_BUILD/bin/llama-bench}"
 
 OSSA="${OSSA:-$CACHE/target/release/ossa}"
@@ -30,47 +27,9 @@ else
     PROMPT="${PROMPT:-512}" GEN="${GEN:-128}" RUNS="${RUNS:-3}"
 fi
 
-die() { echo "compare.sh: $*" >&2; exit 1; }
-
-python_with_numpy() {
-    if python3 -c 'import numpy, yaml' 2>/dev/null; then
-        echo python3
-        return
-    fi
-    local venv="$CACHE/gguf-venv"
-    if [[ ! -x "$venv/bin/python" ]]; then
-        echo "== creating $venv with numpy for make_gguf.py" >&2
-        python3 -m venv "$venv" >&2
-        "$venv/bin/pip" install --quiet "numpy>=2" pyyaml tqdm >&2
-    fi
-    echo "$venv/bin/python"
-}
-
-ensure_source() {
-    [[ -f "$LLAMA_SRC/CMakeLists.txt" ]] && return
-    echo "== llama.cpp source not at $LLAMA_SRC: fetching llama-cpp-python==$LLAMA_PY_VERSION sdist with pip"
-    mkdir -p "$LLAMA_SDIST_DIR"
-    python3 -m pip download "llama-cpp-python==$LLAMA_PY_VERSION" --no-binary :all: --no-deps \
-        -d "$LLAMA_SDIST_DIR"
-    tar -xzf "$LLAMA_SDIST_DIR/llama_cpp_python-$LLAMA_PY_VERSION.tar.gz" -C "$LLAMA_SDIST_DIR"
-    [[ -f "$LLAMA_SRC/CMakeLists.txt" ]] || die "no llama.cpp tree at $LLAMA_SRC after unpacking"
-}
-
 ensure_llama_bench() {
     [[ -x "$LLAMA_BENCH" ]] && return
-    ensure_source
-    command -v cmake >/dev/null || die "cmake not found (apt-get install cmake, or pip install cmake)"
-    echo "== building llama-bench in $LLAMA_BUILD (CPU only, Release, GGML_NATIVE=ON, no AMX)"
-    # AMX off: this llama.cpp's AMX Q8_0 kernels die with SIGILL (ILL_ILLOPN on tilezero) when
-    # built by GCC 12 on AMX Xeons: the tile config it loads is not valid (upstream PR #26954).
-    # Everything else -march=native enables (AVX-512, VNNI, BF16) stays on.
-    local no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
-    cmake -S "$LLAMA_SRC" -B "$LLAMA_BUILD" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
-        -DGGML_CUDA=OFF -DGGML_BLAS=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
-        -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DBUILD_SHARED_LIBS=OFF \
-        "-DCMAKE_C_FLAGS=$no_amx" "-DCMAKE_CXX_FLAGS=$no_amx"
-    nice -n 10 cmake --build "$LLAMA_BUILD" --target llama-bench -j "${BUILD_JOBS:-2}"
-    [[ -x "$LLAMA_BENCH" ]] || die "build finished but $LLAMA_BENCH is missing"
+    ensure_llama_tools llama-bench
 }
 
 ensure_gguf() {

@@ -155,10 +155,17 @@ def token_id(tokens: list[str], text: str) -> int:
         raise ValueError(f"tokenizer has no {text!r} token") from None
 
 
-def add_metadata(w: gguf.GGUFWriter, cfg: dict, tokenizer_json: Path) -> None:
+def add_metadata(
+    w: gguf.GGUFWriter,
+    cfg: dict,
+    tokenizer_json: Path,
+    name: str = "gpt-oss-20b (random weights, ossa benchmark)",
+) -> None:
+    """The hyperparameters and vocabulary llama.cpp's gpt-oss loader reads (also used by
+    `tiny_agent_gguf.py`)."""
     rope = cfg.get("rope_scaling") or {}
     w.add_type(gguf.GGUFType.MODEL)
-    w.add_name("gpt-oss-20b (random weights, ossa benchmark)")
+    w.add_name(name)
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_MXFP4_MOE)
 

@@ -112,9 +112,12 @@ fn start_error_message(error: &StartError) -> String {
             "the folder must hold a gpt-oss checkpoint in the Hugging Face layout (config.json, \
              model.safetensors or its shards); fetch it again if a file is damaged"
         }
+        // An unfit server's error says itself what to change.
+        StartError::Remote(remote) if !remote.is_connection() => return error.to_string(),
         StartError::Remote(_) => {
             "check --url (the server's API base, e.g. http://host:8000/v1) and --remote-model; \
-             the server must serve the OpenAI Completions API (vLLM, `ossa serve`)"
+             the server must serve the OpenAI Completions API (vLLM, llama.cpp's llama-server, \
+             `ossa serve`; --remote-kind names the dialect)"
         }
         StartError::Tools(tools) if is_sandbox(tools) => {
             "`ossa setup` prepares the Python runtime (fetched once with pip) and says what is \

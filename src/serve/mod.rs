@@ -5,7 +5,7 @@
 //!   it survives tool turns); built-in tools (`python`, `browser`) run here, inside the request,
 //!   and are reported in `server_tool_calls`.
 //! - `POST /v1/completions`: raw tokens, with token-id prompts and token ids returned the way
-//!   vLLM does (`return_token_ids`); what [`remote::RemoteBackend`] talks to.
+//!   vLLM does (`return_token_ids`); what [`ossa_agent::remote::RemoteBackend`] talks to.
 //! - `POST /v1/responses` (streaming and not) with the reference server's event sequence,
 //!   built-in tools run inside the response, function calls returned as `function_call` items;
 //!   `store` + `previous_response_id` kept on disk; `GET`/`DELETE /v1/responses/{id}`.
@@ -19,7 +19,6 @@ pub mod error;
 pub mod functions;
 mod params;
 pub mod queue;
-pub mod remote;
 mod responses;
 mod turn;
 

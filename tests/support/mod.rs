@@ -1,10 +1,12 @@
 //! Shared by the root crate's integration tests (each includes it with `mod support;`): the
 //! tiny trained agent fixture, its scenarios and the flags they were made with, the Python
 //! sandbox, and the pass/fail report of a conformance loop. `serve` starts `ossa serve` and
-//! talks to it; `scripted` is a scripted model for the serve tests.
+//! talks to it; `scripted` is a scripted model for the serve tests; `llama_stub` a llama.cpp
+//! `llama-server` look-alike for the remote backend's tests.
 
 #![allow(dead_code)]
 
+pub mod llama_stub;
 pub mod scripted;
 pub mod serve;
 
