@@ -207,8 +207,9 @@ fn bad_input_fails_with_a_clear_message() {
     );
 }
 
-/// `ossa run --json` in `cache`, checked against its scenario: the transcript and the warnings.
-fn cached_run(cache: &Path, scenario: &Value, extra: &[&str]) -> (Value, Vec<String>) {
+/// `ossa run --json` in `cache`, checked against its scenario: the transcript, the warnings and
+/// the summary line.
+fn cached_run(cache: &Path, scenario: &Value, extra: &[&str]) -> (Value, Vec<String>, String) {
     let name = scenario["name"].as_str().unwrap_or("?");
     let mut args = vec!["--json"];
     args.extend(extra);
@@ -222,7 +223,12 @@ fn cached_run(cache: &Path, scenario: &Value, extra: &[&str]) -> (Value, Vec<Str
         .filter(|l| l.contains("prompt cache"))
         .map(str::to_string)
         .collect();
-    (transcript, warnings)
+    let summary = stderr(&output)
+        .lines()
+        .find(|l| l.contains("prefix cache hits"))
+        .unwrap_or_else(|| panic!("{name}: no summary: {}", stderr(&output)))
+        .to_string();
+    (transcript, warnings, summary)
 }
 
 fn first_generation(transcript: &Value) -> (u64, u64) {
@@ -255,12 +261,13 @@ fn the_next_run_reads_the_prompt_from_disk() {
     let dir = tempfile::tempdir().expect("temp");
     let cache = dir.path().join("prompt-cache");
 
-    let (cold, warnings) = cached_run(&cache, first, &[]);
+    let (cold, warnings, summary) = cached_run(&cache, first, &[]);
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(first_generation(&cold).1, 0, "nothing on disk yet");
     assert_eq!(cold["prompt_cache"]["read_tokens"], 0);
     assert!(cold["prompt_cache"]["written_tokens"].as_u64() > Some(0));
     assert!(!cache_files(&cache).is_empty());
+    assert!(!summary.contains("from disk"), "{summary}");
 
     // `ossa setup` says where the cache is and what it holds; `--help` names the flag and the
     // folder.
@@ -290,15 +297,20 @@ fn the_next_run_reads_the_prompt_from_disk() {
     );
 
     // The same task again: its whole first prompt but the last token comes from disk.
-    let (again, warnings) = cached_run(&cache, first, &[]);
+    let (again, warnings, summary) = cached_run(&cache, first, &[]);
     assert!(warnings.is_empty(), "{warnings:?}");
     let (prompt, reused) = first_generation(&again);
     assert_eq!(reused, prompt - 1);
     assert!(again["prompt_cache"]["read_tokens"].as_u64() >= Some(reused));
     assert!(again["prompt_cache"]["read_bytes"].as_u64() > Some(0));
+    let read = again["prompt_cache"]["read_tokens"].as_u64().expect("read");
+    assert!(
+        summary.contains(&format!(" {read} from disk)")),
+        "{summary}"
+    );
 
     // Another task shares the tool preamble (system message) with it.
-    let (other, warnings) = cached_run(&cache, second, &[]);
+    let (other, warnings, _) = cached_run(&cache, second, &[]);
     assert!(warnings.is_empty(), "{warnings:?}");
     let (prompt, reused) = first_generation(&other);
     assert!(reused > 100 && reused < prompt - 1, "{reused}/{prompt}");
@@ -311,13 +323,13 @@ fn the_next_run_reads_the_prompt_from_disk() {
         bytes[at] ^= 0x40;
         std::fs::write(&file, bytes).expect("write");
     }
-    let (damaged, warnings) = cached_run(&cache, first, &[]);
+    let (damaged, warnings, _) = cached_run(&cache, first, &[]);
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("ignoring"), "{}", warnings[0]);
     assert_eq!(first_generation(&damaged).1, 0);
 
     // Off: nothing read from a full folder, nothing written to an empty one.
-    let (off, _) = cached_run(&cache, first, &["--no-prompt-cache"]);
+    let (off, _, _) = cached_run(&cache, first, &["--no-prompt-cache"]);
     assert_eq!(first_generation(&off).1, 0);
     assert_eq!(off["prompt_cache"], Value::Null);
     let empty = dir.path().join("unused");
