@@ -153,6 +153,7 @@ async fn load_backend(settings: &Settings, progress: Progress) -> Result<Loaded,
     let sampling = settings.sampling();
     let spec = settings.model.clone();
     let load_options = settings.load_options();
+    let prompt_cache = settings.prompt_cache.clone();
     let bars = progress == Progress::Stderr;
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
@@ -185,10 +186,16 @@ async fn load_backend(settings: &Settings, progress: Progress) -> Result<Loaded,
         let dir = ossa_engine::hub::resolve_model(&spec, sink)
             .map_err(|e| StartError::Model(Box::new(e)))?;
         let started = Instant::now();
-        let engine = Engine::load(&dir, &load_options).map_err(|source| StartError::Load {
+        let mut engine = Engine::load(&dir, &load_options).map_err(|source| StartError::Load {
             dir: dir.clone(),
             source: Box::new(source),
         })?;
+        if let Some(options) = &prompt_cache
+            && let Err(error) = engine.set_prompt_cache(Some(options))
+        {
+            // A cache is an optimization: without one, everything still works.
+            tracing::warn!("{error}; running without the prompt cache");
+        }
         let encoding = match engine.tokenizer() {
             Some(tokenizer) => HarmonyEncoding::new(tokenizer.clone())?,
             None => HarmonyEncoding::gpt_oss()?,

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use ossa_agent::harmony::ReasoningEffort;
 use ossa_agent::remote::RemoteKind;
-use ossa_engine::{DType, LoadOptions, SamplingParams};
+use ossa_engine::{DType, LoadOptions, PromptCacheOptions, SamplingParams};
 use ossa_sandbox::{CallLimits, Limits, SandboxConfig, SandboxError, SessionOptions};
 use ossa_tools::McpServerConfig;
 use ossa_tools::browser::{
@@ -190,6 +190,7 @@ pub struct Config {
     pub search: SearchSection,
     pub browser: BrowserSection,
     pub python: PythonSection,
+    pub prompt_cache: PromptCacheSection,
     /// MCP servers whose tools become functions (see [`McpServerConfig`]).
     pub mcp_servers: Vec<McpServerConfig>,
     /// Where this came from (not a key of the file).
@@ -306,6 +307,35 @@ pub struct PythonSection {
     /// When all interpreters are in use, one unused this long may be ended to make room, in
     /// seconds (default 60; 0: never).
     pub evict_idle_s: Option<u64>,
+}
+
+/// `[prompt_cache]`: the keys and values of prompts seen before, kept on disk so a new process
+/// starts without recomputing them (in `<data dir>/prompt-cache`; `OSSA_PROMPT_CACHE_DIR` moves
+/// it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PromptCacheSection {
+    /// Read and write it (default true; `--no-prompt-cache` turns it off for one run).
+    pub enabled: Option<bool>,
+    /// The folder is kept at most this big, in MiB; least recently used files go first
+    /// (default 4096).
+    #[serde(deserialize_with = "de_count_u64")]
+    pub max_mb: Option<u64>,
+}
+
+/// Default bound of the prompt cache folder, in MiB.
+pub const DEFAULT_PROMPT_CACHE_MB: u64 = ossa_engine::prompt_cache::DEFAULT_MAX_BYTES >> 20;
+
+/// The prompt cache's folder: `OSSA_PROMPT_CACHE_DIR`, else `prompt-cache` in ossa's data folder
+/// (`OSSA_DATA_DIR`, else `$XDG_DATA_HOME/ossa`, else `~/.local/share/ossa`); `None` when there is
+/// no data folder (no `HOME`).
+pub fn prompt_cache_dir(env: Env) -> Option<PathBuf> {
+    if let Some(dir) = env("OSSA_PROMPT_CACHE_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    ossa_sandbox::default_data_dir()
+        .ok()
+        .map(|dir| dir.join("prompt-cache"))
 }
 
 impl Config {
@@ -863,6 +893,13 @@ fn de_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> 
         .map_err(custom)
 }
 
+fn de_count_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match u64::deserialize(d)? {
+        0 => Err(custom("must be at least 1".into())),
+        n => Ok(Some(n)),
+    }
+}
+
 fn de_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
     check_seconds(f64::deserialize(d)?)
         .map(Some)
@@ -973,6 +1010,12 @@ pub struct ConfigArgs {
     /// The model name the remote server knows [default: the first it lists].
     #[arg(long, value_name = "NAME")]
     pub remote_model: Option<String>,
+    /// Neither read nor write the prompt cache on disk (the keys and values of prompts seen
+    /// before, so a new process starts without recomputing them; kept in
+    /// $OSSA_DATA_DIR/prompt-cache, by default ~/.local/share/ossa/prompt-cache;
+    /// OSSA_PROMPT_CACHE_DIR moves it).
+    #[arg(long)]
+    pub no_prompt_cache: bool,
 }
 
 /// A server that samples the tokens instead of the in-process engine.
@@ -1051,6 +1094,8 @@ pub struct Settings {
     pub config: Config,
     /// `Some`: generate on this server instead of loading the model here.
     pub remote: Option<RemoteSettings>,
+    /// The prompt cache on disk; `None`: off.
+    pub prompt_cache: Option<PromptCacheOptions>,
 }
 
 impl Settings {
@@ -1158,6 +1203,17 @@ impl ConfigArgs {
             }
             _ => None,
         };
+        let prompt_cache = (!self.no_prompt_cache && config.prompt_cache.enabled.unwrap_or(true))
+            .then(|| prompt_cache_dir(env))
+            .flatten()
+            .map(|dir| PromptCacheOptions {
+                max_bytes: config
+                    .prompt_cache
+                    .max_mb
+                    .unwrap_or(DEFAULT_PROMPT_CACHE_MB)
+                    .saturating_mul(1 << 20),
+                ..PromptCacheOptions::new(dir)
+            });
         Ok(Settings {
             model: self
                 .model
@@ -1183,6 +1239,7 @@ impl ConfigArgs {
             tools,
             config,
             remote,
+            prompt_cache,
         })
     }
 }

@@ -3,7 +3,8 @@
 //! types at the prompt, reads the screen, uses the slash commands, presses Ctrl-C, and quits.
 //!
 //! HOME and the XDG folders point into a temporary folder so no user file is read or written;
-//! OSSA_DATA_DIR keeps the real data folder so the Python runtime is not fetched again.
+//! OSSA_DATA_DIR keeps the real data folder so the Python runtime is not fetched again, and
+//! OSSA_PROMPT_CACHE_DIR moves the prompt cache out of it.
 
 mod support;
 
@@ -51,6 +52,7 @@ fn ossa(home: &Path, args: &[&str]) -> Command {
         .env("XDG_STATE_HOME", home.join("state"))
         .env("XDG_CACHE_HOME", home.join("cache"))
         .env("OSSA_DATA_DIR", real_data_dir())
+        .env("OSSA_PROMPT_CACHE_DIR", home.join("prompt-cache"))
         .env("TERM", "xterm-256color")
         .env_remove("NO_COLOR")
         .env_remove("OSSA_CONFIG")
@@ -602,4 +604,88 @@ fn a_missing_model_is_one_clear_error() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--temperature"), "{stderr}");
+}
+
+/// The `N/M` of the first status line `[... · N/M prompt tokens cached · ...]` in `stdout`:
+/// prompt tokens reused and processed in all the turn's generations.
+fn first_cache_figures(stdout: &str) -> (usize, usize) {
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(" prompt tokens cached"))
+        .unwrap_or_else(|| panic!("no status line in {stdout}"));
+    let figures = line
+        .split(" · ")
+        .find_map(|part| part.strip_suffix(" prompt tokens cached"))
+        .and_then(|f| f.split_once('/'))
+        .unwrap_or_else(|| panic!("no cache figures in {line:?}"));
+    (
+        figures.0.parse().expect("a number"),
+        figures.1.parse().expect("a number"),
+    )
+}
+
+/// The positions of each read from the prompt cache on disk, from its debug log lines.
+fn disk_reads(stderr: &str) -> Vec<usize> {
+    stderr
+        .lines()
+        .filter(|l| l.contains("prompt cache: read"))
+        .map(|l| {
+            l.split_once("positions=")
+                .and_then(|(_, rest)| rest.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no positions in {l:?}"))
+        })
+        .collect()
+}
+
+/// A chat saved by one process and `/load`ed by the next continues from the prompt cache on
+/// disk: its first generation reads the first process's prompt from disk (the debug log says
+/// how much), and the turn answers exactly as with `--no-prompt-cache`, which reads nothing.
+#[test]
+fn a_loaded_chat_starts_from_the_prompt_cache() {
+    let home = tempfile::tempdir().unwrap();
+    let args = chat_args(&home.path().join("history"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let saved = home.path().join("hello.json");
+    let run = |extra: &[&str], stdin: &str| {
+        let mut all = args.clone();
+        all.extend(extra);
+        let mut command = ossa(home.path(), &all);
+        command.env("RUST_LOG", "warn,ossa_engine::prompt_cache=debug");
+        let out = run_piped(&mut command, stdin);
+        let stderr = strip_escapes(&String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{stderr}");
+        assert!(!stderr.contains("WARN"), "no warning: {stderr}");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+    };
+
+    let (first, log) = run(&[], &format!("{HELLO}\n/save {}\n", saved.display()));
+    assert!(first.contains("Simple greeting.\nHello!\n"), "{first}");
+    let (reused, first_prompt) = first_cache_figures(&first);
+    assert_eq!(reused, 0, "an empty cache: {first}");
+    assert!(disk_reads(&log).is_empty(), "{log}");
+
+    let again = format!("/load {}\n{HELLO}\n", saved.display());
+    let (loaded, log) = run(&[], &again);
+    let reads = disk_reads(&log);
+    // The first process's prompt and the `<|channel|>` its answer began with; the saved
+    // conversation differs from there (a past turn keeps only its final message).
+    assert_eq!(reads.first(), Some(&(first_prompt + 1)), "{log}");
+    let (reused, prompt) = first_cache_figures(&loaded);
+
+    let (cold, log) = run(&["--no-prompt-cache"], &again);
+    assert!(disk_reads(&log).is_empty(), "{log}");
+    let from_disk: usize = reads.iter().sum();
+    assert_eq!(
+        first_cache_figures(&cold),
+        (reused - from_disk, prompt),
+        "{cold}"
+    );
+    let answer = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.contains(" prompt tokens cached"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(answer(&loaded), answer(&cold));
 }

@@ -1,6 +1,8 @@
 //! `ossa run` as a script uses it: the tiny trained agent through the binary, with the python
 //! tool in the real sandbox, must give OpenAI's transcripts exactly (`--json`), print the bare
 //! answer without it, read tasks from stdin and from a JSONL batch, and fail clearly on bad input.
+//! A second run reads the first one's prompt from the prompt cache on disk and still gives the
+//! same transcript.
 
 mod support;
 
@@ -17,7 +19,19 @@ fn ossa_run(extra: &[&str], stdin: Option<&str>) -> Output {
 }
 
 fn ossa_run_model(model: &Path, extra: &[&str], stdin: Option<&str>) -> Output {
+    ossa_run_in(model, extra, stdin, None)
+}
+
+/// [`ossa_run_model`] with the prompt cache in `prompt_cache` (else a private empty one).
+fn ossa_run_in(
+    model: &Path,
+    extra: &[&str],
+    stdin: Option<&str>,
+    prompt_cache: Option<&Path>,
+) -> Output {
     let home = tempfile::tempdir().expect("temp home");
+    let prompt_cache =
+        prompt_cache.map_or_else(|| home.path().join("prompt-cache"), Path::to_path_buf);
     let mut command = Command::new(env!("CARGO_BIN_EXE_ossa"));
     command
         .arg("run")
@@ -27,6 +41,8 @@ fn ossa_run_model(model: &Path, extra: &[&str], stdin: Option<&str>) -> Output {
         .args(SCENARIO_FLAGS)
         .args(extra)
         .env("XDG_CONFIG_HOME", home.path())
+        // A prompt cache of its own unless given: no run reads another's (or the user's).
+        .env("OSSA_PROMPT_CACHE_DIR", prompt_cache)
         .env_remove("OSSA_CONFIG")
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -189,4 +205,135 @@ fn bad_input_fails_with_a_clear_message() {
         "{}",
         stderr(&empty)
     );
+}
+
+/// `ossa run --json` in `cache`, checked against its scenario: the transcript, the warnings and
+/// the summary line.
+fn cached_run(cache: &Path, scenario: &Value, extra: &[&str]) -> (Value, Vec<String>, String) {
+    let name = scenario["name"].as_str().unwrap_or("?");
+    let mut args = vec!["--json"];
+    args.extend(extra);
+    args.push(scenario["user"].as_str().expect("user"));
+    let output = ossa_run_in(&fixture_dir(), &args, None, Some(cache));
+    assert!(output.status.success(), "{name}: {}", stderr(&output));
+    let transcript: Value = serde_json::from_str(&stdout(&output)).expect("JSON");
+    assert_eq!(transcript["messages"], scenario["expected"], "{name}");
+    let warnings = stderr(&output)
+        .lines()
+        .filter(|l| l.contains("prompt cache"))
+        .map(str::to_string)
+        .collect();
+    let summary = stderr(&output)
+        .lines()
+        .find(|l| l.contains("prefix cache hits"))
+        .unwrap_or_else(|| panic!("{name}: no summary: {}", stderr(&output)))
+        .to_string();
+    (transcript, warnings, summary)
+}
+
+fn first_generation(transcript: &Value) -> (u64, u64) {
+    let first = &transcript["timings"]["generations"][0];
+    (
+        first["prompt_tokens"].as_u64().expect("prompt tokens"),
+        first["reused_tokens"].as_u64().expect("reused tokens"),
+    )
+}
+
+fn cache_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "kv"))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The next process starts from the prompt cache on disk: the same task reads all its first
+/// prompt but the last token, another task the shared tool preamble; the transcripts stay
+/// exactly the scenarios'. Damaged files cost one warning line, not the answer;
+/// `--no-prompt-cache` neither reads nor writes.
+#[test]
+fn the_next_run_reads_the_prompt_from_disk() {
+    let all = scenarios();
+    let (first, second) = (&all[0], &all[1]);
+    let dir = tempfile::tempdir().expect("temp");
+    let cache = dir.path().join("prompt-cache");
+
+    let (cold, warnings, summary) = cached_run(&cache, first, &[]);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(first_generation(&cold).1, 0, "nothing on disk yet");
+    assert_eq!(cold["prompt_cache"]["read_tokens"], 0);
+    assert!(cold["prompt_cache"]["written_tokens"].as_u64() > Some(0));
+    assert!(!cache_files(&cache).is_empty());
+    assert!(!summary.contains("from disk"), "{summary}");
+
+    // `ossa setup` says where the cache is and what it holds; `--help` names the flag and the
+    // folder.
+    let setup = Command::new(env!("CARGO_BIN_EXE_ossa"))
+        .arg("setup")
+        .env("XDG_CONFIG_HOME", dir.path())
+        .env("OSSA_PROMPT_CACHE_DIR", &cache)
+        .env_remove("OSSA_CONFIG")
+        .output()
+        .expect("ossa setup runs");
+    assert!(setup.status.success(), "{}", stderr(&setup));
+    let shown = stdout(&setup);
+    let files = cache_files(&cache).len();
+    assert!(
+        shown.contains(&format!("Prompt cache: {}\n", cache.display()))
+            && shown.contains(&format!(" in {files} files, bound 4096 MiB")),
+        "{shown}"
+    );
+    let help = Command::new(env!("CARGO_BIN_EXE_ossa"))
+        .args(["run", "--help"])
+        .output()
+        .expect("ossa run --help runs");
+    let help = stdout(&help);
+    assert!(
+        help.contains("--no-prompt-cache") && help.contains("ossa/prompt-cache"),
+        "{help}"
+    );
+
+    // The same task again: its whole first prompt but the last token comes from disk.
+    let (again, warnings, summary) = cached_run(&cache, first, &[]);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let (prompt, reused) = first_generation(&again);
+    assert_eq!(reused, prompt - 1);
+    assert!(again["prompt_cache"]["read_tokens"].as_u64() >= Some(reused));
+    assert!(again["prompt_cache"]["read_bytes"].as_u64() > Some(0));
+    let read = again["prompt_cache"]["read_tokens"].as_u64().expect("read");
+    assert!(
+        summary.contains(&format!(" {read} from disk)")),
+        "{summary}"
+    );
+
+    // Another task shares the tool preamble (system message) with it.
+    let (other, warnings, _) = cached_run(&cache, second, &[]);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let (prompt, reused) = first_generation(&other);
+    assert!(reused > 100 && reused < prompt - 1, "{reused}/{prompt}");
+    assert_eq!(other["prompt_cache"]["read_tokens"].as_u64(), Some(reused));
+
+    // A byte flipped in every file: one warning line, the transcript unchanged.
+    for file in cache_files(&cache) {
+        let mut bytes = std::fs::read(&file).expect("read");
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x40;
+        std::fs::write(&file, bytes).expect("write");
+    }
+    let (damaged, warnings, _) = cached_run(&cache, first, &[]);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("ignoring"), "{}", warnings[0]);
+    assert_eq!(first_generation(&damaged).1, 0);
+
+    // Off: nothing read from a full folder, nothing written to an empty one.
+    let (off, _, _) = cached_run(&cache, first, &["--no-prompt-cache"]);
+    assert_eq!(first_generation(&off).1, 0);
+    assert_eq!(off["prompt_cache"], Value::Null);
+    let empty = dir.path().join("unused");
+    cached_run(&empty, first, &["--no-prompt-cache"]);
+    assert!(cache_files(&empty).is_empty());
+    assert!(!empty.exists(), "not even created");
 }

@@ -81,6 +81,11 @@ fn the_example_file_parses_and_its_values_are_the_defaults() {
     assert_eq!(config.threads, None);
     assert!(!config.tools.browser && !config.tools.python);
     assert!(config.mcp_servers.is_empty());
+    assert_eq!(config.prompt_cache.enabled, Some(true));
+    assert_eq!(
+        config.prompt_cache.max_mb,
+        Some(ossa::config::DEFAULT_PROMPT_CACHE_MB)
+    );
     // The file says its values are the defaults: check that against the crates' own.
     assert_eq!(config.browser_config(), BrowserConfig::default());
     assert_eq!(config.fetch_config(), FetchConfig::default());
@@ -126,6 +131,7 @@ fn the_example_file_parses_and_its_values_are_the_defaults() {
     assert_eq!(from_example.reasoning_effort, from_nothing.reasoning_effort);
     assert_eq!(from_example.tools, from_nothing.tools);
     assert_eq!(from_example.max_tokens, from_nothing.max_tokens);
+    assert_eq!(from_example.prompt_cache, from_nothing.prompt_cache);
 }
 
 #[test]
@@ -923,4 +929,48 @@ fn api_keys_do_not_show_in_debug_output() {
     assert!(!debug.contains("secret-123"), "{debug}");
     let search = config.search_config(&env_of(&[])).unwrap();
     assert!(!format!("{search:?}").contains("secret-123"));
+}
+
+/// The prompt cache is on by default in its folder with the default bound; the file's
+/// `[prompt_cache]` sets the bound or turns it off, `--no-prompt-cache` turns it off for one run.
+#[test]
+fn the_prompt_cache_follows_its_key_and_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_of(&[("OSSA_PROMPT_CACHE_DIR", "/srv/kv")]);
+    let resolve = |file: Option<&str>, extra: &[&str]| {
+        let mut argv: Vec<String> = Vec::new();
+        if let Some(text) = file {
+            let path = write(dir.path(), "prompt-cache.toml", text);
+            argv.extend(["--config".to_string(), path.display().to_string()]);
+        }
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        flags(&argv)
+            .unwrap()
+            .resolve_with(&env)
+            .unwrap()
+            .prompt_cache
+    };
+    let on = resolve(None, &[]).expect("on by default");
+    assert_eq!(on.dir, PathBuf::from("/srv/kv"));
+    assert_eq!(on.max_bytes, 4096 << 20);
+    let bounded = resolve(Some("[prompt_cache]\nmax_mb = 10"), &[]).expect("on");
+    assert_eq!(bounded.max_bytes, 10 << 20);
+    assert_eq!(resolve(Some("[prompt_cache]\nenabled = false"), &[]), None);
+    assert_eq!(resolve(None, &["--no-prompt-cache"]), None);
+    assert_eq!(
+        resolve(
+            Some("[prompt_cache]\nenabled = true"),
+            &["--no-prompt-cache"]
+        ),
+        None
+    );
+
+    let error = parse("[prompt_cache]\nmax_mb = 0").unwrap_err().to_string();
+    assert!(
+        error.contains("prompt_cache.max_mb") && error.contains("at least 1"),
+        "{error}"
+    );
+    let error = parse("[prompt_cache]\nsize = 3").unwrap_err().to_string();
+    assert!(error.contains("size"), "{error}");
 }

@@ -12,6 +12,9 @@ use crate::error::{EngineError, Result};
 use crate::kernels::q8::Isa;
 use crate::kv_cache::KvCache;
 use crate::model::{DType, ForwardTrace, Logits, Model, RoundingSource};
+use crate::prompt_cache::{
+    Numerics, PromptCache, PromptCacheError, PromptCacheOptions, PromptCacheStats,
+};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::Tokenizer;
 
@@ -91,6 +94,8 @@ pub struct CacheStats {
     pub prompt_tokens: usize,
     /// Prompt tokens whose keys and values came from the cache.
     pub reused_tokens: usize,
+    /// Of `reused_tokens`, those read from the prompt cache on disk.
+    pub disk_tokens: usize,
     /// Prompt tokens run through the model.
     pub computed_tokens: usize,
 }
@@ -111,6 +116,7 @@ pub struct Engine {
     threads: usize,
     last_stats: Option<CacheStats>,
     dir: PathBuf,
+    prompt_cache: Option<PromptCache>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -184,6 +190,7 @@ impl Engine {
             threads,
             last_stats: None,
             dir: dir.into(),
+            prompt_cache: None,
         })
     }
 
@@ -207,7 +214,57 @@ impl Engine {
 
     /// Runs the int8 kernels with `isa` (see [`Model::set_isa`]); errors if the CPU lacks it.
     pub fn set_isa(&mut self, isa: Isa) -> Result<()> {
-        self.model.set_isa(isa)
+        self.model.set_isa(isa)?;
+        let numerics = self.numerics();
+        if let Some(cache) = &mut self.prompt_cache {
+            cache.set_numerics(numerics);
+        }
+        Ok(())
+    }
+
+    fn numerics(&self) -> Numerics {
+        Numerics {
+            dtype: match self.model.dtype() {
+                DType::F32 => "f32",
+                DType::Bf16 => "bf16",
+                DType::Q8 => "q8",
+            },
+            isa: self.model.isa().name(),
+        }
+    }
+
+    /// Turns the prompt cache on disk on (`Some`) or off. While on, a request first reads the
+    /// keys and values of its prompt's longest stored prefix from disk (past what the KV cache
+    /// in memory holds), and when it ends its positions not yet on disk are written, so another
+    /// process, or this one after a restart, starts without computing them. Files are checked
+    /// before use; a bad one costs one warning line and a recomputation, never a wrong result.
+    /// Fails if the folder cannot be made private or the model's files cannot be read.
+    pub fn set_prompt_cache(
+        &mut self,
+        options: Option<&PromptCacheOptions>,
+    ) -> Result<(), PromptCacheError> {
+        self.prompt_cache = match options {
+            Some(options) => Some(PromptCache::open(
+                options,
+                &self.dir,
+                self.numerics(),
+                self.cache.layer_count(),
+                self.cache.stride(),
+                self.cache.elem_bytes(),
+            )?),
+            None => None,
+        };
+        Ok(())
+    }
+
+    /// The prompt cache's folder, when it is on.
+    pub fn prompt_cache_dir(&self) -> Option<&Path> {
+        self.prompt_cache.as_ref().map(PromptCache::dir)
+    }
+
+    /// What the prompt cache on disk has done so far; `None` when it is off.
+    pub fn prompt_cache_stats(&self) -> Option<PromptCacheStats> {
+        self.prompt_cache.as_ref().map(PromptCache::stats)
     }
 
     /// Diagnostics: keeps `sources` in f32 (see [`Model::set_exact_sources`]); clears the cache.
@@ -258,8 +315,9 @@ impl Engine {
     }
 
     /// Starts generating after `prompt`. The cached prefix shared with `prompt` is reused and
-    /// the rest of the cache dropped; the prompt is processed on the first `next()`. When the
-    /// stream ends, the cache holds the prompt and every generated token except the last.
+    /// the rest of the cache dropped; the prompt is processed on the first `next()` (with the
+    /// prompt cache on disk on, first extended by what the disk holds of it). When the stream
+    /// ends, the cache holds the prompt and every generated token except the last.
     pub fn generate(&mut self, prompt: &[u32], params: &GenerateParams) -> Result<Generation<'_>> {
         if prompt.is_empty() {
             return Err(EngineError::EmptyPrompt);
@@ -287,6 +345,7 @@ impl Engine {
         let stats = CacheStats {
             prompt_tokens: prompt.len(),
             reused_tokens: reused,
+            disk_tokens: 0,
             computed_tokens: prompt.len() - reused,
         };
         self.last_stats = Some(stats);
@@ -301,6 +360,7 @@ impl Engine {
             finish: None,
             stats,
             prefill: None,
+            computed: false,
         })
     }
 }
@@ -318,6 +378,8 @@ pub struct Generation<'a> {
     finish: Option<FinishReason>,
     stats: CacheStats,
     prefill: Option<PrefillStats>,
+    /// Whether a forward call ran (then the prompt cache on disk may lack positions).
+    computed: bool,
 }
 
 impl Generation<'_> {
@@ -347,8 +409,30 @@ impl Generation<'_> {
             .is_some_and(CancelHandle::is_cancelled)
     }
 
+    /// Before the prefill: the positions of the prompt the disk has beyond those in memory.
+    fn read_prompt_cache(&mut self) {
+        let engine = &mut *self.engine;
+        let Some(disk) = engine.prompt_cache.as_mut() else {
+            return;
+        };
+        let mut prompt = engine.cache.tokens().to_vec();
+        prompt.extend_from_slice(&self.pending);
+        // The last prompt token is always computed: its logits pick the first token.
+        let loaded = disk.load(&prompt, prompt.len() - 1, &mut engine.cache);
+        if loaded > 0 {
+            self.pending.drain(..loaded);
+            self.stats.reused_tokens += loaded;
+            self.stats.disk_tokens += loaded;
+            self.stats.computed_tokens -= loaded;
+            engine.last_stats = Some(self.stats);
+        }
+    }
+
     fn step(&mut self) -> Result<Option<u32>> {
         let started = Instant::now();
+        if !self.prefilled {
+            self.read_prompt_cache();
+        }
         let engine = &mut *self.engine;
         let (model, cache, pool) = (&engine.model, &mut engine.cache, &engine.pool);
         let max = model.config().max_position_embeddings;
@@ -373,6 +457,7 @@ impl Generation<'_> {
             {
                 return Ok(None);
             }
+            self.computed = true;
             logits = pool.install(|| model.forward(&chunk, cache, Logits::Last, None))?;
         }
         self.pending.clear();
@@ -384,6 +469,21 @@ impl Generation<'_> {
             });
         }
         Ok(Some(self.sampler.sample(&logits)))
+    }
+}
+
+impl Drop for Generation<'_> {
+    /// Writes what this generation computed to the prompt cache on disk (when it is on). At the
+    /// end rather than after the prefill, so the answer's positions, which the next turn's
+    /// prompt repeats, go too, and the first token waits for no write.
+    fn drop(&mut self) {
+        // After a panic in a forward call the cache may be half-written: keep it off disk.
+        if self.computed
+            && !std::thread::panicking()
+            && let Some(disk) = self.engine.prompt_cache.as_mut()
+        {
+            disk.store(&self.engine.cache);
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 //! Every layer keeps all positions, sliding-window layers included, so the cache can be cut
 //! back to any prefix; sliding layers only *read* their window.
 
+use std::ops::Range;
+
 /// Element type of the cache: f32 for f32 compute, bf16 for bf16 compute (half the memory).
 pub trait KvElem: Copy + Send + Sync + 'static {
     fn from_f32(v: f32) -> Self;
@@ -65,6 +67,58 @@ impl LayerStore {
             LayerStore::Bf16(l) => (l.keys.capacity() + l.values.capacity()) * 2,
         }
     }
+
+    fn elem_bytes(&self) -> usize {
+        match self {
+            LayerStore::F32(_) => 4,
+            LayerStore::Bf16(_) => 2,
+        }
+    }
+
+    /// Appends the keys, then the values, of elements `range` as little-endian bytes.
+    fn append_le_bytes(&self, range: Range<usize>, out: &mut Vec<u8>) {
+        match self {
+            LayerStore::F32(l) => {
+                for part in [&l.keys[range.clone()], &l.values[range]] {
+                    out.extend(part.iter().flat_map(|v| v.to_le_bytes()));
+                }
+            }
+            LayerStore::Bf16(l) => {
+                for part in [&l.keys[range.clone()], &l.values[range]] {
+                    out.extend(part.iter().flat_map(|v| v.to_bits().to_le_bytes()));
+                }
+            }
+        }
+    }
+
+    fn reserve(&mut self, elems: usize) {
+        match self {
+            LayerStore::F32(l) => {
+                l.keys.reserve(elems);
+                l.values.reserve(elems);
+            }
+            LayerStore::Bf16(l) => {
+                l.keys.reserve(elems);
+                l.values.reserve(elems);
+            }
+        }
+    }
+
+    /// Appends keys and values given as little-endian bytes of this store's element type.
+    fn extend_from_le_bytes(&mut self, keys: &[u8], values: &[u8]) {
+        match self {
+            LayerStore::F32(l) => {
+                let read = |b: &[u8]| f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                l.keys.extend(keys.chunks_exact(4).map(read));
+                l.values.extend(values.chunks_exact(4).map(read));
+            }
+            LayerStore::Bf16(l) => {
+                let read = |b: &[u8]| half::bf16::from_bits(u16::from_le_bytes([b[0], b[1]]));
+                l.keys.extend(keys.chunks_exact(2).map(read));
+                l.values.extend(values.chunks_exact(2).map(read));
+            }
+        }
+    }
 }
 
 /// The cache of one sequence.
@@ -107,11 +161,11 @@ impl KvCache {
         &self.tokens
     }
 
-    /// Drops every position from `len` on.
+    /// Drops every position from `len` on. The layers are cut even when the tokens are
+    /// shorter: a forward call that panicked may have appended keys and values without their
+    /// tokens.
     pub fn truncate(&mut self, len: usize) {
-        if len >= self.tokens.len() {
-            return;
-        }
+        let len = len.min(self.tokens.len());
         self.tokens.truncate(len);
         for layer in &mut self.layers {
             layer.truncate(len * self.stride);
@@ -137,6 +191,52 @@ impl KvCache {
     }
 
     pub(crate) fn push_tokens(&mut self, tokens: &[u32]) {
+        self.tokens.extend_from_slice(tokens);
+    }
+
+    /// Makes room for `positions` more positions in every layer at once, rather than growing
+    /// (and copying) the buffers block by block.
+    pub(crate) fn reserve(&mut self, positions: usize) {
+        for layer in &mut self.layers {
+            layer.reserve(positions * self.stride);
+        }
+    }
+
+    pub(crate) fn layer_count(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Elements per position per layer, in keys and again in values.
+    pub(crate) fn stride(&self) -> usize {
+        self.stride
+    }
+
+    /// Bytes of one stored element: 4 (f32) or 2 (bf16).
+    pub(crate) fn elem_bytes(&self) -> usize {
+        self.layers.first().map_or(4, LayerStore::elem_bytes)
+    }
+
+    /// Appends layer `layer`'s keys, then its values, of `positions` as little-endian bytes:
+    /// what the prompt cache writes to disk.
+    pub(crate) fn append_le_bytes(&self, layer: usize, positions: Range<usize>, out: &mut Vec<u8>) {
+        let range = positions.start * self.stride..positions.end * self.stride;
+        self.layers[layer].append_le_bytes(range, out);
+    }
+
+    /// Appends positions read back from disk: their tokens, and per layer the keys and values
+    /// as [`KvCache::append_le_bytes`] wrote them (`tokens.len() · stride` elements each).
+    pub(crate) fn extend_from_le_bytes(&mut self, tokens: &[u32], layers: &[(&[u8], &[u8])]) {
+        let bytes = tokens.len() * self.stride * self.elem_bytes();
+        assert!(
+            layers.len() == self.layers.len()
+                && layers
+                    .iter()
+                    .all(|(k, v)| k.len() == bytes && v.len() == bytes),
+            "KV bytes do not match the cache's shape"
+        );
+        for (store, (keys, values)) in self.layers.iter_mut().zip(layers) {
+            store.extend_from_le_bytes(keys, values);
+        }
         self.tokens.extend_from_slice(tokens);
     }
 }

@@ -385,6 +385,13 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "loadavg_before": load_avg_before,
         "loadavg_after": loadavg(),
     });
+    let mut report = report;
+    let first_token = first_token_times(engine.model_dir(), args.dtype, args.threads)
+        .inspect_err(|e| eprintln!("warning: time to first token not measured: {e:#}"))
+        .ok();
+    if let Some(first_token) = &first_token {
+        first_token.add_to(&mut report);
+    }
     if args.json {
         println!("{report}");
     } else {
@@ -435,6 +442,9 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             Some(p) => println!("peak RSS    {:.2} GiB", p as f64 / (1u64 << 30) as f64),
             None => println!("peak RSS    unknown (no /proc)"),
         }
+        if let Some(first_token) = &first_token {
+            first_token.print();
+        }
         println!(
             "loadavg     before {}   after {}",
             load_avg_before.as_deref().unwrap_or("?"),
@@ -442,4 +452,130 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+// --- Time to the first token, cold and from the prompt cache on disk (ttft_* keys). ---
+
+/// Time from the start of a model load to the first token of the `ossa chat --python
+/// --browser` prompt, without and with the prompt cache on disk, and what the disk read cost.
+struct FirstTokenTimes {
+    prompt_tokens: usize,
+    cold_s: f64,
+    cached_s: f64,
+    /// Positions read from disk by the cached run, the bytes and the time.
+    read_tokens: u64,
+    read_bytes: u64,
+    read_s: f64,
+    /// Writing the cold run's positions (after its first token).
+    write_s: f64,
+}
+
+impl FirstTokenTimes {
+    fn read_gb_s(&self) -> f64 {
+        self.read_bytes as f64 / self.read_s.max(1e-9) / 1e9
+    }
+
+    fn add_to(&self, report: &mut serde_json::Value) {
+        let keys = serde_json::json!({
+            "ttft_prompt_tokens": self.prompt_tokens,
+            "ttft_cold_s": self.cold_s,
+            "ttft_cached_s": self.cached_s,
+            "prompt_cache_read_tokens": self.read_tokens,
+            "prompt_cache_read_bytes": self.read_bytes,
+            "prompt_cache_read_s": self.read_s,
+            "prompt_cache_read_gb_s": self.read_gb_s(),
+            "prompt_cache_write_s": self.write_s,
+        });
+        if let (Some(report), serde_json::Value::Object(keys)) = (report.as_object_mut(), keys) {
+            report.extend(keys);
+        }
+    }
+
+    fn print(&self) {
+        println!(
+            "first token {:.2} s cold, {:.2} s from the prompt cache ({}-token tool prompt, from \
+             the start of the load; {} positions, {:.1} MB read at {:.2} GB/s)",
+            self.cold_s,
+            self.cached_s,
+            self.prompt_tokens,
+            self.read_tokens,
+            self.read_bytes as f64 / 1e6,
+            self.read_gb_s()
+        );
+    }
+}
+
+/// The system message `ossa chat --python --browser` starts with, and a short question, as
+/// tokens (the built-in o200k_harmony; ids folded into a smaller test vocabulary).
+fn tool_prompt(vocab: usize) -> anyhow::Result<Vec<u32>> {
+    use ossa_agent::harmony::{
+        Conversation, HarmonyEncoding, Message, ReasoningEffort, Role, SystemContent,
+    };
+    use ossa_tools::ToolNamespaceConfig;
+    let system = SystemContent::new()
+        .with_reasoning_effort(ReasoningEffort::Low)
+        .with_conversation_start_date("2026-01-01")
+        .with_tools(ToolNamespaceConfig::browser())
+        .with_tools(ToolNamespaceConfig::python());
+    let conversation = Conversation::from_messages([
+        Message::from_role_and_content(Role::System, system),
+        Message::from_role_and_content(Role::User, "What is the capital of France?"),
+    ]);
+    let tokens = HarmonyEncoding::gpt_oss()?.render_conversation_for_completion(
+        &conversation.messages,
+        Role::Assistant,
+        None,
+    )?;
+    Ok(tokens.into_iter().map(|t| t % vocab as u32).collect())
+}
+
+/// Loads the model twice more, one engine after the other, with the prompt cache in a fresh
+/// temporary folder: the first load computes the tool prompt (and writes it), the second reads
+/// it back. The weights' pages are warm by then, as they are for a user's second process.
+fn first_token_times(
+    model_dir: &std::path::Path,
+    dtype: DType,
+    threads: Option<usize>,
+) -> anyhow::Result<FirstTokenTimes> {
+    let cache_dir =
+        std::env::temp_dir().join(format!("ossa-bench-prompt-cache-{}", std::process::id()));
+    let options = ossa_engine::PromptCacheOptions::new(&cache_dir);
+    let time = |prompt: Option<&[u32]>| -> anyhow::Result<(f64, Vec<u32>, Engine)> {
+        let started = Instant::now();
+        let mut engine = Engine::load(model_dir, &LoadOptions { dtype, threads })?;
+        engine.set_prompt_cache(Some(&options))?;
+        let prompt = match prompt {
+            Some(prompt) => prompt.to_vec(),
+            None => tool_prompt(engine.config().vocab_size)?,
+        };
+        let params = GenerateParams {
+            max_tokens: 1,
+            ..GenerateParams::default()
+        };
+        let mut generation = engine.generate(&prompt, &params)?;
+        generation.next().context("no first token")??;
+        let seconds = started.elapsed().as_secs_f64();
+        drop(generation);
+        Ok((seconds, prompt, engine))
+    };
+    let result = (|| {
+        let (cold_s, prompt, cold) = time(None)?;
+        let write_s = cold
+            .prompt_cache_stats()
+            .map_or(0.0, |s| s.write_time.as_secs_f64());
+        drop(cold);
+        let (cached_s, _, cached) = time(Some(&prompt))?;
+        let read = cached.prompt_cache_stats().unwrap_or_default();
+        Ok(FirstTokenTimes {
+            prompt_tokens: prompt.len(),
+            cold_s,
+            cached_s,
+            read_tokens: read.read_tokens,
+            read_bytes: read.read_bytes,
+            read_s: read.read_time.as_secs_f64(),
+            write_s,
+        })
+    })();
+    let _ = std::fs::remove_dir_all(&cache_dir);
+    result
 }

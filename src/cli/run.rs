@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use ossa::agent::{AgentEvent, Cancel, Chat, TurnOutcome, TurnReport};
 use ossa::app::{App, TurnLimits};
 use ossa::config::ConfigArgs;
+use ossa::engine::PromptCacheStats;
 use ossa::sandbox::Progress;
 use ossa::tools::citations::normalize_citations;
 use serde_json::{Value, json};
@@ -159,7 +160,11 @@ async fn run_tasks(app: &App, args: &RunArgs, tasks: Vec<Task>) -> anyhow::Resul
                 show_progress(&event);
             }
         };
+        let disk_before = prompt_cache_stats(app);
         let result = chat.send(&task.text, &cancel, &mut on_event).await;
+        let disk = prompt_cache_stats(app)
+            .zip(disk_before)
+            .map(|(after, before)| after.since(&before));
         ctrl_c.abort();
         let report = match result {
             Ok(report) => report,
@@ -172,14 +177,14 @@ async fn run_tasks(app: &App, args: &RunArgs, tasks: Vec<Task>) -> anyhow::Resul
             Err(error) => return Err(error.into()),
         };
         if !quiet {
-            eprintln!("{}", summary(&report, app));
+            eprintln!("{}", summary(&report, app, disk.as_ref()));
         }
         if report.outcome != TurnOutcome::Final {
             failed += 1;
         }
         interrupted |= report.outcome == TurnOutcome::Cancelled;
         if batch || args.json {
-            let transcript = transcript(app, &chat, &task, &report);
+            let transcript = transcript(app, &chat, &task, &report, disk.as_ref());
             if batch {
                 writeln!(out, "{transcript}")?;
             } else {
@@ -245,21 +250,34 @@ fn one_line(text: &str, max: usize) -> String {
     }
 }
 
-fn summary(report: &TurnReport, app: &App) -> String {
+/// The prompt cache's counters so far; `None` when it is off or the backend is remote.
+fn prompt_cache_stats(app: &App) -> Option<PromptCacheStats> {
+    app.engine.as_ref()?.with_engine(|e| e.prompt_cache_stats())
+}
+
+fn summary(report: &TurnReport, app: &App, disk: Option<&PromptCacheStats>) -> String {
     let speed = report
         .generations
         .iter()
         .rev()
         .find_map(|g| g.decode_tokens_per_second())
         .map_or(String::new(), |s| format!(", {s:.1} tok/s"));
+    // Only a later call can hit the cache in memory; the first one can hit the one on disk.
+    let read = disk.map_or(0, |d| d.read_tokens);
+    let possible = report.generations.len().saturating_sub(1) + usize::from(read > 0);
+    let from_disk = if read > 0 {
+        format!(", {read} from disk")
+    } else {
+        String::new()
+    };
     format!(
-        "[{}; {} generation calls, {} tokens generated{speed}, {} tool calls, prefix cache hits {}/{} ({} prompt tokens reused); {:.1} s; model {}]",
+        "[{}; {} generation calls, {} tokens generated{speed}, {} tool calls, prefix cache hits {}/{} ({} prompt tokens reused{from_disk}); {:.1} s; model {}]",
         outcome_text(&report.outcome),
         report.generations.len(),
         report.generated_tokens(),
         report.tool_calls,
         report.cache_hits(),
-        report.generations.len().saturating_sub(1),
+        possible,
         report.reused_tokens(),
         report.elapsed.as_secs_f64(),
         app.model,
@@ -267,7 +285,13 @@ fn summary(report: &TurnReport, app: &App) -> String {
 }
 
 /// Everything about one task, for `--json` and batch output.
-fn transcript(app: &App, chat: &Chat, task: &Task, report: &TurnReport) -> Value {
+fn transcript(
+    app: &App,
+    chat: &Chat,
+    task: &Task,
+    report: &TurnReport,
+    disk: Option<&PromptCacheStats>,
+) -> Value {
     let messages = &chat.conversation().messages[report.first_message..];
     let mut tool_calls = Vec::new();
     for (index, message) in messages.iter().enumerate() {
@@ -333,6 +357,17 @@ fn transcript(app: &App, chat: &Chat, task: &Task, report: &TurnReport) -> Value
         },
         "cache_hits": report.cache_hits(),
         "reused_tokens": report.reused_tokens(),
+        // What the prompt cache on disk did in this task; null when it is off.
+        "prompt_cache": disk.map(|d| json!({
+            "read_tokens": d.read_tokens,
+            "read_bytes": d.read_bytes,
+            "read_s": d.read_time.as_secs_f64(),
+            "written_tokens": d.written_tokens,
+            "written_bytes": d.written_bytes,
+            "write_s": d.write_time.as_secs_f64(),
+            "rejected_files": d.rejected_files,
+            "evicted_files": d.evicted_files,
+        })),
         "model": app.model,
         "date": app.settings.date,
         "reasoning_effort": app.settings.reasoning_effort.as_str(),

@@ -2,6 +2,7 @@
 //! curl, Server-Sent Events, and the official `openai` Python package.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -31,13 +32,23 @@ impl Server {
 
     /// `ossa serve ARGS --port 0 --quiet`, with `config` (TOML) as its config file.
     pub fn start_with(args: &[&str], config: Option<&str>) -> Server {
+        Self::start_in(args, config, None)
+    }
+
+    /// [`Server::start_with`] with the prompt cache in `prompt_cache` (else a private empty
+    /// one), so a restarted server can read what the one before it wrote.
+    pub fn start_in(args: &[&str], config: Option<&str>, prompt_cache: Option<&Path>) -> Server {
         let home = tempfile::tempdir().expect("temp home");
+        let prompt_cache =
+            prompt_cache.map_or_else(|| home.path().join("prompt-cache"), Path::to_path_buf);
         let mut command = Command::new(env!("CARGO_BIN_EXE_ossa"));
         command
             .arg("serve")
             .args(args)
             .args(["--port", "0", "--quiet"])
             .env("XDG_CONFIG_HOME", home.path())
+            // A prompt cache of its own unless given: no server reads another's (or the user's).
+            .env("OSSA_PROMPT_CACHE_DIR", prompt_cache)
             .env_remove("OSSA_CONFIG")
             .env_remove("OPENAI_API_KEY");
         if let Some(config) = config {
