@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::checkpoint::Checkpoint;
 use crate::config::Config;
 use crate::error::{EngineError, Result};
-use crate::kernels::q8::Isa;
+use crate::kernels::isa::Isa;
 use crate::kv_cache::KvCache;
 use crate::model::{DType, ForwardTrace, Logits, Model};
 use crate::sampling::{Sampler, SamplingParams};
@@ -205,9 +205,9 @@ impl Engine {
         self.threads
     }
 
-    /// Runs the int8 kernels with `isa` (see [`Model::set_isa`]); errors if the CPU lacks it.
-    pub fn set_isa(&mut self, isa: Isa) -> Result<()> {
-        self.model.set_isa(isa)
+    /// Runs the int8 kernels with `isa` (see [`Model::set_isa`]).
+    pub fn set_isa(&mut self, isa: Isa) {
+        self.model.set_isa(isa);
     }
 
     /// Turns per-op timing of forward calls on or off (see [`Model::take_profile`]).

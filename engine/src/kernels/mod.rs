@@ -13,6 +13,7 @@
 
 pub(crate) mod attention;
 pub mod dense;
+pub mod isa;
 pub mod mxfp4;
 pub mod q8;
 

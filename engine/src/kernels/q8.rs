@@ -8,9 +8,11 @@
 //! floating point. Decode is memory-bound, so each kernel streams its weights exactly once.
 //!
 //! The SIMD paths are picked at run time ([`Isa::detect`]); every path computes the same
-//! integer block sums as the portable [`Isa::Scalar`] reference (only the order of the f32
+//! integer block sums as the portable [`Isa::SCALAR`] reference (only the order of the f32
 //! accumulation of block results differs) and is unit-tested against it.
 
+pub use super::isa::Isa;
+use super::isa::Level;
 use super::mxfp4::{BLOCK, BLOCK_BYTES, E8M0_SCALES, Mxfp4Matrix};
 use super::{SharedOut, for_row_chunks};
 
@@ -42,70 +44,6 @@ fn mxfp4_slot(b: usize, nb: usize, j: usize, odd: bool) -> usize {
         (b / 2) * 64 + (b % 2) * 16 + odd as usize * 32 + j
     } else {
         b * 32 + odd as usize * 16 + j
-    }
-}
-
-/// Instruction set a kernel runs with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Isa {
-    /// Portable Rust (the reference; runs everywhere).
-    Scalar,
-    /// AVX2 + FMA: `pmaddubsw`/`pmaddwd` on 256-bit vectors.
-    Avx2,
-    /// AVX-VNNI (VEX-encoded `vpdpbusd`) on 256-bit vectors.
-    AvxVnni,
-    /// AVX-512 F/BW/DQ/VL + VNNI: `vpdpbusd` on 512-bit vectors, two blocks per instruction.
-    Avx512Vnni,
-}
-
-impl Isa {
-    /// The best instruction set this CPU supports; `OSSA_ISA=scalar|avx2|avxvnni|avx512vnni`
-    /// picks a lower one (for comparisons), ignored when the CPU lacks it.
-    pub fn detect() -> Isa {
-        let available = Isa::available();
-        let best = *available.last().unwrap_or(&Isa::Scalar);
-        match std::env::var("OSSA_ISA").ok().and_then(|v| Isa::parse(&v)) {
-            Some(wanted) if available.contains(&wanted) => wanted,
-            _ => best,
-        }
-    }
-
-    fn parse(name: &str) -> Option<Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::AvxVnni, Isa::Avx512Vnni]
-            .into_iter()
-            .find(|isa| isa.name().eq_ignore_ascii_case(name.trim()))
-    }
-
-    /// Every instruction set this CPU can run, worst first (always starts with `Scalar`).
-    pub fn available() -> Vec<Isa> {
-        let mut out = vec![Isa::Scalar];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                out.push(Isa::Avx2);
-                if is_x86_feature_detected!("avxvnni") {
-                    out.push(Isa::AvxVnni);
-                }
-                if is_x86_feature_detected!("avx512f")
-                    && is_x86_feature_detected!("avx512bw")
-                    && is_x86_feature_detected!("avx512dq")
-                    && is_x86_feature_detected!("avx512vl")
-                    && is_x86_feature_detected!("avx512vnni")
-                {
-                    out.push(Isa::Avx512Vnni);
-                }
-            }
-        }
-        out
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Isa::Scalar => "scalar",
-            Isa::Avx2 => "avx2",
-            Isa::AvxVnni => "avxvnni",
-            Isa::Avx512Vnni => "avx512vnni",
-        }
     }
 }
 
@@ -244,16 +182,16 @@ pub fn dot_q8_0(isa: Isa, wq: &[i8], wd: &[f32], xq: &[i8], xd: &[f32]) -> f32 {
         wq.len() >= nb * QK && xq.len() >= nb * QK,
         "dot_q8_0 shapes"
     );
-    match isa {
+    match isa.level() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa` came from `Isa::available`, so the CPU has the features; lengths checked.
-        Isa::Avx2 => unsafe { x86::dot_q8_0_avx2(wq, wd, xq, xd, nb) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        Isa::AvxVnni => unsafe { x86::dot_q8_0_avxvnni(wq, wd, xq, xd, nb) },
+        // SAFETY: only detection makes an `Isa`, so the CPU has the features; lengths checked.
+        Level::Avx2 => unsafe { x86::dot_q8_0_avx2(wq, wd, xq, xd, nb) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Isa::Avx512Vnni => unsafe { x86::dot_q8_0_avx512(wq, wd, xq, xd, nb) },
+        Level::AvxVnni => unsafe { x86::dot_q8_0_avxvnni(wq, wd, xq, xd, nb) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Level::Avx512Vnni => unsafe { x86::dot_q8_0_avx512(wq, wd, xq, xd, nb) },
         _ => dot_q8_0_scalar(wq, wd, xq, xd, nb),
     }
 }
@@ -271,10 +209,10 @@ pub fn dot_q8_0_tokens<const N: usize>(
         wq.len() >= nb * QK && xs.iter().all(|(q, d)| q.len() >= nb * QK && d.len() >= nb),
         "dot_q8_0_tokens shapes"
     );
-    match isa {
+    match isa.level() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa` came from `Isa::available`, so the CPU has the features; lengths checked.
-        Isa::Avx512Vnni => unsafe { x86::dot_q8_0_avx512_tokens(wq, wd, xs, nb) },
+        // SAFETY: only detection makes an `Isa`, so the CPU has the features; lengths checked.
+        Level::Avx512Vnni => unsafe { x86::dot_q8_0_avx512_tokens(wq, wd, xs, nb) },
         _ => xs.map(|(xq, xd)| dot_q8_0(isa, wq, wd, xq, xd)),
     }
 }
@@ -321,16 +259,16 @@ pub fn dot_mxfp4_q8_tokens<const N: usize>(
                 .all(|(q, d, c)| q.len() >= nb * BLOCK && d.len() >= nb && c.len() >= nb),
         "dot_mxfp4_q8 shapes"
     );
-    match isa {
+    match isa.level() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa` came from `Isa::available`, so the CPU has the features; lengths checked.
-        Isa::Avx2 => unsafe { x86::dot_mxfp4_avx2(blocks, scales, xs, nb) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        Isa::AvxVnni => unsafe { x86::dot_mxfp4_avxvnni(blocks, scales, xs, nb) },
+        // SAFETY: only detection makes an `Isa`, so the CPU has the features; lengths checked.
+        Level::Avx2 => unsafe { x86::dot_mxfp4_avx2(blocks, scales, xs, nb) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Isa::Avx512Vnni => unsafe { x86::dot_mxfp4_avx512vl(blocks, scales, xs, nb) },
+        Level::AvxVnni => unsafe { x86::dot_mxfp4_avxvnni(blocks, scales, xs, nb) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Level::Avx512Vnni => unsafe { x86::dot_mxfp4_avx512vl(blocks, scales, xs, nb) },
         _ => xs.map(|(xq, xd, _)| dot_mxfp4_scalar(blocks, scales, xq, xd, 0, nb)),
     }
 }
@@ -956,7 +894,7 @@ mod tests {
                 &blocks[r * cols / 2..(r + 1) * cols / 2],
                 &scales[r * cols / 32..(r + 1) * cols / 32],
             );
-            let got = dot_mxfp4_q8(Isa::Scalar, b, s, &perm.qs, &perm.d, &perm.corr) as f64;
+            let got = dot_mxfp4_q8(Isa::SCALAR, b, s, &perm.qs, &perm.d, &perm.corr) as f64;
             assert!(
                 (got - want).abs() <= 1e-5 * want.abs().max(1.0),
                 "row {r}: {got} vs {want}"
@@ -976,7 +914,7 @@ mod tests {
         q.quantize(&x, 2, cols, false);
         let bias = values(rows, 10);
         let mut y = vec![0.0; 2 * rows];
-        m.linear(Isa::Scalar, &q, Some(&bias), &mut y);
+        m.linear(Isa::SCALAR, &q, Some(&bias), &mut y);
         for t in 0..2 {
             for r in 0..rows {
                 let want: f64 = bias[r] as f64
@@ -1007,7 +945,7 @@ mod tests {
     #[test]
     fn every_available_isa_matches_scalar() {
         let isas = Isa::available();
-        assert_eq!(isas[0], Isa::Scalar);
+        assert_eq!(isas[0], Isa::SCALAR);
         eprintln!("testing {:?}", isas);
         for nb in [1usize, 2, 3, 7, 8, 9, 10, 17, 90] {
             let cols = nb * QK;
@@ -1027,8 +965,8 @@ mod tests {
                 let mut wq = Q8Acts::default();
                 wq.quantize(&w, 1, cols, false);
                 let (xq, xd, xc) = (&perm.qs, &perm.d, &perm.corr);
-                let want_fp4 = dot_mxfp4_q8(Isa::Scalar, &blocks, &scales, xq, xd, xc);
-                let want_q8 = dot_q8_0(Isa::Scalar, &wq.qs, &wq.d, &plain.qs, &plain.d);
+                let want_fp4 = dot_mxfp4_q8(Isa::SCALAR, &blocks, &scales, xq, xd, xc);
+                let want_q8 = dot_q8_0(Isa::SCALAR, &wq.qs, &wq.d, &plain.qs, &plain.d);
                 for &isa in &isas[1..] {
                     let got = dot_mxfp4_q8(isa, &blocks, &scales, xq, xd, xc);
                     assert!(
@@ -1063,7 +1001,7 @@ mod tests {
                 for r in 0..rows {
                     let (xq, xd) = q.row(ti);
                     let want = dot_q8_0(
-                        Isa::Scalar,
+                        Isa::SCALAR,
                         &m.qs[r * cols..(r + 1) * cols],
                         &m.d[r * nb..(r + 1) * nb],
                         xq,
@@ -1102,7 +1040,7 @@ mod tests {
                         &scales[r * cols / 32..(r + 1) * cols / 32],
                     );
                     let (xq, xd) = q.row(ti);
-                    let want = dot_mxfp4_q8(Isa::Scalar, b, s, xq, xd, q.corr_row(ti)) + bias[r];
+                    let want = dot_mxfp4_q8(Isa::SCALAR, b, s, xq, xd, q.corr_row(ti)) + bias[r];
                     let got = y[ti * rows + r];
                     // 90 block terms summed in another order: f32 rounding only.
                     assert!(
@@ -1112,13 +1050,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn forced_isa_names_parse() {
-        for isa in [Isa::Scalar, Isa::Avx2, Isa::AvxVnni, Isa::Avx512Vnni] {
-            assert_eq!(Isa::parse(isa.name()), Some(isa));
-        }
-        assert_eq!(Isa::parse("sse9"), None);
     }
 }

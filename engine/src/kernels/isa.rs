@@ -1,0 +1,140 @@
+//! Which instruction set the kernels run with, found at run time.
+//!
+//! An [`Isa`] is a token: only [`Isa::available`] (and the functions built on it) make one,
+//! after checking the CPU. The kernels' safe entry points take an `Isa` and run the matching
+//! `unsafe` SIMD code, so holding one must prove the CPU can run it; nothing outside this
+//! module can build, say, an AVX-512 `Isa` on a CPU without AVX-512.
+
+use crate::error::{EngineError, Result};
+
+/// The levels, worst first (the order [`Isa::available`] lists them in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Level {
+    /// Portable Rust (the reference; runs everywhere).
+    Scalar,
+    /// AVX2 + FMA: `pmaddubsw`/`pmaddwd` on 256-bit vectors.
+    Avx2,
+    /// AVX-VNNI (VEX-encoded `vpdpbusd`) on 256-bit vectors.
+    AvxVnni,
+    /// AVX-512 F/BW/DQ/VL + VNNI: `vpdpbusd` on 512-bit vectors, two blocks per instruction.
+    Avx512Vnni,
+}
+
+const LEVELS: [Level; 4] = [
+    Level::Scalar,
+    Level::Avx2,
+    Level::AvxVnni,
+    Level::Avx512Vnni,
+];
+
+/// Instruction set a kernel runs with (see the module docs: only detection makes one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Isa(Level);
+
+impl Isa {
+    /// The portable reference; every CPU runs it.
+    pub const SCALAR: Isa = Isa(Level::Scalar);
+
+    pub(crate) fn level(self) -> Level {
+        self.0
+    }
+
+    /// The best instruction set this CPU supports; `OSSA_ISA=scalar|avx2|avxvnni|avx512vnni`
+    /// picks a lower one (for comparisons), ignored when the CPU lacks it.
+    pub fn detect() -> Isa {
+        let best = Isa::best();
+        match std::env::var("OSSA_ISA") {
+            Ok(name) => Isa::named(&name).unwrap_or_else(|e| {
+                tracing::warn!("OSSA_ISA ignored: {e}");
+                best
+            }),
+            Err(_) => best,
+        }
+    }
+
+    /// The best instruction set this CPU supports.
+    pub fn best() -> Isa {
+        *Isa::available().last().unwrap_or(&Isa::SCALAR)
+    }
+
+    /// The instruction set called `name` (as [`Isa::name`] spells it, any case), if this CPU
+    /// can run it.
+    pub fn named(name: &str) -> Result<Isa> {
+        let available = Isa::available();
+        available
+            .iter()
+            .copied()
+            .find(|isa| isa.name().eq_ignore_ascii_case(name.trim()))
+            .ok_or_else(|| EngineError::IsaUnavailable {
+                wanted: LEVELS
+                    .iter()
+                    .map(|&l| Isa(l).name())
+                    .find(|n| n.eq_ignore_ascii_case(name.trim()))
+                    .unwrap_or("unknown"),
+                available: available
+                    .iter()
+                    .map(|i| i.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    /// Every instruction set this CPU can run, worst first (always starts with scalar).
+    pub fn available() -> Vec<Isa> {
+        let mut out = vec![Isa::SCALAR];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                out.push(Isa(Level::Avx2));
+                if is_x86_feature_detected!("avxvnni") {
+                    out.push(Isa(Level::AvxVnni));
+                }
+                if is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512dq")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512vnni")
+                {
+                    out.push(Isa(Level::Avx512Vnni));
+                }
+            }
+        }
+        out
+    }
+
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            Level::Scalar => "scalar",
+            Level::Avx2 => "avx2",
+            Level::AvxVnni => "avxvnni",
+            Level::Avx512Vnni => "avx512vnni",
+        }
+    }
+}
+
+impl std::fmt::Display for Isa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_unknown_or_missing_ones_are_refused() {
+        for isa in Isa::available() {
+            assert_eq!(Isa::named(isa.name()).ok(), Some(isa));
+            assert_eq!(Isa::named(&isa.name().to_uppercase()).ok(), Some(isa));
+        }
+        assert_eq!(Isa::named("scalar").ok(), Some(Isa::SCALAR));
+        let err = Isa::named("sse9").unwrap_err().to_string();
+        assert!(err.contains("unknown") && err.contains("scalar"), "{err}");
+        // A level this CPU lacks is refused by name, never handed out.
+        for level in LEVELS {
+            let have = Isa::available().contains(&Isa(level));
+            assert_eq!(Isa::named(Isa(level).name()).is_ok(), have, "{level:?}");
+        }
+    }
+}
