@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 use crate::checkpoint::{Checkpoint, Dtype, MappedBytes, TensorView};
 use crate::config::{Config, LayerType};
 use crate::error::{EngineError, Result};
-use crate::kernels::attention::{self, AttnShape};
+use crate::kernels::attention::{self, AttnShape, Widen};
 use crate::kernels::dense::DenseMatrix;
 use crate::kernels::mxfp4::{BLOCK, BLOCK_BYTES, Mxfp4Matrix};
 use crate::kernels::q8::{Isa, Q8Acts, Q8Matrix, QK};
-use crate::kernels::{dot_f32, round_to_bf16};
-use crate::kv_cache::{KvCache, KvElem, LayerKv, LayerStore};
+use crate::kernels::{SharedOut, dot_f32, round_to_bf16, swiglu};
+use crate::kv_cache::{KvCache, LayerKv, LayerStore};
 use crate::rope::Rope;
+use rayon::prelude::*;
 
 /// Precision of the activations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -702,7 +703,7 @@ impl Attention {
 
     /// Appends the new keys/values, then attends over the cache.
     #[allow(clippy::too_many_arguments)]
-    fn attend<E: KvElem>(
+    fn attend<E: Widen>(
         &self,
         q: &[f32],
         k: &[f32],
@@ -810,15 +811,8 @@ impl Moe {
                 ex.gate_up.linear(e, &xe, n, gate_up_bias, &mut gate_up);
             }
             laps.lap("moe.gate_up");
-            let mut act: Vec<f32> = gate_up
-                .chunks_exact(2)
-                .map(|pair| {
-                    let gate = pair[0].min(ex.limit);
-                    let up = pair[1].clamp(-ex.limit, ex.limit);
-                    let glu = gate * (1.0 / (1.0 + (-(gate * 1.702)).exp()));
-                    (up + 1.0) * glu
-                })
-                .collect();
+            let mut act = vec![0.0f32; n * i];
+            swiglu(&gate_up, ex.limit, !mode.q8, &mut act);
             if mode.bf16 {
                 round_to_bf16(&mut act);
             }
@@ -832,11 +826,18 @@ impl Moe {
                 ex.down.linear(e, &act, n, down_bias, &mut down);
             }
             laps.lap("moe.down");
-            for (row, &(ti, w)) in down.chunks_exact(h).zip(tokens) {
-                for (o, &v) in out[ti * h..(ti + 1) * h].iter_mut().zip(row) {
-                    *o += v * w;
-                }
-            }
+            // An expert's tokens are distinct, so its rows add into distinct output rows.
+            let shared = SharedOut(out.as_mut_ptr());
+            down.par_chunks_exact(h)
+                .zip(tokens.par_iter())
+                .with_min_len(16)
+                .for_each(|(row, &(ti, w))| {
+                    // SAFETY: row ti of `out` ([t, h]) is written by this item alone.
+                    let o = unsafe { std::slice::from_raw_parts_mut(shared.at(ti * h), h) };
+                    for (o, &v) in o.iter_mut().zip(row) {
+                        *o += v * w;
+                    }
+                });
         }
         out
     }

@@ -18,13 +18,17 @@ pub(crate) enum Level {
     AvxVnni,
     /// AVX-512 F/BW/DQ/VL + VNNI: `vpdpbusd` on 512-bit vectors, two blocks per instruction.
     Avx512Vnni,
+    /// AVX-512 VNNI plus AMX-INT8 tiles (`tdpbssd`) for prefill: needs the CPU's AMX-TILE and
+    /// AMX-INT8 and the kernel's permission to use tile data, asked once per process.
+    Amx,
 }
 
-const LEVELS: [Level; 4] = [
+const LEVELS: [Level; 5] = [
     Level::Scalar,
     Level::Avx2,
     Level::AvxVnni,
     Level::Avx512Vnni,
+    Level::Amx,
 ];
 
 /// Instruction set a kernel runs with (see the module docs: only detection makes one).
@@ -39,8 +43,9 @@ impl Isa {
         self.0
     }
 
-    /// The best instruction set this CPU supports; `OSSA_ISA=scalar|avx2|avxvnni|avx512vnni`
-    /// picks a lower one (for comparisons), ignored when the CPU lacks it.
+    /// The best instruction set this CPU supports; `OSSA_ISA=scalar|avx2|avxvnni|avx512vnni|amx`
+    /// picks another (for comparisons; `avx512vnni` forbids AMX), ignored with a warning when
+    /// the CPU lacks it.
     pub fn detect() -> Isa {
         let best = Isa::best();
         match std::env::var("OSSA_ISA") {
@@ -96,6 +101,9 @@ impl Isa {
                     && is_x86_feature_detected!("avx512vnni")
                 {
                     out.push(Isa(Level::Avx512Vnni));
+                    if cpu_has_amx_int8() && super::amx::permitted() {
+                        out.push(Isa(Level::Amx));
+                    }
                 }
             }
         }
@@ -108,8 +116,25 @@ impl Isa {
             Level::Avx2 => "avx2",
             Level::AvxVnni => "avxvnni",
             Level::Avx512Vnni => "avx512vnni",
+            Level::Amx => "amx",
         }
     }
+}
+
+/// CPUID leaf 7: AMX-TILE (EDX bit 24) and AMX-INT8 (EDX bit 25). The standard library's
+/// feature detection does not name them on stable Rust.
+#[cfg(target_arch = "x86_64")]
+fn cpu_has_amx_int8() -> bool {
+    use std::arch::x86_64::{__cpuid, __cpuid_count};
+    #[allow(unused_unsafe)] // `__cpuid*` became safe functions in later Rust versions
+    // SAFETY: CPUID exists on every x86-64 CPU; leaf 7 is only read when the CPU reports it.
+    let edx = unsafe {
+        if __cpuid(0).eax < 7 {
+            return false;
+        }
+        __cpuid_count(7, 0).edx
+    };
+    edx & (1 << 24) != 0 && edx & (1 << 25) != 0
 }
 
 impl std::fmt::Display for Isa {

@@ -11,6 +11,8 @@
 //!   cache and multiplied with all tokens at once by `gemm` (the GEMM library candle's CPU
 //!   backend uses). Only a tile per task exists at a time, never a whole expanded matrix.
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod amx;
 pub(crate) mod attention;
 pub mod dense;
 pub mod isa;
@@ -188,6 +190,58 @@ pub fn dot_bf16(x: &[f32], w: &[u16]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// `e^x` to within 2 ulp for `x` in [-87, 88] (clamped outside), in arithmetic that
+/// vectorizes: `2^n · p(r)` with `n = round(x / ln 2)`, `r = x − n·ln 2` split in two parts for
+/// accuracy, and a degree-6 Taylor polynomial on |r| ≤ ln 2 / 2.
+#[inline(always)]
+pub(crate) fn exp_approx(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75; // ln 2 to 17 bits, so n·LN2_HI is exact
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + MAGIC) - MAGIC;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// gpt-oss's clamped SwiGLU over interleaved `[gate, up]` pairs: `(up + 1) · gate · σ(1.702 ·
+/// gate)` with gate ≤ `limit` and |up| ≤ `limit`. `exact` uses the standard library's `exp`
+/// (the f32/bf16 reference paths); otherwise [`exp_approx`], which vectorizes: the q8 path
+/// quantizes the result to 8 bits right after, far coarser than its 2 ulp. Rows run in
+/// parallel on the current rayon pool.
+pub(crate) fn swiglu(gate_up: &[f32], limit: f32, exact: bool, out: &mut [f32]) {
+    assert_eq!(gate_up.len(), 2 * out.len(), "swiglu shapes");
+    const CHUNK: usize = 8192;
+    out.par_chunks_mut(CHUNK)
+        .zip(gate_up.par_chunks(2 * CHUNK))
+        .for_each(|(out, pairs)| {
+            for (o, pair) in out.iter_mut().zip(pairs.chunks_exact(2)) {
+                // `if` rather than `min`/`clamp`, whose NaN rules keep the loop from
+                // vectorizing (a NaN stays NaN: it shows a broken kernel upstream).
+                let gate = if pair[0] > limit { limit } else { pair[0] };
+                let up = if pair[1] > limit {
+                    limit
+                } else if pair[1] < -limit {
+                    -limit
+                } else {
+                    pair[1]
+                };
+                let e = if exact {
+                    (-(gate * 1.702)).exp()
+                } else {
+                    exp_approx(-(gate * 1.702))
+                };
+                *o = (up + 1.0) * (gate * (1.0 / (1.0 + e)));
+            }
+        });
+}
+
 /// Deterministic inputs for the kernels' unit tests.
 #[cfg(test)]
 pub(crate) mod test_data {
@@ -212,5 +266,48 @@ pub(crate) mod test_data {
     pub(crate) fn bytes(n: usize, seed: u64) -> Vec<u8> {
         let mut next = xorshift(seed, 0x2545_f491_4f6c_dd1d);
         (0..n).map(|_| (next() >> 24) as u8).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_approx_is_within_two_ulp_of_exp() {
+        let mut worst = 0.0f64;
+        for i in 0..=200_000 {
+            let x = -87.0 + 175.0 * i as f32 / 200_000.0;
+            let (got, want) = (exp_approx(x) as f64, (x as f64).exp());
+            let ulp = (want as f32).to_bits();
+            let step = f32::from_bits(ulp + 1) as f64 - want as f32 as f64;
+            worst = worst.max((got - want).abs() / step);
+        }
+        assert!(worst <= 2.0, "worst error {worst} ulp");
+        // Outside the range: clamped, never NaN or garbage.
+        assert_eq!(exp_approx(-1e30), exp_approx(-87.0));
+        assert!(exp_approx(1e30) > 1e38);
+        assert_eq!(exp_approx(0.0), 1.0);
+    }
+
+    #[test]
+    fn swiglu_approx_matches_exact() {
+        let x = test_data::values(2 * 20_000, 3)
+            .iter()
+            .map(|v| v * 4.0)
+            .collect::<Vec<_>>();
+        let (mut a, mut b) = (vec![0.0; 20_000], vec![0.0; 20_000]);
+        swiglu(&x, 7.0, true, &mut a);
+        swiglu(&x, 7.0, false, &mut b);
+        for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+            assert!((a - b).abs() <= 1e-6 * a.abs().max(1e-3), "{i}: {a} vs {b}");
+        }
+        // The clamps: gate above the limit is the limit, up is clamped both ways.
+        let mut o = [0.0f32; 3];
+        swiglu(&[10.0, 10.0, 7.0, 7.0, 1.0, -20.0], 7.0, true, &mut o);
+        let glu7 = 7.0 / (1.0 + (-7.0f32 * 1.702).exp());
+        assert_eq!(o[0], 8.0 * glu7);
+        assert_eq!(o[1], 8.0 * glu7);
+        assert_eq!(o[2], -6.0 * (1.0 / (1.0 + (-1.702f32).exp())));
     }
 }

@@ -39,7 +39,7 @@ const FP4_X2_U8: [u8; 16] = {
 /// 32-byte load of packed bytes lines up with 64 activations; a last odd block is stored as
 /// [even, odd].
 #[inline(always)]
-fn mxfp4_slot(b: usize, nb: usize, j: usize, odd: bool) -> usize {
+pub(crate) fn mxfp4_slot(b: usize, nb: usize, j: usize, odd: bool) -> usize {
     if b / 2 * 2 + 1 < nb {
         (b / 2) * 64 + (b % 2) * 16 + odd as usize * 32 + j
     } else {
@@ -74,27 +74,35 @@ impl Q8Acts {
         self.qs.resize(rows * cols, 0);
         self.d.resize(rows * nb, 0.0);
         self.corr.resize(if mxfp4_order { rows * nb } else { 0 }, 0);
-        for (r, src_row) in x[..rows * cols].chunks_exact(cols).enumerate() {
-            let dst = &mut self.qs[r * cols..(r + 1) * cols];
-            for (b, src) in src_row.chunks_exact(QK).enumerate() {
-                if !mxfp4_order {
-                    self.d[r * nb + b] = quantize_block(src, &mut dst[b * QK..(b + 1) * QK]);
-                    continue;
-                }
-                let (scale, inv) = block_scale(src);
-                {
-                    let mut sum = 0i32;
-                    for j in 0..QK / 2 {
-                        let even = round_i8(src[2 * j] * inv);
-                        let odd = round_i8(src[2 * j + 1] * inv);
-                        dst[mxfp4_slot(b, nb, j, false)] = even;
-                        dst[mxfp4_slot(b, nb, j, true)] = odd;
-                        sum += even as i32 + odd as i32;
+        if rows * cols == 0 {
+            return;
+        }
+        // Rows in parallel (prefill quantizes thousands); a few rows stay on this thread.
+        use rayon::prelude::*;
+        const MIN_ROWS: usize = 16;
+        let src = x[..rows * cols].par_chunks_exact(cols);
+        let dst = self.qs.par_chunks_exact_mut(cols);
+        let scales = self.d.par_chunks_exact_mut(nb);
+        if mxfp4_order {
+            let corr = self.corr.par_chunks_exact_mut(nb);
+            src.zip(dst)
+                .zip(scales)
+                .zip(corr)
+                .with_min_len(MIN_ROWS)
+                .for_each(|(((src, dst), d), corr)| quantize_row_mxfp4(src, dst, d, corr));
+        } else {
+            src.zip(dst)
+                .zip(scales)
+                .with_min_len(MIN_ROWS)
+                .for_each(|((src, dst), d)| {
+                    for ((src, dst), d) in src
+                        .chunks_exact(QK)
+                        .zip(dst.chunks_exact_mut(QK))
+                        .zip(d.iter_mut())
+                    {
+                        *d = quantize_block(src, dst);
                     }
-                    self.d[r * nb + b] = scale * 0.5;
-                    self.corr[r * nb + b] = -12 * sum;
-                }
-            }
+                });
         }
     }
 
@@ -130,6 +138,25 @@ impl Q8Acts {
             &self.qs[r * self.cols..(r + 1) * self.cols],
             &self.d[r * nb..(r + 1) * nb],
         )
+    }
+}
+
+/// One row in MXFP4 order (see [`Q8Acts`]): values placed by [`mxfp4_slot`], halved scales,
+/// corrections −12·Σq.
+fn quantize_row_mxfp4(src: &[f32], dst: &mut [i8], d: &mut [f32], corr: &mut [i32]) {
+    let nb = d.len();
+    for (b, block) in src.chunks_exact(QK).enumerate() {
+        let (scale, inv) = block_scale(block);
+        let mut sum = 0i32;
+        for j in 0..QK / 2 {
+            let even = round_i8(block[2 * j] * inv);
+            let odd = round_i8(block[2 * j + 1] * inv);
+            dst[mxfp4_slot(b, nb, j, false)] = even;
+            dst[mxfp4_slot(b, nb, j, true)] = odd;
+            sum += even as i32 + odd as i32;
+        }
+        d[b] = scale * 0.5;
+        corr[b] = -12 * sum;
     }
 }
 
@@ -191,7 +218,7 @@ pub fn dot_q8_0(isa: Isa, wq: &[i8], wd: &[f32], xq: &[i8], xd: &[f32]) -> f32 {
         Level::AvxVnni => unsafe { x86::dot_q8_0_avxvnni(wq, wd, xq, xd, nb) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Level::Avx512Vnni => unsafe { x86::dot_q8_0_avx512(wq, wd, xq, xd, nb) },
+        Level::Avx512Vnni | Level::Amx => unsafe { x86::dot_q8_0_avx512(wq, wd, xq, xd, nb) },
         _ => dot_q8_0_scalar(wq, wd, xq, xd, nb),
     }
 }
@@ -212,7 +239,7 @@ pub fn dot_q8_0_tokens<const N: usize>(
     match isa.level() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: only detection makes an `Isa`, so the CPU has the features; lengths checked.
-        Level::Avx512Vnni => unsafe { x86::dot_q8_0_avx512_tokens(wq, wd, xs, nb) },
+        Level::Avx512Vnni | Level::Amx => unsafe { x86::dot_q8_0_avx512_tokens(wq, wd, xs, nb) },
         _ => xs.map(|(xq, xd)| dot_q8_0(isa, wq, wd, xq, xd)),
     }
 }
@@ -268,7 +295,9 @@ pub fn dot_mxfp4_q8_tokens<const N: usize>(
         Level::AvxVnni => unsafe { x86::dot_mxfp4_avxvnni(blocks, scales, xs, nb) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Level::Avx512Vnni => unsafe { x86::dot_mxfp4_avx512vl(blocks, scales, xs, nb) },
+        Level::Avx512Vnni | Level::Amx => unsafe {
+            x86::dot_mxfp4_avx512vl(blocks, scales, xs, nb)
+        },
         _ => xs.map(|(xq, xd, _)| dot_mxfp4_scalar(blocks, scales, xq, xd, 0, nb)),
     }
 }
@@ -356,6 +385,16 @@ impl Q8Matrix {
         self.cols
     }
 
+    /// The int8 values, `[rows, cols]`.
+    pub(crate) fn values(&self) -> &[i8] {
+        &self.qs
+    }
+
+    /// The block scales, `[rows, cols / 32]`.
+    pub(crate) fn scales(&self) -> &[f32] {
+        &self.d
+    }
+
     /// Bytes of weights and scales.
     pub fn bytes(&self) -> usize {
         self.qs.len() + self.d.len() * 4
@@ -368,6 +407,10 @@ impl Q8Matrix {
             x.cols == cols && y.len() >= t * rows,
             "Q8Matrix::linear shapes"
         );
+        #[cfg(target_arch = "x86_64")]
+        if isa.level() == Level::Amx && t >= super::amx::MIN_TOKENS {
+            return super::amx::q8_0_linear(self, x, bias, y);
+        }
         let out = SharedOut(y.as_mut_ptr());
         let nb = cols / QK;
         for_row_chunks(rows, rows_per_task(rows, cols), |r0, r1| {
@@ -417,6 +460,10 @@ impl Mxfp4Matrix<'_> {
             x.cols == cols && y.len() >= t * rows,
             "Mxfp4Matrix::linear_q8 shapes"
         );
+        #[cfg(target_arch = "x86_64")]
+        if isa.level() == Level::Amx && t >= super::amx::MIN_TOKENS {
+            return super::amx::mxfp4_linear(self, x, bias, y);
+        }
         let out = SharedOut(y.as_mut_ptr());
         let nb = cols / BLOCK;
         for_row_chunks(rows, rows_per_task(rows, cols / 2), |r0, r1| {
