@@ -14,6 +14,7 @@
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod amx;
 pub(crate) mod attention;
+pub mod bandwidth;
 pub mod dense;
 pub mod isa;
 pub mod mxfp4;
