@@ -9,7 +9,7 @@
 
 use rayon::prelude::*;
 
-use super::{SharedOut, gemm_rows};
+use super::{SharedOut, exp_approx, exp_minus, gemm_rows, scale_max};
 use crate::kv_cache::KvElem;
 
 /// Cache elements widened to f32 a run at a time, in a loop that vectorizes (bf16 → f32 is
@@ -331,19 +331,13 @@ impl<E: Widen> Job<'_, E> {
 }
 
 /// Raw dot products in, `exp(s·scale − max)` out, with `max` over the scaled scores and the
-/// sink (if any); returns `max` and the sum of the exponentials, the sink's included.
+/// sink (if any); returns `max` and the sum of the exponentials, the sink's included. The
+/// exponential is [`exp_approx`] (2 ulp), vectorized: at long contexts there are hundreds of
+/// millions per prompt.
 fn exp_against_max(scores: &mut [f32], scale: f32, sink: Option<f32>) -> (f32, f32) {
-    let mut max = sink.unwrap_or(f32::NEG_INFINITY);
-    for s in scores.iter_mut() {
-        *s *= scale;
-        max = max.max(*s);
-    }
-    let mut sum = sink.map_or(0.0, |sink| (sink - max).exp());
-    for s in scores.iter_mut() {
-        *s = (*s - max).exp();
-        sum += *s;
-    }
-    (max, sum)
+    let max = scale_max(scores, scale, sink.unwrap_or(f32::NEG_INFINITY));
+    let sum = exp_minus(scores, max);
+    (max, sum + sink.map_or(0.0, |sink| exp_approx(sink - max)))
 }
 
 #[cfg(test)]

@@ -22,6 +22,31 @@ pub mod q8;
 
 use rayon::prelude::*;
 
+/// Runs an `#[inline(always)]` loop compiled once more with AVX-512 enabled when the CPU has
+/// it, so the compiler vectorizes it 16 wide instead of the baseline's 4; both copies do the
+/// same IEEE operations in the same order, so the results are identical.
+macro_rules! with_avx512 {
+    ($body:expr) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f")]
+            fn wide<R>(f: impl FnOnce() -> R) -> R {
+                f()
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F.
+                unsafe { wide(|| $body) }
+            } else {
+                $body
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            $body
+        }
+    }};
+}
+
 /// Up to this many tokens, a weight row is dotted with each token directly.
 pub const SMALL_BATCH: usize = 4;
 
@@ -222,25 +247,78 @@ pub(crate) fn swiglu(gate_up: &[f32], limit: f32, exact: bool, out: &mut [f32]) 
     out.par_chunks_mut(CHUNK)
         .zip(gate_up.par_chunks(2 * CHUNK))
         .for_each(|(out, pairs)| {
-            for (o, pair) in out.iter_mut().zip(pairs.chunks_exact(2)) {
-                // `if` rather than `min`/`clamp`, whose NaN rules keep the loop from
-                // vectorizing (a NaN stays NaN: it shows a broken kernel upstream).
-                let gate = if pair[0] > limit { limit } else { pair[0] };
-                let up = if pair[1] > limit {
-                    limit
-                } else if pair[1] < -limit {
-                    -limit
-                } else {
-                    pair[1]
-                };
-                let e = if exact {
-                    (-(gate * 1.702)).exp()
-                } else {
-                    exp_approx(-(gate * 1.702))
-                };
-                *o = (up + 1.0) * (gate * (1.0 / (1.0 + e)));
+            if exact {
+                swiglu_body(out, pairs, limit, f32::exp);
+            } else {
+                with_avx512!(swiglu_body(out, pairs, limit, exp_approx));
             }
         });
+}
+
+#[inline(always)]
+fn swiglu_body(out: &mut [f32], pairs: &[f32], limit: f32, exp: impl Fn(f32) -> f32) {
+    for (o, pair) in out.iter_mut().zip(pairs.chunks_exact(2)) {
+        // `if` rather than `min`/`clamp`, whose NaN rules keep the loop from vectorizing (a
+        // NaN stays NaN: it shows a broken kernel upstream).
+        let gate = if pair[0] > limit { limit } else { pair[0] };
+        let up = if pair[1] > limit {
+            limit
+        } else if pair[1] < -limit {
+            -limit
+        } else {
+            pair[1]
+        };
+        *o = (up + 1.0) * (gate * (1.0 / (1.0 + exp(-(gate * 1.702)))));
+    }
+}
+
+/// `v ← exp(v − max)` ([`exp_approx`]) for every element; returns their sum, kept in 16
+/// partial sums so the loop vectorizes.
+pub(crate) fn exp_minus(values: &mut [f32], max: f32) -> f32 {
+    with_avx512!(exp_minus_body(values, max))
+}
+
+#[inline(always)]
+fn exp_minus_body(values: &mut [f32], max: f32) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let mut chunks = values.chunks_exact_mut(16);
+    for c in &mut chunks {
+        for (v, a) in c.iter_mut().zip(acc.iter_mut()) {
+            *v = exp_approx(*v - max);
+            *a += *v;
+        }
+    }
+    let mut sum = 0.0;
+    for v in chunks.into_remainder() {
+        *v = exp_approx(*v - max);
+        sum += *v;
+    }
+    acc.iter().sum::<f32>() + sum
+}
+
+/// `v ← v · scale` for every element; returns the largest result (`floor` if larger), in 16
+/// partial maxima so the loop vectorizes.
+pub(crate) fn scale_max(values: &mut [f32], scale: f32, floor: f32) -> f32 {
+    with_avx512!(scale_max_body(values, scale, floor))
+}
+
+#[inline(always)]
+fn scale_max_body(values: &mut [f32], scale: f32, floor: f32) -> f32 {
+    let mut acc = [floor; 16];
+    let mut chunks = values.chunks_exact_mut(16);
+    for c in &mut chunks {
+        for (v, a) in c.iter_mut().zip(acc.iter_mut()) {
+            *v *= scale;
+            // Not `f32::max`: its NaN rules keep the loop from vectorizing.
+            *a = if *v > *a { *v } else { *a };
+        }
+    }
+    let mut max = acc.iter().fold(floor, |m, &a| if a > m { a } else { m });
+    for v in chunks.into_remainder() {
+        *v *= scale;
+        max = if *v > max { *v } else { max };
+    }
+    max
 }
 
 /// Deterministic inputs for the kernels' unit tests.
@@ -310,5 +388,30 @@ mod tests {
         assert_eq!(o[0], 8.0 * glu7);
         assert_eq!(o[1], 8.0 * glu7);
         assert_eq!(o[2], -6.0 * (1.0 / (1.0 + (-1.702f32).exp())));
+    }
+
+    #[test]
+    fn softmax_pieces_match_their_definitions() {
+        for n in [0usize, 1, 15, 16, 17, 100] {
+            let x = test_data::values(n, n as u64 + 1);
+            let mut a = x.clone();
+            let max = scale_max(&mut a, 0.5, -1.0);
+            let want_max = x.iter().map(|v| v * 0.5).fold(-1.0f32, f32::max);
+            assert_eq!(max, want_max, "n={n}");
+            for (a, v) in a.iter().zip(&x) {
+                assert_eq!(*a, v * 0.5);
+            }
+            let sum = exp_minus(&mut a, max);
+            let mut want_sum = 0.0f64;
+            for (a, v) in a.iter().zip(&x) {
+                let e = ((v * 0.5 - max) as f64).exp();
+                want_sum += e;
+                assert!((*a as f64 - e).abs() <= 3e-7 * e, "n={n}: {a} vs {e}");
+            }
+            assert!(
+                (sum as f64 - want_sum).abs() <= 1e-6 * want_sum.max(1.0),
+                "n={n}"
+            );
+        }
     }
 }
