@@ -683,9 +683,12 @@ impl Attention {
                 Rope::apply(head, c, s);
             }
         }
+        // q8's 8-bit activations dominate its error: its attention products may take bf16
+        // inputs (the tile kernels' format).
+        let bf16_products = mode.q8.then_some(mode.isa);
         let mut out = match store {
-            LayerStore::F32(kv) => self.attend(&q, &k, &v, t, start, kv),
-            LayerStore::Bf16(kv) => self.attend(&q, &k, &v, t, start, kv),
+            LayerStore::F32(kv) => self.attend(&q, &k, &v, t, start, kv, bf16_products),
+            LayerStore::Bf16(kv) => self.attend(&q, &k, &v, t, start, kv, bf16_products),
         };
         if mode.bf16 {
             round_to_bf16(&mut out);
@@ -711,6 +714,7 @@ impl Attention {
         t: usize,
         start: usize,
         kv: &mut LayerKv<E>,
+        bf16_products: Option<Isa>,
     ) -> Vec<f32> {
         kv.keys.extend(k.iter().map(|&a| E::from_f32(a)));
         kv.values.extend(v.iter().map(|&a| E::from_f32(a)));
@@ -720,7 +724,16 @@ impl Attention {
             head_dim: self.head_dim,
             window: self.window,
         };
-        attention::attend(&shape, q, t, start, &kv.keys, &kv.values, &self.sinks)
+        attention::attend(
+            &shape,
+            q,
+            t,
+            start,
+            &kv.keys,
+            &kv.values,
+            &self.sinks,
+            bf16_products,
+        )
     }
 }
 

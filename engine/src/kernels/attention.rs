@@ -9,6 +9,7 @@
 
 use rayon::prelude::*;
 
+use super::isa::{Isa, Level};
 use super::{SharedOut, exp_approx, exp_minus, gemm_rows, scale_max};
 use crate::kv_cache::KvElem;
 
@@ -16,15 +17,27 @@ use crate::kv_cache::KvElem;
 /// a 16-bit shift; `half`'s per-element conversion also quiets NaNs, which keeps it scalar).
 pub(crate) trait Widen: KvElem {
     fn widen(src: &[Self], dst: &mut Vec<f32>);
+
+    /// The elements as bf16 bits, when they are bf16 (what the AMX path reads).
+    fn bf16_bits(src: &[Self]) -> Option<&[u16]>;
 }
 
 impl Widen for f32 {
     fn widen(src: &[f32], dst: &mut Vec<f32>) {
         dst.extend_from_slice(src);
     }
+
+    fn bf16_bits(_: &[f32]) -> Option<&[u16]> {
+        None
+    }
 }
 
 impl Widen for half::bf16 {
+    fn bf16_bits(src: &[half::bf16]) -> Option<&[u16]> {
+        use half::slice::HalfFloatSliceExt;
+        Some(src.reinterpret_cast())
+    }
+
     fn widen(src: &[half::bf16], dst: &mut Vec<f32>) {
         use half::slice::HalfFloatSliceExt;
         let bits: &[u16] = src.reinterpret_cast();
@@ -50,7 +63,7 @@ pub(crate) struct AttnShape {
 }
 
 impl AttnShape {
-    fn first_key(&self, pos: usize) -> usize {
+    pub(crate) fn first_key(&self, pos: usize) -> usize {
         self.window.map_or(0, |w| (pos + 1).saturating_sub(w))
     }
 }
@@ -73,6 +86,12 @@ struct Scratch {
 /// (RoPE applied), over `keys`/`values` `[positions, kv_heads, d]` that already hold the new
 /// tokens. `sinks` `[heads]` join each softmax as one extra logit with no value. Returns
 /// `[t, heads, d]`.
+///
+/// `bf16_products`: an instruction set with which the two products may take bf16 inputs
+/// (queries and probabilities rounded to bf16; the cache is already bf16) — with AMX, many
+/// queries at once go through the tile kernels of [`super::amx::attention`]. `None` keeps
+/// every product in f32 (the reference path).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn attend<E: Widen>(
     shape: &AttnShape,
     q: &[f32],
@@ -81,7 +100,15 @@ pub(crate) fn attend<E: Widen>(
     keys: &[E],
     values: &[E],
     sinks: &[f32],
+    bf16_products: Option<Isa>,
 ) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(out) =
+        bf16_products.and_then(|isa| attend_amx(shape, q, t, start, keys, values, sinks, isa))
+    {
+        return out;
+    }
+    let _ = bf16_products;
     let limits = Limits {
         key_chunk: KEY_CHUNK,
         score_cap: SCORE_CAP,
@@ -89,6 +116,46 @@ pub(crate) fn attend<E: Widen>(
         tasks_wanted: 4 * rayon::current_num_threads(),
     };
     attend_within(shape, q, t, start, keys, values, sinks, limits)
+}
+
+/// The AMX-BF16 path, when `isa` has AMX, the keys are bf16, the head dimension is the tiles'
+/// and there are at least 16 query rows (tokens × heads of a group); else `None`.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn attend_amx<E: Widen>(
+    shape: &AttnShape,
+    q: &[f32],
+    t: usize,
+    start: usize,
+    keys: &[E],
+    values: &[E],
+    sinks: &[f32],
+    isa: Isa,
+) -> Option<Vec<f32>> {
+    use super::amx::attention::{HEAD_DIM, PackedKv, Scratch, attend_block};
+    let (nh, nkv, d) = (shape.heads, shape.kv_heads, shape.head_dim);
+    let group = nh / nkv;
+    if isa.level() != Level::Amx || d != HEAD_DIM || t * group < 16 {
+        return None;
+    }
+    let (kb, vb) = (E::bf16_bits(keys)?, E::bf16_bits(values)?);
+    let span = shape
+        .window
+        .map_or(start + t, |w| (w + QUERY_BLOCK).min(start + t));
+    let block_len = (SCORE_CAP / (group * span).max(1)).clamp(1, QUERY_BLOCK);
+    let kv = PackedKv::pack(kb, vb, nkv, shape.first_key(start), start + t);
+    let mut out = vec![0.0f32; t * nh * d];
+    let shared = SharedOut(out.as_mut_ptr());
+    (0..nkv * t.div_ceil(block_len))
+        .into_par_iter()
+        .for_each_init(Scratch::default, |s, task| {
+            let (g, block) = (task % nkv, task / nkv);
+            let tokens = block * block_len..((block + 1) * block_len).min(t);
+            // SAFETY: `isa` is AMX, so AMX-BF16 and AVX-512 BF16 are usable; this task
+            // alone writes the rows (tokens, heads of group g).
+            unsafe { attend_block(s, shape, &kv, q, start, g, tokens, sinks, shared) };
+        });
+    Some(out)
 }
 
 /// Keys (and values) converted to f32 at a time: a task's scratch stays small however long
@@ -426,7 +493,10 @@ mod tests {
                     tasks_wanted: 64,
                 };
                 for (label, got) in [
-                    ("default", attend(&shape, &q, t, start, &k, &v, &sinks)),
+                    (
+                        "default",
+                        attend(&shape, &q, t, start, &k, &v, &sinks, None),
+                    ),
                     (
                         "tiny",
                         attend_within(&shape, &q, t, start, &k, &v, &sinks, tiny),
@@ -446,6 +516,64 @@ mod tests {
                         "{label} limits, window {window:?} start {start} t {t}: max |Δ| {err}"
                     );
                 }
+            }
+        }
+    }
+
+    /// The AMX-BF16 path (bf16 cache, head dimension 64, at least 16 query rows) against the
+    /// definition computed with the same bf16 keys and values and the queries rounded to bf16
+    /// (its probabilities are rounded too: ≤ 2^-9 of each weight, so |Δ| ≤ 2^-9·max|v|): odd
+    /// token counts (partial 16-row tiles and 32-key blocks), after a cached prefix, with a
+    /// window; and the f32 path is taken where the AMX one does not apply.
+    #[test]
+    fn amx_path_matches_the_definition() {
+        let Some(amx) = Isa::available().into_iter().find(|i| i.name() == "amx") else {
+            eprintln!("no AMX on this CPU: the tile attention is not exercised");
+            return;
+        };
+        for window in [None, Some(40)] {
+            let shape = AttnShape {
+                heads: 16,
+                kv_heads: 2,
+                head_dim: 64,
+                window,
+            };
+            for (start, t) in [(0, 2), (0, 3), (0, 45), (37, 20), (100, 33)] {
+                let n = start + t;
+                let q: Vec<f32> = values(t * 16 * 64, 7 + t as u64)
+                    .iter()
+                    .map(|v| v * 0.3)
+                    .collect();
+                let to_bf16 = |v: Vec<f32>| -> Vec<half::bf16> {
+                    v.iter().map(|&x| half::bf16::from_f32(x)).collect()
+                };
+                let k = to_bf16(values(n * 2 * 64, 8));
+                let v = to_bf16(values(n * 2 * 64, 9));
+                let widen =
+                    |x: &[half::bf16]| -> Vec<f32> { x.iter().map(|e| e.to_f32()).collect() };
+                let q_rounded: Vec<f32> = q
+                    .iter()
+                    .map(|&x| half::bf16::from_f32(x).to_f32())
+                    .collect();
+                let sinks: Vec<f32> = (0..16).map(|h| h as f32 * 0.25 - 2.0).collect();
+                let want = naive(&shape, &q_rounded, t, start, &widen(&k), &widen(&v), &sinks);
+                let got = attend(&shape, &q, t, start, &k, &v, &sinks, Some(amx));
+                let err = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(
+                    err < 3.0 / 512.0 * 1.5,
+                    "window {window:?} start {start} t {t}: max |Δ| {err}"
+                );
+                // An f32 cache never takes the bf16 path: same as without an instruction set.
+                let (kf, vf) = (widen(&k), widen(&v));
+                let f32_path = attend(&shape, &q, t, start, &kf, &vf, &sinks, Some(amx));
+                assert_eq!(
+                    f32_path,
+                    attend(&shape, &q, t, start, &kf, &vf, &sinks, None)
+                );
             }
         }
     }

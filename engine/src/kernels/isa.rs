@@ -18,8 +18,9 @@ pub(crate) enum Level {
     AvxVnni,
     /// AVX-512 F/BW/DQ/VL + VNNI: `vpdpbusd` on 512-bit vectors, two blocks per instruction.
     Avx512Vnni,
-    /// AVX-512 VNNI plus AMX-INT8 tiles (`tdpbssd`) for prefill: needs the CPU's AMX-TILE and
-    /// AMX-INT8 and the kernel's permission to use tile data, asked once per process.
+    /// AVX-512 VNNI plus AMX tiles for prefill (`tdpbssd` for the int8 matmuls, `tdpbf16ps`
+    /// for attention): needs the CPU's AMX-TILE, AMX-INT8, AMX-BF16 and AVX-512 BF16, and the
+    /// kernel's permission to use tile data, asked once per process.
     Amx,
 }
 
@@ -101,7 +102,10 @@ impl Isa {
                     && is_x86_feature_detected!("avx512vnni")
                 {
                     out.push(Isa(Level::Avx512Vnni));
-                    if cpu_has_amx_int8() && super::amx::permitted() {
+                    if cpu_has_amx()
+                        && is_x86_feature_detected!("avx512bf16")
+                        && super::amx::permitted()
+                    {
                         out.push(Isa(Level::Amx));
                     }
                 }
@@ -121,10 +125,10 @@ impl Isa {
     }
 }
 
-/// CPUID leaf 7: AMX-TILE (EDX bit 24) and AMX-INT8 (EDX bit 25). The standard library's
-/// feature detection does not name them on stable Rust.
+/// CPUID leaf 7: AMX-BF16 (EDX bit 22), AMX-TILE (24) and AMX-INT8 (25). The standard
+/// library's feature detection does not name them on stable Rust.
 #[cfg(target_arch = "x86_64")]
-fn cpu_has_amx_int8() -> bool {
+fn cpu_has_amx() -> bool {
     use std::arch::x86_64::{__cpuid, __cpuid_count};
     #[allow(unused_unsafe)] // `__cpuid*` became safe functions in later Rust versions
     // SAFETY: CPUID exists on every x86-64 CPU; leaf 7 is only read when the CPU reports it.
@@ -134,7 +138,7 @@ fn cpu_has_amx_int8() -> bool {
         }
         __cpuid_count(7, 0).edx
     };
-    edx & (1 << 24) != 0 && edx & (1 << 25) != 0
+    [22, 24, 25].iter().all(|bit| edx & (1 << bit) != 0)
 }
 
 impl std::fmt::Display for Isa {

@@ -218,7 +218,8 @@ pub fn dot_bf16(x: &[f32], w: &[u16]) -> f32 {
 
 /// `e^x` to within 2 ulp for `x` in [-87, 88] (clamped outside), in arithmetic that
 /// vectorizes: `2^n · p(r)` with `n = round(x / ln 2)`, `r = x − n·ln 2` split in two parts for
-/// accuracy, and a degree-6 Taylor polynomial on |r| ≤ ln 2 / 2.
+/// accuracy, and a degree-6 Taylor polynomial on |r| ≤ ln 2 / 2. `n` comes out of the
+/// rounding addition's bits (a float-to-int cast would be scalarized: Rust's saturates).
 #[inline(always)]
 pub(crate) fn exp_approx(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -226,14 +227,18 @@ pub(crate) fn exp_approx(x: f32) -> f32 {
     const LN2_LO: f32 = 1.428_606_8e-6;
     const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + MAGIC) - MAGIC;
+    let shifted = x * LOG2E + MAGIC;
+    let n = shifted - MAGIC;
+    // |n| ≤ 127, so the integer sits in the low mantissa bits of `shifted`.
+    let n_bits = shifted.to_bits().wrapping_sub(MAGIC.to_bits());
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    p * f32::from_bits(n_bits.wrapping_add(127) << 23)
 }
 
 /// gpt-oss's clamped SwiGLU over interleaved `[gate, up]` pairs: `(up + 1) · gate · σ(1.702 ·
@@ -292,6 +297,39 @@ fn exp_minus_body(values: &mut [f32], max: f32) -> f32 {
     for v in chunks.into_remainder() {
         *v = exp_approx(*v - max);
         sum += *v;
+    }
+    acc.iter().sum::<f32>() + sum
+}
+
+/// `dst ← bf16(exp(src − max))` ([`exp_approx`], rounded to nearest even) for every
+/// element; returns the sum of the unrounded exponentials (16 partial sums).
+pub(crate) fn exp_minus_to_bf16(src: &[f32], max: f32, dst: &mut [u16]) -> f32 {
+    assert_eq!(src.len(), dst.len(), "exp_minus_to_bf16 lengths");
+    with_avx512!(exp_minus_to_bf16_body(src, max, dst))
+}
+
+#[inline(always)]
+fn exp_minus_to_bf16_body(src: &[f32], max: f32, dst: &mut [u16]) -> f32 {
+    // Finite, positive inputs only: round to nearest even on the bits.
+    let bf16 = |v: f32| {
+        let bits = v.to_bits();
+        (bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16) as u16
+    };
+    let mut acc = [0.0f32; 16];
+    let mut chunks = src.chunks_exact(16);
+    let mut out = dst.chunks_exact_mut(16);
+    for (c, o) in (&mut chunks).zip(&mut out) {
+        for ((v, d), a) in c.iter().zip(o.iter_mut()).zip(acc.iter_mut()) {
+            let e = exp_approx(*v - max);
+            *a += e;
+            *d = bf16(e);
+        }
+    }
+    let mut sum = 0.0;
+    for (v, d) in chunks.remainder().iter().zip(out.into_remainder()) {
+        let e = exp_approx(*v - max);
+        sum += e;
+        *d = bf16(e);
     }
     acc.iter().sum::<f32>() + sum
 }
@@ -412,6 +450,21 @@ mod tests {
                 (sum as f64 - want_sum).abs() <= 1e-6 * want_sum.max(1.0),
                 "n={n}"
             );
+        }
+    }
+
+    #[test]
+    fn exp_to_bf16_rounds_like_half() {
+        for n in [0usize, 5, 16, 33] {
+            let x = test_data::values(n, 40 + n as u64);
+            let mut e = x.clone();
+            let want_sum = exp_minus(&mut e, 1.5);
+            let mut bits = vec![0u16; n];
+            let sum = exp_minus_to_bf16(&x, 1.5, &mut bits);
+            assert!((sum - want_sum).abs() <= 1e-6 * want_sum.max(1.0));
+            for (b, v) in bits.iter().zip(&e) {
+                assert_eq!(*b, half::bf16::from_f32(*v).to_bits());
+            }
         }
     }
 }

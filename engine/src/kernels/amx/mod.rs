@@ -22,6 +22,8 @@ use super::mxfp4::{BLOCK_BYTES, Mxfp4Matrix};
 use super::q8::{Q8Acts, Q8Matrix, QK, mxfp4_slot};
 use super::{SharedOut, for_row_chunks};
 
+pub(crate) mod attention;
+
 /// Fewest tokens for which the tile kernels beat the VNNI row dots: below, one 16-token tile
 /// is mostly padding and unpacking the weights is not repaid.
 pub(crate) const MIN_TOKENS: usize = 8;
@@ -153,7 +155,7 @@ pub(crate) fn mxfp4_linear(m: &Mxfp4Matrix, x: &Q8Acts, bias: Option<&[f32]>, y:
         SCRATCH.with_borrow_mut(|s| {
             s.weights.resize(nb * TILE_BLOCK, 0);
             s.scales.resize(nb * TILE, 0.0);
-            let _tiles = TileConfig::load();
+            let _tiles = TileConfig::load(&INT8_TILES);
             for p in p0..p1 {
                 let (r0, r1) = (p * TILE, ((p + 1) * TILE).min(rows));
                 let blocks = &m.blocks[r0 * nb * BLOCK_BYTES..r1 * nb * BLOCK_BYTES];
@@ -208,7 +210,7 @@ pub(crate) fn q8_0_linear(m: &Q8Matrix, x: &Q8Acts, bias: Option<&[f32]>, y: &mu
     for_row_chunks(panels, panels_per_task(panels), |p0, p1| {
         SCRATCH.with_borrow_mut(|s| {
             s.scales.resize(nb * TILE, 0.0);
-            let _tiles = TileConfig::load();
+            let _tiles = TileConfig::load(&INT8_TILES);
             for p in p0..p1 {
                 let (r0, r1) = (p * TILE, ((p + 1) * TILE).min(rows));
                 for (n, r) in (r0..r1).enumerate() {
@@ -258,34 +260,37 @@ struct Target<'a> {
     bias: Option<&'a [f32]>,
 }
 
-/// The tile shapes of every kernel here, loaded for the current thread; dropping it releases
-/// the tiles (so a context switch need not save them).
+/// A tile configuration loaded for the current thread; dropping it releases the tiles (so a
+/// context switch need not save them).
 struct TileConfig;
 
+/// The int8 matmul shapes. tmm0-3: int32 results, 16 rows × 64 bytes; tmm4-5: weights, 16
+/// rows × 32 bytes (one 32-block); tmm6-7: tokens, 8 rows × 64 bytes (one 32-block of 16
+/// tokens).
+const INT8_TILES: [(u8, u16); 8] = [
+    (16, 64),
+    (16, 64),
+    (16, 64),
+    (16, 64),
+    (16, 32),
+    (16, 32),
+    (8, 64),
+    (8, 64),
+];
+
 impl TileConfig {
-    fn load() -> TileConfig {
-        // Palette 1. tmm0-3: int32 results, 16 rows × 64 bytes; tmm4-5: weights, 16 rows × 32
-        // bytes (one 32-block); tmm6-7: tokens, 8 rows × 64 bytes (one 32-block of 16 tokens).
+    /// Loads palette 1 with `(rows, bytes per row)` for tmm0-7.
+    fn load(shapes: &[(u8, u16); 8]) -> TileConfig {
         #[repr(C, align(64))]
         struct Config([u8; 64]);
         let mut c = Config([0; 64]);
         c.0[0] = 1;
-        let shapes: [(u8, u16); 8] = [
-            (16, 64),
-            (16, 64),
-            (16, 64),
-            (16, 64),
-            (16, 32),
-            (16, 32),
-            (8, 64),
-            (8, 64),
-        ];
-        for (t, (rows, bytes)) in shapes.into_iter().enumerate() {
+        for (t, &(rows, bytes)) in shapes.iter().enumerate() {
             c.0[16 + 2 * t..18 + 2 * t].copy_from_slice(&bytes.to_le_bytes());
             c.0[48 + t] = rows;
         }
         // SAFETY: AMX is available and permitted (module docs); the 64-byte configuration is
-        // valid for palette 1.
+        // valid for palette 1 (at most 16 rows of at most 64 bytes).
         unsafe { x86::load_config(c.0.as_ptr()) };
         TileConfig
     }
@@ -300,7 +305,7 @@ impl Drop for TileConfig {
 
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_op_in_unsafe_fn)]
-mod x86 {
+pub(crate) mod x86 {
     use std::arch::asm;
     use std::arch::x86_64::*;
 
@@ -314,6 +319,114 @@ mod x86 {
 
     pub(super) unsafe fn release() {
         asm!("tilerelease", options(nostack, nomem));
+    }
+
+    /// `src` rounded to bf16 (to nearest, ties to even) as bits, 32 at a time.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn to_bf16(src: &[f32], dst: &mut [u16]) {
+        assert_eq!(src.len(), dst.len(), "to_bf16 lengths");
+        let n = src.len();
+        let mut i = 0;
+        while i + 32 <= n {
+            let lo = _mm512_loadu_ps(src.as_ptr().add(i));
+            let hi = _mm512_loadu_ps(src.as_ptr().add(i + 16));
+            let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_storeu_si512(dst.as_mut_ptr().add(i).cast(), packed);
+            i += 32;
+        }
+        for (d, &v) in dst[i..].iter_mut().zip(&src[i..]) {
+            *d = half::bf16::from_f32(v).to_bits();
+        }
+    }
+
+    /// Scores of 16 query rows (bf16 `q`, 64 per row) against 32-key blocks of packed key
+    /// tiles, block `i` stored at columns `32i..32i + 32` of `scores` (`cols` f32 per row).
+    ///
+    /// # Safety
+    /// The bf16 tile configuration loaded; `q` valid for 16 rows of 64, each block pointer
+    /// for four 1 KiB tiles, `scores` for 16 rows of `cols` ≥ 32·blocks.
+    pub(super) unsafe fn scores_tile(
+        q: *const u16,
+        blocks: impl Iterator<Item = *const u16>,
+        scores: *mut f32,
+        cols: usize,
+    ) {
+        asm!(
+            "tileloadd tmm2, [{q} + {s}]",
+            "tileloadd tmm3, [{q} + {s} + 64]",
+            q = in(reg) q,
+            s = in(reg) 128usize,
+            options(nostack),
+        );
+        for (i, keys) in blocks.enumerate() {
+            asm!(
+                "tileloadd tmm4, [{k} + {s}]",
+                "tileloadd tmm5, [{k} + {s} + 1024]",
+                "tileloadd tmm6, [{k} + {s} + 2048]",
+                "tileloadd tmm7, [{k} + {s} + 3072]",
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tdpbf16ps tmm0, tmm2, tmm4",
+                "tdpbf16ps tmm0, tmm3, tmm5",
+                "tdpbf16ps tmm1, tmm2, tmm6",
+                "tdpbf16ps tmm1, tmm3, tmm7",
+                "tilestored [{c} + {cs}], tmm0",
+                "tilestored [{c} + {cs} + 64], tmm1",
+                k = in(reg) keys,
+                s = in(reg) 64usize,
+                c = in(reg) scores.add(32 * i),
+                cs = in(reg) cols * 4,
+                options(nostack),
+            );
+        }
+    }
+
+    /// Σ over 32-key blocks of 16 rows of bf16 probabilities (`cols` per row, block `i` at
+    /// column `32i`) times the block's four packed value tiles, into 16 rows of 64 f32.
+    ///
+    /// # Safety
+    /// The bf16 tile configuration loaded; `probs` valid for 16 rows of `cols` ≥ 32·blocks,
+    /// each block pointer for four 1 KiB tiles, `out` for 16 rows of 64.
+    pub(super) unsafe fn weighted_values_tile(
+        probs: *const u16,
+        cols: usize,
+        blocks: impl Iterator<Item = *const u16>,
+        out: *mut f32,
+    ) {
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            options(nostack, nomem)
+        );
+        for (i, values) in blocks.enumerate() {
+            asm!(
+                "tileloadd tmm4, [{p} + {ps}]",
+                "tileloadd tmm5, [{v} + {s}]",
+                "tdpbf16ps tmm0, tmm4, tmm5",
+                "tileloadd tmm6, [{v} + {s} + 1024]",
+                "tdpbf16ps tmm1, tmm4, tmm6",
+                "tileloadd tmm7, [{v} + {s} + 2048]",
+                "tdpbf16ps tmm2, tmm4, tmm7",
+                "tileloadd tmm5, [{v} + {s} + 3072]",
+                "tdpbf16ps tmm3, tmm4, tmm5",
+                p = in(reg) probs.add(32 * i),
+                ps = in(reg) cols * 2,
+                v = in(reg) values,
+                s = in(reg) 64usize,
+                options(nostack),
+            );
+        }
+        asm!(
+            "tilestored [{o} + {s}], tmm0",
+            "tilestored [{o} + {s} + 64], tmm1",
+            "tilestored [{o} + {s} + 128], tmm2",
+            "tilestored [{o} + {s} + 192], tmm3",
+            o = in(reg) out,
+            s = in(reg) 256usize,
+            options(nostack),
+        );
     }
 
     /// Unpacks `rows` (≤ 16) packed rows of `nb` blocks into `weights` `[nb][16][32]` (per
@@ -428,7 +541,7 @@ mod x86 {
     /// is the A tile at `a + b·a_step` with row stride `a_stride`; `w_scales` is `[nb][16]`.
     ///
     /// # Safety
-    /// AMX-INT8 and AVX-512 usable, the tile configuration of [`super::TileConfig`] loaded;
+    /// AMX-INT8 and AVX-512 usable, [`super::INT8_TILES`] loaded;
     /// `a` valid for 16 rows of `nb` blocks as described; `target` rows not written by others.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
     pub(super) unsafe fn panel(
