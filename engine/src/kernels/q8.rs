@@ -11,10 +11,10 @@
 //! integer block sums as the portable [`Isa::SCALAR`] reference (only the order of the f32
 //! accumulation of block results differs) and is unit-tested against it.
 
+use super::SharedOut;
 pub use super::isa::Isa;
 use super::isa::Level;
 use super::mxfp4::{BLOCK, BLOCK_BYTES, E8M0_SCALES, Mxfp4Matrix};
-use super::{SharedOut, for_row_chunks};
 
 /// Values per quantization block.
 pub const QK: usize = 32;
@@ -402,42 +402,146 @@ impl Q8Matrix {
 
     /// `y[t, r] = bias[r] + Σ_c x[t, c]·W[r, c]` for activations quantized in plain order.
     pub fn linear(&self, isa: Isa, x: &Q8Acts, bias: Option<&[f32]>, y: &mut [f32]) {
-        let (rows, cols, t) = (self.rows, self.cols, x.rows);
-        assert!(
-            x.cols == cols && y.len() >= t * rows,
-            "Q8Matrix::linear shapes"
+        linear_batch(
+            isa,
+            &mut [LinearJob {
+                weights: Weights::Q8(self),
+                x,
+                bias,
+                y,
+            }],
         );
-        #[cfg(target_arch = "x86_64")]
-        if isa.level() == Level::Amx && t >= super::amx::MIN_TOKENS {
-            return super::amx::q8_0_linear(self, x, bias, y);
-        }
-        let out = SharedOut(y.as_mut_ptr());
+    }
+
+    /// Rows `r0..r1` of [`Q8Matrix::linear`] on this thread.
+    ///
+    /// # Safety
+    /// `y` valid for `[x.rows, self.rows]`; no other thread writes these rows' elements.
+    unsafe fn rows_into(
+        &self,
+        isa: Isa,
+        x: &Q8Acts,
+        bias: Option<&[f32]>,
+        y: SharedOut,
+        r0: usize,
+        r1: usize,
+    ) {
+        let (rows, cols, t) = (self.rows, self.cols, x.rows);
         let nb = cols / QK;
-        for_row_chunks(rows, rows_per_task(rows, cols), |r0, r1| {
-            for r in r0..r1 {
-                let wq = &self.qs[r * cols..(r + 1) * cols];
-                let wd = &self.d[r * nb..(r + 1) * nb];
-                let bias_r = bias.map_or(0.0, |b| b[r]);
-                let mut ti = 0;
-                while ti < t {
-                    let n = (t - ti).min(TOKENS_PER_ROW_PASS);
-                    let mut v = [0.0f32; TOKENS_PER_ROW_PASS];
-                    if n == TOKENS_PER_ROW_PASS {
-                        let xs = std::array::from_fn(|i| x.row(ti + i));
-                        v = dot_q8_0_tokens(isa, wq, wd, &xs);
-                    } else {
-                        for (i, vi) in v.iter_mut().enumerate().take(n) {
-                            *vi = dot_q8_0_tokens(isa, wq, wd, &[x.row(ti + i)])[0];
-                        }
+        for r in r0..r1 {
+            let wq = &self.qs[r * cols..(r + 1) * cols];
+            let wd = &self.d[r * nb..(r + 1) * nb];
+            let bias_r = bias.map_or(0.0, |b| b[r]);
+            let mut ti = 0;
+            while ti < t {
+                let n = (t - ti).min(TOKENS_PER_ROW_PASS);
+                let mut v = [0.0f32; TOKENS_PER_ROW_PASS];
+                if n == TOKENS_PER_ROW_PASS {
+                    let xs = std::array::from_fn(|i| x.row(ti + i));
+                    v = dot_q8_0_tokens(isa, wq, wd, &xs);
+                } else {
+                    for (i, vi) in v.iter_mut().enumerate().take(n) {
+                        *vi = dot_q8_0_tokens(isa, wq, wd, &[x.row(ti + i)])[0];
                     }
-                    for (i, vi) in v.iter().enumerate().take(n) {
-                        // SAFETY: element (ti + i, r) belongs to this chunk only.
-                        unsafe { *out.at((ti + i) * rows + r) = vi + bias_r };
-                    }
-                    ti += n;
                 }
+                for (i, vi) in v.iter().enumerate().take(n) {
+                    // SAFETY (caller): element (ti + i, r) is this call's.
+                    unsafe { *y.at((ti + i) * rows + r) = vi + bias_r };
+                }
+                ti += n;
             }
-        });
+        }
+    }
+}
+
+/// The weights of one [`LinearJob`].
+#[derive(Clone, Copy)]
+pub enum Weights<'a> {
+    Q8(&'a Q8Matrix),
+    /// Activations quantized in MXFP4 order.
+    Mxfp4(Mxfp4Matrix<'a>),
+}
+
+impl Weights<'_> {
+    fn shape(&self) -> (usize, usize) {
+        match self {
+            Weights::Q8(m) => (m.rows, m.cols),
+            Weights::Mxfp4(m) => (m.rows, m.cols),
+        }
+    }
+}
+
+/// One `y[t, r] = bias[r] + Σ_c x[t, c]·W[r, c]` of a [`linear_batch`].
+pub struct LinearJob<'a> {
+    pub weights: Weights<'a>,
+    pub x: &'a Q8Acts,
+    pub bias: Option<&'a [f32]>,
+    pub y: &'a mut [f32],
+}
+
+/// Runs several matmuls. Those with many tokens (prefill) run one after another, each
+/// spread over the pool (AMX tiles when `isa` has them); the others (decode: the q/k/v
+/// projections, the selected experts) share one parallel pass over all their rows, so the
+/// threads meet once instead of once per matrix.
+pub fn linear_batch(isa: Isa, jobs: &mut [LinearJob<'_>]) {
+    for job in jobs.iter() {
+        let (rows, cols) = job.weights.shape();
+        assert!(
+            job.x.cols == cols
+                && job.y.len() >= job.x.rows * rows
+                && job.bias.is_none_or(|b| b.len() >= rows),
+            "linear shapes"
+        );
+    }
+    #[cfg(target_arch = "x86_64")]
+    for job in jobs.iter_mut().filter(|j| on_tiles(isa, j.x)) {
+        match job.weights {
+            Weights::Q8(m) => super::amx::q8_0_linear(m, job.x, job.bias, job.y),
+            Weights::Mxfp4(m) => super::amx::mxfp4_linear(&m, job.x, job.bias, job.y),
+        }
+    }
+    let mut tasks = Vec::new();
+    for (j, job) in jobs.iter().enumerate().filter(|(_, j)| !on_tiles(isa, j.x)) {
+        let (rows, cols) = job.weights.shape();
+        let bytes_per_row = match job.weights {
+            Weights::Q8(_) => cols,
+            Weights::Mxfp4(_) => cols / 2,
+        };
+        let chunk = rows_per_task(rows, bytes_per_row);
+        tasks.extend(
+            (0..rows)
+                .step_by(chunk)
+                .map(|r0| (j, r0, (r0 + chunk).min(rows))),
+        );
+    }
+    let outs: Vec<SharedOut> = jobs
+        .iter_mut()
+        .map(|j| SharedOut(j.y.as_mut_ptr()))
+        .collect();
+    let jobs = &*jobs;
+    use rayon::prelude::*;
+    tasks.into_par_iter().for_each(|(j, r0, r1)| {
+        let job = &jobs[j];
+        // SAFETY: each task writes rows r0..r1 of its own job's output, sized above.
+        unsafe {
+            match job.weights {
+                Weights::Q8(m) => m.rows_into(isa, job.x, job.bias, outs[j], r0, r1),
+                Weights::Mxfp4(m) => m.rows_into(isa, job.x, job.bias, outs[j], r0, r1),
+            }
+        }
+    });
+}
+
+/// Whether a matmul over `x` goes to the AMX tile kernels.
+fn on_tiles(isa: Isa, x: &Q8Acts) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        isa.level() == Level::Amx && x.rows >= super::amx::MIN_TOKENS
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (isa, x);
+        false
     }
 }
 
@@ -455,42 +559,55 @@ impl Mxfp4Matrix<'_> {
     /// `y[t, r] = bias[r] + Σ_c x[t, c]·W[r, c]` with activations quantized in MXFP4 order.
     /// Each row is read from memory once and dotted with every token while it is in L1.
     pub fn linear_q8(&self, isa: Isa, x: &Q8Acts, bias: Option<&[f32]>, y: &mut [f32]) {
-        let (rows, cols, t) = (self.rows, self.cols, x.rows);
-        assert!(
-            x.cols == cols && y.len() >= t * rows,
-            "Mxfp4Matrix::linear_q8 shapes"
+        linear_batch(
+            isa,
+            &mut [LinearJob {
+                weights: Weights::Mxfp4(*self),
+                x,
+                bias,
+                y,
+            }],
         );
-        #[cfg(target_arch = "x86_64")]
-        if isa.level() == Level::Amx && t >= super::amx::MIN_TOKENS {
-            return super::amx::mxfp4_linear(self, x, bias, y);
-        }
-        let out = SharedOut(y.as_mut_ptr());
-        let nb = cols / BLOCK;
-        for_row_chunks(rows, rows_per_task(rows, cols / 2), |r0, r1| {
-            for r in r0..r1 {
-                let blocks = &self.blocks[r * nb * BLOCK_BYTES..(r + 1) * nb * BLOCK_BYTES];
-                let scales = &self.scales[r * nb..(r + 1) * nb];
-                let bias_r = bias.map_or(0.0, |b| b[r]);
-                let act = |ti: usize| {
-                    let (q, d) = x.row(ti);
-                    (q, d, x.corr_row(ti))
-                };
-                let store = |ti: usize, v: f32| {
-                    // SAFETY: element (ti, r) belongs to this chunk only.
-                    unsafe { *out.at(ti * rows + r) = v + bias_r };
-                };
-                let mut ti = 0;
-                while t - ti >= TOKENS_PER_ROW_PASS {
-                    let xs: [_; TOKENS_PER_ROW_PASS] = std::array::from_fn(|i| act(ti + i));
-                    let v = dot_mxfp4_q8_tokens(isa, blocks, scales, &xs);
-                    v.iter().enumerate().for_each(|(i, &v)| store(ti + i, v));
-                    ti += v.len();
-                }
-                for ti in ti..t {
-                    store(ti, dot_mxfp4_q8_tokens(isa, blocks, scales, &[act(ti)])[0]);
-                }
+    }
+
+    /// Rows `r0..r1` of [`Mxfp4Matrix::linear_q8`] on this thread.
+    ///
+    /// # Safety
+    /// `y` valid for `[x.rows, self.rows]`; no other thread writes these rows' elements.
+    unsafe fn rows_into(
+        &self,
+        isa: Isa,
+        x: &Q8Acts,
+        bias: Option<&[f32]>,
+        y: SharedOut,
+        r0: usize,
+        r1: usize,
+    ) {
+        let (rows, t) = (self.rows, x.rows);
+        let nb = self.cols / BLOCK;
+        for r in r0..r1 {
+            let blocks = &self.blocks[r * nb * BLOCK_BYTES..(r + 1) * nb * BLOCK_BYTES];
+            let scales = &self.scales[r * nb..(r + 1) * nb];
+            let bias_r = bias.map_or(0.0, |b| b[r]);
+            let act = |ti: usize| {
+                let (q, d) = x.row(ti);
+                (q, d, x.corr_row(ti))
+            };
+            let store = |ti: usize, v: f32| {
+                // SAFETY (caller): element (ti, r) is this call's.
+                unsafe { *y.at(ti * rows + r) = v + bias_r };
+            };
+            let mut ti = 0;
+            while t - ti >= TOKENS_PER_ROW_PASS {
+                let xs: [_; TOKENS_PER_ROW_PASS] = std::array::from_fn(|i| act(ti + i));
+                let v = dot_mxfp4_q8_tokens(isa, blocks, scales, &xs);
+                v.iter().enumerate().for_each(|(i, &v)| store(ti + i, v));
+                ti += v.len();
             }
-        });
+            for ti in ti..t {
+                store(ti, dot_mxfp4_q8_tokens(isa, blocks, scales, &[act(ti)])[0]);
+            }
+        }
     }
 }
 
@@ -1093,6 +1210,73 @@ mod tests {
                     assert!(
                         (got - want).abs() <= 1e-4 * want.abs().max(1.0),
                         "{isa:?} t={ti} r={r}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A batch mixing q8_0 and MXFP4 matrices, one token and many (these go to the tiles
+    /// when the CPU has AMX): each output as the scalar reference computes it alone.
+    #[test]
+    fn a_batch_equals_its_matmuls_one_by_one() {
+        let cols = 96;
+        let w = values(17 * cols, 31);
+        let dense = Q8Matrix::quantize_rows(17, cols, |r, out| {
+            out.copy_from_slice(&w[r * cols..(r + 1) * cols])
+        });
+        let blocks = bytes(9 * cols / 2, 32);
+        let scales: Vec<u8> = bytes(9 * cols / 32, 33)
+            .iter()
+            .map(|b| 118 + b % 10)
+            .collect();
+        let fp4 = Mxfp4Matrix::new(&blocks, &scales, 9, cols).unwrap();
+        let quantize = |tokens: usize, mxfp4: bool| {
+            let mut q = Q8Acts::default();
+            q.quantize(
+                &values(tokens * cols, 34 + tokens as u64),
+                tokens,
+                cols,
+                mxfp4,
+            );
+            q
+        };
+        let (x1, x20, x3) = (quantize(1, false), quantize(20, false), quantize(3, true));
+        let bias = values(17, 35);
+        for isa in Isa::available() {
+            let (mut a, mut b, mut c) = (vec![0.0; 17], vec![0.0; 20 * 17], vec![0.0; 3 * 9]);
+            linear_batch(
+                isa,
+                &mut [
+                    LinearJob {
+                        weights: Weights::Q8(&dense),
+                        x: &x1,
+                        bias: Some(&bias),
+                        y: &mut a,
+                    },
+                    LinearJob {
+                        weights: Weights::Q8(&dense),
+                        x: &x20,
+                        bias: None,
+                        y: &mut b,
+                    },
+                    LinearJob {
+                        weights: Weights::Mxfp4(fp4),
+                        x: &x3,
+                        bias: Some(&bias[..9]),
+                        y: &mut c,
+                    },
+                ],
+            );
+            let (mut wa, mut wb, mut wc) = (vec![0.0; 17], vec![0.0; 20 * 17], vec![0.0; 3 * 9]);
+            dense.linear(Isa::SCALAR, &x1, Some(&bias), &mut wa);
+            dense.linear(Isa::SCALAR, &x20, None, &mut wb);
+            fp4.linear_q8(Isa::SCALAR, &x3, Some(&bias[..9]), &mut wc);
+            for (got, want) in [(&a, &wa), (&b, &wb), (&c, &wc)] {
+                for (g, w) in got.iter().zip(want.iter()) {
+                    assert!(
+                        (g - w).abs() <= 1e-4 * w.abs().max(1.0),
+                        "{isa}: {g} vs {w}"
                     );
                 }
             }
