@@ -5,9 +5,10 @@ mod harmony_support;
 use harmony_support::*;
 use ossa_agent::harmony::{
     Author, ChannelConfig, Content, Conversation, DeveloperContent, HarmonyEncoding, HarmonyError,
-    Message, ReasoningEffort, Role, SystemContent, ToolDescription, ToolNamespaceConfig,
+    Message, ReasoningEffort, RenderConversationConfig, Role, SystemContent, ToolDescription,
+    ToolNamespaceConfig,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[test]
 fn stop_tokens_are_openai_harmonys() {
@@ -109,8 +110,9 @@ fn builders_match_openai_harmony_defaults() {
         ]))
     );
     let with_tools = SystemContent::new().with_python_tool().with_browser_tool();
+    // In the order added, as openai-harmony's Python `with_tools` (a dict) keeps them.
     let names: Vec<&String> = with_tools.tools.as_ref().unwrap().keys().collect();
-    assert_eq!(names, ["browser", "python"]);
+    assert_eq!(names, ["python", "browser"]);
     let developer = DeveloperContent::new().with_function_tools(vec![]);
     assert_eq!(
         developer.tools.unwrap()["functions"],
@@ -153,4 +155,113 @@ fn prompt_ends_with_the_assistant_start() {
         encoding().tokenizer().decode(&prompt).unwrap(),
         "<|start|>user<|message|>hi<|end|><|start|>assistant"
     );
+}
+
+/// The conversation of `harmony-tool-order/conversation.json`, built with ossa's builders in
+/// the order the script used openai-harmony's.
+fn tool_order_conversation() -> Conversation {
+    let database = ToolNamespaceConfig::new(
+        "database",
+        Some("Query the DB.".to_string()),
+        vec![ToolDescription::new(
+            "query",
+            "Runs SQL.",
+            Some(
+                json!({"type": "object", "properties": {"sql": {"type": "string"}}, "required": ["sql"]}),
+            ),
+        )],
+    );
+    Conversation::from_messages([
+        Message::from_role_and_content(
+            Role::System,
+            SystemContent::new()
+                .with_conversation_start_date("2025-06-28")
+                .with_python_tool()
+                .with_browser_tool(),
+        ),
+        Message::from_role_and_content(
+            Role::Developer,
+            DeveloperContent::new()
+                .with_instructions("Be brief.")
+                .with_function_tools(vec![ToolDescription::new("f", "Does f.", None)])
+                .with_tools(database),
+        ),
+        Message::from_role_and_content(Role::User, "hi"),
+    ])
+}
+
+fn namespace_names(conversation: &Conversation) -> Vec<Vec<String>> {
+    conversation
+        .messages
+        .iter()
+        .flat_map(|m| &m.content)
+        .filter_map(|c| match c {
+            Content::SystemContent(s) => s.tools.as_ref(),
+            Content::DeveloperContent(d) => d.tools.as_ref(),
+            Content::Text(_) => None,
+        })
+        .map(|tools| tools.keys().cloned().collect())
+        .collect()
+}
+
+#[test]
+fn tool_namespaces_keep_their_order_through_json() {
+    let case = read_json(&fixtures().join("harmony-tool-order/conversation.json"));
+    // Python writes `", "` and `": "`; the same document compact, keys in its order.
+    let python: Value = serde_json::from_str(
+        case["conversation_json"]
+            .as_str()
+            .expect("conversation_json"),
+    )
+    .expect("python's JSON parses");
+    let python = serde_json::to_string(&python).unwrap();
+
+    let built = tool_order_conversation();
+    assert_eq!(
+        namespace_names(&built),
+        [vec!["python", "browser"], vec!["functions", "database"]]
+    );
+    assert_eq!(
+        built.to_json(),
+        python,
+        "ossa writes what openai-harmony writes"
+    );
+
+    // Loading openai-harmony's JSON and writing it back gives the same document.
+    let loaded = Conversation::from_json(&python).unwrap();
+    assert_eq!(
+        namespace_names(&loaded),
+        [vec!["python", "browser"], vec!["functions", "database"]]
+    );
+    assert_eq!(loaded.to_json(), python);
+
+    // Rendering lists namespaces by name whatever the stored order, as openai-harmony does.
+    let config = RenderConversationConfig {
+        auto_drop_analysis: true,
+    };
+    let tokens = encoding()
+        .render_conversation_for_completion(&loaded, Role::Assistant, Some(&config))
+        .unwrap();
+    assert_eq!(json!(tokens), case["completion_tokens"]);
+    let text = encoding().tokenizer().decode(&tokens).unwrap();
+    let position = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("{needle}"));
+    assert!(position("## browser") < position("## python"));
+    assert!(position("## database") < position("## functions"));
+}
+
+#[test]
+fn replacing_a_namespace_keeps_its_place() {
+    // Assigning to an existing Python dict key keeps the key where it was.
+    let system = SystemContent::new()
+        .with_python_tool()
+        .with_browser_tool()
+        .with_tools(ToolNamespaceConfig::new(
+            "python",
+            Some("v2".to_string()),
+            vec![],
+        ));
+    let tools = system.tools.unwrap();
+    let names: Vec<&String> = tools.keys().collect();
+    assert_eq!(names, ["python", "browser"]);
+    assert_eq!(tools["python"].description.as_deref(), Some("v2"));
 }

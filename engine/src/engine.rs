@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::error::{EngineError, Result};
 use crate::kernels::isa::Isa;
 use crate::kv_cache::KvCache;
-use crate::model::{DType, ForwardTrace, Logits, Model};
+use crate::model::{DType, ForwardTrace, Logits, Model, RoundingSource};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::Tokenizer;
 
@@ -208,6 +208,12 @@ impl Engine {
     /// Runs the int8 kernels with `isa` (see [`Model::set_isa`]).
     pub fn set_isa(&mut self, isa: Isa) {
         self.model.set_isa(isa);
+    }
+
+    /// Diagnostics: keeps `sources` in f32 (see [`Model::set_exact_sources`]); clears the cache.
+    pub fn set_exact_sources(&mut self, sources: &[RoundingSource]) {
+        self.model.set_exact_sources(sources);
+        self.cache = self.model.new_cache();
     }
 
     /// Turns per-op timing of forward calls on or off (see [`Model::take_profile`]).

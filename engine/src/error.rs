@@ -87,6 +87,23 @@ pub enum EngineError {
         reason: &'static str,
     },
 
+    #[error("{other} is not the same model as {reference}: {what} differ")]
+    ModelMismatch {
+        reference: PathBuf,
+        other: PathBuf,
+        what: &'static str,
+    },
+
+    #[error(
+        "pinned routing does not fit the call: layer {layer} needs {expected} expert ids (tokens × k, each below {experts}), got {found}"
+    )]
+    PinnedRouting {
+        layer: usize,
+        expected: usize,
+        experts: usize,
+        found: String,
+    },
+
     #[error("cannot build a thread pool with {threads} threads: {message}")]
     ThreadPool { threads: usize, message: String },
 

@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod eval;
 #[cfg(feature = "hub")]
 pub mod hub;
 pub mod kernels;
@@ -26,6 +27,6 @@ pub use engine::{
 pub use error::{EngineError, Result};
 pub use kernels::isa::Isa;
 pub use kv_cache::KvCache;
-pub use model::{DType, ForwardTrace, Logits, Model, OpProfile};
+pub use model::{DType, ForwardTrace, Logits, Model, OpProfile, RoundingSource};
 pub use sampling::{Sampler, SamplingParams};
 pub use tokenizer::{AllowedSpecial, StreamDecoder, Tokenizer, TokenizerError};

@@ -66,6 +66,53 @@ pub struct ForwardTrace {
     /// Per layer and token, the k-th minus the (k+1)-th router logit: how close the routing
     /// was to choosing another expert (infinite when every expert is selected).
     pub router_margins: Vec<Vec<f32>>,
+    /// The router's input per layer, `[tokens, hidden]` each (as the router saw it).
+    pub router_inputs: Vec<Vec<f32>>,
+    /// Router logits per layer, `[tokens, experts]` each.
+    pub router_logits: Vec<Vec<f32>>,
+    /// Diagnostics input, read before the call: when set, layer l sends token i to the experts
+    /// `pinned_routing[l][i*k..(i+1)*k]` instead of its own top-k (weighted by the softmax of
+    /// its own logits of them), so that a comparison with another dtype measures rounding
+    /// alone, without the knock-on effect of a router near-tie. `router_topk` still records the
+    /// model's own choice.
+    pub pinned_routing: Option<Vec<Vec<u32>>>,
+}
+
+/// Diagnostics: the places where [`DType::Bf16`] rounds to bf16 (the KV cache is bf16 in
+/// [`DType::Q8`] too). [`Model::set_exact_sources`] keeps any of them in f32, to measure what
+/// each one costs; with all of them exact, bf16 computes what f32 does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoundingSource {
+    /// The normed input of the q/k/v projections.
+    AttentionInput,
+    /// Keys and values stored in the cache.
+    KvCache,
+    /// The attention output, before the o projection.
+    AttentionOutput,
+    /// The normed input of the router.
+    RouterInput,
+    /// The normed input of the experts' gate_up projection.
+    ExpertInput,
+    /// The SwiGLU activation, before the down projection.
+    ExpertActivation,
+    /// The final normed hidden state, before the unembedding.
+    LmHeadInput,
+}
+
+impl RoundingSource {
+    pub const ALL: [RoundingSource; 7] = [
+        RoundingSource::AttentionInput,
+        RoundingSource::KvCache,
+        RoundingSource::AttentionOutput,
+        RoundingSource::RouterInput,
+        RoundingSource::ExpertInput,
+        RoundingSource::ExpertActivation,
+        RoundingSource::LmHeadInput,
+    ];
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
 }
 
 /// The weights of a linear layer, in the form the forward pass reads.
@@ -307,6 +354,8 @@ pub struct Model {
     eps: f32,
     isa: Isa,
     profile: Option<Mutex<OpProfile>>,
+    /// [`RoundingSource`] bits kept in f32 (diagnostics; 0 normally).
+    exact: u8,
 }
 
 impl std::fmt::Debug for Model {
@@ -457,6 +506,7 @@ impl Model {
             eps: config.rms_norm_eps as f32,
             isa: Isa::detect(),
             profile: None,
+            exact: 0,
         })
     }
 
@@ -478,6 +528,12 @@ impl Model {
     /// any one given here runs on this CPU.
     pub fn set_isa(&mut self, isa: Isa) {
         self.isa = isa;
+    }
+
+    /// Diagnostics: keeps `sources` in f32 in bf16 compute (the KV cache also in q8). Takes
+    /// effect for caches made afterwards ([`Model::new_cache`]).
+    pub fn set_exact_sources(&mut self, sources: &[RoundingSource]) {
+        self.exact = sources.iter().fold(0, |bits, s| bits | s.bit());
     }
 
     /// Turns per-op timing of forward calls on or off (off by default: it reads the clock
@@ -530,7 +586,7 @@ impl Model {
         KvCache::new(
             c.num_hidden_layers,
             c.num_key_value_heads * c.head_dim,
-            self.dtype != DType::F32,
+            self.dtype != DType::F32 && self.exact & RoundingSource::KvCache.bit() == 0,
         )
     }
 
@@ -571,12 +627,33 @@ impl Model {
         let mode = Mode {
             dtype: self.dtype,
             isa: self.isa,
+            exact: self.exact,
         };
+        let pinned = trace.as_deref_mut().and_then(|tr| tr.pinned_routing.take());
+        if let Some(pinned) = &pinned {
+            let (k, experts) = (
+                self.config.num_experts_per_tok,
+                self.config.num_local_experts,
+            );
+            for l in 0..self.layers.len() {
+                let layer = pinned.get(l);
+                if layer
+                    .is_none_or(|p| p.len() != t * k || p.iter().any(|&e| e as usize >= experts))
+                {
+                    return Err(EngineError::PinnedRouting {
+                        layer: l,
+                        expected: t * k,
+                        experts,
+                        found: layer.map_or("no entry".into(), |p| format!("{} ids", p.len())),
+                    });
+                }
+            }
+        }
         let mut laps = Laps::new(self.profile.is_some());
         laps.lap("embed");
         for (l, layer) in self.layers.iter().enumerate() {
             let mut normed = rms_norm(&x, &layer.input_norm, self.eps);
-            if mode.rounds_to_bf16() {
+            if mode.rounds(RoundingSource::AttentionInput) {
                 round_to_bf16(&mut normed);
             }
             laps.lap("norm");
@@ -592,15 +669,38 @@ impl Model {
             );
             add_assign(&mut x, &attn);
             let mut normed = rms_norm(&x, &layer.post_norm, self.eps);
-            if mode.rounds_to_bf16() {
+            // The router and the experts read the same rounded input, unless a diagnostic
+            // keeps one of the two roundings exact.
+            let (router_rounds, experts_round) = (
+                mode.rounds(RoundingSource::RouterInput),
+                mode.rounds(RoundingSource::ExpertInput),
+            );
+            let mut router_input = (router_rounds != experts_round).then(|| normed.clone());
+            if let Some(r) = router_input.as_mut().filter(|_| router_rounds) {
+                round_to_bf16(r);
+            }
+            if experts_round {
                 round_to_bf16(&mut normed);
             }
             laps.lap("norm");
-            let mut routing = Routing::default();
-            let moe = layer.moe.forward(&normed, t, mode, &mut routing, &mut laps);
+            let mut routing = Routing {
+                pinned: pinned.as_ref().and_then(|p| p.get(l)).map(Vec::as_slice),
+                ..Routing::default()
+            };
+            let moe = layer.moe.forward(
+                &normed,
+                router_input.as_deref(),
+                t,
+                mode,
+                &mut routing,
+                &mut laps,
+            );
             if let Some(tr) = trace.as_deref_mut() {
                 tr.router_topk.push(routing.selected);
                 tr.router_margins.push(routing.margins);
+                tr.router_inputs
+                    .push(router_input.unwrap_or_else(|| normed.clone()));
+                tr.router_logits.push(routing.logits);
             }
             add_assign(&mut x, &moe);
             if let Some(tr) = trace.as_deref_mut() {
@@ -614,7 +714,7 @@ impl Model {
         };
         let n = rows.len() / h;
         let mut normed = rms_norm(rows, &self.norm, self.eps);
-        if mode.rounds_to_bf16() {
+        if mode.rounds(RoundingSource::LmHeadInput) {
             round_to_bf16(&mut normed);
         }
         laps.lap("norm");
@@ -643,12 +743,14 @@ fn add_assign(x: &mut [f32], y: &[f32]) {
 struct Mode {
     dtype: DType,
     isa: Isa,
+    /// [`RoundingSource`] bits kept in f32.
+    exact: u8,
 }
 
 impl Mode {
-    /// Matmul inputs rounded to bf16.
-    fn rounds_to_bf16(self) -> bool {
-        self.dtype == DType::Bf16
+    /// Whether bf16 compute rounds at `source`.
+    fn rounds(self, source: RoundingSource) -> bool {
+        self.dtype == DType::Bf16 && self.exact & source.bit() == 0
     }
 
     /// int8 activations against the q8_0/MXFP4 integer kernels.
@@ -708,7 +810,7 @@ impl Attention {
             LayerStore::F32(kv) => self.attend(&q, &k, &v, t, start, kv, bf16_products),
             LayerStore::Bf16(kv) => self.attend(&q, &k, &v, t, start, kv, bf16_products),
         };
-        if mode.rounds_to_bf16() {
+        if mode.rounds(RoundingSource::AttentionOutput) {
             round_to_bf16(&mut out);
         }
         laps.lap("attn.core");
@@ -797,18 +899,25 @@ impl Attention {
 
 /// Routing decisions of one layer, for traces.
 #[derive(Default)]
-struct Routing {
+struct Routing<'a> {
     /// `[t, k]` chosen experts by descending router logit.
     selected: Vec<u32>,
     /// `[t]` k-th minus (k+1)-th router logit.
     margins: Vec<f32>,
+    /// `[t, experts]` router logits.
+    logits: Vec<f32>,
+    /// `[t, k]` experts to use instead of the chosen ones (diagnostics, see
+    /// [`ForwardTrace::pinned_routing`]).
+    pinned: Option<&'a [u32]>,
 }
 
 impl Moe {
     /// Routes each token to its top-k experts and sums their weighted outputs.
+    /// `router_x` is the router's input when it differs from the experts' `x`.
     fn forward(
         &self,
         x: &[f32],
+        router_x: Option<&[f32]>,
         t: usize,
         mode: Mode,
         routing: &mut Routing,
@@ -817,7 +926,9 @@ impl Moe {
         let (e_count, k) = (self.num_experts, self.top_k);
         let ex = &self.experts;
         let (h, i) = (ex.hidden, ex.intermediate);
-        let logits = self.router.forward(x, t, &mut None, mode.isa);
+        let logits = self
+            .router
+            .forward(router_x.unwrap_or(x), t, &mut None, mode.isa);
         // Tokens and routing weights per expert.
         let mut assigned: Vec<Vec<(usize, f32)>> = vec![Vec::new(); e_count];
         let mut order: Vec<usize> = Vec::with_capacity(e_count);
@@ -832,12 +943,21 @@ impl Moe {
                     .unwrap_or(std::cmp::Ordering::Equal)
                     .then(a.cmp(&b))
             });
-            let top = &order[..k];
             routing.margins.push(
                 order
                     .get(k)
                     .map_or(f32::INFINITY, |&next| row[order[k - 1]] - row[next]),
             );
+            routing
+                .selected
+                .extend(order[..k].iter().map(|&e| e as u32));
+            let pinned: Option<Vec<usize>> = routing.pinned.map(|p| {
+                p[ti * k..(ti + 1) * k]
+                    .iter()
+                    .map(|&e| e as usize)
+                    .collect()
+            });
+            let top = pinned.as_deref().unwrap_or(&order[..k]);
             let max = top
                 .iter()
                 .map(|&e| row[e])
@@ -846,10 +966,10 @@ impl Moe {
             let sum: f32 = exps.iter().sum();
             for (&e, &w) in top.iter().zip(&exps) {
                 assigned[e].push((ti, w / sum));
-                routing.selected.push(e as u32);
             }
         }
         laps.lap("moe.router");
+        routing.logits = logits;
         // int8 path: quantize every token once, gather each expert's rows.
         let int8 = mode.int8()
             && ex.gate_up.is_mxfp4()
@@ -910,7 +1030,7 @@ impl Moe {
             .map(|gate_up| {
                 let mut act = vec![0.0f32; gate_up.len() / 2];
                 swiglu(gate_up, ex.limit, !mode.int8(), &mut act);
-                if mode.rounds_to_bf16() {
+                if mode.rounds(RoundingSource::ExpertActivation) {
                     round_to_bf16(&mut act);
                 }
                 act

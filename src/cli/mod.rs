@@ -3,6 +3,7 @@
 
 mod chat;
 mod dev;
+mod eval;
 mod generate;
 mod python;
 mod run;
@@ -48,6 +49,9 @@ pub enum Command {
     Setup(setup::SetupArgs),
     /// Invoke a tool directly and print what the model would receive.
     Tool(tool::ToolArgs),
+    /// Measure a fast dtype's accuracy against f32 on a text (KL divergence, top-1 agreement).
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
     /// Developer tools.
     #[command(subcommand)]
     Dev(dev::DevCommand),
@@ -81,6 +85,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Python(args) => python::run(args),
         Command::Setup(args) => setup::run(args),
         Command::Dev(cmd) => dev::run(cmd),
+        Command::Eval(cmd) => eval::run(cmd),
         Command::Tool(args) => tool::run(args),
     }
 }

@@ -6,10 +6,13 @@
 //! tagged by `"type"` (`text`, `system_content`, `developer_content`), and unset fields of
 //! system/developer content left out. Deserialization also accepts the Rust crate's form
 //! (`null` fields, `content` as a plain string). JSON object key order is kept (tool parameter
-//! schemas render in key order).
+//! schemas render in key order), and so is the order of tool namespaces: openai-harmony's
+//! Python `Conversation.to_json()` writes them in the order they were added, while its
+//! renderer lists them by name (see [`ToolNamespaces`]).
 
-use std::collections::BTreeMap;
 use std::fmt;
+
+use indexmap::IndexMap;
 
 use serde::de::{self, Deserializer};
 use serde::ser::{SerializeMap, Serializer};
@@ -154,9 +157,9 @@ pub struct SystemContent {
     pub knowledge_cutoff: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel_config: Option<ChannelConfig>,
-    /// Built-in tool namespaces (`browser`, `python`), rendered in key order.
+    /// Built-in tool namespaces (`browser`, `python`), rendered by name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tools: Option<BTreeMap<String, ToolNamespaceConfig>>,
+    pub tools: Option<ToolNamespaces>,
 }
 
 impl Default for SystemContent {
@@ -180,11 +183,16 @@ impl Default for SystemContent {
     }
 }
 
-fn insert_namespace(
-    map: &mut Option<BTreeMap<String, ToolNamespaceConfig>>,
-    namespace: ToolNamespaceConfig,
-) {
-    map.get_or_insert_with(BTreeMap::new)
+/// Tool namespaces by name, in the order they were added: a conversation's JSON keeps that
+/// order, like openai-harmony's Python objects (a dict), so a stored conversation reloads as
+/// the same document. Rendering does not depend on it: the `# Tools` section lists the
+/// namespaces sorted by name, as openai-harmony's renderer (a `BTreeMap`) does.
+pub type ToolNamespaces = IndexMap<String, ToolNamespaceConfig>;
+
+/// Adds a namespace at the end, or replaces the one of the same name in its place (as
+/// assigning to a Python dict key does).
+fn insert_namespace(map: &mut Option<ToolNamespaces>, namespace: ToolNamespaceConfig) {
+    map.get_or_insert_with(IndexMap::new)
         .insert(namespace.name.clone(), namespace);
 }
 
@@ -239,7 +247,7 @@ pub struct DeveloperContent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instructions: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tools: Option<BTreeMap<String, ToolNamespaceConfig>>,
+    pub tools: Option<ToolNamespaces>,
 }
 
 impl DeveloperContent {

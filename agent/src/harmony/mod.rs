@@ -40,7 +40,7 @@ mod typescript;
 
 pub use chat::{
     Author, ChannelConfig, Content, Conversation, DeveloperContent, Message, ReasoningEffort, Role,
-    SystemContent, TextContent, ToolDescription, ToolNamespaceConfig, UnknownRole,
+    SystemContent, TextContent, ToolDescription, ToolNamespaceConfig, ToolNamespaces, UnknownRole,
 };
 pub use encoding::{FormattingTokens, HarmonyEncoding, RenderConversationConfig, RenderOptions};
 pub use error::{DecodeError, HarmonyError};

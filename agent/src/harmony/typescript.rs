@@ -14,11 +14,9 @@
 //! - nested objects are indented four spaces per level, but their closing brace keeps the
 //!   property's indent plus four (`    },`).
 
-use std::collections::BTreeMap;
-
 use serde_json::Value;
 
-use super::chat::ToolNamespaceConfig;
+use super::chat::{ToolNamespaceConfig, ToolNamespaces};
 
 fn str_field<'a>(schema: &'a Value, key: &str) -> Option<&'a str> {
     schema.get(key).and_then(Value::as_str)
@@ -227,10 +225,13 @@ fn one_of_property(
     out.push_str(&format!("{indent},\n"));
 }
 
-/// The `# Tools` section of a system or developer message.
-pub(crate) fn tools_section(namespaces: &BTreeMap<String, ToolNamespaceConfig>) -> String {
+/// The `# Tools` section of a system or developer message: namespaces sorted by name
+/// (openai-harmony renders from a `BTreeMap`, whatever order the conversation holds them in).
+pub(crate) fn tools_section(namespaces: &ToolNamespaces) -> String {
+    let mut sorted: Vec<(&String, &ToolNamespaceConfig)> = namespaces.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
     let mut sections = vec!["# Tools".to_string()];
-    for namespace in namespaces.values() {
+    for (_, namespace) in sorted {
         let has_tools = !namespace.tools.is_empty();
         let mut lines = vec![format!("## {}\n", namespace.name)];
         if let Some(description) = &namespace.description {
