@@ -531,16 +531,24 @@ mod tests {
             eprintln!("no AMX on this CPU: the tile attention is not exercised");
             return;
         };
-        for window in [None, Some(40)] {
+        // Groups of 8 query heads (gpt-oss's), and of 16, where one token fills a tile.
+        let cases = [(0, 2), (0, 3), (0, 45), (37, 20), (100, 33)]
+            .map(|(start, t)| (8, start, t))
+            .into_iter()
+            .chain([(16, 0, 1), (16, 50, 1), (16, 5, 7)]);
+        for (window, (group, start, t)) in [None, Some(40)]
+            .into_iter()
+            .flat_map(|w| cases.clone().map(move |c| (w, c)))
+        {
             let shape = AttnShape {
-                heads: 16,
+                heads: 2 * group,
                 kv_heads: 2,
                 head_dim: 64,
                 window,
             };
-            for (start, t) in [(0, 2), (0, 3), (0, 45), (37, 20), (100, 33)] {
+            {
                 let n = start + t;
-                let q: Vec<f32> = values(t * 16 * 64, 7 + t as u64)
+                let q: Vec<f32> = values(t * shape.heads * 64, 7 + t as u64)
                     .iter()
                     .map(|v| v * 0.3)
                     .collect();
@@ -555,9 +563,13 @@ mod tests {
                     .iter()
                     .map(|&x| half::bf16::from_f32(x).to_f32())
                     .collect();
-                let sinks: Vec<f32> = (0..16).map(|h| h as f32 * 0.25 - 2.0).collect();
+                let sinks: Vec<f32> = (0..shape.heads)
+                    .map(|h| (h % 16) as f32 * 0.25 - 2.0)
+                    .collect();
                 let want = naive(&shape, &q_rounded, t, start, &widen(&k), &widen(&v), &sinks);
-                let got = attend(&shape, &q, t, start, &k, &v, &sinks, Some(amx));
+                let got = attend_amx(&shape, &q, t, start, &k, &v, &sinks, amx)
+                    .expect("16 query rows or more take the tiles");
+                assert_eq!(got, attend(&shape, &q, t, start, &k, &v, &sinks, Some(amx)));
                 let err = got
                     .iter()
                     .zip(&want)
@@ -565,7 +577,7 @@ mod tests {
                     .fold(0.0f32, f32::max);
                 assert!(
                     err < 3.0 / 512.0 * 1.5,
-                    "window {window:?} start {start} t {t}: max |Δ| {err}"
+                    "group {group} window {window:?} start {start} t {t}: max |Δ| {err}"
                 );
                 // An f32 cache never takes the bf16 path: same as without an instruction set.
                 let (kf, vf) = (widen(&k), widen(&v));
@@ -576,6 +588,20 @@ mod tests {
                 );
             }
         }
+        // Fewer than 16 query rows (one token of a group of 8) stay on the f32 path.
+        let shape = AttnShape {
+            heads: 16,
+            kv_heads: 2,
+            head_dim: 64,
+            window: None,
+        };
+        let k: Vec<half::bf16> = values(9 * 2 * 64, 8)
+            .iter()
+            .map(|&x| half::bf16::from_f32(x))
+            .collect();
+        let sinks = vec![0.0; 16];
+        let q = values(16 * 64, 3);
+        assert!(attend_amx(&shape, &q, 1, 8, &k, &k, &sinks, amx).is_none());
     }
 
     #[test]

@@ -1216,6 +1216,21 @@ mod tests {
         }
     }
 
+    /// The tiles are AMX's alone: any other instruction set (what a CPU without AMX, or a
+    /// process the kernel refused tile data, gets) keeps every matmul on its row dots, and
+    /// AMX itself only from `MIN_TOKENS` tokens on.
+    #[test]
+    fn only_amx_sends_matmuls_to_the_tiles() {
+        for isa in Isa::available() {
+            for tokens in [1, 7, 8, 9, 33] {
+                let mut x = Q8Acts::default();
+                x.quantize(&values(tokens * 64, 41), tokens, 64, false);
+                let want = cfg!(target_arch = "x86_64") && isa.name() == "amx" && tokens >= 8;
+                assert_eq!(on_tiles(isa, &x), want, "{isa} with {tokens} tokens");
+            }
+        }
+    }
+
     /// A batch mixing q8_0 and MXFP4 matrices, one token and many (these go to the tiles
     /// when the CPU has AMX): each output as the scalar reference computes it alone.
     #[test]
