@@ -269,3 +269,60 @@ fn what_cannot_be_compared_is_refused_clearly() {
         stderr(&output)
     );
 }
+
+/// `OSSA_ISA` picks the instruction set a process runs when `--isa` is not given: each one
+/// this CPU has (so `amx` forces the tiles and `avx512vnni` forbids them), while a name the
+/// CPU lacks or that does not exist is ignored with a warning for the best one. `--isa`
+/// itself refuses what the CPU lacks.
+#[test]
+fn ossa_isa_forces_or_forbids_each_instruction_set() {
+    let model = fixture("gpt-oss-tiny-agent");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("text.txt");
+    std::fs::write(&path, "Sum the squares from 1 to 22 with python.").unwrap();
+    let run = |env: Option<&str>, extra: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ossa"));
+        match env {
+            Some(name) => command.env("OSSA_ISA", name),
+            None => command.env_remove("OSSA_ISA"),
+        };
+        command
+            .args(["eval", "kl", "--threads", "2", "--json", "--model"])
+            .args([model.to_str().unwrap(), "--text", path.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .expect("ossa runs")
+    };
+    let available = Isa::available();
+    for isa in &available {
+        let output = run(Some(&isa.name().to_uppercase()), &[]);
+        let reports = json_lines(&output);
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0]["isa"], isa.name(), "OSSA_ISA={}", isa.name());
+        assert!(!stderr(&output).contains("OSSA_ISA ignored"));
+    }
+    let best = Isa::best().name();
+    let mut refused = vec!["sse9"];
+    refused.extend(
+        ["avx2", "avxvnni", "avx512vnni", "amx"]
+            .into_iter()
+            .filter(|name| !available.iter().any(|i| i.name() == *name)),
+    );
+    for name in refused {
+        let output = run(Some(name), &[]);
+        assert_eq!(json_lines(&output)[0]["isa"], best, "OSSA_ISA={name}");
+        assert!(
+            stderr(&output).contains("OSSA_ISA ignored"),
+            "OSSA_ISA={name}: {}",
+            stderr(&output)
+        );
+        if name != "sse9" {
+            let flag = run(None, &["--isa", name]);
+            assert!(!flag.status.success(), "--isa {name}");
+            assert!(stderr(&flag).contains(&format!("--isa {name}")));
+        }
+    }
+    // The flag wins over the variable.
+    let output = run(Some(best), &["--isa", "scalar"]);
+    assert_eq!(json_lines(&output)[0]["isa"], "scalar");
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::checkpoint::Checkpoint;
 use crate::config::Config;
 use crate::error::{EngineError, Result};
-use crate::kernels::q8::Isa;
+use crate::kernels::isa::Isa;
 use crate::kv_cache::KvCache;
 use crate::model::{DType, ForwardTrace, Logits, Model, RoundingSource};
 use crate::prompt_cache::{
@@ -212,14 +212,13 @@ impl Engine {
         self.threads
     }
 
-    /// Runs the int8 kernels with `isa` (see [`Model::set_isa`]); errors if the CPU lacks it.
-    pub fn set_isa(&mut self, isa: Isa) -> Result<()> {
-        self.model.set_isa(isa)?;
+    /// Runs the int8 kernels with `isa` (see [`Model::set_isa`]).
+    pub fn set_isa(&mut self, isa: Isa) {
+        self.model.set_isa(isa);
         let numerics = self.numerics();
         if let Some(cache) = &mut self.prompt_cache {
             cache.set_numerics(numerics);
         }
-        Ok(())
     }
 
     fn numerics(&self) -> Numerics {

@@ -16,7 +16,7 @@
 
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
-use crate::kernels::q8::Isa;
+use crate::kernels::isa::Isa;
 use crate::model::{DType, ForwardTrace, Logits};
 
 /// Whether the fast path routes on its own or follows the reference.

@@ -26,7 +26,7 @@ pub use engine::{
     LoadOptions, PrefillStats,
 };
 pub use error::{EngineError, Result};
-pub use kernels::q8::Isa;
+pub use kernels::isa::Isa;
 pub use kv_cache::KvCache;
 pub use model::{DType, ForwardTrace, Logits, Model, OpProfile, RoundingSource};
 pub use prompt_cache::{PromptCacheError, PromptCacheOptions, PromptCacheStats};

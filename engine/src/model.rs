@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 use crate::checkpoint::{Checkpoint, Dtype, MappedBytes, TensorView};
 use crate::config::{Config, LayerType};
 use crate::error::{EngineError, Result};
-use crate::kernels::attention::{self, AttnShape};
+use crate::kernels::attention::{self, AttnShape, Widen};
 use crate::kernels::dense::DenseMatrix;
 use crate::kernels::mxfp4::{BLOCK, BLOCK_BYTES, Mxfp4Matrix};
-use crate::kernels::q8::{Isa, Q8Acts, Q8Matrix, QK};
-use crate::kernels::{dot_f32, round_to_bf16};
-use crate::kv_cache::{KvCache, KvElem, LayerKv, LayerStore};
+use crate::kernels::q8::{Isa, LinearJob, Q8Acts, Q8Matrix, QK, Weights, linear_batch};
+use crate::kernels::{SharedOut, dot_f32, round_to_bf16, swiglu};
+use crate::kv_cache::{KvCache, LayerKv, LayerStore};
 use crate::rope::Rope;
+use rayon::prelude::*;
 
 /// Precision of the activations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -114,12 +115,77 @@ impl RoundingSource {
     }
 }
 
+/// The weights of a linear layer, in the form the forward pass reads.
+#[derive(Debug, Clone)]
+enum Weight {
+    /// bf16/f32 rows read in place from the checkpoint: f32 and bf16 compute, the router, and
+    /// any matrix whose rows are not whole 32-blocks.
+    Dense(DenseMatrix),
+    /// q8_0, converted at load in [`DType::Q8`] (the checkpoint's pages are released).
+    Q8(Q8Matrix),
+}
+
+impl Weight {
+    /// `dense` as is, or converted to q8_0 when `quantize` (and its rows are whole blocks).
+    fn new(dense: DenseMatrix, quantize: bool) -> Weight {
+        if quantize && dense.cols().is_multiple_of(QK) {
+            let m = Q8Matrix::quantize_rows(dense.rows(), dense.cols(), |r, out| {
+                dense.row_to_f32(r, out)
+            });
+            // The source pages leave memory (they stay in the page cache).
+            dense.release_pages();
+            return Weight::Q8(m);
+        }
+        Weight::Dense(dense)
+    }
+
+    fn rows(&self) -> usize {
+        match self {
+            Weight::Dense(m) => m.rows(),
+            Weight::Q8(m) => m.rows(),
+        }
+    }
+
+    /// Bytes one pass over the matrix reads.
+    fn bytes(&self) -> u64 {
+        match self {
+            Weight::Dense(m) => m.storage_bytes() as u64,
+            Weight::Q8(m) => m.bytes() as u64,
+        }
+    }
+
+    /// `y = x·Wᵀ + bias` for `x` `[t, in]`. A q8_0 matrix reads `xq`, the int8 form of `x`,
+    /// quantizing it on first need so matmuls of the same input share it.
+    fn linear(
+        &self,
+        x: &[f32],
+        t: usize,
+        xq: &mut Option<Q8Acts>,
+        isa: Isa,
+        bias: Option<&[f32]>,
+    ) -> Vec<f32> {
+        let mut y = vec![0.0; t * self.rows()];
+        match self {
+            Weight::Dense(m) => m.linear(x, t, bias, &mut y),
+            Weight::Q8(m) => m.linear(isa, quantized(xq, x, t), bias, &mut y),
+        }
+        y
+    }
+}
+
+/// `x` (`[t, cols]`) quantized in plain order, once.
+fn quantized<'a>(xq: &'a mut Option<Q8Acts>, x: &[f32], t: usize) -> &'a Q8Acts {
+    xq.get_or_insert_with(|| {
+        let mut q = Q8Acts::default();
+        q.quantize(x, t, x.len() / t, false);
+        q
+    })
+}
+
 /// A linear layer with an optional bias.
 #[derive(Debug, Clone)]
 struct Linear {
-    weight: DenseMatrix,
-    /// The q8_0 copy used in [`DType::Q8`] (then `weight`'s pages are never read again).
-    q8: Option<Q8Matrix>,
+    weight: Weight,
     bias: Option<Vec<f32>>,
 }
 
@@ -132,38 +198,18 @@ impl Linear {
         bias: bool,
         quantize: bool,
     ) -> Result<Linear> {
-        let weight = dense(ck, &format!("{prefix}.weight"), out, inp)?;
+        let weight = Weight::new(dense(ck, &format!("{prefix}.weight"), out, inp)?, quantize);
         let bias = if bias {
             Some(small(ck, &format!("{prefix}.bias"), &[out])?)
         } else {
             None
         };
-        let q8 = quantize.then(|| quantize_dense(&weight)).flatten();
-        Ok(Linear { weight, q8, bias })
+        Ok(Linear { weight, bias })
     }
 
-    /// `x` is `[t, in]` f32; `xq` its int8 form, used when this layer has a q8_0 copy.
-    fn forward(&self, x: &[f32], xq: Option<&Q8Acts>, t: usize, isa: Isa) -> Vec<f32> {
-        let mut y = vec![0.0; t * self.weight.rows()];
-        match (&self.q8, xq) {
-            (Some(m), Some(xq)) => m.linear(isa, xq, self.bias.as_deref(), &mut y),
-            _ => self.weight.linear(x, t, self.bias.as_deref(), &mut y),
-        }
-        y
+    fn forward(&self, x: &[f32], t: usize, xq: &mut Option<Q8Acts>, isa: Isa) -> Vec<f32> {
+        self.weight.linear(x, t, xq, isa, self.bias.as_deref())
     }
-}
-
-/// The q8_0 form of a dense matrix (`None` when its rows are not whole 32-blocks); the
-/// source pages are dropped from memory afterwards (they stay in the page cache).
-fn quantize_dense(weight: &DenseMatrix) -> Option<Q8Matrix> {
-    if !weight.cols().is_multiple_of(QK) {
-        return None;
-    }
-    let m = Q8Matrix::quantize_rows(weight.rows(), weight.cols(), |r, out| {
-        weight.row_to_f32(r, out)
-    });
-    weight.release_pages();
-    Some(m)
 }
 
 /// Wall time per op, summed over forward calls, when profiling is on
@@ -258,15 +304,6 @@ impl ExpertWeights {
         })
     }
 
-    /// MXFP4 only: `x` quantized in MXFP4 order. Returns false (nothing done) otherwise.
-    fn linear_q8(&self, expert: usize, isa: Isa, x: &Q8Acts, bias: &[f32], y: &mut [f32]) -> bool {
-        let Some(m) = self.mxfp4_expert(expert) else {
-            return false;
-        };
-        m.linear_q8(isa, x, Some(bias), y);
-        true
-    }
-
     fn linear(&self, expert: usize, x: &[f32], t: usize, bias: &[f32], y: &mut [f32]) {
         if let Some(m) = self.mxfp4_expert(expert) {
             m.linear(x, t, Some(bias), y);
@@ -312,8 +349,7 @@ pub struct Model {
     embed: DenseMatrix,
     layers: Vec<DecoderLayer>,
     norm: Vec<f32>,
-    lm_head: DenseMatrix,
-    lm_head_q8: Option<Q8Matrix>,
+    lm_head: Weight,
     rope: Rope,
     eps: f32,
     isa: Isa,
@@ -458,7 +494,7 @@ impl Model {
         } else {
             dense(ck, "lm_head.weight", config.vocab_size, h)?
         };
-        let lm_head_q8 = if q8 { quantize_dense(&lm_head) } else { None };
+        let lm_head = Weight::new(lm_head, q8);
         Ok(Model {
             config: config.clone(),
             dtype,
@@ -466,7 +502,6 @@ impl Model {
             layers,
             norm: small(ck, "model.norm.weight", &[h])?,
             lm_head,
-            lm_head_q8,
             rope: Rope::new(&config.rope(), d),
             eps: config.rms_norm_eps as f32,
             isa: Isa::detect(),
@@ -488,22 +523,11 @@ impl Model {
         self.isa
     }
 
-    /// Runs the int8 kernels with `isa` instead of the best one detected (for comparisons,
-    /// and to check the paths a CPU with fewer features takes).
-    pub fn set_isa(&mut self, isa: Isa) -> Result<()> {
-        let available = Isa::available();
-        if !available.contains(&isa) {
-            return Err(EngineError::IsaUnavailable {
-                wanted: isa.name(),
-                available: available
-                    .iter()
-                    .map(|i| i.name())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
-        }
+    /// Runs the int8 kernels with `isa` instead of the one detected (for comparisons, and to
+    /// check the paths a CPU with fewer features takes). Only detection makes an [`Isa`], so
+    /// any one given here runs on this CPU.
+    pub fn set_isa(&mut self, isa: Isa) {
         self.isa = isa;
-        Ok(())
     }
 
     /// Diagnostics: keeps `sources` in f32 in bf16 compute (the KV cache also in q8). Takes
@@ -528,21 +552,12 @@ impl Model {
     /// Bytes of weights one decode step reads: every layer's attention projections, router
     /// and `top_k` experts, and the unembedding (not the KV cache).
     pub fn decode_weight_bytes(&self) -> u64 {
-        let dense_bytes = |l: &Linear| -> u64 {
-            match &l.q8 {
-                Some(m) => m.bytes() as u64,
-                None => l.weight.storage_bytes() as u64,
-            }
-        };
-        let mut total = match &self.lm_head_q8 {
-            Some(m) => m.bytes() as u64,
-            None => self.lm_head.storage_bytes() as u64,
-        };
+        let mut total = self.lm_head.bytes();
         for layer in &self.layers {
             let a = &layer.attention;
             total += [&a.q, &a.k, &a.v, &a.o, &layer.moe.router]
                 .into_iter()
-                .map(dense_bytes)
+                .map(|l| l.weight.bytes())
                 .sum::<u64>();
             let ex = &layer.moe.experts;
             let per_expert = |w: &ExpertWeights| -> u64 {
@@ -610,8 +625,7 @@ impl Model {
         }
         let (cos, sin) = self.rope.tables(start, t);
         let mode = Mode {
-            bf16: self.dtype == DType::Bf16,
-            q8: self.dtype == DType::Q8,
+            dtype: self.dtype,
             isa: self.isa,
             exact: self.exact,
         };
@@ -704,15 +718,7 @@ impl Model {
             round_to_bf16(&mut normed);
         }
         laps.lap("norm");
-        let mut out = vec![0.0f32; n * vocab];
-        match &self.lm_head_q8 {
-            Some(m) => {
-                let mut xq = Q8Acts::default();
-                xq.quantize(&normed, n, h, false);
-                m.linear(mode.isa, &xq, None, &mut out);
-            }
-            None => self.lm_head.linear(&normed, n, None, &mut out),
-        }
+        let out = self.lm_head.linear(&normed, n, &mut None, mode.isa, None);
         laps.lap("lm_head");
         if let Some(lock) = &self.profile {
             let mut total = lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -732,13 +738,10 @@ fn add_assign(x: &mut [f32], y: &[f32]) {
     }
 }
 
-/// How the matmuls of one forward call run.
+/// How the arithmetic of one forward call runs.
 #[derive(Debug, Clone, Copy)]
 struct Mode {
-    /// Round matmul inputs to bf16.
-    bf16: bool,
-    /// Quantize matmul inputs to int8 and use the q8_0/MXFP4 integer kernels.
-    q8: bool,
+    dtype: DType,
     isa: Isa,
     /// [`RoundingSource`] bits kept in f32.
     exact: u8,
@@ -746,8 +749,13 @@ struct Mode {
 
 impl Mode {
     /// Whether bf16 compute rounds at `source`.
-    fn rounds(&self, source: RoundingSource) -> bool {
-        self.bf16 && self.exact & source.bit() == 0
+    fn rounds(self, source: RoundingSource) -> bool {
+        self.dtype == DType::Bf16 && self.exact & source.bit() == 0
+    }
+
+    /// int8 activations against the q8_0/MXFP4 integer kernels.
+    fn int8(self) -> bool {
+        self.dtype == DType::Q8
     }
 }
 
@@ -780,14 +788,7 @@ impl Attention {
     ) -> Vec<f32> {
         let d = self.head_dim;
         let half = d / 2;
-        let xq = mode.q8.then(|| {
-            let mut xq = Q8Acts::default();
-            xq.quantize(x, t, x.len() / t, false);
-            xq
-        });
-        let mut q = self.q.forward(x, xq.as_ref(), t, mode.isa);
-        let mut k = self.k.forward(x, xq.as_ref(), t, mode.isa);
-        let v = self.v.forward(x, xq.as_ref(), t, mode.isa);
+        let (mut q, mut k, v) = self.qkv(x, t, mode.isa);
         laps.lap("attn.qkv");
         for ti in 0..t {
             let (c, s) = (
@@ -802,27 +803,70 @@ impl Attention {
                 Rope::apply(head, c, s);
             }
         }
+        // q8's 8-bit activations dominate its error: its attention products may take bf16
+        // inputs (the tile kernels' format).
+        let bf16_products = mode.int8().then_some(mode.isa);
         let mut out = match store {
-            LayerStore::F32(kv) => self.attend(&q, &k, &v, t, start, kv),
-            LayerStore::Bf16(kv) => self.attend(&q, &k, &v, t, start, kv),
+            LayerStore::F32(kv) => self.attend(&q, &k, &v, t, start, kv, bf16_products),
+            LayerStore::Bf16(kv) => self.attend(&q, &k, &v, t, start, kv, bf16_products),
         };
         if mode.rounds(RoundingSource::AttentionOutput) {
             round_to_bf16(&mut out);
         }
         laps.lap("attn.core");
-        let outq = (mode.q8 && self.o.q8.is_some()).then(|| {
-            let mut q = Q8Acts::default();
-            q.quantize(&out, t, out.len() / t, false);
-            q
-        });
-        let y = self.o.forward(&out, outq.as_ref(), t, mode.isa);
+        let y = self.o.forward(&out, t, &mut None, mode.isa);
         laps.lap("attn.o");
         y
     }
 
+    /// The three projections of `x`; as q8_0 matrices, one quantization of `x` and one
+    /// parallel pass ([`linear_batch`]).
+    fn qkv(&self, x: &[f32], t: usize, isa: Isa) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let mut xq = None;
+        let (Weight::Q8(wq), Weight::Q8(wk), Weight::Q8(wv)) =
+            (&self.q.weight, &self.k.weight, &self.v.weight)
+        else {
+            return (
+                self.q.forward(x, t, &mut xq, isa),
+                self.k.forward(x, t, &mut xq, isa),
+                self.v.forward(x, t, &mut xq, isa),
+            );
+        };
+        let xq = quantized(&mut xq, x, t);
+        let (mut q, mut k, mut v) = (
+            vec![0.0; t * wq.rows()],
+            vec![0.0; t * wk.rows()],
+            vec![0.0; t * wv.rows()],
+        );
+        linear_batch(
+            isa,
+            &mut [
+                LinearJob {
+                    weights: Weights::Q8(wq),
+                    x: xq,
+                    bias: self.q.bias.as_deref(),
+                    y: &mut q,
+                },
+                LinearJob {
+                    weights: Weights::Q8(wk),
+                    x: xq,
+                    bias: self.k.bias.as_deref(),
+                    y: &mut k,
+                },
+                LinearJob {
+                    weights: Weights::Q8(wv),
+                    x: xq,
+                    bias: self.v.bias.as_deref(),
+                    y: &mut v,
+                },
+            ],
+        );
+        (q, k, v)
+    }
+
     /// Appends the new keys/values, then attends over the cache.
     #[allow(clippy::too_many_arguments)]
-    fn attend<E: KvElem>(
+    fn attend<E: Widen>(
         &self,
         q: &[f32],
         k: &[f32],
@@ -830,6 +874,7 @@ impl Attention {
         t: usize,
         start: usize,
         kv: &mut LayerKv<E>,
+        bf16_products: Option<Isa>,
     ) -> Vec<f32> {
         kv.keys.extend(k.iter().map(|&a| E::from_f32(a)));
         kv.values.extend(v.iter().map(|&a| E::from_f32(a)));
@@ -839,7 +884,16 @@ impl Attention {
             head_dim: self.head_dim,
             window: self.window,
         };
-        attention::attend(&shape, q, t, start, &kv.keys, &kv.values, &self.sinks)
+        attention::attend(
+            &shape,
+            q,
+            t,
+            start,
+            &kv.keys,
+            &kv.values,
+            &self.sinks,
+            bf16_products,
+        )
     }
 }
 
@@ -874,7 +928,7 @@ impl Moe {
         let (h, i) = (ex.hidden, ex.intermediate);
         let logits = self
             .router
-            .forward(router_x.unwrap_or(x), None, t, mode.isa);
+            .forward(router_x.unwrap_or(x), t, &mut None, mode.isa);
         // Tokens and routing weights per expert.
         let mut assigned: Vec<Vec<(usize, f32)>> = vec![Vec::new(); e_count];
         let mut order: Vec<usize> = Vec::with_capacity(e_count);
@@ -917,64 +971,115 @@ impl Moe {
         laps.lap("moe.router");
         routing.logits = logits;
         // int8 path: quantize every token once, gather each expert's rows.
-        let int8 = mode.q8
+        let int8 = mode.int8()
             && ex.gate_up.is_mxfp4()
             && ex.down.is_mxfp4()
             && h.is_multiple_of(QK)
             && i.is_multiple_of(QK);
-        let xq_all = int8.then(|| {
-            let mut q = Q8Acts::default();
-            q.quantize(x, t, h, true);
-            q
-        });
-        let mut xq = Q8Acts::default();
-        let mut out = vec![0.0f32; t * h];
-        for (e, tokens) in assigned.iter().enumerate() {
-            if tokens.is_empty() {
-                continue;
-            }
-            let n = tokens.len();
-            let mut gate_up = vec![0.0f32; n * 2 * i];
-            let gate_up_bias = &ex.gate_up_bias[e * 2 * i..(e + 1) * 2 * i];
-            if let Some(all) = &xq_all {
-                xq.gather_rows(all, tokens.iter().map(|&(ti, _)| ti));
-                ex.gate_up
-                    .linear_q8(e, mode.isa, &xq, gate_up_bias, &mut gate_up);
-            } else {
-                let mut xe = Vec::with_capacity(n * h);
+        let active: Vec<(usize, &[(usize, f32)])> = assigned
+            .iter()
+            .enumerate()
+            .filter(|(_, tokens)| !tokens.is_empty())
+            .map(|(e, tokens)| (e, tokens.as_slice()))
+            .collect();
+        let mut gate_up: Vec<Vec<f32>> = active
+            .iter()
+            .map(|(_, tokens)| vec![0.0f32; tokens.len() * 2 * i])
+            .collect();
+        let gate_up_bias = |e: usize| &ex.gate_up_bias[e * 2 * i..(e + 1) * 2 * i];
+        let down_bias = |e: usize| &ex.down_bias[e * h..(e + 1) * h];
+        let mut xqs: Vec<Q8Acts> = Vec::new();
+        if int8 {
+            let mut all = Q8Acts::default();
+            all.quantize(x, t, h, true);
+            xqs = active
+                .iter()
+                .map(|(_, tokens)| {
+                    let mut q = Q8Acts::default();
+                    q.gather_rows(&all, tokens.iter().map(|&(ti, _)| ti));
+                    q
+                })
+                .collect();
+            // Every selected expert in one batch: one parallel pass when decoding.
+            let mut jobs: Vec<LinearJob> = active
+                .iter()
+                .zip(&xqs)
+                .zip(gate_up.iter_mut())
+                .filter_map(|((&(e, _), xq), y)| {
+                    Some(LinearJob {
+                        weights: Weights::Mxfp4(ex.gate_up.mxfp4_expert(e)?),
+                        x: xq,
+                        bias: Some(gate_up_bias(e)),
+                        y,
+                    })
+                })
+                .collect();
+            linear_batch(mode.isa, &mut jobs);
+        } else {
+            for (&(e, tokens), y) in active.iter().zip(gate_up.iter_mut()) {
+                let mut xe = Vec::with_capacity(tokens.len() * h);
                 for &(ti, _) in tokens {
                     xe.extend_from_slice(&x[ti * h..(ti + 1) * h]);
                 }
-                ex.gate_up.linear(e, &xe, n, gate_up_bias, &mut gate_up);
+                ex.gate_up.linear(e, &xe, tokens.len(), gate_up_bias(e), y);
             }
-            laps.lap("moe.gate_up");
-            let mut act: Vec<f32> = gate_up
-                .chunks_exact(2)
-                .map(|pair| {
-                    let gate = pair[0].min(ex.limit);
-                    let up = pair[1].clamp(-ex.limit, ex.limit);
-                    let glu = gate * (1.0 / (1.0 + (-(gate * 1.702)).exp()));
-                    (up + 1.0) * glu
+        }
+        laps.lap("moe.gate_up");
+        let acts: Vec<Vec<f32>> = gate_up
+            .iter()
+            .map(|gate_up| {
+                let mut act = vec![0.0f32; gate_up.len() / 2];
+                swiglu(gate_up, ex.limit, !mode.int8(), &mut act);
+                if mode.rounds(RoundingSource::ExpertActivation) {
+                    round_to_bf16(&mut act);
+                }
+                act
+            })
+            .collect();
+        drop(gate_up);
+        laps.lap("moe.swiglu");
+        let mut downs: Vec<Vec<f32>> = active
+            .iter()
+            .map(|(_, tokens)| vec![0.0f32; tokens.len() * h])
+            .collect();
+        if int8 {
+            for ((act, xq), (_, tokens)) in acts.iter().zip(xqs.iter_mut()).zip(&active) {
+                xq.quantize(act, tokens.len(), i, true);
+            }
+            let mut jobs: Vec<LinearJob> = active
+                .iter()
+                .zip(&xqs)
+                .zip(downs.iter_mut())
+                .filter_map(|((&(e, _), xq), y)| {
+                    Some(LinearJob {
+                        weights: Weights::Mxfp4(ex.down.mxfp4_expert(e)?),
+                        x: xq,
+                        bias: Some(down_bias(e)),
+                        y,
+                    })
                 })
                 .collect();
-            if mode.rounds(RoundingSource::ExpertActivation) {
-                round_to_bf16(&mut act);
+            linear_batch(mode.isa, &mut jobs);
+        } else {
+            for ((&(e, tokens), act), y) in active.iter().zip(&acts).zip(downs.iter_mut()) {
+                ex.down.linear(e, act, tokens.len(), down_bias(e), y);
             }
-            let mut down = vec![0.0f32; n * h];
-            let down_bias = &ex.down_bias[e * h..(e + 1) * h];
-            laps.lap("moe.swiglu");
-            if int8 {
-                xq.quantize(&act, n, i, true);
-                ex.down.linear_q8(e, mode.isa, &xq, down_bias, &mut down);
-            } else {
-                ex.down.linear(e, &act, n, down_bias, &mut down);
-            }
-            laps.lap("moe.down");
-            for (row, &(ti, w)) in down.chunks_exact(h).zip(tokens) {
-                for (o, &v) in out[ti * h..(ti + 1) * h].iter_mut().zip(row) {
-                    *o += v * w;
-                }
-            }
+        }
+        laps.lap("moe.down");
+        let mut out = vec![0.0f32; t * h];
+        for ((_, tokens), down) in active.iter().zip(&downs) {
+            // An expert's tokens are distinct, so its rows add into distinct output rows.
+            let shared = SharedOut(out.as_mut_ptr());
+            down.par_chunks_exact(h)
+                .zip(tokens.par_iter())
+                .with_min_len(16)
+                .for_each(|(row, &(ti, w))| {
+                    // SAFETY: row ti of `out` ([t, h]) is written by this item alone.
+                    let o = unsafe { std::slice::from_raw_parts_mut(shared.at(ti * h), h) };
+                    for (o, &v) in o.iter_mut().zip(row) {
+                        *o += v * w;
+                    }
+                });
         }
         out
     }

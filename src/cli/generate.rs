@@ -79,6 +79,14 @@ pub struct BenchArgs {
     /// f32 (exact), bf16, or q8 (int8 kernels, the fast mode).
     #[arg(long, default_value = "q8")]
     dtype: DType,
+    /// Also prefill a prompt of this many tokens from an empty cache, then --prompt-tokens
+    /// more after it (prefill at depth), once each; 0 skips both.
+    #[arg(long, default_value_t = 4096)]
+    long_prompt: usize,
+    /// GiB read per pass when measuring the machine's read bandwidth (best of 8 passes, all
+    /// threads, before the model loads), which gives the decode floor; 0 skips it.
+    #[arg(long, default_value_t = 1.0)]
+    bandwidth_gib: f64,
     /// Print per-op times of one decode step and of the prefill.
     #[arg(long)]
     profile: bool,
@@ -283,6 +291,15 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         bail!("--prompt-tokens and --runs must be at least 1 and --gen-tokens at least 2");
     }
     let load_avg_before = loadavg();
+    // Before the model loads, so the buffer neither competes with it for memory nor counts
+    // in its peak RSS.
+    let read_bandwidth = (args.bandwidth_gib > 0.0).then(|| {
+        let threads = args
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let bytes = (args.bandwidth_gib * (1u64 << 30) as f64) as usize;
+        ossa_engine::kernels::bandwidth::read_bandwidth(bytes, threads, 8)
+    });
     let (mut engine, load_time) = load(&args.model, args.dtype, args.threads)?;
     let vocab = engine.config().vocab_size as u64;
     // A fixed pseudo-random prompt: speed does not depend on the ids, repeatability does.
@@ -350,6 +367,44 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         let r = bench_run(&mut engine, &deep, args.gen_tokens)?;
         decode_deep = Some(r.decoded as f64 / r.decode_s);
     }
+    // A long prompt from an empty cache, then --prompt-tokens more after it.
+    let mut prefill_long = None;
+    let mut prefill_after_depth = None;
+    if args.long_prompt > 0 {
+        engine.clear_cache();
+        let long = random_tokens(args.long_prompt);
+        if args.profile {
+            engine.set_profiling(true);
+        }
+        let r = bench_run(&mut engine, &long, 1)?;
+        if args.profile && !args.json {
+            print_profile(&format!("prefill of {} tokens", long.len()), &engine);
+        }
+        prefill_long = Some(long.len() as f64 / r.prefill_s);
+        let mut after = long.clone();
+        after.extend(random_tokens(args.prompt_tokens));
+        let r = bench_run(&mut engine, &after, 1)?;
+        if args.profile && !args.json {
+            print_profile(
+                &format!(
+                    "prefill of {} tokens after {}",
+                    args.prompt_tokens,
+                    long.len()
+                ),
+                &engine,
+            );
+            engine.set_profiling(false);
+        }
+        let stats = engine.cache_stats().context("no prefill happened")?;
+        if stats.reused_tokens != long.len() {
+            bail!(
+                "the prompt at depth reused {} cached tokens, not {}",
+                stats.reused_tokens,
+                long.len()
+            );
+        }
+        prefill_after_depth = Some(stats.computed_tokens as f64 / r.prefill_s);
+    }
     let peak = peak_rss_bytes();
     let weight_bytes = engine.model().decode_weight_bytes();
     let bytes_at = |depth: usize| weight_bytes + kv_read_bytes(&engine, depth, args.dtype);
@@ -358,6 +413,8 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let decode0_tok_s = median(decode0.clone());
     let bytes0 = bytes_at(args.gen_tokens / 2);
     let bytes_deep = bytes_at(args.depth + args.gen_tokens / 2);
+    // Every weight a token needs read once at the measured bandwidth.
+    let decode_floor = read_bandwidth.map(|b| b / bytes0 as f64);
     let report = serde_json::json!({
         "model": engine.model_dir().display().to_string(),
         "threads": engine.threads(),
@@ -380,6 +437,12 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "decode_gb_s_depth0": bytes0 as f64 * decode0_tok_s / 1e9,
         "decode_bytes_per_token_at_depth": (args.depth > 0).then_some(bytes_deep),
         "decode_gb_s_at_depth": decode_deep.map(|d| bytes_deep as f64 * d / 1e9),
+        "prefill_long_tokens": args.long_prompt,
+        "prefill_long_tok_s": prefill_long,
+        "prefill_after_depth_tok_s": prefill_after_depth,
+        "read_bandwidth_gb_s": read_bandwidth.map(|b| b / 1e9),
+        "decode_floor_tok_s": decode_floor,
+        "decode_floor_fraction": decode_floor.map(|f| decode0_tok_s / f),
         "peak_rss_bytes": peak,
         "kv_cache_bytes": engine.cache_memory_bytes(),
         "loadavg_before": load_avg_before,
@@ -436,6 +499,20 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 args.depth,
                 bytes_deep as f64 / 1e9,
                 bytes_deep as f64 * d / 1e9
+            );
+        }
+        if let (Some(long), Some(deep)) = (prefill_long, prefill_after_depth) {
+            println!(
+                "prefill     {:.2} tok/s ({} tokens), {:.2} tok/s ({} tokens after {})",
+                long, args.long_prompt, deep, args.prompt_tokens, args.long_prompt
+            );
+        }
+        if let (Some(b), Some(floor)) = (read_bandwidth, decode_floor) {
+            println!(
+                "bandwidth   {:.1} GB/s read: decode floor {:.2} tok/s at depth 0, reached {:.0} %",
+                b / 1e9,
+                floor,
+                100.0 * decode0_tok_s / floor
             );
         }
         match peak {

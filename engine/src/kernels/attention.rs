@@ -9,8 +9,45 @@
 
 use rayon::prelude::*;
 
-use super::{SharedOut, gemm_rows};
+use super::isa::{Isa, Level};
+use super::{SharedOut, exp_approx, exp_minus, gemm_rows, scale_max};
 use crate::kv_cache::KvElem;
+
+/// Cache elements widened to f32 a run at a time, in a loop that vectorizes (bf16 → f32 is
+/// a 16-bit shift; `half`'s per-element conversion also quiets NaNs, which keeps it scalar).
+pub(crate) trait Widen: KvElem {
+    fn widen(src: &[Self], dst: &mut Vec<f32>);
+
+    /// The elements as bf16 bits, when they are bf16 (what the AMX path reads).
+    fn bf16_bits(src: &[Self]) -> Option<&[u16]>;
+}
+
+impl Widen for f32 {
+    fn widen(src: &[f32], dst: &mut Vec<f32>) {
+        dst.extend_from_slice(src);
+    }
+
+    fn bf16_bits(_: &[f32]) -> Option<&[u16]> {
+        None
+    }
+}
+
+impl Widen for half::bf16 {
+    fn bf16_bits(src: &[half::bf16]) -> Option<&[u16]> {
+        use half::slice::HalfFloatSliceExt;
+        Some(src.reinterpret_cast())
+    }
+
+    fn widen(src: &[half::bf16], dst: &mut Vec<f32>) {
+        use half::slice::HalfFloatSliceExt;
+        let bits: &[u16] = src.reinterpret_cast();
+        let at = dst.len();
+        dst.resize(at + bits.len(), 0.0);
+        for (d, &b) in dst[at..].iter_mut().zip(bits) {
+            *d = f32::from_bits((b as u32) << 16);
+        }
+    }
+}
 
 /// Query tokens per task: with 8 query heads per KV head, a 256-row product.
 const QUERY_BLOCK: usize = 32;
@@ -26,7 +63,7 @@ pub(crate) struct AttnShape {
 }
 
 impl AttnShape {
-    fn first_key(&self, pos: usize) -> usize {
+    pub(crate) fn first_key(&self, pos: usize) -> usize {
         self.window.map_or(0, |w| (pos + 1).saturating_sub(w))
     }
 }
@@ -38,6 +75,10 @@ struct Scratch {
     k: Vec<f32>,
     v: Vec<f32>,
     scores: Vec<f32>,
+    /// Per row: the largest scaled score (or the sink), the sum of exponentials against it,
+    /// and the exponentials times the values, `[rows, d]`.
+    max: Vec<f32>,
+    sum: Vec<f32>,
     out: Vec<f32>,
 }
 
@@ -45,7 +86,13 @@ struct Scratch {
 /// (RoPE applied), over `keys`/`values` `[positions, kv_heads, d]` that already hold the new
 /// tokens. `sinks` `[heads]` join each softmax as one extra logit with no value. Returns
 /// `[t, heads, d]`.
-pub(crate) fn attend<E: KvElem>(
+///
+/// `bf16_products`: an instruction set with which the two products may take bf16 inputs
+/// (queries and probabilities rounded to bf16; the cache is already bf16) — with AMX, many
+/// queries at once go through the tile kernels of [`super::amx::attention`]. `None` keeps
+/// every product in f32 (the reference path).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attend<E: Widen>(
     shape: &AttnShape,
     q: &[f32],
     t: usize,
@@ -53,12 +100,62 @@ pub(crate) fn attend<E: KvElem>(
     keys: &[E],
     values: &[E],
     sinks: &[f32],
+    bf16_products: Option<Isa>,
 ) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(out) =
+        bf16_products.and_then(|isa| attend_amx(shape, q, t, start, keys, values, sinks, isa))
+    {
+        return out;
+    }
+    let _ = bf16_products;
     let limits = Limits {
         key_chunk: KEY_CHUNK,
         score_cap: SCORE_CAP,
+        min_split: MIN_SPLIT,
+        tasks_wanted: 4 * rayon::current_num_threads(),
     };
     attend_within(shape, q, t, start, keys, values, sinks, limits)
+}
+
+/// The AMX-BF16 path, when `isa` has AMX, the keys are bf16, the head dimension is the tiles'
+/// and there are at least 16 query rows (tokens × heads of a group); else `None`.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn attend_amx<E: Widen>(
+    shape: &AttnShape,
+    q: &[f32],
+    t: usize,
+    start: usize,
+    keys: &[E],
+    values: &[E],
+    sinks: &[f32],
+    isa: Isa,
+) -> Option<Vec<f32>> {
+    use super::amx::attention::{HEAD_DIM, PackedKv, Scratch, attend_block};
+    let (nh, nkv, d) = (shape.heads, shape.kv_heads, shape.head_dim);
+    let group = nh / nkv;
+    if isa.level() != Level::Amx || d != HEAD_DIM || t * group < 16 {
+        return None;
+    }
+    let (kb, vb) = (E::bf16_bits(keys)?, E::bf16_bits(values)?);
+    let span = shape
+        .window
+        .map_or(start + t, |w| (w + QUERY_BLOCK).min(start + t));
+    let block_len = (SCORE_CAP / (group * span).max(1)).clamp(1, QUERY_BLOCK);
+    let kv = PackedKv::pack(kb, vb, nkv, shape.first_key(start), start + t);
+    let mut out = vec![0.0f32; t * nh * d];
+    let shared = SharedOut(out.as_mut_ptr());
+    (0..nkv * t.div_ceil(block_len))
+        .into_par_iter()
+        .for_each_init(Scratch::default, |s, task| {
+            let (g, block) = (task % nkv, task / nkv);
+            let tokens = block * block_len..((block + 1) * block_len).min(t);
+            // SAFETY: `isa` is AMX, so AMX-BF16 and AVX-512 BF16 are usable; this task
+            // alone writes the rows (tokens, heads of group g).
+            unsafe { attend_block(s, shape, &kv, q, start, g, tokens, sinks, shared) };
+        });
+    Some(out)
 }
 
 /// Keys (and values) converted to f32 at a time: a task's scratch stays small however long
@@ -67,15 +164,22 @@ const KEY_CHUNK: usize = 4096;
 /// Most scores a task holds (`[queries × heads of a group, keys]`), 8 MiB: at long contexts a
 /// task takes fewer queries.
 const SCORE_CAP: usize = 2 << 20;
+/// Fewest keys per task when a KV head's keys are split over several tasks.
+const MIN_SPLIT: usize = 1024;
 
 #[derive(Clone, Copy)]
 struct Limits {
     key_chunk: usize,
     score_cap: usize,
+    min_split: usize,
+    /// Tasks that keep every core busy; a decode step (one block of queries) with fewer KV
+    /// heads than that splits each head's keys into ranges of at least `min_split`, merged
+    /// with the online-softmax rule.
+    tasks_wanted: usize,
 }
 
 #[allow(clippy::too_many_arguments)]
-fn attend_within<E: KvElem>(
+fn attend_within<E: Widen>(
     shape: &AttnShape,
     q: &[f32],
     t: usize,
@@ -94,125 +198,213 @@ fn attend_within<E: KvElem>(
             && sinks.len() == nh,
         "attention shapes"
     );
-    let scale = 1.0 / (d as f32).sqrt();
     // Keys a block of queries sees at most, and the block size that keeps its scores in bounds.
     let span = shape
         .window
         .map_or(start + t, |w| (w + QUERY_BLOCK).min(start + t));
     let block_len = (limits.score_cap / (group * span).max(1)).clamp(1, QUERY_BLOCK);
-    let key_chunk = limits.key_chunk.max(1);
-    let mut out = vec![0.0f32; t * nh * d];
-    let shared = SharedOut(out.as_mut_ptr());
     let blocks = t.div_ceil(block_len);
-    (0..nkv * blocks)
+    let splits = if blocks == 1 {
+        limits
+            .tasks_wanted
+            .div_ceil(nkv)
+            .min(span / limits.min_split.max(1))
+            .max(1)
+    } else {
+        1
+    };
+    let job = Job {
+        shape,
+        q,
+        start,
+        keys,
+        values,
+        scale: 1.0 / (d as f32).sqrt(),
+        key_chunk: limits.key_chunk.max(1),
+    };
+    let mut out = vec![0.0f32; t * nh * d];
+    if splits == 1 {
+        let shared = SharedOut(out.as_mut_ptr());
+        (0..nkv * blocks)
+            .into_par_iter()
+            .for_each_init(Scratch::default, |s, task| {
+                let (g, block) = (task % nkv, task / nkv);
+                let (t0, t1) = (block * block_len, ((block + 1) * block_len).min(t));
+                let keys = shape.first_key(start + t0)..start + t1;
+                job.partial(s, g, t0..t1, keys, Some(&sinks[g * group..(g + 1) * group]));
+                for (row, o) in s.out.chunks_exact_mut(d).enumerate() {
+                    let inv = 1.0 / s.sum[row];
+                    o.iter_mut().for_each(|v| *v *= inv);
+                }
+                for ti in t0..t1 {
+                    let src = &s.out[(ti - t0) * group * d..(ti - t0 + 1) * group * d];
+                    // SAFETY: rows (ti, heads of group g) belong to this task only; in bounds
+                    // because ti < t and the group's heads are < nh.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            src.as_ptr(),
+                            shared.at((ti * nh + g * group) * d),
+                            group * d,
+                        );
+                    }
+                }
+            });
+        return out;
+    }
+    // Split keys: each task leaves its rows' max, sum and weighted values; the merge rescales
+    // them to the common max, the sink joining as one more exponential.
+    let (k0, k1) = (shape.first_key(start), start + t);
+    let per = (k1 - k0).div_ceil(splits);
+    let parts: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..nkv * splits)
         .into_par_iter()
-        .for_each_init(Scratch::default, |s, task| {
-            let (g, block) = (task % nkv, task / nkv);
-            let (t0, t1) = (block * block_len, ((block + 1) * block_len).min(t));
-            let (k0, k1) = (shape.first_key(start + t0), start + t1);
-            let (nk, m) = (k1 - k0, (t1 - t0) * group);
-            let to_f32 = |dst: &mut Vec<f32>, src: &[E], from: usize, to: usize| {
-                dst.clear();
-                for j in from..to {
-                    let row = &src[(j * nkv + g) * d..(j * nkv + g + 1) * d];
-                    dst.extend(row.iter().map(|e| e.to_f32()));
-                }
-            };
-            s.q.clear();
-            for ti in t0..t1 {
-                let at = (ti * nh + g * group) * d;
-                s.q.extend_from_slice(&q[at..at + group * d]);
-            }
-            s.scores.clear();
-            s.scores.resize(m * nk, 0.0);
-            for c0 in (k0..k1).step_by(key_chunk) {
-                let c1 = (c0 + key_chunk).min(k1);
-                to_f32(&mut s.k, keys, c0, c1);
-                // SAFETY: `scores` is [m, nk]; this writes its columns c0 - k0 .. c1 - k0.
-                unsafe {
-                    gemm_rows(
-                        &s.q,
-                        m,
-                        d,
-                        &s.k,
-                        c1 - c0,
-                        SharedOut(s.scores.as_mut_ptr()),
-                        nk,
-                        c0 - k0,
-                    );
+        .map_init(Scratch::default, |s, task| {
+            let (g, c) = (task % nkv, task / nkv);
+            let c0 = (k0 + c * per).min(k1);
+            job.partial(s, g, 0..t, c0..(c0 + per).min(k1), None);
+            (s.max.clone(), s.sum.clone(), s.out.clone())
+        })
+        .collect();
+    for g in 0..nkv {
+        for row in 0..t * group {
+            let (ti, head) = (row / group, g * group + row % group);
+            let of = |c: usize| &parts[c * nkv + g];
+            let max = (0..splits).fold(sinks[head], |m, c| m.max(of(c).0[row]));
+            let mut denom = (sinks[head] - max).exp();
+            let dst = &mut out[(ti * nh + head) * d..(ti * nh + head + 1) * d];
+            for c in 0..splits {
+                let (m, l, o) = of(c);
+                let w = (m[row] - max).exp();
+                denom += l[row] * w;
+                for (a, &b) in dst.iter_mut().zip(&o[row * d..(row + 1) * d]) {
+                    *a += b * w;
                 }
             }
-            for (row, scores) in s.scores.chunks_exact_mut(nk).enumerate() {
-                let (ti, head) = (t0 + row / group, g * group + row % group);
-                let pos = start + ti;
-                let (lo, hi) = (shape.first_key(pos) - k0, pos + 1 - k0);
-                softmax_with_sink(&mut scores[lo..hi], scale, sinks[head]);
-                scores[..lo].fill(0.0);
-                scores[hi..].fill(0.0);
-            }
-            s.out.clear();
-            s.out.resize(m * d, 0.0);
-            for c0 in (k0..k1).step_by(key_chunk) {
-                let c1 = (c0 + key_chunk).min(k1);
-                to_f32(&mut s.v, values, c0, c1);
-                // SAFETY: lhs is columns c0 - k0 .. c1 - k0 of `scores` [m, nk], rhs the chunk's
-                // values [c1 - c0, d], dst `out` [m, d]; all in bounds, written only here.
-                unsafe {
-                    gemm::gemm(
-                        m,
-                        d,
-                        c1 - c0,
-                        s.out.as_mut_ptr(),
-                        1,
-                        d as isize,
-                        true,
-                        s.scores.as_ptr().add(c0 - k0),
-                        1,
-                        nk as isize,
-                        s.v.as_ptr(),
-                        1,
-                        d as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-            }
-            for ti in t0..t1 {
-                let src = &s.out[(ti - t0) * group * d..(ti - t0 + 1) * group * d];
-                // SAFETY: rows (ti, heads of group g) belong to this task only; in bounds
-                // because ti < t and the group's heads are < nh.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        src.as_ptr(),
-                        shared.at((ti * nh + g * group) * d),
-                        group * d,
-                    );
-                }
-            }
-        });
+            let inv = 1.0 / denom;
+            dst.iter_mut().for_each(|v| *v *= inv);
+        }
+    }
     out
 }
 
-/// Raw dot products in, probabilities out: `exp(s·scale − max) / (Σ exp(·) + exp(sink − max))`.
-fn softmax_with_sink(scores: &mut [f32], scale: f32, sink: f32) {
-    let mut max = sink;
-    for s in scores.iter_mut() {
-        *s *= scale;
-        max = max.max(*s);
+/// What every task of one attention call shares.
+struct Job<'a, E> {
+    shape: &'a AttnShape,
+    q: &'a [f32],
+    start: usize,
+    keys: &'a [E],
+    values: &'a [E],
+    scale: f32,
+    key_chunk: usize,
+}
+
+impl<E: Widen> Job<'_, E> {
+    /// For the rows (query tokens `tokens` × the heads of KV group `g`, token-major) against
+    /// the keys in `range`, each row limited to the keys its position sees: the scaled scores'
+    /// max (joined by the row's sink when `sinks` is given), the sum of exponentials against
+    /// it (the sink's included), and those exponentials times the values, in `s.max`, `s.sum`
+    /// and `s.out` `[rows, d]`. A row that sees none of the keys gets max −∞ and zeros.
+    fn partial(
+        &self,
+        s: &mut Scratch,
+        g: usize,
+        tokens: std::ops::Range<usize>,
+        range: std::ops::Range<usize>,
+        sinks: Option<&[f32]>,
+    ) {
+        let (nh, nkv, d) = (self.shape.heads, self.shape.kv_heads, self.shape.head_dim);
+        let group = nh / nkv;
+        let (k0, k1) = (range.start, range.end);
+        let (nk, m) = (k1 - k0, tokens.len() * group);
+        let widen = |dst: &mut Vec<f32>, src: &[E], from: usize, to: usize| {
+            dst.clear();
+            for j in from..to {
+                E::widen(&src[(j * nkv + g) * d..(j * nkv + g + 1) * d], dst);
+            }
+        };
+        s.q.clear();
+        for ti in tokens.clone() {
+            let at = (ti * nh + g * group) * d;
+            s.q.extend_from_slice(&self.q[at..at + group * d]);
+        }
+        s.scores.clear();
+        s.scores.resize(m * nk, 0.0);
+        for c0 in (k0..k1).step_by(self.key_chunk) {
+            let c1 = (c0 + self.key_chunk).min(k1);
+            widen(&mut s.k, self.keys, c0, c1);
+            // SAFETY: `scores` is [m, nk]; this writes its columns c0 - k0 .. c1 - k0.
+            unsafe {
+                gemm_rows(
+                    &s.q,
+                    m,
+                    d,
+                    &s.k,
+                    c1 - c0,
+                    SharedOut(s.scores.as_mut_ptr()),
+                    nk,
+                    c0 - k0,
+                );
+            }
+        }
+        s.max.clear();
+        s.sum.clear();
+        for row in 0..m {
+            let scores = &mut s.scores[row * nk..(row + 1) * nk];
+            let pos = self.start + tokens.start + row / group;
+            let lo = self.shape.first_key(pos).clamp(k0, k1) - k0;
+            let hi = (pos + 1).clamp(k0, k1) - k0;
+            let sink = sinks.map(|s| s[row % group]);
+            let (max, sum) = if lo < hi {
+                exp_against_max(&mut scores[lo..hi], self.scale, sink)
+            } else {
+                (sink.unwrap_or(f32::NEG_INFINITY), sink.map_or(0.0, |_| 1.0))
+            };
+            scores[..lo].fill(0.0);
+            scores[hi.max(lo)..].fill(0.0);
+            s.max.push(max);
+            s.sum.push(sum);
+        }
+        s.out.clear();
+        s.out.resize(m * d, 0.0);
+        for c0 in (k0..k1).step_by(self.key_chunk) {
+            let c1 = (c0 + self.key_chunk).min(k1);
+            widen(&mut s.v, self.values, c0, c1);
+            // SAFETY: lhs is columns c0 - k0 .. c1 - k0 of `scores` [m, nk], rhs the chunk's
+            // values [c1 - c0, d], dst `out` [m, d]; all in bounds, written only here.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    d,
+                    c1 - c0,
+                    s.out.as_mut_ptr(),
+                    1,
+                    d as isize,
+                    true,
+                    s.scores.as_ptr().add(c0 - k0),
+                    1,
+                    nk as isize,
+                    s.v.as_ptr(),
+                    1,
+                    d as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        }
     }
-    let mut denom = (sink - max).exp();
-    for s in scores.iter_mut() {
-        *s = (*s - max).exp();
-        denom += *s;
-    }
-    let inv = 1.0 / denom;
-    for s in scores.iter_mut() {
-        *s *= inv;
-    }
+}
+
+/// Raw dot products in, `exp(s·scale − max)` out, with `max` over the scaled scores and the
+/// sink (if any); returns `max` and the sum of the exponentials, the sink's included. The
+/// exponential is [`exp_approx`] (2 ulp), vectorized: at long contexts there are hundreds of
+/// millions per prompt.
+fn exp_against_max(scores: &mut [f32], scale: f32, sink: Option<f32>) -> (f32, f32) {
+    let max = scale_max(scores, scale, sink.unwrap_or(f32::NEG_INFINITY));
+    let sum = exp_minus(scores, max);
+    (max, sum + sink.map_or(0.0, |sink| exp_approx(sink - max)))
 }
 
 #[cfg(test)]
@@ -267,9 +459,11 @@ mod tests {
         out
     }
 
-    /// Prefill from an empty cache, a chunk after a cached prefix, and single-token decode,
-    /// with and without a window, across query-block boundaries; with the default limits and
-    /// with tiny ones (keys in chunks of 7, blocks of 1-2 queries: the long-context path).
+    /// Prefill from an empty cache, a chunk after a cached prefix, and single-token and
+    /// three-token decode, with and without a window, across query-block boundaries; with the
+    /// default limits, with tiny ones (keys in chunks of 7, blocks of 1-2 queries: the
+    /// long-context path), and with each KV head's keys split over many tasks (ranges of 3
+    /// keys, some seeing nothing under the window or the causal mask) and merged.
     #[test]
     fn matches_the_definition() {
         for window in [None, Some(8)] {
@@ -279,7 +473,7 @@ mod tests {
                 head_dim: 16,
                 window,
             };
-            for (start, t) in [(0, 1), (0, 70), (45, 37), (100, 1)] {
+            for (start, t) in [(0, 1), (0, 70), (45, 37), (100, 1), (100, 3)] {
                 let n = start + t;
                 let q = values(t * 4 * 16, 1 + start as u64);
                 let k = values(n * 2 * 16, 2 + t as u64);
@@ -289,12 +483,27 @@ mod tests {
                 let tiny = Limits {
                     key_chunk: 7,
                     score_cap: 300,
+                    min_split: MIN_SPLIT,
+                    tasks_wanted: 1,
+                };
+                let split = Limits {
+                    key_chunk: 5,
+                    score_cap: SCORE_CAP,
+                    min_split: 3,
+                    tasks_wanted: 64,
                 };
                 for (label, got) in [
-                    ("default", attend(&shape, &q, t, start, &k, &v, &sinks)),
+                    (
+                        "default",
+                        attend(&shape, &q, t, start, &k, &v, &sinks, None),
+                    ),
                     (
                         "tiny",
                         attend_within(&shape, &q, t, start, &k, &v, &sinks, tiny),
+                    ),
+                    (
+                        "split",
+                        attend_within(&shape, &q, t, start, &k, &v, &sinks, split),
                     ),
                 ] {
                     let err = got
@@ -308,6 +517,109 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// The AMX-BF16 path (bf16 cache, head dimension 64, at least 16 query rows) against the
+    /// definition computed with the same bf16 keys and values and the queries rounded to bf16
+    /// (its probabilities are rounded too: ≤ 2^-9 of each weight, so |Δ| ≤ 2^-9·max|v|): odd
+    /// token counts (partial 16-row tiles and 32-key blocks), after a cached prefix, with a
+    /// window; and the f32 path is taken where the AMX one does not apply.
+    #[test]
+    fn amx_path_matches_the_definition() {
+        let Some(amx) = Isa::available().into_iter().find(|i| i.name() == "amx") else {
+            eprintln!("no AMX on this CPU: the tile attention is not exercised");
+            return;
+        };
+        // Groups of 8 query heads (gpt-oss's), and of 16, where one token fills a tile.
+        let cases = [(0, 2), (0, 3), (0, 45), (37, 20), (100, 33)]
+            .map(|(start, t)| (8, start, t))
+            .into_iter()
+            .chain([(16, 0, 1), (16, 50, 1), (16, 5, 7)]);
+        for (window, (group, start, t)) in [None, Some(40)]
+            .into_iter()
+            .flat_map(|w| cases.clone().map(move |c| (w, c)))
+        {
+            let shape = AttnShape {
+                heads: 2 * group,
+                kv_heads: 2,
+                head_dim: 64,
+                window,
+            };
+            {
+                let n = start + t;
+                let q: Vec<f32> = values(t * shape.heads * 64, 7 + t as u64)
+                    .iter()
+                    .map(|v| v * 0.3)
+                    .collect();
+                let to_bf16 = |v: Vec<f32>| -> Vec<half::bf16> {
+                    v.iter().map(|&x| half::bf16::from_f32(x)).collect()
+                };
+                let k = to_bf16(values(n * 2 * 64, 8));
+                let v = to_bf16(values(n * 2 * 64, 9));
+                let widen =
+                    |x: &[half::bf16]| -> Vec<f32> { x.iter().map(|e| e.to_f32()).collect() };
+                let q_rounded: Vec<f32> = q
+                    .iter()
+                    .map(|&x| half::bf16::from_f32(x).to_f32())
+                    .collect();
+                let sinks: Vec<f32> = (0..shape.heads)
+                    .map(|h| (h % 16) as f32 * 0.25 - 2.0)
+                    .collect();
+                let want = naive(&shape, &q_rounded, t, start, &widen(&k), &widen(&v), &sinks);
+                let got = attend_amx(&shape, &q, t, start, &k, &v, &sinks, amx)
+                    .expect("16 query rows or more take the tiles");
+                assert_eq!(got, attend(&shape, &q, t, start, &k, &v, &sinks, Some(amx)));
+                let err = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(
+                    err < 3.0 / 512.0 * 1.5,
+                    "group {group} window {window:?} start {start} t {t}: max |Δ| {err}"
+                );
+                // An f32 cache never takes the bf16 path: same as without an instruction set.
+                let (kf, vf) = (widen(&k), widen(&v));
+                let f32_path = attend(&shape, &q, t, start, &kf, &vf, &sinks, Some(amx));
+                assert_eq!(
+                    f32_path,
+                    attend(&shape, &q, t, start, &kf, &vf, &sinks, None)
+                );
+            }
+        }
+        // Fewer than 16 query rows (one token of a group of 8) stay on the f32 path.
+        let shape = AttnShape {
+            heads: 16,
+            kv_heads: 2,
+            head_dim: 64,
+            window: None,
+        };
+        let k: Vec<half::bf16> = values(9 * 2 * 64, 8)
+            .iter()
+            .map(|&x| half::bf16::from_f32(x))
+            .collect();
+        let sinks = vec![0.0; 16];
+        let q = values(16 * 64, 3);
+        assert!(attend_amx(&shape, &q, 1, 8, &k, &k, &sinks, amx).is_none());
+    }
+
+    #[test]
+    fn bf16_widening_matches_half() {
+        let values: Vec<half::bf16> = values(999, 9)
+            .iter()
+            .map(|&v| half::bf16::from_f32(v * 1e3))
+            .chain([
+                half::bf16::INFINITY,
+                half::bf16::NEG_INFINITY,
+                half::bf16::ZERO,
+            ])
+            .collect();
+        let mut out = vec![1.0];
+        half::bf16::widen(&values, &mut out);
+        assert_eq!(out.len(), 1 + values.len());
+        for (w, v) in out[1..].iter().zip(&values) {
+            assert_eq!(w.to_bits(), v.to_f32().to_bits());
         }
     }
 }

@@ -8,11 +8,13 @@
 //! floating point. Decode is memory-bound, so each kernel streams its weights exactly once.
 //!
 //! The SIMD paths are picked at run time ([`Isa::detect`]); every path computes the same
-//! integer block sums as the portable [`Isa::Scalar`] reference (only the order of the f32
+//! integer block sums as the portable [`Isa::SCALAR`] reference (only the order of the f32
 //! accumulation of block results differs) and is unit-tested against it.
 
+use super::SharedOut;
+pub use super::isa::Isa;
+use super::isa::Level;
 use super::mxfp4::{BLOCK, BLOCK_BYTES, E8M0_SCALES, Mxfp4Matrix};
-use super::{SharedOut, for_row_chunks};
 
 /// Values per quantization block.
 pub const QK: usize = 32;
@@ -37,75 +39,11 @@ const FP4_X2_U8: [u8; 16] = {
 /// 32-byte load of packed bytes lines up with 64 activations; a last odd block is stored as
 /// [even, odd].
 #[inline(always)]
-fn mxfp4_slot(b: usize, nb: usize, j: usize, odd: bool) -> usize {
+pub(crate) fn mxfp4_slot(b: usize, nb: usize, j: usize, odd: bool) -> usize {
     if b / 2 * 2 + 1 < nb {
         (b / 2) * 64 + (b % 2) * 16 + odd as usize * 32 + j
     } else {
         b * 32 + odd as usize * 16 + j
-    }
-}
-
-/// Instruction set a kernel runs with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Isa {
-    /// Portable Rust (the reference; runs everywhere).
-    Scalar,
-    /// AVX2 + FMA: `pmaddubsw`/`pmaddwd` on 256-bit vectors.
-    Avx2,
-    /// AVX-VNNI (VEX-encoded `vpdpbusd`) on 256-bit vectors.
-    AvxVnni,
-    /// AVX-512 F/BW/DQ/VL + VNNI: `vpdpbusd` on 512-bit vectors, two blocks per instruction.
-    Avx512Vnni,
-}
-
-impl Isa {
-    /// The best instruction set this CPU supports; `OSSA_ISA=scalar|avx2|avxvnni|avx512vnni`
-    /// picks a lower one (for comparisons), ignored when the CPU lacks it.
-    pub fn detect() -> Isa {
-        let available = Isa::available();
-        let best = *available.last().unwrap_or(&Isa::Scalar);
-        match std::env::var("OSSA_ISA").ok().and_then(|v| Isa::parse(&v)) {
-            Some(wanted) if available.contains(&wanted) => wanted,
-            _ => best,
-        }
-    }
-
-    fn parse(name: &str) -> Option<Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::AvxVnni, Isa::Avx512Vnni]
-            .into_iter()
-            .find(|isa| isa.name().eq_ignore_ascii_case(name.trim()))
-    }
-
-    /// Every instruction set this CPU can run, worst first (always starts with `Scalar`).
-    pub fn available() -> Vec<Isa> {
-        let mut out = vec![Isa::Scalar];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                out.push(Isa::Avx2);
-                if is_x86_feature_detected!("avxvnni") {
-                    out.push(Isa::AvxVnni);
-                }
-                if is_x86_feature_detected!("avx512f")
-                    && is_x86_feature_detected!("avx512bw")
-                    && is_x86_feature_detected!("avx512dq")
-                    && is_x86_feature_detected!("avx512vl")
-                    && is_x86_feature_detected!("avx512vnni")
-                {
-                    out.push(Isa::Avx512Vnni);
-                }
-            }
-        }
-        out
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Isa::Scalar => "scalar",
-            Isa::Avx2 => "avx2",
-            Isa::AvxVnni => "avxvnni",
-            Isa::Avx512Vnni => "avx512vnni",
-        }
     }
 }
 
@@ -136,27 +74,35 @@ impl Q8Acts {
         self.qs.resize(rows * cols, 0);
         self.d.resize(rows * nb, 0.0);
         self.corr.resize(if mxfp4_order { rows * nb } else { 0 }, 0);
-        for (r, src_row) in x[..rows * cols].chunks_exact(cols).enumerate() {
-            let dst = &mut self.qs[r * cols..(r + 1) * cols];
-            for (b, src) in src_row.chunks_exact(QK).enumerate() {
-                if !mxfp4_order {
-                    self.d[r * nb + b] = quantize_block(src, &mut dst[b * QK..(b + 1) * QK]);
-                    continue;
-                }
-                let (scale, inv) = block_scale(src);
-                {
-                    let mut sum = 0i32;
-                    for j in 0..QK / 2 {
-                        let even = round_i8(src[2 * j] * inv);
-                        let odd = round_i8(src[2 * j + 1] * inv);
-                        dst[mxfp4_slot(b, nb, j, false)] = even;
-                        dst[mxfp4_slot(b, nb, j, true)] = odd;
-                        sum += even as i32 + odd as i32;
+        if rows * cols == 0 {
+            return;
+        }
+        // Rows in parallel (prefill quantizes thousands); a few rows stay on this thread.
+        use rayon::prelude::*;
+        const MIN_ROWS: usize = 16;
+        let src = x[..rows * cols].par_chunks_exact(cols);
+        let dst = self.qs.par_chunks_exact_mut(cols);
+        let scales = self.d.par_chunks_exact_mut(nb);
+        if mxfp4_order {
+            let corr = self.corr.par_chunks_exact_mut(nb);
+            src.zip(dst)
+                .zip(scales)
+                .zip(corr)
+                .with_min_len(MIN_ROWS)
+                .for_each(|(((src, dst), d), corr)| quantize_row_mxfp4(src, dst, d, corr));
+        } else {
+            src.zip(dst)
+                .zip(scales)
+                .with_min_len(MIN_ROWS)
+                .for_each(|((src, dst), d)| {
+                    for ((src, dst), d) in src
+                        .chunks_exact(QK)
+                        .zip(dst.chunks_exact_mut(QK))
+                        .zip(d.iter_mut())
+                    {
+                        *d = quantize_block(src, dst);
                     }
-                    self.d[r * nb + b] = scale * 0.5;
-                    self.corr[r * nb + b] = -12 * sum;
-                }
-            }
+                });
         }
     }
 
@@ -192,6 +138,25 @@ impl Q8Acts {
             &self.qs[r * self.cols..(r + 1) * self.cols],
             &self.d[r * nb..(r + 1) * nb],
         )
+    }
+}
+
+/// One row in MXFP4 order (see [`Q8Acts`]): values placed by [`mxfp4_slot`], halved scales,
+/// corrections −12·Σq.
+fn quantize_row_mxfp4(src: &[f32], dst: &mut [i8], d: &mut [f32], corr: &mut [i32]) {
+    let nb = d.len();
+    for (b, block) in src.chunks_exact(QK).enumerate() {
+        let (scale, inv) = block_scale(block);
+        let mut sum = 0i32;
+        for j in 0..QK / 2 {
+            let even = round_i8(block[2 * j] * inv);
+            let odd = round_i8(block[2 * j + 1] * inv);
+            dst[mxfp4_slot(b, nb, j, false)] = even;
+            dst[mxfp4_slot(b, nb, j, true)] = odd;
+            sum += even as i32 + odd as i32;
+        }
+        d[b] = scale * 0.5;
+        corr[b] = -12 * sum;
     }
 }
 
@@ -244,16 +209,16 @@ pub fn dot_q8_0(isa: Isa, wq: &[i8], wd: &[f32], xq: &[i8], xd: &[f32]) -> f32 {
         wq.len() >= nb * QK && xq.len() >= nb * QK,
         "dot_q8_0 shapes"
     );
-    match isa {
+    match isa.level() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa` came from `Isa::available`, so the CPU has the features; lengths checked.
-        Isa::Avx2 => unsafe { x86::dot_q8_0_avx2(wq, wd, xq, xd, nb) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        Isa::AvxVnni => unsafe { x86::dot_q8_0_avxvnni(wq, wd, xq, xd, nb) },
+        // SAFETY: only detection makes an `Isa`, so the CPU has the features; lengths checked.
+        Level::Avx2 => unsafe { x86::dot_q8_0_avx2(wq, wd, xq, xd, nb) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Isa::Avx512Vnni => unsafe { x86::dot_q8_0_avx512(wq, wd, xq, xd, nb) },
+        Level::AvxVnni => unsafe { x86::dot_q8_0_avxvnni(wq, wd, xq, xd, nb) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Level::Avx512Vnni | Level::Amx => unsafe { x86::dot_q8_0_avx512(wq, wd, xq, xd, nb) },
         _ => dot_q8_0_scalar(wq, wd, xq, xd, nb),
     }
 }
@@ -271,10 +236,10 @@ pub fn dot_q8_0_tokens<const N: usize>(
         wq.len() >= nb * QK && xs.iter().all(|(q, d)| q.len() >= nb * QK && d.len() >= nb),
         "dot_q8_0_tokens shapes"
     );
-    match isa {
+    match isa.level() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa` came from `Isa::available`, so the CPU has the features; lengths checked.
-        Isa::Avx512Vnni => unsafe { x86::dot_q8_0_avx512_tokens(wq, wd, xs, nb) },
+        // SAFETY: only detection makes an `Isa`, so the CPU has the features; lengths checked.
+        Level::Avx512Vnni | Level::Amx => unsafe { x86::dot_q8_0_avx512_tokens(wq, wd, xs, nb) },
         _ => xs.map(|(xq, xd)| dot_q8_0(isa, wq, wd, xq, xd)),
     }
 }
@@ -321,16 +286,18 @@ pub fn dot_mxfp4_q8_tokens<const N: usize>(
                 .all(|(q, d, c)| q.len() >= nb * BLOCK && d.len() >= nb && c.len() >= nb),
         "dot_mxfp4_q8 shapes"
     );
-    match isa {
+    match isa.level() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa` came from `Isa::available`, so the CPU has the features; lengths checked.
-        Isa::Avx2 => unsafe { x86::dot_mxfp4_avx2(blocks, scales, xs, nb) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        Isa::AvxVnni => unsafe { x86::dot_mxfp4_avxvnni(blocks, scales, xs, nb) },
+        // SAFETY: only detection makes an `Isa`, so the CPU has the features; lengths checked.
+        Level::Avx2 => unsafe { x86::dot_mxfp4_avx2(blocks, scales, xs, nb) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Isa::Avx512Vnni => unsafe { x86::dot_mxfp4_avx512vl(blocks, scales, xs, nb) },
+        Level::AvxVnni => unsafe { x86::dot_mxfp4_avxvnni(blocks, scales, xs, nb) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Level::Avx512Vnni | Level::Amx => unsafe {
+            x86::dot_mxfp4_avx512vl(blocks, scales, xs, nb)
+        },
         _ => xs.map(|(xq, xd, _)| dot_mxfp4_scalar(blocks, scales, xq, xd, 0, nb)),
     }
 }
@@ -418,6 +385,16 @@ impl Q8Matrix {
         self.cols
     }
 
+    /// The int8 values, `[rows, cols]`.
+    pub(crate) fn values(&self) -> &[i8] {
+        &self.qs
+    }
+
+    /// The block scales, `[rows, cols / 32]`.
+    pub(crate) fn scales(&self) -> &[f32] {
+        &self.d
+    }
+
     /// Bytes of weights and scales.
     pub fn bytes(&self) -> usize {
         self.qs.len() + self.d.len() * 4
@@ -425,38 +402,146 @@ impl Q8Matrix {
 
     /// `y[t, r] = bias[r] + Σ_c x[t, c]·W[r, c]` for activations quantized in plain order.
     pub fn linear(&self, isa: Isa, x: &Q8Acts, bias: Option<&[f32]>, y: &mut [f32]) {
-        let (rows, cols, t) = (self.rows, self.cols, x.rows);
-        assert!(
-            x.cols == cols && y.len() >= t * rows,
-            "Q8Matrix::linear shapes"
+        linear_batch(
+            isa,
+            &mut [LinearJob {
+                weights: Weights::Q8(self),
+                x,
+                bias,
+                y,
+            }],
         );
-        let out = SharedOut(y.as_mut_ptr());
+    }
+
+    /// Rows `r0..r1` of [`Q8Matrix::linear`] on this thread.
+    ///
+    /// # Safety
+    /// `y` valid for `[x.rows, self.rows]`; no other thread writes these rows' elements.
+    unsafe fn rows_into(
+        &self,
+        isa: Isa,
+        x: &Q8Acts,
+        bias: Option<&[f32]>,
+        y: SharedOut,
+        r0: usize,
+        r1: usize,
+    ) {
+        let (rows, cols, t) = (self.rows, self.cols, x.rows);
         let nb = cols / QK;
-        for_row_chunks(rows, rows_per_task(rows, cols), |r0, r1| {
-            for r in r0..r1 {
-                let wq = &self.qs[r * cols..(r + 1) * cols];
-                let wd = &self.d[r * nb..(r + 1) * nb];
-                let bias_r = bias.map_or(0.0, |b| b[r]);
-                let mut ti = 0;
-                while ti < t {
-                    let n = (t - ti).min(TOKENS_PER_ROW_PASS);
-                    let mut v = [0.0f32; TOKENS_PER_ROW_PASS];
-                    if n == TOKENS_PER_ROW_PASS {
-                        let xs = std::array::from_fn(|i| x.row(ti + i));
-                        v = dot_q8_0_tokens(isa, wq, wd, &xs);
-                    } else {
-                        for (i, vi) in v.iter_mut().enumerate().take(n) {
-                            *vi = dot_q8_0_tokens(isa, wq, wd, &[x.row(ti + i)])[0];
-                        }
+        for r in r0..r1 {
+            let wq = &self.qs[r * cols..(r + 1) * cols];
+            let wd = &self.d[r * nb..(r + 1) * nb];
+            let bias_r = bias.map_or(0.0, |b| b[r]);
+            let mut ti = 0;
+            while ti < t {
+                let n = (t - ti).min(TOKENS_PER_ROW_PASS);
+                let mut v = [0.0f32; TOKENS_PER_ROW_PASS];
+                if n == TOKENS_PER_ROW_PASS {
+                    let xs = std::array::from_fn(|i| x.row(ti + i));
+                    v = dot_q8_0_tokens(isa, wq, wd, &xs);
+                } else {
+                    for (i, vi) in v.iter_mut().enumerate().take(n) {
+                        *vi = dot_q8_0_tokens(isa, wq, wd, &[x.row(ti + i)])[0];
                     }
-                    for (i, vi) in v.iter().enumerate().take(n) {
-                        // SAFETY: element (ti + i, r) belongs to this chunk only.
-                        unsafe { *out.at((ti + i) * rows + r) = vi + bias_r };
-                    }
-                    ti += n;
                 }
+                for (i, vi) in v.iter().enumerate().take(n) {
+                    // SAFETY (caller): element (ti + i, r) is this call's.
+                    unsafe { *y.at((ti + i) * rows + r) = vi + bias_r };
+                }
+                ti += n;
             }
-        });
+        }
+    }
+}
+
+/// The weights of one [`LinearJob`].
+#[derive(Clone, Copy)]
+pub enum Weights<'a> {
+    Q8(&'a Q8Matrix),
+    /// Activations quantized in MXFP4 order.
+    Mxfp4(Mxfp4Matrix<'a>),
+}
+
+impl Weights<'_> {
+    fn shape(&self) -> (usize, usize) {
+        match self {
+            Weights::Q8(m) => (m.rows, m.cols),
+            Weights::Mxfp4(m) => (m.rows, m.cols),
+        }
+    }
+}
+
+/// One `y[t, r] = bias[r] + Σ_c x[t, c]·W[r, c]` of a [`linear_batch`].
+pub struct LinearJob<'a> {
+    pub weights: Weights<'a>,
+    pub x: &'a Q8Acts,
+    pub bias: Option<&'a [f32]>,
+    pub y: &'a mut [f32],
+}
+
+/// Runs several matmuls. Those with many tokens (prefill) run one after another, each
+/// spread over the pool (AMX tiles when `isa` has them); the others (decode: the q/k/v
+/// projections, the selected experts) share one parallel pass over all their rows, so the
+/// threads meet once instead of once per matrix.
+pub fn linear_batch(isa: Isa, jobs: &mut [LinearJob<'_>]) {
+    for job in jobs.iter() {
+        let (rows, cols) = job.weights.shape();
+        assert!(
+            job.x.cols == cols
+                && job.y.len() >= job.x.rows * rows
+                && job.bias.is_none_or(|b| b.len() >= rows),
+            "linear shapes"
+        );
+    }
+    #[cfg(target_arch = "x86_64")]
+    for job in jobs.iter_mut().filter(|j| on_tiles(isa, j.x)) {
+        match job.weights {
+            Weights::Q8(m) => super::amx::q8_0_linear(m, job.x, job.bias, job.y),
+            Weights::Mxfp4(m) => super::amx::mxfp4_linear(&m, job.x, job.bias, job.y),
+        }
+    }
+    let mut tasks = Vec::new();
+    for (j, job) in jobs.iter().enumerate().filter(|(_, j)| !on_tiles(isa, j.x)) {
+        let (rows, cols) = job.weights.shape();
+        let bytes_per_row = match job.weights {
+            Weights::Q8(_) => cols,
+            Weights::Mxfp4(_) => cols / 2,
+        };
+        let chunk = rows_per_task(rows, bytes_per_row);
+        tasks.extend(
+            (0..rows)
+                .step_by(chunk)
+                .map(|r0| (j, r0, (r0 + chunk).min(rows))),
+        );
+    }
+    let outs: Vec<SharedOut> = jobs
+        .iter_mut()
+        .map(|j| SharedOut(j.y.as_mut_ptr()))
+        .collect();
+    let jobs = &*jobs;
+    use rayon::prelude::*;
+    tasks.into_par_iter().for_each(|(j, r0, r1)| {
+        let job = &jobs[j];
+        // SAFETY: each task writes rows r0..r1 of its own job's output, sized above.
+        unsafe {
+            match job.weights {
+                Weights::Q8(m) => m.rows_into(isa, job.x, job.bias, outs[j], r0, r1),
+                Weights::Mxfp4(m) => m.rows_into(isa, job.x, job.bias, outs[j], r0, r1),
+            }
+        }
+    });
+}
+
+/// Whether a matmul over `x` goes to the AMX tile kernels.
+fn on_tiles(isa: Isa, x: &Q8Acts) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        isa.level() == Level::Amx && x.rows >= super::amx::MIN_TOKENS
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (isa, x);
+        false
     }
 }
 
@@ -474,38 +559,55 @@ impl Mxfp4Matrix<'_> {
     /// `y[t, r] = bias[r] + Σ_c x[t, c]·W[r, c]` with activations quantized in MXFP4 order.
     /// Each row is read from memory once and dotted with every token while it is in L1.
     pub fn linear_q8(&self, isa: Isa, x: &Q8Acts, bias: Option<&[f32]>, y: &mut [f32]) {
-        let (rows, cols, t) = (self.rows, self.cols, x.rows);
-        assert!(
-            x.cols == cols && y.len() >= t * rows,
-            "Mxfp4Matrix::linear_q8 shapes"
+        linear_batch(
+            isa,
+            &mut [LinearJob {
+                weights: Weights::Mxfp4(*self),
+                x,
+                bias,
+                y,
+            }],
         );
-        let out = SharedOut(y.as_mut_ptr());
-        let nb = cols / BLOCK;
-        for_row_chunks(rows, rows_per_task(rows, cols / 2), |r0, r1| {
-            for r in r0..r1 {
-                let blocks = &self.blocks[r * nb * BLOCK_BYTES..(r + 1) * nb * BLOCK_BYTES];
-                let scales = &self.scales[r * nb..(r + 1) * nb];
-                let bias_r = bias.map_or(0.0, |b| b[r]);
-                let act = |ti: usize| {
-                    let (q, d) = x.row(ti);
-                    (q, d, x.corr_row(ti))
-                };
-                let store = |ti: usize, v: f32| {
-                    // SAFETY: element (ti, r) belongs to this chunk only.
-                    unsafe { *out.at(ti * rows + r) = v + bias_r };
-                };
-                let mut ti = 0;
-                while t - ti >= TOKENS_PER_ROW_PASS {
-                    let xs: [_; TOKENS_PER_ROW_PASS] = std::array::from_fn(|i| act(ti + i));
-                    let v = dot_mxfp4_q8_tokens(isa, blocks, scales, &xs);
-                    v.iter().enumerate().for_each(|(i, &v)| store(ti + i, v));
-                    ti += v.len();
-                }
-                for ti in ti..t {
-                    store(ti, dot_mxfp4_q8_tokens(isa, blocks, scales, &[act(ti)])[0]);
-                }
+    }
+
+    /// Rows `r0..r1` of [`Mxfp4Matrix::linear_q8`] on this thread.
+    ///
+    /// # Safety
+    /// `y` valid for `[x.rows, self.rows]`; no other thread writes these rows' elements.
+    unsafe fn rows_into(
+        &self,
+        isa: Isa,
+        x: &Q8Acts,
+        bias: Option<&[f32]>,
+        y: SharedOut,
+        r0: usize,
+        r1: usize,
+    ) {
+        let (rows, t) = (self.rows, x.rows);
+        let nb = self.cols / BLOCK;
+        for r in r0..r1 {
+            let blocks = &self.blocks[r * nb * BLOCK_BYTES..(r + 1) * nb * BLOCK_BYTES];
+            let scales = &self.scales[r * nb..(r + 1) * nb];
+            let bias_r = bias.map_or(0.0, |b| b[r]);
+            let act = |ti: usize| {
+                let (q, d) = x.row(ti);
+                (q, d, x.corr_row(ti))
+            };
+            let store = |ti: usize, v: f32| {
+                // SAFETY (caller): element (ti, r) is this call's.
+                unsafe { *y.at(ti * rows + r) = v + bias_r };
+            };
+            let mut ti = 0;
+            while t - ti >= TOKENS_PER_ROW_PASS {
+                let xs: [_; TOKENS_PER_ROW_PASS] = std::array::from_fn(|i| act(ti + i));
+                let v = dot_mxfp4_q8_tokens(isa, blocks, scales, &xs);
+                v.iter().enumerate().for_each(|(i, &v)| store(ti + i, v));
+                ti += v.len();
             }
-        });
+            for ti in ti..t {
+                store(ti, dot_mxfp4_q8_tokens(isa, blocks, scales, &[act(ti)])[0]);
+            }
+        }
     }
 }
 
@@ -956,7 +1058,7 @@ mod tests {
                 &blocks[r * cols / 2..(r + 1) * cols / 2],
                 &scales[r * cols / 32..(r + 1) * cols / 32],
             );
-            let got = dot_mxfp4_q8(Isa::Scalar, b, s, &perm.qs, &perm.d, &perm.corr) as f64;
+            let got = dot_mxfp4_q8(Isa::SCALAR, b, s, &perm.qs, &perm.d, &perm.corr) as f64;
             assert!(
                 (got - want).abs() <= 1e-5 * want.abs().max(1.0),
                 "row {r}: {got} vs {want}"
@@ -976,7 +1078,7 @@ mod tests {
         q.quantize(&x, 2, cols, false);
         let bias = values(rows, 10);
         let mut y = vec![0.0; 2 * rows];
-        m.linear(Isa::Scalar, &q, Some(&bias), &mut y);
+        m.linear(Isa::SCALAR, &q, Some(&bias), &mut y);
         for t in 0..2 {
             for r in 0..rows {
                 let want: f64 = bias[r] as f64
@@ -1007,7 +1109,7 @@ mod tests {
     #[test]
     fn every_available_isa_matches_scalar() {
         let isas = Isa::available();
-        assert_eq!(isas[0], Isa::Scalar);
+        assert_eq!(isas[0], Isa::SCALAR);
         eprintln!("testing {:?}", isas);
         for nb in [1usize, 2, 3, 7, 8, 9, 10, 17, 90] {
             let cols = nb * QK;
@@ -1027,8 +1129,8 @@ mod tests {
                 let mut wq = Q8Acts::default();
                 wq.quantize(&w, 1, cols, false);
                 let (xq, xd, xc) = (&perm.qs, &perm.d, &perm.corr);
-                let want_fp4 = dot_mxfp4_q8(Isa::Scalar, &blocks, &scales, xq, xd, xc);
-                let want_q8 = dot_q8_0(Isa::Scalar, &wq.qs, &wq.d, &plain.qs, &plain.d);
+                let want_fp4 = dot_mxfp4_q8(Isa::SCALAR, &blocks, &scales, xq, xd, xc);
+                let want_q8 = dot_q8_0(Isa::SCALAR, &wq.qs, &wq.d, &plain.qs, &plain.d);
                 for &isa in &isas[1..] {
                     let got = dot_mxfp4_q8(isa, &blocks, &scales, xq, xd, xc);
                     assert!(
@@ -1063,7 +1165,7 @@ mod tests {
                 for r in 0..rows {
                     let (xq, xd) = q.row(ti);
                     let want = dot_q8_0(
-                        Isa::Scalar,
+                        Isa::SCALAR,
                         &m.qs[r * cols..(r + 1) * cols],
                         &m.d[r * nb..(r + 1) * nb],
                         xq,
@@ -1102,7 +1204,7 @@ mod tests {
                         &scales[r * cols / 32..(r + 1) * cols / 32],
                     );
                     let (xq, xd) = q.row(ti);
-                    let want = dot_mxfp4_q8(Isa::Scalar, b, s, xq, xd, q.corr_row(ti)) + bias[r];
+                    let want = dot_mxfp4_q8(Isa::SCALAR, b, s, xq, xd, q.corr_row(ti)) + bias[r];
                     let got = y[ti * rows + r];
                     // 90 block terms summed in another order: f32 rounding only.
                     assert!(
@@ -1114,11 +1216,85 @@ mod tests {
         }
     }
 
+    /// The tiles are AMX's alone: any other instruction set (what a CPU without AMX, or a
+    /// process the kernel refused tile data, gets) keeps every matmul on its row dots, and
+    /// AMX itself only from `MIN_TOKENS` tokens on.
     #[test]
-    fn forced_isa_names_parse() {
-        for isa in [Isa::Scalar, Isa::Avx2, Isa::AvxVnni, Isa::Avx512Vnni] {
-            assert_eq!(Isa::parse(isa.name()), Some(isa));
+    fn only_amx_sends_matmuls_to_the_tiles() {
+        for isa in Isa::available() {
+            for tokens in [1, 7, 8, 9, 33] {
+                let mut x = Q8Acts::default();
+                x.quantize(&values(tokens * 64, 41), tokens, 64, false);
+                let want = cfg!(target_arch = "x86_64") && isa.name() == "amx" && tokens >= 8;
+                assert_eq!(on_tiles(isa, &x), want, "{isa} with {tokens} tokens");
+            }
         }
-        assert_eq!(Isa::parse("sse9"), None);
+    }
+
+    /// A batch mixing q8_0 and MXFP4 matrices, one token and many (these go to the tiles
+    /// when the CPU has AMX): each output as the scalar reference computes it alone.
+    #[test]
+    fn a_batch_equals_its_matmuls_one_by_one() {
+        let cols = 96;
+        let w = values(17 * cols, 31);
+        let dense = Q8Matrix::quantize_rows(17, cols, |r, out| {
+            out.copy_from_slice(&w[r * cols..(r + 1) * cols])
+        });
+        let blocks = bytes(9 * cols / 2, 32);
+        let scales: Vec<u8> = bytes(9 * cols / 32, 33)
+            .iter()
+            .map(|b| 118 + b % 10)
+            .collect();
+        let fp4 = Mxfp4Matrix::new(&blocks, &scales, 9, cols).unwrap();
+        let quantize = |tokens: usize, mxfp4: bool| {
+            let mut q = Q8Acts::default();
+            q.quantize(
+                &values(tokens * cols, 34 + tokens as u64),
+                tokens,
+                cols,
+                mxfp4,
+            );
+            q
+        };
+        let (x1, x20, x3) = (quantize(1, false), quantize(20, false), quantize(3, true));
+        let bias = values(17, 35);
+        for isa in Isa::available() {
+            let (mut a, mut b, mut c) = (vec![0.0; 17], vec![0.0; 20 * 17], vec![0.0; 3 * 9]);
+            linear_batch(
+                isa,
+                &mut [
+                    LinearJob {
+                        weights: Weights::Q8(&dense),
+                        x: &x1,
+                        bias: Some(&bias),
+                        y: &mut a,
+                    },
+                    LinearJob {
+                        weights: Weights::Q8(&dense),
+                        x: &x20,
+                        bias: None,
+                        y: &mut b,
+                    },
+                    LinearJob {
+                        weights: Weights::Mxfp4(fp4),
+                        x: &x3,
+                        bias: Some(&bias[..9]),
+                        y: &mut c,
+                    },
+                ],
+            );
+            let (mut wa, mut wb, mut wc) = (vec![0.0; 17], vec![0.0; 20 * 17], vec![0.0; 3 * 9]);
+            dense.linear(Isa::SCALAR, &x1, Some(&bias), &mut wa);
+            dense.linear(Isa::SCALAR, &x20, None, &mut wb);
+            fp4.linear_q8(Isa::SCALAR, &x3, Some(&bias[..9]), &mut wc);
+            for (got, want) in [(&a, &wa), (&b, &wb), (&c, &wc)] {
+                for (g, w) in got.iter().zip(want.iter()) {
+                    assert!(
+                        (g - w).abs() <= 1e-4 * w.abs().max(1.0),
+                        "{isa}: {g} vs {w}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -1,0 +1,839 @@
+//! AMX-INT8 kernels for prefill: many tokens times a q8_0 or MXFP4 matrix on the tile unit.
+//!
+//! The integer block sums are exactly those of the scalar reference: each `tdpbssd` covers one
+//! 32-block (K = 32), so a block's products are summed in int32 and only then scaled by the
+//! weight scale (E8M0 or q8_0) times the token's activation scale, as in `q8.rs`. What the
+//! tile unit buys is width: one instruction does 16 weight rows × 16 tokens × 32 products.
+//!
+//! Roles: the weights are the A operand (16 rows of one 32-block: a panel), the tokens the B
+//! operand, so the transposition AMX wants for B (four consecutive bytes of each column side
+//! by side) is done once per call on the activations ([`TileActs`]), not on every weight
+//! block. MXFP4 panels are unpacked to int8 once (the E2M1 codes ×2 through a 16-entry table,
+//! low nibbles then high nibbles of each block, so the activations take that order within a
+//! block) and reused for every token tile; q8_0 panels are read in place. Per block, four
+//! blocks at a time, the int32 results go through a small buffer into f32 accumulators (one
+//! vector per weight row, lanes = tokens): `acc += f32(sum) · (w_scale · x_scale)`.
+//!
+//! Linux only lets a process use tile data after `arch_prctl(ARCH_REQ_XCOMP_PERM,
+//! XFEATURE_XTILEDATA)`; [`permitted`] asks once, and [`super::isa::Isa`] offers AMX only when
+//! that succeeded, so every function here may assume it.
+
+use super::mxfp4::{BLOCK_BYTES, Mxfp4Matrix};
+use super::q8::{Q8Acts, Q8Matrix, QK, mxfp4_slot};
+use super::{SharedOut, for_row_chunks};
+
+pub(crate) mod attention;
+
+/// Fewest tokens for which the tile kernels beat the VNNI row dots: below, one 16-token tile
+/// is mostly padding and unpacking the weights is not repaid.
+pub(crate) const MIN_TOKENS: usize = 8;
+
+/// Weight rows per panel and tokens per tile (the tile unit's 16 rows).
+const TILE: usize = 16;
+/// Bytes of one 32-block of a panel or a token tile: 16 × 32.
+const TILE_BLOCK: usize = TILE * QK;
+
+/// Whether this process may use AMX tile data: asks Linux once (the answer is kept).
+pub(crate) fn permitted() -> bool {
+    static PERMITTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PERMITTED.get_or_init(request_permission)
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn request_permission() -> bool {
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    // SAFETY: arch_prctl with these arguments only changes which register state the kernel
+    // lets this process use; it reads and writes no memory of ours.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        )
+    };
+    if rc != 0 {
+        tracing::info!(
+            error = %std::io::Error::last_os_error(),
+            "the kernel refused AMX tile data; using the AVX-512 kernels"
+        );
+    }
+    rc == 0
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+fn request_permission() -> bool {
+    false
+}
+
+/// Activations as AMX B tiles: per tile of 16 tokens and per 32-block, 8 rows of 64 bytes
+/// where row `r` holds bytes `4r..4r + 4` of each token's block (token `i` at `4i`), then the
+/// 16 tokens' scales of that block. Tokens past the end are zeros.
+#[derive(Default)]
+pub(crate) struct TileActs {
+    rows: usize,
+    nb: usize,
+    q: Vec<i8>,
+    d: Vec<f32>,
+}
+
+impl TileActs {
+    /// Lays out `x`. `mxfp4_order` activations (see [`Q8Acts`]) come out with each block's 16
+    /// even elements first, then its 16 odd ones: the order [`unpack_panel`] gives the
+    /// weights. Plain ones keep their order (q8_0 weights are stored that way).
+    pub(crate) fn pack(&mut self, x: &Q8Acts, mxfp4_order: bool) {
+        let nb = x.cols / QK;
+        let tiles = x.rows.div_ceil(TILE);
+        self.rows = x.rows;
+        self.nb = nb;
+        self.q.clear();
+        self.q.resize(tiles * nb * TILE_BLOCK, 0);
+        self.d.clear();
+        self.d.resize(tiles * nb * TILE, 0.0);
+        for t in 0..x.rows {
+            let (tile, lane) = (t / TILE, t % TILE);
+            let (xq, xd) = x.row(t);
+            for b in 0..nb {
+                let mut block = [0i8; QK];
+                if mxfp4_order {
+                    let (even, odd) = (mxfp4_slot(b, nb, 0, false), mxfp4_slot(b, nb, 0, true));
+                    block[..QK / 2].copy_from_slice(&xq[even..even + QK / 2]);
+                    block[QK / 2..].copy_from_slice(&xq[odd..odd + QK / 2]);
+                } else {
+                    block.copy_from_slice(&xq[b * QK..(b + 1) * QK]);
+                }
+                let dst = &mut self.q[(tile * nb + b) * TILE_BLOCK..][..TILE_BLOCK];
+                for (r, four) in block.chunks_exact(4).enumerate() {
+                    dst[r * 64 + lane * 4..][..4].copy_from_slice(four);
+                }
+                self.d[(tile * nb + b) * TILE + lane] = xd[b];
+            }
+        }
+    }
+
+    fn tiles(&self) -> usize {
+        self.rows.div_ceil(TILE)
+    }
+}
+
+/// Per-thread buffers: one unpacked MXFP4 panel and a panel's block scales.
+#[derive(Default)]
+struct Scratch {
+    /// `[nb][16 rows][32]` int8.
+    weights: Vec<i8>,
+    /// `[nb][16 rows]` f32.
+    scales: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// Panels per rayon task: enough tasks that both cores stay busy to the end.
+fn panels_per_task(panels: usize) -> usize {
+    panels
+        .div_ceil(8 * rayon::current_num_threads())
+        .clamp(1, 16)
+}
+
+/// `y[t, r] = bias[r] + Σ_c x[t, c]·W[r, c]`, `x` quantized in MXFP4 order.
+pub(crate) fn mxfp4_linear(m: &Mxfp4Matrix, x: &Q8Acts, bias: Option<&[f32]>, y: &mut [f32]) {
+    let (rows, cols, t) = (m.rows, m.cols, x.rows);
+    assert!(
+        x.cols == cols && y.len() >= t * rows && bias.is_none_or(|b| b.len() >= rows),
+        "amx::mxfp4_linear shapes"
+    );
+    if t == 0 || rows == 0 {
+        return;
+    }
+    let nb = cols / QK;
+    let mut acts = TileActs::default();
+    acts.pack(x, true);
+    let out = SharedOut(y.as_mut_ptr());
+    let panels = rows.div_ceil(TILE);
+    for_row_chunks(panels, panels_per_task(panels), |p0, p1| {
+        SCRATCH.with_borrow_mut(|s| {
+            s.weights.resize(nb * TILE_BLOCK, 0);
+            s.scales.resize(nb * TILE, 0.0);
+            let _tiles = TileConfig::load(&INT8_TILES);
+            for p in p0..p1 {
+                let (r0, r1) = (p * TILE, ((p + 1) * TILE).min(rows));
+                let blocks = &m.blocks[r0 * nb * BLOCK_BYTES..r1 * nb * BLOCK_BYTES];
+                let scales = &m.scales[r0 * nb..r1 * nb];
+                // SAFETY: AMX (and with it AVX-512) is available and permitted (module docs);
+                // the buffers hold nb blocks of 16 rows; this task alone writes rows r0..r1.
+                unsafe {
+                    x86::unpack_mxfp4_panel(
+                        blocks,
+                        scales,
+                        r1 - r0,
+                        nb,
+                        &mut s.weights,
+                        &mut s.scales,
+                    );
+                    x86::panel(
+                        s.weights.as_ptr(),
+                        TILE_BLOCK,
+                        QK,
+                        &s.scales,
+                        &acts,
+                        Target {
+                            y: out,
+                            ldy: rows,
+                            r0,
+                            r1,
+                            bias,
+                        },
+                    );
+                }
+            }
+        });
+    });
+}
+
+/// `y[t, r] = bias[r] + Σ_c x[t, c]·W[r, c]`, `x` quantized in plain order.
+pub(crate) fn q8_0_linear(m: &Q8Matrix, x: &Q8Acts, bias: Option<&[f32]>, y: &mut [f32]) {
+    let (rows, cols, t) = (m.rows(), m.cols(), x.rows);
+    assert!(
+        x.cols == cols && y.len() >= t * rows && bias.is_none_or(|b| b.len() >= rows),
+        "amx::q8_0_linear shapes"
+    );
+    if t == 0 || rows == 0 {
+        return;
+    }
+    let nb = cols / QK;
+    let mut acts = TileActs::default();
+    acts.pack(x, false);
+    let out = SharedOut(y.as_mut_ptr());
+    let (qs, d) = (m.values(), m.scales());
+    let panels = rows.div_ceil(TILE);
+    for_row_chunks(panels, panels_per_task(panels), |p0, p1| {
+        SCRATCH.with_borrow_mut(|s| {
+            s.scales.resize(nb * TILE, 0.0);
+            let _tiles = TileConfig::load(&INT8_TILES);
+            for p in p0..p1 {
+                let (r0, r1) = (p * TILE, ((p + 1) * TILE).min(rows));
+                for (n, r) in (r0..r1).enumerate() {
+                    for b in 0..nb {
+                        s.scales[b * TILE + n] = d[r * nb + b];
+                    }
+                }
+                // A full panel is read in place (row stride `cols`); a last partial one is
+                // copied into zeroed rows so the tile loads stay inside the buffer.
+                let (base, block_step, stride) = if r1 - r0 == TILE {
+                    (qs[r0 * cols..].as_ptr(), QK, cols)
+                } else {
+                    s.weights.clear();
+                    s.weights.resize(TILE * cols, 0);
+                    s.weights[..(r1 - r0) * cols].copy_from_slice(&qs[r0 * cols..r1 * cols]);
+                    (s.weights.as_ptr(), QK, cols)
+                };
+                // SAFETY: AMX is available and permitted; `base` points at 16 rows of `cols`
+                // bytes (the matrix or the padded copy); this task alone writes rows r0..r1.
+                unsafe {
+                    x86::panel(
+                        base,
+                        block_step,
+                        stride,
+                        &s.scales,
+                        &acts,
+                        Target {
+                            y: out,
+                            ldy: rows,
+                            r0,
+                            r1,
+                            bias,
+                        },
+                    );
+                }
+            }
+        });
+    });
+}
+
+/// Where a panel's results go: rows `r0..r1` of `y` (`[tokens, ldy]`), plus the bias.
+struct Target<'a> {
+    y: SharedOut,
+    ldy: usize,
+    r0: usize,
+    r1: usize,
+    bias: Option<&'a [f32]>,
+}
+
+/// A tile configuration loaded for the current thread; dropping it releases the tiles (so a
+/// context switch need not save them).
+struct TileConfig;
+
+/// The int8 matmul shapes. tmm0-3: int32 results, 16 rows × 64 bytes; tmm4-5: weights, 16
+/// rows × 32 bytes (one 32-block); tmm6-7: tokens, 8 rows × 64 bytes (one 32-block of 16
+/// tokens).
+const INT8_TILES: [(u8, u16); 8] = [
+    (16, 64),
+    (16, 64),
+    (16, 64),
+    (16, 64),
+    (16, 32),
+    (16, 32),
+    (8, 64),
+    (8, 64),
+];
+
+impl TileConfig {
+    /// Loads palette 1 with `(rows, bytes per row)` for tmm0-7.
+    fn load(shapes: &[(u8, u16); 8]) -> TileConfig {
+        #[repr(C, align(64))]
+        struct Config([u8; 64]);
+        let mut c = Config([0; 64]);
+        c.0[0] = 1;
+        for (t, &(rows, bytes)) in shapes.iter().enumerate() {
+            c.0[16 + 2 * t..18 + 2 * t].copy_from_slice(&bytes.to_le_bytes());
+            c.0[48 + t] = rows;
+        }
+        // SAFETY: AMX is available and permitted (module docs); the 64-byte configuration is
+        // valid for palette 1 (at most 16 rows of at most 64 bytes).
+        unsafe { x86::load_config(c.0.as_ptr()) };
+        TileConfig
+    }
+}
+
+impl Drop for TileConfig {
+    fn drop(&mut self) {
+        // SAFETY: as in `load`.
+        unsafe { x86::release() };
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_op_in_unsafe_fn)]
+pub(crate) mod x86 {
+    use std::arch::asm;
+    use std::arch::x86_64::*;
+
+    use super::{TILE, TILE_BLOCK, Target, TileActs};
+    use crate::kernels::mxfp4::BLOCK_BYTES;
+    use crate::kernels::q8::{FP4_X2, QK};
+
+    pub(super) unsafe fn load_config(config: *const u8) {
+        asm!("ldtilecfg [{}]", in(reg) config, options(nostack, readonly));
+    }
+
+    pub(super) unsafe fn release() {
+        asm!("tilerelease", options(nostack, nomem));
+    }
+
+    /// `src` rounded to bf16 (to nearest, ties to even) as bits, 32 at a time.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn to_bf16(src: &[f32], dst: &mut [u16]) {
+        assert_eq!(src.len(), dst.len(), "to_bf16 lengths");
+        let n = src.len();
+        let mut i = 0;
+        while i + 32 <= n {
+            let lo = _mm512_loadu_ps(src.as_ptr().add(i));
+            let hi = _mm512_loadu_ps(src.as_ptr().add(i + 16));
+            let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_storeu_si512(dst.as_mut_ptr().add(i).cast(), packed);
+            i += 32;
+        }
+        for (d, &v) in dst[i..].iter_mut().zip(&src[i..]) {
+            *d = half::bf16::from_f32(v).to_bits();
+        }
+    }
+
+    /// Scores of 16 query rows (bf16 `q`, 64 per row) against 32-key blocks of packed key
+    /// tiles, block `i` stored at columns `32i..32i + 32` of `scores` (`cols` f32 per row).
+    ///
+    /// # Safety
+    /// The bf16 tile configuration loaded; `q` valid for 16 rows of 64, each block pointer
+    /// for four 1 KiB tiles, `scores` for 16 rows of `cols` ≥ 32·blocks.
+    pub(super) unsafe fn scores_tile(
+        q: *const u16,
+        blocks: impl Iterator<Item = *const u16>,
+        scores: *mut f32,
+        cols: usize,
+    ) {
+        asm!(
+            "tileloadd tmm2, [{q} + {s}]",
+            "tileloadd tmm3, [{q} + {s} + 64]",
+            q = in(reg) q,
+            s = in(reg) 128usize,
+            options(nostack),
+        );
+        for (i, keys) in blocks.enumerate() {
+            asm!(
+                "tileloadd tmm4, [{k} + {s}]",
+                "tileloadd tmm5, [{k} + {s} + 1024]",
+                "tileloadd tmm6, [{k} + {s} + 2048]",
+                "tileloadd tmm7, [{k} + {s} + 3072]",
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tdpbf16ps tmm0, tmm2, tmm4",
+                "tdpbf16ps tmm0, tmm3, tmm5",
+                "tdpbf16ps tmm1, tmm2, tmm6",
+                "tdpbf16ps tmm1, tmm3, tmm7",
+                "tilestored [{c} + {cs}], tmm0",
+                "tilestored [{c} + {cs} + 64], tmm1",
+                k = in(reg) keys,
+                s = in(reg) 64usize,
+                c = in(reg) scores.add(32 * i),
+                cs = in(reg) cols * 4,
+                options(nostack),
+            );
+        }
+    }
+
+    /// Σ over 32-key blocks of 16 rows of bf16 probabilities (`cols` per row, block `i` at
+    /// column `32i`) times the block's four packed value tiles, into 16 rows of 64 f32.
+    ///
+    /// # Safety
+    /// The bf16 tile configuration loaded; `probs` valid for 16 rows of `cols` ≥ 32·blocks,
+    /// each block pointer for four 1 KiB tiles, `out` for 16 rows of 64.
+    pub(super) unsafe fn weighted_values_tile(
+        probs: *const u16,
+        cols: usize,
+        blocks: impl Iterator<Item = *const u16>,
+        out: *mut f32,
+    ) {
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            options(nostack, nomem)
+        );
+        for (i, values) in blocks.enumerate() {
+            asm!(
+                "tileloadd tmm4, [{p} + {ps}]",
+                "tileloadd tmm5, [{v} + {s}]",
+                "tdpbf16ps tmm0, tmm4, tmm5",
+                "tileloadd tmm6, [{v} + {s} + 1024]",
+                "tdpbf16ps tmm1, tmm4, tmm6",
+                "tileloadd tmm7, [{v} + {s} + 2048]",
+                "tdpbf16ps tmm2, tmm4, tmm7",
+                "tileloadd tmm5, [{v} + {s} + 3072]",
+                "tdpbf16ps tmm3, tmm4, tmm5",
+                p = in(reg) probs.add(32 * i),
+                ps = in(reg) cols * 2,
+                v = in(reg) values,
+                s = in(reg) 64usize,
+                options(nostack),
+            );
+        }
+        asm!(
+            "tilestored [{o} + {s}], tmm0",
+            "tilestored [{o} + {s} + 64], tmm1",
+            "tilestored [{o} + {s} + 128], tmm2",
+            "tilestored [{o} + {s} + 192], tmm3",
+            o = in(reg) out,
+            s = in(reg) 256usize,
+            options(nostack),
+        );
+    }
+
+    /// Unpacks `rows` (≤ 16) packed rows of `nb` blocks into `weights` `[nb][16][32]` (per
+    /// block: the low nibbles' values, then the high nibbles') and their scales into
+    /// `scales` `[nb][16]` (2^(e-127), with 2^-127 for e = 0 as in `E8M0_SCALES`). Rows past
+    /// `rows` keep stale values: their results are never stored.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn unpack_mxfp4_panel(
+        blocks: &[u8],
+        scales: &[u8],
+        rows: usize,
+        nb: usize,
+        weights: &mut [i8],
+        out_scales: &mut [f32],
+    ) {
+        assert!(
+            rows <= TILE
+                && blocks.len() >= rows * nb * BLOCK_BYTES
+                && scales.len() >= rows * nb
+                && weights.len() >= nb * TILE_BLOCK
+                && out_scales.len() >= nb * TILE,
+            "unpack_mxfp4_panel shapes"
+        );
+        let lut = _mm512_broadcast_i32x4(_mm_loadu_si128(FP4_X2.as_ptr().cast()));
+        let low4 = _mm512_set1_epi8(0x0f);
+        // Four blocks per 64-byte load; per block, its 16 low-nibble values then its 16
+        // high-nibble ones (qword indices into [lo | hi]).
+        let first = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+        let second = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+        let wp = weights.as_mut_ptr();
+        for n in 0..rows {
+            let row = blocks.as_ptr().add(n * nb * BLOCK_BYTES);
+            let mut b = 0;
+            while b < nb {
+                let left = (nb - b).min(4);
+                let mask = if left == 4 {
+                    u64::MAX
+                } else {
+                    (1u64 << (16 * left)) - 1
+                };
+                let packed = _mm512_maskz_loadu_epi8(mask, row.add(b * BLOCK_BYTES).cast());
+                let lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(packed, low4));
+                let hi =
+                    _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(packed, 4), low4));
+                let ab = _mm512_permutex2var_epi64(lo, first, hi);
+                let cd = _mm512_permutex2var_epi64(lo, second, hi);
+                let dst = wp.add(b * TILE_BLOCK + n * QK);
+                let halves = [
+                    _mm512_castsi512_si256(ab),
+                    _mm512_extracti64x4_epi64::<1>(ab),
+                    _mm512_castsi512_si256(cd),
+                    _mm512_extracti64x4_epi64::<1>(cd),
+                ];
+                for (j, half) in halves.iter().enumerate().take(left) {
+                    _mm256_storeu_si256(dst.add(j * TILE_BLOCK).cast(), *half);
+                }
+                b += 4;
+            }
+        }
+        // Scales: column b of the panel's rows, 16 at a time.
+        let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let offsets = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(nb as i32));
+        let valid: __mmask16 = if rows == TILE {
+            0xffff
+        } else {
+            (1u16 << rows) - 1
+        };
+        let tiny = _mm512_set1_ps(f32::from_bits(1 << 22)); // 2^-127
+        for b in 0..nb {
+            let e = _mm512_mask_i32gather_epi32::<1>(
+                _mm512_setzero_si512(),
+                valid,
+                offsets,
+                scales.as_ptr().add(b).cast(),
+            );
+            let e = _mm512_and_si512(e, _mm512_set1_epi32(0xff));
+            let s = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(e));
+            let zero = _mm512_cmpeq_epi32_mask(e, _mm512_setzero_si512());
+            _mm512_storeu_ps(
+                out_scales.as_mut_ptr().add(b * TILE),
+                _mm512_mask_mov_ps(s, zero, tiny),
+            );
+        }
+    }
+
+    /// Accumulates the results of one group of four blocks (int32 tiles in `c`, 256 values
+    /// each) into `acc`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    #[inline]
+    unsafe fn scale_into(
+        acc: &mut [__m512; TILE],
+        c: *const i32,
+        blocks: usize,
+        w_scales: *const f32,
+        x_scales: *const f32,
+    ) {
+        for j in 0..blocks {
+            let cj = c.add(j * TILE * TILE);
+            let xs = _mm512_loadu_ps(x_scales.add(j * TILE));
+            for (n, a) in acc.iter_mut().enumerate() {
+                let sum = _mm512_cvtepi32_ps(_mm512_load_si512(cj.add(n * TILE).cast()));
+                let s = _mm512_mul_ps(xs, _mm512_set1_ps(*w_scales.add(j * TILE + n)));
+                *a = _mm512_fmadd_ps(sum, s, *a);
+            }
+        }
+    }
+
+    #[repr(C, align(64))]
+    struct Results([i32; 2 * 4 * TILE * TILE]);
+
+    /// One panel of 16 weight rows times every token tile of `acts`. The weights' 32-block `b`
+    /// is the A tile at `a + b·a_step` with row stride `a_stride`; `w_scales` is `[nb][16]`.
+    ///
+    /// # Safety
+    /// AMX-INT8 and AVX-512 usable, [`super::INT8_TILES`] loaded;
+    /// `a` valid for 16 rows of `nb` blocks as described; `target` rows not written by others.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    pub(super) unsafe fn panel(
+        a: *const i8,
+        a_step: usize,
+        a_stride: usize,
+        w_scales: &[f32],
+        acts: &TileActs,
+        target: Target,
+    ) {
+        let nb = acts.nb;
+        debug_assert!(w_scales.len() >= nb * TILE && target.r1 - target.r0 <= TILE);
+        let mut results = Results([0; 2 * 4 * TILE * TILE]);
+        let c = results.0.as_mut_ptr();
+        let groups = nb / 4;
+        for tile in 0..acts.tiles() {
+            let xq = acts.q.as_ptr().add(tile * nb * TILE_BLOCK);
+            let xd = acts.d.as_ptr().add(tile * nb * TILE);
+            let mut acc = [_mm512_setzero_ps(); TILE];
+            // Four blocks into tmm0-3, stored to half `slot` of `results`.
+            let group = |g: usize, slot: usize| {
+                let b = 4 * g;
+                let wa = |j: usize| a.add((b + j) * a_step);
+                let xb = |j: usize| xq.add((b + j) * TILE_BLOCK);
+                asm!(
+                    "tileloadd tmm4, [{a0} + {sa}]",
+                    "tileloadd tmm6, [{b0} + {sb}]",
+                    "tilezero tmm0",
+                    "tdpbssd tmm0, tmm4, tmm6",
+                    "tileloadd tmm5, [{a1} + {sa}]",
+                    "tileloadd tmm7, [{b1} + {sb}]",
+                    "tilezero tmm1",
+                    "tdpbssd tmm1, tmm5, tmm7",
+                    "tileloadd tmm4, [{a2} + {sa}]",
+                    "tileloadd tmm6, [{b2} + {sb}]",
+                    "tilezero tmm2",
+                    "tdpbssd tmm2, tmm4, tmm6",
+                    "tileloadd tmm5, [{a3} + {sa}]",
+                    "tileloadd tmm7, [{b3} + {sb}]",
+                    "tilezero tmm3",
+                    "tdpbssd tmm3, tmm5, tmm7",
+                    "tilestored [{c} + {sb}], tmm0",
+                    "tilestored [{c} + {sb} + 1024], tmm1",
+                    "tilestored [{c} + {sb} + 2048], tmm2",
+                    "tilestored [{c} + {sb} + 3072], tmm3",
+                    a0 = in(reg) wa(0),
+                    a1 = in(reg) wa(1),
+                    a2 = in(reg) wa(2),
+                    a3 = in(reg) wa(3),
+                    b0 = in(reg) xb(0),
+                    b1 = in(reg) xb(1),
+                    b2 = in(reg) xb(2),
+                    b3 = in(reg) xb(3),
+                    c = in(reg) c.add(slot * 4 * TILE * TILE),
+                    sa = in(reg) a_stride,
+                    sb = in(reg) 64usize,
+                    options(nostack),
+                );
+            };
+            // Software pipeline: the tile unit works on group g while the vector units scale
+            // group g - 1.
+            if groups > 0 {
+                group(0, 0);
+                for g in 1..groups {
+                    group(g, g % 2);
+                    let prev = g - 1;
+                    scale_into(
+                        &mut acc,
+                        c.add((prev % 2) * 4 * TILE * TILE),
+                        4,
+                        w_scales.as_ptr().add(4 * prev * TILE),
+                        xd.add(4 * prev * TILE),
+                    );
+                }
+                let last = groups - 1;
+                scale_into(
+                    &mut acc,
+                    c.add((last % 2) * 4 * TILE * TILE),
+                    4,
+                    w_scales.as_ptr().add(4 * last * TILE),
+                    xd.add(4 * last * TILE),
+                );
+            }
+            for b in 4 * groups..nb {
+                asm!(
+                    "tileloadd tmm4, [{a} + {sa}]",
+                    "tileloadd tmm6, [{b} + {sb}]",
+                    "tilezero tmm0",
+                    "tdpbssd tmm0, tmm4, tmm6",
+                    "tilestored [{c} + {sb}], tmm0",
+                    a = in(reg) a.add(b * a_step),
+                    b = in(reg) xq.add(b * TILE_BLOCK),
+                    c = in(reg) c,
+                    sa = in(reg) a_stride,
+                    sb = in(reg) 64usize,
+                    options(nostack),
+                );
+                scale_into(
+                    &mut acc,
+                    c,
+                    1,
+                    w_scales.as_ptr().add(b * TILE),
+                    xd.add(b * TILE),
+                );
+            }
+            // acc[n] holds row r0 + n for the tile's 16 tokens: transpose on the way out.
+            let mut sums = [[0.0f32; TILE]; TILE];
+            for (row, a) in sums.iter_mut().zip(&acc) {
+                _mm512_storeu_ps(row.as_mut_ptr(), *a);
+            }
+            let tokens = (acts.rows - tile * TILE).min(TILE);
+            for (n, r) in (target.r0..target.r1).enumerate() {
+                let bias = target.bias.map_or(0.0, |b| b[r]);
+                for (i, row_sums) in sums[n].iter().enumerate().take(tokens) {
+                    // SAFETY (caller's contract): row r of this token belongs to this task.
+                    *target.y.at((tile * TILE + i) * target.ldy + r) = row_sums + bias;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::isa::Isa;
+    use crate::kernels::q8::{dot_mxfp4_q8, dot_q8_0};
+    use crate::kernels::test_data::{bytes, values};
+
+    fn amx() -> Option<Isa> {
+        let isa = Isa::available().into_iter().find(|i| i.name() == "amx");
+        if isa.is_none() {
+            eprintln!("this CPU (or kernel) offers no AMX: the tile kernels are not exercised");
+        }
+        isa
+    }
+
+    /// Activations with saturating blocks (±127) and an all-zero block among ordinary ones.
+    fn activations(tokens: usize, cols: usize, seed: u64) -> Vec<f32> {
+        let mut x = values(tokens * cols, seed);
+        if let Some(v) = x.first_mut() {
+            *v = 1e3;
+        }
+        if tokens * cols > 40 {
+            x[40] = -1e3;
+        }
+        if tokens > 0 && cols >= 64 {
+            x[32..64].fill(0.0);
+        }
+        x
+    }
+
+    /// `got` against the scalar reference per output, within f32 rounding of the block
+    /// terms summed in another order (`scale` bounds their absolute sum).
+    fn assert_close(label: &str, got: f32, want: f32, scale: f32) {
+        assert!(
+            (got - want).abs() <= 1e-5 * scale.max(1.0),
+            "{label}: {got} vs {want} (scale {scale})"
+        );
+    }
+
+    /// Odd shapes: partial panels (rows not a multiple of 16), 1 token, token counts that
+    /// are not multiples of 16, block counts that are not multiples of 4 (K not a multiple
+    /// of 64 or 128), an expert with no tokens; extreme codes and E8M0 scales 0 (2^-127) and 160 (2^33).
+    #[test]
+    fn mxfp4_tiles_match_the_scalar_reference() {
+        let Some(isa) = amx() else { return };
+        for (rows, cols) in [(1, 32), (5, 96), (16, 160), (17, 288), (40, 2880)] {
+            let nb = cols / QK;
+            let blocks = bytes(rows * cols / 2, rows as u64);
+            let mut scales: Vec<u8> = bytes(rows * nb, 7 + cols as u64)
+                .iter()
+                .map(|b| 110 + b % 30)
+                .collect();
+            scales[0] = 0;
+            if scales.len() > 3 {
+                scales[3] = 160;
+            }
+            let m = Mxfp4Matrix::new(&blocks, &scales, rows, cols).expect("shapes");
+            let bias = values(rows, 9);
+            for tokens in [0, 1, 8, 15, 16, 17, 33] {
+                let x = activations(tokens, cols, 100 + tokens as u64);
+                let mut q = Q8Acts::default();
+                q.quantize(&x, tokens, cols, true);
+                let mut y = vec![f32::NAN; tokens * rows];
+                mxfp4_linear(&m, &q, Some(&bias), &mut y);
+                let mut via_dispatch = vec![f32::NAN; tokens * rows];
+                m.linear_q8(isa, &q, Some(&bias), &mut via_dispatch);
+                for t in 0..tokens {
+                    let (xq, xd) = q.row(t);
+                    for r in 0..rows {
+                        let (b, s) = (
+                            &blocks[r * cols / 2..(r + 1) * cols / 2],
+                            &scales[r * nb..(r + 1) * nb],
+                        );
+                        let want = dot_mxfp4_q8(Isa::SCALAR, b, s, xq, xd, q.corr_row(t)) + bias[r];
+                        // Σ|terms| ≤ Σ_b 12·127·32 · scale_b · xd_b.
+                        let scale: f32 = (0..nb)
+                            .map(|bl| {
+                                crate::kernels::mxfp4::E8M0_SCALES[s[bl] as usize]
+                                    * xd[bl]
+                                    * 12.0
+                                    * 127.0
+                                    * 32.0
+                            })
+                            .sum();
+                        let label = format!("{rows}x{cols}, {tokens} tokens, t={t} r={r}");
+                        assert_close(&label, y[t * rows + r], want, scale);
+                        assert_close(&label, via_dispatch[t * rows + r], want, scale);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn q8_0_tiles_match_the_scalar_reference() {
+        let Some(isa) = amx() else { return };
+        for (rows, cols) in [(1, 32), (5, 96), (16, 160), (17, 288), (33, 2880)] {
+            let nb = cols / QK;
+            let w = values(rows * cols, 3 + rows as u64);
+            let m = Q8Matrix::quantize_rows(rows, cols, |r, out| {
+                out.copy_from_slice(&w[r * cols..(r + 1) * cols]);
+            });
+            for tokens in [0, 1, 8, 15, 16, 17, 33] {
+                let x = activations(tokens, cols, 200 + tokens as u64);
+                let mut q = Q8Acts::default();
+                q.quantize(&x, tokens, cols, false);
+                let mut y = vec![f32::NAN; tokens * rows];
+                q8_0_linear(&m, &q, None, &mut y);
+                let mut via_dispatch = vec![f32::NAN; tokens * rows];
+                m.linear(isa, &q, None, &mut via_dispatch);
+                for t in 0..tokens {
+                    let (xq, xd) = q.row(t);
+                    for r in 0..rows {
+                        let (wq, wd) = (
+                            &m.values()[r * cols..(r + 1) * cols],
+                            &m.scales()[r * nb..(r + 1) * nb],
+                        );
+                        let want = dot_q8_0(Isa::SCALAR, wq, wd, xq, xd);
+                        let scale: f32 =
+                            (0..nb).map(|b| wd[b] * xd[b] * 127.0 * 127.0 * 32.0).sum();
+                        let label = format!("{rows}x{cols}, {tokens} tokens, t={t} r={r}");
+                        assert_close(&label, y[t * rows + r], want, scale);
+                        assert_close(&label, via_dispatch[t * rows + r], want, scale);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The B-tile layout itself: byte `4r + i` of token `lane`'s block `b` (in the order the
+    /// weights are unpacked to) sits at row `r`, column `4·lane + i`; padding tokens are zero.
+    #[test]
+    fn activations_are_laid_out_as_b_tiles() {
+        let (tokens, cols) = (19, 96);
+        let x = values(tokens * cols, 5);
+        let (mut plain, mut perm) = (Q8Acts::default(), Q8Acts::default());
+        plain.quantize(&x, tokens, cols, false);
+        perm.quantize(&x, tokens, cols, true);
+        let (mut a, mut b) = (TileActs::default(), TileActs::default());
+        a.pack(&plain, false);
+        b.pack(&perm, true);
+        let nb = cols / QK;
+        assert_eq!(a.tiles(), 2);
+        for t in 0..2 * TILE {
+            let (tile, lane) = (t / TILE, t % TILE);
+            for blk in 0..nb {
+                let base = (tile * nb + blk) * TILE_BLOCK;
+                for k in 0..QK {
+                    let at = base + (k / 4) * 64 + lane * 4 + k % 4;
+                    let (want_plain, want_perm) = if t < tokens {
+                        // Even/odd order: k < 16 is element 2k, k ≥ 16 element 2(k-16)+1.
+                        let nat = if k < 16 { 2 * k } else { 2 * (k - 16) + 1 };
+                        (
+                            plain.qs[t * cols + blk * QK + k],
+                            plain.qs[t * cols + blk * QK + nat],
+                        )
+                    } else {
+                        (0, 0)
+                    };
+                    assert_eq!(a.q[at], want_plain, "plain t={t} b={blk} k={k}");
+                    assert_eq!(b.q[at], want_perm, "mxfp4 t={t} b={blk} k={k}");
+                }
+                let d = if t < tokens {
+                    plain.d[t * nb + blk]
+                } else {
+                    0.0
+                };
+                assert_eq!(a.d[(tile * nb + blk) * TILE + lane], d);
+                assert_eq!(b.d[(tile * nb + blk) * TILE + lane], d * 0.5);
+            }
+        }
+    }
+}

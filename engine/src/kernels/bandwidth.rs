@@ -1,0 +1,103 @@
+//! How fast this machine reads memory: the floor under decode speed, which must stream every
+//! active weight once per token.
+
+use std::time::Instant;
+
+use super::isa::{Isa, Level};
+
+/// Best read bandwidth in bytes per second over `passes` passes of `threads` threads reading
+/// `bytes` (split evenly) with the widest loads the CPU has. The buffer is written once first
+/// so every page is resident; it is freed on return.
+pub fn read_bandwidth(bytes: usize, threads: usize, passes: usize) -> f64 {
+    let threads = threads.max(1);
+    let words = (bytes / 8).max(threads * 64);
+    let mut buf = vec![0u64; words];
+    for (i, w) in buf.iter_mut().enumerate() {
+        *w = i as u64;
+    }
+    let wide = Isa::best().level() >= Level::Avx512Vnni;
+    let chunk = words.div_ceil(threads);
+    let mut best = 0.0f64;
+    for _ in 0..passes.max(1) {
+        let started = Instant::now();
+        let sums: u64 = std::thread::scope(|scope| {
+            let handles: Vec<_> = buf
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || sum_words(part, wide)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(0))
+                .fold(0, u64::wrapping_add)
+        });
+        std::hint::black_box(sums);
+        let secs = started.elapsed().as_secs_f64();
+        best = best.max((words * 8) as f64 / secs.max(1e-9));
+    }
+    best
+}
+
+fn sum_words(words: &[u64], wide: bool) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if wide {
+        // SAFETY: `wide` is only true when detection found AVX-512.
+        return unsafe { sum_words_avx512(words) };
+    }
+    let _ = wide;
+    // Four accumulators: the loop vectorizes to the baseline's 128-bit loads.
+    let mut acc = [0u64; 4];
+    let mut chunks = words.chunks_exact(4);
+    for c in &mut chunks {
+        for i in 0..4 {
+            acc[i] = acc[i].wrapping_add(c[i]);
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .chain(&acc)
+        .fold(0, |a, &b| a.wrapping_add(b))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn sum_words_avx512(words: &[u64]) -> u64 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_setzero_si512(); 4];
+    let mut blocks = words.chunks_exact(32);
+    for block in &mut blocks {
+        for (i, a) in acc.iter_mut().enumerate() {
+            // SAFETY: `block` holds 32 words, so words 8i..8i+8 are in bounds.
+            let v = unsafe { _mm512_loadu_si512(block.as_ptr().add(8 * i).cast()) };
+            *a = _mm512_add_epi64(*a, v);
+        }
+    }
+    let total = _mm512_add_epi64(
+        _mm512_add_epi64(acc[0], acc[1]),
+        _mm512_add_epi64(acc[2], acc[3]),
+    );
+    blocks
+        .remainder()
+        .iter()
+        .fold(_mm512_reduce_add_epi64(total) as u64, |a, &b| {
+            a.wrapping_add(b)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_read_loops_sum_every_word() {
+        let words: Vec<u64> = (0..1000u64).map(|i| i * 3 + 1).collect();
+        let want = words.iter().sum::<u64>();
+        assert_eq!(sum_words(&words, false), want);
+        if Isa::best().level() >= Level::Avx512Vnni {
+            assert_eq!(sum_words(&words, true), want);
+        }
+        // A pass over a small buffer gives a positive, finite rate.
+        let rate = read_bandwidth(1 << 20, 2, 2);
+        assert!(rate.is_finite() && rate > 0.0);
+    }
+}
