@@ -683,7 +683,8 @@ fn a_loaded_chat_starts_from_the_prompt_cache() {
     );
     let answer = |text: &str| -> Vec<String> {
         text.lines()
-            .filter(|l| !l.contains(" prompt tokens cached"))
+            // The banner says how long the load took, which differs from run to run.
+            .filter(|l| !l.contains(" prompt tokens cached") && !l.contains("(loaded in "))
             .map(str::to_string)
             .collect()
     };

@@ -22,9 +22,12 @@ OSSA_ARGS="${OSSA_ARGS:-}"
 LLAMA_ARGS="${LLAMA_ARGS:-}"
 
 if [[ "${QUICK:-0}" == 1 ]]; then
-    PROMPT=16 GEN=4 RUNS=1
+    PROMPT=16 GEN=4 RUNS=1 DEPTH=32
 else
     PROMPT="${PROMPT:-512}" GEN="${GEN:-128}" RUNS="${RUNS:-3}"
+    # Prefill of PROMPT tokens after DEPTH cached ones (ossa's prefill_after_depth_tok_s against
+    # llama-bench's `-p PROMPT -d DEPTH`), once per round: filling the cache takes minutes.
+    DEPTH="${DEPTH:-4096}"
 fi
 
 ensure_llama_bench() {
@@ -67,7 +70,8 @@ run_ossa() {
     # ossa has no thread pinning of its own: restrict it to the same cores llama.cpp binds to.
     # shellcheck disable=SC2086
     out="$(taskset -c "0-$LAST_CPU" "$OSSA" bench --model "$MODEL_DIR" --threads "$THREADS" \
-        --prompt-tokens "$PROMPT" --gen-tokens "$GEN" --runs "$RUNS" --depth 0 --json $OSSA_ARGS \
+        --prompt-tokens "$PROMPT" --gen-tokens "$GEN" --runs "$RUNS" --depth 0 \
+        --long-prompt "$DEPTH" --json $OSSA_ARGS \
         2>>"$LOG")" || die "ossa bench failed (exit $?), see $LOG"
     after="$(loadavg)"
     printf '{"engine":"ossa","round":%d,"loadavg_before":"%s","loadavg_after":"%s","report":%s}\n' \
@@ -82,16 +86,24 @@ run_llama() {
     out="$(OMP_PROC_BIND=true OMP_PLACES=cores taskset -c "0-$LAST_CPU" "$LLAMA_BENCH" -m "$GGUF" \
         -t "$THREADS" -p "$PROMPT" -n "$GEN" -r "$RUNS" -lm dio -o json $LLAMA_ARGS 2>>"$LOG")" ||
         die "llama-bench failed (exit $?), see $LOG"
+    if ((DEPTH > 0)); then
+        # shellcheck disable=SC2086
+        deep="$(OMP_PROC_BIND=true OMP_PLACES=cores taskset -c "0-$LAST_CPU" "$LLAMA_BENCH" -m "$GGUF" \
+            -t "$THREADS" -p "$PROMPT" -n 0 -d "$DEPTH" -r 1 -lm dio -o json $LLAMA_ARGS 2>>"$LOG")" ||
+            die "llama-bench at depth $DEPTH failed (exit $?), see $LOG"
+    else
+        deep="[]"
+    fi
     after="$(loadavg)"
-    # llama-bench prints a multi-line JSON array: fold it onto one line.
-    out="$(python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))' <<<"$out")"
+    # llama-bench prints a multi-line JSON array: fold both onto one line.
+    out="$(python3 -c 'import json,sys; a, b = sys.argv[1:]; print(json.dumps(json.loads(a) + json.loads(b)))' "$out" "$deep")"
     printf '{"engine":"llama.cpp","round":%d,"loadavg_before":"%s","loadavg_after":"%s","report":%s}\n' \
         "$round" "$before" "$after" "$out" >>"$RESULTS"
     echo "llama.cpp round $round: loadavg $before -> $after" | tee -a "$LOG"
 }
 
 {
-    echo "# compare.sh $STAMP: prompt $PROMPT, gen $GEN, runs $RUNS, threads $THREADS, rounds $ROUNDS"
+    echo "# compare.sh $STAMP: prompt $PROMPT, gen $GEN, runs $RUNS, depth $DEPTH, threads $THREADS, rounds $ROUNDS"
     echo "# ossa $OSSA ($("$OSSA" --version 2>/dev/null || echo '?')) on $MODEL_DIR $OSSA_ARGS"
     echo "# llama-bench $LLAMA_BENCH on $GGUF $LLAMA_ARGS"
     echo "# $(grep -m1 'model name' /proc/cpuinfo), $(nproc) cpus"
@@ -108,17 +120,17 @@ for ((round = 1; round <= ROUNDS; round++)); do
     fi
 done
 
-python3 - "$RESULTS" "$PROMPT" "$GEN" <<'EOF' | tee -a "$LOG"
+python3 - "$RESULTS" "$PROMPT" "$GEN" "$DEPTH" <<'EOF' | tee -a "$LOG"
 import json, statistics, sys
 
-path, prompt, gen = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+path, prompt, gen, depth = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 rows = [json.loads(line) for line in open(path) if line.strip()]
 
 def figures(row):
     r = row["report"]
     if row["engine"] == "ossa":
         return r["prefill_tok_s_runs"], r["decode_depth0_tok_s_runs"]
-    pp = [t["samples_ts"] for t in r if t["n_prompt"] > 0 and t["n_gen"] == 0]
+    pp = [t["samples_ts"] for t in r if t["n_prompt"] > 0 and t["n_gen"] == 0 and not t.get("n_depth")]
     tg = [t["samples_ts"] for t in r if t["n_gen"] > 0 and t["n_prompt"] == 0]
     return (pp[0] if pp else []), (tg[0] if tg else [])
 
@@ -139,5 +151,27 @@ print(f"{'':<10} {'prefill tok/s':>14} {'decode tok/s':>13}")
 print(f"{'ossa':<10} {med(o[0]):>14.2f} {med(o[1]):>13.2f}")
 print(f"{'llama.cpp':<10} {med(l[0]):>14.2f} {med(l[1]):>13.2f}")
 print(f"{'ratio':<10} {med(o[0]) / med(l[0]):>14.3f} {med(o[1]) / med(l[1]):>13.3f}   (ossa / llama.cpp)")
+
+if depth > 0:
+    ossa_deep = [row["report"].get("prefill_after_depth_tok_s") for row in rows if row["engine"] == "ossa"]
+    llama_deep = [t["avg_ts"] for row in rows if row["engine"] == "llama.cpp"
+                  for t in row["report"] if t.get("n_depth") == depth and t["n_gen"] == 0]
+    ossa_deep = [x for x in ossa_deep if x is not None]
+    print()
+    print(f"prefill of {prompt} tokens after {depth} cached (one run per round)")
+    print(f"{'ossa':<10} {med(ossa_deep):>14.2f}   runs {ossa_deep}")
+    print(f"{'llama.cpp':<10} {med(llama_deep):>14.2f}   runs {llama_deep}")
+    print(f"{'ratio':<10} {med(ossa_deep) / med(llama_deep):>14.3f}")
+
+print()
+print("ossa's own figures (medians over rounds)")
+for key in ["isa", "prefill_long_tok_s", "decode_floor_tok_s", "decode_floor_fraction",
+            "read_bandwidth_gb_s", "ttft_cold_s", "ttft_cached_s", "peak_rss_bytes", "load_s"]:
+    values = [row["report"].get(key) for row in rows if row["engine"] == "ossa"]
+    values = [v for v in values if v is not None]
+    if not values:
+        continue
+    shown = values[0] if isinstance(values[0], str) else f"{med(values):.3f}"
+    print(f"  {key:<24} {shown}")
 EOF
 echo "raw JSON: $RESULTS   log: $LOG"
