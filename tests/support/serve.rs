@@ -2,9 +2,9 @@
 //! curl, Server-Sent Events, and the official `openai` Python package.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -15,6 +15,8 @@ pub struct Server {
     child: Child,
     /// `http://127.0.0.1:PORT/v1`
     pub base: String,
+    /// Every line the server wrote to stderr so far.
+    log: Arc<Mutex<Vec<String>>>,
     _home: tempfile::TempDir,
 }
 
@@ -31,6 +33,23 @@ impl Server {
 
     /// `ossa serve ARGS --port 0 --quiet`, with `config` (TOML) as its config file.
     pub fn start_with(args: &[&str], config: Option<&str>) -> Server {
+        Self::start_with_env(args, config, &[])
+    }
+
+    /// [`Server::start_with`] with `env` set for the server.
+    pub fn start_with_env(args: &[&str], config: Option<&str>, env: &[(&str, &str)]) -> Server {
+        match Self::try_start(args, config, env) {
+            Ok(server) => server,
+            Err(early) => panic!("ossa serve did not start:\n{early}"),
+        }
+    }
+
+    /// Starts the server, or returns what it wrote before it exited without listening.
+    pub fn try_start(
+        args: &[&str],
+        config: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Result<Server, String> {
         let home = tempfile::tempdir().expect("temp home");
         let mut command = Command::new(env!("CARGO_BIN_EXE_ossa"));
         command
@@ -39,7 +58,9 @@ impl Server {
             .args(["--port", "0", "--quiet"])
             .env("XDG_CONFIG_HOME", home.path())
             .env_remove("OSSA_CONFIG")
-            .env_remove("OPENAI_API_KEY");
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("OSSA_API_KEY")
+            .envs(env.iter().copied());
         if let Some(config) = config {
             let path = home.path().join("test-config.toml");
             std::fs::write(&path, config).expect("config written");
@@ -53,10 +74,13 @@ impl Server {
             .expect("ossa serve starts");
         let stderr = child.stderr.take().expect("stderr");
         let (sender, receiver) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let log_lines = Arc::clone(&log);
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                log_lines.lock().expect("log").push(line.clone());
                 if !sent && let Some(rest) = line.split("listening on ").nth(1) {
                     let _ = sender.send(Ok(rest.trim().to_string()));
                     sent = true;
@@ -76,14 +100,40 @@ impl Server {
                 Ok(Err(line)) => early.push(line),
                 Err(_) => {
                     let _ = child.kill();
-                    panic!("ossa serve did not start:\n{}", early.join("\n"));
+                    let _ = child.wait();
+                    return Err(early.join("\n"));
                 }
             }
         };
-        Server {
+        Ok(Server {
             child,
             base,
+            log,
             _home: home,
+        })
+    }
+
+    /// The lines the server wrote to stderr so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().expect("log").clone()
+    }
+
+    /// The server's process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// How the server exited, if it did within `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return Some(status);
+            }
+            if start.elapsed() > limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
