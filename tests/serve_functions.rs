@@ -17,7 +17,9 @@ use ossa::agent::{
     AgentConfig, Backend, BackendError, ConversationSettings, Finish, GenerationRequest,
     GenerationStats,
 };
-use ossa::serve::{ServerParts, ServerState, serve_on};
+use ossa::serve::security::AccessPolicy;
+use ossa::serve::store::{ResponseStore, StoreOptions};
+use ossa::serve::{Limits, ServerParts, ServerState, serve_on};
 use ossa::tools::FunctionTools;
 use serde_json::{Value, json};
 use support::scripted::{Script, sampled};
@@ -119,7 +121,9 @@ impl Fixture {
             functions: FunctionTools::new(),
             eos_tokens: vec![encoding.formatting_tokens().return_],
             model_id: "scripted".into(),
-            store_dir: store.path().to_path_buf(),
+            store: Some(ResponseStore::open(&StoreOptions::new(store.path())).expect("store")),
+            access: AccessPolicy::default(),
+            limits: Limits::default(),
             app: None,
         });
         let runtime = tokio::runtime::Runtime::new().expect("runtime");

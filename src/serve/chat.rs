@@ -27,6 +27,7 @@ use super::ServerState;
 use super::error::{ApiError, parse_body};
 use super::functions::{ToolChoice, function_name};
 use super::params::{Fields, content_text, new_id, now, parse_effort};
+use super::queue::Slot;
 use super::turn::{self, TurnResult, TurnSpec, builtin_kind};
 
 /// Cancels the turn when the response (or the handler) is dropped: the client went away.
@@ -40,25 +41,37 @@ impl Drop for CancelOnDrop {
 
 /// A parsed request.
 struct ChatRequest {
-    spec: TurnSpec,
     stream: bool,
     include_usage: bool,
     client_names: Vec<String>,
 }
 
 pub async fn create(State(state): State<Arc<ServerState>>, body: Bytes) -> Response {
-    let request = match parse_body(&body).and_then(|body| parse_request(&state, &body)) {
-        Ok(request) => request,
+    let (request, spec) = match parse_body(&body).and_then(|body| parse_request(&state, &body)) {
+        Ok(parsed) => parsed,
+        Err(error) => return error.into_response(),
+    };
+    let cancel = state.request_cancel();
+    let guard = CancelOnDrop(cancel.clone());
+    let started = turn::prepare(&state, spec, &cancel, "messages")
+        .and_then(|prepared| Ok((prepared, state.admit()?)));
+    let (prepared, slot) = match started {
+        Ok(started) => started,
         Err(error) => return error.into_response(),
     };
     if request.stream {
-        stream(state, request).into_response()
+        stream(state, request, prepared, guard, slot).into_response()
     } else {
-        complete(state, request).await
+        let response = complete(state, request, prepared).await;
+        drop((slot, guard));
+        response
     }
 }
 
-fn parse_request(state: &ServerState, body: &Map<String, Value>) -> Result<ChatRequest, ApiError> {
+fn parse_request(
+    state: &ServerState,
+    body: &Map<String, Value>,
+) -> Result<(ChatRequest, TurnSpec), ApiError> {
     let fields = Fields(body);
     fields.check_single_choice()?;
     let messages = fields
@@ -93,7 +106,7 @@ fn parse_request(state: &ServerState, body: &Map<String, Value>) -> Result<ChatR
     };
     let config = AgentConfig {
         sampling: fields.sampling(&defaults.sampling)?,
-        max_tokens: max_tokens.or(defaults.max_tokens),
+        max_tokens: state.max_tokens(max_tokens),
         ..defaults.clone()
     };
     let include_usage = fields
@@ -102,19 +115,20 @@ fn parse_request(state: &ServerState, body: &Map<String, Value>) -> Result<ChatR
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let client_names = client_functions.iter().map(|t| t.name.clone()).collect();
-    Ok(ChatRequest {
-        spec: TurnSpec {
-            settings,
-            history,
-            builtins: state.builtin_tools(),
-            client_functions,
-            config,
-            tool_requirement,
-        },
+    let spec = TurnSpec {
+        settings,
+        history,
+        builtins: state.builtin_tools(),
+        client_functions,
+        config,
+        tool_requirement,
+    };
+    let request = ChatRequest {
         stream: fields.bool("stream")?.unwrap_or(false),
         include_usage,
         client_names,
-    })
+    };
+    Ok((request, spec))
 }
 
 /// The request's `tools`: function tools (`{type: function, function: {name, description,
@@ -316,16 +330,14 @@ fn url_citation(annotation: &Annotation, offset: usize) -> Value {
     })
 }
 
-async fn complete(state: Arc<ServerState>, request: ChatRequest) -> Response {
-    let cancel = Cancel::new();
-    let _guard = CancelOnDrop(cancel.clone());
+async fn complete(state: Arc<ServerState>, request: ChatRequest, prepared: turn::Turn) -> Response {
     let mut page_urls: Vec<String> = Vec::new();
     let mut on_event = |event: AgentEvent| {
         if let AgentEvent::PageUrls(urls) = event {
             page_urls = urls;
         }
     };
-    let result = match turn::run(&state, request.spec, &cancel, &mut on_event).await {
+    let result = match prepared.run(&mut on_event).await {
         Ok(result) => result,
         Err(error) => return error.into_response(),
     };
@@ -552,9 +564,14 @@ impl Chunker {
     }
 }
 
-fn stream(state: Arc<ServerState>, request: ChatRequest) -> impl IntoResponse {
+fn stream(
+    state: Arc<ServerState>,
+    request: ChatRequest,
+    prepared: turn::Turn,
+    guard: CancelOnDrop,
+    slot: Slot,
+) -> impl IntoResponse {
     let (sender, receiver) = mpsc::unbounded_channel::<String>();
-    let cancel = Cancel::new();
     let id = new_id("chatcmpl-");
     let created = now();
     let model = state.model_id.clone();
@@ -568,8 +585,9 @@ fn stream(state: Arc<ServerState>, request: ChatRequest) -> impl IntoResponse {
             .to_string()
         }
     };
-    let task_cancel = cancel.clone();
+    let task_cancel = guard.0.clone();
     tokio::spawn(async move {
+        let _slot = slot;
         let cancel = task_cancel;
         let send = |text: String| {
             if sender.send(text).is_err() {
@@ -591,7 +609,7 @@ fn stream(state: Arc<ServerState>, request: ChatRequest) -> impl IntoResponse {
                 }])));
             }
         };
-        let outcome = turn::run(&state, request.spec, &cancel, &mut on_event).await;
+        let outcome = prepared.run(&mut on_event).await;
         // A turn cut off mid-answer (limit, cancel) still sends the text held back as a
         // possible citation.
         if let Some(delta) = chunker.finish_text() {
@@ -616,16 +634,15 @@ fn stream(state: Arc<ServerState>, request: ChatRequest) -> impl IntoResponse {
         }
         send("[DONE]".to_string());
     });
-    sse(receiver, cancel)
+    sse(receiver, guard)
 }
 
 /// An SSE response of `data:` lines (a text starting with `:` is a comment: JSON and
-/// `[DONE]` never do); dropping it (the client went away) cancels `cancel`.
+/// `[DONE]` never do); dropping it (the client went away) cancels `guard`'s cancel.
 pub(super) fn sse(
     receiver: mpsc::UnboundedReceiver<String>,
-    cancel: Cancel,
+    guard: CancelOnDrop,
 ) -> Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>> {
-    let guard = CancelOnDrop(cancel);
     let events = UnboundedReceiverStream::new(receiver).map(move |data| {
         let _ = &guard;
         Ok(match data.strip_prefix(": ") {

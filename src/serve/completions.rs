@@ -22,6 +22,7 @@ use super::ServerState;
 use super::chat::{CancelOnDrop, sse};
 use super::error::{ApiError, parse_body};
 use super::params::{Fields, new_id, now};
+use super::queue::Slot;
 
 /// OpenAI's default.
 const DEFAULT_MAX_TOKENS: usize = 16;
@@ -45,10 +46,28 @@ pub async fn create(State(state): State<Arc<ServerState>>, body: Bytes) -> Respo
         Ok(request) => request,
         Err(error) => return error.into_response(),
     };
+    let slot = match state.admit() {
+        Ok(slot) => slot,
+        Err(error) => return error.into_response(),
+    };
+    let guard = CancelOnDrop(state.request_cancel());
     if request.stream {
-        stream(state, request).into_response()
+        stream(state, request, guard, slot).into_response()
     } else {
-        complete(state, request).await
+        let cancel = guard.0.clone();
+        let response = complete(state, request, &cancel).await;
+        drop((slot, guard));
+        response
+    }
+}
+
+/// Stops a generation when the future waiting for it is dropped (the client went away
+/// before a non-streamed answer was ready).
+struct StopOnDrop(CancelHandle);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
     }
 }
 
@@ -80,13 +99,22 @@ fn parse_request(
     let prompt = prompt_tokens(tokenizer, fields.get("prompt"))?;
     let max_tokens = fields.count("max_tokens")?.unwrap_or(DEFAULT_MAX_TOKENS);
     let context = state.backend.context_length();
-    if prompt.len() + max_tokens > context {
-        return Err(ApiError::context(format!(
-            "This model's maximum context length is {context} tokens. However, you requested {} tokens ({} in the prompt, {max_tokens} in the completion). Please reduce the length of the prompt or the completion.",
-            prompt.len() + max_tokens,
-            prompt.len()
-        )));
+    if prompt
+        .len()
+        .checked_add(max_tokens)
+        .is_none_or(|total| total > context)
+    {
+        return Err(ApiError::context(
+            "messages",
+            format!(
+                "This model's maximum context length is {context} tokens. However, you requested {} tokens ({} in the prompt, {max_tokens} in the completion). Please reduce the length of the prompt or the completion.",
+                prompt.len().saturating_add(max_tokens),
+                prompt.len()
+            ),
+        ));
     }
+    // Within the context, the server's own limit cuts it.
+    let max_tokens = state.max_tokens(Some(max_tokens)).unwrap_or(max_tokens);
     let mut stop_token_ids = Vec::new();
     for (i, id) in fields
         .array("stop_token_ids")?
@@ -220,7 +248,8 @@ async fn generate(
     }
     stops.sort_unstable();
     stops.dedup();
-    let stop_handle = CancelHandle::new();
+    let stop = StopOnDrop(CancelHandle::new());
+    let stop_handle = &stop.0;
     let (sender, mut receiver) = mpsc::unbounded_channel();
     let backend = Arc::clone(&state.backend);
     let worker = {
@@ -303,7 +332,7 @@ async fn generate(
     let stats = worker
         .await
         .map_err(|e| ApiError::server(format!("the generation thread failed: {e}")))?
-        .map_err(|e| ApiError::server(e.to_string()))?;
+        .map_err(|e| ApiError::backend(&e))?;
     let rest = progress.decoder.flush();
     if progress.stop_string.is_none() {
         progress.text.push_str(&rest);
@@ -369,11 +398,13 @@ fn new_progress(state: &ServerState) -> Progress {
     }
 }
 
-async fn complete(state: Arc<ServerState>, request: CompletionRequest) -> Response {
-    let cancel = Cancel::new();
-    let _guard = CancelOnDrop(cancel.clone());
+async fn complete(
+    state: Arc<ServerState>,
+    request: CompletionRequest,
+    cancel: &Cancel,
+) -> Response {
     let mut progress = new_progress(&state);
-    let outcome = match generate(&state, &request, &cancel, &mut progress, &mut |_, _| {}).await {
+    let outcome = match generate(&state, &request, cancel, &mut progress, &mut |_, _| {}).await {
         Ok(outcome) => outcome,
         Err(error) => return error.into_response(),
     };
@@ -399,11 +430,16 @@ async fn complete(state: Arc<ServerState>, request: CompletionRequest) -> Respon
     .into_response()
 }
 
-fn stream(state: Arc<ServerState>, request: CompletionRequest) -> impl IntoResponse {
+fn stream(
+    state: Arc<ServerState>,
+    request: CompletionRequest,
+    guard: CancelOnDrop,
+    slot: Slot,
+) -> impl IntoResponse {
     let (sender, receiver) = mpsc::unbounded_channel::<String>();
-    let cancel = Cancel::new();
-    let task_cancel = cancel.clone();
+    let task_cancel = guard.0.clone();
     tokio::spawn(async move {
+        let _slot = slot;
         let cancel = task_cancel;
         let id = new_id("cmpl-");
         let created = now();
@@ -459,5 +495,5 @@ fn stream(state: Arc<ServerState>, request: CompletionRequest) -> impl IntoRespo
         }
         send("[DONE]".to_string());
     });
-    sse(receiver, cancel)
+    sse(receiver, guard)
 }

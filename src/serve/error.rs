@@ -1,8 +1,9 @@
 //! Errors in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}` with the HTTP
 //! status OpenAI uses for each kind.
 
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use ossa_agent::BackendError;
 use serde_json::{Value, json};
 
 /// An error answered to the client.
@@ -13,6 +14,8 @@ pub struct ApiError {
     pub message: String,
     pub param: Option<String>,
     pub code: Option<&'static str>,
+    /// Seconds a refused client should wait before asking again (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -24,6 +27,24 @@ impl ApiError {
             message: message.into(),
             param: param.into(),
             code: None,
+            retry_after: None,
+        }
+    }
+
+    /// An error of `status` with OpenAI's `type` and `code`.
+    pub fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            kind,
+            message: message.into(),
+            param: None,
+            code: Some(code),
+            retry_after: None,
         }
     }
 
@@ -34,17 +55,33 @@ impl ApiError {
             message: message.into(),
             param: None,
             code: Some("not_found"),
+            retry_after: None,
         }
     }
 
-    /// The prompt and the tokens asked for do not fit the model's context.
-    pub fn context(message: impl Into<String>) -> Self {
+    /// The prompt and the tokens asked for do not fit the model's context; `param` names the
+    /// field that holds the prompt (`messages`, `input`, `prompt`).
+    pub fn context(param: &str, message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
             kind: "invalid_request_error",
             message: message.into(),
-            param: Some("messages".into()),
+            param: Some(param.into()),
             code: Some("context_length_exceeded"),
+            retry_after: None,
+        }
+    }
+
+    /// Too many requests in progress: come back in `retry_after` seconds.
+    pub fn busy(message: impl Into<String>, retry_after: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "requests",
+                "rate_limit_exceeded",
+                message,
+            )
         }
     }
 
@@ -56,7 +93,15 @@ impl ApiError {
             message: message.into(),
             param: None,
             code: None,
+            retry_after: None,
         }
+    }
+
+    /// The model failed. The client is told what went wrong; which backend (a model folder's
+    /// path, a server's address) only the server's log says.
+    pub fn backend(error: &BackendError) -> Self {
+        tracing::error!(%error, "the generation failed");
+        Self::server(format!("the model failed: {}", error.message))
     }
 
     pub fn body(&self) -> Value {
@@ -79,7 +124,13 @@ impl std::fmt::Display for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body())).into_response()
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 

@@ -8,37 +8,48 @@
 //!   vLLM does (`return_token_ids`); what [`ossa_agent::remote::RemoteBackend`] talks to.
 //! - `POST /v1/responses` (streaming and not) with the reference server's event sequence,
 //!   built-in tools run inside the response, function calls returned as `function_call` items;
-//!   `store` + `previous_response_id` kept on disk; `GET`/`DELETE /v1/responses/{id}`.
+//!   `store` + `previous_response_id` kept in a database ([`store`]);
+//!   `GET`/`DELETE /v1/responses/{id}`.
 //! - `GET /v1/models`, `GET /health`.
 //!
 //! One engine serves every request: generations take turns in arrival order ([`queue`]).
+//! Every request passes [`security::guard`] (host, origin, key, content type, body limits);
+//! connections are capped and timed in [`listen`].
 
 mod chat;
 mod completions;
 pub mod error;
 pub mod functions;
+mod listen;
 mod params;
 pub mod queue;
 mod responses;
+pub mod security;
+pub mod store;
 mod turn;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ossa_agent::harmony::HarmonyEncoding;
-use ossa_agent::{AgentConfig, Backend, ConversationSettings};
+use ossa_agent::{AgentConfig, Backend, Cancel, ConversationSettings};
 use ossa_tools::{FunctionTools, Tool};
 use serde_json::json;
 
 use crate::app::App;
 use error::ApiError;
-use queue::FairBackend;
+pub use listen::serve_on;
+use queue::{FairBackend, RequestSlots, Slot};
+use security::{AccessPolicy, ExposureError};
+use store::{ResponseStore, StoreError, StoreOptions};
 
 /// Where and as what the server listens.
 #[derive(Debug, Clone)]
@@ -51,6 +62,48 @@ pub struct ServeOptions {
     pub served_model_name: Option<String>,
     /// Where stored responses go [default: `responses` in ossa's data folder].
     pub store_dir: Option<PathBuf>,
+    /// Keep no responses (`store` is always false, `previous_response_id` refused).
+    pub no_store: bool,
+    /// Most bytes of stored responses.
+    pub store_max_bytes: u64,
+    /// Stored responses unused this long are deleted; `None`: never for their age.
+    pub store_ttl: Option<Duration>,
+    pub access: AccessPolicy,
+    pub limits: Limits,
+}
+
+/// What one client can take of the server.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connections open at once; one more gets a 503 and is closed.
+    pub max_connections: usize,
+    /// Requests waiting while one runs; one more gets a 429 with `Retry-After`.
+    pub max_queue: usize,
+    /// Most tokens one generation may be asked for (`max_tokens` and the like are cut to it);
+    /// `None`: what the context has room for.
+    pub max_tokens: Option<usize>,
+    /// Largest request body; a larger one gets a 413.
+    pub max_body_bytes: usize,
+    /// Time a client has to send a request's headers (and an idle connection stays open).
+    pub header_timeout: Duration,
+    /// Time a client has to send a request's body.
+    pub body_timeout: Duration,
+    /// How long shutting down waits for open connections.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 64,
+            max_queue: 16,
+            max_tokens: None,
+            max_body_bytes: 16 << 20,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Why the server could not run.
@@ -64,6 +117,10 @@ pub enum ServeError {
     },
     #[error("no folder for stored responses: {0}")]
     StoreDir(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Exposure(#[from] ExposureError),
     #[error("the server failed: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -88,8 +145,10 @@ pub struct ServerParts {
     /// The model's end-of-sequence tokens (`/v1/completions` stops on them, as vLLM does).
     pub eos_tokens: Vec<u32>,
     pub model_id: String,
-    /// Stored responses, one JSON file each.
-    pub store_dir: PathBuf,
+    /// Stored responses; `None`: none are kept.
+    pub store: Option<ResponseStore>,
+    pub access: AccessPolicy,
+    pub limits: Limits,
     /// Kept alive while the server runs (the tools' servers, the engine).
     pub app: Option<App>,
 }
@@ -107,7 +166,13 @@ pub struct ServerState {
     pub eos_tokens: Vec<u32>,
     pub model_id: String,
     pub created: u64,
-    pub store_dir: PathBuf,
+    pub store: Option<Arc<ResponseStore>>,
+    pub access: AccessPolicy,
+    pub limits: Limits,
+    /// Requests in progress, bounded.
+    slots: RequestSlots,
+    /// Cancelled when the server shuts down: every request's own cancel follows it.
+    shutdown: Cancel,
     _app: Option<App>,
 }
 
@@ -124,14 +189,24 @@ impl ServerState {
             eos_tokens: parts.eos_tokens,
             model_id: parts.model_id,
             created: params::now(),
-            store_dir: parts.store_dir,
+            store: parts.store.map(Arc::new),
+            slots: RequestSlots::new(parts.limits.max_queue.saturating_add(1)),
+            access: parts.access,
+            limits: parts.limits,
+            shutdown: Cancel::new(),
             _app: parts.app,
         })
     }
 
     /// A server over a started [`App`]: its engine, tools and settings. The model id is
     /// `served_model_name`, else the model setting (a local folder by its name).
-    pub fn from_app(app: App, served_model_name: Option<String>, store_dir: PathBuf) -> Arc<Self> {
+    pub fn from_app(
+        app: App,
+        served_model_name: Option<String>,
+        store: Option<ResponseStore>,
+        access: AccessPolicy,
+        limits: Limits,
+    ) -> Arc<Self> {
         let model_id = served_model_name.unwrap_or_else(|| {
             let model = &app.settings.model;
             let path = std::path::Path::new(model);
@@ -160,7 +235,9 @@ impl ServerState {
             functions: app.toolset.functions.clone(),
             eos_tokens,
             model_id,
-            store_dir,
+            store,
+            access,
+            limits,
             app: Some(app),
         })
     }
@@ -198,6 +275,54 @@ impl ServerState {
     pub fn builtin_tools(&self) -> Vec<Arc<dyn Tool>> {
         self.builtins.clone()
     }
+
+    /// A place for a request that will generate, or a 429 when the queue is full.
+    pub fn admit(&self) -> Result<Slot, ApiError> {
+        self.slots.try_take().ok_or_else(|| {
+            ApiError::busy(
+                format!(
+                    "the server is busy: {} requests are in progress or waiting for the model; \
+                     try again shortly",
+                    self.slots.taken()
+                ),
+                1,
+            )
+        })
+    }
+
+    /// A request's cancel: cancelled by the request's end (the client went away, or it is
+    /// done) or by the server shutting down.
+    pub fn request_cancel(&self) -> Cancel {
+        let cancel = Cancel::new();
+        let (shutdown, linked) = (self.shutdown.clone(), cancel.clone());
+        // Every request cancels its own when it ends (`CancelOnDrop`), which ends this task.
+        tokio::spawn(async move {
+            tokio::select! {
+                () = shutdown.cancelled() => linked.cancel(),
+                () = linked.cancelled() => {}
+            }
+        });
+        cancel
+    }
+
+    /// Tokens one generation may sample: what the request asked for (else the server's
+    /// default), cut to the server's limit.
+    pub fn max_tokens(&self, requested: Option<usize>) -> Option<usize> {
+        match (requested.or(self.config.max_tokens), self.limits.max_tokens) {
+            (Some(n), Some(limit)) => Some(n.min(limit)),
+            (n, limit) => n.or(limit),
+        }
+    }
+
+    /// The response store, or why there is none.
+    pub fn store(&self) -> Result<&Arc<ResponseStore>, ApiError> {
+        self.store.as_ref().ok_or_else(|| {
+            ApiError::invalid(
+                None,
+                "this server keeps no responses (it was started with --no-store)",
+            )
+        })
+    }
 }
 
 /// The routes, over `state`.
@@ -213,11 +338,18 @@ pub fn router(state: Arc<ServerState>) -> Router {
             get(responses::get).delete(responses::delete),
         )
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Bodies are read (and limited) by the guard.
+        .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            security::guard,
+        ))
         .with_state(state)
 }
 
 /// Serves until `shutdown` resolves. Prints the address it listens on to stderr (with port 0,
-/// the port picked).
+/// the port picked). Refuses to listen anywhere but loopback without an API key.
 pub async fn serve(
     app: App,
     options: &ServeOptions,
@@ -233,13 +365,50 @@ pub async fn serve(
         .await
         .map_err(|source| ServeError::Bind { address, source })?;
     let local: SocketAddr = listener.local_addr().map_err(ServeError::Serve)?;
-    let store_dir = match &options.store_dir {
-        Some(dir) => dir.clone(),
-        None => ossa_sandbox::default_data_dir()
-            .map_err(|e| ServeError::StoreDir(e.to_string()))?
-            .join("responses"),
+    let mut access = options.access.clone();
+    // The name the server was told to listen on is one it answers to.
+    access.allowed_hosts.push(options.host.to_ascii_lowercase());
+    access.check_exposure(local)?;
+    let store = if options.no_store {
+        None
+    } else {
+        let dir = match &options.store_dir {
+            Some(dir) => dir.clone(),
+            None => ossa_sandbox::default_data_dir()
+                .map_err(|e| ServeError::StoreDir(e.to_string()))?
+                .join("responses"),
+        };
+        let store = ResponseStore::open(&StoreOptions {
+            dir: dir.clone(),
+            max_bytes: options.store_max_bytes,
+            ttl: options.store_ttl,
+        })?;
+        if let Some(migration) = store.migration() {
+            eprintln!(
+                "ossa serve: moved {} stored responses from the JSON files of an older ossa into \
+                 {}{}",
+                migration.moved,
+                dir.join(store::DATABASE_FILE).display(),
+                if migration.unreadable > 0 {
+                    format!(
+                        " ({} unreadable files set aside as *.json.unreadable in {})",
+                        migration.unreadable,
+                        dir.display()
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
+        Some(store)
     };
-    let state = ServerState::from_app(app, options.served_model_name.clone(), store_dir);
+    let state = ServerState::from_app(
+        app,
+        options.served_model_name.clone(),
+        store,
+        access,
+        options.limits.clone(),
+    );
     eprintln!(
         "ossa serve: {} listening on http://{local}/v1",
         state.model_id
@@ -247,24 +416,21 @@ pub async fn serve(
     serve_on(listener, state, shutdown).await
 }
 
-/// Serves `state` on a bound listener until `shutdown` resolves.
-pub async fn serve_on(
-    listener: tokio::net::TcpListener,
-    state: Arc<ServerState>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ServeError::Serve)
-}
-
 async fn health(State(state): State<Arc<ServerState>>) -> Response {
     let queue = state.backend.status();
+    let store = match &state.store {
+        None => json!(null),
+        Some(store) => match store::run(store, |store| store.usage()).await {
+            Ok(usage) => json!({"responses": usage.responses, "bytes": usage.bytes}),
+            Err(error) => return error.api_error().into_response(),
+        },
+    };
     axum::Json(json!({
         "status": "ok",
         "model": state.model_id,
         "queue": {"running": queue.running, "waiting": queue.waiting},
+        "requests": state.slots.taken(),
+        "store": store,
     }))
     .into_response()
 }
@@ -285,4 +451,14 @@ async fn models(State(state): State<Arc<ServerState>>) -> Response {
 
 async fn not_found(uri: axum::http::Uri) -> Response {
     ApiError::not_found(format!("no such endpoint: {}", uri.path())).into_response()
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        "method_not_allowed",
+        format!("{} does not take {method}", uri.path()),
+    )
+    .into_response()
 }

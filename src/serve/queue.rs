@@ -6,6 +6,7 @@
 //! requests only cost recomputation, never each other's correctness.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -137,5 +138,62 @@ impl Backend for FairBackend {
         }
         let _turn = Turn(self);
         self.inner.generate(request, on_token)
+    }
+}
+
+/// Requests let in at once (generating, waiting for the engine, or running a tool): past
+/// `max`, a request is refused at once (429) rather than queued without bound.
+#[derive(Debug)]
+pub struct RequestSlots {
+    max: usize,
+    taken: Arc<AtomicUsize>,
+}
+
+/// One request's place; given back when dropped.
+#[derive(Debug)]
+pub struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl RequestSlots {
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            taken: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// A place, or `None` when all are taken.
+    pub fn try_take(&self) -> Option<Slot> {
+        self.taken
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |taken| {
+                (taken < self.max).then_some(taken + 1)
+            })
+            .ok()
+            .map(|_| Slot(Arc::clone(&self.taken)))
+    }
+
+    pub fn taken(&self) -> usize {
+        self.taken.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_run_out_and_come_back() {
+        let slots = RequestSlots::new(2);
+        let a = slots.try_take().expect("first");
+        let _b = slots.try_take().expect("second");
+        assert!(slots.try_take().is_none());
+        drop(a);
+        assert_eq!(slots.taken(), 1);
+        assert!(slots.try_take().is_some());
     }
 }

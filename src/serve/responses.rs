@@ -6,19 +6,19 @@
 //! `function_call_output` → the function's output, `code_interpreter_call` → a `python` call
 //! and its output. Built-in tools (`code_interpreter` → python, `web_search` → browser) run on
 //! the server inside the response; a call to a client function ends the response with a
-//! `function_call` item. With `store` (the default) the response and its conversation are
-//! written to disk, and `previous_response_id` continues from them.
+//! `function_call` item. With `store` (the default) the response and the messages it added are
+//! kept in the [`super::store`], and `previous_response_id` continues from them.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path as UrlPath, State};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response, Sse};
 use ossa_agent::harmony::{Author, Message, Role};
-use ossa_agent::{AgentConfig, AgentEvent, Cancel, TurnOutcome};
+use ossa_agent::{AgentConfig, AgentEvent, TurnOutcome};
 use ossa_tools::Tool;
 use ossa_tools::citations::{Annotation, CitationStream, normalize_citations};
 use serde_json::{Map, Value, json};
@@ -33,13 +33,19 @@ use super::chat::{
 use super::error::{ApiError, parse_body};
 use super::functions::{ToolChoice, function_name};
 use super::params::{Fields, content_text, new_id, now, parse_effort};
+use super::queue::Slot;
+use super::store::{self, Continuation};
 use super::turn::{self, TurnResult, TurnSpec};
 
 /// A parsed request.
 struct ResponsesRequest {
-    spec: TurnSpec,
     stream: bool,
+    /// Kept in the store (asked for, and the server has one).
     store: bool,
+    /// The response this one continues.
+    previous: Option<String>,
+    /// How many conversation messages came from `previous` (the rest are this response's).
+    inherited: usize,
     client_names: Vec<String>,
     /// What the response object echoes back.
     echo: Echo,
@@ -60,107 +66,134 @@ struct Echo {
 }
 
 pub async fn create(State(state): State<Arc<ServerState>>, body: Bytes) -> Response {
-    let request = match parse_body(&body).and_then(|body| parse_request(&state, &body)) {
-        Ok(request) => request,
+    let body = match parse_body(&body) {
+        Ok(body) => body,
+        Err(error) => return error.into_response(),
+    };
+    let continuation = match previous_response(&state, &body).await {
+        Ok(continuation) => continuation,
+        Err(mut error) => {
+            error.param = Some("previous_response_id".into());
+            return error.into_response();
+        }
+    };
+    let (request, spec) = match parse_request(&state, &body, continuation) {
+        Ok(parsed) => parsed,
+        Err(error) => return error.into_response(),
+    };
+    let cancel = state.request_cancel();
+    let guard = CancelOnDrop(cancel.clone());
+    let started = turn::prepare(&state, spec, &cancel, "input")
+        .and_then(|prepared| Ok((prepared, state.admit()?)));
+    let (prepared, slot) = match started {
+        Ok(started) => started,
         Err(error) => return error.into_response(),
     };
     if request.stream {
-        stream(state, request).into_response()
+        stream(state, request, prepared, guard, slot).into_response()
     } else {
-        complete(state, request).await
+        let response = complete(state, request, prepared).await;
+        drop((slot, guard));
+        response
     }
 }
 
-pub async fn get(State(state): State<Arc<ServerState>>, UrlPath(id): UrlPath<String>) -> Response {
-    match load(&state, &id) {
-        Ok(stored) => axum::Json(stored["response"].clone()).into_response(),
-        Err(error) => error.into_response(),
+/// The stored conversation `previous_response_id` names, if the request has one.
+async fn previous_response(
+    state: &ServerState,
+    body: &Map<String, Value>,
+) -> Result<Option<(String, Continuation)>, ApiError> {
+    let id = match Fields(body).get("previous_response_id") {
+        None => return Ok(None),
+        Some(Value::String(id)) => id.clone(),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                None,
+                "`previous_response_id` must be a string",
+            ));
+        }
+    };
+    let store = state.store()?;
+    if !valid_id(&id) {
+        return Err(no_such_response(&id));
+    }
+    let lookup = id.clone();
+    match store::run(store, move |store| store.continuation(&lookup)).await {
+        Ok(Some(continuation)) => Ok(Some((id, continuation))),
+        Ok(None) => Err(no_such_response(&id)),
+        Err(error) => Err(error.api_error()),
+    }
+}
+
+pub async fn get(
+    State(state): State<Arc<ServerState>>,
+    id: Result<UrlPath<String>, PathRejection>,
+) -> Response {
+    let Some((store, id)) = stored_id(&state, id) else {
+        return ApiError::not_found("no such stored response").into_response();
+    };
+    let lookup = id.clone();
+    match store::run(store, move |store| store.get(&lookup)).await {
+        Ok(Some(response)) => axum::Json(response).into_response(),
+        Ok(None) => no_such_response(&id).into_response(),
+        Err(error) => error.api_error().into_response(),
     }
 }
 
 pub async fn delete(
     State(state): State<Arc<ServerState>>,
-    UrlPath(id): UrlPath<String>,
+    id: Result<UrlPath<String>, PathRejection>,
 ) -> Response {
-    let path = match stored_path(&state, &id) {
-        Ok(path) => path,
-        Err(error) => return error.into_response(),
+    let Some((store, id)) = stored_id(&state, id) else {
+        return ApiError::not_found("no such stored response").into_response();
     };
-    match std::fs::remove_file(&path) {
-        Ok(()) => {
+    let lookup = id.clone();
+    match store::run(store, move |store| store.delete(&lookup)).await {
+        Ok(true) => {
             axum::Json(json!({"id": id, "object": "response", "deleted": true})).into_response()
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            ApiError::not_found(format!("no stored response with id `{id}`")).into_response()
-        }
-        Err(e) => {
-            ApiError::server(format!("cannot delete {}: {e}", path.display())).into_response()
-        }
+        Ok(false) => no_such_response(&id).into_response(),
+        Err(error) => error.api_error().into_response(),
     }
 }
 
-fn stored_path(state: &ServerState, id: &str) -> Result<PathBuf, ApiError> {
-    let valid = id.starts_with("resp_")
+/// The store and an id of the form it gives out; `None` for anything else (an id that is not
+/// UTF-8, a server without a store).
+fn stored_id(
+    state: &ServerState,
+    id: Result<UrlPath<String>, PathRejection>,
+) -> Option<(&Arc<store::ResponseStore>, String)> {
+    let UrlPath(id) = id.ok()?;
+    Some((state.store.as_ref()?, id)).filter(|(_, id)| valid_id(id))
+}
+
+/// Ids this server gives out: `resp_` and letters, digits, `_`, `-`.
+fn valid_id(id: &str) -> bool {
+    id.starts_with("resp_")
         && id.len() <= 100
         && id
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if !valid {
-        return Err(ApiError::not_found(format!(
-            "no stored response with id `{id}`"
-        )));
-    }
-    Ok(state.store_dir.join(format!("{id}.json")))
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-/// A stored response: `{"response": ..., "conversation": [harmony messages after the
-/// system and developer messages]}`.
-fn load(state: &ServerState, id: &str) -> Result<Value, ApiError> {
-    let path = stored_path(state, id)?;
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ApiError::not_found(format!(
-                "no stored response with id `{id}`"
-            )));
-        }
-        Err(e) => {
-            return Err(ApiError::server(format!(
-                "cannot read {}: {e}",
-                path.display()
-            )));
-        }
-    };
-    serde_json::from_str(&text)
-        .map_err(|e| ApiError::server(format!("{} is not a stored response: {e}", path.display())))
-}
-
-fn save(dir: &Path, id: &str, stored: &Value) -> Result<(), std::io::Error> {
-    std::fs::create_dir_all(dir)?;
-    let path = dir.join(format!("{id}.json"));
-    let partial = dir.join(format!(".{id}.json.partial"));
-    std::fs::write(&partial, serde_json::to_vec(stored).unwrap_or_default())?;
-    std::fs::rename(partial, path)
+fn no_such_response(id: &str) -> ApiError {
+    let shown: String = id.chars().filter(|c| !c.is_control()).take(100).collect();
+    ApiError::not_found(format!("no stored response with id `{shown}`"))
 }
 
 fn parse_request(
     state: &ServerState,
     body: &Map<String, Value>,
-) -> Result<ResponsesRequest, ApiError> {
+    previous: Option<(String, Continuation)>,
+) -> Result<(ResponsesRequest, TurnSpec), ApiError> {
     let fields = Fields(body);
     let mut history: Vec<Message> = Vec::new();
     let mut call_names: HashMap<String, String> = HashMap::new();
-    let previous_response_id = match fields.get("previous_response_id") {
-        None => Value::Null,
-        Some(Value::String(id)) => {
-            let stored = load(state, id).map_err(|mut e| {
-                e.param = Some("previous_response_id".into());
-                e
-            })?;
-            let messages: Vec<Message> = serde_json::from_value(stored["conversation"].clone())
-                .map_err(|e| ApiError::server(format!("stored response `{id}` is damaged: {e}")))?;
-            history.extend(messages);
-            for item in stored["response"]["output"]
+    let previous_response_id = match previous {
+        None => None,
+        Some((id, continuation)) => {
+            history.extend(continuation.messages);
+            for item in continuation.response["output"]
                 .as_array()
                 .into_iter()
                 .flatten()
@@ -172,15 +205,10 @@ fn parse_request(
                     call_names.insert(call_id.to_string(), name.to_string());
                 }
             }
-            Value::String(id.clone())
-        }
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "previous_response_id".to_string(),
-                "`previous_response_id` must be a string",
-            ));
+            Some(id)
         }
     };
+    let inherited = history.len();
     let mut instructions: Vec<String> = Vec::new();
     if let Some(text) = fields.get("instructions") {
         instructions.push(
@@ -245,13 +273,13 @@ fn parse_request(
     let max_output_tokens = fields.count("max_output_tokens")?;
     let config = AgentConfig {
         sampling: fields.sampling(&defaults.sampling)?,
-        max_tokens: max_output_tokens.or(defaults.max_tokens),
+        max_tokens: state.max_tokens(max_output_tokens),
         ..defaults.clone()
     };
     let echo = Echo {
         instructions: fields.get("instructions").cloned().unwrap_or(Value::Null),
         max_output_tokens: json!(max_output_tokens),
-        previous_response_id,
+        previous_response_id: json!(previous_response_id),
         effort: settings.reasoning_effort.as_str(),
         temperature: config.sampling.temperature,
         top_p: config.sampling.top_p,
@@ -260,20 +288,23 @@ fn parse_request(
         metadata: fields.get("metadata").cloned().unwrap_or(json!({})),
     };
     let client_names = client_functions.iter().map(|t| t.name.clone()).collect();
-    Ok(ResponsesRequest {
-        spec: TurnSpec {
-            settings,
-            history,
-            builtins,
-            client_functions,
-            config,
-            tool_requirement,
-        },
+    let spec = TurnSpec {
+        settings,
+        history,
+        builtins,
+        client_functions,
+        config,
+        tool_requirement,
+    };
+    let request = ResponsesRequest {
         stream: fields.bool("stream")?.unwrap_or(false),
-        store: fields.bool("store")?.unwrap_or(true),
+        store: fields.bool("store")?.unwrap_or(true) && state.store.is_some(),
+        previous: previous_response_id,
+        inherited,
         client_names,
         echo,
-    })
+    };
+    Ok((request, spec))
 }
 
 /// Built-in tools and client functions.
@@ -890,8 +921,8 @@ fn response_object(
     })
 }
 
-/// The finished response, stored when asked.
-fn finish(
+/// The finished response, stored when asked (and `store: false` when it could not be).
+async fn finish(
     state: &ServerState,
     id: &str,
     created: u64,
@@ -903,7 +934,7 @@ fn finish(
         TurnOutcome::Limit(_) if result.external_call.is_none() => "incomplete",
         _ => "completed",
     };
-    let response = response_object(
+    let mut response = response_object(
         state,
         id,
         created,
@@ -913,42 +944,57 @@ fn finish(
         builder.items.clone(),
         Some(result),
     );
-    if request.store {
-        // The preamble is rebuilt from each request's own instructions and tools.
-        let conversation: Vec<&Message> = result
+    if let (true, Some(store)) = (request.store, &state.store) {
+        // The preamble is rebuilt from each request's own instructions and tools; what came
+        // from the previous response is stored with it already.
+        let added: Vec<Message> = result
             .conversation
             .messages
             .iter()
             .filter(|m| !matches!(m.author.role, Role::System | Role::Developer))
+            .skip(request.inherited)
+            .cloned()
             .collect();
-        let stored = json!({"response": response, "conversation": conversation});
-        if let Err(e) = save(&state.store_dir, id, &stored) {
-            tracing::error!(error = %e, dir = %state.store_dir.display(), "cannot store the response");
+        let (id, previous, stored) = (id.to_string(), request.previous.clone(), response.clone());
+        let saved = store::run(store, move |store| {
+            store.put(&id, previous.as_deref(), &stored, &added)
+        })
+        .await;
+        if let Err(error) = saved {
+            error.log();
+            response["store"] = json!(false);
         }
     }
     response
 }
 
-async fn complete(state: Arc<ServerState>, request: ResponsesRequest) -> Response {
-    let cancel = Cancel::new();
-    let _guard = CancelOnDrop(cancel.clone());
+async fn complete(
+    state: Arc<ServerState>,
+    request: ResponsesRequest,
+    prepared: turn::Turn,
+) -> Response {
     let id = new_id("resp_");
     let created = now();
     let mut builder = Builder::new(request.client_names.clone());
-    let spec = request.spec.clone();
-    let result = match turn::run(&state, spec, &cancel, &mut |e| builder.event(&e)).await {
+    let result = match prepared.run(&mut |e| builder.event(&e)).await {
         Ok(result) => result,
         Err(error) => return error.into_response(),
     };
     builder.finish_search(None);
-    axum::Json(finish(&state, &id, created, &request, &builder, &result)).into_response()
+    axum::Json(finish(&state, &id, created, &request, &builder, &result).await).into_response()
 }
 
-fn stream(state: Arc<ServerState>, request: ResponsesRequest) -> impl IntoResponse {
+fn stream(
+    state: Arc<ServerState>,
+    request: ResponsesRequest,
+    prepared: turn::Turn,
+    guard: CancelOnDrop,
+    slot: Slot,
+) -> impl IntoResponse {
     let (sender, receiver) = mpsc::unbounded_channel::<(String, Value)>();
-    let cancel = Cancel::new();
-    let task_cancel = cancel.clone();
+    let task_cancel = guard.0.clone();
     tokio::spawn(async move {
+        let _slot = slot;
         let cancel = task_cancel;
         let id = new_id("resp_");
         let created = now();
@@ -980,7 +1026,6 @@ fn stream(state: Arc<ServerState>, request: ResponsesRequest) -> impl IntoRespon
             send("", json!(note));
         }
         let mut builder = Builder::new(request.client_names.clone());
-        let spec = request.spec.clone();
         let result = {
             let mut on_event = |event: AgentEvent| {
                 builder.event(&event);
@@ -988,7 +1033,7 @@ fn stream(state: Arc<ServerState>, request: ResponsesRequest) -> impl IntoRespon
                     send(&kind, data);
                 }
             };
-            turn::run(&state, spec, &cancel, &mut on_event).await
+            prepared.run(&mut on_event).await
         };
         builder.finish_search(None);
         for (kind, data) in builder.events.drain(..) {
@@ -996,7 +1041,7 @@ fn stream(state: Arc<ServerState>, request: ResponsesRequest) -> impl IntoRespon
         }
         match result {
             Ok(result) => {
-                let response = finish(&state, &id, created, &request, &builder, &result);
+                let response = finish(&state, &id, created, &request, &builder, &result).await;
                 let kind = if response["status"] == "incomplete" {
                     "response.incomplete"
                 } else {
@@ -1023,7 +1068,6 @@ fn stream(state: Arc<ServerState>, request: ResponsesRequest) -> impl IntoRespon
             }
         }
     });
-    let guard = CancelOnDrop(cancel);
     let mut sequence = 0u64;
     let events = UnboundedReceiverStream::new(receiver).map(move |(kind, mut data)| {
         let _ = &guard;

@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use ossa_agent::harmony::{Conversation, Message, Role};
+use ossa_agent::Backend;
+use ossa_agent::harmony::{Conversation, Message, RenderConversationConfig, Role};
 use ossa_agent::{
-    Agent, AgentConfig, AgentError, AgentEvent, Cancel, ConversationSettings, ToolRequirement,
-    TurnOutcome, TurnReport,
+    Agent, AgentConfig, AgentError, AgentEvent, Cancel, Chat, ConversationSettings,
+    ToolRequirement, TurnOutcome, TurnReport,
 };
 use ossa_tools::{Tool, ToolCall, ToolDescription};
 
@@ -46,14 +47,21 @@ impl TurnResult {
     }
 }
 
-/// Runs the turn; `on_event` sees what happens as it happens (a client call's placeholder
-/// result excluded).
-pub async fn run(
+/// A turn ready to run: its conversation renders and fits the model's context.
+pub struct Turn {
+    chat: Chat,
+    external: Arc<ExternalCall>,
+    cancel: Cancel,
+}
+
+/// Builds the turn `spec` describes; a conversation that leaves the model no room to answer
+/// is refused (`context_length_exceeded`, naming `param`), before anything runs.
+pub fn prepare(
     state: &Arc<ServerState>,
     spec: TurnSpec,
     cancel: &Cancel,
-    on_event: &mut (dyn FnMut(AgentEvent) + Send),
-) -> Result<TurnResult, ApiError> {
+    param: &str,
+) -> Result<Turn, ApiError> {
     let external = Arc::new(ExternalCall::default());
     let mut tools = spec.builtins;
     let server_functions = (!state.functions.is_empty()).then(|| state.functions.clone());
@@ -74,37 +82,79 @@ pub async fn run(
     );
     let mut conversation = Conversation::from_messages(agent.preamble(&spec.settings));
     conversation.messages.extend(spec.history);
+    let prompt = state
+        .encoding
+        .render_conversation_for_completion(
+            &conversation,
+            Role::Assistant,
+            Some(&RenderConversationConfig::default()),
+        )
+        .map_err(|e| {
+            ApiError::invalid(None, format!("the conversation cannot be rendered: {e}"))
+        })?;
+    let context = state.backend.context_length();
+    if prompt.len() >= context {
+        return Err(ApiError::context(
+            param,
+            format!(
+                "This model's maximum context length is {context} tokens. However, your \
+                 conversation resulted in {} tokens, which leaves no room for an answer. Please \
+                 reduce the length of the {param}.",
+                prompt.len()
+            ),
+        ));
+    }
     let mut chat = agent.chat_from(conversation);
     chat.set_tool_requirement(spec.tool_requirement);
-    let mut filtered = |event: AgentEvent| {
-        if let AgentEvent::ToolResult { .. } = &event
-            && cancel.is_cancelled()
-        {
-            // The placeholder for a client's call or a disconnected client: nobody reads it.
-            return;
-        }
-        on_event(event);
-    };
-    let report = chat
-        .run_turn(cancel, &mut filtered)
-        .await
-        .map_err(agent_error)?;
-    let mut conversation = chat.conversation().clone();
-    let external_call = external.take();
-    if external_call.is_some()
-        && conversation
-            .messages
-            .last()
-            .is_some_and(|m| m.author.role == Role::Tool)
-    {
-        conversation.messages.pop();
-    }
-    Ok(TurnResult {
-        conversation,
-        first_message: report.first_message,
-        external_call,
-        report,
+    Ok(Turn {
+        chat,
+        external,
+        cancel: cancel.clone(),
     })
+}
+
+impl Turn {
+    /// Runs the turn; `on_event` sees what happens as it happens (a client call's
+    /// placeholder result excluded).
+    pub async fn run(
+        self,
+        on_event: &mut (dyn FnMut(AgentEvent) + Send),
+    ) -> Result<TurnResult, ApiError> {
+        let Turn {
+            mut chat,
+            external,
+            cancel,
+        } = self;
+        let mut filtered = |event: AgentEvent| {
+            if let AgentEvent::ToolResult { .. } = &event
+                && cancel.is_cancelled()
+            {
+                // The placeholder for a client's call or a disconnected client: nobody reads it.
+                return;
+            }
+            on_event(event);
+        };
+        let report = chat
+            .run_turn(&cancel, &mut filtered)
+            .await
+            .map_err(agent_error)?;
+        let mut conversation = chat.conversation().clone();
+        let external_call = external.take();
+        if external_call.is_some()
+            && conversation
+                .messages
+                .last()
+                .is_some_and(|m| m.author.role == Role::Tool)
+        {
+            conversation.messages.pop();
+        }
+        Ok(TurnResult {
+            conversation,
+            first_message: report.first_message,
+            external_call,
+            report,
+        })
+    }
 }
 
 fn agent_error(error: AgentError) -> ApiError {
@@ -112,6 +162,7 @@ fn agent_error(error: AgentError) -> ApiError {
         AgentError::Harmony(e) => {
             ApiError::invalid(None, format!("the conversation cannot be rendered: {e}"))
         }
+        AgentError::Backend(e) => ApiError::backend(&e),
         other => ApiError::server(other.to_string()),
     }
 }

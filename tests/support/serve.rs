@@ -3,9 +3,9 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -16,6 +16,8 @@ pub struct Server {
     child: Child,
     /// `http://127.0.0.1:PORT/v1`
     pub base: String,
+    /// Every line the server wrote to stderr so far.
+    log: Arc<Mutex<Vec<String>>>,
     _home: tempfile::TempDir,
 }
 
@@ -32,12 +34,42 @@ impl Server {
 
     /// `ossa serve ARGS --port 0 --quiet`, with `config` (TOML) as its config file.
     pub fn start_with(args: &[&str], config: Option<&str>) -> Server {
-        Self::start_in(args, config, None)
+        Self::start_with_env(args, config, &[])
     }
 
     /// [`Server::start_with`] with the prompt cache in `prompt_cache` (else a private empty
     /// one), so a restarted server can read what the one before it wrote.
     pub fn start_in(args: &[&str], config: Option<&str>, prompt_cache: Option<&Path>) -> Server {
+        match Self::try_start_in(args, config, &[], prompt_cache) {
+            Ok(server) => server,
+            Err(early) => panic!("ossa serve did not start:\n{early}"),
+        }
+    }
+
+    /// [`Server::start_with`] with `env` set for the server.
+    pub fn start_with_env(args: &[&str], config: Option<&str>, env: &[(&str, &str)]) -> Server {
+        match Self::try_start(args, config, env) {
+            Ok(server) => server,
+            Err(early) => panic!("ossa serve did not start:\n{early}"),
+        }
+    }
+
+    /// Starts the server, or returns what it wrote before it exited without listening.
+    pub fn try_start(
+        args: &[&str],
+        config: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Result<Server, String> {
+        Self::try_start_in(args, config, env, None)
+    }
+
+    /// [`Server::try_start`] with the prompt cache in `prompt_cache` (else a private one).
+    pub fn try_start_in(
+        args: &[&str],
+        config: Option<&str>,
+        env: &[(&str, &str)],
+        prompt_cache: Option<&Path>,
+    ) -> Result<Server, String> {
         let home = tempfile::tempdir().expect("temp home");
         let prompt_cache =
             prompt_cache.map_or_else(|| home.path().join("prompt-cache"), Path::to_path_buf);
@@ -50,7 +82,9 @@ impl Server {
             // A prompt cache of its own unless given: no server reads another's (or the user's).
             .env("OSSA_PROMPT_CACHE_DIR", prompt_cache)
             .env_remove("OSSA_CONFIG")
-            .env_remove("OPENAI_API_KEY");
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("OSSA_API_KEY")
+            .envs(env.iter().copied());
         if let Some(config) = config {
             let path = home.path().join("test-config.toml");
             std::fs::write(&path, config).expect("config written");
@@ -64,10 +98,13 @@ impl Server {
             .expect("ossa serve starts");
         let stderr = child.stderr.take().expect("stderr");
         let (sender, receiver) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let log_lines = Arc::clone(&log);
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                log_lines.lock().expect("log").push(line.clone());
                 if !sent && let Some(rest) = line.split("listening on ").nth(1) {
                     let _ = sender.send(Ok(rest.trim().to_string()));
                     sent = true;
@@ -87,14 +124,40 @@ impl Server {
                 Ok(Err(line)) => early.push(line),
                 Err(_) => {
                     let _ = child.kill();
-                    panic!("ossa serve did not start:\n{}", early.join("\n"));
+                    let _ = child.wait();
+                    return Err(early.join("\n"));
                 }
             }
         };
-        Server {
+        Ok(Server {
             child,
             base,
+            log,
             _home: home,
+        })
+    }
+
+    /// The lines the server wrote to stderr so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().expect("log").clone()
+    }
+
+    /// The server's process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// How the server exited, if it did within `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return Some(status);
+            }
+            if start.elapsed() > limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

@@ -1,0 +1,129 @@
+//! The accept loop: HTTP/1.1 connections up to a cap (one more gets a 503 and is closed), a
+//! deadline for each request's headers (slow or idle clients are dropped), and a shutdown that
+//! cancels what is running and waits for it only until a deadline.
+//!
+//! axum's own `serve` sets none of these, so connections are served here with hyper directly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use super::error::ApiError;
+use super::{ServeError, ServerState, router};
+
+/// How long a refused connection is given to read its 503.
+const REFUSAL_TIME: Duration = Duration::from_secs(2);
+
+/// How long to wait before accepting again when accepting fails (out of file descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Serves `state` on `listener` until `shutdown` resolves; then stops accepting, cancels every
+/// request in progress (streams end with what they have) and waits for open connections up
+/// to the shutdown deadline.
+pub async fn serve_on(
+    listener: TcpListener,
+    state: Arc<ServerState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let local = listener.local_addr().map_err(ServeError::Serve)?;
+    state.access.check_exposure(local)?;
+    let limits = state.limits.clone();
+    let service = TowerToHyperService::new(router(Arc::clone(&state)));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    // Refusing takes a task too: past this many, extra connections are just closed.
+    let refusals = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            if let Ok(permit) = Arc::clone(&refusals).try_acquire_owned() {
+                tokio::spawn(async move {
+                    refuse(stream).await;
+                    drop(permit);
+                });
+            }
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let connection =
+            graceful.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    // Turns end (a stream sends what it has and closes); idle connections close now.
+    state.shutdown.cancel();
+    let open = graceful.count();
+    if tokio::time::timeout(limits.shutdown_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open,
+            "connections still open at the shutdown deadline are closed"
+        );
+    }
+    Ok(())
+}
+
+/// Tells a connection over the cap to come back later, then closes it.
+async fn refuse(mut stream: TcpStream) {
+    let error = ApiError {
+        retry_after: Some(1),
+        ..ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "too_many_connections",
+            "the server has as many connections open as it takes; try again shortly",
+        )
+    };
+    let body = error.body().to_string();
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = tokio::time::timeout(REFUSAL_TIME, async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        stream.shutdown().await?;
+        // Read what the client sent, so closing does not reset the connection before it has
+        // read the answer.
+        let mut sink = [0u8; 4096];
+        let mut left = 64 * 1024;
+        while left > 0 {
+            let n = stream.read(&mut sink).await?;
+            if n == 0 {
+                break;
+            }
+            left -= n.min(left);
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
