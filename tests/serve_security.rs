@@ -356,6 +356,20 @@ fn listening_beyond_loopback_without_a_key_is_refused() {
     }
 }
 
+/// The Python interpreters all clients share are bounded by `--max-interpreters` (what a budget
+/// does past its limit is tested against the real sandbox in sandbox/tests/limits.rs); a bound
+/// that cannot work is refused at start, naming the flag.
+#[test]
+fn the_interpreter_budget_is_checked_at_start() {
+    for bad in ["0", "1025", "many"] {
+        let early = match Server::try_start(&["--python", "--max-interpreters", bad], None, &[]) {
+            Ok(_) => panic!("--max-interpreters {bad} started"),
+            Err(early) => early,
+        };
+        assert!(early.contains("--max-interpreters"), "{bad}: {early}");
+    }
+}
+
 #[test]
 fn a_web_page_cannot_post_simple_requests_or_from_its_origin() {
     if curl_missing() {
