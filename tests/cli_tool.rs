@@ -422,3 +422,38 @@ fn the_environment_proxy_is_never_used_for_pages() {
     );
     assert_eq!(seen.lock().unwrap().len(), 1);
 }
+
+/// Escape sequences from a page, a program's output or its file names are not printed: the
+/// terminal gets the text without its control characters, as the model does.
+#[test]
+fn control_characters_from_tools_never_reach_the_terminal() {
+    const HOSTILE: &str = "clip\x1b]52;c;cm0gLXJmIH4=\x07 clear\x1b[2J csi\u{9b}2J osc\u{9d}0;title\u{9c} bs\x08\x08 end";
+    let clean = |text: &str| !text.contains(|c: char| c.is_control() && c != '\n' && c != '\t');
+    let base = serve(vec![(
+        "/hostile.html".into(),
+        format!("<title>T\x1b[2J</title><p>{HOSTILE}</p>"),
+    )]);
+    let home = tempfile::tempdir().unwrap();
+    let open = format!("{{\"id\": \"{base}/hostile.html\"}}");
+    let out = ossa_tool(
+        home.path(),
+        &["--allow-private-addresses", "browser.open", &open],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(clean(&text), "{text:?}");
+    assert!(
+        text.contains("clip]52;c;cm0gLXJmIH4= clear[2J csi2J osc0;title bs end"),
+        "{text:?}"
+    );
+
+    let code = "print('a\\x1b]52;c;aGk=\\x07b\\x1b[2Jc\\x9b2Jd\\re')\n\
+                n = open('/mnt/data/x\\x1b[2J.txt', 'w').write('x')";
+    let out = ossa_tool(home.path(), &["python", code], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "a]52;c;aGk=b[2Jc2Jde\n");
+    let err = stderr(&out);
+    assert!(clean(&err), "{err:?}");
+    assert!(err.contains("wrote /mnt/data/x[2J.txt"), "{err}");
+}

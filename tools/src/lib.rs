@@ -6,6 +6,7 @@ pub mod citations;
 pub mod function;
 pub mod mcp;
 pub mod python;
+pub mod sanitize;
 pub mod spec;
 pub mod tool;
 
@@ -14,5 +15,6 @@ pub use browser::{BrowserConfig, BrowserSession, BrowserTool};
 pub use function::{Function, FunctionError, FunctionTools, TypedFunction};
 pub use mcp::{McpServer, McpServerConfig};
 pub use python::{PythonSession, PythonTool};
+pub use sanitize::{strip_controls, strip_controls_in_place};
 pub use spec::{ToolDescription, ToolNamespaceConfig};
 pub use tool::{Placement, Tool, ToolCall, ToolOutput, ToolSession};

@@ -1141,3 +1141,116 @@ fn a_proxy_that_is_not_a_url_is_a_clear_error() {
         "invalid proxy `not a proxy`: expected http://host:port"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile pages
+
+/// A page of megabytes without a space is one "word" that wrapping cuts into thousands of
+/// lines: it is read, scrolled to its end and searched, once wrapped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_one_huge_word_is_read_to_its_end() {
+    const LEN: usize = 4 * 1024 * 1024;
+    let server = TestServer::start(|req| {
+        let (first, filler) = match req.path() {
+            "/word.txt" => ("", "a"),
+            "/spaces.txt" => ("x", " "),
+            _ => return Reply::status(404, ""),
+        };
+        let mut body = first.to_string();
+        body.push_str(&filler.repeat(LEN - 6 - first.len()));
+        body.push_str("needle");
+        Reply::ok("text/plain", body.into_bytes())
+    })
+    .await;
+    let fetch = FetchConfig {
+        max_bytes: 8 * 1024 * 1024,
+        ..local_fetch()
+    };
+    let tool = BrowserTool::new(
+        Arc::new(backend(no_search(), fetch)),
+        BrowserConfig::default(),
+    );
+    let head = |text: &str| text.chars().take(300).collect::<String>();
+    for path in ["/word.txt", "/spaces.txt"] {
+        let mut browser = tool.session();
+        // A text page starts with an empty line and its URL.
+        let lines = 2 + LEN.div_ceil(80);
+        let out = browser.handle(&open_url(&server.url(path))).await;
+        assert!(
+            out.content.contains(&format!("] of {}**", lines - 1)),
+            "{path}: {}",
+            head(&out.content)
+        );
+        let last = browser
+            .handle(&call(
+                "browser.open",
+                &format!(r#"{{"cursor": 0, "loc": {}}}"#, lines - 1),
+            ))
+            .await;
+        assert!(
+            last.content.ends_with(&format!(
+                "L{}: {}needle",
+                lines - 1,
+                if path == "/word.txt" { "a" } else { " " }.repeat(LEN % 80 - 6)
+            )),
+            "{path}: {}",
+            head(&last.content)
+        );
+        let found = browser
+            .handle(&call(
+                "browser.find",
+                r#"{"pattern": "needle", "cursor": 0}"#,
+            ))
+            .await;
+        assert!(
+            found.content.contains(&format!("match at L{}", lines - 1)),
+            "{path}: {}",
+            head(&found.content)
+        );
+    }
+}
+
+/// Escape sequences in a page (OSC 52 clipboard write, screen clear, C1 CSI, backspaces) do not
+/// reach the model; the text around them does.
+#[tokio::test]
+async fn control_characters_in_pages_do_not_reach_the_model() {
+    const HOSTILE: &str =
+        "Safe\x1b]52;c;cm0gLXJmIH4=\x07 text\x1b[2J and\u{9b}2J more\x08\x08\x7f\r end";
+    let server = TestServer::start(|req| match req.path() {
+        "/page.txt" => Reply::ok("text/plain; charset=utf-8", HOSTILE.as_bytes().to_vec()),
+        "/page.html" => Reply::html(&format!(
+            "<title>Title\x1b[2J</title><p>{HOSTILE}</p><p><a href='/x'>link\u{9d}0;x\u{9c}</a></p>"
+        )),
+        _ => Reply::status(404, ""),
+    })
+    .await;
+    let tool = BrowserTool::new(
+        Arc::new(backend(no_search(), local_fetch())),
+        BrowserConfig::default(),
+    );
+    let mut browser = tool.session();
+    for path in ["/page.txt", "/page.html"] {
+        let out = browser.handle(&open_url(&server.url(path))).await;
+        assert!(
+            !out.content.contains(|c: char| c.is_control() && c != '\n'),
+            "{path}: {:?}",
+            out.content
+        );
+        assert!(
+            out.content
+                .contains("Safe]52;c;cm0gLXJmIH4= text[2J and2J more"),
+            "{path}: {:?}",
+            out.content
+        );
+        let found = browser
+            .handle(&call("browser.find", r#"{"pattern": "more"}"#))
+            .await;
+        assert!(
+            !found
+                .content
+                .contains(|c: char| c.is_control() && c != '\n'),
+            "{:?}",
+            found.content
+        );
+    }
+}
