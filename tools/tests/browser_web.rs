@@ -1254,3 +1254,54 @@ async fn control_characters_in_pages_do_not_reach_the_model() {
         );
     }
 }
+
+/// With the reference's quirks, a `query` that is not a string goes to the search service as
+/// Python's `str()` of it and the model reads the service's answer, here its error; without
+/// them the model is told what was wrong and the service is not asked.
+#[tokio::test]
+async fn a_number_as_query_goes_to_the_search_service_with_reference_quirks() {
+    let server = TestServer::start(|req: &Request| match req.query("q").as_deref() {
+        Some("5") => Reply::status(400, r#"{"error": "query too short"}"#),
+        Some("True") => Reply::json(&json!({"results": [
+            {"url": "https://true.example/", "title": "True", "content": "A result for True."}
+        ]})),
+        _ => Reply::status(500, "unexpected query"),
+    })
+    .await;
+    let searx = Arc::new(SearxngProvider::new(client(), server.url("")));
+    let web: Arc<dyn Backend> = Arc::new(backend(searx, local_fetch()));
+    let reference = BrowserTool::new(
+        web.clone(),
+        BrowserConfig {
+            quirks: ossa_tools::browser::ReferenceQuirks::all(),
+            ..BrowserConfig::default()
+        },
+    );
+    let out = reference
+        .session()
+        .handle(&call("browser.search", r#"{"query": 5}"#))
+        .await;
+    assert_eq!(
+        out.content,
+        r#"Error during search for `5`: SearXNG API error 400 Bad Request: {"error": "query too short"}"#
+    );
+    let out = reference
+        .session()
+        .handle(&call("browser.search", r#"{"query": true}"#))
+        .await;
+    assert!(out.content.starts_with("[0] True\n"), "{}", out.content);
+    assert!(
+        out.content.contains("A result for True."),
+        "{}",
+        out.content
+    );
+    assert_eq!(server.requests().len(), 2);
+
+    let ossa = BrowserTool::new(web, BrowserConfig::default());
+    let out = ossa
+        .session()
+        .handle(&call("browser.search", r#"{"query": 5}"#))
+        .await;
+    assert_eq!(out.content, "`query` should be a string, not `int`");
+    assert_eq!(server.requests().len(), 2, "the service was asked");
+}

@@ -384,6 +384,8 @@ impl BrowserSession {
         )?;
         let query = match args.get("query") {
             Some(Value::String(q)) => q.clone(),
+            // The reference hands any value on to the search service, as Python's `str()`.
+            Some(other) if self.quirks().non_string_query => py_str(other),
             Some(other) => {
                 return Err(format!(
                     "`query` should be a string, not `{}`",
