@@ -268,6 +268,9 @@ pub struct BrowserSection {
     pub user_agent: Option<String>,
     /// Let pages lead to loopback and private-network addresses (default false).
     pub allow_private_addresses: Option<bool>,
+    /// An HTTP proxy for page fetches (default none: direct, whatever `HTTP_PROXY` says).
+    #[serde(deserialize_with = "de_http_url")]
+    pub proxy: Option<String>,
     /// Reproduce OpenAI's reference browser exactly, bugs included (default false).
     pub reference_quirks: Option<bool>,
 }
@@ -595,6 +598,7 @@ impl Config {
         if let Some(allow) = section.allow_private_addresses {
             fetch.allow_private_addresses = allow;
         }
+        fetch.proxy.clone_from(&section.proxy);
         fetch
     }
 

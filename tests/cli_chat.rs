@@ -18,8 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ossa::agent::harmony::{Content, Conversation, ReasoningEffort, Role};
+use ossa::agent::harmony::{Content, Conversation, Message, ReasoningEffort, Role};
 use serde_json::Value;
+use support::scripted::{MODEL, ScriptedServer};
 use support::{SCENARIO_FLAGS, fixture_dir};
 
 const SUMSQ: &str = "What is the sum of the squares of the integers from 1 to 22? Use python.";
@@ -689,4 +690,120 @@ fn a_loaded_chat_starts_from_the_prompt_cache() {
             .collect()
     };
     assert_eq!(answer(&loaded), answer(&cold));
+}
+
+/// Escape sequences written by the model (its reasoning and answer) or returned by a tool (a
+/// page, a program's output) reach neither the terminal nor the model: a scripted model behind
+/// `--backend openai-completions` opens a hostile page and runs hostile Python. On the
+/// terminal only ossa's own styles remain; the model reads the tool results without them.
+#[test]
+fn escape_sequences_never_reach_the_terminal() {
+    let model = ScriptedServer::start();
+    let page = model.add_page(
+        "hostile.html",
+        "<title>Hostile\x1b[2J page</title><p>clip\x1b]52;c;cm0gLXJmIH4=\x07 board\u{9b}2J text</p>",
+    );
+    let analysis =
+        |text: &str| Message::from_role_and_content(Role::Assistant, text).with_channel("analysis");
+    model.script(&[
+        analysis("Reading\x1b[2J the\u{9b}H page."),
+        Message::from_role_and_content(Role::Assistant, format!("{{\"id\": \"{page}\"}}"))
+            .with_channel("commentary")
+            .with_recipient("browser.open")
+            .with_content_type("<|constrain|>json"),
+    ]);
+    model.script(&[Message::from_role_and_content(
+        Role::Assistant,
+        "print('py\\x1b]52;c;aGk=\\x07thon\\x9b2J')",
+    )
+    .with_channel("analysis")
+    .with_recipient("python")
+    .with_content_type("code")]);
+    model.script(&[Message::from_role_and_content(
+        Role::Assistant,
+        "The answer\x1b]52;c;aGk=\x07 is\x1b[2J forty\u{9b}2J two\x1b]8;;http://evil.example\x1b\\.",
+    )
+    .with_channel("final")]);
+
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("config/ossa");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("config.toml"),
+        format!(
+            "[search]\nbackend = \"searxng\"\nurl = \"{}\"\n\n[browser]\nallow_private_addresses = true\n",
+            model.root
+        ),
+    )
+    .unwrap();
+    let url = format!("{}/v1", model.root);
+    let history = home.path().join("history");
+    let args = [
+        "chat",
+        "--backend",
+        "openai-completions",
+        "--url",
+        &url,
+        "--remote-model",
+        MODEL,
+        "--browser",
+        "--python",
+        "--history",
+        history.to_str().unwrap(),
+    ];
+    let mut term = Terminal::spawn(ossa(home.path(), &args));
+    term.expect(">>> ");
+    term.enter("How tall is it?");
+    term.expect("The answer]52;c;aGk= is[2J forty2J two]8;;http://evil.example\\.");
+    term.expect(">>> ");
+    term.enter("/exit");
+    assert!(term.wait().success());
+
+    let raw = String::from_utf8_lossy(&term.raw()).into_owned();
+    // ossa's own styling is there: dim reasoning, and the line the tool call replaces.
+    assert!(raw.contains("\x1b[2mReading[2J theH page."), "{raw:?}");
+    for hostile in [
+        "\x1b]52",
+        "\x1b[2J",
+        "\u{9b}",
+        "\x07",
+        "\x1b]8;;http://evil",
+    ] {
+        assert!(
+            !raw.contains(hostile),
+            "{hostile:?} reached the terminal: {raw:?}"
+        );
+    }
+    assert!(
+        raw.contains("← browser.open: [0] Hostile[2J page"),
+        "{raw:?}"
+    );
+    assert!(raw.contains("← python: py]52;c;aGk=thon2J"), "{raw:?}");
+
+    // The model read the page and the program's output without their control characters.
+    let prompts = model.prompt_texts();
+    assert_eq!(prompts.len(), 3);
+    let tool_text = |prompt: &str, author: &str| {
+        let start = prompt
+            .rfind(&format!("<|start|>{author} to=assistant"))
+            .unwrap_or_else(|| panic!("no {author} message in {prompt}"));
+        let body = &prompt[start..];
+        body[..body.find("<|end|>").expect("the message ends")].to_string()
+    };
+    let page_text = tool_text(&prompts[1], "browser.open");
+    assert!(
+        page_text.contains("clip]52;c;cm0gLXJmIH4= board2J text"),
+        "{page_text:?}"
+    );
+    let python_text = tool_text(&prompts[2], "python");
+    assert!(
+        python_text.ends_with("<|message|>py]52;c;aGk=thon2J\n"),
+        "{python_text:?}"
+    );
+    for text in [page_text, python_text] {
+        assert!(
+            !text.contains(|c: char| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+    }
 }

@@ -10,7 +10,9 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use ossa::agent::harmony::{Message, Role};
 use serde_json::{Value, json};
+use support::scripted::{MODEL, ScriptedServer};
 use support::{ENGINE_FLAGS, SCENARIO_FLAGS, check_all, final_text, fixture_dir, scenarios};
 
 /// `ossa run` with the fixture's settings, isolated from the user's config.
@@ -336,4 +338,63 @@ fn the_next_run_reads_the_prompt_from_disk() {
     cached_run(&empty, first, &["--no-prompt-cache"]);
     assert!(cache_files(&empty).is_empty());
     assert!(!empty.exists(), "not even created");
+}
+
+/// A scripted model behind `--backend openai-completions` writes escape sequences in its
+/// answer and has a tool print some: neither the progress on stderr nor the answer on stdout
+/// carries them, and `--json` keeps them only as `\u` escapes (the same strings, unprintable).
+#[test]
+fn escape_sequences_are_not_printed() {
+    let model = ScriptedServer::start();
+    let answer = "Forty\x1b]52;c;aGk=\x07 two\x1b[2J\u{9b}2J.";
+    let script = |model: &ScriptedServer| {
+        model.script(&[Message::from_role_and_content(
+            Role::Assistant,
+            "print('out\\x1b[2J\\x9b2Jput')",
+        )
+        .with_channel("analysis")
+        .with_recipient("python")
+        .with_content_type("code")]);
+        model.script(&[
+            Message::from_role_and_content(Role::Assistant, answer).with_channel("final")
+        ]);
+    };
+    let url = format!("{}/v1", model.root);
+    let run = |extra: &[&str]| {
+        let home = tempfile::tempdir().expect("temp home");
+        Command::new(env!("CARGO_BIN_EXE_ossa"))
+            .args(["run", "--backend", "openai-completions", "--url", &url])
+            .args(["--remote-model", MODEL, "--python"])
+            .args(extra)
+            .arg("How many?")
+            .env("XDG_CONFIG_HOME", home.path())
+            .env_remove("OSSA_CONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .expect("ossa ran")
+    };
+    let printable = |text: &str| !text.contains(|c: char| c.is_control() && c != '\n');
+
+    script(&model);
+    let out = run(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "Forty]52;c;aGk= two[2J2J.\n");
+    let progress = stderr(&out);
+    assert!(printable(&progress), "{progress:?}");
+    assert!(progress.contains("← python: out[2J2Jput"), "{progress}");
+    // The model read the program's output without them.
+    let prompts = model.prompt_texts();
+    assert!(
+        prompts[1].ends_with("<|start|>python to=assistant<|channel|>analysis<|message|>out[2J2Jput\n<|end|><|start|>assistant"),
+        "{:?}",
+        prompts[1]
+    );
+
+    script(&model);
+    let out = run(&["--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(printable(&text), "{text:?}");
+    let transcript: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(transcript["raw_answer"], answer);
 }

@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 
 const WARN: &str =
     "[WARN] No output available. Use print() to output anything to stdout to receive the output";
@@ -310,4 +311,149 @@ fn mcp_tools_from_the_config_file() {
         err.contains("the ARGS of functions.echo are not valid JSON"),
         "{err}"
     );
+}
+
+/// A proxy on loopback that answers every request with its own page and records the request
+/// lines it was sent.
+fn recording_proxy() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let address = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let recorded = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("socket"));
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            recorded
+                .lock()
+                .unwrap()
+                .push(request_line.trim_end().to_string());
+            loop {
+                let mut line = String::new();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if line == "\r\n" || line == "\n" => break,
+                    Ok(_) => {}
+                }
+            }
+            let body = "<title>Proxy</title><p>served by the proxy</p>";
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    (format!("http://{address}"), seen)
+}
+
+/// The proxy variables of the environment never carry page fetches (they would skip the
+/// private-address check); `[browser] proxy` does, and then loopback targets stay refused.
+#[test]
+fn the_environment_proxy_is_never_used_for_pages() {
+    let base = serve(vec![(
+        "/page.html".into(),
+        "<title>Direct</title><p>served directly</p>".into(),
+    )]);
+    let (proxy, seen) = recording_proxy();
+    let url = format!("{base}/page.html");
+    let open = format!("{{\"id\": \"{url}\"}}");
+    let home = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ossa"));
+    command
+        .args(["tool", "--allow-private-addresses", "browser.open", &open])
+        .env("XDG_CONFIG_HOME", home.path())
+        .env_remove("OSSA_CONFIG")
+        .env_remove("OSSA_SEARCH_BACKEND")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy");
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        command.env(var, &proxy);
+    }
+    let out = command.output().expect("ossa ran");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("served directly"), "{text}");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "the environment's proxy was used"
+    );
+
+    // Configured for the browser, the proxy is used...
+    let config = home.path().join("ossa");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("config.toml"),
+        format!("[browser]\nproxy = \"{proxy}\"\n"),
+    )
+    .unwrap();
+    let out = ossa_tool(
+        home.path(),
+        &["--allow-private-addresses", "browser.open", &open],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("served by the proxy"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(*seen.lock().unwrap(), [format!("GET {url} HTTP/1.1")]);
+    // ...and the target is still checked before the proxy is asked.
+    let out = ossa_tool(home.path(), &["browser.open", &open], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out)
+            .ends_with("refusing to open `127.0.0.1`: it is a local or private network address"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+/// Escape sequences from a page, a program's output or its file names are not printed: the
+/// terminal gets the text without its control characters, as the model does.
+#[test]
+fn control_characters_from_tools_never_reach_the_terminal() {
+    const HOSTILE: &str = "clip\x1b]52;c;cm0gLXJmIH4=\x07 clear\x1b[2J csi\u{9b}2J osc\u{9d}0;title\u{9c} bs\x08\x08 end";
+    let clean = |text: &str| !text.contains(|c: char| c.is_control() && c != '\n' && c != '\t');
+    let base = serve(vec![(
+        "/hostile.html".into(),
+        format!("<title>T\x1b[2J</title><p>{HOSTILE}</p>"),
+    )]);
+    let home = tempfile::tempdir().unwrap();
+    let open = format!("{{\"id\": \"{base}/hostile.html\"}}");
+    let out = ossa_tool(
+        home.path(),
+        &["--allow-private-addresses", "browser.open", &open],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(clean(&text), "{text:?}");
+    assert!(
+        text.contains("clip]52;c;cm0gLXJmIH4= clear[2J csi2J osc0;title bs end"),
+        "{text:?}"
+    );
+
+    let code = "print('a\\x1b]52;c;aGk=\\x07b\\x1b[2Jc\\x9b2Jd\\re')\n\
+                n = open('/mnt/data/x\\x1b[2J.txt', 'w').write('x')";
+    let out = ossa_tool(home.path(), &["python", code], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "a]52;c;aGk=b[2Jc2Jde\n");
+    let err = stderr(&out);
+    assert!(clean(&err), "{err:?}");
+    assert!(err.contains("wrote /mnt/data/x[2J.txt"), "{err}");
 }

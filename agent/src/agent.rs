@@ -573,7 +573,10 @@ impl Chat {
                 on_event(AgentEvent::ToolCall(call.clone()));
                 match self.call_tool(&call, cancel, deadline).await {
                     Ok(outputs) => {
-                        for output in outputs {
+                        for mut output in outputs {
+                            // Pages, programs and servers may print escape sequences; neither
+                            // the model nor a terminal showing the result gets them.
+                            ossa_tools::strip_controls_in_place(&mut output.content);
                             self.conversation
                                 .messages
                                 .push(tool_message(&call, &output));

@@ -13,6 +13,7 @@ use ossa::config::ConfigArgs;
 use ossa::engine::PromptCacheStats;
 use ossa::sandbox::Progress;
 use ossa::tools::citations::normalize_citations;
+use ossa::tools::strip_controls;
 use serde_json::{Value, json};
 
 #[derive(Debug, clap::Args)]
@@ -70,7 +71,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         };
         let app = ossa::app::start_with(settings, progress, limits).await?;
         for warning in &app.toolset.warnings {
-            eprintln!("warning: {warning}");
+            eprintln!("warning: {}", strip_controls(warning));
         }
         let result = run_tasks(&app, &args, tasks).await;
         app.toolset.shutdown().await;
@@ -171,7 +172,7 @@ async fn run_tasks(app: &App, args: &RunArgs, tasks: Vec<Task>) -> anyhow::Resul
             Err(error) if batch => {
                 failed += 1;
                 let line = json!({"id": task.id, "task": task.text, "error": error.to_string()});
-                writeln!(out, "{line}")?;
+                writeln!(out, "{}", escape_c1(&line.to_string()))?;
                 continue;
             }
             Err(error) => return Err(error.into()),
@@ -185,14 +186,15 @@ async fn run_tasks(app: &App, args: &RunArgs, tasks: Vec<Task>) -> anyhow::Resul
         interrupted |= report.outcome == TurnOutcome::Cancelled;
         if batch || args.json {
             let transcript = transcript(app, &chat, &task, &report, disk.as_ref());
-            if batch {
-                writeln!(out, "{transcript}")?;
+            let json = if batch {
+                transcript.to_string()
             } else {
-                writeln!(out, "{}", serde_json::to_string_pretty(&transcript)?)?;
-            }
+                serde_json::to_string_pretty(&transcript)?
+            };
+            writeln!(out, "{}", escape_c1(&json))?;
         } else {
             match answer(&chat, &report) {
-                Some(answer) => writeln!(out, "{answer}")?,
+                Some(answer) => writeln!(out, "{}", strip_controls(&answer))?,
                 None => eprintln!("error: no answer: {}", outcome_text(&report.outcome)),
             }
         }
@@ -225,25 +227,37 @@ fn outcome_text(outcome: &TurnOutcome) -> String {
     }
 }
 
-/// One line per tool call and result on stderr, so a long run shows what it is doing.
+/// One line per tool call and result on stderr, so a long run shows what it is doing. What
+/// the model or a tool wrote is shown without control characters (no escape sequences).
 fn show_progress(event: &AgentEvent) {
     match event {
         AgentEvent::ToolCall(call) => {
-            eprintln!("→ {}: {}", call.recipient, one_line(&call.content, 100));
+            eprintln!(
+                "→ {}: {}",
+                strip_controls(&call.recipient),
+                one_line(&call.content, 100)
+            );
         }
         AgentEvent::ToolResult { output, .. } => {
-            eprintln!("← {}: {}", output.author, one_line(&output.content, 100));
+            eprintln!(
+                "← {}: {}",
+                strip_controls(&output.author),
+                one_line(&output.content, 100)
+            );
             for file in &output.files {
-                eprintln!("  file: {}", file.display());
+                eprintln!("  file: {}", strip_controls(&file.display().to_string()));
             }
         }
-        AgentEvent::Warning(warning) => eprintln!("warning: {warning}"),
+        AgentEvent::Warning(warning) => eprintln!("warning: {}", strip_controls(warning)),
         _ => {}
     }
 }
 
 fn one_line(text: &str, max: usize) -> String {
-    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let flat: String = strip_controls(text)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     match flat.char_indices().nth(max) {
         Some((cut, _)) => format!("{}…", &flat[..cut]),
         None => flat,
@@ -253,6 +267,20 @@ fn one_line(text: &str, max: usize) -> String {
 /// The prompt cache's counters so far; `None` when it is off or the backend is remote.
 fn prompt_cache_stats(app: &App) -> Option<PromptCacheStats> {
     app.engine.as_ref()?.with_engine(|e| e.prompt_cache_stats())
+}
+
+/// JSON text with the C1 control characters inside its strings written as `\u` escapes
+/// (serde_json escapes only C0): the same value, and nothing a terminal would obey.
+fn escape_c1(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if ('\u{7f}'..='\u{9f}').contains(&c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn summary(report: &TurnReport, app: &App, disk: Option<&PromptCacheStats>) -> String {

@@ -7,10 +7,12 @@
 //! Several calls in one invocation share one conversation: Python variables and the browser's
 //! pages carry over, so `browser.open` then `browser.find` works.
 //!
-//! stdout gets the tool messages' text and nothing else, byte for byte (a newline is added after
-//! a message that lacks one only between messages or on a terminal); files, headers and notes go
-//! to stderr. The exit status is 0 when every call ran, whatever its result said, and non-zero
-//! when one could not run at all (no sandbox, no search key, bad arguments).
+//! stdout gets the tool messages' text and nothing else, as the model reads it: byte for byte,
+//! less control characters (the agent loop strips them too, so a page or a program cannot send
+//! escape sequences to the terminal), with a newline added after a message that lacks one only
+//! between messages or on a terminal; files, headers and notes go to stderr. The exit status is
+//! 0 when every call ran, whatever its result said, and non-zero when one could not run at all
+//! (no sandbox, no search key, bad arguments).
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -24,7 +26,7 @@ use ossa_sandbox::{Progress, Sandbox, SandboxConfig};
 use ossa_tools::browser::SearchBackendKind;
 use ossa_tools::function::is_valid_function_name;
 use ossa_tools::python::{PythonSession, PythonTool, model_output};
-use ossa_tools::{FunctionTools, Tool, ToolCall, ToolSession};
+use ossa_tools::{FunctionTools, Tool, ToolCall, ToolSession, strip_controls};
 use serde_json::Value;
 
 const EXAMPLES: &str = "\
@@ -284,7 +286,7 @@ async fn open_tools(args: &ToolArgs, calls: &[Call]) -> anyhow::Result<Tools> {
         };
         let toolset = build_tools(&config, &choice, Progress::Stderr).await?;
         for warning in &toolset.warnings {
-            eprintln!("ossa: warning: {warning}");
+            eprintln!("ossa: warning: {}", strip_controls(warning));
         }
         let browser = toolset
             .tools
@@ -359,14 +361,15 @@ async fn call_all(tools: &mut Tools, calls: &[Call]) -> anyhow::Result<ExitCode>
                     if tools.python_files_kept {
                         eprintln!(
                             "ossa: wrote {} ({} bytes): {}",
-                            file.guest_path,
+                            strip_controls(&file.guest_path),
                             file.bytes,
-                            file.host_path.display()
+                            strip_controls(&file.host_path.display().to_string())
                         );
                     } else {
                         eprintln!(
                             "ossa: wrote {} ({} bytes; removed on exit, --mount DIR keeps files)",
-                            file.guest_path, file.bytes
+                            strip_controls(&file.guest_path),
+                            file.bytes
                         );
                     }
                 }
@@ -388,7 +391,7 @@ async fn call_all(tools: &mut Tools, calls: &[Call]) -> anyhow::Result<ExitCode>
                 let output = tools.functions.call(&call.call).await;
                 emit(&output.content, more, terminal)?;
                 for file in &output.files {
-                    eprintln!("ossa: file {}", file.display());
+                    eprintln!("ossa: file {}", strip_controls(&file.display().to_string()));
                 }
             }
         }
@@ -396,9 +399,10 @@ async fn call_all(tools: &mut Tools, calls: &[Call]) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes a message's text as is; a newline follows one that lacks it when more text follows
-/// or a person is reading.
+/// Writes a message's text as the model reads it (control characters removed); a newline
+/// follows one that lacks it when more text follows or a person is reading.
 fn emit(text: &str, more: bool, terminal: bool) -> anyhow::Result<()> {
+    let text = strip_controls(text);
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes())?;
     if !text.ends_with('\n') && (more || terminal) {

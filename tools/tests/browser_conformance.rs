@@ -36,14 +36,17 @@ enum Deviation {
     SearchHtml,
     /// `xhtml_with_an_xml_declaration_is_read`
     XmlDeclaration,
+    /// `search_query_must_be_a_string`
+    QueryType,
 }
 
-const ALL: [Deviation; 5] = [
+const ALL: [Deviation; 6] = [
     Deviation::SharedSearchUrl,
     Deviation::FindLineDrift,
     Deviation::ViewSource,
     Deviation::SearchHtml,
     Deviation::XmlDeclaration,
+    Deviation::QueryType,
 ];
 
 impl Deviation {
@@ -54,6 +57,7 @@ impl Deviation {
             Deviation::ViewSource => "view_source_shows_the_page_source",
             Deviation::SearchHtml => "search_results_are_text_not_html",
             Deviation::XmlDeclaration => "xhtml_with_an_xml_declaration_is_read",
+            Deviation::QueryType => "search_query_must_be_a_string",
         }
     }
 }
@@ -214,6 +218,7 @@ async fn replay(case: &Value, fixed: &BTreeSet<Deviation>) -> Vec<StepOutcome> {
         shared_search_url: !fixed.contains(&Deviation::SharedSearchUrl),
         find_line_drift: !fixed.contains(&Deviation::FindLineDrift),
         view_source_shows_page: !fixed.contains(&Deviation::ViewSource),
+        non_string_query: !fixed.contains(&Deviation::QueryType),
     };
     let backend = Arc::new(FixtureBackend::new(case, fixed.clone()));
     let config = BrowserConfig {
@@ -858,6 +863,48 @@ async fn bad_arguments_get_an_error_message() {
             "state changed by {recipient} {args}"
         );
     }
+}
+
+/// The reference passes any `query` on to the search service (`str()` of it in Python's
+/// spelling) and shows the model the service's answer; ossa says what `query` should be.
+#[tokio::test]
+async fn search_query_must_be_a_string() {
+    let backend = MemoryBackend::new(
+        &[],
+        &[(
+            "5",
+            vec![result("https://five.example/", "Five", "The number five.")],
+        )],
+    );
+    let mut reference = session_with(backend.clone(), ReferenceQuirks::all());
+    let out = reference
+        .handle(&call("browser.search", r#"{"query": 5}"#))
+        .await;
+    assert!(out.content.starts_with("[0] 5\n"), "{}", out.content);
+    assert!(out.content.contains("The number five."), "{}", out.content);
+    let mut ossa = session_with(backend, ReferenceQuirks::default());
+    for (query, shown, type_name) in [
+        ("5.0", "5.0", "float"),
+        ("true", "True", "bool"),
+        ("null", "None", "NoneType"),
+        (r#"["a", 1]"#, "['a', 1]", "list"),
+        (r#"{"q": "x"}"#, "{'q': 'x'}", "dict"),
+    ] {
+        let args = format!(r#"{{"query": {query}}}"#);
+        let out = reference.handle(&call("browser.search", &args)).await;
+        assert_eq!(
+            out.content,
+            format!("Error during search for `{shown}`: no such search"),
+            "{args}"
+        );
+        let out = ossa.handle(&call("browser.search", &args)).await;
+        assert_eq!(
+            out.content,
+            format!("`query` should be a string, not `{type_name}`"),
+            "{args}"
+        );
+    }
+    assert!(ossa.page_urls().is_empty());
 }
 
 #[test]

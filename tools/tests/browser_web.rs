@@ -3,8 +3,10 @@
 
 mod support;
 
+use std::collections::HashMap;
 use std::io::Write;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ossa_tools::browser::{
@@ -13,6 +15,7 @@ use ossa_tools::browser::{
     SearxngProvider, TavilyProvider, WebBackend, YouProvider, process_html,
 };
 use ossa_tools::tool::ToolCall;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use serde_json::json;
 use support::{Reply, Request, TestServer};
 
@@ -858,4 +861,447 @@ async fn tool_sessions_follow_redirects_once() {
         .count();
     assert_eq!(hits, 1, "the redirected link was fetched again");
     assert_eq!(conversation.citation_urls().map(|u| u.len()), Some(3));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attacks on the address filter, on loopback. The "web" is a server on 127.0.0.1, let through
+// by `allowed_addresses`; the "intranet" is a server on 127.0.0.2 that no page may reach.
+// Names are answered by `TestDns`, so no real DNS is asked.
+
+/// A DNS that answers from a table: the `n`th lookup of a name gets its `n`th answer (the last
+/// one once they run out), and every lookup is counted.
+struct TestDns {
+    answers: HashMap<String, Vec<Vec<IpAddr>>>,
+    lookups: Mutex<HashMap<String, usize>>,
+}
+
+impl TestDns {
+    fn new(answers: &[(&str, &[&[&str]])]) -> Arc<Self> {
+        let answers = answers
+            .iter()
+            .map(|(name, seq)| {
+                let seq = seq
+                    .iter()
+                    .map(|ips| ips.iter().map(|ip| ip.parse().expect("an IP")).collect())
+                    .collect();
+                (name.to_string(), seq)
+            })
+            .collect();
+        Arc::new(Self {
+            answers,
+            lookups: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lookups(&self, name: &str) -> usize {
+        self.lookups.lock().unwrap().get(name).copied().unwrap_or(0)
+    }
+}
+
+impl Resolve for TestDns {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_string();
+        let n = {
+            let mut lookups = self.lookups.lock().unwrap();
+            let n = lookups.entry(host.clone()).or_default();
+            *n += 1;
+            *n - 1
+        };
+        let answer: Option<Vec<SocketAddr>> = self.answers.get(&host).map(|seq| {
+            seq[n.min(seq.len() - 1)]
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, 0))
+                .collect()
+        });
+        Box::pin(async move {
+            match answer {
+                Some(addrs) => Ok(Box::new(addrs.into_iter()) as Addrs),
+                None => Err(format!("no such name {host}").into()),
+            }
+        })
+    }
+}
+
+/// The web server on 127.0.0.1 and the intranet server on 127.0.0.2, on the same port (so a
+/// name that moves from one address to the other reaches the intranet if anything lets it).
+async fn web_and_intranet(
+    web: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+) -> (TestServer, TestServer) {
+    let web = Arc::new(web);
+    for _ in 0..20 {
+        let handler = web.clone();
+        let public = TestServer::start(move |req| handler(req)).await;
+        let port = public.addr.port();
+        if let Ok(intranet) = TestServer::start_on(&format!("127.0.0.2:{port}"), |_| {
+            Reply::html("<title>Intranet</title><p>the admin password is hunter2</p>")
+        })
+        .await
+        {
+            return (public, intranet);
+        }
+    }
+    panic!("no port free on both 127.0.0.1 and 127.0.0.2");
+}
+
+/// Page fetches as shipped (no private addresses) but for the web server's address.
+fn guarded_fetch() -> FetchConfig {
+    FetchConfig {
+        allowed_addresses: vec!["127.0.0.1".parse().unwrap()],
+        ..FetchConfig::default()
+    }
+}
+
+fn guarded_browser(dns: Arc<TestDns>, fetch: FetchConfig) -> BrowserTool {
+    let fetcher = Fetcher::with_resolver(fetch, dns).expect("fetcher");
+    BrowserTool::new(
+        Arc::new(WebBackend::new(no_search(), fetcher)),
+        BrowserConfig::default(),
+    )
+}
+
+fn open_url(url: &str) -> ToolCall {
+    call("browser.open", &json!({"id": url}).to_string())
+}
+
+const LEGIT: &str = "<title>Lighthouse</title><p>The lighthouse is 42 meters tall.</p>";
+
+#[tokio::test]
+async fn redirects_to_private_addresses_are_refused() {
+    let (web, intranet) = web_and_intranet(|req| {
+        let port = req
+            .header("host")
+            .and_then(|h| h.rsplit(':').next())
+            .unwrap_or("80")
+            .to_string();
+        match req.path() {
+            "/to-literal" => Reply::redirect(&format!("http://127.0.0.2:{port}/admin")),
+            "/to-name" => Reply::redirect(&format!("http://intranet.test:{port}/admin")),
+            "/to-mapped" => Reply::redirect(&format!("http://[::ffff:127.0.0.2]:{port}/admin")),
+            "/to-nat64" => Reply::redirect(&format!("http://[64:ff9b::7f00:2]:{port}/admin")),
+            "/to-6to4" => Reply::redirect(&format!("http://[2002:7f00:2::1]:{port}/admin")),
+            "/to-localhost" => Reply::redirect(&format!("http://localhost:{port}/admin")),
+            "/to-file" => Reply::redirect("file:///etc/passwd"),
+            "/legit" => Reply::html(LEGIT),
+            _ => Reply::status(404, "no such page"),
+        }
+    })
+    .await;
+    let dns = TestDns::new(&[("intranet.test", &[&["127.0.0.2"]])]);
+    let mut browser = guarded_browser(dns.clone(), guarded_fetch()).session();
+    for (path, refused) in [
+        ("/to-literal", "`127.0.0.2`"),
+        ("/to-name", "`intranet.test`"),
+        ("/to-mapped", "`[::ffff:7f00:2]`"),
+        ("/to-nat64", "`[64:ff9b::7f00:2]`"),
+        ("/to-6to4", "`[2002:7f00:2::1]`"),
+        ("/to-localhost", "`localhost`"),
+    ] {
+        let out = browser.handle(&open_url(&web.url(path))).await;
+        assert!(
+            out.content.ends_with(&format!(
+                "refusing to open {refused}: it is a local or private network address"
+            )),
+            "{path}: {}",
+            out.content
+        );
+        // Meanwhile the browser keeps working for a legitimate page.
+        let out = browser.handle(&open_url(&web.url("/legit"))).await;
+        assert!(out.content.contains("42 meters tall"), "{}", out.content);
+    }
+    let out = browser.handle(&open_url(&web.url("/to-file"))).await;
+    assert!(
+        out.content
+            .ends_with("unsupported URL scheme `file` (only http and https pages can be opened)"),
+        "{}",
+        out.content
+    );
+    assert_eq!(dns.lookups("intranet.test"), 1);
+    assert!(intranet.requests().is_empty(), "the intranet was reached");
+    assert_eq!(web.requests().len(), 13);
+}
+
+#[tokio::test]
+async fn names_that_resolve_to_private_addresses_are_refused() {
+    let (web, intranet) = web_and_intranet(|_| Reply::html(LEGIT)).await;
+    let port = web.addr.port();
+    let dns = TestDns::new(&[
+        ("intranet.test", &[&["127.0.0.2"]]),
+        ("metadata.test", &[&["169.254.169.254", "fd00::1"]]),
+        // A private address first, a permitted one second: only the second is tried.
+        ("mixed.test", &[&["127.0.0.2", "127.0.0.1"]]),
+    ]);
+    let web_fetch = backend_with(dns.clone(), guarded_fetch());
+    for name in ["intranet.test", "metadata.test"] {
+        let err = web_fetch
+            .fetch(&format!("http://{name}:{port}/"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!("refusing to open `{name}`: it is a local or private network address")
+        );
+    }
+    let page = web_fetch
+        .fetch(&format!("http://mixed.test:{port}/"))
+        .await
+        .expect("the permitted address is used");
+    assert!(page.text.contains("42 meters tall"));
+    assert!(intranet.requests().is_empty(), "the intranet was reached");
+    assert_eq!(web.requests().len(), 1);
+}
+
+fn backend_with(dns: Arc<TestDns>, fetch: FetchConfig) -> WebBackend {
+    WebBackend::new(
+        no_search(),
+        Fetcher::with_resolver(fetch, dns).expect("fetcher"),
+    )
+}
+
+/// DNS rebinding: a name answers with a permitted address, then with an intranet one. The
+/// check is the lookup the connection uses, so the second answer is refused, never connected
+/// to; a check made with a lookup of its own would have let the second connection through.
+#[tokio::test]
+async fn dns_rebinding_cannot_move_a_checked_name() {
+    let (web, intranet) = web_and_intranet(|_| Reply::html(LEGIT)).await;
+    let port = web.addr.port();
+    let dns = TestDns::new(&[("rebind.test", &[&["127.0.0.1"], &["127.0.0.2"]])]);
+    let web_fetch = backend_with(dns.clone(), guarded_fetch());
+    let url = format!("http://rebind.test:{port}/");
+    let page = web_fetch.fetch(&url).await.expect("first answer: the web");
+    assert!(page.text.contains("42 meters tall"));
+    assert_eq!(dns.lookups("rebind.test"), 1, "one lookup per connection");
+    // The web server closes each connection, so the next fetch looks the name up again.
+    let err = web_fetch.fetch(&url).await.unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "refusing to open `rebind.test`: it is a local or private network address"
+    );
+    assert_eq!(dns.lookups("rebind.test"), 2);
+    assert!(intranet.requests().is_empty(), "the intranet was reached");
+}
+
+/// A proxy is used only when configured, and every target it is asked for is checked first:
+/// the proxy here plays the whole web (it answers for `public.test` itself).
+#[tokio::test]
+async fn a_configured_proxy_is_used_and_its_targets_are_checked() {
+    let proxy = TestServer::start(|req| match req.target.as_str() {
+        "http://public.test/page" => Reply::html(LEGIT),
+        "http://public.test/redirect" => Reply::redirect("http://intranet.test/admin"),
+        _ => Reply::html("<title>Intranet</title><p>reached through the proxy</p>"),
+    })
+    .await;
+    let dns = TestDns::new(&[
+        ("public.test", &[&["93.184.216.34"]]),
+        ("intranet.test", &[&["10.0.0.5"]]),
+        ("mixed.test", &[&["93.184.216.34", "10.0.0.5"]]),
+    ]);
+    let fetch = FetchConfig {
+        proxy: Some(format!("http://{}", proxy.addr)),
+        ..FetchConfig::default()
+    };
+    let mut browser = guarded_browser(dns.clone(), fetch).session();
+    for (url, refused) in [
+        ("http://intranet.test/admin", "`intranet.test`"),
+        // The proxy could connect to either address: both must pass.
+        ("http://mixed.test/", "`mixed.test`"),
+        ("http://10.0.0.5/", "`10.0.0.5`"),
+        ("http://public.test/redirect", "`intranet.test`"),
+    ] {
+        let out = browser.handle(&open_url(url)).await;
+        assert!(
+            out.content.ends_with(&format!(
+                "refusing to open {refused}: it is a local or private network address"
+            )),
+            "{url}: {}",
+            out.content
+        );
+        let out = browser.handle(&open_url("http://public.test/page")).await;
+        assert!(out.content.contains("42 meters tall"), "{}", out.content);
+    }
+    let asked: Vec<String> = proxy.requests().iter().map(|r| r.target.clone()).collect();
+    assert!(
+        asked
+            .iter()
+            .all(|t| t == "http://public.test/page" || t == "http://public.test/redirect"),
+        "{asked:?}"
+    );
+    assert_eq!(asked.len(), 5, "{asked:?}");
+}
+
+#[test]
+fn a_proxy_that_is_not_a_url_is_a_clear_error() {
+    let err = Fetcher::new(FetchConfig {
+        proxy: Some("not a proxy".into()),
+        ..FetchConfig::default()
+    })
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid proxy `not a proxy`: expected http://host:port"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile pages
+
+/// A page of megabytes without a space is one "word" that wrapping cuts into thousands of
+/// lines: it is read, scrolled to its end and searched, once wrapped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_one_huge_word_is_read_to_its_end() {
+    const LEN: usize = 4 * 1024 * 1024;
+    let server = TestServer::start(|req| {
+        let (first, filler) = match req.path() {
+            "/word.txt" => ("", "a"),
+            "/spaces.txt" => ("x", " "),
+            _ => return Reply::status(404, ""),
+        };
+        let mut body = first.to_string();
+        body.push_str(&filler.repeat(LEN - 6 - first.len()));
+        body.push_str("needle");
+        Reply::ok("text/plain", body.into_bytes())
+    })
+    .await;
+    let fetch = FetchConfig {
+        max_bytes: 8 * 1024 * 1024,
+        ..local_fetch()
+    };
+    let tool = BrowserTool::new(
+        Arc::new(backend(no_search(), fetch)),
+        BrowserConfig::default(),
+    );
+    let head = |text: &str| text.chars().take(300).collect::<String>();
+    for path in ["/word.txt", "/spaces.txt"] {
+        let mut browser = tool.session();
+        // A text page starts with an empty line and its URL.
+        let lines = 2 + LEN.div_ceil(80);
+        let out = browser.handle(&open_url(&server.url(path))).await;
+        assert!(
+            out.content.contains(&format!("] of {}**", lines - 1)),
+            "{path}: {}",
+            head(&out.content)
+        );
+        let last = browser
+            .handle(&call(
+                "browser.open",
+                &format!(r#"{{"cursor": 0, "loc": {}}}"#, lines - 1),
+            ))
+            .await;
+        assert!(
+            last.content.ends_with(&format!(
+                "L{}: {}needle",
+                lines - 1,
+                if path == "/word.txt" { "a" } else { " " }.repeat(LEN % 80 - 6)
+            )),
+            "{path}: {}",
+            head(&last.content)
+        );
+        let found = browser
+            .handle(&call(
+                "browser.find",
+                r#"{"pattern": "needle", "cursor": 0}"#,
+            ))
+            .await;
+        assert!(
+            found.content.contains(&format!("match at L{}", lines - 1)),
+            "{path}: {}",
+            head(&found.content)
+        );
+    }
+}
+
+/// Escape sequences in a page (OSC 52 clipboard write, screen clear, C1 CSI, backspaces) do not
+/// reach the model; the text around them does.
+#[tokio::test]
+async fn control_characters_in_pages_do_not_reach_the_model() {
+    const HOSTILE: &str =
+        "Safe\x1b]52;c;cm0gLXJmIH4=\x07 text\x1b[2J and\u{9b}2J more\x08\x08\x7f\r end";
+    let server = TestServer::start(|req| match req.path() {
+        "/page.txt" => Reply::ok("text/plain; charset=utf-8", HOSTILE.as_bytes().to_vec()),
+        "/page.html" => Reply::html(&format!(
+            "<title>Title\x1b[2J</title><p>{HOSTILE}</p><p><a href='/x'>link\u{9d}0;x\u{9c}</a></p>"
+        )),
+        _ => Reply::status(404, ""),
+    })
+    .await;
+    let tool = BrowserTool::new(
+        Arc::new(backend(no_search(), local_fetch())),
+        BrowserConfig::default(),
+    );
+    let mut browser = tool.session();
+    for path in ["/page.txt", "/page.html"] {
+        let out = browser.handle(&open_url(&server.url(path))).await;
+        assert!(
+            !out.content.contains(|c: char| c.is_control() && c != '\n'),
+            "{path}: {:?}",
+            out.content
+        );
+        assert!(
+            out.content
+                .contains("Safe]52;c;cm0gLXJmIH4= text[2J and2J more"),
+            "{path}: {:?}",
+            out.content
+        );
+        let found = browser
+            .handle(&call("browser.find", r#"{"pattern": "more"}"#))
+            .await;
+        assert!(
+            !found
+                .content
+                .contains(|c: char| c.is_control() && c != '\n'),
+            "{:?}",
+            found.content
+        );
+    }
+}
+
+/// With the reference's quirks, a `query` that is not a string goes to the search service as
+/// Python's `str()` of it and the model reads the service's answer, here its error; without
+/// them the model is told what was wrong and the service is not asked.
+#[tokio::test]
+async fn a_number_as_query_goes_to_the_search_service_with_reference_quirks() {
+    let server = TestServer::start(|req: &Request| match req.query("q").as_deref() {
+        Some("5") => Reply::status(400, r#"{"error": "query too short"}"#),
+        Some("True") => Reply::json(&json!({"results": [
+            {"url": "https://true.example/", "title": "True", "content": "A result for True."}
+        ]})),
+        _ => Reply::status(500, "unexpected query"),
+    })
+    .await;
+    let searx = Arc::new(SearxngProvider::new(client(), server.url("")));
+    let web: Arc<dyn Backend> = Arc::new(backend(searx, local_fetch()));
+    let reference = BrowserTool::new(
+        web.clone(),
+        BrowserConfig {
+            quirks: ossa_tools::browser::ReferenceQuirks::all(),
+            ..BrowserConfig::default()
+        },
+    );
+    let out = reference
+        .session()
+        .handle(&call("browser.search", r#"{"query": 5}"#))
+        .await;
+    assert_eq!(
+        out.content,
+        r#"Error during search for `5`: SearXNG API error 400 Bad Request: {"error": "query too short"}"#
+    );
+    let out = reference
+        .session()
+        .handle(&call("browser.search", r#"{"query": true}"#))
+        .await;
+    assert!(out.content.starts_with("[0] True\n"), "{}", out.content);
+    assert!(
+        out.content.contains("A result for True."),
+        "{}",
+        out.content
+    );
+    assert_eq!(server.requests().len(), 2);
+
+    let ossa = BrowserTool::new(web, BrowserConfig::default());
+    let out = ossa
+        .session()
+        .handle(&call("browser.search", r#"{"query": 5}"#))
+        .await;
+    assert_eq!(out.content, "`query` should be a string, not `int`");
+    assert_eq!(server.requests().len(), 2, "the service was asked");
 }

@@ -1,5 +1,9 @@
 //! Showing a turn as it runs: the [`Renderer`] turns the agent's events into terminal output
 //! (styles and hyperlinks only on a terminal), and the status line that ends a turn.
+//!
+//! Text from the model or a tool is written with its control characters removed
+//! ([`strip_controls`]): only ossa's own styles and links reach the terminal as escape
+//! sequences, never a page's or the model's (a screen clear, a clipboard write).
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -7,7 +11,7 @@ use std::io::Write;
 use ossa::agent::harmony::{HarmonyEncoding, Message, Role};
 use ossa::agent::{AgentError, AgentEvent, Finish, Limit, TurnOutcome, TurnReport, tool_message};
 use ossa::tools::citations::{CitationStream, StreamChunk};
-use ossa::tools::{ToolCall, ToolOutput};
+use ossa::tools::{ToolCall, ToolOutput, strip_controls};
 
 /// How turns are shown.
 #[derive(Debug, Clone, Copy)]
@@ -56,7 +60,11 @@ pub(super) fn paint(color: bool, tone: Tone, text: &str) -> String {
 
 /// A terminal hyperlink (OSC 8) showing `text`.
 fn hyperlink(text: &str, url: &str) -> String {
-    format!("\x1b]8;;{url}\x1b\\{text}\x1b]8;;\x1b\\")
+    format!(
+        "\x1b]8;;{}\x1b\\{}\x1b]8;;\x1b\\",
+        strip_controls(url),
+        strip_controls(text)
+    )
 }
 
 /// What the renderer is printing, so a new kind of output starts on its own line.
@@ -128,7 +136,15 @@ impl Renderer {
         self.tone = tone;
     }
 
+    /// Writes text from the model, a tool or ossa, without its control characters.
     fn write(&mut self, text: &str, tone: Tone) {
+        let text = strip_controls(text);
+        self.write_styled(&text, tone);
+    }
+
+    /// Writes text that may hold ossa's own escape sequences (links): whatever came from the
+    /// model or a tool in it must already be stripped.
+    fn write_styled(&mut self, text: &str, tone: Tone) {
         if text.is_empty() {
             return;
         }
@@ -312,15 +328,15 @@ impl Renderer {
             if from < at {
                 continue;
             }
-            text.extend(&chars[at..from]);
+            text.push_str(&strip_controls(&chars[at..from].iter().collect::<String>()));
             text.push_str(&format!(
                 " ({}) ",
                 hyperlink(&annotation.title, &annotation.url)
             ));
             at = to;
         }
-        text.extend(&chars[at..]);
-        self.write(&text, Tone::Normal);
+        text.push_str(&strip_controls(&chars[at..].iter().collect::<String>()));
+        self.write_styled(&text, Tone::Normal);
     }
 
     fn finish_citations(&mut self) {
@@ -442,18 +458,21 @@ impl Renderer {
             if !self.linked.insert(url.clone()) {
                 continue;
             }
-            let domain = url.split('/').nth(2).unwrap_or(url);
+            let shown = strip_controls(url);
+            let domain = shown.split('/').nth(2).unwrap_or(&shown);
             let link = if self.view.color {
                 hyperlink(domain, url)
             } else {
-                format!("[{domain}]({url})")
+                format!("[{domain}]({shown})")
             };
             lines.push(format!("  【{cursor}】 {link}"));
         }
         if !lines.is_empty() {
             self.line("Sources:", Tone::Normal);
             for line in lines {
-                self.line(&line, Tone::Normal);
+                self.end_line();
+                self.write_styled(&line, Tone::Normal);
+                self.write("\n", Tone::Normal);
             }
         }
     }
@@ -819,6 +838,94 @@ mod tests {
              <|start|>assistant<|channel|>analysis<|message|>Simple greeting.<|end|>\
              <|start|>assistant<|channel|>final<|message|>Hello!<|return|>"
         );
+    }
+
+    /// Everything the model or a tool writes (reasoning, answer, call arguments, recipients,
+    /// results, file names, warnings), in every view, reaches the screen without its control
+    /// characters; ossa's own styles and links are all the escapes left.
+    #[test]
+    fn escape_sequences_from_the_model_and_tools_are_not_printed() {
+        const BAD: &str = "\x1b]52;c;aGk=\x07\x1b[2J\u{9b}2J\u{9d}0;t\u{9c}\x08\r";
+        let hostile = |text: &str| format!("{text}{BAD}!");
+        let call = ToolCall {
+            recipient: hostile("browser.open"),
+            channel: Some("analysis".into()),
+            content_type: None,
+            content: hostile("{\"id\": 1}"),
+        };
+        let output = ToolOutput {
+            author: hostile("browser.open"),
+            channel: Some("analysis".into()),
+            content: hostile("[1] page\nL0: text"),
+            files: vec![hostile("/tmp/plot").into()],
+        };
+        let events = || {
+            vec![
+                AgentEvent::ReasoningDelta(hostile("thinking")),
+                AgentEvent::CommentaryDelta(hostile("note")),
+                AgentEvent::ToolArgumentsDelta {
+                    recipient: call.recipient.clone(),
+                    delta: call.content.clone(),
+                },
+                AgentEvent::ToolCall(call.clone()),
+                AgentEvent::ToolResult {
+                    call: call.clone(),
+                    output: output.clone(),
+                },
+                AgentEvent::Warning(hostile("careful")),
+                AgentEvent::FinalDelta(hostile("It is 42 【1†L1】")),
+                AgentEvent::Message(final_message(&hostile("It is 42 【1†L1】"))),
+            ]
+        };
+        // ossa's styles, and the return and line erase that replace a call's progress line.
+        let ours = [
+            "\x1b[0m",
+            "\x1b[1m",
+            "\x1b[2m",
+            "\x1b[36m",
+            "\x1b[33m",
+            "\x1b[31m",
+            "\r\x1b[2K",
+        ];
+        for (color, raw, full) in [
+            (false, false, false),
+            (true, false, false),
+            (true, false, true),
+            (false, true, false),
+        ] {
+            let screen = Screen::default();
+            let mut look = view(color, raw);
+            look.show_tool_output = full;
+            let pages = vec![String::new(), hostile("https://example.com/p")];
+            let mut renderer = Renderer::new(
+                Box::new(screen.clone()),
+                HarmonyEncoding::gpt_oss().unwrap(),
+                look,
+                pages.clone(),
+            );
+            for event in events() {
+                renderer.event(event);
+            }
+            let answer = hostile("It is 42 【1†L1】");
+            renderer.finish(&Ok(report(&answer, stats(Finish::Stop(0)))), &pages, 1000);
+            let mut text = screen.text();
+            assert!(text.contains("]52;c;aGk=[2J2J0;t!"), "{text:?}");
+            // What is left once ossa's own styles and links are taken out: no control
+            // character but line breaks.
+            for code in ours {
+                text = text.replace(code, "");
+            }
+            while let Some(start) = text.find("\x1b]8;;") {
+                let end = text[start..].find("\x1b\\").expect("a link ends") + start;
+                let url = &text[start + 5..end];
+                assert!(!url.contains(|c: char| c.is_control()), "{url:?}");
+                text.replace_range(start..end + 2, "");
+            }
+            assert!(
+                !text.contains(|c: char| c.is_control() && c != '\n'),
+                "color {color}, raw {raw}, full {full}: {text:?}"
+            );
+        }
     }
 
     #[test]

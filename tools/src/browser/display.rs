@@ -37,19 +37,20 @@ pub fn page_lines(page: &PageContents) -> Vec<String> {
     wrap_lines(&page.text, WRAP_WIDTH)
 }
 
-/// Renders the viewport of `page` shown at `cursor`, from line `loc`.
+/// Renders the viewport of `page` shown at `cursor`, from line `loc`; `lines` are the page's
+/// [`page_lines`], computed once per page.
 ///
 /// `loc_repr` is how `loc` prints in the header and errors (the model may send `True`).
 /// `num_lines <= 0` sizes the viewport to `view_tokens` o200k tokens.
 pub fn render_view(
     page: &PageContents,
+    lines: &[String],
     cursor: usize,
     loc: usize,
     loc_repr: &str,
     num_lines: i64,
     view_tokens: usize,
 ) -> Result<String, InvalidLocation> {
-    let lines = page_lines(page);
     let total = lines.len();
     if loc >= total {
         return Err(InvalidLocation {
@@ -57,7 +58,7 @@ pub fn render_view(
             total_lines: total,
         });
     }
-    let end = tokens::end_loc(&lines, loc, num_lines, view_tokens);
+    let end = tokens::end_loc(lines, loc, num_lines, view_tokens);
     let mut out = format!("[{cursor}] {}", page.title);
     let shown_url = maybe_truncate(&unquote(&page.url), 1024);
     if !shown_url.is_empty() {
@@ -158,14 +159,20 @@ pub(crate) fn strip_links(text: &str, keep_lines: bool) -> String {
         .into_owned()
 }
 
-/// Runs `find` for `pattern` (already lowercased) on `page` (the reference's
-/// `run_find_in_page`): every line containing it starts a four-line snippet; at most 50.
+/// Runs `find` for `pattern` (already lowercased) on `page`, whose [`page_lines`] are `lines`
+/// (the reference's `run_find_in_page`): every line containing it starts a four-line snippet;
+/// at most 50.
 ///
 /// `keep_lines` fixes the reference's line-number drift (see [`strip_links`]).
-pub fn find_in_page(pattern: &str, page: &PageContents, keep_lines: bool) -> PageContents {
+pub fn find_in_page(
+    pattern: &str,
+    page: &PageContents,
+    lines: &[String],
+    keep_lines: bool,
+) -> PageContents {
     const MAX_RESULTS: usize = 50;
     const SHOW_LINES: usize = 4;
-    let joined = page_lines(page).join("\n");
+    let joined = lines.join("\n");
     let stripped = strip_links(&joined, keep_lines);
     let lines: Vec<&str> = stripped.split('\n').collect();
     let mut chunks = Vec::new();

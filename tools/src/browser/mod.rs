@@ -60,6 +60,10 @@ pub struct ReferenceQuirks {
     pub find_line_drift: bool,
     /// `open(view_source=true)` shows the rendered page instead of its source.
     pub view_source_shows_page: bool,
+    /// `search` sends a `query` that is not a string on to the search service (as Python's
+    /// `str()` of it), and the model reads whatever the service answers, instead of being
+    /// told that `query` should be a string.
+    pub non_string_query: bool,
 }
 
 impl ReferenceQuirks {
@@ -69,6 +73,7 @@ impl ReferenceQuirks {
             shared_search_url: true,
             find_line_drift: true,
             view_source_shows_page: true,
+            non_string_query: true,
         }
     }
 }

@@ -13,7 +13,7 @@ use scraper::{Html, Selector};
 use serde_json::{Value, json};
 
 use super::backend::{Backend, BackendError};
-use super::fetch::{ContentKind, Fetcher, classify, decode_text, install_tls_provider};
+use super::fetch::{ContentKind, Document, Fetcher, classify, decode_text, install_tls_provider};
 use super::html::{
     SearchResult, process_html, search_results_page, source_page, squash_whitespace, text_page,
 };
@@ -57,6 +57,16 @@ pub fn api_client(timeout: Duration) -> Result<reqwest::Client, BackendError> {
         .gzip(true)
         .build()
         .map_err(|e| BackendError::new(format!("cannot create an HTTP client: {e}")))
+}
+
+/// Runs HTML parsing and other page conversion on tokio's blocking threads, so a large page
+/// does not stall the async threads.
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
+) -> Result<T, BackendError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| BackendError::new(format!("internal error while reading the page: {e}")))?
 }
 
 fn trim_base(base: &str) -> String {
@@ -640,10 +650,13 @@ impl SearchProvider for DuckDuckGoProvider {
             .await
             .map_err(|e| send_error("DuckDuckGo", e))?;
         let body = read_body("DuckDuckGo", response).await?;
-        let html = String::from_utf8_lossy(&body);
-        let mut results = parse_duckduckgo(&html);
-        if results.is_empty() && (html.contains("anomaly-modal") || html.contains("challenge-form"))
-        {
+        let (mut results, bot_check) = off_runtime(move || {
+            let html = String::from_utf8_lossy(&body);
+            let bot_check = html.contains("anomaly-modal") || html.contains("challenge-form");
+            Ok((parse_duckduckgo(&html), bot_check))
+        })
+        .await?;
+        if results.is_empty() && bot_check {
             return Err(BackendError::new(
                 "DuckDuckGo refused the query with a bot check; try again later or configure another search backend",
             ));
@@ -672,53 +685,59 @@ impl WebBackend {
             .get(url)
             .await
             .map_err(|e| BackendError::new(e.to_string()))?;
-        let kind = classify(doc.content_type.as_deref(), &doc.body);
-        let media = doc
-            .content_type
-            .clone()
-            .unwrap_or_else(|| "application/octet-stream".into());
-        if kind == ContentKind::Unsupported {
-            let media = media.split(';').next().unwrap_or("").trim().to_string();
-            return Err(BackendError::new(
-                super::fetch::FetchError::UnsupportedContent(media).to_string(),
-            ));
-        }
-        let text = decode_text(&doc.body, doc.content_type.as_deref(), &doc.url);
-        let note = if doc.truncated {
-            format!(
-                "\n\n[The page is larger than {} MiB; only its beginning was read.]",
-                self.fetcher.config().max_bytes / (1024 * 1024)
-            )
-        } else {
-            String::new()
-        };
-        let name = doc
-            .url
-            .rsplit('/')
-            .find(|s| !s.is_empty())
-            .unwrap_or(&doc.url)
-            .to_string();
-        if as_source {
-            let mut page = source_page(&doc.url, &name, &text);
-            page.text.push_str(&note);
-            return Ok(page);
-        }
-        let mut page = match kind {
-            ContentKind::Html => {
-                process_html(&text, &doc.url, None).map_err(|e| BackendError::new(e.to_string()))?
-            }
-            ContentKind::Json => {
-                let pretty = serde_json::from_str::<Value>(&text)
-                    .ok()
-                    .and_then(|v| serde_json::to_string_pretty(&v).ok())
-                    .unwrap_or(text);
-                text_page(&doc.url, &name, &pretty)
-            }
-            _ => text_page(&doc.url, &name, &text),
-        };
-        page.text.push_str(&note);
-        Ok(page)
+        let max_bytes = self.fetcher.config().max_bytes;
+        off_runtime(move || convert(doc, as_source, max_bytes)).await
     }
+}
+
+/// A fetched document as a page (or its source), by content type.
+fn convert(doc: Document, as_source: bool, max_bytes: usize) -> Result<PageContents, BackendError> {
+    let kind = classify(doc.content_type.as_deref(), &doc.body);
+    let media = doc
+        .content_type
+        .clone()
+        .unwrap_or_else(|| "application/octet-stream".into());
+    if kind == ContentKind::Unsupported {
+        let media = media.split(';').next().unwrap_or("").trim().to_string();
+        return Err(BackendError::new(
+            super::fetch::FetchError::UnsupportedContent(media).to_string(),
+        ));
+    }
+    let text = decode_text(&doc.body, doc.content_type.as_deref(), &doc.url);
+    let note = if doc.truncated {
+        format!(
+            "\n\n[The page is larger than {} MiB; only its beginning was read.]",
+            max_bytes / (1024 * 1024)
+        )
+    } else {
+        String::new()
+    };
+    let name = doc
+        .url
+        .rsplit('/')
+        .find(|s| !s.is_empty())
+        .unwrap_or(&doc.url)
+        .to_string();
+    if as_source {
+        let mut page = source_page(&doc.url, &name, &text);
+        page.text.push_str(&note);
+        return Ok(page);
+    }
+    let mut page = match kind {
+        ContentKind::Html => {
+            process_html(&text, &doc.url, None).map_err(|e| BackendError::new(e.to_string()))?
+        }
+        ContentKind::Json => {
+            let pretty = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| serde_json::to_string_pretty(&v).ok())
+                .unwrap_or(text);
+            text_page(&doc.url, &name, &pretty)
+        }
+        _ => text_page(&doc.url, &name, &text),
+    };
+    page.text.push_str(&note);
+    Ok(page)
 }
 
 #[async_trait]
@@ -730,8 +749,13 @@ impl Backend for WebBackend {
 
     async fn fetch(&self, url: &str) -> Result<PageContents, BackendError> {
         match self.provider.contents(url).await {
-            Some(Ok(page)) => process_html(&page.html, &page.url, Some(&page.title))
-                .map_err(|e| BackendError::new(e.to_string())),
+            Some(Ok(page)) => {
+                off_runtime(move || {
+                    process_html(&page.html, &page.url, Some(&page.title))
+                        .map_err(|e| BackendError::new(e.to_string()))
+                })
+                .await
+            }
             Some(Err(e)) => Err(e),
             None => self.fetch_direct(url, false).await,
         }

@@ -4,6 +4,11 @@
 //! semantics of the arguments the model sends (a cursor of `1.0` equals cursor 1, `true` is
 //! index 1, a float link id is looked up as `"2.0"`), except where [`ReferenceQuirks`] names a
 //! reference bug that ossa fixes.
+//!
+//! A page's display lines are computed once, when it arrives; wrapping, `find` and sizing a
+//! view run on tokio's blocking threads, so a huge page costs its conversation time but never
+//! stalls the async threads everyone else's requests run on. Control characters are stripped
+//! from every page and from every answer (see [`crate::sanitize`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,19 +17,47 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 
 use super::backend::Backend;
-use super::display::{InvalidLocation, find_in_page, render_view};
+use super::display::{InvalidLocation, find_in_page, page_lines, render_view};
 use super::page::PageContents;
 use super::pyfmt::{maybe_truncate, py_repr, py_str, py_type_name};
 use super::{BrowserConfig, ReferenceQuirks};
+use crate::sanitize::strip_controls_in_place;
 use crate::tool::{ToolCall, ToolOutput, ToolSession};
 
 const VIEW_SOURCE_PREFIX: &str = "view-source:";
 
-/// A page on the stack. Find result pages remember the page they searched.
+/// A page on the stack, with its display lines. Find result pages remember the page they
+/// searched.
 #[derive(Debug)]
 struct Page {
     contents: PageContents,
+    lines: Vec<String>,
     origin: Option<Arc<Page>>,
+}
+
+impl Page {
+    /// Strips the page's control characters and wraps it (CPU work: call it off the async
+    /// threads, through [`off_runtime`]).
+    fn new(mut contents: PageContents, origin: Option<Arc<Page>>) -> Page {
+        strip_controls_in_place(&mut contents.title);
+        strip_controls_in_place(&mut contents.text);
+        let lines = page_lines(&contents);
+        Page {
+            contents,
+            lines,
+            origin,
+        }
+    }
+}
+
+/// Runs page work (wrapping, `find`, sizing a view) on tokio's blocking threads.
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        tracing::error!("browser page work failed: {e}");
+        format!("Internal browser error: {e}")
+    })
 }
 
 /// A number as Python sees a JSON value: bools are the integers 0 and 1.
@@ -303,7 +336,7 @@ impl BrowserSession {
     }
 
     /// Pushes nothing; shows the top page from `loc`, popping it again if `loc` is past its end.
-    fn show_top(
+    async fn show_top(
         &mut self,
         loc: usize,
         loc_shown: &str,
@@ -315,14 +348,21 @@ impl BrowserSession {
         };
         let page = self.resolve(top);
         let cursor = self.stack.len() - 1;
-        match render_view(
-            &page.contents,
-            cursor,
-            loc,
-            loc_shown,
-            num_lines,
-            self.config.view_tokens,
-        ) {
+        let loc_shown = loc_shown.to_string();
+        let view_tokens = self.config.view_tokens;
+        let view = off_runtime(move || {
+            render_view(
+                &page.contents,
+                &page.lines,
+                cursor,
+                loc,
+                &loc_shown,
+                num_lines,
+                view_tokens,
+            )
+        })
+        .await?;
+        match view {
             Ok(text) => Ok(text),
             Err(InvalidLocation { total_lines, .. }) => {
                 self.stack.pop();
@@ -344,6 +384,8 @@ impl BrowserSession {
         )?;
         let query = match args.get("query") {
             Some(Value::String(q)) => q.clone(),
+            // The reference hands any value on to the search service, as Python's `str()`.
+            Some(other) if self.quirks().non_string_query => py_str(other),
             Some(other) => {
                 return Err(format!(
                     "`query` should be a string, not `{}`",
@@ -369,14 +411,9 @@ impl BrowserSession {
                     maybe_truncate(&e.to_string(), 1024)
                 )
             })?;
-        self.push(
-            Arc::new(Page {
-                contents: page,
-                origin: None,
-            }),
-            false,
-        );
-        self.show_top(0, "0", "0", -1)
+        let page = off_runtime(move || Page::new(page, None)).await?;
+        self.push(Arc::new(page), false);
+        self.show_top(0, "0", "0", -1).await
     }
 
     async fn fetch(&mut self, url: &str, direct: bool) -> Result<Arc<Page>, String> {
@@ -399,10 +436,9 @@ impl BrowserSession {
             None => self.backend.fetch(url).await,
         };
         let contents = result.map_err(|e| error(e.to_string()))?;
-        Ok(Arc::new(Page {
-            contents,
-            origin: None,
-        }))
+        Ok(Arc::new(
+            off_runtime(move || Page::new(contents, None)).await?,
+        ))
     }
 
     async fn open(&mut self, args: &Map<String, Value>) -> Result<String, String> {
@@ -499,7 +535,7 @@ impl BrowserSession {
         } else {
             (loc.shown.clone(), loc.repr.clone())
         };
-        self.show_top(start, &shown, &repr, num_lines)
+        self.show_top(start, &shown, &repr, num_lines).await
     }
 
     async fn find(&mut self, args: &Map<String, Value>) -> Result<String, String> {
@@ -514,15 +550,14 @@ impl BrowserSession {
         if page.contents.snippets.is_some() {
             return Err("Cannot run `find` on search results page or find results page".into());
         }
-        let results = find_in_page(&pattern, &page.contents, !self.quirks().find_line_drift);
-        self.push(
-            Arc::new(Page {
-                contents: results,
-                origin: Some(page),
-            }),
-            false,
-        );
-        self.show_top(0, "0", "0", -1)
+        let keep_lines = !self.quirks().find_line_drift;
+        let results = off_runtime(move || {
+            let results = find_in_page(&pattern, &page.contents, &page.lines, keep_lines);
+            Page::new(results, Some(page))
+        })
+        .await?;
+        self.push(Arc::new(results), false);
+        self.show_top(0, "0", "0", -1).await
     }
 
     /// Answers one model message addressed to `browser.*`.
@@ -539,7 +574,9 @@ impl BrowserSession {
             "find" => self.find(&args).await,
             other => return dispatch_error(call, &format!("Unknown function: {other}")),
         };
-        let text = result.unwrap_or_else(|e| e);
+        let mut text = result.unwrap_or_else(|e| e);
+        // Headers show URLs unquoted and errors quote what servers said: strip it all.
+        strip_controls_in_place(&mut text);
         ToolOutput::text(call, format!("browser.{function}"), text)
     }
 }

@@ -152,49 +152,50 @@ fn split_chunks(s: &[char]) -> Vec<(usize, usize)> {
 
 /// Python `textwrap.wrap(line, width=width, replace_whitespace=False, drop_whitespace=False)`.
 ///
-/// Widths count code points, as CPython does. `width` must be at least 1.
+/// Widths count code points, as CPython does. `width` must be at least 1. Linear in the
+/// length of `line`: a chunk longer than a line is consumed from its front, never copied.
 pub fn wrap(line: &str, width: usize) -> Vec<String> {
     let width = width.max(1);
     let s = expand_tabs(line);
-    // The chunk stack, top at the end; `chunks.last()` is textwrap's `chunks[-1]`.
-    let mut chunks: Vec<Vec<char>> = split_chunks(&s)
-        .into_iter()
-        .rev()
-        .map(|(a, b)| s[a..b].to_vec())
-        .collect();
+    // textwrap's chunk stack as ranges of `s`, top (`chunks[-1]`) at the end.
+    let mut chunks = split_chunks(&s);
+    chunks.reverse();
     let mut lines = Vec::new();
+    let mut current: Vec<(usize, usize)> = Vec::new();
     while !chunks.is_empty() {
-        let mut current: Vec<Vec<char>> = Vec::new();
+        current.clear();
         let mut current_len = 0usize;
-        while let Some(top) = chunks.last() {
-            if current_len + top.len() <= width {
-                current_len += top.len();
-                current.extend(chunks.pop());
+        while let Some(&(a, b)) = chunks.last() {
+            if current_len + (b - a) <= width {
+                current_len += b - a;
+                current.push((a, b));
+                chunks.pop();
             } else {
                 break;
             }
         }
-        if chunks.last().is_some_and(|top| top.len() > width) {
-            handle_long_word(&mut chunks, &mut current, current_len, width);
+        if let Some(top) = chunks.last_mut()
+            && top.1 - top.0 > width
+        {
+            current.push(take_long_word_piece(&s, top, current_len, width));
         }
         if !current.is_empty() {
-            lines.push(current.iter().flatten().collect());
+            lines.push(current.iter().flat_map(|&(a, b)| &s[a..b]).collect());
         }
     }
     lines
 }
 
-/// `TextWrapper._handle_long_word` with `break_long_words` and `break_on_hyphens`.
-fn handle_long_word(
-    chunks: &mut [Vec<char>],
-    current: &mut Vec<Vec<char>>,
+/// `TextWrapper._handle_long_word` with `break_long_words` and `break_on_hyphens`: the piece
+/// of the long chunk `top` that goes on the current line; `top` keeps the rest.
+fn take_long_word_piece(
+    s: &[char],
+    top: &mut (usize, usize),
     current_len: usize,
     width: usize,
-) {
+) -> (usize, usize) {
     let space_left = width.saturating_sub(current_len);
-    let Some(chunk) = chunks.last_mut() else {
-        return;
-    };
+    let chunk = &s[top.0..top.1];
     let mut end = space_left.min(chunk.len());
     if chunk.len() > space_left {
         // `chunk.rfind('-', 0, space_left)`, used only if non-hyphens precede it.
@@ -205,8 +206,9 @@ fn handle_long_word(
             end = hyphen + 1;
         }
     }
-    let rest = chunk.split_off(end);
-    current.push(std::mem::replace(chunk, rest));
+    let piece = (top.0, top.0 + end);
+    top.0 += end;
+    piece
 }
 
 /// The reference's `wrap_lines`: split on `\n`, keep empty lines, wrap every other line.

@@ -200,10 +200,18 @@ impl Drop for TestServer {
 
 impl TestServer {
     pub async fn start(handler: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Self::start_on("127.0.0.1:0", handler)
             .await
-            .expect("bind loopback");
-        let addr = listener.local_addr().expect("local addr");
+            .expect("bind loopback")
+    }
+
+    /// A server on `addr` (another loopback address, a given port), or why it cannot bind.
+    pub async fn start_on(
+        addr: &str,
+        handler: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
         let requests = Arc::new(Mutex::new(Vec::new()));
         let handler: Handler = Arc::new(handler);
         let recorded = requests.clone();
@@ -219,11 +227,11 @@ impl TestServer {
                 });
             }
         });
-        Self {
+        Ok(Self {
             addr,
             requests,
             task,
-        }
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -287,6 +295,7 @@ fn reason(status: u16) -> &'static str {
         302 => "Found",
         401 => "Unauthorized",
         403 => "Forbidden",
+        400 => "Bad Request",
         404 => "Not Found",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
