@@ -3,6 +3,7 @@
 //! `ossa serve` all start here.
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -250,6 +251,25 @@ impl DownloadProgress for DownloadBars {
     fn finished(&self, file: &str) {
         if let Some(bar) = self.bar(file) {
             bar.finish();
+            // Bars draw only on a terminal; elsewhere (logs, pipes) one line per file.
+            if !std::io::stderr().is_terminal() {
+                match bar.length() {
+                    Some(total) if total > 0 => {
+                        eprintln!("{file}: {} downloaded", indicatif::HumanBytes(total))
+                    }
+                    _ => eprintln!("{file}: already in the cache"),
+                }
+            }
+        }
+    }
+
+    fn contacting(&self, endpoint: &str, repo_id: &str) {
+        // Said before the first request, so a slow or silent hub is never a silent wait.
+        let line = format!("Fetching {repo_id} from {endpoint}…");
+        if std::io::stderr().is_terminal() {
+            let _ = self.multi.println(line);
+        } else {
+            eprintln!("{line}");
         }
     }
 }

@@ -319,5 +319,9 @@ fn downloads_once_into_the_hf_cache_and_loads() {
         before + 1
     );
     let err = resolve_model("not-a-dir-or-id", None).expect_err("bad id");
-    assert!(err.to_string().contains("not a model directory"), "{err}");
+    let err = err.to_string();
+    assert!(
+        err.contains("unknown model") && err.contains("gpt-oss:20b") && err.contains("--model DIR"),
+        "{err}"
+    );
 }

@@ -13,9 +13,9 @@ use ossa_engine::{DType, Engine, FinishReason, GenerateParams, LoadOptions, Samp
 
 #[derive(Debug, clap::Args)]
 pub struct GenerateArgs {
-    /// Model directory, or a Hugging Face id such as openai/gpt-oss-20b (downloaded once into
-    /// the Hugging Face cache).
-    #[arg(long)]
+    /// Model directory, a name (gpt-oss:20b, gpt-oss:120b) or a Hugging Face id (downloaded
+    /// once into the Hugging Face cache).
+    #[arg(long, default_value = ossa::config::DEFAULT_MODEL)]
     model: String,
     /// Prompt as comma-separated token ids.
     #[arg(
@@ -58,8 +58,8 @@ pub struct GenerateArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Model directory or Hugging Face id.
-    #[arg(long)]
+    /// Model directory, a name (gpt-oss:20b, gpt-oss:120b) or a Hugging Face id.
+    #[arg(long, default_value = ossa::config::DEFAULT_MODEL)]
     model: String,
     /// Compute threads (default: all cores).
     #[arg(long)]
@@ -290,6 +290,8 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.prompt_tokens == 0 || args.gen_tokens < 2 || args.runs == 0 {
         bail!("--prompt-tokens and --runs must be at least 1 and --gen-tokens at least 2");
     }
+    // A mistyped --model is reported now, not after the bandwidth passes.
+    ossa_engine::hub::parse_model(&args.model)?;
     let load_avg_before = loadavg();
     // Before the model loads, so the buffer neither competes with it for memory nor counts
     // in its peak RSS.
