@@ -5,6 +5,7 @@ mod chat;
 mod dev;
 mod eval;
 mod generate;
+mod models;
 mod python;
 mod run;
 mod serve;
@@ -45,6 +46,15 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Run Python inside the WebAssembly sandbox.
     Python(python::PythonArgs),
+    /// Download a model (gpt-oss:20b, gpt-oss:120b, a Hugging Face id) ahead of first use;
+    /// run again to resume.
+    Pull(models::PullArgs),
+    /// List the downloaded models: name, size on disk, location.
+    List(models::ListArgs),
+    /// Remove a downloaded model's files.
+    Rm(models::RmArgs),
+    /// Show a model's configuration: layers, experts, context, quantization, size, location.
+    Show(models::ShowArgs),
     /// Fetch and prepare everything ossa needs (the Python runtime).
     Setup(setup::SetupArgs),
     /// Invoke a tool directly and print what the model would receive.
@@ -83,6 +93,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Python(args) => python::run(args),
+        Command::Pull(args) => models::pull(args),
+        Command::List(args) => models::list(args),
+        Command::Rm(args) => models::rm(args),
+        Command::Show(args) => models::show(args),
         Command::Setup(args) => setup::run(args),
         Command::Dev(cmd) => dev::run(cmd),
         Command::Eval(cmd) => eval::run(cmd),
