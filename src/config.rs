@@ -162,7 +162,8 @@ impl ConfigSource {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Model directory, or a Hugging Face id (default [`DEFAULT_MODEL`]).
+    /// A model name (`gpt-oss:20b`, `gpt-oss:120b`), a Hugging Face id or a model directory
+    /// (default [`DEFAULT_MODEL`]).
     pub model: Option<String>,
     /// Precision: `f32` (the reference's numbers), `bf16`, or `q8` (int8 kernels; default).
     #[serde(deserialize_with = "de_dtype")]
@@ -942,8 +943,9 @@ pub struct ConfigArgs {
     /// ~/.config/ossa/config.toml; OSSA_CONFIG names another].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Model directory, or a Hugging Face id fetched once [default: openai/gpt-oss-20b].
-    #[arg(long, value_name = "DIR|ID")]
+    /// A model name (gpt-oss:20b, gpt-oss:120b; `ossa list` shows what is downloaded), a
+    /// Hugging Face id fetched once, or a model directory [default: gpt-oss:20b].
+    #[arg(long, value_name = "NAME|DIR")]
     pub model: Option<String>,
     /// Compute threads [default: every core].
     #[arg(long, value_name = "N", value_parser = parse_count)]

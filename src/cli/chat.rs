@@ -105,8 +105,9 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
 fn start_error_message(error: &StartError) -> String {
     let hint = match error {
         StartError::Model(_) => {
-            "pass --model with a folder holding config.json and model.safetensors, or a Hugging \
-             Face id such as openai/gpt-oss-20b (fetched once, on first use)"
+            "pass --model with a model name (gpt-oss:20b, gpt-oss:120b; fetched once, or ahead \
+             of time with `ossa pull`), a Hugging Face id, or a folder holding config.json and \
+             model.safetensors"
         }
         StartError::Load { .. } => {
             "the folder must hold a gpt-oss checkpoint in the Hugging Face layout (config.json, \

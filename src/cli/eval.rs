@@ -21,8 +21,8 @@ pub enum EvalCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct KlArgs {
-    /// Model directory, or a Hugging Face id such as openai/gpt-oss-20b.
-    #[arg(long)]
+    /// A model name (gpt-oss:20b), a Hugging Face id, or a model directory.
+    #[arg(long, default_value = ossa::config::DEFAULT_MODEL)]
     model: String,
     /// The dtype measured: q8 or bf16.
     #[arg(long, default_value = "q8")]
