@@ -46,6 +46,7 @@ fn check_message(name: &str, scenario: &Value, response: &Value) -> Option<Strin
         (message["content"] != json!(final_text(scenario))).then_some("content"),
         (message["reasoning_content"] != json!(reasoning_texts(scenario).join("\n\n")))
             .then_some("reasoning_content"),
+        (message["reasoning"] != message["reasoning_content"]).then_some("reasoning"),
         (got_calls != want_calls).then_some("server_tool_calls"),
         (choice["finish_reason"] != "stop").then_some("finish_reason"),
         (message.get("tool_calls").is_some()).then_some("tool_calls (python runs on the server)"),
@@ -78,6 +79,8 @@ fn assemble(chunks: &[Value]) -> (String, String, Vec<(String, String)>, Value, 
             continue;
         };
         let delta = &choice["delta"];
+        // gpt-oss clients read `reasoning`, vLLM's `reasoning_content`: both, the same.
+        assert_eq!(delta["reasoning"], delta["reasoning_content"], "{chunk}");
         if let Some(text) = delta["content"].as_str() {
             content.push_str(text);
         }
@@ -233,8 +236,10 @@ for user in json.loads(sys.argv[2]):
         content += d.content or ""
         dx = d.model_extra or {}
         reasoning += dx.get("reasoning_content") or ""
+        assert dx.get("reasoning") == dx.get("reasoning_content"), chunk
         scalls += [[c["input"], c["output"]] for c in (dx.get("server_tool_calls") or [])]
         finish = chunk.choices[0].finish_reason or finish
+    assert extra.get("reasoning") == extra.get("reasoning_content"), r
     results.append({"content": m.content, "reasoning": extra.get("reasoning_content"), "calls": calls,
                     "finish": r.choices[0].finish_reason,
                     "stream": {"content": content, "reasoning": reasoning, "calls": scalls, "finish": finish}})
@@ -406,4 +411,81 @@ fn a_named_tool_choice_makes_the_real_model_call_it() {
             other => panic!("finish {other:?}: {body}"),
         }
     }
+}
+
+#[test]
+fn chat_stop_ends_the_answer_before_the_first_stop_string() {
+    if curl_missing() {
+        return;
+    }
+    let server = Server::start(&[]);
+    let url = format!("{}/chat/completions", server.base);
+    let scenario = scenarios()
+        .into_iter()
+        .find(|s| s["id"] == "sumsq-22")
+        .expect("the sumsq-22 scenario");
+    let user = scenario["user"].as_str().expect("user text");
+    let answer = final_text(&scenario);
+    let before = |text: &str| answer[..answer.find(text).expect("in the answer")].to_string();
+    let cases = [
+        (json!(" is "), before(" is ")),
+        // The earliest of several wins, whichever comes first in the list.
+        (json!(["never said", " 22 ", " from 1"]), before(" from 1")),
+        (json!("never said"), answer.clone()),
+    ];
+    for (stop, want) in cases {
+        for stream in [false, true] {
+            let mut body = chat_body(user, stream);
+            body["stop"] = stop.clone();
+            let (status, text) = curl_post(&url, &body);
+            assert_eq!(status, 200, "{text}");
+            let (content, reasoning, calls, finish) = if stream {
+                let (content, reasoning, calls, finish, _) = assemble(&sse_data(&text));
+                (json!(content), json!(reasoning), calls.len(), finish)
+            } else {
+                let response: Value = serde_json::from_str(&text).expect("JSON");
+                let choice = &response["choices"][0];
+                let calls = choice["message"]["server_tool_calls"]
+                    .as_array()
+                    .map_or(0, Vec::len);
+                (
+                    choice["message"]["content"].clone(),
+                    choice["message"]["reasoning"].clone(),
+                    calls,
+                    choice["finish_reason"].clone(),
+                )
+            };
+            let case = format!("stop {stop} (stream: {stream})");
+            assert_eq!(content, json!(want), "{case}: {text}");
+            assert_eq!(finish, "stop", "{case}");
+            // Only the answer is cut: the reasoning and the python call before it are whole.
+            assert_eq!(
+                reasoning,
+                json!(reasoning_texts(&scenario).concat()),
+                "{case}"
+            );
+            assert_eq!(calls, 1, "{case}");
+        }
+    }
+
+    // What cannot be honoured is refused, naming the parameter.
+    let mut body = chat_body(user, false);
+    body["stop"] = json!([7]);
+    let (status, text) = curl_post(&url, &body);
+    assert_eq!(status, 400, "{text}");
+    let error: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(error["error"]["param"], "stop", "{text}");
+    let (status, text) = curl_post(
+        &format!("{}/responses", server.base),
+        &json!({"model": "gpt-oss", "input": user, "stop": ["."]}),
+    );
+    assert_eq!(status, 400, "{text}");
+    let error: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(error["error"]["param"], "stop", "{text}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("/v1/chat/completions")),
+        "{text}"
+    );
 }

@@ -23,6 +23,7 @@ use super::chat::{CancelOnDrop, sse};
 use super::error::{ApiError, parse_body};
 use super::params::{Fields, new_id, now};
 use super::queue::Slot;
+use super::stop;
 
 /// OpenAI's default.
 const DEFAULT_MAX_TOKENS: usize = 16;
@@ -125,22 +126,7 @@ fn parse_request(
     {
         stop_token_ids.push(token_id(tokenizer, &format!("stop_token_ids[{i}]"), id)?);
     }
-    let stop_strings = match fields.get("stop") {
-        None => Vec::new(),
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|s| s.as_str().map(str::to_string))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| ApiError::invalid("stop".to_string(), "`stop` must be strings"))?,
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "stop".to_string(),
-                "`stop` must be a string or a list of strings",
-            ));
-        }
-    };
-    let stop_strings = stop_strings.into_iter().filter(|s| !s.is_empty()).collect();
+    let stop_strings = stop::parse(fields.get("stop"))?;
     let defaults = &state.config.sampling;
     Ok(CompletionRequest {
         prompt,
@@ -308,7 +294,7 @@ async fn generate(
             progress.decoder.push(token).unwrap_or_default()
         };
         progress.text.push_str(&shown);
-        if let Some((at, stop)) = find_stop(&progress.text, progress.sent, &request.stop_strings) {
+        if let Some((at, stop)) = stop::find(&progress.text, progress.sent, &request.stop_strings) {
             let end = if request.include_stop_str {
                 at + stop.len()
             } else {
@@ -321,7 +307,7 @@ async fn generate(
         let safe = if progress.stop_string.is_some() {
             progress.text.len()
         } else {
-            floor_char_boundary(&progress.text, progress.text.len().saturating_sub(hold))
+            stop::floor_char_boundary(&progress.text, progress.text.len().saturating_sub(hold))
         };
         if safe > progress.sent {
             on_text(&progress.text[progress.sent..safe], &pending_ids);
@@ -355,27 +341,6 @@ async fn generate(
         stop_reason,
         stats: Some(stats),
     })
-}
-
-/// The first stop string in `text` that ends after `from`: its byte offset and itself.
-fn find_stop(text: &str, from: usize, stops: &[String]) -> Option<(usize, String)> {
-    stops
-        .iter()
-        .filter_map(|stop| {
-            let start = floor_char_boundary(text, from.saturating_sub(stop.len()));
-            text[start..]
-                .find(stop.as_str())
-                .map(|i| (start + i, stop.clone()))
-        })
-        .min_by_key(|(at, _)| *at)
-}
-
-fn floor_char_boundary(text: &str, mut at: usize) -> usize {
-    at = at.min(text.len());
-    while !text.is_char_boundary(at) {
-        at -= 1;
-    }
-    at
 }
 
 fn usage(request: &CompletionRequest, outcome: &Outcome, generated: usize) -> Value {

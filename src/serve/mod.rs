@@ -25,6 +25,7 @@ mod params;
 pub mod queue;
 mod responses;
 pub mod security;
+mod stop;
 pub mod store;
 mod turn;
 
@@ -337,6 +338,12 @@ pub fn router(state: Arc<ServerState>) -> Router {
             "/v1/responses/{id}",
             get(responses::get).delete(responses::delete),
         )
+        .route(
+            "/v1/responses/{id}/input_items",
+            get(responses::input_items),
+        )
+        // Model ids may hold slashes (`openai/gpt-oss-20b`).
+        .route("/v1/models/{*id}", get(model))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are read (and limited) by the guard.
@@ -435,18 +442,53 @@ async fn health(State(state): State<Arc<ServerState>>) -> Response {
     .into_response()
 }
 
+fn model_object(state: &ServerState) -> serde_json::Value {
+    json!({
+        "id": state.model_id,
+        "object": "model",
+        "created": state.created,
+        "owned_by": "ossa",
+        "max_model_len": state.backend.context_length(),
+    })
+}
+
 async fn models(State(state): State<Arc<ServerState>>) -> Response {
     axum::Json(json!({
         "object": "list",
-        "data": [{
-            "id": state.model_id,
-            "object": "model",
-            "created": state.created,
-            "owned_by": "ossa",
-            "max_model_len": state.backend.context_length(),
-        }],
+        "data": [model_object(&state)],
     }))
     .into_response()
+}
+
+/// `GET /v1/models/{id}`: the model this server serves, by the id `/v1/models` lists.
+async fn model(
+    State(state): State<Arc<ServerState>>,
+    id: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+) -> Response {
+    match id {
+        Ok(axum::extract::Path(id)) if id == state.model_id => {
+            axum::Json(model_object(&state)).into_response()
+        }
+        Ok(axum::extract::Path(id)) => model_not_found(&id, &state.model_id),
+        // An id that does not decode (not UTF-8) names no model either.
+        Err(_) => model_not_found("", &state.model_id),
+    }
+}
+
+fn model_not_found(id: &str, served: &str) -> Response {
+    {
+        {
+            let shown: String = id.chars().filter(|c| !c.is_control()).take(100).collect();
+            let mut error = ApiError::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "model_not_found",
+                format!("The model `{shown}` does not exist; this server serves `{served}`."),
+            );
+            error.param = Some("model".into());
+            error.into_response()
+        }
+    }
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {
