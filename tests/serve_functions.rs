@@ -124,6 +124,7 @@ impl Fixture {
             store: Some(ResponseStore::open(&StoreOptions::new(store.path())).expect("store")),
             access: AccessPolicy::default(),
             limits: Limits::default(),
+            log_requests: false,
             app: None,
         });
         let runtime = tokio::runtime::Runtime::new().expect("runtime");

@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use ossa_agent::harmony::{Author, Message, Role};
@@ -26,6 +26,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use super::ServerState;
 use super::error::{ApiError, parse_body};
 use super::functions::{ToolChoice, function_name};
+use super::log::RequestLog;
 use super::params::{Fields, content_text, new_id, now, parse_effort};
 use super::queue::Slot;
 use super::stop::{self, StopText};
@@ -49,7 +50,11 @@ struct ChatRequest {
     stop: Vec<String>,
 }
 
-pub async fn create(State(state): State<Arc<ServerState>>, body: Bytes) -> Response {
+pub async fn create(
+    State(state): State<Arc<ServerState>>,
+    Extension(log): Extension<Arc<RequestLog>>,
+    body: Bytes,
+) -> Response {
     let (request, spec) = match parse_body(&body).and_then(|body| parse_request(&state, &body)) {
         Ok(parsed) => parsed,
         Err(error) => return error.into_response(),
@@ -57,6 +62,7 @@ pub async fn create(State(state): State<Arc<ServerState>>, body: Bytes) -> Respo
     let cancel = state.request_cancel();
     let guard = CancelOnDrop(cancel.clone());
     let started = turn::prepare(&state, spec, &cancel, "messages")
+        .map(|turn| turn.log_to(log))
         .and_then(|prepared| Ok((prepared, state.admit()?)));
     let (prepared, slot) = match started {
         Ok(started) => started,

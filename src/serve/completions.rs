@@ -8,9 +8,10 @@
 //! `include_stop_str_in_output: true` the stop token's or string's text.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
 use ossa_agent::{Backend, Cancel, Finish, GenerationRequest, GenerationStats};
 use ossa_engine::CancelHandle;
@@ -21,6 +22,7 @@ use tokio::sync::mpsc;
 use super::ServerState;
 use super::chat::{CancelOnDrop, sse};
 use super::error::{ApiError, parse_body};
+use super::log::{RequestLog, Usage};
 use super::params::{Fields, new_id, now};
 use super::queue::Slot;
 use super::stop;
@@ -37,16 +39,23 @@ struct CompletionRequest {
     ignore_eos: bool,
     skip_special_tokens: bool,
     include_stop_str: bool,
+    /// Where the request's log line gets its tokens.
+    log: Arc<RequestLog>,
     return_token_ids: bool,
     stream: bool,
     include_usage: bool,
 }
 
-pub async fn create(State(state): State<Arc<ServerState>>, body: Bytes) -> Response {
-    let request = match parse_body(&body).and_then(|body| parse_request(&state, &body)) {
+pub async fn create(
+    State(state): State<Arc<ServerState>>,
+    Extension(log): Extension<Arc<RequestLog>>,
+    body: Bytes,
+) -> Response {
+    let mut request = match parse_body(&body).and_then(|body| parse_request(&state, &body)) {
         Ok(request) => request,
         Err(error) => return error.into_response(),
     };
+    request.log = log;
     let slot = match state.admit() {
         Ok(slot) => slot,
         Err(error) => return error.into_response(),
@@ -138,6 +147,7 @@ fn parse_request(
         skip_special_tokens: fields.bool("skip_special_tokens")?.unwrap_or(true),
         include_stop_str: fields.bool("include_stop_str_in_output")?.unwrap_or(false),
         return_token_ids: fields.bool("return_token_ids")?.unwrap_or(false),
+        log: Arc::default(),
         stream: fields.bool("stream")?.unwrap_or(false),
         include_usage: fields
             .get("stream_options")
@@ -234,6 +244,7 @@ async fn generate(
     }
     stops.sort_unstable();
     stops.dedup();
+    let started = Instant::now();
     let stop = StopOnDrop(CancelHandle::new());
     let stop_handle = &stop.0;
     let (sender, mut receiver) = mpsc::unbounded_channel();
@@ -336,6 +347,14 @@ async fn generate(
         (None, Finish::MaxTokens) => ("length", Value::Null),
         (None, Finish::Cancelled) => ("abort", Value::Null),
     };
+    request.log.record(Usage {
+        prompt_tokens: request.prompt.len(),
+        completion_tokens: progress.token_ids.len(),
+        // What the generation did not spend computing, it spent waiting for the engine.
+        queue_wait: started
+            .elapsed()
+            .saturating_sub(stats.prefill + stats.decode),
+    });
     Ok(Outcome {
         finish_reason,
         stop_reason,

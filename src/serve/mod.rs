@@ -21,6 +21,7 @@ mod completions;
 pub mod error;
 pub mod functions;
 mod listen;
+mod log;
 mod params;
 pub mod queue;
 mod responses;
@@ -71,6 +72,8 @@ pub struct ServeOptions {
     pub store_ttl: Option<Duration>,
     pub access: AccessPolicy,
     pub limits: Limits,
+    /// One line on stderr per request (off with `--quiet`).
+    pub log_requests: bool,
 }
 
 /// What one client can take of the server.
@@ -150,6 +153,8 @@ pub struct ServerParts {
     pub store: Option<ResponseStore>,
     pub access: AccessPolicy,
     pub limits: Limits,
+    /// One line on stderr per request.
+    pub log_requests: bool,
     /// Kept alive while the server runs (the tools' servers, the engine).
     pub app: Option<App>,
 }
@@ -170,6 +175,8 @@ pub struct ServerState {
     pub store: Option<Arc<ResponseStore>>,
     pub access: AccessPolicy,
     pub limits: Limits,
+    /// One line on stderr per request.
+    pub log_requests: bool,
     /// Requests in progress, bounded.
     slots: RequestSlots,
     /// Cancelled when the server shuts down: every request's own cancel follows it.
@@ -194,6 +201,7 @@ impl ServerState {
             slots: RequestSlots::new(parts.limits.max_queue.saturating_add(1)),
             access: parts.access,
             limits: parts.limits,
+            log_requests: parts.log_requests,
             shutdown: Cancel::new(),
             _app: parts.app,
         })
@@ -207,6 +215,7 @@ impl ServerState {
         store: Option<ResponseStore>,
         access: AccessPolicy,
         limits: Limits,
+        log_requests: bool,
     ) -> Arc<Self> {
         let model_id = served_model_name.unwrap_or_else(|| {
             let model = &app.settings.model;
@@ -239,6 +248,7 @@ impl ServerState {
             store,
             access,
             limits,
+            log_requests,
             app: Some(app),
         })
     }
@@ -352,6 +362,11 @@ pub fn router(state: Arc<ServerState>) -> Router {
             Arc::clone(&state),
             security::guard,
         ))
+        // Outside the guard: refused requests are logged too.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            log::access_log,
+        ))
         .with_state(state)
 }
 
@@ -415,6 +430,7 @@ pub async fn serve(
         store,
         access,
         options.limits.clone(),
+        options.log_requests,
     );
     eprintln!(
         "ossa serve: {} listening on http://{local}/v1",

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::{Extension, Path as UrlPath, Query, State};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response, Sse};
 use ossa_agent::harmony::{Author, Message, Role};
@@ -32,6 +32,7 @@ use super::chat::{
 };
 use super::error::{ApiError, parse_body};
 use super::functions::{ToolChoice, function_name};
+use super::log::RequestLog;
 use super::params::{Fields, content_text, new_id, now, parse_effort};
 use super::queue::Slot;
 use super::store::{self, Continuation};
@@ -69,7 +70,11 @@ struct Echo {
     metadata: Value,
 }
 
-pub async fn create(State(state): State<Arc<ServerState>>, body: Bytes) -> Response {
+pub async fn create(
+    State(state): State<Arc<ServerState>>,
+    Extension(log): Extension<Arc<RequestLog>>,
+    body: Bytes,
+) -> Response {
     let body = match parse_body(&body) {
         Ok(body) => body,
         Err(error) => return error.into_response(),
@@ -88,6 +93,7 @@ pub async fn create(State(state): State<Arc<ServerState>>, body: Bytes) -> Respo
     let cancel = state.request_cancel();
     let guard = CancelOnDrop(cancel.clone());
     let started = turn::prepare(&state, spec, &cancel, "input")
+        .map(|turn| turn.log_to(log))
         .and_then(|prepared| Ok((prepared, state.admit()?)));
     let (prepared, slot) = match started {
         Ok(started) => started,
