@@ -491,20 +491,17 @@ async fn model(
     }
 }
 
+/// A 404 in OpenAI's shape for a model id other than the served one.
 fn model_not_found(id: &str, served: &str) -> Response {
-    {
-        {
-            let shown: String = id.chars().filter(|c| !c.is_control()).take(100).collect();
-            let mut error = ApiError::new(
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                "model_not_found",
-                format!("The model `{shown}` does not exist; this server serves `{served}`."),
-            );
-            error.param = Some("model".into());
-            error.into_response()
-        }
-    }
+    let shown: String = id.chars().filter(|c| !c.is_control()).take(100).collect();
+    let mut error = ApiError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        "model_not_found",
+        format!("The model `{shown}` does not exist; this server serves `{served}`."),
+    );
+    error.param = Some("model".into());
+    error.into_response()
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {

@@ -752,4 +752,39 @@ mod tests {
             .expect_err("too large");
         assert!(matches!(error, StoreError::TooLarge { .. }), "{error}");
     }
+
+    #[test]
+    fn input_items_are_kept_and_an_older_database_gains_their_column() {
+        let dir = tempfile::tempdir().expect("temp");
+        // The table as the ossa before input items made it, with one response in it.
+        {
+            let db = Connection::open(dir.path().join(DATABASE_FILE)).expect("opens");
+            db.execute_batch(
+                "CREATE TABLE responses (
+                    id TEXT PRIMARY KEY NOT NULL, previous_id TEXT,
+                    created_ms INTEGER NOT NULL, last_used_ms INTEGER NOT NULL,
+                    hidden INTEGER NOT NULL DEFAULT 0, size INTEGER NOT NULL,
+                    response TEXT NOT NULL, items TEXT NOT NULL
+                ) STRICT;
+                INSERT INTO responses (id, created_ms, last_used_ms, size, response, items)
+                VALUES ('resp_old', 1, 1, 2, '{}', '[]');",
+            )
+            .expect("old schema");
+        }
+        let store = store(dir.path(), 1 << 20);
+        assert_eq!(
+            store.input_items("resp_old").expect("reads"),
+            Some(Vec::new())
+        );
+        let input = vec![json!({"id": "msg_1", "type": "message", "role": "user"})];
+        store
+            .put("resp_new", None, &json!({}), &input, &[message("one")])
+            .expect("stored");
+        assert_eq!(store.input_items("resp_new").expect("reads"), Some(input));
+        assert_eq!(store.input_items("resp_none").expect("reads"), None);
+        // Opening it again finds the column there.
+        drop(store);
+        let store = self::store(dir.path(), 1 << 20);
+        assert!(store.input_items("resp_new").expect("reads").is_some());
+    }
 }
