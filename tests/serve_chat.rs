@@ -7,8 +7,8 @@ mod support;
 
 use serde_json::{Value, json};
 use support::serve::{
-    Server, curl_get, curl_missing, curl_post, curl_post_raw, python_with_openai, run_sdk_script,
-    sse_data,
+    Server, curl, curl_get, curl_missing, curl_post, curl_post_raw, python_with_openai,
+    run_sdk_script, sse_data,
 };
 use support::{check_all, final_text, python_calls, reasoning_texts, scenarios};
 
@@ -46,6 +46,7 @@ fn check_message(name: &str, scenario: &Value, response: &Value) -> Option<Strin
         (message["content"] != json!(final_text(scenario))).then_some("content"),
         (message["reasoning_content"] != json!(reasoning_texts(scenario).join("\n\n")))
             .then_some("reasoning_content"),
+        (message["reasoning"] != message["reasoning_content"]).then_some("reasoning"),
         (got_calls != want_calls).then_some("server_tool_calls"),
         (choice["finish_reason"] != "stop").then_some("finish_reason"),
         (message.get("tool_calls").is_some()).then_some("tool_calls (python runs on the server)"),
@@ -78,6 +79,8 @@ fn assemble(chunks: &[Value]) -> (String, String, Vec<(String, String)>, Value, 
             continue;
         };
         let delta = &choice["delta"];
+        // gpt-oss clients read `reasoning`, vLLM's `reasoning_content`: both, the same.
+        assert_eq!(delta["reasoning"], delta["reasoning_content"], "{chunk}");
         if let Some(text) = delta["content"].as_str() {
             content.push_str(text);
         }
@@ -233,8 +236,10 @@ for user in json.loads(sys.argv[2]):
         content += d.content or ""
         dx = d.model_extra or {}
         reasoning += dx.get("reasoning_content") or ""
+        assert dx.get("reasoning") == dx.get("reasoning_content"), chunk
         scalls += [[c["input"], c["output"]] for c in (dx.get("server_tool_calls") or [])]
         finish = chunk.choices[0].finish_reason or finish
+    assert extra.get("reasoning") == extra.get("reasoning_content"), r
     results.append({"content": m.content, "reasoning": extra.get("reasoning_content"), "calls": calls,
                     "finish": r.choices[0].finish_reason,
                     "stream": {"content": content, "reasoning": reasoning, "calls": scalls, "finish": finish}})
@@ -406,4 +411,240 @@ fn a_named_tool_choice_makes_the_real_model_call_it() {
             other => panic!("finish {other:?}: {body}"),
         }
     }
+}
+
+#[test]
+fn chat_stop_ends_the_answer_before_the_first_stop_string() {
+    if curl_missing() {
+        return;
+    }
+    let server = Server::start(&[]);
+    let url = format!("{}/chat/completions", server.base);
+    let scenario = scenarios()
+        .into_iter()
+        .find(|s| s["id"] == "sumsq-22")
+        .expect("the sumsq-22 scenario");
+    let user = scenario["user"].as_str().expect("user text");
+    let answer = final_text(&scenario);
+    let before = |text: &str| answer[..answer.find(text).expect("in the answer")].to_string();
+    let cases = [
+        (json!(" is "), before(" is ")),
+        // The earliest of several wins, whichever comes first in the list.
+        (json!(["never said", " 22 ", " from 1"]), before(" from 1")),
+        (json!("never said"), answer.clone()),
+    ];
+    for (stop, want) in cases {
+        for stream in [false, true] {
+            let mut body = chat_body(user, stream);
+            body["stop"] = stop.clone();
+            let (status, text) = curl_post(&url, &body);
+            assert_eq!(status, 200, "{text}");
+            let (content, reasoning, calls, finish) = if stream {
+                let (content, reasoning, calls, finish, _) = assemble(&sse_data(&text));
+                (json!(content), json!(reasoning), calls.len(), finish)
+            } else {
+                let response: Value = serde_json::from_str(&text).expect("JSON");
+                let choice = &response["choices"][0];
+                let calls = choice["message"]["server_tool_calls"]
+                    .as_array()
+                    .map_or(0, Vec::len);
+                (
+                    choice["message"]["content"].clone(),
+                    choice["message"]["reasoning"].clone(),
+                    calls,
+                    choice["finish_reason"].clone(),
+                )
+            };
+            let case = format!("stop {stop} (stream: {stream})");
+            assert_eq!(content, json!(want), "{case}: {text}");
+            assert_eq!(finish, "stop", "{case}");
+            // Only the answer is cut: the reasoning and the python call before it are whole.
+            assert_eq!(
+                reasoning,
+                json!(reasoning_texts(&scenario).concat()),
+                "{case}"
+            );
+            assert_eq!(calls, 1, "{case}");
+        }
+    }
+
+    // What cannot be honoured is refused, naming the parameter.
+    let mut body = chat_body(user, false);
+    body["stop"] = json!([7]);
+    let (status, text) = curl_post(&url, &body);
+    assert_eq!(status, 400, "{text}");
+    let error: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(error["error"]["param"], "stop", "{text}");
+    let (status, text) = curl_post(
+        &format!("{}/responses", server.base),
+        &json!({"model": "gpt-oss", "input": user, "stop": ["."]}),
+    );
+    assert_eq!(status, 400, "{text}");
+    let error: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(error["error"]["param"], "stop", "{text}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("/v1/chat/completions")),
+        "{text}"
+    );
+}
+
+/// The request lines the server wrote: (method, path, status, the rest), waiting up to 10 s for
+/// `count` of them (a line is written once its response body is done).
+fn request_lines(server: &Server, count: usize) -> Vec<(String, String, u16, String)> {
+    let parse = |line: &String| {
+        let rest = line.strip_prefix("ossa serve: ")?;
+        let mut words = rest.splitn(4, ' ');
+        let method = words.next()?.to_string();
+        if !["GET", "POST", "DELETE", "OPTIONS"].contains(&method.as_str()) {
+            return None;
+        }
+        let path = words.next()?.to_string();
+        let status = words.next()?.parse().ok()?;
+        Some((method, path, status, words.next()?.to_string()))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let lines: Vec<_> = server.log().iter().filter_map(parse).collect();
+        if lines.len() >= count || std::time::Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// `(tokens in, tokens out)` of a request line's rest, which must also give its time and queue
+/// wait: `1.234 s, 498 tokens in, 56 out, queued 0.000 s`.
+fn line_tokens(rest: &str) -> (usize, usize) {
+    let fields: Vec<&str> = rest.split(", ").collect();
+    assert_eq!(fields.len(), 4, "{rest}");
+    let seconds = |text: &str| -> f64 {
+        text.strip_suffix(" s")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("a time in {rest}"))
+    };
+    assert!(seconds(fields[0]) >= 0.0);
+    assert!(seconds(fields[3].strip_prefix("queued ").expect("queued")) >= 0.0);
+    let number = |text: &str, suffix: &str| -> usize {
+        text.strip_suffix(suffix)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("`{suffix}` in {rest}"))
+    };
+    (number(fields[1], " tokens in"), number(fields[2], " out"))
+}
+
+#[test]
+fn the_server_logs_one_line_per_request_unless_quiet() {
+    if curl_missing() {
+        return;
+    }
+    let server = Server::start_logging(&[]);
+    let user = "Say hello in one word.";
+    let (status, body) = curl_post(
+        &format!("{}/chat/completions", server.base),
+        &chat_body(user, false),
+    );
+    assert_eq!(status, 200, "{body}");
+    let response: Value = serde_json::from_str(&body).expect("JSON");
+    let (status, streamed) = curl_post(
+        &format!("{}/chat/completions", server.base),
+        &chat_body(user, true),
+    );
+    assert_eq!(status, 200, "{streamed}");
+    let (status, body) = curl_post(
+        &format!("{}/completions", server.base),
+        &json!({"prompt": "Hello", "max_tokens": 3}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let completion: Value = serde_json::from_str(&body).expect("JSON");
+    // A path that tries to write a line of its own stays on its line, percent-encoded.
+    let (status, _) = curl_get(&format!(
+        "{}/models/x%0aossa%20serve:%20GET%20/forged%20200",
+        server.base
+    ));
+    assert_eq!(status, 404);
+    // A request the guard refuses is logged too.
+    let (status, _) = curl(&[
+        "-H",
+        "Host: evil.example",
+        &format!("{}/models", server.base),
+    ]);
+    assert_eq!(status, 403);
+
+    let lines = request_lines(&server, 5);
+    let summary: Vec<(&str, &str, u16)> = lines
+        .iter()
+        .map(|(m, p, s, _)| (m.as_str(), p.as_str(), *s))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("POST", "/v1/chat/completions", 200),
+            ("POST", "/v1/chat/completions", 200),
+            ("POST", "/v1/completions", 200),
+            (
+                "GET",
+                "/v1/models/x%0aossa%20serve:%20GET%20/forged%20200",
+                404
+            ),
+            ("GET", "/v1/models", 403),
+        ],
+        "{:?}",
+        server.log()
+    );
+    // The tokens the responses report, in the line.
+    let usage = &response["usage"];
+    assert_eq!(
+        line_tokens(&lines[0].3),
+        (
+            usage["prompt_tokens"].as_u64().expect("prompt") as usize,
+            usage["completion_tokens"].as_u64().expect("completion") as usize
+        ),
+        "{}",
+        lines[0].3
+    );
+    let streamed_usage = sse_data(&streamed)
+        .into_iter()
+        .rev()
+        .find(|c| !c["usage"].is_null())
+        .expect("a usage chunk")["usage"]
+        .clone();
+    assert_eq!(
+        line_tokens(&lines[1].3),
+        (
+            streamed_usage["prompt_tokens"].as_u64().expect("prompt") as usize,
+            streamed_usage["completion_tokens"]
+                .as_u64()
+                .expect("completion") as usize
+        )
+    );
+    assert_eq!(
+        line_tokens(&lines[2].3),
+        (
+            completion["usage"]["prompt_tokens"]
+                .as_u64()
+                .expect("prompt") as usize,
+            completion["usage"]["completion_tokens"]
+                .as_u64()
+                .expect("completion") as usize
+        ),
+        "{}",
+        lines[2].3
+    );
+    // Requests that generate nothing give their time only.
+    for (_, _, _, rest) in &lines[3..] {
+        assert!(rest.ends_with(" s") && !rest.contains("tokens"), "{rest}");
+    }
+
+    // `--quiet` (as every other test server runs): no request lines.
+    let quiet = Server::start(&[]);
+    let (status, _) = curl_get(&format!("{}/models", quiet.base));
+    assert_eq!(status, 200);
+    let (status, _) = curl_post(
+        &format!("{}/chat/completions", quiet.base),
+        &chat_body(user, false),
+    );
+    assert_eq!(status, 200);
+    assert!(request_lines(&quiet, 1).is_empty(), "{:?}", quiet.log());
 }

@@ -124,6 +124,7 @@ impl Fixture {
             store: Some(ResponseStore::open(&StoreOptions::new(store.path())).expect("store")),
             access: AccessPolicy::default(),
             limits: Limits::default(),
+            log_requests: false,
             app: None,
         });
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -640,7 +641,7 @@ fn required_tool_choice_turns_an_answer_into_a_call() {
             assert!(body.contains(r#""finish_reason":"tool_calls""#), "{body}");
             assert!(body.contains(r#""name":"get_weather""#), "{body}");
             assert!(
-                body.contains(r#"{"reasoning_content":" weather"}"#),
+                body.contains(r#"{"reasoning_content":" weather","reasoning":" weather"}"#),
                 "{body}"
             );
         } else {

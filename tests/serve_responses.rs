@@ -327,3 +327,171 @@ fn streamed_chunks_parse_as_sse() {
         vec![json!({"a": 1})]
     );
 }
+
+/// The `openai` SDK's own calls for one model and a response's input items: `models.retrieve`
+/// (and its NotFoundError), `responses.input_items.list` paging through `after` by itself.
+const SDK_LOOKUPS: &str = r#"
+import json, sys
+import openai
+client = openai.OpenAI(base_url=sys.argv[1], api_key="unused")
+args = json.loads(sys.argv[2])
+model = client.models.retrieve(args["model"])
+try:
+    client.models.retrieve("no-such-model")
+    missing = None
+except openai.NotFoundError as e:
+    missing = e.body
+pages = client.responses.input_items.list(args["response"], order="asc", limit=2)
+ids = [item.id for item in pages]
+first = client.responses.input_items.list(args["response"], limit=1)
+print(json.dumps([{"model": model.id, "missing": missing, "asc": ids,
+                   "desc_first": [i.id for i in first.data], "more": first.has_more}]))
+"#;
+
+#[test]
+fn models_by_id_and_input_items_of_stored_responses() {
+    if curl_missing() {
+        return;
+    }
+    let store = tempfile::tempdir().expect("temp");
+    let server = Server::start(&["--store-dir", store.path().to_str().expect("utf-8")]);
+
+    // `GET /v1/models/{id}`: the entry `/v1/models` lists, or a 404 in OpenAI's shape.
+    let (status, body) = curl_get(&format!("{}/models", server.base));
+    assert_eq!(status, 200, "{body}");
+    let listed: Value = serde_json::from_str(&body).expect("JSON");
+    let entry = &listed["data"][0];
+    let model_id = entry["id"].as_str().expect("model id").to_string();
+    let (status, body) = curl_get(&format!("{}/models/{model_id}", server.base));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).expect("JSON"), *entry);
+    for missing in ["gpt-4o", "openai/gpt-oss-120b", "%00%0a"] {
+        let (status, body) = curl_get(&format!("{}/models/{missing}", server.base));
+        assert_eq!(status, 404, "{missing}: {body}");
+        let error: Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(error["error"]["code"], "model_not_found", "{body}");
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{body}");
+        assert_eq!(error["error"]["param"], "model", "{body}");
+    }
+
+    // A response made from three input items, one of them given with its own id.
+    let url = format!("{}/responses", server.base);
+    let input = json!([
+        {"role": "user", "content": "Hi."},
+        {"type": "message", "role": "assistant", "id": "msg_given",
+         "content": [{"type": "output_text", "text": "Hello!"}]},
+        {"type": "message", "role": "user",
+         "content": [{"type": "input_text", "text": "Say hello in one word."}]},
+    ]);
+    let (status, body) = curl_post(
+        &url,
+        &json!({"model": "gpt-oss", "input": input, "max_output_tokens": 16}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let response: Value = serde_json::from_str(&body).expect("JSON");
+    let id = response["id"].as_str().expect("id").to_string();
+    let items_url = format!("{url}/{id}/input_items");
+    let list = |query: &str| -> (u16, Value) {
+        let (status, body) = curl_get(&format!("{items_url}{query}"));
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}")),
+        )
+    };
+    let (status, all) = list("?order=asc");
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(all["object"], "list");
+    assert_eq!(all["has_more"], false);
+    let data = all["data"].as_array().expect("data");
+    let texts: Vec<(&str, &str)> = data
+        .iter()
+        .map(|item| {
+            assert_eq!(item["type"], "message", "{item}");
+            assert_eq!(item["status"], "completed", "{item}");
+            (
+                item["role"].as_str().expect("role"),
+                item["content"][0]["text"].as_str().expect("text"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            ("user", "Hi."),
+            ("assistant", "Hello!"),
+            ("user", "Say hello in one word.")
+        ]
+    );
+    // A string content is listed as a part, like the others.
+    assert_eq!(data[0]["content"][0]["type"], "input_text");
+    let ids: Vec<String> = data
+        .iter()
+        .map(|item| item["id"].as_str().expect("an id").to_string())
+        .collect();
+    assert_eq!(ids[1], "msg_given");
+    assert_eq!(all["first_id"], json!(ids[0]));
+    assert_eq!(all["last_id"], json!(ids[2]));
+
+    // Newest first by default; `limit` and `after` page through them.
+    let (_, newest) = list("?limit=2");
+    assert_eq!(newest["data"][0]["id"], json!(ids[2]));
+    assert_eq!(newest["data"][1]["id"], json!(ids[1]));
+    assert_eq!(newest["has_more"], true);
+    let (_, rest) = list(&format!("?limit=2&after={}", ids[1]));
+    assert_eq!(rest["data"].as_array().map(Vec::len), Some(1), "{rest}");
+    assert_eq!(rest["data"][0]["id"], json!(ids[0]));
+    assert_eq!(rest["has_more"], false);
+
+    // What cannot be honoured is refused, naming the parameter.
+    for (query, param) in [
+        ("?limit=0", "limit"),
+        ("?limit=101", "limit"),
+        ("?limit=many", "limit"),
+        ("?order=sideways", "order"),
+        ("?after=msg_nowhere", "after"),
+    ] {
+        let (status, error) = list(query);
+        assert_eq!(status, 400, "{query}: {error}");
+        assert_eq!(error["error"]["param"], param, "{query}: {error}");
+    }
+    let (status, body) = curl_get(&format!("{url}/resp_unknown/input_items"));
+    assert_eq!(status, 404, "{body}");
+
+    // A string input is one user message.
+    let (status, body) = curl_post(
+        &url,
+        &json!({"model": "gpt-oss", "input": "Say hello in one word.", "max_output_tokens": 16}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let second: Value = serde_json::from_str(&body).expect("JSON");
+    let second_id = second["id"].as_str().expect("id");
+    let (status, body) = curl_get(&format!("{url}/{second_id}/input_items"));
+    assert_eq!(status, 200, "{body}");
+    let listed: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(
+        listed["data"][0]["content"],
+        json!([{"type": "input_text", "text": "Say hello in one word."}])
+    );
+
+    // The official client reads both the way it reads OpenAI's.
+    if let Some(python) = python_with_openai() {
+        let got = run_sdk_script(
+            python,
+            SDK_LOOKUPS,
+            &server.base,
+            &json!({"model": model_id, "response": id}),
+        );
+        assert_eq!(got[0]["model"], json!(model_id), "{got:?}");
+        assert_eq!(got[0]["missing"]["code"], "model_not_found", "{got:?}");
+        assert_eq!(got[0]["asc"], json!(ids), "{got:?}");
+        assert_eq!(got[0]["desc_first"], json!([ids[2]]), "{got:?}");
+        assert_eq!(got[0]["more"], true, "{got:?}");
+    }
+
+    // A deleted response lists nothing.
+    let (status, body) = curl(&["-X", "DELETE", &format!("{url}/{id}")]);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = curl_get(&items_url);
+    assert_eq!(status, 404, "{body}");
+}

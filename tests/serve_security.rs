@@ -1281,6 +1281,7 @@ impl Fixture {
             ),
             access: AccessPolicy::default(),
             limits: Limits::default(),
+            log_requests: false,
             app: None,
         });
         let runtime = tokio::runtime::Runtime::new().expect("runtime");

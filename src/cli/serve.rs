@@ -86,7 +86,8 @@ pub struct ServeArgs {
     /// The model, tools and conversation defaults; a request's own settings win.
     #[command(flatten)]
     config: ConfigArgs,
-    /// No progress bars on stderr while the model and tools load.
+    /// No progress bars on stderr while the model and tools load, and no line per request
+    /// (like vLLM's and llama-server's request logs, one is printed by default).
     #[arg(short, long)]
     quiet: bool,
 }
@@ -144,6 +145,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             no_store: args.no_store,
             store_max_bytes: args.store_max_mb.saturating_mul(1 << 20),
             store_ttl: (!args.store_ttl.is_zero()).then_some(args.store_ttl),
+            log_requests: !args.quiet,
             access: AccessPolicy::new(
                 args.api_key.clone(),
                 args.allowed_host.clone(),

@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use ossa_agent::harmony::{Author, Message, Role};
@@ -26,8 +26,10 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use super::ServerState;
 use super::error::{ApiError, parse_body};
 use super::functions::{ToolChoice, function_name};
+use super::log::RequestLog;
 use super::params::{Fields, content_text, new_id, now, parse_effort};
 use super::queue::Slot;
+use super::stop::{self, StopText};
 use super::turn::{self, TurnResult, TurnSpec, builtin_kind};
 
 /// Cancels the turn when the response (or the handler) is dropped: the client went away.
@@ -44,9 +46,15 @@ struct ChatRequest {
     stream: bool,
     include_usage: bool,
     client_names: Vec<String>,
+    /// `stop`: the answer ends before the first of these.
+    stop: Vec<String>,
 }
 
-pub async fn create(State(state): State<Arc<ServerState>>, body: Bytes) -> Response {
+pub async fn create(
+    State(state): State<Arc<ServerState>>,
+    Extension(log): Extension<Arc<RequestLog>>,
+    body: Bytes,
+) -> Response {
     let (request, spec) = match parse_body(&body).and_then(|body| parse_request(&state, &body)) {
         Ok(parsed) => parsed,
         Err(error) => return error.into_response(),
@@ -54,6 +62,7 @@ pub async fn create(State(state): State<Arc<ServerState>>, body: Bytes) -> Respo
     let cancel = state.request_cancel();
     let guard = CancelOnDrop(cancel.clone());
     let started = turn::prepare(&state, spec, &cancel, "messages")
+        .map(|turn| turn.log_to(log))
         .and_then(|prepared| Ok((prepared, state.admit()?)));
     let (prepared, slot) = match started {
         Ok(started) => started,
@@ -62,7 +71,7 @@ pub async fn create(State(state): State<Arc<ServerState>>, body: Bytes) -> Respo
     if request.stream {
         stream(state, request, prepared, guard, slot).into_response()
     } else {
-        let response = complete(state, request, prepared).await;
+        let response = complete(state, request, prepared, &cancel).await;
         drop((slot, guard));
         response
     }
@@ -127,6 +136,7 @@ fn parse_request(
         stream: fields.bool("stream")?.unwrap_or(false),
         include_usage,
         client_names,
+        stop: stop::parse(fields.get("stop"))?,
     };
     Ok((request, spec))
 }
@@ -330,11 +340,58 @@ fn url_citation(annotation: &Annotation, offset: usize) -> Value {
     })
 }
 
-async fn complete(state: Arc<ServerState>, request: ChatRequest, prepared: turn::Turn) -> Response {
+/// Applies `stop` to the answer's text: deltas cut at the first stop string (the text that may
+/// start one held back until the message ends), and the turn cancelled once one is found.
+/// Reasoning and tool calls are not searched: `stop` ends the answer the client reads.
+fn apply_stop(stop: &mut StopText, cancel: &Cancel, event: AgentEvent) -> Vec<AgentEvent> {
+    if stop.hit() {
+        return Vec::new();
+    }
+    match event {
+        AgentEvent::FinalDelta(d) | AgentEvent::CommentaryDelta(d) => {
+            let shown = stop.push(&d);
+            if stop.hit() {
+                cancel.cancel();
+            }
+            if shown.is_empty() {
+                Vec::new()
+            } else {
+                vec![AgentEvent::FinalDelta(shown)]
+            }
+        }
+        AgentEvent::Message(message)
+            if message.recipient.is_none() && message.channel.as_deref() != Some("analysis") =>
+        {
+            let rest = stop.end_message();
+            let mut events = Vec::new();
+            if !rest.is_empty() {
+                events.push(AgentEvent::FinalDelta(rest));
+            }
+            events.push(AgentEvent::Message(message));
+            events
+        }
+        other => vec![other],
+    }
+}
+
+async fn complete(
+    state: Arc<ServerState>,
+    request: ChatRequest,
+    prepared: turn::Turn,
+    cancel: &Cancel,
+) -> Response {
     let mut page_urls: Vec<String> = Vec::new();
+    let mut stop = StopText::new(request.stop.clone());
+    // The answer as the deltas showed it: the content when a stop string cut it (the message
+    // it cut never completes).
+    let mut shown = String::new();
     let mut on_event = |event: AgentEvent| {
-        if let AgentEvent::PageUrls(urls) = event {
-            page_urls = urls;
+        for event in apply_stop(&mut stop, cancel, event) {
+            match event {
+                AgentEvent::PageUrls(urls) => page_urls = urls,
+                AgentEvent::FinalDelta(d) => shown.push_str(&d),
+                _ => {}
+            }
         }
     };
     let result = match prepared.run(&mut on_event).await {
@@ -388,12 +445,25 @@ async fn complete(state: Arc<ServerState>, request: ChatRequest, prepared: turn:
             }
         }
     }
+    if stop.hit() {
+        let normalized = normalize_citations(&shown, &page_urls, false);
+        annotations = normalized
+            .annotations
+            .iter()
+            .map(|a| url_citation(a, 0))
+            .collect();
+        content = vec![normalized.text];
+    }
     let mut message = json!({
         "role": "assistant",
         "content": (!content.is_empty()).then(|| content.concat()),
     });
     if !reasoning.is_empty() {
-        message["reasoning_content"] = json!(reasoning.join("\n\n"));
+        // Both names: vLLM and DeepSeek clients read `reasoning_content`, clients built for
+        // gpt-oss (OpenAI's reference server, its test suite) read `reasoning`.
+        let reasoning = json!(reasoning.join("\n\n"));
+        message["reasoning_content"] = reasoning.clone();
+        message["reasoning"] = reasoning;
     }
     if !annotations.is_empty() {
         message["annotations"] = Value::Array(annotations);
@@ -484,7 +554,7 @@ impl Chunker {
 
     fn delta(&mut self, event: &AgentEvent) -> Option<Value> {
         match event {
-            AgentEvent::ReasoningDelta(d) => Some(json!({"reasoning_content": d})),
+            AgentEvent::ReasoningDelta(d) => Some(json!({"reasoning_content": d, "reasoning": d})),
             AgentEvent::FinalDelta(d) | AgentEvent::CommentaryDelta(d) => {
                 let stream = self
                     .citations
@@ -602,11 +672,14 @@ fn stream(
             send(format!(": {note}"));
         }
         let mut chunker = Chunker::new(request.client_names.clone());
+        let mut stop = StopText::new(request.stop.clone());
         let mut on_event = |event: AgentEvent| {
-            if let Some(delta) = chunker.delta(&event) {
-                send(chunk(json!([{
-                    "index": 0, "delta": delta, "logprobs": null, "finish_reason": null,
-                }])));
+            for event in apply_stop(&mut stop, &cancel, event) {
+                if let Some(delta) = chunker.delta(&event) {
+                    send(chunk(json!([{
+                        "index": 0, "delta": delta, "logprobs": null, "finish_reason": null,
+                    }])));
+                }
             }
         };
         let outcome = prepared.run(&mut on_event).await;

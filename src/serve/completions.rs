@@ -8,9 +8,10 @@
 //! `include_stop_str_in_output: true` the stop token's or string's text.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
 use ossa_agent::{Backend, Cancel, Finish, GenerationRequest, GenerationStats};
 use ossa_engine::CancelHandle;
@@ -21,8 +22,10 @@ use tokio::sync::mpsc;
 use super::ServerState;
 use super::chat::{CancelOnDrop, sse};
 use super::error::{ApiError, parse_body};
+use super::log::{RequestLog, Usage};
 use super::params::{Fields, new_id, now};
 use super::queue::Slot;
+use super::stop;
 
 /// OpenAI's default.
 const DEFAULT_MAX_TOKENS: usize = 16;
@@ -36,16 +39,23 @@ struct CompletionRequest {
     ignore_eos: bool,
     skip_special_tokens: bool,
     include_stop_str: bool,
+    /// Where the request's log line gets its tokens.
+    log: Arc<RequestLog>,
     return_token_ids: bool,
     stream: bool,
     include_usage: bool,
 }
 
-pub async fn create(State(state): State<Arc<ServerState>>, body: Bytes) -> Response {
-    let request = match parse_body(&body).and_then(|body| parse_request(&state, &body)) {
+pub async fn create(
+    State(state): State<Arc<ServerState>>,
+    Extension(log): Extension<Arc<RequestLog>>,
+    body: Bytes,
+) -> Response {
+    let mut request = match parse_body(&body).and_then(|body| parse_request(&state, &body)) {
         Ok(request) => request,
         Err(error) => return error.into_response(),
     };
+    request.log = log;
     let slot = match state.admit() {
         Ok(slot) => slot,
         Err(error) => return error.into_response(),
@@ -125,22 +135,7 @@ fn parse_request(
     {
         stop_token_ids.push(token_id(tokenizer, &format!("stop_token_ids[{i}]"), id)?);
     }
-    let stop_strings = match fields.get("stop") {
-        None => Vec::new(),
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|s| s.as_str().map(str::to_string))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| ApiError::invalid("stop".to_string(), "`stop` must be strings"))?,
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "stop".to_string(),
-                "`stop` must be a string or a list of strings",
-            ));
-        }
-    };
-    let stop_strings = stop_strings.into_iter().filter(|s| !s.is_empty()).collect();
+    let stop_strings = stop::parse(fields.get("stop"))?;
     let defaults = &state.config.sampling;
     Ok(CompletionRequest {
         prompt,
@@ -152,6 +147,7 @@ fn parse_request(
         skip_special_tokens: fields.bool("skip_special_tokens")?.unwrap_or(true),
         include_stop_str: fields.bool("include_stop_str_in_output")?.unwrap_or(false),
         return_token_ids: fields.bool("return_token_ids")?.unwrap_or(false),
+        log: Arc::default(),
         stream: fields.bool("stream")?.unwrap_or(false),
         include_usage: fields
             .get("stream_options")
@@ -248,6 +244,7 @@ async fn generate(
     }
     stops.sort_unstable();
     stops.dedup();
+    let started = Instant::now();
     let stop = StopOnDrop(CancelHandle::new());
     let stop_handle = &stop.0;
     let (sender, mut receiver) = mpsc::unbounded_channel();
@@ -308,7 +305,7 @@ async fn generate(
             progress.decoder.push(token).unwrap_or_default()
         };
         progress.text.push_str(&shown);
-        if let Some((at, stop)) = find_stop(&progress.text, progress.sent, &request.stop_strings) {
+        if let Some((at, stop)) = stop::find(&progress.text, progress.sent, &request.stop_strings) {
             let end = if request.include_stop_str {
                 at + stop.len()
             } else {
@@ -321,7 +318,7 @@ async fn generate(
         let safe = if progress.stop_string.is_some() {
             progress.text.len()
         } else {
-            floor_char_boundary(&progress.text, progress.text.len().saturating_sub(hold))
+            stop::floor_char_boundary(&progress.text, progress.text.len().saturating_sub(hold))
         };
         if safe > progress.sent {
             on_text(&progress.text[progress.sent..safe], &pending_ids);
@@ -350,32 +347,19 @@ async fn generate(
         (None, Finish::MaxTokens) => ("length", Value::Null),
         (None, Finish::Cancelled) => ("abort", Value::Null),
     };
+    request.log.record(Usage {
+        prompt_tokens: request.prompt.len(),
+        completion_tokens: progress.token_ids.len(),
+        // What the generation did not spend computing, it spent waiting for the engine.
+        queue_wait: started
+            .elapsed()
+            .saturating_sub(stats.prefill + stats.decode),
+    });
     Ok(Outcome {
         finish_reason,
         stop_reason,
         stats: Some(stats),
     })
-}
-
-/// The first stop string in `text` that ends after `from`: its byte offset and itself.
-fn find_stop(text: &str, from: usize, stops: &[String]) -> Option<(usize, String)> {
-    stops
-        .iter()
-        .filter_map(|stop| {
-            let start = floor_char_boundary(text, from.saturating_sub(stop.len()));
-            text[start..]
-                .find(stop.as_str())
-                .map(|i| (start + i, stop.clone()))
-        })
-        .min_by_key(|(at, _)| *at)
-}
-
-fn floor_char_boundary(text: &str, mut at: usize) -> usize {
-    at = at.min(text.len());
-    while !text.is_char_boundary(at) {
-        at -= 1;
-    }
-    at
 }
 
 fn usage(request: &CompletionRequest, outcome: &Outcome, generated: usize) -> Value {

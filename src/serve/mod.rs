@@ -21,10 +21,12 @@ mod completions;
 pub mod error;
 pub mod functions;
 mod listen;
+mod log;
 mod params;
 pub mod queue;
 mod responses;
 pub mod security;
+mod stop;
 pub mod store;
 mod turn;
 
@@ -70,6 +72,8 @@ pub struct ServeOptions {
     pub store_ttl: Option<Duration>,
     pub access: AccessPolicy,
     pub limits: Limits,
+    /// One line on stderr per request (off with `--quiet`).
+    pub log_requests: bool,
 }
 
 /// What one client can take of the server.
@@ -149,6 +153,8 @@ pub struct ServerParts {
     pub store: Option<ResponseStore>,
     pub access: AccessPolicy,
     pub limits: Limits,
+    /// One line on stderr per request.
+    pub log_requests: bool,
     /// Kept alive while the server runs (the tools' servers, the engine).
     pub app: Option<App>,
 }
@@ -169,6 +175,8 @@ pub struct ServerState {
     pub store: Option<Arc<ResponseStore>>,
     pub access: AccessPolicy,
     pub limits: Limits,
+    /// One line on stderr per request.
+    pub log_requests: bool,
     /// Requests in progress, bounded.
     slots: RequestSlots,
     /// Cancelled when the server shuts down: every request's own cancel follows it.
@@ -193,6 +201,7 @@ impl ServerState {
             slots: RequestSlots::new(parts.limits.max_queue.saturating_add(1)),
             access: parts.access,
             limits: parts.limits,
+            log_requests: parts.log_requests,
             shutdown: Cancel::new(),
             _app: parts.app,
         })
@@ -206,6 +215,7 @@ impl ServerState {
         store: Option<ResponseStore>,
         access: AccessPolicy,
         limits: Limits,
+        log_requests: bool,
     ) -> Arc<Self> {
         let model_id = served_model_name.unwrap_or_else(|| {
             let model = &app.settings.model;
@@ -238,6 +248,7 @@ impl ServerState {
             store,
             access,
             limits,
+            log_requests,
             app: Some(app),
         })
     }
@@ -337,6 +348,12 @@ pub fn router(state: Arc<ServerState>) -> Router {
             "/v1/responses/{id}",
             get(responses::get).delete(responses::delete),
         )
+        .route(
+            "/v1/responses/{id}/input_items",
+            get(responses::input_items),
+        )
+        // Model ids may hold slashes (`openai/gpt-oss-20b`).
+        .route("/v1/models/{*id}", get(model))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are read (and limited) by the guard.
@@ -344,6 +361,11 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             security::guard,
+        ))
+        // Outside the guard: refused requests are logged too.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            log::access_log,
         ))
         .with_state(state)
 }
@@ -408,6 +430,7 @@ pub async fn serve(
         store,
         access,
         options.limits.clone(),
+        options.log_requests,
     );
     eprintln!(
         "ossa serve: {} listening on http://{local}/v1",
@@ -435,18 +458,50 @@ async fn health(State(state): State<Arc<ServerState>>) -> Response {
     .into_response()
 }
 
+fn model_object(state: &ServerState) -> serde_json::Value {
+    json!({
+        "id": state.model_id,
+        "object": "model",
+        "created": state.created,
+        "owned_by": "ossa",
+        "max_model_len": state.backend.context_length(),
+    })
+}
+
 async fn models(State(state): State<Arc<ServerState>>) -> Response {
     axum::Json(json!({
         "object": "list",
-        "data": [{
-            "id": state.model_id,
-            "object": "model",
-            "created": state.created,
-            "owned_by": "ossa",
-            "max_model_len": state.backend.context_length(),
-        }],
+        "data": [model_object(&state)],
     }))
     .into_response()
+}
+
+/// `GET /v1/models/{id}`: the model this server serves, by the id `/v1/models` lists.
+async fn model(
+    State(state): State<Arc<ServerState>>,
+    id: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+) -> Response {
+    match id {
+        Ok(axum::extract::Path(id)) if id == state.model_id => {
+            axum::Json(model_object(&state)).into_response()
+        }
+        Ok(axum::extract::Path(id)) => model_not_found(&id, &state.model_id),
+        // An id that does not decode (not UTF-8) names no model either.
+        Err(_) => model_not_found("", &state.model_id),
+    }
+}
+
+/// A 404 in OpenAI's shape for a model id other than the served one.
+fn model_not_found(id: &str, served: &str) -> Response {
+    let shown: String = id.chars().filter(|c| !c.is_control()).take(100).collect();
+    let mut error = ApiError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        "model_not_found",
+        format!("The model `{shown}` does not exist; this server serves `{served}`."),
+    );
+    error.param = Some("model".into());
+    error.into_response()
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{Extension, Path as UrlPath, Query, State};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response, Sse};
 use ossa_agent::harmony::{Author, Message, Role};
@@ -32,6 +32,7 @@ use super::chat::{
 };
 use super::error::{ApiError, parse_body};
 use super::functions::{ToolChoice, function_name};
+use super::log::RequestLog;
 use super::params::{Fields, content_text, new_id, now, parse_effort};
 use super::queue::Slot;
 use super::store::{self, Continuation};
@@ -47,6 +48,10 @@ struct ResponsesRequest {
     /// How many conversation messages came from `previous` (the rest are this response's).
     inherited: usize,
     client_names: Vec<String>,
+    /// What the model may call in this request.
+    callable: Callable,
+    /// The input as `GET /v1/responses/{id}/input_items` lists it.
+    input_items: Vec<Value>,
     /// What the response object echoes back.
     echo: Echo,
 }
@@ -65,7 +70,11 @@ struct Echo {
     metadata: Value,
 }
 
-pub async fn create(State(state): State<Arc<ServerState>>, body: Bytes) -> Response {
+pub async fn create(
+    State(state): State<Arc<ServerState>>,
+    Extension(log): Extension<Arc<RequestLog>>,
+    body: Bytes,
+) -> Response {
     let body = match parse_body(&body) {
         Ok(body) => body,
         Err(error) => return error.into_response(),
@@ -84,6 +93,7 @@ pub async fn create(State(state): State<Arc<ServerState>>, body: Bytes) -> Respo
     let cancel = state.request_cancel();
     let guard = CancelOnDrop(cancel.clone());
     let started = turn::prepare(&state, spec, &cancel, "input")
+        .map(|turn| turn.log_to(log))
         .and_then(|prepared| Ok((prepared, state.admit()?)));
     let (prepared, slot) = match started {
         Ok(started) => started,
@@ -157,6 +167,116 @@ pub async fn delete(
     }
 }
 
+/// `GET /v1/responses/{id}/input_items`: the input a stored response was made from, in
+/// OpenAI's list shape, paged with `order` (`desc`, the default, or `asc`), `limit` (1 to
+/// 100, 20 by default) and `after` (the id of the item the page starts after).
+pub async fn input_items(
+    State(state): State<Arc<ServerState>>,
+    id: Result<UrlPath<String>, PathRejection>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let Some((store, id)) = stored_id(&state, id) else {
+        return ApiError::not_found("no such stored response").into_response();
+    };
+    let ascending = match query.get("order").map(String::as_str) {
+        None | Some("desc") => false,
+        Some("asc") => true,
+        Some(other) => {
+            return ApiError::invalid(
+                "order".to_string(),
+                format!("`order` is `asc` or `desc`, not `{other}`"),
+            )
+            .into_response();
+        }
+    };
+    let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
+        None => 20,
+        Some(Ok(limit)) if (1..=100).contains(&limit) => limit,
+        Some(_) => {
+            return ApiError::invalid("limit".to_string(), "`limit` is a number from 1 to 100")
+                .into_response();
+        }
+    };
+    let lookup = id.clone();
+    let mut items = match store::run(store, move |store| store.input_items(&lookup)).await {
+        Ok(Some(items)) => items,
+        Ok(None) => return no_such_response(&id).into_response(),
+        Err(error) => return error.api_error().into_response(),
+    };
+    if !ascending {
+        items.reverse();
+    }
+    let start = match query.get("after") {
+        None => 0,
+        Some(after) => match items.iter().position(|item| item["id"] == after.as_str()) {
+            Some(at) => at + 1,
+            None => {
+                let shown: String = after
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(100)
+                    .collect();
+                return ApiError::invalid(
+                    "after".to_string(),
+                    format!("response `{id}` has no input item `{shown}`"),
+                )
+                .into_response();
+            }
+        },
+    };
+    let page: Vec<Value> = items.iter().skip(start).take(limit).cloned().collect();
+    let has_more = start + page.len() < items.len();
+    axum::Json(json!({
+        "object": "list",
+        "data": page,
+        "first_id": page.first().map(|item| item["id"].clone()),
+        "last_id": page.last().map(|item| item["id"].clone()),
+        "has_more": has_more,
+    }))
+    .into_response()
+}
+
+/// The request's `input` as the API lists it: a string is one user message; message content
+/// given as a string becomes a list of parts; every item gets an `id` (its own if it has one).
+fn listed_input(input: Option<&Value>) -> Vec<Value> {
+    let items = match input {
+        Some(Value::String(text)) => {
+            vec![json!({"type": "message", "role": "user", "content": text})]
+        }
+        Some(Value::Array(items)) => items.clone(),
+        _ => Vec::new(),
+    };
+    items
+        .into_iter()
+        .map(|mut item| {
+            let Some(fields) = item.as_object_mut() else {
+                return item;
+            };
+            if !fields.contains_key("type") && fields.contains_key("role") {
+                fields.insert("type".into(), json!("message"));
+            }
+            let is_message = fields.get("type") == Some(&json!("message"));
+            if is_message {
+                if let Some(Value::String(text)) = fields.get("content") {
+                    let part = if fields.get("role") == Some(&json!("assistant")) {
+                        "output_text"
+                    } else {
+                        "input_text"
+                    };
+                    let parts = json!([{"type": part, "text": text}]);
+                    fields.insert("content".into(), parts);
+                }
+                fields.entry("status").or_insert_with(|| json!("completed"));
+            }
+            if !fields.get("id").is_some_and(Value::is_string) {
+                let prefix = if is_message { "msg_" } else { "item_" };
+                fields.insert("id".into(), json!(new_id(prefix)));
+            }
+            item
+        })
+        .collect()
+}
+
 /// The store and an id of the form it gives out; `None` for anything else (an id that is not
 /// UTF-8, a server without a store).
 fn stored_id(
@@ -187,6 +307,14 @@ fn parse_request(
     previous: Option<(String, Continuation)>,
 ) -> Result<(ResponsesRequest, TurnSpec), ApiError> {
     let fields = Fields(body);
+    if fields.get("stop").is_some() {
+        // OpenAI's Responses API has no `stop`; ignoring it would answer past the client's end.
+        return Err(ApiError::invalid(
+            "stop".to_string(),
+            "the Responses API has no `stop` parameter; use /v1/chat/completions or \
+             /v1/completions, which honour it",
+        ));
+    }
     let mut history: Vec<Message> = Vec::new();
     let mut call_names: HashMap<String, String> = HashMap::new();
     let previous_response_id = match previous {
@@ -288,6 +416,10 @@ fn parse_request(
         metadata: fields.get("metadata").cloned().unwrap_or(json!({})),
     };
     let client_names = client_functions.iter().map(|t| t.name.clone()).collect();
+    let callable = Callable {
+        builtins: builtins.iter().map(|t| t.name().to_string()).collect(),
+        functions: state.function_names(&client_functions),
+    };
     let spec = TurnSpec {
         settings,
         history,
@@ -302,6 +434,8 @@ fn parse_request(
         previous: previous_response_id,
         inherited,
         client_names,
+        callable,
+        input_items: listed_input(fields.get("input")),
         echo,
     };
     Ok((request, spec))
@@ -473,6 +607,17 @@ fn input_item(
     Ok(())
 }
 
+/// What a request lets the model call. A call to anything else (a built-in the request did not
+/// offer, a recipient the model invented) is answered inside the server with an error tool
+/// message the model reads, and never shown to the client as an output item.
+#[derive(Clone, Default)]
+struct Callable {
+    /// Built-in tools by name (`python`, `browser`).
+    builtins: Vec<String>,
+    /// Functions: the client's and the server's own.
+    functions: Vec<String>,
+}
+
 /// What the output item being streamed is.
 #[derive(Debug, Clone, PartialEq)]
 enum Open {
@@ -483,14 +628,23 @@ enum Open {
     Search,
 }
 
+/// The result a code call that did not run shows.
+const UNRUN_NOTE: &str = "The call was not run: the model did not end its message with a call.";
+
 /// Builds the output items from agent events, and the stream's events when streaming.
 struct Builder {
     client_names: Vec<String>,
+    callable: Callable,
     items: Vec<Value>,
     /// The item being written: its kind and index in `items`.
     open: Option<(Open, usize)>,
+    /// The text streamed into the open item so far (what it shows if it is cut off).
+    open_text: String,
     /// A built-in call waiting for its result: index in `items`.
     pending_builtin: Option<usize>,
+    /// Whether the agent ran the pending call (a complete message addressed to a tool is
+    /// only run when it ends the model's reply).
+    pending_ran: bool,
     /// The call ids given to client calls, in order.
     external: Option<usize>,
     events: Vec<(String, Value)>,
@@ -518,12 +672,15 @@ fn url_citation(annotation: &Annotation) -> Value {
 }
 
 impl Builder {
-    fn new(client_names: Vec<String>) -> Self {
+    fn new(client_names: Vec<String>, callable: Callable) -> Self {
         Self {
             client_names,
+            callable,
             items: Vec::new(),
             open: None,
+            open_text: String::new(),
             pending_builtin: None,
+            pending_ran: false,
             external: None,
             events: Vec::new(),
             page_urls: Vec::new(),
@@ -573,18 +730,30 @@ impl Builder {
         self.events.push((kind.to_string(), data));
     }
 
-    fn kind_of(&self, recipient: Option<&str>, channel: Option<&str>) -> Open {
+    /// The item a message shows as; `None` for a call to something the request did not offer,
+    /// which the agent answers with an error the model reads and the client never sees.
+    fn kind_of(&self, recipient: Option<&str>, channel: Option<&str>) -> Option<Open> {
+        let offers = |builtin: &str| self.callable.builtins.iter().any(|b| b == builtin);
         match recipient {
-            None => match channel {
+            None => Some(match channel {
                 Some("analysis") => Open::Reasoning,
                 _ => Open::Text,
-            },
-            Some(r) if r == "python" || r.starts_with("python.") => Open::Code,
-            Some(r) if r.starts_with("browser.") => Open::Search,
-            Some(r) => Open::Function {
-                name: function_name(r).unwrap_or(r).to_string(),
-                call_id: new_id("call_"),
-            },
+            }),
+            Some(r) if r == "python" || r.starts_with("python.") => {
+                offers("python").then_some(Open::Code)
+            }
+            Some(r) if r.starts_with("browser.") => offers("browser").then_some(Open::Search),
+            Some(r) => {
+                let name = function_name(r)?;
+                self.callable
+                    .functions
+                    .iter()
+                    .any(|f| f == name)
+                    .then(|| Open::Function {
+                        name: name.to_string(),
+                        call_id: new_id("call_"),
+                    })
+            }
         }
     }
 
@@ -641,10 +810,14 @@ impl Builder {
             Open::Function { .. } => {}
         }
         self.open = Some((kind, index));
+        self.open_text.clear();
         index
     }
 
-    fn delta(&mut self, kind: Open, delta: &str) {
+    fn delta(&mut self, kind: Option<Open>, delta: &str) {
+        let Some(kind) = kind else {
+            return;
+        };
         let same = matches!(
             (&self.open, &kind),
             (Some((Open::Function { name: a, .. }, _)), Open::Function { name: b, .. }) if a == b
@@ -653,6 +826,7 @@ impl Builder {
             (Some((_, index)), true) => *index,
             _ => self.open_item(kind.clone()),
         };
+        self.open_text.push_str(delta);
         let id = self.items[index]["id"].clone();
         match kind {
             Open::Reasoning => self.emit(
@@ -675,7 +849,9 @@ impl Builder {
     /// A complete message: finishes its item.
     fn message(&mut self, message: &Message) {
         let recipient = message.recipient.as_deref().filter(|r| *r != "all");
-        let kind = self.kind_of(recipient, message.channel.as_deref());
+        let Some(kind) = self.kind_of(recipient, message.channel.as_deref()) else {
+            return;
+        };
         let matches = match (&self.open, &kind) {
             (Some((Open::Function { name: a, .. }, _)), Open::Function { name: b, .. }) => a == b,
             (Some((k, _)), kind) => k == kind,
@@ -686,7 +862,18 @@ impl Builder {
             _ => self.open_item(kind),
         };
         let (kind, _) = self.open.take().unwrap_or((Open::Text, index));
-        let text = message.text();
+        self.done(kind, index, message.text(), recipient, "completed");
+    }
+
+    /// Sends an item's closing events; a call is finished when its result comes.
+    fn done(
+        &mut self,
+        kind: Open,
+        index: usize,
+        text: String,
+        recipient: Option<&str>,
+        status: &str,
+    ) {
         let id = self.items[index]["id"].clone();
         match kind {
             Open::Reasoning => {
@@ -700,7 +887,7 @@ impl Builder {
                     json!({"item_id": id, "output_index": index, "content_index": 0, "part": part}),
                 );
                 self.items[index]["content"] = json!([part]);
-                self.finish_item(index);
+                self.finish_item(index, status);
             }
             Open::Text => {
                 if let Some(stream) = self.citations.take() {
@@ -727,7 +914,7 @@ impl Builder {
                     json!({"item_id": id, "output_index": index, "content_index": 0, "part": part}),
                 );
                 self.items[index]["content"] = json!([part]);
-                self.finish_item(index);
+                self.finish_item(index, status);
             }
             Open::Function { name, .. } => {
                 self.items[index]["arguments"] = json!(text);
@@ -737,10 +924,11 @@ impl Builder {
                 );
                 if self.client_names.contains(&name) {
                     self.external = Some(index);
-                    self.finish_item(index);
+                    self.finish_item(index, status);
                 } else {
                     // A server function (MCP): it runs here, like a built-in.
                     self.pending_builtin = Some(index);
+                    self.pending_ran = false;
                 }
             }
             Open::Code => {
@@ -750,6 +938,7 @@ impl Builder {
                     json!({"item_id": id, "output_index": index, "code": text}),
                 );
                 self.pending_builtin = Some(index);
+                self.pending_ran = false;
             }
             Open::Search => {
                 let args: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
@@ -764,6 +953,7 @@ impl Builder {
                 };
                 self.items[index]["action"] = action;
                 self.pending_builtin = Some(index);
+                self.pending_ran = false;
             }
         }
     }
@@ -772,6 +962,7 @@ impl Builder {
         let Some(index) = self.pending_builtin else {
             return;
         };
+        self.pending_ran = true;
         let id = self.items[index]["id"].clone();
         let data = json!({"item_id": id, "output_index": index});
         if call.recipient == "python" {
@@ -785,6 +976,11 @@ impl Builder {
         let Some(index) = self.pending_builtin.take() else {
             return;
         };
+        if !self.pending_ran {
+            // Answered without running (the turn's limit of tool calls).
+            self.close_unrun(index, output);
+            return;
+        }
         let id = self.items[index]["id"].clone();
         let data = json!({"item_id": id, "output_index": index});
         match self.items[index]["type"].as_str() {
@@ -800,7 +996,59 @@ impl Builder {
             }
             _ => {}
         }
-        self.finish_item(index);
+        self.finish_item(index, "completed");
+    }
+
+    /// Closes a call that did not run, with `why` where the client shows its result: a code
+    /// call is `incomplete` with `why` as its logs, a search `failed`, a function `incomplete`.
+    fn close_unrun(&mut self, index: usize, why: &str) {
+        let status = match self.items[index]["type"].as_str() {
+            Some("code_interpreter_call") => {
+                self.items[index]["outputs"] = json!([{"type": "logs", "logs": why}]);
+                "incomplete"
+            }
+            Some("web_search_call") => "failed",
+            _ => "incomplete",
+        };
+        self.finish_item(index, status);
+    }
+
+    /// A call the agent will not run (the model wrote more after it): closed as unrun.
+    fn close_unrun_pending(&mut self) {
+        if !self.pending_ran
+            && let Some(index) = self.pending_builtin.take()
+        {
+            self.close_unrun(index, UNRUN_NOTE);
+        }
+    }
+
+    /// Closes whatever the turn left open (cut off by a limit, a cancellation or an error):
+    /// every item added is done, none stays `in_progress`.
+    fn close_all(&mut self) {
+        self.finish_search(None);
+        if let Some(index) = self.pending_builtin.take() {
+            let why = if self.pending_ran {
+                "The call was interrupted before it returned."
+            } else {
+                UNRUN_NOTE
+            };
+            self.close_unrun(index, why);
+        }
+        if let Some((kind, index)) = self.open.take() {
+            let text = std::mem::take(&mut self.open_text);
+            match kind {
+                Open::Reasoning | Open::Text => self.done(kind, index, text, None, "incomplete"),
+                Open::Function { .. } => {
+                    self.items[index]["arguments"] = json!(text);
+                    self.finish_item(index, "incomplete");
+                }
+                Open::Code => {
+                    self.items[index]["code"] = json!(text);
+                    self.close_unrun(index, "The call was cut off before it was complete.");
+                }
+                Open::Search => self.close_unrun(index, ""),
+            }
+        }
     }
 
     /// Finishes the browser call whose result came last; `page_urls` are the browser's pages
@@ -826,11 +1074,11 @@ impl Builder {
                 action["url"] = json!(url);
             }
         }
-        self.finish_item(index);
+        self.finish_item(index, "completed");
     }
 
-    fn finish_item(&mut self, index: usize) {
-        self.items[index]["status"] = json!("completed");
+    fn finish_item(&mut self, index: usize, status: &str) {
+        self.items[index]["status"] = json!(status);
         let item = self.items[index].clone();
         self.emit(
             "response.output_item.done",
@@ -845,15 +1093,27 @@ impl Builder {
             return;
         }
         self.finish_search(None);
+        if matches!(
+            event,
+            AgentEvent::ReasoningDelta(_)
+                | AgentEvent::FinalDelta(_)
+                | AgentEvent::CommentaryDelta(_)
+                | AgentEvent::ToolArgumentsDelta { .. }
+                | AgentEvent::Message(_)
+        ) {
+            self.close_unrun_pending();
+        }
         match event {
-            AgentEvent::ReasoningDelta(d) => self.delta(Open::Reasoning, d),
-            AgentEvent::FinalDelta(d) | AgentEvent::CommentaryDelta(d) => self.delta(Open::Text, d),
+            AgentEvent::ReasoningDelta(d) => self.delta(Some(Open::Reasoning), d),
+            AgentEvent::FinalDelta(d) | AgentEvent::CommentaryDelta(d) => {
+                self.delta(Some(Open::Text), d)
+            }
             AgentEvent::ToolArgumentsDelta { recipient, delta } => {
                 let kind = match &self.open {
                     Some((open @ Open::Function { name, .. }, _))
                         if function_name(recipient) == Some(name.as_str()) =>
                     {
-                        open.clone()
+                        Some(open.clone())
                     }
                     _ => self.kind_of(Some(recipient), None),
                 };
@@ -956,8 +1216,9 @@ async fn finish(
             .cloned()
             .collect();
         let (id, previous, stored) = (id.to_string(), request.previous.clone(), response.clone());
+        let input = request.input_items.clone();
         let saved = store::run(store, move |store| {
-            store.put(&id, previous.as_deref(), &stored, &added)
+            store.put(&id, previous.as_deref(), &stored, &input, &added)
         })
         .await;
         if let Err(error) = saved {
@@ -975,12 +1236,12 @@ async fn complete(
 ) -> Response {
     let id = new_id("resp_");
     let created = now();
-    let mut builder = Builder::new(request.client_names.clone());
+    let mut builder = Builder::new(request.client_names.clone(), request.callable.clone());
     let result = match prepared.run(&mut |e| builder.event(&e)).await {
         Ok(result) => result,
         Err(error) => return error.into_response(),
     };
-    builder.finish_search(None);
+    builder.close_all();
     axum::Json(finish(&state, &id, created, &request, &builder, &result).await).into_response()
 }
 
@@ -1025,7 +1286,7 @@ fn stream(
             // An SSE comment: clients show nothing, curl shows it.
             send("", json!(note));
         }
-        let mut builder = Builder::new(request.client_names.clone());
+        let mut builder = Builder::new(request.client_names.clone(), request.callable.clone());
         let result = {
             let mut on_event = |event: AgentEvent| {
                 builder.event(&event);
@@ -1035,7 +1296,7 @@ fn stream(
             };
             prepared.run(&mut on_event).await
         };
-        builder.finish_search(None);
+        builder.close_all();
         for (kind, data) in builder.events.drain(..) {
             send(&kind, data);
         }

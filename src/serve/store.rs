@@ -171,7 +171,9 @@ CREATE TABLE IF NOT EXISTS responses (
     size INTEGER NOT NULL,
     response TEXT NOT NULL,
     -- The conversation messages this response added, a JSON array.
-    items TEXT NOT NULL
+    items TEXT NOT NULL,
+    -- The request's input items as the API lists them, a JSON array.
+    input TEXT NOT NULL DEFAULT '[]'
 ) STRICT;
 CREATE INDEX IF NOT EXISTS responses_by_use ON responses (last_used_ms);
 CREATE INDEX IF NOT EXISTS responses_by_previous ON responses (previous_id);
@@ -232,6 +234,26 @@ impl ResponseStore {
         text.map(|text| parse(id, &text)).transpose()
     }
 
+    /// The input items a stored response was made from, `None` when there is no such
+    /// response (or it was deleted).
+    pub fn input_items(&self, id: &str) -> Result<Option<Vec<Value>>, StoreError> {
+        let db = self.db();
+        let text: Option<String> = db
+            .query_row(
+                "SELECT input FROM responses WHERE id = ?1 AND hidden = 0",
+                [id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        text.map(|text| {
+            serde_json::from_str(&text).map_err(|e| StoreError::Damaged {
+                id: id.to_string(),
+                reason: e.to_string(),
+            })
+        })
+        .transpose()
+    }
+
     /// The conversation up to and including `id`, `None` when there is no such response.
     pub fn continuation(&self, id: &str) -> Result<Option<Continuation>, StoreError> {
         let db = self.db();
@@ -278,21 +300,24 @@ impl ResponseStore {
         Ok(Some(Continuation { messages, response }))
     }
 
-    /// Stores a response: its object, the messages it added, the response it continued.
-    /// Older responses are evicted to keep the store within its limits.
+    /// Stores a response: its object, the input items it was made from, the messages it
+    /// added, the response it continued. Older responses are evicted to keep the store within
+    /// its limits.
     pub fn put(
         &self,
         id: &str,
         previous: Option<&str>,
         response: &Value,
+        input: &[Value],
         items: &[Message],
     ) -> Result<(), StoreError> {
         let response = response.to_string();
+        let input = Value::from(input.to_vec()).to_string();
         let items = serde_json::to_string(items).map_err(|e| StoreError::Damaged {
             id: id.to_string(),
             reason: e.to_string(),
         })?;
-        let size = (response.len() + items.len()) as u64;
+        let size = (response.len() + input.len() + items.len()) as u64;
         if size > self.max_bytes {
             return Err(StoreError::TooLarge {
                 size,
@@ -303,9 +328,10 @@ impl ResponseStore {
         let mut db = self.db();
         let transaction = db.transaction()?;
         transaction.execute(
-            "INSERT INTO responses (id, previous_id, created_ms, last_used_ms, size, response, items)
-             VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6)",
-            params![id, previous, now, size as i64, response, items],
+            "INSERT INTO responses
+             (id, previous_id, created_ms, last_used_ms, size, response, items, input)
+             VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6, ?7)",
+            params![id, previous, now, size as i64, response, items, input],
         )?;
         if previous.is_some() {
             // The chain was used now: it outlives responses used longer ago.
@@ -495,7 +521,17 @@ fn configure(db: &Connection) -> rusqlite::Result<()> {
             Some(format!("the database is damaged: {check}")),
         ));
     }
-    db.execute_batch(SCHEMA)
+    db.execute_batch(SCHEMA)?;
+    // A database an older ossa made has no `input` column: its responses list no input items.
+    let has_input: bool = db.query_row(
+        "SELECT count(*) FROM pragma_table_info('responses') WHERE name = 'input'",
+        [],
+        |row| row.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_input {
+        db.execute_batch("ALTER TABLE responses ADD COLUMN input TEXT NOT NULL DEFAULT '[]'")?;
+    }
+    Ok(())
 }
 
 /// Deletes what the limits no longer allow, least recently used first (and, among responses
@@ -614,13 +650,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp");
         let store = store(dir.path(), 1 << 20);
         store
-            .put("resp_a", None, &json!({"id": "resp_a"}), &[message("one")])
+            .put(
+                "resp_a",
+                None,
+                &json!({"id": "resp_a"}),
+                &[],
+                &[message("one")],
+            )
             .expect("stored");
         store
             .put(
                 "resp_b",
                 Some("resp_a"),
                 &json!({"id": "resp_b"}),
+                &[],
                 &[message("two")],
             )
             .expect("stored");
@@ -640,10 +683,10 @@ mod tests {
         // Room for about three responses.
         let store = store(dir.path(), 3000);
         store
-            .put("resp_root", None, &json!({}), &[message(&filler)])
+            .put("resp_root", None, &json!({}), &[], &[message(&filler)])
             .expect("stored");
         store
-            .put("resp_old", None, &json!({}), &[message(&filler)])
+            .put("resp_old", None, &json!({}), &[], &[message(&filler)])
             .expect("stored");
         std::thread::sleep(Duration::from_millis(5));
         store
@@ -651,6 +694,7 @@ mod tests {
                 "resp_next",
                 Some("resp_root"),
                 &json!({}),
+                &[],
                 &[message(&filler)],
             )
             .expect("stored");
@@ -658,7 +702,7 @@ mod tests {
         assert!(store.get("resp_old").expect("reads").is_none());
         std::thread::sleep(Duration::from_millis(5));
         store
-            .put("resp_new", None, &json!({}), &[message(&filler)])
+            .put("resp_new", None, &json!({}), &[], &[message(&filler)])
             .expect("stored");
         // Now the chain (root, next) is oldest: its newer end goes before the root, so
         // nothing left over points at a missing response.
@@ -675,10 +719,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp");
         let store = store(dir.path(), 1 << 20);
         store
-            .put("resp_a", None, &json!({}), &[message("one")])
+            .put("resp_a", None, &json!({}), &[], &[message("one")])
             .expect("stored");
         store
-            .put("resp_b", Some("resp_a"), &json!({}), &[message("two")])
+            .put("resp_b", Some("resp_a"), &json!({}), &[], &[message("two")])
             .expect("stored");
         assert!(store.delete("resp_a").expect("deletes"));
         assert!(!store.delete("resp_a").expect("deletes"));
@@ -698,8 +742,49 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp");
         let store = store(dir.path(), 100);
         let error = store
-            .put("resp_a", None, &json!({}), &[message(&"x".repeat(200))])
+            .put(
+                "resp_a",
+                None,
+                &json!({}),
+                &[],
+                &[message(&"x".repeat(200))],
+            )
             .expect_err("too large");
         assert!(matches!(error, StoreError::TooLarge { .. }), "{error}");
+    }
+
+    #[test]
+    fn input_items_are_kept_and_an_older_database_gains_their_column() {
+        let dir = tempfile::tempdir().expect("temp");
+        // The table as the ossa before input items made it, with one response in it.
+        {
+            let db = Connection::open(dir.path().join(DATABASE_FILE)).expect("opens");
+            db.execute_batch(
+                "CREATE TABLE responses (
+                    id TEXT PRIMARY KEY NOT NULL, previous_id TEXT,
+                    created_ms INTEGER NOT NULL, last_used_ms INTEGER NOT NULL,
+                    hidden INTEGER NOT NULL DEFAULT 0, size INTEGER NOT NULL,
+                    response TEXT NOT NULL, items TEXT NOT NULL
+                ) STRICT;
+                INSERT INTO responses (id, created_ms, last_used_ms, size, response, items)
+                VALUES ('resp_old', 1, 1, 2, '{}', '[]');",
+            )
+            .expect("old schema");
+        }
+        let store = store(dir.path(), 1 << 20);
+        assert_eq!(
+            store.input_items("resp_old").expect("reads"),
+            Some(Vec::new())
+        );
+        let input = vec![json!({"id": "msg_1", "type": "message", "role": "user"})];
+        store
+            .put("resp_new", None, &json!({}), &input, &[message("one")])
+            .expect("stored");
+        assert_eq!(store.input_items("resp_new").expect("reads"), Some(input));
+        assert_eq!(store.input_items("resp_none").expect("reads"), None);
+        // Opening it again finds the column there.
+        drop(store);
+        let store = self::store(dir.path(), 1 << 20);
+        assert!(store.input_items("resp_new").expect("reads").is_some());
     }
 }

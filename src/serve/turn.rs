@@ -2,6 +2,7 @@
 //! chose, run to a final answer, a client function call, or a limit.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ossa_agent::Backend;
 use ossa_agent::harmony::{Conversation, Message, RenderConversationConfig, Role};
@@ -14,6 +15,7 @@ use ossa_tools::{Tool, ToolCall, ToolDescription};
 use super::ServerState;
 use super::error::ApiError;
 use super::functions::{ExternalCall, NAMESPACE, RequestFunctions};
+use super::log::{RequestLog, Usage};
 
 /// What a request asks the agent to do.
 #[derive(Clone)]
@@ -52,6 +54,7 @@ pub struct Turn {
     chat: Chat,
     external: Arc<ExternalCall>,
     cancel: Cancel,
+    log: Option<Arc<RequestLog>>,
 }
 
 /// Builds the turn `spec` describes; a conversation that leaves the model no room to answer
@@ -110,10 +113,17 @@ pub fn prepare(
         chat,
         external,
         cancel: cancel.clone(),
+        log: None,
     })
 }
 
 impl Turn {
+    /// The request's log line gets the turn's tokens and queue wait.
+    pub fn log_to(mut self, log: Arc<RequestLog>) -> Self {
+        self.log = Some(log);
+        self
+    }
+
     /// Runs the turn; `on_event` sees what happens as it happens (a client call's
     /// placeholder result excluded).
     pub async fn run(
@@ -124,8 +134,21 @@ impl Turn {
             mut chat,
             external,
             cancel,
+            log,
         } = self;
+        // What each generation did not spend computing, it spent waiting for the engine.
+        let mut queue_wait = Duration::ZERO;
+        let mut generation_started = Instant::now();
         let mut filtered = |event: AgentEvent| {
+            match &event {
+                AgentEvent::GenerationStarted { .. } => generation_started = Instant::now(),
+                AgentEvent::GenerationFinished(stats) => {
+                    queue_wait += generation_started
+                        .elapsed()
+                        .saturating_sub(stats.prefill + stats.decode);
+                }
+                _ => {}
+            }
             if let AgentEvent::ToolResult { .. } = &event
                 && cancel.is_cancelled()
             {
@@ -138,6 +161,13 @@ impl Turn {
             .run_turn(&cancel, &mut filtered)
             .await
             .map_err(agent_error)?;
+        if let Some(log) = log {
+            log.record(Usage {
+                prompt_tokens: report.prompt_tokens(),
+                completion_tokens: report.generated_tokens(),
+                queue_wait,
+            });
+        }
         let mut conversation = chat.conversation().clone();
         let external_call = external.take();
         if external_call.is_some()

@@ -63,12 +63,35 @@ impl Server {
         Self::try_start_in(args, config, env, None)
     }
 
+    /// [`Server::start`] without `--quiet`: the server logs a line per request.
+    pub fn start_logging(extra: &[&str]) -> Server {
+        let fixture = fixture_dir();
+        let mut args = vec!["--model", fixture.to_str().expect("utf-8")];
+        args.extend(ENGINE_FLAGS);
+        args.extend(SCENARIO_FLAGS);
+        args.extend(extra);
+        match Self::spawn(&args, None, &[], None, false) {
+            Ok(server) => server,
+            Err(early) => panic!("ossa serve did not start:\n{early}"),
+        }
+    }
+
     /// [`Server::try_start`] with the prompt cache in `prompt_cache` (else a private one).
     pub fn try_start_in(
         args: &[&str],
         config: Option<&str>,
         env: &[(&str, &str)],
         prompt_cache: Option<&Path>,
+    ) -> Result<Server, String> {
+        Self::spawn(args, config, env, prompt_cache, true)
+    }
+
+    fn spawn(
+        args: &[&str],
+        config: Option<&str>,
+        env: &[(&str, &str)],
+        prompt_cache: Option<&Path>,
+        quiet: bool,
     ) -> Result<Server, String> {
         let home = tempfile::tempdir().expect("temp home");
         let prompt_cache =
@@ -77,7 +100,8 @@ impl Server {
         command
             .arg("serve")
             .args(args)
-            .args(["--port", "0", "--quiet"])
+            .args(["--port", "0"])
+            .args(quiet.then_some("--quiet"))
             .env("XDG_CONFIG_HOME", home.path())
             // A prompt cache of its own unless given: no server reads another's (or the user's).
             .env("OSSA_PROMPT_CACHE_DIR", prompt_cache)
