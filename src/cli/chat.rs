@@ -6,6 +6,7 @@
 //! tools wrote with their host paths, and a status line at the end. Ctrl-C cancels the running
 //! turn, not the program.
 
+mod images;
 mod render;
 
 use std::io::IsTerminal;
@@ -143,6 +144,14 @@ fn use_color() -> bool {
         && std::env::var("TERM").map_or(true, |t| t != "dumb")
 }
 
+/// How this terminal draws figures (see `images`); a bad `OSSA_IMAGES` is one warning line.
+fn image_protocol() -> Option<images::Graphics> {
+    images::detect(|name| std::env::var(name).ok()).unwrap_or_else(|warning| {
+        eprintln!("warning: {warning}");
+        None
+    })
+}
+
 struct Repl<'a> {
     runtime: &'a tokio::runtime::Runtime,
     app: &'a App,
@@ -207,6 +216,7 @@ impl<'a> Repl<'a> {
                 show_tool_output: args.show_tool_output,
                 raw: args.raw,
                 width: DEFAULT_WIDTH,
+                images: if color { image_protocol() } else { None },
             },
             editor,
             history,

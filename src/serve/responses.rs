@@ -972,20 +972,22 @@ impl Builder {
         }
     }
 
-    fn tool_result(&mut self, output: &str) {
+    fn tool_result(&mut self, output: &ossa_tools::ToolOutput) {
         let Some(index) = self.pending_builtin.take() else {
             return;
         };
         if !self.pending_ran {
             // Answered without running (the turn's limit of tool calls).
-            self.close_unrun(index, output);
+            self.close_unrun(index, &output.content);
             return;
         }
         let id = self.items[index]["id"].clone();
         let data = json!({"item_id": id, "output_index": index});
         match self.items[index]["type"].as_str() {
             Some("code_interpreter_call") => {
-                self.items[index]["outputs"] = json!([{"type": "logs", "logs": output}]);
+                let mut outputs = vec![json!({"type": "logs", "logs": output.content})];
+                outputs.extend(image_outputs(&output.files));
+                self.items[index]["outputs"] = Value::Array(outputs);
                 self.emit("response.code_interpreter_call.completed", data);
             }
             Some("web_search_call") => {
@@ -1121,10 +1123,54 @@ impl Builder {
             }
             AgentEvent::Message(message) => self.message(message),
             AgentEvent::ToolCall(call) => self.tool_call(call),
-            AgentEvent::ToolResult { output, .. } => self.tool_result(&output.content),
+            AgentEvent::ToolResult { output, .. } => self.tool_result(output),
             _ => {}
         }
     }
+}
+
+/// Most figures a code call shows as images, and the largest file shown: a call that writes
+/// hundreds of images or a huge one cannot make the response (and its stored copy) unbounded.
+const MAX_IMAGES_PER_CALL: usize = 8;
+const MAX_IMAGE_BYTES: u64 = 4 << 20;
+
+/// The images among the files a code call wrote, as OpenAI's `{"type": "image", "url"}` outputs
+/// with data URLs. The type comes from the file's first bytes, not its name: a file named
+/// `plot.png` holding HTML is not handed to a client as an image.
+fn image_outputs(files: &[std::path::PathBuf]) -> Vec<Value> {
+    let mut outputs = Vec::new();
+    for path in files {
+        if outputs.len() == MAX_IMAGES_PER_CALL {
+            tracing::warn!(
+                "a code call wrote more than {MAX_IMAGES_PER_CALL} files; later images are not returned"
+            );
+            break;
+        }
+        // Not following links: the sandbox reports regular files, and a link swapped in since
+        // is not read.
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            continue;
+        };
+        if !meta.is_file() || meta.len() > MAX_IMAGE_BYTES {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(path) else {
+            continue;
+        };
+        let mime = if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+            "image/png"
+        } else if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
+            "image/jpeg"
+        } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+            "image/gif"
+        } else {
+            continue;
+        };
+        use base64::Engine as _;
+        let data = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        outputs.push(json!({"type": "image", "url": format!("data:{mime};base64,{data}")}));
+    }
+    outputs
 }
 
 #[allow(clippy::too_many_arguments)]

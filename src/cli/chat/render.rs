@@ -13,6 +13,8 @@ use ossa::agent::{AgentError, AgentEvent, Finish, Limit, TurnOutcome, TurnReport
 use ossa::tools::citations::{CitationStream, StreamChunk};
 use ossa::tools::{ToolCall, ToolOutput, strip_controls};
 
+use super::images::{self, Graphics};
+
 /// How turns are shown.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct View {
@@ -22,6 +24,8 @@ pub(super) struct View {
     pub(super) raw: bool,
     /// Terminal columns, for one-line summaries.
     pub(super) width: usize,
+    /// How the terminal draws the figures tools write; `None`: they are shown as paths.
+    pub(super) images: Option<Graphics>,
 }
 
 /// Text styles.
@@ -302,6 +306,16 @@ impl Renderer {
     fn files(&mut self, output: &ToolOutput) {
         for file in &output.files {
             self.line(&format!("  file: {}", file.display()), Tone::Tool);
+            if let Some(graphics) = self.view.images
+                && images::is_drawable(file)
+            {
+                // The image goes straight to the terminal, after what was written before it.
+                let _ = self.out.flush();
+                let columns = u16::try_from(self.view.width.saturating_sub(2)).unwrap_or(u16::MAX);
+                if let Err(e) = images::draw(graphics, file, columns) {
+                    self.line(&format!("  ({e})"), Tone::Warn);
+                }
+            }
         }
     }
 
@@ -653,6 +667,7 @@ mod tests {
             show_tool_output: false,
             raw,
             width: 80,
+            images: None,
         }
     }
 
