@@ -11,8 +11,8 @@ use std::process::{Command, Output};
 
 use ossa::agent::harmony::{Message, Role};
 use serde_json::{Value, json};
-use support::scripted::{MODEL, ScriptedServer};
-use support::serve::{Server, python_with_openai};
+use support::scripted::ScriptedServer;
+use support::serve::python_with_openai;
 
 /// The example binary `name`, built by `cargo test` next to this test's own binary.
 fn example(name: &str) -> Command {
@@ -36,13 +36,10 @@ fn example(name: &str) -> Command {
     command
 }
 
+/// The examples' `--url URL --remote-model NAME` for the scripted model (they take no
+/// `--backend`: a URL is a remote backend).
 fn remote_args(model: &ScriptedServer) -> Vec<String> {
-    vec![
-        "--url".into(),
-        format!("{}/v1", model.root),
-        "--remote-model".into(),
-        MODEL.into(),
-    ]
+    model.backend_args().split_off(2)
 }
 
 fn succeeded(what: &str, output: Output) -> String {
@@ -256,21 +253,7 @@ fn the_openai_client_example_talks_to_ossa_serve() {
         return;
     };
     let model = ScriptedServer::start();
-    let url = format!("{}/v1", model.root);
-    let server = Server::start_with(
-        &[
-            "--backend",
-            "openai-completions",
-            "--url",
-            &url,
-            "--remote-model",
-            MODEL,
-            "--python",
-            "--temperature",
-            "0",
-        ],
-        None,
-    );
+    let server = model.serve(&["--python", "--temperature", "0"], None);
     model.script(&[final_answer("Hello")]);
     model.script(&[python_call("print(sum(i*i for i in range(1, 23)))")]);
     model.script(&[final_answer("The sum is 3795.")]);

@@ -11,7 +11,6 @@ use base64::Engine as _;
 use ossa::agent::harmony::{Message, Role};
 use serde_json::{Value, json};
 use support::scripted::{MODEL, ScriptedServer};
-use support::serve::Server;
 
 const PLOT: &str = "import matplotlib\n\
                     matplotlib.use('Agg')\n\
@@ -78,21 +77,7 @@ fn check_outputs(case: &str, call: &Value) {
 #[test]
 fn figures_reach_responses_clients_as_images() {
     let model = ScriptedServer::start();
-    let url = format!("{}/v1", model.root);
-    let server = Server::start_with(
-        &[
-            "--backend",
-            "openai-completions",
-            "--url",
-            &url,
-            "--remote-model",
-            MODEL,
-            "--python",
-            "--temperature",
-            "0",
-        ],
-        None,
-    );
+    let server = model.serve(&["--python", "--temperature", "0"], None);
     let endpoint = format!("{}/responses", server.base);
     let tools = json!([{"type": "code_interpreter", "container": {"type": "auto"}}]);
 

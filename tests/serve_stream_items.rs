@@ -58,19 +58,9 @@ fn script_replies(model: &ScriptedServer) {
 
 fn start() -> (ScriptedServer, Server) {
     let model = ScriptedServer::start();
-    let config = format!(
-        "[search]\nbackend = \"searxng\"\nurl = \"{}\"\n\n[browser]\nallow_private_addresses = true\n",
-        model.root
-    );
-    let url = format!("{}/v1", model.root);
-    let server = Server::start_with(
+    let config = model.search_config();
+    let server = model.serve(
         &[
-            "--backend",
-            "openai-completions",
-            "--url",
-            &url,
-            "--remote-model",
-            MODEL,
             "--python",
             "--browser",
             "--date",

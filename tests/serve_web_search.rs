@@ -38,25 +38,9 @@ fn setup() -> Setup {
         "title": "The Ossa lighthouse",
         "content": "Facts about the lighthouse on the northern cape.",
     })]);
-    let config = format!(
-        "[search]\nbackend = \"searxng\"\nurl = \"{}\"\n\n[browser]\nallow_private_addresses = true\n",
-        model.root
-    );
-    let url = format!("{}/v1", model.root);
-    let server = Server::start_with(
-        &[
-            "--backend",
-            "openai-completions",
-            "--url",
-            &url,
-            "--remote-model",
-            MODEL,
-            "--browser",
-            "--date",
-            "2026-01-01",
-            "--temperature",
-            "0",
-        ],
+    let config = model.search_config();
+    let server = model.serve(
+        &["--browser", "--date", "2026-01-01", "--temperature", "0"],
         Some(&config),
     );
     Setup {

@@ -124,6 +124,39 @@ impl ScriptedServer {
         }
     }
 
+    /// The flags that make an ossa command generate with this model:
+    /// `--backend openai-completions --url ROOT/v1 --remote-model scripted`.
+    pub fn backend_args(&self) -> Vec<String> {
+        ["--backend", "openai-completions", "--url"]
+            .map(String::from)
+            .into_iter()
+            .chain([
+                format!("{}/v1", self.root),
+                "--remote-model".into(),
+                MODEL.into(),
+            ])
+            .collect()
+    }
+
+    /// A config file whose browser searches this server (SearXNG-like) and may open its pages.
+    pub fn search_config(&self) -> String {
+        format!(
+            "[search]\nbackend = \"searxng\"\nurl = \"{}\"\n\n[browser]\nallow_private_addresses = true\n",
+            self.root
+        )
+    }
+
+    /// `ossa serve` generating with this model, with `extra` flags and `config` (TOML).
+    pub fn serve(&self, extra: &[&str], config: Option<&str>) -> super::serve::Server {
+        let backend = self.backend_args();
+        let args: Vec<&str> = backend
+            .iter()
+            .map(String::as_str)
+            .chain(extra.iter().copied())
+            .collect();
+        super::serve::Server::start_with(&args, config)
+    }
+
     /// Scripts the model's next reply; returns its tokens.
     pub fn script(&self, messages: &[Message]) -> Vec<u32> {
         let tokens = sampled(&self.encoding, messages);

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ossa_tools::browser::{
-    Backend, BraveProvider, BrowserConfig, BrowserTool, DuckDuckGoProvider, ExaProvider,
-    FetchConfig, Fetcher, PageContents, SearchBackendKind, SearchConfig, SearchProvider,
-    SearxngProvider, TavilyProvider, WebBackend, YouProvider, process_html,
+    ApiProvider, BRAVE, Backend, BrowserConfig, BrowserTool, DuckDuckGoProvider, EXA, FetchConfig,
+    Fetcher, PageContents, SEARXNG, SearchBackendKind, SearchConfig, SearchProvider, TAVILY,
+    WebBackend, YOU, process_html,
 };
 use ossa_tools::tool::ToolCall;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
@@ -36,7 +36,13 @@ fn backend(provider: Arc<dyn SearchProvider>, fetch: FetchConfig) -> WebBackend 
 
 /// A provider that is never asked to search (for fetch tests).
 fn no_search() -> Arc<dyn SearchProvider> {
-    Arc::new(SearxngProvider::new(client(), "http://127.0.0.1:9".into()))
+    Arc::new(ApiProvider::new(
+        &SEARXNG,
+        client(),
+        String::new(),
+        Some("http://127.0.0.1:9".into()),
+        false,
+    ))
 }
 
 fn call(recipient: &str, args: &str) -> ToolCall {
@@ -500,7 +506,8 @@ async fn exa_search_and_contents() {
         }
     })
     .await;
-    let exa = Arc::new(ExaProvider::new(
+    let exa = Arc::new(ApiProvider::new(
+        &EXA,
         client(),
         "exa-key".into(),
         Some(server.url("/")),
@@ -536,7 +543,8 @@ async fn exa_search_and_contents() {
         missing,
         "No contents returned for https://example.org/missing"
     );
-    let bad = Arc::new(ExaProvider::new(
+    let bad = Arc::new(ApiProvider::new(
+        &EXA,
         client(),
         "wrong".into(),
         Some(server.url("")),
@@ -583,7 +591,8 @@ async fn you_search_and_contents() {
         }
     })
     .await;
-    let you = Arc::new(YouProvider::new(
+    let you = Arc::new(ApiProvider::new(
+        &YOU,
         client(),
         "ydc-key".into(),
         Some(server.url("")),
@@ -626,10 +635,12 @@ async fn brave_search() {
         }))
     })
     .await;
-    let brave = Arc::new(BraveProvider::new(
+    let brave = Arc::new(ApiProvider::new(
+        &BRAVE,
         client(),
         "brave-key".into(),
         Some(server.url("")),
+        false,
     ));
     let page = backend(brave, local_fetch())
         .search("rust book", 20)
@@ -660,10 +671,12 @@ async fn tavily_search() {
         }))
     })
     .await;
-    let tavily = Arc::new(TavilyProvider::new(
+    let tavily = Arc::new(ApiProvider::new(
+        &TAVILY,
         client(),
         "tvly-key".into(),
         Some(server.url("")),
+        false,
     ));
     let page = backend(tavily, local_fetch())
         .search("solar eclipse 2024", 20)
@@ -695,7 +708,13 @@ async fn searxng_search() {
         }))
     })
     .await;
-    let searx = Arc::new(SearxngProvider::new(client(), server.url("/searxng/")));
+    let searx = Arc::new(ApiProvider::new(
+        &SEARXNG,
+        client(),
+        String::new(),
+        Some(server.url("/searxng/")),
+        false,
+    ));
     let web = backend(searx, local_fetch());
     let page = web.search("kyoto", 20).await.expect("search");
     assert_eq!(
@@ -794,10 +813,12 @@ fn missing_keys_name_their_environment_variable() {
 #[tokio::test]
 async fn backend_errors_reach_the_model_as_search_errors() {
     let server = TestServer::start(|_| Reply::status(429, r#"{"message":"rate limited"}"#)).await;
-    let brave = Arc::new(BraveProvider::new(
+    let brave = Arc::new(ApiProvider::new(
+        &BRAVE,
         client(),
         "k".into(),
         Some(server.url("")),
+        false,
     ));
     let tool = BrowserTool::new(
         Arc::new(backend(brave, local_fetch())),
@@ -1268,7 +1289,13 @@ async fn a_number_as_query_goes_to_the_search_service_with_reference_quirks() {
         _ => Reply::status(500, "unexpected query"),
     })
     .await;
-    let searx = Arc::new(SearxngProvider::new(client(), server.url("")));
+    let searx = Arc::new(ApiProvider::new(
+        &SEARXNG,
+        client(),
+        String::new(),
+        Some(server.url("")),
+        false,
+    ));
     let web: Arc<dyn Backend> = Arc::new(backend(searx, local_fetch()));
     let reference = BrowserTool::new(
         web.clone(),

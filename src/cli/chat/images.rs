@@ -165,7 +165,8 @@ mod tests {
 
     #[test]
     fn terminals_are_known_by_their_environment() {
-        let cases: [(&[(&str, &str)], Option<Graphics>); 10] = [
+        type Vars = &'static [(&'static str, &'static str)];
+        let cases: [(Vars, Option<Graphics>); 10] = [
             (&[("TERM", "xterm-kitty")], Some(Graphics::Kitty)),
             (
                 &[("TERM", "xterm-256color"), ("KITTY_WINDOW_ID", "1")],

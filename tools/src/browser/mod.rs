@@ -37,8 +37,8 @@ pub use html::{
 };
 pub use page::{PageContents, Snippet};
 pub use search::{
-    BraveProvider, DuckDuckGoProvider, ExaProvider, ProviderPage, SearchProvider, SearxngProvider,
-    TavilyProvider, WebBackend, YouProvider,
+    ApiProvider, ApiSpec, BRAVE, DuckDuckGoProvider, EXA, ProviderPage, SEARXNG, SearchProvider,
+    TAVILY, WebBackend, YOU,
 };
 pub use session::BrowserSession;
 pub use textwrap::wrap_lines;
@@ -324,15 +324,18 @@ impl SearchConfig {
         };
         let base = self.base_url.clone();
         let reads = self.provider_reads_pages;
+        let api = |spec: &'static ApiSpec, key: String, base: Option<String>| {
+            Arc::new(ApiProvider::new(spec, client.clone(), key, base, reads))
+        };
         let provider: Arc<dyn SearchProvider> = match self.kind {
             SearchBackendKind::DuckDuckGo => Arc::new(DuckDuckGoProvider::new(client, base)),
-            SearchBackendKind::Exa => Arc::new(ExaProvider::new(client, key()?, base, reads)),
-            SearchBackendKind::You => Arc::new(YouProvider::new(client, key()?, base, reads)),
-            SearchBackendKind::Brave => Arc::new(BraveProvider::new(client, key()?, base)),
-            SearchBackendKind::Tavily => Arc::new(TavilyProvider::new(client, key()?, base)),
+            SearchBackendKind::Exa => api(&EXA, key()?, base),
+            SearchBackendKind::You => api(&YOU, key()?, base),
+            SearchBackendKind::Brave => api(&BRAVE, key()?, base),
+            SearchBackendKind::Tavily => api(&TAVILY, key()?, base),
             SearchBackendKind::Searxng => {
                 let base = base.ok_or(ConfigError::MissingBaseUrl { var: "SEARXNG_URL" })?;
-                Arc::new(SearxngProvider::new(client, base))
+                api(&SEARXNG, String::new(), Some(base))
             }
         };
         let fetcher = Fetcher::new(fetch).map_err(|e| ConfigError::Http(e.to_string()))?;

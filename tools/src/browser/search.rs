@@ -203,86 +203,88 @@ fn empty() -> &'static Vec<Value> {
     EMPTY.get_or_init(Vec::new)
 }
 
+/// A request to a search API.
+enum Request {
+    Get(String),
+    /// A JSON body, sent with `content-type: application/json`.
+    Post(String, Value),
+}
+
+/// How an API takes its key.
+#[derive(Clone, Copy)]
+enum Auth {
+    /// Keyless (SearXNG).
+    None,
+    /// In this header.
+    Header(&'static str),
+    /// `Authorization: Bearer KEY`.
+    Bearer,
+}
+
+/// A search API as data: how to ask it, where its answer lists the results, how one result
+/// reads, and (Exa, You.com) how to read a page through it. Each provider is one row
+/// ([`EXA`], [`YOU`], [`BRAVE`], [`TAVILY`], [`SEARXNG`]) run by [`ApiProvider`].
+pub struct ApiSpec {
+    /// For messages: `Exa`, `You.com`, ...
+    name: &'static str,
+    /// Where the API is unless configured (empty: it must be configured, as SearXNG).
+    default_base: &'static str,
+    auth: Auth,
+    /// Sent with every search besides the key.
+    headers: &'static [(&'static str, &'static str)],
+    search: fn(base: &str, query: &str, count: usize) -> Request,
+    /// Paths to the answer's result lists, read in order; a missing path is no results.
+    lists: &'static [&'static [&'static str]],
+    result: fn(&Value) -> SearchResult,
+    /// Keep the first `count` results (an API without a count parameter).
+    take_count: bool,
+    /// What a 403 means, where it is a setup problem with a known fix.
+    forbidden: Option<&'static str>,
+    contents: Option<ContentsSpec>,
+}
+
+/// Reading a page through a provider's contents API.
+struct ContentsSpec {
+    request: fn(base: &str, url: &str) -> Request,
+    page: fn(url: &str, answer: &Value) -> Result<ProviderPage, BackendError>,
+}
+
 /// Exa (`EXA_API_KEY`), the reference's default: `POST /search` with summaries, and pages
 /// through `POST /contents` with HTML tags kept.
-pub struct ExaProvider {
-    client: reqwest::Client,
-    api_key: String,
-    base_url: String,
-    read_pages: bool,
-}
-
-impl ExaProvider {
-    pub const DEFAULT_BASE_URL: &'static str = "https://api.exa.ai";
-
-    pub fn new(
-        client: reqwest::Client,
-        api_key: String,
-        base_url: Option<String>,
-        read_pages: bool,
-    ) -> Self {
-        let base_url = trim_base(base_url.as_deref().unwrap_or(Self::DEFAULT_BASE_URL));
-        Self {
-            client,
-            api_key,
-            base_url,
-            read_pages,
+pub static EXA: ApiSpec = ApiSpec {
+    name: "Exa",
+    default_base: "https://api.exa.ai",
+    auth: Auth::Header("x-api-key"),
+    headers: &[],
+    search: |base, query, count| {
+        Request::Post(
+            format!("{base}/search"),
+            json!({"query": query, "numResults": count, "contents": {"text": true, "summary": true}}),
+        )
+    },
+    lists: &[&["results"]],
+    result: |r| {
+        let summary = match str_field(r, "summary") {
+            "" => str_field(r, "text").chars().take(300).collect(),
+            s => s.to_string(),
+        };
+        SearchResult {
+            url: str_field(r, "url").into(),
+            title: str_field(r, "title").into(),
+            summary: squash_whitespace(&summary),
         }
-    }
-
-    async fn post(&self, endpoint: &str, payload: Value) -> Result<Value, BackendError> {
-        let response = self
-            .client
-            .post(format!("{}{endpoint}", self.base_url))
-            .header("x-api-key", &self.api_key)
-            .header("content-type", "application/json")
-            .body(payload.to_string())
-            .send()
-            .await
-            .map_err(|e| send_error("Exa", e))?;
-        read_json("Exa", response).await
-    }
-}
-
-#[async_trait]
-impl SearchProvider for ExaProvider {
-    fn name(&self) -> &'static str {
-        "Exa"
-    }
-
-    async fn search(&self, query: &str, count: usize) -> Result<Vec<SearchResult>, BackendError> {
-        let data = self
-            .post("/search", json!({"query": query, "numResults": count, "contents": {"text": true, "summary": true}}))
-            .await?;
-        Ok(results_array("Exa", &data, &["results"])?
-            .iter()
-            .map(|r| {
-                let summary = match str_field(r, "summary") {
-                    "" => str_field(r, "text").chars().take(300).collect(),
-                    s => s.to_string(),
-                };
-                SearchResult {
-                    url: str_field(r, "url").into(),
-                    title: str_field(r, "title").into(),
-                    summary: squash_whitespace(&summary),
-                }
-            })
-            .filter(|r| !r.url.is_empty())
-            .collect())
-    }
-
-    async fn contents(&self, url: &str) -> Option<Result<ProviderPage, BackendError>> {
-        if !self.read_pages {
-            return None;
-        }
-        let result = async {
-            let data = self
-                .post(
-                    "/contents",
-                    json!({"urls": [url], "text": {"includeHtmlTags": true}}),
-                )
-                .await?;
-            let first = results_array("Exa", &data, &["results"])?
+    },
+    take_count: false,
+    forbidden: None,
+    contents: Some(ContentsSpec {
+        request: |base, url| {
+            Request::Post(
+                format!("{base}/contents"),
+                json!({"urls": [url], "text": {"includeHtmlTags": true}}),
+            )
+        },
+        page: |url, answer| {
+            let first = results_array("Exa", answer, &["results"])?
                 .first()
                 .ok_or_else(|| BackendError::new(format!("No contents returned for {url}")))?;
             Ok(ProviderPage {
@@ -290,104 +292,54 @@ impl SearchProvider for ExaProvider {
                 title: str_field(first, "title").into(),
                 html: str_field(first, "text").into(),
             })
-        };
-        Some(result.await)
-    }
-}
+        },
+    }),
+};
 
 /// You.com (`YDC_API_KEY`): `GET /v1/search` (web and news results), pages through
 /// `POST /v1/contents` as HTML, as the reference calls it.
-pub struct YouProvider {
-    client: reqwest::Client,
-    api_key: String,
-    base_url: String,
-    read_pages: bool,
-}
-
-impl YouProvider {
-    pub const DEFAULT_BASE_URL: &'static str = "https://api.ydc-index.io";
-
-    pub fn new(
-        client: reqwest::Client,
-        api_key: String,
-        base_url: Option<String>,
-        read_pages: bool,
-    ) -> Self {
-        let base_url = trim_base(base_url.as_deref().unwrap_or(Self::DEFAULT_BASE_URL));
-        Self {
-            client,
-            api_key,
-            base_url,
-            read_pages,
+pub static YOU: ApiSpec = ApiSpec {
+    name: "You.com",
+    default_base: "https://api.ydc-index.io",
+    auth: Auth::Header("X-API-Key"),
+    headers: &[],
+    search: |base, query, count| {
+        Request::Get(format!(
+            "{base}/v1/search?query={}&count={count}",
+            form_encode(query)
+        ))
+    },
+    lists: &[&["results", "web"], &["results", "news"]],
+    // A web result has snippets (the reference interpolates the list's repr; joined reads
+    // better), a news result only its description.
+    result: |r| {
+        let snippets: Vec<&str> = r
+            .get("snippets")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let summary = if snippets.is_empty() {
+            str_field(r, "description").to_string()
+        } else {
+            snippets.join(" ")
+        };
+        SearchResult {
+            url: str_field(r, "url").into(),
+            title: str_field(r, "title").into(),
+            summary: squash_whitespace(&summary),
         }
-    }
-}
-
-#[async_trait]
-impl SearchProvider for YouProvider {
-    fn name(&self) -> &'static str {
-        "You.com"
-    }
-
-    async fn search(&self, query: &str, count: usize) -> Result<Vec<SearchResult>, BackendError> {
-        let response = self
-            .client
-            .get(format!(
-                "{}/v1/search?query={}&count={count}",
-                self.base_url,
-                form_encode(query)
-            ))
-            .header("X-API-Key", &self.api_key)
-            .send()
-            .await
-            .map_err(|e| send_error("You.com", e))?;
-        let data = read_json("You.com", response).await?;
-        let mut results = Vec::new();
-        for r in results_array("You.com", &data, &["results", "web"])? {
-            // The reference interpolates the snippet list's repr; the snippets read better joined.
-            let snippets: Vec<&str> = r
-                .get("snippets")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            let summary = if snippets.is_empty() {
-                str_field(r, "description").to_string()
-            } else {
-                snippets.join(" ")
-            };
-            results.push(SearchResult {
-                url: str_field(r, "url").into(),
-                title: str_field(r, "title").into(),
-                summary: squash_whitespace(&summary),
-            });
-        }
-        for r in results_array("You.com", &data, &["results", "news"])? {
-            results.push(SearchResult {
-                url: str_field(r, "url").into(),
-                title: str_field(r, "title").into(),
-                summary: squash_whitespace(str_field(r, "description")),
-            });
-        }
-        results.retain(|r| !r.url.is_empty());
-        Ok(results)
-    }
-
-    async fn contents(&self, url: &str) -> Option<Result<ProviderPage, BackendError>> {
-        if !self.read_pages {
-            return None;
-        }
-        let result = async {
-            let response = self
-                .client
-                .post(format!("{}/v1/contents", self.base_url))
-                .header("X-API-Key", &self.api_key)
-                .header("content-type", "application/json")
-                .body(json!({"urls": [url], "livecrawl_formats": "html"}).to_string())
-                .send()
-                .await
-                .map_err(|e| send_error("You.com", e))?;
-            let data = read_json("You.com", response).await?;
-            let first = data
+    },
+    take_count: false,
+    forbidden: None,
+    contents: Some(ContentsSpec {
+        request: |base, url| {
+            Request::Post(
+                format!("{base}/v1/contents"),
+                json!({"urls": [url], "livecrawl_formats": "html"}),
+            )
+        },
+        page: |url, answer| {
+            let first = answer
                 .as_array()
                 .and_then(|a| a.first())
                 .ok_or_else(|| BackendError::new(format!("No contents returned for {url}")))?;
@@ -400,165 +352,180 @@ impl SearchProvider for YouProvider {
                 title: str_field(first, "title").into(),
                 html: html.into(),
             })
-        };
-        Some(result.await)
-    }
-}
+        },
+    }),
+};
 
 /// Brave Search (`BRAVE_API_KEY`): `GET /res/v1/web/search`, at most 20 results a call.
-pub struct BraveProvider {
-    client: reqwest::Client,
-    api_key: String,
-    base_url: String,
-}
-
-impl BraveProvider {
-    pub const DEFAULT_BASE_URL: &'static str = "https://api.search.brave.com";
-
-    pub fn new(client: reqwest::Client, api_key: String, base_url: Option<String>) -> Self {
-        let base_url = trim_base(base_url.as_deref().unwrap_or(Self::DEFAULT_BASE_URL));
-        Self {
-            client,
-            api_key,
-            base_url,
-        }
-    }
-}
-
-#[async_trait]
-impl SearchProvider for BraveProvider {
-    fn name(&self) -> &'static str {
-        "Brave Search"
-    }
-
-    async fn search(&self, query: &str, count: usize) -> Result<Vec<SearchResult>, BackendError> {
-        let response = self
-            .client
-            .get(format!(
-                "{}/res/v1/web/search?q={}&count={}",
-                self.base_url,
-                form_encode(query),
-                count.clamp(1, 20)
-            ))
-            .header("Accept", "application/json")
-            .header("X-Subscription-Token", &self.api_key)
-            .send()
-            .await
-            .map_err(|e| send_error("Brave Search", e))?;
-        let data = read_json("Brave Search", response).await?;
-        Ok(results_array("Brave Search", &data, &["web", "results"])?
-            .iter()
-            .map(|r| SearchResult {
-                url: str_field(r, "url").into(),
-                title: plain(str_field(r, "title")),
-                summary: plain(str_field(r, "description")),
-            })
-            .filter(|r| !r.url.is_empty())
-            .collect())
-    }
-}
+pub static BRAVE: ApiSpec = ApiSpec {
+    name: "Brave Search",
+    default_base: "https://api.search.brave.com",
+    auth: Auth::Header("X-Subscription-Token"),
+    headers: &[("Accept", "application/json")],
+    search: |base, query, count| {
+        Request::Get(format!(
+            "{base}/res/v1/web/search?q={}&count={}",
+            form_encode(query),
+            count.clamp(1, 20)
+        ))
+    },
+    lists: &[&["web", "results"]],
+    result: |r| SearchResult {
+        url: str_field(r, "url").into(),
+        title: plain(str_field(r, "title")),
+        summary: plain(str_field(r, "description")),
+    },
+    take_count: false,
+    forbidden: None,
+    contents: None,
+};
 
 /// Tavily (`TAVILY_API_KEY`): `POST /search` with a bearer key, at most 20 results a call.
-pub struct TavilyProvider {
-    client: reqwest::Client,
-    api_key: String,
-    base_url: String,
+pub static TAVILY: ApiSpec = ApiSpec {
+    name: "Tavily",
+    default_base: "https://api.tavily.com",
+    auth: Auth::Bearer,
+    headers: &[],
+    search: |base, query, count| {
+        Request::Post(
+            format!("{base}/search"),
+            json!({"query": query, "max_results": count.clamp(1, 20), "search_depth": "basic"}),
+        )
+    },
+    lists: &[&["results"]],
+    result: title_and_content,
+    take_count: false,
+    forbidden: None,
+    contents: None,
+};
+
+/// A SearXNG instance (`SEARXNG_URL`, keyless): `GET /search?format=json`.
+pub static SEARXNG: ApiSpec = ApiSpec {
+    name: "SearXNG",
+    default_base: "",
+    auth: Auth::None,
+    headers: &[("Accept", "application/json")],
+    search: |base, query, _| {
+        Request::Get(format!(
+            "{base}/search?q={}&format=json",
+            form_encode(query)
+        ))
+    },
+    lists: &[&["results"]],
+    result: title_and_content,
+    take_count: true,
+    forbidden: Some(
+        "the instance does not serve JSON; add `json` to `search.formats` in its settings.yml",
+    ),
+    contents: None,
+};
+
+fn title_and_content(r: &Value) -> SearchResult {
+    SearchResult {
+        url: str_field(r, "url").into(),
+        title: squash_whitespace(str_field(r, "title")),
+        summary: squash_whitespace(str_field(r, "content")),
+    }
 }
 
-impl TavilyProvider {
-    pub const DEFAULT_BASE_URL: &'static str = "https://api.tavily.com";
+/// A search API described by an [`ApiSpec`].
+pub struct ApiProvider {
+    spec: &'static ApiSpec,
+    client: reqwest::Client,
+    /// Empty for a keyless API.
+    api_key: String,
+    base_url: String,
+    /// Read pages through the API's contents endpoint where it has one.
+    read_pages: bool,
+}
 
-    pub fn new(client: reqwest::Client, api_key: String, base_url: Option<String>) -> Self {
-        let base_url = trim_base(base_url.as_deref().unwrap_or(Self::DEFAULT_BASE_URL));
+impl ApiProvider {
+    pub fn new(
+        spec: &'static ApiSpec,
+        client: reqwest::Client,
+        api_key: String,
+        base_url: Option<String>,
+        read_pages: bool,
+    ) -> Self {
+        let base_url = trim_base(base_url.as_deref().unwrap_or(spec.default_base));
         Self {
+            spec,
             client,
             api_key,
             base_url,
+            read_pages,
         }
+    }
+
+    async fn send(
+        &self,
+        request: Request,
+        headers: &[(&str, &str)],
+    ) -> Result<Value, BackendError> {
+        let name = self.spec.name;
+        let mut builder = match request {
+            Request::Get(url) => self.client.get(url),
+            Request::Post(url, body) => self
+                .client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body.to_string()),
+        };
+        builder = match self.spec.auth {
+            Auth::None => builder,
+            Auth::Header(header) => builder.header(header, &self.api_key),
+            Auth::Bearer => builder.header("Authorization", format!("Bearer {}", self.api_key)),
+        };
+        for (header, value) in headers {
+            builder = builder.header(*header, *value);
+        }
+        let response = builder.send().await.map_err(|e| send_error(name, e))?;
+        if let Some(fix) = self.spec.forbidden
+            && response.status() == reqwest::StatusCode::FORBIDDEN
+        {
+            return Err(BackendError::new(format!(
+                "{name} API error 403 Forbidden: {fix}"
+            )));
+        }
+        read_json(name, response).await
     }
 }
 
 #[async_trait]
-impl SearchProvider for TavilyProvider {
+impl SearchProvider for ApiProvider {
     fn name(&self) -> &'static str {
-        "Tavily"
+        self.spec.name
     }
 
     async fn search(&self, query: &str, count: usize) -> Result<Vec<SearchResult>, BackendError> {
-        let response = self
-            .client
-            .post(format!("{}/search", self.base_url))
-            .header("Authorization", format!("Bearer {}", self.api_key))
-            .header("content-type", "application/json")
-            .body(
-                json!({"query": query, "max_results": count.clamp(1, 20), "search_depth": "basic"})
-                    .to_string(),
-            )
-            .send()
-            .await
-            .map_err(|e| send_error("Tavily", e))?;
-        let data = read_json("Tavily", response).await?;
-        Ok(results_array("Tavily", &data, &["results"])?
-            .iter()
-            .map(|r| SearchResult {
-                url: str_field(r, "url").into(),
-                title: squash_whitespace(str_field(r, "title")),
-                summary: squash_whitespace(str_field(r, "content")),
-            })
-            .filter(|r| !r.url.is_empty())
-            .collect())
-    }
-}
-
-/// A SearXNG instance (`SEARXNG_URL`, keyless): `GET /search?format=json`.
-pub struct SearxngProvider {
-    client: reqwest::Client,
-    base_url: String,
-}
-
-impl SearxngProvider {
-    pub fn new(client: reqwest::Client, base_url: String) -> Self {
-        Self {
-            client,
-            base_url: trim_base(&base_url),
+        let spec = self.spec;
+        let answer = self
+            .send((spec.search)(&self.base_url, query, count), spec.headers)
+            .await?;
+        let mut results = Vec::new();
+        for path in spec.lists {
+            results.extend(
+                results_array(spec.name, &answer, path)?
+                    .iter()
+                    .map(spec.result),
+            );
         }
-    }
-}
-
-#[async_trait]
-impl SearchProvider for SearxngProvider {
-    fn name(&self) -> &'static str {
-        "SearXNG"
-    }
-
-    async fn search(&self, query: &str, count: usize) -> Result<Vec<SearchResult>, BackendError> {
-        let response = self
-            .client
-            .get(format!(
-                "{}/search?q={}&format=json",
-                self.base_url,
-                form_encode(query)
-            ))
-            .header("Accept", "application/json")
-            .send()
-            .await
-            .map_err(|e| send_error("SearXNG", e))?;
-        if response.status() == reqwest::StatusCode::FORBIDDEN {
-            return Err(BackendError::new(
-                "SearXNG API error 403 Forbidden: the instance does not serve JSON; add `json` to `search.formats` in its settings.yml",
-            ));
+        results.retain(|r| !r.url.is_empty());
+        if spec.take_count {
+            results.truncate(count);
         }
-        let data = read_json("SearXNG", response).await?;
-        Ok(results_array("SearXNG", &data, &["results"])?
-            .iter()
-            .map(|r| SearchResult {
-                url: str_field(r, "url").into(),
-                title: squash_whitespace(str_field(r, "title")),
-                summary: squash_whitespace(str_field(r, "content")),
-            })
-            .filter(|r| !r.url.is_empty())
-            .take(count)
-            .collect())
+        Ok(results)
+    }
+
+    async fn contents(&self, url: &str) -> Option<Result<ProviderPage, BackendError>> {
+        let contents = self.spec.contents.as_ref().filter(|_| self.read_pages)?;
+        let result = async {
+            let answer = self
+                .send((contents.request)(&self.base_url, url), &[])
+                .await?;
+            (contents.page)(url, &answer)
+        };
+        Some(result.await)
     }
 }
 
