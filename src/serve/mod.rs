@@ -12,6 +12,9 @@
 //!   `GET`/`DELETE /v1/responses/{id}`.
 //! - `GET /v1/models`, `GET /health`.
 //!
+//! The server listens before its model is loaded ([`bind`]): until then every request gets a
+//! 503 (`/health`: `{"status": "loading"}`).
+//!
 //! One engine serves every request: generations take turns in arrival order ([`queue`]).
 //! Every request passes [`security::guard`] (host, origin, key, content type, body limits);
 //! connections are capped and timed in [`listen`].
@@ -371,24 +374,9 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves. Prints the address it listens on to stderr (with port 0,
-/// the port picked). Refuses to listen anywhere but loopback without an API key.
-pub async fn serve(
-    app: App,
-    options: &ServeOptions,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError> {
-    let bound = bind(options).await?;
-    let loader = bound.loader();
-    let serving = tokio::spawn(bound.run(shutdown));
-    loader.ready(app);
-    serving
-        .await
-        .map_err(|e| ServeError::Serve(std::io::Error::other(e)))
-}
-
 /// A server listening before its model is loaded: it answers 503 (`/health`:
-/// `{"status": "loading"}`) until [`Loader::ready`] gives it the model.
+/// `{"status": "loading"}`) until [`Loader::ready`] gives it the model. `ossa serve` binds
+/// ([`bind`]), spawns [`Bound::run`], loads the model, then hands it over.
 pub struct Bound {
     listener: tokio::net::TcpListener,
     local: SocketAddr,
