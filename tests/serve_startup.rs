@@ -38,7 +38,10 @@ fn request(method: &str, url: &str, body: Option<Value>) -> (u16, Option<String>
 fn health_says_loading_and_the_api_asks_to_retry_until_the_model_is_ready() {
     let gate_dir = tempfile::tempdir().expect("temp");
     let gate = gate_dir.path().join("load");
-    let server = Server::start_bound(&[("OSSA_TEST_LOAD_GATE", gate.to_str().expect("utf-8"))]);
+    let server = Server::start_bound(
+        &[],
+        &[("OSSA_TEST_LOAD_GATE", gate.to_str().expect("utf-8"))],
+    );
     let root = server.root().to_string();
 
     let (status, retry, health) = request("GET", &format!("{root}/health"), None);
@@ -168,7 +171,10 @@ fn a_model_that_fails_to_load_is_reported_once_and_the_server_exits() {
 fn an_interrupt_while_loading_stops_the_server() {
     let gate_dir = tempfile::tempdir().expect("temp");
     let gate = gate_dir.path().join("never");
-    let mut server = Server::start_bound(&[("OSSA_TEST_LOAD_GATE", gate.to_str().expect("utf-8"))]);
+    let mut server = Server::start_bound(
+        &[],
+        &[("OSSA_TEST_LOAD_GATE", gate.to_str().expect("utf-8"))],
+    );
     let (status, _, health) = request("GET", &format!("{}/health", server.root()), None);
     assert_eq!(status, 503, "{health}");
     // SAFETY: a signal to the child process this test started.
@@ -181,4 +187,54 @@ fn an_interrupt_while_loading_stops_the_server() {
         "{:?}",
         server.log()
     );
+}
+
+/// The connection cap holds while the model loads: connections past it are refused with a 503
+/// of their own, and the server goes on answering once they are gone.
+#[test]
+fn the_connection_cap_holds_while_loading() {
+    use std::io::{Read, Write};
+    let gate_dir = tempfile::tempdir().expect("temp");
+    let gate = gate_dir.path().join("never");
+    let server = Server::start_bound(
+        &["--max-connections", "2"],
+        &[("OSSA_TEST_LOAD_GATE", gate.to_str().expect("utf-8"))],
+    );
+    let address = server.root().trim_start_matches("http://").to_string();
+    // Two idle connections take the two places.
+    let held: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(&address).expect("connect"))
+        .collect();
+    let answer = |stream: &mut std::net::TcpStream| {
+        stream
+            .write_all(
+                format!("GET /health HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .expect("send");
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        text
+    };
+    // The held connections are accepted before the next one, in order; the next is refused.
+    let mut extra = std::net::TcpStream::connect(&address).expect("connect");
+    let refused = answer(&mut extra);
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("too_many_connections"), "{refused}");
+    drop(held);
+    // Its place back, a client gets the loading answer again (the freed places are noticed
+    // once the server reads the closed connections: a refusal meanwhile is retried).
+    let deadline = std::time::Instant::now() + HANG;
+    loop {
+        let mut stream = std::net::TcpStream::connect(&address).expect("connect");
+        let text = answer(&mut stream);
+        if text.contains("model_loading") {
+            assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+            assert!(text.contains("\"status\":\"loading\""), "{text}");
+            break;
+        }
+        assert!(text.contains("too_many_connections"), "{text}");
+        assert!(std::time::Instant::now() < deadline, "never answered again");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -91,14 +91,15 @@ impl Server {
         Self::spawn(args, config, env, prompt_cache, true)
     }
 
-    /// Serves the tiny agent with `env` set, returning as soon as the server has bound its
+    /// Serves the tiny agent with `extra` arguments and `env` set, returning as soon as the server has bound its
     /// port (its `bound to URL` line), before the model is loaded: with
     /// `OSSA_TEST_LOAD_GATE` in `env`, loading waits for that file.
-    pub fn start_bound(env: &[(&str, &str)]) -> Server {
+    pub fn start_bound(extra: &[&str], env: &[(&str, &str)]) -> Server {
         let fixture = fixture_dir();
         let mut args = vec!["--model", fixture.to_str().expect("utf-8")];
         args.extend(ENGINE_FLAGS);
         args.extend(SCENARIO_FLAGS);
+        args.extend(extra);
         match Self::spawn_until(&args, None, env, None, true, BOUND) {
             Ok(server) => server,
             Err(early) => panic!("ossa serve did not bind:\n{early}"),
