@@ -587,9 +587,11 @@ fn a_named_tool_choice_writes_the_call_header_for_the_model() {
     assert_eq!(call["name"], "get_weather");
     assert_eq!(call["arguments"], r#"{"city":"Oslo"}"#);
 
-    // The Responses API's shape of the same choice; arguments that are not JSON come back as
-    // written.
+    // The Responses API's shape of the same choice. Arguments that are not JSON are not handed
+    // over: the model reads why, the call's header is written for it again, and the call it
+    // then makes is the one the client gets.
     fixture.script_text(r#"{"city": Oslo<|call|>"#);
+    fixture.script_text(r#"{"city":"Oslo"}<|call|>"#);
     let mut tool = weather_tool();
     tool["type"] = json!("function");
     let mut other_tool = other.clone();
@@ -601,12 +603,130 @@ fn a_named_tool_choice_writes_the_call_header_for_the_model() {
     );
     let prompt = fixture.text(&fixture.prompts()[1]);
     assert!(prompt.ends_with(forced), "{prompt}");
+    let retried = fixture.text(&fixture.prompts()[2]);
+    assert!(retried.ends_with(forced), "forced again: {retried}");
+    assert!(
+        retried.contains("<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>[ERROR] The call was not made: its arguments are not valid JSON"),
+        "{retried}"
+    );
     assert_eq!(response["status"], "completed", "{response}");
     let output = response["output"].as_array().expect("output");
-    assert_eq!(output.len(), 1, "{response}");
+    assert_eq!(output.len(), 1, "only the call handed over: {response}");
     assert_eq!(output[0]["type"], "function_call");
     assert_eq!(output[0]["name"], "get_weather");
-    assert_eq!(output[0]["arguments"], r#"{"city": Oslo"#);
+    assert_eq!(output[0]["status"], "completed");
+    assert_eq!(output[0]["arguments"], r#"{"city":"Oslo"}"#);
+}
+
+/// A model that keeps writing arguments that are not JSON for a named function: each attempt
+/// is answered to the model, and the turn ends at the tool-call limit without handing the
+/// client anything it could not parse.
+#[test]
+fn arguments_that_never_parse_end_at_the_tool_call_limit() {
+    let fixture = Fixture::start();
+    let tools = json!([{"type": "function", "function": weather_tool()}]);
+    for _ in 0..AgentConfig::default().max_tool_calls + 1 {
+        fixture.script_text(r#"{"city": Oslo<|call|>"#);
+    }
+    let response = fixture.post_json(
+        "/chat/completions",
+        json!({"messages": [{"role": "user", "content": USER}], "tools": tools,
+               "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}),
+    );
+    let choice = &response["choices"][0];
+    assert_eq!(choice["finish_reason"], "length", "{response}");
+    assert!(choice["message"].get("tool_calls").is_none(), "{response}");
+}
+
+/// A client function call the model ends with `<|return|>` instead of `<|call|>` is not a
+/// finished call: the client never sees it (in either API, streamed or not), the model reads
+/// an error, and the turn goes on to its answer.
+#[test]
+fn a_function_call_not_ended_with_call_is_answered_to_the_model() {
+    let fixture = Fixture::start();
+    let unfinished = r#"<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city":"Paris"}<|return|>"#;
+    let answer = "<|channel|>final<|message|>It is 20 degrees in Paris.<|return|>";
+    let tools = json!([{"type": "function", "function": weather_tool()}]);
+    let mut response_tool = weather_tool();
+    response_tool["type"] = json!("function");
+    let requests = [
+        (
+            "/chat/completions",
+            json!({"messages": [{"role": "user", "content": USER}], "tools": tools}),
+        ),
+        (
+            "/chat/completions",
+            json!({"messages": [{"role": "user", "content": USER}], "tools": tools, "stream": true}),
+        ),
+        (
+            "/responses",
+            json!({"input": USER, "tools": [response_tool], "store": false}),
+        ),
+        (
+            "/responses",
+            json!({"input": USER, "tools": [response_tool], "store": false, "stream": true}),
+        ),
+    ];
+    for (round, (path, body)) in requests.into_iter().enumerate() {
+        fixture.script_text(unfinished);
+        fixture.script_text(answer);
+        let text = fixture.post(path, body.clone());
+        let prompt = fixture.text(&fixture.prompts()[2 * round + 1]);
+        assert!(
+            prompt.contains("[ERROR] The call was not made: its message did not end with <|call|>"),
+            "{prompt}"
+        );
+        // (Responses echo the request's tools: the call is looked for as an item.)
+        let shown = [
+            "\"tool_calls\"",
+            "\"function_call\"",
+            "\"type\":\"function_call",
+        ];
+        assert!(
+            !shown.iter().any(|s| text.contains(s)),
+            "{path} {body}: {text}"
+        );
+        let events: Vec<Value> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter(|d| *d != "[DONE]")
+            .map(|d| serde_json::from_str(d).expect("JSON"))
+            .collect();
+        let answer = match (path, body["stream"] == true) {
+            ("/chat/completions", false) => response_text(&text, "/choices/0/message/content"),
+            ("/chat/completions", true) => events
+                .iter()
+                .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+                .collect(),
+            (_, false) => response_text(&text, "/output/0/content/0/text"),
+            (_, true) => {
+                let added = events
+                    .iter()
+                    .filter(|e| e["type"] == "response.output_item.added");
+                let done = events
+                    .iter()
+                    .filter(|e| e["type"] == "response.output_item.done");
+                assert_eq!(added.count(), done.count(), "{text}");
+                let last = events.last().expect("events");
+                assert_eq!(last["type"], "response.completed", "{text}");
+                response_text(&last["response"].to_string(), "/output/0/content/0/text")
+            }
+        };
+        assert_eq!(
+            answer, "It is 20 degrees in Paris.",
+            "{path} {body}: {text}"
+        );
+    }
+}
+
+/// The string at `pointer` in the JSON `text`.
+fn response_text(text: &str, pointer: &str) -> String {
+    let value: Value = serde_json::from_str(text).expect("JSON");
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no text at {pointer}: {text}"))
+        .to_string()
 }
 
 /// `required`: the model reasons freely, but the answer it starts instead of a call is cut off

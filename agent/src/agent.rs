@@ -4,7 +4,7 @@
 //! [`Agent`] holds what conversations share (backend, encoding, tools, limits); a [`Chat`] is one
 //! conversation with its tool sessions (browser page stack, Python interpreter).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -153,7 +153,8 @@ pub enum AgentEvent {
     },
     /// A complete message from the model.
     Message(Message),
-    /// The model called a tool; the call runs now.
+    /// The model called a tool; the call runs now (a client function's call: the turn ends
+    /// with it, [`TurnOutcome::FunctionCalls`]).
     ToolCall(ToolCall),
     /// A tool answered.
     ToolResult {
@@ -198,10 +199,14 @@ impl std::fmt::Display for Limit {
 }
 
 /// How a turn ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum TurnOutcome {
     /// The model answered on the `final` channel.
     Final,
+    /// The model called functions the caller runs itself ([`Chat::set_client_functions`]):
+    /// the conversation ends with the call message, and the caller appends each call's result
+    /// (a tool message) before the next turn.
+    FunctionCalls(Vec<ToolCall>),
     /// The model stopped without a final answer (it ended on a preamble or produced nothing
     /// parseable).
     NoAnswer,
@@ -347,6 +352,7 @@ impl Agent {
             conversation,
             sessions: HashMap::new(),
             requirement: ToolRequirement::Auto,
+            client_functions: HashSet::new(),
         }
     }
 }
@@ -357,6 +363,8 @@ pub struct Chat {
     conversation: Conversation,
     sessions: HashMap<String, Box<dyn ToolSession>>,
     requirement: ToolRequirement,
+    /// Recipients (`functions.get_weather`) the caller answers: a call to one ends the turn.
+    client_functions: HashSet<String>,
 }
 
 /// Stops the generation if the turn's future is dropped (a client went away).
@@ -418,6 +426,15 @@ impl Chat {
     /// What each following turn must call ([`ToolRequirement::Auto`] unless set).
     pub fn set_tool_requirement(&mut self, requirement: ToolRequirement) {
         self.requirement = requirement;
+    }
+
+    /// Recipients (`functions.get_weather`) the caller runs itself: a complete call to one ends
+    /// the turn with [`TurnOutcome::FunctionCalls`] instead of running a tool. A call is complete
+    /// when its message ends with `<|call|>` (or was begun for the model by a
+    /// [`ToolRequirement::Call`]) and its arguments are JSON; any other call is answered to the
+    /// model with an error tool message, and the turn goes on (within its tool-call limit).
+    pub fn set_client_functions(&mut self, recipients: impl IntoIterator<Item = String>) {
+        self.client_functions = recipients.into_iter().collect();
     }
 
     /// The tokens written for the model at the start of its message: the header up to the
@@ -545,21 +562,51 @@ impl Chat {
                 }
                 None => {}
             }
-            if !forced.is_empty()
-                || call
-                    .as_ref()
-                    .is_some_and(|c| requirement.met_by(&c.recipient))
+            let client_call = call
+                .as_ref()
+                .is_some_and(|c| self.client_functions.contains(&c.recipient));
+            let ended_call =
+                stats.finish == Finish::Stop(self.agent.encoding.formatting_tokens().call);
+            // Why a client's call cannot be handed over; the model reads it and may call again.
+            let refusal = call.as_ref().filter(|_| client_call).and_then(|c| {
+                if stats.finish == Finish::MaxTokens {
+                    // Cut off: the token limit ends the turn below.
+                    None
+                } else if !ended_call && forced.is_empty() {
+                    Some(
+                        "[ERROR] The call was not made: its message did not end with <|call|>. \
+                         End a function call with <|call|>."
+                            .to_string(),
+                    )
+                } else {
+                    serde_json::from_str::<serde_json::Value>(&c.content)
+                        .err()
+                        .map(|e| {
+                            format!(
+                                "[ERROR] The call was not made: its arguments are not valid \
+                                 JSON ({e}). Call the function again with a JSON object."
+                            )
+                        })
+                }
+            });
+            if refusal.is_none()
+                && (!forced.is_empty()
+                    || call
+                        .as_ref()
+                        .is_some_and(|c| requirement.met_by(&c.recipient)))
             {
                 // Required once: what follows the call is up to the model.
                 requirement = ToolRequirement::Auto;
                 force_call = false;
             }
             if let Some(call) = call {
-                if stats.finish != Finish::Stop(self.agent.encoding.formatting_tokens().call) {
+                if !ended_call && stats.finish == Finish::MaxTokens {
                     // A call cut off by the token limit: its arguments are incomplete.
-                    if stats.finish == Finish::MaxTokens {
-                        break TurnOutcome::Limit(Limit::Tokens(max_tokens));
-                    }
+                    break TurnOutcome::Limit(Limit::Tokens(max_tokens));
+                }
+                if client_call && refusal.is_none() {
+                    on_event(AgentEvent::ToolCall(call.clone()));
+                    break TurnOutcome::FunctionCalls(vec![call]);
                 }
                 if report.tool_calls >= self.agent.config.max_tool_calls {
                     self.answer_unrun_call(
@@ -570,6 +617,10 @@ impl Chat {
                     break TurnOutcome::Limit(Limit::ToolCalls(self.agent.config.max_tool_calls));
                 }
                 report.tool_calls += 1;
+                if let Some(refusal) = refusal {
+                    self.answer_unrun_call(&call, &refusal, on_event);
+                    continue;
+                }
                 on_event(AgentEvent::ToolCall(call.clone()));
                 match self.call_tool(&call, cancel, deadline).await {
                     Ok(outputs) => {

@@ -650,3 +650,62 @@ async fn a_required_call_cuts_an_early_answer_and_makes_the_model_name_a_functio
         prompts[2]
     );
 }
+
+/// A client's function (`Chat::set_client_functions`) is not run: a finished call ends the turn
+/// with it as data, the conversation ending with the call. A call not ended with `<|call|>`, or
+/// whose arguments are not JSON, is answered to the model with an error and the turn goes on.
+#[tokio::test]
+async fn a_client_function_call_ends_the_turn_as_data() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let call = "<|channel|>commentary to=functions.add <|constrain|>json<|message|>";
+    let backend = Scripted::new(&[
+        &format!("{call}{{\"a\": 2, \"b\": 40}}<|return|>"),
+        &format!("{call}{{\"a\": 2, b}}<|call|>"),
+        &format!("{call}{{\"a\": 2, \"b\": 40}}<|call|>"),
+    ]);
+    let agent = agent(
+        backend.clone(),
+        vec![add_tool(calls.clone())],
+        AgentConfig::default(),
+    );
+    let mut chat = agent.chat(&ConversationSettings::default());
+    chat.set_client_functions(["functions.add".to_string()]);
+    let mut events = Vec::new();
+    let report = chat
+        .send("What is 2 + 40?", &Cancel::new(), &mut |e| events.push(e))
+        .await
+        .expect("turn");
+    let TurnOutcome::FunctionCalls(handed) = &report.outcome else {
+        panic!("{:?}", report.outcome);
+    };
+    assert_eq!(handed.len(), 1);
+    assert_eq!(handed[0].recipient, "functions.add");
+    assert_eq!(handed[0].content, "{\"a\": 2, \"b\": 40}");
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "the server never runs it");
+    assert_eq!(backend.calls(), 3);
+    let last = chat.conversation().messages.last().expect("messages");
+    assert_eq!(last.author.role, Role::Assistant);
+    assert_eq!(last.recipient.as_deref(), Some("functions.add"));
+    let prompts = decoded_prompts(&backend);
+    assert!(
+        prompts[1].contains("<|start|>functions.add to=assistant<|channel|>commentary<|message|>[ERROR] The call was not made: its message did not end with <|call|>."),
+        "{}",
+        prompts[1]
+    );
+    assert!(
+        prompts[2].contains("[ERROR] The call was not made: its arguments are not valid JSON"),
+        "{}",
+        prompts[2]
+    );
+    // Only the call handed over is a `ToolCall`; the refused ones got their error results.
+    let tool_calls = events
+        .iter()
+        .filter(|e| matches!(e, AgentEvent::ToolCall(_)))
+        .count();
+    assert_eq!(tool_calls, 1);
+    let errors = events
+        .iter()
+        .filter(|e| matches!(e, AgentEvent::ToolResult { output, .. } if output.content.starts_with("[ERROR]")))
+        .count();
+    assert_eq!(errors, 2);
+}

@@ -224,6 +224,8 @@ fn outcome_text(outcome: &TurnOutcome) -> String {
         TurnOutcome::NoAnswer => "the model stopped without a final answer".into(),
         TurnOutcome::Cancelled => "cancelled".into(),
         TurnOutcome::Limit(limit) => limit.to_string(),
+        // Only `ossa serve` declares client functions.
+        TurnOutcome::FunctionCalls(_) => "the model called functions".into(),
     }
 }
 
@@ -371,6 +373,7 @@ fn transcript(
             TurnOutcome::NoAnswer => "no_answer",
             TurnOutcome::Cancelled => "cancelled",
             TurnOutcome::Limit(_) => "limit",
+            TurnOutcome::FunctionCalls(_) => "function_calls",
         },
         "outcome_detail": outcome_text(&report.outcome),
         "answer": normalized.as_ref().map(|n| n.text.clone()),

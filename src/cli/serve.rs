@@ -163,7 +163,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 shutdown_timeout: args.shutdown_timeout,
             },
         };
-        // Refused before the model loads, when the address says so already.
+        // Refused before binding, when the address says so already.
         if let Ok(ip) = args
             .host
             .trim_matches(['[', ']'])
@@ -173,16 +173,51 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .access
                 .check_exposure(std::net::SocketAddr::new(ip, args.port))?;
         }
-        let app = ossa::app::start_with(settings, progress, limits).await?;
+        // Bound before the model loads: a port in use is reported before any download, and
+        // clients are answered (503, `/health`: loading) while the model loads.
+        let bound = ossa::serve::bind(&options).await?;
+        eprintln!(
+            "ossa serve: bound to http://{}/v1; loading the model (requests are answered 503 \
+             until it is ready)",
+            bound.local_addr()
+        );
+        let loader = bound.loader();
+        let serving = tokio::spawn(bound.run(shutdown_signal()));
+        let load = async {
+            wait_for_load_gate().await;
+            ossa::app::start_with(settings, progress, limits).await
+        };
+        tokio::pin!(serving);
+        let app = tokio::select! {
+            app = load => app?,
+            // Stopped (Ctrl-C) while the model loads.
+            served = &mut serving => {
+                served.context("the server failed")?;
+                return Ok(ExitCode::SUCCESS);
+            }
+        };
         for warning in &app.toolset.warnings {
             eprintln!("warning: {warning}");
         }
-        ossa::serve::serve(app, &options, shutdown_signal()).await?;
+        loader.ready(app);
+        serving.await.context("the server failed")?;
         Ok(ExitCode::SUCCESS)
     });
     // Generations were cancelled; a thread still busy is not waited for.
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
+}
+
+/// Test support: with `OSSA_TEST_LOAD_GATE=PATH`, the model starts loading only once the file
+/// PATH exists, so a test sees the server's loading answers for as long as it needs, without
+/// timing anything.
+async fn wait_for_load_gate() {
+    let Some(gate) = std::env::var_os("OSSA_TEST_LOAD_GATE") else {
+        return;
+    };
+    while !std::path::Path::new(&gate).exists() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Resolves on the first Ctrl-C (or SIGTERM); a second Ctrl-C exits at once.

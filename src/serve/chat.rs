@@ -498,8 +498,6 @@ async fn complete(
 /// Turns agent events into chunk deltas.
 struct Chunker {
     client_names: Vec<String>,
-    /// The client call being written: its index in `tool_calls`.
-    open_call: Option<usize>,
     calls: usize,
     server_calls: usize,
     /// The browser's pages by cursor, for citations.
@@ -516,7 +514,6 @@ impl Chunker {
     fn new(client_names: Vec<String>) -> Self {
         Self {
             client_names,
-            open_call: None,
             calls: 0,
             server_calls: 0,
             page_urls: Vec::new(),
@@ -566,31 +563,10 @@ impl Chunker {
                 self.page_urls = urls.clone();
                 None
             }
-            AgentEvent::ToolArgumentsDelta { recipient, delta } => {
-                let name = self.client_function(recipient)?;
-                let mut calls = Vec::new();
-                let index = match self.open_call {
-                    Some(index) => index,
-                    None => {
-                        let index = self.calls;
-                        self.calls += 1;
-                        self.open_call = Some(index);
-                        calls.push(json!({
-                            "index": index, "id": new_id("call_"), "type": "function",
-                            "function": {"name": name, "arguments": ""},
-                        }));
-                        index
-                    }
-                };
-                calls.push(json!({"index": index, "function": {"arguments": delta}}));
-                Some(json!({"tool_calls": calls}))
-            }
+            // A client's call is sent whole when the agent hands it over (its `ToolCall`): one
+            // it answers itself instead (unfinished, or its arguments not JSON) is never shown.
             AgentEvent::ToolCall(call) => {
                 let name = self.client_function(&call.recipient)?;
-                if self.open_call.take().is_some() {
-                    return None;
-                }
-                // A call whose arguments were empty: nothing streamed yet.
                 let index = self.calls;
                 self.calls += 1;
                 Some(json!({"tool_calls": [{
@@ -609,15 +585,6 @@ impl Chunker {
                 }))
             }
             AgentEvent::Message(message) => {
-                // A client call stays open until its ToolCall event, which comes next.
-                let is_client_call = message
-                    .recipient
-                    .as_deref()
-                    .and_then(|r| self.client_function(r))
-                    .is_some();
-                if !is_client_call {
-                    self.open_call = None;
-                }
                 if message.recipient.is_none() && message.channel.as_deref() != Some("analysis") {
                     return self.finish_text();
                 }

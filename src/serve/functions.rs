@@ -1,17 +1,16 @@
 //! The `functions` namespace of one API request: the client's function tools (answered by the
-//! client, so a call to one ends the response) next to the server's own functions (MCP tools,
-//! apply_patch), which run here.
+//! client) next to the server's own functions (MCP tools, apply_patch), which run here.
 //!
-//! The agent loop runs every call it sees; a client's call is taken out of it by ending the
-//! turn through its [`Cancel`] handle once the call is recorded. The loop then appends a
-//! "cancelled" tool message, which [`ExternalCall::take`]'s caller drops.
+//! A call to a client function never reaches this tool: the agent loop ends the turn with it
+//! ([`ossa_agent::TurnOutcome::FunctionCalls`], set up by `turn::prepare` through
+//! [`ossa_agent::Chat::set_client_functions`]).
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use super::error::ApiError;
 use async_trait::async_trait;
-use ossa_agent::{Cancel, ToolRequirement};
+use ossa_agent::ToolRequirement;
 use ossa_tools::{
     FunctionTools, Placement, Tool, ToolCall, ToolDescription, ToolNamespaceConfig, ToolOutput,
     ToolSession,
@@ -20,25 +19,6 @@ use serde_json::Value;
 
 /// The namespace the model calls functions in.
 pub const NAMESPACE: &str = "functions";
-
-/// Where a client function call is left for the server to return.
-#[derive(Debug, Default)]
-pub struct ExternalCall {
-    call: Mutex<Option<ToolCall>>,
-}
-
-impl ExternalCall {
-    pub fn take(&self) -> Option<ToolCall> {
-        self.call
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-    }
-
-    fn set(&self, call: ToolCall) {
-        *self.call.lock().unwrap_or_else(PoisonError::into_inner) = Some(call);
-    }
-}
 
 /// A request's `tool_choice`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,27 +117,25 @@ pub struct RequestFunctions {
     client: Vec<ToolDescription>,
     client_names: Arc<HashSet<String>>,
     server: Option<FunctionTools>,
-    external: Arc<ExternalCall>,
-    cancel: Cancel,
 }
 
 impl RequestFunctions {
-    /// `client` are the request's functions, `server` the server's own (when it has any);
-    /// `cancel` ends the turn when the model calls a client function.
-    pub fn new(
-        client: Vec<ToolDescription>,
-        server: Option<FunctionTools>,
-        external: Arc<ExternalCall>,
-        cancel: Cancel,
-    ) -> Self {
+    /// `client` are the request's functions, `server` the server's own (when it has any).
+    pub fn new(client: Vec<ToolDescription>, server: Option<FunctionTools>) -> Self {
         let client_names = Arc::new(client.iter().map(|t| t.name.clone()).collect());
         Self {
             client,
             client_names,
             server,
-            external,
-            cancel,
         }
+    }
+
+    /// The recipients (`functions.NAME`) the client answers.
+    pub fn client_recipients(&self) -> Vec<String> {
+        self.client
+            .iter()
+            .map(|t| format!("{NAMESPACE}.{}", t.name))
+            .collect()
     }
 }
 
@@ -189,8 +167,6 @@ impl Tool for RequestFunctions {
         Box::new(RequestFunctionsSession {
             client_names: Arc::clone(&self.client_names),
             server: self.server.as_ref().map(|s| s.open_session()),
-            external: Arc::clone(&self.external),
-            cancel: self.cancel.clone(),
         })
     }
 }
@@ -198,28 +174,22 @@ impl Tool for RequestFunctions {
 struct RequestFunctionsSession {
     client_names: Arc<HashSet<String>>,
     server: Option<Box<dyn ToolSession>>,
-    external: Arc<ExternalCall>,
-    cancel: Cancel,
 }
 
 #[async_trait]
 impl ToolSession for RequestFunctionsSession {
     async fn call(&mut self, call: &ToolCall) -> Vec<ToolOutput> {
         let name = function_name(&call.recipient).unwrap_or(&call.recipient);
-        if self.client_names.contains(name) {
-            self.external.set(call.clone());
-            self.cancel.cancel();
-            // The loop sees the cancellation first and never gets here again.
-            std::future::pending::<()>().await;
-            return Vec::new();
-        }
-        match &mut self.server {
-            Some(server) => server.call(call).await,
-            None => vec![ToolOutput::text(
-                call,
-                call.recipient.clone(),
-                format!("Error: there is no function `{name}`."),
-            )],
-        }
+        let text = if self.client_names.contains(name) {
+            // The loop hands complete client calls to the client and answers the others
+            // itself; only a call it refused to hand over could come here.
+            format!("Error: the call to `{name}` was not made.")
+        } else {
+            match &mut self.server {
+                Some(server) => return server.call(call).await,
+                None => format!("Error: there is no function `{name}`."),
+            }
+        };
+        vec![ToolOutput::text(call, call.recipient.clone(), text)]
     }
 }

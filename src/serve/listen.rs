@@ -4,10 +4,15 @@
 //!
 //! axum's own `serve` sets none of these, so connections are served here with hyper directly.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
+use hyper::service::Service as HyperService;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -16,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::error::ApiError;
-use super::{ServeError, ServerState, router};
+use super::{Limits, ServeError, ServerState, router};
 
 /// How long a refused connection is given to read its 503.
 const REFUSAL_TIME: Duration = Duration::from_secs(2);
@@ -35,7 +40,63 @@ pub async fn serve_on(
     let local = listener.local_addr().map_err(ServeError::Serve)?;
     state.access.check_exposure(local)?;
     let limits = state.limits.clone();
-    let service = TowerToHyperService::new(router(Arc::clone(&state)));
+    let loaded = Arc::new(OnceLock::new());
+    let _ = loaded.set(Loaded::new(state));
+    serve_switch(listener, loaded, &limits, shutdown).await;
+    Ok(())
+}
+
+/// The API over a loaded model.
+pub(super) struct Loaded {
+    state: Arc<ServerState>,
+    api: Api,
+}
+
+impl Loaded {
+    pub(super) fn new(state: Arc<ServerState>) -> Self {
+        Self {
+            api: TowerToHyperService::new(router(Arc::clone(&state))),
+            state,
+        }
+    }
+}
+
+type Api = TowerToHyperService<Router>;
+
+/// What a connection is served by: the API once the model is loaded, before that the
+/// loading answers (503), on the same port and under the same connection cap.
+#[derive(Clone)]
+struct Switch {
+    loaded: Arc<OnceLock<Loaded>>,
+    loading: Api,
+}
+
+impl HyperService<hyper::Request<Incoming>> for Switch {
+    type Response = <Api as HyperService<hyper::Request<Incoming>>>::Response;
+    type Error = <Api as HyperService<hyper::Request<Incoming>>>::Error;
+    type Future = <Api as HyperService<hyper::Request<Incoming>>>::Future;
+
+    fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
+        match self.loaded.get() {
+            Some(loaded) => loaded.api.call(request),
+            None => self.loading.call(request),
+        }
+    }
+}
+
+/// Serves the loading answers until `loaded` is set, then the API, until `shutdown`
+/// resolves; then stops accepting, cancels every request in progress (streams end with what
+/// they have) and waits for open connections up to the shutdown deadline.
+pub(super) async fn serve_switch(
+    listener: TcpListener,
+    loaded: Arc<OnceLock<Loaded>>,
+    limits: &Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let service = Switch {
+        loaded: Arc::clone(&loaded),
+        loading: TowerToHyperService::new(loading_router()),
+    };
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
@@ -77,7 +138,9 @@ pub async fn serve_on(
     }
     drop(listener);
     // Turns end (a stream sends what it has and closes); idle connections close now.
-    state.shutdown.cancel();
+    if let Some(loaded) = loaded.get() {
+        loaded.state.shutdown.cancel();
+    }
     let open = graceful.count();
     if tokio::time::timeout(limits.shutdown_timeout, graceful.shutdown())
         .await
@@ -88,7 +151,37 @@ pub async fn serve_on(
             "connections still open at the shutdown deadline are closed"
         );
     }
-    Ok(())
+}
+
+/// How long a client is told to wait while the model loads.
+const LOADING_RETRY_SECONDS: u64 = 5;
+
+/// The answers while the model loads: `/health` says `loading`, everything else is a 503 with
+/// `Retry-After`, in OpenAI's error shape. They pass no guard (it needs the loaded server's
+/// state) and say nothing but that the model is loading.
+fn loading_router() -> Router {
+    Router::new().fallback(|uri: axum::http::Uri| async move {
+        let error = ApiError {
+            retry_after: Some(LOADING_RETRY_SECONDS),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "model_loading",
+                "the model is loading; try again shortly",
+            )
+        };
+        if uri.path() == "/health" {
+            let mut body = error.body();
+            body["status"] = serde_json::json!("loading");
+            let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(LOADING_RETRY_SECONDS),
+            );
+            return response;
+        }
+        error.into_response()
+    })
 }
 
 /// Tells a connection over the cap to come back later, then closes it.

@@ -12,6 +12,9 @@
 //!   `GET`/`DELETE /v1/responses/{id}`.
 //! - `GET /v1/models`, `GET /health`.
 //!
+//! The server listens before its model is loaded ([`bind`]): until then every request gets a
+//! 503 (`/health`: `{"status": "loading"}`).
+//!
 //! One engine serves every request: generations take turns in arrival order ([`queue`]).
 //! Every request passes [`security::guard`] (host, origin, key, content type, body limits);
 //! connections are capped and timed in [`listen`].
@@ -33,7 +36,7 @@ mod turn;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
@@ -113,7 +116,8 @@ impl Default for Limits {
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot listen on {address}: {source}")]
+    // The cause is the source, printed after the message (`{:#}`): not in it too.
+    #[error("cannot listen on {address}")]
     Bind {
         address: String,
         #[source]
@@ -370,13 +374,35 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves. Prints the address it listens on to stderr (with port 0,
-/// the port picked). Refuses to listen anywhere but loopback without an API key.
-pub async fn serve(
-    app: App,
-    options: &ServeOptions,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError> {
+/// A server listening before its model is loaded: it answers 503 (`/health`:
+/// `{"status": "loading"}`) until [`Loader::ready`] gives it the model. `ossa serve` binds
+/// ([`bind`]), spawns [`Bound::run`], loads the model, then hands it over.
+pub struct Bound {
+    listener: tokio::net::TcpListener,
+    local: SocketAddr,
+    loaded: Arc<OnceLock<listen::Loaded>>,
+    limits: Limits,
+    pending: Arc<Mutex<Option<Pending>>>,
+}
+
+/// What the server is built with once the model is loaded.
+struct Pending {
+    options: ServeOptions,
+    access: AccessPolicy,
+    store: Option<ResponseStore>,
+}
+
+/// Hands the loaded model to a [`Bound`] server (which may be serving already).
+pub struct Loader {
+    local: SocketAddr,
+    loaded: Arc<OnceLock<listen::Loaded>>,
+    pending: Arc<Mutex<Option<Pending>>>,
+}
+
+/// Binds the address `options` name and opens the response store, before any model is
+/// loaded: a port in use or a store that cannot open is reported at once. Refuses to listen
+/// anywhere but loopback without an API key.
+pub async fn bind(options: &ServeOptions) -> Result<Bound, ServeError> {
     let address = format!("{}:{}", options.host, options.port);
     let bind_address = if options.host.contains(':') && !options.host.starts_with('[') {
         format!("[{}]:{}", options.host, options.port)
@@ -424,19 +450,67 @@ pub async fn serve(
         }
         Some(store)
     };
-    let state = ServerState::from_app(
-        app,
-        options.served_model_name.clone(),
-        store,
-        access,
-        options.limits.clone(),
-        options.log_requests,
-    );
-    eprintln!(
-        "ossa serve: {} listening on http://{local}/v1",
-        state.model_id
-    );
-    serve_on(listener, state, shutdown).await
+    Ok(Bound {
+        listener,
+        local,
+        loaded: Arc::new(OnceLock::new()),
+        limits: options.limits.clone(),
+        pending: Arc::new(Mutex::new(Some(Pending {
+            options: options.clone(),
+            access,
+            store,
+        }))),
+    })
+}
+
+impl Bound {
+    /// The address listened on (with port 0, the port picked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// What gives this server its model.
+    pub fn loader(&self) -> Loader {
+        Loader {
+            local: self.local,
+            loaded: Arc::clone(&self.loaded),
+            pending: Arc::clone(&self.pending),
+        }
+    }
+
+    /// Serves (the loading answers until the model is ready) until `shutdown` resolves.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        listen::serve_switch(self.listener, self.loaded, &self.limits, shutdown).await;
+    }
+}
+
+impl Loader {
+    /// The API over `app` from now on; prints the line saying so (`MODEL listening on URL`).
+    /// Only the first call has an effect.
+    pub fn ready(&self, app: App) {
+        let Some(pending) = self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
+            return;
+        };
+        let state = ServerState::from_app(
+            app,
+            pending.options.served_model_name.clone(),
+            pending.store,
+            pending.access,
+            pending.options.limits.clone(),
+            pending.options.log_requests,
+        );
+        let model_id = state.model_id.clone();
+        let _ = self.loaded.set(listen::Loaded::new(state));
+        eprintln!(
+            "ossa serve: {model_id} listening on http://{}/v1",
+            self.local
+        );
+    }
 }
 
 async fn health(State(state): State<Arc<ServerState>>) -> Response {

@@ -645,8 +645,9 @@ struct Builder {
     /// Whether the agent ran the pending call (a complete message addressed to a tool is
     /// only run when it ends the model's reply).
     pending_ran: bool,
-    /// The call ids given to client calls, in order.
-    external: Option<usize>,
+    /// A client's call the model wrote, shown once the agent hands it over (a call it answers
+    /// with an error instead, unfinished or not JSON, is never shown).
+    pending_client: Option<Message>,
     events: Vec<(String, Value)>,
     /// The browser's pages by cursor, for citations (empty until the browser showed one).
     page_urls: Vec<String>,
@@ -681,7 +682,7 @@ impl Builder {
             open_text: String::new(),
             pending_builtin: None,
             pending_ran: false,
-            external: None,
+            pending_client: None,
             events: Vec::new(),
             page_urls: Vec::new(),
             citations: None,
@@ -923,7 +924,6 @@ impl Builder {
                     json!({"item_id": id, "output_index": index, "arguments": text}),
                 );
                 if self.client_names.contains(&name) {
-                    self.external = Some(index);
                     self.finish_item(index, status);
                 } else {
                     // A server function (MCP): it runs here, like a built-in.
@@ -959,6 +959,13 @@ impl Builder {
     }
 
     fn tool_call(&mut self, call: &ossa_tools::ToolCall) {
+        if let Some(message) = self.pending_client.take() {
+            // Handed to the client: its item, arguments and all, at once.
+            let kind = self.kind_of(message.recipient.as_deref(), None);
+            self.delta(kind, &message.text());
+            self.message(&message);
+            return;
+        }
         let Some(index) = self.pending_builtin else {
             return;
         };
@@ -1017,6 +1024,7 @@ impl Builder {
 
     /// A call the agent will not run (the model wrote more after it): closed as unrun.
     fn close_unrun_pending(&mut self) {
+        self.pending_client = None;
         if !self.pending_ran
             && let Some(index) = self.pending_builtin.take()
         {
@@ -1027,6 +1035,7 @@ impl Builder {
     /// Closes whatever the turn left open (cut off by a limit, a cancellation or an error):
     /// every item added is done, none stays `in_progress`.
     fn close_all(&mut self) {
+        self.pending_client = None;
         self.finish_search(None);
         if let Some(index) = self.pending_builtin.take() {
             let why = if self.pending_ran {
@@ -1079,6 +1088,14 @@ impl Builder {
         self.finish_item(index, "completed");
     }
 
+    /// Whether `recipient` is one of the client's functions (and offered).
+    fn is_client(&self, recipient: &str) -> bool {
+        function_name(recipient).is_some_and(|name| {
+            self.client_names.iter().any(|c| c == name)
+                && self.callable.functions.iter().any(|f| f == name)
+        })
+    }
+
     fn finish_item(&mut self, index: usize, status: &str) {
         self.items[index]["status"] = json!(status);
         let item = self.items[index].clone();
@@ -1110,6 +1127,15 @@ impl Builder {
             AgentEvent::FinalDelta(d) | AgentEvent::CommentaryDelta(d) => {
                 self.delta(Some(Open::Text), d)
             }
+            AgentEvent::ToolArgumentsDelta { recipient, .. } if self.is_client(recipient) => {}
+            AgentEvent::Message(message)
+                if message
+                    .recipient
+                    .as_deref()
+                    .is_some_and(|r| self.is_client(r)) =>
+            {
+                self.pending_client = Some(message.clone());
+            }
             AgentEvent::ToolArgumentsDelta { recipient, delta } => {
                 let kind = match &self.open {
                     Some((open @ Open::Function { name, .. }, _))
@@ -1123,6 +1149,8 @@ impl Builder {
             }
             AgentEvent::Message(message) => self.message(message),
             AgentEvent::ToolCall(call) => self.tool_call(call),
+            // A client's call the agent answered itself is dropped unseen.
+            AgentEvent::ToolResult { .. } if self.pending_client.take().is_some() => {}
             AgentEvent::ToolResult { output, .. } => self.tool_result(output),
             _ => {}
         }

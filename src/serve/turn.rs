@@ -14,7 +14,7 @@ use ossa_tools::{Tool, ToolCall, ToolDescription};
 
 use super::ServerState;
 use super::error::ApiError;
-use super::functions::{ExternalCall, NAMESPACE, RequestFunctions};
+use super::functions::{NAMESPACE, RequestFunctions};
 use super::log::{RequestLog, Usage};
 
 /// What a request asks the agent to do.
@@ -34,7 +34,7 @@ pub struct TurnSpec {
 
 /// What the turn did.
 pub struct TurnResult {
-    /// The whole conversation afterwards (without the placeholder answer to a client call).
+    /// The whole conversation afterwards (ending with a client call's message, if any).
     pub conversation: Conversation,
     /// Index of the first message the turn added.
     pub first_message: usize,
@@ -52,7 +52,6 @@ impl TurnResult {
 /// A turn ready to run: its conversation renders and fits the model's context.
 pub struct Turn {
     chat: Chat,
-    external: Arc<ExternalCall>,
     cancel: Cancel,
     log: Option<Arc<RequestLog>>,
 }
@@ -65,17 +64,14 @@ pub fn prepare(
     cancel: &Cancel,
     param: &str,
 ) -> Result<Turn, ApiError> {
-    let external = Arc::new(ExternalCall::default());
     let mut tools = spec.builtins;
     let server_functions = (!state.functions.is_empty()).then(|| state.functions.clone());
+    let mut client_recipients = Vec::new();
     if !spec.client_functions.is_empty() || server_functions.is_some() {
         tools.retain(|t| t.name() != NAMESPACE);
-        tools.push(Arc::new(RequestFunctions::new(
-            spec.client_functions,
-            server_functions,
-            Arc::clone(&external),
-            cancel.clone(),
-        )));
+        let functions = RequestFunctions::new(spec.client_functions, server_functions);
+        client_recipients = functions.client_recipients();
+        tools.push(Arc::new(functions));
     }
     let agent = Agent::new(
         state.backend.clone(),
@@ -109,9 +105,9 @@ pub fn prepare(
     }
     let mut chat = agent.chat_from(conversation);
     chat.set_tool_requirement(spec.tool_requirement);
+    chat.set_client_functions(client_recipients);
     Ok(Turn {
         chat,
-        external,
         cancel: cancel.clone(),
         log: None,
     })
@@ -124,7 +120,7 @@ impl Turn {
         self
     }
 
-    /// Runs the turn; `on_event` sees what happens as it happens (a client call's
+    /// Runs the turn; `on_event` sees what happens as it happens (a cancelled call's
     /// placeholder result excluded).
     pub async fn run(
         self,
@@ -132,7 +128,6 @@ impl Turn {
     ) -> Result<TurnResult, ApiError> {
         let Turn {
             mut chat,
-            external,
             cancel,
             log,
         } = self;
@@ -152,7 +147,7 @@ impl Turn {
             if let AgentEvent::ToolResult { .. } = &event
                 && cancel.is_cancelled()
             {
-                // The placeholder for a client's call or a disconnected client: nobody reads it.
+                // The placeholder for a disconnected client's call: nobody reads it.
                 return;
             }
             on_event(event);
@@ -168,18 +163,13 @@ impl Turn {
                 queue_wait,
             });
         }
-        let mut conversation = chat.conversation().clone();
-        let external_call = external.take();
-        if external_call.is_some()
-            && conversation
-                .messages
-                .last()
-                .is_some_and(|m| m.author.role == Role::Tool)
-        {
-            conversation.messages.pop();
-        }
+        let external_call = match &report.outcome {
+            // One call per turn: the loop ends at the first (`parallel_tool_calls` is false).
+            TurnOutcome::FunctionCalls(calls) => calls.first().cloned(),
+            _ => None,
+        };
         Ok(TurnResult {
-            conversation,
+            conversation: chat.conversation().clone(),
             first_message: report.first_message,
             external_call,
             report,
@@ -204,6 +194,7 @@ pub fn finish_reason(result: &TurnResult) -> &'static str {
     }
     match &result.report.outcome {
         TurnOutcome::Final | TurnOutcome::NoAnswer | TurnOutcome::Cancelled => "stop",
+        TurnOutcome::FunctionCalls(_) => "tool_calls",
         TurnOutcome::Limit(_) => "length",
     }
 }

@@ -11,6 +11,11 @@ use serde_json::Value;
 
 use super::{ENGINE_FLAGS, SCENARIO_FLAGS, fixture_dir};
 
+/// What the server writes once its model is loaded: `MODEL listening on URL`.
+const READY: &str = "listening on ";
+/// What it writes once it has bound its port, before loading: `bound to URL; loading ...`.
+const BOUND: &str = "bound to ";
+
 /// `ossa serve` on a free loopback port, stopped when dropped.
 pub struct Server {
     child: Child,
@@ -86,12 +91,39 @@ impl Server {
         Self::spawn(args, config, env, prompt_cache, true)
     }
 
+    /// Serves the tiny agent with `extra` arguments and `env` set, returning as soon as the server has bound its
+    /// port (its `bound to URL` line), before the model is loaded: with
+    /// `OSSA_TEST_LOAD_GATE` in `env`, loading waits for that file.
+    pub fn start_bound(extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let fixture = fixture_dir();
+        let mut args = vec!["--model", fixture.to_str().expect("utf-8")];
+        args.extend(ENGINE_FLAGS);
+        args.extend(SCENARIO_FLAGS);
+        args.extend(extra);
+        match Self::spawn_until(&args, None, env, None, true, BOUND) {
+            Ok(server) => server,
+            Err(early) => panic!("ossa serve did not bind:\n{early}"),
+        }
+    }
+
     fn spawn(
         args: &[&str],
         config: Option<&str>,
         env: &[(&str, &str)],
         prompt_cache: Option<&Path>,
         quiet: bool,
+    ) -> Result<Server, String> {
+        Self::spawn_until(args, config, env, prompt_cache, quiet, READY)
+    }
+
+    /// Spawns the server and waits for the stderr line holding `marker` and its URL.
+    fn spawn_until(
+        args: &[&str],
+        config: Option<&str>,
+        env: &[(&str, &str)],
+        prompt_cache: Option<&Path>,
+        quiet: bool,
+        marker: &'static str,
     ) -> Result<Server, String> {
         let home = tempfile::tempdir().expect("temp home");
         let prompt_cache =
@@ -129,8 +161,9 @@ impl Server {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 log_lines.lock().expect("log").push(line.clone());
-                if !sent && let Some(rest) = line.split("listening on ").nth(1) {
-                    let _ = sender.send(Ok(rest.trim().to_string()));
+                if !sent && let Some(rest) = line.split(marker).nth(1) {
+                    let url = rest.split([';', ' ']).next().unwrap_or_default();
+                    let _ = sender.send(Ok(url.to_string()));
                     sent = true;
                 } else {
                     eprintln!("[ossa serve] {line}");
@@ -159,6 +192,23 @@ impl Server {
             log,
             _home: home,
         })
+    }
+
+    /// Waits until the server writes a line holding `text` (a hang guard of `limit`, not a
+    /// timing), and returns it.
+    pub fn wait_for_line(&self, text: &str, limit: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(line) = self.log().into_iter().find(|l| l.contains(text)) {
+                return line;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "no line with `{text}` in {limit:?}:\n{}",
+                self.log().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The lines the server wrote to stderr so far.
@@ -315,4 +365,69 @@ pub fn run_sdk_script(python: &str, script: &str, base: &str, input: &Value) -> 
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).expect("the script prints JSON")
+}
+
+/// The folder of the `openai` TypeScript SDK's test client (`tests/ts`), its pinned packages
+/// installed with `npm ci` on first use; `None` (with the reason printed) when node or npm is
+/// missing or the install fails. Installed once per test process.
+pub fn node_with_openai() -> Option<&'static Path> {
+    static READY: std::sync::OnceLock<Result<std::path::PathBuf, String>> =
+        std::sync::OnceLock::new();
+    let ready = READY.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ts");
+        let node = Command::new("node")
+            .arg("--version")
+            .output()
+            .map_err(|e| format!("node is not installed ({e})"))?;
+        if !node.status.success() {
+            return Err("node --version failed".into());
+        }
+        if dir.join("node_modules/openai/package.json").is_file() {
+            return Ok(dir);
+        }
+        // The lockfile's exact versions; no install scripts run.
+        let installed = Command::new("npm")
+            .args([
+                "ci",
+                "--ignore-scripts",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+            ])
+            .current_dir(&dir)
+            .status()
+            .map_err(|e| format!("npm is not installed ({e})"))?;
+        if !installed.success() || !dir.join("node_modules/openai/package.json").is_file() {
+            return Err(format!("`npm ci` in {} failed", dir.display()));
+        }
+        Ok(dir)
+    });
+    match ready {
+        Ok(dir) => Some(dir.as_path()),
+        Err(reason) => {
+            skip(&format!("the `openai` npm package cannot be had: {reason}"));
+            None
+        }
+    }
+}
+
+/// Runs `tests/ts/sdk.mjs BASE MODE INPUT_JSON` (in `dir`, from [`node_with_openai`]); it must
+/// succeed and print JSON.
+pub fn run_ts_sdk(dir: &Path, base: &str, mode: &str, input: &Value) -> Value {
+    let output = Command::new("node")
+        .args(["sdk.mjs", base, mode, &input.to_string()])
+        .current_dir(dir)
+        .output()
+        .expect("node runs");
+    assert!(
+        output.status.success(),
+        "the TypeScript SDK client failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "the client printed no JSON ({e}):\n{}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
 }

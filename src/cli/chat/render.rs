@@ -437,7 +437,8 @@ impl Renderer {
         match result {
             Ok(report) => {
                 match &report.outcome {
-                    TurnOutcome::Final => {}
+                    // Only `ossa serve` declares client functions.
+                    TurnOutcome::Final | TurnOutcome::FunctionCalls(_) => {}
                     TurnOutcome::Cancelled => self.line("[cancelled]", Tone::Warn),
                     TurnOutcome::NoAnswer => {
                         self.line("[the model stopped without an answer]", Tone::Warn)
