@@ -238,3 +238,75 @@ fn the_connection_cap_holds_while_loading() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Who may ask is checked while the model loads as after: a page on another site, a rebound
+/// DNS name and a client without the key learn nothing, not even that the model is loading.
+#[test]
+fn the_loading_answers_check_who_is_asking() {
+    let gate_dir = tempfile::tempdir().expect("temp");
+    let gate = gate_dir.path().join("load");
+    let server = Server::start_bound(
+        &["--api-key", "sesame"],
+        &[("OSSA_TEST_LOAD_GATE", gate.to_str().expect("utf-8"))],
+    );
+    let root = server.root().to_string();
+    let get = |path: &str, headers: &[(&str, &str)]| {
+        let mut request = ureq::get(&format!("{root}{path}"));
+        for (name, value) in headers {
+            request = request.set(name, value);
+        }
+        let response = match request.call() {
+            Ok(response) => response,
+            Err(ureq::Error::Status(_, response)) => response,
+            Err(e) => panic!("GET {path}: {e}"),
+        };
+        let status = response.status();
+        let body: Value = response.into_json().expect("JSON");
+        (status, body)
+    };
+    let key = ("Authorization", "Bearer sesame");
+
+    let (status, body) = get("/v1/models", &[]);
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (401, json!("missing_api_key")),
+        "{body}"
+    );
+    let (status, body) = get("/v1/models", &[("Authorization", "Bearer wrong")]);
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (401, json!("invalid_api_key")),
+        "{body}"
+    );
+    let (status, body) = get("/health", &[("Host", "attacker.example")]);
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (403, json!("host_not_allowed")),
+        "{body}"
+    );
+    let (status, body) = get("/v1/models", &[key, ("Origin", "http://evil.example")]);
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (403, json!("origin_not_allowed")),
+        "{body}"
+    );
+
+    // The owner is told it is loading; /health needs no key, as after loading.
+    let (status, body) = get("/v1/models", &[key]);
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (503, json!("model_loading")),
+        "{body}"
+    );
+    let (status, body) = get("/health", &[]);
+    assert_eq!(
+        (status, body["status"].clone()),
+        (503, json!("loading")),
+        "{body}"
+    );
+
+    std::fs::write(&gate, b"").expect("gate opened");
+    server.wait_for_line("listening on", HANG);
+    let (status, body) = get("/v1/models", &[key]);
+    assert_eq!(status, 200, "{body}");
+}

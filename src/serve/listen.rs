@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::error::ApiError;
+use super::security::{self, AccessPolicy};
 use super::{Limits, ServeError, ServerState, router};
 
 /// How long a refused connection is given to read its 503.
@@ -40,9 +41,10 @@ pub async fn serve_on(
     let local = listener.local_addr().map_err(ServeError::Serve)?;
     state.access.check_exposure(local)?;
     let limits = state.limits.clone();
+    let access = Arc::new(state.access.clone());
     let loaded = Arc::new(OnceLock::new());
     let _ = loaded.set(Loaded::new(state));
-    serve_switch(listener, loaded, &limits, shutdown).await;
+    serve_switch(listener, loaded, access, &limits, shutdown).await;
     Ok(())
 }
 
@@ -90,12 +92,13 @@ impl HyperService<hyper::Request<Incoming>> for Switch {
 pub(super) async fn serve_switch(
     listener: TcpListener,
     loaded: Arc<OnceLock<Loaded>>,
+    access: Arc<AccessPolicy>,
     limits: &Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let service = Switch {
         loaded: Arc::clone(&loaded),
-        loading: TowerToHyperService::new(loading_router()),
+        loading: TowerToHyperService::new(loading_router(access)),
     };
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -159,29 +162,38 @@ const LOADING_RETRY_SECONDS: u64 = 5;
 /// The answers while the model loads: `/health` says `loading`, everything else is a 503 with
 /// `Retry-After`, in OpenAI's error shape. They pass no guard (it needs the loaded server's
 /// state) and say nothing but that the model is loading.
-fn loading_router() -> Router {
-    Router::new().fallback(|uri: axum::http::Uri| async move {
-        let error = ApiError {
-            retry_after: Some(LOADING_RETRY_SECONDS),
-            ..ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_error",
-                "model_loading",
-                "the model is loading; try again shortly",
-            )
-        };
-        if uri.path() == "/health" {
-            let mut body = error.body();
-            body["status"] = serde_json::json!("loading");
-            let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from(LOADING_RETRY_SECONDS),
-            );
-            return response;
-        }
-        error.into_response()
-    })
+/// The answers before the model is ready, to those the API would answer (see
+/// [`security::loading_guard`]).
+fn loading_router(access: Arc<AccessPolicy>) -> Router {
+    Router::new()
+        .fallback(loading_answer)
+        .layer(axum::middleware::from_fn_with_state(
+            access,
+            security::loading_guard,
+        ))
+}
+
+async fn loading_answer(uri: axum::http::Uri) -> axum::response::Response {
+    let error = ApiError {
+        retry_after: Some(LOADING_RETRY_SECONDS),
+        ..ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "model_loading",
+            "the model is loading; try again shortly",
+        )
+    };
+    if uri.path() == "/health" {
+        let mut body = error.body();
+        body["status"] = serde_json::json!("loading");
+        let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(LOADING_RETRY_SECONDS),
+        );
+        return response;
+    }
+    error.into_response()
 }
 
 /// Tells a connection over the cap to come back later, then closes it.

@@ -480,7 +480,21 @@ impl Bound {
 
     /// Serves (the loading answers until the model is ready) until `shutdown` resolves.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
-        listen::serve_switch(self.listener, self.loaded, &self.limits, shutdown).await;
+        let access = self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|pending| pending.access.clone())
+            .unwrap_or_default();
+        listen::serve_switch(
+            self.listener,
+            self.loaded,
+            Arc::new(access),
+            &self.limits,
+            shutdown,
+        )
+        .await;
     }
 }
 

@@ -214,22 +214,14 @@ pub async fn guard(
     response
 }
 
-/// The request, its body read, when it may go on; otherwise the answer.
-async fn check(
-    state: &ServerState,
-    request: Request,
+/// Who may ask: the Host (DNS rebinding), the Origin (web pages), CORS preflights, and the API
+/// key (not for `/health`). Checked before the model is loaded too.
+fn check_access(
+    access: &AccessPolicy,
+    request: &Request,
     has_origin: bool,
     allowed_origin: &Option<HeaderValue>,
-) -> Result<Request, Response> {
-    if state.shutdown.is_cancelled() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server_error",
-            "shutting_down",
-            "the server is shutting down",
-        )
-        .into_response());
-    }
+) -> Result<(), Response> {
     // An absolute URI's authority and the Host header must both pass.
     let mut hosts: Vec<&str> = Vec::new();
     if let Some(authority) = request.uri().authority() {
@@ -241,7 +233,7 @@ async fn check(
     if hosts.is_empty() {
         return Err(ApiError::invalid(None, "the request has no Host header").into_response());
     }
-    if let Some(host) = hosts.iter().find(|h| !state.access.host_allowed(h)) {
+    if let Some(host) = hosts.iter().find(|h| !access.host_allowed(h)) {
         let shown: String = host.chars().filter(|c| !c.is_control()).take(100).collect();
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -281,11 +273,54 @@ async fn check(
         return Err(preflight(request.headers()));
     }
     if request.uri().path() != "/health" {
-        state
-            .access
+        access
             .authorized(request.headers())
             .map_err(IntoResponse::into_response)?;
     }
+    Ok(())
+}
+
+/// [`guard`] while the model loads: the same checks of who is asking (a page on another site
+/// does not learn even that the model is loading), then the loading answer.
+pub async fn loading_guard(
+    State(access): State<Arc<AccessPolicy>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let origin = request.headers().get(header::ORIGIN).cloned();
+    let allowed_origin = origin
+        .as_ref()
+        .filter(|o| o.to_str().is_ok_and(|o| access.origin_allowed(o)))
+        .cloned();
+    let mut response = match check_access(&access, &request, origin.is_some(), &allowed_origin) {
+        Ok(()) => next.run(request).await,
+        Err(response) => response,
+    };
+    if let Some(origin) = allowed_origin {
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.append(header::VARY, HeaderValue::from_static("origin"));
+    }
+    response
+}
+
+/// The request, its body read, when it may go on; otherwise the answer.
+async fn check(
+    state: &ServerState,
+    request: Request,
+    has_origin: bool,
+    allowed_origin: &Option<HeaderValue>,
+) -> Result<Request, Response> {
+    if state.shutdown.is_cancelled() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "shutting_down",
+            "the server is shutting down",
+        )
+        .into_response());
+    }
+    check_access(&state.access, &request, has_origin, allowed_origin)?;
     if request.method() != Method::POST {
         return Ok(request);
     }
