@@ -155,6 +155,7 @@ async fn load_backend(settings: &Settings, progress: Progress) -> Result<Loaded,
     let spec = settings.model.clone();
     let load_options = settings.load_options();
     let prompt_cache = settings.prompt_cache.clone();
+    let context = settings.context;
     let bars = progress == Progress::Stderr;
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
@@ -201,7 +202,11 @@ async fn load_backend(settings: &Settings, progress: Progress) -> Result<Loaded,
             Some(tokenizer) => HarmonyEncoding::new(tokenizer.clone())?,
             None => HarmonyEncoding::gpt_oss()?,
         };
-        let engine = Arc::new(EngineBackend::new(engine));
+        let mut backend = EngineBackend::new(engine);
+        if let Some(tokens) = context {
+            backend = backend.with_context_limit(tokens);
+        }
+        let engine = Arc::new(backend);
         Ok(Loaded {
             backend: engine.clone(),
             engine: Some(engine),
