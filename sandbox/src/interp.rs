@@ -95,9 +95,10 @@ pub(crate) struct Start<'a> {
 const WASM_PAGE: usize = 64 << 10;
 
 /// An interpreter's state at one moment (see [`Interpreter::checkpoint`]).
+#[derive(Default)]
 pub(crate) struct Checkpoint {
     memory: Vec<u8>,
-    created: Instant,
+    created: Option<Instant>,
 }
 
 pub(crate) struct Interpreter {
@@ -254,11 +255,12 @@ impl Interpreter {
     /// A copy of the interpreter's whole state: its linear memory. With the module's globals
     /// (only the stack pointer changes, and it is back at its base between calls) and its
     /// tables fixed, the memory is everything a later [`Interpreter::restore`] needs.
-    pub(crate) fn checkpoint(&self) -> Checkpoint {
-        Checkpoint {
-            memory: self.memory.data(&self.store).to_vec(),
-            created: self.created,
-        }
+    /// `into` is reused: its buffer keeps its pages, so a copy is a `memcpy`, not a fresh
+    /// allocation faulting in every page.
+    pub(crate) fn checkpoint(&self, into: &mut Checkpoint) {
+        into.memory.clear();
+        into.memory.extend_from_slice(self.memory.data(&self.store));
+        into.created = Some(self.created);
     }
 
     /// A session interpreter put back at `checkpoint`: a fresh instance (its globals and tables
@@ -268,7 +270,7 @@ impl Interpreter {
         shared: &Shared,
         dirs: &Dirs,
         max_open_files: usize,
-        checkpoint: Checkpoint,
+        checkpoint: &Checkpoint,
     ) -> Result<Self> {
         let args = [ARGV0.to_owned()];
         let start = Start {
@@ -279,7 +281,7 @@ impl Interpreter {
             cancel: None,
         };
         let mut interpreter = Self::new(shared, start)?;
-        let saved = checkpoint.memory;
+        let saved = &checkpoint.memory;
         let size = interpreter.memory.data_size(&interpreter.store);
         if saved.len() > size {
             let pages = (saved.len() - size).div_ceil(WASM_PAGE);
@@ -291,9 +293,11 @@ impl Interpreter {
                 })?;
         }
         let memory = interpreter.memory.data_mut(&mut interpreter.store);
-        memory[..saved.len()].copy_from_slice(&saved);
+        memory[..saved.len()].copy_from_slice(saved);
         memory[saved.len()..].fill(0);
-        interpreter.created = checkpoint.created;
+        if let Some(created) = checkpoint.created {
+            interpreter.created = created;
+        }
         Ok(interpreter)
     }
 

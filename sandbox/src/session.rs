@@ -111,6 +111,7 @@ impl Session {
         let undo_on_cancel = Arc::new(AtomicBool::new(false));
         let state = Worker {
             undo_on_cancel: undo_on_cancel.clone(),
+            checkpoint: Checkpoint::default(),
             owner: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
             jobs: Arc::downgrade(&jobs),
             shared: shared.clone(),
@@ -187,7 +188,8 @@ impl Session {
     /// From now on a cancelled call ([`Session::cancel`], a dropped future) puts the interpreter
     /// back as it was before the call ([`SessionState::Restored`]) instead of discarding it, so
     /// what earlier calls defined survives, as a REPL user expects after Ctrl-C. It costs a copy
-    /// of the interpreter's memory before every call (tens of MiB, milliseconds).
+    /// of the interpreter's memory before every call (kept in a buffer as large; about 25 ms
+    /// with numpy and pandas imported, `benches/sandbox.rs`).
     ///
     /// CPython's own way, raising `KeyboardInterrupt` where the code is, is out of reach: a
     /// running guest can only be stopped by a trap, which cannot resume as a Python exception,
@@ -256,6 +258,8 @@ struct Worker {
     /// This session in the sandbox's budget.
     owner: u64,
     undo_on_cancel: Arc<AtomicBool>,
+    /// The interpreter before the call running now, when calls can be undone.
+    checkpoint: Checkpoint,
     jobs: Weak<mpsc::Sender<Job>>,
     shared: Arc<Shared>,
     dirs: Dirs,
@@ -400,16 +404,17 @@ impl Worker {
         let Some(interpreter) = self.interpreter.as_mut() else {
             return Err(SandboxError::SessionClosed);
         };
-        let checkpoint = self
-            .undo_on_cancel
-            .load(Ordering::Relaxed)
-            .then(|| interpreter.checkpoint());
+        let undoable = self.undo_on_cancel.load(Ordering::Relaxed);
+        if undoable {
+            interpreter.checkpoint(&mut self.checkpoint);
+        } else {
+            // Its memory is not needed any more.
+            self.checkpoint = Checkpoint::default();
+        }
         *self.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(cancel.clone());
         let ended = interpreter.turn(code, limits, Some(cancel));
         *self.running.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        if let (Some(checkpoint), Status::Stopped(Stop::Cancelled)) = (checkpoint, &ended.status)
-            && self.restore(checkpoint)
-        {
+        if undoable && ended.status == Status::Stopped(Stop::Cancelled) && self.restore() {
             return Ok(ended.into_output(
                 &self.dirs,
                 &before,
@@ -436,16 +441,16 @@ impl Worker {
         Ok(ended.into_output(&self.dirs, &before, state, started_fresh, started))
     }
 
-    /// Replaces the interpreter with one put back at `checkpoint`; false (the interpreter is
+    /// Replaces the interpreter with one put back at the checkpoint; false (the interpreter is
     /// gone) when that fails.
-    fn restore(&mut self, checkpoint: Checkpoint) -> bool {
+    fn restore(&mut self) -> bool {
         // The stopped interpreter gives its room in the budget back first.
         self.interpreter = None;
         match Interpreter::restore(
             &self.shared,
             &self.dirs,
             self.limits.max_open_files,
-            checkpoint,
+            &self.checkpoint,
         ) {
             Ok(interpreter) => {
                 self.interpreter = Some(interpreter);
