@@ -220,10 +220,10 @@ async fn load_backend(settings: &Settings, progress: Progress) -> Result<Loaded,
     .map_err(|e| StartError::Thread(e.to_string()))?
 }
 
-/// One progress bar per downloading file, on stderr.
+/// One progress bar per downloading file, on stderr (among the process's other spinners and
+/// bars, `ossa_sandbox::terminal_progress`).
 #[derive(Default)]
 pub struct DownloadBars {
-    multi: indicatif::MultiProgress,
     bars: Mutex<HashMap<String, indicatif::ProgressBar>>,
 }
 
@@ -231,7 +231,7 @@ impl DownloadBars {
     fn bar(&self, file: &str) -> Option<indicatif::ProgressBar> {
         let mut bars = self.bars.lock().ok()?;
         let bar = bars.entry(file.to_string()).or_insert_with(|| {
-            let bar = self.multi.add(indicatif::ProgressBar::new(0));
+            let bar = ossa_sandbox::terminal_progress().add(indicatif::ProgressBar::new(0));
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
                     "{msg:40} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
@@ -272,7 +272,7 @@ impl DownloadProgress for DownloadBars {
         // Said before the first request, so a slow or silent hub is never a silent wait.
         let line = format!("Fetching {repo_id} from {endpoint}…");
         if std::io::stderr().is_terminal() {
-            let _ = self.multi.println(line);
+            let _ = ossa_sandbox::terminal_progress().println(line);
         } else {
             eprintln!("{line}");
         }

@@ -118,10 +118,8 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
             format!(" and {}", tools.join(", "))
         }
     );
-    // A model still to download shows its own progress bars instead.
-    let spinner = is_local(&settings.model)
-        .then(|| ossa::sandbox::spinner(&loading))
-        .flatten();
+    // Download bars and the runtime's steps draw among it (one MultiProgress).
+    let spinner = ossa::sandbox::spinner(&loading);
     if spinner.is_none() {
         eprintln!("{loading}");
     }
@@ -133,17 +131,6 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
     let result = Repl::new(&runtime, &app, &args).and_then(|mut repl| repl.run());
     runtime.block_on(app.toolset.shutdown());
     result
-}
-
-/// Whether `model` loads without a download: a folder, or a hub model complete in the cache.
-fn is_local(model: &str) -> bool {
-    use ossa::engine::hub;
-    match hub::parse_model(model) {
-        Ok(hub::ModelSpec::Dir(_)) => true,
-        Ok(hub::ModelSpec::Hub { id, revision: None }) => hub::cached_models()
-            .is_ok_and(|cached| cached.iter().any(|m| m.id == id && m.snapshot.is_some())),
-        _ => false,
-    }
 }
 
 /// A start error with the fix a person needs.
