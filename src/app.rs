@@ -155,6 +155,7 @@ async fn load_backend(settings: &Settings, progress: Progress) -> Result<Loaded,
     let spec = settings.model.clone();
     let load_options = settings.load_options();
     let prompt_cache = settings.prompt_cache.clone();
+    let context = settings.context;
     let bars = progress == Progress::Stderr;
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
@@ -201,7 +202,11 @@ async fn load_backend(settings: &Settings, progress: Progress) -> Result<Loaded,
             Some(tokenizer) => HarmonyEncoding::new(tokenizer.clone())?,
             None => HarmonyEncoding::gpt_oss()?,
         };
-        let engine = Arc::new(EngineBackend::new(engine));
+        let mut backend = EngineBackend::new(engine);
+        if let Some(tokens) = context {
+            backend = backend.with_context_limit(tokens);
+        }
+        let engine = Arc::new(backend);
         Ok(Loaded {
             backend: engine.clone(),
             engine: Some(engine),
@@ -215,10 +220,10 @@ async fn load_backend(settings: &Settings, progress: Progress) -> Result<Loaded,
     .map_err(|e| StartError::Thread(e.to_string()))?
 }
 
-/// One progress bar per downloading file, on stderr.
+/// One progress bar per downloading file, on stderr (among the process's other spinners and
+/// bars, `ossa_sandbox::terminal_progress`).
 #[derive(Default)]
 pub struct DownloadBars {
-    multi: indicatif::MultiProgress,
     bars: Mutex<HashMap<String, indicatif::ProgressBar>>,
 }
 
@@ -226,7 +231,7 @@ impl DownloadBars {
     fn bar(&self, file: &str) -> Option<indicatif::ProgressBar> {
         let mut bars = self.bars.lock().ok()?;
         let bar = bars.entry(file.to_string()).or_insert_with(|| {
-            let bar = self.multi.add(indicatif::ProgressBar::new(0));
+            let bar = ossa_sandbox::terminal_progress().add(indicatif::ProgressBar::new(0));
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
                     "{msg:40} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
@@ -267,7 +272,7 @@ impl DownloadProgress for DownloadBars {
         // Said before the first request, so a slow or silent hub is never a silent wait.
         let line = format!("Fetching {repo_id} from {endpoint}…");
         if std::io::stderr().is_terminal() {
-            let _ = self.multi.println(line);
+            let _ = ossa_sandbox::terminal_progress().println(line);
         } else {
             eprintln!("{line}");
         }

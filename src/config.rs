@@ -179,6 +179,9 @@ pub struct Config {
     /// Tokens one model response may have at most (default: until the context is full).
     #[serde(deserialize_with = "de_count")]
     pub max_tokens: Option<usize>,
+    /// Tokens a conversation may hold (its KV cache's bound; default: the model's context).
+    #[serde(deserialize_with = "de_count")]
+    pub context: Option<usize>,
     /// Sampling temperature, 0 (greedy) or more (default 1).
     #[serde(deserialize_with = "de_temperature")]
     pub temperature: Option<f32>,
@@ -977,6 +980,10 @@ pub struct ConfigArgs {
     /// Tokens one model response may have at most [default: until the context is full].
     #[arg(long, value_name = "N", value_parser = parse_count)]
     pub max_tokens: Option<usize>,
+    /// Tokens a conversation may hold, which bounds the KV cache's memory; a turn that would
+    /// go past it stops with an error [default: the model's context, 131072 for gpt-oss].
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub context: Option<usize>,
     /// Sampling temperature; 0 is greedy [default: 1].
     #[arg(
         long,
@@ -1043,7 +1050,7 @@ fn parse_remote_kind(value: &str) -> Result<RemoteKind, String> {
     })
 }
 
-fn parse_count(value: &str) -> Result<usize, String> {
+pub fn parse_count(value: &str) -> Result<usize, String> {
     let n: usize = value
         .trim()
         .parse()
@@ -1060,7 +1067,7 @@ pub fn parse_max_interpreters(value: &str) -> Result<u32, String> {
     check_interpreters(n)
 }
 
-fn parse_temperature(value: &str) -> Result<f32, String> {
+pub fn parse_temperature(value: &str) -> Result<f32, String> {
     let t: f32 = value
         .trim()
         .parse()
@@ -1068,7 +1075,7 @@ fn parse_temperature(value: &str) -> Result<f32, String> {
     check_temperature(t)
 }
 
-fn parse_top_p(value: &str) -> Result<f32, String> {
+pub fn parse_top_p(value: &str) -> Result<f32, String> {
     let p: f32 = value
         .trim()
         .parse()
@@ -1090,6 +1097,8 @@ pub struct Settings {
     pub date: String,
     /// `None`: until the context is full.
     pub max_tokens: Option<usize>,
+    /// Tokens a conversation may hold; `None`: the model's context.
+    pub context: Option<usize>,
     pub temperature: f32,
     pub top_p: f32,
     pub seed: Option<u64>,
@@ -1142,6 +1151,9 @@ impl ConfigArgs {
         }
         if let Some(n) = self.max_tokens {
             flag("--max-tokens", check_count(n).map(drop))?;
+        }
+        if let Some(n) = self.context {
+            flag("--context", check_count(n).map(drop))?;
         }
         if let Some(t) = self.temperature {
             flag("--temperature", check_temperature(t).map(drop))?;
@@ -1236,6 +1248,7 @@ impl ConfigArgs {
                 .or_else(|| config.developer_message.clone()),
             date,
             max_tokens: self.max_tokens.or(config.max_tokens),
+            context: self.context.or(config.context),
             temperature: self
                 .temperature
                 .or(config.temperature)

@@ -7,61 +7,23 @@
 //! OSSA_PROMPT_CACHE_DIR moves the prompt cache out of it.
 
 mod support;
+#[path = "support/terminal.rs"]
+mod terminal;
 
-use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 
 use ossa::agent::harmony::{Content, Conversation, Message, ReasoningEffort, Role};
 use serde_json::Value;
 use support::scripted::{MODEL, ScriptedServer};
 use support::{SCENARIO_FLAGS, fixture_dir};
+use terminal::{Terminal, ossa, strip_escapes};
 
 const SUMSQ: &str = "What is the sum of the squares of the integers from 1 to 22? Use python.";
 const SUMSQ_CALL: &str = "→ python: print(sum(i*i for i in range(1, 22+1)))";
 const SUMSQ_ANSWER: &str = "The sum of the squares from 1 to 22 is 3795.";
 const HELLO: &str = "Say hello in one word.";
-/// A hang guard, not a speed check: the first turn starts the Python interpreter.
-const PATIENCE: Duration = Duration::from_secs(180);
-
-/// ossa's real data folder (where the Python runtime is cached), as ossa finds it.
-fn real_data_dir() -> PathBuf {
-    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-    if let Some(dir) = var("OSSA_DATA_DIR") {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = var("XDG_DATA_HOME") {
-        return PathBuf::from(dir).join("ossa");
-    }
-    PathBuf::from(var("HOME").expect("HOME is set")).join(".local/share/ossa")
-}
-
-/// `ossa ARGS` with a private home: no user config, history or data is touched.
-fn ossa(home: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ossa"));
-    command
-        .args(args)
-        .env("HOME", home)
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .env("XDG_DATA_HOME", home.join("data"))
-        .env("XDG_STATE_HOME", home.join("state"))
-        .env("XDG_CACHE_HOME", home.join("cache"))
-        .env("OSSA_DATA_DIR", real_data_dir())
-        .env("OSSA_PROMPT_CACHE_DIR", home.join("prompt-cache"))
-        .env("TERM", "xterm-256color")
-        .env_remove("NO_COLOR")
-        .env_remove("OSSA_CONFIG")
-        .env_remove("OSSA_SEARCH_BACKEND")
-        .env_remove("RUST_LOG");
-    command
-}
-
 /// The flags that make the tiny model answer its trained tasks.
 fn chat_args(history: &Path) -> Vec<String> {
     let model = fixture_dir();
@@ -78,211 +40,6 @@ fn chat_args(history: &Path) -> Vec<String> {
     .map(String::from)
     .chain([history.display().to_string()])
     .collect()
-}
-
-/// A program running in a pseudo-terminal, and everything it has printed.
-struct Terminal {
-    master: File,
-    child: Child,
-    output: Arc<Mutex<Vec<u8>>>,
-    closed: Arc<AtomicBool>,
-    /// How much of the screen text the expectations have read.
-    read: usize,
-}
-
-impl Terminal {
-    /// Starts `command` as a terminal session leader with a 120x50 terminal.
-    fn spawn(mut command: Command) -> Terminal {
-        let mut master: libc::c_int = -1;
-        let mut slave: libc::c_int = -1;
-        let size = libc::winsize {
-            ws_row: 50,
-            ws_col: 120,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: openpty writes two descriptors into the given ints; the name and termios
-        // pointers may be null.
-        let rc = unsafe {
-            libc::openpty(
-                &mut master,
-                &mut slave,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                &size,
-            )
-        };
-        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-        // SAFETY: both descriptors were just opened and are owned here alone.
-        let (master, slave) =
-            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-        for fd in [&master, &slave] {
-            // SAFETY: setting close-on-exec on a descriptor we own.
-            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-        }
-        command
-            .stdin(Stdio::from(slave.try_clone().expect("dup")))
-            .stdout(Stdio::from(slave.try_clone().expect("dup")))
-            .stderr(Stdio::from(slave));
-        // SAFETY: only async-signal-safe calls between fork and exec. The terminal on stdin
-        // becomes the controlling terminal of a new session, so Ctrl-C sends SIGINT.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::setsid() == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::ioctl(0, libc::TIOCSCTTY, 0) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = command.spawn().expect("ossa starts");
-        // The parent's copies of the terminal's slave side must go, or reading never ends.
-        drop(command);
-        let master = File::from(master);
-        let output = Arc::new(Mutex::new(Vec::new()));
-        let closed = Arc::new(AtomicBool::new(false));
-        let mut reader = master.try_clone().expect("dup");
-        let (sink, done) = (Arc::clone(&output), Arc::clone(&closed));
-        std::thread::spawn(move || {
-            let mut buffer = [0u8; 4096];
-            loop {
-                match reader.read(&mut buffer) {
-                    Ok(0) => break,
-                    Ok(n) => sink.lock().unwrap().extend_from_slice(&buffer[..n]),
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    // EIO: the program exited and closed the terminal.
-                    Err(_) => break,
-                }
-            }
-            done.store(true, Ordering::SeqCst);
-        });
-        Terminal {
-            master,
-            child,
-            output,
-            closed,
-            read: 0,
-        }
-    }
-
-    /// Types `keys` (`\r` is Enter, `\x03` is Ctrl-C).
-    fn send(&mut self, keys: &str) {
-        self.master.write_all(keys.as_bytes()).expect("typing");
-        self.master.flush().expect("typing");
-    }
-
-    /// Types `line` and Enter.
-    fn enter(&mut self, line: &str) {
-        self.send(line);
-        self.send("\r");
-    }
-
-    /// Everything printed so far, as bytes.
-    fn raw(&self) -> Vec<u8> {
-        self.output.lock().unwrap().clone()
-    }
-
-    /// Everything printed so far as text, without terminal escape sequences.
-    fn screen(&self) -> String {
-        let raw = self.raw();
-        let valid = match std::str::from_utf8(&raw) {
-            Ok(text) => text.len(),
-            Err(e) => e.valid_up_to(),
-        };
-        strip_escapes(std::str::from_utf8(&raw[..valid]).unwrap())
-    }
-
-    /// Waits until one of `needles` appears after what was read so far; returns which, and
-    /// the text before it. Panics with the screen when none comes.
-    fn expect_any(&mut self, needles: &[&str]) -> (usize, String) {
-        let started = Instant::now();
-        loop {
-            let screen = self.screen();
-            let unread = &screen[self.read..];
-            let found = needles
-                .iter()
-                .enumerate()
-                .filter_map(|(i, n)| unread.find(n).map(|at| (at, i)))
-                .min();
-            if let Some((at, index)) = found {
-                let before = unread[..at].to_string();
-                self.read += at + needles[index].len();
-                return (index, before);
-            }
-            if self.closed.load(Ordering::SeqCst) && screen == self.screen() {
-                panic!("ossa ended before printing {needles:?}; screen:\n{screen}");
-            }
-            if started.elapsed() > PATIENCE {
-                panic!("no {needles:?} within {PATIENCE:?}; screen:\n{screen}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn expect(&mut self, needle: &str) -> String {
-        self.expect_any(&[needle]).1
-    }
-
-    /// Waits for the program to exit.
-    fn wait(&mut self) -> ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("waiting for ossa") {
-                return status;
-            }
-            if started.elapsed() > PATIENCE {
-                let _ = self.child.kill();
-                panic!("ossa did not exit; screen:\n{}", self.screen());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Terminal {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Text without CSI (`ESC [ ... final`), OSC (`ESC ] ... BEL` or `ESC ] ... ESC \`) and other
-/// two-byte escape sequences; carriage returns dropped.
-fn strip_escapes(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\x1b' => match chars.next() {
-                Some('[') => {
-                    for c in chars.by_ref() {
-                        if ('\x40'..='\x7e').contains(&c) {
-                            break;
-                        }
-                    }
-                }
-                Some(']') => {
-                    while let Some(c) = chars.next() {
-                        if c == '\x07' {
-                            break;
-                        }
-                        if c == '\x1b' && chars.peek() == Some(&'\\') {
-                            chars.next();
-                            break;
-                        }
-                    }
-                }
-                _ => {}
-            },
-            '\r' => {}
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// The numbers in `· N/M` (the status line's `N/M prompt tokens cached`) at the end of
@@ -440,7 +197,12 @@ fn chat_in_a_terminal() {
     term.enter(SUMSQ);
     term.expect(SUMSQ_CALL);
     term.send("\x03");
-    let (which, _) = term.expect_any(&["[cancelled]", SUMSQ_ANSWER]);
+    // After the notice nothing of the turn streams; either it was cancelled or it had ended.
+    let (which, _) = term.expect_any(&[
+        "[cancelled]",
+        SUMSQ_ANSWER,
+        "[the turn had finished before the cancel",
+    ]);
     let cancelled = which == 0;
     term.expect(" prompt tokens cached");
     term.expect(">>> ");
@@ -556,6 +318,158 @@ fn piped_chat_prints_plain_text() {
         !stdout.contains('\x1b'),
         "no terminal styles in a pipe: {stdout:?}"
     );
+}
+
+#[test]
+fn set_and_show_change_and_report_the_conversation() {
+    let home = tempfile::tempdir().unwrap();
+    let args = chat_args(&home.path().join("history"));
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend(["--no-python"]);
+    let saved = home.path().join("after-set.json");
+    let input = format!(
+        "/show\n/set temperature 0.25\n/set top_p 0.5\n/set developer Answer briefly.\n\
+         /set top_p 2\n/set max_tokens 1\n/show\n{HELLO}\n/save {}\n",
+        saved.display()
+    );
+    let out = run_piped(&mut ossa(home.path(), &args), &input);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The banner and /show name the resident memory; piped input is echoed after the prompt.
+    assert!(
+        stdout.lines().next().unwrap().contains(" resident"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(">>> /set temperature 0.25\n"), "{stdout}");
+    let shows: Vec<&str> = stdout.split(">>> /show\n").skip(1).collect();
+    assert_eq!(shows.len(), 2, "{stdout}");
+    let (before, after) = (shows[0], shows[1]);
+    for (show, temperature, top_p, max_tokens, developer) in [
+        (
+            before,
+            "temperature  0\n",
+            "top_p        1\n",
+            "max_tokens   none",
+            "developer    none",
+        ),
+        (
+            after,
+            "temperature  0.25\n",
+            "top_p        0.5\n",
+            "max_tokens   1\n",
+            "developer    Answer briefly.",
+        ),
+    ] {
+        for expected in [
+            temperature,
+            top_p,
+            max_tokens,
+            developer,
+            "tools        none",
+            " resident\n",
+        ] {
+            assert!(show.contains(expected), "{expected:?} in {show}");
+        }
+        assert!(show.contains("model        "), "{show}");
+        let context = show
+            .lines()
+            .find(|l| l.starts_with("context"))
+            .expect("context line");
+        assert!(context.ends_with(" tokens used"), "{context}");
+    }
+    // A bad value is refused and changes nothing.
+    assert!(stdout.contains("/set top_p: "), "{stdout}");
+    // The settings reach the turn: one token, then the limit.
+    assert!(
+        stdout.contains("[stopped: reached the limit of 1 tokens in one generation]"),
+        "{stdout}"
+    );
+    let (_, conversation) = load(&saved);
+    let developer = conversation
+        .messages
+        .iter()
+        .find(|m| m.author.role == Role::Developer)
+        .expect("a developer message");
+    assert!(
+        serde_json::to_string(&developer.content)
+            .unwrap()
+            .contains("Answer briefly."),
+        "{developer:?}"
+    );
+}
+
+#[test]
+fn a_turn_past_the_context_bound_is_stopped_with_the_fix() {
+    let home = tempfile::tempdir().unwrap();
+    let args = chat_args(&home.path().join("history"));
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend(["--no-python", "--context", "40"]);
+    let out = run_piped(&mut ossa(home.path(), &args), &format!("{HELLO}\n"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("[stopped: the conversation needs "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("context holds 40"), "{stdout}");
+    assert!(stdout.contains("--context N"), "{stdout}");
+    assert!(!stdout.contains("Hello!"), "{stdout}");
+
+    // The config file's key does the same.
+    let config = home.path().join("config.toml");
+    std::fs::write(&config, "context = 40\n").unwrap();
+    let args = chat_args(&home.path().join("history"));
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let config_arg = config.display().to_string();
+    args.extend(["--no-python", "--config", &config_arg]);
+    let out = run_piped(&mut ossa(home.path(), &args), &format!("{HELLO}\n"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("context holds 40"), "{stdout}");
+    // A bound is a count of tokens.
+    let args = chat_args(&home.path().join("history"));
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend(["--context", "0"]);
+    let out = run_piped(&mut ossa(home.path(), &args), "");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--context"));
+}
+
+#[test]
+fn a_prompt_without_a_command_runs_one_turn() {
+    let home = tempfile::tempdir().unwrap();
+    let model = support::fixture_dir();
+    let mut args = vec!["--model", model.to_str().unwrap(), "--dtype", "f32"];
+    args.extend(SCENARIO_FLAGS);
+    args.extend(["Say", "hello", "in", "one", "word."]);
+    let out = run_piped(&mut ossa(home.path(), &args), "");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim_end(), "Hello!");
+
+    // A mistyped command is an error, not a prompt; chat's flags before one are explained.
+    for (args, says) in [
+        (&["rn"][..], "similar subcommand exists: 'run'"),
+        (&["pyhton"][..], "similar subcommand exists: 'python'"),
+        (&["--model", "m", "list"][..], "'list' is a command"),
+        (&["--raw", "hello", "there"][..], "--raw applies to chat"),
+    ] {
+        let out = run_piped(&mut ossa(home.path(), args), "");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
 }
 
 #[test]

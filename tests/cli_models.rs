@@ -72,12 +72,24 @@ struct Hub {
     requests: Arc<Mutex<Vec<String>>>,
 }
 
+/// How the hub sends the weights' bytes.
+#[derive(Clone, Copy, PartialEq)]
+enum Weights {
+    Whole,
+    /// Half the body, then the connection stays open with nothing more on it.
+    StallMidway,
+}
+
 impl Hub {
     fn start() -> Self {
         Self::serving(repo_files(false))
     }
 
     fn serving(files: HashMap<String, Served>) -> Self {
+        Self::serving_weights(files, Weights::Whole)
+    }
+
+    fn serving_weights(files: HashMap<String, Served>, weights: Weights) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let url = format!("http://{}", listener.local_addr().expect("address"));
         let files = Arc::new(files);
@@ -86,7 +98,7 @@ impl Hub {
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let (files, log) = (files.clone(), log.clone());
-                std::thread::spawn(move || serve(stream, &files, &log));
+                std::thread::spawn(move || serve(stream, &files, &log, weights));
             }
         });
         Self { url, requests }
@@ -97,7 +109,12 @@ impl Hub {
     }
 }
 
-fn serve(mut stream: TcpStream, files: &HashMap<String, Served>, log: &Mutex<Vec<String>>) {
+fn serve(
+    mut stream: TcpStream,
+    files: &HashMap<String, Served>,
+    log: &Mutex<Vec<String>>,
+    weights: Weights,
+) {
     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).is_err() {
@@ -174,6 +191,13 @@ fn serve(mut stream: TcpStream, files: &HashMap<String, Served>, log: &Mutex<Vec
     }
     head.push_str("\r\n");
     let _ = stream.write_all(head.as_bytes());
+    let body_request = path.ends_with(".safetensors") && range.as_deref() != Some("bytes=0-0");
+    if weights == Weights::StallMidway && body_request {
+        let _ = stream.write_all(&body[..body.len() / 2]);
+        let _ = stream.flush();
+        // The connection stays open, silent, until the test process ends.
+        std::thread::sleep(Duration::from_secs(3600));
+    }
     let _ = stream.write_all(&body);
 }
 
@@ -541,4 +565,33 @@ fn a_hub_that_never_answers_is_reported_not_waited_on() {
         !held.lock().expect("held").is_empty(),
         "ossa never connected"
     );
+}
+
+#[test]
+fn a_download_that_stalls_midway_ends_with_the_hint() {
+    let home = tempfile::tempdir().expect("home");
+    let home = home.path();
+    let hub = Hub::serving_weights(repo_files(false), Weights::StallMidway);
+    // `ossa` fails the test if this hangs.
+    let output = ossa(home, &hub.url, &["pull", "gpt-oss:20b"], "");
+    let err = text(&output.stderr);
+    assert!(!output.status.success(), "the pull succeeded: {err}");
+    for expected in [
+        hub.url.as_str(),
+        "model.safetensors",
+        "stalled",
+        "OSSA_HUB_TIMEOUT",
+        "run again to resume",
+        "--model DIR",
+    ] {
+        assert!(err.contains(expected), "{expected:?} not in {err}");
+    }
+    // The bytes that came are kept for the resume.
+    let blobs = hub_cache(home).join("models--openai--gpt-oss-20b/blobs");
+    let partial = std::fs::read_dir(&blobs)
+        .expect("blobs")
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        .expect("a .part file");
+    assert!(partial.metadata().expect("size").len() > 0);
 }

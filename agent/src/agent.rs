@@ -423,6 +423,44 @@ impl Chat {
         }
     }
 
+    /// Continues with `agent` (the same backend and tools configured otherwise: sampling,
+    /// limits), keeping the conversation and the tools' state.
+    pub fn set_agent(&mut self, agent: Arc<Agent>) {
+        self.agent = agent;
+    }
+
+    /// Replaces the developer's instructions from the next turn on (`None` removes them); the
+    /// function tools of the developer message stay.
+    pub fn set_developer_instructions(&mut self, instructions: Option<String>) {
+        let developer = self
+            .conversation
+            .messages
+            .iter_mut()
+            .filter(|m| m.author.role == Role::Developer)
+            .flat_map(|m| m.content.iter_mut())
+            .find_map(|c| match c {
+                Content::DeveloperContent(developer) => Some(developer),
+                _ => None,
+            });
+        match (developer, instructions) {
+            (Some(developer), instructions) => developer.instructions = instructions,
+            (None, Some(instructions)) => {
+                let after_system = self
+                    .conversation
+                    .messages
+                    .iter()
+                    .position(|m| m.author.role != Role::System)
+                    .unwrap_or(self.conversation.messages.len());
+                let content = DeveloperContent::new().with_instructions(instructions);
+                self.conversation.messages.insert(
+                    after_system,
+                    Message::from_role_and_content(Role::Developer, content),
+                );
+            }
+            (None, None) => {}
+        }
+    }
+
     /// What each following turn must call ([`ToolRequirement::Auto`] unless set).
     pub fn set_tool_requirement(&mut self, requirement: ToolRequirement) {
         self.requirement = requirement;
@@ -530,6 +568,16 @@ impl Chat {
             }
             let room = context - prompt.len();
             let max_tokens = self.agent.config.max_tokens.map_or(room, |m| m.min(room));
+            // A generation cut off where the context ends is the context's limit, not the
+            // response's.
+            let token_limit = if max_tokens == room {
+                Limit::Context {
+                    needed: context + 1,
+                    max: context,
+                }
+            } else {
+                Limit::Tokens(max_tokens)
+            };
             on_event(AgentEvent::GenerationStarted {
                 prompt_tokens: prompt.len(),
             });
@@ -602,7 +650,7 @@ impl Chat {
             if let Some(call) = call {
                 if !ended_call && stats.finish == Finish::MaxTokens {
                     // A call cut off by the token limit: its arguments are incomplete.
-                    break TurnOutcome::Limit(Limit::Tokens(max_tokens));
+                    break TurnOutcome::Limit(token_limit);
                 }
                 if client_call && refusal.is_none() {
                     on_event(AgentEvent::ToolCall(call.clone()));
@@ -649,7 +697,7 @@ impl Chat {
                 continue;
             }
             if stats.finish == Finish::MaxTokens {
-                break TurnOutcome::Limit(Limit::Tokens(max_tokens));
+                break TurnOutcome::Limit(token_limit);
             }
             let last = self.conversation.messages[report.first_message..]
                 .iter()

@@ -103,6 +103,13 @@ impl EngineBackend {
         }
     }
 
+    /// Holds conversations to `tokens` (when fewer than the model's context): the agent ends a
+    /// turn that would go past it, so the KV cache never grows beyond it.
+    pub fn with_context_limit(mut self, tokens: usize) -> Self {
+        self.context_length = self.context_length.min(tokens);
+        self
+    }
+
     /// Runs `f` with the engine (for statistics or to clear its cache).
     pub fn with_engine<T>(&self, f: impl FnOnce(&mut Engine) -> T) -> T {
         let mut engine = self

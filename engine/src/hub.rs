@@ -8,12 +8,15 @@
 //! Models may also be named as Ollama users name them (`gpt-oss:20b`, `gpt-oss:120b`, see
 //! [`MODEL_NAMES`]); [`cached_models`] and [`remove_cached`] back `ossa list` and `ossa rm`.
 //! The first request to the hub is bounded by [`HUB_TIMEOUT_ENV`] seconds, so an endpoint that
-//! accepts connections but never answers is reported instead of waited on.
+//! accepts connections but never answers is reported instead of waited on; so is a file whose
+//! download goes that long without a byte arriving.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 use hf_hub::api::Progress;
 use hf_hub::api::sync::ApiBuilder;
@@ -40,8 +43,9 @@ pub const MODEL_NAMES: &[(&str, &str)] = &[
     ("gpt-oss:120b", "openai/gpt-oss-120b"),
 ];
 
-/// Seconds the hub may take to answer the first request (connecting included) before the
-/// download is given up with an error naming the endpoint; default [`DEFAULT_HUB_TIMEOUT`].
+/// Seconds the hub may take to answer the first request (connecting included), and a file's
+/// download may go without a byte arriving, before it is given up with an error naming the
+/// endpoint; default [`DEFAULT_HUB_TIMEOUT`].
 pub const HUB_TIMEOUT_ENV: &str = "OSSA_HUB_TIMEOUT";
 /// The default of [`HUB_TIMEOUT_ENV`]: long enough for a slow link, short enough to notice.
 pub const DEFAULT_HUB_TIMEOUT: Duration = Duration::from_secs(30);
@@ -392,8 +396,9 @@ pub fn download_model(
             done: 0,
             total: 0,
             sink: progress.clone(),
+            activity: Arc::new(Activity::new()),
         };
-        let path = remote.download_with_progress(file, forward).map_err(|e| {
+        let path = download_watched(&api, &repo, file, forward, timeout).map_err(|e| {
             hub_error(format!(
                 "downloading {file} from {endpoint}: {e} (run again to resume; offline, \
                      pass a model directory: --model DIR)"
@@ -485,10 +490,79 @@ struct Forward {
     done: u64,
     total: u64,
     sink: Option<Arc<dyn DownloadProgress>>,
+    activity: Arc<Activity>,
+}
+
+/// When a download last made progress, for the watchdog of [`download_watched`].
+struct Activity {
+    origin: Instant,
+    /// Milliseconds from `origin` to the last progress.
+    last: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(now, Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> Duration {
+        self.origin
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last.load(Ordering::Relaxed)))
+    }
+}
+
+/// hf-hub's download of one file, given up when no byte has arrived for `stall`: its HTTP
+/// client has no read timeout and no way to be given one, so a connection that stalls
+/// mid-file would block forever. The download runs on its own thread; one given up stays
+/// blocked there until the connection dies or the process ends (its `.part` file resumes on
+/// the next run).
+fn download_watched(
+    api: &hf_hub::api::sync::Api,
+    repo: &Repo,
+    file: &str,
+    forward: Forward,
+    stall: Duration,
+) -> std::result::Result<PathBuf, String> {
+    let (tx, rx) = mpsc::channel();
+    let activity = forward.activity.clone();
+    let remote = api.repo(repo.clone());
+    let name = file.to_string();
+    std::thread::Builder::new()
+        .name("ossa-hub-download".into())
+        .spawn(move || {
+            let _ = tx.send(remote.download_with_progress(&name, forward));
+        })
+        .map_err(|e| format!("cannot start the download thread: {e}"))?;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(result) => return result.map_err(|e| e.to_string()),
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err("the download thread ended without a result".into());
+            }
+            Err(RecvTimeoutError::Timeout) if activity.idle() >= stall => {
+                return Err(format!(
+                    "no data arrived for {}s, the connection stalled ({HUB_TIMEOUT_ENV} sets \
+                     the limit)",
+                    stall.as_secs_f64()
+                ));
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+    }
 }
 
 impl Progress for Forward {
     fn init(&mut self, size: usize, _filename: &str) {
+        self.activity.touch();
         self.total = size as u64;
         self.done = 0;
         if let Some(sink) = &self.sink {
@@ -497,6 +571,7 @@ impl Progress for Forward {
     }
 
     fn update(&mut self, size: usize) {
+        self.activity.touch();
         self.done += size as u64;
         if let Some(sink) = &self.sink {
             sink.update(&self.file, self.done, self.total);

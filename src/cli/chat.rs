@@ -16,10 +16,11 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use anyhow::{Context as _, anyhow};
 use ossa::agent::harmony::{Content, Conversation, Message, ReasoningEffort, Role};
-use ossa::agent::{AgentEvent, Cancel, Chat};
+use ossa::agent::{Agent, AgentConfig, AgentEvent, Cancel, Chat};
 use ossa::app::{App, StartError};
-use ossa::config::{ConfigArgs, parse_effort};
+use ossa::config::{ConfigArgs, parse_count, parse_effort, parse_temperature, parse_top_p};
 use ossa::sandbox::Progress;
+use ossa::tools::strip_controls;
 use ossa::toolset::ToolsetError;
 use rustyline::completion::{Completer, FilenameCompleter, Pair};
 use rustyline::error::ReadlineError;
@@ -54,6 +55,25 @@ pub struct ChatArgs {
     history: Option<PathBuf>,
 }
 
+impl ChatArgs {
+    /// The first flag set that only chat uses, if any.
+    pub fn chat_only_flag(&self) -> Option<&'static str> {
+        [
+            (self.hide_reasoning, "--hide-reasoning"),
+            (self.show_tool_output, "--show-tool-output"),
+            (self.raw, "--raw"),
+            (self.history.is_some(), "--history"),
+        ]
+        .into_iter()
+        .find_map(|(set, flag)| set.then_some(flag))
+    }
+
+    /// The model and tool settings, for a one-turn run.
+    pub fn into_config(self) -> ConfigArgs {
+        self.config
+    }
+}
+
 const PROMPT: &str = ">>> ";
 const HISTORY_FILE: &str = "chat_history";
 /// Width for one-line summaries when the terminal does not say.
@@ -66,6 +86,11 @@ Type a message and press Enter. End a line with \\ to go on on the next line; te
   /reset                   start a new conversation (the tools' state too)
   /effort low|medium|high  how hard the model thinks, from the next turn on
   /tools                   the tools the model has
+  /set temperature T       sampling temperature (0: greedy), from the next turn on
+  /set top_p P             nucleus sampling, in (0, 1]
+  /set max_tokens N|none   most tokens of one model response
+  /set developer [TEXT]    the developer message's instructions (none: removed)
+  /show                    model, memory, context used, tools and settings
   /save FILE               save the conversation as JSON (openai-harmony's format)
   /load FILE               continue a saved conversation
   /raw                     show the raw harmony text of messages (toggle)
@@ -85,7 +110,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
     .into_iter()
     .filter_map(|(on, name)| on.then_some(name))
     .collect();
-    eprintln!(
+    let loading = format!(
         "Loading {}{}…",
         settings.model,
         if tools.is_empty() {
@@ -94,9 +119,16 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
             format!(" and {}", tools.join(", "))
         }
     );
-    let app = runtime
-        .block_on(ossa::app::start(settings, Progress::Stderr))
-        .map_err(|e| anyhow!("{}", start_error_message(&e)))?;
+    // Download bars and the runtime's steps draw among it (one MultiProgress).
+    let spinner = ossa::sandbox::spinner(&loading);
+    if spinner.is_none() {
+        eprintln!("{loading}");
+    }
+    let started = runtime.block_on(ossa::app::start(settings, Progress::Stderr));
+    if let Some(spinner) = spinner {
+        spinner.finish_and_clear();
+    }
+    let app = started.map_err(|e| anyhow!("{}", start_error_message(&e)))?;
     let result = Repl::new(&runtime, &app, &args).and_then(|mut repl| repl.run());
     runtime.block_on(app.toolset.shutdown());
     result
@@ -156,6 +188,10 @@ struct Repl<'a> {
     runtime: &'a tokio::runtime::Runtime,
     app: &'a App,
     chat: Chat,
+    /// Sampling and limits now (`/set` changes them for this conversation).
+    config: AgentConfig,
+    /// The developer message's instructions now.
+    developer: Option<String>,
     effort: ReasoningEffort,
     view: View,
     editor: Editor<ReplHelper, FileHistory>,
@@ -209,6 +245,8 @@ impl<'a> Repl<'a> {
             runtime,
             app,
             chat: app.agent.chat(&app.conversation_settings()),
+            config: app.agent.config().clone(),
+            developer: app.settings.developer_message.clone(),
             effort: app.settings.reasoning_effort,
             view: View {
                 color,
@@ -259,6 +297,10 @@ impl<'a> Repl<'a> {
                 continue;
             }
             self.remember(&line);
+            if !std::io::stdin().is_terminal() {
+                // A transcript of piped input reads as the typed one would.
+                println!("{PROMPT}{line}");
+            }
             if let Some(text) = input.strip_prefix("//") {
                 self.turn(&format!("/{text}"));
                 continue;
@@ -291,8 +333,12 @@ impl<'a> Repl<'a> {
         } else {
             tools.join(", ")
         };
+        let memory = render::resident_memory()
+            .map(|bytes| format!(" · {} resident", render::size(bytes)))
+            .unwrap_or_default();
         format!(
-            "ossa {} · model {model} (loaded in {:.1} s) · tools: {tools} · reasoning effort: {}\n{}",
+            "ossa {} · model {model} (loaded in {:.1} s) · tools: {tools} · reasoning effort: \
+             {}{memory}\n{}",
             env!("CARGO_PKG_VERSION"),
             app.load_time.as_secs_f64(),
             self.effort.as_str(),
@@ -384,9 +430,92 @@ impl<'a> Repl<'a> {
                     self.print_raw_conversation();
                 }
             }
+            SlashCommand::Set(setting) => self.set(setting),
+            SlashCommand::Show => println!("{}", self.show()),
             SlashCommand::Help => println!("{HELP}"),
             SlashCommand::Exit => {}
         }
+    }
+
+    /// `/set`: applies to this conversation from the next turn on.
+    fn set(&mut self, setting: Setting) {
+        let said = match setting {
+            Setting::Temperature(t) => {
+                self.config.sampling.temperature = t;
+                format!("temperature {t}")
+            }
+            Setting::TopP(p) => {
+                self.config.sampling.top_p = p;
+                format!("top_p {p}")
+            }
+            Setting::MaxTokens(n) => {
+                self.config.max_tokens = n;
+                format!("max_tokens {}", n.map_or("none".into(), |n| n.to_string()))
+            }
+            Setting::Developer(text) => {
+                self.chat.set_developer_instructions(text.clone());
+                self.developer = text;
+                match &self.developer {
+                    Some(text) => format!("developer instructions: {text}"),
+                    None => "no developer instructions".into(),
+                }
+            }
+        };
+        let agent = self.app.agent.as_ref();
+        self.chat.set_agent(Agent::new(
+            agent.backend().clone(),
+            agent.encoding().clone(),
+            agent.tools().to_vec(),
+            self.config.clone(),
+        ));
+        println!("Set {said} (from the next turn on).");
+    }
+
+    /// `/show`: what this conversation runs on and with.
+    fn show(&self) -> String {
+        let app = self.app;
+        let context = app.agent.backend().context_length();
+        let used = app
+            .agent
+            .encoding()
+            .render_conversation(self.chat.conversation(), None)
+            .map_or_else(|e| format!("? ({e})"), |tokens| tokens.len().to_string());
+        let memory = render::resident_memory().map_or_else(
+            || "unknown".into(),
+            |bytes| render::size(bytes) + " resident",
+        );
+        let tools: Vec<&str> = app.agent.tools().iter().map(|t| t.name()).collect();
+        let sampling = &self.config.sampling;
+        let max_tokens = self
+            .config
+            .max_tokens
+            .map_or("none (until the context is full)".into(), |n| n.to_string());
+        let developer = self.developer.as_deref().map_or_else(
+            || "none".into(),
+            |text| truncate(text, self.view.width.saturating_sub(16)),
+        );
+        [
+            ("model", app.model.clone()),
+            ("memory", memory),
+            ("context", format!("{used} of {context} tokens used")),
+            (
+                "tools",
+                if tools.is_empty() {
+                    "none".into()
+                } else {
+                    tools.join(", ")
+                },
+            ),
+            ("effort", self.effort.as_str().into()),
+            ("temperature", sampling.temperature.to_string()),
+            ("top_p", sampling.top_p.to_string()),
+            ("max_tokens", max_tokens),
+            ("developer", developer),
+        ]
+        .iter()
+        .map(|(name, value)| format!("{name:<13}{}", strip_controls(value)))
+        .collect::<Vec<_>>()
+        .join("\n")
     }
 
     fn save(&self, path: &Path) -> anyhow::Result<()> {
@@ -493,7 +622,7 @@ impl<'a> Repl<'a> {
                         interrupts += 1;
                         if interrupts == 1 {
                             cancel.cancel();
-                            lock(&renderer).notice("cancelling… (Ctrl-C again quits)");
+                            lock(&renderer).cancelling("cancelling… (Ctrl-C again quits)");
                         } else {
                             lock(&renderer).notice("quit");
                             std::process::exit(130);
@@ -554,12 +683,14 @@ fn conversation_effort(conversation: &Conversation) -> Option<ReasoningEffort> {
 }
 
 /// A slash command typed at the prompt.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 enum SlashCommand {
     Reset,
     /// `None`: show the current effort.
     Effort(Option<ReasoningEffort>),
     Tools,
+    Set(Setting),
+    Show,
     Save(PathBuf),
     Load(PathBuf),
     Raw,
@@ -567,9 +698,54 @@ enum SlashCommand {
     Exit,
 }
 
+/// What `/set` changes.
+#[derive(Debug, Clone, PartialEq)]
+enum Setting {
+    Temperature(f32),
+    TopP(f32),
+    /// `None`: until the context is full.
+    MaxTokens(Option<usize>),
+    /// `None`: no instructions.
+    Developer(Option<String>),
+}
+
+const SETTINGS: &[&str] = &["temperature", "top_p", "max_tokens", "developer"];
+
 const COMMANDS: &[&str] = &[
-    "/reset", "/effort", "/tools", "/save", "/load", "/raw", "/help", "/exit", "/quit",
+    "/reset", "/effort", "/tools", "/set", "/show", "/save", "/load", "/raw", "/help", "/exit",
+    "/quit",
 ];
+
+fn parse_setting(argument: &str) -> Result<Setting, String> {
+    let (name, value) = match argument.split_once(char::is_whitespace) {
+        Some((name, value)) => (name, value.trim()),
+        None => (argument, ""),
+    };
+    let needs = |what: &str| format!("/set {name} needs {what}");
+    match name.replace('-', "_").as_str() {
+        "temperature" if value.is_empty() => Err(needs("a value: /set temperature 0.7")),
+        "temperature" => parse_temperature(value).map(Setting::Temperature),
+        "top_p" if value.is_empty() => Err(needs("a value: /set top_p 0.9")),
+        "top_p" => parse_top_p(value).map(Setting::TopP),
+        "max_tokens" if value.is_empty() => Err(needs("a number or none: /set max_tokens 512")),
+        "max_tokens" if matches!(value, "none" | "off") => Ok(Setting::MaxTokens(None)),
+        "max_tokens" => parse_count(value).map(|n| Setting::MaxTokens(Some(n))),
+        "developer" if matches!(value, "" | "none") => Ok(Setting::Developer(None)),
+        "developer" => Ok(Setting::Developer(Some(value.to_owned()))),
+        "" => Err(format!("/set needs a setting: {}", SETTINGS.join(", "))),
+        _ => Err(format!(
+            "/set: unknown setting {name}; settings: {}",
+            SETTINGS.join(", ")
+        )),
+    }
+    .map_err(|e| {
+        if e.starts_with('/') {
+            e
+        } else {
+            format!("/set {name}: {e}")
+        }
+    })
+}
 
 fn parse_command(input: &str) -> Result<SlashCommand, String> {
     let input = input.trim();
@@ -596,6 +772,8 @@ fn parse_command(input: &str) -> Result<SlashCommand, String> {
         "/effort" if argument.is_empty() => Ok(SlashCommand::Effort(None)),
         "/effort" => parse_effort(argument).map(|e| SlashCommand::Effort(Some(e))),
         "/tools" => no_argument(SlashCommand::Tools),
+        "/set" => parse_setting(argument).map(SlashCommand::Set),
+        "/show" => no_argument(SlashCommand::Show),
         "/save" => file(SlashCommand::Save),
         "/load" => file(SlashCommand::Load),
         "/raw" => no_argument(SlashCommand::Raw),
@@ -708,6 +886,17 @@ impl Completer for ReplHelper {
                     .collect(),
             )),
             Some(("/save" | "/load", _)) => self.files.complete(line, pos, context),
+            Some(("/set", word)) if !word.contains(' ') => Ok((
+                pos - word.len(),
+                SETTINGS
+                    .iter()
+                    .filter(|s| s.starts_with(word))
+                    .map(|s| Pair {
+                        display: s.to_string(),
+                        replacement: format!("{s} "),
+                    })
+                    .collect(),
+            )),
             Some(("/effort", word)) => Ok((
                 pos - word.len(),
                 ["low", "medium", "high"]
@@ -793,6 +982,44 @@ mod tests {
                 .contains("no argument")
         );
         assert_eq!(parse_command("/quit"), Ok(SlashCommand::Exit));
+        assert_eq!(parse_command("/show"), Ok(SlashCommand::Show));
+        assert_eq!(
+            parse_command("/set temperature 0.5"),
+            Ok(SlashCommand::Set(Setting::Temperature(0.5)))
+        );
+        assert_eq!(
+            parse_command("/set top-p 0.9"),
+            Ok(SlashCommand::Set(Setting::TopP(0.9)))
+        );
+        assert_eq!(
+            parse_command("/set max_tokens none"),
+            Ok(SlashCommand::Set(Setting::MaxTokens(None)))
+        );
+        assert_eq!(
+            parse_command("/set max_tokens 64"),
+            Ok(SlashCommand::Set(Setting::MaxTokens(Some(64))))
+        );
+        assert_eq!(
+            parse_command("/set developer Answer in French.  "),
+            Ok(SlashCommand::Set(Setting::Developer(Some(
+                "Answer in French.".into()
+            ))))
+        );
+        assert_eq!(
+            parse_command("/set developer"),
+            Ok(SlashCommand::Set(Setting::Developer(None)))
+        );
+        for (bad, says) in [
+            ("/set temperature -1", "/set temperature: "),
+            ("/set top_p 0", "/set top_p: "),
+            ("/set top_p", "needs a value"),
+            ("/set max_tokens many", "not a whole number"),
+            ("/set colour red", "unknown setting colour"),
+            ("/set", "temperature, top_p, max_tokens, developer"),
+        ] {
+            let error = parse_command(bad).unwrap_err();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
         assert!(parse_command("/frobnicate").unwrap_err().contains("/help"));
     }
 

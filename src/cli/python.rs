@@ -2,15 +2,18 @@
 //! interactive session (a REPL whose state is kept across entries, as the model's tool is).
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use ossa_sandbox::{
     CallLimits, Program, ProgramOptions, ResetReason, RunOutput, Sandbox, SandboxConfig,
-    SessionOptions, SessionState, Status,
+    SessionOptions, SessionState, Status, Stop,
 };
+use rustyline::Editor;
+use rustyline::error::ReadlineError;
+use rustyline::history::FileHistory;
 
 #[derive(Debug, clap::Args)]
 pub struct PythonArgs {
@@ -35,6 +38,10 @@ pub struct PythonArgs {
     /// removed afterwards.
     #[arg(long, value_name = "DIR")]
     mount: Option<PathBuf>,
+    /// The interactive session's history file [default: python_history in ossa's data folder,
+    /// ~/.local/share/ossa].
+    #[arg(long, value_name = "FILE")]
+    history: Option<PathBuf>,
 }
 
 pub fn run(args: PythonArgs) -> anyhow::Result<ExitCode> {
@@ -66,7 +73,7 @@ pub fn run(args: PythonArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|| "script.py".into());
             (Program::Script { name, source }, rest.to_vec())
         }
-        (None, None) => return repl(&sandbox, args.mount, &limits),
+        (None, None) => return repl(&sandbox, args.mount, args.history, &limits),
     };
     let options = ProgramOptions {
         args: program_args,
@@ -85,39 +92,144 @@ fn exit_code(status: &Status) -> ExitCode {
     ExitCode::from(u8::try_from(status.exit_code() & 0xff).unwrap_or(1))
 }
 
-/// A line-based REPL on one session: entries are cells, so state carries over and a final
-/// expression is echoed.
+/// Where the interactive session's lines come from: the line editor on a terminal, plain lines
+/// from a pipe or file.
+enum Input {
+    Editor {
+        editor: Box<Editor<(), FileHistory>>,
+        history: Option<PathBuf>,
+    },
+    Lines(std::io::Lines<std::io::StdinLock<'static>>),
+}
+
+/// One read of [`Input`].
+enum Read {
+    Line(String),
+    /// Ctrl-C at the prompt: the entry being typed is dropped.
+    Interrupted,
+    End,
+}
+
+impl Input {
+    fn open(history: Option<PathBuf>) -> anyhow::Result<Self> {
+        if !std::io::stdin().is_terminal() {
+            return Ok(Self::Lines(std::io::stdin().lock().lines()));
+        }
+        let config = rustyline::Config::builder()
+            .auto_add_history(false)
+            .history_ignore_space(true)
+            .history_ignore_dups(true)?
+            .max_history_size(10_000)?
+            .build();
+        let mut editor: Editor<(), FileHistory> =
+            Editor::with_config(config).context("setting up the prompt")?;
+        // Tab indents, as in CPython's REPL.
+        editor.bind_sequence(
+            rustyline::KeyEvent(rustyline::KeyCode::Tab, rustyline::Modifiers::NONE),
+            rustyline::Cmd::Insert(1, "    ".into()),
+        );
+        let history = match history {
+            Some(path) => Some(path),
+            None => match ossa::sandbox::default_data_dir() {
+                Ok(dir) => Some(dir.join(HISTORY_FILE)),
+                Err(e) => {
+                    eprintln!("warning: no history is kept: {e}");
+                    None
+                }
+            },
+        };
+        if let Some(path) = &history
+            && path.exists()
+            && let Err(e) = editor.load_history(path)
+        {
+            eprintln!("warning: cannot read the history {}: {e}", path.display());
+        }
+        Ok(Self::Editor {
+            editor: Box::new(editor),
+            history,
+        })
+    }
+
+    fn interactive(&self) -> bool {
+        matches!(self, Self::Editor { .. })
+    }
+
+    fn read(&mut self, prompt: &str) -> anyhow::Result<Read> {
+        match self {
+            Self::Lines(lines) => Ok(match lines.next() {
+                Some(line) => Read::Line(line?),
+                None => Read::End,
+            }),
+            Self::Editor { editor, history } => match editor.readline(prompt) {
+                Ok(line) => {
+                    if !line.trim().is_empty()
+                        && matches!(editor.add_history_entry(&line), Ok(true))
+                        && let Some(path) = history.as_ref()
+                    {
+                        if let Some(dir) = path.parent() {
+                            let _ = std::fs::create_dir_all(dir);
+                        }
+                        if let Err(e) = editor.append_history(path) {
+                            eprintln!("warning: cannot write the history {}: {e}", path.display());
+                            *history = None;
+                        }
+                    }
+                    Ok(Read::Line(line))
+                }
+                Err(ReadlineError::Interrupted) => Ok(Read::Interrupted),
+                Err(ReadlineError::Eof) => Ok(Read::End),
+                Err(e) => Err(anyhow::anyhow!(e).context("reading the prompt")),
+            },
+        }
+    }
+}
+
+/// The REPL's history file in ossa's data folder.
+const HISTORY_FILE: &str = "python_history";
+
+/// A REPL on one session: entries are cells, so state carries over and a final expression is
+/// echoed. On a terminal: line editing, history, Ctrl-C stops a running entry (the session goes
+/// back to its state before the entry) or drops the one being typed, Ctrl-D quits.
 fn repl(
     sandbox: &Sandbox,
     mount: Option<PathBuf>,
+    history: Option<PathBuf>,
     limits: &CallLimits,
 ) -> anyhow::Result<ExitCode> {
     let session = sandbox.session(SessionOptions {
         mount,
         limits: None,
     })?;
-    let interactive = std::io::stdin().is_terminal();
+    let mut input = Input::open(history)?;
+    let interactive = input.interactive();
     if interactive {
+        session.undo_on_cancel(true);
         let runtime = sandbox.runtime();
         println!(
-            "Python {} in ossa's WebAssembly sandbox; /mnt/data is {}. Ctrl-D to quit.",
+            "Python {} in ossa's WebAssembly sandbox; the working folder /mnt/data is {}. \
+             Ctrl-C stops an entry, Ctrl-D quits.",
             runtime.python_version,
             session.mount().display()
         );
     }
-    let stdin = std::io::stdin();
-    let mut lines = stdin.lock().lines();
+    // Ctrl-C while an entry runs arrives as a signal (the terminal is not in raw mode then).
+    let signals = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal handler")?;
     let mut cell = String::new();
     loop {
-        if interactive {
-            print!("{}", if cell.is_empty() { ">>> " } else { "... " });
-            std::io::stdout().flush()?;
-        }
-        let (line, eof) = match lines.next() {
-            Some(line) => (line?, false),
-            None if cell.trim().is_empty() => break,
+        let prompt = if cell.is_empty() { ">>> " } else { "... " };
+        let (line, eof) = match input.read(prompt)? {
+            Read::Line(line) => (line, false),
+            Read::Interrupted => {
+                eprintln!("KeyboardInterrupt");
+                cell.clear();
+                continue;
+            }
+            Read::End if cell.trim().is_empty() => break,
             // End of input runs what is left of an open entry.
-            None => (String::new(), true),
+            Read::End => (String::new(), true),
         };
         if cell.is_empty() && line.trim().is_empty() {
             continue;
@@ -129,9 +241,19 @@ fn repl(
         if needs_more(&cell) && !eof {
             continue;
         }
-        let out = session.run_blocking(&cell, limits)?;
+        let out = signals.block_on(async {
+            let run = session.run_with(&cell, limits);
+            tokio::pin!(run);
+            tokio::select! {
+                out = &mut run => out,
+                Ok(()) = tokio::signal::ctrl_c() => {
+                    session.cancel();
+                    run.await
+                }
+            }
+        })?;
         cell.clear();
-        show(&out);
+        show(&out, session.mount());
         // As in Python's REPL, `exit(n)` ends the session with that status.
         if let Status::Exit(code) = out.status {
             session.close_blocking();
@@ -145,7 +267,7 @@ fn repl(
     Ok(ExitCode::SUCCESS)
 }
 
-fn show(out: &RunOutput) {
+fn show(out: &RunOutput, mount: &Path) {
     if let Some(reason @ (ResetReason::IdleTimeout(_) | ResetReason::Lifetime(_))) =
         &out.started_fresh
     {
@@ -157,8 +279,16 @@ fn show(out: &RunOutput) {
     }
     let _ = std::io::stdout().flush();
     eprint!("{}", out.stderr);
-    if let Some(stop) = out.stop() {
-        eprintln!("[ossa: {stop}]");
+    if let Some(hint) = mount_hint(&out.stderr, mount) {
+        eprintln!("{hint}");
+    }
+    match (out.stop(), &out.session) {
+        (Some(Stop::Cancelled), SessionState::Restored) => eprintln!(
+            "KeyboardInterrupt\n[ossa: the entry was stopped and undone: variables are as they \
+             were before it; files it wrote are kept]"
+        ),
+        (Some(stop), _) => eprintln!("[ossa: {stop}]"),
+        (None, _) => {}
     }
     if let (SessionState::Reset(reason), false) =
         (&out.session, matches!(out.status, Status::Exit(_)))
@@ -169,8 +299,25 @@ fn show(out: &RunOutput) {
     }
 }
 
-/// Whether an entry continues on the next line: an open block (a line ending in `:` or `\`),
-/// unclosed brackets or triple quotes, or a block that has not been ended by an empty line.
+/// When the code could not find a file outside the sandbox's folders, the line that says why
+/// and how to give it a host folder: the guest sees only `/mnt/data` (and its own `/tmp`).
+fn mount_hint(stderr: &str, mount: &Path) -> Option<String> {
+    const NOT_FOUND: &str = "FileNotFoundError: [Errno 44] No such file or directory: '";
+    let start = stderr.rfind(NOT_FOUND)? + NOT_FOUND.len();
+    let path = stderr[start..].split('\'').next()?;
+    let inside = |root: &str| path == root || path.starts_with(&format!("{root}/"));
+    if inside("/tmp") || inside("/mnt/data") {
+        return None;
+    }
+    Some(format!(
+        "[ossa: the code sees only /mnt/data (here {}) and /tmp, not this machine's files; to \
+         work on a folder of yours, start with --mount DIR (DIR appears at /mnt/data)]",
+        mount.display()
+    ))
+}
+
+/// Whether an entry continues on the next line: a line ending in `:` or `\`, unclosed
+/// brackets or triple quotes, or a compound statement or block not yet ended by an empty line.
 fn needs_more(cell: &str) -> bool {
     // The raw last line: empty when the entry ends with the empty line that closes a block.
     let last = cell.rsplit('\n').next().unwrap_or("");
@@ -209,14 +356,45 @@ fn needs_more(cell: &str) -> bool {
     if depth > 0 {
         return true;
     }
-    // Inside a block (the entry has several lines) only an empty line ends it.
-    let opens_block = cell.lines().any(|line| line.trim_end().ends_with(':'));
-    cell.contains('\n') && opens_block && !last.trim().is_empty()
+    // A compound statement, even on one line (`while True: pass`), or a block: only an empty
+    // line ends it, as in CPython's REPL.
+    let first = cell.trim_start();
+    let keyword = first
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .next()
+        .unwrap_or("");
+    let compound = first.starts_with('@') || COMPOUND.contains(&keyword);
+    let opens_block = compound || cell.lines().any(|line| line.trim_end().ends_with(':'));
+    opens_block && !last.trim().is_empty()
 }
+
+/// Keywords that start a compound statement.
+const COMPOUND: &[&str] = &["if", "for", "while", "def", "class", "with", "try", "async"];
 
 #[cfg(test)]
 mod tests {
-    use super::needs_more;
+    use super::{mount_hint, needs_more};
+    use std::path::Path;
+
+    #[test]
+    fn a_missing_host_file_names_mount() {
+        let error = |path: &str| {
+            format!(
+                "Traceback (most recent call last):\n  File \"<turn 1>\", line 1\n\
+                 FileNotFoundError: [Errno 44] No such file or directory: '{path}'\n"
+            )
+        };
+        let mount = Path::new("/tmp/ossa-x");
+        for path in ["/home/me/data.csv", "data.csv", "../x"] {
+            let hint = mount_hint(&error(path), mount).expect(path);
+            assert!(hint.contains("--mount DIR"), "{hint}");
+            assert!(hint.contains("/tmp/ossa-x"), "{hint}");
+        }
+        for path in ["/mnt/data/gone.csv", "/tmp/gone", "/mnt/data"] {
+            assert_eq!(mount_hint(&error(path), mount), None, "{path}");
+        }
+        assert_eq!(mount_hint("ValueError: x\n", mount), None);
+    }
 
     #[test]
     fn continuation_follows_blocks_brackets_and_quotes() {
@@ -228,5 +406,10 @@ mod tests {
         assert!(!needs_more("x = [1,\n 2]"));
         assert!(needs_more("s = \"\"\"abc"));
         assert!(!needs_more("s = '(' # ("));
+        assert!(needs_more("while True: x = 0"));
+        assert!(!needs_more("while True: x = 0\n"));
+        assert!(needs_more("@functools.cache"));
+        assert!(!needs_more("iffy = 3"));
+        assert!(!needs_more("print('for:')"));
     }
 }

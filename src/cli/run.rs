@@ -44,6 +44,18 @@ pub struct RunArgs {
     quiet: bool,
 }
 
+impl RunArgs {
+    /// `ossa PROMPT`: one task with these settings and `run`'s defaults otherwise.
+    pub fn prompt(task: String, config: ConfigArgs) -> anyhow::Result<Self> {
+        use clap::{Args, FromArgMatches};
+        let matches = Self::augment_args(clap::Command::new("run"))
+            .try_get_matches_from(["run", "--", &task])?;
+        let mut args = Self::from_arg_matches(&matches)?;
+        args.config = config;
+        Ok(args)
+    }
+}
+
 /// One task of a batch.
 struct Task {
     id: Option<Value>,

@@ -105,6 +105,8 @@ pub(super) struct Renderer {
     /// generation's last message ends with the stop token sampled (`<|return|>` where the
     /// conversation renders `<|end|>`), known when the generation finishes.
     raw_end: Option<u32>,
+    /// A cancel was announced: what the turn still streams is not shown.
+    cancelling: bool,
 }
 
 impl Renderer {
@@ -127,6 +129,7 @@ impl Renderer {
             citation_chars: 0,
             linked: BTreeSet::new(),
             raw_end: None,
+            cancelling: false,
         }
     }
 
@@ -207,7 +210,17 @@ impl Renderer {
         let _ = self.out.flush();
     }
 
+    /// Announces a cancel; from here on only how the turn ended is shown, not what it still
+    /// streams while it stops.
+    pub(super) fn cancelling(&mut self, text: &str) {
+        self.notice(text);
+        self.cancelling = true;
+    }
+
     pub(super) fn event(&mut self, event: AgentEvent) {
+        if self.cancelling {
+            return;
+        }
         if self.view.raw {
             self.raw_event(event);
         } else {
@@ -430,13 +443,19 @@ impl Renderer {
         citation_urls: &[String],
         context_length: usize,
     ) {
-        self.flush_raw_end(None);
-        self.finish_citations();
+        if !self.cancelling {
+            self.flush_raw_end(None);
+            self.finish_citations();
+        }
         self.end_line();
         self.set_tone(Tone::Normal);
         match result {
             Ok(report) => {
                 match &report.outcome {
+                    TurnOutcome::Final if self.cancelling => self.line(
+                        "[the turn had finished before the cancel; /save keeps its answer]",
+                        Tone::Warn,
+                    ),
                     // Only `ossa serve` declares client functions.
                     TurnOutcome::Final | TurnOutcome::FunctionCalls(_) => {}
                     TurnOutcome::Cancelled => self.line("[cancelled]", Tone::Warn),
@@ -445,17 +464,25 @@ impl Renderer {
                     }
                     TurnOutcome::Limit(limit) => {
                         self.line(&format!("[stopped: {limit}]"), Tone::Warn);
-                        if matches!(limit, Limit::Context { .. }) {
-                            self.line("/reset starts a new conversation.", Tone::Warn);
+                        if let Limit::Context { max, .. } = limit {
+                            self.line(
+                                &format!(
+                                    "The context holds {max} tokens (--context N or the config \
+                                     file's `context` sets it, up to the model's); /reset \
+                                     starts a new conversation."
+                                ),
+                                Tone::Warn,
+                            );
                         }
                     }
                 }
                 if let Some(answer) = &report.answer
                     && !self.view.raw
+                    && !self.cancelling
                 {
                     self.sources(answer, citation_urls);
                 }
-                let status = status_line(report, context_length);
+                let status = status_line(report, context_length, resident_memory());
                 self.line(&format!("[{status}]"), Tone::Dim);
             }
             Err(error) => self.line(&format!("error: {error}"), Tone::Error),
@@ -546,8 +573,26 @@ fn compact_text(text: &str, max: usize) -> String {
     format!("{}{more}", truncate(first.trim_end(), room))
 }
 
-/// Speed, context use and prefix-cache reuse of a turn.
-fn status_line(report: &TurnReport, context_length: usize) -> String {
+/// This process's resident memory now (Linux's `VmRSS`), in bytes.
+pub(super) fn resident_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// `bytes` for a person: `812 MiB`, `12.4 GiB`.
+pub(super) fn size(bytes: u64) -> String {
+    const GIB: f64 = (1u64 << 30) as f64;
+    if bytes >= 1 << 30 {
+        format!("{:.1} GiB", bytes as f64 / GIB)
+    } else {
+        format!("{} MiB", bytes.div_ceil(1 << 20))
+    }
+}
+
+/// Speed, context use, prefix-cache reuse and resident memory of a turn.
+fn status_line(report: &TurnReport, context_length: usize, resident: Option<u64>) -> String {
     let mut parts = Vec::new();
     let generated = report.generated_tokens();
     parts.push(format!(
@@ -582,6 +627,9 @@ fn status_line(report: &TurnReport, context_length: usize) -> String {
         n => parts.push(format!("{n} tool calls")),
     }
     parts.push(format!("{:.1} s", report.elapsed.as_secs_f64()));
+    if let Some(bytes) = resident {
+        parts.push(format!("{} resident", size(bytes)));
+    }
     parts.join(" · ")
 }
 
@@ -635,9 +683,12 @@ mod tests {
             elapsed: Duration::from_millis(1500),
         };
         assert_eq!(
-            status_line(&report, 1000),
-            "32 tokens · 30.0 tok/s · context 141/1000 · 110/220 prompt tokens cached · 1 tool call · 1.5 s"
+            status_line(&report, 1000, Some(13_300_000_000)),
+            "32 tokens · 30.0 tok/s · context 141/1000 · 110/220 prompt tokens cached · 1 tool call · 1.5 s · 12.4 GiB resident"
         );
+        assert!(status_line(&report, 1000, None).ends_with("· 1.5 s"));
+        assert_eq!(size(3 << 20), "3 MiB");
+        assert_eq!(size((3 << 20) + 1), "4 MiB");
     }
 
     /// Output captured for inspection.
@@ -748,7 +799,9 @@ mod tests {
             plain.contains("Sources:\n  【2】 [docs.rs](https://docs.rs/x)\n"),
             "{plain}"
         );
-        assert!(plain.ends_with("[20 tokens · 200.0 tok/s · context 220/1000 · 150/200 prompt tokens cached · 0.1 s]\n"), "{plain}");
+        let status = plain.lines().last().unwrap();
+        assert!(status.starts_with("[20 tokens · 200.0 tok/s · context 220/1000 · 150/200 prompt tokens cached · 0.1 s · "), "{plain}");
+        assert!(status.ends_with(" resident]"), "{plain}");
 
         let styled = show_answer(true, &deltas);
         assert!(styled.contains("\x1b[2mFound it."), "{styled:?}");
