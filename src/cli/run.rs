@@ -81,7 +81,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             max_tool_calls: args.max_tool_calls,
             wall_time,
         };
-        let app = ossa::app::start_with(settings, progress, limits).await?;
+        // A spinner with the elapsed time while the model is fetched and loaded (only on a
+        // terminal; `--quiet` and pipes stay silent).
+        let spinner = if args.quiet {
+            None
+        } else {
+            ossa::sandbox::spinner(&format!("Loading {}…", settings.model))
+        };
+        let started = ossa::app::start_with(settings, progress, limits).await;
+        if let Some(spinner) = spinner {
+            spinner.finish_and_clear();
+        }
+        let app = started?;
         for warning in &app.toolset.warnings {
             eprintln!("warning: {}", strip_controls(warning));
         }
