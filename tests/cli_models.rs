@@ -595,3 +595,68 @@ fn a_download_that_stalls_midway_ends_with_the_hint() {
         .expect("a .part file");
     assert!(partial.metadata().expect("size").len() > 0);
 }
+
+/// `ossa bench` on the tiny model: the first-token times come from two fresh processes (the
+/// second reads the tool prompt back from the disk cache the first wrote), and the bandwidth
+/// yardstick reports its spread.
+#[test]
+fn bench_times_the_first_token_from_fresh_processes() {
+    let home = tempfile::tempdir().expect("home");
+    let dir = fixture();
+    let out = ok(
+        &ossa(
+            home.path(),
+            &closed_endpoint(),
+            &[
+                "bench",
+                "--model",
+                dir.to_str().expect("utf-8 path"),
+                "--json",
+                "--threads",
+                "2",
+                "--prompt-tokens",
+                "8",
+                "--gen-tokens",
+                "2",
+                "--runs",
+                "1",
+                "--depth",
+                "0",
+                "--long-prompt",
+                "0",
+                "--bandwidth-gib",
+                "0.01",
+                "--bandwidth-passes",
+                "3",
+            ],
+            "",
+        ),
+        "bench",
+    );
+    let report: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(report["ttft_from"], "process start", "{report}");
+    let number = |key: &str| {
+        report[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} in {report}"))
+    };
+    // From process start includes the load, which the in-process figure starts after.
+    for (total, from_load) in [
+        ("ttft_cold_s", "ttft_cold_from_load_s"),
+        ("ttft_cached_s", "ttft_cached_from_load_s"),
+    ] {
+        assert!(number(total) > number(from_load), "{total}: {report}");
+        assert!(number(from_load) > 0.0, "{report}");
+    }
+    // The cached child read every full block of the prompt the cold child wrote.
+    let prompt = number("ttft_prompt_tokens");
+    let read = number("prompt_cache_read_tokens");
+    assert!(prompt > 500.0 && read >= 128.0 && read < prompt, "{report}");
+    let (min, median, max) = (
+        number("read_bandwidth_gb_s_min"),
+        number("read_bandwidth_gb_s"),
+        number("read_bandwidth_gb_s_max"),
+    );
+    assert!(0.0 < min && min <= median && median <= max, "{report}");
+    assert_eq!(report["read_bandwidth_passes"], 3);
+}

@@ -166,7 +166,9 @@ if depth > 0:
 print()
 print("ossa's own figures (medians over rounds)")
 for key in ["isa", "prefill_long_tok_s", "decode_floor_tok_s", "decode_floor_fraction",
-            "read_bandwidth_gb_s", "ttft_cold_s", "ttft_cached_s", "peak_rss_bytes", "load_s"]:
+            "read_bandwidth_gb_s", "read_bandwidth_gb_s_min", "read_bandwidth_gb_s_max",
+            "ttft_cold_s", "ttft_cached_s", "ttft_cold_from_load_s", "ttft_cached_from_load_s",
+            "peak_rss_bytes", "load_s"]:
     values = [row["report"].get(key) for row in rows if row["engine"] == "ossa"]
     values = [v for v in values if v is not None]
     if not values:

@@ -83,16 +83,25 @@ pub struct BenchArgs {
     /// more after it (prefill at depth), once each; 0 skips both.
     #[arg(long, default_value_t = 4096)]
     long_prompt: usize,
-    /// GiB read per pass when measuring the machine's read bandwidth (best of 8 passes, all
-    /// threads, before the model loads), which gives the decode floor; 0 skips it.
+    /// GiB read per pass when measuring the machine's read bandwidth (median of
+    /// --bandwidth-passes passes, all threads, before the model loads), which gives the decode
+    /// floor; 0 skips it.
     #[arg(long, default_value_t = 1.0)]
     bandwidth_gib: f64,
+    /// Passes of the bandwidth measurement (the median is the yardstick, min and max show
+    /// how much the machine moved).
+    #[arg(long, default_value_t = 15)]
+    bandwidth_passes: usize,
     /// Print per-op times of one decode step and of the prefill.
     #[arg(long)]
     profile: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Internal: run as the child process `ossa bench` times the first token of (prompt
+    /// cache in this folder).
+    #[arg(long, hide = true)]
+    ttft_child: Option<PathBuf>,
 }
 
 fn load(model: &str, dtype: DType, threads: Option<usize>) -> anyhow::Result<(Engine, Duration)> {
@@ -287,6 +296,9 @@ fn print_profile(label: &str, engine: &Engine) {
 }
 
 pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if let Some(cache_dir) = &args.ttft_child {
+        return ttft_child(&args, cache_dir);
+    }
     if args.prompt_tokens == 0 || args.gen_tokens < 2 || args.runs == 0 {
         bail!("--prompt-tokens and --runs must be at least 1 and --gen-tokens at least 2");
     }
@@ -300,7 +312,7 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let bytes = (args.bandwidth_gib * (1u64 << 30) as f64) as usize;
-        ossa_engine::kernels::bandwidth::read_bandwidth(bytes, threads, 8)
+        ossa_engine::kernels::bandwidth::read_bandwidth(bytes, threads, args.bandwidth_passes)
     });
     let (mut engine, load_time) = load(&args.model, args.dtype, args.threads)?;
     let vocab = engine.config().vocab_size as u64;
@@ -416,7 +428,7 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let bytes0 = bytes_at(args.gen_tokens / 2);
     let bytes_deep = bytes_at(args.depth + args.gen_tokens / 2);
     // Every weight a token needs read once at the measured bandwidth.
-    let decode_floor = read_bandwidth.map(|b| b / bytes0 as f64);
+    let decode_floor = read_bandwidth.map(|b| b.median / bytes0 as f64);
     let report = serde_json::json!({
         "model": engine.model_dir().display().to_string(),
         "threads": engine.threads(),
@@ -442,7 +454,11 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "prefill_long_tokens": args.long_prompt,
         "prefill_long_tok_s": prefill_long,
         "prefill_after_depth_tok_s": prefill_after_depth,
-        "read_bandwidth_gb_s": read_bandwidth.map(|b| b / 1e9),
+        "read_bandwidth_gb_s": read_bandwidth.map(|b| b.median / 1e9),
+        "read_bandwidth_gb_s_min": read_bandwidth.map(|b| b.min / 1e9),
+        "read_bandwidth_gb_s_max": read_bandwidth.map(|b| b.max / 1e9),
+        "read_bandwidth_passes": read_bandwidth.map(|b| b.passes),
+        "decode_floor_tok_s_at_max_bandwidth": read_bandwidth.map(|b| b.max / bytes0 as f64),
         "decode_floor_tok_s": decode_floor,
         "decode_floor_fraction": decode_floor.map(|f| decode0_tok_s / f),
         "peak_rss_bytes": peak,
@@ -451,7 +467,10 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "loadavg_after": loadavg(),
     });
     let mut report = report;
-    let first_token = first_token_times(engine.model_dir(), args.dtype, args.threads)
+    // The children load the model themselves: this process's copy goes first.
+    let (model_dir, threads) = (engine.model_dir().to_path_buf(), engine.threads());
+    drop(engine);
+    let first_token = first_token_times(&model_dir, args.dtype, args.threads)
         .inspect_err(|e| eprintln!("warning: time to first token not measured: {e:#}"))
         .ok();
     if let Some(first_token) = &first_token {
@@ -466,10 +485,10 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        println!("model       {}", engine.model_dir().display());
+        println!("model       {}", model_dir.display());
         println!(
             "threads     {}   dtype {:?}   kernels {} (cpu has: {})",
-            engine.threads(),
+            threads,
             args.dtype,
             isa.name(),
             available.join(", ")
@@ -511,8 +530,12 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
         if let (Some(b), Some(floor)) = (read_bandwidth, decode_floor) {
             println!(
-                "bandwidth   {:.1} GB/s read: decode floor {:.2} tok/s at depth 0, reached {:.0} %",
-                b / 1e9,
+                "bandwidth   {:.1} GB/s read (median of {}; {:.1} to {:.1}): decode floor {:.2} \
+                 tok/s at depth 0, reached {:.0} %",
+                b.median / 1e9,
+                b.passes,
+                b.min / 1e9,
+                b.max / 1e9,
                 floor,
                 100.0 * decode0_tok_s / floor
             );
@@ -535,12 +558,15 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
 // --- Time to the first token, cold and from the prompt cache on disk (ttft_* keys). ---
 
-/// Time from the start of a model load to the first token of the `ossa chat --python
-/// --browser` prompt, without and with the prompt cache on disk, and what the disk read cost.
+/// Time from a process's start to the first token of the `ossa chat --python --browser`
+/// prompt, without and with the prompt cache on disk, and what the disk read cost.
 struct FirstTokenTimes {
     prompt_tokens: usize,
     cold_s: f64,
     cached_s: f64,
+    /// The same two from the start of the model load (what earlier reports measured).
+    cold_from_load_s: f64,
+    cached_from_load_s: f64,
     /// Positions read from disk by the cached run, the bytes and the time.
     read_tokens: u64,
     read_bytes: u64,
@@ -557,8 +583,11 @@ impl FirstTokenTimes {
     fn add_to(&self, report: &mut serde_json::Value) {
         let keys = serde_json::json!({
             "ttft_prompt_tokens": self.prompt_tokens,
+            "ttft_from": "process start",
             "ttft_cold_s": self.cold_s,
             "ttft_cached_s": self.cached_s,
+            "ttft_cold_from_load_s": self.cold_from_load_s,
+            "ttft_cached_from_load_s": self.cached_from_load_s,
             "prompt_cache_read_tokens": self.read_tokens,
             "prompt_cache_read_bytes": self.read_bytes,
             "prompt_cache_read_s": self.read_s,
@@ -573,10 +602,13 @@ impl FirstTokenTimes {
     fn print(&self) {
         println!(
             "first token {:.2} s cold, {:.2} s from the prompt cache ({}-token tool prompt, from \
-             the start of the load; {} positions, {:.1} MB read at {:.2} GB/s)",
+             the start of a new process; {:.2} s and {:.2} s from the start of its load; {} \
+             positions, {:.1} MB read at {:.2} GB/s)",
             self.cold_s,
             self.cached_s,
             self.prompt_tokens,
+            self.cold_from_load_s,
+            self.cached_from_load_s,
             self.read_tokens,
             self.read_bytes as f64 / 1e6,
             self.read_gb_s()
@@ -608,9 +640,97 @@ fn tool_prompt(vocab: usize) -> anyhow::Result<Vec<u32>> {
     Ok(tokens.into_iter().map(|t| t % vocab as u32).collect())
 }
 
-/// Loads the model twice more, one engine after the other, with the prompt cache in a fresh
-/// temporary folder: the first load computes the tool prompt (and writes it), the second reads
-/// it back. The weights' pages are warm by then, as they are for a user's second process.
+/// The line a ttft child prints as soon as it has its first token.
+const FIRST_TOKEN_LINE: &str = "ttft-first-token";
+
+/// What a ttft child reports after its first line: one JSON object.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ChildReport {
+    prompt_tokens: usize,
+    from_load_s: f64,
+    read_tokens: u64,
+    read_bytes: u64,
+    read_s: f64,
+    write_s: f64,
+}
+
+/// The child side: load, generate the tool prompt's first token with the prompt cache in
+/// `cache_dir`, say so at once, then (after the cache is written) report the details.
+fn ttft_child(args: &BenchArgs, cache_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let load_started = Instant::now();
+    let (mut engine, _) = load(&args.model, args.dtype, args.threads)?;
+    engine.set_prompt_cache(Some(&ossa_engine::PromptCacheOptions::new(cache_dir)))?;
+    let prompt = tool_prompt(engine.config().vocab_size)?;
+    let params = GenerateParams {
+        max_tokens: 1,
+        ..GenerateParams::default()
+    };
+    let mut generation = engine.generate(&prompt, &params)?;
+    generation.next().context("no first token")??;
+    let from_load_s = load_started.elapsed().as_secs_f64();
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{FIRST_TOKEN_LINE}")?;
+    stdout.flush()?;
+    drop(generation);
+    let stats = engine.prompt_cache_stats().unwrap_or_default();
+    let report = ChildReport {
+        prompt_tokens: prompt.len(),
+        from_load_s,
+        read_tokens: stats.read_tokens,
+        read_bytes: stats.read_bytes,
+        read_s: stats.read_time.as_secs_f64(),
+        write_s: stats.write_time.as_secs_f64(),
+    };
+    writeln!(stdout, "{}", serde_json::to_string(&report)?)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs this binary again as a ttft child and times it from the spawn to its first-token
+/// line: what a user waits from typing the command, less the shell.
+fn time_child(
+    model_dir: &std::path::Path,
+    dtype: DType,
+    threads: Option<usize>,
+    cache_dir: &std::path::Path,
+) -> anyhow::Result<(f64, ChildReport)> {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let exe = std::env::current_exe().context("finding this executable")?;
+    let mut command = Command::new(exe);
+    command
+        .arg("bench")
+        .arg("--model")
+        .arg(model_dir)
+        .arg("--dtype")
+        .arg(format!("{dtype:?}").to_lowercase())
+        .arg("--ttft-child")
+        .arg(cache_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if let Some(threads) = threads {
+        command.arg("--threads").arg(threads.to_string());
+    }
+    let started = Instant::now();
+    let mut child = command.spawn().context("starting the ttft child process")?;
+    let stdout = child.stdout.take().context("the child's stdout")?;
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let first = lines.next().transpose()?;
+    let seconds = started.elapsed().as_secs_f64();
+    let report = lines.next().transpose()?;
+    let status = child.wait()?;
+    if !status.success() || first.as_deref() != Some(FIRST_TOKEN_LINE) {
+        bail!("the ttft child process failed ({status})");
+    }
+    let report: ChildReport =
+        serde_json::from_str(report.as_deref().unwrap_or("")).context("the child's report")?;
+    Ok((seconds, report))
+}
+
+/// Starts two fresh processes of this binary, one after the other, with the prompt cache in a
+/// fresh temporary folder: the first computes the tool prompt (and writes it), the second
+/// reads it back. The weights' pages are warm by then, as they are for a user's second
+/// process.
 fn first_token_times(
     model_dir: &std::path::Path,
     dtype: DType,
@@ -618,41 +738,19 @@ fn first_token_times(
 ) -> anyhow::Result<FirstTokenTimes> {
     let cache_dir =
         std::env::temp_dir().join(format!("ossa-bench-prompt-cache-{}", std::process::id()));
-    let options = ossa_engine::PromptCacheOptions::new(&cache_dir);
-    let time = |prompt: Option<&[u32]>| -> anyhow::Result<(f64, Vec<u32>, Engine)> {
-        let started = Instant::now();
-        let mut engine = Engine::load(model_dir, &LoadOptions { dtype, threads })?;
-        engine.set_prompt_cache(Some(&options))?;
-        let prompt = match prompt {
-            Some(prompt) => prompt.to_vec(),
-            None => tool_prompt(engine.config().vocab_size)?,
-        };
-        let params = GenerateParams {
-            max_tokens: 1,
-            ..GenerateParams::default()
-        };
-        let mut generation = engine.generate(&prompt, &params)?;
-        generation.next().context("no first token")??;
-        let seconds = started.elapsed().as_secs_f64();
-        drop(generation);
-        Ok((seconds, prompt, engine))
-    };
     let result = (|| {
-        let (cold_s, prompt, cold) = time(None)?;
-        let write_s = cold
-            .prompt_cache_stats()
-            .map_or(0.0, |s| s.write_time.as_secs_f64());
-        drop(cold);
-        let (cached_s, _, cached) = time(Some(&prompt))?;
-        let read = cached.prompt_cache_stats().unwrap_or_default();
+        let (cold_s, cold) = time_child(model_dir, dtype, threads, &cache_dir)?;
+        let (cached_s, cached) = time_child(model_dir, dtype, threads, &cache_dir)?;
         Ok(FirstTokenTimes {
-            prompt_tokens: prompt.len(),
+            prompt_tokens: cold.prompt_tokens,
             cold_s,
             cached_s,
-            read_tokens: read.read_tokens,
-            read_bytes: read.read_bytes,
-            read_s: read.read_time.as_secs_f64(),
-            write_s,
+            cold_from_load_s: cold.from_load_s,
+            cached_from_load_s: cached.from_load_s,
+            read_tokens: cached.read_tokens,
+            read_bytes: cached.read_bytes,
+            read_s: cached.read_s,
+            write_s: cold.write_s,
         })
     })();
     let _ = std::fs::remove_dir_all(&cache_dir);

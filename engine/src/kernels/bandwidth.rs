@@ -5,10 +5,20 @@ use std::time::Instant;
 
 use super::isa::{Isa, Level};
 
-/// Best read bandwidth in bytes per second over `passes` passes of `threads` threads reading
-/// `bytes` (split evenly) with the widest loads the CPU has. The buffer is written once first
-/// so every page is resident; it is freed on return.
-pub fn read_bandwidth(bytes: usize, threads: usize, passes: usize) -> f64 {
+/// Read bandwidths in bytes per second over several passes: on a shared or virtual machine a
+/// single pass (or the best one) says little, so the spread goes with the median.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bandwidth {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+    pub passes: usize,
+}
+
+/// Read bandwidth over `passes` passes of `threads` threads reading `bytes` (split evenly)
+/// with the widest loads the CPU has. The buffer is written once first so every page is
+/// resident; it is freed on return.
+pub fn read_bandwidth(bytes: usize, threads: usize, passes: usize) -> Bandwidth {
     let threads = threads.max(1);
     let words = (bytes / 8).max(threads * 64);
     let mut buf = vec![0u64; words];
@@ -17,7 +27,7 @@ pub fn read_bandwidth(bytes: usize, threads: usize, passes: usize) -> f64 {
     }
     let wide = Isa::best().level() >= Level::Avx512Vnni;
     let chunk = words.div_ceil(threads);
-    let mut best = 0.0f64;
+    let mut rates = Vec::with_capacity(passes.max(1));
     for _ in 0..passes.max(1) {
         let started = Instant::now();
         let sums: u64 = std::thread::scope(|scope| {
@@ -32,9 +42,20 @@ pub fn read_bandwidth(bytes: usize, threads: usize, passes: usize) -> f64 {
         });
         std::hint::black_box(sums);
         let secs = started.elapsed().as_secs_f64();
-        best = best.max((words * 8) as f64 / secs.max(1e-9));
+        rates.push((words * 8) as f64 / secs.max(1e-9));
     }
-    best
+    rates.sort_by(f64::total_cmp);
+    let n = rates.len();
+    Bandwidth {
+        min: rates[0],
+        median: if n % 2 == 1 {
+            rates[n / 2]
+        } else {
+            (rates[n / 2 - 1] + rates[n / 2]) / 2.0
+        },
+        max: rates[n - 1],
+        passes: n,
+    }
 }
 
 fn sum_words(words: &[u64], wide: bool) -> u64 {
@@ -96,8 +117,10 @@ mod tests {
         if Isa::best().level() >= Level::Avx512Vnni {
             assert_eq!(sum_words(&words, true), want);
         }
-        // A pass over a small buffer gives a positive, finite rate.
-        let rate = read_bandwidth(1 << 20, 2, 2);
-        assert!(rate.is_finite() && rate > 0.0);
+        // Passes over a small buffer give positive, finite, ordered rates.
+        let rate = read_bandwidth(1 << 20, 2, 4);
+        assert_eq!(rate.passes, 4);
+        assert!(rate.min.is_finite() && rate.min > 0.0);
+        assert!(rate.min <= rate.median && rate.median <= rate.max);
     }
 }

@@ -12,7 +12,10 @@
 //! low nibbles then high nibbles of each block, so the activations take that order within a
 //! block) and reused for every token tile; q8_0 panels are read in place. Per block, four
 //! blocks at a time, the int32 results go through a small buffer into f32 accumulators (one
-//! vector per weight row, lanes = tokens): `acc += f32(sum) · (w_scale · x_scale)`.
+//! vector per weight row, lanes = tokens): `acc += f32(sum) · (w_scale · x_scale)`, transposed
+//! in registers at the end so each token's 16 results leave in one store. While a panel
+//! computes, it prefetches the next panel's weights, so unpacking streams from cache rather
+//! than waiting on memory (prefill reads every expert once per layer).
 //!
 //! Linux only lets a process use tile data after `arch_prctl(ARCH_REQ_XCOMP_PERM,
 //! XFEATURE_XTILEDATA)`; [`permitted`] asks once, and [`super::isa::Isa`] offers AMX only when
@@ -82,6 +85,7 @@ impl TileActs {
     /// even elements first, then its 16 odd ones: the order [`unpack_panel`] gives the
     /// weights. Plain ones keep their order (q8_0 weights are stored that way).
     pub(crate) fn pack(&mut self, x: &Q8Acts, mxfp4_order: bool) {
+        use rayon::prelude::*;
         let nb = x.cols / QK;
         let tiles = x.rows.div_ceil(TILE);
         self.rows = x.rows;
@@ -90,25 +94,32 @@ impl TileActs {
         self.q.resize(tiles * nb * TILE_BLOCK, 0);
         self.d.clear();
         self.d.resize(tiles * nb * TILE, 0.0);
-        for t in 0..x.rows {
-            let (tile, lane) = (t / TILE, t % TILE);
-            let (xq, xd) = x.row(t);
-            for b in 0..nb {
-                let mut block = [0i8; QK];
-                if mxfp4_order {
-                    let (even, odd) = (mxfp4_slot(b, nb, 0, false), mxfp4_slot(b, nb, 0, true));
-                    block[..QK / 2].copy_from_slice(&xq[even..even + QK / 2]);
-                    block[QK / 2..].copy_from_slice(&xq[odd..odd + QK / 2]);
-                } else {
-                    block.copy_from_slice(&xq[b * QK..(b + 1) * QK]);
+        // One tile per task: the pool packs while it would otherwise wait for the matmul.
+        self.q
+            .par_chunks_mut(nb * TILE_BLOCK)
+            .zip(self.d.par_chunks_mut(nb * TILE))
+            .enumerate()
+            .for_each(|(tile, (q, d))| {
+                for lane in 0..(x.rows - tile * TILE).min(TILE) {
+                    let (xq, xd) = x.row(tile * TILE + lane);
+                    for b in 0..nb {
+                        let mut block = [0i8; QK];
+                        if mxfp4_order {
+                            let (even, odd) =
+                                (mxfp4_slot(b, nb, 0, false), mxfp4_slot(b, nb, 0, true));
+                            block[..QK / 2].copy_from_slice(&xq[even..even + QK / 2]);
+                            block[QK / 2..].copy_from_slice(&xq[odd..odd + QK / 2]);
+                        } else {
+                            block.copy_from_slice(&xq[b * QK..(b + 1) * QK]);
+                        }
+                        let dst = &mut q[b * TILE_BLOCK..][..TILE_BLOCK];
+                        for (r, four) in block.chunks_exact(4).enumerate() {
+                            dst[r * 64 + lane * 4..][..4].copy_from_slice(four);
+                        }
+                        d[b * TILE + lane] = xd[b];
+                    }
                 }
-                let dst = &mut self.q[(tile * nb + b) * TILE_BLOCK..][..TILE_BLOCK];
-                for (r, four) in block.chunks_exact(4).enumerate() {
-                    dst[r * 64 + lane * 4..][..4].copy_from_slice(four);
-                }
-                self.d[(tile * nb + b) * TILE + lane] = xd[b];
-            }
-        }
+            });
     }
 
     fn tiles(&self) -> usize {
@@ -184,6 +195,7 @@ pub(crate) fn mxfp4_linear(m: &Mxfp4Matrix, x: &Q8Acts, bias: Option<&[f32]>, y:
                             r1,
                             bias,
                         },
+                        next_panel(m.blocks, r1 * nb * BLOCK_BYTES, TILE * nb * BLOCK_BYTES),
                     );
                 }
             }
@@ -244,11 +256,20 @@ pub(crate) fn q8_0_linear(m: &Q8Matrix, x: &Q8Acts, bias: Option<&[f32]>, y: &mu
                             r1,
                             bias,
                         },
+                        next_panel(qs, r1 * cols, TILE * cols),
                     );
                 }
             }
         });
     });
+}
+
+/// The bytes of the weights' next panel (`len` from `start`, cut at the end), which a panel
+/// prefetches while it computes: the unpacking (or the tile loads) of that panel then finds
+/// them in cache instead of waiting on memory.
+fn next_panel<T>(all: &[T], start: usize, len: usize) -> &[T] {
+    let start = start.min(all.len());
+    &all[start..(start + len).min(all.len())]
 }
 
 /// Where a panel's results go: rows `r0..r1` of `y` (`[tokens, ldy]`), plus the bias.
@@ -537,27 +558,96 @@ pub(crate) mod x86 {
     #[repr(C, align(64))]
     struct Results([i32; 2 * 4 * TILE * TILE]);
 
+    /// `rows[n]` lane `i` becomes `rows[i]` lane `n` (a 16 × 16 transpose in registers: 32-bit
+    /// then 64-bit interleaves within 128-bit lanes, then two rounds of lane shuffles).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn transpose16(rows: &mut [__m512; TILE]) {
+        let r = *rows;
+        let mut a = [_mm512_setzero_ps(); TILE];
+        for k in 0..TILE / 2 {
+            a[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+            a[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+        }
+        // b[4g + c], 128-bit lane l: rows 4g..4g + 4 of column 4l + c.
+        let mut b = [_mm512_setzero_ps(); TILE];
+        let (lo, hi) = (
+            |x: __m512, y: __m512| {
+                _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(x), _mm512_castps_pd(y)))
+            },
+            |x: __m512, y: __m512| {
+                _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(x), _mm512_castps_pd(y)))
+            },
+        );
+        for g in 0..4 {
+            b[4 * g] = lo(a[4 * g], a[4 * g + 2]);
+            b[4 * g + 1] = hi(a[4 * g], a[4 * g + 2]);
+            b[4 * g + 2] = lo(a[4 * g + 1], a[4 * g + 3]);
+            b[4 * g + 3] = hi(a[4 * g + 1], a[4 * g + 3]);
+        }
+        for c in 0..4 {
+            let p0 = _mm512_shuffle_f32x4::<0x44>(b[c], b[4 + c]);
+            let p1 = _mm512_shuffle_f32x4::<0xee>(b[c], b[4 + c]);
+            let q0 = _mm512_shuffle_f32x4::<0x44>(b[8 + c], b[12 + c]);
+            let q1 = _mm512_shuffle_f32x4::<0xee>(b[8 + c], b[12 + c]);
+            rows[c] = _mm512_shuffle_f32x4::<0x88>(p0, q0);
+            rows[4 + c] = _mm512_shuffle_f32x4::<0xdd>(p0, q0);
+            rows[8 + c] = _mm512_shuffle_f32x4::<0x88>(p1, q1);
+            rows[12 + c] = _mm512_shuffle_f32x4::<0xdd>(p1, q1);
+        }
+    }
+
     /// One panel of 16 weight rows times every token tile of `acts`. The weights' 32-block `b`
     /// is the A tile at `a + b·a_step` with row stride `a_stride`; `w_scales` is `[nb][16]`.
+    /// `prefetch` (the next panel's bytes) is brought into L2 a little per block group.
     ///
     /// # Safety
     /// AMX-INT8 and AVX-512 usable, [`super::INT8_TILES`] loaded;
     /// `a` valid for 16 rows of `nb` blocks as described; `target` rows not written by others.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
-    pub(super) unsafe fn panel(
+    pub(super) unsafe fn panel<T>(
         a: *const i8,
         a_step: usize,
         a_stride: usize,
         w_scales: &[f32],
         acts: &TileActs,
         target: Target,
+        prefetch: &[T],
     ) {
         let nb = acts.nb;
         debug_assert!(w_scales.len() >= nb * TILE && target.r1 - target.r0 <= TILE);
-        let mut results = Results([0; 2 * 4 * TILE * TILE]);
-        let c = results.0.as_mut_ptr();
+        // Written by the tile stores before the vector loads read it.
+        let mut results = std::mem::MaybeUninit::<Results>::uninit();
+        let c = results.as_mut_ptr().cast::<i32>();
         let groups = nb / 4;
-        for tile in 0..acts.tiles() {
+        let tiles = acts.tiles();
+        // Prefetch: the next panel's cache lines, spread over every group of every tile.
+        let (mut ahead, ahead_end) = {
+            let r = prefetch.as_ptr_range();
+            (r.start.cast::<u8>(), r.end.cast::<u8>())
+        };
+        let lines = (ahead_end as usize - ahead as usize).div_ceil(64);
+        let per_group = lines.div_ceil((groups * tiles).max(1));
+        let mut prefetch_some = || {
+            for _ in 0..per_group {
+                if ahead >= ahead_end {
+                    break;
+                }
+                _mm_prefetch::<_MM_HINT_T1>(ahead.cast());
+                ahead = ahead.add(64);
+            }
+        };
+        let rows_here = target.r1 - target.r0;
+        let row_mask: __mmask16 = if rows_here == TILE {
+            0xffff
+        } else {
+            (1u16 << rows_here) - 1
+        };
+        let bias = match target.bias {
+            Some(b) => _mm512_maskz_loadu_ps(row_mask, b.as_ptr().add(target.r0)),
+            None => _mm512_setzero_ps(),
+        };
+        for tile in 0..tiles {
             let xq = acts.q.as_ptr().add(tile * nb * TILE_BLOCK);
             let xd = acts.d.as_ptr().add(tile * nb * TILE);
             let mut acc = [_mm512_setzero_ps(); TILE];
@@ -607,6 +697,7 @@ pub(crate) mod x86 {
                 group(0, 0);
                 for g in 1..groups {
                     group(g, g % 2);
+                    prefetch_some();
                     let prev = g - 1;
                     scale_into(
                         &mut acc,
@@ -616,6 +707,7 @@ pub(crate) mod x86 {
                         xd.add(4 * prev * TILE),
                     );
                 }
+                prefetch_some();
                 let last = groups - 1;
                 scale_into(
                     &mut acc,
@@ -647,18 +739,14 @@ pub(crate) mod x86 {
                     xd.add(b * TILE),
                 );
             }
-            // acc[n] holds row r0 + n for the tile's 16 tokens: transpose on the way out.
-            let mut sums = [[0.0f32; TILE]; TILE];
-            for (row, a) in sums.iter_mut().zip(&acc) {
-                _mm512_storeu_ps(row.as_mut_ptr(), *a);
-            }
+            // acc[n] holds row r0 + n for the tile's 16 tokens: transposed, acc[i] holds
+            // token i's 16 rows, one (masked) store each.
+            transpose16(&mut acc);
             let tokens = (acts.rows - tile * TILE).min(TILE);
-            for (n, r) in (target.r0..target.r1).enumerate() {
-                let bias = target.bias.map_or(0.0, |b| b[r]);
-                for (i, row_sums) in sums[n].iter().enumerate().take(tokens) {
-                    // SAFETY (caller's contract): row r of this token belongs to this task.
-                    *target.y.at((tile * TILE + i) * target.ldy + r) = row_sums + bias;
-                }
+            for (i, sums) in acc.iter().enumerate().take(tokens) {
+                // SAFETY (caller's contract): rows r0..r1 of this token belong to this task.
+                let dst = target.y.at((tile * TILE + i) * target.ldy + target.r0);
+                _mm512_mask_storeu_ps(dst, row_mask, _mm512_add_ps(*sums, bias));
             }
         }
     }
