@@ -216,6 +216,10 @@ pub async fn guard(
 
 /// Who may ask: the Host (DNS rebinding), the Origin (web pages), CORS preflights, and the API
 /// key (not for `/health`). Checked before the model is loaded too.
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is the response, sent at once; `check` returns the same pair"
+)]
 fn check_access(
     access: &AccessPolicy,
     request: &Request,
