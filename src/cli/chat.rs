@@ -29,11 +29,13 @@ use rustyline::hint::Hinter;
 use rustyline::history::FileHistory;
 use rustyline::validate::{ValidationContext, ValidationResult, Validator};
 use rustyline::{
-    ColorMode, ConditionalEventHandler, Editor, Event, EventContext, EventHandler, Helper,
-    KeyEvent, Movement, RepeatCount,
+    ConditionalEventHandler, Editor, Event, EventContext, EventHandler, Helper, KeyEvent, Movement,
+    RepeatCount,
 };
 
 use render::{Renderer, Tone, View, paint, truncate};
+
+use super::prompt::{self, History};
 
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ChatArgs {
@@ -195,7 +197,7 @@ struct Repl<'a> {
     effort: ReasoningEffort,
     view: View,
     editor: Editor<ReplHelper, FileHistory>,
-    history: Option<PathBuf>,
+    history: History,
 }
 
 impl<'a> Repl<'a> {
@@ -205,42 +207,18 @@ impl<'a> Repl<'a> {
         args: &ChatArgs,
     ) -> anyhow::Result<Self> {
         let color = use_color();
-        let config = rustyline::Config::builder()
-            .auto_add_history(false)
-            .history_ignore_space(true)
-            .history_ignore_dups(true)?
-            .max_history_size(10_000)?
-            .color_mode(if color {
-                ColorMode::Enabled
-            } else {
-                ColorMode::Disabled
-            })
-            .build();
-        let mut editor: Editor<ReplHelper, FileHistory> =
-            Editor::with_config(config).context("setting up the prompt")?;
+        let mut editor: Editor<ReplHelper, FileHistory> = prompt::editor(color)?;
         editor.set_helper(Some(ReplHelper::default()));
         editor.bind_sequence(
             KeyEvent::ctrl('C'),
             EventHandler::Conditional(Box::new(ClearOrInterrupt)),
         );
         // Input from a pipe or file is not history.
-        let history = match &args.history {
-            _ if !std::io::stdin().is_terminal() => None,
-            Some(path) => Some(path.clone()),
-            None => match ossa::sandbox::default_data_dir() {
-                Ok(dir) => Some(dir.join(HISTORY_FILE)),
-                Err(e) => {
-                    eprintln!("warning: no history is kept: {e}");
-                    None
-                }
-            },
+        let history = if std::io::stdin().is_terminal() {
+            History::open(&mut editor, args.history.clone(), HISTORY_FILE)
+        } else {
+            History::none()
         };
-        if let Some(path) = &history
-            && path.exists()
-            && let Err(e) = editor.load_history(path)
-        {
-            eprintln!("warning: cannot read the history {}: {e}", path.display());
-        }
         Ok(Self {
             runtime,
             app,
@@ -355,19 +333,7 @@ impl<'a> Repl<'a> {
 
     /// Adds a line to the history, and the file.
     fn remember(&mut self, line: &str) {
-        if !matches!(self.editor.add_history_entry(line), Ok(true)) {
-            return;
-        }
-        let Some(path) = &self.history else { return };
-        if let Some(parent) = path.parent()
-            && !parent.as_os_str().is_empty()
-        {
-            let _ = std::fs::create_dir_all(parent);
-        }
-        if let Err(e) = self.editor.append_history(path) {
-            eprintln!("warning: cannot write the history {}: {e}", path.display());
-            self.history = None;
-        }
+        self.history.remember(&mut self.editor, line);
     }
 
     fn command(&mut self, command: SlashCommand) {

@@ -6,6 +6,7 @@ mod dev;
 mod eval;
 mod generate;
 mod models;
+mod prompt;
 mod python;
 mod run;
 mod serve;

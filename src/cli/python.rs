@@ -15,6 +15,8 @@ use rustyline::Editor;
 use rustyline::error::ReadlineError;
 use rustyline::history::FileHistory;
 
+use super::prompt::{self, History};
+
 #[derive(Debug, clap::Args)]
 pub struct PythonArgs {
     /// Program passed in as a string, as `python -c`.
@@ -97,7 +99,7 @@ fn exit_code(status: &Status) -> ExitCode {
 enum Input {
     Editor {
         editor: Box<Editor<(), FileHistory>>,
-        history: Option<PathBuf>,
+        history: History,
     },
     Lines(std::io::Lines<std::io::StdinLock<'static>>),
 }
@@ -115,35 +117,13 @@ impl Input {
         if !std::io::stdin().is_terminal() {
             return Ok(Self::Lines(std::io::stdin().lock().lines()));
         }
-        let config = rustyline::Config::builder()
-            .auto_add_history(false)
-            .history_ignore_space(true)
-            .history_ignore_dups(true)?
-            .max_history_size(10_000)?
-            .build();
-        let mut editor: Editor<(), FileHistory> =
-            Editor::with_config(config).context("setting up the prompt")?;
+        let mut editor: Editor<(), FileHistory> = prompt::editor(false)?;
         // Tab indents, as in CPython's REPL.
         editor.bind_sequence(
             rustyline::KeyEvent(rustyline::KeyCode::Tab, rustyline::Modifiers::NONE),
             rustyline::Cmd::Insert(1, "    ".into()),
         );
-        let history = match history {
-            Some(path) => Some(path),
-            None => match ossa::sandbox::default_data_dir() {
-                Ok(dir) => Some(dir.join(HISTORY_FILE)),
-                Err(e) => {
-                    eprintln!("warning: no history is kept: {e}");
-                    None
-                }
-            },
-        };
-        if let Some(path) = &history
-            && path.exists()
-            && let Err(e) = editor.load_history(path)
-        {
-            eprintln!("warning: cannot read the history {}: {e}", path.display());
-        }
+        let history = History::open(&mut editor, history, HISTORY_FILE);
         Ok(Self::Editor {
             editor: Box::new(editor),
             history,
@@ -162,18 +142,7 @@ impl Input {
             }),
             Self::Editor { editor, history } => match editor.readline(prompt) {
                 Ok(line) => {
-                    if !line.trim().is_empty()
-                        && matches!(editor.add_history_entry(&line), Ok(true))
-                        && let Some(path) = history.as_ref()
-                    {
-                        if let Some(dir) = path.parent() {
-                            let _ = std::fs::create_dir_all(dir);
-                        }
-                        if let Err(e) = editor.append_history(path) {
-                            eprintln!("warning: cannot write the history {}: {e}", path.display());
-                            *history = None;
-                        }
-                    }
+                    history.remember(&mut **editor, &line);
                     Ok(Read::Line(line))
                 }
                 Err(ReadlineError::Interrupted) => Ok(Read::Interrupted),

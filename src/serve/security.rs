@@ -193,15 +193,25 @@ pub async fn guard(
     request: Request,
     next: Next,
 ) -> Response {
-    let origin = request.headers().get(header::ORIGIN).cloned();
-    let allowed_origin = origin
-        .as_ref()
-        .filter(|o| o.to_str().is_ok_and(|o| state.access.origin_allowed(o)))
-        .cloned();
-    let mut response = match check(&state, request, origin.is_some(), &allowed_origin).await {
+    let (has_origin, allowed_origin) = origin_of(&state.access, &request);
+    let response = match check(&state, request, has_origin, &allowed_origin).await {
         Ok(request) => next.run(request).await,
         Err(response) => response,
     };
+    with_cors(response, allowed_origin)
+}
+
+/// Whether the request names an `Origin`, and that origin when it may use the server.
+fn origin_of(access: &AccessPolicy, request: &Request) -> (bool, Option<HeaderValue>) {
+    let origin = request.headers().get(header::ORIGIN);
+    let allowed = origin
+        .filter(|o| o.to_str().is_ok_and(|o| access.origin_allowed(o)))
+        .cloned();
+    (origin.is_some(), allowed)
+}
+
+/// The CORS headers an allowed origin's answer carries (`Retry-After` readable by its page).
+fn with_cors(mut response: Response, allowed_origin: Option<HeaderValue>) -> Response {
     if let Some(origin) = allowed_origin {
         let headers = response.headers_mut();
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
@@ -291,21 +301,12 @@ pub async fn loading_guard(
     request: Request,
     next: Next,
 ) -> Response {
-    let origin = request.headers().get(header::ORIGIN).cloned();
-    let allowed_origin = origin
-        .as_ref()
-        .filter(|o| o.to_str().is_ok_and(|o| access.origin_allowed(o)))
-        .cloned();
-    let mut response = match check_access(&access, &request, origin.is_some(), &allowed_origin) {
+    let (has_origin, allowed_origin) = origin_of(&access, &request);
+    let response = match check_access(&access, &request, has_origin, &allowed_origin) {
         Ok(()) => next.run(request).await,
         Err(response) => response,
     };
-    if let Some(origin) = allowed_origin {
-        let headers = response.headers_mut();
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        headers.append(header::VARY, HeaderValue::from_static("origin"));
-    }
-    response
+    with_cors(response, allowed_origin)
 }
 
 /// The request, its body read, when it may go on; otherwise the answer.
