@@ -113,6 +113,8 @@ pub async fn start_with(
         max_tokens: settings.max_tokens,
         max_tool_calls: limits.max_tool_calls,
         wall_time: limits.wall_time,
+        structured: None,
+        logprobs: None,
     };
     let agent = Agent::new(backend, encoding, toolset.tools.clone(), config);
     let app = App {

@@ -240,6 +240,8 @@ fn tokens_the_stream_leaves_out_mid_character_are_recovered() {
                     stop_tokens: &[RETURN, CALL],
                     sampling: SamplingParams::default(),
                     cancel: CancelHandle::new(),
+                    mask: None,
+                    logprobs: None,
                 },
                 &mut |id| got.push(id),
             )
@@ -301,6 +303,8 @@ fn a_stop_token_the_server_runs_past_ends_the_generation_here() {
                 stop_tokens: &[RETURN, END, CALL],
                 sampling: SamplingParams::default(),
                 cancel: CancelHandle::new(),
+                mask: None,
+                logprobs: None,
             },
             &mut |id| got.push(id),
         )

@@ -8,16 +8,19 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ossa_engine::{CancelHandle, SamplingParams};
+use ossa_engine::{CancelHandle, SamplingParams, TokenLogprobs};
 use ossa_tools::{Placement, Tool, ToolCall, ToolOutput, ToolSession};
 use tokio::sync::{Notify, mpsc};
 
-use crate::backend::{Backend, BackendError, Finish, GenerationRequest, GenerationStats};
+use crate::backend::{
+    Backend, BackendError, Finish, GenerationRequest, GenerationStats, LogprobSink,
+};
 use crate::harmony::{
     Author, Content, Conversation, DeveloperContent, HarmonyEncoding, HarmonyError, Message,
-    ParseMode, ReasoningEffort, RenderConversationConfig, Role, StreamableParser, SystemContent,
-    ToolNamespaceConfig,
+    ParseMode, ReasoningEffort, RenderConversationConfig, Role, StreamState, StreamableParser,
+    SystemContent, ToolNamespaceConfig,
 };
+use crate::structured::{HarmonyMask, StructuredOutputs};
 
 /// Limits and sampling shared by every conversation of an [`Agent`].
 #[derive(Debug, Clone)]
@@ -29,6 +32,11 @@ pub struct AgentConfig {
     pub max_tool_calls: usize,
     /// Most time one turn may take, generation and tools together.
     pub wall_time: Option<Duration>,
+    /// JSON the answer or a function's arguments must follow, enforced while sampling.
+    pub structured: Option<Arc<StructuredOutputs>>,
+    /// Report the answer's tokens' log-probabilities with this many alternatives each
+    /// ([`AgentEvent::FinalLogprobs`]; backends that sample in this process only).
+    pub logprobs: Option<usize>,
 }
 
 impl Default for AgentConfig {
@@ -38,6 +46,8 @@ impl Default for AgentConfig {
             max_tokens: None,
             max_tool_calls: 32,
             wall_time: None,
+            structured: None,
+            logprobs: None,
         }
     }
 }
@@ -146,6 +156,10 @@ pub enum AgentEvent {
     CommentaryDelta(String),
     /// The answer (channel `final`, or no channel).
     FinalDelta(String),
+    /// The log-probabilities of one token of the answer (with [`AgentConfig::logprobs`]),
+    /// sent before the [`AgentEvent::FinalDelta`] that carries its text (a token that ends
+    /// mid-character shows its text with the next one).
+    FinalLogprobs(TokenLogprobs),
     /// Arguments (JSON, or code for `python`) of a tool call being written.
     ToolArgumentsDelta {
         recipient: String,
@@ -281,6 +295,18 @@ impl Agent {
             tools,
             config,
         })
+    }
+
+    /// The same agent whose generations follow `outputs` (`ossa run --schema`).
+    pub fn with_structured_outputs(&self, outputs: StructuredOutputs) -> Arc<Self> {
+        let mut config = self.config.clone();
+        config.structured = Some(Arc::new(outputs));
+        Agent::new(
+            Arc::clone(&self.backend),
+            self.encoding.clone(),
+            self.tools.clone(),
+            config,
+        )
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
@@ -769,6 +795,14 @@ impl Chat {
         };
         let forced_tokens = prompt[prompt.len().saturating_sub(forced)..].to_vec();
         let sampling = self.agent.config.sampling.clone();
+        let mask = self
+            .agent
+            .config
+            .structured
+            .as_ref()
+            .filter(|s| !s.is_empty())
+            .map(|s| HarmonyMask::new(encoding, Arc::clone(s), &forced_tokens).shared());
+        let logprobs = self.agent.config.logprobs.map(LogprobSink::new);
         let generation_cancel = stop.0.clone();
         let (sender, mut tokens) = mpsc::unbounded_channel();
         let worker = tokio::task::spawn_blocking(move || {
@@ -778,11 +812,14 @@ impl Chat {
                 stop_tokens: &stop_tokens,
                 sampling,
                 cancel: generation_cancel,
+                mask,
+                logprobs,
             };
             backend.generate(&request, &mut |token| {
+                let logprobs = request.logprobs.as_ref().and_then(LogprobSink::take);
                 // The receiver is gone only when the turn was dropped, and then the
                 // generation is being cancelled anyway.
-                let _ = sender.send(token);
+                let _ = sender.send((token, logprobs));
             })
         });
         let mut parser =
@@ -811,7 +848,7 @@ impl Chat {
                     stop.0.cancel();
                 }
                 token = tokens.recv() => {
-                    let Some(token) = token else { break };
+                    let Some((token, logprobs)) = token else { break };
                     if interrupt == Some(Interrupt::AnswerBeforeCall) || forced_done {
                         // The answer being cut off, or what follows a forced call: nothing of
                         // it is shown.
@@ -841,6 +878,14 @@ impl Chat {
                         interrupt = Some(Interrupt::AnswerBeforeCall);
                         stop.0.cancel();
                         continue;
+                    }
+                    if let Some(logprobs) = logprobs
+                        && parser.state() == StreamState::Content
+                        && !encoding.tokenizer().is_special(token)
+                        && parser.current_recipient().is_none()
+                        && matches!(parser.current_channel(), None | Some("final"))
+                    {
+                        on_event(AgentEvent::FinalLogprobs(logprobs));
                     }
                     if let Some(delta) = parser.last_content_delta() {
                         on_event(delta_event(&parser, delta.to_string()));

@@ -1,10 +1,12 @@
 //! Where tokens come from. The agent loop renders prompts itself and asks a [`Backend`] only for
 //! tokens, so the in-process engine and a remote server fit behind the same trait.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ossa_engine::{CancelHandle, Engine, GenerateParams, SamplingParams};
+use ossa_engine::{
+    CancelHandle, Engine, GenerateParams, SamplingParams, SharedMask, TokenLogprobs,
+};
 
 /// One generation call.
 #[derive(Debug, Clone)]
@@ -18,6 +20,48 @@ pub struct GenerationRequest<'a> {
     pub sampling: SamplingParams,
     /// Checked before every forward step.
     pub cancel: CancelHandle,
+    /// Restricts each step's tokens (structured outputs); only backends whose
+    /// [`Backend::samples_locally`] is true accept one.
+    pub mask: Option<SharedMask>,
+    /// Receives each token's log-probabilities just before the token callback sees the token
+    /// (backends whose [`Backend::samples_locally`] is true; the others leave it empty).
+    pub logprobs: Option<LogprobSink>,
+}
+
+/// Where a backend puts the log-probabilities of the token it is about to hand over.
+#[derive(Debug, Clone)]
+pub struct LogprobSink {
+    top: usize,
+    last: Arc<Mutex<Option<TokenLogprobs>>>,
+}
+
+impl LogprobSink {
+    /// Asks for each token's log-probability and its `top` most likely alternatives'.
+    pub fn new(top: usize) -> Self {
+        Self {
+            top,
+            last: Arc::default(),
+        }
+    }
+
+    pub fn top(&self) -> usize {
+        self.top
+    }
+
+    pub fn put(&self, logprobs: Option<TokenLogprobs>) {
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = logprobs;
+    }
+
+    /// The figures of the token being handed over, once.
+    pub fn take(&self) -> Option<TokenLogprobs> {
+        self.last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
 }
 
 /// Why a generation ended.
@@ -82,6 +126,13 @@ pub trait Backend: Send + Sync {
         request: &GenerationRequest<'_>,
         on_token: &mut dyn FnMut(u32),
     ) -> Result<GenerationStats, BackendError>;
+
+    /// Whether the backend samples in this process, from logits it holds: then it applies
+    /// [`GenerationRequest::mask`] and fills [`GenerationRequest::logprobs`]. A backend that
+    /// does not refuses a request with a mask.
+    fn samples_locally(&self) -> bool {
+        false
+    }
 }
 
 /// The in-process engine. One generation at a time; its KV cache makes a request that extends
@@ -129,6 +180,10 @@ impl Backend for EngineBackend {
         self.context_length
     }
 
+    fn samples_locally(&self) -> bool {
+        true
+    }
+
     fn generate(
         &self,
         request: &GenerationRequest<'_>,
@@ -149,6 +204,8 @@ impl Backend for EngineBackend {
             max_tokens: request.max_tokens,
             stop_tokens: request.stop_tokens.to_vec(),
             cancel: Some(request.cancel.clone()),
+            mask: request.mask.clone(),
+            logprobs: request.logprobs.as_ref().map(LogprobSink::top),
         };
         let started = Instant::now();
         let mut generation = engine
@@ -156,10 +213,13 @@ impl Backend for EngineBackend {
             .map_err(|e| error(e.to_string()))?;
         let mut first_token_at = None;
         let mut generated = 0;
-        for item in generation.by_ref() {
+        while let Some(item) = generation.next() {
             let token = item.map_err(|e| error(e.to_string()))?;
             first_token_at.get_or_insert_with(Instant::now);
             generated += 1;
+            if let Some(sink) = &request.logprobs {
+                sink.put(generation.logprobs().cloned());
+            }
             on_token(token.token);
         }
         let finish = match generation.finish_reason() {

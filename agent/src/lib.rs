@@ -11,11 +11,13 @@ mod agent;
 mod backend;
 pub mod harmony;
 pub mod remote;
+pub mod structured;
 
 pub use agent::{
     Agent, AgentConfig, AgentError, AgentEvent, Cancel, Chat, ConversationSettings, Limit,
     ToolRequirement, TurnOutcome, TurnReport, tool_message,
 };
 pub use backend::{
-    Backend, BackendError, EngineBackend, Finish, GenerationRequest, GenerationStats,
+    Backend, BackendError, EngineBackend, Finish, GenerationRequest, GenerationStats, LogprobSink,
 };
+pub use structured::{HarmonyMask, JsonSchema, SchemaError, StructuredOutputs};

@@ -425,6 +425,8 @@ impl RemoteBackend {
             stop_tokens: &[return_],
             sampling: SamplingParams::default(),
             cancel: CancelHandle::new(),
+            mask: None,
+            logprobs: None,
         };
         let mut body = self.llama_server_body(&request);
         body["logit_bias"] = json!([[return_, 100.0]]);
@@ -1138,6 +1140,16 @@ impl Backend for RemoteBackend {
     ) -> Result<GenerationStats, BackendError> {
         self.check_sampling(&request.sampling)
             .map_err(|e| self.error(e.to_string()))?;
+        if request.mask.is_some() {
+            // The server's own JSON grammars (vLLM `guided_json`, llama-server `json_schema`)
+            // would constrain its whole completion, and ossa's completions there are the whole
+            // harmony stream (reasoning, headers): passing the schema down would break them.
+            return Err(self.error(
+                "structured outputs (a JSON schema) need the in-process engine: a remote \
+                 server's grammar would constrain the model's reasoning and message headers too"
+                    .to_string(),
+            ));
+        }
         match self.kind {
             RemoteKind::LlamaServer => self.generate_llama_server(request, on_token),
             RemoteKind::Vllm | RemoteKind::Generic => self.generate_openai(request, on_token),

@@ -15,7 +15,7 @@ use crate::model::{DType, ForwardTrace, Logits, Model, RoundingSource};
 use crate::prompt_cache::{
     Numerics, PromptCache, PromptCacheError, PromptCacheOptions, PromptCacheStats,
 };
-use crate::sampling::{Sampler, SamplingParams};
+use crate::sampling::{Sampler, SamplingParams, SharedMask, TokenLogprobs};
 use crate::tokenizer::Tokenizer;
 
 /// How to load a model. The default dtype is f32, the reference's numbers; the CLI picks q8.
@@ -54,6 +54,11 @@ pub struct GenerateParams {
     /// Generation ends after emitting any of these.
     pub stop_tokens: Vec<u32>,
     pub cancel: Option<CancelHandle>,
+    /// Applied to every step's logits before sampling (structured outputs).
+    pub mask: Option<SharedMask>,
+    /// Compute each token's log-probability and this many alternatives'
+    /// ([`Generation::logprobs`]).
+    pub logprobs: Option<usize>,
 }
 
 impl Default for GenerateParams {
@@ -63,6 +68,8 @@ impl Default for GenerateParams {
             max_tokens: 256,
             stop_tokens: Vec::new(),
             cancel: None,
+            mask: None,
+            logprobs: None,
         }
     }
 }
@@ -360,6 +367,7 @@ impl Engine {
             stats,
             prefill: None,
             computed: false,
+            logprobs: None,
         })
     }
 }
@@ -379,6 +387,8 @@ pub struct Generation<'a> {
     prefill: Option<PrefillStats>,
     /// Whether a forward call ran (then the prompt cache on disk may lack positions).
     computed: bool,
+    /// The last token's log-probabilities, when asked for.
+    logprobs: Option<TokenLogprobs>,
 }
 
 impl Generation<'_> {
@@ -394,6 +404,12 @@ impl Generation<'_> {
 
     pub fn cache_stats(&self) -> CacheStats {
         self.stats
+    }
+
+    /// The log-probabilities of the token the iterator returned last (with
+    /// [`GenerateParams::logprobs`]).
+    pub fn logprobs(&self) -> Option<&TokenLogprobs> {
+        self.logprobs.as_ref()
     }
 
     /// Number of tokens emitted so far.
@@ -467,7 +483,18 @@ impl Generation<'_> {
                 duration: started.elapsed(),
             });
         }
-        Ok(Some(self.sampler.sample(&logits)))
+        if let Some(mask) = &self.params.mask {
+            mask.mask(&mut logits);
+        }
+        let token = self.sampler.sample(&logits);
+        if let Some(mask) = &self.params.mask {
+            mask.commit(token);
+        }
+        if let Some(top) = self.params.logprobs {
+            let temperature = self.params.sampling.temperature;
+            self.logprobs = Some(TokenLogprobs::compute(&logits, temperature, token, top));
+        }
+        Ok(Some(token))
     }
 }
 

@@ -30,5 +30,5 @@ pub use kernels::isa::Isa;
 pub use kv_cache::KvCache;
 pub use model::{DType, ForwardTrace, Logits, Model, OpProfile, RoundingSource};
 pub use prompt_cache::{PromptCacheError, PromptCacheOptions, PromptCacheStats};
-pub use sampling::{Sampler, SamplingParams};
+pub use sampling::{LogitsMask, Sampler, SamplingParams, SharedMask, TokenLogprobs};
 pub use tokenizer::{AllowedSpecial, StreamDecoder, Tokenizer, TokenizerError};

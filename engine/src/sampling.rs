@@ -50,6 +50,106 @@ impl SamplingParams {
     }
 }
 
+/// Restricts which tokens may come next (constrained decoding: structured outputs). The engine
+/// calls [`LogitsMask::mask`] on each step's logits before sampling, then
+/// [`LogitsMask::commit`] with the token it picked.
+pub trait LogitsMask: Send {
+    /// Sets the logits of the tokens that may not come next to `-inf`. At least one token must
+    /// stay allowed (an implementation that finds none leaves the logits as they are).
+    fn mask(&mut self, logits: &mut [f32]);
+    /// The token sampled after the last [`LogitsMask::mask`].
+    fn commit(&mut self, token: u32);
+}
+
+/// A [`LogitsMask`] a generation shares with whoever built it (the caller may read its state
+/// afterwards).
+#[derive(Clone)]
+pub struct SharedMask(pub std::sync::Arc<std::sync::Mutex<dyn LogitsMask>>);
+
+impl SharedMask {
+    pub fn new(mask: impl LogitsMask + 'static) -> Self {
+        SharedMask(std::sync::Arc::new(std::sync::Mutex::new(mask)))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, dyn LogitsMask + 'static> {
+        // A mask that panicked mid-step is still the best description of the grammar's state.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn mask(&self, logits: &mut [f32]) {
+        self.lock().mask(logits);
+    }
+
+    pub fn commit(&self, token: u32) {
+        self.lock().commit(token);
+    }
+}
+
+impl std::fmt::Debug for SharedMask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedMask(..)")
+    }
+}
+
+/// The log-probability of a sampled token and of the most likely alternatives, in the
+/// distribution the token was drawn from: the logits after any [`LogitsMask`], divided by the
+/// temperature (1 when greedy), log-softmaxed over the whole vocabulary, before top-k / top-p
+/// truncation. A masked token has `-inf` and is never among the alternatives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprobs {
+    pub token: u32,
+    pub logprob: f32,
+    /// Up to the requested number of (token, logprob), most likely first (ties: lower id).
+    pub top: Vec<(u32, f32)>,
+}
+
+impl TokenLogprobs {
+    /// Computes the figures of `token` and the `top` most likely tokens of `logits`.
+    pub fn compute(logits: &[f32], temperature: f32, token: u32, top: usize) -> Self {
+        let inv_t = if temperature > 0.0 {
+            1.0 / temperature as f64
+        } else {
+            1.0
+        };
+        let max = logits
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .fold(f32::NEG_INFINITY, f32::max) as f64;
+        let mut total = 0.0f64;
+        // The `top` best, kept sorted (most likely first); `top` is small (at most 20).
+        let mut best: Vec<(u32, f32)> = Vec::with_capacity(top + 1);
+        for (i, &v) in logits.iter().enumerate() {
+            if !v.is_finite() {
+                continue;
+            }
+            total += ((v as f64 - max) * inv_t).exp();
+            if top > 0 && (best.len() < top || v > best[best.len() - 1].1) {
+                let at = best.partition_point(|&(_, b)| b >= v);
+                best.insert(at, (i as u32, v));
+                best.truncate(top);
+            }
+        }
+        let log_total = total.ln();
+        let logprob = |v: f32| -> f32 {
+            if v.is_finite() {
+                ((v as f64 - max) * inv_t - log_total) as f32
+            } else {
+                f32::NEG_INFINITY
+            }
+        };
+        TokenLogprobs {
+            token,
+            logprob: logits
+                .get(token as usize)
+                .map_or(f32::NEG_INFINITY, |&v| logprob(v)),
+            top: best.into_iter().map(|(id, v)| (id, logprob(v))).collect(),
+        }
+    }
+}
+
 /// xoshiro256** seeded through splitmix64: small, fast, and stable across versions (a seed
 /// must give the same tokens tomorrow).
 #[derive(Debug, Clone)]
@@ -186,4 +286,70 @@ pub fn argmax(logits: &[f32]) -> u32 {
         }
     }
     best as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_softmax(logits: &[f64]) -> Vec<f64> {
+        let total: f64 = logits.iter().map(|v| v.exp()).sum();
+        logits.iter().map(|v| v - total.ln()).collect()
+    }
+
+    #[test]
+    fn logprobs_are_the_log_softmax_after_temperature_and_mask() {
+        let logits = [1.0f32, 3.0, f32::NEG_INFINITY, 2.0, 3.0];
+        // Greedy reports the plain distribution (temperature 1); the masked token is left out.
+        let plain = log_softmax(&[1.0, 3.0, 2.0, 3.0]);
+        let got = TokenLogprobs::compute(&logits, 0.0, 3, 3);
+        assert!((got.logprob as f64 - plain[2]).abs() < 1e-6, "{got:?}");
+        // Most likely first, ties by id; the masked token never appears.
+        let ids: Vec<u32> = got.top.iter().map(|t| t.0).collect();
+        assert_eq!(ids, vec![1, 4, 3]);
+        assert!((got.top[0].1 as f64 - plain[1]).abs() < 1e-6);
+        // At temperature 0.5 the logits are doubled first.
+        let sharp = log_softmax(&[2.0, 6.0, 4.0, 6.0]);
+        let got = TokenLogprobs::compute(&logits, 0.5, 0, 0);
+        assert!((got.logprob as f64 - sharp[0]).abs() < 1e-6, "{got:?}");
+        assert!(got.top.is_empty());
+        let masked = TokenLogprobs::compute(&logits, 1.0, 2, 10);
+        assert_eq!(masked.logprob, f32::NEG_INFINITY);
+        assert_eq!(masked.top.len(), 4);
+    }
+
+    /// Bans every token but one.
+    struct Only(u32);
+
+    impl LogitsMask for Only {
+        fn mask(&mut self, logits: &mut [f32]) {
+            for (i, v) in logits.iter_mut().enumerate() {
+                if i as u32 != self.0 {
+                    *v = f32::NEG_INFINITY;
+                }
+            }
+        }
+        fn commit(&mut self, token: u32) {
+            assert_eq!(token, self.0, "a masked token was sampled");
+        }
+    }
+
+    #[test]
+    fn the_sampler_never_picks_a_masked_token() {
+        let mask = SharedMask::new(Only(7));
+        for temperature in [0.0, 0.7, 1.5] {
+            let mut sampler = Sampler::new(&SamplingParams {
+                temperature,
+                seed: Some(3),
+                ..SamplingParams::greedy()
+            })
+            .expect("valid");
+            for _ in 0..50 {
+                let mut logits: Vec<f32> = (0..16).map(|i| (i % 5) as f32).collect();
+                mask.mask(&mut logits);
+                let token = sampler.sample(&logits);
+                mask.commit(token);
+            }
+        }
+    }
 }

@@ -148,6 +148,8 @@ pub fn run_generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         max_tokens: args.max_tokens,
         stop_tokens,
         cancel: None,
+        mask: None,
+        logprobs: None,
     };
     eprintln!(
         "loaded {} in {:.2}s ({} threads)",
@@ -475,6 +477,16 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .ok();
     if let Some(first_token) = &first_token {
         first_token.add_to(&mut report);
+    }
+    // Structured outputs: what the JSON mask adds to each constrained token (vocabulary-sized).
+    match ossa::agent::harmony::HarmonyEncoding::gpt_oss()
+        .map_err(|e| e.to_string())
+        .and_then(|encoding| {
+            ossa::agent::structured::mask_cost_us(&encoding, engine.config().vocab_size)
+                .map_err(|e| e.to_string())
+        }) {
+        Ok(us) => report["structured_mask_us_per_token"] = serde_json::json!(us),
+        Err(e) => eprintln!("warning: structured output mask not measured: {e}"),
     }
     if args.json {
         println!("{report}");

@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use ossa::agent::{AgentEvent, Cancel, Chat, TurnOutcome, TurnReport};
+use std::sync::Arc;
+
+use ossa::agent::{
+    Agent, AgentEvent, Cancel, Chat, JsonSchema, StructuredOutputs, TurnOutcome, TurnReport,
+};
 use ossa::app::{App, TurnLimits};
 use ossa::config::ConfigArgs;
 use ossa::engine::PromptCacheStats;
@@ -42,6 +46,10 @@ pub struct RunArgs {
     /// No progress on stderr.
     #[arg(short, long)]
     quiet: bool,
+    /// The answer is JSON following this JSON schema (a file), enforced while sampling; the
+    /// reasoning stays free. Needs the in-process engine.
+    #[arg(long, value_name = "FILE")]
+    schema: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -69,6 +77,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let tasks = read_tasks(&args)?;
+    let schema = args.schema.clone().map(read_schema).transpose()?;
     let settings = args.config.clone().resolve()?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
@@ -96,10 +105,48 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         for warning in &app.toolset.warnings {
             eprintln!("warning: {}", strip_controls(warning));
         }
-        let result = run_tasks(&app, &args, tasks).await;
+        let agent = match &schema {
+            Some((path, schema)) => structured_agent(&app, path, schema)?,
+            None => Arc::clone(&app.agent),
+        };
+        let result = run_tasks(&app, &agent, &args, tasks).await;
         app.toolset.shutdown().await;
         result
     })
+}
+
+/// `--schema FILE`: read before the model loads, so a bad file fails at once.
+fn read_schema(path: PathBuf) -> anyhow::Result<(PathBuf, Value)> {
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("--schema: cannot read {}", path.display()))?;
+    let schema = serde_json::from_str(&text)
+        .with_context(|| format!("--schema: {} is not JSON", path.display()))?;
+    Ok((path, schema))
+}
+
+/// The app's agent with its answers constrained to `schema`.
+fn structured_agent(
+    app: &App,
+    path: &std::path::Path,
+    schema: &Value,
+) -> anyhow::Result<Arc<Agent>> {
+    if !app.agent.backend().samples_locally() {
+        bail!(
+            "--schema needs the in-process engine: {} cannot constrain only the answer",
+            app.model
+        );
+    }
+    let answer =
+        JsonSchema::compile(app.agent.encoding().tokenizer(), schema).with_context(|| {
+            format!(
+                "--schema: {} is not a schema ossa can enforce",
+                path.display()
+            )
+        })?;
+    Ok(app.agent.with_structured_outputs(StructuredOutputs {
+        answer: Some(answer),
+        ..StructuredOutputs::default()
+    }))
 }
 
 fn read_tasks(args: &RunArgs) -> anyhow::Result<Vec<Task>> {
@@ -156,7 +203,12 @@ fn read_tasks(args: &RunArgs) -> anyhow::Result<Vec<Task>> {
     }])
 }
 
-async fn run_tasks(app: &App, args: &RunArgs, tasks: Vec<Task>) -> anyhow::Result<ExitCode> {
+async fn run_tasks(
+    app: &App,
+    agent: &Arc<Agent>,
+    args: &RunArgs,
+    tasks: Vec<Task>,
+) -> anyhow::Result<ExitCode> {
     let batch = args.batch.is_some();
     let mut out: Box<dyn Write> = match &args.output {
         Some(path) => Box::new(std::io::BufWriter::new(
@@ -168,7 +220,7 @@ async fn run_tasks(app: &App, args: &RunArgs, tasks: Vec<Task>) -> anyhow::Resul
     let mut failed = 0;
     let mut interrupted = false;
     for task in tasks {
-        let mut chat = app.agent.chat(&app.conversation_settings());
+        let mut chat = agent.chat(&app.conversation_settings());
         let cancel = Cancel::new();
         let ctrl_c = {
             let cancel = cancel.clone();

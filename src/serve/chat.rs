@@ -27,7 +27,11 @@ use super::ServerState;
 use super::error::{ApiError, parse_body};
 use super::functions::{ToolChoice, function_name};
 use super::log::RequestLog;
-use super::params::{Fields, content_text, new_id, now, parse_effort};
+use super::params::{
+    ChatLogprobsParams, Fields, ResponseFormat, TextFormat, TokenLogprob, content_text,
+    logprobs_request, new_id, now, parse_effort, strict_functions, structured_outputs, typed,
+    with_format_section,
+};
 use super::queue::Slot;
 use super::stop::{self, StopText};
 use super::turn::{self, TurnResult, TurnSpec, builtin_kind};
@@ -48,6 +52,8 @@ struct ChatRequest {
     client_names: Vec<String>,
     /// `stop`: the answer ends before the first of these.
     stop: Vec<String>,
+    /// `logprobs: true`: the answer's tokens come with their log-probabilities.
+    logprobs: bool,
 }
 
 pub async fn create(
@@ -93,13 +99,25 @@ fn parse_request(
             "`messages` needs at least one user message",
         ));
     }
+    let tool_choice = ToolChoice::parse(fields.get("tool_choice"))?;
+    let format = fields
+        .get("response_format")
+        .map(|v| typed::<ResponseFormat>("response_format", v))
+        .transpose()?
+        .map(TextFormat::from);
+    let strict = match tool_choice {
+        ToolChoice::None => Vec::new(),
+        _ => strict_functions(fields.array("tools")?),
+    };
+    let (structured, format_section) =
+        structured_outputs(state, "response_format", format, strict)?;
+    let instructions = with_format_section(instructions, format_section);
     let mut settings = state.conversation_settings(instructions);
     if let Some(effort) = fields.get("reasoning_effort") {
         settings.reasoning_effort = parse_effort("reasoning_effort", effort)?;
     } else if let Some(effort) = fields.get("reasoning").and_then(|r| r.get("effort")) {
         settings.reasoning_effort = parse_effort("reasoning.effort", effort)?;
     }
-    let tool_choice = ToolChoice::parse(fields.get("tool_choice"))?;
     let client_functions = match fields.array("tools")? {
         Some(tools) if tool_choice != ToolChoice::None => function_tools(tools)?,
         _ => Vec::new(),
@@ -113,9 +131,24 @@ fn parse_request(
         Some(n) => Some(n),
         None => fields.count("max_tokens")?,
     };
+    let logprobs_params: ChatLogprobsParams = fields.typed_subset(&["logprobs", "top_logprobs"])?;
+    if logprobs_params.top_logprobs.is_some() && logprobs_params.logprobs != Some(true) {
+        return Err(ApiError::invalid(
+            "top_logprobs".to_string(),
+            "`top_logprobs` needs `logprobs: true`",
+        ));
+    }
+    let logprobs = logprobs_request(
+        state,
+        "logprobs",
+        logprobs_params.logprobs == Some(true),
+        logprobs_params.top_logprobs,
+    )?;
     let config = AgentConfig {
         sampling: fields.sampling(&defaults.sampling)?,
         max_tokens: state.max_tokens(max_tokens),
+        structured,
+        logprobs,
         ..defaults.clone()
     };
     let include_usage = fields
@@ -137,6 +170,7 @@ fn parse_request(
         include_usage,
         client_names,
         stop: stop::parse(fields.get("stop"))?,
+        logprobs: logprobs.is_some(),
     };
     Ok((request, spec))
 }
@@ -385,11 +419,14 @@ async fn complete(
     // The answer as the deltas showed it: the content when a stop string cut it (the message
     // it cut never completes).
     let mut shown = String::new();
+    let mut logprobs = Vec::new();
+    let tokenizer = state.encoding.tokenizer().clone();
     let mut on_event = |event: AgentEvent| {
         for event in apply_stop(&mut stop, cancel, event) {
             match event {
                 AgentEvent::PageUrls(urls) => page_urls = urls,
                 AgentEvent::FinalDelta(d) => shown.push_str(&d),
+                AgentEvent::FinalLogprobs(l) => logprobs.push(TokenLogprob::new(&tokenizer, &l)),
                 _ => {}
             }
         }
@@ -487,7 +524,7 @@ async fn complete(
         "choices": [{
             "index": 0,
             "message": message,
-            "logprobs": null,
+            "logprobs": request.logprobs.then(|| json!({"content": logprobs, "refusal": null})),
             "finish_reason": turn::finish_reason(&result),
         }],
         "usage": usage(&result),
@@ -640,11 +677,22 @@ fn stream(
         }
         let mut chunker = Chunker::new(request.client_names.clone());
         let mut stop = StopText::new(request.stop.clone());
+        // The answer's tokens not yet sent: they go with the next content delta.
+        let mut logprobs: Vec<TokenLogprob> = Vec::new();
+        let tokenizer = state.encoding.tokenizer().clone();
+        let take_logprobs = |delta: &Value, logprobs: &mut Vec<TokenLogprob>| {
+            (request.logprobs && (delta.get("content").is_some() || !logprobs.is_empty()))
+                .then(|| json!({"content": std::mem::take(logprobs), "refusal": null}))
+        };
         let mut on_event = |event: AgentEvent| {
             for event in apply_stop(&mut stop, &cancel, event) {
+                if let AgentEvent::FinalLogprobs(l) = &event {
+                    logprobs.push(TokenLogprob::new(&tokenizer, l));
+                }
                 if let Some(delta) = chunker.delta(&event) {
+                    let logprobs = take_logprobs(&delta, &mut logprobs);
                     send(chunk(json!([{
-                        "index": 0, "delta": delta, "logprobs": null, "finish_reason": null,
+                        "index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": null,
                     }])));
                 }
             }
@@ -652,9 +700,12 @@ fn stream(
         let outcome = prepared.run(&mut on_event).await;
         // A turn cut off mid-answer (limit, cancel) still sends the text held back as a
         // possible citation.
-        if let Some(delta) = chunker.finish_text() {
+        let last = chunker.finish_text();
+        if last.is_some() || !logprobs.is_empty() {
+            let delta = last.unwrap_or_else(|| json!({"content": ""}));
+            let logprobs = take_logprobs(&delta, &mut logprobs);
             send(chunk(json!([{
-                "index": 0, "delta": delta, "logprobs": null, "finish_reason": null,
+                "index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": null,
             }])));
         }
         match outcome {

@@ -13,7 +13,7 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
-use ossa_agent::{Backend, Cancel, Finish, GenerationRequest, GenerationStats};
+use ossa_agent::{Backend, Cancel, Finish, GenerationRequest, GenerationStats, LogprobSink};
 use ossa_engine::CancelHandle;
 use ossa_engine::tokenizer::{AllowedSpecial, Tokenizer};
 use serde_json::{Map, Value, json};
@@ -23,7 +23,7 @@ use super::ServerState;
 use super::chat::{CancelOnDrop, sse};
 use super::error::{ApiError, parse_body};
 use super::log::{RequestLog, Usage};
-use super::params::{Fields, new_id, now};
+use super::params::{Fields, LegacyLogprobs, logprobs_request, new_id, now};
 use super::queue::Slot;
 use super::stop;
 
@@ -44,6 +44,8 @@ struct CompletionRequest {
     return_token_ids: bool,
     stream: bool,
     include_usage: bool,
+    /// `logprobs: N`: each token's log-probability and its N most likely alternatives.
+    logprobs: Option<usize>,
 }
 
 pub async fn create(
@@ -91,7 +93,7 @@ fn parse_request(
 ) -> Result<CompletionRequest, ApiError> {
     let fields = Fields(body);
     fields.check_single_choice()?;
-    for unsupported in ["suffix", "logprobs"] {
+    for unsupported in ["suffix"] {
         if fields.get(unsupported).is_some() {
             return Err(ApiError::invalid(
                 unsupported.to_string(),
@@ -137,6 +139,17 @@ fn parse_request(
     }
     let stop_strings = stop::parse(fields.get("stop"))?;
     let defaults = &state.config.sampling;
+    // The legacy API's `logprobs` is the number of alternatives (OpenAI allows up to 5).
+    let logprobs = match fields.u64("logprobs")? {
+        Some(n) if n > 5 => {
+            return Err(ApiError::invalid(
+                "logprobs".to_string(),
+                format!("`logprobs` must be between 0 and 5, not {n}"),
+            ));
+        }
+        Some(n) => logprobs_request(state, "logprobs", true, Some(n as u32))?,
+        None => None,
+    };
     Ok(CompletionRequest {
         prompt,
         max_tokens,
@@ -154,6 +167,7 @@ fn parse_request(
             .and_then(|o| o.get("include_usage"))
             .and_then(Value::as_bool)
             .unwrap_or(false),
+        logprobs,
     })
 }
 
@@ -221,6 +235,8 @@ struct Progress {
     /// Set when a stop string was found: the text ends before (or after) it.
     stop_string: Option<String>,
     decoder: ossa_engine::tokenizer::StreamDecoder,
+    /// The tokens' log-probabilities (with `logprobs`), all of them and those not yet sent.
+    logprobs: LegacyLogprobs,
 }
 
 struct Outcome {
@@ -229,14 +245,15 @@ struct Outcome {
     stats: Option<GenerationStats>,
 }
 
-/// Runs the generation, calling `on_text(new_text, new_token_ids)` as text becomes safe to
-/// show (not possibly the start of a stop string).
+/// Runs the generation, calling `on_text(new_text, new_token_ids, their_logprobs)` as text
+/// becomes safe to show (not possibly the start of a stop string); the logprobs are null unless
+/// the request asked for them.
 async fn generate(
     state: &Arc<ServerState>,
     request: &CompletionRequest,
     cancel: &Cancel,
     progress: &mut Progress,
-    on_text: &mut (dyn FnMut(&str, &[u32]) + Send),
+    on_text: &mut (dyn FnMut(&str, &[u32], Value) + Send),
 ) -> Result<Outcome, ApiError> {
     let mut stops = request.stop_token_ids.clone();
     if !request.ignore_eos {
@@ -255,6 +272,7 @@ async fn generate(
         let sampling = request.sampling.clone();
         let max_tokens = request.max_tokens;
         let handle = stop_handle.clone();
+        let logprobs = request.logprobs.map(LogprobSink::new);
         tokio::task::spawn_blocking(move || {
             let generation = GenerationRequest {
                 prompt: &prompt,
@@ -262,9 +280,12 @@ async fn generate(
                 stop_tokens: &stops,
                 sampling,
                 cancel: handle,
+                mask: None,
+                logprobs,
             };
             backend.generate(&generation, &mut |token| {
-                let _ = sender.send(token);
+                let logprobs = generation.logprobs.as_ref().and_then(LogprobSink::take);
+                let _ = sender.send((token, logprobs));
             })
         })
     };
@@ -286,9 +307,16 @@ async fn generate(
             }
             token = receiver.recv() => token,
         };
-        let Some(token) = token else { break };
+        let Some((token, logprobs)) = token else {
+            break;
+        };
         if progress.stop_string.is_some() {
             continue;
+        }
+        if let Some(logprobs) = &logprobs {
+            progress
+                .logprobs
+                .push(&tokenizer, logprobs, progress.text.len());
         }
         progress.token_ids.push(token);
         pending_ids.push(token);
@@ -321,7 +349,8 @@ async fn generate(
             stop::floor_char_boundary(&progress.text, progress.text.len().saturating_sub(hold))
         };
         if safe > progress.sent {
-            on_text(&progress.text[progress.sent..safe], &pending_ids);
+            let logprobs = pending_logprobs(request, progress);
+            on_text(&progress.text[progress.sent..safe], &pending_ids, logprobs);
             pending_ids.clear();
             progress.sent = safe;
         }
@@ -335,7 +364,8 @@ async fn generate(
         progress.text.push_str(&rest);
     }
     if progress.text.len() > progress.sent || !pending_ids.is_empty() {
-        on_text(&progress.text[progress.sent..], &pending_ids);
+        let logprobs = pending_logprobs(request, progress);
+        on_text(&progress.text[progress.sent..], &pending_ids, logprobs);
         progress.sent = progress.text.len();
     }
     let (finish_reason, stop_reason) = match (&progress.stop_string, stats.finish) {
@@ -362,6 +392,14 @@ async fn generate(
     })
 }
 
+/// The logprobs of the tokens not yet streamed; null without `logprobs`.
+fn pending_logprobs(request: &CompletionRequest, progress: &mut Progress) -> Value {
+    match request.logprobs {
+        Some(_) => progress.logprobs.take_pending(),
+        None => Value::Null,
+    }
+}
+
 fn usage(request: &CompletionRequest, outcome: &Outcome, generated: usize) -> Value {
     let reused = outcome.stats.map_or(0, |s| s.reused_tokens);
     json!({
@@ -379,6 +417,7 @@ fn new_progress(state: &ServerState) -> Progress {
         sent: 0,
         stop_string: None,
         decoder: tokenizer(state).stream_decoder(),
+        logprobs: LegacyLogprobs::default(),
     }
 }
 
@@ -388,14 +427,14 @@ async fn complete(
     cancel: &Cancel,
 ) -> Response {
     let mut progress = new_progress(&state);
-    let outcome = match generate(&state, &request, cancel, &mut progress, &mut |_, _| {}).await {
+    let outcome = match generate(&state, &request, cancel, &mut progress, &mut |_, _, _| {}).await {
         Ok(outcome) => outcome,
         Err(error) => return error.into_response(),
     };
     let mut choice = json!({
         "index": 0,
         "text": progress.text,
-        "logprobs": null,
+        "logprobs": request.logprobs.map(|_| progress.logprobs.all()),
         "finish_reason": outcome.finish_reason,
         "stop_reason": outcome.stop_reason,
     });
@@ -442,9 +481,9 @@ fn stream(
             send(format!(": {note}"));
         }
         let mut first = true;
-        let mut on_text = |text: &str, ids: &[u32]| {
+        let mut on_text = |text: &str, ids: &[u32], logprobs: Value| {
             let mut choice = json!({
-                "index": 0, "text": text, "logprobs": null,
+                "index": 0, "text": text, "logprobs": logprobs,
                 "finish_reason": null, "stop_reason": null,
             });
             if request.return_token_ids {

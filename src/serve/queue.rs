@@ -115,6 +115,10 @@ impl Backend for FairBackend {
         self.inner.context_length()
     }
 
+    fn samples_locally(&self) -> bool {
+        self.inner.samples_locally()
+    }
+
     fn generate(
         &self,
         request: &GenerationRequest<'_>,

@@ -33,7 +33,11 @@ use super::chat::{
 use super::error::{ApiError, parse_body};
 use super::functions::{ToolChoice, function_name};
 use super::log::RequestLog;
-use super::params::{Fields, content_text, new_id, now, parse_effort};
+use super::params::{
+    Fields, INCLUDE_LOGPROBS, ResponsesLogprobsParams, TextFormat, TokenLogprob, content_text,
+    logprobs_request, new_id, now, parse_effort, strict_functions, structured_outputs, typed,
+    with_format_section,
+};
 use super::queue::Slot;
 use super::store::{self, Continuation};
 use super::turn::{self, TurnResult, TurnSpec};
@@ -54,6 +58,8 @@ struct ResponsesRequest {
     input_items: Vec<Value>,
     /// What the response object echoes back.
     echo: Echo,
+    /// `include: ["message.output_text.logprobs"]`: the answer's tokens' log-probabilities.
+    logprobs: bool,
 }
 
 /// Request settings the response object repeats.
@@ -68,6 +74,8 @@ struct Echo {
     tools: Value,
     tool_choice: Value,
     metadata: Value,
+    /// `text` (its `format`), as the request gave it.
+    text: Value,
 }
 
 pub async fn create(
@@ -377,13 +385,25 @@ fn parse_request(
         return Err(ApiError::invalid("input".to_string(), "`input` is empty"));
     }
     let instructions_text = (!instructions.is_empty()).then(|| instructions.join("\n\n"));
+    let tool_choice = ToolChoice::parse(fields.get("tool_choice"))?;
+    let format = fields
+        .get("text")
+        .and_then(|t| t.get("format"))
+        .filter(|f| !f.is_null())
+        .map(|f| typed::<TextFormat>("text.format", f))
+        .transpose()?;
+    let strict = match tool_choice {
+        ToolChoice::None => Vec::new(),
+        _ => strict_functions(fields.array("tools")?),
+    };
+    let (structured, format_section) = structured_outputs(state, "text.format", format, strict)?;
+    let instructions_text = with_format_section(instructions_text, format_section);
     let mut settings = state.conversation_settings(instructions_text);
     if let Some(effort) = fields.get("reasoning").and_then(|r| r.get("effort"))
         && !effort.is_null()
     {
         settings.reasoning_effort = parse_effort("reasoning.effort", effort)?;
     }
-    let tool_choice = ToolChoice::parse(fields.get("tool_choice"))?;
     let (builtins, client_functions) = match fields.array("tools")? {
         None => (state.builtin_tools(), Vec::new()),
         Some(tools) => request_tools(state, tools)?,
@@ -399,9 +419,24 @@ fn parse_request(
     )?;
     let defaults = &state.config;
     let max_output_tokens = fields.count("max_output_tokens")?;
+    let logprobs_params: ResponsesLogprobsParams =
+        fields.typed_subset(&["include", "top_logprobs"])?;
+    let include_logprobs = logprobs_params
+        .include
+        .iter()
+        .flatten()
+        .any(|i| i == INCLUDE_LOGPROBS);
+    let logprobs = logprobs_request(
+        state,
+        "include",
+        include_logprobs || logprobs_params.top_logprobs.is_some_and(|n| n > 0),
+        logprobs_params.top_logprobs,
+    )?;
     let config = AgentConfig {
         sampling: fields.sampling(&defaults.sampling)?,
         max_tokens: state.max_tokens(max_output_tokens),
+        structured,
+        logprobs,
         ..defaults.clone()
     };
     let echo = Echo {
@@ -414,6 +449,11 @@ fn parse_request(
         tools: fields.get("tools").cloned().unwrap_or(json!([])),
         tool_choice: fields.get("tool_choice").cloned().unwrap_or(json!("auto")),
         metadata: fields.get("metadata").cloned().unwrap_or(json!({})),
+        text: fields
+            .get("text")
+            .filter(|t| t.get("format").is_some_and(|f| !f.is_null()))
+            .cloned()
+            .unwrap_or(json!({"format": {"type": "text"}})),
     };
     let client_names = client_functions.iter().map(|t| t.name.clone()).collect();
     let callable = Callable {
@@ -437,6 +477,7 @@ fn parse_request(
         callable,
         input_items: listed_input(fields.get("input")),
         echo,
+        logprobs: logprobs.is_some(),
     };
     Ok((request, spec))
 }
@@ -659,6 +700,12 @@ struct Builder {
     unfinished_search: Option<usize>,
     /// The `cursor` a `browser.find` searched (the current page when absent or negative).
     find_cursor: Option<i64>,
+    /// With logprobs asked for: the tokenizer that names the tokens.
+    tokenizer: Option<ossa_engine::Tokenizer>,
+    /// The open text item's tokens not yet streamed with a delta.
+    pending_logprobs: Vec<TokenLogprob>,
+    /// All the open text item's tokens.
+    text_logprobs: Vec<TokenLogprob>,
 }
 
 /// An annotation as the Responses API shows it.
@@ -689,7 +736,16 @@ impl Builder {
             streamed_annotations: 0,
             unfinished_search: None,
             find_cursor: None,
+            tokenizer: None,
+            pending_logprobs: Vec::new(),
+            text_logprobs: Vec::new(),
         }
+    }
+
+    /// Reports the answer's tokens' log-probabilities, named by `tokenizer`.
+    fn with_logprobs(mut self, tokenizer: Option<ossa_engine::Tokenizer>) -> Self {
+        self.tokenizer = tokenizer;
+        self
     }
 
     /// Streams a piece of answer text with its citations turned into links: like the reference
@@ -718,10 +774,11 @@ impl Builder {
             );
         }
         if !chunk.text.is_empty() {
+            let logprobs = std::mem::take(&mut self.pending_logprobs);
             self.emit(
                 "response.output_text.delta",
                 json!({"item_id": id, "output_index": index, "content_index": 0,
-                       "delta": chunk.text, "logprobs": []}),
+                       "delta": chunk.text, "logprobs": logprobs}),
             );
         }
     }
@@ -903,12 +960,14 @@ impl Builder {
                 let text = normalized.text;
                 let annotations: Vec<Value> =
                     normalized.annotations.iter().map(url_citation).collect();
+                self.pending_logprobs.clear();
+                let logprobs = std::mem::take(&mut self.text_logprobs);
                 let part = json!({"type": "output_text", "text": text,
-                                  "annotations": annotations, "logprobs": []});
+                                  "annotations": annotations, "logprobs": logprobs});
                 self.emit(
                     "response.output_text.done",
                     json!({"item_id": id, "output_index": index, "content_index": 0,
-                           "text": text, "logprobs": []}),
+                           "text": text, "logprobs": logprobs}),
                 );
                 self.emit(
                     "response.content_part.done",
@@ -1147,6 +1206,13 @@ impl Builder {
                 };
                 self.delta(kind, delta)
             }
+            AgentEvent::FinalLogprobs(logprobs) => {
+                if let Some(tokenizer) = &self.tokenizer {
+                    let entry = TokenLogprob::new(tokenizer, logprobs);
+                    self.pending_logprobs.push(entry.clone());
+                    self.text_logprobs.push(entry);
+                }
+            }
             AgentEvent::Message(message) => self.message(message),
             AgentEvent::ToolCall(call) => self.tool_call(call),
             // A client's call the agent answered itself is dropped unseen.
@@ -1245,7 +1311,7 @@ fn response_object(
         "reasoning": {"effort": echo.effort, "summary": null},
         "store": store,
         "temperature": echo.temperature,
-        "text": {"format": {"type": "text"}},
+        "text": echo.text,
         "tool_choice": echo.tool_choice,
         "tools": echo.tools,
         "top_p": echo.top_p,
@@ -1310,7 +1376,8 @@ async fn complete(
 ) -> Response {
     let id = new_id("resp_");
     let created = now();
-    let mut builder = Builder::new(request.client_names.clone(), request.callable.clone());
+    let mut builder = Builder::new(request.client_names.clone(), request.callable.clone())
+        .with_logprobs(request.logprobs.then(|| state.encoding.tokenizer().clone()));
     let result = match prepared.run(&mut |e| builder.event(&e)).await {
         Ok(result) => result,
         Err(error) => return error.into_response(),
@@ -1360,7 +1427,8 @@ fn stream(
             // An SSE comment: clients show nothing, curl shows it.
             send("", json!(note));
         }
-        let mut builder = Builder::new(request.client_names.clone(), request.callable.clone());
+        let mut builder = Builder::new(request.client_names.clone(), request.callable.clone())
+            .with_logprobs(request.logprobs.then(|| state.encoding.tokenizer().clone()));
         let result = {
             let mut on_event = |event: AgentEvent| {
                 builder.event(&event);

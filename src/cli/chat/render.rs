@@ -231,7 +231,9 @@ impl Renderer {
 
     fn formatted_event(&mut self, event: AgentEvent) {
         match event {
-            AgentEvent::GenerationStarted { .. } | AgentEvent::GenerationFinished(_) => {}
+            AgentEvent::GenerationStarted { .. }
+            | AgentEvent::GenerationFinished(_)
+            | AgentEvent::FinalLogprobs(_) => {}
             AgentEvent::ReasoningDelta(delta) => {
                 if !self.view.hide_reasoning {
                     self.enter(Section::Reasoning);
