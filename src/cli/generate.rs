@@ -471,6 +471,7 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut report = report;
     // The children load the model themselves: this process's copy goes first.
     let (model_dir, threads) = (engine.model_dir().to_path_buf(), engine.threads());
+    let vocab_size = engine.config().vocab_size;
     drop(engine);
     let first_token = first_token_times(&model_dir, args.dtype, args.threads)
         .inspect_err(|e| eprintln!("warning: time to first token not measured: {e:#}"))
@@ -482,7 +483,7 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match ossa::agent::harmony::HarmonyEncoding::gpt_oss()
         .map_err(|e| e.to_string())
         .and_then(|encoding| {
-            ossa::agent::structured::mask_cost_us(&encoding, engine.config().vocab_size)
+            ossa::agent::structured::mask_cost_us(&encoding, vocab_size)
                 .map_err(|e| e.to_string())
         }) {
         Ok(us) => report["structured_mask_us_per_token"] = serde_json::json!(us),
