@@ -483,8 +483,7 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match ossa::agent::harmony::HarmonyEncoding::gpt_oss()
         .map_err(|e| e.to_string())
         .and_then(|encoding| {
-            ossa::agent::structured::mask_cost_us(&encoding, vocab_size)
-                .map_err(|e| e.to_string())
+            ossa::agent::structured::mask_cost_us(&encoding, vocab_size).map_err(|e| e.to_string())
         }) {
         Ok(us) => report["structured_mask_us_per_token"] = serde_json::json!(us),
         Err(e) => eprintln!("warning: structured output mask not measured: {e}"),
