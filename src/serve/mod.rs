@@ -382,6 +382,8 @@ pub struct Bound {
     local: SocketAddr,
     loaded: Arc<OnceLock<listen::Loaded>>,
     limits: Limits,
+    /// Who may ask, checked by the loading answers too.
+    access: Arc<AccessPolicy>,
     pending: Arc<Mutex<Option<Pending>>>,
 }
 
@@ -455,6 +457,7 @@ pub async fn bind(options: &ServeOptions) -> Result<Bound, ServeError> {
         local,
         loaded: Arc::new(OnceLock::new()),
         limits: options.limits.clone(),
+        access: Arc::new(access.clone()),
         pending: Arc::new(Mutex::new(Some(Pending {
             options: options.clone(),
             access,
@@ -480,17 +483,10 @@ impl Bound {
 
     /// Serves (the loading answers until the model is ready) until `shutdown` resolves.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
-        let access = self
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .map(|pending| pending.access.clone())
-            .unwrap_or_default();
         listen::serve_switch(
             self.listener,
             self.loaded,
-            Arc::new(access),
+            self.access,
             &self.limits,
             shutdown,
         )
