@@ -795,12 +795,14 @@ impl Chat {
         };
         let forced_tokens = prompt[prompt.len().saturating_sub(forced)..].to_vec();
         let sampling = self.agent.config.sampling.clone();
-        let mask = self
+        let structured = self
             .agent
             .config
             .structured
+            .clone()
+            .filter(|s| !s.is_empty());
+        let mask = structured
             .as_ref()
-            .filter(|s| !s.is_empty())
             .map(|s| HarmonyMask::new(encoding, Arc::clone(s), &forced_tokens).shared());
         let logprobs = self.agent.config.logprobs.map(LogprobSink::new);
         let generation_cancel = stop.0.clone();
@@ -896,7 +898,14 @@ impl Chat {
         let stats = worker
             .await
             .map_err(|e| AgentError::Generation(e.to_string()))??;
-        if interrupt.is_none() && !forced_done {
+        // The mask keeps a header from ending in text shown outside the schema, but cannot
+        // keep the budget from cutting it off: such a header is dropped, not recovered.
+        let cut_header_escapes = structured.as_ref().is_some_and(|s| {
+            parser
+                .message_if_header_ended_by(None)
+                .is_some_and(|m| s.escapes(&m, false))
+        });
+        if interrupt.is_none() && !forced_done && !cut_header_escapes {
             if let Err(e) = parser.process_eos() {
                 on_event(AgentEvent::Warning(format!(
                     "unparseable model output: {e}"

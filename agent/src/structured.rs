@@ -6,9 +6,16 @@
 //! [`LogitsMask`] for one generation: it follows the message headers the model writes and, only
 //! inside the content of a message the schema is for (the `final` answer, or a commentary
 //! message addressed `to=functions.NAME` of a strict function), lets through just the tokens
-//! that keep the JSON valid. The chain of thought and every header stay free. Inside constrained
-//! content no special token is allowed except the message's end (`<|return|>` for the answer,
-//! `<|call|>` for a call), and that one exactly when the grammar accepts.
+//! that keep the JSON valid. The chain of thought and the headers' text stay free. Inside
+//! constrained content no special token is allowed except the message's end (`<|return|>` for
+//! the answer, `<|call|>` for a call), and that one exactly when the grammar accepts.
+//!
+//! A header may not end in a message the client would be shown outside its schema: the agent
+//! shows as answer text every message to nobody that is not `analysis` (a `commentary`
+//! preamble, a channel the model made up), and its lenient parser turns a header that ends
+//! without `<|message|>` into a message of its text. So, while a schema applies, the mask asks
+//! the parser what each header-ending token would make and bans those that would let such a
+//! message (or a strict function's call) through unconstrained.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,7 +27,7 @@ use ossa_engine::{LogitsMask, SharedMask};
 use serde_json::Value;
 use toktrie::{TokEnv, TokRxInfo, TokTrie, TokenizerEnv};
 
-use crate::harmony::{HarmonyEncoding, ParseMode, Role, StreamState, StreamableParser};
+use crate::harmony::{HarmonyEncoding, Message, ParseMode, Role, StreamState, StreamableParser};
 
 /// A schema llguidance cannot compile (an unsupported keyword, a bad `$ref`, not a schema).
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +167,33 @@ impl StructuredOutputs {
     pub fn is_empty(&self) -> bool {
         self.answer.is_none() && self.functions.is_empty()
     }
+
+    /// Whether `message`, just made of a header, would reach the client outside the schema
+    /// that covers it. With `content_follows` (the header ended in `<|message|>`) its content
+    /// is yet to come, and held to the schema if one covers it; otherwise the header's own
+    /// text is the content, unconstrained.
+    pub fn escapes(&self, message: &Message, content_follows: bool) -> bool {
+        match message.recipient.as_deref().filter(|r| *r != "all") {
+            None => {
+                let channel = message.channel.as_deref();
+                if self.answer.is_none() || channel == Some("analysis") {
+                    return false;
+                }
+                if content_follows {
+                    !matches!(channel, None | Some("final"))
+                } else {
+                    // Whitespace around JSON is still JSON.
+                    !message.text().trim().is_empty()
+                }
+            }
+            Some(recipient) => {
+                !content_follows
+                    && recipient
+                        .strip_prefix("functions.")
+                        .is_some_and(|name| self.functions.contains_key(name))
+            }
+        }
+    }
 }
 
 /// Content the schema constrains, being written.
@@ -179,10 +213,8 @@ pub struct HarmonyMask {
     is_special: Vec<bool>,
     return_: u32,
     call: u32,
-    message: u32,
-    tokenizer: Tokenizer,
-    /// The tokens of the header being written.
-    header: Vec<u32>,
+    /// The tokens that can end a header: `<|message|>`, then the stop tokens and `<|start|>`.
+    header_ends: [u32; 5],
     constrained: Option<Constrained>,
     /// The grammar's last error (the mask then stops constraining that message).
     error: Option<String>,
@@ -211,9 +243,7 @@ impl HarmonyMask {
             is_special,
             return_: t.return_,
             call: t.call,
-            message: t.message,
-            tokenizer: tokenizer.clone(),
-            header: Vec::new(),
+            header_ends: [t.message, t.end, t.return_, t.call, t.start],
             constrained: None,
             error: None,
         };
@@ -258,18 +288,17 @@ impl HarmonyMask {
 
 impl LogitsMask for HarmonyMask {
     fn mask(&mut self, logits: &mut [f32]) {
-        if self.parser.state() == StreamState::Header && self.outputs.answer.is_some() {
-            // With the answer's format set, a preamble (`commentary` to nobody) would be shown
-            // as answer text outside the schema: such a header may not end; the model names a
-            // recipient or writes its answer on `final`.
-            let text = self
-                .tokenizer
-                .decode_lossy(&self.header)
-                .unwrap_or_default();
-            if is_preamble_header(&text)
-                && let Some(logit) = logits.get_mut(self.message as usize)
-            {
-                *logit = f32::NEG_INFINITY;
+        if self.parser.state() == StreamState::Header {
+            // See the module documentation: e.g. a preamble (`commentary` to nobody) may not
+            // begin; the model names a recipient or writes its answer on `final`.
+            for token in self.header_ends {
+                let content_follows = token == self.header_ends[0];
+                if let Some(message) = self.parser.message_if_header_ended_by(Some(token))
+                    && self.outputs.escapes(&message, content_follows)
+                    && let Some(logit) = logits.get_mut(token as usize)
+                {
+                    *logit = f32::NEG_INFINITY;
+                }
             }
             return;
         }
@@ -305,17 +334,10 @@ impl LogitsMask for HarmonyMask {
     }
 
     fn commit(&mut self, token: u32) {
-        let before = self.parser.state();
-        let was_content = before == StreamState::Content;
+        let was_content = self.parser.state() == StreamState::Content;
         // Lenient parsing never fails.
         let _ = self.parser.process(token);
         let now = self.parser.state();
-        if now == StreamState::Header {
-            if before != StreamState::Header {
-                self.header.clear();
-            }
-            self.header.push(token);
-        }
         if now != StreamState::Content {
             self.constrained = None;
             return;
@@ -343,19 +365,6 @@ impl LogitsMask for HarmonyMask {
             self.constrained = None;
         }
     }
-}
-
-/// Whether a header written so far (`<|channel|>commentary`) is that of a preamble: the
-/// `commentary` channel and no recipient.
-fn is_preamble_header(header: &str) -> bool {
-    let Some((_, after)) = header.split_once("<|channel|>") else {
-        return false;
-    };
-    let channel = after
-        .split(|c: char| c.is_whitespace() || c == '<')
-        .next()
-        .unwrap_or_default();
-    channel == "commentary" && !header.contains("to=")
 }
 
 /// What the mask costs per token, for `ossa bench`: the median microseconds of one
@@ -542,6 +551,44 @@ mod tests {
             StructuredOutputs::default(),
             "<|channel|>commentary",
         );
+        assert!(allowed(&mut mask, &encoding, "<|message|>"));
+    }
+
+    #[test]
+    fn a_header_cannot_end_in_text_shown_outside_the_schema() {
+        let encoding = encoding();
+        // After a message's end, text the model writes is a header without `<|start|>`; ended
+        // by a stop token or `<|start|>`, the lenient parser would make it an answer of that
+        // text (sampled at temperature 1.5 by the tiny model: "to 355673 voertu…").
+        let after_reasoning = "<|channel|>analysis<|message|>Think.<|end|>Hello there";
+        let mut mask = mask_after(&encoding, answer_schema(&encoding), after_reasoning);
+        for end in ["<|end|>", "<|return|>", "<|call|>", "<|start|>"] {
+            assert!(!allowed(&mut mask, &encoding, end), "{end}");
+        }
+        assert!(allowed(&mut mask, &encoding, " world"));
+        // Without a format the same text may end.
+        let mut mask = mask_after(&encoding, StructuredOutputs::default(), after_reasoning);
+        assert!(allowed(&mut mask, &encoding, "<|end|>"));
+        // A header that would make reasoning, or nothing, may end however it likes.
+        let mut mask = mask_after(&encoding, answer_schema(&encoding), "<|channel|>analysis");
+        assert!(allowed(&mut mask, &encoding, "<|end|>"));
+        assert!(allowed(&mut mask, &encoding, "<|message|>"));
+        // A channel the model made up would be shown as answer text, unconstrained.
+        let mut mask = mask_after(&encoding, answer_schema(&encoding), "<|channel|>finale");
+        assert!(!allowed(&mut mask, &encoding, "<|message|>"));
+        // A strict function's call may only come through its constrained content.
+        let schema: Value = serde_json::from_str(SCHEMA).expect("json");
+        let mut outputs = StructuredOutputs::default();
+        outputs.functions.insert(
+            "count".to_string(),
+            JsonSchema::compile(encoding.tokenizer(), &schema).expect("compiles"),
+        );
+        let mut mask = mask_after(
+            &encoding,
+            outputs,
+            "<|channel|>commentary to=functions.count {\"n\": 1}",
+        );
+        assert!(!allowed(&mut mask, &encoding, "<|call|>"));
         assert!(allowed(&mut mask, &encoding, "<|message|>"));
     }
 

@@ -330,3 +330,78 @@ fn streaming_exposes_header_fields_and_deltas() {
     assert_eq!(deltas, "{\"a\":\"😀\"}");
     assert_eq!(parser.messages()[0].text(), deltas);
 }
+
+/// `message_if_header_ended_by` (what structured outputs ask before letting a header end)
+/// foretells exactly what processing the token, or ending the stream, then does.
+#[test]
+fn the_message_a_header_would_make_is_foretold_exactly() {
+    let encoding = encoding();
+    let t = *encoding.formatting_tokens();
+    let streams = [
+        "<|channel|>analysis<|message|>think<|end|>to 355673 voertu",
+        "<|channel|>final Hello  world\n!",
+        "<|channel|>commentary to=functions.f <|constrain|>json {\"a\": 1}",
+        "<|channel|>commentary",
+        "<|channel|>made up channel",
+        "to=python code<|channel|>analysis",
+        "<|channel|>analysis<|message|>x<|channel|>final",
+        "   ",
+    ];
+    let mut compared = 0;
+    for stream in streams {
+        let ids = tokens(stream);
+        for cut in 0..=ids.len() {
+            let mut parser =
+                StreamableParser::new(encoding.clone(), Some(Role::Assistant), ParseMode::Lenient);
+            for &id in &ids[..cut] {
+                parser.process(id).expect("lenient never fails");
+            }
+            for end in [
+                Some(t.message),
+                Some(t.end),
+                Some(t.return_),
+                Some(t.call),
+                Some(t.start),
+                None,
+            ] {
+                let foretold = parser.message_if_header_ended_by(end);
+                let mut after = StreamableParser::new(
+                    encoding.clone(),
+                    Some(Role::Assistant),
+                    ParseMode::Lenient,
+                );
+                for &id in &ids[..cut] {
+                    after.process(id).expect("lenient never fails");
+                }
+                let before = after.messages().len();
+                let in_header = after.state() == ossa_agent::harmony::StreamState::Header;
+                match end {
+                    Some(id) => {
+                        after.process(id).expect("lenient never fails");
+                    }
+                    None => {
+                        after.process_eos().expect("lenient never fails");
+                    }
+                }
+                let made = if !in_header {
+                    None
+                } else if end == Some(t.message) {
+                    // The header became that of the message now being read.
+                    (after.state() == ossa_agent::harmony::StreamState::Content).then(|| {
+                        let mut m =
+                            Message::from_role_and_content(after.current_role().expect("role"), "");
+                        m.channel = after.current_channel().map(str::to_string);
+                        m.recipient = after.current_recipient().map(str::to_string);
+                        m.content_type = after.current_content_type().map(str::to_string);
+                        m
+                    })
+                } else {
+                    after.messages().get(before).cloned()
+                };
+                assert_eq!(foretold, made, "{stream:?} cut at {cut}, ended by {end:?}");
+                compared += usize::from(made.is_some());
+            }
+        }
+    }
+    assert!(compared > 40, "only {compared} messages compared");
+}

@@ -283,12 +283,40 @@ impl StreamableParser {
     /// Rules 2 and 3: header tokens that never reached `<|message|>` become a message (unless
     /// they are only whitespace).
     fn recover_headerless(&mut self, tokens: &[u32], end: usize) {
+        if let Some(message) = self.headerless_message(tokens) {
+            self.complete(message, end);
+        }
+    }
+
+    fn headerless_message(&self, tokens: &[u32]) -> Option<Message> {
         let text = self.decode_lossy(tokens);
         if text.trim().is_empty() {
-            return;
+            return None;
         }
         let (header, content) = header::parse_lenient(&text, self.next_role, false);
-        self.complete(message_from(header, content), end);
+        Some(message_from(header, content))
+    }
+
+    /// While a header is being read: the message `token` would make of it, were it the next
+    /// token (read as [`process`](Self::process) would, without consuming it), or the end of
+    /// the stream, for `None`. `<|message|>` gives the header (with empty content; `None` if it
+    /// would not parse); in lenient mode a stop token, `<|start|>` or the end of the stream
+    /// gives the message recovered from the header's text (`None` if that is only whitespace).
+    /// Any other token, or another state, gives `None`.
+    pub fn message_if_header_ended_by(&self, token: Option<u32>) -> Option<Message> {
+        let State::Header { tokens } = &self.state else {
+            return None;
+        };
+        let formatting = self.encoding.formatting_tokens();
+        if token == Some(formatting.message) {
+            let header = self.parse_header(tokens).ok()?;
+            return Some(message_from(header, String::new()));
+        }
+        let recovers = token.is_none_or(|t| self.is_stop(t) || t == formatting.start);
+        if self.lenient() && recovers {
+            return self.headerless_message(tokens);
+        }
+        None
     }
 
     /// The reference's decoding: every id known, bytes valid UTF-8.
