@@ -32,6 +32,7 @@ pub mod security;
 mod stop;
 pub mod store;
 mod turn;
+pub mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;

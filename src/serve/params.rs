@@ -472,19 +472,22 @@ pub fn logprobs_request(
 }
 
 /// One alternative token, as OpenAI shows it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TopLogprob {
     pub token: String,
-    pub logprob: f32,
+    /// An `f32` widened: printed as the widened value, as the APIs always have.
+    pub logprob: f64,
     pub bytes: Vec<u8>,
 }
 
 /// One token of the answer with its alternatives (Chat Completions' `logprobs.content[]`, the
 /// Responses API's `output_text.logprobs[]`).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TokenLogprob {
     pub token: String,
-    pub logprob: f32,
+    pub logprob: f64,
     pub bytes: Vec<u8>,
     pub top_logprobs: Vec<TopLogprob>,
 }
@@ -497,7 +500,7 @@ impl TokenLogprob {
                 token: String::from_utf8_lossy(&bytes).into_owned(),
                 // JSON has no -inf; OpenAI writes -9999 for "never".
                 logprob: if logprob.is_finite() {
-                    logprob
+                    f64::from(logprob)
                 } else {
                     -9999.0
                 },
@@ -518,7 +521,7 @@ impl TokenLogprob {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct LegacyLogprobs {
     pub tokens: Vec<String>,
-    pub token_logprobs: Vec<f32>,
+    pub token_logprobs: Vec<f64>,
     /// Each position's alternatives, token text → logprob.
     pub top_logprobs: Vec<Map<String, Value>>,
     /// Where each token's text starts in the completion's text (bytes).

@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response, Sse};
 use ossa_agent::harmony::{Author, Message, Role};
 use ossa_agent::{AgentConfig, AgentEvent, TurnOutcome};
 use ossa_tools::Tool;
-use ossa_tools::citations::{Annotation, CitationStream, normalize_citations};
+use ossa_tools::citations::{CitationStream, normalize_citations};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
@@ -41,6 +41,12 @@ use super::params::{
 use super::queue::Slot;
 use super::store::{self, Continuation};
 use super::turn::{self, TurnResult, TurnSpec};
+use super::wire::responses::{
+    Annotation, AssistantRole, CodeOutput, ContentPart, DeletedResponse, IncompleteDetails,
+    IncompleteReason, InputItemList, InputTokensDetails, ListTag, OutputItem, OutputTokensDetails,
+    Reasoning, ResponseError, ResponseObject, ResponseStreamEvent, ResponseTag, SandboxContainer,
+    Sequenced, Status, TruncationDisabled, Usage, WebSearchAction,
+};
 
 /// A parsed request.
 struct ResponsesRequest {
@@ -65,13 +71,13 @@ struct ResponsesRequest {
 /// Request settings the response object repeats.
 #[derive(Clone)]
 struct Echo {
-    instructions: Value,
-    max_output_tokens: Value,
-    previous_response_id: Value,
+    instructions: Option<String>,
+    max_output_tokens: Option<usize>,
+    previous_response_id: Option<String>,
     effort: &'static str,
     temperature: f32,
     top_p: f32,
-    tools: Value,
+    tools: Vec<Value>,
     tool_choice: Value,
     metadata: Value,
     /// `text` (its `format`), as the request gave it.
@@ -167,9 +173,12 @@ pub async fn delete(
     };
     let lookup = id.clone();
     match store::run(store, move |store| store.delete(&lookup)).await {
-        Ok(true) => {
-            axum::Json(json!({"id": id, "object": "response", "deleted": true})).into_response()
-        }
+        Ok(true) => axum::Json(DeletedResponse {
+            id,
+            object: ResponseTag,
+            deleted: true,
+        })
+        .into_response(),
         Ok(false) => no_such_response(&id).into_response(),
         Err(error) => error.api_error().into_response(),
     }
@@ -234,13 +243,14 @@ pub async fn input_items(
     };
     let page: Vec<Value> = items.iter().skip(start).take(limit).cloned().collect();
     let has_more = start + page.len() < items.len();
-    axum::Json(json!({
-        "object": "list",
-        "data": page,
-        "first_id": page.first().map(|item| item["id"].clone()),
-        "last_id": page.last().map(|item| item["id"].clone()),
-        "has_more": has_more,
-    }))
+    let item_id = |item: Option<&Value>| item.and_then(|item| item["id"].as_str()).map(str::to_string);
+    axum::Json(InputItemList {
+        object: ListTag,
+        first_id: item_id(page.first()),
+        last_id: item_id(page.last()),
+        data: page,
+        has_more,
+    })
     .into_response()
 }
 
@@ -440,13 +450,16 @@ fn parse_request(
         ..defaults.clone()
     };
     let echo = Echo {
-        instructions: fields.get("instructions").cloned().unwrap_or(Value::Null),
-        max_output_tokens: json!(max_output_tokens),
-        previous_response_id: json!(previous_response_id),
+        instructions: fields
+            .get("instructions")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        max_output_tokens,
+        previous_response_id: previous_response_id.clone(),
         effort: settings.reasoning_effort.as_str(),
         temperature: config.sampling.temperature,
         top_p: config.sampling.top_p,
-        tools: fields.get("tools").cloned().unwrap_or(json!([])),
+        tools: fields.array("tools")?.cloned().unwrap_or_default(),
         tool_choice: fields.get("tool_choice").cloned().unwrap_or(json!("auto")),
         metadata: fields.get("metadata").cloned().unwrap_or(json!({})),
         text: fields
@@ -676,7 +689,7 @@ const UNRUN_NOTE: &str = "The call was not run: the model did not end its messag
 struct Builder {
     client_names: Vec<String>,
     callable: Callable,
-    items: Vec<Value>,
+    items: Vec<OutputItem>,
     /// The item being written: its kind and index in `items`.
     open: Option<(Open, usize)>,
     /// The text streamed into the open item so far (what it shows if it is cut off).
@@ -689,7 +702,7 @@ struct Builder {
     /// A client's call the model wrote, shown once the agent hands it over (a call it answers
     /// with an error instead, unfinished or not JSON, is never shown).
     pending_client: Option<Message>,
-    events: Vec<(String, Value)>,
+    events: Vec<ResponseStreamEvent>,
     /// The browser's pages by cursor, for citations (empty until the browser showed one).
     page_urls: Vec<String>,
     /// Citations of the text item being streamed, turned into links as they complete.
@@ -706,17 +719,6 @@ struct Builder {
     pending_logprobs: Vec<TokenLogprob>,
     /// All the open text item's tokens.
     text_logprobs: Vec<TokenLogprob>,
-}
-
-/// An annotation as the Responses API shows it.
-fn url_citation(annotation: &Annotation) -> Value {
-    json!({
-        "type": Annotation::KIND,
-        "start_index": annotation.start_index,
-        "end_index": annotation.end_index,
-        "url": annotation.url,
-        "title": annotation.title,
-    })
 }
 
 impl Builder {
@@ -760,32 +762,34 @@ impl Builder {
     }
 
     fn emit_text_chunk(&mut self, index: usize, chunk: ossa_tools::citations::StreamChunk) {
-        let id = self.items[index]["id"].clone();
+        let id = self.items[index].id().to_string();
         for annotation in &chunk.annotations {
             // The annotation's place in the part's `annotations` (counted from 0, as OpenAI's
             // API defines it; the reference server counts from 1).
             let annotation_index = self.streamed_annotations;
             self.streamed_annotations += 1;
-            self.emit(
-                "response.output_text.annotation.added",
-                json!({"item_id": id, "output_index": index, "content_index": 0,
-                       "annotation_index": annotation_index,
-                       "annotation": url_citation(annotation)}),
-            );
+            self.emit(ResponseStreamEvent::OutputTextAnnotationAdded {
+                item_id: id.clone(),
+                output_index: index,
+                content_index: 0,
+                annotation_index,
+                annotation: annotation.into(),
+            });
         }
         if !chunk.text.is_empty() {
             let logprobs = std::mem::take(&mut self.pending_logprobs);
-            self.emit(
-                "response.output_text.delta",
-                json!({"item_id": id, "output_index": index, "content_index": 0,
-                       "delta": chunk.text, "logprobs": logprobs}),
-            );
+            self.emit(ResponseStreamEvent::OutputTextDelta {
+                item_id: id,
+                output_index: index,
+                content_index: 0,
+                delta: chunk.text,
+                logprobs,
+            });
         }
     }
 
-    fn emit(&mut self, kind: &str, mut data: Value) {
-        data["type"] = json!(kind);
-        self.events.push((kind.to_string(), data));
+    fn emit(&mut self, event: ResponseStreamEvent) {
+        self.events.push(event);
     }
 
     /// The item a message shows as; `None` for a call to something the request did not offer,
@@ -818,53 +822,74 @@ impl Builder {
     /// Opens an item of `kind` (closing nothing: the caller closed the last one).
     fn open_item(&mut self, kind: Open) -> usize {
         let index = self.items.len();
+        let status = Status::InProgress;
         let item = match &kind {
-            Open::Reasoning => json!({
-                "id": new_id("rs_"), "type": "reasoning", "summary": [],
-                "content": [], "status": "in_progress",
-            }),
-            Open::Text => json!({
-                "id": new_id("msg_"), "type": "message", "role": "assistant",
-                "status": "in_progress", "content": [],
-            }),
-            Open::Function { name, call_id } => json!({
-                "id": new_id("fc_"), "type": "function_call", "call_id": call_id,
-                "name": name, "arguments": "", "status": "in_progress",
-            }),
-            Open::Code => json!({
-                "id": new_id("ci_"), "type": "code_interpreter_call", "code": "",
-                "container_id": "ossa-sandbox", "outputs": null, "status": "in_progress",
-            }),
-            Open::Search => json!({
-                "id": new_id("ws_"), "type": "web_search_call", "status": "in_progress",
-                "action": null,
-            }),
+            Open::Reasoning => OutputItem::Reasoning {
+                id: new_id("rs_"),
+                summary: Vec::new(),
+                content: Vec::new(),
+                status,
+            },
+            Open::Text => OutputItem::Message {
+                id: new_id("msg_"),
+                role: AssistantRole,
+                status,
+                content: Vec::new(),
+            },
+            Open::Function { name, call_id } => OutputItem::FunctionCall {
+                id: new_id("fc_"),
+                call_id: call_id.clone(),
+                name: name.clone(),
+                arguments: String::new(),
+                status,
+            },
+            Open::Code => OutputItem::CodeInterpreterCall {
+                id: new_id("ci_"),
+                code: String::new(),
+                container_id: SandboxContainer,
+                outputs: None,
+                status,
+            },
+            Open::Search => OutputItem::WebSearchCall {
+                id: new_id("ws_"),
+                status,
+                action: None,
+            },
         };
+        let item_id = item.id().to_string();
         self.items.push(item.clone());
-        self.emit(
-            "response.output_item.added",
-            json!({"output_index": index, "item": item}),
-        );
-        let id = self.items[index]["id"].clone();
+        self.emit(ResponseStreamEvent::OutputItemAdded {
+            output_index: index,
+            item,
+        });
+        let output_index = index;
         match &kind {
-            Open::Reasoning => self.emit(
-                "response.content_part.added",
-                json!({"item_id": id, "output_index": index, "content_index": 0,
-                       "part": {"type": "reasoning_text", "text": ""}}),
-            ),
-            Open::Text => self.emit(
-                "response.content_part.added",
-                json!({"item_id": id, "output_index": index, "content_index": 0,
-                       "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}),
-            ),
-            Open::Code => self.emit(
-                "response.code_interpreter_call.in_progress",
-                json!({"item_id": id, "output_index": index}),
-            ),
-            Open::Search => self.emit(
-                "response.web_search_call.in_progress",
-                json!({"item_id": id, "output_index": index}),
-            ),
+            Open::Reasoning => self.emit(ResponseStreamEvent::ContentPartAdded {
+                item_id,
+                output_index,
+                content_index: 0,
+                part: ContentPart::ReasoningText {
+                    text: String::new(),
+                },
+            }),
+            Open::Text => self.emit(ResponseStreamEvent::ContentPartAdded {
+                item_id,
+                output_index,
+                content_index: 0,
+                part: ContentPart::OutputText {
+                    text: String::new(),
+                    annotations: Vec::new(),
+                    logprobs: Vec::new(),
+                },
+            }),
+            Open::Code => self.emit(ResponseStreamEvent::CodeInterpreterCallInProgress {
+                item_id,
+                output_index,
+            }),
+            Open::Search => self.emit(ResponseStreamEvent::WebSearchCallInProgress {
+                item_id,
+                output_index,
+            }),
             Open::Function { .. } => {}
         }
         self.open = Some((kind, index));
@@ -885,21 +910,28 @@ impl Builder {
             _ => self.open_item(kind.clone()),
         };
         self.open_text.push_str(delta);
-        let id = self.items[index]["id"].clone();
+        let item_id = self.items[index].id().to_string();
+        let (output_index, delta) = (index, delta.to_string());
         match kind {
-            Open::Reasoning => self.emit(
-                "response.reasoning_text.delta",
-                json!({"item_id": id, "output_index": index, "content_index": 0, "delta": delta}),
-            ),
-            Open::Text => self.text_delta(index, delta),
-            Open::Function { .. } => self.emit(
-                "response.function_call_arguments.delta",
-                json!({"item_id": id, "output_index": index, "delta": delta}),
-            ),
-            Open::Code => self.emit(
-                "response.code_interpreter_call_code.delta",
-                json!({"item_id": id, "output_index": index, "delta": delta}),
-            ),
+            Open::Reasoning => self.emit(ResponseStreamEvent::ReasoningTextDelta {
+                item_id,
+                output_index,
+                content_index: 0,
+                delta,
+            }),
+            Open::Text => self.text_delta(index, &delta),
+            Open::Function { .. } => {
+                self.emit(ResponseStreamEvent::FunctionCallArgumentsDelta {
+                    item_id,
+                    output_index,
+                    delta,
+                })
+            }
+            Open::Code => self.emit(ResponseStreamEvent::CodeInterpreterCallCodeDelta {
+                item_id,
+                output_index,
+                delta,
+            }),
             Open::Search => {}
         }
     }
@@ -920,7 +952,7 @@ impl Builder {
             _ => self.open_item(kind),
         };
         let (kind, _) = self.open.take().unwrap_or((Open::Text, index));
-        self.done(kind, index, message.text(), recipient, "completed");
+        self.done(kind, index, message.text(), recipient, Status::Completed);
     }
 
     /// Sends an item's closing events; a call is finished when its result comes.
@@ -930,21 +962,28 @@ impl Builder {
         index: usize,
         text: String,
         recipient: Option<&str>,
-        status: &str,
+        status: Status,
     ) {
-        let id = self.items[index]["id"].clone();
+        let item_id = self.items[index].id().to_string();
+        let output_index = index;
         match kind {
             Open::Reasoning => {
-                let part = json!({"type": "reasoning_text", "text": text});
-                self.emit(
-                    "response.reasoning_text.done",
-                    json!({"item_id": id, "output_index": index, "content_index": 0, "text": text}),
-                );
-                self.emit(
-                    "response.content_part.done",
-                    json!({"item_id": id, "output_index": index, "content_index": 0, "part": part}),
-                );
-                self.items[index]["content"] = json!([part]);
+                let part = ContentPart::ReasoningText { text: text.clone() };
+                self.emit(ResponseStreamEvent::ReasoningTextDone {
+                    item_id: item_id.clone(),
+                    output_index,
+                    content_index: 0,
+                    text,
+                });
+                self.emit(ResponseStreamEvent::ContentPartDone {
+                    item_id,
+                    output_index,
+                    content_index: 0,
+                    part: part.clone(),
+                });
+                if let OutputItem::Reasoning { content, .. } = &mut self.items[index] {
+                    *content = vec![part];
+                }
                 self.finish_item(index, status);
             }
             Open::Text => {
@@ -958,30 +997,40 @@ impl Builder {
                 // response streamed or not.
                 let normalized = normalize_citations(&text, &self.page_urls, false);
                 let text = normalized.text;
-                let annotations: Vec<Value> =
-                    normalized.annotations.iter().map(url_citation).collect();
+                let annotations: Vec<Annotation> =
+                    normalized.annotations.iter().map(Annotation::from).collect();
                 self.pending_logprobs.clear();
                 let logprobs = std::mem::take(&mut self.text_logprobs);
-                let part = json!({"type": "output_text", "text": text,
-                                  "annotations": annotations, "logprobs": logprobs});
-                self.emit(
-                    "response.output_text.done",
-                    json!({"item_id": id, "output_index": index, "content_index": 0,
-                           "text": text, "logprobs": logprobs}),
-                );
-                self.emit(
-                    "response.content_part.done",
-                    json!({"item_id": id, "output_index": index, "content_index": 0, "part": part}),
-                );
-                self.items[index]["content"] = json!([part]);
+                let part = ContentPart::OutputText {
+                    text: text.clone(),
+                    annotations,
+                    logprobs: logprobs.clone(),
+                };
+                self.emit(ResponseStreamEvent::OutputTextDone {
+                    item_id: item_id.clone(),
+                    output_index,
+                    content_index: 0,
+                    text,
+                    logprobs,
+                });
+                self.emit(ResponseStreamEvent::ContentPartDone {
+                    item_id,
+                    output_index,
+                    content_index: 0,
+                    part: part.clone(),
+                });
+                if let OutputItem::Message { content, .. } = &mut self.items[index] {
+                    *content = vec![part];
+                }
                 self.finish_item(index, status);
             }
             Open::Function { name, .. } => {
-                self.items[index]["arguments"] = json!(text);
-                self.emit(
-                    "response.function_call_arguments.done",
-                    json!({"item_id": id, "output_index": index, "arguments": text}),
-                );
+                self.set_arguments(index, &text);
+                self.emit(ResponseStreamEvent::FunctionCallArgumentsDone {
+                    item_id,
+                    output_index,
+                    arguments: text,
+                });
                 if self.client_names.contains(&name) {
                     self.finish_item(index, status);
                 } else {
@@ -991,11 +1040,12 @@ impl Builder {
                 }
             }
             Open::Code => {
-                self.items[index]["code"] = json!(text);
-                self.emit(
-                    "response.code_interpreter_call_code.done",
-                    json!({"item_id": id, "output_index": index, "code": text}),
-                );
+                self.set_code(index, &text);
+                self.emit(ResponseStreamEvent::CodeInterpreterCallCodeDone {
+                    item_id,
+                    output_index,
+                    code: text,
+                });
                 self.pending_builtin = Some(index);
                 self.pending_ran = false;
             }
@@ -1003,14 +1053,22 @@ impl Builder {
                 let args: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
                 // A URL given as the `id`; a link or cursor is resolved to the page it opened
                 // once the call has run (see `event`).
-                let url = args.get("id").filter(|id| id.is_string());
+                let string = |key: &str| args.get(key).and_then(Value::as_str).map(str::to_string);
+                let url = string("id");
                 self.find_cursor = args.get("cursor").and_then(Value::as_i64);
                 let action = match recipient {
-                    Some("browser.search") => json!({"type": "search", "query": args.get("query")}),
-                    Some("browser.open") => json!({"type": "open_page", "url": url}),
-                    _ => json!({"type": "find", "pattern": args.get("pattern"), "url": url}),
+                    Some("browser.search") => WebSearchAction::Search {
+                        query: string("query"),
+                    },
+                    Some("browser.open") => WebSearchAction::OpenPage { url },
+                    _ => WebSearchAction::Find {
+                        pattern: string("pattern"),
+                        url,
+                    },
                 };
-                self.items[index]["action"] = action;
+                if let OutputItem::WebSearchCall { action: slot, .. } = &mut self.items[index] {
+                    *slot = Some(action);
+                }
                 self.pending_builtin = Some(index);
                 self.pending_ran = false;
             }
@@ -1029,12 +1087,18 @@ impl Builder {
             return;
         };
         self.pending_ran = true;
-        let id = self.items[index]["id"].clone();
-        let data = json!({"item_id": id, "output_index": index});
+        let item_id = self.items[index].id().to_string();
+        let output_index = index;
         if call.recipient == "python" {
-            self.emit("response.code_interpreter_call.interpreting", data);
+            self.emit(ResponseStreamEvent::CodeInterpreterCallInterpreting {
+                item_id,
+                output_index,
+            });
         } else if call.recipient.starts_with("browser.") {
-            self.emit("response.web_search_call.searching", data);
+            self.emit(ResponseStreamEvent::WebSearchCallSearching {
+                item_id,
+                output_index,
+            });
         }
     }
 
@@ -1047,36 +1111,46 @@ impl Builder {
             self.close_unrun(index, &output.content);
             return;
         }
-        let id = self.items[index]["id"].clone();
-        let data = json!({"item_id": id, "output_index": index});
-        match self.items[index]["type"].as_str() {
-            Some("code_interpreter_call") => {
-                let mut outputs = vec![json!({"type": "logs", "logs": output.content})];
-                outputs.extend(image_outputs(&output.files));
-                self.items[index]["outputs"] = Value::Array(outputs);
-                self.emit("response.code_interpreter_call.completed", data);
+        let item_id = self.items[index].id().to_string();
+        let output_index = index;
+        match &mut self.items[index] {
+            OutputItem::CodeInterpreterCall { outputs, .. } => {
+                let mut shown = vec![CodeOutput::Logs {
+                    logs: output.content.clone(),
+                }];
+                shown.extend(image_outputs(&output.files));
+                *outputs = Some(shown);
+                self.emit(ResponseStreamEvent::CodeInterpreterCallCompleted {
+                    item_id,
+                    output_index,
+                });
             }
-            Some("web_search_call") => {
-                self.emit("response.web_search_call.completed", data);
+            OutputItem::WebSearchCall { .. } => {
+                self.emit(ResponseStreamEvent::WebSearchCallCompleted {
+                    item_id,
+                    output_index,
+                });
                 // Finished when the page it opened is known (the next event).
                 self.unfinished_search = Some(index);
                 return;
             }
             _ => {}
         }
-        self.finish_item(index, "completed");
+        self.finish_item(index, Status::Completed);
     }
 
     /// Closes a call that did not run, with `why` where the client shows its result: a code
     /// call is `incomplete` with `why` as its logs, a search `failed`, a function `incomplete`.
     fn close_unrun(&mut self, index: usize, why: &str) {
-        let status = match self.items[index]["type"].as_str() {
-            Some("code_interpreter_call") => {
-                self.items[index]["outputs"] = json!([{"type": "logs", "logs": why}]);
-                "incomplete"
+        let status = match &mut self.items[index] {
+            OutputItem::CodeInterpreterCall { outputs, .. } => {
+                *outputs = Some(vec![CodeOutput::Logs {
+                    logs: why.to_string(),
+                }]);
+                Status::Incomplete
             }
-            Some("web_search_call") => "failed",
-            _ => "incomplete",
+            OutputItem::WebSearchCall { .. } => Status::Failed,
+            _ => Status::Incomplete,
         };
         self.finish_item(index, status);
     }
@@ -1107,13 +1181,15 @@ impl Builder {
         if let Some((kind, index)) = self.open.take() {
             let text = std::mem::take(&mut self.open_text);
             match kind {
-                Open::Reasoning | Open::Text => self.done(kind, index, text, None, "incomplete"),
+                Open::Reasoning | Open::Text => {
+                    self.done(kind, index, text, None, Status::Incomplete)
+                }
                 Open::Function { .. } => {
-                    self.items[index]["arguments"] = json!(text);
-                    self.finish_item(index, "incomplete");
+                    self.set_arguments(index, &text);
+                    self.finish_item(index, Status::Incomplete);
                 }
                 Open::Code => {
-                    self.items[index]["code"] = json!(text);
+                    self.set_code(index, &text);
                     self.close_unrun(index, "The call was cut off before it was complete.");
                 }
                 Open::Search => self.close_unrun(index, ""),
@@ -1130,21 +1206,27 @@ impl Builder {
         };
         let grew = page_urls.is_some_and(|urls| urls.len() > self.page_urls.len());
         let find_cursor = self.find_cursor.take();
-        let action = &mut self.items[index]["action"];
-        if action["url"].is_null() {
-            let url = match action["type"].as_str() {
-                Some("open_page") if grew => page_urls.and_then(|urls| urls.last()),
-                Some("find") => page_urls.and_then(|urls| match find_cursor {
-                    Some(cursor) if cursor >= 0 => urls.get(cursor as usize),
-                    _ => urls.last(),
-                }),
-                _ => None,
-            };
-            if let Some(url) = url {
-                action["url"] = json!(url);
+        if let OutputItem::WebSearchCall {
+            action: Some(action),
+            ..
+        } = &mut self.items[index]
+        {
+            match action {
+                WebSearchAction::OpenPage { url } if url.is_none() && grew => {
+                    *url = page_urls.and_then(|urls| urls.last()).cloned();
+                }
+                WebSearchAction::Find { url, .. } if url.is_none() => {
+                    *url = page_urls
+                        .and_then(|urls| match find_cursor {
+                            Some(cursor) if cursor >= 0 => urls.get(cursor as usize),
+                            _ => urls.last(),
+                        })
+                        .cloned();
+                }
+                _ => {}
             }
         }
-        self.finish_item(index, "completed");
+        self.finish_item(index, Status::Completed);
     }
 
     /// Whether `recipient` is one of the client's functions (and offered).
@@ -1155,13 +1237,27 @@ impl Builder {
         })
     }
 
-    fn finish_item(&mut self, index: usize, status: &str) {
-        self.items[index]["status"] = json!(status);
+    fn finish_item(&mut self, index: usize, status: Status) {
+        self.items[index].set_status(status);
         let item = self.items[index].clone();
-        self.emit(
-            "response.output_item.done",
-            json!({"output_index": index, "item": item}),
-        );
+        self.emit(ResponseStreamEvent::OutputItemDone {
+            output_index: index,
+            item,
+        });
+    }
+
+    /// A function call's arguments, as far as the model wrote them.
+    fn set_arguments(&mut self, index: usize, text: &str) {
+        if let OutputItem::FunctionCall { arguments, .. } = &mut self.items[index] {
+            *arguments = text.to_string();
+        }
+    }
+
+    /// A code call's code, as far as the model wrote it.
+    fn set_code(&mut self, index: usize, text: &str) {
+        if let OutputItem::CodeInterpreterCall { code, .. } = &mut self.items[index] {
+            *code = text.to_string();
+        }
     }
 
     fn event(&mut self, event: &AgentEvent) {
@@ -1231,7 +1327,7 @@ const MAX_IMAGE_BYTES: u64 = 4 << 20;
 /// The images among the files a code call wrote, as OpenAI's `{"type": "image", "url"}` outputs
 /// with data URLs. The type comes from the file's first bytes, not its name: a file named
 /// `plot.png` holding HTML is not handed to a client as an image.
-fn image_outputs(files: &[std::path::PathBuf]) -> Vec<Value> {
+fn image_outputs(files: &[std::path::PathBuf]) -> Vec<CodeOutput> {
     let mut outputs = Vec::new();
     for path in files {
         if outputs.len() == MAX_IMAGES_PER_CALL {
@@ -1262,7 +1358,9 @@ fn image_outputs(files: &[std::path::PathBuf]) -> Vec<Value> {
         };
         use base64::Engine as _;
         let data = base64::engine::general_purpose::STANDARD.encode(&bytes);
-        outputs.push(json!({"type": "image", "url": format!("data:{mime};base64,{data}")}));
+        outputs.push(CodeOutput::Image {
+            url: format!("data:{mime};base64,{data}"),
+        });
     }
     outputs
 }
@@ -1274,51 +1372,58 @@ fn response_object(
     created: u64,
     echo: &Echo,
     store: bool,
-    status: &str,
-    output: Vec<Value>,
+    status: Status,
+    output: Vec<OutputItem>,
     result: Option<&TurnResult>,
-) -> Value {
+) -> ResponseObject {
     let usage = result.map(|r| {
         let input = r.report.prompt_tokens();
         let output = r.report.generated_tokens();
-        json!({
-            "input_tokens": input,
-            "input_tokens_details": {"cached_tokens": r.report.reused_tokens()},
-            "output_tokens": output,
-            "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": input + output,
-        })
-    });
-    let incomplete = result.and_then(|r| match &r.report.outcome {
-        TurnOutcome::Limit(_) if r.external_call.is_none() => {
-            Some(json!({"reason": "max_output_tokens"}))
+        Usage {
+            input_tokens: input,
+            input_tokens_details: InputTokensDetails {
+                cached_tokens: r.report.reused_tokens(),
+            },
+            output_tokens: output,
+            output_tokens_details: OutputTokensDetails {
+                reasoning_tokens: 0,
+            },
+            total_tokens: input + output,
         }
+    });
+    let incomplete_details = result.and_then(|r| match &r.report.outcome {
+        TurnOutcome::Limit(_) if r.external_call.is_none() => Some(IncompleteDetails {
+            reason: IncompleteReason::MaxOutputTokens,
+        }),
         _ => None,
     });
-    json!({
-        "id": id,
-        "object": "response",
-        "created_at": created,
-        "status": status,
-        "error": null,
-        "incomplete_details": incomplete,
-        "instructions": echo.instructions,
-        "max_output_tokens": echo.max_output_tokens,
-        "model": state.model_id,
-        "output": output,
-        "parallel_tool_calls": false,
-        "previous_response_id": echo.previous_response_id,
-        "reasoning": {"effort": echo.effort, "summary": null},
-        "store": store,
-        "temperature": echo.temperature,
-        "text": echo.text,
-        "tool_choice": echo.tool_choice,
-        "tools": echo.tools,
-        "top_p": echo.top_p,
-        "truncation": "disabled",
-        "usage": usage,
-        "metadata": echo.metadata,
-    })
+    ResponseObject {
+        id: id.to_string(),
+        object: ResponseTag,
+        created_at: created,
+        status,
+        error: None,
+        incomplete_details,
+        instructions: echo.instructions.clone(),
+        max_output_tokens: echo.max_output_tokens,
+        model: state.model_id.clone(),
+        output,
+        parallel_tool_calls: false,
+        previous_response_id: echo.previous_response_id.clone(),
+        reasoning: Reasoning {
+            effort: echo.effort.to_string(),
+            summary: None,
+        },
+        store,
+        temperature: f64::from(echo.temperature),
+        text: echo.text.clone(),
+        tool_choice: echo.tool_choice.clone(),
+        tools: echo.tools.clone(),
+        top_p: f64::from(echo.top_p),
+        truncation: TruncationDisabled,
+        usage,
+        metadata: echo.metadata.clone(),
+    }
 }
 
 /// The finished response, stored when asked (and `store: false` when it could not be).
@@ -1329,10 +1434,10 @@ async fn finish(
     request: &ResponsesRequest,
     builder: &Builder,
     result: &TurnResult,
-) -> Value {
+) -> ResponseObject {
     let status = match &result.report.outcome {
-        TurnOutcome::Limit(_) if result.external_call.is_none() => "incomplete",
-        _ => "completed",
+        TurnOutcome::Limit(_) if result.external_call.is_none() => Status::Incomplete,
+        _ => Status::Completed,
     };
     let mut response = response_object(
         state,
@@ -1363,7 +1468,7 @@ async fn finish(
         .await;
         if let Err(error) = saved {
             error.log();
-            response["store"] = json!(false);
+            response.store = false;
         }
     }
     response
@@ -1393,15 +1498,15 @@ fn stream(
     guard: CancelOnDrop,
     slot: Slot,
 ) -> impl IntoResponse {
-    let (sender, receiver) = mpsc::unbounded_channel::<(String, Value)>();
+    let (sender, receiver) = mpsc::unbounded_channel::<Outgoing>();
     let task_cancel = guard.0.clone();
     tokio::spawn(async move {
         let _slot = slot;
         let cancel = task_cancel;
         let id = new_id("resp_");
         let created = now();
-        let send = |kind: &str, data: Value| {
-            if sender.send((kind.to_string(), data)).is_err() {
+        let send = |outgoing: Outgoing| {
+            if sender.send(outgoing).is_err() {
                 cancel.cancel();
             }
         };
@@ -1411,46 +1516,43 @@ fn stream(
             created,
             &request.echo,
             request.store,
-            "in_progress",
+            Status::InProgress,
             Vec::new(),
             None,
         );
-        send(
-            "response.created",
-            json!({"type": "response.created", "response": initial}),
-        );
-        send(
-            "response.in_progress",
-            json!({"type": "response.in_progress", "response": initial}),
-        );
+        send(Outgoing::Event(ResponseStreamEvent::Created {
+            response: initial.clone(),
+        }));
+        send(Outgoing::Event(ResponseStreamEvent::InProgress {
+            response: initial,
+        }));
         if let Some(note) = state.queue_note() {
             // An SSE comment: clients show nothing, curl shows it.
-            send("", json!(note));
+            send(Outgoing::Comment(note));
         }
         let mut builder = Builder::new(request.client_names.clone(), request.callable.clone())
             .with_logprobs(request.logprobs.then(|| state.encoding.tokenizer().clone()));
         let result = {
             let mut on_event = |event: AgentEvent| {
                 builder.event(&event);
-                for (kind, data) in builder.events.drain(..) {
-                    send(&kind, data);
+                for event in builder.events.drain(..) {
+                    send(Outgoing::Event(event));
                 }
             };
             prepared.run(&mut on_event).await
         };
         builder.close_all();
-        for (kind, data) in builder.events.drain(..) {
-            send(&kind, data);
+        for event in builder.events.drain(..) {
+            send(Outgoing::Event(event));
         }
-        match result {
+        let last = match result {
             Ok(result) => {
                 let response = finish(&state, &id, created, &request, &builder, &result).await;
-                let kind = if response["status"] == "incomplete" {
-                    "response.incomplete"
+                if response.status == Status::Incomplete {
+                    ResponseStreamEvent::Incomplete { response }
                 } else {
-                    "response.completed"
-                };
-                send(kind, json!({"type": kind, "response": response}));
+                    ResponseStreamEvent::Completed { response }
+                }
             }
             Err(error) => {
                 let mut failed = response_object(
@@ -1459,30 +1561,48 @@ fn stream(
                     created,
                     &request.echo,
                     request.store,
-                    "failed",
+                    Status::Failed,
                     builder.items.clone(),
                     None,
                 );
-                failed["error"] = json!({"code": "server_error", "message": error.message});
-                send(
-                    "response.failed",
-                    json!({"type": "response.failed", "response": failed}),
-                );
+                failed.error = Some(ResponseError {
+                    code: "server_error".to_string(),
+                    message: error.message,
+                });
+                ResponseStreamEvent::Failed { response: failed }
             }
-        }
+        };
+        send(Outgoing::Event(last));
     });
-    let mut sequence = 0u64;
-    let events = UnboundedReceiverStream::new(receiver).map(move |(kind, mut data)| {
+    let mut sequence_number = 0u64;
+    let events = UnboundedReceiverStream::new(receiver).map(move |outgoing| {
         let _ = &guard;
-        if kind.is_empty() {
-            let note = data.as_str().unwrap_or_default().to_string();
-            return Ok::<_, std::convert::Infallible>(Event::default().comment(note));
-        }
-        data["sequence_number"] = json!(sequence);
-        sequence += 1;
-        Ok(Event::default().event(kind).data(data.to_string()))
+        let event = match outgoing {
+            Outgoing::Comment(note) => Event::default().comment(note),
+            Outgoing::Event(event) => {
+                let kind = event.kind();
+                let sequenced = Sequenced {
+                    event,
+                    sequence_number,
+                };
+                sequence_number += 1;
+                match serde_json::to_string(&sequenced) {
+                    Ok(data) => Event::default().event(kind).data(data),
+                    // Not reached: the events hold nothing JSON cannot write.
+                    Err(error) => Event::default().comment(format!("{kind}: {error}")),
+                }
+            }
+        };
+        Ok::<_, std::convert::Infallible>(event)
     });
     // Comments keep idle streams (a queued request, a long tool call) alive and let a closed
     // connection be noticed, which cancels the request.
     Sse::new(events).keep_alive(axum::response::sse::KeepAlive::default())
+}
+
+/// What the streaming task hands to the SSE stream.
+enum Outgoing {
+    Event(ResponseStreamEvent),
+    /// An SSE comment (`: ...`): clients show nothing.
+    Comment(String),
 }

@@ -307,16 +307,17 @@ impl ResponseStore {
         &self,
         id: &str,
         previous: Option<&str>,
-        response: &Value,
+        response: &impl serde::Serialize,
         input: &[Value],
         items: &[Message],
     ) -> Result<(), StoreError> {
-        let response = response.to_string();
-        let input = Value::from(input.to_vec()).to_string();
-        let items = serde_json::to_string(items).map_err(|e| StoreError::Damaged {
+        let damaged = |e: serde_json::Error| StoreError::Damaged {
             id: id.to_string(),
             reason: e.to_string(),
-        })?;
+        };
+        let response = serde_json::to_string(response).map_err(damaged)?;
+        let input = Value::from(input.to_vec()).to_string();
+        let items = serde_json::to_string(items).map_err(damaged)?;
         let size = (response.len() + input.len() + items.len()) as u64;
         if size > self.max_bytes {
             return Err(StoreError::TooLarge {

@@ -1,0 +1,48 @@
+//! The wire format of the OpenAI-compatible APIs as typed serde values: what `ossa serve`
+//! answers (response bodies and stream events), one module per API. Handlers build these
+//! types; nothing answers with hand-built JSON, so a misspelt field or a missing one is a
+//! compile error rather than a client's parse error.
+//!
+//! Every type also deserializes, strictly (`deny_unknown_fields`): the tests parse each body
+//! and event the server sends back into these types, so a field the server adds outside them
+//! fails a test. What the server echoes from the request as the client sent it (`tools`,
+//! `tool_choice`, `metadata`, `text`) stays a JSON value.
+
+pub mod responses;
+
+/// A field that always holds one string (`"object": "response"`): serializes as that string,
+/// and deserializes only from it.
+macro_rules! constant {
+    ($(#[$meta:meta])* $name:ident = $value:literal) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct $name;
+
+        impl $name {
+            pub const VALUE: &'static str = $value;
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str($value)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                if text == $value {
+                    Ok($name)
+                } else {
+                    Err(serde::de::Error::invalid_value(
+                        serde::de::Unexpected::Str(&text),
+                        &$value,
+                    ))
+                }
+            }
+        }
+    };
+}
+pub(crate) use constant;
+
+pub use super::params::{TokenLogprob, TopLogprob};
