@@ -18,7 +18,7 @@ use ossa_agent::harmony::{Author, Message, Role};
 use ossa_agent::{AgentConfig, AgentEvent, Cancel};
 use ossa_tools::citations::{Annotation, CitationStream, StreamChunk, normalize_citations};
 use ossa_tools::{ToolCall, ToolDescription};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -35,6 +35,11 @@ use super::params::{
 use super::queue::Slot;
 use super::stop::{self, StopText};
 use super::turn::{self, TurnResult, TurnSpec, builtin_kind};
+use super::wire::chat::{
+    self as wire, AssistantRole, ChatCompletion, ChatCompletionChunk, ChatCompletionChunkTag,
+    ChatCompletionTag, ChatMessage, Choice, ChunkChoice, Delta, FunctionCall, FunctionType,
+    Logprobs, PromptTokensDetails, ServerToolCall, Usage,
+};
 
 /// Cancels the turn when the response (or the handler) is dropped: the client went away.
 pub(super) struct CancelOnDrop(pub Cancel);
@@ -338,40 +343,44 @@ pub(super) fn function_output_message(name: &str, output: String) -> Message {
         .with_recipient("assistant")
 }
 
-fn usage(result: &TurnResult) -> Value {
+fn usage(result: &TurnResult) -> Usage {
     let prompt = result.report.prompt_tokens();
     let completion = result.report.generated_tokens();
-    json!({
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": result.report.reused_tokens()},
-    })
+    Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+        prompt_tokens_details: PromptTokensDetails {
+            cached_tokens: result.report.reused_tokens(),
+        },
+    }
 }
 
 /// A built-in call the server ran, as reported to the client.
-fn server_tool_call(index: usize, call: &ToolCall, outputs: &[String]) -> Value {
-    json!({
-        "index": index,
-        "id": new_id("stc_"),
-        "type": builtin_kind(&call.recipient),
-        "recipient": call.recipient,
-        "input": call.content,
-        "output": outputs.concat(),
-    })
+fn server_tool_call(index: usize, call: &ToolCall, outputs: &[String]) -> ServerToolCall {
+    ServerToolCall {
+        index,
+        id: new_id("stc_"),
+        kind: builtin_kind(&call.recipient).to_string(),
+        recipient: call.recipient.clone(),
+        input: call.content.clone(),
+        output: outputs.concat(),
+    }
 }
 
 /// A citation as Chat Completions shows it (the shape of OpenAI's search models).
-fn url_citation(annotation: &Annotation, offset: usize) -> Value {
-    json!({
-        "type": Annotation::KIND,
-        "url_citation": {
-            "start_index": annotation.start_index + offset,
-            "end_index": annotation.end_index + offset,
-            "title": annotation.title,
-            "url": annotation.url,
-        },
-    })
+fn url_citation(annotation: &Annotation, offset: usize) -> wire::Annotation {
+    wire::Annotation::new(annotation, offset)
+}
+
+/// A client function call, as Chat Completions shows it.
+fn function_tool_call(index: Option<usize>, name: String, arguments: String) -> wire::ToolCall {
+    wire::ToolCall {
+        index,
+        id: new_id("call_"),
+        kind: FunctionType,
+        function: FunctionCall { name, arguments },
+    }
 }
 
 /// Applies `stop` to the answer's text: deltas cut at the first stop string (the text that may
@@ -491,44 +500,42 @@ async fn complete(
             .collect();
         content = vec![normalized.text];
     }
-    let mut message = json!({
-        "role": "assistant",
-        "content": (!content.is_empty()).then(|| content.concat()),
-    });
-    if !reasoning.is_empty() {
-        // Both names: vLLM and DeepSeek clients read `reasoning_content`, clients built for
-        // gpt-oss (OpenAI's reference server, its test suite) read `reasoning`.
-        let reasoning = json!(reasoning.join("\n\n"));
-        message["reasoning_content"] = reasoning.clone();
-        message["reasoning"] = reasoning;
-    }
-    if !annotations.is_empty() {
-        message["annotations"] = Value::Array(annotations);
-    }
-    if let Some(call) = &result.external_call {
-        let name = function_name(&call.recipient).unwrap_or(&call.recipient);
-        message["tool_calls"] = json!([{
-            "id": new_id("call_"),
-            "type": "function",
-            "function": {"name": name, "arguments": call.content},
-        }]);
-    }
-    if !server_calls.is_empty() {
-        message["server_tool_calls"] = Value::Array(server_calls);
-    }
-    axum::Json(json!({
-        "id": new_id("chatcmpl-"),
-        "object": "chat.completion",
-        "created": now(),
-        "model": state.model_id,
-        "choices": [{
-            "index": 0,
-            "message": message,
-            "logprobs": request.logprobs.then(|| json!({"content": logprobs, "refusal": null})),
-            "finish_reason": turn::finish_reason(&result),
+    // Both names: vLLM and DeepSeek clients read `reasoning_content`, clients built for
+    // gpt-oss (OpenAI's reference server, its test suite) read `reasoning`.
+    let reasoning = (!reasoning.is_empty()).then(|| reasoning.join("\n\n"));
+    let tool_calls = result
+        .external_call
+        .iter()
+        .map(|call| {
+            let name = function_name(&call.recipient).unwrap_or(&call.recipient);
+            function_tool_call(None, name.to_string(), call.content.clone())
+        })
+        .collect();
+    let message = ChatMessage {
+        role: AssistantRole,
+        content: (!content.is_empty()).then(|| content.concat()),
+        reasoning_content: reasoning.clone(),
+        reasoning,
+        annotations,
+        tool_calls,
+        server_tool_calls: server_calls,
+    };
+    axum::Json(ChatCompletion {
+        id: new_id("chatcmpl-"),
+        object: ChatCompletionTag,
+        created: now(),
+        model: state.model_id.clone(),
+        choices: vec![Choice {
+            index: 0,
+            message,
+            logprobs: request.logprobs.then(|| Logprobs {
+                content: logprobs,
+                refusal: None,
+            }),
+            finish_reason: turn::finish_reason(&result).to_string(),
         }],
-        "usage": usage(&result),
-    }))
+        usage: usage(&result),
+    })
     .into_response()
 }
 
@@ -562,33 +569,37 @@ impl Chunker {
 
     /// A content delta (and the links it completes), `None` when all of it is held back. The
     /// stream's offsets count from its message's start.
-    fn content(&mut self, chunk: StreamChunk) -> Option<Value> {
+    fn content(&mut self, chunk: StreamChunk) -> Option<Delta> {
         if chunk.text.is_empty() && chunk.annotations.is_empty() {
             return None;
         }
         self.message_chars += chunk.text.chars().count();
-        let mut delta = json!({"content": chunk.text});
-        if !chunk.annotations.is_empty() {
-            delta["annotations"] = chunk
+        Some(Delta {
+            annotations: chunk
                 .annotations
                 .iter()
                 .map(|a| url_citation(a, self.content_chars))
-                .collect();
-        }
-        Some(delta)
+                .collect(),
+            content: Some(chunk.text),
+            ..Delta::default()
+        })
     }
 
     /// Ends the text message being streamed: what was held back goes out.
-    fn finish_text(&mut self) -> Option<Value> {
+    fn finish_text(&mut self) -> Option<Delta> {
         let stream = self.citations.take()?;
         let delta = self.content(stream.finish());
         self.content_chars += std::mem::take(&mut self.message_chars);
         delta
     }
 
-    fn delta(&mut self, event: &AgentEvent) -> Option<Value> {
+    fn delta(&mut self, event: &AgentEvent) -> Option<Delta> {
         match event {
-            AgentEvent::ReasoningDelta(d) => Some(json!({"reasoning_content": d, "reasoning": d})),
+            AgentEvent::ReasoningDelta(d) => Some(Delta {
+                reasoning_content: Some(d.clone()),
+                reasoning: Some(d.clone()),
+                ..Delta::default()
+            }),
             AgentEvent::FinalDelta(d) | AgentEvent::CommentaryDelta(d) => {
                 let stream = self
                     .citations
@@ -606,10 +617,10 @@ impl Chunker {
                 let name = self.client_function(&call.recipient)?;
                 let index = self.calls;
                 self.calls += 1;
-                Some(json!({"tool_calls": [{
-                    "index": index, "id": new_id("call_"), "type": "function",
-                    "function": {"name": name, "arguments": call.content},
-                }]}))
+                Some(Delta {
+                    tool_calls: vec![function_tool_call(Some(index), name, call.content.clone())],
+                    ..Delta::default()
+                })
             }
             AgentEvent::ToolResult { call, output } => {
                 if self.client_function(&call.recipient).is_some() {
@@ -617,9 +628,14 @@ impl Chunker {
                 }
                 let index = self.server_calls;
                 self.server_calls += 1;
-                Some(json!({
-                    "server_tool_calls": [server_tool_call(index, call, std::slice::from_ref(&output.content))],
-                }))
+                Some(Delta {
+                    server_tool_calls: vec![server_tool_call(
+                        index,
+                        call,
+                        std::slice::from_ref(&output.content),
+                    )],
+                    ..Delta::default()
+                })
             }
             AgentEvent::Message(message) => {
                 if message.recipient.is_none() && message.channel.as_deref() != Some("analysis") {
@@ -649,15 +665,27 @@ fn stream(
     let id = new_id("chatcmpl-");
     let created = now();
     let model = state.model_id.clone();
+    // A chunk as the text of its `data:` event.
     let chunk = {
         let (id, model) = (id.clone(), model.clone());
-        move |choices: Value| {
-            json!({
-                "id": id, "object": "chat.completion.chunk", "created": created,
-                "model": model, "choices": choices,
+        move |choices: Vec<ChunkChoice>, usage: Option<Usage>| {
+            json_text(&ChatCompletionChunk {
+                id: id.clone(),
+                object: ChatCompletionChunkTag,
+                created,
+                model: model.clone(),
+                choices,
+                usage,
             })
-            .to_string()
         }
+    };
+    let choice = |delta: Delta, logprobs: Option<Logprobs>, finish_reason: Option<String>| {
+        vec![ChunkChoice {
+            index: 0,
+            delta,
+            logprobs,
+            finish_reason,
+        }]
     };
     let task_cancel = guard.0.clone();
     tokio::spawn(async move {
@@ -668,10 +696,12 @@ fn stream(
                 cancel.cancel();
             }
         };
-        send(chunk(json!([{
-            "index": 0, "delta": {"role": "assistant", "content": ""},
-            "logprobs": null, "finish_reason": null,
-        }])));
+        let opening = Delta {
+            role: Some(AssistantRole),
+            content: Some(String::new()),
+            ..Delta::default()
+        };
+        send(chunk(choice(opening, None, None), None));
         if let Some(note) = state.queue_note() {
             send(format!(": {note}"));
         }
@@ -680,9 +710,13 @@ fn stream(
         // The answer's tokens not yet sent: they go with the next content delta.
         let mut logprobs: Vec<TokenLogprob> = Vec::new();
         let tokenizer = state.encoding.tokenizer().clone();
-        let take_logprobs = |delta: &Value, logprobs: &mut Vec<TokenLogprob>| {
-            (request.logprobs && (delta.get("content").is_some() || !logprobs.is_empty()))
-                .then(|| json!({"content": std::mem::take(logprobs), "refusal": null}))
+        let take_logprobs = |delta: &Delta, logprobs: &mut Vec<TokenLogprob>| {
+            (request.logprobs && (delta.content.is_some() || !logprobs.is_empty())).then(|| {
+                Logprobs {
+                    content: std::mem::take(logprobs),
+                    refusal: None,
+                }
+            })
         };
         let mut on_event = |event: AgentEvent| {
             for event in apply_stop(&mut stop, &cancel, event) {
@@ -691,9 +725,7 @@ fn stream(
                 }
                 if let Some(delta) = chunker.delta(&event) {
                     let logprobs = take_logprobs(&delta, &mut logprobs);
-                    send(chunk(json!([{
-                        "index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": null,
-                    }])));
+                    send(chunk(choice(delta, logprobs, None), None));
                 }
             }
         };
@@ -702,23 +734,22 @@ fn stream(
         // possible citation.
         let last = chunker.finish_text();
         if last.is_some() || !logprobs.is_empty() {
-            let delta = last.unwrap_or_else(|| json!({"content": ""}));
+            let delta = last.unwrap_or_else(|| Delta {
+                content: Some(String::new()),
+                ..Delta::default()
+            });
             let logprobs = take_logprobs(&delta, &mut logprobs);
-            send(chunk(json!([{
-                "index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": null,
-            }])));
+            send(chunk(choice(delta, logprobs, None), None));
         }
         match outcome {
             Ok(result) => {
-                send(chunk(json!([{
-                    "index": 0, "delta": {}, "logprobs": null,
-                    "finish_reason": turn::finish_reason(&result),
-                }])));
+                let finish_reason = turn::finish_reason(&result).to_string();
+                send(chunk(
+                    choice(Delta::default(), None, Some(finish_reason)),
+                    None,
+                ));
                 if request.include_usage {
-                    let mut last =
-                        serde_json::from_str::<Value>(&chunk(json!([]))).unwrap_or(Value::Null);
-                    last["usage"] = usage(&result);
-                    send(last.to_string());
+                    send(chunk(Vec::new(), Some(usage(&result))));
                 }
             }
             Err(error) => send(error.body().to_string()),
@@ -726,6 +757,16 @@ fn stream(
         send("[DONE]".to_string());
     });
     sse(receiver, guard)
+}
+
+/// A wire value as JSON text (an SSE event's `data`).
+pub(super) fn json_text(value: &impl serde::Serialize) -> String {
+    // Not reached: the wire types hold nothing JSON cannot write (no maps with other keys
+    // than strings, no floats that are not finite).
+    serde_json::to_string(value).unwrap_or_else(|error| {
+        tracing::error!("a wire value did not serialize: {error}");
+        String::from("{}")
+    })
 }
 
 /// An SSE response of `data:` lines (a text starting with `:` is a comment: JSON and

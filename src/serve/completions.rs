@@ -16,16 +16,20 @@ use axum::response::{IntoResponse, Response};
 use ossa_agent::{Backend, Cancel, Finish, GenerationRequest, GenerationStats, LogprobSink};
 use ossa_engine::CancelHandle;
 use ossa_engine::tokenizer::{AllowedSpecial, Tokenizer};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use super::ServerState;
-use super::chat::{CancelOnDrop, sse};
+use super::chat::{CancelOnDrop, json_text, sse};
 use super::error::{ApiError, parse_body};
 use super::log::{RequestLog, Usage};
 use super::params::{Fields, LegacyLogprobs, logprobs_request, new_id, now};
 use super::queue::Slot;
 use super::stop;
+use super::wire::chat::PromptTokensDetails;
+use super::wire::completions::{
+    Completion, CompletionChoice, Logprobs, StopReason, TextCompletionTag, Usage as CompletionUsage,
+};
 
 /// OpenAI's default.
 const DEFAULT_MAX_TOKENS: usize = 16;
@@ -241,7 +245,7 @@ struct Progress {
 
 struct Outcome {
     finish_reason: &'static str,
-    stop_reason: Value,
+    stop_reason: Option<StopReason>,
     stats: Option<GenerationStats>,
 }
 
@@ -253,7 +257,7 @@ async fn generate(
     request: &CompletionRequest,
     cancel: &Cancel,
     progress: &mut Progress,
-    on_text: &mut (dyn FnMut(&str, &[u32], Value) + Send),
+    on_text: &mut (dyn FnMut(&str, &[u32], Option<Logprobs>) + Send),
 ) -> Result<Outcome, ApiError> {
     let mut stops = request.stop_token_ids.clone();
     if !request.ignore_eos {
@@ -369,13 +373,13 @@ async fn generate(
         progress.sent = progress.text.len();
     }
     let (finish_reason, stop_reason) = match (&progress.stop_string, stats.finish) {
-        (Some(stop), _) => ("stop", json!(stop)),
+        (Some(stop), _) => ("stop", Some(StopReason::Text(stop.clone()))),
         (None, Finish::Stop(token)) if request.stop_token_ids.contains(&token) => {
-            ("stop", json!(token))
+            ("stop", Some(StopReason::Token(token)))
         }
-        (None, Finish::Stop(_)) => ("stop", Value::Null),
-        (None, Finish::MaxTokens) => ("length", Value::Null),
-        (None, Finish::Cancelled) => ("abort", Value::Null),
+        (None, Finish::Stop(_)) => ("stop", None),
+        (None, Finish::MaxTokens) => ("length", None),
+        (None, Finish::Cancelled) => ("abort", None),
     };
     request.log.record(Usage {
         prompt_tokens: request.prompt.len(),
@@ -393,21 +397,20 @@ async fn generate(
 }
 
 /// The logprobs of the tokens not yet streamed; null without `logprobs`.
-fn pending_logprobs(request: &CompletionRequest, progress: &mut Progress) -> Value {
-    match request.logprobs {
-        Some(_) => progress.logprobs.take_pending(),
-        None => Value::Null,
-    }
+fn pending_logprobs(request: &CompletionRequest, progress: &mut Progress) -> Option<Logprobs> {
+    request.logprobs.map(|_| progress.logprobs.take_pending())
 }
 
-fn usage(request: &CompletionRequest, outcome: &Outcome, generated: usize) -> Value {
+fn usage(request: &CompletionRequest, outcome: &Outcome, generated: usize) -> CompletionUsage {
     let reused = outcome.stats.map_or(0, |s| s.reused_tokens);
-    json!({
-        "prompt_tokens": request.prompt.len(),
-        "completion_tokens": generated,
-        "total_tokens": request.prompt.len() + generated,
-        "prompt_tokens_details": {"cached_tokens": reused},
-    })
+    CompletionUsage {
+        prompt_tokens: request.prompt.len(),
+        completion_tokens: generated,
+        total_tokens: request.prompt.len() + generated,
+        prompt_tokens_details: PromptTokensDetails {
+            cached_tokens: reused,
+        },
+    }
 }
 
 fn new_progress(state: &ServerState) -> Progress {
@@ -431,25 +434,25 @@ async fn complete(
         Ok(outcome) => outcome,
         Err(error) => return error.into_response(),
     };
-    let mut choice = json!({
-        "index": 0,
-        "text": progress.text,
-        "logprobs": request.logprobs.map(|_| progress.logprobs.all()),
-        "finish_reason": outcome.finish_reason,
-        "stop_reason": outcome.stop_reason,
-    });
-    if request.return_token_ids {
-        choice["prompt_token_ids"] = json!(request.prompt);
-        choice["token_ids"] = json!(progress.token_ids);
-    }
-    axum::Json(json!({
-        "id": new_id("cmpl-"),
-        "object": "text_completion",
-        "created": now(),
-        "model": state.model_id,
-        "choices": [choice],
-        "usage": usage(&request, &outcome, progress.token_ids.len()),
-    }))
+    let usage = usage(&request, &outcome, progress.token_ids.len());
+    let ids = request.return_token_ids;
+    let choice = CompletionChoice {
+        index: 0,
+        logprobs: request.logprobs.map(|_| progress.logprobs.all()),
+        text: progress.text,
+        finish_reason: Some(outcome.finish_reason.to_string()),
+        stop_reason: outcome.stop_reason,
+        prompt_token_ids: ids.then(|| request.prompt.clone()),
+        token_ids: ids.then_some(progress.token_ids),
+    };
+    axum::Json(Completion {
+        id: new_id("cmpl-"),
+        object: TextCompletionTag,
+        created: now(),
+        model: state.model_id.clone(),
+        choices: vec![choice],
+        usage: Some(usage),
+    })
     .into_response()
 }
 
@@ -466,10 +469,15 @@ fn stream(
         let cancel = task_cancel;
         let id = new_id("cmpl-");
         let created = now();
-        let chunk = |choice: Value| {
-            json!({
-                "id": id, "object": "text_completion", "created": created,
-                "model": state.model_id, "choices": [choice],
+        // A chunk as the text of its `data:` event.
+        let chunk = |choices: Vec<CompletionChoice>, usage: Option<CompletionUsage>| {
+            json_text(&Completion {
+                id: id.clone(),
+                object: TextCompletionTag,
+                created,
+                model: state.model_id.clone(),
+                choices,
+                usage,
             })
         };
         let send = |text: String| {
@@ -481,37 +489,36 @@ fn stream(
             send(format!(": {note}"));
         }
         let mut first = true;
-        let mut on_text = |text: &str, ids: &[u32], logprobs: Value| {
-            let mut choice = json!({
-                "index": 0, "text": text, "logprobs": logprobs,
-                "finish_reason": null, "stop_reason": null,
-            });
-            if request.return_token_ids {
-                choice["token_ids"] = json!(ids);
-                if first {
-                    choice["prompt_token_ids"] = json!(request.prompt);
-                }
-            }
+        let mut on_text = |text: &str, ids: &[u32], logprobs: Option<Logprobs>| {
+            let with_ids = request.return_token_ids;
+            let choice = CompletionChoice {
+                index: 0,
+                text: text.to_string(),
+                logprobs,
+                finish_reason: None,
+                stop_reason: None,
+                prompt_token_ids: (with_ids && first).then(|| request.prompt.clone()),
+                token_ids: with_ids.then(|| ids.to_vec()),
+            };
             first = false;
-            send(chunk(choice).to_string());
+            send(chunk(vec![choice], None));
         };
         let mut progress = new_progress(&state);
         match generate(&state, &request, &cancel, &mut progress, &mut on_text).await {
             Ok(outcome) => {
-                let mut choice = json!({
-                    "index": 0, "text": "", "logprobs": null,
-                    "finish_reason": outcome.finish_reason,
-                    "stop_reason": outcome.stop_reason,
-                });
-                if request.return_token_ids {
-                    choice["token_ids"] = json!([]);
-                }
-                send(chunk(choice).to_string());
+                let usage = usage(&request, &outcome, progress.token_ids.len());
+                let choice = CompletionChoice {
+                    index: 0,
+                    text: String::new(),
+                    logprobs: None,
+                    finish_reason: Some(outcome.finish_reason.to_string()),
+                    stop_reason: outcome.stop_reason,
+                    prompt_token_ids: None,
+                    token_ids: request.return_token_ids.then(Vec::new),
+                };
+                send(chunk(vec![choice], None));
                 if request.include_usage {
-                    let mut last = chunk(Value::Null);
-                    last["choices"] = json!([]);
-                    last["usage"] = usage(&request, &outcome, progress.token_ids.len());
-                    send(last.to_string());
+                    send(chunk(Vec::new(), Some(usage)));
                 }
             }
             Err(error) => send(error.body().to_string()),

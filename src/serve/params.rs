@@ -518,7 +518,7 @@ impl TokenLogprob {
 }
 
 /// `/v1/completions`' legacy `logprobs` object: parallel lists, one entry per token.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct LegacyLogprobs {
     pub tokens: Vec<String>,
     pub token_logprobs: Vec<f64>,
@@ -527,7 +527,6 @@ pub struct LegacyLogprobs {
     /// Where each token's text starts in the completion's text (bytes).
     pub text_offset: Vec<usize>,
     /// Entries already streamed.
-    #[serde(skip)]
     sent: usize,
 }
 
@@ -552,19 +551,23 @@ impl LegacyLogprobs {
     }
 
     /// Every entry.
-    pub fn all(&self) -> Value {
-        serde_json::to_value(self).unwrap_or(Value::Null)
+    pub fn all(&self) -> super::wire::completions::Logprobs {
+        self.since(0)
     }
 
     /// The entries not streamed yet (marking them streamed).
-    pub fn take_pending(&mut self) -> Value {
+    pub fn take_pending(&mut self) -> super::wire::completions::Logprobs {
         let from = self.sent.min(self.tokens.len());
         self.sent = self.tokens.len();
-        serde_json::json!({
-            "tokens": self.tokens[from..],
-            "token_logprobs": self.token_logprobs[from..],
-            "top_logprobs": self.top_logprobs[from..],
-            "text_offset": self.text_offset[from..],
-        })
+        self.since(from)
+    }
+
+    fn since(&self, from: usize) -> super::wire::completions::Logprobs {
+        super::wire::completions::Logprobs {
+            tokens: self.tokens[from..].to_vec(),
+            token_logprobs: self.token_logprobs[from..].to_vec(),
+            top_logprobs: self.top_logprobs[from..].to_vec(),
+            text_offset: self.text_offset[from..].to_vec(),
+        }
     }
 }

@@ -243,7 +243,10 @@ pub async fn input_items(
     };
     let page: Vec<Value> = items.iter().skip(start).take(limit).cloned().collect();
     let has_more = start + page.len() < items.len();
-    let item_id = |item: Option<&Value>| item.and_then(|item| item["id"].as_str()).map(str::to_string);
+    let item_id = |item: Option<&Value>| {
+        item.and_then(|item| item["id"].as_str())
+            .map(str::to_string)
+    };
     axum::Json(InputItemList {
         object: ListTag,
         first_id: item_id(page.first()),
@@ -920,13 +923,11 @@ impl Builder {
                 delta,
             }),
             Open::Text => self.text_delta(index, &delta),
-            Open::Function { .. } => {
-                self.emit(ResponseStreamEvent::FunctionCallArgumentsDelta {
-                    item_id,
-                    output_index,
-                    delta,
-                })
-            }
+            Open::Function { .. } => self.emit(ResponseStreamEvent::FunctionCallArgumentsDelta {
+                item_id,
+                output_index,
+                delta,
+            }),
             Open::Code => self.emit(ResponseStreamEvent::CodeInterpreterCallCodeDelta {
                 item_id,
                 output_index,
@@ -997,8 +998,11 @@ impl Builder {
                 // response streamed or not.
                 let normalized = normalize_citations(&text, &self.page_urls, false);
                 let text = normalized.text;
-                let annotations: Vec<Annotation> =
-                    normalized.annotations.iter().map(Annotation::from).collect();
+                let annotations: Vec<Annotation> = normalized
+                    .annotations
+                    .iter()
+                    .map(Annotation::from)
+                    .collect();
                 self.pending_logprobs.clear();
                 let logprobs = std::mem::take(&mut self.text_logprobs);
                 let part = ContentPart::OutputText {
@@ -1382,6 +1386,7 @@ fn response_object(
         Usage {
             input_tokens: input,
             input_tokens_details: InputTokensDetails {
+                cache_write_tokens: 0,
                 cached_tokens: r.report.reused_tokens(),
             },
             output_tokens: output,
@@ -1520,6 +1525,7 @@ fn stream(
             Vec::new(),
             None,
         );
+        let initial = Box::new(initial);
         send(Outgoing::Event(ResponseStreamEvent::Created {
             response: initial.clone(),
         }));
@@ -1547,7 +1553,8 @@ fn stream(
         }
         let last = match result {
             Ok(result) => {
-                let response = finish(&state, &id, created, &request, &builder, &result).await;
+                let response =
+                    Box::new(finish(&state, &id, created, &request, &builder, &result).await);
                 if response.status == Status::Incomplete {
                     ResponseStreamEvent::Incomplete { response }
                 } else {
@@ -1569,7 +1576,9 @@ fn stream(
                     code: "server_error".to_string(),
                     message: error.message,
                 });
-                ResponseStreamEvent::Failed { response: failed }
+                ResponseStreamEvent::Failed {
+                    response: Box::new(failed),
+                }
             }
         };
         send(Outgoing::Event(last));

@@ -8,6 +8,8 @@
 //! fails a test. What the server echoes from the request as the client sent it (`tools`,
 //! `tool_choice`, `metadata`, `text`) stays a JSON value.
 
+pub mod chat;
+pub mod completions;
 pub mod responses;
 
 /// A field that always holds one string (`"object": "response"`): serializes as that string,

@@ -116,6 +116,9 @@ pub struct Usage {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputTokensDetails {
+    /// Always 0: ossa's prefix cache costs nothing to write, and it reports no writes (the
+    /// `openai` SDK's type requires the field).
+    pub cache_write_tokens: usize,
     /// Prompt tokens whose cache was reused from an earlier generation.
     pub cached_tokens: usize,
 }
@@ -257,20 +260,21 @@ pub enum WebSearchAction {
 }
 
 /// One event of a streamed response, as its SSE `data` (less `sequence_number`, which
-/// [`Sequenced`] adds as it is sent). Its `type` is also the SSE event's name.
+/// [`Sequenced`] adds as it is sent). Its `type` is also the SSE event's name. (The response
+/// is boxed: it is many times the size of the other events.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", deny_unknown_fields)]
 pub enum ResponseStreamEvent {
     #[serde(rename = "response.created")]
-    Created { response: ResponseObject },
+    Created { response: Box<ResponseObject> },
     #[serde(rename = "response.in_progress")]
-    InProgress { response: ResponseObject },
+    InProgress { response: Box<ResponseObject> },
     #[serde(rename = "response.completed")]
-    Completed { response: ResponseObject },
+    Completed { response: Box<ResponseObject> },
     #[serde(rename = "response.incomplete")]
-    Incomplete { response: ResponseObject },
+    Incomplete { response: Box<ResponseObject> },
     #[serde(rename = "response.failed")]
-    Failed { response: ResponseObject },
+    Failed { response: Box<ResponseObject> },
     #[serde(rename = "response.output_item.added")]
     OutputItemAdded {
         output_index: usize,
@@ -346,7 +350,10 @@ pub enum ResponseStreamEvent {
         arguments: String,
     },
     #[serde(rename = "response.code_interpreter_call.in_progress")]
-    CodeInterpreterCallInProgress { item_id: String, output_index: usize },
+    CodeInterpreterCallInProgress {
+        item_id: String,
+        output_index: usize,
+    },
     #[serde(rename = "response.code_interpreter_call_code.delta")]
     CodeInterpreterCallCodeDelta {
         item_id: String,
@@ -360,15 +367,30 @@ pub enum ResponseStreamEvent {
         code: String,
     },
     #[serde(rename = "response.code_interpreter_call.interpreting")]
-    CodeInterpreterCallInterpreting { item_id: String, output_index: usize },
+    CodeInterpreterCallInterpreting {
+        item_id: String,
+        output_index: usize,
+    },
     #[serde(rename = "response.code_interpreter_call.completed")]
-    CodeInterpreterCallCompleted { item_id: String, output_index: usize },
+    CodeInterpreterCallCompleted {
+        item_id: String,
+        output_index: usize,
+    },
     #[serde(rename = "response.web_search_call.in_progress")]
-    WebSearchCallInProgress { item_id: String, output_index: usize },
+    WebSearchCallInProgress {
+        item_id: String,
+        output_index: usize,
+    },
     #[serde(rename = "response.web_search_call.searching")]
-    WebSearchCallSearching { item_id: String, output_index: usize },
+    WebSearchCallSearching {
+        item_id: String,
+        output_index: usize,
+    },
     #[serde(rename = "response.web_search_call.completed")]
-    WebSearchCallCompleted { item_id: String, output_index: usize },
+    WebSearchCallCompleted {
+        item_id: String,
+        output_index: usize,
+    },
 }
 
 impl ResponseStreamEvent {
@@ -395,9 +417,7 @@ impl ResponseStreamEvent {
             CodeInterpreterCallInProgress { .. } => "response.code_interpreter_call.in_progress",
             CodeInterpreterCallCodeDelta { .. } => "response.code_interpreter_call_code.delta",
             CodeInterpreterCallCodeDone { .. } => "response.code_interpreter_call_code.done",
-            CodeInterpreterCallInterpreting { .. } => {
-                "response.code_interpreter_call.interpreting"
-            }
+            CodeInterpreterCallInterpreting { .. } => "response.code_interpreter_call.interpreting",
             CodeInterpreterCallCompleted { .. } => "response.code_interpreter_call.completed",
             WebSearchCallInProgress { .. } => "response.web_search_call.in_progress",
             WebSearchCallSearching { .. } => "response.web_search_call.searching",

@@ -1,0 +1,205 @@
+//! Chat Completions (`/v1/chat/completions`): the completion, the chunks of its stream.
+
+use serde::{Deserialize, Serialize};
+
+use super::{TokenLogprob, constant};
+
+constant!(
+    /// `"object": "chat.completion"`.
+    ChatCompletionTag = "chat.completion"
+);
+constant!(
+    /// `"object": "chat.completion.chunk"`.
+    ChatCompletionChunkTag = "chat.completion.chunk"
+);
+constant!(
+    /// `"role": "assistant"`.
+    AssistantRole = "assistant"
+);
+constant!(
+    /// `"type": "function"` of a tool call.
+    FunctionType = "function"
+);
+
+/// A non-streamed answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatCompletion {
+    pub id: String,
+    pub object: ChatCompletionTag,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<Choice>,
+    pub usage: Usage,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Choice {
+    pub index: usize,
+    pub message: ChatMessage,
+    /// Null unless the request asked for `logprobs`.
+    pub logprobs: Option<Logprobs>,
+    /// `stop`, `length` or `tool_calls`.
+    pub finish_reason: String,
+}
+
+/// The assistant's message. Fields ossa adds to OpenAI's are left out when empty.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatMessage {
+    pub role: AssistantRole,
+    /// The answer; null when there is none (a tool call).
+    pub content: Option<String>,
+    /// The chain of thought, under the name vLLM and DeepSeek clients read...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    /// ...and under the one clients built for gpt-oss read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub annotations: Vec<Annotation>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// The built-in calls the server ran on the way (ossa's own field).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_tool_calls: Vec<ServerToolCall>,
+}
+
+/// `logprobs` of a choice: the answer's tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Logprobs {
+    pub content: Vec<TokenLogprob>,
+    /// Always null: ossa's model writes no refusals.
+    pub refusal: Option<Vec<TokenLogprob>>,
+}
+
+/// A call to one of the client's functions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolCall {
+    /// The call's place among the stream's calls (in chunks only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: FunctionType,
+    pub function: FunctionCall,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionCall {
+    pub name: String,
+    /// JSON text, as the model wrote it.
+    pub arguments: String,
+}
+
+/// A built-in call the server ran (ossa's own field, `server_tool_calls`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerToolCall {
+    pub index: usize,
+    pub id: String,
+    /// `code_interpreter` or `web_search`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The tool the model addressed (`python`, `browser.search`).
+    pub recipient: String,
+    /// What the model sent it.
+    pub input: String,
+    /// What it answered.
+    pub output: String,
+}
+
+/// A link in the answer, in the shape of OpenAI's search models.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Annotation {
+    UrlCitation { url_citation: UrlCitation },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UrlCitation {
+    /// Character offsets into the message's content.
+    pub start_index: usize,
+    pub end_index: usize,
+    pub title: String,
+    pub url: String,
+}
+
+impl Annotation {
+    /// `annotation` with its offsets moved by `offset` characters.
+    pub fn new(annotation: &ossa_tools::citations::Annotation, offset: usize) -> Self {
+        Annotation::UrlCitation {
+            url_citation: UrlCitation {
+                start_index: annotation.start_index + offset,
+                end_index: annotation.end_index + offset,
+                title: annotation.title.clone(),
+                url: annotation.url.clone(),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+    pub prompt_tokens_details: PromptTokensDetails,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptTokensDetails {
+    /// Prompt tokens whose cache was reused from an earlier generation.
+    pub cached_tokens: usize,
+}
+
+/// One `data:` event of a streamed answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatCompletionChunk {
+    pub id: String,
+    pub object: ChatCompletionChunkTag,
+    pub created: u64,
+    pub model: String,
+    /// Empty in the last chunk, which carries `usage` (with `stream_options.include_usage`).
+    pub choices: Vec<ChunkChoice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkChoice {
+    pub index: usize,
+    pub delta: Delta,
+    pub logprobs: Option<Logprobs>,
+    /// Null until the last choice chunk.
+    pub finish_reason: Option<String>,
+}
+
+/// What a chunk adds to the message: only the fields it has are sent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<AssistantRole>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub annotations: Vec<Annotation>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_tool_calls: Vec<ServerToolCall>,
+}
