@@ -528,7 +528,7 @@ async fn complete(
         choices: vec![Choice {
             index: 0,
             message,
-            logprobs: request.logprobs.then(|| Logprobs {
+            logprobs: request.logprobs.then_some(Logprobs {
                 content: logprobs,
                 refusal: None,
             }),

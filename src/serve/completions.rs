@@ -249,6 +249,9 @@ struct Outcome {
     stats: Option<GenerationStats>,
 }
 
+/// What [`generate`] hands the text to: `(new_text, new_token_ids, their_logprobs)`.
+type OnText<'a> = dyn FnMut(&str, &[u32], Option<Logprobs>) + Send + 'a;
+
 /// Runs the generation, calling `on_text(new_text, new_token_ids, their_logprobs)` as text
 /// becomes safe to show (not possibly the start of a stop string); the logprobs are null unless
 /// the request asked for them.
@@ -257,7 +260,7 @@ async fn generate(
     request: &CompletionRequest,
     cancel: &Cancel,
     progress: &mut Progress,
-    on_text: &mut (dyn FnMut(&str, &[u32], Option<Logprobs>) + Send),
+    on_text: &mut OnText<'_>,
 ) -> Result<Outcome, ApiError> {
     let mut stops = request.stop_token_ids.clone();
     if !request.ignore_eos {
