@@ -1,5 +1,6 @@
 //! The flags `ossa chat`, `ossa run` and `ossa serve` share: [`ConfigArgs`], clap's low-level
-//! view, each value checked by its parser; [`ConfigArgs::resolve`] (in `settings`) merges them
+//! view. A value with a range has its checked type (`values`), so a `ConfigArgs` built in
+//! code cannot hold what the flag would refuse; [`ConfigArgs::resolve`] (in `settings`) merges them
 //! over the file.
 
 use std::path::PathBuf;
@@ -10,8 +11,7 @@ use ossa_engine::DType;
 use ossa_tools::browser::SearchBackendKind;
 
 use super::values::{
-    parse_backend, parse_count, parse_date, parse_dtype, parse_effort, parse_remote_kind,
-    parse_temperature, parse_top_p,
+    Count, Date, Temperature, TopP, parse_backend, parse_dtype, parse_effort, parse_remote_kind,
 };
 
 /// The flags `ossa chat`, `ossa run` and `ossa serve` share (`#[command(flatten)]`); each
@@ -27,8 +27,8 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "NAME|DIR")]
     pub model: Option<String>,
     /// Compute threads [default: every core].
-    #[arg(long, value_name = "N", value_parser = parse_count)]
-    pub threads: Option<usize>,
+    #[arg(long, value_name = "N")]
+    pub threads: Option<Count>,
     /// Precision: f32 (exact), bf16, or q8 (int8 kernels, the fastest on a CPU) [default: q8].
     #[arg(long, value_name = "TYPE", value_parser = parse_dtype)]
     pub dtype: Option<DType>,
@@ -51,31 +51,21 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "TEXT")]
     pub developer_message: Option<String>,
     /// The conversation's date, shown to the model [default: today].
-    #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
-    pub date: Option<String>,
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub date: Option<Date>,
     /// Tokens one model response may have at most [default: until the context is full].
-    #[arg(long, value_name = "N", value_parser = parse_count)]
-    pub max_tokens: Option<usize>,
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<Count>,
     /// Tokens a conversation may hold, which bounds the KV cache's memory; a turn that would
     /// go past it stops with an error [default: the model's context, 131072 for gpt-oss].
-    #[arg(long, value_name = "N", value_parser = parse_count)]
-    pub context: Option<usize>,
+    #[arg(long, value_name = "N")]
+    pub context: Option<Count>,
     /// Sampling temperature; 0 is greedy [default: 1].
-    #[arg(
-        long,
-        value_name = "T",
-        value_parser = parse_temperature,
-        allow_negative_numbers = true
-    )]
-    pub temperature: Option<f32>,
+    #[arg(long, value_name = "T", allow_negative_numbers = true)]
+    pub temperature: Option<Temperature>,
     /// Nucleus sampling: keep the likeliest tokens up to this probability [default: 1, off].
-    #[arg(
-        long,
-        value_name = "P",
-        value_parser = parse_top_p,
-        allow_negative_numbers = true
-    )]
-    pub top_p: Option<f32>,
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    pub top_p: Option<TopP>,
     /// Sampling seed, for repeatable runs.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,

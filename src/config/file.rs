@@ -13,10 +13,7 @@ use ossa_tools::browser::SearchBackendKind;
 use serde::Deserialize;
 
 use super::error::ConfigError;
-use super::values::{
-    de_backend, de_count, de_count_u64, de_dtype, de_effort, de_http_url, de_interpreters,
-    de_memory_mb, de_seconds, de_temperature, de_top_p,
-};
+use super::values::{Count, HttpUrl, Interpreters, MemoryMib, Seconds, Temperature, TopP, de_name};
 
 /// A lookup of environment variables. [`process_env`] reads the process's; tests pass their own
 /// so they need not change the process environment.
@@ -58,28 +55,23 @@ pub struct Config {
     /// (default [`DEFAULT_MODEL`](super::DEFAULT_MODEL)).
     pub model: Option<String>,
     /// Precision: `f32` (the reference's numbers), `bf16`, or `q8` (int8 kernels; default).
-    #[serde(deserialize_with = "de_dtype")]
+    #[serde(deserialize_with = "de_name")]
     pub dtype: Option<DType>,
     /// Compute threads (default: every core).
-    #[serde(deserialize_with = "de_count")]
-    pub threads: Option<usize>,
+    pub threads: Option<Count>,
     /// `low`, `medium` or `high` (default low).
-    #[serde(deserialize_with = "de_effort")]
+    #[serde(deserialize_with = "de_name")]
     pub reasoning_effort: Option<ReasoningEffort>,
     /// Instructions put in the developer message.
     pub developer_message: Option<String>,
     /// Tokens one model response may have at most (default: until the context is full).
-    #[serde(deserialize_with = "de_count")]
-    pub max_tokens: Option<usize>,
+    pub max_tokens: Option<Count>,
     /// Tokens a conversation may hold (its KV cache's bound; default: the model's context).
-    #[serde(deserialize_with = "de_count")]
-    pub context: Option<usize>,
+    pub context: Option<Count>,
     /// Sampling temperature, 0 (greedy) or more (default 1).
-    #[serde(deserialize_with = "de_temperature")]
-    pub temperature: Option<f32>,
+    pub temperature: Option<Temperature>,
     /// Nucleus sampling, in (0, 1] (default 1: off).
-    #[serde(deserialize_with = "de_top_p")]
-    pub top_p: Option<f32>,
+    pub top_p: Option<TopP>,
     /// Sampling seed (default: drawn from the clock).
     pub seed: Option<u64>,
     pub tools: ToolsSection,
@@ -110,19 +102,18 @@ pub struct ToolsSection {
 #[serde(default, deny_unknown_fields)]
 pub struct SearchSection {
     /// `duckduckgo` (keyless, the default), `exa`, `you`, `brave`, `tavily` or `searxng`.
-    #[serde(deserialize_with = "de_backend")]
+    #[serde(deserialize_with = "de_name")]
     pub backend: Option<SearchBackendKind>,
     /// The key of `backend` (else its environment variable, e.g. `EXA_API_KEY`).
     pub api_key: Option<String>,
     /// The API's base URL: the SearXNG instance, or a proxy for the others. `url` is an alias.
-    #[serde(alias = "url", deserialize_with = "de_http_url")]
-    pub base_url: Option<String>,
+    #[serde(alias = "url")]
+    pub base_url: Option<HttpUrl>,
     /// Exa and You.com: read pages through their contents APIs (default true) rather than
     /// fetching them directly.
     pub provider_reads_pages: Option<bool>,
     /// Timeout of a search API call, in seconds (default 30).
-    #[serde(deserialize_with = "de_seconds")]
-    pub timeout_s: Option<f64>,
+    pub timeout_s: Option<Seconds>,
 }
 
 impl fmt::Debug for SearchSection {
@@ -142,31 +133,24 @@ impl fmt::Debug for SearchSection {
 #[serde(default, deny_unknown_fields)]
 pub struct BrowserSection {
     /// Viewport size in tokens (default 1024).
-    #[serde(deserialize_with = "de_count")]
-    pub view_tokens: Option<usize>,
+    pub view_tokens: Option<Count>,
     /// Results asked of the search service (default 20).
-    #[serde(deserialize_with = "de_count")]
-    pub max_search_results: Option<usize>,
+    pub max_search_results: Option<Count>,
     /// Searches and page fetches one conversation may make (default 100).
-    #[serde(deserialize_with = "de_count")]
-    pub page_budget: Option<usize>,
+    pub page_budget: Option<Count>,
     /// Limit for a whole page fetch, in seconds (default 30).
-    #[serde(deserialize_with = "de_seconds")]
-    pub fetch_timeout_s: Option<f64>,
+    pub fetch_timeout_s: Option<Seconds>,
     /// Limit for connecting, in seconds (default 10).
-    #[serde(deserialize_with = "de_seconds")]
-    pub connect_timeout_s: Option<f64>,
+    pub connect_timeout_s: Option<Seconds>,
     /// Redirects followed at most (default 10).
     pub max_redirects: Option<usize>,
     /// Bytes of a page read at most (default 5 MiB).
-    #[serde(deserialize_with = "de_count")]
-    pub max_page_bytes: Option<usize>,
+    pub max_page_bytes: Option<Count>,
     pub user_agent: Option<String>,
     /// Let pages lead to loopback and private-network addresses (default false).
     pub allow_private_addresses: Option<bool>,
     /// An HTTP proxy for page fetches (default none: direct, whatever `HTTP_PROXY` says).
-    #[serde(deserialize_with = "de_http_url")]
-    pub proxy: Option<String>,
+    pub proxy: Option<HttpUrl>,
     /// Reproduce OpenAI's reference browser exactly, bugs included (default false).
     pub reference_quirks: Option<bool>,
 }
@@ -176,14 +160,11 @@ pub struct BrowserSection {
 #[serde(default, deny_unknown_fields)]
 pub struct PythonSection {
     /// Wall-clock limit of one call, in seconds (default 120).
-    #[serde(deserialize_with = "de_seconds")]
-    pub timeout_s: Option<f64>,
+    pub timeout_s: Option<Seconds>,
     /// Memory of the interpreter, in MiB (default 1024, at least 48).
-    #[serde(deserialize_with = "de_memory_mb")]
-    pub memory_mb: Option<u64>,
+    pub memory_mb: Option<MemoryMib>,
     /// Bytes kept per output stream of a call (default 1 MiB).
-    #[serde(deserialize_with = "de_count")]
-    pub output_bytes: Option<usize>,
+    pub output_bytes: Option<Count>,
     /// Host folder the code sees at `/mnt/data` (default: a private temporary folder per
     /// conversation, removed afterwards).
     pub mount: Option<PathBuf>,
@@ -192,17 +173,13 @@ pub struct PythonSection {
     /// An interpreter older than this is replaced, in seconds (default 43200; 0: never).
     pub lifetime_s: Option<u64>,
     /// Files the code may hold open at once (default 256).
-    #[serde(deserialize_with = "de_count")]
-    pub max_open_files: Option<usize>,
+    pub max_open_files: Option<Count>,
     /// MiB a conversation's `/tmp` and `/mnt/data` together may grow by (default 512).
-    #[serde(deserialize_with = "de_count")]
-    pub disk_mb: Option<usize>,
+    pub disk_mb: Option<Count>,
     /// Interpreters alive at once, all conversations together (default 16, at most 1024).
-    #[serde(deserialize_with = "de_interpreters")]
-    pub max_interpreters: Option<u32>,
+    pub max_interpreters: Option<Interpreters>,
     /// Memory all interpreters together may hold, in MiB (default 8192, at least 48).
-    #[serde(deserialize_with = "de_memory_mb")]
-    pub memory_budget_mb: Option<u64>,
+    pub memory_budget_mb: Option<MemoryMib>,
     /// When all interpreters are in use, one unused this long may be ended to make room, in
     /// seconds (default 60; 0: never).
     pub evict_idle_s: Option<u64>,
@@ -218,12 +195,19 @@ pub struct PromptCacheSection {
     pub enabled: Option<bool>,
     /// The folder is kept at most this big, in MiB; least recently used files go first
     /// (default 4096).
-    #[serde(deserialize_with = "de_count_u64")]
-    pub max_mb: Option<u64>,
+    pub max_mb: Option<Count>,
 }
 
 /// Default bound of the prompt cache folder, in MiB.
 pub const DEFAULT_PROMPT_CACHE_MB: u64 = ossa_engine::prompt_cache::DEFAULT_MAX_BYTES >> 20;
+
+impl PromptCacheSection {
+    /// `max_mb`, else [`DEFAULT_PROMPT_CACHE_MB`].
+    pub fn bound_mb(&self) -> u64 {
+        self.max_mb
+            .map_or(DEFAULT_PROMPT_CACHE_MB, |mb| mb.get() as u64)
+    }
+}
 
 impl Config {
     /// The config file at `path`, which must exist; without one, the file `OSSA_CONFIG` names

@@ -13,15 +13,23 @@
 //! Relative paths in the file are relative to the file's folder; `~/` is the home folder. In
 //! flags they are relative to the current folder, as usual.
 //!
-//! One file per step, each importing only the ones before it:
+//! The flow is file → args → settings, one file per step, each importing only the ones above
+//! it in this list (none imports `mod.rs` or the toolset; `crate::toolset` imports this module):
 //!
-//! - `values`: the validators, one per kind of value, shared by the file and the flags.
+//! - `values`: the checked values ([`Temperature`], [`TopP`], [`Count`], [`Seconds`],
+//!   [`MemoryMib`], [`Interpreters`], [`HttpUrl`], [`Date`]) and the `parse_*` of names.
 //! - `error`: [`ConfigError`].
-//! - `file`: the TOML schema ([`Config`]) and its loading ([`Config::load`]).
+//! - `file`: the TOML schema ([`Config`], one struct per section) and its loading
+//!   ([`Config::load`]): what serde cannot check value by value, and paths anchored at the file.
 //! - `tools`: [`ToolChoice`] and the file's sections as the tool crates' configs
 //!   ([`Config::search_config`], [`Config::sandbox_config`], ...).
-//! - `args`: the flags ([`ConfigArgs`]).
-//! - `settings`: file + flags → [`Settings`] ([`ConfigArgs::resolve`]).
+//! - `args`: the flags ([`ConfigArgs`]), clap's low-level view.
+//! - `settings`: file + flags → [`Settings`] ([`ConfigArgs::resolve`]), the defaults applied.
+//!
+//! Invariant: a value with a range is checked once, when its type is made (`new`, reached from
+//! `FromStr` for flags and `TryFrom` for the file and code), with one message; [`Config`] and
+//! [`ConfigArgs`] hold such values only as those types, so [`Settings`] is built from checked
+//! values and never checks again.
 
 mod args;
 mod error;
@@ -42,6 +50,7 @@ pub use settings::{
 };
 pub use tools::ToolChoice;
 pub use values::{
-    MAX_INTERPRETERS, parse_backend, parse_count, parse_date, parse_dtype, parse_effort,
-    parse_max_interpreters, parse_temperature, parse_top_p, today,
+    Count, Date, HttpUrl, Interpreters, MAX_INTERPRETERS, MemoryMib, Seconds, Temperature, TopP,
+    parse_backend, parse_count, parse_date, parse_dtype, parse_effort, parse_temperature,
+    parse_top_p, today,
 };

@@ -10,9 +10,9 @@ use ossa_engine::{DType, LoadOptions, PromptCacheOptions, SamplingParams};
 
 use super::args::ConfigArgs;
 use super::error::ConfigError;
-use super::file::{Config, DEFAULT_PROMPT_CACHE_MB, Env, process_env};
+use super::file::{Config, Env, process_env};
 use super::tools::ToolChoice;
-use super::values::{check_count, check_temperature, check_top_p, parse_date, today};
+use super::values::{Count, Date, Temperature, TopP};
 
 /// The model used when neither the file nor a flag names one.
 pub const DEFAULT_MODEL: &str = "openai/gpt-oss-20b";
@@ -106,32 +106,9 @@ impl ConfigArgs {
     /// [`ConfigArgs::resolve`] with the environment given.
     pub fn resolve_with(self, env: Env) -> Result<Settings, ConfigError> {
         let mut config = Config::load_with(self.config.as_deref(), env)?;
-        let flag = |flag: &'static str, result: Result<(), String>| {
-            result.map_err(|message| ConfigError::Flag { flag, message })
-        };
-        // Flag values are checked by clap; these checks cover ConfigArgs built in code.
-        if let Some(n) = self.threads {
-            flag("--threads", check_count(n).map(drop))?;
-        }
-        if let Some(n) = self.max_tokens {
-            flag("--max-tokens", check_count(n).map(drop))?;
-        }
-        if let Some(n) = self.context {
-            flag("--context", check_count(n).map(drop))?;
-        }
-        if let Some(t) = self.temperature {
-            flag("--temperature", check_temperature(t).map(drop))?;
-        }
-        if let Some(p) = self.top_p {
-            flag("--top-p", check_top_p(p).map(drop))?;
-        }
-        let date = match self.date {
-            Some(date) => parse_date(&date).map_err(|message| ConfigError::Flag {
-                flag: "--date",
-                message,
-            })?,
-            None => today(),
-        };
+        // Every value with a range was checked when its type was made (by clap, serde or the
+        // code that built the ConfigArgs): nothing here checks it again.
+        let date = self.date.unwrap_or_else(Date::today).into_string();
         if let Some(model) = &self.model
             && model.trim().is_empty()
         {
@@ -189,11 +166,7 @@ impl ConfigArgs {
             .then(|| prompt_cache_dir(env))
             .flatten()
             .map(|dir| PromptCacheOptions {
-                max_bytes: config
-                    .prompt_cache
-                    .max_mb
-                    .unwrap_or(DEFAULT_PROMPT_CACHE_MB)
-                    .saturating_mul(1 << 20),
+                max_bytes: config.prompt_cache.bound_mb().saturating_mul(1 << 20),
                 ..PromptCacheOptions::new(dir)
             });
         Ok(Settings {
@@ -202,7 +175,7 @@ impl ConfigArgs {
                 .or_else(|| config.model.clone())
                 .unwrap_or_else(|| DEFAULT_MODEL.to_string()),
             dtype: self.dtype.or(config.dtype).unwrap_or(DEFAULT_DTYPE),
-            threads: self.threads.or(config.threads),
+            threads: self.threads.or(config.threads).map(Count::get),
             reasoning_effort: self
                 .reasoning_effort
                 .or(config.reasoning_effort)
@@ -211,13 +184,13 @@ impl ConfigArgs {
                 .developer_message
                 .or_else(|| config.developer_message.clone()),
             date,
-            max_tokens: self.max_tokens.or(config.max_tokens),
-            context: self.context.or(config.context),
+            max_tokens: self.max_tokens.or(config.max_tokens).map(Count::get),
+            context: self.context.or(config.context).map(Count::get),
             temperature: self
                 .temperature
                 .or(config.temperature)
-                .unwrap_or(DEFAULT_TEMPERATURE),
-            top_p: self.top_p.or(config.top_p).unwrap_or(DEFAULT_TOP_P),
+                .map_or(DEFAULT_TEMPERATURE, Temperature::get),
+            top_p: self.top_p.or(config.top_p).map_or(DEFAULT_TOP_P, TopP::get),
             seed: self.seed.or(config.seed),
             tools,
             config,

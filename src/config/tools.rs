@@ -13,7 +13,7 @@ use ossa_tools::browser::{
 
 use super::error::ConfigError;
 use super::file::{Config, Env};
-use super::values::parse_backend;
+use super::values::{Count, HttpUrl, parse_backend};
 
 /// The built-in tools to give the model.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -43,6 +43,7 @@ impl Config {
         search.base_url = section
             .base_url
             .clone()
+            .map(HttpUrl::into_string)
             .or_else(|| env("OSSA_SEARCH_BASE_URL"));
         match kind {
             SearchBackendKind::DuckDuckGo => {}
@@ -70,7 +71,7 @@ impl Config {
             !env("OSSA_BROWSER_FETCH").is_some_and(|v| v.trim().eq_ignore_ascii_case("direct"))
         });
         if let Some(seconds) = section.timeout_s {
-            search.api_timeout = Duration::from_secs_f64(seconds);
+            search.api_timeout = seconds.duration();
         }
         Ok(search)
     }
@@ -80,11 +81,11 @@ impl Config {
         let section = &self.browser;
         let defaults = BrowserConfig::default();
         BrowserConfig {
-            view_tokens: section.view_tokens.unwrap_or(defaults.view_tokens),
+            view_tokens: section.view_tokens.map_or(defaults.view_tokens, Count::get),
             max_search_results: section
                 .max_search_results
-                .unwrap_or(defaults.max_search_results),
-            page_budget: section.page_budget.unwrap_or(defaults.page_budget),
+                .map_or(defaults.max_search_results, Count::get),
+            page_budget: section.page_budget.map_or(defaults.page_budget, Count::get),
             quirks: match section.reference_quirks {
                 Some(true) => ReferenceQuirks::all(),
                 Some(false) => ReferenceQuirks::default(),
@@ -98,16 +99,16 @@ impl Config {
         let section = &self.browser;
         let mut fetch = FetchConfig::default();
         if let Some(seconds) = section.fetch_timeout_s {
-            fetch.timeout = Duration::from_secs_f64(seconds);
+            fetch.timeout = seconds.duration();
         }
         if let Some(seconds) = section.connect_timeout_s {
-            fetch.connect_timeout = Duration::from_secs_f64(seconds);
+            fetch.connect_timeout = seconds.duration();
         }
         if let Some(n) = section.max_redirects {
             fetch.max_redirects = n;
         }
         if let Some(n) = section.max_page_bytes {
-            fetch.max_bytes = n;
+            fetch.max_bytes = n.get();
         }
         if let Some(agent) = &section.user_agent {
             fetch.user_agent = agent.clone();
@@ -115,7 +116,7 @@ impl Config {
         if let Some(allow) = section.allow_private_addresses {
             fetch.allow_private_addresses = allow;
         }
-        fetch.proxy.clone_from(&section.proxy);
+        fetch.proxy = section.proxy.clone().map(HttpUrl::into_string);
         fetch
     }
 
@@ -125,13 +126,13 @@ impl Config {
         let mut limits = Limits::default();
         let call: &mut CallLimits = &mut limits.call;
         if let Some(seconds) = section.timeout_s {
-            call.deadline = Duration::from_secs_f64(seconds);
+            call.deadline = seconds.duration();
         }
         if let Some(mib) = section.memory_mb {
-            call.memory_bytes = mib.saturating_mul(1 << 20);
+            call.memory_bytes = mib.bytes();
         }
         if let Some(bytes) = section.output_bytes {
-            call.output_bytes = bytes;
+            call.output_bytes = bytes.get();
         }
         let optional = |seconds: u64| (seconds > 0).then(|| Duration::from_secs(seconds));
         if let Some(seconds) = section.idle_timeout_s {
@@ -141,10 +142,10 @@ impl Config {
             limits.lifetime = optional(seconds);
         }
         if let Some(files) = section.max_open_files {
-            limits.max_open_files = files;
+            limits.max_open_files = files.get();
         }
         if let Some(mib) = section.disk_mb {
-            limits.disk_bytes = (mib as u64).saturating_mul(1 << 20);
+            limits.disk_bytes = (mib.get() as u64).saturating_mul(1 << 20);
         }
         limits
     }
@@ -156,10 +157,10 @@ impl Config {
         let mut config = SandboxConfig::from_env()?;
         config.limits = self.sandbox_limits();
         if let Some(interpreters) = section.max_interpreters {
-            config.max_interpreters = interpreters;
+            config.max_interpreters = interpreters.get();
         }
         if let Some(mib) = section.memory_budget_mb {
-            config.memory_budget = mib.saturating_mul(1 << 20);
+            config.memory_budget = mib.bytes();
         }
         if let Some(seconds) = section.evict_idle_s {
             config.evict_idle_after = (seconds > 0).then(|| Duration::from_secs(seconds));
