@@ -589,6 +589,53 @@ fn without_a_file_the_defaults_apply() {
     assert_eq!(date, &ossa::config::today());
 }
 
+/// A checked value is refused with one message whichever way it came: the file, a flag, or
+/// code building it.
+#[test]
+fn a_value_is_refused_with_the_same_message_from_the_file_a_flag_and_code() {
+    let cases = [
+        (
+            "temperature = -0.5",
+            &["--temperature", "-0.5"][..],
+            Temperature::new(-0.5).map(drop),
+        ),
+        (
+            "top_p = 1.5",
+            &["--top-p", "1.5"][..],
+            TopP::new(1.5).map(drop),
+        ),
+        (
+            "threads = 0",
+            &["--threads", "0"][..],
+            Count::new(0).map(drop),
+        ),
+        (
+            "context = 0",
+            &["--context", "0"][..],
+            Count::new(0).map(drop),
+        ),
+    ];
+    for (text, argv, from_code) in cases {
+        let from_code = from_code.unwrap_err();
+        match parse(text) {
+            Err(ConfigError::Parse { message, .. }) => {
+                assert_eq!(message.trim_end(), from_code, "{text}")
+            }
+            other => panic!("{text}: expected a parse error, got {other:?}"),
+        }
+        let from_flag = flags(argv).map(drop).unwrap_err().to_string();
+        assert!(from_flag.contains(&from_code), "{argv:?}: {from_flag}");
+    }
+    let from_file = match parse("[python]\nmax_interpreters = 5000") {
+        Err(ConfigError::Parse { message, .. }) => message,
+        other => panic!("expected a parse error, got {other:?}"),
+    };
+    assert_eq!(
+        from_file.trim_end(),
+        "5000".parse::<Interpreters>().unwrap_err()
+    );
+}
+
 #[test]
 fn bad_flag_values_are_refused_by_name() {
     for (argv, needle) in [

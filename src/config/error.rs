@@ -37,7 +37,8 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
-    /// A flag's value is out of range.
+    /// Flags that do not go together, or an empty `--model` (values with a range are refused
+    /// when parsed, with their own message).
     #[error("{flag}: {message}")]
     Flag { flag: &'static str, message: String },
     /// An environment variable ossa reads has a bad value.
