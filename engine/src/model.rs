@@ -74,7 +74,8 @@ pub struct ForwardTrace {
     /// `pinned_routing[l][i*k..(i+1)*k]` instead of its own top-k (weighted by the softmax of
     /// its own logits of them), so that a comparison with another dtype measures rounding
     /// alone, without the knock-on effect of a router near-tie. `router_topk` still records the
-    /// model's own choice.
+    /// model's own choice. A token's ids must be distinct and below the expert count, else
+    /// the call fails with [`crate::EngineError::PinnedRouting`].
     pub pinned_routing: Option<Vec<Vec<u32>>>,
 }
 
@@ -636,15 +637,25 @@ impl Model {
                 self.config.num_local_experts,
             );
             for l in 0..self.layers.len() {
-                let layer = pinned.get(l);
-                if layer
-                    .is_none_or(|p| p.len() != t * k || p.iter().any(|&e| e as usize >= experts))
-                {
+                // A token's experts must be distinct and exist: the combine in `Moe::forward`
+                // writes each expert's tokens' output rows in parallel.
+                let found = match pinned.get(l) {
+                    None => Some("no entry".to_string()),
+                    Some(p) if p.len() != t * k => Some(format!("{} ids", p.len())),
+                    Some(p) => p.chunks_exact(k.max(1)).enumerate().find_map(|(ti, ids)| {
+                        let bad = ids
+                            .iter()
+                            .enumerate()
+                            .any(|(j, &e)| e as usize >= experts || ids[..j].contains(&e));
+                        bad.then(|| format!("{ids:?} for token {ti}"))
+                    }),
+                };
+                if let Some(found) = found {
                     return Err(EngineError::PinnedRouting {
                         layer: l,
                         expected: t * k,
                         experts,
-                        found: layer.map_or("no entry".into(), |p| format!("{} ids", p.len())),
+                        found,
                     });
                 }
             }
@@ -1074,7 +1085,10 @@ impl Moe {
                 .zip(tokens.par_iter())
                 .with_min_len(16)
                 .for_each(|(row, &(ti, w))| {
-                    // SAFETY: row ti of `out` ([t, h]) is written by this item alone.
+                    // SAFETY: ti < t, so row ti is inside `out` ([t, h]); an expert's tokens
+                    // are distinct (top-k picks distinct experts per token, and pinned
+                    // routing is checked for repeats in `forward`), so this item alone
+                    // writes it, and `out` is not otherwise touched during this loop.
                     let o = unsafe { std::slice::from_raw_parts_mut(shared.at(ti * h), h) };
                     for (o, &v) in o.iter_mut().zip(row) {
                         *o += v * w;

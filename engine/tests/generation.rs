@@ -7,8 +7,8 @@ use std::sync::mpsc;
 
 use common::{max_abs_diff, read_reference};
 use ossa_engine::{
-    CancelHandle, DType, Engine, EngineError, FinishReason, GenerateParams, LoadOptions, Logits,
-    SamplingParams,
+    CancelHandle, DType, Engine, EngineError, FinishReason, ForwardTrace, GenerateParams,
+    LoadOptions, Logits, SamplingParams,
 };
 
 fn engine() -> Engine {
@@ -228,6 +228,46 @@ fn bad_requests_are_errors() {
             ..
         })
     ));
+}
+
+/// Pinned routing (a diagnostics input) that sends a token to one expert twice would have two
+/// parallel writers of its output row: it is refused, naming the token, before the cache
+/// changes; the engine then computes as before, and distinct pins are accepted.
+#[test]
+fn pinned_routing_with_a_repeated_expert_is_refused() {
+    let mut engine = engine();
+    let tokens = [1u32, 2, 3];
+    let layers = engine.model().config().num_hidden_layers;
+    let want = engine
+        .forward(&tokens, Logits::All, None)
+        .expect("plain forward");
+    engine.clear_cache();
+    let mut pins = vec![vec![0u32, 1, 2, 3, 4, 5]; layers];
+    pins[2] = vec![0, 1, 5, 5, 4, 6];
+    let mut trace = ForwardTrace {
+        pinned_routing: Some(pins),
+        ..ForwardTrace::default()
+    };
+    let err = engine
+        .forward(&tokens, Logits::All, Some(&mut trace))
+        .expect_err("a repeated expert is refused");
+    assert!(
+        matches!(&err, EngineError::PinnedRouting { layer: 2, found, .. } if found.contains("token 1")),
+        "{err}"
+    );
+    assert!(engine.cached_tokens().is_empty(), "nothing cached");
+    let again = engine
+        .forward(&tokens, Logits::All, None)
+        .expect("forward after");
+    assert_eq!(max_abs_diff(&again, &want), 0.0);
+    engine.clear_cache();
+    let mut trace = ForwardTrace {
+        pinned_routing: Some(vec![vec![7u32, 0, 6, 1, 5, 2]; layers]),
+        ..ForwardTrace::default()
+    };
+    engine
+        .forward(&tokens, Logits::All, Some(&mut trace))
+        .expect("distinct pins run");
 }
 
 /// Seeded sampling through the engine repeats exactly; another seed gives another sequence.
