@@ -270,6 +270,60 @@ fn pinned_routing_with_a_repeated_expert_is_refused() {
         .expect("distinct pins run");
 }
 
+/// Profiling times every stage of real forward calls from their spans: each stage named once,
+/// each with time; failed calls are not counted; off again, nothing is collected and the
+/// logits are the same as with it on.
+#[test]
+fn profiling_names_every_stage_with_its_time() {
+    let mut engine = engine();
+    assert!(engine.model().take_profile().is_none(), "off by default");
+    let plain = engine
+        .forward(&[1, 2, 3, 4], Logits::All, None)
+        .expect("forward");
+    engine.clear_cache();
+    engine.set_profiling(true);
+    let profiled = engine
+        .forward(&[1, 2, 3, 4], Logits::All, None)
+        .expect("forward");
+    assert_eq!(max_abs_diff(&plain, &profiled), 0.0);
+    engine.forward(&[5], Logits::Last, None).expect("decode");
+    assert!(engine.forward(&[5000], Logits::Last, None).is_err());
+    let profile = engine.model().take_profile().expect("on");
+    assert_eq!((profile.forward_calls, profile.tokens), (2, 5));
+    let names: Vec<&str> = profile.ops.iter().map(|(name, _)| *name).collect();
+    let stages = [
+        "forward",
+        "embed",
+        "norm",
+        "attention",
+        "attn.qkv",
+        "attn.core",
+        "attn.o",
+        "moe",
+        "moe.router",
+        "moe.gate_up",
+        "moe.swiglu",
+        "moe.down",
+        "lm_head",
+    ];
+    let mut sorted = names.clone();
+    sorted.sort();
+    let mut want = stages.to_vec();
+    want.sort();
+    assert_eq!(sorted, want, "each stage once: {names:?}");
+    for (name, time) in &profile.ops {
+        assert!(!time.is_zero(), "{name} has no time");
+    }
+    assert_eq!(
+        engine.model().take_profile().map(|p| p.forward_calls),
+        Some(0),
+        "taken"
+    );
+    engine.set_profiling(false);
+    engine.forward(&[6], Logits::Last, None).expect("decode");
+    assert!(engine.model().take_profile().is_none());
+}
+
 /// Seeded sampling through the engine repeats exactly; another seed gives another sequence.
 #[test]
 fn seeded_sampling_repeats() {
