@@ -10,14 +10,9 @@ use ossa_tools::apply_patch::{self, ApplyPatch, PatchError};
 use ossa_tools::mcp::{self, ExposedTool, McpServer};
 use ossa_tools::{BrowserTool, FunctionTools, PythonTool, Tool};
 
+/// Which built-in tools to build; defined with the settings that choose them.
+pub use crate::config::ToolChoice;
 use crate::config::{Config, ConfigError, process_env};
-
-/// The built-in tools to give the model.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ToolChoice {
-    pub browser: bool,
-    pub python: bool,
-}
 
 /// The tools built for a run, and what came with them.
 pub struct Toolset {

@@ -1,14 +1,17 @@
 //! `ossa python` used as a person uses it: the real binary in a pseudo-terminal and on pipes,
 //! with the real sandbox. The interactive test types entries (one-line and blocks), walks the
-//! history with the arrow keys, presses Ctrl-C at the prompt and in a running loop, and quits
-//! with Ctrl-D.
+//! history with the arrow keys, presses Ctrl-C at the prompt and in running entries, and quits
+//! with Ctrl-D. Where a key must reach a running entry, the entry first writes a marker file in
+//! the mounted folder and the test waits for the file (entries' output is shown only when they
+//! end), never for a time.
 
 #[path = "support/terminal.rs"]
 mod terminal;
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use terminal::{Terminal, ossa};
 
@@ -19,7 +22,12 @@ fn python_repl_in_a_terminal() {
     let home = tempfile::tempdir().unwrap();
     let history = home.path().join("python_history");
     let history_arg = history.display().to_string();
-    let mut term = Terminal::spawn(ossa(home.path(), &["python", "--history", &history_arg]));
+    let mount = tempfile::tempdir().unwrap();
+    let mount_arg = mount.path().display().to_string();
+    let mut term = Terminal::spawn(ossa(
+        home.path(),
+        &["python", "--history", &history_arg, "--mount", &mount_arg],
+    ));
     let banner = term.expect(">>> ");
     assert!(banner.contains("Ctrl-D quits"), "{banner}");
 
@@ -59,18 +67,63 @@ fn python_repl_in_a_terminal() {
     term.enter("x");
     term.expect("41\n");
 
-    // Ctrl-C in a running loop stops it; the session keeps what came before.
+    // Ctrl-C in a running loop raises KeyboardInterrupt there: a traceback, and the session
+    // keeps what came before and what the loop did until then.
     term.expect(">>> ");
-    term.enter("while True: x = 0");
+    term.enter("count = 0");
+    term.expect(">>> ");
+    term.enter("while True:");
+    term.expect("... ");
+    term.enter("    count += 1");
+    term.expect("... ");
+    term.enter("    if count == 1000: open('loop', 'w').write('x')");
     term.expect("... ");
     term.enter("");
-    std::thread::sleep(Duration::from_millis(1500));
-    term.send("\x03");
+    interrupt_at_marker(&mut term, mount.path(), "loop");
+    term.expect("Traceback");
     term.expect("KeyboardInterrupt");
     term.expect(">>> ");
-    term.enter("x * 2");
+    term.enter("x * 2, count >= 1000");
     let value = term.expect(">>> ");
-    assert!(value.contains("82"), "{value}");
+    assert!(value.contains("(82, True)"), "{value}");
+
+    // Code that catches it goes on.
+    term.enter("try:");
+    term.expect("... ");
+    term.enter("    open('caught', 'w').write('x')");
+    term.expect("... ");
+    term.enter("    while True: pass");
+    term.expect("... ");
+    term.enter("except KeyboardInterrupt:");
+    term.expect("... ");
+    term.enter("    print('caught it')");
+    term.expect("... ");
+    term.enter("");
+    interrupt_at_marker(&mut term, mount.path(), "caught");
+    let shown = term.expect(">>> ");
+    assert!(shown.contains("caught it"), "{shown}");
+    assert!(!shown.contains("Traceback"), "{shown}");
+
+    // A long sleep ends at once.
+    term.enter("import time; open('sleeping', 'w').write('x'); time.sleep(600)");
+    interrupt_at_marker(&mut term, mount.path(), "sleeping");
+    term.expect("KeyboardInterrupt");
+    term.expect(">>> ");
+
+    // Code inside a long C call never sees the interrupt: after the grace the entry is stopped
+    // and undone, and the session goes on. The marker is written from inside the C call.
+    term.enter("import itertools, os; x = 1");
+    term.expect(">>> ");
+    term.enter(
+        "fd = os.open('deaf', os.O_WRONLY | os.O_CREAT); x = 2; \
+         sum(itertools.chain(map(os.write, [fd], [b'x']), itertools.repeat(1)))",
+    );
+    interrupt_at_marker(&mut term, mount.path(), "deaf");
+    term.expect("did not stop at KeyboardInterrupt");
+    term.expect(">>> ");
+    term.enter("x");
+    let value = term.expect(">>> ");
+    assert!(value.contains('1') && !value.contains('2'), "{value}");
 
     // Ctrl-D quits with success.
     term.send("\x04");
@@ -78,10 +131,31 @@ fn python_repl_in_a_terminal() {
 
     // The history file has the entries, one line each.
     let saved = std::fs::read_to_string(&history).expect("the history file");
-    for line in ["x = 41", "for i in range(2):", "total", "x * 2"] {
+    for line in [
+        "x = 41",
+        "for i in range(2):",
+        "total",
+        "x * 2, count >= 1000",
+    ] {
         assert!(saved.lines().any(|l| l == line), "{line:?} in {saved}");
     }
     assert!(!saved.contains("undefined_name_typed"), "{saved}");
+}
+
+/// Waits until the running entry wrote `marker` (non-empty) in the mounted folder, then
+/// presses Ctrl-C.
+fn interrupt_at_marker(term: &mut Terminal, mount: &Path, marker: &str) {
+    let path = mount.join(marker);
+    let started = Instant::now();
+    while !std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the entry never wrote {marker}; screen:\n{}",
+            term.screen()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    term.send("\x03");
 }
 
 fn python_piped(args: &[&str], stdin: &str) -> Output {
@@ -161,6 +235,36 @@ fn every_entry_point_works_in_mnt_data_and_names_mount_for_host_files() {
         String::from_utf8_lossy(&out.stdout).contains("/mnt/data []"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
+    );
+
+    // `-c` and a script that fail on a host path name `--mount` too, after the traceback that
+    // went to the terminal as it came.
+    let out = python_piped(&["-c", "open('/home/someone/data.csv')"], "");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let error_at = stderr.find("FileNotFoundError").expect("the traceback");
+    let hint_at = stderr.find("--mount DIR").expect("the hint");
+    assert!(error_at < hint_at, "{stderr}");
+    assert!(stderr.contains("temporary folder"), "{stderr}");
+    let reads = dir.path().join("reads.py");
+    std::fs::write(&reads, "import csv\nopen('./data.csv')\n").unwrap();
+    let out = python_piped(&["--mount", &mount, reads.to_str().unwrap()], "");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("here {mount}")), "{stderr}");
+    // A program that ends well gets no hint, whatever it caught on the way.
+    let out = python_piped(
+        &[
+            "-c",
+            "try:\n    open('/home/x')\nexcept OSError:\n    print('handled')",
+        ],
+        "",
+    );
+    assert!(out.status.success());
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("--mount"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 
     let script = dir.path().join("job.py");

@@ -10,7 +10,8 @@ use std::time::Duration;
 use clap::Parser;
 use ossa::agent::harmony::ReasoningEffort;
 use ossa::config::{
-    Config, ConfigArgs, ConfigError, ConfigSource, default_config_path, parse_max_interpreters,
+    Config, ConfigArgs, ConfigError, ConfigSource, Count, Date, Interpreters, Seconds, Temperature,
+    TopP, default_config_path,
 };
 use ossa::engine::DType;
 use ossa::sandbox::{Limits, SandboxConfig};
@@ -76,14 +77,14 @@ fn the_example_file_parses_and_its_values_are_the_defaults() {
     assert_eq!(config.model.as_deref(), Some("openai/gpt-oss-20b"));
     assert_eq!(config.dtype, Some(DType::Q8));
     assert_eq!(config.reasoning_effort, Some(ReasoningEffort::Low));
-    assert_eq!(config.temperature, Some(1.0));
-    assert_eq!(config.top_p, Some(1.0));
+    assert_eq!(config.temperature.map(Temperature::get), Some(1.0));
+    assert_eq!(config.top_p.map(TopP::get), Some(1.0));
     assert_eq!(config.threads, None);
     assert!(!config.tools.browser && !config.tools.python);
     assert!(config.mcp_servers.is_empty());
     assert_eq!(config.prompt_cache.enabled, Some(true));
     assert_eq!(
-        config.prompt_cache.max_mb,
+        config.prompt_cache.max_mb.map(|mb| mb.get() as u64),
         Some(ossa::config::DEFAULT_PROMPT_CACHE_MB)
     );
     // The file says its values are the defaults: check that against the crates' own.
@@ -138,12 +139,12 @@ fn the_example_file_parses_and_its_values_are_the_defaults() {
 fn the_example_file_with_every_setting_turned_on_parses() {
     let text = example_with_everything_on();
     let config = parse(&text).unwrap_or_else(|e| panic!("{e}\n---\n{text}"));
-    assert_eq!(config.threads, Some(8));
+    assert_eq!(config.threads.map(Count::get), Some(8));
     assert_eq!(
         config.developer_message.as_deref(),
         Some("Answer briefly. Use metric units.")
     );
-    assert_eq!(config.max_tokens, Some(4096));
+    assert_eq!(config.max_tokens.map(Count::get), Some(4096));
     assert_eq!(config.seed, Some(42));
     assert_eq!(
         config.tools.apply_patch_workspace,
@@ -156,7 +157,7 @@ fn the_example_file_with_every_setting_turned_on_parses() {
         Some("https://api.exa.ai")
     );
     assert_eq!(config.search.provider_reads_pages, Some(true));
-    assert_eq!(config.search.timeout_s, Some(30.0));
+    assert_eq!(config.search.timeout_s.map(Seconds::get), Some(30.0));
     assert_eq!(
         config.browser.user_agent.as_deref(),
         Some("Mozilla/5.0 (compatible; my-agent/1.0)")
@@ -355,10 +356,11 @@ fn values_out_of_range_and_of_the_wrong_type_are_named() {
             other => panic!("{text}: expected a parse error naming {key}, got {other:?}"),
         }
     }
-    // A flag for the interpreter budget is checked as the key is.
-    assert_eq!(parse_max_interpreters("8"), Ok(8));
+    // A flag for the interpreter budget (`ossa serve --max-interpreters`) is checked as the key
+    // is.
+    assert_eq!("8".parse::<Interpreters>().map(Interpreters::get), Ok(8));
     for bad in ["0", "1025", "eight", "-1"] {
-        let error = parse_max_interpreters(bad).unwrap_err();
+        let error = bad.parse::<Interpreters>().unwrap_err();
         assert!(
             error.contains("1 to 1024") || error.contains("not a whole number"),
             "{bad}: {error}"
@@ -558,7 +560,10 @@ timeout_s = 10
         Some(PathBuf::from("/tmp/elsewhere"))
     );
     // What the flags did not touch still comes from the file.
-    assert_eq!(settings.config.python.timeout_s, Some(10.0));
+    assert_eq!(
+        settings.config.python.timeout_s.map(Seconds::get),
+        Some(10.0)
+    );
 
     // The last of -b / --no-browser wins, as with any pair of switches.
     let settings = flags(&["--config", config, "--no-browser", "-b"])
@@ -584,6 +589,53 @@ fn without_a_file_the_defaults_apply() {
     assert_eq!(date, &ossa::config::today());
 }
 
+/// A checked value is refused with one message whichever way it came: the file, a flag, or
+/// code building it.
+#[test]
+fn a_value_is_refused_with_the_same_message_from_the_file_a_flag_and_code() {
+    let cases = [
+        (
+            "temperature = -0.5",
+            &["--temperature", "-0.5"][..],
+            Temperature::new(-0.5).map(drop),
+        ),
+        (
+            "top_p = 1.5",
+            &["--top-p", "1.5"][..],
+            TopP::new(1.5).map(drop),
+        ),
+        (
+            "threads = 0",
+            &["--threads", "0"][..],
+            Count::new(0).map(drop),
+        ),
+        (
+            "context = 0",
+            &["--context", "0"][..],
+            Count::new(0).map(drop),
+        ),
+    ];
+    for (text, argv, from_code) in cases {
+        let from_code = from_code.unwrap_err();
+        match parse(text) {
+            Err(ConfigError::Parse { message, .. }) => {
+                assert_eq!(message.trim_end(), from_code, "{text}")
+            }
+            other => panic!("{text}: expected a parse error, got {other:?}"),
+        }
+        let from_flag = flags(argv).map(drop).unwrap_err().to_string();
+        assert!(from_flag.contains(&from_code), "{argv:?}: {from_flag}");
+    }
+    let from_file = match parse("[python]\nmax_interpreters = 5000") {
+        Err(ConfigError::Parse { message, .. }) => message,
+        other => panic!("expected a parse error, got {other:?}"),
+    };
+    assert_eq!(
+        from_file.trim_end(),
+        "5000".parse::<Interpreters>().unwrap_err()
+    );
+}
+
 #[test]
 fn bad_flag_values_are_refused_by_name() {
     for (argv, needle) in [
@@ -604,26 +656,31 @@ fn bad_flag_values_are_refused_by_name() {
     }
     assert!(flags(&["--date", "2024-02-29"]).is_ok());
 
-    // ConfigArgs built in code (the server) are checked too.
-    let args = ConfigArgs {
-        date: Some("2023-02-29".into()),
-        ..ConfigArgs::default()
-    };
-    match args.resolve_with(&env_of(&[])) {
-        Err(ConfigError::Flag { flag, .. }) => assert_eq!(flag, "--date"),
-        other => panic!("expected a --date error, got {other:?}"),
+    // ConfigArgs built in code (the server) hold the same checked types, made through the same
+    // checks with the same messages: an unchecked value cannot get in.
+    let error = "2023-02-29".parse::<Date>().unwrap_err();
+    assert!(error.contains("YYYY-MM-DD"), "{error}");
+    for bad in [f32::NAN, f32::INFINITY, -0.5] {
+        let error = Temperature::new(bad).unwrap_err();
+        assert!(error.contains("0 (greedy) or more"), "{bad}: {error}");
     }
+    assert!(TopP::try_from(0.0f32).is_err() && TopP::try_from(1.0f32).is_ok());
+    assert_eq!(Count::new(0).unwrap_err(), "must be at least 1");
     let args = ConfigArgs {
-        temperature: Some(f32::NAN),
+        date: Some("2024-02-29".parse().unwrap()),
+        temperature: Some(Temperature::new(0.0).unwrap()),
+        threads: Some(Count::new(3).unwrap()),
         ..ConfigArgs::default()
     };
-    assert!(matches!(
-        args.resolve_with(&env_of(&[])),
-        Err(ConfigError::Flag {
-            flag: "--temperature",
-            ..
-        })
-    ));
+    let settings = args.resolve_with(&env_of(&[])).unwrap();
+    assert_eq!(
+        (
+            settings.date.as_str(),
+            settings.temperature,
+            settings.threads
+        ),
+        ("2024-02-29", 0.0, Some(3))
+    );
 }
 
 #[test]

@@ -95,7 +95,7 @@ pub enum EngineError {
     },
 
     #[error(
-        "pinned routing does not fit the call: layer {layer} needs {expected} expert ids (tokens × k, each below {experts}), got {found}"
+        "pinned routing does not fit the call: layer {layer} needs {expected} expert ids (tokens × k, each below {experts}, distinct per token), got {found}"
     )]
     PinnedRouting {
         layer: usize,

@@ -14,6 +14,7 @@ pub mod hub;
 pub mod kernels;
 pub mod kv_cache;
 pub mod model;
+mod profile;
 pub mod prompt_cache;
 pub mod random_checkpoint;
 pub mod rope;
@@ -28,7 +29,8 @@ pub use engine::{
 pub use error::{EngineError, Result};
 pub use kernels::isa::Isa;
 pub use kv_cache::KvCache;
-pub use model::{DType, ForwardTrace, Logits, Model, OpProfile, RoundingSource};
+pub use model::{DType, ForwardTrace, Logits, Model, RoundingSource};
+pub use profile::OpProfile;
 pub use prompt_cache::{PromptCacheError, PromptCacheOptions, PromptCacheStats};
 pub use sampling::{LogitsMask, Sampler, SamplingParams, SharedMask, TokenLogprobs};
 pub use tokenizer::{AllowedSpecial, StreamDecoder, Tokenizer, TokenizerError};

@@ -5,9 +5,6 @@
 //! f32 `[tokens, features]` buffers. In bf16 compute every matmul input is rounded to bf16 and
 //! the KV cache is stored in bf16; accumulation and the residual stream stay f32.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
 use crate::checkpoint::{Checkpoint, Dtype, MappedBytes, TensorView};
 use crate::config::{Config, LayerType};
 use crate::error::{EngineError, Result};
@@ -17,8 +14,10 @@ use crate::kernels::mxfp4::{BLOCK, BLOCK_BYTES, Mxfp4Matrix};
 use crate::kernels::q8::{Isa, LinearJob, Q8Acts, Q8Matrix, QK, Weights, linear_batch};
 use crate::kernels::{SharedOut, dot_f32, round_to_bf16, swiglu};
 use crate::kv_cache::{KvCache, LayerKv, LayerStore};
+use crate::profile::{OpProfile, SpanTimes};
 use crate::rope::Rope;
 use rayon::prelude::*;
+use tracing::trace_span;
 
 /// Precision of the activations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -74,7 +73,8 @@ pub struct ForwardTrace {
     /// `pinned_routing[l][i*k..(i+1)*k]` instead of its own top-k (weighted by the softmax of
     /// its own logits of them), so that a comparison with another dtype measures rounding
     /// alone, without the knock-on effect of a router near-tie. `router_topk` still records the
-    /// model's own choice.
+    /// model's own choice. A token's ids must be distinct and below the expert count, else
+    /// the call fails with [`crate::EngineError::PinnedRouting`].
     pub pinned_routing: Option<Vec<Vec<u32>>>,
 }
 
@@ -212,47 +212,38 @@ impl Linear {
     }
 }
 
-/// Wall time per op, summed over forward calls, when profiling is on
-/// ([`Model::set_profiling`]). Ops run one after another, so the times add up to the
-/// forward time.
-#[derive(Debug, Clone, Default)]
-pub struct OpProfile {
-    pub forward_calls: usize,
-    pub tokens: usize,
-    pub ops: Vec<(&'static str, Duration)>,
+/// Profiling on: the span-time layer and a dispatcher that feeds it.
+struct Profiler {
+    times: SpanTimes,
+    dispatch: Option<tracing::Dispatch>,
 }
 
-impl OpProfile {
-    fn add(&mut self, name: &'static str, d: Duration) {
-        match self.ops.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, total)) => *total += d,
-            None => self.ops.push((name, d)),
-        }
+impl Profiler {
+    fn new() -> Profiler {
+        let times = SpanTimes::default();
+        let dispatch = Some(times.dispatch());
+        Profiler { times, dispatch }
+    }
+
+    fn dispatch(&self) -> &tracing::Dispatch {
+        self.dispatch.as_ref().expect("present until drop")
     }
 }
 
-/// Lap timer of one forward call (a no-op unless profiling).
-struct Laps {
-    last: Option<Instant>,
-    profile: OpProfile,
+impl Drop for Profiler {
+    fn drop(&mut self) {
+        // While this dispatcher lived, `tracing` let every stage span through to ask it; with
+        // it gone, recomputing the callsites' interest makes them free again.
+        drop(self.dispatch.take());
+        tracing::callsite::rebuild_interest_cache();
+    }
 }
 
-impl Laps {
-    fn new(on: bool) -> Laps {
-        Laps {
-            last: on.then(Instant::now),
-            profile: OpProfile::default(),
-        }
-    }
-
-    /// Charges the time since the previous lap to `name`.
-    fn lap(&mut self, name: &'static str) {
-        if let Some(last) = self.last {
-            let now = Instant::now();
-            self.profile.add(name, now - last);
-            self.last = Some(now);
-        }
-    }
+/// The positions of one forward call: the first and RoPE's tables for all of them.
+struct Positions {
+    start: usize,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
 }
 
 struct Attention {
@@ -353,7 +344,7 @@ pub struct Model {
     rope: Rope,
     eps: f32,
     isa: Isa,
-    profile: Option<Mutex<OpProfile>>,
+    profile: Option<Profiler>,
     /// [`RoundingSource`] bits kept in f32 (diagnostics; 0 normally).
     exact: u8,
 }
@@ -537,16 +528,16 @@ impl Model {
     }
 
     /// Turns per-op timing of forward calls on or off (off by default: it reads the clock
-    /// a dozen times per layer). Turning it on clears what was collected.
+    /// twice per stage span). Turning it on clears what was collected. The times come from
+    /// the stages' `tracing` spans (see `profile.rs`); any subscriber of the process can
+    /// also see those spans (level TRACE, target `ossa_engine::model`).
     pub fn set_profiling(&mut self, on: bool) {
-        self.profile = on.then(|| Mutex::new(OpProfile::default()));
+        self.profile = on.then(Profiler::new);
     }
 
     /// The per-op times collected since profiling was turned on or last taken.
     pub fn take_profile(&self) -> Option<OpProfile> {
-        let lock = self.profile.as_ref()?;
-        let mut guard = lock.lock().unwrap_or_else(|e| e.into_inner());
-        Some(std::mem::take(&mut *guard))
+        Some(self.profile.as_ref()?.times.take())
     }
 
     /// Bytes of weights one decode step reads: every layer's attention projections, router
@@ -598,6 +589,27 @@ impl Model {
         tokens: &[u32],
         cache: &mut KvCache,
         logits: Logits,
+        trace: Option<&mut ForwardTrace>,
+    ) -> Result<Vec<f32>> {
+        let Some(profiler) = &self.profile else {
+            return self.forward_stages(tokens, cache, logits, trace);
+        };
+        // The stages' spans go to the profiler: they are all opened on this thread.
+        let out = tracing::dispatcher::with_default(profiler.dispatch(), || {
+            self.forward_stages(tokens, cache, logits, trace)
+        });
+        if out.is_ok() {
+            profiler.times.count_call(tokens.len());
+        }
+        out
+    }
+
+    /// [`Model::forward`], each stage in its span.
+    fn forward_stages(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        logits: Logits,
         mut trace: Option<&mut ForwardTrace>,
     ) -> Result<Vec<f32>> {
         let t = tokens.len();
@@ -618,12 +630,16 @@ impl Model {
                 max: self.config.max_position_embeddings,
             });
         }
+        let _forward = trace_span!("forward").entered();
         let h = self.config.hidden_size;
         let mut x = vec![0.0f32; t * h];
-        for (row, &id) in x.chunks_exact_mut(h).zip(tokens) {
-            self.embed.row_to_f32(id as usize, row);
-        }
-        let (cos, sin) = self.rope.tables(start, t);
+        let positions = trace_span!("embed").in_scope(|| {
+            for (row, &id) in x.chunks_exact_mut(h).zip(tokens) {
+                self.embed.row_to_f32(id as usize, row);
+            }
+            let (cos, sin) = self.rope.tables(start, t);
+            Positions { start, cos, sin }
+        });
         let mode = Mode {
             dtype: self.dtype,
             isa: self.isa,
@@ -636,38 +652,42 @@ impl Model {
                 self.config.num_local_experts,
             );
             for l in 0..self.layers.len() {
-                let layer = pinned.get(l);
-                if layer
-                    .is_none_or(|p| p.len() != t * k || p.iter().any(|&e| e as usize >= experts))
-                {
+                // A token's experts must be distinct and exist: the combine in `Moe::forward`
+                // writes each expert's tokens' output rows in parallel.
+                let found = match pinned.get(l) {
+                    None => Some("no entry".to_string()),
+                    Some(p) if p.len() != t * k => Some(format!("{} ids", p.len())),
+                    Some(p) => p.chunks_exact(k.max(1)).enumerate().find_map(|(ti, ids)| {
+                        let bad = ids
+                            .iter()
+                            .enumerate()
+                            .any(|(j, &e)| e as usize >= experts || ids[..j].contains(&e));
+                        bad.then(|| format!("{ids:?} for token {ti}"))
+                    }),
+                };
+                if let Some(found) = found {
                     return Err(EngineError::PinnedRouting {
                         layer: l,
                         expected: t * k,
                         experts,
-                        found: layer.map_or("no entry".into(), |p| format!("{} ids", p.len())),
+                        found,
                     });
                 }
             }
         }
-        let mut laps = Laps::new(self.profile.is_some());
-        laps.lap("embed");
         for (l, layer) in self.layers.iter().enumerate() {
-            let mut normed = rms_norm(&x, &layer.input_norm, self.eps);
-            if mode.rounds(RoundingSource::AttentionInput) {
-                round_to_bf16(&mut normed);
-            }
-            laps.lap("norm");
-            let attn = layer.attention.forward(
-                &normed,
-                t,
-                start,
-                &cos,
-                &sin,
-                &mut cache.layers[l],
-                mode,
-                &mut laps,
-            );
+            let normed = trace_span!("norm").in_scope(|| {
+                let mut normed = rms_norm(&x, &layer.input_norm, self.eps);
+                if mode.rounds(RoundingSource::AttentionInput) {
+                    round_to_bf16(&mut normed);
+                }
+                normed
+            });
+            let attn = layer
+                .attention
+                .forward(&normed, t, &positions, &mut cache.layers[l], mode);
             add_assign(&mut x, &attn);
+            let norm_span = trace_span!("norm").entered();
             let mut normed = rms_norm(&x, &layer.post_norm, self.eps);
             // The router and the experts read the same rounded input, unless a diagnostic
             // keeps one of the two roundings exact.
@@ -682,19 +702,14 @@ impl Model {
             if experts_round {
                 round_to_bf16(&mut normed);
             }
-            laps.lap("norm");
+            drop(norm_span);
             let mut routing = Routing {
                 pinned: pinned.as_ref().and_then(|p| p.get(l)).map(Vec::as_slice),
                 ..Routing::default()
             };
-            let moe = layer.moe.forward(
-                &normed,
-                router_input.as_deref(),
-                t,
-                mode,
-                &mut routing,
-                &mut laps,
-            );
+            let moe = layer
+                .moe
+                .forward(&normed, router_input.as_deref(), t, mode, &mut routing);
             if let Some(tr) = trace.as_deref_mut() {
                 tr.router_topk.push(routing.selected);
                 tr.router_margins.push(routing.margins);
@@ -713,22 +728,15 @@ impl Model {
             Logits::All => &x[..],
         };
         let n = rows.len() / h;
-        let mut normed = rms_norm(rows, &self.norm, self.eps);
-        if mode.rounds(RoundingSource::LmHeadInput) {
-            round_to_bf16(&mut normed);
-        }
-        laps.lap("norm");
-        let out = self.lm_head.linear(&normed, n, &mut None, mode.isa, None);
-        laps.lap("lm_head");
-        if let Some(lock) = &self.profile {
-            let mut total = lock.lock().unwrap_or_else(|e| e.into_inner());
-            total.forward_calls += 1;
-            total.tokens += t;
-            for (name, d) in laps.profile.ops {
-                total.add(name, d);
+        let normed = trace_span!("norm").in_scope(|| {
+            let mut normed = rms_norm(rows, &self.norm, self.eps);
+            if mode.rounds(RoundingSource::LmHeadInput) {
+                round_to_bf16(&mut normed);
             }
-        }
-        Ok(out)
+            normed
+        });
+        let _lm_head = trace_span!("lm_head").entered();
+        Ok(self.lm_head.linear(&normed, n, &mut None, mode.isa, None))
     }
 }
 
@@ -774,22 +782,20 @@ fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
 }
 
 impl Attention {
-    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         x: &[f32],
         t: usize,
-        start: usize,
-        cos: &[f32],
-        sin: &[f32],
+        positions: &Positions,
         store: &mut LayerStore,
         mode: Mode,
-        laps: &mut Laps,
     ) -> Vec<f32> {
+        let _attention = trace_span!("attention").entered();
         let d = self.head_dim;
         let half = d / 2;
-        let (mut q, mut k, v) = self.qkv(x, t, mode.isa);
-        laps.lap("attn.qkv");
+        let (mut q, mut k, v) = trace_span!("attn.qkv").in_scope(|| self.qkv(x, t, mode.isa));
+        let core = trace_span!("attn.core").entered();
+        let (cos, sin, start) = (&positions.cos, &positions.sin, positions.start);
         for ti in 0..t {
             let (c, s) = (
                 &cos[ti * half..(ti + 1) * half],
@@ -813,10 +819,8 @@ impl Attention {
         if mode.rounds(RoundingSource::AttentionOutput) {
             round_to_bf16(&mut out);
         }
-        laps.lap("attn.core");
-        let y = self.o.forward(&out, t, &mut None, mode.isa);
-        laps.lap("attn.o");
-        y
+        drop(core);
+        trace_span!("attn.o").in_scope(|| self.o.forward(&out, t, &mut None, mode.isa))
     }
 
     /// The three projections of `x`; as q8_0 matrices, one quantization of `x` and one
@@ -921,8 +925,9 @@ impl Moe {
         t: usize,
         mode: Mode,
         routing: &mut Routing,
-        laps: &mut Laps,
     ) -> Vec<f32> {
+        let _moe = trace_span!("moe").entered();
+        let router = trace_span!("moe.router").entered();
         let (e_count, k) = (self.num_experts, self.top_k);
         let ex = &self.experts;
         let (h, i) = (ex.hidden, ex.intermediate);
@@ -968,8 +973,9 @@ impl Moe {
                 assigned[e].push((ti, w / sum));
             }
         }
-        laps.lap("moe.router");
         routing.logits = logits;
+        drop(router);
+        let gate_up_span = trace_span!("moe.gate_up").entered();
         // int8 path: quantize every token once, gather each expert's rows.
         let int8 = mode.int8()
             && ex.gate_up.is_mxfp4()
@@ -1024,7 +1030,8 @@ impl Moe {
                 ex.gate_up.linear(e, &xe, tokens.len(), gate_up_bias(e), y);
             }
         }
-        laps.lap("moe.gate_up");
+        drop(gate_up_span);
+        let swiglu_span = trace_span!("moe.swiglu").entered();
         let acts: Vec<Vec<f32>> = gate_up
             .iter()
             .map(|gate_up| {
@@ -1037,7 +1044,8 @@ impl Moe {
             })
             .collect();
         drop(gate_up);
-        laps.lap("moe.swiglu");
+        drop(swiglu_span);
+        let down_span = trace_span!("moe.down").entered();
         let mut downs: Vec<Vec<f32>> = active
             .iter()
             .map(|(_, tokens)| vec![0.0f32; tokens.len() * h])
@@ -1065,7 +1073,7 @@ impl Moe {
                 ex.down.linear(e, act, tokens.len(), down_bias(e), y);
             }
         }
-        laps.lap("moe.down");
+        drop(down_span);
         let mut out = vec![0.0f32; t * h];
         for ((_, tokens), down) in active.iter().zip(&downs) {
             // An expert's tokens are distinct, so its rows add into distinct output rows.
@@ -1074,7 +1082,10 @@ impl Moe {
                 .zip(tokens.par_iter())
                 .with_min_len(16)
                 .for_each(|(row, &(ti, w))| {
-                    // SAFETY: row ti of `out` ([t, h]) is written by this item alone.
+                    // SAFETY: ti < t, so row ti is inside `out` ([t, h]); an expert's tokens
+                    // are distinct (top-k picks distinct experts per token, and pinned
+                    // routing is checked for repeats in `forward`), so this item alone
+                    // writes it, and `out` is not otherwise touched during this loop.
                     let o = unsafe { std::slice::from_raw_parts_mut(shared.at(ti * h), h) };
                     for (o, &v) in o.iter_mut().zip(row) {
                         *o += v * w;

@@ -7,8 +7,8 @@ use std::sync::mpsc;
 
 use common::{max_abs_diff, read_reference};
 use ossa_engine::{
-    CancelHandle, DType, Engine, EngineError, FinishReason, GenerateParams, LoadOptions, Logits,
-    SamplingParams,
+    CancelHandle, DType, Engine, EngineError, FinishReason, ForwardTrace, GenerateParams,
+    LoadOptions, Logits, SamplingParams,
 };
 
 fn engine() -> Engine {
@@ -228,6 +228,100 @@ fn bad_requests_are_errors() {
             ..
         })
     ));
+}
+
+/// Pinned routing (a diagnostics input) that sends a token to one expert twice would have two
+/// parallel writers of its output row: it is refused, naming the token, before the cache
+/// changes; the engine then computes as before, and distinct pins are accepted.
+#[test]
+fn pinned_routing_with_a_repeated_expert_is_refused() {
+    let mut engine = engine();
+    let tokens = [1u32, 2, 3];
+    let layers = engine.model().config().num_hidden_layers;
+    let want = engine
+        .forward(&tokens, Logits::All, None)
+        .expect("plain forward");
+    engine.clear_cache();
+    let mut pins = vec![vec![0u32, 1, 2, 3, 4, 5]; layers];
+    pins[2] = vec![0, 1, 5, 5, 4, 6];
+    let mut trace = ForwardTrace {
+        pinned_routing: Some(pins),
+        ..ForwardTrace::default()
+    };
+    let err = engine
+        .forward(&tokens, Logits::All, Some(&mut trace))
+        .expect_err("a repeated expert is refused");
+    assert!(
+        matches!(&err, EngineError::PinnedRouting { layer: 2, found, .. } if found.contains("token 1")),
+        "{err}"
+    );
+    assert!(engine.cached_tokens().is_empty(), "nothing cached");
+    let again = engine
+        .forward(&tokens, Logits::All, None)
+        .expect("forward after");
+    assert_eq!(max_abs_diff(&again, &want), 0.0);
+    engine.clear_cache();
+    let mut trace = ForwardTrace {
+        pinned_routing: Some(vec![vec![7u32, 0, 6, 1, 5, 2]; layers]),
+        ..ForwardTrace::default()
+    };
+    engine
+        .forward(&tokens, Logits::All, Some(&mut trace))
+        .expect("distinct pins run");
+}
+
+/// Profiling times every stage of real forward calls from their spans: each stage named once,
+/// each with time; failed calls are not counted; off again, nothing is collected and the
+/// logits are the same as with it on.
+#[test]
+fn profiling_names_every_stage_with_its_time() {
+    let mut engine = engine();
+    assert!(engine.model().take_profile().is_none(), "off by default");
+    let plain = engine
+        .forward(&[1, 2, 3, 4], Logits::All, None)
+        .expect("forward");
+    engine.clear_cache();
+    engine.set_profiling(true);
+    let profiled = engine
+        .forward(&[1, 2, 3, 4], Logits::All, None)
+        .expect("forward");
+    assert_eq!(max_abs_diff(&plain, &profiled), 0.0);
+    engine.forward(&[5], Logits::Last, None).expect("decode");
+    assert!(engine.forward(&[5000], Logits::Last, None).is_err());
+    let profile = engine.model().take_profile().expect("on");
+    assert_eq!((profile.forward_calls, profile.tokens), (2, 5));
+    let names: Vec<&str> = profile.ops.iter().map(|(name, _)| *name).collect();
+    let stages = [
+        "forward",
+        "embed",
+        "norm",
+        "attention",
+        "attn.qkv",
+        "attn.core",
+        "attn.o",
+        "moe",
+        "moe.router",
+        "moe.gate_up",
+        "moe.swiglu",
+        "moe.down",
+        "lm_head",
+    ];
+    let mut sorted = names.clone();
+    sorted.sort();
+    let mut want = stages.to_vec();
+    want.sort();
+    assert_eq!(sorted, want, "each stage once: {names:?}");
+    for (name, time) in &profile.ops {
+        assert!(!time.is_zero(), "{name} has no time");
+    }
+    assert_eq!(
+        engine.model().take_profile().map(|p| p.forward_calls),
+        Some(0),
+        "taken"
+    );
+    engine.set_profiling(false);
+    engine.forward(&[6], Logits::Last, None).expect("decode");
+    assert!(engine.model().take_profile().is_none());
 }
 
 /// Seeded sampling through the engine repeats exactly; another seed gives another sequence.

@@ -64,6 +64,7 @@ fn guest(dir: &std::path::Path) -> Guest {
         },
         display: Display::default(),
         monotonic_origin: origin,
+        interrupt_export: None,
     };
     let mut store = Store::new(&engine, state);
     store.set_epoch_deadline(u64::MAX / 2);

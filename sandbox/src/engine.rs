@@ -2,8 +2,9 @@
 //!
 //! Compiling the 74 MB interpreter takes minutes and gigabytes, so it is done once and the
 //! result (`.cwasm`) is kept under `<data>/python/compiled/`, named by the module's digest, the
-//! wasmtime version, the flavour (plain or fuel-metered: metering changes the generated code) and
-//! the engine's compatibility hash. Loading it is an mmap (tens of milliseconds).
+//! version of ossa's change to it (`patch.rs`), the wasmtime version, the flavour (plain or
+//! fuel-metered: metering changes the generated code) and the engine's compatibility hash.
+//! Loading it is an mmap (tens of milliseconds).
 
 use std::fs;
 use std::hash::{Hash, Hasher};
@@ -13,6 +14,7 @@ use wasmtime::{Config, Engine, Module};
 
 use crate::error::{Result, SandboxError};
 use crate::fsutil::{self, FileLock};
+use crate::patch::{self, PATCH_VERSION};
 use crate::runtime::{Progress, Runtime};
 
 /// The wasmtime release this crate pins (`=48.0.8` in Cargo.toml); part of the cache key.
@@ -94,6 +96,17 @@ pub(crate) fn module(
             actual,
         });
     }
+    // The verified module with CPython's interrupt exported (`patch.rs`); as it is when the
+    // module does not name the function, and then Ctrl-C falls back to cancelling.
+    let bytes = match patch::add_interrupt_export(&bytes)? {
+        Some(patched) => patched,
+        None => {
+            tracing::warn!(
+                "the interpreter does not name PyErr_SetInterruptEx; KeyboardInterrupt cannot be raised in it"
+            );
+            bytes
+        }
+    };
     let compiled = progress
         .during(
             &format!(
@@ -126,7 +139,7 @@ fn cache_path(dir: &Path, engine: &Engine, runtime: &Runtime, metered: bool) -> 
         .get(..32)
         .unwrap_or(&runtime.wasm_sha256);
     dir.join(format!(
-        "{digest}-wasmtime{WASMTIME_VERSION}-{flavour}-{:016x}.cwasm",
+        "{digest}-{PATCH_VERSION}-wasmtime{WASMTIME_VERSION}-{flavour}-{:016x}.cwasm",
         hasher.finish()
     ))
 }

@@ -3,10 +3,10 @@
 //! use (`quota.rs`), and the `host.call` door the interpreter requires.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use wasmtime::{Caller, Engine, Extern, Linker, Memory};
+use wasmtime::{AsContextMut, Caller, Engine, Extern, Linker, Memory, TypedFunc};
 use wasmtime_wasi::HostMonotonicClock;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
@@ -27,15 +27,47 @@ pub(crate) struct HostState {
     pub(crate) clock: CallClock,
     pub(crate) display: Display,
     pub(crate) monotonic_origin: Instant,
+    /// CPython's `PyErr_SetInterruptEx`, when the module exports it (`patch.rs`).
+    pub(crate) interrupt_export: Option<TypedFunc<i32, i32>>,
 }
 
-/// The running call's deadline and cancel flag, checked by the epoch callback every tick and by
-/// the `poll_oneoff` shadow while the guest sleeps; records why it stopped the guest.
+/// The running call's deadline, cancel flag and interrupt request, checked by the epoch callback
+/// every tick and by the `poll_oneoff` shadow while the guest sleeps; records why it stopped the
+/// guest.
 #[derive(Default)]
 pub(crate) struct CallClock {
     pub(crate) deadline: Option<Instant>,
     pub(crate) cancel: Option<Arc<AtomicBool>>,
+    pub(crate) interrupt: Option<Arc<InterruptRequest>>,
+    /// When `KeyboardInterrupt` was raised in the guest, and how long it has to end the call.
+    pub(crate) interrupted: Option<(Instant, Duration)>,
     pub(crate) stopped: Option<StopCause>,
+}
+
+/// A request from another thread that the running call raise `KeyboardInterrupt`, with the time
+/// the guest then has to end the call before it is stopped as by a cancel.
+#[derive(Debug, Default)]
+pub(crate) struct InterruptRequest {
+    asked: AtomicBool,
+    grace_ms: AtomicU64,
+}
+
+impl InterruptRequest {
+    pub(crate) fn ask(&self, grace: Duration) {
+        let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
+        self.grace_ms.store(grace_ms, Ordering::Relaxed);
+        self.asked.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn clear(&self) {
+        self.asked.store(false, Ordering::Relaxed);
+    }
+
+    fn asked(&self) -> Option<Duration> {
+        self.asked
+            .load(Ordering::Acquire)
+            .then(|| Duration::from_millis(self.grace_ms.load(Ordering::Relaxed)))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,8 +90,66 @@ impl CallClock {
             self.stopped = Some(StopCause::Cancelled);
         } else if self.deadline.is_some_and(|d| Instant::now() >= d) {
             self.stopped = Some(StopCause::Deadline);
+        } else if self
+            .interrupted
+            .is_some_and(|(at, grace)| at.elapsed() >= grace)
+        {
+            // The guest did not end the call at the interrupt (C code that never checks).
+            self.stopped = Some(StopCause::Cancelled);
         }
         self.stopped.is_some()
+    }
+
+    /// An interrupt asked for and not yet raised in this call: its grace, noted as raised now.
+    fn take_interrupt(&mut self) -> Option<Duration> {
+        if self.interrupted.is_some() {
+            return None;
+        }
+        let grace = self.interrupt.as_ref()?.asked()?;
+        self.interrupted = Some((Instant::now(), grace));
+        Some(grace)
+    }
+}
+
+/// CPython's number for SIGINT (wasi-libc's, as POSIX's).
+const SIGINT: i32 = 2;
+/// Epoch ticks `PyErr_SetInterruptEx` gets (it only sets a few flags).
+const RAISE_TICKS: u64 = 1000;
+
+/// Raises `KeyboardInterrupt` in the guest if the call was asked to and it has not been yet:
+/// calls CPython's `PyErr_SetInterruptEx(SIGINT)` (the export `patch.rs` adds) on the guest's
+/// thread, re-entrantly, as a native SIGINT handler does; it only sets flags (it is meant to
+/// run inside a signal handler), and the eval loop raises the exception at its next check.
+/// Without the export, or when the call fails, the call is stopped as by a cancel instead.
+pub(crate) fn raise_interrupt(mut ctx: impl AsContextMut<Data = HostState>) {
+    let mut ctx = ctx.as_context_mut();
+    if ctx.data_mut().clock.take_interrupt().is_none() {
+        return;
+    }
+    let raised = match ctx.data().interrupt_export.clone() {
+        Some(export) => {
+            // No epoch check may stop this short call: from the epoch callback the deadline has
+            // passed, and wasmtime has taken the callback out of the store while it runs, so a
+            // check inside would trap. The next tick's deadline is set again after it.
+            ctx.set_epoch_deadline(RAISE_TICKS);
+            let result = export.call(&mut ctx, SIGINT);
+            ctx.set_epoch_deadline(1);
+            match result {
+                Ok(0) => true,
+                Ok(code) => {
+                    tracing::warn!(code, "the interpreter refused the interrupt");
+                    false
+                }
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), "raising the interrupt failed");
+                    false
+                }
+            }
+        }
+        None => false,
+    };
+    if !raised {
+        ctx.data_mut().clock.stopped = Some(StopCause::Cancelled);
     }
 }
 
@@ -219,6 +309,19 @@ fn poll_oneoff(
                     "the call was stopped while the guest slept"
                 ));
             }
+            if caller.data().clock.interrupted.is_none() {
+                raise_interrupt(&mut caller);
+                if caller.data().clock.interrupted.is_some() {
+                    if caller.data_mut().clock.must_stop() {
+                        return Err(wasmtime::format_err!(
+                            "the call was stopped while the guest slept"
+                        ));
+                    }
+                    // The sleep ends early, as a signal ends it in a native CPython; the guest
+                    // raises KeyboardInterrupt when it returns.
+                    break;
+                }
+            }
             let now = Instant::now();
             if now >= until {
                 break;
@@ -322,6 +425,36 @@ mod tests {
         cancel.store(true, Ordering::Relaxed);
         assert!(clock.must_stop());
         assert_eq!(clock.stopped, Some(StopCause::Cancelled));
+    }
+
+    #[test]
+    fn an_interrupt_is_raised_once_and_stops_the_call_after_its_grace() {
+        let request = Arc::new(InterruptRequest::default());
+        let mut clock = CallClock {
+            interrupt: Some(request.clone()),
+            ..Default::default()
+        };
+        assert_eq!(clock.take_interrupt(), None, "nothing asked yet");
+        request.ask(Duration::from_secs(3600));
+        assert_eq!(clock.take_interrupt(), Some(Duration::from_secs(3600)));
+        assert_eq!(clock.take_interrupt(), None, "raised once per call");
+        assert!(!clock.must_stop(), "the guest has its grace");
+
+        request.ask(Duration::ZERO);
+        let mut clock = CallClock {
+            interrupt: Some(request.clone()),
+            ..Default::default()
+        };
+        assert_eq!(clock.take_interrupt(), Some(Duration::ZERO));
+        assert!(clock.must_stop());
+        assert_eq!(clock.stopped, Some(StopCause::Cancelled));
+
+        request.clear();
+        let mut clock = CallClock {
+            interrupt: Some(request),
+            ..Default::default()
+        };
+        assert_eq!(clock.take_interrupt(), None, "a cleared request is gone");
     }
 
     #[test]

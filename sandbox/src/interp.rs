@@ -11,9 +11,12 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 use crate::budget::Permit;
 use crate::error::{Result, SandboxError};
 use crate::files::{self, MOUNT_GUEST};
-use crate::host::{CallClock, Display, HostState, MonotonicClock, StopCause};
+use crate::host::{
+    self, CallClock, Display, HostState, InterruptRequest, MonotonicClock, StopCause,
+};
 use crate::limits::{CallLimits, Denied, MemoryLimiter, Stop};
 use crate::output::{self, Capture, Live};
+use crate::patch::INTERRUPT_EXPORT;
 use crate::quota::{FileGuard, Refused};
 use crate::shared::{Dirs, Shared};
 use crate::{ResetReason, RunOutput, SessionState};
@@ -23,7 +26,8 @@ pub(crate) const ARGV0: &str = "/usr/local/bin/python.wasm";
 
 /// Installed in every session interpreter before the first cell: the final expression's value
 /// goes through the door (kept apart from stdout) instead of being printed; `_` is set as the
-/// REPL does. The helper names are deleted so the user's namespace stays clean.
+/// REPL does; SIGINT raises KeyboardInterrupt. The helper names are deleted so the user's
+/// namespace stays clean.
 const PRELUDE: &str = r#"
 import sys as _ossa_sys, builtins as _ossa_builtins, _host as _ossa_host, os as _ossa_os
 def _ossa_displayhook(value, _b=_ossa_builtins, _h=_ossa_host):
@@ -37,7 +41,12 @@ _ossa_sys.displayhook = _ossa_displayhook
 _ossa_sys.stdout.reconfigure(line_buffering=True)
 _ossa_sys.stderr.reconfigure(line_buffering=True)
 _ossa_os.chdir("/mnt/data")
-del _ossa_sys, _ossa_builtins, _ossa_host, _ossa_os, _ossa_displayhook
+# SIGINT has no Python handler in the snapshot until `_signal` is imported, and an interrupt from
+# the host (`Session::interrupt`) would be dropped ("Signal 2 ignored due to race condition");
+# the default handler raises KeyboardInterrupt.
+import _signal as _ossa_signal
+_ossa_signal.signal(_ossa_signal.SIGINT, _ossa_signal.default_int_handler)
+del _ossa_sys, _ossa_builtins, _ossa_host, _ossa_os, _ossa_signal, _ossa_displayhook
 "#;
 
 /// How one call ended, before it is turned into a public `RunOutput`.
@@ -167,11 +176,13 @@ impl Interpreter {
             clock: CallClock::default(),
             display: Display::default(),
             monotonic_origin: created,
+            interrupt_export: None,
         };
         let flavor = &shared.flavor;
         let mut store = Store::new(&flavor.engine, state);
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_callback(|mut ctx| {
+            host::raise_interrupt(&mut ctx);
             Ok(if ctx.data_mut().clock.must_stop() {
                 UpdateDeadline::Interrupt
             } else {
@@ -194,6 +205,9 @@ impl Interpreter {
         let memory = instance
             .get_memory(&mut store, "memory")
             .ok_or_else(|| SandboxError::wasm("the interpreter", "exports no memory"))?;
+        store.data_mut().interrupt_export = instance
+            .get_typed_func::<i32, i32>(&mut store, INTERRUPT_EXPORT)
+            .ok();
         let mut interpreter = Self {
             store,
             instance,
@@ -214,7 +228,7 @@ impl Interpreter {
                 deadline: Duration::from_secs(60),
                 ..shared.limits.call.clone()
             };
-            interpreter.arm(&limits, None);
+            interpreter.arm(&limits, None, None);
             init.call(&mut interpreter.store, ())
                 .map_err(|e| SandboxError::wasm("the interpreter failed to initialise", e))?;
         }
@@ -242,7 +256,7 @@ impl Interpreter {
             output_bytes: 64 * 1024,
             ..shared.limits.call.clone()
         };
-        let ended = interpreter.turn(PRELUDE, &limits, None);
+        let ended = interpreter.turn(PRELUDE, &limits, None, None);
         if ended.status != crate::Status::Ok {
             return Err(SandboxError::Wasm {
                 context: "the interpreter refused ossa's prelude",
@@ -302,7 +316,12 @@ impl Interpreter {
     }
 
     /// Sets the limits and clears the outputs for the next export call.
-    fn arm(&mut self, limits: &CallLimits, cancel: Option<Arc<AtomicBool>>) {
+    fn arm(
+        &mut self,
+        limits: &CallLimits,
+        cancel: Option<Arc<AtomicBool>>,
+        interrupt: Option<Arc<InterruptRequest>>,
+    ) {
         self.stdout.start(limits.output_bytes);
         self.stderr.start(limits.output_bytes);
         let state = self.store.data_mut();
@@ -317,6 +336,8 @@ impl Interpreter {
         state.clock = CallClock {
             deadline: Some(Instant::now() + limits.deadline),
             cancel,
+            interrupt,
+            interrupted: None,
             stopped: None,
         };
         self.store.set_epoch_deadline(1);
@@ -326,14 +347,15 @@ impl Interpreter {
         }
     }
 
-    /// Runs `code` as the next notebook cell.
+    /// Runs `code` as the next notebook cell; `interrupt` can raise `KeyboardInterrupt` in it.
     pub(crate) fn turn(
         &mut self,
         code: &str,
         limits: &CallLimits,
         cancel: Option<Arc<AtomicBool>>,
+        interrupt: Option<Arc<InterruptRequest>>,
     ) -> Ended {
-        self.arm(limits, cancel);
+        self.arm(limits, cancel, interrupt);
         let result = self.call_turn(code.as_bytes());
         let mut ended = self.finish(result, limits);
         if silenced(code) {
@@ -367,7 +389,7 @@ impl Interpreter {
         limits: &CallLimits,
         cancel: Option<Arc<AtomicBool>>,
     ) -> Ended {
-        self.arm(limits, cancel);
+        self.arm(limits, cancel, None);
         let result = self
             .instance
             .get_typed_func::<(), i32>(&mut self.store, "run")
@@ -439,7 +461,7 @@ impl Interpreter {
             fuel: None,
             memory_bytes: u64::MAX,
         };
-        self.arm(&limits, None);
+        self.arm(&limits, None, None);
         if let Ok(shutdown) = self
             .instance
             .get_typed_func::<(), i32>(&mut self.store, "shutdown")

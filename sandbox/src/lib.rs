@@ -37,6 +37,7 @@ mod host;
 mod interp;
 mod limits;
 mod output;
+mod patch;
 mod quota;
 mod runtime;
 mod sandbox;

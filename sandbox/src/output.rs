@@ -11,6 +11,10 @@ use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
+/// How much of a live stderr is also kept: the end of a program's error (its traceback's last
+/// lines), for the caller to explain it.
+pub(crate) const LIVE_STDERR_TAIL: usize = 4096;
+
 /// Which host stream a live capture writes through to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Live {
@@ -72,6 +76,10 @@ impl Capture {
             }
             Some(Live::Stderr) => {
                 let _ = std::io::stderr().lock().write_all(bytes);
+                let tail = &bytes[bytes.len().saturating_sub(LIVE_STDERR_TAIL)..];
+                buffer.data.extend_from_slice(tail);
+                let over = buffer.data.len().saturating_sub(LIVE_STDERR_TAIL);
+                buffer.data.drain(..over);
             }
             None => {
                 let room = buffer.cap.saturating_sub(buffer.data.len());
@@ -192,6 +200,25 @@ mod tests {
         assert_eq!(dropped, 11);
         capture.start(10);
         assert_eq!(capture.take(), (Vec::new(), 0));
+    }
+
+    #[test]
+    fn a_live_stderr_keeps_only_its_tail() {
+        let mut capture = Capture::new(Some(Live::Stderr));
+        capture.start(1 << 20);
+        capture.write(Bytes::from(vec![b'a'; 3000])).unwrap();
+        capture.write(Bytes::from(vec![b'b'; 3000])).unwrap();
+        capture.write(Bytes::from_static(b"end\n")).unwrap();
+        let (data, dropped) = capture.take();
+        assert_eq!(data.len(), LIVE_STDERR_TAIL);
+        assert!(data.ends_with(b"bbend\n"));
+        assert_eq!(data.iter().filter(|b| **b == b'b').count(), 3000);
+        // Shown live in full, so nothing counts as dropped.
+        assert_eq!(dropped, 0);
+        // One write larger than the tail keeps its end.
+        capture.start(1 << 20);
+        capture.write(Bytes::from(vec![b'c'; 10_000])).unwrap();
+        assert_eq!(capture.take().0, vec![b'c'; LIVE_STDERR_TAIL]);
     }
 
     #[test]

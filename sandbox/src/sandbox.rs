@@ -135,8 +135,9 @@ pub struct ProgramOptions {
     pub mount: Option<PathBuf>,
     /// `None`: the sandbox's defaults.
     pub limits: Option<CallLimits>,
-    /// Write the guest's stdout and stderr through to this process's as they come (nothing is
-    /// captured then).
+    /// Write the guest's stdout and stderr through to this process's as they come. Nothing is
+    /// captured then, except the last 4 KiB of stderr (in [`RunOutput::stderr`]), which name
+    /// the error a failed program ended with.
     pub live: bool,
 }
 
@@ -206,7 +207,7 @@ impl Sandbox {
             let before = files::list(&dirs.mount);
             let mut interpreter =
                 Interpreter::session(&shared, &dirs, session_limits.max_open_files, None)?;
-            let ended = interpreter.turn(&code, &limits, None);
+            let ended = interpreter.turn(&code, &limits, None, None);
             drop(interpreter);
             Ok(ended.into_output(&dirs, &before, SessionState::OneOff, None, started))
         })

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::error::{Result, SandboxError};
+use crate::host::InterruptRequest;
 use crate::interp::{Checkpoint, Ended, Interpreter};
 use crate::limits::{CallLimits, Limits, Stop};
 use crate::shared::{self, Dirs, Shared};
@@ -73,6 +74,7 @@ pub struct Session {
     jobs: Option<Arc<mpsc::Sender<Job>>>,
     worker: Option<std::thread::JoinHandle<()>>,
     running: Arc<Mutex<Option<Arc<AtomicBool>>>>,
+    interrupt: Arc<InterruptRequest>,
     undo_on_cancel: Arc<AtomicBool>,
     shared: Arc<Shared>,
     limits: Limits,
@@ -109,7 +111,9 @@ impl Session {
         let jobs = Arc::new(jobs);
         let running = Arc::new(Mutex::new(None));
         let undo_on_cancel = Arc::new(AtomicBool::new(false));
+        let interrupt = Arc::new(InterruptRequest::default());
         let state = Worker {
+            interrupt: interrupt.clone(),
             undo_on_cancel: undo_on_cancel.clone(),
             checkpoint: Checkpoint::default(),
             owner: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
@@ -132,6 +136,7 @@ impl Session {
             jobs: Some(jobs),
             worker: Some(worker),
             running,
+            interrupt,
             undo_on_cancel,
             shared,
             limits,
@@ -185,15 +190,27 @@ impl Session {
         }
     }
 
+    /// Raises `KeyboardInterrupt` in the call running now, as Ctrl-C does in Python: the code
+    /// may catch it, `finally` blocks run, and the interpreter is kept with what the call did
+    /// until then (an uncaught one ends the call with [`Status::Error`] and its traceback in
+    /// stderr). A sleeping call is woken. The guest raises it at its next check between Python
+    /// instructions; code that does not get there within `grace` (a long call into C, such as
+    /// a big numpy operation) is stopped as by [`Session::cancel`]. False when no call is
+    /// running (nothing is asked then).
+    pub fn interrupt(&self, grace: Duration) -> bool {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if running.is_some() {
+            self.interrupt.ask(grace);
+        }
+        running.is_some()
+    }
+
     /// From now on a cancelled call ([`Session::cancel`], a dropped future) puts the interpreter
     /// back as it was before the call ([`SessionState::Restored`]) instead of discarding it, so
     /// what earlier calls defined survives, as a REPL user expects after Ctrl-C. It costs a copy
     /// of the interpreter's memory before every call (kept in a buffer as large; about 25 ms
     /// with numpy and pandas imported, `benches/sandbox.rs`).
-    ///
-    /// CPython's own way, raising `KeyboardInterrupt` where the code is, is out of reach: a
-    /// running guest can only be stopped by a trap, which cannot resume as a Python exception,
-    /// and the guest exports nothing that would set its eval loop's interrupt flag.
+    /// [`Session::interrupt`] is the gentler way: it keeps what the call did.
     pub fn undo_on_cancel(&self, on: bool) {
         self.undo_on_cancel.store(on, Ordering::Relaxed);
     }
@@ -266,6 +283,7 @@ struct Worker {
     _owned: Vec<tempfile::TempDir>,
     limits: Limits,
     running: Arc<Mutex<Option<Arc<AtomicBool>>>>,
+    interrupt: Arc<InterruptRequest>,
     interpreter: Option<Interpreter>,
     /// Why the next call will run in a fresh interpreter.
     fresh_because: Option<ResetReason>,
@@ -411,8 +429,13 @@ impl Worker {
             // Its memory is not needed any more.
             self.checkpoint = Checkpoint::default();
         }
-        *self.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(cancel.clone());
-        let ended = interpreter.turn(code, limits, Some(cancel));
+        {
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            // An interrupt asked for an earlier call is not this call's.
+            self.interrupt.clear();
+            *running = Some(cancel.clone());
+        }
+        let ended = interpreter.turn(code, limits, Some(cancel), Some(self.interrupt.clone()));
         *self.running.lock().unwrap_or_else(|p| p.into_inner()) = None;
         if undoable && ended.status == Status::Stopped(Stop::Cancelled) && self.restore() {
             return Ok(ended.into_output(

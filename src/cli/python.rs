@@ -79,11 +79,15 @@ pub fn run(args: PythonArgs) -> anyhow::Result<ExitCode> {
     };
     let options = ProgramOptions {
         args: program_args,
-        mount: args.mount,
+        mount: args.mount.clone(),
         limits: Some(limits),
         live: true,
     };
     let out = sandbox.run_program(&program, &options)?;
+    // The program's stderr went to the terminal as it came; its tail is kept for this.
+    if let Some(hint) = mount_hint(&out.stderr, args.mount.as_deref()) {
+        eprintln!("{hint}");
+    }
     if let Some(stop) = out.stop() {
         eprintln!("ossa: {stop}");
     }
@@ -157,8 +161,9 @@ impl Input {
 const HISTORY_FILE: &str = "python_history";
 
 /// A REPL on one session: entries are cells, so state carries over and a final expression is
-/// echoed. On a terminal: line editing, history, Ctrl-C stops a running entry (the session goes
-/// back to its state before the entry) or drops the one being typed, Ctrl-D quits.
+/// echoed. On a terminal: line editing, history; Ctrl-C raises KeyboardInterrupt in a running entry (a second Ctrl-C, or code that does not
+/// stop within [`INTERRUPT_GRACE`], stops it and puts the session back as it was before the
+/// entry) or drops the one being typed, Ctrl-D quits.
 fn repl(
     sandbox: &Sandbox,
     mount: Option<PathBuf>,
@@ -176,7 +181,7 @@ fn repl(
         let runtime = sandbox.runtime();
         println!(
             "Python {} in ossa's WebAssembly sandbox; the working folder /mnt/data is {}. \
-             Ctrl-C stops an entry, Ctrl-D quits.",
+             Ctrl-C interrupts an entry, Ctrl-D quits.",
             runtime.python_version,
             session.mount().display()
         );
@@ -210,19 +215,28 @@ fn repl(
         if needs_more(&cell) && !eof {
             continue;
         }
+        let mut stopping = Stopping::No;
         let out = signals.block_on(async {
             let run = session.run_with(&cell, limits);
             tokio::pin!(run);
             tokio::select! {
-                out = &mut run => out,
-                Ok(()) = tokio::signal::ctrl_c() => {
-                    session.cancel();
-                    run.await
+                out = &mut run => return out,
+                Ok(()) = tokio::signal::ctrl_c() => {}
+            }
+            // Ctrl-C: KeyboardInterrupt in the guest, as in Python; a second one, or code that
+            // does not take it in time, stops the entry and undoes it.
+            if session.interrupt(INTERRUPT_GRACE) {
+                stopping = Stopping::Interrupted;
+                tokio::select! {
+                    out = &mut run => return out,
+                    Ok(()) = tokio::signal::ctrl_c() => stopping = Stopping::Again,
                 }
             }
+            session.cancel();
+            run.await
         })?;
         cell.clear();
-        show(&out, session.mount());
+        show(&out, session.mount(), stopping);
         // As in Python's REPL, `exit(n)` ends the session with that status.
         if let Status::Exit(code) = out.status {
             session.close_blocking();
@@ -236,7 +250,21 @@ fn repl(
     Ok(ExitCode::SUCCESS)
 }
 
-fn show(out: &RunOutput, mount: &Path) {
+/// How long an interrupted entry has to end (raising or catching KeyboardInterrupt) before it
+/// is stopped and undone: code inside a long C call never sees the interrupt.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(3);
+
+/// What Ctrl-C asked of the entry that ran.
+#[derive(Clone, Copy, PartialEq)]
+enum Stopping {
+    No,
+    /// KeyboardInterrupt was raised in it.
+    Interrupted,
+    /// Ctrl-C again while it was being interrupted.
+    Again,
+}
+
+fn show(out: &RunOutput, mount: &Path, stopping: Stopping) {
     if let Some(reason @ (ResetReason::IdleTimeout(_) | ResetReason::Lifetime(_))) =
         &out.started_fresh
     {
@@ -248,14 +276,24 @@ fn show(out: &RunOutput, mount: &Path) {
     }
     let _ = std::io::stdout().flush();
     eprint!("{}", out.stderr);
-    if let Some(hint) = mount_hint(&out.stderr, mount) {
+    if let Some(hint) = mount_hint(&out.stderr, Some(mount)) {
         eprintln!("{hint}");
     }
     match (out.stop(), &out.session) {
-        (Some(Stop::Cancelled), SessionState::Restored) => eprintln!(
-            "KeyboardInterrupt\n[ossa: the entry was stopped and undone: variables are as they \
-             were before it; files it wrote are kept]"
-        ),
+        (Some(Stop::Cancelled), SessionState::Restored) => {
+            let why = match stopping {
+                Stopping::Interrupted => format!(
+                    "the entry did not stop at KeyboardInterrupt within {} s (a long call into C \
+                     does not see it), so it ",
+                    INTERRUPT_GRACE.as_secs()
+                ),
+                Stopping::Again | Stopping::No => "the entry ".into(),
+            };
+            eprintln!(
+                "KeyboardInterrupt\n[ossa: {why}was stopped and undone: variables are as they \
+                 were before it; files it wrote are kept]"
+            )
+        }
         (Some(stop), _) => eprintln!("[ossa: {stop}]"),
         (None, _) => {}
     }
@@ -268,20 +306,30 @@ fn show(out: &RunOutput, mount: &Path) {
     }
 }
 
-/// When the code could not find a file outside the sandbox's folders, the line that says why
-/// and how to give it a host folder: the guest sees only `/mnt/data` (and its own `/tmp`).
-fn mount_hint(stderr: &str, mount: &Path) -> Option<String> {
-    const NOT_FOUND: &str = "FileNotFoundError: [Errno 44] No such file or directory: '";
-    let start = stderr.rfind(NOT_FOUND)? + NOT_FOUND.len();
-    let path = stderr[start..].split('\'').next()?;
-    let inside = |root: &str| path == root || path.starts_with(&format!("{root}/"));
-    if inside("/tmp") || inside("/mnt/data") {
+/// When the code could not find or open a file outside the sandbox's folders, the line that
+/// says why and how to give it a host folder: the guest sees only `/mnt/data` (and its own
+/// `/tmp`). `mount`: the host folder at `/mnt/data`; `None`: a temporary one.
+fn mount_hint(stderr: &str, mount: Option<&Path>) -> Option<String> {
+    // The last line of the traceback, as CPython formats an OSError with a file name.
+    let line = stderr.lines().rev().find(|line| !line.trim().is_empty())?;
+    let denied = line.starts_with("PermissionError: [Errno ");
+    if !(denied || line.starts_with("FileNotFoundError: [Errno ")) {
         return None;
     }
+    let start = line.find(": '")? + 3;
+    let path = line[start..].split('\'').next()?;
+    let inside = |root: &str| path == root || path.starts_with(&format!("{root}/"));
+    // The runtime's own read-only files refuse writes for their own reason.
+    if inside("/tmp") || inside("/mnt/data") || (denied && inside("/usr/local/lib")) {
+        return None;
+    }
+    let here = match mount {
+        Some(mount) => format!("here {}", mount.display()),
+        None => "here an empty temporary folder".to_owned(),
+    };
     Some(format!(
-        "[ossa: the code sees only /mnt/data (here {}) and /tmp, not this machine's files; to \
-         work on a folder of yours, start with --mount DIR (DIR appears at /mnt/data)]",
-        mount.display()
+        "[ossa: the code sees only /mnt/data ({here}) and /tmp, not this machine's files; to \
+         work on a folder of yours, start with --mount DIR (DIR appears at /mnt/data)]"
     ))
 }
 
@@ -353,8 +401,8 @@ mod tests {
                  FileNotFoundError: [Errno 44] No such file or directory: '{path}'\n"
             )
         };
-        let mount = Path::new("/tmp/ossa-x");
-        for path in ["/home/me/data.csv", "data.csv", "../x"] {
+        let mount = Some(Path::new("/tmp/ossa-x"));
+        for path in ["/home/me/data.csv", "data.csv", "../x", "/Users/me/x.csv"] {
             let hint = mount_hint(&error(path), mount).expect(path);
             assert!(hint.contains("--mount DIR"), "{hint}");
             assert!(hint.contains("/tmp/ossa-x"), "{hint}");
@@ -363,6 +411,20 @@ mod tests {
             assert_eq!(mount_hint(&error(path), mount), None, "{path}");
         }
         assert_eq!(mount_hint("ValueError: x\n", mount), None);
+        // Only the error the code ended with counts, not one handled earlier.
+        let handled = format!("{}ValueError: later\n", error("/home/me/data.csv"));
+        assert_eq!(mount_hint(&handled, mount), None);
+
+        // A host path refused, and a one-off run's temporary folder.
+        let denied = |path: &str| {
+            format!("PermissionError: [Errno 76] Capabilities insufficient: '{path}'\n")
+        };
+        let hint = mount_hint(&denied("/home/me/out.csv"), None).expect("a hint");
+        assert!(hint.contains("temporary folder"), "{hint}");
+        assert!(hint.contains("--mount DIR"), "{hint}");
+        for path in ["/usr/local/lib/python3.15/os.py", "/mnt/data/ro.csv"] {
+            assert_eq!(mount_hint(&denied(path), None), None, "{path}");
+        }
     }
 
     #[test]

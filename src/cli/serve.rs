@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ossa::app::TurnLimits;
-use ossa::config::ConfigArgs;
+use ossa::config::{ConfigArgs, Interpreters};
 use ossa::sandbox::Progress;
 use ossa::serve::security::AccessPolicy;
 use ossa::serve::store::StoreOptions;
@@ -77,8 +77,8 @@ pub struct ServeArgs {
     body_timeout: Duration,
     /// Python interpreters alive at once, all clients together; a conversation past it waits,
     /// then gets an error [default: [python] max_interpreters, 16].
-    #[arg(long, value_name = "N", value_parser = ossa::config::parse_max_interpreters)]
-    max_interpreters: Option<u32>,
+    #[arg(long, value_name = "N")]
+    max_interpreters: Option<Interpreters>,
     /// How long Ctrl-C waits for open requests (cancelled first) before exiting; a second
     /// Ctrl-C exits at once.
     #[arg(long, value_name = "TIME", default_value = "10s", value_parser = parse_timeout)]

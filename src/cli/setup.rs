@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use ossa::config::{Config, DEFAULT_PROMPT_CACHE_MB, process_env, prompt_cache_dir};
+use ossa::config::{Config, process_env, prompt_cache_dir};
 use ossa_sandbox::{Sandbox, SandboxConfig, Status};
 
 #[derive(Debug, clap::Args)]
@@ -59,7 +59,7 @@ fn prompt_cache_line() -> String {
     };
     let config = Config::load(None).unwrap_or_default();
     let section = &config.prompt_cache;
-    let bound = section.max_mb.unwrap_or(DEFAULT_PROMPT_CACHE_MB);
+    let bound = section.bound_mb();
     let (files, bytes) = std::fs::read_dir(&dir)
         .map(|entries| {
             entries

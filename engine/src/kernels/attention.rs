@@ -151,8 +151,9 @@ fn attend_amx<E: Widen>(
         .for_each_init(Scratch::default, |s, task| {
             let (g, block) = (task % nkv, task / nkv);
             let tokens = block * block_len..((block + 1) * block_len).min(t);
-            // SAFETY: `isa` is AMX, so AMX-BF16 and AVX-512 BF16 are usable; this task
-            // alone writes the rows (tokens, heads of group g).
+            // SAFETY: `isa` is the AMX level, which detection offers only with AMX-BF16 and
+            // AVX-512 BF16 present and tile data permitted; `out` is [t, heads, 64] and this
+            // task alone writes the rows (its tokens, the heads of group g).
             unsafe { attend_block(s, shape, &kv, q, start, g, tokens, sinks, shared) };
         });
     Some(out)

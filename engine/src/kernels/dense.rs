@@ -125,14 +125,16 @@ impl DenseMatrix {
         match &self.storage {
             Storage::MappedBf16(m) => {
                 let b = m.as_slice();
-                // SAFETY: alignment to 2 was checked at construction; any bit pattern is a u16.
+                // SAFETY: the mapped bytes live as long as `self`; `from_view` kept them only
+                // when 2-aligned, and row slices start at multiples of 2 bytes; any bit
+                // pattern is a u16, and len / 2 elements fit in the bytes.
                 Elements::Bf16(unsafe {
                     std::slice::from_raw_parts(b.as_ptr().cast::<u16>(), b.len() / 2)
                 })
             }
             Storage::MappedF32(m) => {
                 let b = m.as_slice();
-                // SAFETY: alignment to 4 was checked at construction; any bit pattern is an f32.
+                // SAFETY: as above, with 4-byte alignment and f32 (any bit pattern is one).
                 Elements::F32(unsafe {
                     std::slice::from_raw_parts(b.as_ptr().cast::<f32>(), b.len() / 4)
                 })
@@ -205,7 +207,8 @@ impl DenseMatrix {
                         if let Some(b) = bias {
                             v += b[r];
                         }
-                        // SAFETY: element (ti, r) belongs to this chunk only.
+                        // SAFETY: ti < t and r < rows: inside `y` (asserted ≥ t·rows); rows
+                        // r0..r1 are this task's alone (`for_row_chunks` splits them).
                         unsafe { *out.at(ti * rows + r) = v };
                     }
                 }
@@ -216,12 +219,13 @@ impl DenseMatrix {
         for_row_chunks(rows, chunk, |r0, r1| {
             let mut tile = vec![0.0f32; (r1 - r0) * cols];
             self.rows_to_f32(r0, r1, &mut tile);
-            // SAFETY: this task alone writes columns r0..r1 of y.
+            // SAFETY: `y` ([t, rows], asserted) is valid at t·rows + r for r in r0..r1, and
+            // those columns are this task's alone (`for_row_chunks` splits them).
             unsafe { gemm_rows(x, t, cols, &tile, r1 - r0, out, rows, r0) };
             if let Some(b) = bias {
                 for ti in 0..t {
                     for (r, bias_r) in (r0..r1).zip(&b[r0..r1]) {
-                        // SAFETY: as above.
+                        // SAFETY: as above: (ti, r) is inside `y` and this task's.
                         unsafe { *out.at(ti * rows + r) += bias_r };
                     }
                 }
@@ -261,7 +265,8 @@ impl DenseMatrix {
                     }
                     for (j, a) in acc.iter().enumerate() {
                         let v = a + bias.map_or(0.0, |b| b[c0 + j]);
-                        // SAFETY: columns c0..c1 belong to this task.
+                        // SAFETY: ti < t and c0 + j < c1 ≤ n: inside `y` (asserted ≥ t·n);
+                        // columns c0..c1 are this task's alone (`for_row_chunks`).
                         unsafe { *out.at(ti * n + c0 + j) = v };
                     }
                 }
@@ -269,12 +274,13 @@ impl DenseMatrix {
             }
             let mut tile = vec![0.0f32; k * width];
             self.cols_to_f32(c0, c1, &mut tile);
-            // SAFETY: this task alone writes columns c0..c1 of y.
+            // SAFETY: `y` ([t, n], asserted) is valid at t·n + c for c in c0..c1, and those
+            // columns are this task's alone (`for_row_chunks` splits them).
             unsafe { gemm_cols(x, t, k, &tile, width, out, n, c0) };
             if let Some(b) = bias {
                 for ti in 0..t {
                     for (j, bias_j) in (c0..c1).zip(&b[c0..c1]) {
-                        // SAFETY: as above.
+                        // SAFETY: as above: (ti, j) is inside `y` and this task's.
                         unsafe { *out.at(ti * n + j) += bias_j };
                     }
                 }

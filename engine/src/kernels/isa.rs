@@ -130,14 +130,11 @@ impl Isa {
 #[cfg(target_arch = "x86_64")]
 fn cpu_has_amx() -> bool {
     use std::arch::x86_64::{__cpuid, __cpuid_count};
-    #[allow(unused_unsafe)] // `__cpuid*` became safe functions in later Rust versions
-    // SAFETY: CPUID exists on every x86-64 CPU; leaf 7 is only read when the CPU reports it.
-    let edx = unsafe {
-        if __cpuid(0).eax < 7 {
-            return false;
-        }
-        __cpuid_count(7, 0).edx
-    };
+    // Safe functions (CPUID exists on every x86-64 CPU); leaf 7 only when the CPU reports it.
+    if __cpuid(0).eax < 7 {
+        return false;
+    }
+    let edx = __cpuid_count(7, 0).edx;
     [22, 24, 25].iter().all(|bit| edx & (1 << bit) != 0)
 }
 

@@ -34,7 +34,7 @@ macro_rules! with_avx512 {
                 f()
             }
             if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F.
+                // SAFETY: AVX-512F was just detected; `wide` only enables it for `$body`.
                 unsafe { wide(|| $body) }
             } else {
                 $body
@@ -53,9 +53,11 @@ pub const SMALL_BATCH: usize = 4;
 /// A raw pointer that rayon tasks may share because each writes a disjoint part of the output.
 #[derive(Clone, Copy)]
 pub(crate) struct SharedOut(pub(crate) *mut f32);
-// SAFETY: only used where tasks write disjoint elements (distinct output rows or columns, or a
-// task's own scratch buffer).
+// SAFETY: the pointer is only dereferenced in `unsafe` code whose contract gives each task
+// disjoint elements (distinct output rows or columns, or a task's own scratch buffer), while
+// the `&mut` it came from is held by the caller for the whole parallel section.
 unsafe impl Send for SharedOut {}
+// SAFETY: as for `Send`: shared between tasks, but no two write the same element.
 unsafe impl Sync for SharedOut {}
 
 impl SharedOut {
@@ -84,9 +86,10 @@ pub(crate) unsafe fn gemm_rows(
     ldy: usize,
     r0: usize,
 ) {
-    debug_assert!(x.len() >= m * k && tile.len() >= n * k);
-    // SAFETY: lhs is x [m, k] row-major, rhs is tileᵀ [k, n] (tile is [n, k] row-major), and
-    // the destination contract is the caller's.
+    // `gemm` reads through raw pointers: the operands' sizes are checked, not assumed.
+    assert!(x.len() >= m * k && tile.len() >= n * k, "gemm_rows shapes");
+    // SAFETY: lhs is x [m, k] row-major, rhs is tileᵀ [k, n] (tile is [n, k] row-major), both
+    // inside their slices (asserted); the destination is the caller's contract.
     unsafe {
         gemm::gemm(
             m,
@@ -127,8 +130,9 @@ pub(crate) unsafe fn gemm_cols(
     ldy: usize,
     c0: usize,
 ) {
-    debug_assert!(x.len() >= m * k && tile.len() >= n * k);
-    // SAFETY: rhs is tile [k, n] row-major; destination contract is the caller's.
+    assert!(x.len() >= m * k && tile.len() >= n * k, "gemm_cols shapes");
+    // SAFETY: lhs is x [m, k] row-major, rhs is tile [k, n] row-major, both inside their
+    // slices (asserted); the destination is the caller's contract.
     unsafe {
         gemm::gemm(
             m,

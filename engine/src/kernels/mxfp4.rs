@@ -124,7 +124,8 @@ impl<'a> Mxfp4Matrix<'a> {
                     for ti in 0..t {
                         let v = dot_packed_row(blocks, scales, &x[ti * cols..(ti + 1) * cols])
                             + bias.map_or(0.0, |b| b[r]);
-                        // SAFETY: element (ti, r) belongs to this chunk only.
+                        // SAFETY: ti < t and r < rows: inside `y` (asserted ≥ t·rows); rows
+                        // r0..r1 are this task's alone (`for_row_chunks` splits them).
                         unsafe { *out.at(ti * rows + r) = v };
                     }
                 }
@@ -136,12 +137,13 @@ impl<'a> Mxfp4Matrix<'a> {
             for (i, r) in (r0..r1).enumerate() {
                 self.dequantize_row(r, &mut tile[i * cols..(i + 1) * cols]);
             }
-            // SAFETY: this task alone writes columns r0..r1 of y.
+            // SAFETY: `y` ([t, rows], asserted) is valid at t·rows + r for r in r0..r1, and
+            // those columns are this task's alone (`for_row_chunks` splits them).
             unsafe { gemm_rows(x, t, cols, &tile, r1 - r0, out, rows, r0) };
             if let Some(b) = bias {
                 for ti in 0..t {
                     for (r, bias_r) in (r0..r1).zip(&b[r0..r1]) {
-                        // SAFETY: as above.
+                        // SAFETY: as above: (ti, r) is inside `y` and this task's.
                         unsafe { *out.at(ti * rows + r) += bias_r };
                     }
                 }

@@ -187,7 +187,7 @@ fn round_i8(v: f32) -> i8 {
 fn quantize_block(src: &[f32], dst: &mut [i8]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if src.len() == QK && dst.len() == QK && std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is present and both blocks hold exactly 32 elements.
+        // SAFETY: AVX2 was just detected and both blocks hold exactly 32 elements.
         return unsafe { x86::quantize_block_avx2(src, dst) };
     }
     quantize_block_scalar(src, dst)
@@ -211,13 +211,15 @@ pub fn dot_q8_0(isa: Isa, wq: &[i8], wd: &[f32], xq: &[i8], xd: &[f32]) -> f32 {
     );
     match isa.level() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: only detection makes an `Isa`, so the CPU has the features; lengths checked.
+        // SAFETY: only detection makes an `Isa` (isa.rs), and it offers AVX2 only with AVX2 and
+        // FMA present; the assert gives `wq` and `xq` nb·32 values.
         Level::Avx2 => unsafe { x86::dot_q8_0_avx2(wq, wd, xq, xd, nb) },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
+        // SAFETY: as above; AVX-VNNI is offered only above AVX2 and when detected.
         Level::AvxVnni => unsafe { x86::dot_q8_0_avxvnni(wq, wd, xq, xd, nb) },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
+        // SAFETY: as above; these levels are offered only when AVX2, FMA and AVX-512
+        // F/BW/DQ/VL/VNNI were all detected.
         Level::Avx512Vnni | Level::Amx => unsafe { x86::dot_q8_0_avx512(wq, wd, xq, xd, nb) },
         _ => dot_q8_0_scalar(wq, wd, xq, xd, nb),
     }
@@ -238,7 +240,9 @@ pub fn dot_q8_0_tokens<const N: usize>(
     );
     match isa.level() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: only detection makes an `Isa`, so the CPU has the features; lengths checked.
+        // SAFETY: only detection makes an `Isa` (isa.rs), and these levels only with AVX2, FMA
+        // and AVX-512 F/BW/DQ/VL/VNNI detected; the assert gives `wq` and every token nb·32
+        // values and every token nb scales (nb = wd.len()).
         Level::Avx512Vnni | Level::Amx => unsafe { x86::dot_q8_0_avx512_tokens(wq, wd, xs, nb) },
         _ => xs.map(|(xq, xd)| dot_q8_0(isa, wq, wd, xq, xd)),
     }
@@ -288,13 +292,15 @@ pub fn dot_mxfp4_q8_tokens<const N: usize>(
     );
     match isa.level() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: only detection makes an `Isa`, so the CPU has the features; lengths checked.
+        // SAFETY: only detection makes an `Isa` (isa.rs), and it offers AVX2 only with AVX2 and
+        // FMA present; nb = scales.len() and the assert gives `blocks` nb·16 bytes and every
+        // token nb·32 values, nb scales and nb corrections.
         Level::Avx2 => unsafe { x86::dot_mxfp4_avx2(blocks, scales, xs, nb) },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
+        // SAFETY: as above; AVX-VNNI is offered only above AVX2 and when detected.
         Level::AvxVnni => unsafe { x86::dot_mxfp4_avxvnni(blocks, scales, xs, nb) },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
+        // SAFETY: as above; these levels are offered only with AVX-512 F/VL/VNNI detected.
         Level::Avx512Vnni | Level::Amx => unsafe {
             x86::dot_mxfp4_avx512vl(blocks, scales, xs, nb)
         },
@@ -445,7 +451,8 @@ impl Q8Matrix {
                     }
                 }
                 for (i, vi) in v.iter().enumerate().take(n) {
-                    // SAFETY (caller): element (ti + i, r) is this call's.
+                    // SAFETY: (ti + i, r) lies in `y`'s [x.rows, self.rows] and in rows r0..r1,
+                    // which the caller gives this call alone.
                     unsafe { *y.at((ti + i) * rows + r) = vi + bias_r };
                 }
                 ti += n;
@@ -496,8 +503,8 @@ pub fn linear_batch(isa: Isa, jobs: &mut [LinearJob<'_>]) {
     #[cfg(target_arch = "x86_64")]
     for job in jobs.iter_mut().filter(|j| on_tiles(isa, j.x)) {
         match job.weights {
-            Weights::Q8(m) => super::amx::q8_0_linear(m, job.x, job.bias, job.y),
-            Weights::Mxfp4(m) => super::amx::mxfp4_linear(&m, job.x, job.bias, job.y),
+            Weights::Q8(m) => super::amx::q8_0_linear(isa, m, job.x, job.bias, job.y),
+            Weights::Mxfp4(m) => super::amx::mxfp4_linear(isa, &m, job.x, job.bias, job.y),
         }
     }
     let mut tasks = Vec::new();
@@ -594,7 +601,8 @@ impl Mxfp4Matrix<'_> {
                 (q, d, x.corr_row(ti))
             };
             let store = |ti: usize, v: f32| {
-                // SAFETY (caller): element (ti, r) is this call's.
+                // SAFETY: (ti, r) lies in `y`'s [x.rows, self.rows] and in rows r0..r1, which
+                // the caller gives this call alone.
                 unsafe { *y.at(ti * rows + r) = v + bias_r };
             };
             let mut ti = 0;
@@ -612,15 +620,17 @@ impl Mxfp4Matrix<'_> {
 }
 
 #[cfg(target_arch = "x86_64")]
-// Every function here is an `unsafe fn` whose whole body is intrinsics and raw loads.
-#[allow(unsafe_op_in_unsafe_fn)]
 mod x86 {
+    //! The SIMD kernels. Helpers that only compute on registers are safe `#[target_feature]`
+    //! functions (callable without `unsafe` from kernels with those features); the kernels
+    //! read memory through raw pointers, so they are `unsafe fn`s whose contract is the
+    //! CPU's features plus the lengths their dispatchers in `q8.rs` assert.
     use super::{BLOCK, BLOCK_BYTES, FP4_X2_U8, QK};
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn hsum256(v: __m256) -> f32 {
+    fn hsum256(v: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -630,7 +640,7 @@ mod x86 {
     /// Signed int8 products summed per 4 bytes into 8 int32 lanes, the AVX2 way.
     #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn dot_i8_avx2(w: __m256i, x: __m256i) -> __m256i {
+    fn dot_i8_avx2(w: __m256i, x: __m256i) -> __m256i {
         let aw = _mm256_sign_epi8(w, w);
         let sx = _mm256_sign_epi8(x, w);
         // |w| ≤ 127, |x| ≤ 127: pairs sum to at most 32258, no i16 saturation.
@@ -639,7 +649,7 @@ mod x86 {
 
     #[target_feature(enable = "avx2,avxvnni")]
     #[inline]
-    unsafe fn dot_i8_avxvnni(w: __m256i, x: __m256i) -> __m256i {
+    fn dot_i8_avxvnni(w: __m256i, x: __m256i) -> __m256i {
         let aw = _mm256_sign_epi8(w, w);
         let sx = _mm256_sign_epi8(x, w);
         _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), aw, sx)
@@ -647,7 +657,7 @@ mod x86 {
 
     #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
     #[inline]
-    unsafe fn dot_i8_avx512(w: __m512i, x: __m512i) -> __m512i {
+    fn dot_i8_avx512(w: __m512i, x: __m512i) -> __m512i {
         let aw = _mm512_abs_epi8(w);
         let neg = _mm512_movepi8_mask(w);
         let sx = _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x);
@@ -656,6 +666,9 @@ mod x86 {
 
     /// One q8_0 row against one token row, a block per 256-bit step, with `$dot` (the AVX2
     /// emulation or AVX-VNNI) summing a block's 32 products in int32.
+    ///
+    /// # Safety
+    /// The CPU has `$features`; `wq` and `xq` hold at least `nb`·32 values.
     macro_rules! q8_0_row_kernel {
         ($name:ident, $features:literal, $dot:ident) => {
             #[target_feature(enable = $features)]
@@ -673,8 +686,14 @@ mod x86 {
                             wq.as_ptr().wrapping_add(b * QK + PREFETCH_AHEAD).cast(),
                         );
                     }
-                    let w = _mm256_loadu_si256(wq.as_ptr().add(b * QK).cast());
-                    let x = _mm256_loadu_si256(xq.as_ptr().add(b * QK).cast());
+                    // SAFETY: b < nb and both rows hold nb·32 values (the contract), so
+                    // the 32 bytes at b·32 are inside each.
+                    let (w, x) = unsafe {
+                        (
+                            _mm256_loadu_si256(wq.as_ptr().add(b * QK).cast()),
+                            _mm256_loadu_si256(xq.as_ptr().add(b * QK).cast()),
+                        )
+                    };
                     let s = _mm256_cvtepi32_ps($dot(w, x));
                     acc = _mm256_fmadd_ps(s, _mm256_set1_ps(wd[b] * xd[b]), acc);
                 }
@@ -689,10 +708,12 @@ mod x86 {
     /// Two blocks per 512-bit step: int32 lanes 0-7 belong to the first, 8-15 to the second.
     #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
     #[inline]
-    unsafe fn pair_scale(s0: f32, s1: f32) -> __m512 {
+    fn pair_scale(s0: f32, s1: f32) -> __m512 {
         _mm512_insertf32x8(_mm512_set1_ps(s0), _mm256_set1_ps(s1), 1)
     }
 
+    /// # Safety
+    /// The CPU has the enabled features; `wq` and `xq` hold at least `nb`·32 values.
     #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
     pub(super) unsafe fn dot_q8_0_avx512(
         wq: &[i8],
@@ -706,8 +727,14 @@ mod x86 {
         for p in 0..pairs {
             let b = 2 * p;
             _mm_prefetch::<_MM_HINT_T0>(wq.as_ptr().wrapping_add(b * QK + PREFETCH_AHEAD).cast());
-            let w = _mm512_loadu_si512(wq.as_ptr().add(b * QK).cast());
-            let x = _mm512_loadu_si512(xq.as_ptr().add(b * QK).cast());
+            // SAFETY: b + 1 < nb, so the 64 bytes of blocks b and b + 1 are inside both rows
+            // (nb·32 values each, the contract).
+            let (w, x) = unsafe {
+                (
+                    _mm512_loadu_si512(wq.as_ptr().add(b * QK).cast()),
+                    _mm512_loadu_si512(xq.as_ptr().add(b * QK).cast()),
+                )
+            };
             let s = _mm512_cvtepi32_ps(dot_i8_avx512(w, x));
             let scale = pair_scale(wd[b] * xd[b], wd[b + 1] * xd[b + 1]);
             acc = _mm512_fmadd_ps(s, scale, acc);
@@ -715,8 +742,13 @@ mod x86 {
         let mut total = _mm512_reduce_add_ps(acc);
         if nb % 2 == 1 {
             let b = nb - 1;
-            let w = _mm256_loadu_si256(wq.as_ptr().add(b * QK).cast());
-            let x = _mm256_loadu_si256(xq.as_ptr().add(b * QK).cast());
+            // SAFETY: the last block, b < nb: its 32 bytes are inside both rows.
+            let (w, x) = unsafe {
+                (
+                    _mm256_loadu_si256(wq.as_ptr().add(b * QK).cast()),
+                    _mm256_loadu_si256(xq.as_ptr().add(b * QK).cast()),
+                )
+            };
             let aw = _mm256_sign_epi8(w, w);
             let sx = _mm256_sign_epi8(x, w);
             let s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, sx);
@@ -728,6 +760,10 @@ mod x86 {
     /// One q8_0 row against `N` token rows: per pair of blocks the weights' |w| and sign
     /// mask are computed once and reused for every token; block scales (wd·xd) come eight at
     /// a time from two vector loads. Leftover blocks (fewer than 8) go to the one-token kernel.
+    ///
+    /// # Safety
+    /// The CPU has the enabled features; `wq` and every token's values hold at least `nb`·32
+    /// values, `wd` and every token's scales at least `nb`.
     #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
     pub(super) unsafe fn dot_q8_0_avx512_tokens<const N: usize>(
         wq: &[i8],
@@ -745,10 +781,14 @@ mod x86 {
         let groups = nb / 8;
         for g in 0..groups {
             let b0 = g * 8;
-            let ws = _mm256_loadu_ps(wd.as_ptr().add(b0));
+            // SAFETY: for every load of this group: b0 + 8 ≤ nb, so the 8 scales at b0 are inside
+            // `wd` and each token's scales, and the 64 bytes of blocks b (b + 1 < b0 + 8) are
+            // inside `wq` and each token's values (the contract's lengths).
+            let ws = unsafe { _mm256_loadu_ps(wd.as_ptr().add(b0)) };
             let mut s = [_mm512_setzero_ps(); N];
             for i in 0..N {
-                let xd = _mm256_loadu_ps(xs[i].1.as_ptr().add(b0));
+                // SAFETY: as above.
+                let xd = unsafe { _mm256_loadu_ps(xs[i].1.as_ptr().add(b0)) };
                 s[i] = _mm512_castps256_ps512(_mm256_mul_ps(ws, xd));
             }
             for (p, lane) in idx.iter().enumerate() {
@@ -756,11 +796,13 @@ mod x86 {
                 _mm_prefetch::<_MM_HINT_T0>(
                     wq.as_ptr().wrapping_add(b * QK + PREFETCH_AHEAD).cast(),
                 );
-                let w = _mm512_loadu_si512(wq.as_ptr().add(b * QK).cast());
+                // SAFETY: as above.
+                let w = unsafe { _mm512_loadu_si512(wq.as_ptr().add(b * QK).cast()) };
                 let aw = _mm512_abs_epi8(w);
                 let neg = _mm512_movepi8_mask(w);
                 for i in 0..N {
-                    let x = _mm512_loadu_si512(xs[i].0.as_ptr().add(b * QK).cast());
+                    // SAFETY: as above.
+                    let x = unsafe { _mm512_loadu_si512(xs[i].0.as_ptr().add(b * QK).cast()) };
                     let sx = _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x);
                     let sum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), aw, sx);
                     accs[i] = _mm512_fmadd_ps(
@@ -775,27 +817,35 @@ mod x86 {
         let mut out = [0.0f32; N];
         for i in 0..N {
             let (xq, xd) = xs[i];
-            out[i] = _mm512_reduce_add_ps(accs[i])
-                + dot_q8_0_avx512(
+            // SAFETY: same features; the slices from block `done` hold (nb - done)·32 values.
+            let rest = unsafe {
+                dot_q8_0_avx512(
                     &wq[done * QK..],
                     &wd[done..],
                     &xq[done * QK..],
                     &xd[done..],
                     nb - done,
-                );
+                )
+            };
+            out[i] = _mm512_reduce_add_ps(accs[i]) + rest;
         }
         out
     }
 
+    /// # Safety
+    /// The CPU has AVX2; `src` and `dst` hold at least 32 values.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn quantize_block_avx2(src: &[f32], dst: &mut [i8]) -> f32 {
         let p = src.as_ptr();
-        let v = [
-            _mm256_loadu_ps(p),
-            _mm256_loadu_ps(p.add(8)),
-            _mm256_loadu_ps(p.add(16)),
-            _mm256_loadu_ps(p.add(24)),
-        ];
+        // SAFETY: four loads of 8 cover the 32 values `src` holds (the contract).
+        let v = unsafe {
+            [
+                _mm256_loadu_ps(p),
+                _mm256_loadu_ps(p.add(8)),
+                _mm256_loadu_ps(p.add(16)),
+                _mm256_loadu_ps(p.add(24)),
+            ]
+        };
         let sign = _mm256_set1_ps(-0.0);
         let a = v.map(|x| _mm256_andnot_ps(sign, x));
         let m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
@@ -812,7 +862,8 @@ mod x86 {
         );
         let ordered =
             _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-        _mm256_storeu_si256(dst.as_mut_ptr().cast(), ordered);
+        // SAFETY: `dst` holds 32 bytes (the contract), all of them written here.
+        unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), ordered) };
         scale
     }
 
@@ -822,7 +873,7 @@ mod x86 {
     /// Adds the `u8 × i8` products of `u` and `x`, four per int32 lane, to `acc`.
     #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn dpbusd_avx2(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
+    fn dpbusd_avx2(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
         // u ≤ 24 here, |x| ≤ 127: pairs sum to at most 6096, no i16 saturation.
         _mm256_add_epi32(
             acc,
@@ -832,13 +883,13 @@ mod x86 {
 
     #[target_feature(enable = "avx2,avxvnni")]
     #[inline]
-    unsafe fn dpbusd_avxvnni(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
+    fn dpbusd_avxvnni(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
         _mm256_dpbusd_avx_epi32(acc, u, x)
     }
 
     #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
     #[inline]
-    unsafe fn dpbusd_avx512vl(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
+    fn dpbusd_avx512vl(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
         _mm256_dpbusd_epi32(acc, u, x)
     }
 
@@ -848,6 +899,10 @@ mod x86 {
     /// high nibbles index the +12 table and meet 64 activations in two `u8 × i8` dot
     /// instructions (int32 lanes 0-3: first block, 4-7: second). The +12 is taken back per
     /// group from the activation sums. A last odd block goes to the scalar code.
+    ///
+    /// # Safety
+    /// The CPU has `$features`; `blocks` holds at least `nb`·16 bytes, `scales` exactly `nb`,
+    /// and every token's values at least `nb`·32, its scales and corrections at least `nb`.
     macro_rules! mxfp4_row_kernel {
         ($name:ident, $features:literal, $dot:ident) => {
             #[target_feature(enable = $features)]
@@ -857,7 +912,10 @@ mod x86 {
                 xs: &[(&[i8], &[f32], &[i32]); N],
                 nb: usize,
             ) -> [f32; N] {
-                let lut = _mm256_broadcastsi128_si256(_mm_loadu_si128(FP4_X2_U8.as_ptr().cast()));
+                // SAFETY: the table is 16 bytes, one 128-bit load.
+                let lut = _mm256_broadcastsi128_si256(unsafe {
+                    _mm_loadu_si128(FP4_X2_U8.as_ptr().cast())
+                });
                 let m4 = _mm256_set1_epi8(0x0f);
                 let lanes = [
                     _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1),
@@ -878,19 +936,31 @@ mod x86 {
                     let ahead = bp.wrapping_add(b0 * BLOCK_BYTES + PREFETCH_AHEAD);
                     _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
                     _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64).cast());
-                    let e = _mm256_cvtepu8_epi32(_mm_loadl_epi64(scales.as_ptr().add(b0).cast()));
+                    // SAFETY: for every load of this group: b0 + 8 ≤ pairs_end ≤ nb, so the 8
+                    // scales, token scales and corrections at b0 are inside their slices, and
+                    // each pair b, b + 1 < b0 + 8 has its 32 packed bytes (16 per block) inside
+                    // `blocks` and its 64 activations inside each token's values (the
+                    // contract's lengths).
+                    let e = unsafe { _mm_loadl_epi64(scales.as_ptr().add(b0).cast()) };
+                    let e = _mm256_cvtepu8_epi32(e);
                     let ws = _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
                     let mut s = [_mm256_setzero_ps(); N];
                     for i in 0..N {
                         let (_, xd, corr) = xs[i];
-                        s[i] = _mm256_mul_ps(ws, _mm256_loadu_ps(xd.as_ptr().add(b0)));
-                        let c =
-                            _mm256_cvtepi32_ps(_mm256_loadu_si256(corr.as_ptr().add(b0).cast()));
-                        accs[i] = _mm256_fmadd_ps(c, s[i], accs[i]);
+                        // SAFETY: as above.
+                        let (xd, c) = unsafe {
+                            (
+                                _mm256_loadu_ps(xd.as_ptr().add(b0)),
+                                _mm256_loadu_si256(corr.as_ptr().add(b0).cast()),
+                            )
+                        };
+                        s[i] = _mm256_mul_ps(ws, xd);
+                        accs[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), s[i], accs[i]);
                     }
                     for (p, lane) in lanes.iter().enumerate() {
                         let b = b0 + 2 * p;
-                        let packed = _mm256_loadu_si256(bp.add(b * BLOCK_BYTES).cast());
+                        // SAFETY: as above.
+                        let packed = unsafe { _mm256_loadu_si256(bp.add(b * BLOCK_BYTES).cast()) };
                         let lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(packed, m4));
                         let hi = _mm256_shuffle_epi8(
                             lut,
@@ -898,8 +968,13 @@ mod x86 {
                         );
                         for i in 0..N {
                             let xp = xs[i].0.as_ptr();
-                            let x0 = _mm256_loadu_si256(xp.add(b * BLOCK).cast());
-                            let x1 = _mm256_loadu_si256(xp.add(b * BLOCK + 32).cast());
+                            // SAFETY: as above.
+                            let (x0, x1) = unsafe {
+                                (
+                                    _mm256_loadu_si256(xp.add(b * BLOCK).cast()),
+                                    _mm256_loadu_si256(xp.add(b * BLOCK + 32).cast()),
+                                )
+                            };
                             let sum = $dot($dot(_mm256_setzero_si256(), lo, x0), hi, x1);
                             accs[i] = _mm256_fmadd_ps(
                                 _mm256_cvtepi32_ps(sum),
@@ -912,7 +987,9 @@ mod x86 {
                 // Whole pairs after the groups, with scales built one by one.
                 let mut tails = [0.0f32; N];
                 for b in (groups * 8..pairs_end).step_by(2) {
-                    let packed = _mm256_loadu_si256(bp.add(b * BLOCK_BYTES).cast());
+                    // SAFETY: b + 1 < pairs_end ≤ nb: the pair's 32 packed bytes are inside
+                    // `blocks`, its 64 activations inside each token's values.
+                    let packed = unsafe { _mm256_loadu_si256(bp.add(b * BLOCK_BYTES).cast()) };
                     let lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(packed, m4));
                     let hi = _mm256_shuffle_epi8(
                         lut,
@@ -927,8 +1004,13 @@ mod x86 {
                         let (s0, s1) = (w0 * xd[b], w1 * xd[b + 1]);
                         tails[i] += corr[b] as f32 * s0 + corr[b + 1] as f32 * s1;
                         let xp = xq.as_ptr();
-                        let x0 = _mm256_loadu_si256(xp.add(b * BLOCK).cast());
-                        let x1 = _mm256_loadu_si256(xp.add(b * BLOCK + 32).cast());
+                        // SAFETY: as above.
+                        let (x0, x1) = unsafe {
+                            (
+                                _mm256_loadu_si256(xp.add(b * BLOCK).cast()),
+                                _mm256_loadu_si256(xp.add(b * BLOCK + 32).cast()),
+                            )
+                        };
                         let sum = $dot($dot(_mm256_setzero_si256(), lo, x0), hi, x1);
                         let sv = _mm256_setr_m128(_mm_set1_ps(s0), _mm_set1_ps(s1));
                         accs[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), sv, accs[i]);

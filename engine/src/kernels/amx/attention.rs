@@ -137,7 +137,13 @@ pub(crate) unsafe fn attend_block(
     let m_pad = m.div_ceil(16) * 16;
     let first_pos = start + tokens.start;
     let (k0, k1) = (shape.first_key(first_pos), start + tokens.end);
-    debug_assert!(k0 >= kv.first && k1 <= kv.first + kv.blocks * KEYS);
+    // The tile loads below read whole blocks b0..b1 of `kv`: they must exist.
+    assert!(
+        k0 >= kv.first
+            && k1 <= kv.first + kv.blocks * KEYS
+            && g < kv.keys.len() / (kv.blocks * BLOCK_U16).max(1),
+        "attend_block: keys outside the packed cache"
+    );
     let (b0, b1) = ((k0 - kv.first) / KEYS, (k1 - kv.first).div_ceil(KEYS));
     let cols = (b1 - b0) * KEYS;
     let origin = kv.first + b0 * KEYS;
@@ -146,7 +152,8 @@ pub(crate) unsafe fn attend_block(
     s.q.resize(m_pad * d, 0);
     for (r, dst) in s.q.chunks_exact_mut(d).take(m).enumerate() {
         let (ti, head) = (tokens.start + r / group, g * group + r % group);
-        // SAFETY (caller): AVX-512 BF16 is usable.
+        // SAFETY: AVX-512F and AVX-512 BF16 are usable (the contract: the `amx` level requires
+        // both); the slices' lengths are checked inside.
         unsafe { x86::to_bf16(&q[(ti * nh + head) * d..][..d], dst) };
     }
     // Buffers only grow: every element read below is written first.
@@ -161,7 +168,8 @@ pub(crate) unsafe fn attend_block(
         s.probs.resize(16 * cols, 0);
     }
     let scale = 1.0 / (d as f32).sqrt();
-    let _tiles = TileConfig::load(&BF16_TILES);
+    // SAFETY: AMX is usable (the contract).
+    let _tiles = unsafe { TileConfig::load(&BF16_TILES) };
     // One 16-row tile at a time, so its scores (16 × keys) stay in the core's cache.
     for rt in 0..m_pad / 16 {
         // SAFETY: the query tile is 16 rows of 128 bytes in `s.q`; each block's four key
@@ -209,7 +217,8 @@ pub(crate) unsafe fn attend_block(
             let (ti, head) = (tokens.start + row / group, g * group + row % group);
             let inv = 1.0 / sums[i];
             for (c, &v) in o.iter().enumerate() {
-                // SAFETY (caller): rows (tokens, heads of group g) of `out` are this task's.
+                // SAFETY: ti < t and head < heads, so the element is inside `out` ([t, heads,
+                // 64]); rows (tokens, heads of group g) are this task's alone (the contract).
                 unsafe { *out.at((ti * nh + head) * d + c) = v * inv };
             }
         }

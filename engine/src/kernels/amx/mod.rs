@@ -21,6 +21,7 @@
 //! XFEATURE_XTILEDATA)`; [`permitted`] asks once, and [`super::isa::Isa`] offers AMX only when
 //! that succeeded, so every function here may assume it.
 
+use super::isa::{Isa, Level};
 use super::mxfp4::{BLOCK_BYTES, Mxfp4Matrix};
 use super::q8::{Q8Acts, Q8Matrix, QK, mxfp4_slot};
 use super::{SharedOut, for_row_chunks};
@@ -147,9 +148,17 @@ fn panels_per_task(panels: usize) -> usize {
         .clamp(1, 16)
 }
 
-/// `y[t, r] = bias[r] + Σ_c x[t, c]·W[r, c]`, `x` quantized in MXFP4 order.
-pub(crate) fn mxfp4_linear(m: &Mxfp4Matrix, x: &Q8Acts, bias: Option<&[f32]>, y: &mut [f32]) {
+/// `y[t, r] = bias[r] + Σ_c x[t, c]·W[r, c]`, `x` quantized in MXFP4 order. `isa` must be
+/// the AMX level: it proves the tile unit is there.
+pub(crate) fn mxfp4_linear(
+    isa: Isa,
+    m: &Mxfp4Matrix,
+    x: &Q8Acts,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
     let (rows, cols, t) = (m.rows, m.cols, x.rows);
+    assert_eq!(isa.level(), Level::Amx, "amx::mxfp4_linear without AMX");
     assert!(
         x.cols == cols && y.len() >= t * rows && bias.is_none_or(|b| b.len() >= rows),
         "amx::mxfp4_linear shapes"
@@ -166,13 +175,19 @@ pub(crate) fn mxfp4_linear(m: &Mxfp4Matrix, x: &Q8Acts, bias: Option<&[f32]>, y:
         SCRATCH.with_borrow_mut(|s| {
             s.weights.resize(nb * TILE_BLOCK, 0);
             s.scales.resize(nb * TILE, 0.0);
-            let _tiles = TileConfig::load(&INT8_TILES);
+            // SAFETY: `isa` is the AMX level (asserted), which detection offers only with
+            // AMX-TILE/INT8 present and tile data permitted.
+            let _tiles = unsafe { TileConfig::load(&INT8_TILES) };
             for p in p0..p1 {
                 let (r0, r1) = (p * TILE, ((p + 1) * TILE).min(rows));
                 let blocks = &m.blocks[r0 * nb * BLOCK_BYTES..r1 * nb * BLOCK_BYTES];
                 let scales = &m.scales[r0 * nb..r1 * nb];
-                // SAFETY: AMX (and with it AVX-512) is available and permitted (module docs);
-                // the buffers hold nb blocks of 16 rows; this task alone writes rows r0..r1.
+                // SAFETY: AMX and AVX-512 F/BW/VL/DQ are there (`isa` is the AMX level, which
+                // detection offers only above AVX-512 VNNI) and INT8_TILES is loaded;
+                // `unpack_mxfp4_panel` asserts its buffers' sizes and fills `s.weights` with
+                // nb blocks of 16 rows of 32 (the A tiles `panel` reads) and `s.scales` with
+                // nb·16 scales; `y` holds [t, rows] (asserted) and this task alone writes
+                // rows r0..r1 (`for_row_chunks` splits the panels).
                 unsafe {
                     x86::unpack_mxfp4_panel(
                         blocks,
@@ -203,9 +218,11 @@ pub(crate) fn mxfp4_linear(m: &Mxfp4Matrix, x: &Q8Acts, bias: Option<&[f32]>, y:
     });
 }
 
-/// `y[t, r] = bias[r] + Σ_c x[t, c]·W[r, c]`, `x` quantized in plain order.
-pub(crate) fn q8_0_linear(m: &Q8Matrix, x: &Q8Acts, bias: Option<&[f32]>, y: &mut [f32]) {
+/// `y[t, r] = bias[r] + Σ_c x[t, c]·W[r, c]`, `x` quantized in plain order. `isa` must be
+/// the AMX level: it proves the tile unit is there.
+pub(crate) fn q8_0_linear(isa: Isa, m: &Q8Matrix, x: &Q8Acts, bias: Option<&[f32]>, y: &mut [f32]) {
     let (rows, cols, t) = (m.rows(), m.cols(), x.rows);
+    assert_eq!(isa.level(), Level::Amx, "amx::q8_0_linear without AMX");
     assert!(
         x.cols == cols && y.len() >= t * rows && bias.is_none_or(|b| b.len() >= rows),
         "amx::q8_0_linear shapes"
@@ -222,7 +239,9 @@ pub(crate) fn q8_0_linear(m: &Q8Matrix, x: &Q8Acts, bias: Option<&[f32]>, y: &mu
     for_row_chunks(panels, panels_per_task(panels), |p0, p1| {
         SCRATCH.with_borrow_mut(|s| {
             s.scales.resize(nb * TILE, 0.0);
-            let _tiles = TileConfig::load(&INT8_TILES);
+            // SAFETY: `isa` is the AMX level (asserted), which detection offers only with
+            // AMX-TILE/INT8 present and tile data permitted.
+            let _tiles = unsafe { TileConfig::load(&INT8_TILES) };
             for p in p0..p1 {
                 let (r0, r1) = (p * TILE, ((p + 1) * TILE).min(rows));
                 for (n, r) in (r0..r1).enumerate() {
@@ -240,8 +259,11 @@ pub(crate) fn q8_0_linear(m: &Q8Matrix, x: &Q8Acts, bias: Option<&[f32]>, y: &mu
                     s.weights[..(r1 - r0) * cols].copy_from_slice(&qs[r0 * cols..r1 * cols]);
                     (s.weights.as_ptr(), QK, cols)
                 };
-                // SAFETY: AMX is available and permitted; `base` points at 16 rows of `cols`
-                // bytes (the matrix or the padded copy); this task alone writes rows r0..r1.
+                // SAFETY: AMX and AVX-512 are there (`isa` is the AMX level) and INT8_TILES is
+                // loaded; `base` points at 16 rows of `cols` bytes (the matrix's rows r0..r0 +
+                // 16, or the zero-padded copy), so every block's A tile is inside; `s.scales`
+                // holds nb·16; `y` holds [t, rows] (asserted) and this task alone writes rows
+                // r0..r1 (`for_row_chunks` splits the panels).
                 unsafe {
                     x86::panel(
                         base,
@@ -301,7 +323,10 @@ const INT8_TILES: [(u8, u16); 8] = [
 
 impl TileConfig {
     /// Loads palette 1 with `(rows, bytes per row)` for tmm0-7.
-    fn load(shapes: &[(u8, u16); 8]) -> TileConfig {
+    ///
+    /// # Safety
+    /// AMX is usable: the CPU has it and Linux permitted tile data ([`permitted`]).
+    unsafe fn load(shapes: &[(u8, u16); 8]) -> TileConfig {
         #[repr(C, align(64))]
         struct Config([u8; 64]);
         let mut c = Config([0; 64]);
@@ -310,8 +335,8 @@ impl TileConfig {
             c.0[16 + 2 * t..18 + 2 * t].copy_from_slice(&bytes.to_le_bytes());
             c.0[48 + t] = rows;
         }
-        // SAFETY: AMX is available and permitted (module docs); the 64-byte configuration is
-        // valid for palette 1 (at most 16 rows of at most 64 bytes).
+        // SAFETY: AMX is usable (the contract); the 64-byte configuration is valid for palette
+        // 1 (every shape at most 16 rows of at most 64 bytes, reserved bytes zero).
         unsafe { x86::load_config(c.0.as_ptr()) };
         TileConfig
     }
@@ -319,13 +344,12 @@ impl TileConfig {
 
 impl Drop for TileConfig {
     fn drop(&mut self) {
-        // SAFETY: as in `load`.
+        // SAFETY: a `TileConfig` exists only after `load`, whose contract is that AMX is usable.
         unsafe { x86::release() };
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-#[allow(unsafe_op_in_unsafe_fn)]
 pub(crate) mod x86 {
     use std::arch::asm;
     use std::arch::x86_64::*;
@@ -334,25 +358,39 @@ pub(crate) mod x86 {
     use crate::kernels::mxfp4::BLOCK_BYTES;
     use crate::kernels::q8::{FP4_X2, QK};
 
+    /// # Safety
+    /// AMX is usable (detected and permitted); `config` points at a valid 64-byte palette-1
+    /// configuration (`ldtilecfg` faults on a bad one).
     pub(super) unsafe fn load_config(config: *const u8) {
-        asm!("ldtilecfg [{}]", in(reg) config, options(nostack, readonly));
+        // SAFETY: the contract; the instruction only reads those 64 bytes.
+        unsafe { asm!("ldtilecfg [{}]", in(reg) config, options(nostack, readonly)) };
     }
 
+    /// # Safety
+    /// AMX is usable (detected and permitted).
     pub(super) unsafe fn release() {
-        asm!("tilerelease", options(nostack, nomem));
+        // SAFETY: the contract; `tilerelease` touches no memory, only the tile state.
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
     }
 
     /// `src` rounded to bf16 (to nearest, ties to even) as bits, 32 at a time.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and AVX-512 BF16.
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub(super) unsafe fn to_bf16(src: &[f32], dst: &mut [u16]) {
         assert_eq!(src.len(), dst.len(), "to_bf16 lengths");
         let n = src.len();
         let mut i = 0;
         while i + 32 <= n {
-            let lo = _mm512_loadu_ps(src.as_ptr().add(i));
-            let hi = _mm512_loadu_ps(src.as_ptr().add(i + 16));
-            let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
-            _mm512_storeu_si512(dst.as_mut_ptr().add(i).cast(), packed);
+            // SAFETY: i + 32 ≤ n = both lengths, so the 32 values at i are inside `src` and
+            // `dst`; `__m512bh` and `__m512i` are both 64 plain bytes.
+            unsafe {
+                let lo = _mm512_loadu_ps(src.as_ptr().add(i));
+                let hi = _mm512_loadu_ps(src.as_ptr().add(i + 16));
+                let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+                _mm512_storeu_si512(dst.as_mut_ptr().add(i).cast(), packed);
+            }
             i += 32;
         }
         for (d, &v) in dst[i..].iter_mut().zip(&src[i..]) {
@@ -372,15 +410,22 @@ pub(crate) mod x86 {
         scores: *mut f32,
         cols: usize,
     ) {
-        asm!(
-            "tileloadd tmm2, [{q} + {s}]",
-            "tileloadd tmm3, [{q} + {s} + 64]",
-            q = in(reg) q,
-            s = in(reg) 128usize,
-            options(nostack),
-        );
-        for (i, keys) in blocks.enumerate() {
+        // SAFETY: the contract: the configuration is loaded and `q` holds 16 rows of 64 bf16
+        // (128-byte stride; two 64-byte halves).
+        unsafe {
             asm!(
+                "tileloadd tmm2, [{q} + {s}]",
+                "tileloadd tmm3, [{q} + {s} + 64]",
+                q = in(reg) q,
+                s = in(reg) 128usize,
+                options(nostack),
+            );
+        }
+        for (i, keys) in blocks.enumerate() {
+            // SAFETY: the contract: `keys` holds four 1 KiB tiles; block i's 32 columns of
+            // `scores` (16 rows, stride `cols` f32) lie inside it since cols ≥ 32·blocks.
+            unsafe {
+                asm!(
                 "tileloadd tmm4, [{k} + {s}]",
                 "tileloadd tmm5, [{k} + {s} + 1024]",
                 "tileloadd tmm6, [{k} + {s} + 2048]",
@@ -398,7 +443,8 @@ pub(crate) mod x86 {
                 c = in(reg) scores.add(32 * i),
                 cs = in(reg) cols * 4,
                 options(nostack),
-            );
+                );
+            }
         }
     }
 
@@ -414,15 +460,21 @@ pub(crate) mod x86 {
         blocks: impl Iterator<Item = *const u16>,
         out: *mut f32,
     ) {
-        asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            options(nostack, nomem)
-        );
-        for (i, values) in blocks.enumerate() {
+        // SAFETY: the configuration is loaded (the contract); zeroing touches no memory.
+        unsafe {
             asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem)
+            );
+        }
+        for (i, values) in blocks.enumerate() {
+            // SAFETY: the contract: block i's 32 columns of `probs` (16 rows, stride `cols`)
+            // lie inside it since cols ≥ 32·blocks; `values` holds four 1 KiB tiles.
+            unsafe {
+                asm!(
                 "tileloadd tmm4, [{p} + {ps}]",
                 "tileloadd tmm5, [{v} + {s}]",
                 "tdpbf16ps tmm0, tmm4, tmm5",
@@ -437,23 +489,31 @@ pub(crate) mod x86 {
                 v = in(reg) values,
                 s = in(reg) 64usize,
                 options(nostack),
+                );
+            }
+        }
+        // SAFETY: the contract: `out` holds 16 rows of 64 f32 (256-byte stride, four 64-byte
+        // column tiles).
+        unsafe {
+            asm!(
+                "tilestored [{o} + {s}], tmm0",
+                "tilestored [{o} + {s} + 64], tmm1",
+                "tilestored [{o} + {s} + 128], tmm2",
+                "tilestored [{o} + {s} + 192], tmm3",
+                o = in(reg) out,
+                s = in(reg) 256usize,
+                options(nostack),
             );
         }
-        asm!(
-            "tilestored [{o} + {s}], tmm0",
-            "tilestored [{o} + {s} + 64], tmm1",
-            "tilestored [{o} + {s} + 128], tmm2",
-            "tilestored [{o} + {s} + 192], tmm3",
-            o = in(reg) out,
-            s = in(reg) 256usize,
-            options(nostack),
-        );
     }
 
     /// Unpacks `rows` (≤ 16) packed rows of `nb` blocks into `weights` `[nb][16][32]` (per
     /// block: the low nibbles' values, then the high nibbles') and their scales into
     /// `scales` `[nb][16]` (2^(e-127), with 2^-127 for e = 0 as in `E8M0_SCALES`). Rows past
     /// `rows` keep stale values: their results are never stored.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW/VL (the buffers' sizes are asserted here).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub(super) unsafe fn unpack_mxfp4_panel(
         blocks: &[u8],
@@ -471,7 +531,8 @@ pub(crate) mod x86 {
                 && out_scales.len() >= nb * TILE,
             "unpack_mxfp4_panel shapes"
         );
-        let lut = _mm512_broadcast_i32x4(_mm_loadu_si128(FP4_X2.as_ptr().cast()));
+        // SAFETY: the table is 16 bytes, one 128-bit load.
+        let lut = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(FP4_X2.as_ptr().cast()) });
         let low4 = _mm512_set1_epi8(0x0f);
         // Four blocks per 64-byte load; per block, its 16 low-nibble values then its 16
         // high-nibble ones (qword indices into [lo | hi]).
@@ -479,7 +540,8 @@ pub(crate) mod x86 {
         let second = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
         let wp = weights.as_mut_ptr();
         for n in 0..rows {
-            let row = blocks.as_ptr().add(n * nb * BLOCK_BYTES);
+            // SAFETY: n < rows and `blocks` holds rows·nb blocks (asserted).
+            let row = unsafe { blocks.as_ptr().add(n * nb * BLOCK_BYTES) };
             let mut b = 0;
             while b < nb {
                 let left = (nb - b).min(4);
@@ -488,13 +550,15 @@ pub(crate) mod x86 {
                 } else {
                     (1u64 << (16 * left)) - 1
                 };
-                let packed = _mm512_maskz_loadu_epi8(mask, row.add(b * BLOCK_BYTES).cast());
+                // SAFETY: the mask reads only blocks b..b + left < nb of row n, inside
+                // `blocks`; masked-off bytes are not accessed (and cannot fault).
+                let packed =
+                    unsafe { _mm512_maskz_loadu_epi8(mask, row.add(b * BLOCK_BYTES).cast()) };
                 let lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(packed, low4));
                 let hi =
                     _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(packed, 4), low4));
                 let ab = _mm512_permutex2var_epi64(lo, first, hi);
                 let cd = _mm512_permutex2var_epi64(lo, second, hi);
-                let dst = wp.add(b * TILE_BLOCK + n * QK);
                 let halves = [
                     _mm512_castsi512_si256(ab),
                     _mm512_extracti64x4_epi64::<1>(ab),
@@ -502,7 +566,11 @@ pub(crate) mod x86 {
                     _mm512_extracti64x4_epi64::<1>(cd),
                 ];
                 for (j, half) in halves.iter().enumerate().take(left) {
-                    _mm256_storeu_si256(dst.add(j * TILE_BLOCK).cast(), *half);
+                    // SAFETY: block b + j < nb, row n < 16: its 32 bytes at
+                    // (b + j)·512 + n·32 are inside `weights` (nb·512 bytes, asserted).
+                    unsafe {
+                        _mm256_storeu_si256(wp.add((b + j) * TILE_BLOCK + n * QK).cast(), *half)
+                    };
                 }
                 b += 4;
             }
@@ -516,25 +584,51 @@ pub(crate) mod x86 {
             (1u16 << rows) - 1
         };
         let tiny = _mm512_set1_ps(f32::from_bits(1 << 22)); // 2^-127
+        // Each lane gathers 4 bytes and keeps the low one, so lane n reads scales[n·nb + b..][..4]:
+        // the last row's last three columns would read past `scales` (past the mapped file,
+        // for a matrix's last panel); those columns take the bytes one by one.
+        let last_row = rows.saturating_sub(1) * nb;
+        let gathered = (scales.len() + 1).saturating_sub(last_row + 4).min(nb);
         for b in 0..nb {
-            let e = _mm512_mask_i32gather_epi32::<1>(
-                _mm512_setzero_si512(),
-                valid,
-                offsets,
-                scales.as_ptr().add(b).cast(),
-            );
+            let e = if b < gathered {
+                // SAFETY: the active lanes n < rows read bytes n·nb + b..n·nb + b + 4, which end
+                // at most at last_row + b + 4 ≤ scales.len() since b < gathered; inactive
+                // lanes are not read.
+                unsafe {
+                    _mm512_mask_i32gather_epi32::<1>(
+                        _mm512_setzero_si512(),
+                        valid,
+                        offsets,
+                        scales.as_ptr().add(b).cast(),
+                    )
+                }
+            } else {
+                let mut lanes = [0i32; TILE];
+                for (n, lane) in lanes.iter_mut().enumerate().take(rows) {
+                    *lane = scales[n * nb + b] as i32;
+                }
+                // SAFETY: `lanes` is 16 i32, one 512-bit load.
+                unsafe { _mm512_loadu_epi32(lanes.as_ptr()) }
+            };
             let e = _mm512_and_si512(e, _mm512_set1_epi32(0xff));
             let s = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(e));
             let zero = _mm512_cmpeq_epi32_mask(e, _mm512_setzero_si512());
-            _mm512_storeu_ps(
-                out_scales.as_mut_ptr().add(b * TILE),
-                _mm512_mask_mov_ps(s, zero, tiny),
-            );
+            // SAFETY: b < nb: the 16 f32 at b·16 are inside `out_scales` (nb·16, asserted).
+            unsafe {
+                _mm512_storeu_ps(
+                    out_scales.as_mut_ptr().add(b * TILE),
+                    _mm512_mask_mov_ps(s, zero, tiny),
+                )
+            };
         }
     }
 
     /// Accumulates the results of one group of four blocks (int32 tiles in `c`, 256 values
     /// each) into `acc`.
+    ///
+    /// # Safety
+    /// The CPU has the enabled features; `c` is 64-byte aligned and holds `blocks`·256 i32,
+    /// `w_scales` and `x_scales` `blocks`·16 f32 each.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
     #[inline]
     unsafe fn scale_into(
@@ -545,12 +639,19 @@ pub(crate) mod x86 {
         x_scales: *const f32,
     ) {
         for j in 0..blocks {
-            let cj = c.add(j * TILE * TILE);
-            let xs = _mm512_loadu_ps(x_scales.add(j * TILE));
+            // SAFETY: j < blocks: the 16 token scales at j·16 and block j's 256 results (16
+            // aligned rows of 16 from the aligned `c`) are inside the buffers (the contract).
+            let xs = unsafe { _mm512_loadu_ps(x_scales.add(j * TILE)) };
             for (n, a) in acc.iter_mut().enumerate() {
-                let sum = _mm512_cvtepi32_ps(_mm512_load_si512(cj.add(n * TILE).cast()));
-                let s = _mm512_mul_ps(xs, _mm512_set1_ps(*w_scales.add(j * TILE + n)));
-                *a = _mm512_fmadd_ps(sum, s, *a);
+                // SAFETY: as above, n < 16.
+                let (sum, w) = unsafe {
+                    (
+                        _mm512_load_si512(c.add(j * TILE * TILE + n * TILE).cast()),
+                        *w_scales.add(j * TILE + n),
+                    )
+                };
+                let s = _mm512_mul_ps(xs, _mm512_set1_ps(w));
+                *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), s, *a);
             }
         }
     }
@@ -562,7 +663,7 @@ pub(crate) mod x86 {
     /// then 64-bit interleaves within 128-bit lanes, then two rounds of lane shuffles).
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn transpose16(rows: &mut [__m512; TILE]) {
+    fn transpose16(rows: &mut [__m512; TILE]) {
         let r = *rows;
         let mut a = [_mm512_setzero_ps(); TILE];
         for k in 0..TILE / 2 {
@@ -602,8 +703,10 @@ pub(crate) mod x86 {
     /// `prefetch` (the next panel's bytes) is brought into L2 a little per block group.
     ///
     /// # Safety
-    /// AMX-INT8 and AVX-512 usable, [`super::INT8_TILES`] loaded;
-    /// `a` valid for 16 rows of `nb` blocks as described; `target` rows not written by others.
+    /// AMX-INT8 and AVX-512 usable, [`super::INT8_TILES`] loaded; `a` valid for 16 rows of
+    /// `nb` blocks as described; `target.y` valid for `[acts.rows, ldy]` with r0 ≤ r1 ≤ ldy,
+    /// r1 - r0 ≤ 16, its bias (if any) at least r1 long, and its rows r0..r1 written by no one
+    /// else meanwhile.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
     pub(super) unsafe fn panel<T>(
         a: *const i8,
@@ -615,7 +718,8 @@ pub(crate) mod x86 {
         prefetch: &[T],
     ) {
         let nb = acts.nb;
-        debug_assert!(w_scales.len() >= nb * TILE && target.r1 - target.r0 <= TILE);
+        debug_assert!(target.r1 - target.r0 <= TILE);
+        let w_scales = &w_scales[..nb * TILE];
         // Written by the tile stores before the vector loads read it.
         let mut results = std::mem::MaybeUninit::<Results>::uninit();
         let c = results.as_mut_ptr().cast::<i32>();
@@ -634,7 +738,8 @@ pub(crate) mod x86 {
                     break;
                 }
                 _mm_prefetch::<_MM_HINT_T1>(ahead.cast());
-                ahead = ahead.add(64);
+                // Wrapping: the last step may pass `ahead_end` (a prefetch never faults).
+                ahead = ahead.wrapping_add(64);
             }
         };
         let rows_here = target.r1 - target.r0;
@@ -644,52 +749,59 @@ pub(crate) mod x86 {
             (1u16 << rows_here) - 1
         };
         let bias = match target.bias {
-            Some(b) => _mm512_maskz_loadu_ps(row_mask, b.as_ptr().add(target.r0)),
+            // SAFETY: the mask reads lanes r0..r1 of the bias, at least r1 long (the contract).
+            Some(b) => unsafe { _mm512_maskz_loadu_ps(row_mask, b.as_ptr().add(target.r0)) },
             None => _mm512_setzero_ps(),
         };
         for tile in 0..tiles {
-            let xq = acts.q.as_ptr().add(tile * nb * TILE_BLOCK);
-            let xd = acts.d.as_ptr().add(tile * nb * TILE);
+            // This tile's activations: nb blocks of 16 tokens and their scales.
+            let xq = acts.q[tile * nb * TILE_BLOCK..][..nb * TILE_BLOCK].as_ptr();
+            let xd = &acts.d[tile * nb * TILE..][..nb * TILE];
             let mut acc = [_mm512_setzero_ps(); TILE];
             // Four blocks into tmm0-3, stored to half `slot` of `results`.
             let group = |g: usize, slot: usize| {
                 let b = 4 * g;
-                let wa = |j: usize| a.add((b + j) * a_step);
-                let xb = |j: usize| xq.add((b + j) * TILE_BLOCK);
-                asm!(
-                    "tileloadd tmm4, [{a0} + {sa}]",
-                    "tileloadd tmm6, [{b0} + {sb}]",
-                    "tilezero tmm0",
-                    "tdpbssd tmm0, tmm4, tmm6",
-                    "tileloadd tmm5, [{a1} + {sa}]",
-                    "tileloadd tmm7, [{b1} + {sb}]",
-                    "tilezero tmm1",
-                    "tdpbssd tmm1, tmm5, tmm7",
-                    "tileloadd tmm4, [{a2} + {sa}]",
-                    "tileloadd tmm6, [{b2} + {sb}]",
-                    "tilezero tmm2",
-                    "tdpbssd tmm2, tmm4, tmm6",
-                    "tileloadd tmm5, [{a3} + {sa}]",
-                    "tileloadd tmm7, [{b3} + {sb}]",
-                    "tilezero tmm3",
-                    "tdpbssd tmm3, tmm5, tmm7",
-                    "tilestored [{c} + {sb}], tmm0",
-                    "tilestored [{c} + {sb} + 1024], tmm1",
-                    "tilestored [{c} + {sb} + 2048], tmm2",
-                    "tilestored [{c} + {sb} + 3072], tmm3",
-                    a0 = in(reg) wa(0),
-                    a1 = in(reg) wa(1),
-                    a2 = in(reg) wa(2),
-                    a3 = in(reg) wa(3),
-                    b0 = in(reg) xb(0),
-                    b1 = in(reg) xb(1),
-                    b2 = in(reg) xb(2),
-                    b3 = in(reg) xb(3),
-                    c = in(reg) c.add(slot * 4 * TILE * TILE),
-                    sa = in(reg) a_stride,
-                    sb = in(reg) 64usize,
-                    options(nostack),
-                );
+                // SAFETY: blocks b..b + 4 ≤ nb: the weights' A tiles are inside `a` (the
+                // contract), the tokens' B tiles (8 rows of 64) inside this tile's `xq`; the
+                // four results (16 rows of 64 bytes each) fill half `slot` < 2 of `results`.
+                unsafe {
+                    let wa = |j: usize| a.add((b + j) * a_step);
+                    let xb = |j: usize| xq.add((b + j) * TILE_BLOCK);
+                    asm!(
+                        "tileloadd tmm4, [{a0} + {sa}]",
+                        "tileloadd tmm6, [{b0} + {sb}]",
+                        "tilezero tmm0",
+                        "tdpbssd tmm0, tmm4, tmm6",
+                        "tileloadd tmm5, [{a1} + {sa}]",
+                        "tileloadd tmm7, [{b1} + {sb}]",
+                        "tilezero tmm1",
+                        "tdpbssd tmm1, tmm5, tmm7",
+                        "tileloadd tmm4, [{a2} + {sa}]",
+                        "tileloadd tmm6, [{b2} + {sb}]",
+                        "tilezero tmm2",
+                        "tdpbssd tmm2, tmm4, tmm6",
+                        "tileloadd tmm5, [{a3} + {sa}]",
+                        "tileloadd tmm7, [{b3} + {sb}]",
+                        "tilezero tmm3",
+                        "tdpbssd tmm3, tmm5, tmm7",
+                        "tilestored [{c} + {sb}], tmm0",
+                        "tilestored [{c} + {sb} + 1024], tmm1",
+                        "tilestored [{c} + {sb} + 2048], tmm2",
+                        "tilestored [{c} + {sb} + 3072], tmm3",
+                        a0 = in(reg) wa(0),
+                        a1 = in(reg) wa(1),
+                        a2 = in(reg) wa(2),
+                        a3 = in(reg) wa(3),
+                        b0 = in(reg) xb(0),
+                        b1 = in(reg) xb(1),
+                        b2 = in(reg) xb(2),
+                        b3 = in(reg) xb(3),
+                        c = in(reg) c.add(slot * 4 * TILE * TILE),
+                        sa = in(reg) a_stride,
+                        sb = in(reg) 64usize,
+                        options(nostack),
+                    );
+                }
             };
             // Software pipeline: the tile unit works on group g while the vector units scale
             // group g - 1.
@@ -699,54 +811,68 @@ pub(crate) mod x86 {
                     group(g, g % 2);
                     prefetch_some();
                     let prev = g - 1;
-                    scale_into(
-                        &mut acc,
-                        c.add((prev % 2) * 4 * TILE * TILE),
-                        4,
-                        w_scales.as_ptr().add(4 * prev * TILE),
-                        xd.add(4 * prev * TILE),
-                    );
+                    // SAFETY: AVX-512 usable; half prev % 2 of the aligned `results` holds
+                    // group prev's four blocks, stored by `group`; the scales of blocks
+                    // 4·prev..4·prev + 4 ≤ nb are inside `w_scales` and `xd`.
+                    unsafe {
+                        scale_into(
+                            &mut acc,
+                            c.add((prev % 2) * 4 * TILE * TILE),
+                            4,
+                            w_scales[4 * prev * TILE..].as_ptr(),
+                            xd[4 * prev * TILE..].as_ptr(),
+                        );
+                    }
                 }
                 prefetch_some();
                 let last = groups - 1;
-                scale_into(
-                    &mut acc,
-                    c.add((last % 2) * 4 * TILE * TILE),
-                    4,
-                    w_scales.as_ptr().add(4 * last * TILE),
-                    xd.add(4 * last * TILE),
-                );
+                // SAFETY: as above, for the last group.
+                unsafe {
+                    scale_into(
+                        &mut acc,
+                        c.add((last % 2) * 4 * TILE * TILE),
+                        4,
+                        w_scales[4 * last * TILE..].as_ptr(),
+                        xd[4 * last * TILE..].as_ptr(),
+                    );
+                }
             }
             for b in 4 * groups..nb {
-                asm!(
-                    "tileloadd tmm4, [{a} + {sa}]",
-                    "tileloadd tmm6, [{b} + {sb}]",
-                    "tilezero tmm0",
-                    "tdpbssd tmm0, tmm4, tmm6",
-                    "tilestored [{c} + {sb}], tmm0",
-                    a = in(reg) a.add(b * a_step),
-                    b = in(reg) xq.add(b * TILE_BLOCK),
-                    c = in(reg) c,
-                    sa = in(reg) a_stride,
-                    sb = in(reg) 64usize,
-                    options(nostack),
-                );
-                scale_into(
-                    &mut acc,
-                    c,
-                    1,
-                    w_scales.as_ptr().add(b * TILE),
-                    xd.add(b * TILE),
-                );
+                // SAFETY: block b < nb: its A tile is inside `a`, its B tile inside `xq`;
+                // the result (16 rows of 64 bytes) goes to the start of `results`, which
+                // `scale_into` then reads with block b's scales.
+                unsafe {
+                    asm!(
+                        "tileloadd tmm4, [{a} + {sa}]",
+                        "tileloadd tmm6, [{b} + {sb}]",
+                        "tilezero tmm0",
+                        "tdpbssd tmm0, tmm4, tmm6",
+                        "tilestored [{c} + {sb}], tmm0",
+                        a = in(reg) a.add(b * a_step),
+                        b = in(reg) xq.add(b * TILE_BLOCK),
+                        c = in(reg) c,
+                        sa = in(reg) a_stride,
+                        sb = in(reg) 64usize,
+                        options(nostack),
+                    );
+                    scale_into(
+                        &mut acc,
+                        c,
+                        1,
+                        w_scales[b * TILE..].as_ptr(),
+                        xd[b * TILE..].as_ptr(),
+                    );
+                }
             }
             // acc[n] holds row r0 + n for the tile's 16 tokens: transposed, acc[i] holds
             // token i's 16 rows, one (masked) store each.
             transpose16(&mut acc);
             let tokens = (acts.rows - tile * TILE).min(TILE);
             for (i, sums) in acc.iter().enumerate().take(tokens) {
-                // SAFETY (caller's contract): rows r0..r1 of this token belong to this task.
                 let dst = target.y.at((tile * TILE + i) * target.ldy + target.r0);
-                _mm512_mask_storeu_ps(dst, row_mask, _mm512_add_ps(*sums, bias));
+                // SAFETY: token tile·16 + i < acts.rows; the mask writes its columns r0..r1
+                // ≤ ldy, inside `y` and this task's alone (the contract).
+                unsafe { _mm512_mask_storeu_ps(dst, row_mask, _mm512_add_ps(*sums, bias)) };
             }
         }
     }
@@ -815,7 +941,7 @@ mod tests {
                 let mut q = Q8Acts::default();
                 q.quantize(&x, tokens, cols, true);
                 let mut y = vec![f32::NAN; tokens * rows];
-                mxfp4_linear(&m, &q, Some(&bias), &mut y);
+                mxfp4_linear(isa, &m, &q, Some(&bias), &mut y);
                 let mut via_dispatch = vec![f32::NAN; tokens * rows];
                 m.linear_q8(isa, &q, Some(&bias), &mut via_dispatch);
                 for t in 0..tokens {
@@ -859,7 +985,7 @@ mod tests {
                 let mut q = Q8Acts::default();
                 q.quantize(&x, tokens, cols, false);
                 let mut y = vec![f32::NAN; tokens * rows];
-                q8_0_linear(&m, &q, None, &mut y);
+                q8_0_linear(isa, &m, &q, None, &mut y);
                 let mut via_dispatch = vec![f32::NAN; tokens * rows];
                 m.linear(isa, &q, None, &mut via_dispatch);
                 for t in 0..tokens {
