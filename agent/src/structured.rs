@@ -213,8 +213,11 @@ pub struct HarmonyMask {
     is_special: Vec<bool>,
     return_: u32,
     call: u32,
-    /// The tokens that can end a header: `<|message|>`, then the stop tokens and `<|start|>`.
-    header_ends: [u32; 5],
+    /// `<|message|>`: it ends a header, and the message's content follows.
+    message: u32,
+    /// The stop tokens and `<|start|>`: each ends a header by making a message of its text,
+    /// the same message whichever it is.
+    recovering_ends: [u32; 4],
     constrained: Option<Constrained>,
     /// The grammar's last error (the mask then stops constraining that message).
     error: Option<String>,
@@ -243,7 +246,8 @@ impl HarmonyMask {
             is_special,
             return_: t.return_,
             call: t.call,
-            header_ends: [t.message, t.end, t.return_, t.call, t.start],
+            message: t.message,
+            recovering_ends: [t.end, t.return_, t.call, t.start],
             constrained: None,
             error: None,
         };
@@ -291,12 +295,20 @@ impl LogitsMask for HarmonyMask {
         if self.parser.state() == StreamState::Header {
             // See the module documentation: e.g. a preamble (`commentary` to nobody) may not
             // begin; the model names a recipient or writes its answer on `final`.
-            for token in self.header_ends {
-                let content_follows = token == self.header_ends[0];
-                if let Some(message) = self.parser.message_if_header_ended_by(Some(token))
-                    && self.outputs.escapes(&message, content_follows)
-                    && let Some(logit) = logits.get_mut(token as usize)
-                {
+            let escapes = |token: u32, content_follows: bool| {
+                self.parser
+                    .message_if_header_ended_by(Some(token))
+                    .is_some_and(|m| self.outputs.escapes(&m, content_follows))
+            };
+            let mut banned = Vec::new();
+            if escapes(self.message, true) {
+                banned.push(self.message);
+            }
+            if escapes(self.recovering_ends[0], false) {
+                banned.extend(self.recovering_ends);
+            }
+            for token in banned {
+                if let Some(logit) = logits.get_mut(token as usize) {
                     *logit = f32::NEG_INFINITY;
                 }
             }
