@@ -10,11 +10,10 @@ mod support;
 #[path = "support/terminal.rs"]
 mod terminal;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 
 use ossa::agent::harmony::{Content, Conversation, Message, ReasoningEffort, Role};
+use ossa_test_support::run_piped;
 use serde_json::Value;
 use support::scripted::{MODEL, ScriptedServer};
 use support::{SCENARIO_FLAGS, fixture_dir};
@@ -283,22 +282,6 @@ fn multi_line_input_continues_after_a_backslash() {
     term.expect(">>> ");
     term.send("\x04");
     assert!(term.wait().success());
-}
-
-fn run_piped(command: &mut Command, stdin: &str) -> Output {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ossa starts");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().expect("ossa ran")
 }
 
 #[test]

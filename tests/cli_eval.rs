@@ -3,16 +3,14 @@
 //! divergence computed here from the engines directly, one report per instruction set with
 //! `--isa all`, and clear errors for what cannot be compared.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use ossa_engine::{DType, Engine, Isa, LoadOptions, Logits, Tokenizer};
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    ossa_test_support::fixtures().join(name)
 }
 
 fn ossa_eval(args: &[&str]) -> Output {

@@ -8,7 +8,6 @@ mod support;
 #[path = "support/terminal.rs"]
 mod terminal;
 
-use ossa::agent::harmony::{Message, Role};
 use support::scripted::ScriptedServer;
 use terminal::{Terminal, ossa};
 
@@ -23,13 +22,7 @@ const PLOT: &str = "import matplotlib\n\
 const SIXEL_DA1: &str = "\x1b[?63;1;2;4;6;9;15;22c";
 
 fn script(model: &ScriptedServer) {
-    model.script(&[Message::from_role_and_content(Role::Assistant, PLOT)
-        .with_channel("analysis")
-        .with_recipient("python")
-        .with_content_type("code")]);
-    model.script(&[
-        Message::from_role_and_content(Role::Assistant, "Here it is.").with_channel("final"),
-    ]);
+    model.script_python_then_answer(PLOT, "Here it is.");
 }
 
 /// Runs one plotting turn in a terminal whose `TERM` is `term`; `answer` plays the terminal's

@@ -22,7 +22,7 @@ const REPO: &str = "openai/gpt-oss-20b";
 const CARD: &str = "---\nlicense: apache-2.0\npipeline_tag: text-generation\n---\n# tiny\n";
 
 fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt-oss-tiny-mxfp4")
+    ossa_test_support::fixtures().join("gpt-oss-tiny-mxfp4")
 }
 
 /// A file the hub serves, with the ETag the real hub gives it: the SHA-256 for LFS files (the

@@ -8,11 +8,11 @@
 #[path = "support/terminal.rs"]
 mod terminal;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
+use ossa_test_support::run_piped;
 use terminal::{Terminal, ossa};
 
 const UP: &str = "\x1b[A";
@@ -160,20 +160,7 @@ fn interrupt_at_marker(term: &mut Terminal, mount: &Path, marker: &str) {
 
 fn python_piped(args: &[&str], stdin: &str) -> Output {
     let home = tempfile::tempdir().unwrap();
-    let mut command = ossa(home.path(), &[&["python"], args].concat());
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ossa starts");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    run_piped(&mut ossa(home.path(), &[&["python"], args].concat()), stdin)
 }
 
 #[test]

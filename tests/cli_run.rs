@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -45,24 +44,8 @@ fn ossa_run_in(
         .env("XDG_CONFIG_HOME", home.path())
         // A prompt cache of its own unless given: no run reads another's (or the user's).
         .env("OSSA_PROMPT_CACHE_DIR", prompt_cache)
-        .env_remove("OSSA_CONFIG")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().expect("ossa starts");
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(text.as_bytes())
-            .expect("write stdin");
-    }
-    child.wait_with_output().expect("ossa ends")
+        .env_remove("OSSA_CONFIG");
+    ossa_test_support::run_with_stdin(&mut command, stdin)
 }
 
 fn stdout(output: &Output) -> String {

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
@@ -151,9 +151,7 @@ fn serve(pages: Vec<(String, String)>) -> String {
 }
 
 fn fixture(name: &str) -> serde_json::Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/browser")
-        .join(name);
+    let path = ossa_test_support::fixtures().join("browser").join(name);
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
@@ -281,7 +279,7 @@ fn apply_patch_edits_the_workspace() {
 #[test]
 fn mcp_tools_from_the_config_file() {
     let home = tempfile::tempdir().unwrap();
-    let server = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/tests/mcp_echo_server.py");
+    let server = ossa_test_support::workspace_root().join("tools/tests/mcp_echo_server.py");
     let config = home.path().join("ossa.toml");
     std::fs::write(
         &config,

@@ -18,8 +18,6 @@ use ossa::sandbox::{Limits, SandboxConfig};
 use ossa::tools::browser::{BrowserConfig, FetchConfig, ReferenceQuirks, SearchBackendKind};
 use ossa::toolset::ToolChoice;
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
 fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
     let map: HashMap<String, String> = vars
         .iter()
@@ -56,7 +54,8 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
 }
 
 fn example_text() -> String {
-    std::fs::read_to_string(Path::new(ROOT).join("config.example.toml")).unwrap()
+    std::fs::read_to_string(ossa_test_support::workspace_root().join("config.example.toml"))
+        .unwrap()
 }
 
 /// The example with every `#key = ...` setting turned on (prose comments start with `# `).
@@ -198,7 +197,8 @@ fn the_example_file_with_every_setting_turned_on_parses() {
 /// Every ```toml block of the README's Configuration section is a config file that parses.
 #[test]
 fn the_readme_configuration_examples_parse() {
-    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(ossa_test_support::workspace_root().join("README.md")).unwrap();
     let start = readme
         .find("\n## Configuration")
         .expect("README has a Configuration section");

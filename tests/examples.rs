@@ -259,7 +259,7 @@ fn the_openai_client_example_talks_to_ossa_serve() {
     model.script(&[final_answer("The sum is 3795.")]);
     model.script(&[call("functions.get_weather", json!({"city": "Paris"}))]);
     model.script(&[final_answer("Paris is clear.")]);
-    let script: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/openai_client.py");
+    let script: PathBuf = ossa_test_support::workspace_root().join("examples/openai_client.py");
     let output = Command::new(python)
         .arg(&script)
         .arg(&server.base)

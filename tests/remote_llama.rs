@@ -20,8 +20,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ossa::agent::remote::{RemoteBackend, RemoteKind, RemoteOptions};
-use ossa::agent::{Backend, Finish, GenerationRequest};
-use ossa::engine::tokenizer::AllowedSpecial;
+use ossa::agent::{Backend, Finish, GenerationRequest, GenerationStats};
+use ossa::engine::tokenizer::{AllowedSpecial, Tokenizer};
 use ossa::engine::{CancelHandle, SamplingParams};
 use serde_json::{Value, json};
 use support::llama_stub::{DECODE_MS_PER_TOKEN, LlamaStub, MODEL, PROMPT_MS_PER_TOKEN, StubSetup};
@@ -31,6 +31,44 @@ use support::{SCENARIO_FLAGS, check_all, final_text, python_calls, reasoning_tex
 const RETURN: u32 = 200_002;
 const END: u32 = 200_007;
 const CALL: u32 = 200_012;
+
+/// The remote backend over `stub`, without an API key.
+fn connect(stub: &LlamaStub) -> RemoteBackend {
+    let options = RemoteOptions {
+        api_key: None,
+        ..RemoteOptions::new(stub.base.clone())
+    };
+    RemoteBackend::connect(&options, stub.encoding.tokenizer().clone()).expect("connects")
+}
+
+/// At most 100 tokens after `prompt` (harmony text), stopping at `stop_tokens`: the ids handed
+/// on, and how the generation ended.
+fn generate(
+    backend: &RemoteBackend,
+    tokenizer: &Tokenizer,
+    prompt: &str,
+    stop_tokens: &[u32],
+) -> (Vec<u32>, GenerationStats) {
+    let prompt = tokenizer
+        .encode(prompt, AllowedSpecial::All)
+        .expect("encodes");
+    let mut got = Vec::new();
+    let stats = backend
+        .generate(
+            &GenerationRequest {
+                prompt: &prompt,
+                max_tokens: 100,
+                stop_tokens,
+                sampling: SamplingParams::default(),
+                cancel: CancelHandle::new(),
+                mask: None,
+                logprobs: None,
+            },
+            &mut |id| got.push(id),
+        )
+        .expect("generates");
+    (got, stats)
+}
 
 fn ids(value: &Value) -> Vec<u32> {
     value
@@ -209,11 +247,7 @@ fn tokens_the_stream_leaves_out_mid_character_are_recovered() {
     // Written byte by byte (what llama-server was seen to stream for a grammar of "🦀"), and in
     // o200k's own split.
     let bytewise: Vec<u32> = [0xF0, 0x9F, 0xA6, 0x80].into_iter().map(byte).collect();
-    let options = RemoteOptions {
-        api_key: None,
-        ..RemoteOptions::new(stub.base.clone())
-    };
-    let backend = RemoteBackend::connect(&options, tokenizer.clone()).expect("connects");
+    let backend = connect(&stub);
     assert_eq!(backend.kind(), RemoteKind::LlamaServer);
     for crab in [bytewise, crab_pair] {
         let reply: Vec<u32> = header
@@ -225,27 +259,12 @@ fn tokens_the_stream_leaves_out_mid_character_are_recovered() {
             .copied()
             .collect();
         stub.script.push(reply.clone());
-        let prompt = tokenizer
-            .encode(
-                "<|start|>user<|message|>A crab?<|end|><|start|>assistant",
-                AllowedSpecial::All,
-            )
-            .expect("encodes");
-        let mut got = Vec::new();
-        let stats = backend
-            .generate(
-                &GenerationRequest {
-                    prompt: &prompt,
-                    max_tokens: 100,
-                    stop_tokens: &[RETURN, CALL],
-                    sampling: SamplingParams::default(),
-                    cancel: CancelHandle::new(),
-                    mask: None,
-                    logprobs: None,
-                },
-                &mut |id| got.push(id),
-            )
-            .expect("generates");
+        let (got, stats) = generate(
+            &backend,
+            &tokenizer,
+            "<|start|>user<|message|>A crab?<|end|><|start|>assistant",
+            &[RETURN, CALL],
+        );
         assert_eq!(got, reply, "every id, the left-out ones included");
         assert_eq!(stats.finish, Finish::Stop(RETURN));
         assert_eq!(stats.generated_tokens, reply.len());
@@ -266,11 +285,7 @@ fn tokens_the_stream_leaves_out_mid_character_are_recovered() {
 fn a_stop_token_the_server_runs_past_ends_the_generation_here() {
     let stub = LlamaStub::start(StubSetup::default());
     let tokenizer = stub.encoding.tokenizer().clone();
-    let options = RemoteOptions {
-        api_key: None,
-        ..RemoteOptions::new(stub.base.clone())
-    };
-    let backend = RemoteBackend::connect(&options, tokenizer.clone()).expect("connects");
+    let backend = connect(&stub);
     let arguments = tokenizer
         .encode_ordinary("{\"city\": \"Oslo\"}")
         .expect("encodes");
@@ -287,28 +302,13 @@ fn a_stop_token_the_server_runs_past_ends_the_generation_here() {
         .copied()
         .collect();
     stub.script.push(reply);
-    let prompt = tokenizer
-        .encode(
-            "<|start|>user<|message|>Weather?<|end|><|start|>assistant<|channel|>commentary \
-             to=functions.get_weather <|constrain|>json<|message|>",
-            AllowedSpecial::All,
-        )
-        .expect("encodes");
-    let mut got = Vec::new();
-    let stats = backend
-        .generate(
-            &GenerationRequest {
-                prompt: &prompt,
-                max_tokens: 100,
-                stop_tokens: &[RETURN, END, CALL],
-                sampling: SamplingParams::default(),
-                cancel: CancelHandle::new(),
-                mask: None,
-                logprobs: None,
-            },
-            &mut |id| got.push(id),
-        )
-        .expect("generates");
+    let (got, stats) = generate(
+        &backend,
+        &tokenizer,
+        "<|start|>user<|message|>Weather?<|end|><|start|>assistant<|channel|>commentary \
+         to=functions.get_weather <|constrain|>json<|message|>",
+        &[RETURN, END, CALL],
+    );
     let want: Vec<u32> = arguments.iter().chain(&[END]).copied().collect();
     assert_eq!(got, want);
     assert_eq!(stats.finish, Finish::Stop(END));
@@ -587,18 +587,18 @@ impl RealServer {
         static CONVERTED: OnceLock<PathBuf> = OnceLock::new();
         let gguf = CONVERTED.get_or_init(|| {
             let gguf = cache.join("gpt-oss-tiny-agent.gguf");
-            let script = concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/scripts/llama-cpp/llama_server_scenarios.sh"
-            );
+            let script = ossa_test_support::workspace_root()
+                .join("scripts/llama-cpp/llama_server_scenarios.sh");
             let status = Command::new("bash")
-                .args([script, "--convert-only"])
+                .arg(&script)
+                .arg("--convert-only")
                 .env("GGUF", &gguf)
                 .status()
                 .expect("bash runs");
             assert!(
                 status.success(),
-                "{script} --convert-only failed ({status})"
+                "{} --convert-only failed ({status})",
+                script.display()
             );
             gguf
         });
@@ -778,12 +778,7 @@ fn the_context_length_is_the_servers_slot_context() {
         n_ctx: 3000,
         ..StubSetup::default()
     });
-    let options = RemoteOptions {
-        api_key: None,
-        ..RemoteOptions::new(stub.base.clone())
-    };
-    let backend =
-        RemoteBackend::connect(&options, stub.encoding.tokenizer().clone()).expect("connects");
+    let backend = connect(&stub);
     assert_eq!(backend.context_length(), 3000);
     // The start's test generation consumed no scripted reply.
     assert_eq!(stub.script.replies_left(), 0);

@@ -276,11 +276,7 @@ fn openai_python_sdk_chat_gives_every_scenario() {
                 "finish": "stop",
             },
         });
-        if *got == want {
-            Ok(())
-        } else {
-            Err(format!("{}:\n got {got}\nwant {want}", scenario["id"]))
-        }
+        support::same_for_scenario(scenario, got, &want)
     });
 }
 

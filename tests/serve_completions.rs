@@ -15,19 +15,10 @@ use ossa::tools::Tool;
 use ossa::tools::python::PythonTool;
 use serde_json::{Value, json};
 use support::serve::{
-    Server, curl_missing, curl_post, python_with_openai, run_sdk_script, sse_data,
+    CALL, RETURN, Server, curl_missing, curl_post, ids, python_with_openai, run_sdk_script,
+    sse_data,
 };
 use support::{SCENARIO_FLAGS, check_all, sandbox, scenarios};
-
-const RETURN: u64 = 200002;
-const CALL: u64 = 200012;
-
-fn ids(value: &Value) -> Vec<u64> {
-    value
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_u64).collect())
-        .unwrap_or_default()
-}
 
 #[test]
 fn token_id_prompts_return_the_oracle_tokens_through_curl() {

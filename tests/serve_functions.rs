@@ -9,136 +9,35 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ossa::agent::harmony::{HarmonyEncoding, Message, ReasoningEffort, Role};
-use ossa::agent::{
-    AgentConfig, Backend, BackendError, ConversationSettings, Finish, GenerationRequest,
-    GenerationStats,
-};
-use ossa::serve::security::AccessPolicy;
-use ossa::serve::store::{ResponseStore, StoreOptions};
-use ossa::serve::{Limits, ServerParts, ServerState, serve_on};
-use ossa::tools::FunctionTools;
+use ossa::agent::AgentConfig;
+use ossa::agent::harmony::{HarmonyEncoding, Message, Role};
+use ossa::serve::store::StoreOptions;
+use ossa_test_support::scripted::{ScriptedBackend, encoding, sampled};
 use serde_json::{Value, json};
-use support::scripted::{Script, sampled};
+use support::in_process::InProcessServer;
+use support::serve::{post_ok, post_status};
 
-/// The scripted model in-process. An empty reply writes reasoning forever, a token every few
-/// milliseconds, until the request is cancelled.
-struct Scripted {
-    script: Script,
-    saw_cancel: AtomicBool,
-    /// `<|channel|>analysis<|message|>` and a word, for the endless reply.
-    endless: Vec<u32>,
-}
-
-impl Backend for Scripted {
-    fn name(&self) -> String {
-        "scripted".into()
-    }
-
-    fn context_length(&self) -> usize {
-        8192
-    }
-
-    fn generate(
-        &self,
-        request: &GenerationRequest<'_>,
-        on_token: &mut dyn FnMut(u32),
-    ) -> Result<GenerationStats, BackendError> {
-        let reply = self.script.answer(request.prompt).ok_or(BackendError {
-            backend: "scripted".into(),
-            message: "no reply scripted".into(),
-        })?;
-        let mut finish = Finish::MaxTokens;
-        if reply.is_empty() {
-            let (head, word) = self.endless.split_at(self.endless.len() - 1);
-            head.iter().for_each(|&t| on_token(t));
-            for _ in 0..100_000 {
-                if request.cancel.is_cancelled() {
-                    self.saw_cancel.store(true, Ordering::SeqCst);
-                    finish = Finish::Cancelled;
-                    break;
-                }
-                on_token(word[0]);
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-        for (i, &token) in reply.iter().enumerate() {
-            if i == request.max_tokens {
-                break;
-            }
-            on_token(token);
-            if request.stop_tokens.contains(&token) {
-                finish = Finish::Stop(token);
-                break;
-            }
-        }
-        Ok(GenerationStats {
-            finish,
-            prompt_tokens: request.prompt.len(),
-            reused_tokens: 0,
-            generated_tokens: reply.len(),
-            prefill: Duration::ZERO,
-            decode: Duration::ZERO,
-        })
-    }
-}
-
+/// The scripted model served in-process. An empty reply writes reasoning forever, a token
+/// every few milliseconds, until the request is cancelled.
 struct Fixture {
-    base: String,
+    server: InProcessServer,
     encoding: HarmonyEncoding,
-    backend: Arc<Scripted>,
-    runtime: tokio::runtime::Runtime,
-    _store: tempfile::TempDir,
+    backend: Arc<ScriptedBackend>,
 }
 
 impl Fixture {
     fn start() -> Fixture {
-        let encoding = HarmonyEncoding::gpt_oss().expect("o200k_harmony");
-        let endless = encoding
-            .tokenizer()
-            .encode("<|channel|>analysis<|message|> thinking", true)
-            .expect("tokens");
-        let backend = Arc::new(Scripted {
-            script: Script::default(),
-            saw_cancel: AtomicBool::new(false),
-            endless,
-        });
-        let store = tempfile::tempdir().expect("temp");
-        let state = ServerState::new(ServerParts {
-            backend: backend.clone(),
-            encoding: encoding.clone(),
-            config: AgentConfig::default(),
-            conversation: ConversationSettings {
-                reasoning_effort: ReasoningEffort::Low,
-                conversation_start_date: Some("2026-01-01".into()),
-                ..ConversationSettings::default()
-            },
-            tool_instructions: Vec::new(),
-            builtins: Vec::new(),
-            functions: FunctionTools::new(),
-            eos_tokens: vec![encoding.formatting_tokens().return_],
-            model_id: "scripted".into(),
-            store: Some(ResponseStore::open(&StoreOptions::new(store.path())).expect("store")),
-            access: AccessPolicy::default(),
-            limits: Limits::default(),
-            log_requests: false,
-            app: None,
-        });
-        let runtime = tokio::runtime::Runtime::new().expect("runtime");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let address = listener.local_addr().expect("address");
-        runtime.spawn(serve_on(listener, state, std::future::pending()));
+        let backend = Arc::new(ScriptedBackend::new(8192).endless_when_empty());
         Fixture {
-            base: format!("http://{address}/v1"),
-            encoding,
+            server: InProcessServer::start(
+                backend.clone(),
+                "scripted",
+                StoreOptions::DEFAULT_MAX_BYTES,
+            ),
+            encoding: encoding().clone(),
             backend,
-            runtime,
-            _store: store,
         }
     }
 
@@ -149,17 +48,8 @@ impl Fixture {
     }
 
     fn post(&self, path: &str, body: Value) -> String {
-        let _enter = self.runtime.enter();
-        match ureq::post(&format!("{}{path}", self.base)).send_json(body) {
-            Ok(response) => response.into_string().expect("body"),
-            Err(ureq::Error::Status(code, response)) => {
-                panic!(
-                    "HTTP {code}: {}",
-                    response.into_string().unwrap_or_default()
-                )
-            }
-            Err(e) => panic!("{e}"),
-        }
+        let _enter = self.server.runtime.enter();
+        post_ok(&format!("{}{path}", self.server.base), &body)
     }
 
     fn post_json(&self, path: &str, body: Value) -> Value {
@@ -454,8 +344,8 @@ fn request_settings_shape_the_prompt() {
 fn a_client_that_goes_away_cancels_its_generation() {
     let fixture = Fixture::start();
     fixture.backend.script.push(Vec::new());
-    let _enter = fixture.runtime.enter();
-    let response = ureq::post(&format!("{}/chat/completions", fixture.base))
+    let _enter = fixture.server.runtime.enter();
+    let response = ureq::post(&format!("{}/chat/completions", fixture.server.base))
         .send_json(json!({"messages": [{"role": "user", "content": USER}], "stream": true}))
         .expect("stream starts");
     let mut lines = BufReader::new(response.into_reader()).lines();
@@ -469,11 +359,11 @@ fn a_client_that_goes_away_cancels_its_generation() {
             }
         }
     }
-    assert!(!fixture.backend.saw_cancel.load(Ordering::SeqCst));
+    assert_eq!(fixture.backend.cancelled(), 0);
     drop(lines);
     // The generation stops: the server notices the closed connection on its next write.
     let mut waited = 0;
-    while !fixture.backend.saw_cancel.load(Ordering::SeqCst) {
+    while fixture.backend.cancelled() == 0 {
         assert!(waited < 60_000, "the generation was not cancelled");
         std::thread::sleep(Duration::from_millis(20));
         waited += 20;
@@ -495,9 +385,9 @@ fn a_waiting_request_is_told_its_place_and_runs_after() {
     let fixture = Fixture::start();
     fixture.backend.script.push(Vec::new());
     fixture.script(&[answer()]);
-    let _enter = fixture.runtime.enter();
+    let _enter = fixture.server.runtime.enter();
     let start = || {
-        ureq::post(&format!("{}/chat/completions", fixture.base))
+        ureq::post(&format!("{}/chat/completions", fixture.server.base))
             .send_json(json!({"messages": [{"role": "user", "content": USER}], "stream": true}))
             .expect("stream starts")
     };
@@ -536,7 +426,7 @@ fn a_waiting_request_is_told_its_place_and_runs_after() {
         );
     }
     assert_eq!(content, "It is 20 degrees in Paris.");
-    assert!(fixture.backend.saw_cancel.load(Ordering::SeqCst));
+    assert_eq!(fixture.backend.cancelled(), 1);
 }
 
 impl Fixture {
@@ -552,15 +442,8 @@ impl Fixture {
 
     /// (HTTP status, body) of a POST.
     fn post_status(&self, path: &str, body: Value) -> (u16, Value) {
-        let _enter = self.runtime.enter();
-        let (status, text) = match ureq::post(&format!("{}{path}", self.base)).send_json(body) {
-            Ok(response) => (response.status(), response.into_string().expect("body")),
-            Err(ureq::Error::Status(code, response)) => {
-                (code, response.into_string().expect("body"))
-            }
-            Err(e) => panic!("{e}"),
-        };
-        (status, serde_json::from_str(&text).expect("JSON"))
+        let _enter = self.server.runtime.enter();
+        post_status(&format!("{}{path}", self.server.base), &body)
     }
 }
 

@@ -8,7 +8,6 @@
 mod support;
 
 use base64::Engine as _;
-use ossa::agent::harmony::{Message, Role};
 use serde_json::{Value, json};
 use support::scripted::{MODEL, ScriptedServer};
 
@@ -21,13 +20,7 @@ const PLOT: &str = "import matplotlib\n\
                     print('saved')";
 
 fn script(model: &ScriptedServer) {
-    model.script(&[Message::from_role_and_content(Role::Assistant, PLOT)
-        .with_channel("analysis")
-        .with_recipient("python")
-        .with_content_type("code")]);
-    model.script(&[
-        Message::from_role_and_content(Role::Assistant, "Here is the plot.").with_channel("final"),
-    ]);
+    model.script_python_then_answer(PLOT, "Here is the plot.");
 }
 
 /// Width and height from a PNG's IHDR chunk.

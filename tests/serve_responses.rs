@@ -309,11 +309,7 @@ fn openai_python_sdk_responses_give_every_scenario() {
                 "final": final_answer, "first": "response.created", "last": "response.completed",
             },
         });
-        if *got == want {
-            Ok(())
-        } else {
-            Err(format!("{}:\n got {got}\nwant {want}", scenario["id"]))
-        }
+        support::same_for_scenario(scenario, got, &want)
     });
 }
 

@@ -6,18 +6,8 @@ mod support;
 
 use serde_json::{Value, json};
 use support::scenarios;
-use support::serve::{Server, curl_missing, curl_post};
+use support::serve::{CALL, RETURN, Server, curl_missing, curl_post, ids};
 use support::{ENGINE_FLAGS, SCENARIO_FLAGS, fixture_dir};
-
-const RETURN: u64 = 200002;
-const CALL: u64 = 200012;
-
-fn ids(value: &Value) -> Vec<u64> {
-    value
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_u64).collect())
-        .unwrap_or_default()
-}
 
 fn serve(prompt_cache: &std::path::Path, extra: &[&str]) -> Server {
     let fixture = fixture_dir();

@@ -12,20 +12,12 @@ mod support;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use ossa::agent::harmony::{HarmonyEncoding, ReasoningEffort};
-use ossa::agent::{
-    AgentConfig, Backend, BackendError, ConversationSettings, Finish, GenerationRequest,
-    GenerationStats,
-};
-use ossa::serve::security::AccessPolicy;
-use ossa::serve::store::{ResponseStore, StoreOptions};
-use ossa::serve::{Limits, ServerParts, ServerState, serve_on};
-use ossa::tools::FunctionTools;
+use ossa_test_support::scripted::{Reply, ScriptedBackend, tokens};
 use serde_json::{Value, json};
-use support::serve::{Server, curl_get, curl_missing, curl_post, python_with_openai};
+use support::in_process::InProcessServer;
+use support::serve::{Server, curl_get, curl_missing, curl_post, post_status, python_with_openai};
 use support::{final_text, scenarios};
 
 /// Long enough for anything under test to happen on a slow, shared machine.
@@ -345,10 +337,7 @@ fn listening_beyond_loopback_without_a_key_is_refused() {
         &["--cors-origin", "*"][..],
         &["--allowed-host", "*"][..],
     ] {
-        let early = match Server::try_start(args, None, &[]) {
-            Ok(_) => panic!("{args:?} started without a key"),
-            Err(early) => early,
-        };
+        let early = Server::refused(args);
         assert!(
             early.contains("--api-key") && early.contains("OSSA_API_KEY"),
             "{args:?}: {early}"
@@ -362,10 +351,7 @@ fn listening_beyond_loopback_without_a_key_is_refused() {
 #[test]
 fn the_interpreter_budget_is_checked_at_start() {
     for bad in ["0", "1025", "many"] {
-        let early = match Server::try_start(&["--python", "--max-interpreters", bad], None, &[]) {
-            Ok(_) => panic!("--max-interpreters {bad} started"),
-            Err(early) => early,
-        };
+        let early = Server::refused(&["--python", "--max-interpreters", bad]);
         assert!(early.contains("--max-interpreters"), "{bad}: {early}");
     }
 }
@@ -1067,10 +1053,7 @@ fn a_damaged_store_gives_clear_errors_without_paths() {
     args.extend(support::ENGINE_FLAGS);
     let store = store_args(broken.path());
     args.extend(store.iter().map(String::as_str));
-    let early = match Server::try_start(&args, None, &[]) {
-        Ok(_) => panic!("started on a damaged store"),
-        Err(early) => early,
-    };
+    let early = Server::refused(&args);
     assert!(
         early.contains("responses.sqlite3") && early.contains("--no-store"),
         "{early}"
@@ -1161,153 +1144,41 @@ const MODEL_PATH: &str = "/home/someone/models/gpt-oss-20b";
 
 /// Answers `ok` to every prompt, except that a prompt holding `ENDLESS` gets reasoning that
 /// goes on until the generation is cancelled, and one holding `FAIL` fails.
-struct Endless {
-    encoding: HarmonyEncoding,
-    context: usize,
-    answer: Vec<u32>,
-    thinking: Vec<u32>,
-    generations: AtomicUsize,
-    cancelled: AtomicUsize,
-    prompts: std::sync::Mutex<Vec<String>>,
-}
-
-impl Backend for Endless {
-    fn name(&self) -> String {
-        "endless".into()
-    }
-
-    fn context_length(&self) -> usize {
-        self.context
-    }
-
-    fn generate(
-        &self,
-        request: &GenerationRequest<'_>,
-        on_token: &mut dyn FnMut(u32),
-    ) -> Result<GenerationStats, BackendError> {
-        self.generations.fetch_add(1, Ordering::SeqCst);
-        let prompt = self
-            .encoding
-            .tokenizer()
-            .decode(request.prompt)
-            .unwrap_or_default();
+fn endless(context: usize) -> ScriptedBackend {
+    let answer = tokens("<|channel|>final<|message|>ok<|return|>");
+    ScriptedBackend::answering(context, move |prompt| {
         if prompt.contains("FAIL") {
-            return Err(BackendError {
+            Reply::Fail {
                 backend: MODEL_PATH.into(),
                 message: "the model ran out of memory".into(),
-            });
-        }
-        let endless = prompt.contains("ENDLESS");
-        self.prompts.lock().expect("lock").push(prompt);
-        let mut finish = Finish::MaxTokens;
-        let mut generated = 0;
-        if endless {
-            let (head, word) = self.thinking.split_at(self.thinking.len() - 1);
-            head.iter().for_each(|&t| on_token(t));
-            // Never past the tests' patience, so a test that fails does not hang as well.
-            let start = Instant::now();
-            while start.elapsed() < 2 * PATIENCE {
-                if request.cancel.is_cancelled() {
-                    self.cancelled.fetch_add(1, Ordering::SeqCst);
-                    finish = Finish::Cancelled;
-                    break;
-                }
-                on_token(word[0]);
-                generated += 1;
-                std::thread::sleep(Duration::from_millis(5));
             }
+        } else if prompt.contains("ENDLESS") {
+            Reply::ThinkUntilCancelled
         } else {
-            for &token in self.answer.iter().take(request.max_tokens) {
-                on_token(token);
-                generated += 1;
-                if request.stop_tokens.contains(&token) {
-                    finish = Finish::Stop(token);
-                    break;
-                }
-            }
+            Reply::Tokens(answer.clone())
         }
-        Ok(GenerationStats {
-            finish,
-            prompt_tokens: request.prompt.len(),
-            reused_tokens: 0,
-            generated_tokens: generated,
-            prefill: Duration::ZERO,
-            decode: Duration::ZERO,
-        })
-    }
+    })
 }
 
 struct Fixture {
     base: String,
-    backend: Arc<Endless>,
-    _runtime: tokio::runtime::Runtime,
-    _store: tempfile::TempDir,
+    backend: Arc<ScriptedBackend>,
+    _server: InProcessServer,
 }
 
 impl Fixture {
     fn start(context: usize, store_max_bytes: u64) -> Fixture {
-        let encoding = HarmonyEncoding::gpt_oss().expect("o200k_harmony");
-        let tokens = |text: &str| encoding.tokenizer().encode(text, true).expect("tokens");
-        let backend = Arc::new(Endless {
-            context,
-            answer: tokens("<|channel|>final<|message|>ok<|return|>"),
-            thinking: tokens("<|channel|>analysis<|message|> thinking"),
-            encoding: encoding.clone(),
-            generations: AtomicUsize::new(0),
-            cancelled: AtomicUsize::new(0),
-            prompts: std::sync::Mutex::new(Vec::new()),
-        });
-        let store = tempfile::tempdir().expect("temp");
-        let state = ServerState::new(ServerParts {
-            backend: backend.clone(),
-            encoding: encoding.clone(),
-            config: AgentConfig::default(),
-            conversation: ConversationSettings {
-                reasoning_effort: ReasoningEffort::Low,
-                conversation_start_date: Some("2026-01-01".into()),
-                ..ConversationSettings::default()
-            },
-            tool_instructions: Vec::new(),
-            builtins: Vec::new(),
-            functions: FunctionTools::new(),
-            eos_tokens: vec![encoding.formatting_tokens().return_],
-            model_id: "endless".into(),
-            store: Some(
-                ResponseStore::open(&StoreOptions {
-                    max_bytes: store_max_bytes,
-                    ..StoreOptions::new(store.path())
-                })
-                .expect("store"),
-            ),
-            access: AccessPolicy::default(),
-            limits: Limits::default(),
-            log_requests: false,
-            app: None,
-        });
-        let runtime = tokio::runtime::Runtime::new().expect("runtime");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let address = listener.local_addr().expect("address");
-        runtime.spawn(serve_on(listener, state, std::future::pending()));
+        let backend = Arc::new(endless(context));
+        let server = InProcessServer::start(backend.clone(), "endless", store_max_bytes);
         Fixture {
-            base: format!("http://{address}/v1"),
+            base: server.base.clone(),
             backend,
-            _runtime: runtime,
-            _store: store,
+            _server: server,
         }
     }
 
     fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let result = ureq::post(&format!("{}{path}", self.base)).send_json(body.clone());
-        let (status, text) = match result {
-            Ok(response) => (response.status(), response.into_string().expect("body")),
-            Err(ureq::Error::Status(code, response)) => {
-                (code, response.into_string().unwrap_or_default())
-            }
-            Err(e) => panic!("{e}"),
-        };
-        (status, serde_json::from_str(&text).expect("JSON"))
+        post_status(&format!("{}{path}", self.base), body)
     }
 
     fn health(&self) -> Value {
@@ -1363,7 +1234,7 @@ fn every_endpoint_stops_generating_when_its_client_leaves() {
         ("/v1/responses", json!({"input": "ENDLESS", "stream": true})),
     ];
     for (i, (path, body)) in cases.iter().enumerate() {
-        let generations = fixture.backend.generations.load(Ordering::SeqCst);
+        let generations = fixture.backend.calls();
         let mut stream = connect(&address);
         stream
             .write_all(
@@ -1378,17 +1249,13 @@ fn every_endpoint_stops_generating_when_its_client_leaves() {
             )
             .expect("send");
         eventually("the generation starts", || {
-            fixture.backend.generations.load(Ordering::SeqCst) > generations
+            fixture.backend.calls() > generations
         });
         std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(
-            fixture.backend.cancelled.load(Ordering::SeqCst),
-            i,
-            "{path} {body}"
-        );
+        assert_eq!(fixture.backend.cancelled(), i, "{path} {body}");
         drop(stream);
         eventually(&format!("{path} {body} is cancelled"), || {
-            fixture.backend.cancelled.load(Ordering::SeqCst) == i + 1
+            fixture.backend.cancelled() == i + 1
         });
         fixture.assert_serves();
     }
@@ -1403,7 +1270,7 @@ fn input_longer_than_the_context_is_refused_before_anything_runs() {
     let long = "word ".repeat(3000);
     let (status, first) = fixture.post("/responses", &json!({"input": "hi"}));
     assert_eq!(status, 200, "{first}");
-    let generations = fixture.backend.generations.load(Ordering::SeqCst);
+    let generations = fixture.backend.calls();
     for (path, body, param) in [
         ("/responses", json!({"input": long}), "input"),
         (
@@ -1434,10 +1301,7 @@ fn input_longer_than_the_context_is_refused_before_anything_runs() {
         assert!(message.contains("2048"), "{message}");
         assert_eq!(error["error"]["param"], param, "{error}");
     }
-    assert_eq!(
-        fixture.backend.generations.load(Ordering::SeqCst),
-        generations
-    );
+    assert_eq!(fixture.backend.calls(), generations);
     assert_eq!(fixture.stored().0, 1);
     fixture.assert_serves();
 }
@@ -1465,7 +1329,7 @@ fn chained_responses_grow_the_store_linearly() {
     let last = growth[turns - 1];
     assert!(last < 2 * first, "store growth per response: {growth:?}");
     // And the whole conversation is still there for the model.
-    let prompts = fixture.backend.prompts.lock().expect("lock");
+    let prompts = fixture.backend.prompt_texts();
     let last_prompt = prompts.last().expect("prompt");
     for turn in [0, turns / 2, turns - 1] {
         assert!(

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use ossa::agent::harmony::{Message, Role};
 use serde_json::{Value, json};
 use support::scripted::{MODEL, ScriptedServer, sampled};
-use support::serve::Server;
+use support::serve::{Server, post_ok as post, response_events as events};
 
 fn analysis(text: &str) -> Message {
     Message::from_role_and_content(Role::Assistant, text).with_channel("analysis")
@@ -58,49 +58,8 @@ fn script_replies(model: &ScriptedServer) {
 
 fn start() -> (ScriptedServer, Server) {
     let model = ScriptedServer::start();
-    let config = model.search_config();
-    let server = model.serve(
-        &[
-            "--python",
-            "--browser",
-            "--date",
-            "2026-01-01",
-            "--temperature",
-            "0",
-        ],
-        Some(&config),
-    );
+    let server = model.serve_with_search(&["--python", "--browser"]);
     (model, server)
-}
-
-fn post(url: &str, body: &Value) -> String {
-    match ureq::post(url).send_json(body.clone()) {
-        Ok(response) => response.into_string().expect("body"),
-        Err(ureq::Error::Status(code, response)) => panic!(
-            "HTTP {code}: {}",
-            response.into_string().unwrap_or_default()
-        ),
-        Err(e) => panic!("{e}"),
-    }
-}
-
-/// The events of a Responses stream: each `data:` payload, whose `type` matches its `event:`.
-fn events(body: &str) -> Vec<Value> {
-    let names: Vec<&str> = body
-        .lines()
-        .filter_map(|l| l.strip_prefix("event:"))
-        .map(str::trim)
-        .collect();
-    let events: Vec<Value> = body
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(|d| serde_json::from_str(d.trim()).expect("event JSON"))
-        .collect();
-    assert_eq!(names.len(), events.len(), "{body}");
-    for (event, name) in events.iter().zip(&names) {
-        assert_eq!(event["type"], json!(name), "{event}");
-    }
-    events
 }
 
 /// Each item as (type, status).

@@ -38,11 +38,7 @@ fn typescript_sdk_chat_gives_every_scenario() {
                 "finish": "stop",
             },
         });
-        if *got == want {
-            Ok(())
-        } else {
-            Err(format!("{}:\n got {got}\nwant {want}", scenario["id"]))
-        }
+        support::same_for_scenario(scenario, got, &want)
     });
 }
 
@@ -81,11 +77,7 @@ fn typescript_sdk_responses_stream_closes_every_item() {
             "text": answer, "output_text": answer, "status": "completed", "kinds": kinds,
             "last": "response.completed",
         });
-        if *got == want {
-            Ok(())
-        } else {
-            Err(format!("{}:\n got {got}\nwant {want}", scenario["id"]))
-        }
+        support::same_for_scenario(scenario, got, &want)
     });
 }
 

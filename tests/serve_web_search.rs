@@ -10,7 +10,7 @@ mod support;
 use ossa::agent::harmony::{Message, Role};
 use serde_json::{Value, json};
 use support::scripted::{MODEL, ScriptedServer};
-use support::serve::Server;
+use support::serve::{Server, post_ok};
 
 const QUERY: &str = "ossa lighthouse height";
 // Characters outside ASCII before the citation: offsets count characters, not bytes.
@@ -32,17 +32,13 @@ struct Setup {
 
 fn setup() -> Setup {
     let model = ScriptedServer::start();
-    let page_url = model.add_page("lighthouse.html", PAGE);
-    model.set_search_results(vec![json!({
-        "url": page_url,
-        "title": "The Ossa lighthouse",
-        "content": "Facts about the lighthouse on the northern cape.",
-    })]);
-    let config = model.search_config();
-    let server = model.serve(
-        &["--browser", "--date", "2026-01-01", "--temperature", "0"],
-        Some(&config),
+    let page_url = model.add_found_page(
+        "lighthouse.html",
+        PAGE,
+        "The Ossa lighthouse",
+        "Facts about the lighthouse on the northern cape.",
     );
+    let server = model.serve_with_search(&["--browser"]);
     Setup {
         model,
         server,
@@ -131,14 +127,7 @@ fn check_prompts(setup: &Setup, first_prompt: usize) {
 }
 
 fn post(url: &str, body: Value) -> String {
-    match ureq::post(url).send_json(body) {
-        Ok(response) => response.into_string().expect("body"),
-        Err(ureq::Error::Status(code, response)) => panic!(
-            "HTTP {code}: {}",
-            response.into_string().unwrap_or_default()
-        ),
-        Err(e) => panic!("{e}"),
-    }
+    post_ok(url, &body)
 }
 
 /// The JSON payloads of an SSE body (the Responses API's have an `event:` line each).

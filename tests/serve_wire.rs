@@ -24,7 +24,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use support::scripted::{MODEL, ScriptedServer};
-use support::serve::{Server, python_with_openai, run_sdk_script};
+use support::serve::{
+    Server, post_ok as post, python_with_openai, response_events, run_sdk_script,
+};
 use support::{ENGINE_FLAGS, fixture_dir};
 
 const PAGE: &str = "<html><head><title>The Ossa lighthouse</title></head><body>\
@@ -59,20 +61,9 @@ impl Collected {
 
     /// A Responses stream: its events, numbered from 0, each named by its `type`.
     fn add_response_stream(&mut self, name: &str, body: &str) {
-        let names: Vec<&str> = body
-            .lines()
-            .filter_map(|l| l.strip_prefix("event:"))
-            .map(str::trim)
-            .collect();
-        let events: Vec<Value> = body
-            .lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .map(|d| serde_json::from_str(d.trim()).expect("event JSON"))
-            .collect();
-        assert_eq!(names.len(), events.len(), "{name}: {body}");
+        let events = response_events(body);
         assert!(events.len() >= 3, "{name}: a stream of events: {body}");
-        for (number, (event, kind)) in events.iter().zip(&names).enumerate() {
-            assert_eq!(event["type"], json!(kind), "{name}: {event}");
+        for (number, event) in events.iter().enumerate() {
             assert_eq!(event["sequence_number"], json!(number), "{name}: {event}");
             self.add(
                 Kind::ResponseEvent,
@@ -89,17 +80,6 @@ impl Collected {
         for (i, chunk) in chunks.into_iter().enumerate() {
             self.add(kind, &format!("{name} chunk {i}"), chunk);
         }
-    }
-}
-
-fn post(url: &str, body: &Value) -> String {
-    match ureq::post(url).send_json(body.clone()) {
-        Ok(response) => response.into_string().expect("body"),
-        Err(ureq::Error::Status(code, response)) => panic!(
-            "HTTP {code} from {url}: {}",
-            response.into_string().unwrap_or_default()
-        ),
-        Err(e) => panic!("{e}"),
     }
 }
 
@@ -159,24 +139,13 @@ fn script_browsing(model: &ScriptedServer) {
 /// Requests to the scripted model: tool calls of every kind, through both chat APIs.
 fn scripted_requests(collected: &mut Collected) {
     let model = ScriptedServer::start();
-    let page_url = model.add_page("lighthouse.html", PAGE);
-    model.set_search_results(vec![json!({
-        "url": page_url,
-        "title": "The Ossa lighthouse",
-        "content": "Facts about the lighthouse.",
-    })]);
-    let config = model.search_config();
-    let server = model.serve(
-        &[
-            "--python",
-            "--browser",
-            "--date",
-            "2026-01-01",
-            "--temperature",
-            "0",
-        ],
-        Some(&config),
+    let page_url = model.add_found_page(
+        "lighthouse.html",
+        PAGE,
+        "The Ossa lighthouse",
+        "Facts about the lighthouse.",
     );
+    let server = model.serve_with_search(&["--python", "--browser"]);
     let base = &server.base;
     let parameters = json!({"type": "object", "properties": {"city": {"type": "string"}},
                             "required": ["city"]});

@@ -10,11 +10,6 @@ use ossa::sandbox::Progress;
 use ossa::tools::{Tool, ToolCall};
 use ossa::toolset::{ToolChoice, ToolsetError, build_tools};
 
-const ECHO_SERVER: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tools/tests/mcp_echo_server.py"
-);
-
 fn config(text: &str, dir: &Path) -> Config {
     let home = |_: &str| None;
     Config::from_toml(text, &dir.join("config.toml"), &home)
@@ -48,6 +43,7 @@ fn find<'a>(tools: &'a [Arc<dyn Tool>], name: &str) -> &'a Arc<dyn Tool> {
 async fn browser_apply_patch_and_mcp_tools_are_built_from_the_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("work")).unwrap();
+    let echo_server = ossa_test_support::workspace_root().join("tools/tests/mcp_echo_server.py");
     let config = config(
         &format!(
             r#"
@@ -60,12 +56,13 @@ view_tokens = 512
 [[mcp_servers]]
 name = "echo"
 command = "python3"
-args = ["{ECHO_SERVER}", "--name", "echo"]
+args = ["{}", "--name", "echo"]
 
 [[mcp_servers]]
 name = "broken"
 command = "/nonexistent/ossa-test-no-such-server"
-"#
+"#,
+            echo_server.display()
         ),
         dir.path(),
     );

@@ -3,113 +3,24 @@
 //! replaced by a scripted backend that replays harmony text (tokenized with the real encoding);
 //! everything else (rendering, parsing, the function tools) is real.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ossa_agent::harmony::{Content, Conversation, HarmonyEncoding, ReasoningEffort, Role};
+use ossa_agent::harmony::{Content, Conversation, ReasoningEffort, Role};
 use ossa_agent::{
-    Agent, AgentConfig, AgentEvent, Backend, BackendError, Cancel, ConversationSettings, Finish,
-    GenerationRequest, GenerationStats, Limit, ToolRequirement, TurnOutcome,
+    Agent, AgentConfig, AgentEvent, Cancel, ConversationSettings, Limit, ToolRequirement,
+    TurnOutcome,
 };
+use ossa_test_support::scripted::{ScriptedBackend, encoding};
 use ossa_tools::function::TypedFunction;
 use ossa_tools::{FunctionTools, Tool};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-fn encoding() -> HarmonyEncoding {
-    static ENCODING: std::sync::OnceLock<HarmonyEncoding> = std::sync::OnceLock::new();
-    ENCODING
-        .get_or_init(|| HarmonyEncoding::gpt_oss().expect("o200k_harmony"))
-        .clone()
-}
-
-/// Replays one harmony text per generation call; the prompts it was given are kept.
-struct Scripted {
-    replies: Mutex<Vec<String>>,
-    prompts: Mutex<Vec<Vec<u32>>>,
-    /// Sleep between tokens (for cancellation tests).
-    token_delay: Duration,
-}
-
-impl Scripted {
-    fn new(replies: &[&str]) -> Arc<Self> {
-        Arc::new(Self {
-            replies: Mutex::new(replies.iter().rev().map(|s| s.to_string()).collect()),
-            prompts: Mutex::new(Vec::new()),
-            token_delay: Duration::ZERO,
-        })
-    }
-
-    fn slow(replies: &[&str], token_delay: Duration) -> Arc<Self> {
-        let mut scripted = Arc::into_inner(Self::new(replies)).expect("fresh");
-        scripted.token_delay = token_delay;
-        Arc::new(scripted)
-    }
-
-    fn calls(&self) -> usize {
-        self.prompts.lock().expect("lock").len()
-    }
-}
-
-impl Backend for Scripted {
-    fn name(&self) -> String {
-        "scripted".into()
-    }
-
-    fn context_length(&self) -> usize {
-        131_072
-    }
-
-    fn generate(
-        &self,
-        request: &GenerationRequest<'_>,
-        on_token: &mut dyn FnMut(u32),
-    ) -> Result<GenerationStats, BackendError> {
-        self.prompts
-            .lock()
-            .expect("lock")
-            .push(request.prompt.to_vec());
-        let reply = self
-            .replies
-            .lock()
-            .expect("lock")
-            .pop()
-            .ok_or(BackendError {
-                backend: "scripted".into(),
-                message: "no more replies".into(),
-            })?;
-        let tokens = encoding()
-            .tokenizer()
-            .encode(&reply, true)
-            .expect("script tokenizes");
-        let mut finish = Finish::MaxTokens;
-        let mut generated = 0;
-        for token in tokens {
-            if request.cancel.is_cancelled() {
-                finish = Finish::Cancelled;
-                break;
-            }
-            if generated == request.max_tokens {
-                break;
-            }
-            std::thread::sleep(self.token_delay);
-            on_token(token);
-            generated += 1;
-            if request.stop_tokens.contains(&token) {
-                finish = Finish::Stop(token);
-                break;
-            }
-        }
-        Ok(GenerationStats {
-            finish,
-            prompt_tokens: request.prompt.len(),
-            reused_tokens: 0,
-            generated_tokens: generated,
-            prefill: Duration::ZERO,
-            decode: Duration::ZERO,
-        })
-    }
+/// The scripted model, replying with harmony `replies` in order.
+fn scripted(replies: &[&str]) -> Arc<ScriptedBackend> {
+    Arc::new(ScriptedBackend::with_texts(replies))
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -156,24 +67,35 @@ fn nap_tool() -> Arc<dyn Tool> {
     Arc::new(tools)
 }
 
-fn agent(backend: Arc<Scripted>, tools: Vec<Arc<dyn Tool>>, config: AgentConfig) -> Arc<Agent> {
-    Agent::new(backend, encoding(), tools, config)
+fn agent(
+    backend: Arc<ScriptedBackend>,
+    tools: Vec<Arc<dyn Tool>>,
+    config: AgentConfig,
+) -> Arc<Agent> {
+    Agent::new(backend, encoding().clone(), tools, config)
+}
+
+/// An agent with the `add` function, over the scripted `replies`: its backend, how many times
+/// `add` ran, the agent.
+fn adding_agent(replies: &[&str]) -> (Arc<ScriptedBackend>, Arc<AtomicUsize>, Arc<Agent>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let backend = scripted(replies);
+    let agent = agent(
+        backend.clone(),
+        vec![add_tool(calls.clone())],
+        AgentConfig::default(),
+    );
+    (backend, calls, agent)
 }
 
 const FINAL: &str = "<|channel|>final<|message|>Done.<|return|>";
 
 #[tokio::test]
 async fn function_call_result_goes_back_and_the_model_answers() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let backend = Scripted::new(&[
+    let (backend, calls, agent) = adding_agent(&[
         "<|channel|>analysis<|message|>Add them.<|end|><|start|>assistant<|channel|>commentary to=functions.add <|constrain|>json<|message|>{\"a\": 2, \"b\": 40}<|call|>",
         "<|channel|>final<|message|>It is 42.<|return|>",
     ]);
-    let agent = agent(
-        backend.clone(),
-        vec![add_tool(calls.clone())],
-        AgentConfig::default(),
-    );
     let mut chat = agent.chat(&ConversationSettings::default());
     let mut events = Vec::new();
     let report = chat
@@ -195,7 +117,7 @@ async fn function_call_result_goes_back_and_the_model_answers() {
     assert_eq!(result.text(), "42");
     // The second prompt renders the call (recipient before channel, as openai-harmony renders
     // it, whatever order the model wrote) and its result, then asks the assistant again.
-    let prompts = backend.prompts.lock().expect("lock");
+    let prompts = backend.prompts();
     let second = encoding().tokenizer().decode(&prompts[1]).expect("decodes");
     assert!(
         second.ends_with("<|start|>assistant to=functions.add<|channel|>commentary <|constrain|>json<|message|>{\"a\": 2, \"b\": 40}<|call|><|start|>functions.add to=assistant<|channel|>commentary<|message|>42<|end|><|start|>assistant"),
@@ -229,18 +151,12 @@ async fn function_call_result_goes_back_and_the_model_answers() {
 
 #[tokio::test]
 async fn unknown_recipient_and_bad_arguments_become_messages_the_model_reads() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let backend = Scripted::new(&[
+    let (backend, calls, agent) = adding_agent(&[
         "<|channel|>commentary to=functions.multiply <|constrain|>json<|message|>{\"a\": 1}<|call|>",
         "<|channel|>commentary to=weather.lookup <|constrain|>json<|message|>{}<|call|>",
         "<|channel|>commentary to=functions.add <|constrain|>json<|message|>{\"a\": \"two\"<|call|>",
         FINAL,
     ]);
-    let agent = agent(
-        backend.clone(),
-        vec![add_tool(calls.clone())],
-        AgentConfig::default(),
-    );
     let mut chat = agent.chat(&ConversationSettings::default());
     let report = chat
         .send("Go.", &Cancel::new(), &mut |_| {})
@@ -275,8 +191,7 @@ async fn unknown_recipient_and_bad_arguments_become_messages_the_model_reads() {
 
 #[tokio::test]
 async fn garbage_output_ends_the_turn_without_an_answer_or_a_panic() {
-    let backend =
-        Scripted::new(&["<|message|><|channel|><|constrain|> to= <|end|>just text<|return|>"]);
+    let backend = scripted(&["<|message|><|channel|><|constrain|> to= <|end|>just text<|return|>"]);
     let agent = agent(backend, vec![], AgentConfig::default());
     let mut chat = agent.chat(&ConversationSettings::default());
     let report = chat
@@ -298,7 +213,7 @@ async fn garbage_output_ends_the_turn_without_an_answer_or_a_panic() {
 #[tokio::test]
 async fn runaway_tool_calls_stop_at_the_limit() {
     let call = "<|channel|>commentary to=functions.add <|constrain|>json<|message|>{\"a\": 1, \"b\": 1}<|call|>";
-    let backend = Scripted::new(&[call, call, call, call, FINAL]);
+    let backend = scripted(&[call, call, call, call, FINAL]);
     let calls = Arc::new(AtomicUsize::new(0));
     let config = AgentConfig {
         max_tool_calls: 2,
@@ -335,7 +250,7 @@ async fn runaway_tool_calls_stop_at_the_limit() {
 
 #[tokio::test]
 async fn token_limit_ends_a_long_generation() {
-    let backend = Scripted::new(&[
+    let backend = scripted(&[
         "<|channel|>analysis<|message|>one two three four five six seven eight nine ten<|end|>",
     ]);
     let config = AgentConfig {
@@ -354,7 +269,7 @@ async fn token_limit_ends_a_long_generation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_a_running_tool_call_and_the_chat_goes_on() {
-    let backend = Scripted::new(&[
+    let backend = scripted(&[
         "<|channel|>commentary to=functions.nap <|constrain|>json<|message|>{\"seconds\": 600}<|call|>",
         "<|channel|>final<|message|>Second turn.<|return|>",
     ]);
@@ -391,7 +306,8 @@ async fn cancel_during_generation_drops_the_partial_message() {
         "<|channel|>final<|message|>{}<|return|>",
         "word ".repeat(400)
     );
-    let backend = Scripted::slow(&[&long], Duration::from_millis(5));
+    let backend =
+        Arc::new(ScriptedBackend::with_texts(&[&long]).token_delay(Duration::from_millis(5)));
     let agent = agent(backend, vec![], AgentConfig::default());
     let mut chat = agent.chat(&ConversationSettings::default());
     let cancel = Cancel::new();
@@ -422,7 +338,7 @@ async fn cancel_during_generation_drops_the_partial_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wall_time_ends_a_slow_turn() {
-    let backend = Scripted::new(&[
+    let backend = scripted(&[
         "<|channel|>commentary to=functions.nap <|constrain|>json<|message|>{\"seconds\": 600}<|call|>",
     ]);
     let config = AgentConfig {
@@ -443,7 +359,7 @@ async fn wall_time_ends_a_slow_turn() {
 
 #[tokio::test]
 async fn preamble_reset_effort_and_saved_conversations() {
-    let backend = Scripted::new(&[FINAL, FINAL]);
+    let backend = scripted(&[FINAL, FINAL]);
     let agent = agent(
         backend.clone(),
         vec![add_tool(Arc::new(AtomicUsize::new(0)))],
@@ -461,7 +377,7 @@ async fn preamble_reset_effort_and_saved_conversations() {
         .expect("turn");
     let first = encoding()
         .tokenizer()
-        .decode(&backend.prompts.lock().expect("lock")[0])
+        .decode(&backend.prompts()[0])
         .expect("decodes");
     assert!(first.contains("Current date: 2026-11-28"), "{first}");
     assert!(first.contains("Reasoning: high"), "{first}");
@@ -532,7 +448,7 @@ impl ossa_tools::ToolSession for PagesSession {
 
 #[tokio::test]
 async fn pages_opened_in_a_turn_are_citable_before_the_answer_streams() {
-    let backend = Scripted::new(&[
+    let backend = scripted(&[
         "<|channel|>analysis to=pages.open code<|message|>x<|call|>",
         "<|channel|>final<|message|>See 【0†L1-L2】.<|return|>",
     ]);
@@ -557,8 +473,8 @@ async fn pages_opened_in_a_turn_are_citable_before_the_answer_streams() {
     );
 }
 
-fn decoded_prompts(backend: &Scripted) -> Vec<String> {
-    let prompts = backend.prompts.lock().expect("lock");
+fn decoded_prompts(backend: &ScriptedBackend) -> Vec<String> {
+    let prompts = backend.prompts();
     prompts
         .iter()
         .map(|p| encoding().tokenizer().decode(p).expect("decodes"))
@@ -567,14 +483,8 @@ fn decoded_prompts(backend: &Scripted) -> Vec<String> {
 
 #[tokio::test]
 async fn a_named_tool_requirement_writes_the_call_header_for_the_model() {
-    let calls = Arc::new(AtomicUsize::new(0));
     // The model only writes the arguments: the header is already in its prompt.
-    let backend = Scripted::new(&["{\"a\": 2, \"b\": 3}<|call|>", FINAL]);
-    let agent = agent(
-        backend.clone(),
-        vec![add_tool(calls.clone())],
-        AgentConfig::default(),
-    );
+    let (backend, calls, agent) = adding_agent(&["{\"a\": 2, \"b\": 3}<|call|>", FINAL]);
     let mut chat = agent.chat(&ConversationSettings::default());
     chat.set_tool_requirement(ToolRequirement::Call("functions.add".into()));
     let report = chat
@@ -604,17 +514,11 @@ async fn a_named_tool_requirement_writes_the_call_header_for_the_model() {
 
 #[tokio::test]
 async fn a_required_call_cuts_an_early_answer_and_makes_the_model_name_a_function() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let backend = Scripted::new(&[
+    let (backend, calls, agent) = adding_agent(&[
         "<|channel|>analysis<|message|>Easy.<|end|><|start|>assistant<|channel|>final<|message|>It is 5.<|return|>",
         "add <|constrain|>json<|message|>{\"a\": 2, \"b\": 3}<|call|>",
         FINAL,
     ]);
-    let agent = agent(
-        backend.clone(),
-        vec![add_tool(calls.clone())],
-        AgentConfig::default(),
-    );
     let mut chat = agent.chat(&ConversationSettings::default());
     chat.set_tool_requirement(ToolRequirement::AnyIn("functions".into()));
     let mut events = Vec::new();
@@ -658,7 +562,7 @@ async fn a_required_call_cuts_an_early_answer_and_makes_the_model_name_a_functio
 async fn a_client_function_call_ends_the_turn_as_data() {
     let calls = Arc::new(AtomicUsize::new(0));
     let call = "<|channel|>commentary to=functions.add <|constrain|>json<|message|>";
-    let backend = Scripted::new(&[
+    let backend = scripted(&[
         &format!("{call}{{\"a\": 2, \"b\": 40}}<|return|>"),
         &format!("{call}{{\"a\": 2, b}}<|call|>"),
         &format!("{call}{{\"a\": 2, \"b\": 40}}<|call|>"),

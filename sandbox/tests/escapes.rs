@@ -1,17 +1,15 @@
 //! Hostile code on the real guest: every escape must fail cleanly, the host must be unharmed, and
 //! the session must stay usable (or be reset, saying so).
 
-mod common;
-
 use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{limits, ok, run, sandbox, session};
 use ossa_sandbox::{
     CallLimits, ResetReason, Session, SessionOptions, SessionState, Status, Stop, Stream,
 };
+use ossa_test_support::sandbox::{limits, ok, run, sandbox, session};
 
 /// Python that tries `expr` for each case and prints `name: ok <result>` or `name: <Exception>`.
 fn attempts(cases: &[(&str, &str)]) -> String {

@@ -2,14 +2,12 @@
 //! where the test wants it by writing a file in its `/mnt/data`; the test waits for the file,
 //! never for a time.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::session;
 use ossa_sandbox::{RunOutput, Session, SessionState, Status, Stop};
+use ossa_test_support::sandbox::session;
 
 /// Long enough that only a guest that never looks at the interrupt meets it.
 const PATIENT: Duration = Duration::from_secs(120);

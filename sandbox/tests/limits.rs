@@ -3,17 +3,15 @@
 //! or `MemoryError` the code sees, or an error before any code runs) and that the session, and
 //! the others of the same sandbox, keep working.
 
-mod common;
-
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{limits, ok, run, sandbox};
 use ossa_sandbox::{
     Limits, ResetReason, Sandbox, SandboxConfig, SandboxError, Session, SessionOptions,
     SessionState, Status, Stop,
 };
+use ossa_test_support::sandbox::{limits, ok, run, sandbox};
 
 /// Small caps, so an attack reaches them in a fraction of a second.
 const DISK: u64 = 16 << 20;
@@ -48,8 +46,8 @@ fn process_descriptors() -> usize {
 #[test]
 fn opening_files_in_a_loop_stops_at_the_cap_and_everyone_keeps_working() {
     let cap = sandbox().limits().max_open_files;
-    let s = common::session();
-    let other = common::session();
+    let s = ossa_test_support::sandbox::session();
+    let other = ossa_test_support::sandbox::session();
     ok(&s, "kept = 'still here'");
     let before = process_descriptors();
     let out = run(

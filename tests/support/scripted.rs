@@ -4,7 +4,7 @@
 //! `--backend openai-completions` drives; the HTTP server also plays a SearXNG instance and a
 //! web site, so the browser's whole path runs on loopback.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -13,58 +13,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ossa::agent::harmony::{HarmonyEncoding, Message, Role};
+pub use ossa_test_support::scripted::{Script, sampled};
 use serde_json::{Value, json};
-
-/// The tokens the model samples after `<|start|>assistant` to write `messages` (a final answer
-/// ends with `<|return|>`, a call with `<|call|>`).
-pub fn sampled(encoding: &HarmonyEncoding, messages: &[Message]) -> Vec<u32> {
-    let mut tokens = Vec::new();
-    for message in messages {
-        tokens.extend(encoding.render(message, None).expect("renders"));
-    }
-    // The prompt already ends with `<|start|>assistant`.
-    let header = encoding
-        .render(&Message::from_role_and_content(Role::Assistant, ""), None)
-        .expect("renders");
-    assert_eq!(tokens[..2], header[..2]);
-    tokens.drain(..2);
-    if let Some(last) = tokens.last_mut()
-        && *last == encoding.formatting_tokens().end
-        && messages
-            .last()
-            .is_some_and(|m| m.channel.as_deref() == Some("final"))
-    {
-        *last = encoding.formatting_tokens().return_;
-    }
-    tokens
-}
-
-/// Replies to hand out in order, and the prompts they answered.
-#[derive(Default)]
-pub struct Script {
-    replies: Mutex<VecDeque<Vec<u32>>>,
-    prompts: Mutex<Vec<Vec<u32>>>,
-}
-
-impl Script {
-    pub fn push(&self, tokens: Vec<u32>) {
-        self.replies.lock().expect("lock").push_back(tokens);
-    }
-
-    /// Records `prompt` and takes the next reply (`None`: none scripted).
-    pub fn answer(&self, prompt: &[u32]) -> Option<Vec<u32>> {
-        self.prompts.lock().expect("lock").push(prompt.to_vec());
-        self.replies.lock().expect("lock").pop_front()
-    }
-
-    pub fn prompts(&self) -> Vec<Vec<u32>> {
-        self.prompts.lock().expect("lock").clone()
-    }
-
-    pub fn replies_left(&self) -> usize {
-        self.replies.lock().expect("lock").len()
-    }
-}
 
 /// What the HTTP side serves besides the model.
 #[derive(Default)]
@@ -97,7 +47,7 @@ pub const MODEL: &str = "scripted";
 
 impl ScriptedServer {
     pub fn start() -> ScriptedServer {
-        let encoding = HarmonyEncoding::gpt_oss().expect("o200k_harmony");
+        let encoding = ossa_test_support::scripted::encoding().clone();
         let script = Arc::new(Script::default());
         let shared = Arc::new(Shared {
             script: Arc::clone(&script),
@@ -109,12 +59,7 @@ impl ScriptedServer {
             .route("/search", get(search))
             .route("/pages/{name}", get(page))
             .with_state(Arc::clone(&shared));
-        let runtime = tokio::runtime::Runtime::new().expect("runtime");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let address = listener.local_addr().expect("address");
-        runtime.spawn(async move { axum::serve(listener, app).await });
+        let (address, runtime) = super::serve_on_loopback(app);
         ScriptedServer {
             script,
             encoding,
@@ -146,6 +91,14 @@ impl ScriptedServer {
         )
     }
 
+    /// `ossa serve` with this model and `tools` (`--python`, `--browser`), its browser searching
+    /// this server, on the scenarios' date at temperature 0.
+    pub fn serve_with_search(&self, tools: &[&str]) -> super::serve::Server {
+        let mut extra = tools.to_vec();
+        extra.extend(["--date", "2026-01-01", "--temperature", "0"]);
+        self.serve(&extra, Some(&self.search_config()))
+    }
+
     /// `ossa serve` generating with this model, with `extra` flags and `config` (TOML).
     pub fn serve(&self, extra: &[&str], config: Option<&str>) -> super::serve::Server {
         let backend = self.backend_args();
@@ -164,6 +117,17 @@ impl ScriptedServer {
         tokens
     }
 
+    /// Scripts a python call of `code`, then the final `answer`.
+    pub fn script_python_then_answer(&self, code: &str, answer: &str) {
+        self.script(&[Message::from_role_and_content(Role::Assistant, code)
+            .with_channel("analysis")
+            .with_recipient("python")
+            .with_content_type("code")]);
+        self.script(&[
+            Message::from_role_and_content(Role::Assistant, answer).with_channel("final")
+        ]);
+    }
+
     /// Serves `html` at `/pages/{name}`; returns its URL.
     pub fn add_page(&self, name: &str, html: &str) -> String {
         let path = format!("/pages/{name}");
@@ -174,6 +138,16 @@ impl ScriptedServer {
             .pages
             .insert(path.clone(), html.to_string());
         format!("{}{path}", self.root)
+    }
+
+    /// Serves `html` at `/pages/{name}` as what every search finds (with `title` and
+    /// `content`); returns its URL.
+    pub fn add_found_page(&self, name: &str, html: &str, title: &str, content: &str) -> String {
+        let url = self.add_page(name, html);
+        self.set_search_results(vec![
+            json!({"url": url, "title": title, "content": content}),
+        ]);
+        url
     }
 
     /// What every search returns: SearXNG result objects (`url`, `title`, `content`).

@@ -60,6 +60,14 @@ impl Server {
     }
 
     /// Starts the server, or returns what it wrote before it exited without listening.
+    /// What `ossa serve` with `args` said before it exited (it must not start).
+    pub fn refused(args: &[&str]) -> String {
+        match Self::try_start(args, None, &[]) {
+            Ok(_) => panic!("ossa serve {args:?} started"),
+            Err(early) => early,
+        }
+    }
+
     pub fn try_start(
         args: &[&str],
         config: Option<&str>,
@@ -310,13 +318,17 @@ pub fn curl_get(url: &str) -> (u16, String) {
     curl(&[url])
 }
 
+/// The values of one field (`data:`, `event:`) of an SSE body, trimmed, in order.
+fn sse_field<'a>(body: &'a str, field: &str) -> Vec<&'a str> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix(field))
+        .map(str::trim)
+        .collect()
+}
+
 /// The `data:` payloads of an SSE body, `[DONE]` excluded (and required last).
 pub fn sse_data(body: &str) -> Vec<Value> {
-    let data: Vec<&str> = body
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(str::trim)
-        .collect();
+    let data = sse_field(body, "data:");
     assert_eq!(
         data.last(),
         Some(&"[DONE]"),
@@ -374,7 +386,7 @@ pub fn node_with_openai() -> Option<&'static Path> {
     static READY: std::sync::OnceLock<Result<std::path::PathBuf, String>> =
         std::sync::OnceLock::new();
     let ready = READY.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ts");
+        let dir = ossa_test_support::workspace_root().join("tests/ts");
         let node = Command::new("node")
             .arg("--version")
             .output()
@@ -430,4 +442,56 @@ pub fn run_ts_sdk(dir: &Path, base: &str, mode: &str, input: &Value) -> Value {
             String::from_utf8_lossy(&output.stdout)
         )
     })
+}
+
+/// `<|return|>`'s token id, as `/v1/completions` reports it.
+pub const RETURN: u64 = 200002;
+/// `<|call|>`'s token id.
+pub const CALL: u64 = 200012;
+
+/// The token ids of a JSON array (`token_ids`, a prompt); empty when it is not one.
+pub fn ids(value: &Value) -> Vec<u64> {
+    value
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default()
+}
+
+/// The body of a POST of `body` (JSON) to `url`; an HTTP error fails the test with its body.
+pub fn post_ok(url: &str, body: &Value) -> String {
+    match ureq::post(url).send_json(body.clone()) {
+        Ok(response) => response.into_string().expect("body"),
+        Err(ureq::Error::Status(code, response)) => panic!(
+            "HTTP {code} from {url}: {}",
+            response.into_string().unwrap_or_default()
+        ),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The status and JSON body of a POST of `body` (JSON) to `url`, errors included.
+pub fn post_status(url: &str, body: &Value) -> (u16, Value) {
+    let (status, text) = match ureq::post(url).send_json(body.clone()) {
+        Ok(response) => (response.status(), response.into_string().expect("body")),
+        Err(ureq::Error::Status(code, response)) => {
+            (code, response.into_string().unwrap_or_default())
+        }
+        Err(e) => panic!("{e}"),
+    };
+    (status, serde_json::from_str(&text).expect("JSON"))
+}
+
+/// The events of a Responses stream: each `data:` payload, checked to have an `event:` line
+/// naming its `type`.
+pub fn response_events(body: &str) -> Vec<Value> {
+    let names = sse_field(body, "event:");
+    let events: Vec<Value> = sse_field(body, "data:")
+        .into_iter()
+        .map(|d| serde_json::from_str(d).expect("event JSON"))
+        .collect();
+    assert_eq!(names.len(), events.len(), "{body}");
+    for (event, name) in events.iter().zip(&names) {
+        assert_eq!(event["type"].as_str(), Some(*name), "{event}");
+    }
+    events
 }

@@ -22,6 +22,7 @@ use ossa_tools::browser::{
 };
 use ossa_tools::tool::ToolCall;
 use serde_json::Value;
+use support::call;
 
 /// A reference bug ossa fixes, named as its deviation test is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -584,15 +585,6 @@ fn result(url: &str, title: &str, summary: &str) -> SearchResult {
     }
 }
 
-fn call(recipient: &str, args: &str) -> ToolCall {
-    ToolCall {
-        recipient: recipient.into(),
-        channel: Some("analysis".into()),
-        content_type: None,
-        content: args.into(),
-    }
-}
-
 fn session_with(
     backend: Arc<dyn Backend>,
     quirks: ReferenceQuirks,
@@ -973,7 +965,7 @@ async fn page_budget_limits_loads_per_conversation() {
 #[test]
 fn line_wrapping_matches_cpython_textwrap() {
     let cases = support::load_json(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/textwrap_cases.json"),
+        &ossa_test_support::manifest_dir().join("tests/support/textwrap_cases.json"),
     );
     let cases = cases.as_array().cloned().unwrap_or_default();
     assert!(cases.len() > 500);

@@ -17,7 +17,7 @@ use ossa_tools::browser::{
 use ossa_tools::tool::ToolCall;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use serde_json::json;
-use support::{Reply, Request, TestServer};
+use support::{Reply, Request, TestServer, call};
 
 fn local_fetch() -> FetchConfig {
     FetchConfig {
@@ -43,15 +43,6 @@ fn no_search() -> Arc<dyn SearchProvider> {
         Some("http://127.0.0.1:9".into()),
         false,
     ))
-}
-
-fn call(recipient: &str, args: &str) -> ToolCall {
-    ToolCall {
-        recipient: recipient.into(),
-        channel: Some("analysis".into()),
-        content_type: None,
-        content: args.into(),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -13,13 +13,19 @@ use ossa_tools::{FunctionTools, Tool, ToolCall};
 use serde::Deserialize;
 use serde_json::json;
 
-const SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp_echo_server.py");
+/// The MCP echo server beside this file.
+fn server() -> String {
+    ossa_test_support::manifest_dir()
+        .join("tests/mcp_echo_server.py")
+        .display()
+        .to_string()
+}
 
 fn stdio_config(name: &str) -> McpServerConfig {
     McpServerConfig::stdio(
         name,
         "python3",
-        vec![SERVER.to_string(), "--name".into(), name.to_string()],
+        vec![server(), "--name".into(), name.to_string()],
     )
 }
 
@@ -345,7 +351,8 @@ struct HttpServer {
 impl HttpServer {
     fn start() -> Self {
         let mut child = Command::new("python3")
-            .args([SERVER, "--http", "--name", "web"])
+            .arg(server())
+            .args(["--http", "--name", "web"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

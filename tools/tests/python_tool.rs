@@ -5,12 +5,10 @@
 //! The sandbox is opened as users open it (`SandboxConfig::from_env`: the runtime fetched with
 //! pip into ossa's data folder on first use, then cached).
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use ossa_sandbox::{
-    CallLimits, Limits, ResetReason, Sandbox, SandboxConfig, SessionOptions, Status, Stop,
-};
+use ossa_sandbox::{CallLimits, Limits, ResetReason, SessionOptions, Status, Stop};
+use ossa_test_support::sandbox::sandbox;
 use ossa_tools::python::{PythonSession, PythonTool, model_output};
 use ossa_tools::{Placement, Tool, ToolCall, ToolNamespaceConfig, ToolOutput, ToolSession};
 
@@ -18,14 +16,6 @@ const WARN: &str =
     "[WARN] No output available. Use print() to output anything to stdout to receive the output";
 const RESTARTED: &str = "[NOTE] The Python interpreter was restarted: variables and imports are \
                          gone; files in /mnt/data are kept.";
-
-fn sandbox() -> &'static Sandbox {
-    static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
-    SANDBOX.get_or_init(|| {
-        let config = SandboxConfig::from_env().expect("a data folder for ossa");
-        Sandbox::open(config).unwrap_or_else(|e| panic!("the sandbox did not open: {e}"))
-    })
-}
 
 fn tool() -> PythonTool {
     PythonTool::new(sandbox().clone(), SessionOptions::default())

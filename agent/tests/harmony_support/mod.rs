@@ -2,7 +2,6 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use ossa_agent::harmony::{
     HarmonyEncoding, HarmonyError, Message, ParseMode, RenderConversationConfig, Role,
@@ -10,14 +9,8 @@ use ossa_agent::harmony::{
 };
 use serde_json::{Value, json};
 
-pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
-}
-
-pub fn encoding() -> &'static HarmonyEncoding {
-    static E: OnceLock<HarmonyEncoding> = OnceLock::new();
-    E.get_or_init(|| HarmonyEncoding::gpt_oss().expect("built-in harmony encoding"))
-}
+pub use ossa_test_support::fixtures;
+pub use ossa_test_support::scripted::encoding;
 
 /// The `*.json` files of `dir`, sorted.
 pub fn case_files(dir: &Path) -> Vec<PathBuf> {

@@ -6,9 +6,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-pub fn fixtures_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
-}
+pub use ossa_test_support::fixtures as fixtures_root;
 
 /// A folder is a parity fixture when it has a config, weights and reference outputs.
 fn is_fixture(dir: &Path) -> bool {

@@ -7,9 +7,7 @@ use std::sync::OnceLock;
 use ossa_engine::tokenizer::{BackendPreference, Tokenizer};
 use serde::Deserialize;
 
-pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
-}
+pub use ossa_test_support::fixtures;
 
 pub fn tokenizer_json() -> PathBuf {
     fixtures().join("tokenizer/tokenizer.json")

@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// The repository's recorded browser sessions.
 pub fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/browser")
+    ossa_test_support::fixtures().join("browser")
 }
 
 /// Case files (JSON objects with `steps`) in `dir`, sorted by name.
@@ -103,6 +103,16 @@ impl Request {
 
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// A call of the browser tool as the model writes it (on the analysis channel).
+pub fn call(recipient: &str, args: &str) -> ossa_tools::tool::ToolCall {
+    ossa_tools::tool::ToolCall {
+        recipient: recipient.into(),
+        channel: Some("analysis".into()),
+        content_type: None,
+        content: args.into(),
     }
 }
 

@@ -1,12 +1,10 @@
-//! Shared by the integration tests: one sandbox per test binary, opened the way users open it
-//! (the runtime fetched with pip into ossa's data folder on first use, then cached).
-
-#![allow(dead_code)]
+//! One sandbox per test binary, opened the way users open it (the Python runtime fetched with
+//! pip into ossa's data folder on first use, then cached), and cells run on it.
 
 use std::sync::OnceLock;
 
 use ossa_sandbox::{
-    CallLimits, RunOutput, Sandbox, SandboxConfig, Session, SessionOptions, Status,
+    CallLimits, Limits, RunOutput, Sandbox, SandboxConfig, Session, SessionOptions, Status,
 };
 
 pub fn sandbox() -> &'static Sandbox {
@@ -20,6 +18,16 @@ pub fn sandbox() -> &'static Sandbox {
 pub fn session() -> Session {
     sandbox()
         .session(SessionOptions::default())
+        .expect("a session")
+}
+
+/// A session with its own `limits` (no mount).
+pub fn session_with(limits: Limits) -> Session {
+    sandbox()
+        .session(SessionOptions {
+            mount: None,
+            limits: Some(limits),
+        })
         .expect("a session")
 }
 
