@@ -11,6 +11,7 @@ mod support;
 mod terminal;
 
 use std::path::Path;
+use std::process::Output;
 
 use ossa::agent::harmony::{Content, Conversation, Message, ReasoningEffort, Role};
 use ossa_test_support::run_piped;
@@ -23,6 +24,16 @@ const SUMSQ: &str = "What is the sum of the squares of the integers from 1 to 22
 const SUMSQ_CALL: &str = "→ python: print(sum(i*i for i in range(1, 22+1)))";
 const SUMSQ_ANSWER: &str = "The sum of the squares from 1 to 22 is 3795.";
 const HELLO: &str = "Say hello in one word.";
+
+/// `ossa chat` (the fixture, the scenarios' flags, a history in `home`) with `extra` flags,
+/// `stdin` piped in.
+fn chat_piped(home: &Path, extra: &[&str], stdin: &str) -> Output {
+    let args = chat_args(&home.join("history"));
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend(extra);
+    run_piped(&mut ossa(home, &args), stdin)
+}
+
 /// The flags that make the tiny model answer its trained tasks.
 fn chat_args(history: &Path) -> Vec<String> {
     let model = fixture_dir();
@@ -287,9 +298,7 @@ fn multi_line_input_continues_after_a_backslash() {
 #[test]
 fn piped_chat_prints_plain_text() {
     let home = tempfile::tempdir().unwrap();
-    let args = chat_args(&home.path().join("history"));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = run_piped(&mut ossa(home.path(), &args), &format!("{HELLO}\n"));
+    let out = chat_piped(home.path(), &[], &format!("{HELLO}\n"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -306,16 +315,13 @@ fn piped_chat_prints_plain_text() {
 #[test]
 fn set_and_show_change_and_report_the_conversation() {
     let home = tempfile::tempdir().unwrap();
-    let args = chat_args(&home.path().join("history"));
-    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
-    args.extend(["--no-python"]);
     let saved = home.path().join("after-set.json");
     let input = format!(
         "/show\n/set temperature 0.25\n/set top_p 0.5\n/set developer Answer briefly.\n\
          /set top_p 2\n/set max_tokens 1\n/show\n{HELLO}\n/save {}\n",
         saved.display()
     );
-    let out = run_piped(&mut ossa(home.path(), &args), &input);
+    let out = chat_piped(home.path(), &["--no-python"], &input);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -388,10 +394,11 @@ fn set_and_show_change_and_report_the_conversation() {
 #[test]
 fn a_turn_past_the_context_bound_is_stopped_with_the_fix() {
     let home = tempfile::tempdir().unwrap();
-    let args = chat_args(&home.path().join("history"));
-    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
-    args.extend(["--no-python", "--context", "40"]);
-    let out = run_piped(&mut ossa(home.path(), &args), &format!("{HELLO}\n"));
+    let out = chat_piped(
+        home.path(),
+        &["--no-python", "--context", "40"],
+        &format!("{HELLO}\n"),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -409,18 +416,16 @@ fn a_turn_past_the_context_bound_is_stopped_with_the_fix() {
     // The config file's key does the same.
     let config = home.path().join("config.toml");
     std::fs::write(&config, "context = 40\n").unwrap();
-    let args = chat_args(&home.path().join("history"));
-    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
     let config_arg = config.display().to_string();
-    args.extend(["--no-python", "--config", &config_arg]);
-    let out = run_piped(&mut ossa(home.path(), &args), &format!("{HELLO}\n"));
+    let out = chat_piped(
+        home.path(),
+        &["--no-python", "--config", &config_arg],
+        &format!("{HELLO}\n"),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("context holds 40"), "{stdout}");
     // A bound is a count of tokens.
-    let args = chat_args(&home.path().join("history"));
-    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
-    args.extend(["--context", "0"]);
-    let out = run_piped(&mut ossa(home.path(), &args), "");
+    let out = chat_piped(home.path(), &["--context", "0"], "");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--context"));
 }

@@ -54,13 +54,16 @@ async fn tools_of(servers: &[Arc<McpServer>]) -> FunctionTools {
     tools
 }
 
-/// The test server `one` on stdio, connected, and its tools as functions.
-async fn connect_one() -> (Arc<McpServer>, FunctionTools) {
-    let server = McpServer::connect(stdio_config("one"))
-        .await
-        .expect("connects");
+/// The server `config` names, connected, and its tools as functions.
+async fn connect(config: McpServerConfig) -> (Arc<McpServer>, FunctionTools) {
+    let server = McpServer::connect(config).await.expect("connects");
     let tools = tools_of(&[Arc::clone(&server)]).await;
     (server, tools)
+}
+
+/// The test server `one` on stdio, connected, and its tools as functions.
+async fn connect_one() -> (Arc<McpServer>, FunctionTools) {
+    connect(stdio_config("one")).await
 }
 
 const ALL_TOOLS: [&str; 13] = [
@@ -271,8 +274,7 @@ async fn a_crashed_stdio_server_is_reported_then_started_again() {
 async fn a_call_that_takes_too_long_times_out_and_the_server_keeps_working() {
     let mut config = stdio_config("one");
     config.call_timeout_secs = Some(1);
-    let server = McpServer::connect(config).await.expect("connects");
-    let tools = tools_of(&[Arc::clone(&server)]).await;
+    let (server, tools) = connect(config).await;
     let out = answer(&tools, "functions.slow", r#"{"seconds": 30}"#).await;
     assert_eq!(
         out,
@@ -649,8 +651,7 @@ async fn stdio_servers_get_their_working_directory_and_environment() {
     config
         .env
         .insert("OSSA_TEST_VAR".into(), "from-config".into());
-    let server = McpServer::connect(config).await.expect("connects");
-    let tools = tools_of(&[Arc::clone(&server)]).await;
+    let (server, tools) = connect(config).await;
     let cwd = dir.path().canonicalize().expect("canonical");
     assert_eq!(
         answer(&tools, "functions.whereami", "{}").await,
@@ -693,8 +694,7 @@ const PASSED_VARIABLE: &str = "OSSA_TEST_PASSED_TOKEN";
 
 /// The environment of a stdio server `config`, as it reports it.
 async fn server_environment(config: McpServerConfig) -> serde_json::Map<String, serde_json::Value> {
-    let server = McpServer::connect(config).await.expect("connects");
-    let tools = tools_of(&[Arc::clone(&server)]).await;
+    let (server, tools) = connect(config).await;
     let reported = answer(&tools, "functions.environment", "{}").await;
     server.shutdown().await;
     match serde_json::from_str(&reported) {
@@ -792,8 +792,7 @@ async fn a_huge_result_is_cut_to_the_limit_with_a_note_saying_how_much() {
     // A limit that falls inside a two-byte character: the cut goes back to its start.
     let mut config = stdio_config("one");
     config.max_result_bytes = Some(1001);
-    let server = McpServer::connect(config).await.expect("connects");
-    let tools = tools_of(&[Arc::clone(&server)]).await;
+    let (server, tools) = connect(config).await;
     let out = answer(&tools, "functions.big", r#"{"unit":"é","count":600000}"#).await;
     assert_eq!(
         out,
@@ -854,8 +853,7 @@ async fn a_stdio_server_streaming_an_endless_result_is_stopped_not_buffered() {
     let mut config = stdio_config("one");
     // Far longer than the answer takes: a timeout would mean the result was waited for.
     config.call_timeout_secs = Some(100);
-    let server = McpServer::connect(config).await.expect("connects");
-    let tools = tools_of(&[Arc::clone(&server)]).await;
+    let (server, tools) = connect(config).await;
     let first_pid = answer(&tools, "functions.pid", "{}").await;
     let before = peak_memory();
     // 4 GiB in one JSON-RPC line.
@@ -884,8 +882,7 @@ async fn an_http_server_streaming_an_endless_result_fails_the_call_not_the_proce
     let http = HttpServer::start();
     let mut config = McpServerConfig::http("web", &http.url);
     config.call_timeout_secs = Some(100);
-    let server = McpServer::connect(config).await.expect("connects");
-    let tools = tools_of(&[Arc::clone(&server)]).await;
+    let (server, tools) = connect(config).await;
     let before = peak_memory();
     let out = answer(&tools, "functions.flood", r#"{"megabytes":4096}"#).await;
     assert_eq!(
