@@ -320,3 +320,65 @@ impl From<ResponseFormat> for TextFormat {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::serve::wire::responses::CreateResponseRequest;
+
+    fn param_of<T: serde::de::DeserializeOwned>(body: Value) -> Option<String> {
+        parse::<T>("", &body).err().and_then(|error| error.param)
+    }
+
+    #[test]
+    fn a_wrong_kind_deep_in_lists_and_objects_is_named_by_its_path() {
+        let input = json!([{"role": "user", "content": "a"},
+            {"type": "function_call", "name": "f", "arguments": "{}"},
+            {"role": "user", "content": [{"type": "input_text", "text": "b"}, {"type": []}]}]);
+        assert_eq!(
+            param_of::<CreateResponseRequest>(json!({"input": input})).as_deref(),
+            Some("input[2].content[1].type")
+        );
+        assert_eq!(
+            param_of::<CreateResponseRequest>(
+                json!({"input": "hi", "tool_choice": {"type": "function", "function": {"name": []}}})
+            )
+            .as_deref(),
+            Some("tool_choice.function.name")
+        );
+        // A part's own prefix joins the path.
+        let error = parse::<Content>("input[0].output", &json!([{"type": 1}])).expect_err("kind");
+        assert_eq!(error.param.as_deref(), Some("input[0].output[0].type"));
+        // A body that fits is read, fields ossa does not read ignored.
+        let read: CreateResponseRequest =
+            parse("", &json!({"input": "hi", "user": "u", "tools": null})).expect("fits");
+        assert!(read.tools.is_none());
+    }
+
+    #[test]
+    fn a_format_is_one_parameter() {
+        for format in [json!({"type": "yaml"}), json!({"type": "json_schema"})] {
+            let body = json!({"input": "hi", "text": {"format": format}});
+            assert_eq!(
+                param_of::<CreateResponseRequest>(body).as_deref(),
+                Some("text.format")
+            );
+        }
+    }
+
+    #[test]
+    fn whole_numbers_take_any_64_bits() {
+        for (seed, want) in [(json!(-1), -1i128), (json!(u64::MAX), i128::from(u64::MAX))] {
+            let read: SamplingRequest = parse("", &json!({"seed": seed})).expect("whole");
+            assert_eq!(read.seed.map(|s| s.0), Some(want));
+        }
+        for bad in [json!(1.5), json!("7"), json!(1e30)] {
+            assert_eq!(
+                param_of::<SamplingRequest>(json!({"top_k": bad})).as_deref(),
+                Some("top_k")
+            );
+        }
+    }
+}
