@@ -7,48 +7,36 @@
 //! tool calls); a `tool` message the function's output.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Extension, State};
-use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
-use ossa_agent::harmony::{Author, Message, Role};
-use ossa_agent::{AgentConfig, AgentEvent, Cancel};
+use ossa_agent::harmony::{Message, Role};
+use ossa_agent::{AgentConfig, AgentEvent};
 use ossa_tools::citations::{Annotation, CitationStream, StreamChunk, normalize_citations};
 use ossa_tools::{ToolCall, ToolDescription};
-use serde_json::{Map, Value};
-use tokio::sync::mpsc;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::ServerState;
-use super::error::{ApiError, parse_body};
-use super::functions::{ToolChoice, function_name};
+use super::common::{
+    self, Admitted, Body, Cancel, content_text, count, function_call_message, function_description,
+    function_output_message, json_text, parse_effort, read_body,
+};
+use super::error::ApiError;
+use super::functions::{FunctionChoice, function_name};
 use super::log::RequestLog;
 use super::params::{
-    ChatLogprobsParams, Fields, ResponseFormat, TextFormat, TokenLogprob, content_text,
-    logprobs_request, new_id, now, parse_effort, strict_functions, structured_outputs, typed,
+    TokenLogprob, logprobs_request, new_id, now, strict_functions, structured_outputs,
     with_format_section,
 };
-use super::queue::Slot;
-use super::stop::{self, StopText};
+use super::stop::StopText;
 use super::turn::{self, TurnResult, TurnSpec, builtin_kind};
 use super::wire::chat::{
     self as wire, AssistantRole, ChatCompletion, ChatCompletionChunk, ChatCompletionChunkTag,
-    ChatCompletionTag, ChatMessage, Choice, ChunkChoice, Delta, FunctionCall, FunctionType,
-    Logprobs, PromptTokensDetails, ServerToolCall, Usage,
+    ChatCompletionRequest, ChatCompletionTag, ChatMessage, Choice, ChunkChoice, Delta,
+    FunctionCall, FunctionType, Logprobs, MessageParam, PromptTokensDetails, ServerToolCall, Usage,
 };
-
-/// Cancels the turn when the response (or the handler) is dropped: the client went away.
-pub(super) struct CancelOnDrop(pub Cancel);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.cancel();
-    }
-}
+use super::wire::request::{TextFormat, ToolParam};
 
 /// A parsed request.
 struct ChatRequest {
@@ -66,78 +54,75 @@ pub async fn create(
     Extension(log): Extension<Arc<RequestLog>>,
     body: Bytes,
 ) -> Response {
-    let (request, spec) = match parse_body(&body).and_then(|body| parse_request(&state, &body)) {
-        Ok(parsed) => parsed,
-        Err(error) => return error.into_response(),
-    };
-    let cancel = state.request_cancel();
-    let guard = CancelOnDrop(cancel.clone());
-    let started = turn::prepare(&state, spec, &cancel, "messages")
-        .map(|turn| turn.log_to(log))
-        .and_then(|prepared| Ok((prepared, state.admit()?)));
-    let (prepared, slot) = match started {
+    let started = read_body(&body)
+        .and_then(|body| parse_request(&state, body))
+        .and_then(|(request, spec)| {
+            let (turn, admitted) = common::start_turn(&state, spec, "messages", log)?;
+            Ok((request, turn, admitted))
+        });
+    let (request, prepared, admitted) = match started {
         Ok(started) => started,
         Err(error) => return error.into_response(),
     };
     if request.stream {
-        stream(state, request, prepared, guard, slot).into_response()
+        stream(state, request, prepared, admitted).into_response()
     } else {
-        let response = complete(state, request, prepared, &cancel).await;
-        drop((slot, guard));
+        let response = complete(state, request, prepared, &admitted.cancel()).await;
+        drop(admitted);
         response
     }
 }
 
 fn parse_request(
     state: &ServerState,
-    body: &Map<String, Value>,
+    body: Body<ChatCompletionRequest>,
 ) -> Result<(ChatRequest, TurnSpec), ApiError> {
-    let fields = Fields(body);
-    fields.check_single_choice()?;
-    let messages = fields
-        .array("messages")?
+    let Body {
+        request: body,
+        shared,
+        ..
+    } = body;
+    shared.check_single_choice()?;
+    let messages = body
+        .messages
         .ok_or_else(|| ApiError::invalid("messages".to_string(), "`messages` is required"))?;
-    let (instructions, history) = harmony_messages(messages)?;
+    let (instructions, history) = harmony_messages(&messages)?;
     if !history.iter().any(|m| m.author.role == Role::User) {
         return Err(ApiError::invalid(
             "messages".to_string(),
             "`messages` needs at least one user message",
         ));
     }
-    let tool_choice = ToolChoice::parse(fields.get("tool_choice"))?;
-    let format = fields
-        .get("response_format")
-        .map(|v| typed::<ResponseFormat>("response_format", v))
-        .transpose()?
-        .map(TextFormat::from);
+    let tool_choice = FunctionChoice::parse(body.tool_choice.as_ref())?;
+    let format = body.response_format.map(|f| TextFormat::from(f.0));
+    let tools = body.tools.unwrap_or_default();
     let strict = match tool_choice {
-        ToolChoice::None => Vec::new(),
-        _ => strict_functions(fields.array("tools")?),
+        FunctionChoice::None => Vec::new(),
+        _ => strict_functions(&tools),
     };
     let (structured, format_section) =
         structured_outputs(state, "response_format", format, strict)?;
     let instructions = with_format_section(instructions, format_section);
     let mut settings = state.conversation_settings(instructions);
-    if let Some(effort) = fields.get("reasoning_effort") {
+    if let Some(effort) = &body.reasoning_effort {
         settings.reasoning_effort = parse_effort("reasoning_effort", effort)?;
-    } else if let Some(effort) = fields.get("reasoning").and_then(|r| r.get("effort")) {
+    } else if let Some(effort) = body.reasoning.as_ref().and_then(|r| r.effort.as_ref()) {
         settings.reasoning_effort = parse_effort("reasoning.effort", effort)?;
     }
-    let client_functions = match fields.array("tools")? {
-        Some(tools) if tool_choice != ToolChoice::None => function_tools(tools)?,
-        _ => Vec::new(),
+    let client_functions = match tool_choice {
+        FunctionChoice::None => Vec::new(),
+        _ => function_tools(&tools)?,
     };
     let tool_requirement = tool_choice.requirement(
         &state.function_names(&client_functions),
         !state.builtin_tools().is_empty(),
     )?;
     let defaults = &state.config;
-    let max_tokens = match fields.count("max_completion_tokens")? {
+    let max_tokens = match count("max_completion_tokens", body.max_completion_tokens)? {
         Some(n) => Some(n),
-        None => fields.count("max_tokens")?,
+        None => count("max_tokens", body.max_tokens)?,
     };
-    let logprobs_params: ChatLogprobsParams = fields.typed_subset(&["logprobs", "top_logprobs"])?;
-    if logprobs_params.top_logprobs.is_some() && logprobs_params.logprobs != Some(true) {
+    if body.top_logprobs.is_some() && body.logprobs != Some(true) {
         return Err(ApiError::invalid(
             "top_logprobs".to_string(),
             "`top_logprobs` needs `logprobs: true`",
@@ -146,21 +131,16 @@ fn parse_request(
     let logprobs = logprobs_request(
         state,
         "logprobs",
-        logprobs_params.logprobs == Some(true),
-        logprobs_params.top_logprobs,
+        body.logprobs == Some(true),
+        body.top_logprobs,
     )?;
     let config = AgentConfig {
-        sampling: fields.sampling(&defaults.sampling)?,
+        sampling: shared.sampling(&defaults.sampling)?,
         max_tokens: state.max_tokens(max_tokens),
         structured,
         logprobs,
         ..defaults.clone()
     };
-    let include_usage = fields
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
     let client_names = client_functions.iter().map(|t| t.name.clone()).collect();
     let spec = TurnSpec {
         settings,
@@ -171,10 +151,10 @@ fn parse_request(
         tool_requirement,
     };
     let request = ChatRequest {
-        stream: fields.bool("stream")?.unwrap_or(false),
-        include_usage,
+        stream: shared.stream(),
+        include_usage: shared.include_usage(),
         client_names,
-        stop: stop::parse(fields.get("stop"))?,
+        stop: shared.stop(),
         logprobs: logprobs.is_some(),
     };
     Ok((request, spec))
@@ -182,11 +162,11 @@ fn parse_request(
 
 /// The request's `tools`: function tools (`{type: function, function: {name, description,
 /// parameters}}`).
-pub(super) fn function_tools(tools: &[Value]) -> Result<Vec<ToolDescription>, ApiError> {
+fn function_tools(tools: &[ToolParam]) -> Result<Vec<ToolDescription>, ApiError> {
     let mut out: Vec<ToolDescription> = Vec::new();
     for (i, tool) in tools.iter().enumerate() {
         let param = format!("tools[{i}]");
-        match tool.get("type").and_then(Value::as_str) {
+        match tool.kind.as_deref() {
             Some("function") => {}
             Some(other) => {
                 return Err(ApiError::invalid(
@@ -197,57 +177,28 @@ pub(super) fn function_tools(tools: &[Value]) -> Result<Vec<ToolDescription>, Ap
             None => return Err(ApiError::invalid(param, "a tool needs a `type`")),
         }
         // Chat Completions nests the function; the Responses API does not.
-        let function = tool.get("function").unwrap_or(tool);
-        out.push(function_description(&param, function)?);
+        let (function, at) = tool.function();
+        out.push(function_description(&format!("{param}{at}"), &function)?);
     }
     Ok(out)
 }
 
-pub(super) fn function_description(
-    param: &str,
-    function: &Value,
-) -> Result<ToolDescription, ApiError> {
-    let name = function
-        .get("name")
-        .and_then(Value::as_str)
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| ApiError::invalid(format!("{param}.name"), "a function needs a `name`"))?;
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        return Err(ApiError::invalid(
-            format!("{param}.name"),
-            format!("function name `{name}` may hold only letters, digits, `_` and `-`"),
-        ));
-    }
-    let description = function
-        .get("description")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let parameters = function.get("parameters").filter(|p| !p.is_null()).cloned();
-    Ok(ToolDescription::new(name, description, parameters))
-}
-
 /// The developer's instructions and the conversation, from Chat Completions messages.
-fn harmony_messages(messages: &[Value]) -> Result<(Option<String>, Vec<Message>), ApiError> {
+fn harmony_messages(messages: &[MessageParam]) -> Result<(Option<String>, Vec<Message>), ApiError> {
     let mut instructions: Vec<String> = Vec::new();
     let mut out = Vec::new();
     let mut call_names: HashMap<String, String> = HashMap::new();
     for (i, message) in messages.iter().enumerate() {
         let param = format!("messages[{i}]");
-        let role = message
-            .get("role")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ApiError::invalid(param.clone(), "a message needs a `role`"))?;
-        let text = content_text(&format!("{param}.content"), message.get("content"))?;
-        match role {
+        let text = content_text(&format!("{param}.content"), message.content.as_ref())?;
+        match message.role.as_str() {
             "system" | "developer" => instructions.push(text),
             "user" => out.push(Message::from_role_and_content(Role::User, text)),
             "assistant" => {
-                let reasoning = ["reasoning_content", "reasoning"]
-                    .iter()
-                    .find_map(|k| message.get(*k).and_then(Value::as_str))
+                let reasoning = message
+                    .reasoning_content
+                    .as_deref()
+                    .or(message.reasoning.as_deref())
                     .unwrap_or_default();
                 if !reasoning.is_empty() {
                     out.push(
@@ -255,16 +206,7 @@ fn harmony_messages(messages: &[Value]) -> Result<(Option<String>, Vec<Message>)
                             .with_channel("analysis"),
                     );
                 }
-                let calls = match message.get("tool_calls") {
-                    None | Some(Value::Null) => &[][..],
-                    Some(Value::Array(calls)) => &calls[..],
-                    Some(_) => {
-                        return Err(ApiError::invalid(
-                            format!("{param}.tool_calls"),
-                            "`tool_calls` must be an array",
-                        ));
-                    }
-                };
+                let calls = message.tool_calls.as_deref().unwrap_or_default();
                 if !text.is_empty() {
                     let channel = if calls.is_empty() {
                         "final"
@@ -277,37 +219,29 @@ fn harmony_messages(messages: &[Value]) -> Result<(Option<String>, Vec<Message>)
                 }
                 for (j, call) in calls.iter().enumerate() {
                     let param = format!("{param}.tool_calls[{j}]");
-                    let function = call.get("function").ok_or_else(|| {
+                    let function = call.function.as_ref().ok_or_else(|| {
                         ApiError::invalid(param.clone(), "a tool call needs a `function`")
                     })?;
-                    let name = function
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| {
-                            ApiError::invalid(format!("{param}.function.name"), "missing")
-                        })?;
-                    let arguments = match function.get("arguments") {
-                        Some(Value::String(s)) => s.clone(),
-                        None | Some(Value::Null) => "{}".to_string(),
+                    let name = function.name.as_deref().ok_or_else(|| {
+                        ApiError::invalid(format!("{param}.function.name"), "missing")
+                    })?;
+                    let arguments = match &function.arguments {
+                        Some(serde_json::Value::String(s)) => s.clone(),
+                        None => "{}".to_string(),
                         Some(other) => other.to_string(),
                     };
-                    if let Some(id) = call.get("id").and_then(Value::as_str) {
-                        call_names.insert(id.to_string(), name.to_string());
+                    if let Some(id) = &call.id {
+                        call_names.insert(id.clone(), name.to_string());
                     }
                     out.push(function_call_message(name, arguments));
                 }
             }
             "tool" | "function" => {
                 let name = message
-                    .get("tool_call_id")
-                    .and_then(Value::as_str)
+                    .tool_call_id
+                    .as_ref()
                     .and_then(|id| call_names.get(id).cloned())
-                    .or_else(|| {
-                        message
-                            .get("name")
-                            .and_then(Value::as_str)
-                            .map(str::to_string)
-                    })
+                    .or_else(|| message.name.clone())
                     .ok_or_else(|| {
                         ApiError::invalid(
                             format!("{param}.tool_call_id"),
@@ -326,21 +260,6 @@ fn harmony_messages(messages: &[Value]) -> Result<(Option<String>, Vec<Message>)
     }
     let instructions = (!instructions.is_empty()).then(|| instructions.join("\n\n"));
     Ok((instructions, out))
-}
-
-/// The assistant's call of a function, as gpt-oss writes it.
-pub(super) fn function_call_message(name: &str, arguments: String) -> Message {
-    Message::from_role_and_content(Role::Assistant, arguments)
-        .with_channel("commentary")
-        .with_recipient(format!("functions.{name}"))
-        .with_content_type("<|constrain|>json")
-}
-
-/// A function's output, as the model reads it.
-pub(super) fn function_output_message(name: &str, output: String) -> Message {
-    Message::from_author_and_content(Author::new(Role::Tool, format!("functions.{name}")), output)
-        .with_channel("commentary")
-        .with_recipient("assistant")
 }
 
 fn usage(result: &TurnResult) -> Usage {
@@ -658,26 +577,21 @@ fn stream(
     state: Arc<ServerState>,
     request: ChatRequest,
     prepared: turn::Turn,
-    guard: CancelOnDrop,
-    slot: Slot,
+    admitted: Admitted,
 ) -> impl IntoResponse {
-    let (sender, receiver) = mpsc::unbounded_channel::<String>();
     let id = new_id("chatcmpl-");
     let created = now();
     let model = state.model_id.clone();
     // A chunk as the text of its `data:` event.
-    let chunk = {
-        let (id, model) = (id.clone(), model.clone());
-        move |choices: Vec<ChunkChoice>, usage: Option<Usage>| {
-            json_text(&ChatCompletionChunk {
-                id: id.clone(),
-                object: ChatCompletionChunkTag,
-                created,
-                model: model.clone(),
-                choices,
-                usage,
-            })
-        }
+    let chunk = move |choices: Vec<ChunkChoice>, usage: Option<Usage>| {
+        json_text(&ChatCompletionChunk {
+            id: id.clone(),
+            object: ChatCompletionChunkTag,
+            created,
+            model: model.clone(),
+            choices,
+            usage,
+        })
     };
     let choice = |delta: Delta, logprobs: Option<Logprobs>, finish_reason: Option<String>| {
         vec![ChunkChoice {
@@ -687,24 +601,15 @@ fn stream(
             finish_reason,
         }]
     };
-    let task_cancel = guard.0.clone();
-    tokio::spawn(async move {
-        let _slot = slot;
-        let cancel = task_cancel;
-        let send = |text: String| {
-            if sender.send(text).is_err() {
-                cancel.cancel();
-            }
-        };
+    common::sse(admitted, move |sender, cancel| async move {
+        let send = |text: String| sender.data(text);
         let opening = Delta {
             role: Some(AssistantRole),
             content: Some(String::new()),
             ..Delta::default()
         };
         send(chunk(choice(opening, None, None), None));
-        if let Some(note) = state.queue_note() {
-            send(format!(": {note}"));
-        }
+        sender.queue_note(&state);
         let mut chunker = Chunker::new(request.client_names.clone());
         let mut stop = StopText::new(request.stop.clone());
         // The answer's tokens not yet sent: they go with the next content delta.
@@ -752,37 +657,8 @@ fn stream(
                     send(chunk(Vec::new(), Some(usage(&result))));
                 }
             }
-            Err(error) => send(error.body().to_string()),
+            Err(error) => send(json_text(&error.body())),
         }
         send("[DONE]".to_string());
-    });
-    sse(receiver, guard)
-}
-
-/// A wire value as JSON text (an SSE event's `data`).
-pub(super) fn json_text(value: &impl serde::Serialize) -> String {
-    // Not reached: the wire types hold nothing JSON cannot write (no maps with other keys
-    // than strings, no floats that are not finite).
-    serde_json::to_string(value).unwrap_or_else(|error| {
-        tracing::error!("a wire value did not serialize: {error}");
-        String::from("{}")
     })
-}
-
-/// An SSE response of `data:` lines (a text starting with `:` is a comment: JSON and
-/// `[DONE]` never do); dropping it (the client went away) cancels `guard`'s cancel.
-pub(super) fn sse(
-    receiver: mpsc::UnboundedReceiver<String>,
-    guard: CancelOnDrop,
-) -> Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>> {
-    let events = UnboundedReceiverStream::new(receiver).map(move |data| {
-        let _ = &guard;
-        Ok(match data.strip_prefix(": ") {
-            Some(comment) => Event::default().comment(comment),
-            None => Event::default().data(data),
-        })
-    });
-    // Comments keep idle streams (a queued request, a long tool call) alive and let a closed
-    // connection be noticed, which cancels the request.
-    Sse::new(events).keep_alive(axum::response::sse::KeepAlive::default())
 }

@@ -13,28 +13,30 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
-use ossa_agent::{Backend, Cancel, Finish, GenerationRequest, GenerationStats, LogprobSink};
-use ossa_engine::CancelHandle;
+use ossa_agent::{Backend, Finish, GenerationRequest, GenerationStats, LogprobSink};
 use ossa_engine::tokenizer::{AllowedSpecial, Tokenizer};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::ServerState;
-use super::chat::{CancelOnDrop, json_text, sse};
-use super::error::{ApiError, parse_body};
+use super::common::{
+    self, Admitted, Body, Cancel, CancelHandle, CancelOnDrop, count, json_text, read_body,
+};
+use super::error::ApiError;
 use super::log::{RequestLog, Usage};
-use super::params::{Fields, LegacyLogprobs, logprobs_request, new_id, now};
-use super::queue::Slot;
+use super::params::{LegacyLogprobs, logprobs_request, new_id, now};
 use super::stop;
 use super::wire::chat::PromptTokensDetails;
 use super::wire::completions::{
-    Completion, CompletionChoice, Logprobs, StopReason, TextCompletionTag, Usage as CompletionUsage,
+    Completion, CompletionChoice, CompletionRequest, Logprobs, StopReason, TextCompletionTag,
+    Usage as CompletionUsage,
 };
+use super::wire::request::OneOrList;
 
 /// OpenAI's default.
 const DEFAULT_MAX_TOKENS: usize = 16;
 
-struct CompletionRequest {
+struct Generation {
     prompt: Vec<u32>,
     max_tokens: usize,
     sampling: ossa_engine::SamplingParams,
@@ -57,33 +59,20 @@ pub async fn create(
     Extension(log): Extension<Arc<RequestLog>>,
     body: Bytes,
 ) -> Response {
-    let mut request = match parse_body(&body).and_then(|body| parse_request(&state, &body)) {
-        Ok(request) => request,
+    let started = read_body(&body)
+        .and_then(|body| parse_request(&state, body))
+        .and_then(|request| Ok((request, common::admit(&state)?)));
+    let (mut request, admitted) = match started {
+        Ok(started) => started,
         Err(error) => return error.into_response(),
     };
     request.log = log;
-    let slot = match state.admit() {
-        Ok(slot) => slot,
-        Err(error) => return error.into_response(),
-    };
-    let guard = CancelOnDrop(state.request_cancel());
     if request.stream {
-        stream(state, request, guard, slot).into_response()
+        stream(state, request, admitted).into_response()
     } else {
-        let cancel = guard.0.clone();
-        let response = complete(state, request, &cancel).await;
-        drop((slot, guard));
+        let response = complete(state, request, &admitted.cancel()).await;
+        drop(admitted);
         response
-    }
-}
-
-/// Stops a generation when the future waiting for it is dropped (the client went away
-/// before a non-streamed answer was ready).
-struct StopOnDrop(CancelHandle);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.cancel();
     }
 }
 
@@ -93,27 +82,29 @@ fn tokenizer(state: &ServerState) -> &Tokenizer {
 
 fn parse_request(
     state: &ServerState,
-    body: &Map<String, Value>,
-) -> Result<CompletionRequest, ApiError> {
-    let fields = Fields(body);
-    fields.check_single_choice()?;
-    for unsupported in ["suffix"] {
-        if fields.get(unsupported).is_some() {
-            return Err(ApiError::invalid(
-                unsupported.to_string(),
-                format!("`{unsupported}` is not supported by this server"),
-            ));
-        }
+    body: Body<CompletionRequest>,
+) -> Result<Generation, ApiError> {
+    let Body {
+        request: body,
+        shared,
+        ..
+    } = body;
+    shared.check_single_choice()?;
+    if body.suffix.is_some() {
+        return Err(ApiError::invalid(
+            "suffix".to_string(),
+            "`suffix` is not supported by this server",
+        ));
     }
-    if fields.bool("echo")? == Some(true) {
+    if body.echo == Some(true) {
         return Err(ApiError::invalid(
             "echo".to_string(),
             "`echo` is not supported by this server (ask for `return_token_ids`)",
         ));
     }
     let tokenizer = tokenizer(state);
-    let prompt = prompt_tokens(tokenizer, fields.get("prompt"))?;
-    let max_tokens = fields.count("max_tokens")?.unwrap_or(DEFAULT_MAX_TOKENS);
+    let prompt = prompt_tokens(tokenizer, body.prompt.as_ref())?;
+    let max_tokens = count("max_tokens", body.max_tokens)?.unwrap_or(DEFAULT_MAX_TOKENS);
     let context = state.backend.context_length();
     if prompt
         .len()
@@ -131,20 +122,16 @@ fn parse_request(
     }
     // Within the context, the server's own limit cuts it.
     let max_tokens = state.max_tokens(Some(max_tokens)).unwrap_or(max_tokens);
-    let mut stop_token_ids = Vec::new();
-    for (i, id) in fields
-        .array("stop_token_ids")?
-        .map(Vec::as_slice)
+    let stop_token_ids = body
+        .stop_token_ids
         .unwrap_or_default()
         .iter()
         .enumerate()
-    {
-        stop_token_ids.push(token_id(tokenizer, &format!("stop_token_ids[{i}]"), id)?);
-    }
-    let stop_strings = stop::parse(fields.get("stop"))?;
+        .map(|(i, &id)| token_id(tokenizer, &format!("stop_token_ids[{i}]"), u64::from(id)))
+        .collect::<Result<_, _>>()?;
     let defaults = &state.config.sampling;
     // The legacy API's `logprobs` is the number of alternatives (OpenAI allows up to 5).
-    let logprobs = match fields.u64("logprobs")? {
+    let logprobs = match body.logprobs {
         Some(n) if n > 5 => {
             return Err(ApiError::invalid(
                 "logprobs".to_string(),
@@ -154,37 +141,33 @@ fn parse_request(
         Some(n) => logprobs_request(state, "logprobs", true, Some(n as u32))?,
         None => None,
     };
-    Ok(CompletionRequest {
+    Ok(Generation {
         prompt,
         max_tokens,
-        sampling: fields.sampling(defaults)?,
+        sampling: shared.sampling(defaults)?,
         stop_token_ids,
-        stop_strings,
-        ignore_eos: fields.bool("ignore_eos")?.unwrap_or(false),
-        skip_special_tokens: fields.bool("skip_special_tokens")?.unwrap_or(true),
-        include_stop_str: fields.bool("include_stop_str_in_output")?.unwrap_or(false),
-        return_token_ids: fields.bool("return_token_ids")?.unwrap_or(false),
+        stop_strings: shared.stop(),
+        ignore_eos: body.ignore_eos.unwrap_or(false),
+        skip_special_tokens: body.skip_special_tokens.unwrap_or(true),
+        include_stop_str: body.include_stop_str_in_output.unwrap_or(false),
+        return_token_ids: body.return_token_ids.unwrap_or(false),
         log: Arc::default(),
-        stream: fields.bool("stream")?.unwrap_or(false),
-        include_usage: fields
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
+        stream: shared.stream(),
+        include_usage: shared.include_usage(),
         logprobs,
     })
 }
 
-fn token_id(tokenizer: &Tokenizer, param: &str, value: &Value) -> Result<u32, ApiError> {
-    value
-        .as_u64()
-        .and_then(|id| u32::try_from(id).ok())
+/// A token id of this model (`param` names where the request gave it).
+fn token_id(tokenizer: &Tokenizer, param: &str, id: u64) -> Result<u32, ApiError> {
+    u32::try_from(id)
+        .ok()
         .filter(|&id| (id as usize) < tokenizer.vocab_size() && tokenizer.token_bytes(id).is_some())
         .ok_or_else(|| {
             ApiError::invalid(
                 param.to_string(),
                 format!(
-                    "{value} is not a token id of this model (0 to {})",
+                    "{id} is not a token id of this model (0 to {})",
                     tokenizer.vocab_size().saturating_sub(1)
                 ),
             )
@@ -192,41 +175,57 @@ fn token_id(tokenizer: &Tokenizer, param: &str, value: &Value) -> Result<u32, Ap
 }
 
 /// The prompt: text, token ids, or a batch of one of either.
-fn prompt_tokens(tokenizer: &Tokenizer, prompt: Option<&Value>) -> Result<Vec<u32>, ApiError> {
+fn prompt_tokens(
+    tokenizer: &Tokenizer,
+    prompt: Option<&OneOrList<Value>>,
+) -> Result<Vec<u32>, ApiError> {
     let param = "prompt".to_string();
+    let text_tokens = |text: &str| {
+        tokenizer
+            .encode(text, AllowedSpecial::All)
+            .map_err(|e| ApiError::invalid(param.clone(), format!("cannot tokenize: {e}")))
+    };
     let tokens = match prompt {
         None => return Err(ApiError::invalid(param, "`prompt` is required")),
-        Some(Value::String(text)) => tokenizer
-            .encode(text, AllowedSpecial::All)
-            .map_err(|e| ApiError::invalid(param.clone(), format!("cannot tokenize: {e}")))?,
-        Some(Value::Array(items)) => match items.first() {
-            Some(Value::Number(_)) => items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| token_id(tokenizer, &format!("prompt[{i}]"), v))
-                .collect::<Result<_, _>>()?,
-            Some(single @ (Value::String(_) | Value::Array(_))) if items.len() == 1 => {
-                return prompt_tokens(tokenizer, Some(single));
-            }
-            Some(_) if items.len() > 1 => {
-                return Err(ApiError::invalid(
-                    param,
-                    "batches of prompts are not supported: send one prompt per request",
-                ));
-            }
-            _ => Vec::new(),
-        },
-        Some(_) => {
-            return Err(ApiError::invalid(
-                param,
-                "`prompt` must be a string or a list of token ids",
-            ));
-        }
+        Some(OneOrList::One(text)) => text_tokens(text)?,
+        Some(OneOrList::List(items)) => list_tokens(tokenizer, items, &text_tokens)?,
     };
     if tokens.is_empty() {
         return Err(ApiError::invalid(param, "the prompt is empty"));
     }
     Ok(tokens)
+}
+
+/// A prompt given as a list: token ids, or a batch of one prompt (text or ids).
+fn list_tokens(
+    tokenizer: &Tokenizer,
+    items: &[Value],
+    text_tokens: &dyn Fn(&str) -> Result<Vec<u32>, ApiError>,
+) -> Result<Vec<u32>, ApiError> {
+    let param = "prompt".to_string();
+    match items.first() {
+        Some(Value::Number(_)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let param = format!("prompt[{i}]");
+                let id = v.as_u64().ok_or_else(|| {
+                    ApiError::invalid(
+                        param.clone(),
+                        format!("{v} is not a token id of this model"),
+                    )
+                })?;
+                token_id(tokenizer, &param, id)
+            })
+            .collect(),
+        Some(Value::String(text)) if items.len() == 1 => text_tokens(text),
+        Some(Value::Array(ids)) if items.len() == 1 => list_tokens(tokenizer, ids, text_tokens),
+        Some(_) if items.len() > 1 => Err(ApiError::invalid(
+            param,
+            "batches of prompts are not supported: send one prompt per request",
+        )),
+        _ => Ok(Vec::new()),
+    }
 }
 
 /// What a generation produced so far, and how it ended.
@@ -257,7 +256,7 @@ type OnText<'a> = dyn FnMut(&str, &[u32], Option<Logprobs>) + Send + 'a;
 /// the request asked for them.
 async fn generate(
     state: &Arc<ServerState>,
-    request: &CompletionRequest,
+    request: &Generation,
     cancel: &Cancel,
     progress: &mut Progress,
     on_text: &mut OnText<'_>,
@@ -269,7 +268,9 @@ async fn generate(
     stops.sort_unstable();
     stops.dedup();
     let started = Instant::now();
-    let stop = StopOnDrop(CancelHandle::new());
+    // Stops the generation when this future is dropped (the client went away before a
+    // non-streamed answer was ready).
+    let stop = CancelOnDrop(CancelHandle::new());
     let stop_handle = &stop.0;
     let (sender, mut receiver) = mpsc::unbounded_channel();
     let backend = Arc::clone(&state.backend);
@@ -400,11 +401,11 @@ async fn generate(
 }
 
 /// The logprobs of the tokens not yet streamed; null without `logprobs`.
-fn pending_logprobs(request: &CompletionRequest, progress: &mut Progress) -> Option<Logprobs> {
+fn pending_logprobs(request: &Generation, progress: &mut Progress) -> Option<Logprobs> {
     request.logprobs.map(|_| progress.logprobs.take_pending())
 }
 
-fn usage(request: &CompletionRequest, outcome: &Outcome, generated: usize) -> CompletionUsage {
+fn usage(request: &Generation, outcome: &Outcome, generated: usize) -> CompletionUsage {
     let reused = outcome.stats.map_or(0, |s| s.reused_tokens);
     CompletionUsage {
         prompt_tokens: request.prompt.len(),
@@ -427,11 +428,7 @@ fn new_progress(state: &ServerState) -> Progress {
     }
 }
 
-async fn complete(
-    state: Arc<ServerState>,
-    request: CompletionRequest,
-    cancel: &Cancel,
-) -> Response {
+async fn complete(state: Arc<ServerState>, request: Generation, cancel: &Cancel) -> Response {
     let mut progress = new_progress(&state);
     let outcome = match generate(&state, &request, cancel, &mut progress, &mut |_, _, _| {}).await {
         Ok(outcome) => outcome,
@@ -459,17 +456,8 @@ async fn complete(
     .into_response()
 }
 
-fn stream(
-    state: Arc<ServerState>,
-    request: CompletionRequest,
-    guard: CancelOnDrop,
-    slot: Slot,
-) -> impl IntoResponse {
-    let (sender, receiver) = mpsc::unbounded_channel::<String>();
-    let task_cancel = guard.0.clone();
-    tokio::spawn(async move {
-        let _slot = slot;
-        let cancel = task_cancel;
+fn stream(state: Arc<ServerState>, request: Generation, admitted: Admitted) -> impl IntoResponse {
+    common::sse(admitted, move |sender, cancel| async move {
         let id = new_id("cmpl-");
         let created = now();
         // A chunk as the text of its `data:` event.
@@ -483,14 +471,8 @@ fn stream(
                 usage,
             })
         };
-        let send = |text: String| {
-            if sender.send(text).is_err() {
-                cancel.cancel();
-            }
-        };
-        if let Some(note) = state.queue_note() {
-            send(format!(": {note}"));
-        }
+        let send = |text: String| sender.data(text);
+        sender.queue_note(&state);
         let mut first = true;
         let mut on_text = |text: &str, ids: &[u32], logprobs: Option<Logprobs>| {
             let with_ids = request.return_token_ids;
@@ -524,9 +506,8 @@ fn stream(
                     send(chunk(Vec::new(), Some(usage)));
                 }
             }
-            Err(error) => send(error.body().to_string()),
+            Err(error) => send(json_text(&error.body())),
         }
         send("[DONE]".to_string());
-    });
-    sse(receiver, guard)
+    })
 }

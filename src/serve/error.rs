@@ -4,7 +4,8 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ossa_agent::BackendError;
-use serde_json::{Value, json};
+
+use super::wire::models::{ErrorBody, ErrorDetail};
 
 /// An error answered to the client.
 #[derive(Debug, Clone)]
@@ -104,15 +105,16 @@ impl ApiError {
         Self::server(format!("the model failed: {}", error.message))
     }
 
-    pub fn body(&self) -> Value {
-        json!({
-            "error": {
-                "message": self.message,
-                "type": self.kind,
-                "param": self.param,
-                "code": self.code,
-            }
-        })
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            status: None,
+            error: ErrorDetail {
+                message: self.message.clone(),
+                kind: self.kind.to_string(),
+                param: self.param.clone(),
+                code: self.code.map(str::to_string),
+            },
+        }
     }
 }
 
@@ -136,9 +138,9 @@ impl IntoResponse for ApiError {
 
 /// Parses a request body, answering OpenAI's error shape (not axum's plain text) when it is
 /// not JSON or not an object.
-pub fn parse_body(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(object)) => Ok(object),
+pub fn parse_body(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(object)) => Ok(object),
         Ok(_) => Err(ApiError::invalid(
             None,
             "the request body must be a JSON object",

@@ -9,20 +9,21 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::error::ApiError;
+use super::wire::request::ToolChoiceParam;
 use async_trait::async_trait;
 use ossa_agent::ToolRequirement;
 use ossa_tools::{
     FunctionTools, Placement, Tool, ToolCall, ToolDescription, ToolNamespaceConfig, ToolOutput,
     ToolSession,
 };
-use serde_json::Value;
 
 /// The namespace the model calls functions in.
 pub const NAMESPACE: &str = "functions";
 
-/// A request's `tool_choice`.
+/// A request's `tool_choice`, as far as it concerns functions (built-in tools are never
+/// forced). Not [`crate::config::ToolChoice`], which picks the server's built-in tools.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ToolChoice {
+pub enum FunctionChoice {
     /// No functions: they are left out of the prompt.
     None,
     Auto,
@@ -32,23 +33,23 @@ pub enum ToolChoice {
     Function(String),
 }
 
-impl ToolChoice {
+impl FunctionChoice {
     /// `none`, `auto`, `required`, or a function: `{"type": "function", "name": N}` (Responses)
     /// or `{"type": "function", "function": {"name": N}}` (Chat Completions).
-    pub fn parse(value: Option<&Value>) -> Result<Self, ApiError> {
+    pub fn parse(value: Option<&ToolChoiceParam>) -> Result<Self, ApiError> {
         let invalid = |message: String| ApiError::invalid("tool_choice".to_string(), message);
         match value {
-            None | Some(Value::Null) => Ok(ToolChoice::Auto),
-            Some(Value::String(choice)) => match choice.as_str() {
-                "none" => Ok(ToolChoice::None),
-                "auto" => Ok(ToolChoice::Auto),
-                "required" => Ok(ToolChoice::Required),
+            None => Ok(FunctionChoice::Auto),
+            Some(ToolChoiceParam::Mode(choice)) => match choice.as_str() {
+                "none" => Ok(FunctionChoice::None),
+                "auto" => Ok(FunctionChoice::Auto),
+                "required" => Ok(FunctionChoice::Required),
                 other => Err(invalid(format!(
                     "`{other}` is not a tool choice (none, auto, required, or a function)"
                 ))),
             },
-            Some(Value::Object(choice)) => {
-                match choice.get("type").and_then(Value::as_str) {
+            Some(ToolChoiceParam::Object(choice)) => {
+                match choice.kind.as_deref() {
                     Some("function") => {}
                     // Built-in tools run server-side on the analysis channel; forcing them is
                     // not offered, so these choices leave the decision to the model.
@@ -59,7 +60,7 @@ impl ToolChoice {
                         | "web_search_preview_2025_03_11"
                         | "browser_search"
                         | "code_interpreter",
-                    ) => return Ok(ToolChoice::Auto),
+                    ) => return Ok(FunctionChoice::Auto),
                     Some(other) => {
                         return Err(invalid(format!(
                             "tool choices of type `{other}` are not supported (none, auto, required, a function, or a built-in tool)"
@@ -68,17 +69,14 @@ impl ToolChoice {
                     None => return Err(invalid("a tool choice object needs a `type`".into())),
                 }
                 let name = choice
-                    .get("name")
-                    .or_else(|| choice.get("function").and_then(|f| f.get("name")))
-                    .and_then(Value::as_str)
+                    .name
+                    .as_ref()
+                    .or_else(|| choice.function.as_ref().and_then(|f| f.name.as_ref()))
                     .ok_or_else(|| {
                         invalid("a function tool choice needs the function's `name`".into())
                     })?;
-                Ok(ToolChoice::Function(name.to_string()))
+                Ok(FunctionChoice::Function(name.clone()))
             }
-            Some(_) => Err(invalid(
-                "`tool_choice` must be a string or an object".into(),
-            )),
         }
     }
 
@@ -92,16 +90,18 @@ impl ToolChoice {
     ) -> Result<ToolRequirement, ApiError> {
         let invalid = |message: String| ApiError::invalid("tool_choice".to_string(), message);
         match self {
-            ToolChoice::None | ToolChoice::Auto => Ok(ToolRequirement::Auto),
-            ToolChoice::Required if names.is_empty() && has_builtins => Ok(ToolRequirement::Auto),
-            ToolChoice::Required if names.is_empty() => {
+            FunctionChoice::None | FunctionChoice::Auto => Ok(ToolRequirement::Auto),
+            FunctionChoice::Required if names.is_empty() && has_builtins => {
+                Ok(ToolRequirement::Auto)
+            }
+            FunctionChoice::Required if names.is_empty() => {
                 Err(invalid("`required` needs tools in `tools`".into()))
             }
-            ToolChoice::Required => Ok(ToolRequirement::AnyIn(NAMESPACE.to_string())),
-            ToolChoice::Function(name) if names.iter().any(|n| n == name) => {
+            FunctionChoice::Required => Ok(ToolRequirement::AnyIn(NAMESPACE.to_string())),
+            FunctionChoice::Function(name) if names.iter().any(|n| n == name) => {
                 Ok(ToolRequirement::Call(format!("{NAMESPACE}.{name}")))
             }
-            ToolChoice::Function(name) => Err(invalid(format!(
+            FunctionChoice::Function(name) => Err(invalid(format!(
                 "there is no function named `{name}` in `tools`"
             ))),
         }

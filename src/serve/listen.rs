@@ -185,7 +185,7 @@ async fn loading_answer(uri: axum::http::Uri) -> axum::response::Response {
     };
     if uri.path() == "/health" {
         let mut body = error.body();
-        body["status"] = serde_json::json!("loading");
+        body.status = Some("loading".to_string());
         let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
         response.headers_mut().insert(
             axum::http::header::RETRY_AFTER,
@@ -207,7 +207,8 @@ async fn refuse(mut stream: TcpStream) {
             "the server has as many connections open as it takes; try again shortly",
         )
     };
-    let body = error.body().to_string();
+    // Not reached: an error body is strings and nulls, which JSON always writes.
+    let body = serde_json::to_string(&error.body()).unwrap_or_default();
     let head = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
          content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",

@@ -20,6 +20,7 @@
 //! connections are capped and timed in [`listen`].
 
 mod chat;
+mod common;
 mod completions;
 pub mod error;
 pub mod functions;
@@ -45,10 +46,10 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use common::Cancel;
 use ossa_agent::harmony::HarmonyEncoding;
-use ossa_agent::{AgentConfig, Backend, Cancel, ConversationSettings};
+use ossa_agent::{AgentConfig, Backend, ConversationSettings};
 use ossa_tools::{FunctionTools, Tool};
-use serde_json::json;
 
 use crate::app::App;
 use error::ApiError;
@@ -527,37 +528,43 @@ impl Loader {
 async fn health(State(state): State<Arc<ServerState>>) -> Response {
     let queue = state.backend.status();
     let store = match &state.store {
-        None => json!(null),
+        None => None,
         Some(store) => match store::run(store, |store| store.usage()).await {
-            Ok(usage) => json!({"responses": usage.responses, "bytes": usage.bytes}),
+            Ok(usage) => Some(wire::models::StoreSize {
+                responses: usage.responses,
+                bytes: usage.bytes,
+            }),
             Err(error) => return error.api_error().into_response(),
         },
     };
-    axum::Json(json!({
-        "status": "ok",
-        "model": state.model_id,
-        "queue": {"running": queue.running, "waiting": queue.waiting},
-        "requests": state.slots.taken(),
-        "store": store,
-    }))
+    axum::Json(wire::models::Health {
+        status: "ok".to_string(),
+        model: state.model_id.clone(),
+        queue: wire::models::Queue {
+            running: queue.running,
+            waiting: queue.waiting,
+        },
+        requests: state.slots.taken(),
+        store,
+    })
     .into_response()
 }
 
-fn model_object(state: &ServerState) -> serde_json::Value {
-    json!({
-        "id": state.model_id,
-        "object": "model",
-        "created": state.created,
-        "owned_by": "ossa",
-        "max_model_len": state.backend.context_length(),
-    })
+fn model_object(state: &ServerState) -> wire::models::Model {
+    wire::models::Model {
+        id: state.model_id.clone(),
+        object: wire::models::ModelTag,
+        created: state.created,
+        owned_by: wire::models::OwnedByOssa,
+        max_model_len: state.backend.context_length(),
+    }
 }
 
 async fn models(State(state): State<Arc<ServerState>>) -> Response {
-    axum::Json(json!({
-        "object": "list",
-        "data": [model_object(&state)],
-    }))
+    axum::Json(wire::models::ModelList {
+        object: wire::models::ListTag,
+        data: vec![model_object(&state)],
+    })
     .into_response()
 }
 

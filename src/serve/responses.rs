@@ -13,39 +13,37 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::PathRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Extension, Path as UrlPath, Query, State};
-use axum::response::sse::Event;
-use axum::response::{IntoResponse, Response, Sse};
+use axum::response::{IntoResponse, Response};
 use ossa_agent::harmony::{Author, Message, Role};
 use ossa_agent::{AgentConfig, AgentEvent, TurnOutcome};
 use ossa_tools::Tool;
 use ossa_tools::citations::{CitationStream, normalize_citations};
-use serde_json::{Map, Value, json};
-use tokio::sync::mpsc;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use serde_json::Value;
 
 use super::ServerState;
-use super::chat::{
-    CancelOnDrop, function_call_message, function_description, function_output_message,
+use super::common::{
+    self, Admitted, Body, Outgoing, content_text, count, function_call_message,
+    function_description, function_output_message, json_text, parse_effort, read_body,
 };
-use super::error::{ApiError, parse_body};
-use super::functions::{ToolChoice, function_name};
+use super::error::ApiError;
+use super::functions::{FunctionChoice, function_name};
 use super::log::RequestLog;
 use super::params::{
-    Fields, INCLUDE_LOGPROBS, ResponsesLogprobsParams, TextFormat, TokenLogprob, content_text,
-    logprobs_request, new_id, now, parse_effort, strict_functions, structured_outputs, typed,
-    with_format_section,
+    INCLUDE_LOGPROBS, TokenLogprob, logprobs_request, new_id, now, strict_functions,
+    structured_outputs, with_format_section,
 };
-use super::queue::Slot;
 use super::store::{self, Continuation};
 use super::turn::{self, TurnResult, TurnSpec};
+use super::wire::request::{self, OneOrList, ToolParam};
 use super::wire::responses::{
-    Annotation, AssistantRole, CodeOutput, ContentPart, DeletedResponse, IncompleteDetails,
-    IncompleteReason, InputItemList, InputTokensDetails, ListTag, OutputItem, OutputTokensDetails,
-    Reasoning, ResponseError, ResponseObject, ResponseStreamEvent, ResponseTag, SandboxContainer,
-    Sequenced, Status, TruncationDisabled, Usage, WebSearchAction,
+    Annotation, AssistantRole, AutoTag, CodeOutput, ContentPart, CreateResponseRequest,
+    DeletedResponse, IncompleteDetails, IncompleteReason, InputItem, InputItemList,
+    InputItemsQuery, InputTokensDetails, ListTag, ListedMessage, ListedText, MessageTag,
+    OutputItem, OutputTokensDetails, PlainText, Reasoning, ResponseError, ResponseObject,
+    ResponseStreamEvent, ResponseTag, SandboxContainer, Sequenced, Status, TextPartKind,
+    TruncationDisabled, Usage, WebSearchAction,
 };
 
 /// A parsed request.
@@ -89,35 +87,30 @@ pub async fn create(
     Extension(log): Extension<Arc<RequestLog>>,
     body: Bytes,
 ) -> Response {
-    let body = match parse_body(&body) {
+    let body = match read_body::<CreateResponseRequest>(&body) {
         Ok(body) => body,
         Err(error) => return error.into_response(),
     };
-    let continuation = match previous_response(&state, &body).await {
+    let continuation = match previous_response(&state, &body.request).await {
         Ok(continuation) => continuation,
         Err(mut error) => {
             error.param = Some("previous_response_id".into());
             return error.into_response();
         }
     };
-    let (request, spec) = match parse_request(&state, &body, continuation) {
-        Ok(parsed) => parsed,
-        Err(error) => return error.into_response(),
-    };
-    let cancel = state.request_cancel();
-    let guard = CancelOnDrop(cancel.clone());
-    let started = turn::prepare(&state, spec, &cancel, "input")
-        .map(|turn| turn.log_to(log))
-        .and_then(|prepared| Ok((prepared, state.admit()?)));
-    let (prepared, slot) = match started {
+    let started = parse_request(&state, body, continuation).and_then(|(request, spec)| {
+        let (turn, admitted) = common::start_turn(&state, spec, "input", log)?;
+        Ok((request, turn, admitted))
+    });
+    let (request, prepared, admitted) = match started {
         Ok(started) => started,
         Err(error) => return error.into_response(),
     };
     if request.stream {
-        stream(state, request, prepared, guard, slot).into_response()
+        stream(state, request, prepared, admitted).into_response()
     } else {
         let response = complete(state, request, prepared).await;
-        drop((slot, guard));
+        drop(admitted);
         response
     }
 }
@@ -125,17 +118,10 @@ pub async fn create(
 /// The stored conversation `previous_response_id` names, if the request has one.
 async fn previous_response(
     state: &ServerState,
-    body: &Map<String, Value>,
+    request: &CreateResponseRequest,
 ) -> Result<Option<(String, Continuation)>, ApiError> {
-    let id = match Fields(body).get("previous_response_id") {
-        None => return Ok(None),
-        Some(Value::String(id)) => id.clone(),
-        Some(_) => {
-            return Err(ApiError::invalid(
-                None,
-                "`previous_response_id` must be a string",
-            ));
-        }
+    let Some(id) = request.previous_response_id.clone() else {
+        return Ok(None);
     };
     let store = state.store()?;
     if !valid_id(&id) {
@@ -190,12 +176,19 @@ pub async fn delete(
 pub async fn input_items(
     State(state): State<Arc<ServerState>>,
     id: Result<UrlPath<String>, PathRejection>,
-    Query(query): Query<HashMap<String, String>>,
+    query: Result<Query<InputItemsQuery>, QueryRejection>,
 ) -> Response {
     let Some((store, id)) = stored_id(&state, id) else {
         return ApiError::not_found("no such stored response").into_response();
     };
-    let ascending = match query.get("order").map(String::as_str) {
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(rejection) => {
+            return ApiError::invalid(None, format!("the query does not fit: {rejection}"))
+                .into_response();
+        }
+    };
+    let ascending = match query.order.as_deref() {
         None | Some("desc") => false,
         Some("asc") => true,
         Some(other) => {
@@ -206,7 +199,7 @@ pub async fn input_items(
             .into_response();
         }
     };
-    let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
+    let limit = match query.limit.as_deref().map(str::parse::<usize>) {
         None => 20,
         Some(Ok(limit)) if (1..=100).contains(&limit) => limit,
         Some(_) => {
@@ -223,7 +216,7 @@ pub async fn input_items(
     if !ascending {
         items.reverse();
     }
-    let start = match query.get("after") {
+    let start = match &query.after {
         None => 0,
         Some(after) => match items.iter().position(|item| item["id"] == after.as_str()) {
             Some(at) => at + 1,
@@ -259,43 +252,66 @@ pub async fn input_items(
 
 /// The request's `input` as the API lists it: a string is one user message; message content
 /// given as a string becomes a list of parts; every item gets an `id` (its own if it has one).
+///
+/// The items stay JSON values: they are the client's, fields ossa does not read included; only
+/// what the listing adds is typed ([`ListedMessage`], [`ListedText`]).
 fn listed_input(input: Option<&Value>) -> Vec<Value> {
-    let items = match input {
-        Some(Value::String(text)) => {
-            vec![json!({"type": "message", "role": "user", "content": text})]
-        }
-        Some(Value::Array(items)) => items.clone(),
-        _ => Vec::new(),
-    };
-    items
-        .into_iter()
-        .map(|mut item| {
-            let Some(fields) = item.as_object_mut() else {
-                return item;
-            };
-            if !fields.contains_key("type") && fields.contains_key("role") {
-                fields.insert("type".into(), json!("message"));
-            }
-            let is_message = fields.get("type") == Some(&json!("message"));
-            if is_message {
-                if let Some(Value::String(text)) = fields.get("content") {
-                    let part = if fields.get("role") == Some(&json!("assistant")) {
-                        "output_text"
-                    } else {
-                        "input_text"
-                    };
-                    let parts = json!([{"type": part, "text": text}]);
-                    fields.insert("content".into(), parts);
+    match input {
+        Some(Value::String(text)) => vec![wire_value(&ListedMessage {
+            kind: MessageTag,
+            role: "user".to_string(),
+            content: vec![ListedText {
+                kind: TextPartKind::InputText,
+                text: text.clone(),
+            }],
+            status: Status::Completed,
+            id: new_id("msg_"),
+        })],
+        Some(Value::Array(items)) => items
+            .iter()
+            .cloned()
+            .map(|mut item| {
+                let Some(fields) = item.as_object_mut() else {
+                    return item;
+                };
+                if !fields.contains_key("type") && fields.contains_key("role") {
+                    fields.insert("type".into(), MessageTag::VALUE.into());
                 }
-                fields.entry("status").or_insert_with(|| json!("completed"));
-            }
-            if !fields.get("id").is_some_and(Value::is_string) {
-                let prefix = if is_message { "msg_" } else { "item_" };
-                fields.insert("id".into(), json!(new_id(prefix)));
-            }
-            item
-        })
-        .collect()
+                let is_message =
+                    fields.get("type").and_then(Value::as_str) == Some(MessageTag::VALUE);
+                if is_message {
+                    if let Some(Value::String(text)) = fields.get("content") {
+                        let assistant = fields.get("role").and_then(Value::as_str)
+                            == Some(AssistantRole::VALUE);
+                        let part = ListedText {
+                            kind: if assistant {
+                                TextPartKind::OutputText
+                            } else {
+                                TextPartKind::InputText
+                            },
+                            text: text.clone(),
+                        };
+                        fields.insert("content".into(), wire_value(&vec![part]));
+                    }
+                    fields
+                        .entry("status")
+                        .or_insert_with(|| wire_value(&Status::Completed));
+                }
+                if !fields.get("id").is_some_and(Value::is_string) {
+                    let prefix = if is_message { "msg_" } else { "item_" };
+                    fields.insert("id".into(), new_id(prefix).into());
+                }
+                item
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A wire value as JSON, to join values the client sent (not reached: these types always
+/// serialize).
+fn wire_value(value: &impl serde::Serialize) -> Value {
+    serde_json::to_value(value).unwrap_or_default()
 }
 
 /// The store and an id of the form it gives out; `None` for anything else (an id that is not
@@ -324,11 +340,15 @@ fn no_such_response(id: &str) -> ApiError {
 
 fn parse_request(
     state: &ServerState,
-    body: &Map<String, Value>,
+    body: Body<CreateResponseRequest>,
     previous: Option<(String, Continuation)>,
 ) -> Result<(ResponsesRequest, TurnSpec), ApiError> {
-    let fields = Fields(body);
-    if fields.get("stop").is_some() {
+    let Body {
+        json,
+        request: body,
+        shared,
+    } = body;
+    if shared.stop.is_some() {
         // OpenAI's Responses API has no `stop`; ignoring it would answer past the client's end.
         return Err(ApiError::invalid(
             "stop".to_string(),
@@ -358,25 +378,18 @@ fn parse_request(
         }
     };
     let inherited = history.len();
-    let mut instructions: Vec<String> = Vec::new();
-    if let Some(text) = fields.get("instructions") {
-        instructions.push(
-            text.as_str()
-                .ok_or_else(|| ApiError::invalid("instructions".to_string(), "must be a string"))?
-                .to_string(),
-        );
-    }
-    match fields.get("input") {
+    let mut instructions: Vec<String> = body.instructions.iter().cloned().collect();
+    match &body.input {
         None => {
             return Err(ApiError::invalid(
                 "input".to_string(),
                 "`input` is required",
             ));
         }
-        Some(Value::String(text)) => {
+        Some(OneOrList::One(text)) => {
             history.push(Message::from_role_and_content(Role::User, text.clone()))
         }
-        Some(Value::Array(items)) => {
+        Some(OneOrList::List(items)) => {
             for (i, item) in items.iter().enumerate() {
                 input_item(
                     &format!("input[{i}]"),
@@ -387,41 +400,28 @@ fn parse_request(
                 )?;
             }
         }
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "input".to_string(),
-                "`input` must be a string or a list of items",
-            ));
-        }
     }
     if history.is_empty() {
         return Err(ApiError::invalid("input".to_string(), "`input` is empty"));
     }
     let instructions_text = (!instructions.is_empty()).then(|| instructions.join("\n\n"));
-    let tool_choice = ToolChoice::parse(fields.get("tool_choice"))?;
-    let format = fields
-        .get("text")
-        .and_then(|t| t.get("format"))
-        .filter(|f| !f.is_null())
-        .map(|f| typed::<TextFormat>("text.format", f))
-        .transpose()?;
+    let tool_choice = FunctionChoice::parse(body.tool_choice.as_ref())?;
+    let format = body.text.and_then(|t| t.format).map(|f| f.0);
     let strict = match tool_choice {
-        ToolChoice::None => Vec::new(),
-        _ => strict_functions(fields.array("tools")?),
+        FunctionChoice::None => Vec::new(),
+        _ => strict_functions(body.tools.as_deref().unwrap_or_default()),
     };
     let (structured, format_section) = structured_outputs(state, "text.format", format, strict)?;
     let instructions_text = with_format_section(instructions_text, format_section);
     let mut settings = state.conversation_settings(instructions_text);
-    if let Some(effort) = fields.get("reasoning").and_then(|r| r.get("effort"))
-        && !effort.is_null()
-    {
+    if let Some(effort) = body.reasoning.as_ref().and_then(|r| r.effort.as_ref()) {
         settings.reasoning_effort = parse_effort("reasoning.effort", effort)?;
     }
-    let (builtins, client_functions) = match fields.array("tools")? {
+    let (builtins, client_functions) = match &body.tools {
         None => (state.builtin_tools(), Vec::new()),
         Some(tools) => request_tools(state, tools)?,
     };
-    let client_functions = if tool_choice == ToolChoice::None {
+    let client_functions = if tool_choice == FunctionChoice::None {
         Vec::new()
     } else {
         client_functions
@@ -431,45 +431,39 @@ fn parse_request(
         !builtins.is_empty(),
     )?;
     let defaults = &state.config;
-    let max_output_tokens = fields.count("max_output_tokens")?;
-    let logprobs_params: ResponsesLogprobsParams =
-        fields.typed_subset(&["include", "top_logprobs"])?;
-    let include_logprobs = logprobs_params
-        .include
-        .iter()
-        .flatten()
-        .any(|i| i == INCLUDE_LOGPROBS);
+    let max_output_tokens = count("max_output_tokens", body.max_output_tokens)?;
+    let include_logprobs = body.include.iter().flatten().any(|i| i == INCLUDE_LOGPROBS);
     let logprobs = logprobs_request(
         state,
         "include",
-        include_logprobs || logprobs_params.top_logprobs.is_some_and(|n| n > 0),
-        logprobs_params.top_logprobs,
+        include_logprobs || body.top_logprobs.is_some_and(|n| n > 0),
+        body.top_logprobs,
     )?;
     let config = AgentConfig {
-        sampling: fields.sampling(&defaults.sampling)?,
+        sampling: shared.sampling(&defaults.sampling)?,
         max_tokens: state.max_tokens(max_output_tokens),
         structured,
         logprobs,
         ..defaults.clone()
     };
+    // Echoed as the client sent them.
+    let sent = |name: &str| json.get(name).filter(|v| !v.is_null()).cloned();
     let echo = Echo {
-        instructions: fields
-            .get("instructions")
-            .and_then(Value::as_str)
-            .map(str::to_string),
+        instructions: body.instructions,
         max_output_tokens,
         previous_response_id: previous_response_id.clone(),
         effort: settings.reasoning_effort.as_str(),
         temperature: config.sampling.temperature,
         top_p: config.sampling.top_p,
-        tools: fields.array("tools")?.cloned().unwrap_or_default(),
-        tool_choice: fields.get("tool_choice").cloned().unwrap_or(json!("auto")),
-        metadata: fields.get("metadata").cloned().unwrap_or(json!({})),
-        text: fields
-            .get("text")
+        tools: match sent("tools") {
+            Some(Value::Array(tools)) => tools,
+            _ => Vec::new(),
+        },
+        tool_choice: sent("tool_choice").unwrap_or_else(|| AutoTag::VALUE.into()),
+        metadata: sent("metadata").unwrap_or_else(|| Value::Object(Default::default())),
+        text: sent("text")
             .filter(|t| t.get("format").is_some_and(|f| !f.is_null()))
-            .cloned()
-            .unwrap_or(json!({"format": {"type": "text"}})),
+            .unwrap_or_else(|| wire_value(&PlainText::default())),
     };
     let client_names = client_functions.iter().map(|t| t.name.clone()).collect();
     let callable = Callable {
@@ -485,13 +479,13 @@ fn parse_request(
         tool_requirement,
     };
     let request = ResponsesRequest {
-        stream: fields.bool("stream")?.unwrap_or(false),
-        store: fields.bool("store")?.unwrap_or(true) && state.store.is_some(),
+        stream: shared.stream(),
+        store: body.store.unwrap_or(true) && state.store.is_some(),
         previous: previous_response_id,
         inherited,
         client_names,
         callable,
-        input_items: listed_input(fields.get("input")),
+        input_items: listed_input(json.get("input")),
         echo,
         logprobs: logprobs.is_some(),
     };
@@ -502,19 +496,20 @@ fn parse_request(
 type RequestTools = (Vec<Arc<dyn Tool>>, Vec<ossa_tools::ToolDescription>);
 
 /// The request's tools: built-ins the server has, and the client's functions.
-fn request_tools(state: &ServerState, tools: &[Value]) -> Result<RequestTools, ApiError> {
+fn request_tools(state: &ServerState, tools: &[ToolParam]) -> Result<RequestTools, ApiError> {
     let available = state.builtin_tools();
     let mut builtins: Vec<Arc<dyn Tool>> = Vec::new();
     let mut functions = Vec::new();
     for (i, tool) in tools.iter().enumerate() {
         let param = format!("tools[{i}]");
         let kind = tool
-            .get("type")
-            .and_then(Value::as_str)
+            .kind
+            .as_deref()
             .ok_or_else(|| ApiError::invalid(param.clone(), "a tool needs a `type`"))?;
         let (builtin, flag) = match kind {
             "function" => {
-                functions.push(function_description(&param, tool)?);
+                // The Responses API's functions are flat: `{type, name, parameters}`.
+                functions.push(function_description(&param, &tool.flat_function())?);
                 continue;
             }
             "code_interpreter" => ("python", "--python"),
@@ -548,23 +543,19 @@ fn request_tools(state: &ServerState, tools: &[Value]) -> Result<RequestTools, A
 
 fn input_item(
     param: &str,
-    item: &Value,
+    item: &InputItem,
     history: &mut Vec<Message>,
     instructions: &mut Vec<String>,
     call_names: &mut HashMap<String, String>,
 ) -> Result<(), ApiError> {
     let kind = item
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or(if item.get("role").is_some() {
-            "message"
-        } else {
-            ""
-        });
+        .kind
+        .as_deref()
+        .unwrap_or(if item.role.is_some() { "message" } else { "" });
     match kind {
         "message" => {
-            let role = item.get("role").and_then(Value::as_str).unwrap_or_default();
-            let text = content_text(&format!("{param}.content"), item.get("content"))?;
+            let role = item.role.as_deref().unwrap_or_default();
+            let text = content_text(&format!("{param}.content"), item.content.as_ref())?;
             match role {
                 "user" => history.push(Message::from_role_and_content(Role::User, text)),
                 "system" | "developer" => instructions.push(text),
@@ -580,13 +571,15 @@ fn input_item(
             }
         }
         "reasoning" => {
-            let text: String = ["content", "summary"]
+            let content = match &item.content {
+                Some(OneOrList::List(parts)) => &parts[..],
+                _ => &[],
+            };
+            let summary = item.summary.as_deref().unwrap_or_default();
+            let parts = if content.is_empty() { summary } else { content };
+            let text: String = parts
                 .iter()
-                .filter_map(|k| item.get(*k).and_then(Value::as_array))
-                .find(|parts| !parts.is_empty())
-                .into_iter()
-                .flatten()
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .filter_map(|p| p.text.as_deref())
                 .collect::<Vec<_>>()
                 .join("\n\n");
             if !text.is_empty() {
@@ -596,34 +589,29 @@ fn input_item(
             }
         }
         "function_call" => {
-            let name = item.get("name").and_then(Value::as_str).ok_or_else(|| {
+            let name = item.name.as_deref().ok_or_else(|| {
                 ApiError::invalid(format!("{param}.name"), "a function call needs a `name`")
             })?;
-            let arguments = item
-                .get("arguments")
-                .and_then(Value::as_str)
-                .unwrap_or("{}")
-                .to_string();
-            if let Some(call_id) = item.get("call_id").and_then(Value::as_str) {
-                call_names.insert(call_id.to_string(), name.to_string());
+            let arguments = item.arguments.clone().unwrap_or_else(|| "{}".to_string());
+            if let Some(call_id) = &item.call_id {
+                call_names.insert(call_id.clone(), name.to_string());
             }
             history.push(function_call_message(name, arguments));
         }
         "function_call_output" => {
-            let call_id = item
-                .get("call_id")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let call_id = item.call_id.as_deref().unwrap_or_default();
             let name = call_names.get(call_id).ok_or_else(|| {
                 ApiError::invalid(
                     format!("{param}.call_id"),
                     format!("`{call_id}` answers no function call of this conversation"),
                 )
             })?;
-            let output = match item.get("output") {
+            let output = match &item.output {
                 Some(Value::String(s)) => s.clone(),
-                Some(Value::Array(_)) => {
-                    content_text(&format!("{param}.output"), item.get("output"))?
+                Some(parts @ Value::Array(_)) => {
+                    let at = format!("{param}.output");
+                    let parts: request::Content = request::parse(&at, parts)?;
+                    content_text(&at, Some(&parts))?
                 }
                 Some(other) => other.to_string(),
                 None => String::new(),
@@ -631,7 +619,7 @@ fn input_item(
             history.push(function_output_message(name, output));
         }
         "code_interpreter_call" => {
-            let code = item.get("code").and_then(Value::as_str).unwrap_or_default();
+            let code = item.code.as_deref().unwrap_or_default();
             history.push(
                 Message::from_role_and_content(Role::Assistant, code)
                     .with_channel("analysis")
@@ -639,11 +627,10 @@ fn input_item(
                     .with_content_type("code"),
             );
             let logs: String = item
-                .get("outputs")
-                .and_then(Value::as_array)
-                .into_iter()
+                .outputs
+                .iter()
                 .flatten()
-                .filter_map(|o| o.get("logs").and_then(Value::as_str))
+                .filter_map(|o| o.logs.as_deref())
                 .collect();
             history.push(
                 Message::from_author_and_content(Author::new(Role::Tool, "python"), logs)
@@ -714,8 +701,6 @@ struct Builder {
     streamed_annotations: usize,
     /// A browser call that has its result, waiting for the browser's pages.
     unfinished_search: Option<usize>,
-    /// The `cursor` a `browser.find` searched (the current page when absent or negative).
-    find_cursor: Option<i64>,
     /// With logprobs asked for: the tokenizer that names the tokens.
     tokenizer: Option<ossa_engine::Tokenizer>,
     /// The open text item's tokens not yet streamed with a delta.
@@ -740,7 +725,6 @@ impl Builder {
             citations: None,
             streamed_annotations: 0,
             unfinished_search: None,
-            find_cursor: None,
             tokenizer: None,
             pending_logprobs: Vec::new(),
             text_logprobs: Vec::new(),
@@ -822,8 +806,36 @@ impl Builder {
         }
     }
 
-    /// Opens an item of `kind` (closing nothing: the caller closed the last one).
-    fn open_item(&mut self, kind: Open) -> usize {
+    /// What a complete browser call asks for, from its recipient and arguments: a URL given as
+    /// the `id` of an `open` (a link id or cursor is resolved to the page it opened once the
+    /// call has run, see `finish_search`); the page a `find` searches (its `cursor`, else the
+    /// current page).
+    fn search_action(&self, recipient: Option<&str>, arguments: &str) -> WebSearchAction {
+        let args: Value = serde_json::from_str(arguments).unwrap_or(Value::Null);
+        let string = |key: &str| args.get(key).and_then(Value::as_str).map(str::to_string);
+        match recipient {
+            Some("browser.search") => WebSearchAction::Search {
+                query: string("query"),
+            },
+            Some("browser.open") => WebSearchAction::OpenPage { url: string("id") },
+            _ => {
+                let page = match args.get("cursor").and_then(Value::as_i64) {
+                    Some(cursor) if cursor >= 0 => usize::try_from(cursor)
+                        .ok()
+                        .and_then(|c| self.page_urls.get(c)),
+                    _ => self.page_urls.last(),
+                };
+                WebSearchAction::FindInPage {
+                    pattern: string("pattern").unwrap_or_default(),
+                    url: page.cloned(),
+                }
+            }
+        }
+    }
+
+    /// Opens an item of `kind` (closing nothing: the caller closed the last one); a search
+    /// with its `action`.
+    fn open_item(&mut self, kind: Open, action: Option<WebSearchAction>) -> usize {
         let index = self.items.len();
         let status = Status::InProgress;
         let item = match &kind {
@@ -856,7 +868,7 @@ impl Builder {
             Open::Search => OutputItem::WebSearchCall {
                 id: new_id("ws_"),
                 status,
-                action: None,
+                action: action.unwrap_or(WebSearchAction::Search { query: None }),
             },
         };
         let item_id = item.id().to_string();
@@ -901,7 +913,9 @@ impl Builder {
     }
 
     fn delta(&mut self, kind: Option<Open>, delta: &str) {
-        let Some(kind) = kind else {
+        // A search's item is added when the call is complete, with its action (the SDKs'
+        // type requires one); its arguments stream as no event.
+        let Some(kind) = kind.filter(|k| *k != Open::Search) else {
             return;
         };
         let same = matches!(
@@ -910,7 +924,7 @@ impl Builder {
         ) || self.open.as_ref().is_some_and(|(k, _)| *k == kind);
         let index = match (&self.open, same) {
             (Some((_, index)), true) => *index,
-            _ => self.open_item(kind.clone()),
+            _ => self.open_item(kind.clone(), None),
         };
         self.open_text.push_str(delta);
         let item_id = self.items[index].id().to_string();
@@ -948,44 +962,29 @@ impl Builder {
             (Some((k, _)), kind) => k == kind,
             (None, _) => false,
         };
+        let action = (kind == Open::Search).then(|| self.search_action(recipient, &message.text()));
         let index = match (&self.open, matches) {
             (Some((_, index)), true) => *index,
-            _ => self.open_item(kind),
+            _ => self.open_item(kind, action),
         };
         let (kind, _) = self.open.take().unwrap_or((Open::Text, index));
-        self.done(kind, index, message.text(), recipient, Status::Completed);
+        self.done(kind, index, message.text(), Status::Completed);
     }
 
     /// Sends an item's closing events; a call is finished when its result comes.
-    fn done(
-        &mut self,
-        kind: Open,
-        index: usize,
-        text: String,
-        recipient: Option<&str>,
-        status: Status,
-    ) {
+    fn done(&mut self, kind: Open, index: usize, text: String, status: Status) {
         let item_id = self.items[index].id().to_string();
         let output_index = index;
         match kind {
             Open::Reasoning => {
                 let part = ContentPart::ReasoningText { text: text.clone() };
                 self.emit(ResponseStreamEvent::ReasoningTextDone {
-                    item_id: item_id.clone(),
+                    item_id,
                     output_index,
                     content_index: 0,
                     text,
                 });
-                self.emit(ResponseStreamEvent::ContentPartDone {
-                    item_id,
-                    output_index,
-                    content_index: 0,
-                    part: part.clone(),
-                });
-                if let OutputItem::Reasoning { content, .. } = &mut self.items[index] {
-                    *content = vec![part];
-                }
-                self.finish_item(index, status);
+                self.finish_part(index, part, status);
             }
             Open::Text => {
                 if let Some(stream) = self.citations.take() {
@@ -1011,22 +1010,13 @@ impl Builder {
                     logprobs: logprobs.clone(),
                 };
                 self.emit(ResponseStreamEvent::OutputTextDone {
-                    item_id: item_id.clone(),
+                    item_id,
                     output_index,
                     content_index: 0,
                     text,
                     logprobs,
                 });
-                self.emit(ResponseStreamEvent::ContentPartDone {
-                    item_id,
-                    output_index,
-                    content_index: 0,
-                    part: part.clone(),
-                });
-                if let OutputItem::Message { content, .. } = &mut self.items[index] {
-                    *content = vec![part];
-                }
-                self.finish_item(index, status);
+                self.finish_part(index, part, status);
             }
             Open::Function { name, .. } => {
                 self.set_arguments(index, &text);
@@ -1054,25 +1044,6 @@ impl Builder {
                 self.pending_ran = false;
             }
             Open::Search => {
-                let args: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-                // A URL given as the `id`; a link or cursor is resolved to the page it opened
-                // once the call has run (see `event`).
-                let string = |key: &str| args.get(key).and_then(Value::as_str).map(str::to_string);
-                let url = string("id");
-                self.find_cursor = args.get("cursor").and_then(Value::as_i64);
-                let action = match recipient {
-                    Some("browser.search") => WebSearchAction::Search {
-                        query: string("query"),
-                    },
-                    Some("browser.open") => WebSearchAction::OpenPage { url },
-                    _ => WebSearchAction::Find {
-                        pattern: string("pattern"),
-                        url,
-                    },
-                };
-                if let OutputItem::WebSearchCall { action: slot, .. } = &mut self.items[index] {
-                    *slot = Some(action);
-                }
                 self.pending_builtin = Some(index);
                 self.pending_ran = false;
             }
@@ -1185,9 +1156,7 @@ impl Builder {
         if let Some((kind, index)) = self.open.take() {
             let text = std::mem::take(&mut self.open_text);
             match kind {
-                Open::Reasoning | Open::Text => {
-                    self.done(kind, index, text, None, Status::Incomplete)
-                }
+                Open::Reasoning | Open::Text => self.done(kind, index, text, Status::Incomplete),
                 Open::Function { .. } => {
                     self.set_arguments(index, &text);
                     self.finish_item(index, Status::Incomplete);
@@ -1203,32 +1172,20 @@ impl Builder {
 
     /// Finishes the browser call whose result came last; `page_urls` are the browser's pages
     /// after it: an `open_page` without a URL gets the page it opened (the newest, if the
-    /// call added one: a failed open adds none), a `find` the page it searched.
+    /// call added one: a failed open adds none).
     fn finish_search(&mut self, page_urls: Option<&[String]>) {
         let Some(index) = self.unfinished_search.take() else {
             return;
         };
         let grew = page_urls.is_some_and(|urls| urls.len() > self.page_urls.len());
-        let find_cursor = self.find_cursor.take();
         if let OutputItem::WebSearchCall {
-            action: Some(action),
+            action: WebSearchAction::OpenPage { url },
             ..
         } = &mut self.items[index]
+            && url.is_none()
+            && grew
         {
-            match action {
-                WebSearchAction::OpenPage { url } if url.is_none() && grew => {
-                    *url = page_urls.and_then(|urls| urls.last()).cloned();
-                }
-                WebSearchAction::Find { url, .. } if url.is_none() => {
-                    *url = page_urls
-                        .and_then(|urls| match find_cursor {
-                            Some(cursor) if cursor >= 0 => urls.get(cursor as usize),
-                            _ => urls.last(),
-                        })
-                        .cloned();
-                }
-                _ => {}
-            }
+            *url = page_urls.and_then(|urls| urls.last()).cloned();
         }
         self.finish_item(index, Status::Completed);
     }
@@ -1239,6 +1196,22 @@ impl Builder {
             self.client_names.iter().any(|c| c == name)
                 && self.callable.functions.iter().any(|f| f == name)
         })
+    }
+
+    /// Closes a reasoning or message item with its one content part.
+    fn finish_part(&mut self, index: usize, part: ContentPart, status: Status) {
+        self.emit(ResponseStreamEvent::ContentPartDone {
+            item_id: self.items[index].id().to_string(),
+            output_index: index,
+            content_index: 0,
+            part: part.clone(),
+        });
+        if let OutputItem::Reasoning { content, .. } | OutputItem::Message { content, .. } =
+            &mut self.items[index]
+        {
+            *content = vec![part];
+        }
+        self.finish_item(index, status);
     }
 
     fn finish_item(&mut self, index: usize, status: Status) {
@@ -1500,20 +1473,21 @@ fn stream(
     state: Arc<ServerState>,
     request: ResponsesRequest,
     prepared: turn::Turn,
-    guard: CancelOnDrop,
-    slot: Slot,
+    admitted: Admitted,
 ) -> impl IntoResponse {
-    let (sender, receiver) = mpsc::unbounded_channel::<Outgoing>();
-    let task_cancel = guard.0.clone();
-    tokio::spawn(async move {
-        let _slot = slot;
-        let cancel = task_cancel;
+    common::sse(admitted, move |sender, _cancel| async move {
         let id = new_id("resp_");
         let created = now();
-        let send = |outgoing: Outgoing| {
-            if sender.send(outgoing).is_err() {
-                cancel.cancel();
-            }
+        // Each event named by its type and numbered as sent.
+        let mut sequence_number = 0u64;
+        let mut send = |event: ResponseStreamEvent| {
+            let name = event.kind();
+            let data = json_text(&Sequenced {
+                event,
+                sequence_number,
+            });
+            sequence_number += 1;
+            sender.send(Outgoing::Named { name, data });
         };
         let initial = response_object(
             &state,
@@ -1526,30 +1500,26 @@ fn stream(
             None,
         );
         let initial = Box::new(initial);
-        send(Outgoing::Event(ResponseStreamEvent::Created {
+        send(ResponseStreamEvent::Created {
             response: initial.clone(),
-        }));
-        send(Outgoing::Event(ResponseStreamEvent::InProgress {
-            response: initial,
-        }));
-        if let Some(note) = state.queue_note() {
-            // An SSE comment: clients show nothing, curl shows it.
-            send(Outgoing::Comment(note));
-        }
+        });
+        send(ResponseStreamEvent::InProgress { response: initial });
+        // An SSE comment: clients show nothing, curl shows it.
+        sender.queue_note(&state);
         let mut builder = Builder::new(request.client_names.clone(), request.callable.clone())
             .with_logprobs(request.logprobs.then(|| state.encoding.tokenizer().clone()));
         let result = {
             let mut on_event = |event: AgentEvent| {
                 builder.event(&event);
                 for event in builder.events.drain(..) {
-                    send(Outgoing::Event(event));
+                    send(event);
                 }
             };
             prepared.run(&mut on_event).await
         };
         builder.close_all();
         for event in builder.events.drain(..) {
-            send(Outgoing::Event(event));
+            send(event);
         }
         let last = match result {
             Ok(result) => {
@@ -1581,37 +1551,6 @@ fn stream(
                 }
             }
         };
-        send(Outgoing::Event(last));
-    });
-    let mut sequence_number = 0u64;
-    let events = UnboundedReceiverStream::new(receiver).map(move |outgoing| {
-        let _ = &guard;
-        let event = match outgoing {
-            Outgoing::Comment(note) => Event::default().comment(note),
-            Outgoing::Event(event) => {
-                let kind = event.kind();
-                let sequenced = Sequenced {
-                    event,
-                    sequence_number,
-                };
-                sequence_number += 1;
-                match serde_json::to_string(&sequenced) {
-                    Ok(data) => Event::default().event(kind).data(data),
-                    // Not reached: the events hold nothing JSON cannot write.
-                    Err(error) => Event::default().comment(format!("{kind}: {error}")),
-                }
-            }
-        };
-        Ok::<_, std::convert::Infallible>(event)
-    });
-    // Comments keep idle streams (a queued request, a long tool call) alive and let a closed
-    // connection be noticed, which cancels the request.
-    Sse::new(events).keep_alive(axum::response::sse::KeepAlive::default())
-}
-
-/// What the streaming task hands to the SSE stream.
-enum Outgoing {
-    Event(ResponseStreamEvent),
-    /// An SSE comment (`: ...`): clients show nothing.
-    Comment(String),
+        send(last);
+    })
 }

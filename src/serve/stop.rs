@@ -1,28 +1,4 @@
-//! `stop` strings: parsed once for every endpoint, found in text as it streams.
-
-use serde_json::Value;
-
-use super::error::ApiError;
-
-/// The request's `stop`: a string or a list of strings (empty ones dropped).
-pub fn parse(value: Option<&Value>) -> Result<Vec<String>, ApiError> {
-    let stops = match value {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|s| s.as_str().map(str::to_string))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| ApiError::invalid("stop".to_string(), "`stop` must be strings"))?,
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "stop".to_string(),
-                "`stop` must be a string or a list of strings",
-            ));
-        }
-    };
-    Ok(stops.into_iter().filter(|s| !s.is_empty()).collect())
-}
+//! `stop` strings (read as [`super::wire::request::Stop`]), found in text as it streams.
 
 /// The first stop string in `text` that ends after byte `from` (text before it was searched
 /// already): where it starts, and which it is.
@@ -149,11 +125,19 @@ mod tests {
 
     #[test]
     fn stop_must_be_strings() {
+        use crate::serve::wire::request::{Stop, parse};
+        let read = |value: serde_json::Value| parse::<Stop>("stop", &value);
         assert_eq!(
-            parse(Some(&serde_json::json!(["a", ""]))).ok(),
-            Some(vec!["a".to_string()])
+            read(serde_json::json!(["a", ""])).ok(),
+            Some(Stop(vec!["a".to_string()]))
         );
-        assert!(parse(Some(&serde_json::json!([1]))).is_err());
-        assert!(parse(Some(&serde_json::json!({"a": 1}))).is_err());
+        assert_eq!(
+            read(serde_json::json!("END")).ok(),
+            Some(Stop(vec!["END".to_string()]))
+        );
+        for bad in [serde_json::json!([1]), serde_json::json!({"a": 1})] {
+            let error = read(bad).expect_err("not strings");
+            assert_eq!(error.param.as_deref(), Some("stop"), "{error}");
+        }
     }
 }

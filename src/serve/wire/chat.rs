@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::request::{
+    Content, OneParam, ReasoningParam, ResponseFormat, ToolChoiceParam, ToolParam,
+};
 use super::{TokenLogprob, constant};
 
 constant!(
@@ -202,4 +205,56 @@ pub struct Delta {
     pub tool_calls: Vec<ToolCall>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub server_tool_calls: Vec<ServerToolCall>,
+}
+
+/// `POST /v1/chat/completions`' body: the fields ossa reads (sampling, `stop` and `stream` are
+/// read by [`super::request::SamplingRequest`] from the same body).
+#[derive(Debug, Deserialize)]
+pub struct ChatCompletionRequest {
+    /// Required (a 400 naming it when missing).
+    pub messages: Option<Vec<MessageParam>>,
+    pub tools: Option<Vec<ToolParam>>,
+    pub tool_choice: Option<ToolChoiceParam>,
+    pub response_format: Option<OneParam<ResponseFormat>>,
+    pub reasoning_effort: Option<String>,
+    /// OpenRouter's form of the effort, read when `reasoning_effort` is absent.
+    pub reasoning: Option<ReasoningParam>,
+    /// Wins over `max_tokens` (its older name).
+    pub max_completion_tokens: Option<u64>,
+    pub max_tokens: Option<u64>,
+    pub logprobs: Option<bool>,
+    pub top_logprobs: Option<u32>,
+}
+
+/// One of `messages`.
+#[derive(Debug, Deserialize)]
+pub struct MessageParam {
+    /// `system`, `developer`, `user`, `assistant`, `tool` (or `function`).
+    pub role: String,
+    pub content: Option<Content>,
+    /// An assistant message's chain of thought, under vLLM's name...
+    pub reasoning_content: Option<String>,
+    /// ...or gpt-oss clients'.
+    pub reasoning: Option<String>,
+    pub tool_calls: Option<Vec<ToolCallParam>>,
+    /// A tool message: the call it answers.
+    pub tool_call_id: Option<String>,
+    /// A tool message's function, when it has no `tool_call_id`.
+    pub name: Option<String>,
+}
+
+/// A call in an assistant message's `tool_calls`.
+#[derive(Debug, Deserialize)]
+pub struct ToolCallParam {
+    pub id: Option<String>,
+    /// Required (a 400 naming the call when missing).
+    pub function: Option<CalledFunction>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CalledFunction {
+    pub name: Option<String>,
+    /// JSON text, as OpenAI sends it; a JSON value some clients send instead is taken as its
+    /// text.
+    pub arguments: Option<serde_json::Value>,
 }

@@ -69,3 +69,25 @@ pub struct Logprobs {
     /// Where each token's text starts in the completion's text (bytes).
     pub text_offset: Vec<usize>,
 }
+
+/// `POST /v1/completions`' body: the fields ossa reads, vLLM's included (sampling, `stop`
+/// and `stream` are read by [`super::request::SamplingRequest`] from the same body).
+#[derive(Debug, Deserialize)]
+pub struct CompletionRequest {
+    /// Text, token ids, or a batch of one of either (required: a 400 naming it when
+    /// missing). The elements stay JSON values: a list mixes kinds only in ways
+    /// `/v1/completions` refuses by name.
+    pub prompt: Option<super::request::OneOrList<Value>>,
+    pub max_tokens: Option<u64>,
+    pub stop_token_ids: Option<Vec<u32>>,
+    /// The number of alternatives per token (OpenAI allows up to 5).
+    pub logprobs: Option<u64>,
+    pub ignore_eos: Option<bool>,
+    pub skip_special_tokens: Option<bool>,
+    pub include_stop_str_in_output: Option<bool>,
+    pub return_token_ids: Option<bool>,
+    /// Refused when given: ossa has no fill-in-the-middle.
+    pub suffix: Option<Value>,
+    /// Refused when true: ask for `return_token_ids`.
+    pub echo: Option<bool>,
+}

@@ -1,15 +1,20 @@
-//! The wire format of the OpenAI-compatible APIs as typed serde values: what `ossa serve`
-//! answers (response bodies and stream events), one module per API. Handlers build these
-//! types; nothing answers with hand-built JSON, so a misspelt field or a missing one is a
-//! compile error rather than a client's parse error.
+//! The wire format of the OpenAI-compatible APIs as typed serde values, one module per API:
+//! what `ossa serve` reads (request bodies: `ChatCompletionRequest`, `CreateResponseRequest`,
+//! `CompletionRequest`, and in [`request`] what they share) and what it answers (response
+//! bodies and stream events). Handlers build these types; nothing answers with hand-built
+//! JSON, so a misspelt field or a missing one is a compile error rather than a client's parse
+//! error.
 //!
-//! Every type also deserializes, strictly (`deny_unknown_fields`): the tests parse each body
-//! and event the server sends back into these types, so a field the server adds outside them
-//! fails a test. What the server echoes from the request as the client sent it (`tools`,
-//! `tool_choice`, `metadata`, `text`) stays a JSON value.
+//! Every answer type also deserializes, strictly (`deny_unknown_fields`): the tests parse each
+//! body and event the server sends back into these types, so a field the server adds outside
+//! them fails a test. Request types are lenient instead (fields ossa does not read are
+//! ignored, as OpenAI-compatible servers do). What the server echoes from the request as the
+//! client sent it (`tools`, `tool_choice`, `metadata`, `text`) stays a JSON value.
 
 pub mod chat;
 pub mod completions;
+pub mod models;
+pub mod request;
 pub mod responses;
 
 /// A field that always holds one string (`"object": "response"`): serializes as that string,

@@ -4,6 +4,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::request::{
+    Content, ContentPartParam, OneOrList, OneParam, ReasoningParam, TextFormat, ToolChoiceParam,
+    ToolParam,
+};
 use super::{TokenLogprob, constant};
 
 constant!(
@@ -17,6 +21,18 @@ constant!(
 constant!(
     /// `"role": "assistant"`.
     AssistantRole = "assistant"
+);
+constant!(
+    /// `"type": "message"` of a listed input item.
+    MessageTag = "message"
+);
+constant!(
+    /// `"tool_choice": "auto"`, echoed when the request gave none.
+    AutoTag = "auto"
+);
+constant!(
+    /// `"type": "text"`: the plain answer format.
+    TextTag = "text"
 );
 constant!(
     /// `"truncation": "disabled"`: ossa never drops input to make it fit.
@@ -165,8 +181,8 @@ pub enum OutputItem {
     WebSearchCall {
         id: String,
         status: Status,
-        /// Null until the model's call is complete.
-        action: Option<WebSearchAction>,
+        /// The item is added when the model's call is complete, with what it asked for.
+        action: WebSearchAction,
     },
 }
 
@@ -243,7 +259,9 @@ pub enum CodeOutput {
 }
 
 /// What a browser call did. The fields are the model's arguments: null where the model left
-/// one out (or wrote something other than a string).
+/// one out (or wrote something other than a string). A `find`'s type is `find_in_page`, as
+/// the `openai` SDKs type it (Python 3.63, TypeScript 6.49: their discriminated unions refuse
+/// any other name); ossa sent `find` before.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum WebSearchAction {
@@ -253,8 +271,10 @@ pub enum WebSearchAction {
     OpenPage {
         url: Option<String>,
     },
-    Find {
-        pattern: Option<String>,
+    FindInPage {
+        /// Empty when the model gave none (the SDKs' type requires a string).
+        pattern: String,
+        /// The page searched; null only when the browser had no page open.
         url: Option<String>,
     },
 }
@@ -453,4 +473,110 @@ pub struct InputItemList {
     pub first_id: Option<String>,
     pub last_id: Option<String>,
     pub has_more: bool,
+}
+
+/// `POST /v1/responses`' body: the fields ossa reads (sampling and `stream` are read by
+/// [`super::request::SamplingRequest`] from the same body). What the response echoes
+/// (`tools`, `tool_choice`, `text`, `metadata`) is taken from the body as the client sent it.
+#[derive(Debug, Deserialize)]
+pub struct CreateResponseRequest {
+    /// Required (a 400 naming it when missing).
+    pub input: Option<OneOrList<InputItem>>,
+    pub instructions: Option<String>,
+    pub previous_response_id: Option<String>,
+    pub tools: Option<Vec<ToolParam>>,
+    pub tool_choice: Option<ToolChoiceParam>,
+    pub text: Option<TextParam>,
+    pub reasoning: Option<ReasoningParam>,
+    pub max_output_tokens: Option<u64>,
+    pub include: Option<Vec<String>>,
+    pub top_logprobs: Option<u32>,
+    pub store: Option<bool>,
+}
+
+/// `text`: the answer's format.
+#[derive(Debug, Deserialize)]
+pub struct TextParam {
+    pub format: Option<OneParam<TextFormat>>,
+}
+
+/// One of `input`: a message (`type` may be left out when it has a `role`), `reasoning`,
+/// `function_call`, `function_call_output`, `code_interpreter_call` or `web_search_call`.
+/// One struct rather than an enum tagged by `type`, so that the path of an error inside an
+/// item is kept (see [`super::request`]).
+#[derive(Debug, Deserialize)]
+pub struct InputItem {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub role: Option<String>,
+    /// A message's text, or a reasoning item's parts.
+    pub content: Option<Content>,
+    /// A reasoning item's summary parts.
+    pub summary: Option<Vec<ContentPartParam>>,
+    pub name: Option<String>,
+    pub arguments: Option<String>,
+    pub call_id: Option<String>,
+    /// A function's output: text, a list of text parts, or any JSON (taken as its text).
+    pub output: Option<Value>,
+    pub code: Option<String>,
+    pub outputs: Option<Vec<CodeOutputParam>>,
+}
+
+/// One of a `code_interpreter_call`'s `outputs`: its `logs` are read back (images are not).
+#[derive(Debug, Deserialize)]
+pub struct CodeOutputParam {
+    pub logs: Option<String>,
+}
+
+/// A string `input` as `GET /v1/responses/{id}/input_items` lists it: one user message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListedMessage {
+    #[serde(rename = "type")]
+    pub kind: MessageTag,
+    pub role: String,
+    pub content: Vec<ListedText>,
+    pub status: Status,
+    pub id: String,
+}
+
+/// Message content given as a string, listed as one part.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListedText {
+    #[serde(rename = "type")]
+    pub kind: TextPartKind,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextPartKind {
+    InputText,
+    /// An assistant message's.
+    OutputText,
+}
+
+/// The `text` a response echoes when the request gave no format: `{"format": {"type":
+/// "text"}}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlainText {
+    pub format: PlainFormat,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlainFormat {
+    #[serde(rename = "type")]
+    pub kind: TextTag,
+}
+
+/// `GET /v1/responses/{id}/input_items`' query: `order` (`asc`, `desc`), `limit` (1 to 100),
+/// `after` (an item id). Strings: their values are checked by the handler, which names them.
+#[derive(Debug, Default, Deserialize)]
+pub struct InputItemsQuery {
+    pub order: Option<String>,
+    pub limit: Option<String>,
+    pub after: Option<String>,
 }
