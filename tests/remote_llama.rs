@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use ossa::agent::remote::{RemoteBackend, RemoteKind, RemoteOptions};
 use ossa::agent::{Backend, Finish, GenerationRequest};
 use ossa::engine::tokenizer::AllowedSpecial;
-use ossa::engine::{CancelHandle, SamplingParams};
+use ossa::engine::{CancellationToken, SamplingParams};
 use serde_json::{Value, json};
 use support::llama_stub::{DECODE_MS_PER_TOKEN, LlamaStub, MODEL, PROMPT_MS_PER_TOKEN, StubSetup};
 use support::serve::{Server, curl_missing, curl_post, sse_data};
@@ -239,7 +239,7 @@ fn tokens_the_stream_leaves_out_mid_character_are_recovered() {
                     max_tokens: 100,
                     stop_tokens: &[RETURN, CALL],
                     sampling: SamplingParams::default(),
-                    cancel: CancelHandle::new(),
+                    cancel: CancellationToken::new(),
                     mask: None,
                     logprobs: None,
                 },
@@ -302,7 +302,7 @@ fn a_stop_token_the_server_runs_past_ends_the_generation_here() {
                 max_tokens: 100,
                 stop_tokens: &[RETURN, END, CALL],
                 sampling: SamplingParams::default(),
-                cancel: CancelHandle::new(),
+                cancel: CancellationToken::new(),
                 mask: None,
                 logprobs: None,
             },

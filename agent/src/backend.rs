@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ossa_engine::{
-    CancelHandle, Engine, GenerateParams, SamplingParams, SharedMask, TokenLogprobs,
+    CancellationToken, Engine, GenerateParams, SamplingParams, SharedMask, TokenLogprobs,
 };
 
 /// One generation call.
@@ -19,7 +19,7 @@ pub struct GenerationRequest<'a> {
     pub stop_tokens: &'a [u32],
     pub sampling: SamplingParams,
     /// Checked before every forward step.
-    pub cancel: CancelHandle,
+    pub cancel: CancellationToken,
     /// Restricts each step's tokens (structured outputs); only backends whose
     /// [`Backend::samples_locally`] is true accept one.
     pub mask: Option<SharedMask>,

@@ -22,7 +22,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use ossa_engine::tokenizer::{AllowedSpecial, Tokenizer};
-use ossa_engine::{CancelHandle, SamplingParams};
+use ossa_engine::{CancellationToken, SamplingParams};
 use serde_json::{Value, json};
 
 use crate::{Backend, BackendError, Finish, GenerationRequest, GenerationStats};
@@ -424,7 +424,7 @@ impl RemoteBackend {
             max_tokens: 1,
             stop_tokens: &[return_],
             sampling: SamplingParams::default(),
-            cancel: CancelHandle::new(),
+            cancel: CancellationToken::new(),
             mask: None,
             logprobs: None,
         };
@@ -1067,7 +1067,7 @@ enum Flow {
 /// makes the server stop generating).
 fn read_events(
     response: ureq::Response,
-    cancel: &CancelHandle,
+    cancel: &CancellationToken,
     mut on_event: impl FnMut(Value) -> Result<Flow, String>,
 ) -> Result<bool, String> {
     let reader = BufReader::new(response.into_reader());

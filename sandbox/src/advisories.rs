@@ -11,8 +11,7 @@
 //!
 //! Each test fails if the hole is open on this platform.
 
-use std::sync::Arc;
-
+use tokio_util::sync::CancellationToken;
 use wasmtime::{Module, Store};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
@@ -59,7 +58,7 @@ fn guest(dir: &std::path::Path) -> Guest {
         limiter: MemoryLimiter::new(1 << 30),
         files: FileGuard::new(16, DiskUsage::new(1 << 30)),
         clock: CallClock {
-            cancel: Some(Arc::default()),
+            cancel: Some(CancellationToken::new()),
             ..Default::default()
         },
         display: Display::default(),

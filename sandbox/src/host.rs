@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use tokio_util::sync::CancellationToken;
 use wasmtime::{AsContextMut, Caller, Engine, Extern, Linker, Memory, TypedFunc};
 use wasmtime_wasi::HostMonotonicClock;
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -37,7 +38,7 @@ pub(crate) struct HostState {
 #[derive(Default)]
 pub(crate) struct CallClock {
     pub(crate) deadline: Option<Instant>,
-    pub(crate) cancel: Option<Arc<AtomicBool>>,
+    pub(crate) cancel: Option<CancellationToken>,
     pub(crate) interrupt: Option<Arc<InterruptRequest>>,
     /// When `KeyboardInterrupt` was raised in the guest, and how long it has to end the call.
     pub(crate) interrupted: Option<(Instant, Duration)>,
@@ -85,7 +86,7 @@ impl CallClock {
         if self
             .cancel
             .as_ref()
-            .is_some_and(|c| c.load(Ordering::Relaxed))
+            .is_some_and(CancellationToken::is_cancelled)
         {
             self.stopped = Some(StopCause::Cancelled);
         } else if self.deadline.is_some_and(|d| Instant::now() >= d) {
@@ -416,13 +417,13 @@ mod tests {
         assert!(clock.must_stop());
         assert_eq!(clock.stopped, Some(StopCause::Deadline));
 
-        let cancel = Arc::new(AtomicBool::new(false));
+        let cancel = CancellationToken::new();
         let mut clock = CallClock {
             cancel: Some(cancel.clone()),
             ..Default::default()
         };
         assert!(!clock.must_stop());
-        cancel.store(true, Ordering::Relaxed);
+        cancel.cancel();
         assert!(clock.must_stop());
         assert_eq!(clock.stopped, Some(StopCause::Cancelled));
     }

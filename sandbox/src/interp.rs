@@ -2,9 +2,9 @@
 //! protocol that drives it (`turn` for a notebook cell, `run` for a script).
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
 use wasmtime::{Instance, Memory, Store, Trap, TypedFunc, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
@@ -97,7 +97,7 @@ pub(crate) struct Start<'a> {
     pub(crate) live: bool,
     pub(crate) max_open_files: usize,
     /// Stops a wait for room in the sandbox's budget.
-    pub(crate) cancel: Option<&'a AtomicBool>,
+    pub(crate) cancel: Option<&'a CancellationToken>,
 }
 
 /// The size of a WebAssembly page.
@@ -240,7 +240,7 @@ impl Interpreter {
         shared: &Shared,
         dirs: &Dirs,
         max_open_files: usize,
-        cancel: Option<&AtomicBool>,
+        cancel: Option<&CancellationToken>,
     ) -> Result<Self> {
         let args = [ARGV0.to_owned()];
         let start = Start {
@@ -319,7 +319,7 @@ impl Interpreter {
     fn arm(
         &mut self,
         limits: &CallLimits,
-        cancel: Option<Arc<AtomicBool>>,
+        cancel: Option<CancellationToken>,
         interrupt: Option<Arc<InterruptRequest>>,
     ) {
         self.stdout.start(limits.output_bytes);
@@ -352,7 +352,7 @@ impl Interpreter {
         &mut self,
         code: &str,
         limits: &CallLimits,
-        cancel: Option<Arc<AtomicBool>>,
+        cancel: Option<CancellationToken>,
         interrupt: Option<Arc<InterruptRequest>>,
     ) -> Ended {
         self.arm(limits, cancel, interrupt);
@@ -387,7 +387,7 @@ impl Interpreter {
     pub(crate) fn run_program(
         &mut self,
         limits: &CallLimits,
-        cancel: Option<Arc<AtomicBool>>,
+        cancel: Option<CancellationToken>,
     ) -> Ended {
         self.arm(limits, cancel, None);
         let result = self

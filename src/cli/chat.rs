@@ -16,7 +16,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use anyhow::{Context as _, anyhow};
 use ossa::agent::harmony::{Content, Conversation, Message, ReasoningEffort, Role};
-use ossa::agent::{Agent, AgentConfig, AgentEvent, Cancel, Chat};
+use ossa::agent::{Agent, AgentConfig, AgentEvent, CancellationToken, Chat};
 use ossa::app::{App, StartError};
 use ossa::config::{ConfigArgs, parse_count, parse_effort, parse_temperature, parse_top_p};
 use ossa::sandbox::Progress;
@@ -568,7 +568,7 @@ impl<'a> Repl<'a> {
             let user = Message::from_role_and_content(Role::User, text);
             lock(&renderer).raw_message(&user);
         }
-        let cancel = Cancel::new();
+        let cancel = CancellationToken::new();
         let chat = &mut self.chat;
         let result = self.runtime.block_on(async {
             let mut on_event = |event: AgentEvent| lock(&renderer).event(event);

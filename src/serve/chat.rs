@@ -15,7 +15,7 @@ use axum::extract::{Extension, State};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use ossa_agent::harmony::{Author, Message, Role};
-use ossa_agent::{AgentConfig, AgentEvent, Cancel};
+use ossa_agent::{AgentConfig, AgentEvent, CancellationToken};
 use ossa_tools::citations::{Annotation, CitationStream, StreamChunk, normalize_citations};
 use ossa_tools::{ToolCall, ToolDescription};
 use serde_json::{Map, Value};
@@ -42,7 +42,7 @@ use super::wire::chat::{
 };
 
 /// Cancels the turn when the response (or the handler) is dropped: the client went away.
-pub(super) struct CancelOnDrop(pub Cancel);
+pub(super) struct CancelOnDrop(pub CancellationToken);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
@@ -386,7 +386,7 @@ fn function_tool_call(index: Option<usize>, name: String, arguments: String) -> 
 /// Applies `stop` to the answer's text: deltas cut at the first stop string (the text that may
 /// start one held back until the message ends), and the turn cancelled once one is found.
 /// Reasoning and tool calls are not searched: `stop` ends the answer the client reads.
-fn apply_stop(stop: &mut StopText, cancel: &Cancel, event: AgentEvent) -> Vec<AgentEvent> {
+fn apply_stop(stop: &mut StopText, cancel: &CancellationToken, event: AgentEvent) -> Vec<AgentEvent> {
     if stop.hit() {
         return Vec::new();
     }
@@ -421,7 +421,7 @@ async fn complete(
     state: Arc<ServerState>,
     request: ChatRequest,
     prepared: turn::Turn,
-    cancel: &Cancel,
+    cancel: &CancellationToken,
 ) -> Response {
     let mut page_urls: Vec<String> = Vec::new();
     let mut stop = StopText::new(request.stop.clone());

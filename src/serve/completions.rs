@@ -13,8 +13,7 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
-use ossa_agent::{Backend, Cancel, Finish, GenerationRequest, GenerationStats, LogprobSink};
-use ossa_engine::CancelHandle;
+use ossa_agent::{Backend, CancellationToken, Finish, GenerationRequest, GenerationStats, LogprobSink};
 use ossa_engine::tokenizer::{AllowedSpecial, Tokenizer};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
@@ -79,7 +78,7 @@ pub async fn create(
 
 /// Stops a generation when the future waiting for it is dropped (the client went away
 /// before a non-streamed answer was ready).
-struct StopOnDrop(CancelHandle);
+struct StopOnDrop(CancellationToken);
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
@@ -258,7 +257,7 @@ type OnText<'a> = dyn FnMut(&str, &[u32], Option<Logprobs>) + Send + 'a;
 async fn generate(
     state: &Arc<ServerState>,
     request: &CompletionRequest,
-    cancel: &Cancel,
+    cancel: &CancellationToken,
     progress: &mut Progress,
     on_text: &mut OnText<'_>,
 ) -> Result<Outcome, ApiError> {
@@ -269,7 +268,7 @@ async fn generate(
     stops.sort_unstable();
     stops.dedup();
     let started = Instant::now();
-    let stop = StopOnDrop(CancelHandle::new());
+    let stop = StopOnDrop(CancellationToken::new());
     let stop_handle = &stop.0;
     let (sender, mut receiver) = mpsc::unbounded_channel();
     let backend = Arc::clone(&state.backend);
@@ -430,7 +429,7 @@ fn new_progress(state: &ServerState) -> Progress {
 async fn complete(
     state: Arc<ServerState>,
     request: CompletionRequest,
-    cancel: &Cancel,
+    cancel: &CancellationToken,
 ) -> Response {
     let mut progress = new_progress(&state);
     let outcome = match generate(&state, &request, cancel, &mut progress, &mut |_, _, _| {}).await {

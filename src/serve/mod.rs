@@ -46,7 +46,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ossa_agent::harmony::HarmonyEncoding;
-use ossa_agent::{AgentConfig, Backend, Cancel, ConversationSettings};
+use ossa_agent::{AgentConfig, Backend, CancellationToken, ConversationSettings};
 use ossa_tools::{FunctionTools, Tool};
 use serde_json::json;
 
@@ -185,7 +185,7 @@ pub struct ServerState {
     /// Requests in progress, bounded.
     slots: RequestSlots,
     /// Cancelled when the server shuts down: every request's own cancel follows it.
-    shutdown: Cancel,
+    shutdown: CancellationToken,
     _app: Option<App>,
 }
 
@@ -207,7 +207,7 @@ impl ServerState {
             access: parts.access,
             limits: parts.limits,
             log_requests: parts.log_requests,
-            shutdown: Cancel::new(),
+            shutdown: CancellationToken::new(),
             _app: parts.app,
         })
     }
@@ -308,8 +308,8 @@ impl ServerState {
 
     /// A request's cancel: cancelled by the request's end (the client went away, or it is
     /// done) or by the server shutting down.
-    pub fn request_cancel(&self) -> Cancel {
-        let cancel = Cancel::new();
+    pub fn request_cancel(&self) -> CancellationToken {
+        let cancel = CancellationToken::new();
         let (shutdown, linked) = (self.shutdown.clone(), cancel.clone());
         // Every request cancels its own when it ends (`CancelOnDrop`), which ends this task.
         tokio::spawn(async move {

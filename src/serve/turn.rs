@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use ossa_agent::Backend;
 use ossa_agent::harmony::{Conversation, Message, RenderConversationConfig, Role};
 use ossa_agent::{
-    Agent, AgentConfig, AgentError, AgentEvent, Cancel, Chat, ConversationSettings,
+    Agent, AgentConfig, AgentError, AgentEvent, CancellationToken, Chat, ConversationSettings,
     ToolRequirement, TurnOutcome, TurnReport,
 };
 use ossa_tools::{Tool, ToolCall, ToolDescription};
@@ -52,7 +52,7 @@ impl TurnResult {
 /// A turn ready to run: its conversation renders and fits the model's context.
 pub struct Turn {
     chat: Chat,
-    cancel: Cancel,
+    cancel: CancellationToken,
     log: Option<Arc<RequestLog>>,
 }
 
@@ -61,7 +61,7 @@ pub struct Turn {
 pub fn prepare(
     state: &Arc<ServerState>,
     spec: TurnSpec,
-    cancel: &Cancel,
+    cancel: &CancellationToken,
     param: &str,
 ) -> Result<Turn, ApiError> {
     let mut tools = spec.builtins;
