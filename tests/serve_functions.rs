@@ -47,7 +47,7 @@ impl Backend for Scripted {
         request: &GenerationRequest<'_>,
         on_token: &mut dyn FnMut(u32),
     ) -> Result<GenerationStats, BackendError> {
-        let reply = self.script.answer(request.prompt).ok_or(BackendError {
+        let reply = self.script.answer(request.prompt).ok_or(BackendError::Failed {
             backend: "scripted".into(),
             message: "no reply scripted".into(),
         })?;

@@ -1192,7 +1192,7 @@ impl Backend for Endless {
             .decode(request.prompt)
             .unwrap_or_default();
         if prompt.contains("FAIL") {
-            return Err(BackendError {
+            return Err(BackendError::Failed {
                 backend: MODEL_PATH.into(),
                 message: "the model ran out of memory".into(),
             });

@@ -75,7 +75,7 @@ impl Backend for Scripted {
             .lock()
             .expect("lock")
             .pop()
-            .ok_or(BackendError {
+            .ok_or(BackendError::Failed {
                 backend: "scripted".into(),
                 message: "no more replies".into(),
             })?;
