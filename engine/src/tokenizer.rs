@@ -21,16 +21,17 @@
 //! therefore 201089, one more than gpt-oss's embedding table; the model never emits id 201088.
 
 mod bpe;
+mod error;
 mod hf;
 
 use std::path::{Path, PathBuf};
-use std::string::FromUtf8Error;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
 pub use bpe::O200K_PATTERN;
 use bpe::{BytePairEncoder, Pretokenizer};
+pub use error::TokenizerError;
 use hf::{HfEncoder, TokenizerJson};
 
 /// Number of ordinary (byte-pair) tokens in o200k: ids 0..=199997.
@@ -57,44 +58,6 @@ pub const HARMONY_NAMED_SPECIALS: [(&str, u32); 9] = [
 /// Ids above this are refused when loading a file (a corrupt id would otherwise size the
 /// id-to-bytes table).
 const MAX_VOCAB_SIZE: usize = 16 << 20;
-
-/// What went wrong loading a tokenizer or turning ids into text.
-#[derive(Debug, thiserror::Error)]
-pub enum TokenizerError {
-    #[error("cannot read tokenizer file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path} is not a valid tokenizer.json: {source}")]
-    Parse {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("{path} is not a tokenizer ossa can use: {reason}")]
-    Unsupported { path: PathBuf, reason: String },
-    #[error("the tokenizers library cannot load {path}: {message}")]
-    HuggingFace { path: PathBuf, message: String },
-    #[error("model directory {path} cannot be read: {source}")]
-    ModelDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot build the built-in o200k_harmony tokenizer: {0}")]
-    Builtin(String),
-    #[error("token id {id} is not in the vocabulary (ids 0..{vocab_size})")]
-    UnknownToken { id: u32, vocab_size: usize },
-    #[error("the decoded bytes are not valid UTF-8: {source}")]
-    InvalidUtf8 {
-        #[source]
-        source: FromUtf8Error,
-    },
-    #[error("encoding failed: {0}")]
-    Encode(String),
-}
 
 pub type Result<T, E = TokenizerError> = std::result::Result<T, E>;
 

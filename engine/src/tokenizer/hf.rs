@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokenizers::{OffsetReferential, OffsetType, PreTokenizedString};
 
-use super::TokenizerError;
+use super::error::TokenizerError;
 use super::bpe::O200K_PATTERN;
 
 /// The fields of `tokenizer.json` that decide how ossa encodes and decodes. `merges` is
