@@ -384,6 +384,22 @@ impl RemoteBackend {
         }
     }
 
+    /// A probe generation's pieces: the id of `special` (the token it must end with) and
+    /// `text` tokenized.
+    fn probe(&self, special: &str, text: &str) -> Result<(u32, Vec<u32>), RemoteError> {
+        let id = self.tokenizer.token_id(special).ok_or_else(|| {
+            self.unfit(
+                format!("the tokenizer has no `{special}`"),
+                "Use gpt-oss's tokenizer.",
+            )
+        })?;
+        let prompt = self
+            .tokenizer
+            .encode(text, AllowedSpecial::All)
+            .map_err(|e| self.unfit(format!("tokenizing the probe: {e}"), ""))?;
+        Ok((id, prompt))
+    }
+
     /// llama-server: its vocabulary must be gpt-oss's (`/tokenize`) and its stream must carry
     /// token ids (a one-token generation). Returns the slot's context (`n_ctx` of
     /// `/v1/models`' `meta`, else of `/props`).
@@ -414,19 +430,10 @@ impl RemoteBackend {
         // Ids come back one per streamed chunk, and `<|return|>` ends a generation: a
         // one-token generation biased to it shows both (a server too old to stream ids
         // cannot be driven exactly).
-        let return_ = self.tokenizer.token_id("<|return|>").ok_or_else(|| {
-            self.unfit(
-                "the tokenizer has no `<|return|>`",
-                "Use gpt-oss's tokenizer.",
-            )
-        })?;
-        let prompt = self
-            .tokenizer
-            .encode(
-                "<|start|>assistant<|channel|>final<|message|>",
-                AllowedSpecial::All,
-            )
-            .map_err(|e| self.unfit(format!("tokenizing the probe: {e}"), ""))?;
+        let (return_, prompt) = self.probe(
+            "<|return|>",
+            "<|start|>assistant<|channel|>final<|message|>",
+        )?;
         let request = GenerationRequest {
             prompt: &prompt,
             max_tokens: 1,
@@ -472,19 +479,10 @@ impl RemoteBackend {
     /// A generic server: its text must keep harmony's special tokens, or the agent cannot
     /// tell the model's messages apart. One generation biased to `<|call|>` shows it.
     fn check_generic(&self) -> Result<(), RemoteError> {
-        let call = self.tokenizer.token_id("<|call|>").ok_or_else(|| {
-            self.unfit(
-                "the tokenizer has no `<|call|>`",
-                "Use gpt-oss's tokenizer.",
-            )
-        })?;
-        let prompt = self
-            .tokenizer
-            .encode(
-                "<|start|>assistant<|channel|>commentary to=functions.probe<|message|>{}",
-                AllowedSpecial::All,
-            )
-            .map_err(|e| self.unfit(format!("tokenizing the probe: {e}"), ""))?;
+        let (call, prompt) = self.probe(
+            "<|call|>",
+            "<|start|>assistant<|channel|>commentary to=functions.probe<|message|>{}",
+        )?;
         let url = format!("{}/completions", self.base);
         let answer = self.http.post(
             &url,
@@ -567,10 +565,7 @@ impl RemoteBackend {
             body["ignore_eos"] = json!(true);
         }
         let started = Instant::now();
-        let response = self
-            .http
-            .send(&url, body)
-            .map_err(|e| self.http_error(e))?;
+        let response = self.http.send(&url, body).map_err(|e| self.http_error(e))?;
         let mut tally = Tally::new(started, on_token);
         let mut text = String::new();
         let mut finish_reason: Option<String> = None;
@@ -763,10 +758,7 @@ impl RemoteBackend {
         let url = format!("{}/completion", self.root);
         let error = |message: String| self.bad_response(message);
         let started = Instant::now();
-        let response = self
-            .http
-            .send(&url, body)
-            .map_err(|e| self.http_error(e))?;
+        let response = self.http.send(&url, body).map_err(|e| self.http_error(e))?;
         let mut tally = Tally::new(started, on_token);
         // A stop token the server does not end on (`<|end|>`): the generation ends here.
         let mut stopped_here: Option<u32> = None;
@@ -1133,9 +1125,8 @@ fn read_events(
         if data == "[DONE]" {
             break;
         }
-        let chunk: Value = serde_json::from_str(data).map_err(|e| {
-            StreamError::Bad(format!("a streamed chunk is not JSON ({e}): {data}"))
-        })?;
+        let chunk: Value = serde_json::from_str(data)
+            .map_err(|e| StreamError::Bad(format!("a streamed chunk is not JSON ({e}): {data}")))?;
         if let Some(message) = chunk.pointer("/error/message").and_then(Value::as_str) {
             return Err(StreamError::Bad(message.to_string()));
         }

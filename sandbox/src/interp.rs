@@ -235,8 +235,8 @@ impl Interpreter {
         Ok(interpreter)
     }
 
-    /// A fresh session interpreter with the display hook installed and `/mnt/data` as cwd.
-    pub(crate) fn session(
+    /// A bare session interpreter (no prelude run yet): the notebook's argv, output captured.
+    fn for_session(
         shared: &Shared,
         dirs: &Dirs,
         max_open_files: usize,
@@ -250,7 +250,17 @@ impl Interpreter {
             max_open_files,
             cancel,
         };
-        let mut interpreter = Self::new(shared, start)?;
+        Self::new(shared, start)
+    }
+
+    /// A fresh session interpreter with the display hook installed and `/mnt/data` as cwd.
+    pub(crate) fn session(
+        shared: &Shared,
+        dirs: &Dirs,
+        max_open_files: usize,
+        cancel: Option<&CancellationToken>,
+    ) -> Result<Self> {
+        let mut interpreter = Self::for_session(shared, dirs, max_open_files, cancel)?;
         let limits = CallLimits {
             deadline: Duration::from_secs(30),
             output_bytes: 64 * 1024,
@@ -286,15 +296,7 @@ impl Interpreter {
         max_open_files: usize,
         checkpoint: &Checkpoint,
     ) -> Result<Self> {
-        let args = [ARGV0.to_owned()];
-        let start = Start {
-            dirs,
-            args: &args,
-            live: false,
-            max_open_files,
-            cancel: None,
-        };
-        let mut interpreter = Self::new(shared, start)?;
+        let mut interpreter = Self::for_session(shared, dirs, max_open_files, None)?;
         let saved = &checkpoint.memory;
         let size = interpreter.memory.data_size(&interpreter.store);
         if saved.len() > size {

@@ -840,43 +840,30 @@ impl Completer for ReplHelper {
             return Ok((0, Vec::new()));
         }
         match before.split_once(' ') {
-            None => Ok((
-                0,
-                COMMANDS
-                    .iter()
-                    .filter(|c| c.starts_with(before))
-                    .map(|c| Pair {
-                        display: c.to_string(),
-                        replacement: format!("{c} "),
-                    })
-                    .collect(),
-            )),
+            None => Ok((0, candidates(COMMANDS, before, " "))),
             Some(("/save" | "/load", _)) => self.files.complete(line, pos, context),
-            Some(("/set", word)) if !word.contains(' ') => Ok((
-                pos - word.len(),
-                SETTINGS
-                    .iter()
-                    .filter(|s| s.starts_with(word))
-                    .map(|s| Pair {
-                        display: s.to_string(),
-                        replacement: format!("{s} "),
-                    })
-                    .collect(),
-            )),
+            Some(("/set", word)) if !word.contains(' ') => {
+                Ok((pos - word.len(), candidates(SETTINGS, word, " ")))
+            }
             Some(("/effort", word)) => Ok((
                 pos - word.len(),
-                ["low", "medium", "high"]
-                    .iter()
-                    .filter(|e| e.starts_with(word))
-                    .map(|e| Pair {
-                        display: e.to_string(),
-                        replacement: e.to_string(),
-                    })
-                    .collect(),
+                candidates(&["low", "medium", "high"], word, ""),
             )),
             Some(_) => Ok((0, Vec::new())),
         }
     }
+}
+
+/// The words of `words` that begin with `typed`, each completed with `then` after it.
+fn candidates(words: &[&str], typed: &str, then: &str) -> Vec<Pair> {
+    words
+        .iter()
+        .filter(|w| w.starts_with(typed))
+        .map(|w| Pair {
+            display: w.to_string(),
+            replacement: format!("{w}{then}"),
+        })
+        .collect()
 }
 
 impl Hinter for ReplHelper {

@@ -34,7 +34,11 @@ pub trait SearchProvider: Send + Sync {
     fn name(&self) -> &'static str;
 
     /// Up to `count` results for `query`.
-    async fn search(&self, query: &str, count: usize) -> Result<Vec<SearchResult>, BrowserBackendError>;
+    async fn search(
+        &self,
+        query: &str,
+        count: usize,
+    ) -> Result<Vec<SearchResult>, BrowserBackendError>;
 
     /// The page at `url` through the provider's contents API, or `None` when pages are fetched
     /// directly.
@@ -64,9 +68,9 @@ pub fn api_client(timeout: Duration) -> Result<reqwest::Client, BrowserBackendEr
 async fn off_runtime<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, BrowserBackendError> + Send + 'static,
 ) -> Result<T, BrowserBackendError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| BrowserBackendError::new(format!("internal error while reading the page: {e}")))?
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        BrowserBackendError::new(format!("internal error while reading the page: {e}"))
+    })?
 }
 
 fn trim_base(base: &str) -> String {
@@ -141,7 +145,10 @@ async fn read_body(
     Ok(body)
 }
 
-async fn read_json(provider: &str, response: reqwest::Response) -> Result<Value, BrowserBackendError> {
+async fn read_json(
+    provider: &str,
+    response: reqwest::Response,
+) -> Result<Value, BrowserBackendError> {
     let body = read_body(provider, response).await?;
     serde_json::from_slice(&body).map_err(|e| {
         BrowserBackendError::new(format!(
@@ -268,11 +275,7 @@ pub static EXA: ApiSpec = ApiSpec {
             "" => str_field(r, "text").chars().take(300).collect(),
             s => s.to_string(),
         };
-        SearchResult {
-            url: str_field(r, "url").into(),
-            title: str_field(r, "title").into(),
-            summary: squash_whitespace(&summary),
-        }
+        hit_with_summary(r, &summary)
     },
     take_count: false,
     forbidden: None,
@@ -286,7 +289,9 @@ pub static EXA: ApiSpec = ApiSpec {
         page: |url, answer| {
             let first = results_array("Exa", answer, &["results"])?
                 .first()
-                .ok_or_else(|| BrowserBackendError::new(format!("No contents returned for {url}")))?;
+                .ok_or_else(|| {
+                    BrowserBackendError::new(format!("No contents returned for {url}"))
+                })?;
             Ok(ProviderPage {
                 url: url.to_string(),
                 title: str_field(first, "title").into(),
@@ -323,11 +328,7 @@ pub static YOU: ApiSpec = ApiSpec {
         } else {
             snippets.join(" ")
         };
-        SearchResult {
-            url: str_field(r, "url").into(),
-            title: str_field(r, "title").into(),
-            summary: squash_whitespace(&summary),
-        }
+        hit_with_summary(r, &summary)
     },
     take_count: false,
     forbidden: None,
@@ -339,10 +340,9 @@ pub static YOU: ApiSpec = ApiSpec {
             )
         },
         page: |url, answer| {
-            let first = answer
-                .as_array()
-                .and_then(|a| a.first())
-                .ok_or_else(|| BrowserBackendError::new(format!("No contents returned for {url}")))?;
+            let first = answer.as_array().and_then(|a| a.first()).ok_or_else(|| {
+                BrowserBackendError::new(format!("No contents returned for {url}"))
+            })?;
             let html = first
                 .get("html")
                 .and_then(Value::as_str)
@@ -419,6 +419,15 @@ pub static SEARXNG: ApiSpec = ApiSpec {
     ),
     contents: None,
 };
+
+/// A hit: the answer's `url` and `title` as given, `summary` with its whitespace squashed.
+fn hit_with_summary(r: &Value, summary: &str) -> SearchResult {
+    SearchResult {
+        url: str_field(r, "url").into(),
+        title: str_field(r, "title").into(),
+        summary: squash_whitespace(summary),
+    }
+}
 
 fn title_and_content(r: &Value) -> SearchResult {
     SearchResult {
@@ -497,7 +506,11 @@ impl SearchProvider for ApiProvider {
         self.spec.name
     }
 
-    async fn search(&self, query: &str, count: usize) -> Result<Vec<SearchResult>, BrowserBackendError> {
+    async fn search(
+        &self,
+        query: &str,
+        count: usize,
+    ) -> Result<Vec<SearchResult>, BrowserBackendError> {
         let spec = self.spec;
         let answer = self
             .send((spec.search)(&self.base_url, query, count), spec.headers)
@@ -606,7 +619,11 @@ impl SearchProvider for DuckDuckGoProvider {
         "DuckDuckGo"
     }
 
-    async fn search(&self, query: &str, count: usize) -> Result<Vec<SearchResult>, BrowserBackendError> {
+    async fn search(
+        &self,
+        query: &str,
+        count: usize,
+    ) -> Result<Vec<SearchResult>, BrowserBackendError> {
         let response = self
             .client
             .post(format!("{}/html/", self.base_url))
@@ -646,7 +663,11 @@ impl WebBackend {
     }
 
     /// Fetches `url` directly and converts it by content type.
-    async fn fetch_direct(&self, url: &str, as_source: bool) -> Result<PageContents, BrowserBackendError> {
+    async fn fetch_direct(
+        &self,
+        url: &str,
+        as_source: bool,
+    ) -> Result<PageContents, BrowserBackendError> {
         let doc = self
             .fetcher
             .get(url)
@@ -658,7 +679,11 @@ impl WebBackend {
 }
 
 /// A fetched document as a page (or its source), by content type.
-fn convert(doc: Document, as_source: bool, max_bytes: usize) -> Result<PageContents, BrowserBackendError> {
+fn convert(
+    doc: Document,
+    as_source: bool,
+    max_bytes: usize,
+) -> Result<PageContents, BrowserBackendError> {
     let kind = classify(doc.content_type.as_deref(), &doc.body);
     let media = doc
         .content_type
@@ -691,9 +716,8 @@ fn convert(doc: Document, as_source: bool, max_bytes: usize) -> Result<PageConte
         return Ok(page);
     }
     let mut page = match kind {
-        ContentKind::Html => {
-            process_html(&text, &doc.url, None).map_err(|e| BrowserBackendError::new(e.to_string()))?
-        }
+        ContentKind::Html => process_html(&text, &doc.url, None)
+            .map_err(|e| BrowserBackendError::new(e.to_string()))?,
         ContentKind::Json => {
             let pretty = serde_json::from_str::<Value>(&text)
                 .ok()
