@@ -47,10 +47,13 @@ impl Backend for Scripted {
         request: &GenerationRequest<'_>,
         on_token: &mut dyn FnMut(u32),
     ) -> Result<GenerationStats, BackendError> {
-        let reply = self.script.answer(request.prompt).ok_or(BackendError::Failed {
-            backend: "scripted".into(),
-            message: "no reply scripted".into(),
-        })?;
+        let reply = self
+            .script
+            .answer(request.prompt)
+            .ok_or(BackendError::Failed {
+                backend: "scripted".into(),
+                message: "no reply scripted".into(),
+            })?;
         let mut finish = Finish::MaxTokens;
         if reply.is_empty() {
             let (head, word) = self.endless.split_at(self.endless.len() - 1);

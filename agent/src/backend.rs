@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ossa_engine::{
-    CancellationToken, Engine, EngineError, GenerateParams, SamplingParams, SharedMask, TokenLogprobs,
+    CancellationToken, Engine, EngineError, GenerateParams, SamplingParams, SharedMask,
+    TokenLogprobs,
 };
 
 /// One generation call.
@@ -265,9 +266,7 @@ impl Backend for EngineBackend {
             logprobs: request.logprobs.as_ref().map(LogprobSink::top),
         };
         let started = Instant::now();
-        let mut generation = engine
-            .generate(request.prompt, &params)
-            .map_err(error)?;
+        let mut generation = engine.generate(request.prompt, &params).map_err(error)?;
         let mut first_token_at = None;
         let mut generated = 0;
         while let Some(item) = generation.next() {

@@ -14,8 +14,8 @@ pub mod remote;
 pub mod structured;
 
 pub use agent::{
-    Agent, AgentConfig, AgentError, AgentEvent, Chat, ConversationSettings, Limit,
-    ToolRequirement, TurnOutcome, TurnReport, tool_message,
+    Agent, AgentConfig, AgentError, AgentEvent, Chat, ConversationSettings, Limit, ToolRequirement,
+    TurnOutcome, TurnReport, tool_message,
 };
 pub use backend::{
     Backend, BackendError, EngineBackend, Finish, GenerationRequest, GenerationStats, LogprobSink,

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use ossa_agent::harmony::{Content, Conversation, HarmonyEncoding, ReasoningEffort, Role};
 use ossa_agent::{
-    Agent, AgentConfig, AgentEvent, Backend, BackendError, CancellationToken, ConversationSettings, Finish,
-    GenerationRequest, GenerationStats, Limit, ToolRequirement, TurnOutcome,
+    Agent, AgentConfig, AgentEvent, Backend, BackendError, CancellationToken, ConversationSettings,
+    Finish, GenerationRequest, GenerationStats, Limit, ToolRequirement, TurnOutcome,
 };
 use ossa_tools::function::TypedFunction;
 use ossa_tools::{FunctionTools, Tool};
@@ -177,7 +177,9 @@ async fn function_call_result_goes_back_and_the_model_answers() {
     let mut chat = agent.chat(&ConversationSettings::default());
     let mut events = Vec::new();
     let report = chat
-        .send("What is 2 + 40?", &CancellationToken::new(), &mut |e| events.push(e))
+        .send("What is 2 + 40?", &CancellationToken::new(), &mut |e| {
+            events.push(e)
+        })
         .await
         .expect("turn");
     assert_eq!(report.outcome, TurnOutcome::Final);
@@ -539,9 +541,11 @@ async fn pages_opened_in_a_turn_are_citable_before_the_answer_streams() {
     let agent = agent(backend, vec![Arc::new(Pages)], AgentConfig::default());
     let mut chat = agent.chat(&ConversationSettings::default());
     let mut events = Vec::new();
-    chat.send("Look it up.", &CancellationToken::new(), &mut |e| events.push(e))
-        .await
-        .expect("turn");
+    chat.send("Look it up.", &CancellationToken::new(), &mut |e| {
+        events.push(e)
+    })
+    .await
+    .expect("turn");
     let urls_at = events
         .iter()
         .position(|e| matches!(e, AgentEvent::PageUrls(urls) if urls == &["https://example.org/0".to_string()]))
@@ -619,7 +623,9 @@ async fn a_required_call_cuts_an_early_answer_and_makes_the_model_name_a_functio
     chat.set_tool_requirement(ToolRequirement::AnyIn("functions".into()));
     let mut events = Vec::new();
     let report = chat
-        .send("Add 2 and 3.", &CancellationToken::new(), &mut |e| events.push(e))
+        .send("Add 2 and 3.", &CancellationToken::new(), &mut |e| {
+            events.push(e)
+        })
         .await
         .expect("turn");
     assert_eq!(report.outcome, TurnOutcome::Final);
@@ -672,7 +678,9 @@ async fn a_client_function_call_ends_the_turn_as_data() {
     chat.set_client_functions(["functions.add".to_string()]);
     let mut events = Vec::new();
     let report = chat
-        .send("What is 2 + 40?", &CancellationToken::new(), &mut |e| events.push(e))
+        .send("What is 2 + 40?", &CancellationToken::new(), &mut |e| {
+            events.push(e)
+        })
         .await
         .expect("turn");
     let TurnOutcome::FunctionCalls(handed) = &report.outcome else {

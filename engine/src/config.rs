@@ -176,10 +176,11 @@ impl ModelConfig {
                 });
             }
         }
-        let mut config: ModelConfig = serde_json::from_value(raw).map_err(|e| EngineError::Config {
-            path: path.into(),
-            message: e.to_string(),
-        })?;
+        let mut config: ModelConfig =
+            serde_json::from_value(raw).map_err(|e| EngineError::Config {
+                path: path.into(),
+                message: e.to_string(),
+            })?;
         match (config.num_experts_per_tok, config.experts_per_token) {
             (0, Some(k)) => config.num_experts_per_tok = k,
             (n, Some(k)) if n != k => {
@@ -457,7 +458,8 @@ mod tests {
         assert!(err.to_string().contains("layer_types"), "{err}");
         let err = parse(r#","layer_types":["full_attention","x","y","z"]"#).unwrap_err();
         assert!(err.to_string().contains("config.json"), "{err}");
-        let err = ModelConfig::from_json(r#"{"model_type":"llama"}"#, Path::new("c.json")).unwrap_err();
+        let err =
+            ModelConfig::from_json(r#"{"model_type":"llama"}"#, Path::new("c.json")).unwrap_err();
         assert!(matches!(err, EngineError::UnknownModelType { .. }), "{err}");
     }
 }

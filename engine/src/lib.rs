@@ -23,8 +23,8 @@ pub mod tokenizer;
 
 pub use config::ModelConfig;
 pub use engine::{
-    CacheStats, Engine, FinishReason, GenerateParams, GeneratedToken, Generation,
-    LoadOptions, PrefillStats,
+    CacheStats, Engine, FinishReason, GenerateParams, GeneratedToken, Generation, LoadOptions,
+    PrefillStats,
 };
 pub use error::{EngineError, Result};
 pub use kernels::isa::Isa;

@@ -6,7 +6,7 @@
 //! the KV cache is stored in bf16; accumulation and the residual stream stay f32.
 
 use crate::checkpoint::{Checkpoint, Dtype, MappedBytes, TensorView};
-use crate::config::{ModelConfig, LayerType};
+use crate::config::{LayerType, ModelConfig};
 use crate::error::{EngineError, Result};
 use crate::kernels::attention::{self, AttnShape, Widen};
 use crate::kernels::dense::DenseMatrix;

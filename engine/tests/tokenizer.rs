@@ -91,7 +91,10 @@ fn cases_tokenizer_json_auto_uses_bpe() {
 
 #[test]
 fn cases_tokenizer_json_huggingface() {
-    assert_eq!(from_file_huggingface().encoder_kind(), EncoderKind::HuggingFace);
+    assert_eq!(
+        from_file_huggingface().encoder_kind(),
+        EncoderKind::HuggingFace
+    );
     run_cases("tokenizer.json/tokenizers", from_file_huggingface());
 }
 

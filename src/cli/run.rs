@@ -10,7 +10,8 @@ use anyhow::{Context, bail};
 use std::sync::Arc;
 
 use ossa::agent::{
-    Agent, AgentEvent, CancellationToken, Chat, JsonSchema, StructuredOutputs, TurnOutcome, TurnReport,
+    Agent, AgentEvent, CancellationToken, Chat, JsonSchema, StructuredOutputs, TurnOutcome,
+    TurnReport,
 };
 use ossa::app::{App, TurnLimits};
 use ossa::config::ConfigArgs;

@@ -386,7 +386,11 @@ fn function_tool_call(index: Option<usize>, name: String, arguments: String) -> 
 /// Applies `stop` to the answer's text: deltas cut at the first stop string (the text that may
 /// start one held back until the message ends), and the turn cancelled once one is found.
 /// Reasoning and tool calls are not searched: `stop` ends the answer the client reads.
-fn apply_stop(stop: &mut StopText, cancel: &CancellationToken, event: AgentEvent) -> Vec<AgentEvent> {
+fn apply_stop(
+    stop: &mut StopText,
+    cancel: &CancellationToken,
+    event: AgentEvent,
+) -> Vec<AgentEvent> {
     if stop.hit() {
         return Vec::new();
     }

@@ -13,7 +13,9 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
-use ossa_agent::{Backend, CancellationToken, Finish, GenerationRequest, GenerationStats, LogprobSink};
+use ossa_agent::{
+    Backend, CancellationToken, Finish, GenerationRequest, GenerationStats, LogprobSink,
+};
 use ossa_engine::tokenizer::{AllowedSpecial, Tokenizer};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;

@@ -48,7 +48,11 @@ struct OnePage(PageContents);
 
 #[async_trait]
 impl BrowserBackend for OnePage {
-    async fn search(&self, _query: &str, _topn: usize) -> Result<PageContents, BrowserBackendError> {
+    async fn search(
+        &self,
+        _query: &str,
+        _topn: usize,
+    ) -> Result<PageContents, BrowserBackendError> {
         Err(BrowserBackendError::new("no search here"))
     }
 

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use ossa_tools::browser::{
-    BrowserBackend, BrowserBackendError, BrowserConfig, BrowserTool, PageContents, ReferenceQuirks, SearchResult,
-    process_html, search_results_page, source_page,
+    BrowserBackend, BrowserBackendError, BrowserConfig, BrowserTool, PageContents, ReferenceQuirks,
+    SearchResult, process_html, search_results_page, source_page,
 };
 use ossa_tools::tool::ToolCall;
 use serde_json::Value;
@@ -178,7 +178,9 @@ impl BrowserBackend for FixtureBackend {
             return Ok(page.clone());
         }
         let Some((html, title)) = self.page_html(url) else {
-            return Err(BrowserBackendError::new(format!("No contents returned for {url}")));
+            return Err(BrowserBackendError::new(format!(
+                "No contents returned for {url}"
+            )));
         };
         if let Some(error) = lxml_error(html)
             && (!self.fixed.contains(&Deviation::XmlDeclaration) || html.trim().is_empty())
@@ -190,7 +192,9 @@ impl BrowserBackend for FixtureBackend {
 
     async fn fetch_source(&self, url: &str) -> Result<PageContents, BrowserBackendError> {
         let Some((html, title)) = self.page_html(url) else {
-            return Err(BrowserBackendError::new(format!("No contents returned for {url}")));
+            return Err(BrowserBackendError::new(format!(
+                "No contents returned for {url}"
+            )));
         };
         let title = if title.is_empty() {
             self.contents

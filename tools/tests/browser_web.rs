@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ossa_tools::browser::{
-    ApiProvider, BRAVE, BrowserBackend, BrowserConfig, BrowserTool, DuckDuckGoProvider, EXA, FetchConfig,
-    Fetcher, PageContents, SEARXNG, SearchBackendKind, SearchConfig, SearchProvider, TAVILY,
-    WebBackend, YOU, process_html,
+    ApiProvider, BRAVE, BrowserBackend, BrowserConfig, BrowserTool, DuckDuckGoProvider, EXA,
+    FetchConfig, Fetcher, PageContents, SEARXNG, SearchBackendKind, SearchConfig, SearchProvider,
+    TAVILY, WebBackend, YOU, process_html,
 };
 use ossa_tools::tool::ToolCall;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};

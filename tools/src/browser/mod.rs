@@ -312,8 +312,8 @@ impl SearchConfig {
 
     /// Builds the backend, checking that the key (or SearXNG URL) is there.
     pub fn build(&self, fetch: FetchConfig) -> Result<Arc<dyn BrowserBackend>, BrowserConfigError> {
-        let client =
-            search::api_client(self.api_timeout).map_err(|e| BrowserConfigError::Http(e.to_string()))?;
+        let client = search::api_client(self.api_timeout)
+            .map_err(|e| BrowserConfigError::Http(e.to_string()))?;
         let key = || {
             self.api_key.clone().filter(|k| !k.trim().is_empty()).ok_or(
                 BrowserConfigError::MissingApiKey {
