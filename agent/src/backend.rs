@@ -114,7 +114,11 @@ pub enum BackendError {
     /// The in-process engine refused the request or failed (e.g.
     /// [`EngineError::ContextOverflow`]).
     #[error("{backend}: {error}")]
-    Engine { backend: String, error: EngineError },
+    Engine {
+        backend: String,
+        /// Boxed: the engine's errors are large, and every `Result` carries the largest variant.
+        error: Box<EngineError>,
+    },
     /// The server could not be reached or answered with an HTTP error (`status`, when it
     /// answered at all).
     #[error("{backend}: {url}: {message}")]
@@ -249,7 +253,7 @@ impl Backend for EngineBackend {
     ) -> Result<GenerationStats, BackendError> {
         let error = |error: EngineError| BackendError::Engine {
             backend: self.name.clone(),
-            error,
+            error: Box::new(error),
         };
         // A panic in an earlier generation leaves the cache consistent (it is truncated on the
         // next request), so a poisoned lock is still usable.
