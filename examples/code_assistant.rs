@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use ossa::agent::harmony::ReasoningEffort;
-use ossa::agent::{Agent, AgentConfig, Cancel, ConversationSettings};
+use ossa::agent::{Agent, AgentConfig, CancellationToken, ConversationSettings};
 use ossa::sandbox::{Sandbox, SandboxConfig, SessionOptions};
 use ossa::tools::apply_patch::{self, ApplyPatch};
 use ossa::tools::python::PythonTool;
@@ -70,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut chat = agent.chat(&settings);
     let report = chat
-        .send(&args.task, &Cancel::new(), &mut common::show)
+        .send(&args.task, &CancellationToken::new(), &mut common::show)
         .await?;
     common::finish(&report)
 }

@@ -14,9 +14,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use clap::Parser;
-use ossa::agent::{Agent, AgentConfig, Cancel, ConversationSettings};
+use ossa::agent::{Agent, AgentConfig, CancellationToken, ConversationSettings};
 use ossa::tools::browser::{
-    Backend, BackendError, PageContents, SearchResult, search_results_page, text_page,
+    BrowserBackend, BrowserBackendError, PageContents, SearchResult, search_results_page, text_page,
 };
 use ossa::tools::{BrowserConfig, BrowserTool, FunctionTools, Tool, TypedFunction};
 use schemars::JsonSchema;
@@ -107,12 +107,12 @@ fn is_note(path: &Path) -> bool {
 }
 
 #[async_trait]
-impl Backend for NotesBackend {
+impl BrowserBackend for NotesBackend {
     fn source(&self) -> &str {
         "notes"
     }
 
-    async fn search(&self, query: &str, topn: usize) -> Result<PageContents, BackendError> {
+    async fn search(&self, query: &str, topn: usize) -> Result<PageContents, BrowserBackendError> {
         let words: Vec<String> = query.split_whitespace().map(str::to_lowercase).collect();
         let mut results = Vec::new();
         for path in self.files() {
@@ -133,17 +133,17 @@ impl Backend for NotesBackend {
         Ok(search_results_page(query, &results))
     }
 
-    async fn fetch(&self, url: &str) -> Result<PageContents, BackendError> {
+    async fn fetch(&self, url: &str) -> Result<PageContents, BrowserBackendError> {
         let name = url
             .strip_prefix("notes:")
-            .ok_or_else(|| BackendError::new(format!("{url} is not a note")))?;
+            .ok_or_else(|| BrowserBackendError::new(format!("{url} is not a note")))?;
         // A name, never a path: `notes:../secret` does not leave the folder.
         let path = self.dir.join(name);
         if name.contains(['/', '\\']) || name.starts_with('.') || !is_note(&path) {
-            return Err(BackendError::new(format!("no note named {name:?}")));
+            return Err(BrowserBackendError::new(format!("no note named {name:?}")));
         }
         let text = std::fs::read_to_string(&path)
-            .map_err(|e| BackendError::new(format!("{name}: {e}")))?;
+            .map_err(|e| BrowserBackendError::new(format!("{name}: {e}")))?;
         Ok(text_page(url, name, &text))
     }
 }
@@ -166,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
     let agent = Agent::new(backend, encoding, tools, AgentConfig::default());
     let mut chat = agent.chat(&ConversationSettings::default());
     let report = chat
-        .send(&args.question, &Cancel::new(), &mut common::show)
+        .send(&args.question, &CancellationToken::new(), &mut common::show)
         .await?;
     common::finish(&report)
 }

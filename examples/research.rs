@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use ossa::agent::harmony::ReasoningEffort;
-use ossa::agent::{Agent, AgentConfig, Cancel, ConversationSettings};
+use ossa::agent::{Agent, AgentConfig, CancellationToken, ConversationSettings};
 use ossa::tools::browser::{FetchConfig, SearchConfig};
 use ossa::tools::citations::normalize_citations;
 use ossa::tools::{BrowserConfig, BrowserTool, Tool};
@@ -55,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
     let report = chat
         .send(
             &args.question,
-            &Cancel::new(),
+            &CancellationToken::new(),
             &mut common::show_reasoning_and_tools,
         )
         .await?;

@@ -61,7 +61,7 @@ pub enum ToolsetError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("cannot set up the browser: {0}")]
-    Browser(#[from] ossa_tools::browser::ConfigError),
+    Browser(#[from] ossa_tools::browser::BrowserConfigError),
     #[error("cannot start the Python sandbox: {0}")]
     Sandbox(#[from] SandboxError),
     #[error("[tools] apply_patch_workspace: {source}")]

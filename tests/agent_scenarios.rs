@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use ossa::agent::harmony::{HarmonyEncoding, ReasoningEffort, RenderConversationConfig, Role};
 use ossa::agent::{
-    Agent, AgentConfig, AgentEvent, Cancel, ConversationSettings, EngineBackend, TurnOutcome,
+    Agent, AgentConfig, AgentEvent, CancellationToken, ConversationSettings, EngineBackend,
+    TurnOutcome,
 };
 use ossa::engine::{DType, Engine, LoadOptions};
 use ossa::sandbox::SessionOptions;
@@ -113,7 +114,9 @@ async fn run_scenario(agent: &Arc<Agent>, scenario: &Value) -> Result<(), String
 
     let mut events = Vec::new();
     let report = chat
-        .send(user, &Cancel::new(), &mut |event| events.push(event))
+        .send(user, &CancellationToken::new(), &mut |event| {
+            events.push(event)
+        })
         .await
         .map_err(|e| format!("{name}: {e}"))?;
     if report.outcome != TurnOutcome::Final {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use ossa::agent::remote::{RemoteBackend, RemoteKind, RemoteOptions};
 use ossa::agent::{Backend, Finish, GenerationRequest, GenerationStats};
 use ossa::engine::tokenizer::{AllowedSpecial, Tokenizer};
-use ossa::engine::{CancelHandle, SamplingParams};
+use ossa::engine::{CancellationToken, SamplingParams};
 use serde_json::{Value, json};
 use support::llama_stub::{DECODE_MS_PER_TOKEN, LlamaStub, MODEL, PROMPT_MS_PER_TOKEN, StubSetup};
 use support::serve::{Server, curl_missing, curl_post, sse_data};
@@ -60,7 +60,7 @@ fn generate(
                 max_tokens: 100,
                 stop_tokens,
                 sampling: SamplingParams::default(),
-                cancel: CancelHandle::new(),
+                cancel: CancellationToken::new(),
                 mask: None,
                 logprobs: None,
             },

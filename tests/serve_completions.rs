@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use ossa::agent::harmony::{HarmonyEncoding, ReasoningEffort};
 use ossa::agent::remote::{RemoteBackend, RemoteKind, RemoteOptions};
-use ossa::agent::{Agent, AgentConfig, Cancel, ConversationSettings, TurnOutcome};
+use ossa::agent::{Agent, AgentConfig, CancellationToken, ConversationSettings, TurnOutcome};
 use ossa::sandbox::SessionOptions;
 use ossa::tools::Tool;
 use ossa::tools::python::PythonTool;
@@ -259,7 +259,7 @@ fn remote_transcripts(kind: Option<RemoteKind>) {
         let report = runtime
             .block_on(chat.send(
                 scenario["user"].as_str().expect("user"),
-                &Cancel::new(),
+                &CancellationToken::new(),
                 &mut |_| {},
             ))
             .unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -8,9 +8,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ossa_engine::{CancelHandle, SamplingParams, TokenLogprobs};
+use ossa_engine::{CancellationToken, SamplingParams, TokenLogprobs};
 use ossa_tools::{Placement, Tool, ToolCall, ToolOutput, ToolSession};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 use crate::backend::{
     Backend, BackendError, Finish, GenerationRequest, GenerationStats, LogprobSink,
@@ -102,43 +102,6 @@ impl ToolRequirement {
             ToolRequirement::AnyIn(namespace) => recipient
                 .strip_prefix(namespace.as_str())
                 .is_some_and(|rest| rest.starts_with('.')),
-        }
-    }
-}
-
-/// Cancels a turn: the running generation stops before its next token and a running tool call
-/// is abandoned. Cloning shares it; use a fresh one per turn.
-#[derive(Debug, Clone, Default)]
-pub struct Cancel {
-    flag: CancelHandle,
-    notify: Arc<Notify>,
-}
-
-impl Cancel {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn cancel(&self) {
-        self.flag.cancel();
-        self.notify.notify_waiters();
-    }
-
-    pub fn is_cancelled(&self) -> bool {
-        self.flag.is_cancelled()
-    }
-
-    /// Resolves once [`Cancel::cancel`] has been called.
-    pub async fn cancelled(&self) {
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            // Registered before the check, so a cancel between the two is not missed.
-            notified.as_mut().enable();
-            if self.is_cancelled() {
-                return;
-            }
-            notified.await;
         }
     }
 }
@@ -393,15 +356,6 @@ pub struct Chat {
     client_functions: HashSet<String>,
 }
 
-/// Stops the generation if the turn's future is dropped (a client went away).
-struct CancelOnDrop(CancelHandle);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.cancel();
-    }
-}
-
 /// Why the loop stopped a generation early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Interrupt {
@@ -539,7 +493,7 @@ impl Chat {
     pub async fn send(
         &mut self,
         text: &str,
-        cancel: &Cancel,
+        cancel: &CancellationToken,
         on_event: &mut (dyn FnMut(AgentEvent) + Send),
     ) -> Result<TurnReport, AgentError> {
         self.conversation
@@ -552,7 +506,7 @@ impl Chat {
     /// results by hand or loading a saved conversation).
     pub async fn run_turn(
         &mut self,
-        cancel: &Cancel,
+        cancel: &CancellationToken,
         on_event: &mut (dyn FnMut(AgentEvent) + Send),
     ) -> Result<TurnReport, AgentError> {
         let started = Instant::now();
@@ -779,12 +733,14 @@ impl Chat {
         forced: usize,
         max_tokens: usize,
         redirect_answers: bool,
-        cancel: &Cancel,
+        cancel: &CancellationToken,
         deadline: Option<tokio::time::Instant>,
         on_event: &mut (dyn FnMut(AgentEvent) + Send),
     ) -> Result<(Vec<Message>, GenerationStats, Option<Interrupt>), AgentError> {
         let encoding = &self.agent.encoding;
-        let stop = CancelOnDrop(CancelHandle::new());
+        let stop = CancellationToken::new();
+        // Stops the generation if the turn's future is dropped (a client went away).
+        let _stop_on_drop = stop.clone().drop_guard();
         let backend = Arc::clone(&self.agent.backend);
         // A message begun for the model is the call: it ends with the message, whichever
         // end token the model picks.
@@ -805,7 +761,7 @@ impl Chat {
             .as_ref()
             .map(|s| HarmonyMask::new(encoding, Arc::clone(s), &forced_tokens).shared());
         let logprobs = self.agent.config.logprobs.map(LogprobSink::new);
-        let generation_cancel = stop.0.clone();
+        let generation_cancel = stop.clone();
         let (sender, mut tokens) = mpsc::unbounded_channel();
         let worker = tokio::task::spawn_blocking(move || {
             let request = GenerationRequest {
@@ -843,11 +799,11 @@ impl Chat {
                 biased;
                 _ = cancel.cancelled(), if interrupt.is_none() => {
                     interrupt = Some(Interrupt::Cancelled);
-                    stop.0.cancel();
+                    stop.cancel();
                 }
                 _ = &mut deadline_sleep, if interrupt.is_none() => {
                     interrupt = Some(Interrupt::Deadline);
-                    stop.0.cancel();
+                    stop.cancel();
                 }
                 token = tokens.recv() => {
                     let Some((token, logprobs)) = token else { break };
@@ -869,7 +825,7 @@ impl Chat {
                         // The message begun for the model is complete (however it ended, a
                         // lenient parse included): it is the call, and the action is over.
                         forced_done = true;
-                        stop.0.cancel();
+                        stop.cancel();
                         continue;
                     }
                     if redirect_answers
@@ -878,7 +834,7 @@ impl Chat {
                         && parser.current_channel() == Some("final")
                     {
                         interrupt = Some(Interrupt::AnswerBeforeCall);
-                        stop.0.cancel();
+                        stop.cancel();
                         continue;
                     }
                     if let Some(logprobs) = logprobs
@@ -924,7 +880,7 @@ impl Chat {
     async fn call_tool(
         &mut self,
         call: &ToolCall,
-        cancel: &Cancel,
+        cancel: &CancellationToken,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<Vec<ToolOutput>, Interrupt> {
         let namespace = call

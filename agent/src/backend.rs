@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ossa_engine::{
-    CancelHandle, Engine, GenerateParams, SamplingParams, SharedMask, TokenLogprobs,
+    CancellationToken, Engine, EngineError, GenerateParams, SamplingParams, SharedMask,
+    TokenLogprobs,
 };
 
 /// One generation call.
@@ -19,7 +20,7 @@ pub struct GenerationRequest<'a> {
     pub stop_tokens: &'a [u32],
     pub sampling: SamplingParams,
     /// Checked before every forward step.
-    pub cancel: CancelHandle,
+    pub cancel: CancellationToken,
     /// Restricts each step's tokens (structured outputs); only backends whose
     /// [`Backend::samples_locally`] is true accept one.
     pub mask: Option<SharedMask>,
@@ -103,12 +104,73 @@ impl GenerationStats {
     }
 }
 
-/// An error of the backend (the model failed, the server went away): it ends the turn.
+/// An error of the backend (the model failed, the server went away): it ends the turn. Each
+/// variant keeps its cause, so callers can tell a prompt too long for the context from a lost
+/// connection; the message is `{backend}: {cause}`. The cause is a field rather than
+/// [`std::error::Error::source`] because the message already shows it (a printed error chain
+/// would repeat it).
 #[derive(Debug, thiserror::Error)]
-#[error("{backend}: {message}")]
-pub struct BackendError {
-    pub backend: String,
-    pub message: String,
+pub enum BackendError {
+    /// The in-process engine refused the request or failed (e.g.
+    /// [`EngineError::ContextOverflow`]).
+    #[error("{backend}: {error}")]
+    Engine {
+        backend: String,
+        /// Boxed: the engine's errors are large, and every `Result` carries the largest variant.
+        error: Box<EngineError>,
+    },
+    /// The server could not be reached or answered with an HTTP error (`status`, when it
+    /// answered at all).
+    #[error("{backend}: {url}: {message}")]
+    Http {
+        backend: String,
+        url: String,
+        status: Option<u16>,
+        message: String,
+    },
+    /// The connection broke while the server streamed the completion.
+    #[error("{backend}: reading the stream: {error}")]
+    Stream {
+        backend: String,
+        error: std::io::Error,
+    },
+    /// The server answered, but not as its API promises, or reported an error mid-stream.
+    #[error("{backend}: {message}")]
+    BadResponse { backend: String, message: String },
+    /// The request asks for what this backend cannot do (sampling a remote server's API cannot
+    /// express, structured outputs on a remote server).
+    #[error("{backend}: {message}")]
+    Unsupported { backend: String, message: String },
+    /// Any other failure, as text (backends outside this crate, a generation that failed
+    /// without a cause).
+    #[error("{backend}: {message}")]
+    Failed { backend: String, message: String },
+}
+
+impl BackendError {
+    /// The backend's name ([`Backend::name`]).
+    pub fn backend(&self) -> &str {
+        match self {
+            Self::Engine { backend, .. }
+            | Self::Http { backend, .. }
+            | Self::Stream { backend, .. }
+            | Self::BadResponse { backend, .. }
+            | Self::Unsupported { backend, .. }
+            | Self::Failed { backend, .. } => backend,
+        }
+    }
+
+    /// What went wrong, without the backend's name (which a server's clients need not learn).
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Engine { error, .. } => error.to_string(),
+            Self::Http { url, message, .. } => format!("{url}: {message}"),
+            Self::Stream { error, .. } => format!("reading the stream: {error}"),
+            Self::BadResponse { message, .. }
+            | Self::Unsupported { message, .. }
+            | Self::Failed { message, .. } => message.clone(),
+        }
+    }
 }
 
 /// A source of sampled tokens.
@@ -189,9 +251,9 @@ impl Backend for EngineBackend {
         request: &GenerationRequest<'_>,
         on_token: &mut dyn FnMut(u32),
     ) -> Result<GenerationStats, BackendError> {
-        let error = |message: String| BackendError {
+        let error = |error: EngineError| BackendError::Engine {
             backend: self.name.clone(),
-            message,
+            error: Box::new(error),
         };
         // A panic in an earlier generation leaves the cache consistent (it is truncated on the
         // next request), so a poisoned lock is still usable.
@@ -208,13 +270,11 @@ impl Backend for EngineBackend {
             logprobs: request.logprobs.as_ref().map(LogprobSink::top),
         };
         let started = Instant::now();
-        let mut generation = engine
-            .generate(request.prompt, &params)
-            .map_err(|e| error(e.to_string()))?;
+        let mut generation = engine.generate(request.prompt, &params).map_err(error)?;
         let mut first_token_at = None;
         let mut generated = 0;
         while let Some(item) = generation.next() {
-            let token = item.map_err(|e| error(e.to_string()))?;
+            let token = item.map_err(error)?;
             first_token_at.get_or_insert_with(Instant::now);
             generated += 1;
             if let Some(sink) = &request.logprobs {
@@ -227,7 +287,10 @@ impl Backend for EngineBackend {
             Some(ossa_engine::FinishReason::Cancelled) => Finish::Cancelled,
             Some(ossa_engine::FinishReason::MaxTokens) | None => Finish::MaxTokens,
             Some(ossa_engine::FinishReason::Error) => {
-                return Err(error("generation failed".to_string()));
+                return Err(BackendError::Failed {
+                    backend: self.name.clone(),
+                    message: "generation failed".to_string(),
+                });
             }
         };
         let cache = generation.cache_stats();

@@ -14,10 +14,14 @@ pub mod remote;
 pub mod structured;
 
 pub use agent::{
-    Agent, AgentConfig, AgentError, AgentEvent, Cancel, Chat, ConversationSettings, Limit,
-    ToolRequirement, TurnOutcome, TurnReport, tool_message,
+    Agent, AgentConfig, AgentError, AgentEvent, Chat, ConversationSettings, Limit, ToolRequirement,
+    TurnOutcome, TurnReport, tool_message,
 };
 pub use backend::{
     Backend, BackendError, EngineBackend, Finish, GenerationRequest, GenerationStats, LogprobSink,
 };
+/// Cancels a turn: the running generation stops before its next token and a running tool call
+/// is abandoned. Cloning shares it; use a fresh one per turn. The engine's type, so the same
+/// token reaches the generation.
+pub use ossa_engine::CancellationToken;
 pub use structured::{HarmonyMask, JsonSchema, SchemaError, StructuredOutputs};

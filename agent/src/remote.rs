@@ -22,7 +22,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use ossa_engine::tokenizer::{AllowedSpecial, Tokenizer};
-use ossa_engine::{CancelHandle, SamplingParams};
+use ossa_engine::{CancellationToken, SamplingParams};
 use serde_json::{Value, json};
 
 use crate::{Backend, BackendError, Finish, GenerationRequest, GenerationStats};
@@ -87,7 +87,12 @@ pub enum RemoteError {
     #[error("`{0}` is not an http:// or https:// URL")]
     Url(String),
     #[error("{url}: {message}")]
-    Http { url: String, message: String },
+    Http {
+        url: String,
+        /// The HTTP status, when the server answered at all.
+        status: Option<u16>,
+        message: String,
+    },
     #[error("{url}: the server serves no model named `{model}` (it serves: {served})")]
     UnknownModel {
         url: String,
@@ -209,6 +214,7 @@ impl Http {
     fn json(url: &str, response: ureq::Response) -> Result<Value, RemoteError> {
         response.into_json().map_err(|e| RemoteError::Http {
             url: url.to_string(),
+            status: None,
             message: format!("the answer is not JSON: {e}"),
         })
     }
@@ -255,11 +261,13 @@ impl RemoteBackend {
                 })?,
             None => served.first().copied().ok_or_else(|| RemoteError::Http {
                 url: url.clone(),
+                status: None,
                 message: "the server lists no models".into(),
             })?,
         };
         let model = name_of(entry).ok_or_else(|| RemoteError::Http {
             url: url.clone(),
+            status: None,
             message: "a listed model has no `id`".into(),
         })?;
         let kind = match options.kind {
@@ -376,6 +384,22 @@ impl RemoteBackend {
         }
     }
 
+    /// A probe generation's pieces: the id of `special` (the token it must end with) and
+    /// `text` tokenized.
+    fn probe(&self, special: &str, text: &str) -> Result<(u32, Vec<u32>), RemoteError> {
+        let id = self.tokenizer.token_id(special).ok_or_else(|| {
+            self.unfit(
+                format!("the tokenizer has no `{special}`"),
+                "Use gpt-oss's tokenizer.",
+            )
+        })?;
+        let prompt = self
+            .tokenizer
+            .encode(text, AllowedSpecial::All)
+            .map_err(|e| self.unfit(format!("tokenizing the probe: {e}"), ""))?;
+        Ok((id, prompt))
+    }
+
     /// llama-server: its vocabulary must be gpt-oss's (`/tokenize`) and its stream must carry
     /// token ids (a one-token generation). Returns the slot's context (`n_ctx` of
     /// `/v1/models`' `meta`, else of `/props`).
@@ -406,25 +430,16 @@ impl RemoteBackend {
         // Ids come back one per streamed chunk, and `<|return|>` ends a generation: a
         // one-token generation biased to it shows both (a server too old to stream ids
         // cannot be driven exactly).
-        let return_ = self.tokenizer.token_id("<|return|>").ok_or_else(|| {
-            self.unfit(
-                "the tokenizer has no `<|return|>`",
-                "Use gpt-oss's tokenizer.",
-            )
-        })?;
-        let prompt = self
-            .tokenizer
-            .encode(
-                "<|start|>assistant<|channel|>final<|message|>",
-                AllowedSpecial::All,
-            )
-            .map_err(|e| self.unfit(format!("tokenizing the probe: {e}"), ""))?;
+        let (return_, prompt) = self.probe(
+            "<|return|>",
+            "<|start|>assistant<|channel|>final<|message|>",
+        )?;
         let request = GenerationRequest {
             prompt: &prompt,
             max_tokens: 1,
             stop_tokens: &[return_],
             sampling: SamplingParams::default(),
-            cancel: CancelHandle::new(),
+            cancel: CancellationToken::new(),
             mask: None,
             logprobs: None,
         };
@@ -435,7 +450,7 @@ impl RemoteBackend {
             .stream_llama_server(body, &request, &mut |id| ids.push(id))
             .map_err(|e| {
                 self.unfit(
-                    format!("a one-token test generation failed: {}", e.message),
+                    format!("a one-token test generation failed: {}", e.reason()),
                     "Use a llama.cpp whose /completion streams `tokens` (ossa is tested with \
                      ggml-org/llama.cpp@0c1e570).",
                 )
@@ -464,19 +479,10 @@ impl RemoteBackend {
     /// A generic server: its text must keep harmony's special tokens, or the agent cannot
     /// tell the model's messages apart. One generation biased to `<|call|>` shows it.
     fn check_generic(&self) -> Result<(), RemoteError> {
-        let call = self.tokenizer.token_id("<|call|>").ok_or_else(|| {
-            self.unfit(
-                "the tokenizer has no `<|call|>`",
-                "Use gpt-oss's tokenizer.",
-            )
-        })?;
-        let prompt = self
-            .tokenizer
-            .encode(
-                "<|start|>assistant<|channel|>commentary to=functions.probe<|message|>{}",
-                AllowedSpecial::All,
-            )
-            .map_err(|e| self.unfit(format!("tokenizing the probe: {e}"), ""))?;
+        let (call, prompt) = self.probe(
+            "<|call|>",
+            "<|start|>assistant<|channel|>commentary to=functions.probe<|message|>{}",
+        )?;
         let url = format!("{}/completions", self.base);
         let answer = self.http.post(
             &url,
@@ -521,7 +527,7 @@ impl RemoteBackend {
         on_token: &mut dyn FnMut(u32),
     ) -> Result<GenerationStats, BackendError> {
         let url = format!("{}/completions", self.base);
-        let error = |message: String| self.error(message);
+        let error = |message: String| self.bad_response(message);
         let sampling = &request.sampling;
         let mut body = json!({
             "model": self.model,
@@ -559,10 +565,7 @@ impl RemoteBackend {
             body["ignore_eos"] = json!(true);
         }
         let started = Instant::now();
-        let response = self
-            .http
-            .send(&url, body)
-            .map_err(|e| error(e.to_string()))?;
+        let response = self.http.send(&url, body).map_err(|e| self.http_error(e))?;
         let mut tally = Tally::new(started, on_token);
         let mut text = String::new();
         let mut finish_reason: Option<String> = None;
@@ -605,7 +608,7 @@ impl RemoteBackend {
             }
             Ok(Flow::More)
         })
-        .map_err(error)?;
+        .map_err(|e| self.stream_error(e))?;
         if !text.is_empty() {
             // The server sent text, not ids: its special tokens are kept, so this re-tokenizes
             // to the ids the model sampled (up to how ordinary text splits into tokens).
@@ -753,12 +756,9 @@ impl RemoteBackend {
         on_token: &mut dyn FnMut(u32),
     ) -> Result<GenerationStats, BackendError> {
         let url = format!("{}/completion", self.root);
-        let error = |message: String| self.error(message);
+        let error = |message: String| self.bad_response(message);
         let started = Instant::now();
-        let response = self
-            .http
-            .send(&url, body)
-            .map_err(|e| error(e.to_string()))?;
+        let response = self.http.send(&url, body).map_err(|e| self.http_error(e))?;
         let mut tally = Tally::new(started, on_token);
         // A stop token the server does not end on (`<|end|>`): the generation ends here.
         let mut stopped_here: Option<u32> = None;
@@ -828,7 +828,7 @@ impl RemoteBackend {
             }
             Ok(Flow::More)
         })
-        .map_err(error)?;
+        .map_err(|e| self.stream_error(e))?;
         let (finish, timings) = match ended {
             _ if cancelled => (Finish::Cancelled, None),
             Some((stop_type, last)) => {
@@ -909,8 +909,43 @@ impl RemoteBackend {
             })
     }
 
-    fn error(&self, message: String) -> BackendError {
-        BackendError {
+    /// The server sent what its API does not promise.
+    fn bad_response(&self, message: String) -> BackendError {
+        BackendError::BadResponse {
+            backend: self.name(),
+            message,
+        }
+    }
+
+    /// A request failed ([`Http::send`]: the server is unreachable or answered an HTTP error).
+    fn http_error(&self, error: RemoteError) -> BackendError {
+        match error {
+            RemoteError::Http {
+                url,
+                status,
+                message,
+            } => BackendError::Http {
+                backend: self.name(),
+                url,
+                status,
+                message,
+            },
+            other => self.bad_response(other.to_string()),
+        }
+    }
+
+    fn stream_error(&self, error: StreamError) -> BackendError {
+        match error {
+            StreamError::Read(error) => BackendError::Stream {
+                backend: self.name(),
+                error,
+            },
+            StreamError::Bad(message) => self.bad_response(message),
+        }
+    }
+
+    fn unsupported(&self, message: String) -> BackendError {
+        BackendError::Unsupported {
             backend: self.name(),
             message,
         }
@@ -1062,20 +1097,28 @@ enum Flow {
     Done,
 }
 
+/// Why reading a streamed completion failed.
+enum StreamError {
+    /// The connection broke.
+    Read(std::io::Error),
+    /// A chunk that is not what the API promises, or an error the server reported.
+    Bad(String),
+}
+
 /// Reads a stream's `data:` events until `on_event` is done, `[DONE]` or the end of the
 /// stream. Returns whether the generation was cancelled (then the connection is dropped, which
 /// makes the server stop generating).
 fn read_events(
     response: ureq::Response,
-    cancel: &CancelHandle,
+    cancel: &CancellationToken,
     mut on_event: impl FnMut(Value) -> Result<Flow, String>,
-) -> Result<bool, String> {
+) -> Result<bool, StreamError> {
     let reader = BufReader::new(response.into_reader());
     for line in reader.lines() {
         if cancel.is_cancelled() {
             return Ok(true);
         }
-        let line = line.map_err(|e| format!("reading the stream: {e}"))?;
+        let line = line.map_err(StreamError::Read)?;
         let Some(data) = line.strip_prefix("data:").map(str::trim) else {
             continue;
         };
@@ -1083,11 +1126,11 @@ fn read_events(
             break;
         }
         let chunk: Value = serde_json::from_str(data)
-            .map_err(|e| format!("a streamed chunk is not JSON ({e}): {data}"))?;
+            .map_err(|e| StreamError::Bad(format!("a streamed chunk is not JSON ({e}): {data}")))?;
         if let Some(message) = chunk.pointer("/error/message").and_then(Value::as_str) {
-            return Err(message.to_string());
+            return Err(StreamError::Bad(message.to_string()));
         }
-        if let Flow::Done = on_event(chunk)? {
+        if let Flow::Done = on_event(chunk).map_err(StreamError::Bad)? {
             break;
         }
     }
@@ -1103,7 +1146,7 @@ pub fn connect(
 }
 
 fn http_error(url: &str, error: ureq::Error) -> RemoteError {
-    let message = match error {
+    let (status, message) = match error {
         ureq::Error::Status(code, response) => {
             let body = response.into_string().unwrap_or_default();
             let detail = serde_json::from_str::<Value>(&body)
@@ -1114,12 +1157,13 @@ fn http_error(url: &str, error: ureq::Error) -> RemoteError {
                         .map(str::to_string)
                 })
                 .unwrap_or(body);
-            format!("HTTP {code}: {}", detail.trim())
+            (Some(code), format!("HTTP {code}: {}", detail.trim()))
         }
-        ureq::Error::Transport(transport) => transport.to_string(),
+        ureq::Error::Transport(transport) => (None, transport.to_string()),
     };
     RemoteError::Http {
         url: url.to_string(),
+        status,
         message,
     }
 }
@@ -1139,12 +1183,12 @@ impl Backend for RemoteBackend {
         on_token: &mut dyn FnMut(u32),
     ) -> Result<GenerationStats, BackendError> {
         self.check_sampling(&request.sampling)
-            .map_err(|e| self.error(e.to_string()))?;
+            .map_err(|e| self.unsupported(e.to_string()))?;
         if request.mask.is_some() {
             // The server's own JSON grammars (vLLM `guided_json`, llama-server `json_schema`)
             // would constrain its whole completion, and ossa's completions there are the whole
             // harmony stream (reasoning, headers): passing the schema down would break them.
-            return Err(self.error(
+            return Err(self.unsupported(
                 "structured outputs (a JSON schema) need the in-process engine: a remote \
                  server's grammar would constrain the model's reasoning and message headers too"
                     .to_string(),

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use ossa_agent::harmony::{Content, Conversation, ReasoningEffort, Role};
 use ossa_agent::{
-    Agent, AgentConfig, AgentEvent, Cancel, ConversationSettings, Limit, ToolRequirement,
-    TurnOutcome,
+    Agent, AgentConfig, AgentEvent, CancellationToken, ConversationSettings, Limit,
+    ToolRequirement, TurnOutcome,
 };
 use ossa_test_support::scripted::{ScriptedBackend, encoding};
 use ossa_tools::function::TypedFunction;
@@ -99,7 +99,9 @@ async fn function_call_result_goes_back_and_the_model_answers() {
     let mut chat = agent.chat(&ConversationSettings::default());
     let mut events = Vec::new();
     let report = chat
-        .send("What is 2 + 40?", &Cancel::new(), &mut |e| events.push(e))
+        .send("What is 2 + 40?", &CancellationToken::new(), &mut |e| {
+            events.push(e)
+        })
         .await
         .expect("turn");
     assert_eq!(report.outcome, TurnOutcome::Final);
@@ -159,7 +161,7 @@ async fn unknown_recipient_and_bad_arguments_become_messages_the_model_reads() {
     ]);
     let mut chat = agent.chat(&ConversationSettings::default());
     let report = chat
-        .send("Go.", &Cancel::new(), &mut |_| {})
+        .send("Go.", &CancellationToken::new(), &mut |_| {})
         .await
         .expect("the turn survives bad calls");
     assert_eq!(report.outcome, TurnOutcome::Final);
@@ -195,7 +197,7 @@ async fn garbage_output_ends_the_turn_without_an_answer_or_a_panic() {
     let agent = agent(backend, vec![], AgentConfig::default());
     let mut chat = agent.chat(&ConversationSettings::default());
     let report = chat
-        .send("Hi", &Cancel::new(), &mut |_| {})
+        .send("Hi", &CancellationToken::new(), &mut |_| {})
         .await
         .expect("malformed output is not an error");
     assert!(matches!(
@@ -222,7 +224,7 @@ async fn runaway_tool_calls_stop_at_the_limit() {
     let agent = agent(backend.clone(), vec![add_tool(calls.clone())], config);
     let mut chat = agent.chat(&ConversationSettings::default());
     let report = chat
-        .send("Loop.", &Cancel::new(), &mut |_| {})
+        .send("Loop.", &CancellationToken::new(), &mut |_| {})
         .await
         .expect("turn");
     assert_eq!(report.outcome, TurnOutcome::Limit(Limit::ToolCalls(2)));
@@ -260,7 +262,7 @@ async fn token_limit_ends_a_long_generation() {
     let agent = agent(backend, vec![], config);
     let mut chat = agent.chat(&ConversationSettings::default());
     let report = chat
-        .send("Count.", &Cancel::new(), &mut |_| {})
+        .send("Count.", &CancellationToken::new(), &mut |_| {})
         .await
         .expect("turn");
     assert_eq!(report.outcome, TurnOutcome::Limit(Limit::Tokens(6)));
@@ -275,7 +277,7 @@ async fn cancel_stops_a_running_tool_call_and_the_chat_goes_on() {
     ]);
     let agent = agent(backend, vec![nap_tool()], AgentConfig::default());
     let mut chat = agent.chat(&ConversationSettings::default());
-    let cancel = Cancel::new();
+    let cancel = CancellationToken::new();
     let trigger = cancel.clone();
     let report = chat
         .send("Sleep.", &cancel, &mut move |e| {
@@ -294,7 +296,7 @@ async fn cancel_stops_a_running_tool_call_and_the_chat_goes_on() {
     assert_eq!(last.author.role, Role::Tool);
     assert_eq!(last.text(), "[ERROR] The user cancelled this call.");
     let next = chat
-        .send("Again.", &Cancel::new(), &mut |_| {})
+        .send("Again.", &CancellationToken::new(), &mut |_| {})
         .await
         .expect("turn");
     assert_eq!(next.answer.as_deref(), Some("Second turn."));
@@ -310,7 +312,7 @@ async fn cancel_during_generation_drops_the_partial_message() {
         Arc::new(ScriptedBackend::with_texts(&[&long]).token_delay(Duration::from_millis(5)));
     let agent = agent(backend, vec![], AgentConfig::default());
     let mut chat = agent.chat(&ConversationSettings::default());
-    let cancel = Cancel::new();
+    let cancel = CancellationToken::new();
     let trigger = cancel.clone();
     let mut deltas = 0;
     let report = chat
@@ -348,7 +350,7 @@ async fn wall_time_ends_a_slow_turn() {
     let agent = agent(backend, vec![nap_tool()], config);
     let mut chat = agent.chat(&ConversationSettings::default());
     let report = chat
-        .send("Sleep.", &Cancel::new(), &mut |_| {})
+        .send("Sleep.", &CancellationToken::new(), &mut |_| {})
         .await
         .expect("turn");
     assert_eq!(
@@ -372,7 +374,7 @@ async fn preamble_reset_effort_and_saved_conversations() {
         ..ConversationSettings::default()
     };
     let mut chat = agent.chat(&settings);
-    chat.send("One.", &Cancel::new(), &mut |_| {})
+    chat.send("One.", &CancellationToken::new(), &mut |_| {})
         .await
         .expect("turn");
     let first = encoding()
@@ -402,7 +404,7 @@ async fn preamble_reset_effort_and_saved_conversations() {
     assert_eq!(system.reasoning_effort, Some(ReasoningEffort::Low));
     let mut resumed = agent.chat_from(restored);
     let report = resumed
-        .send("Two.", &Cancel::new(), &mut |_| {})
+        .send("Two.", &CancellationToken::new(), &mut |_| {})
         .await
         .expect("turn");
     assert_eq!(report.answer.as_deref(), Some("Done."));
@@ -455,9 +457,11 @@ async fn pages_opened_in_a_turn_are_citable_before_the_answer_streams() {
     let agent = agent(backend, vec![Arc::new(Pages)], AgentConfig::default());
     let mut chat = agent.chat(&ConversationSettings::default());
     let mut events = Vec::new();
-    chat.send("Look it up.", &Cancel::new(), &mut |e| events.push(e))
-        .await
-        .expect("turn");
+    chat.send("Look it up.", &CancellationToken::new(), &mut |e| {
+        events.push(e)
+    })
+    .await
+    .expect("turn");
     let urls_at = events
         .iter()
         .position(|e| matches!(e, AgentEvent::PageUrls(urls) if urls == &["https://example.org/0".to_string()]))
@@ -488,7 +492,7 @@ async fn a_named_tool_requirement_writes_the_call_header_for_the_model() {
     let mut chat = agent.chat(&ConversationSettings::default());
     chat.set_tool_requirement(ToolRequirement::Call("functions.add".into()));
     let report = chat
-        .send("Add 2 and 3.", &Cancel::new(), &mut |_| {})
+        .send("Add 2 and 3.", &CancellationToken::new(), &mut |_| {})
         .await
         .expect("turn");
     assert_eq!(report.outcome, TurnOutcome::Final);
@@ -523,7 +527,9 @@ async fn a_required_call_cuts_an_early_answer_and_makes_the_model_name_a_functio
     chat.set_tool_requirement(ToolRequirement::AnyIn("functions".into()));
     let mut events = Vec::new();
     let report = chat
-        .send("Add 2 and 3.", &Cancel::new(), &mut |e| events.push(e))
+        .send("Add 2 and 3.", &CancellationToken::new(), &mut |e| {
+            events.push(e)
+        })
         .await
         .expect("turn");
     assert_eq!(report.outcome, TurnOutcome::Final);
@@ -576,7 +582,9 @@ async fn a_client_function_call_ends_the_turn_as_data() {
     chat.set_client_functions(["functions.add".to_string()]);
     let mut events = Vec::new();
     let report = chat
-        .send("What is 2 + 40?", &Cancel::new(), &mut |e| events.push(e))
+        .send("What is 2 + 40?", &CancellationToken::new(), &mut |e| {
+            events.push(e)
+        })
         .await
         .expect("turn");
     let TurnOutcome::FunctionCalls(handed) = &report.outcome else {

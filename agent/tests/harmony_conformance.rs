@@ -229,9 +229,9 @@ fn parse_cases() {
 /// The render cases again over the fixture `tokenizer.json`, with each encoder.
 #[test]
 fn render_cases_over_tokenizer_json() {
-    use ossa_engine::tokenizer::{BackendPreference, Tokenizer};
+    use ossa_engine::tokenizer::{EncoderPreference, Tokenizer};
     let path = fixtures().join("tokenizer/tokenizer.json");
-    for preference in [BackendPreference::Auto, BackendPreference::HuggingFace] {
+    for preference in [EncoderPreference::Auto, EncoderPreference::HuggingFace] {
         let tokenizer = Tokenizer::from_file_with(&path, preference).expect("tokenizer.json loads");
         let encoding = HarmonyEncoding::new(tokenizer).expect("harmony tokens present");
         let (mut passed, mut failed) = (0usize, 0usize);

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use ossa_engine::tokenizer::{BackendPreference, Tokenizer};
+use ossa_engine::tokenizer::{EncoderPreference, Tokenizer};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -72,7 +72,7 @@ fn encode(c: &mut Criterion) {
     let builtin = Tokenizer::o200k_harmony().expect("built-in tokenizer");
     let fixture = workspace().join("tests/fixtures/tokenizer/tokenizer.json");
     let from_file = Tokenizer::from_file(&fixture).expect("tokenizer.json");
-    let huggingface = Tokenizer::from_file_with(&fixture, BackendPreference::HuggingFace)
+    let huggingface = Tokenizer::from_file_with(&fixture, EncoderPreference::HuggingFace)
         .expect("tokenizer.json");
     let tiktoken = tiktoken_rs::o200k_harmony().expect("tiktoken-rs o200k_harmony");
 

@@ -1,4 +1,4 @@
-//! `Config`: the Hugging Face `config.json` of a `gpt_oss` model, with the checks that turn a
+//! `ModelConfig`: the Hugging Face `config.json` of a `gpt_oss` model, with the checks that turn a
 //! config the engine cannot run exactly into an error instead of wrong logits.
 
 use std::path::Path;
@@ -61,9 +61,9 @@ pub enum TokenIds {
 }
 
 /// The `gpt_oss` config.json. Unknown keys are ignored; known keys with values the engine
-/// cannot honour exactly are rejected by [`Config::validate`].
+/// cannot honour exactly are rejected by [`ModelConfig::validate`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Config {
+pub struct ModelConfig {
     pub model_type: String,
     pub vocab_size: usize,
     pub hidden_size: usize,
@@ -145,15 +145,15 @@ pub struct YarnSettings {
     pub attention_factor: f64,
 }
 
-impl Config {
+impl ModelConfig {
     /// Reads and validates `config.json`.
-    pub fn from_file(path: &Path) -> Result<Config> {
+    pub fn from_file(path: &Path) -> Result<ModelConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| EngineError::io(path, e))?;
-        Config::from_json(&text, path)
+        ModelConfig::from_json(&text, path)
     }
 
     /// Parses and validates config text; `path` only names the source in errors.
-    pub fn from_json(text: &str, path: &Path) -> Result<Config> {
+    pub fn from_json(text: &str, path: &Path) -> Result<ModelConfig> {
         // Look at model_type first so a config of another architecture gets the clear error,
         // not a complaint about a missing gpt-oss key.
         let raw: serde_json::Value =
@@ -176,10 +176,11 @@ impl Config {
                 });
             }
         }
-        let mut config: Config = serde_json::from_value(raw).map_err(|e| EngineError::Config {
-            path: path.into(),
-            message: e.to_string(),
-        })?;
+        let mut config: ModelConfig =
+            serde_json::from_value(raw).map_err(|e| EngineError::Config {
+                path: path.into(),
+                message: e.to_string(),
+            })?;
         match (config.num_experts_per_tok, config.experts_per_token) {
             (0, Some(k)) => config.num_experts_per_tok = k,
             (n, Some(k)) if n != k => {
@@ -221,7 +222,7 @@ impl Config {
         }
     }
 
-    /// Resolved RoPE settings (validated by [`Config::validate`]).
+    /// Resolved RoPE settings (validated by [`ModelConfig::validate`]).
     pub fn rope(&self) -> RopeSettings {
         let params = self.rope_parameters.as_ref().or(self.rope_scaling.as_ref());
         let theta = params
@@ -410,8 +411,8 @@ mod tests {
         "num_key_value_heads":2,"head_dim":64,"num_local_experts":8,"experts_per_token":2,
         "sliding_window":8"#;
 
-    fn parse(extra: &str) -> Result<Config> {
-        Config::from_json(&format!("{BASE}{extra}}}"), Path::new("config.json"))
+    fn parse(extra: &str) -> Result<ModelConfig> {
+        ModelConfig::from_json(&format!("{BASE}{extra}}}"), Path::new("config.json"))
     }
 
     #[test]
@@ -457,7 +458,8 @@ mod tests {
         assert!(err.to_string().contains("layer_types"), "{err}");
         let err = parse(r#","layer_types":["full_attention","x","y","z"]"#).unwrap_err();
         assert!(err.to_string().contains("config.json"), "{err}");
-        let err = Config::from_json(r#"{"model_type":"llama"}"#, Path::new("c.json")).unwrap_err();
+        let err =
+            ModelConfig::from_json(r#"{"model_type":"llama"}"#, Path::new("c.json")).unwrap_err();
         assert!(matches!(err, EngineError::UnknownModelType { .. }), "{err}");
     }
 }

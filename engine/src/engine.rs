@@ -2,12 +2,12 @@
 //! the agent consumes. The engine knows token ids only: no chat format, no tools.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::checkpoint::Checkpoint;
-use crate::config::Config;
+use crate::config::ModelConfig;
 use crate::error::{EngineError, Result};
 use crate::kernels::isa::Isa;
 use crate::kv_cache::KvCache;
@@ -26,25 +26,6 @@ pub struct LoadOptions {
     pub threads: Option<usize>,
 }
 
-/// A cancellation flag shared between the caller and a running generation. Cloning shares it.
-#[derive(Debug, Clone, Default)]
-pub struct CancelHandle(Arc<AtomicBool>);
-
-impl CancelHandle {
-    pub fn new() -> CancelHandle {
-        CancelHandle::default()
-    }
-
-    /// Asks the generation to stop; it ends before its next forward step (or prefill chunk).
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
 /// What one `generate` call does.
 #[derive(Debug, Clone)]
 pub struct GenerateParams {
@@ -53,7 +34,7 @@ pub struct GenerateParams {
     pub max_tokens: usize,
     /// Generation ends after emitting any of these.
     pub stop_tokens: Vec<u32>,
-    pub cancel: Option<CancelHandle>,
+    pub cancel: Option<CancellationToken>,
     /// Applied to every step's logits before sampling (structured outputs).
     pub mask: Option<SharedMask>,
     /// Compute each token's log-probability and this many alternatives'
@@ -150,7 +131,7 @@ impl Engine {
     /// (`tokenizer.json`, or the built-in o200k_harmony) from a model directory.
     pub fn load(dir: &Path, options: &LoadOptions) -> Result<Engine> {
         let started = Instant::now();
-        let config = Config::from_file(&dir.join("config.json"))?;
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
         let checkpoint = Checkpoint::open_dir(dir)?;
         let model = Model::load(&config, &checkpoint, options.dtype)?;
         // tokenizer.json when the directory has one, else the built-in o200k_harmony (201089
@@ -201,7 +182,7 @@ impl Engine {
         })
     }
 
-    pub fn config(&self) -> &Config {
+    pub fn config(&self) -> &ModelConfig {
         self.model.config()
     }
 
@@ -421,7 +402,7 @@ impl Generation<'_> {
         self.params
             .cancel
             .as_ref()
-            .is_some_and(CancelHandle::is_cancelled)
+            .is_some_and(CancellationToken::is_cancelled)
     }
 
     /// Before the prefill: the positions of the prompt the disk has beyond those in memory.
@@ -468,7 +449,7 @@ impl Generation<'_> {
                 .params
                 .cancel
                 .as_ref()
-                .is_some_and(CancelHandle::is_cancelled)
+                .is_some_and(CancellationToken::is_cancelled)
             {
                 return Ok(None);
             }

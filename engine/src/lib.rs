@@ -21,10 +21,10 @@ pub mod rope;
 pub mod sampling;
 pub mod tokenizer;
 
-pub use config::Config;
+pub use config::ModelConfig;
 pub use engine::{
-    CacheStats, CancelHandle, Engine, FinishReason, GenerateParams, GeneratedToken, Generation,
-    LoadOptions, PrefillStats,
+    CacheStats, Engine, FinishReason, GenerateParams, GeneratedToken, Generation, LoadOptions,
+    PrefillStats,
 };
 pub use error::{EngineError, Result};
 pub use kernels::isa::Isa;
@@ -34,3 +34,6 @@ pub use profile::OpProfile;
 pub use prompt_cache::{PromptCacheError, PromptCacheOptions, PromptCacheStats};
 pub use sampling::{LogitsMask, Sampler, SamplingParams, SharedMask, TokenLogprobs};
 pub use tokenizer::{AllowedSpecial, StreamDecoder, Tokenizer, TokenizerError};
+/// Cancels a generation (before its next forward step or prefill chunk) and, in the agent, the
+/// turn around it; cloning shares it. The one cancellation type of the workspace.
+pub use tokio_util::sync::CancellationToken;

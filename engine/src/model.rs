@@ -6,7 +6,7 @@
 //! the KV cache is stored in bf16; accumulation and the residual stream stay f32.
 
 use crate::checkpoint::{Checkpoint, Dtype, MappedBytes, TensorView};
-use crate::config::{Config, LayerType};
+use crate::config::{LayerType, ModelConfig};
 use crate::error::{EngineError, Result};
 use crate::kernels::attention::{self, AttnShape, Widen};
 use crate::kernels::dense::DenseMatrix;
@@ -335,7 +335,7 @@ struct DecoderLayer {
 /// A loaded gpt-oss model: weights and the precomputed RoPE frequencies. Immutable; all state
 /// of a sequence lives in its [`KvCache`].
 pub struct Model {
-    config: Config,
+    config: ModelConfig,
     dtype: DType,
     embed: DenseMatrix,
     layers: Vec<DecoderLayer>,
@@ -430,7 +430,7 @@ fn load_expert_weights(
 
 impl Model {
     /// Builds the model from a checkpoint, checking every tensor's name, shape and dtype.
-    pub fn load(config: &Config, ck: &Checkpoint, dtype: DType) -> Result<Model> {
+    pub fn load(config: &ModelConfig, ck: &Checkpoint, dtype: DType) -> Result<Model> {
         let h = config.hidden_size;
         let (nh, nkv, d) = (
             config.num_attention_heads,
@@ -501,7 +501,7 @@ impl Model {
         })
     }
 
-    pub fn config(&self) -> &Config {
+    pub fn config(&self) -> &ModelConfig {
         &self.config
     }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::config::Config;
+use crate::config::ModelConfig;
 use crate::error::{EngineError, Result};
 
 /// Shapes of a released model.
@@ -129,7 +129,7 @@ pub struct TensorSpec {
 
 /// Every tensor the released layout has for `config_json`, in file order.
 pub fn tensor_layout(config_json: &Value, mxfp4_experts: bool) -> Result<Vec<TensorSpec>> {
-    let config = Config::from_json(&config_json.to_string(), Path::new("config.json"))?;
+    let config = ModelConfig::from_json(&config_json.to_string(), Path::new("config.json"))?;
     Ok(tensor_specs(&config, mxfp4_experts)
         .into_iter()
         .map(|s| TensorSpec {
@@ -175,7 +175,7 @@ impl Spec {
     }
 }
 
-fn tensor_specs(c: &Config, mxfp4: bool) -> Vec<Spec> {
+fn tensor_specs(c: &ModelConfig, mxfp4: bool) -> Vec<Spec> {
     let (h, i, e) = (c.hidden_size, c.intermediate_size, c.num_local_experts);
     let (nh, nkv, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
     let bf16 = |name: String, shape: Vec<usize>, fill: Fill| Spec {
@@ -372,7 +372,7 @@ pub fn write_random_checkpoint(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<RandomCheckpointSummary> {
     let config_path = out.join("config.json");
-    let config = Config::from_json(&config_json.to_string(), &config_path)?;
+    let config = ModelConfig::from_json(&config_json.to_string(), &config_path)?;
     if options.mxfp4_experts
         && (!config.hidden_size.is_multiple_of(32) || !config.intermediate_size.is_multiple_of(32))
     {

@@ -6,13 +6,13 @@
 //! Nothing is ever downloaded.
 //!
 //! Two encoders exist:
-//! - [`Backend::Bpe`]: ossa's own o200k byte-pair encoder (linear-time pre-tokenization, tiktoken's
+//! - [`EncoderKind::Bpe`]: ossa's own o200k byte-pair encoder (linear-time pre-tokenization, tiktoken's
 //!   merge order). Used for the built-in tokenizer, and for a `tokenizer.json` whose vocabulary
 //!   and pipeline are exactly o200k's (the official gpt-oss files are).
-//! - [`Backend::HuggingFace`]: the `tokenizers` library (0.23.2, `onig`), for any other byte-level
-//!   BPE file, or on request ([`BackendPreference::HuggingFace`]).
+//! - [`EncoderKind::HuggingFace`]: the `tokenizers` library (0.23.2, `onig`), for any other byte-level
+//!   BPE file, or on request ([`EncoderPreference::HuggingFace`]).
 //!
-//! Decoding never goes through a backend: every id maps to its bytes (special tokens to their
+//! Decoding never goes through an encoder: every id maps to its bytes (special tokens to their
 //! text), so decoding is exact and a [`StreamDecoder`] can release text without ever splitting a
 //! UTF-8 character.
 //!
@@ -21,16 +21,17 @@
 //! therefore 201089, one more than gpt-oss's embedding table; the model never emits id 201088.
 
 mod bpe;
+mod error;
 mod hf;
 
 use std::path::{Path, PathBuf};
-use std::string::FromUtf8Error;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
 pub use bpe::O200K_PATTERN;
 use bpe::{BytePairEncoder, Pretokenizer};
+pub use error::TokenizerError;
 use hf::{HfEncoder, TokenizerJson};
 
 /// Number of ordinary (byte-pair) tokens in o200k: ids 0..=199997.
@@ -57,44 +58,6 @@ pub const HARMONY_NAMED_SPECIALS: [(&str, u32); 9] = [
 /// Ids above this are refused when loading a file (a corrupt id would otherwise size the
 /// id-to-bytes table).
 const MAX_VOCAB_SIZE: usize = 16 << 20;
-
-/// What went wrong loading a tokenizer or turning ids into text.
-#[derive(Debug, thiserror::Error)]
-pub enum TokenizerError {
-    #[error("cannot read tokenizer file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path} is not a valid tokenizer.json: {source}")]
-    Parse {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("{path} is not a tokenizer ossa can use: {reason}")]
-    Unsupported { path: PathBuf, reason: String },
-    #[error("the tokenizers library cannot load {path}: {message}")]
-    HuggingFace { path: PathBuf, message: String },
-    #[error("model directory {path} cannot be read: {source}")]
-    ModelDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot build the built-in o200k_harmony tokenizer: {0}")]
-    Builtin(String),
-    #[error("token id {id} is not in the vocabulary (ids 0..{vocab_size})")]
-    UnknownToken { id: u32, vocab_size: usize },
-    #[error("the decoded bytes are not valid UTF-8: {source}")]
-    InvalidUtf8 {
-        #[source]
-        source: FromUtf8Error,
-    },
-    #[error("encoding failed: {0}")]
-    Encode(String),
-}
 
 pub type Result<T, E = TokenizerError> = std::result::Result<T, E>;
 
@@ -132,7 +95,7 @@ impl AllowedSpecial<'_> {
 
 /// The encoder in use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub enum EncoderKind {
     /// ossa's o200k byte-pair encoder.
     Bpe,
     /// The `tokenizers` library.
@@ -141,7 +104,7 @@ pub enum Backend {
 
 /// Which encoder [`Tokenizer::from_file_with`] may choose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BackendPreference {
+pub enum EncoderPreference {
     /// ossa's o200k encoder when the file is o200k (same vocabulary, pattern and pipeline),
     /// else the `tokenizers` library.
     #[default]
@@ -181,7 +144,7 @@ impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tokenizer")
             .field("source", &self.inner.source)
-            .field("backend", &self.backend())
+            .field("encoder", &self.encoder_kind())
             .field("vocab_size", &self.vocab_size())
             .field("special_tokens", &self.inner.specials.by_text.len())
             .finish()
@@ -332,13 +295,13 @@ impl Tokenizer {
         .map_err(TokenizerError::Builtin)
     }
 
-    /// Loads a `tokenizer.json`, choosing the encoder automatically ([`BackendPreference::Auto`]).
+    /// Loads a `tokenizer.json`, choosing the encoder automatically ([`EncoderPreference::Auto`]).
     pub fn from_file(path: &Path) -> Result<Self> {
-        Self::from_file_with(path, BackendPreference::Auto)
+        Self::from_file_with(path, EncoderPreference::Auto)
     }
 
     /// Loads a `tokenizer.json` with the given encoder preference.
-    pub fn from_file_with(path: &Path, preference: BackendPreference) -> Result<Self> {
+    pub fn from_file_with(path: &Path, preference: EncoderPreference) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|source| TokenizerError::Read {
             path: path.to_path_buf(),
             source,
@@ -404,7 +367,7 @@ impl Tokenizer {
         }
 
         let ordinary_count = json.model.vocab.len();
-        let is_o200k = preference == BackendPreference::Auto
+        let is_o200k = preference == EncoderPreference::Auto
             && json.is_o200k_pipeline()
             && ordinary_count == O200K_ORDINARY_TOKENS as usize
             && json
@@ -503,10 +466,10 @@ impl Tokenizer {
     }
 
     /// The encoder in use.
-    pub fn backend(&self) -> Backend {
+    pub fn encoder_kind(&self) -> EncoderKind {
         match self.inner.encoder {
-            Encoder::Bpe(_) => Backend::Bpe,
-            Encoder::HuggingFace(_) => Backend::HuggingFace,
+            Encoder::Bpe(_) => EncoderKind::Bpe,
+            Encoder::HuggingFace(_) => EncoderKind::HuggingFace,
         }
     }
 

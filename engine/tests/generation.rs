@@ -7,7 +7,7 @@ use std::sync::mpsc;
 
 use common::{max_abs_diff, read_reference};
 use ossa_engine::{
-    CancelHandle, DType, Engine, EngineError, FinishReason, ForwardTrace, GenerateParams,
+    CancellationToken, DType, Engine, EngineError, FinishReason, ForwardTrace, GenerateParams,
     LoadOptions, Logits, SamplingParams,
 };
 
@@ -153,7 +153,7 @@ fn cancellation_stops_the_stream() {
     let mut engine = engine();
 
     // Cancelled before the first step: nothing is computed.
-    let cancel = CancelHandle::new();
+    let cancel = CancellationToken::new();
     cancel.cancel();
     let params = GenerateParams {
         max_tokens: 10,
@@ -165,7 +165,7 @@ fn cancellation_stops_the_stream() {
     assert_eq!(finish, Some(FinishReason::Cancelled));
 
     // Cancelled from another thread once the first token arrived.
-    let cancel = CancelHandle::new();
+    let cancel = CancellationToken::new();
     let remote = cancel.clone();
     let (tx, rx) = mpsc::channel::<()>();
     let canceller = std::thread::spawn(move || {

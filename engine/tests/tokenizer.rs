@@ -6,7 +6,7 @@ mod tokenizer_support;
 use std::path::Path;
 
 use ossa_engine::tokenizer::{
-    AllowedSpecial, Backend, BackendPreference, Tokenizer, TokenizerError, TokenizerSource,
+    AllowedSpecial, EncoderKind, EncoderPreference, Tokenizer, TokenizerError, TokenizerSource,
 };
 use serde_json::Value;
 use tokenizer_support::*;
@@ -77,7 +77,7 @@ fn first_diff(a: &[u32], b: &[u32]) -> usize {
 
 #[test]
 fn cases_builtin() {
-    assert_eq!(builtin().backend(), Backend::Bpe);
+    assert_eq!(builtin().encoder_kind(), EncoderKind::Bpe);
     assert_eq!(builtin().source(), &TokenizerSource::Builtin);
     run_cases("builtin", builtin());
 }
@@ -85,13 +85,16 @@ fn cases_builtin() {
 #[test]
 fn cases_tokenizer_json_auto_uses_bpe() {
     // The fixture file is o200k: the automatic choice is ossa's encoder.
-    assert_eq!(from_file_auto().backend(), Backend::Bpe);
+    assert_eq!(from_file_auto().encoder_kind(), EncoderKind::Bpe);
     run_cases("tokenizer.json/auto", from_file_auto());
 }
 
 #[test]
 fn cases_tokenizer_json_huggingface() {
-    assert_eq!(from_file_huggingface().backend(), Backend::HuggingFace);
+    assert_eq!(
+        from_file_huggingface().encoder_kind(),
+        EncoderKind::HuggingFace
+    );
     run_cases("tokenizer.json/tokenizers", from_file_huggingface());
 }
 
@@ -329,13 +332,13 @@ fn a_small_non_o200k_file_uses_the_tokenizers_library() {
     )
     .unwrap();
     let t = Tokenizer::from_file(&path).unwrap();
-    assert_eq!(t.backend(), Backend::HuggingFace);
+    assert_eq!(t.encoder_kind(), EncoderKind::HuggingFace);
     assert_eq!(t.vocab_size(), 4);
     assert_eq!(t.encode("abab<|x|>a", true).unwrap(), vec![2, 2, 3, 0]);
     assert_eq!(t.encode_ordinary("ab").unwrap(), vec![2]);
     assert_eq!(t.decode(&[2, 3, 1]).unwrap(), "ab<|x|>b");
     assert!(t.is_special(3) && !t.is_special(2));
-    let _ = BackendPreference::Auto;
+    let _ = EncoderPreference::Auto;
 }
 
 #[test]

@@ -11,13 +11,13 @@
 //!
 //! Each test fails if the hole is open on this platform.
 
-use std::sync::Arc;
-
+use tokio_util::sync::CancellationToken;
 use wasmtime::{Module, Store};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use crate::host::{self, CallClock, Display, HostState, MonotonicClock};
+use crate::host::{CallClock, Display, HostState, MonotonicClock};
 use crate::limits::MemoryLimiter;
+use crate::linker;
 use crate::quota::{DiskUsage, FileGuard};
 
 const GUEST: &str = r#"
@@ -47,7 +47,7 @@ struct Guest {
 
 fn guest(dir: &std::path::Path) -> Guest {
     let engine = crate::engine::engine(false, 0).unwrap();
-    let linker = host::linker(&engine).unwrap();
+    let linker = linker::linker(&engine).unwrap();
     let module = Module::new(&engine, GUEST).unwrap();
     let mut wasi = WasiCtxBuilder::new();
     wasi.preopened_dir(dir, "/mnt/data", FsPerms::ReadWrite)
@@ -59,7 +59,7 @@ fn guest(dir: &std::path::Path) -> Guest {
         limiter: MemoryLimiter::new(1 << 30),
         files: FileGuard::new(16, DiskUsage::new(1 << 30)),
         clock: CallClock {
-            cancel: Some(Arc::default()),
+            cancel: Some(CancellationToken::new()),
             ..Default::default()
         },
         display: Display::default(),

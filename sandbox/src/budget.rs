@@ -12,9 +12,10 @@
 //! (a burst of calls, a one-off run ending) and then fails with [`SandboxError::AtCapacity`],
 //! which the Python tool shows the model as a tool error.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Result, SandboxError};
 
@@ -107,7 +108,7 @@ impl Budget {
     /// most the configured time (less if `cancel` is set meanwhile).
     pub(crate) fn admit(
         self: &Arc<Self>,
-        cancel: Option<&AtomicBool>,
+        cancel: Option<&CancellationToken>,
     ) -> Result<(Permit, MemoryCharge)> {
         let started = Instant::now();
         let mut state = self.lock();
@@ -143,7 +144,7 @@ impl Budget {
                 continue;
             }
             let waited = started.elapsed();
-            let cancelled = cancel.is_some_and(|c| c.load(Ordering::Relaxed));
+            let cancelled = cancel.is_some_and(CancellationToken::is_cancelled);
             if waited >= self.wait || cancelled {
                 break Err(self.at_capacity(short, waited));
             }
@@ -333,6 +334,8 @@ impl Drop for MemoryCharge {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     use super::*;
 
     #[test]
@@ -395,7 +398,8 @@ mod tests {
     fn a_cancelled_start_stops_waiting() {
         let budget = Budget::new(1, 1 << 30, Duration::from_secs(60), None).unwrap();
         let _held = budget.admit(None).unwrap();
-        let cancel = AtomicBool::new(true);
+        let cancel = CancellationToken::new();
+        cancel.cancel();
         let started = Instant::now();
         assert!(budget.admit(Some(&cancel)).is_err());
         assert!(started.elapsed() < Duration::from_secs(30));
@@ -423,7 +427,8 @@ mod tests {
         assert_eq!(budget.usage().idle_interpreters, 2);
         // The oldest (owner 1) is asked; while that is unanswered no one else is (the start,
         // cancelled, gives up at once).
-        let cancelled = AtomicBool::new(true);
+        let cancelled = CancellationToken::new();
+        cancelled.cancel();
         assert!(budget.admit(Some(&cancelled)).is_err());
         assert!(asked_a.load(Ordering::Relaxed));
         assert!(!asked_b.load(Ordering::Relaxed));

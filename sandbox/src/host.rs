@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use wasmtime::{AsContextMut, Caller, Engine, Extern, Linker, Memory, TypedFunc};
+use tokio_util::sync::CancellationToken;
+use wasmtime::{AsContextMut, Caller, Extern, Memory, TypedFunc};
 use wasmtime_wasi::HostMonotonicClock;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
-use crate::error::{Result, SandboxError};
 use crate::limits::MemoryLimiter;
-use crate::quota::{self, FileGuard};
+use crate::quota::FileGuard;
 
 /// Prefix of a door request carrying the `repr` of a cell's final expression (sent by the
 /// display hook ossa installs in each interpreter). Anything else through the door is answered
@@ -37,7 +37,7 @@ pub(crate) struct HostState {
 #[derive(Default)]
 pub(crate) struct CallClock {
     pub(crate) deadline: Option<Instant>,
-    pub(crate) cancel: Option<Arc<AtomicBool>>,
+    pub(crate) cancel: Option<CancellationToken>,
     pub(crate) interrupt: Option<Arc<InterruptRequest>>,
     /// When `KeyboardInterrupt` was raised in the guest, and how long it has to end the call.
     pub(crate) interrupted: Option<(Instant, Duration)>,
@@ -85,7 +85,7 @@ impl CallClock {
         if self
             .cancel
             .as_ref()
-            .is_some_and(|c| c.load(Ordering::Relaxed))
+            .is_some_and(CancellationToken::is_cancelled)
         {
             self.stopped = Some(StopCause::Cancelled);
         } else if self.deadline.is_some_and(|d| Instant::now() >= d) {
@@ -177,23 +177,6 @@ impl HostMonotonicClock for MonotonicClock {
     }
 }
 
-/// WASI plus ossa's shadows and the door, shared by every store of an engine.
-pub(crate) fn linker(engine: &Engine) -> Result<Linker<HostState>> {
-    let mut linker = Linker::new(engine);
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut HostState| &mut state.wasi)
-        .map_err(|e| SandboxError::wasm("cannot link WASI", e))?;
-    linker.allow_shadowing(true);
-    linker
-        .func_wrap("wasi_snapshot_preview1", "poll_oneoff", poll_oneoff)
-        .map_err(|e| SandboxError::wasm("cannot link poll_oneoff", e))?;
-    quota::shadow(&mut linker)?;
-    linker.allow_shadowing(false);
-    linker
-        .func_wrap("host", "call", door)
-        .map_err(|e| SandboxError::wasm("cannot link the host door", e))?;
-    Ok(linker)
-}
-
 // preview1 errno values.
 const ERRNO_SUCCESS: i32 = 0;
 const ERRNO_FAULT: i32 = 21;
@@ -230,7 +213,7 @@ fn fits(memory_size: usize, ptr: u32, len: u64) -> bool {
 /// trap when the call's deadline passes or it is cancelled. wasmtime-wasi's own version blocks
 /// in the host, where epoch interruption cannot reach, so `time.sleep(600)` would outlive any
 /// deadline.
-fn poll_oneoff(
+pub(crate) fn poll_oneoff(
     mut caller: Caller<'_, HostState>,
     subscriptions: i32,
     events: i32,
@@ -359,7 +342,7 @@ const DOOR_FAULT: i32 = -2;
 
 /// `host.call(request, request_len, response_ptr_out, response_len_out) -> 0 | -1 | -2`.
 /// ossa binds no tools to the guest; the door only carries the display hook's value.
-fn door(
+pub(crate) fn door(
     mut caller: Caller<'_, HostState>,
     ptr: i32,
     len: i32,
@@ -416,13 +399,13 @@ mod tests {
         assert!(clock.must_stop());
         assert_eq!(clock.stopped, Some(StopCause::Deadline));
 
-        let cancel = Arc::new(AtomicBool::new(false));
+        let cancel = CancellationToken::new();
         let mut clock = CallClock {
             cancel: Some(cancel.clone()),
             ..Default::default()
         };
         assert!(!clock.must_stop());
-        cancel.store(true, Ordering::Relaxed);
+        cancel.cancel();
         assert!(clock.must_stop());
         assert_eq!(clock.stopped, Some(StopCause::Cancelled));
     }

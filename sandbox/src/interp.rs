@@ -2,9 +2,9 @@
 //! protocol that drives it (`turn` for a notebook cell, `run` for a script).
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
 use wasmtime::{Instance, Memory, Store, Trap, TypedFunc, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
@@ -97,7 +97,7 @@ pub(crate) struct Start<'a> {
     pub(crate) live: bool,
     pub(crate) max_open_files: usize,
     /// Stops a wait for room in the sandbox's budget.
-    pub(crate) cancel: Option<&'a AtomicBool>,
+    pub(crate) cancel: Option<&'a CancellationToken>,
 }
 
 /// The size of a WebAssembly page.
@@ -235,12 +235,12 @@ impl Interpreter {
         Ok(interpreter)
     }
 
-    /// A fresh session interpreter with the display hook installed and `/mnt/data` as cwd.
-    pub(crate) fn session(
+    /// A bare session interpreter (no prelude run yet): the notebook's argv, output captured.
+    fn for_session(
         shared: &Shared,
         dirs: &Dirs,
         max_open_files: usize,
-        cancel: Option<&AtomicBool>,
+        cancel: Option<&CancellationToken>,
     ) -> Result<Self> {
         let args = [ARGV0.to_owned()];
         let start = Start {
@@ -250,7 +250,17 @@ impl Interpreter {
             max_open_files,
             cancel,
         };
-        let mut interpreter = Self::new(shared, start)?;
+        Self::new(shared, start)
+    }
+
+    /// A fresh session interpreter with the display hook installed and `/mnt/data` as cwd.
+    pub(crate) fn session(
+        shared: &Shared,
+        dirs: &Dirs,
+        max_open_files: usize,
+        cancel: Option<&CancellationToken>,
+    ) -> Result<Self> {
+        let mut interpreter = Self::for_session(shared, dirs, max_open_files, cancel)?;
         let limits = CallLimits {
             deadline: Duration::from_secs(30),
             output_bytes: 64 * 1024,
@@ -286,15 +296,7 @@ impl Interpreter {
         max_open_files: usize,
         checkpoint: &Checkpoint,
     ) -> Result<Self> {
-        let args = [ARGV0.to_owned()];
-        let start = Start {
-            dirs,
-            args: &args,
-            live: false,
-            max_open_files,
-            cancel: None,
-        };
-        let mut interpreter = Self::new(shared, start)?;
+        let mut interpreter = Self::for_session(shared, dirs, max_open_files, None)?;
         let saved = &checkpoint.memory;
         let size = interpreter.memory.data_size(&interpreter.store);
         if saved.len() > size {
@@ -319,7 +321,7 @@ impl Interpreter {
     fn arm(
         &mut self,
         limits: &CallLimits,
-        cancel: Option<Arc<AtomicBool>>,
+        cancel: Option<CancellationToken>,
         interrupt: Option<Arc<InterruptRequest>>,
     ) {
         self.stdout.start(limits.output_bytes);
@@ -352,7 +354,7 @@ impl Interpreter {
         &mut self,
         code: &str,
         limits: &CallLimits,
-        cancel: Option<Arc<AtomicBool>>,
+        cancel: Option<CancellationToken>,
         interrupt: Option<Arc<InterruptRequest>>,
     ) -> Ended {
         self.arm(limits, cancel, interrupt);
@@ -387,7 +389,7 @@ impl Interpreter {
     pub(crate) fn run_program(
         &mut self,
         limits: &CallLimits,
-        cancel: Option<Arc<AtomicBool>>,
+        cancel: Option<CancellationToken>,
     ) -> Ended {
         self.arm(limits, cancel, None);
         let result = self

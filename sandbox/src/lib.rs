@@ -36,6 +36,7 @@ mod fsutil;
 mod host;
 mod interp;
 mod limits;
+mod linker;
 mod output;
 mod patch;
 mod quota;

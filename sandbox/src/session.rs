@@ -7,6 +7,8 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::error::{Result, SandboxError};
 use crate::host::InterruptRequest;
 use crate::interp::{Checkpoint, Ended, Interpreter};
@@ -50,7 +52,7 @@ enum Job {
     Run {
         code: String,
         limits: CallLimits,
-        cancel: Arc<AtomicBool>,
+        cancel: CancellationToken,
         reply: Reply<Result<RunOutput>>,
     },
     Reset {
@@ -73,7 +75,7 @@ pub struct Session {
     /// dropping this one closes the channel.
     jobs: Option<Arc<mpsc::Sender<Job>>>,
     worker: Option<std::thread::JoinHandle<()>>,
-    running: Arc<Mutex<Option<Arc<AtomicBool>>>>,
+    running: Arc<Mutex<Option<CancellationToken>>>,
     interrupt: Arc<InterruptRequest>,
     undo_on_cancel: Arc<AtomicBool>,
     shared: Arc<Shared>,
@@ -87,17 +89,6 @@ impl std::fmt::Debug for Session {
             .field("mount", &self.mount)
             .field("limits", &self.limits)
             .finish()
-    }
-}
-
-/// Sets the call's cancel flag if the caller stops waiting (a dropped future).
-struct CancelOnDrop(Option<Arc<AtomicBool>>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if let Some(flag) = self.0.take() {
-            flag.store(true, Ordering::Relaxed);
-        }
     }
 }
 
@@ -153,7 +144,7 @@ impl Session {
     /// the call (the interpreter is then reset, as after any stop).
     pub async fn run_with(&self, code: &str, limits: &CallLimits) -> Result<RunOutput> {
         self.shared.check_call(limits)?;
-        let cancel = Arc::new(AtomicBool::new(false));
+        let cancel = CancellationToken::new();
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.submit(Job::Run {
             code: code.to_owned(),
@@ -161,16 +152,17 @@ impl Session {
             cancel: cancel.clone(),
             reply: Reply::Async(tx),
         })?;
-        let mut guard = CancelOnDrop(Some(cancel));
+        // Cancels the call if the caller stops waiting (a dropped future).
+        let guard = cancel.drop_guard();
         let result = rx.await.map_err(|_| SandboxError::SessionClosed)?;
-        guard.0 = None;
+        guard.disarm();
         result
     }
 
     /// Runs `code` as the next cell, blocking this thread (not for use inside an async task).
     pub fn run_blocking(&self, code: &str, limits: &CallLimits) -> Result<RunOutput> {
         self.shared.check_call(limits)?;
-        let cancel = Arc::new(AtomicBool::new(false));
+        let cancel = CancellationToken::new();
         let (tx, rx) = mpsc::sync_channel(1);
         self.submit(Job::Run {
             code: code.to_owned(),
@@ -185,8 +177,8 @@ impl Session {
     /// is reset). Calls queued behind it still run.
     pub fn cancel(&self) {
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(flag) = running.as_ref() {
-            flag.store(true, Ordering::Relaxed);
+        if let Some(cancel) = running.as_ref() {
+            cancel.cancel();
         }
     }
 
@@ -282,7 +274,7 @@ struct Worker {
     dirs: Dirs,
     _owned: Vec<tempfile::TempDir>,
     limits: Limits,
-    running: Arc<Mutex<Option<Arc<AtomicBool>>>>,
+    running: Arc<Mutex<Option<CancellationToken>>>,
     interrupt: Arc<InterruptRequest>,
     interpreter: Option<Interpreter>,
     /// Why the next call will run in a fresh interpreter.
@@ -386,7 +378,7 @@ impl Worker {
         &mut self,
         code: &str,
         limits: &CallLimits,
-        cancel: Arc<AtomicBool>,
+        cancel: CancellationToken,
     ) -> Result<RunOutput> {
         let started = Instant::now();
         if let (Some(lifetime), Some(interpreter)) = (self.limits.lifetime, &self.interpreter)
@@ -395,7 +387,7 @@ impl Worker {
             self.discard(ResetReason::Lifetime(lifetime));
         }
         let before = files::list(&self.dirs.mount);
-        if cancel.load(Ordering::Relaxed) {
+        if cancel.is_cancelled() {
             // Cancelled while queued: nothing ran.
             let ended = Ended {
                 stdout: String::new(),

@@ -11,8 +11,9 @@ use wasmtime::{Engine, InstancePre};
 
 use crate::budget::Budget;
 use crate::error::{Result, SandboxError};
-use crate::host::{self, HostState};
+use crate::host::HostState;
 use crate::limits::{CallLimits, Limits};
+use crate::linker;
 use crate::quota::DiskUsage;
 use crate::runtime::{Runtime, RuntimeConfig};
 
@@ -73,7 +74,7 @@ impl Shared {
         };
         let engine = crate::engine::engine(metered, pool_slots)?;
         let module = crate::engine::module(&engine, &runtime, metered, progress)?;
-        let pre = host::linker(&engine)?
+        let pre = linker::linker(&engine)?
             .instantiate_pre(&module)
             .map_err(|e| SandboxError::wasm("cannot link the interpreter", e))?;
         spawn_ticker(engine.clone(), ticker.clone())?;

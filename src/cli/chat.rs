@@ -16,7 +16,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use anyhow::{Context as _, anyhow};
 use ossa::agent::harmony::{Content, Conversation, Message, ReasoningEffort, Role};
-use ossa::agent::{Agent, AgentConfig, AgentEvent, Cancel, Chat};
+use ossa::agent::{Agent, AgentConfig, AgentEvent, CancellationToken, Chat};
 use ossa::app::{App, StartError};
 use ossa::config::{ConfigArgs, parse_count, parse_effort, parse_temperature, parse_top_p};
 use ossa::sandbox::Progress;
@@ -568,7 +568,7 @@ impl<'a> Repl<'a> {
             let user = Message::from_role_and_content(Role::User, text);
             lock(&renderer).raw_message(&user);
         }
-        let cancel = Cancel::new();
+        let cancel = CancellationToken::new();
         let chat = &mut self.chat;
         let result = self.runtime.block_on(async {
             let mut on_event = |event: AgentEvent| lock(&renderer).event(event);
@@ -840,43 +840,30 @@ impl Completer for ReplHelper {
             return Ok((0, Vec::new()));
         }
         match before.split_once(' ') {
-            None => Ok((
-                0,
-                COMMANDS
-                    .iter()
-                    .filter(|c| c.starts_with(before))
-                    .map(|c| Pair {
-                        display: c.to_string(),
-                        replacement: format!("{c} "),
-                    })
-                    .collect(),
-            )),
+            None => Ok((0, candidates(COMMANDS, before, " "))),
             Some(("/save" | "/load", _)) => self.files.complete(line, pos, context),
-            Some(("/set", word)) if !word.contains(' ') => Ok((
-                pos - word.len(),
-                SETTINGS
-                    .iter()
-                    .filter(|s| s.starts_with(word))
-                    .map(|s| Pair {
-                        display: s.to_string(),
-                        replacement: format!("{s} "),
-                    })
-                    .collect(),
-            )),
+            Some(("/set", word)) if !word.contains(' ') => {
+                Ok((pos - word.len(), candidates(SETTINGS, word, " ")))
+            }
             Some(("/effort", word)) => Ok((
                 pos - word.len(),
-                ["low", "medium", "high"]
-                    .iter()
-                    .filter(|e| e.starts_with(word))
-                    .map(|e| Pair {
-                        display: e.to_string(),
-                        replacement: e.to_string(),
-                    })
-                    .collect(),
+                candidates(&["low", "medium", "high"], word, ""),
             )),
             Some(_) => Ok((0, Vec::new())),
         }
     }
+}
+
+/// The words of `words` that begin with `typed`, each completed with `then` after it.
+fn candidates(words: &[&str], typed: &str, then: &str) -> Vec<Pair> {
+    words
+        .iter()
+        .filter(|w| w.starts_with(typed))
+        .map(|w| Pair {
+            display: w.to_string(),
+            replacement: format!("{w}{then}"),
+        })
+        .collect()
 }
 
 impl Hinter for ReplHelper {

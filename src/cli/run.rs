@@ -10,7 +10,8 @@ use anyhow::{Context, bail};
 use std::sync::Arc;
 
 use ossa::agent::{
-    Agent, AgentEvent, Cancel, Chat, JsonSchema, StructuredOutputs, TurnOutcome, TurnReport,
+    Agent, AgentEvent, CancellationToken, Chat, JsonSchema, StructuredOutputs, TurnOutcome,
+    TurnReport,
 };
 use ossa::app::{App, TurnLimits};
 use ossa::config::ConfigArgs;
@@ -221,7 +222,7 @@ async fn run_tasks(
     let mut interrupted = false;
     for task in tasks {
         let mut chat = agent.chat(&app.conversation_settings());
-        let cancel = Cancel::new();
+        let cancel = CancellationToken::new();
         let ctrl_c = {
             let cancel = cancel.clone();
             tokio::spawn(async move {

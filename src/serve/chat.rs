@@ -19,8 +19,8 @@ use ossa_tools::{ToolCall, ToolDescription};
 
 use super::ServerState;
 use super::common::{
-    self, Admitted, Body, Cancel, content_text, count, function_call_message, function_description,
-    function_output_message, json_text, parse_effort, read_body,
+    self, Admitted, Body, CancellationToken, content_text, count, function_call_message,
+    function_description, function_output_message, json_text, parse_effort, read_body,
 };
 use super::error::ApiError;
 use super::functions::{FunctionChoice, function_name};
@@ -305,7 +305,11 @@ fn function_tool_call(index: Option<usize>, name: String, arguments: String) -> 
 /// Applies `stop` to the answer's text: deltas cut at the first stop string (the text that may
 /// start one held back until the message ends), and the turn cancelled once one is found.
 /// Reasoning and tool calls are not searched: `stop` ends the answer the client reads.
-fn apply_stop(stop: &mut StopText, cancel: &Cancel, event: AgentEvent) -> Vec<AgentEvent> {
+fn apply_stop(
+    stop: &mut StopText,
+    cancel: &CancellationToken,
+    event: AgentEvent,
+) -> Vec<AgentEvent> {
     if stop.hit() {
         return Vec::new();
     }
@@ -340,7 +344,7 @@ async fn complete(
     state: Arc<ServerState>,
     request: ChatRequest,
     prepared: turn::Turn,
-    cancel: &Cancel,
+    cancel: &CancellationToken,
 ) -> Response {
     let mut page_urls: Vec<String> = Vec::new();
     let mut stop = StopText::new(request.stop.clone());

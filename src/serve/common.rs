@@ -24,35 +24,15 @@ use super::queue::Slot;
 use super::turn::{self, TurnSpec};
 use super::wire::request::{self, Content, FunctionParam, SamplingRequest};
 
-/// The one place the server names the cancellation types it uses (the other modules import
-/// them from here): a request's `Cancel` (a turn, and what the server's shutdown cancels) and
-/// a generation's `CancelHandle` (`/v1/completions` drives the backend itself).
-pub(super) use ossa_agent::Cancel;
-pub(super) use ossa_engine::CancelHandle;
+/// The one cancellation type (a turn's, a generation's, and what the server's shutdown
+/// cancels), re-exported for the other modules.
+pub(super) use ossa_agent::CancellationToken;
 
-/// What [`CancelOnDrop`] cancels.
-pub(super) trait Cancels {
-    fn cancel(&self);
-}
+/// Cancels when dropped: when the response (or the handler) is dropped, i.e. when the client
+/// went away, or when the future waiting for a generation is.
+pub(super) struct CancelOnDrop(pub CancellationToken);
 
-impl Cancels for Cancel {
-    fn cancel(&self) {
-        Cancel::cancel(self);
-    }
-}
-
-impl Cancels for CancelHandle {
-    fn cancel(&self) {
-        CancelHandle::cancel(self);
-    }
-}
-
-/// Cancels when dropped: with a request's `Cancel`, when the response (or the handler) is
-/// dropped, i.e. when the client went away; with a generation's handle, when the future
-/// waiting for it is.
-pub(super) struct CancelOnDrop<C: Cancels = Cancel>(pub C);
-
-impl<C: Cancels> Drop for CancelOnDrop<C> {
+impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         self.0.cancel();
     }
@@ -252,7 +232,7 @@ pub(super) struct Admitted {
 }
 
 impl Admitted {
-    pub fn cancel(&self) -> Cancel {
+    pub fn cancel(&self) -> CancellationToken {
         self.guard.0.clone()
     }
 }
@@ -299,7 +279,7 @@ pub(super) enum Outgoing {
 /// request.
 pub(super) struct Sender {
     sender: mpsc::UnboundedSender<Outgoing>,
-    cancel: Cancel,
+    cancel: CancellationToken,
 }
 
 impl Sender {
@@ -328,7 +308,7 @@ pub(super) fn sse<F, Fut>(
     task: F,
 ) -> Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>>
 where
-    F: FnOnce(Sender, Cancel) -> Fut,
+    F: FnOnce(Sender, CancellationToken) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let (sender, receiver) = mpsc::unbounded_channel::<Outgoing>();

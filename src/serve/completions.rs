@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use super::ServerState;
 use super::common::{
-    self, Admitted, Body, Cancel, CancelHandle, CancelOnDrop, count, json_text, read_body,
+    self, Admitted, Body, CancelOnDrop, CancellationToken, count, json_text, read_body,
 };
 use super::error::ApiError;
 use super::log::{RequestLog, Usage};
@@ -257,7 +257,7 @@ type OnText<'a> = dyn FnMut(&str, &[u32], Option<Logprobs>) + Send + 'a;
 async fn generate(
     state: &Arc<ServerState>,
     request: &Generation,
-    cancel: &Cancel,
+    cancel: &CancellationToken,
     progress: &mut Progress,
     on_text: &mut OnText<'_>,
 ) -> Result<Outcome, ApiError> {
@@ -270,7 +270,7 @@ async fn generate(
     let started = Instant::now();
     // Stops the generation when this future is dropped (the client went away before a
     // non-streamed answer was ready).
-    let stop = CancelOnDrop(CancelHandle::new());
+    let stop = CancelOnDrop(CancellationToken::new());
     let stop_handle = &stop.0;
     let (sender, mut receiver) = mpsc::unbounded_channel();
     let backend = Arc::clone(&state.backend);
@@ -428,7 +428,11 @@ fn new_progress(state: &ServerState) -> Progress {
     }
 }
 
-async fn complete(state: Arc<ServerState>, request: Generation, cancel: &Cancel) -> Response {
+async fn complete(
+    state: Arc<ServerState>,
+    request: Generation,
+    cancel: &CancellationToken,
+) -> Response {
     let mut progress = new_progress(&state);
     let outcome = match generate(&state, &request, cancel, &mut progress, &mut |_, _, _| {}).await {
         Ok(outcome) => outcome,

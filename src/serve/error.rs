@@ -102,7 +102,7 @@ impl ApiError {
     /// path, a server's address) only the server's log says.
     pub fn backend(error: &BackendError) -> Self {
         tracing::error!(%error, "the generation failed");
-        Self::server(format!("the model failed: {}", error.message))
+        Self::server(format!("the model failed: {}", error.reason()))
     }
 
     pub fn body(&self) -> ErrorBody {

@@ -46,7 +46,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use common::Cancel;
+use common::CancellationToken;
 use ossa_agent::harmony::HarmonyEncoding;
 use ossa_agent::{AgentConfig, Backend, ConversationSettings};
 use ossa_tools::{FunctionTools, Tool};
@@ -186,7 +186,7 @@ pub struct ServerState {
     /// Requests in progress, bounded.
     slots: RequestSlots,
     /// Cancelled when the server shuts down: every request's own cancel follows it.
-    shutdown: Cancel,
+    shutdown: CancellationToken,
     _app: Option<App>,
 }
 
@@ -208,7 +208,7 @@ impl ServerState {
             access: parts.access,
             limits: parts.limits,
             log_requests: parts.log_requests,
-            shutdown: Cancel::new(),
+            shutdown: CancellationToken::new(),
             _app: parts.app,
         })
     }
@@ -309,17 +309,8 @@ impl ServerState {
 
     /// A request's cancel: cancelled by the request's end (the client went away, or it is
     /// done) or by the server shutting down.
-    pub fn request_cancel(&self) -> Cancel {
-        let cancel = Cancel::new();
-        let (shutdown, linked) = (self.shutdown.clone(), cancel.clone());
-        // Every request cancels its own when it ends (`CancelOnDrop`), which ends this task.
-        tokio::spawn(async move {
-            tokio::select! {
-                () = shutdown.cancelled() => linked.cancel(),
-                () = linked.cancelled() => {}
-            }
-        });
-        cancel
+    pub fn request_cancel(&self) -> CancellationToken {
+        self.shutdown.child_token()
     }
 
     /// Tokens one generation may sample: what the request asked for (else the server's

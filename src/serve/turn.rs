@@ -13,7 +13,7 @@ use ossa_agent::{
 use ossa_tools::{Tool, ToolCall, ToolDescription};
 
 use super::ServerState;
-use super::common::Cancel;
+use super::common::CancellationToken;
 use super::error::ApiError;
 use super::functions::{NAMESPACE, RequestFunctions};
 use super::log::{RequestLog, Usage};
@@ -53,7 +53,7 @@ impl TurnResult {
 /// A turn ready to run: its conversation renders and fits the model's context.
 pub struct Turn {
     chat: Chat,
-    cancel: Cancel,
+    cancel: CancellationToken,
     log: Option<Arc<RequestLog>>,
 }
 
@@ -62,7 +62,7 @@ pub struct Turn {
 pub fn prepare(
     state: &Arc<ServerState>,
     spec: TurnSpec,
-    cancel: &Cancel,
+    cancel: &CancellationToken,
     param: &str,
 ) -> Result<Turn, ApiError> {
     let mut tools = spec.builtins;

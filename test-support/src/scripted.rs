@@ -220,7 +220,7 @@ impl Backend for ScriptedBackend {
                 }
                 Ok(stats)
             }
-            Reply::Fail { backend, message } => Err(BackendError { backend, message }),
+            Reply::Fail { backend, message } => Err(BackendError::Failed { backend, message }),
         }
     }
 }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ossa_tools::ToolCall;
 use ossa_tools::browser::{
-    Backend, BackendError, BrowserConfig, BrowserTool, PageContents, wrap_lines,
+    BrowserBackend, BrowserBackendError, BrowserConfig, BrowserTool, PageContents, wrap_lines,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -47,12 +47,16 @@ fn wrap(c: &mut Criterion) {
 struct OnePage(PageContents);
 
 #[async_trait]
-impl Backend for OnePage {
-    async fn search(&self, _query: &str, _topn: usize) -> Result<PageContents, BackendError> {
-        Err(BackendError::new("no search here"))
+impl BrowserBackend for OnePage {
+    async fn search(
+        &self,
+        _query: &str,
+        _topn: usize,
+    ) -> Result<PageContents, BrowserBackendError> {
+        Err(BrowserBackendError::new("no search here"))
     }
 
-    async fn fetch(&self, _url: &str) -> Result<PageContents, BackendError> {
+    async fn fetch(&self, _url: &str) -> Result<PageContents, BrowserBackendError> {
         Ok(self.0.clone())
     }
 }

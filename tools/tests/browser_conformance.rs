@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use ossa_tools::browser::{
-    Backend, BackendError, BrowserConfig, BrowserTool, PageContents, ReferenceQuirks, SearchResult,
-    process_html, search_results_page, source_page,
+    BrowserBackend, BrowserBackendError, BrowserConfig, BrowserTool, PageContents, ReferenceQuirks,
+    SearchResult, process_html, search_results_page, source_page,
 };
 use ossa_tools::tool::ToolCall;
 use serde_json::Value;
@@ -157,10 +157,10 @@ fn lxml_error(html: &str) -> Option<&'static str> {
 }
 
 #[async_trait]
-impl Backend for FixtureBackend {
-    async fn search(&self, query: &str, topn: usize) -> Result<PageContents, BackendError> {
+impl BrowserBackend for FixtureBackend {
+    async fn search(&self, query: &str, topn: usize) -> Result<PageContents, BrowserBackendError> {
         let Some(results) = self.search.get(query) else {
-            return Err(BackendError::new(
+            return Err(BrowserBackendError::new(
                 "FixtureBackend error 503: search unavailable",
             ));
         };
@@ -171,27 +171,31 @@ impl Backend for FixtureBackend {
         self.search_pages
             .get(query)
             .cloned()
-            .ok_or_else(|| BackendError::new("FixtureBackend error 503: search unavailable"))
+            .ok_or_else(|| BrowserBackendError::new("FixtureBackend error 503: search unavailable"))
     }
 
-    async fn fetch(&self, url: &str) -> Result<PageContents, BackendError> {
+    async fn fetch(&self, url: &str) -> Result<PageContents, BrowserBackendError> {
         if let Some(page) = self.contents.get(url) {
             return Ok(page.clone());
         }
         let Some((html, title)) = self.page_html(url) else {
-            return Err(BackendError::new(format!("No contents returned for {url}")));
+            return Err(BrowserBackendError::new(format!(
+                "No contents returned for {url}"
+            )));
         };
         if let Some(error) = lxml_error(html)
             && (!self.fixed.contains(&Deviation::XmlDeclaration) || html.trim().is_empty())
         {
-            return Err(BackendError::new(error));
+            return Err(BrowserBackendError::new(error));
         }
-        process_html(html, url, Some(title)).map_err(|e| BackendError::new(e.to_string()))
+        process_html(html, url, Some(title)).map_err(|e| BrowserBackendError::new(e.to_string()))
     }
 
-    async fn fetch_source(&self, url: &str) -> Result<PageContents, BackendError> {
+    async fn fetch_source(&self, url: &str) -> Result<PageContents, BrowserBackendError> {
         let Some((html, title)) = self.page_html(url) else {
-            return Err(BackendError::new(format!("No contents returned for {url}")));
+            return Err(BrowserBackendError::new(format!(
+                "No contents returned for {url}"
+            )));
         };
         let title = if title.is_empty() {
             self.contents
@@ -553,26 +557,26 @@ impl MemoryBackend {
 }
 
 #[async_trait]
-impl Backend for MemoryBackend {
-    async fn search(&self, query: &str, _topn: usize) -> Result<PageContents, BackendError> {
+impl BrowserBackend for MemoryBackend {
+    async fn search(&self, query: &str, _topn: usize) -> Result<PageContents, BrowserBackendError> {
         let results = self
             .search
             .get(query)
-            .ok_or_else(|| BackendError::new("no such search"))?;
+            .ok_or_else(|| BrowserBackendError::new("no such search"))?;
         Ok(search_results_page(query, results))
     }
-    async fn fetch(&self, url: &str) -> Result<PageContents, BackendError> {
+    async fn fetch(&self, url: &str) -> Result<PageContents, BrowserBackendError> {
         let html = self
             .pages
             .get(url)
-            .ok_or_else(|| BackendError::new(format!("No contents returned for {url}")))?;
-        process_html(html, url, None).map_err(|e| BackendError::new(e.to_string()))
+            .ok_or_else(|| BrowserBackendError::new(format!("No contents returned for {url}")))?;
+        process_html(html, url, None).map_err(|e| BrowserBackendError::new(e.to_string()))
     }
-    async fn fetch_source(&self, url: &str) -> Result<PageContents, BackendError> {
+    async fn fetch_source(&self, url: &str) -> Result<PageContents, BrowserBackendError> {
         let html = self
             .pages
             .get(url)
-            .ok_or_else(|| BackendError::new(format!("No contents returned for {url}")))?;
+            .ok_or_else(|| BrowserBackendError::new(format!("No contents returned for {url}")))?;
         Ok(source_page(url, "source", html))
     }
 }
@@ -586,7 +590,7 @@ fn result(url: &str, title: &str, summary: &str) -> SearchResult {
 }
 
 fn session_with(
-    backend: Arc<dyn Backend>,
+    backend: Arc<dyn BrowserBackend>,
     quirks: ReferenceQuirks,
 ) -> ossa_tools::browser::BrowserSession {
     BrowserTool::new(

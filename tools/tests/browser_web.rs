@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ossa_tools::browser::{
-    ApiProvider, BRAVE, Backend, BrowserConfig, BrowserTool, DuckDuckGoProvider, EXA, FetchConfig,
-    Fetcher, PageContents, SEARXNG, SearchBackendKind, SearchConfig, SearchProvider, TAVILY,
-    WebBackend, YOU, process_html,
+    ApiProvider, BRAVE, BrowserBackend, BrowserConfig, BrowserTool, DuckDuckGoProvider, EXA,
+    FetchConfig, Fetcher, PageContents, SEARXNG, SearchBackendKind, SearchConfig, SearchProvider,
+    TAVILY, WebBackend, YOU, process_html,
 };
 use ossa_tools::tool::ToolCall;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
@@ -1287,7 +1287,7 @@ async fn a_number_as_query_goes_to_the_search_service_with_reference_quirks() {
         Some(server.url("")),
         false,
     ));
-    let web: Arc<dyn Backend> = Arc::new(backend(searx, local_fetch()));
+    let web: Arc<dyn BrowserBackend> = Arc::new(backend(searx, local_fetch()));
     let reference = BrowserTool::new(
         web.clone(),
         BrowserConfig {

@@ -4,7 +4,6 @@ use ossa_engine::tokenizer::Tokenizer;
 
 use super::chat::{Content, Conversation, DeveloperContent, Message, Role, SystemContent};
 use super::error::HarmonyError;
-use super::parser::{ParseMode, StreamableParser};
 use super::typescript::tools_section;
 
 /// Ids of the formatting tokens the format is written with.
@@ -277,22 +276,6 @@ impl HarmonyEncoding {
             *token = self.tokens.return_;
         }
         Ok(out)
-    }
-
-    /// Parses a whole completion (the tokens sampled after a prompt that ended in
-    /// `<|start|>{role}`, or, with `role` `None`, a stream that begins with `<|start|>`).
-    pub fn parse_messages_from_completion_tokens(
-        &self,
-        tokens: impl IntoIterator<Item = u32>,
-        role: Option<Role>,
-        mode: ParseMode,
-    ) -> Result<Vec<Message>, HarmonyError> {
-        let mut parser = StreamableParser::new(self.clone(), role, mode);
-        for token in tokens {
-            parser.process(token)?;
-        }
-        parser.process_eos()?;
-        Ok(parser.into_messages())
     }
 
     /// Renders a whole [`Conversation`] as a prompt for the assistant (default config).

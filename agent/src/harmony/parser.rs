@@ -104,6 +104,25 @@ pub struct StreamableParser {
 
 const REPLACEMENT: &str = "\u{FFFD}";
 
+// Parsing lives with the parser, so the encoding (rendering) never imports it.
+impl HarmonyEncoding {
+    /// Parses a whole completion (the tokens sampled after a prompt that ended in
+    /// `<|start|>{role}`, or, with `role` `None`, a stream that begins with `<|start|>`).
+    pub fn parse_messages_from_completion_tokens(
+        &self,
+        tokens: impl IntoIterator<Item = u32>,
+        role: Option<Role>,
+        mode: ParseMode,
+    ) -> Result<Vec<Message>, HarmonyError> {
+        let mut parser = StreamableParser::new(self.clone(), role, mode);
+        for token in tokens {
+            parser.process(token)?;
+        }
+        parser.process_eos()?;
+        Ok(parser.into_messages())
+    }
+}
+
 impl StreamableParser {
     /// A parser for the tokens sampled after a prompt ending in `<|start|>{role}`; with `role`
     /// `None`, the stream itself must begin with `<|start|>`.

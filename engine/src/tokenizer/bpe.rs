@@ -14,39 +14,34 @@ use std::collections::BinaryHeap;
 
 use rustc_hash::FxHashMap;
 
+/// The o200k pre-tokenization pattern's alternatives, then `$($extra)` (alternatives placed just
+/// before the final `\s+`).
+macro_rules! o200k_pattern {
+    ($($extra:literal),*) => {
+        concat!(
+            r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+            "|",
+            r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+            "|",
+            r"\p{N}{1,3}",
+            "|",
+            r" ?[^\s\p{L}\p{N}]+[\r\n/]*",
+            "|",
+            r"\s*[\r\n]+",
+            "|",
+            $($extra, "|",)*
+            r"\s+",
+        )
+    };
+}
+
 /// The o200k pre-tokenization pattern, as in openai-harmony's `public_encodings.rs` and in
 /// the official `tokenizer.json` of gpt-oss.
-pub const O200K_PATTERN: &str = concat!(
-    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
-    "|",
-    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
-    "|",
-    r"\p{N}{1,3}",
-    "|",
-    r" ?[^\s\p{L}\p{N}]+[\r\n/]*",
-    "|",
-    r"\s*[\r\n]+",
-    "|",
-    r"\s+(?!\S)",
-    "|",
-    r"\s+",
-);
+pub const O200K_PATTERN: &str = o200k_pattern!(r"\s+(?!\S)");
 
 /// [`O200K_PATTERN`] without its `\s+(?!\S)` alternative: every construct left has the same
 /// leftmost-first meaning in the `regex` crate as in a backtracking engine.
-const O200K_PATTERN_NO_LOOKAHEAD: &str = concat!(
-    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
-    "|",
-    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
-    "|",
-    r"\p{N}{1,3}",
-    "|",
-    r" ?[^\s\p{L}\p{N}]+[\r\n/]*",
-    "|",
-    r"\s*[\r\n]+",
-    "|",
-    r"\s+",
-);
+const O200K_PATTERN_NO_LOOKAHEAD: &str = o200k_pattern!();
 
 /// Splits text into the pieces the o200k pattern yields.
 ///

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokenizers::{OffsetReferential, OffsetType, PreTokenizedString};
 
-use super::TokenizerError;
 use super::bpe::O200K_PATTERN;
+use super::error::TokenizerError;
 
 /// The fields of `tokenizer.json` that decide how ossa encodes and decodes. `merges` is
 /// skipped here (the `tokenizers` library reads it when it is the encoder).

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use ossa_engine::tokenizer::{BackendPreference, Tokenizer};
+use ossa_engine::tokenizer::{EncoderPreference, Tokenizer};
 use serde::Deserialize;
 
 pub use ossa_test_support::fixtures;
@@ -56,7 +56,7 @@ pub fn from_file_auto() -> &'static Tokenizer {
 pub fn from_file_huggingface() -> &'static Tokenizer {
     static T: OnceLock<Tokenizer> = OnceLock::new();
     T.get_or_init(|| {
-        Tokenizer::from_file_with(&tokenizer_json(), BackendPreference::HuggingFace)
+        Tokenizer::from_file_with(&tokenizer_json(), EncoderPreference::HuggingFace)
             .expect("fixture tokenizer.json")
     })
 }

@@ -8,9 +8,9 @@ use super::page::PageContents;
 /// `Error during search for ...:`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct BackendError(pub String);
+pub struct BrowserBackendError(pub String);
 
-impl BackendError {
+impl BrowserBackendError {
     pub fn new(message: impl Into<String>) -> Self {
         Self(message.into())
     }
@@ -18,7 +18,7 @@ impl BackendError {
 
 /// The browser's source of pages (the reference's `Backend`).
 #[async_trait]
-pub trait Backend: Send + Sync {
+pub trait BrowserBackend: Send + Sync {
     /// The `sources=` value in the tool description.
     fn source(&self) -> &str {
         "web"
@@ -26,16 +26,16 @@ pub trait Backend: Send + Sync {
 
     /// Runs a search and returns the results page (see
     /// [`search_results_page`](super::search_results_page)).
-    async fn search(&self, query: &str, topn: usize) -> Result<PageContents, BackendError>;
+    async fn search(&self, query: &str, topn: usize) -> Result<PageContents, BrowserBackendError>;
 
     /// Fetches and converts the page at `url`.
-    async fn fetch(&self, url: &str) -> Result<PageContents, BackendError>;
+    async fn fetch(&self, url: &str) -> Result<PageContents, BrowserBackendError>;
 
     /// The source of the page at `url`, for `open(view_source=true)` (see
     /// [`source_page`](super::source_page)).
-    async fn fetch_source(&self, url: &str) -> Result<PageContents, BackendError> {
+    async fn fetch_source(&self, url: &str) -> Result<PageContents, BrowserBackendError> {
         let _ = url;
-        Err(BackendError::new(
+        Err(BrowserBackendError::new(
             "this search backend cannot show page sources",
         ))
     }

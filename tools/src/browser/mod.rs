@@ -9,7 +9,7 @@
 //! - [`fetch`] and [`search`]: HTTP with limits, and the search providers.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), ossa_tools::browser::ConfigError> {
+//! # async fn demo() -> Result<(), ossa_tools::browser::BrowserConfigError> {
 //! use ossa_tools::browser::{BrowserConfig, BrowserTool, SearchConfig};
 //! let search = SearchConfig::from_env()?; // OSSA_SEARCH_BACKEND, EXA_API_KEY, ...
 //! let tool = BrowserTool::new(search.build(Default::default())?, BrowserConfig::default());
@@ -30,7 +30,7 @@ mod tokens;
 
 use std::sync::Arc;
 
-pub use backend::{Backend, BackendError};
+pub use backend::{BrowserBackend, BrowserBackendError};
 pub use fetch::{FetchConfig, FetchError, Fetcher};
 pub use html::{
     HtmlError, SearchResult, process_html, search_results_page, source_page, text_page,
@@ -104,7 +104,7 @@ impl Default for BrowserConfig {
 /// The `browser` tool: a backend and settings, shared; one [`BrowserSession`] per conversation.
 #[derive(Clone)]
 pub struct BrowserTool {
-    backend: Arc<dyn Backend>,
+    backend: Arc<dyn BrowserBackend>,
     config: Arc<BrowserConfig>,
 }
 
@@ -118,7 +118,7 @@ impl std::fmt::Debug for BrowserTool {
 }
 
 impl BrowserTool {
-    pub fn new(backend: Arc<dyn Backend>, config: BrowserConfig) -> Self {
+    pub fn new(backend: Arc<dyn BrowserBackend>, config: BrowserConfig) -> Self {
         Self {
             backend,
             config: Arc::new(config),
@@ -126,7 +126,7 @@ impl BrowserTool {
     }
 
     /// The backend from the environment (see [`SearchConfig::from_env`]) with default settings.
-    pub fn from_env() -> Result<Self, ConfigError> {
+    pub fn from_env() -> Result<Self, BrowserConfigError> {
         let backend = SearchConfig::from_env()?.build(FetchConfig::default())?;
         Ok(Self::new(backend, BrowserConfig::default()))
     }
@@ -230,7 +230,7 @@ impl SearchBackendKind {
 
 /// A browser configuration that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
+pub enum BrowserConfigError {
     #[error("the {backend} search backend needs an API key: set {var}")]
     MissingApiKey {
         backend: &'static str,
@@ -288,11 +288,11 @@ impl SearchConfig {
     /// variable (`EXA_API_KEY`, `YDC_API_KEY`, `BRAVE_API_KEY`, `TAVILY_API_KEY`), `SEARXNG_URL`,
     /// `OSSA_SEARCH_BASE_URL` (overrides the API base URL) and `OSSA_BROWSER_FETCH=direct` (fetch
     /// pages directly even with Exa or You.com).
-    pub fn from_env() -> Result<Self, ConfigError> {
+    pub fn from_env() -> Result<Self, BrowserConfigError> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let kind = match var("OSSA_SEARCH_BACKEND") {
             Some(name) => {
-                SearchBackendKind::parse(&name).ok_or(ConfigError::UnknownBackend(name))?
+                SearchBackendKind::parse(&name).ok_or(BrowserConfigError::UnknownBackend(name))?
             }
             None => SearchBackendKind::DuckDuckGo,
         };
@@ -311,12 +311,12 @@ impl SearchConfig {
     }
 
     /// Builds the backend, checking that the key (or SearXNG URL) is there.
-    pub fn build(&self, fetch: FetchConfig) -> Result<Arc<dyn Backend>, ConfigError> {
-        let client =
-            search::api_client(self.api_timeout).map_err(|e| ConfigError::Http(e.to_string()))?;
+    pub fn build(&self, fetch: FetchConfig) -> Result<Arc<dyn BrowserBackend>, BrowserConfigError> {
+        let client = search::api_client(self.api_timeout)
+            .map_err(|e| BrowserConfigError::Http(e.to_string()))?;
         let key = || {
             self.api_key.clone().filter(|k| !k.trim().is_empty()).ok_or(
-                ConfigError::MissingApiKey {
+                BrowserConfigError::MissingApiKey {
                     backend: self.kind.name(),
                     var: self.kind.env_var().unwrap_or("API_KEY"),
                 },
@@ -334,11 +334,11 @@ impl SearchConfig {
             SearchBackendKind::Brave => api(&BRAVE, key()?, base),
             SearchBackendKind::Tavily => api(&TAVILY, key()?, base),
             SearchBackendKind::Searxng => {
-                let base = base.ok_or(ConfigError::MissingBaseUrl { var: "SEARXNG_URL" })?;
+                let base = base.ok_or(BrowserConfigError::MissingBaseUrl { var: "SEARXNG_URL" })?;
                 api(&SEARXNG, String::new(), Some(base))
             }
         };
-        let fetcher = Fetcher::new(fetch).map_err(|e| ConfigError::Http(e.to_string()))?;
+        let fetcher = Fetcher::new(fetch).map_err(|e| BrowserConfigError::Http(e.to_string()))?;
         Ok(Arc::new(WebBackend::new(provider, fetcher)))
     }
 }

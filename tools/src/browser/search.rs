@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use scraper::{Html, Selector};
 use serde_json::{Value, json};
 
-use super::backend::{Backend, BackendError};
+use super::backend::{BrowserBackend, BrowserBackendError};
 use super::fetch::{ContentKind, Document, Fetcher, classify, decode_text, install_tls_provider};
 use super::html::{
     SearchResult, process_html, search_results_page, source_page, squash_whitespace, text_page,
@@ -34,11 +34,15 @@ pub trait SearchProvider: Send + Sync {
     fn name(&self) -> &'static str;
 
     /// Up to `count` results for `query`.
-    async fn search(&self, query: &str, count: usize) -> Result<Vec<SearchResult>, BackendError>;
+    async fn search(
+        &self,
+        query: &str,
+        count: usize,
+    ) -> Result<Vec<SearchResult>, BrowserBackendError>;
 
     /// The page at `url` through the provider's contents API, or `None` when pages are fetched
     /// directly.
-    async fn contents(&self, url: &str) -> Option<Result<ProviderPage, BackendError>> {
+    async fn contents(&self, url: &str) -> Option<Result<ProviderPage, BrowserBackendError>> {
         let _ = url;
         None
     }
@@ -48,7 +52,7 @@ pub trait SearchProvider: Send + Sync {
 const MAX_API_RESPONSE: usize = 8 * 1024 * 1024;
 
 /// An HTTP client for search APIs (no private-address guard: a SearXNG instance is often local).
-pub fn api_client(timeout: Duration) -> Result<reqwest::Client, BackendError> {
+pub fn api_client(timeout: Duration) -> Result<reqwest::Client, BrowserBackendError> {
     install_tls_provider();
     reqwest::Client::builder()
         .user_agent(format!("ossa/{}", env!("CARGO_PKG_VERSION")))
@@ -56,17 +60,17 @@ pub fn api_client(timeout: Duration) -> Result<reqwest::Client, BackendError> {
         .connect_timeout(Duration::from_secs(10))
         .gzip(true)
         .build()
-        .map_err(|e| BackendError::new(format!("cannot create an HTTP client: {e}")))
+        .map_err(|e| BrowserBackendError::new(format!("cannot create an HTTP client: {e}")))
 }
 
 /// Runs HTML parsing and other page conversion on tokio's blocking threads, so a large page
 /// does not stall the async threads.
 async fn off_runtime<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
-) -> Result<T, BackendError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| BackendError::new(format!("internal error while reading the page: {e}")))?
+    work: impl FnOnce() -> Result<T, BrowserBackendError> + Send + 'static,
+) -> Result<T, BrowserBackendError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        BrowserBackendError::new(format!("internal error while reading the page: {e}"))
+    })?
 }
 
 fn trim_base(base: &str) -> String {
@@ -118,15 +122,15 @@ fn form_decode(s: &str) -> String {
 async fn read_body(
     provider: &str,
     mut response: reqwest::Response,
-) -> Result<Vec<u8>, BackendError> {
+) -> Result<Vec<u8>, BrowserBackendError> {
     let status = response.status();
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| {
-        BackendError::new(format!("{provider} API: error reading the response: {e}"))
+        BrowserBackendError::new(format!("{provider} API: error reading the response: {e}"))
     })? {
         body.extend_from_slice(&chunk);
         if body.len() > MAX_API_RESPONSE {
-            return Err(BackendError::new(format!(
+            return Err(BrowserBackendError::new(format!(
                 "{provider} API: response larger than {MAX_API_RESPONSE} bytes"
             )));
         }
@@ -134,25 +138,28 @@ async fn read_body(
     if !status.is_success() {
         let text = String::from_utf8_lossy(&body);
         let excerpt: String = text.trim().chars().take(300).collect();
-        return Err(BackendError::new(format!(
+        return Err(BrowserBackendError::new(format!(
             "{provider} API error {status}: {excerpt}"
         )));
     }
     Ok(body)
 }
 
-async fn read_json(provider: &str, response: reqwest::Response) -> Result<Value, BackendError> {
+async fn read_json(
+    provider: &str,
+    response: reqwest::Response,
+) -> Result<Value, BrowserBackendError> {
     let body = read_body(provider, response).await?;
     serde_json::from_slice(&body).map_err(|e| {
-        BackendError::new(format!(
+        BrowserBackendError::new(format!(
             "{provider} API returned a response that is not JSON: {e}"
         ))
     })
 }
 
-fn send_error(provider: &str, error: reqwest::Error) -> BackendError {
+fn send_error(provider: &str, error: reqwest::Error) -> BrowserBackendError {
     if error.is_timeout() {
-        BackendError::new(format!("{provider} API did not answer in time"))
+        BrowserBackendError::new(format!("{provider} API did not answer in time"))
     } else {
         let mut text = error.to_string();
         let mut source = std::error::Error::source(&error);
@@ -160,7 +167,7 @@ fn send_error(provider: &str, error: reqwest::Error) -> BackendError {
             text = format!("{text}: {e}");
             source = e.source();
         }
-        BackendError::new(format!("{provider} API request failed: {text}"))
+        BrowserBackendError::new(format!("{provider} API request failed: {text}"))
     }
 }
 
@@ -182,7 +189,7 @@ fn results_array<'a>(
     provider: &str,
     value: &'a Value,
     path: &[&str],
-) -> Result<&'a Vec<Value>, BackendError> {
+) -> Result<&'a Vec<Value>, BrowserBackendError> {
     let mut node = value;
     for key in path {
         match node.get(key) {
@@ -191,7 +198,7 @@ fn results_array<'a>(
         }
     }
     node.as_array().ok_or_else(|| {
-        BackendError::new(format!(
+        BrowserBackendError::new(format!(
             "{provider} API response has no `{}` list",
             path.join(".")
         ))
@@ -246,7 +253,7 @@ pub struct ApiSpec {
 /// Reading a page through a provider's contents API.
 struct ContentsSpec {
     request: fn(base: &str, url: &str) -> Request,
-    page: fn(url: &str, answer: &Value) -> Result<ProviderPage, BackendError>,
+    page: fn(url: &str, answer: &Value) -> Result<ProviderPage, BrowserBackendError>,
 }
 
 /// Exa (`EXA_API_KEY`), the reference's default: `POST /search` with summaries, and pages
@@ -268,11 +275,7 @@ pub static EXA: ApiSpec = ApiSpec {
             "" => str_field(r, "text").chars().take(300).collect(),
             s => s.to_string(),
         };
-        SearchResult {
-            url: str_field(r, "url").into(),
-            title: str_field(r, "title").into(),
-            summary: squash_whitespace(&summary),
-        }
+        hit_with_summary(r, &summary)
     },
     take_count: false,
     forbidden: None,
@@ -286,7 +289,9 @@ pub static EXA: ApiSpec = ApiSpec {
         page: |url, answer| {
             let first = results_array("Exa", answer, &["results"])?
                 .first()
-                .ok_or_else(|| BackendError::new(format!("No contents returned for {url}")))?;
+                .ok_or_else(|| {
+                    BrowserBackendError::new(format!("No contents returned for {url}"))
+                })?;
             Ok(ProviderPage {
                 url: url.to_string(),
                 title: str_field(first, "title").into(),
@@ -323,11 +328,7 @@ pub static YOU: ApiSpec = ApiSpec {
         } else {
             snippets.join(" ")
         };
-        SearchResult {
-            url: str_field(r, "url").into(),
-            title: str_field(r, "title").into(),
-            summary: squash_whitespace(&summary),
-        }
+        hit_with_summary(r, &summary)
     },
     take_count: false,
     forbidden: None,
@@ -339,14 +340,13 @@ pub static YOU: ApiSpec = ApiSpec {
             )
         },
         page: |url, answer| {
-            let first = answer
-                .as_array()
-                .and_then(|a| a.first())
-                .ok_or_else(|| BackendError::new(format!("No contents returned for {url}")))?;
+            let first = answer.as_array().and_then(|a| a.first()).ok_or_else(|| {
+                BrowserBackendError::new(format!("No contents returned for {url}"))
+            })?;
             let html = first
                 .get("html")
                 .and_then(Value::as_str)
-                .ok_or_else(|| BackendError::new(format!("No HTML returned for {url}")))?;
+                .ok_or_else(|| BrowserBackendError::new(format!("No HTML returned for {url}")))?;
             Ok(ProviderPage {
                 url: url.to_string(),
                 title: str_field(first, "title").into(),
@@ -420,6 +420,15 @@ pub static SEARXNG: ApiSpec = ApiSpec {
     contents: None,
 };
 
+/// A hit: the answer's `url` and `title` as given, `summary` with its whitespace squashed.
+fn hit_with_summary(r: &Value, summary: &str) -> SearchResult {
+    SearchResult {
+        url: str_field(r, "url").into(),
+        title: str_field(r, "title").into(),
+        summary: squash_whitespace(summary),
+    }
+}
+
 fn title_and_content(r: &Value) -> SearchResult {
     SearchResult {
         url: str_field(r, "url").into(),
@@ -461,7 +470,7 @@ impl ApiProvider {
         &self,
         request: Request,
         headers: &[(&str, &str)],
-    ) -> Result<Value, BackendError> {
+    ) -> Result<Value, BrowserBackendError> {
         let name = self.spec.name;
         let mut builder = match request {
             Request::Get(url) => self.client.get(url),
@@ -483,7 +492,7 @@ impl ApiProvider {
         if let Some(fix) = self.spec.forbidden
             && response.status() == reqwest::StatusCode::FORBIDDEN
         {
-            return Err(BackendError::new(format!(
+            return Err(BrowserBackendError::new(format!(
                 "{name} API error 403 Forbidden: {fix}"
             )));
         }
@@ -497,7 +506,11 @@ impl SearchProvider for ApiProvider {
         self.spec.name
     }
 
-    async fn search(&self, query: &str, count: usize) -> Result<Vec<SearchResult>, BackendError> {
+    async fn search(
+        &self,
+        query: &str,
+        count: usize,
+    ) -> Result<Vec<SearchResult>, BrowserBackendError> {
         let spec = self.spec;
         let answer = self
             .send((spec.search)(&self.base_url, query, count), spec.headers)
@@ -517,7 +530,7 @@ impl SearchProvider for ApiProvider {
         Ok(results)
     }
 
-    async fn contents(&self, url: &str) -> Option<Result<ProviderPage, BackendError>> {
+    async fn contents(&self, url: &str) -> Option<Result<ProviderPage, BrowserBackendError>> {
         let contents = self.spec.contents.as_ref().filter(|_| self.read_pages)?;
         let result = async {
             let answer = self
@@ -606,7 +619,11 @@ impl SearchProvider for DuckDuckGoProvider {
         "DuckDuckGo"
     }
 
-    async fn search(&self, query: &str, count: usize) -> Result<Vec<SearchResult>, BackendError> {
+    async fn search(
+        &self,
+        query: &str,
+        count: usize,
+    ) -> Result<Vec<SearchResult>, BrowserBackendError> {
         let response = self
             .client
             .post(format!("{}/html/", self.base_url))
@@ -624,7 +641,7 @@ impl SearchProvider for DuckDuckGoProvider {
         })
         .await?;
         if results.is_empty() && bot_check {
-            return Err(BackendError::new(
+            return Err(BrowserBackendError::new(
                 "DuckDuckGo refused the query with a bot check; try again later or configure another search backend",
             ));
         }
@@ -633,7 +650,7 @@ impl SearchProvider for DuckDuckGoProvider {
     }
 }
 
-/// A [`Backend`] made of a search provider and page fetching: through the provider's contents
+/// A [`BrowserBackend`] made of a search provider and page fetching: through the provider's contents
 /// API where it has one and is asked to, otherwise directly over HTTP.
 pub struct WebBackend {
     provider: Arc<dyn SearchProvider>,
@@ -646,19 +663,27 @@ impl WebBackend {
     }
 
     /// Fetches `url` directly and converts it by content type.
-    async fn fetch_direct(&self, url: &str, as_source: bool) -> Result<PageContents, BackendError> {
+    async fn fetch_direct(
+        &self,
+        url: &str,
+        as_source: bool,
+    ) -> Result<PageContents, BrowserBackendError> {
         let doc = self
             .fetcher
             .get(url)
             .await
-            .map_err(|e| BackendError::new(e.to_string()))?;
+            .map_err(|e| BrowserBackendError::new(e.to_string()))?;
         let max_bytes = self.fetcher.config().max_bytes;
         off_runtime(move || convert(doc, as_source, max_bytes)).await
     }
 }
 
 /// A fetched document as a page (or its source), by content type.
-fn convert(doc: Document, as_source: bool, max_bytes: usize) -> Result<PageContents, BackendError> {
+fn convert(
+    doc: Document,
+    as_source: bool,
+    max_bytes: usize,
+) -> Result<PageContents, BrowserBackendError> {
     let kind = classify(doc.content_type.as_deref(), &doc.body);
     let media = doc
         .content_type
@@ -666,7 +691,7 @@ fn convert(doc: Document, as_source: bool, max_bytes: usize) -> Result<PageConte
         .unwrap_or_else(|| "application/octet-stream".into());
     if kind == ContentKind::Unsupported {
         let media = media.split(';').next().unwrap_or("").trim().to_string();
-        return Err(BackendError::new(
+        return Err(BrowserBackendError::new(
             super::fetch::FetchError::UnsupportedContent(media).to_string(),
         ));
     }
@@ -691,9 +716,8 @@ fn convert(doc: Document, as_source: bool, max_bytes: usize) -> Result<PageConte
         return Ok(page);
     }
     let mut page = match kind {
-        ContentKind::Html => {
-            process_html(&text, &doc.url, None).map_err(|e| BackendError::new(e.to_string()))?
-        }
+        ContentKind::Html => process_html(&text, &doc.url, None)
+            .map_err(|e| BrowserBackendError::new(e.to_string()))?,
         ContentKind::Json => {
             let pretty = serde_json::from_str::<Value>(&text)
                 .ok()
@@ -708,18 +732,18 @@ fn convert(doc: Document, as_source: bool, max_bytes: usize) -> Result<PageConte
 }
 
 #[async_trait]
-impl Backend for WebBackend {
-    async fn search(&self, query: &str, topn: usize) -> Result<PageContents, BackendError> {
+impl BrowserBackend for WebBackend {
+    async fn search(&self, query: &str, topn: usize) -> Result<PageContents, BrowserBackendError> {
         let results = self.provider.search(query, topn).await?;
         Ok(search_results_page(query, &results))
     }
 
-    async fn fetch(&self, url: &str) -> Result<PageContents, BackendError> {
+    async fn fetch(&self, url: &str) -> Result<PageContents, BrowserBackendError> {
         match self.provider.contents(url).await {
             Some(Ok(page)) => {
                 off_runtime(move || {
                     process_html(&page.html, &page.url, Some(&page.title))
-                        .map_err(|e| BackendError::new(e.to_string()))
+                        .map_err(|e| BrowserBackendError::new(e.to_string()))
                 })
                 .await
             }
@@ -728,7 +752,7 @@ impl Backend for WebBackend {
         }
     }
 
-    async fn fetch_source(&self, url: &str) -> Result<PageContents, BackendError> {
+    async fn fetch_source(&self, url: &str) -> Result<PageContents, BrowserBackendError> {
         match self.provider.contents(url).await {
             Some(Ok(page)) => Ok(source_page(&page.url, &page.title, &page.html)),
             Some(Err(e)) => Err(e),

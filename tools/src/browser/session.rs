@@ -16,7 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
-use super::backend::Backend;
+use super::backend::BrowserBackend;
 use super::display::{InvalidLocation, find_in_page, page_lines, render_view};
 use super::page::PageContents;
 use super::pyfmt::{maybe_truncate, py_repr, py_str, py_type_name};
@@ -108,7 +108,7 @@ fn truthy(value: Option<&Value>) -> bool {
 
 /// A browser for one conversation. Created by [`BrowserTool::session`](super::BrowserTool::session).
 pub struct BrowserSession {
-    backend: Arc<dyn Backend>,
+    backend: Arc<dyn BrowserBackend>,
     config: Arc<BrowserConfig>,
     stack: Vec<Arc<Page>>,
     /// Pages by URL: with the reference quirk every page shown (its `pages` dict); otherwise
@@ -240,7 +240,7 @@ fn loc_argument(name: &str, value: Option<&Value>) -> Result<Loc, String> {
 }
 
 impl BrowserSession {
-    pub(super) fn new(backend: Arc<dyn Backend>, config: Arc<BrowserConfig>) -> Self {
+    pub(super) fn new(backend: Arc<dyn BrowserBackend>, config: Arc<BrowserConfig>) -> Self {
         Self {
             backend,
             config,

@@ -8,6 +8,7 @@
 
 mod nesting;
 mod render;
+mod text;
 pub(crate) mod urls;
 
 use std::collections::HashMap;
@@ -19,6 +20,8 @@ use html5ever::tree_builder::TreeBuilderOpts;
 use scraper::{Html, HtmlTreeSink, Node};
 
 use super::page::PageContents;
+use render::LinkKind;
+pub(crate) use text::{clean_chars, squash_whitespace};
 
 /// Why a document could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,38 +38,6 @@ pub struct SearchResult {
     pub title: String,
     /// The provider's snippet or summary (plain text).
     pub summary: String,
-}
-
-/// The reference's character clean-up, applied to everything a page contributes: characters
-/// above the Basic Multilingual Plane up to U+1FFFF (emoji) are dropped, the lenticular brackets
-/// that delimit links become white ones so page text cannot fake a link, `◼` becomes `◾`, and
-/// zero-width spaces go.
-pub(crate) fn clean_chars(s: &str) -> String {
-    s.chars()
-        .filter_map(|c| match c {
-            '\u{10000}'..='\u{1FFFF}' | '\u{200B}' => None,
-            '【' => Some('〖'),
-            '】' => Some('〗'),
-            '◼' => Some('◾'),
-            c => Some(c),
-        })
-        .collect()
-}
-
-/// Collapses whitespace runs to one space and trims.
-pub(crate) fn squash_whitespace(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// How a link element is treated, decided exactly as the reference's `_clean_links` does.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum LinkKind {
-    /// Gets link id `id`; `domain` is shown after the text when it differs from the page's.
-    Id { id: usize, domain: Option<String> },
-    /// A same-page `#fragment` link: its text stays, without an id.
-    Fragment,
-    /// Left alone (mailto:, javascript:, no text, no domain): its content renders as usual.
-    Untouched,
 }
 
 fn parse(html: &str) -> Html {

@@ -11,7 +11,18 @@ use std::collections::HashMap;
 use ego_tree::{NodeId, NodeRef};
 use scraper::{Html, Node};
 
-use super::{LinkKind, squash_whitespace};
+use super::text::{clean_chars, squash_whitespace};
+
+/// How a link element is treated, decided exactly as the reference's `_clean_links` does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LinkKind {
+    /// Gets link id `id`; `domain` is shown after the text when it differs from the page's.
+    Id { id: usize, domain: Option<String> },
+    /// A same-page `#fragment` link: its text stays, without an id.
+    Fragment,
+    /// Left alone (mailto:, javascript:, no text, no domain): its content renders as usual.
+    Untouched,
+}
 
 type NodeRefH<'a> = NodeRef<'a, Node>;
 
@@ -416,7 +427,7 @@ impl<'a> Renderer<'a> {
                         })
                 })
                 .unwrap_or_default();
-            label = squash_whitespace(&super::clean_chars(&fallback)).replace('†', "‡");
+            label = squash_whitespace(&clean_chars(&fallback)).replace('†', "‡");
         }
         if label.is_empty() {
             // No text, label or alt: name the link by where it goes.
@@ -519,7 +530,7 @@ impl<'a> Renderer<'a> {
         }
         let label = alt
             .or_else(|| attr(node, "title"))
-            .map(|s| squash_whitespace(&super::clean_chars(s)))
+            .map(|s| squash_whitespace(&clean_chars(s)))
             .filter(|s| !s.is_empty());
         let n = self.images;
         self.images += 1;
