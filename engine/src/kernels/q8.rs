@@ -518,10 +518,22 @@ pub fn linear_batch(isa: Isa, jobs: &mut [LinearJob<'_>]) {
         );
     }
     #[cfg(target_arch = "x86_64")]
-    for job in jobs.iter_mut().filter(|j| on_tiles(isa, j.x)) {
-        match job.weights {
-            Weights::Q8(m) => super::amx::q8_0_linear(isa, m, job.x, job.bias, job.y),
-            Weights::Mxfp4(m) => super::amx::mxfp4_linear(isa, &m, job.x, job.bias, job.y),
+    {
+        let mut mxfp4 = Vec::new();
+        for job in jobs.iter_mut().filter(|j| on_tiles(isa, j.x)) {
+            match job.weights {
+                Weights::Q8(m) => super::amx::q8_0_linear(isa, m, job.x, job.bias, job.y),
+                Weights::Mxfp4(m) => mxfp4.push(super::amx::Mxfp4Job {
+                    m,
+                    x: job.x,
+                    bias: job.bias,
+                    y: &mut *job.y,
+                }),
+            }
+        }
+        // A layer's experts in one pass (prefill): see `mxfp4_linear_batch`.
+        if !mxfp4.is_empty() {
+            super::amx::mxfp4_linear_batch(isa, &mut mxfp4);
         }
     }
     let mut tasks = Vec::new();
