@@ -12,7 +12,7 @@ use crate::kernels::attention::{self, AttnShape, Widen};
 use crate::kernels::dense::DenseMatrix;
 use crate::kernels::mxfp4::{BLOCK, BLOCK_BYTES, Mxfp4Matrix};
 use crate::kernels::q8::{Isa, LinearJob, Q8Acts, Q8Matrix, QK, Weights, linear_batch};
-use crate::kernels::{SharedOut, dot_f32, round_to_bf16, swiglu};
+use crate::kernels::{add_scaled, dot_f32, round_to_bf16, swiglu};
 use crate::kv_cache::{KvCache, LayerKv, LayerStore};
 use crate::profile::{OpProfile, SpanTimes};
 use crate::rope::Rope;
@@ -675,6 +675,7 @@ impl Model {
                 }
             }
         }
+        let mut moe_scratch = MoeScratch::default();
         for (l, layer) in self.layers.iter().enumerate() {
             let normed = trace_span!("norm").in_scope(|| {
                 let mut normed = rms_norm(&x, &layer.input_norm, self.eps);
@@ -707,9 +708,14 @@ impl Model {
                 pinned: pinned.as_ref().and_then(|p| p.get(l)).map(Vec::as_slice),
                 ..Routing::default()
             };
-            let moe = layer
-                .moe
-                .forward(&normed, router_input.as_deref(), t, mode, &mut routing);
+            let moe = layer.moe.forward(
+                &normed,
+                router_input.as_deref(),
+                t,
+                mode,
+                &mut routing,
+                &mut moe_scratch,
+            );
             if let Some(tr) = trace.as_deref_mut() {
                 tr.router_topk.push(routing.selected);
                 tr.router_margins.push(routing.margins);
@@ -717,7 +723,7 @@ impl Model {
                     .push(router_input.unwrap_or_else(|| normed.clone()));
                 tr.router_logits.push(routing.logits);
             }
-            add_assign(&mut x, &moe);
+            add_assign(&mut x, moe);
             if let Some(tr) = trace.as_deref_mut() {
                 tr.layer_outputs.push(x.clone());
             }
@@ -918,14 +924,15 @@ struct Routing<'a> {
 impl Moe {
     /// Routes each token to its top-k experts and sums their weighted outputs.
     /// `router_x` is the router's input when it differs from the experts' `x`.
-    fn forward(
+    fn forward<'s>(
         &self,
         x: &[f32],
         router_x: Option<&[f32]>,
         t: usize,
         mode: Mode,
         routing: &mut Routing,
-    ) -> Vec<f32> {
+        scratch: &'s mut MoeScratch,
+    ) -> &'s [f32] {
         let _moe = trace_span!("moe").entered();
         let router = trace_span!("moe.router").entered();
         let (e_count, k) = (self.num_experts, self.top_k);
@@ -988,29 +995,34 @@ impl Moe {
             .filter(|(_, tokens)| !tokens.is_empty())
             .map(|(e, tokens)| (e, tokens.as_slice()))
             .collect();
-        let mut gate_up: Vec<Vec<f32>> = active
-            .iter()
-            .map(|(_, tokens)| vec![0.0f32; tokens.len() * 2 * i])
-            .collect();
+        // Each active expert's rows follow the previous one's in the scratch buffers.
+        let rows = t * k;
+        let MoeScratch {
+            all,
+            xqs,
+            gate_up,
+            act,
+            down,
+            out,
+        } = scratch;
+        // Every kernel below writes all of its output, so the buffers are only resized:
+        // no zeroing, and no fresh pages to fault in after the first layer.
+        gate_up.resize(rows * 2 * i, 0.0);
+        act.resize(rows * i, 0.0);
+        down.resize(rows * h, 0.0);
         let gate_up_bias = |e: usize| &ex.gate_up_bias[e * 2 * i..(e + 1) * 2 * i];
         let down_bias = |e: usize| &ex.down_bias[e * h..(e + 1) * h];
-        let mut xqs: Vec<Q8Acts> = Vec::new();
         if int8 {
-            let mut all = Q8Acts::default();
             all.quantize(x, t, h, true);
-            xqs = active
-                .iter()
-                .map(|(_, tokens)| {
-                    let mut q = Q8Acts::default();
-                    q.gather_rows(&all, tokens.iter().map(|&(ti, _)| ti));
-                    q
-                })
-                .collect();
+            xqs.resize_with(xqs.len().max(active.len()), Q8Acts::default);
+            for ((_, tokens), xq) in active.iter().zip(xqs.iter_mut()) {
+                xq.gather_rows(all, tokens.iter().map(|&(ti, _)| ti));
+            }
             // Every selected expert in one batch: one parallel pass when decoding.
             let mut jobs: Vec<LinearJob> = active
                 .iter()
-                .zip(&xqs)
-                .zip(gate_up.iter_mut())
+                .zip(xqs.iter())
+                .zip(split_rows(gate_up, &active, 2 * i))
                 .filter_map(|((&(e, _), xq), y)| {
                     Some(LinearJob {
                         weights: Weights::Mxfp4(ex.gate_up.mxfp4_expert(e)?),
@@ -1022,8 +1034,9 @@ impl Moe {
                 .collect();
             linear_batch(mode.isa, &mut jobs);
         } else {
-            for (&(e, tokens), y) in active.iter().zip(gate_up.iter_mut()) {
-                let mut xe = Vec::with_capacity(tokens.len() * h);
+            let mut xe = Vec::new();
+            for (&(e, tokens), y) in active.iter().zip(split_rows(gate_up, &active, 2 * i)) {
+                xe.clear();
                 for &(ti, _) in tokens {
                     xe.extend_from_slice(&x[ti * h..(ti + 1) * h]);
                 }
@@ -1032,32 +1045,25 @@ impl Moe {
         }
         drop(gate_up_span);
         let swiglu_span = trace_span!("moe.swiglu").entered();
-        let acts: Vec<Vec<f32>> = gate_up
-            .iter()
-            .map(|gate_up| {
-                let mut act = vec![0.0f32; gate_up.len() / 2];
-                swiglu(gate_up, ex.limit, !mode.int8(), &mut act);
-                if mode.rounds(RoundingSource::ExpertActivation) {
-                    round_to_bf16(&mut act);
-                }
-                act
-            })
-            .collect();
-        drop(gate_up);
+        // Element-wise over (gate, up) pairs: all experts' rows in one call.
+        swiglu(gate_up, ex.limit, !mode.int8(), act);
+        if mode.rounds(RoundingSource::ExpertActivation) {
+            round_to_bf16(act);
+        }
         drop(swiglu_span);
         let down_span = trace_span!("moe.down").entered();
-        let mut downs: Vec<Vec<f32>> = active
-            .iter()
-            .map(|(_, tokens)| vec![0.0f32; tokens.len() * h])
-            .collect();
         if int8 {
-            for ((act, xq), (_, tokens)) in acts.iter().zip(xqs.iter_mut()).zip(&active) {
+            for ((act, xq), (_, tokens)) in split_rows(act, &active, i)
+                .into_iter()
+                .zip(xqs.iter_mut())
+                .zip(&active)
+            {
                 xq.quantize(act, tokens.len(), i, true);
             }
             let mut jobs: Vec<LinearJob> = active
                 .iter()
-                .zip(&xqs)
-                .zip(downs.iter_mut())
+                .zip(xqs.iter())
+                .zip(split_rows(down, &active, h))
                 .filter_map(|((&(e, _), xq), y)| {
                     Some(LinearJob {
                         weights: Weights::Mxfp4(ex.down.mxfp4_expert(e)?),
@@ -1069,29 +1075,71 @@ impl Moe {
                 .collect();
             linear_batch(mode.isa, &mut jobs);
         } else {
-            for ((&(e, tokens), act), y) in active.iter().zip(&acts).zip(downs.iter_mut()) {
+            for ((&(e, tokens), act), y) in active
+                .iter()
+                .zip(split_rows(act, &active, i))
+                .zip(split_rows(down, &active, h))
+            {
                 ex.down.linear(e, act, tokens.len(), down_bias(e), y);
             }
         }
         drop(down_span);
-        let mut out = vec![0.0f32; t * h];
-        for ((_, tokens), down) in active.iter().zip(&downs) {
-            // An expert's tokens are distinct, so its rows add into distinct output rows.
-            let shared = SharedOut(out.as_mut_ptr());
-            down.par_chunks_exact(h)
-                .zip(tokens.par_iter())
-                .with_min_len(16)
-                .for_each(|(row, &(ti, w))| {
-                    // SAFETY: ti < t, so row ti is inside `out` ([t, h]); an expert's tokens
-                    // are distinct (top-k picks distinct experts per token, and pinned
-                    // routing is checked for repeats in `forward`), so this item alone
-                    // writes it, and `out` is not otherwise touched during this loop.
-                    let o = unsafe { std::slice::from_raw_parts_mut(shared.at(ti * h), h) };
-                    for (o, &v) in o.iter_mut().zip(row) {
-                        *o += v * w;
-                    }
-                });
+        // Each token's k expert rows, in ascending expert order (the order the sums were
+        // always taken in), as (row of `down`, routing weight).
+        let mut picks: Vec<(usize, f32)> = vec![(0, 0.0); rows];
+        let mut filled = vec![0usize; t];
+        let mut row = 0;
+        for (_, tokens) in &active {
+            for &(ti, w) in tokens.iter() {
+                picks[ti * k + filled[ti]] = (row, w);
+                filled[ti] += 1;
+                row += 1;
+            }
         }
+        out.clear();
+        out.resize(t * h, 0.0);
+        let down = &*down;
+        out.par_chunks_exact_mut(h)
+            .zip(picks.par_chunks_exact(k.max(1)))
+            .with_min_len(16)
+            .for_each(|(o, picks)| {
+                for &(row, w) in picks {
+                    add_scaled(o, &down[row * h..(row + 1) * h], w);
+                }
+            });
         out
     }
+}
+
+/// Buffers one forward call's MoE layers share: after the first layer, no allocation, no
+/// zeroed pages to fault in (at prefill sizes hundreds of MB per layer).
+#[derive(Default)]
+struct MoeScratch {
+    /// Every token's input, quantized once.
+    all: Q8Acts,
+    /// Each active expert's tokens: gathered inputs, then its activations.
+    xqs: Vec<Q8Acts>,
+    /// `[t·k, 2·intermediate]`, `[t·k, intermediate]`, `[t·k, hidden]`: active experts' rows
+    /// one after another.
+    gate_up: Vec<f32>,
+    act: Vec<f32>,
+    down: Vec<f32>,
+    /// `[t, hidden]`: the layer's output.
+    out: Vec<f32>,
+}
+
+/// `buf` cut into one slice per active expert, `width` values per token of it.
+fn split_rows<'a>(
+    mut buf: &'a mut [f32],
+    active: &[(usize, &[(usize, f32)])],
+    width: usize,
+) -> Vec<&'a mut [f32]> {
+    active
+        .iter()
+        .map(|(_, tokens)| {
+            let (head, rest) = std::mem::take(&mut buf).split_at_mut(tokens.len() * width);
+            buf = rest;
+            head
+        })
+        .collect()
 }

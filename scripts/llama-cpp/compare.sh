@@ -165,15 +165,22 @@ if depth > 0:
 
 print()
 print("ossa's own figures (medians over rounds)")
-for key in ["isa", "prefill_long_tok_s", "decode_floor_tok_s", "decode_floor_fraction",
+for key in ["isa", "decode_depth0_tok_s_by_quarter", "prefill_long_tok_s", "decode_floor_tok_s", "decode_floor_fraction",
             "read_bandwidth_gb_s", "read_bandwidth_gb_s_min", "read_bandwidth_gb_s_max",
+            "read_bandwidth_after_decode_gb_s", "decode_floor_fraction_after_decode",
             "ttft_cold_s", "ttft_cached_s", "ttft_cold_from_load_s", "ttft_cached_from_load_s",
             "peak_rss_bytes", "load_s"]:
     values = [row["report"].get(key) for row in rows if row["engine"] == "ossa"]
     values = [v for v in values if v is not None]
     if not values:
         continue
-    shown = values[0] if isinstance(values[0], str) else f"{med(values):.3f}"
+    if isinstance(values[0], str):
+        shown = values[0]
+    elif isinstance(values[0], list):
+        # Per round: e.g. decode tok/s over each quarter of the generated tokens.
+        shown = "; ".join(", ".join(f"{v:.2f}" for v in vs if v is not None) for vs in values)
+    else:
+        shown = f"{med(values):.3f}"
     print(f"  {key:<24} {shown}")
 EOF
 echo "raw JSON: $RESULTS   log: $LOG"

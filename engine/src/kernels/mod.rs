@@ -281,6 +281,20 @@ fn swiglu_body(out: &mut [f32], pairs: &[f32], limit: f32, exp: impl Fn(f32) -> 
     }
 }
 
+/// `out[i] += x[i] · w`: the MoE's weighted sum of expert rows. AVX-512 wide where the CPU
+/// has it; a multiply then an add (never fused), so every width gives the same values.
+pub(crate) fn add_scaled(out: &mut [f32], x: &[f32], w: f32) {
+    assert_eq!(out.len(), x.len(), "add_scaled shapes");
+    with_avx512!(add_scaled_body(out, x, w))
+}
+
+#[inline(always)]
+fn add_scaled_body(out: &mut [f32], x: &[f32], w: f32) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o += v * w;
+    }
+}
+
 /// `v ← exp(v − max)` ([`exp_approx`]) for every element; returns their sum, kept in 16
 /// partial sums so the loop vectorizes.
 pub(crate) fn exp_minus(values: &mut [f32], max: f32) -> f32 {
@@ -409,6 +423,21 @@ mod tests {
         assert_eq!(exp_approx(-1e30), exp_approx(-87.0));
         assert!(exp_approx(1e30) > 1e38);
         assert_eq!(exp_approx(0.0), 1.0);
+    }
+
+    #[test]
+    fn add_scaled_matches_the_plain_loop_bit_for_bit() {
+        // Odd lengths leave a tail past the vector width.
+        for (n, seed) in [(1usize, 1u64), (15, 2), (17, 3), (2880, 4), (2891, 5)] {
+            let x = test_data::values(n, seed);
+            let base = test_data::values(n, seed + 100);
+            let w = 0.3173f32;
+            let mut got = base.clone();
+            add_scaled(&mut got, &x, w);
+            let want: Vec<f32> = base.iter().zip(&x).map(|(&o, &v)| o + v * w).collect();
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{n} values");
+        }
     }
 
     #[test]

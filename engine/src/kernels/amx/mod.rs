@@ -150,6 +150,7 @@ fn panels_per_task(panels: usize) -> usize {
 
 /// `y[t, r] = bias[r] + Σ_c x[t, c]·W[r, c]`, `x` quantized in MXFP4 order. `isa` must be
 /// the AMX level: it proves the tile unit is there.
+#[cfg(test)]
 pub(crate) fn mxfp4_linear(
     isa: Isa,
     m: &Mxfp4Matrix,
@@ -157,21 +158,60 @@ pub(crate) fn mxfp4_linear(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
-    let (rows, cols, t) = (m.rows, m.cols, x.rows);
+    mxfp4_linear_batch(isa, &mut [Mxfp4Job { m: *m, x, bias, y }]);
+}
+
+/// One matmul of [`mxfp4_linear_batch`].
+pub(crate) struct Mxfp4Job<'a> {
+    pub(crate) m: Mxfp4Matrix<'a>,
+    pub(crate) x: &'a Q8Acts,
+    pub(crate) bias: Option<&'a [f32]>,
+    pub(crate) y: &'a mut [f32],
+}
+
+/// [`mxfp4_linear`] for every job (a layer's experts) in one parallel pass over all their
+/// panels: no wait at the end of each expert for the last task of its matmul.
+pub(crate) fn mxfp4_linear_batch(isa: Isa, jobs: &mut [Mxfp4Job<'_>]) {
+    use rayon::prelude::*;
     assert_eq!(isa.level(), Level::Amx, "amx::mxfp4_linear without AMX");
-    assert!(
-        x.cols == cols && y.len() >= t * rows && bias.is_none_or(|b| b.len() >= rows),
-        "amx::mxfp4_linear shapes"
-    );
-    if t == 0 || rows == 0 {
-        return;
+    for job in jobs.iter() {
+        let (rows, cols, t) = (job.m.rows, job.m.cols, job.x.rows);
+        assert!(
+            job.x.cols == cols
+                && job.y.len() >= t * rows
+                && job.bias.is_none_or(|b| b.len() >= rows),
+            "amx::mxfp4_linear shapes"
+        );
     }
-    let nb = cols / QK;
-    let mut acts = TileActs::default();
-    acts.pack(x, true);
-    let out = SharedOut(y.as_mut_ptr());
-    let panels = rows.div_ceil(TILE);
-    for_row_chunks(panels, panels_per_task(panels), |p0, p1| {
+    let acts: Vec<TileActs> = jobs
+        .par_iter()
+        .map(|job| {
+            let mut acts = TileActs::default();
+            acts.pack(job.x, true);
+            acts
+        })
+        .collect();
+    let outs: Vec<SharedOut> = jobs
+        .iter_mut()
+        .map(|job| SharedOut(job.y.as_mut_ptr()))
+        .collect();
+    let jobs = &*jobs;
+    let mut tasks = Vec::new();
+    for (j, job) in jobs.iter().enumerate() {
+        if job.x.rows == 0 {
+            continue;
+        }
+        let panels = job.m.rows.div_ceil(TILE);
+        let per_task = panels_per_task(panels);
+        tasks.extend(
+            (0..panels)
+                .step_by(per_task)
+                .map(|p0| (j, p0, (p0 + per_task).min(panels))),
+        );
+    }
+    tasks.into_par_iter().for_each(|(j, p0, p1)| {
+        let (m, bias, out, acts) = (&jobs[j].m, jobs[j].bias, outs[j], &acts[j]);
+        let (rows, nb) = (m.rows, m.cols / QK);
         SCRATCH.with_borrow_mut(|s| {
             s.weights.resize(nb * TILE_BLOCK, 0);
             s.scales.resize(nb * TILE, 0.0);
@@ -186,8 +226,8 @@ pub(crate) fn mxfp4_linear(
                 // detection offers only above AVX-512 VNNI) and INT8_TILES is loaded;
                 // `unpack_mxfp4_panel` asserts its buffers' sizes and fills `s.weights` with
                 // nb blocks of 16 rows of 32 (the A tiles `panel` reads) and `s.scales` with
-                // nb·16 scales; `y` holds [t, rows] (asserted) and this task alone writes
-                // rows r0..r1 (`for_row_chunks` splits the panels).
+                // nb·16 scales; job j's `y` holds [t, rows] (asserted) and this task alone
+                // writes its rows r0..r1 (the tasks split each job's panels).
                 unsafe {
                     x86::unpack_mxfp4_panel(
                         blocks,
@@ -202,7 +242,7 @@ pub(crate) fn mxfp4_linear(
                         TILE_BLOCK,
                         QK,
                         &s.scales,
-                        &acts,
+                        acts,
                         Target {
                             y: out,
                             ldy: rows,
@@ -968,6 +1008,79 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// A batch of experts of different shapes and token counts (none, one, partial tiles) in
+    /// one pass gives each exactly what it gets alone (the same panels, the same sums).
+    #[test]
+    fn mxfp4_batch_equals_each_matmul_alone() {
+        let Some(isa) = amx() else { return };
+        let shapes = [
+            (17, 288, 0usize),
+            (40, 2880, 33),
+            (5, 96, 1),
+            (16, 160, 16),
+            (33, 64, 9),
+        ];
+        // Per matmul: packed blocks, scales, bias, quantized tokens.
+        type Case = (Vec<u8>, Vec<u8>, Vec<f32>, Q8Acts);
+        let data: Vec<Case> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, &(rows, cols, tokens))| {
+                let scales = bytes(rows * cols / QK, 50 + i as u64)
+                    .iter()
+                    .map(|b| 115 + b % 20)
+                    .collect();
+                let mut q = Q8Acts::default();
+                q.quantize(
+                    &activations(tokens, cols, 70 + i as u64),
+                    tokens,
+                    cols,
+                    true,
+                );
+                (
+                    bytes(rows * cols / 2, 60 + i as u64),
+                    scales,
+                    values(rows, 80 + i as u64),
+                    q,
+                )
+            })
+            .collect();
+        let matrix = |i: usize| {
+            let (rows, cols, _) = shapes[i];
+            Mxfp4Matrix::new(&data[i].0, &data[i].1, rows, cols).expect("shapes")
+        };
+        let mut alone: Vec<Vec<f32>> = Vec::new();
+        for (i, &(rows, _, tokens)) in shapes.iter().enumerate() {
+            let mut y = vec![f32::NAN; tokens * rows];
+            mxfp4_linear(isa, &matrix(i), &data[i].3, Some(&data[i].2), &mut y);
+            alone.push(y);
+        }
+        let mut together: Vec<Vec<f32>> = shapes
+            .iter()
+            .map(|&(rows, _, tokens)| vec![f32::NAN; tokens * rows])
+            .collect();
+        let mut jobs: Vec<Mxfp4Job> = together
+            .iter_mut()
+            .enumerate()
+            .map(|(i, y)| Mxfp4Job {
+                m: matrix(i),
+                x: &data[i].3,
+                bias: Some(&data[i].2),
+                y,
+            })
+            .collect();
+        mxfp4_linear_batch(isa, &mut jobs);
+        drop(jobs);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for (i, (a, b)) in alone.iter().zip(&together).enumerate() {
+            assert!(
+                a.iter().all(|v| v.is_finite()),
+                "job {i} left outputs unwritten"
+            );
+            assert_eq!(bits(a), bits(b), "job {i}");
         }
     }
 
