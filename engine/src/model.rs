@@ -594,7 +594,12 @@ impl Model {
         let Some(profiler) = &self.profile else {
             return self.forward_stages(tokens, cache, logits, trace);
         };
-        // The stages' spans go to the profiler: they are all opened on this thread.
+        // The stages' spans go to the profiler: they are all opened on this thread. Each
+        // span callsite caches whether any dispatcher wants it; a callsite first reached by
+        // another thread while the profiler's dispatcher was being made can keep a stale
+        // "never" (a race in tracing-core's registration), which would silently drop that
+        // stage from the profile. Recomputing the cache here (profiling only) rules it out.
+        tracing::callsite::rebuild_interest_cache();
         let out = tracing::dispatcher::with_default(profiler.dispatch(), || {
             self.forward_stages(tokens, cache, logits, trace)
         });
