@@ -17,7 +17,6 @@ use ossa_agent::{AgentConfig, AgentEvent};
 use ossa_tools::citations::{Annotation, CitationStream, StreamChunk, normalize_citations};
 use ossa_tools::{ToolCall, ToolDescription};
 
-use super::ServerState;
 use super::common::{
     self, Admitted, Body, CancellationToken, content_text, count, function_call_message,
     function_description, function_output_message, json_text, parse_effort, read_body,
@@ -26,9 +25,10 @@ use super::error::ApiError;
 use super::functions::{FunctionChoice, function_name};
 use super::log::RequestLog;
 use super::params::{
-    TokenLogprob, logprobs_request, new_id, now, strict_functions, structured_outputs,
+    TokenLogprob, logprobs_request, new_id, strict_functions, structured_outputs,
     with_format_section,
 };
+use super::state::ServerState;
 use super::stop::StopText;
 use super::turn::{self, TurnResult, TurnSpec, builtin_kind};
 use super::wire::chat::{
@@ -36,6 +36,7 @@ use super::wire::chat::{
     ChatCompletionRequest, ChatCompletionTag, ChatMessage, Choice, ChunkChoice, Delta,
     FunctionCall, FunctionType, Logprobs, MessageParam, PromptTokensDetails, ServerToolCall, Usage,
 };
+use super::wire::now;
 use super::wire::request::{TextFormat, ToolParam};
 
 /// A parsed request.

@@ -17,10 +17,10 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use super::ServerState;
 use super::error::{ApiError, parse_body};
 use super::log::RequestLog;
 use super::queue::Slot;
+use super::state::ServerState;
 use super::turn::{self, TurnSpec};
 use super::wire::request::{self, Content, FunctionParam, SamplingRequest};
 

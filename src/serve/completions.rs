@@ -18,19 +18,20 @@ use ossa_engine::tokenizer::{AllowedSpecial, Tokenizer};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::ServerState;
 use super::common::{
     self, Admitted, Body, CancelOnDrop, CancellationToken, count, json_text, read_body,
 };
 use super::error::ApiError;
 use super::log::{RequestLog, Usage};
-use super::params::{LegacyLogprobs, logprobs_request, new_id, now};
+use super::params::{LegacyLogprobs, logprobs_request, new_id};
+use super::state::ServerState;
 use super::stop;
 use super::wire::chat::PromptTokensDetails;
 use super::wire::completions::{
     Completion, CompletionChoice, CompletionRequest, Logprobs, StopReason, TextCompletionTag,
     Usage as CompletionUsage,
 };
+use super::wire::now;
 use super::wire::request::OneOrList;
 
 /// OpenAI's default.

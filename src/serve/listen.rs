@@ -20,9 +20,32 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use super::access::ExposureError;
 use super::error::ApiError;
+use super::routes::router;
 use super::security::{self, AccessPolicy};
-use super::{Limits, ServeError, ServerState, router};
+use super::state::{Limits, ServerState};
+use super::store::StoreError;
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    // The cause is the source, printed after the message (`{:#}`): not in it too.
+    #[error("cannot listen on {address}")]
+    Bind {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no folder for stored responses: {0}")]
+    StoreDir(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Exposure(#[from] ExposureError),
+    #[error("the server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
 
 /// How long a refused connection is given to read its 503.
 const REFUSAL_TIME: Duration = Duration::from_secs(2);

@@ -12,7 +12,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tokio_stream::StreamExt;
 
-use super::ServerState;
+use super::state::ServerState;
 
 /// What a request's handler reports for its log line.
 #[derive(Debug, Default)]

@@ -3,6 +3,7 @@
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
+use super::state::ServerState;
 use super::wire::request::{TextFormat, ToolParam};
 
 /// A short random id with a prefix (`chatcmpl-…`, `call_…`).
@@ -24,13 +25,6 @@ pub fn new_id(prefix: &str) -> String {
     out
 }
 
-/// Seconds since the epoch.
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// A function whose arguments are constrained (`strict: true`): its name, parameters and where
 /// the request gave it.
 pub struct StrictFunction {
@@ -45,7 +39,7 @@ pub struct StrictFunction {
 /// the developer message's `# Response Formats` section (how harmony shows the model the
 /// schema it is to follow).
 pub fn structured_outputs(
-    state: &super::ServerState,
+    state: &ServerState,
     format_param: &str,
     format: Option<TextFormat>,
     strict: Vec<StrictFunction>,
@@ -166,7 +160,7 @@ pub const INCLUDE_LOGPROBS: &str = "message.output_text.logprobs";
 /// How many alternatives each answer token reports, when logprobs are asked for: checks the
 /// range and that the backend has the logits.
 pub fn logprobs_request(
-    state: &super::ServerState,
+    state: &ServerState,
     param: &str,
     enabled: bool,
     top: Option<u32>,

@@ -22,7 +22,6 @@ use ossa_tools::Tool;
 use ossa_tools::citations::{CitationStream, normalize_citations};
 use serde_json::Value;
 
-use super::ServerState;
 use super::common::{
     self, Admitted, Body, Outgoing, content_text, count, function_call_message,
     function_description, function_output_message, json_text, parse_effort, read_body,
@@ -31,11 +30,13 @@ use super::error::ApiError;
 use super::functions::{FunctionChoice, function_name};
 use super::log::RequestLog;
 use super::params::{
-    INCLUDE_LOGPROBS, TokenLogprob, logprobs_request, new_id, now, strict_functions,
-    structured_outputs, with_format_section,
+    INCLUDE_LOGPROBS, TokenLogprob, logprobs_request, new_id, strict_functions, structured_outputs,
+    with_format_section,
 };
+use super::state::ServerState;
 use super::store::{self, Continuation};
 use super::turn::{self, TurnResult, TurnSpec};
+use super::wire::now;
 use super::wire::request::{self, OneOrList, ToolParam};
 use super::wire::responses::{
     Annotation, AssistantRole, AutoTag, CodeOutput, ContentPart, CreateResponseRequest,

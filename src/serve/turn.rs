@@ -7,16 +7,15 @@ use std::time::{Duration, Instant};
 use ossa_agent::Backend;
 use ossa_agent::harmony::{Conversation, Message, RenderConversationConfig, Role};
 use ossa_agent::{
-    Agent, AgentConfig, AgentError, AgentEvent, Chat, ConversationSettings, ToolRequirement,
-    TurnOutcome, TurnReport,
+    Agent, AgentConfig, AgentError, AgentEvent, CancellationToken, Chat, ConversationSettings,
+    ToolRequirement, TurnOutcome, TurnReport,
 };
 use ossa_tools::{Tool, ToolCall, ToolDescription};
 
-use super::ServerState;
-use super::common::CancellationToken;
 use super::error::ApiError;
 use super::functions::{NAMESPACE, RequestFunctions};
 use super::log::{RequestLog, Usage};
+use super::state::ServerState;
 
 /// What a request asks the agent to do.
 #[derive(Clone)]

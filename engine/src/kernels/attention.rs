@@ -9,6 +9,7 @@
 
 use rayon::prelude::*;
 
+pub(crate) use super::AttnShape;
 use super::isa::{Isa, Level};
 use super::{SharedOut, exp_approx, exp_minus, gemm_rows, scale_max};
 use crate::kv_cache::KvElem;
@@ -51,22 +52,6 @@ impl Widen for half::bf16 {
 
 /// Query tokens per task: with 8 query heads per KV head, a 256-row product.
 const QUERY_BLOCK: usize = 32;
-
-/// Head layout of one attention layer.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct AttnShape {
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub head_dim: usize,
-    /// `Some(w)`: a query at position `p` sees keys `p + 1 - w ..= p`.
-    pub window: Option<usize>,
-}
-
-impl AttnShape {
-    pub(crate) fn first_key(&self, pos: usize) -> usize {
-        self.window.map_or(0, |w| (pos + 1).saturating_sub(w))
-    }
-}
 
 /// Per-task buffers, reused across the tasks a thread runs.
 #[derive(Default)]

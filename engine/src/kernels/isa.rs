@@ -102,10 +102,7 @@ impl Isa {
                     && is_x86_feature_detected!("avx512vnni")
                 {
                     out.push(Isa(Level::Avx512Vnni));
-                    if cpu_has_amx()
-                        && is_x86_feature_detected!("avx512bf16")
-                        && super::amx::permitted()
-                    {
+                    if cpu_has_amx() && is_x86_feature_detected!("avx512bf16") && amx_permitted() {
                         out.push(Isa(Level::Amx));
                     }
                 }
@@ -123,6 +120,40 @@ impl Isa {
             Level::Amx => "amx",
         }
     }
+}
+
+/// Whether this process may use AMX tile data: asks Linux once (the answer is kept).
+#[cfg(target_arch = "x86_64")]
+fn amx_permitted() -> bool {
+    static PERMITTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PERMITTED.get_or_init(request_permission)
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn request_permission() -> bool {
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    // SAFETY: arch_prctl with these arguments only changes which register state the kernel
+    // lets this process use; it reads and writes no memory of ours.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        )
+    };
+    if rc != 0 {
+        tracing::info!(
+            error = %std::io::Error::last_os_error(),
+            "the kernel refused AMX tile data; using the AVX-512 kernels"
+        );
+    }
+    rc == 0
+}
+
+#[cfg(all(target_arch = "x86_64", not(target_os = "linux")))]
+fn request_permission() -> bool {
+    false
 }
 
 /// CPUID leaf 7: AMX-BF16 (EDX bit 22), AMX-TILE (24) and AMX-INT8 (25). The standard

@@ -17,6 +17,7 @@ pub(crate) mod attention;
 pub mod bandwidth;
 pub mod dense;
 pub mod isa;
+pub mod linear;
 pub mod mxfp4;
 pub mod q8;
 
@@ -375,6 +376,22 @@ fn scale_max_body(values: &mut [f32], scale: f32, floor: f32) -> f32 {
         max = if *v > max { *v } else { max };
     }
     max
+}
+
+/// Head layout of one attention layer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AttnShape {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// `Some(w)`: a query at position `p` sees keys `p + 1 - w ..= p`.
+    pub window: Option<usize>,
+}
+
+impl AttnShape {
+    pub(crate) fn first_key(&self, pos: usize) -> usize {
+        self.window.map_or(0, |w| (pos + 1).saturating_sub(w))
+    }
 }
 
 /// Deterministic inputs for the kernels' unit tests.

@@ -423,24 +423,11 @@ impl Q8Matrix {
         self.qs.len() + self.d.len() * 4
     }
 
-    /// `y[t, r] = bias[r] + Σ_c x[t, c]·W[r, c]` for activations quantized in plain order.
-    pub fn linear(&self, isa: Isa, x: &Q8Acts, bias: Option<&[f32]>, y: &mut [f32]) {
-        linear_batch(
-            isa,
-            &mut [LinearJob {
-                weights: Weights::Q8(self),
-                x,
-                bias,
-                y,
-            }],
-        );
-    }
-
     /// Rows `r0..r1` of [`Q8Matrix::linear`] on this thread.
     ///
     /// # Safety
     /// `y` valid for `[x.rows, self.rows]`; no other thread writes these rows' elements.
-    unsafe fn rows_into(
+    pub(super) unsafe fn rows_into(
         &self,
         isa: Isa,
         x: &Q8Acts,
@@ -478,139 +465,15 @@ impl Q8Matrix {
     }
 }
 
-/// The weights of one [`LinearJob`].
-#[derive(Clone, Copy)]
-pub enum Weights<'a> {
-    Q8(&'a Q8Matrix),
-    /// Activations quantized in MXFP4 order.
-    Mxfp4(Mxfp4Matrix<'a>),
-}
-
-impl Weights<'_> {
-    fn shape(&self) -> (usize, usize) {
-        match self {
-            Weights::Q8(m) => (m.rows, m.cols),
-            Weights::Mxfp4(m) => (m.rows, m.cols),
-        }
-    }
-}
-
-/// One `y[t, r] = bias[r] + Σ_c x[t, c]·W[r, c]` of a [`linear_batch`].
-pub struct LinearJob<'a> {
-    pub weights: Weights<'a>,
-    pub x: &'a Q8Acts,
-    pub bias: Option<&'a [f32]>,
-    pub y: &'a mut [f32],
-}
-
-/// Runs several matmuls. Those with many tokens (prefill) run one after another, each
-/// spread over the pool (AMX tiles when `isa` has them); the others (decode: the q/k/v
-/// projections, the selected experts) share one parallel pass over all their rows, so the
-/// threads meet once instead of once per matrix.
-pub fn linear_batch(isa: Isa, jobs: &mut [LinearJob<'_>]) {
-    for job in jobs.iter() {
-        let (rows, cols) = job.weights.shape();
-        assert!(
-            job.x.cols == cols
-                && job.y.len() >= job.x.rows * rows
-                && job.bias.is_none_or(|b| b.len() >= rows),
-            "linear shapes"
-        );
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        let mut mxfp4 = Vec::new();
-        for job in jobs.iter_mut().filter(|j| on_tiles(isa, j.x)) {
-            match job.weights {
-                Weights::Q8(m) => super::amx::q8_0_linear(isa, m, job.x, job.bias, job.y),
-                Weights::Mxfp4(m) => mxfp4.push(super::amx::Mxfp4Job {
-                    m,
-                    x: job.x,
-                    bias: job.bias,
-                    y: &mut *job.y,
-                }),
-            }
-        }
-        // A layer's experts in one pass (prefill): see `mxfp4_linear_batch`.
-        if !mxfp4.is_empty() {
-            super::amx::mxfp4_linear_batch(isa, &mut mxfp4);
-        }
-    }
-    let mut tasks = Vec::new();
-    for (j, job) in jobs.iter().enumerate().filter(|(_, j)| !on_tiles(isa, j.x)) {
-        let (rows, cols) = job.weights.shape();
-        let bytes_per_row = match job.weights {
-            Weights::Q8(_) => cols,
-            Weights::Mxfp4(_) => cols / 2,
-        };
-        let chunk = rows_per_task(rows, bytes_per_row);
-        tasks.extend(
-            (0..rows)
-                .step_by(chunk)
-                .map(|r0| (j, r0, (r0 + chunk).min(rows))),
-        );
-    }
-    let outs: Vec<SharedOut> = jobs
-        .iter_mut()
-        .map(|j| SharedOut(j.y.as_mut_ptr()))
-        .collect();
-    let jobs = &*jobs;
-    use rayon::prelude::*;
-    tasks.into_par_iter().for_each(|(j, r0, r1)| {
-        let job = &jobs[j];
-        // SAFETY: each task writes rows r0..r1 of its own job's output, sized above.
-        unsafe {
-            match job.weights {
-                Weights::Q8(m) => m.rows_into(isa, job.x, job.bias, outs[j], r0, r1),
-                Weights::Mxfp4(m) => m.rows_into(isa, job.x, job.bias, outs[j], r0, r1),
-            }
-        }
-    });
-}
-
-/// Whether a matmul over `x` goes to the AMX tile kernels.
-fn on_tiles(isa: Isa, x: &Q8Acts) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        isa.level() == Level::Amx && x.rows >= super::amx::MIN_TOKENS
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (isa, x);
-        false
-    }
-}
-
 /// Tokens dotted with one weight row per pass in prefill (registers hold their sums).
 const TOKENS_PER_ROW_PASS: usize = 4;
 
-/// Rows per rayon task: about 64 KiB of 8-bit weights (few enough tasks that scheduling is
-/// noise, enough that both cores stay busy to the end).
-fn rows_per_task(rows: usize, cols: usize) -> usize {
-    let by_bytes = (64 * 1024 / cols.max(1)).max(1);
-    by_bytes.min(rows.div_ceil(8).max(1))
-}
-
 impl Mxfp4Matrix<'_> {
-    /// `y[t, r] = bias[r] + Σ_c x[t, c]·W[r, c]` with activations quantized in MXFP4 order.
-    /// Each row is read from memory once and dotted with every token while it is in L1.
-    pub fn linear_q8(&self, isa: Isa, x: &Q8Acts, bias: Option<&[f32]>, y: &mut [f32]) {
-        linear_batch(
-            isa,
-            &mut [LinearJob {
-                weights: Weights::Mxfp4(*self),
-                x,
-                bias,
-                y,
-            }],
-        );
-    }
-
     /// Rows `r0..r1` of [`Mxfp4Matrix::linear_q8`] on this thread.
     ///
     /// # Safety
     /// `y` valid for `[x.rows, self.rows]`; no other thread writes these rows' elements.
-    unsafe fn rows_into(
+    pub(super) unsafe fn rows_into(
         &self,
         isa: Isa,
         x: &Q8Acts,
@@ -1116,6 +979,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::linear::{LinearJob, Weights, linear_batch, on_tiles};
     use crate::kernels::test_data::{bytes, values};
 
     #[test]

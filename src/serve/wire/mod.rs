@@ -17,6 +17,13 @@ pub mod models;
 pub mod request;
 pub mod responses;
 
+/// Seconds since the Unix epoch, as the APIs' `created` fields count time.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// A field that always holds one string (`"object": "response"`): serializes as that string,
 /// and deserializes only from it.
 macro_rules! constant {

@@ -11,8 +11,7 @@
 
 use super::{TileConfig, x86};
 use crate::kernels::SharedOut;
-use crate::kernels::attention::AttnShape;
-use crate::kernels::{exp_approx, exp_minus_to_bf16, scale_max};
+use crate::kernels::{AttnShape, exp_approx, exp_minus_to_bf16, scale_max};
 use rayon::prelude::*;
 
 /// Head dimension the tiles are laid out for (gpt-oss's); other models take the f32 path.

@@ -18,7 +18,7 @@
 //! than waiting on memory (prefill reads every expert once per layer).
 //!
 //! Linux only lets a process use tile data after `arch_prctl(ARCH_REQ_XCOMP_PERM,
-//! XFEATURE_XTILEDATA)`; [`permitted`] asks once, and [`super::isa::Isa`] offers AMX only when
+//! XFEATURE_XTILEDATA)`; [`super::isa`] asks once when it detects the CPU, and offers AMX only when
 //! that succeeded, so every function here may assume it.
 
 use super::isa::{Isa, Level};
@@ -36,39 +36,6 @@ pub(crate) const MIN_TOKENS: usize = 8;
 const TILE: usize = 16;
 /// Bytes of one 32-block of a panel or a token tile: 16 × 32.
 const TILE_BLOCK: usize = TILE * QK;
-
-/// Whether this process may use AMX tile data: asks Linux once (the answer is kept).
-pub(crate) fn permitted() -> bool {
-    static PERMITTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *PERMITTED.get_or_init(request_permission)
-}
-
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-fn request_permission() -> bool {
-    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
-    const XFEATURE_XTILEDATA: libc::c_long = 18;
-    // SAFETY: arch_prctl with these arguments only changes which register state the kernel
-    // lets this process use; it reads and writes no memory of ours.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_arch_prctl,
-            ARCH_REQ_XCOMP_PERM,
-            XFEATURE_XTILEDATA,
-        )
-    };
-    if rc != 0 {
-        tracing::info!(
-            error = %std::io::Error::last_os_error(),
-            "the kernel refused AMX tile data; using the AVX-512 kernels"
-        );
-    }
-    rc == 0
-}
-
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-fn request_permission() -> bool {
-    false
-}
 
 /// Activations as AMX B tiles: per tile of 16 tokens and per 32-block, 8 rows of 64 bytes
 /// where row `r` holds bytes `4r..4r + 4` of each token's block (token `i` at `4i`), then the
