@@ -9,7 +9,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use ossa_engine::tokenizer::{EncoderPreference, Tokenizer};
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    ossa_test_support::workspace_root()
 }
 
 fn read_tree(dir: &Path, extension: &str, out: &mut String) {

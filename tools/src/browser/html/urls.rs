@@ -329,10 +329,7 @@ mod oracle {
     /// CPython's `urljoin` answers (tests/support/urljoin_cases.json, see gen_python_oracles.py).
     #[test]
     fn urljoin_matches_cpython() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/support/urljoin_cases.json"
-        );
+        let path = ossa_test_support::manifest_dir().join("tests/support/urljoin_cases.json");
         let cases: Vec<serde_json::Value> =
             serde_json::from_slice(&std::fs::read(path).expect("oracle file")).expect("json");
         assert!(cases.len() > 300);
