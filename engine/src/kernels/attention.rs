@@ -87,10 +87,17 @@ pub(crate) fn attend<E: Widen>(
     sinks: &[f32],
     bf16_products: Option<Isa>,
 ) -> Vec<f32> {
+    let inputs = Inputs {
+        shape,
+        q,
+        t,
+        start,
+        keys,
+        values,
+        sinks,
+    };
     #[cfg(target_arch = "x86_64")]
-    if let Some(out) =
-        bf16_products.and_then(|isa| attend_amx(shape, q, t, start, keys, values, sinks, isa))
-    {
+    if let Some(out) = bf16_products.and_then(|isa| inputs.amx(isa)) {
         return out;
     }
     let _ = bf16_products;
@@ -100,48 +107,74 @@ pub(crate) fn attend<E: Widen>(
         min_split: MIN_SPLIT,
         tasks_wanted: 4 * rayon::current_num_threads(),
     };
-    attend_within(shape, q, t, start, keys, values, sinks, limits)
+    inputs.within(limits)
 }
 
-/// The AMX-BF16 path, when `isa` has AMX, the keys are bf16, the head dimension is the tiles'
-/// and there are at least 16 query rows (tokens × heads of a group); else `None`.
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-fn attend_amx<E: Widen>(
-    shape: &AttnShape,
-    q: &[f32],
+/// The arguments of one [`attend`] call.
+#[derive(Clone, Copy)]
+struct Inputs<'a, E> {
+    shape: &'a AttnShape,
+    q: &'a [f32],
     t: usize,
     start: usize,
-    keys: &[E],
-    values: &[E],
-    sinks: &[f32],
-    isa: Isa,
-) -> Option<Vec<f32>> {
-    use super::amx::attention::{HEAD_DIM, PackedKv, Scratch, attend_block};
-    let (nh, nkv, d) = (shape.heads, shape.kv_heads, shape.head_dim);
-    let group = nh / nkv;
-    if isa.level() != Level::Amx || d != HEAD_DIM || t * group < 16 {
-        return None;
-    }
-    let (kb, vb) = (E::bf16_bits(keys)?, E::bf16_bits(values)?);
-    let span = shape
-        .window
-        .map_or(start + t, |w| (w + QUERY_BLOCK).min(start + t));
-    let block_len = (SCORE_CAP / (group * span).max(1)).clamp(1, QUERY_BLOCK);
-    let kv = PackedKv::pack(kb, vb, nkv, shape.first_key(start), start + t);
-    let mut out = vec![0.0f32; t * nh * d];
-    let shared = SharedOut(out.as_mut_ptr());
-    (0..nkv * t.div_ceil(block_len))
-        .into_par_iter()
-        .for_each_init(Scratch::default, |s, task| {
-            let (g, block) = (task % nkv, task / nkv);
-            let tokens = block * block_len..((block + 1) * block_len).min(t);
+    keys: &'a [E],
+    values: &'a [E],
+    sinks: &'a [f32],
+}
+
+impl<E: Widen> Inputs<'_, E> {
+    /// The AMX-BF16 path, when `isa` has AMX, the keys are bf16, the head dimension is the tiles'
+    /// and there are at least 16 query rows (tokens × heads of a group); else `None`.
+    #[cfg(target_arch = "x86_64")]
+    fn amx(&self, isa: Isa) -> Option<Vec<f32>> {
+        use super::amx::attention::{HEAD_DIM, PackedKv, Scratch, attend_block};
+        let (shape, t, start) = (self.shape, self.t, self.start);
+        let (nh, nkv, d) = (shape.heads, shape.kv_heads, shape.head_dim);
+        let group = nh / nkv;
+        if isa.level() != Level::Amx || d != HEAD_DIM || t * group < 16 {
+            return None;
+        }
+        let (kb, vb) = (E::bf16_bits(self.keys)?, E::bf16_bits(self.values)?);
+        let (_, block_len) = self.query_blocks(SCORE_CAP);
+        let kv = PackedKv::pack(kb, vb, nkv, shape.first_key(start), start + t);
+        let mut out = vec![0.0f32; t * nh * d];
+        let shared = SharedOut(out.as_mut_ptr());
+        for_each_block(nkv, t, block_len, |s: &mut Scratch, g, tokens| {
             // SAFETY: `isa` is the AMX level, which detection offers only with AMX-BF16 and
             // AVX-512 BF16 present and tile data permitted; `out` is [t, heads, 64] and this
             // task alone writes the rows (its tokens, the heads of group g).
-            unsafe { attend_block(s, shape, &kv, q, start, g, tokens, sinks, shared) };
+            unsafe { attend_block(s, shape, &kv, self.q, start, g, tokens, self.sinks, shared) };
         });
-    Some(out)
+        Some(out)
+    }
+
+    /// Keys a block of queries sees at most (`span`), and the block length that keeps a
+    /// block's scores (`[block × heads of a group, span]`) within `score_cap`.
+    fn query_blocks(&self, score_cap: usize) -> (usize, usize) {
+        let (shape, end) = (self.shape, self.start + self.t);
+        let group = shape.heads / shape.kv_heads;
+        let span = shape.window.map_or(end, |w| (w + QUERY_BLOCK).min(end));
+        (
+            span,
+            (score_cap / (group * span).max(1)).clamp(1, QUERY_BLOCK),
+        )
+    }
+}
+
+/// `task(scratch, g, tokens)` for every KV head `g` and block of `block_len` query tokens of
+/// `0..t`, in parallel; each thread reuses one scratch across the tasks it runs.
+fn for_each_block<S: Default>(
+    nkv: usize,
+    t: usize,
+    block_len: usize,
+    task: impl Fn(&mut S, usize, std::ops::Range<usize>) + Send + Sync,
+) {
+    (0..nkv * t.div_ceil(block_len))
+        .into_par_iter()
+        .for_each_init(S::default, |s, i| {
+            let (g, block) = (i % nkv, i / nkv);
+            task(s, g, block * block_len..((block + 1) * block_len).min(t));
+        });
 }
 
 /// Keys (and values) converted to f32 at a time: a task's scratch stays small however long
@@ -164,58 +197,48 @@ struct Limits {
     tasks_wanted: usize,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn attend_within<E: Widen>(
-    shape: &AttnShape,
-    q: &[f32],
-    t: usize,
-    start: usize,
-    keys: &[E],
-    values: &[E],
-    sinks: &[f32],
-    limits: Limits,
-) -> Vec<f32> {
-    let (nh, nkv, d) = (shape.heads, shape.kv_heads, shape.head_dim);
-    let group = nh / nkv;
-    assert!(
-        q.len() == t * nh * d
-            && keys.len() >= (start + t) * nkv * d
-            && values.len() == keys.len()
-            && sinks.len() == nh,
-        "attention shapes"
-    );
-    // Keys a block of queries sees at most, and the block size that keeps its scores in bounds.
-    let span = shape
-        .window
-        .map_or(start + t, |w| (w + QUERY_BLOCK).min(start + t));
-    let block_len = (limits.score_cap / (group * span).max(1)).clamp(1, QUERY_BLOCK);
-    let blocks = t.div_ceil(block_len);
-    let splits = if blocks == 1 {
-        limits
-            .tasks_wanted
-            .div_ceil(nkv)
-            .min(span / limits.min_split.max(1))
-            .max(1)
-    } else {
-        1
-    };
-    let job = Job {
-        shape,
-        q,
-        start,
-        keys,
-        values,
-        scale: 1.0 / (d as f32).sqrt(),
-        key_chunk: limits.key_chunk.max(1),
-    };
-    let mut out = vec![0.0f32; t * nh * d];
-    if splits == 1 {
-        let shared = SharedOut(out.as_mut_ptr());
-        (0..nkv * blocks)
-            .into_par_iter()
-            .for_each_init(Scratch::default, |s, task| {
-                let (g, block) = (task % nkv, task / nkv);
-                let (t0, t1) = (block * block_len, ((block + 1) * block_len).min(t));
+impl<E: Widen> Inputs<'_, E> {
+    /// The f32 path, its work split as `limits` say.
+    fn within(&self, limits: Limits) -> Vec<f32> {
+        let Inputs {
+            shape,
+            q,
+            t,
+            start,
+            keys,
+            values,
+            sinks,
+        } = *self;
+        let (nh, nkv, d) = (shape.heads, shape.kv_heads, shape.head_dim);
+        let group = nh / nkv;
+        assert!(
+            q.len() == t * nh * d
+                && keys.len() >= (start + t) * nkv * d
+                && values.len() == keys.len()
+                && sinks.len() == nh,
+            "attention shapes"
+        );
+        let (span, block_len) = self.query_blocks(limits.score_cap);
+        let blocks = t.div_ceil(block_len);
+        let splits = if blocks == 1 {
+            limits
+                .tasks_wanted
+                .div_ceil(nkv)
+                .min(span / limits.min_split.max(1))
+                .max(1)
+        } else {
+            1
+        };
+        let job = Job {
+            inputs: *self,
+            scale: 1.0 / (d as f32).sqrt(),
+            key_chunk: limits.key_chunk.max(1),
+        };
+        let mut out = vec![0.0f32; t * nh * d];
+        if splits == 1 {
+            let shared = SharedOut(out.as_mut_ptr());
+            for_each_block(nkv, t, block_len, |s: &mut Scratch, g, tokens| {
+                let (t0, t1) = (tokens.start, tokens.end);
                 let keys = shape.first_key(start + t0)..start + t1;
                 job.partial(s, g, t0..t1, keys, Some(&sinks[g * group..(g + 1) * group]));
                 for (row, o) in s.out.chunks_exact_mut(d).enumerate() {
@@ -235,50 +258,47 @@ fn attend_within<E: Widen>(
                     }
                 }
             });
-        return out;
-    }
-    // Split keys: each task leaves its rows' max, sum and weighted values; the merge rescales
-    // them to the common max, the sink joining as one more exponential.
-    let (k0, k1) = (shape.first_key(start), start + t);
-    let per = (k1 - k0).div_ceil(splits);
-    let parts: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..nkv * splits)
-        .into_par_iter()
-        .map_init(Scratch::default, |s, task| {
-            let (g, c) = (task % nkv, task / nkv);
-            let c0 = (k0 + c * per).min(k1);
-            job.partial(s, g, 0..t, c0..(c0 + per).min(k1), None);
-            (s.max.clone(), s.sum.clone(), s.out.clone())
-        })
-        .collect();
-    for g in 0..nkv {
-        for row in 0..t * group {
-            let (ti, head) = (row / group, g * group + row % group);
-            let of = |c: usize| &parts[c * nkv + g];
-            let max = (0..splits).fold(sinks[head], |m, c| m.max(of(c).0[row]));
-            let mut denom = (sinks[head] - max).exp();
-            let dst = &mut out[(ti * nh + head) * d..(ti * nh + head + 1) * d];
-            for c in 0..splits {
-                let (m, l, o) = of(c);
-                let w = (m[row] - max).exp();
-                denom += l[row] * w;
-                for (a, &b) in dst.iter_mut().zip(&o[row * d..(row + 1) * d]) {
-                    *a += b * w;
-                }
-            }
-            let inv = 1.0 / denom;
-            dst.iter_mut().for_each(|v| *v *= inv);
+            return out;
         }
+        // Split keys: each task leaves its rows' max, sum and weighted values; the merge rescales
+        // them to the common max, the sink joining as one more exponential.
+        let (k0, k1) = (shape.first_key(start), start + t);
+        let per = (k1 - k0).div_ceil(splits);
+        let parts: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..nkv * splits)
+            .into_par_iter()
+            .map_init(Scratch::default, |s, task| {
+                let (g, c) = (task % nkv, task / nkv);
+                let c0 = (k0 + c * per).min(k1);
+                job.partial(s, g, 0..t, c0..(c0 + per).min(k1), None);
+                (s.max.clone(), s.sum.clone(), s.out.clone())
+            })
+            .collect();
+        for g in 0..nkv {
+            for row in 0..t * group {
+                let (ti, head) = (row / group, g * group + row % group);
+                let of = |c: usize| &parts[c * nkv + g];
+                let max = (0..splits).fold(sinks[head], |m, c| m.max(of(c).0[row]));
+                let mut denom = (sinks[head] - max).exp();
+                let dst = &mut out[(ti * nh + head) * d..(ti * nh + head + 1) * d];
+                for c in 0..splits {
+                    let (m, l, o) = of(c);
+                    let w = (m[row] - max).exp();
+                    denom += l[row] * w;
+                    for (a, &b) in dst.iter_mut().zip(&o[row * d..(row + 1) * d]) {
+                        *a += b * w;
+                    }
+                }
+                let inv = 1.0 / denom;
+                dst.iter_mut().for_each(|v| *v *= inv);
+            }
+        }
+        out
     }
-    out
 }
 
 /// What every task of one attention call shares.
 struct Job<'a, E> {
-    shape: &'a AttnShape,
-    q: &'a [f32],
-    start: usize,
-    keys: &'a [E],
-    values: &'a [E],
+    inputs: Inputs<'a, E>,
     scale: f32,
     key_chunk: usize,
 }
@@ -297,7 +317,15 @@ impl<E: Widen> Job<'_, E> {
         range: std::ops::Range<usize>,
         sinks: Option<&[f32]>,
     ) {
-        let (nh, nkv, d) = (self.shape.heads, self.shape.kv_heads, self.shape.head_dim);
+        let Inputs {
+            shape,
+            q,
+            start,
+            keys,
+            values,
+            ..
+        } = self.inputs;
+        let (nh, nkv, d) = (shape.heads, shape.kv_heads, shape.head_dim);
         let group = nh / nkv;
         let (k0, k1) = (range.start, range.end);
         let (nk, m) = (k1 - k0, tokens.len() * group);
@@ -310,13 +338,13 @@ impl<E: Widen> Job<'_, E> {
         s.q.clear();
         for ti in tokens.clone() {
             let at = (ti * nh + g * group) * d;
-            s.q.extend_from_slice(&self.q[at..at + group * d]);
+            s.q.extend_from_slice(&q[at..at + group * d]);
         }
         s.scores.clear();
         s.scores.resize(m * nk, 0.0);
         for c0 in (k0..k1).step_by(self.key_chunk) {
             let c1 = (c0 + self.key_chunk).min(k1);
-            widen(&mut s.k, self.keys, c0, c1);
+            widen(&mut s.k, keys, c0, c1);
             // SAFETY: `scores` is [m, nk]; this writes its columns c0 - k0 .. c1 - k0.
             unsafe {
                 gemm_rows(
@@ -335,8 +363,8 @@ impl<E: Widen> Job<'_, E> {
         s.sum.clear();
         for row in 0..m {
             let scores = &mut s.scores[row * nk..(row + 1) * nk];
-            let pos = self.start + tokens.start + row / group;
-            let lo = self.shape.first_key(pos).clamp(k0, k1) - k0;
+            let pos = start + tokens.start + row / group;
+            let lo = shape.first_key(pos).clamp(k0, k1) - k0;
             let hi = (pos + 1).clamp(k0, k1) - k0;
             let sink = sinks.map(|s| s[row % group]);
             let (max, sum) = if lo < hi {
@@ -353,7 +381,7 @@ impl<E: Widen> Job<'_, E> {
         s.out.resize(m * d, 0.0);
         for c0 in (k0..k1).step_by(self.key_chunk) {
             let c1 = (c0 + self.key_chunk).min(k1);
-            widen(&mut s.v, self.values, c0, c1);
+            widen(&mut s.v, values, c0, c1);
             // SAFETY: lhs is columns c0 - k0 .. c1 - k0 of `scores` [m, nk], rhs the chunk's
             // values [c1 - c0, d], dst `out` [m, d]; all in bounds, written only here.
             unsafe {
@@ -397,6 +425,14 @@ fn exp_against_max(scores: &mut [f32], scale: f32, sink: Option<f32>) -> (f32, f
 mod tests {
     use super::*;
     use crate::kernels::test_data::values;
+
+    fn max_abs_diff(got: &[f32], want: &[f32]) -> f32 {
+        assert_eq!(got.len(), want.len(), "output lengths");
+        got.iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max)
+    }
 
     /// The definition, one (token, head) at a time, in f64.
     fn naive(
@@ -466,6 +502,15 @@ mod tests {
                 let v = values(n * 2 * 16, 3);
                 let sinks = vec![0.5, -1.0, 2.0, 0.0];
                 let want = naive(&shape, &q, t, start, &k, &v, &sinks);
+                let inputs = Inputs {
+                    shape: &shape,
+                    q: &q,
+                    t,
+                    start,
+                    keys: &k,
+                    values: &v,
+                    sinks: &sinks,
+                };
                 let tiny = Limits {
                     key_chunk: 7,
                     score_cap: 300,
@@ -483,20 +528,10 @@ mod tests {
                         "default",
                         attend(&shape, &q, t, start, &k, &v, &sinks, None),
                     ),
-                    (
-                        "tiny",
-                        attend_within(&shape, &q, t, start, &k, &v, &sinks, tiny),
-                    ),
-                    (
-                        "split",
-                        attend_within(&shape, &q, t, start, &k, &v, &sinks, split),
-                    ),
+                    ("tiny", inputs.within(tiny)),
+                    ("split", inputs.within(split)),
                 ] {
-                    let err = got
-                        .iter()
-                        .zip(&want)
-                        .map(|(a, b)| (a - b).abs())
-                        .fold(0.0f32, f32::max);
+                    let err = max_abs_diff(&got, &want);
                     assert!(
                         err < 1e-5,
                         "{label} limits, window {window:?} start {start} t {t}: max |Δ| {err}"
@@ -553,14 +588,20 @@ mod tests {
                     .map(|h| (h % 16) as f32 * 0.25 - 2.0)
                     .collect();
                 let want = naive(&shape, &q_rounded, t, start, &widen(&k), &widen(&v), &sinks);
-                let got = attend_amx(&shape, &q, t, start, &k, &v, &sinks, amx)
+                let inputs = Inputs {
+                    shape: &shape,
+                    q: &q,
+                    t,
+                    start,
+                    keys: &k,
+                    values: &v,
+                    sinks: &sinks,
+                };
+                let got = inputs
+                    .amx(amx)
                     .expect("16 query rows or more take the tiles");
                 assert_eq!(got, attend(&shape, &q, t, start, &k, &v, &sinks, Some(amx)));
-                let err = got
-                    .iter()
-                    .zip(&want)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0f32, f32::max);
+                let err = max_abs_diff(&got, &want);
                 assert!(
                     err < 3.0 / 512.0 * 1.5,
                     "group {group} window {window:?} start {start} t {t}: max |Δ| {err}"
@@ -587,7 +628,16 @@ mod tests {
             .collect();
         let sinks = vec![0.0; 16];
         let q = values(16 * 64, 3);
-        assert!(attend_amx(&shape, &q, 1, 8, &k, &k, &sinks, amx).is_none());
+        let inputs = Inputs {
+            shape: &shape,
+            q: &q,
+            t: 1,
+            start: 8,
+            keys: &k,
+            values: &k,
+            sinks: &sinks,
+        };
+        assert!(inputs.amx(amx).is_none());
     }
 
     #[test]

@@ -89,31 +89,9 @@ pub(crate) unsafe fn gemm_rows(
 ) {
     // `gemm` reads through raw pointers: the operands' sizes are checked, not assumed.
     assert!(x.len() >= m * k && tile.len() >= n * k, "gemm_rows shapes");
-    // SAFETY: lhs is x [m, k] row-major, rhs is tileᵀ [k, n] (tile is [n, k] row-major), both
-    // inside their slices (asserted); the destination is the caller's contract.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            y.at(r0),
-            1,
-            ldy as isize,
-            false,
-            x.as_ptr(),
-            1,
-            k as isize,
-            tile.as_ptr(),
-            k as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
+    // SAFETY: rhs is tileᵀ [k, n] (tile is [n, k] row-major: column stride k, row stride 1);
+    // the destination is the caller's contract.
+    unsafe { gemm_into(x, m, k, tile, n, (k, 1), y, ldy, r0) }
 }
 
 /// `y[t, c0 + j] = Σ_i x[t, i] · tile[i, j]` for an input-major tile `[k, n]`.
@@ -132,14 +110,38 @@ pub(crate) unsafe fn gemm_cols(
     c0: usize,
 ) {
     assert!(x.len() >= m * k && tile.len() >= n * k, "gemm_cols shapes");
-    // SAFETY: lhs is x [m, k] row-major, rhs is tile [k, n] row-major, both inside their
-    // slices (asserted); the destination is the caller's contract.
+    // SAFETY: rhs is tile [k, n] row-major (column stride 1, row stride n); the destination
+    // is the caller's contract.
+    unsafe { gemm_into(x, m, k, tile, n, (1, n), y, ldy, c0) }
+}
+
+/// `y[t, j0 + j] = Σ_i x[t, i] · rhs[i, j]`, `x` `[m, k]` row-major and `rhs` `[k, n]` read
+/// from `tile` with the (column, row) strides `rhs_strides`.
+///
+/// # Safety
+/// As [`gemm_rows`]; besides, `x` must hold `m·k` elements and the `[k, n]` view with
+/// `rhs_strides` must lie inside `tile`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_into(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    tile: &[f32],
+    n: usize,
+    rhs_strides: (usize, usize),
+    y: SharedOut,
+    ldy: usize,
+    j0: usize,
+) {
+    // SAFETY: lhs is x [m, k] row-major and rhs the [k, n] view of `tile`, both inside their
+    // slices (the callers assert the sizes and pass strides that fit them); the destination
+    // is the caller's contract.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            y.at(c0),
+            y.at(j0),
             1,
             ldy as isize,
             false,
@@ -147,8 +149,8 @@ pub(crate) unsafe fn gemm_cols(
             1,
             k as isize,
             tile.as_ptr(),
-            1,
-            n as isize,
+            rhs_strides.0 as isize,
+            rhs_strides.1 as isize,
             0.0,
             1.0,
             false,
@@ -184,39 +186,32 @@ pub fn round_to_bf16(values: &mut [f32]) {
 /// Σ a[i]·b[i] with eight independent accumulators so the loop vectorizes.
 #[inline]
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0f32; 8];
-    let mut ca = a.chunks_exact(8);
-    let mut cb = b.chunks_exact(8);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let mut tail = 0.0;
-    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-        tail += x * y;
-    }
-    acc.iter().sum::<f32>() + tail
+    dot_widened::<8, f32>(a, b, |v| v)
 }
 
 /// Σ x[i]·w[i] for bf16 weights stored as raw bits.
 #[inline]
 pub fn dot_bf16(x: &[f32], w: &[u16]) -> f32 {
+    dot_widened::<16, u16>(x, w, bf16_to_f32)
+}
+
+/// Σ x[i]·widen(w[i]) over the shorter length, with `LANES` independent accumulators so the
+/// loop vectorizes. Monomorphised per caller: the same machine code as a loop written out.
+#[inline(always)]
+fn dot_widened<const LANES: usize, W: Copy>(x: &[f32], w: &[W], widen: impl Fn(W) -> f32) -> f32 {
     let n = x.len().min(w.len());
     let (x, w) = (&x[..n], &w[..n]);
-    let mut acc = [0.0f32; 16];
-    let mut cx = x.chunks_exact(16);
-    let mut cw = w.chunks_exact(16);
+    let mut acc = [0.0f32; LANES];
+    let mut cx = x.chunks_exact(LANES);
+    let mut cw = w.chunks_exact(LANES);
     for (a, b) in (&mut cx).zip(&mut cw) {
-        for i in 0..16 {
-            acc[i] += a[i] * bf16_to_f32(b[i]);
+        for i in 0..LANES {
+            acc[i] += a[i] * widen(b[i]);
         }
     }
     let mut tail = 0.0;
-    for (a, b) in cx.remainder().iter().zip(cw.remainder()) {
-        tail += a * bf16_to_f32(*b);
+    for (a, &b) in cx.remainder().iter().zip(cw.remainder()) {
+        tail += a * widen(b);
     }
     acc.iter().sum::<f32>() + tail
 }

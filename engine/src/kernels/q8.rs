@@ -1210,20 +1210,35 @@ mod tests {
         let mut q = Q8Acts::default();
         q.quantize(&x, t, cols, false);
         let nb = cols / QK;
+        assert_every_isa_matches_row_dots(
+            (t, rows),
+            |isa, y| m.linear(isa, &q, None, y),
+            |ti, r| {
+                let (xq, xd) = q.row(ti);
+                dot_q8_0(
+                    Isa::SCALAR,
+                    &m.qs[r * cols..(r + 1) * cols],
+                    &m.d[r * nb..(r + 1) * nb],
+                    xq,
+                    xd,
+                )
+            },
+        );
+    }
+
+    /// For every available instruction set: the `[t, rows]` outputs of `linear(isa, y)` each
+    /// within f32 rounding (block terms summed in another order) of `row_dot(token, row)`.
+    fn assert_every_isa_matches_row_dots(
+        (t, rows): (usize, usize),
+        linear: impl Fn(Isa, &mut [f32]),
+        row_dot: impl Fn(usize, usize) -> f32,
+    ) {
         for isa in Isa::available() {
             let mut y = vec![0.0; t * rows];
-            m.linear(isa, &q, None, &mut y);
+            linear(isa, &mut y);
             for ti in 0..t {
                 for r in 0..rows {
-                    let (xq, xd) = q.row(ti);
-                    let want = dot_q8_0(
-                        Isa::SCALAR,
-                        &m.qs[r * cols..(r + 1) * cols],
-                        &m.d[r * nb..(r + 1) * nb],
-                        xq,
-                        xd,
-                    );
-                    let got = y[ti * rows + r];
+                    let (got, want) = (y[ti * rows + r], row_dot(ti, r));
                     assert!(
                         (got - want).abs() <= 1e-4 * want.abs().max(1.0),
                         "{isa:?} t={ti} r={r}: {got} vs {want}"
@@ -1246,26 +1261,19 @@ mod tests {
         let mut q = Q8Acts::default();
         q.quantize(&x, t, cols, true);
         let bias = values(rows, 14);
-        for isa in Isa::available() {
-            let mut y = vec![0.0; t * rows];
-            m.linear_q8(isa, &q, Some(&bias), &mut y);
-            for ti in 0..t {
-                for r in 0..rows {
-                    let (b, s) = (
-                        &blocks[r * cols / 2..(r + 1) * cols / 2],
-                        &scales[r * cols / 32..(r + 1) * cols / 32],
-                    );
-                    let (xq, xd) = q.row(ti);
-                    let want = dot_mxfp4_q8(Isa::SCALAR, b, s, xq, xd, q.corr_row(ti)) + bias[r];
-                    let got = y[ti * rows + r];
-                    // 90 block terms summed in another order: f32 rounding only.
-                    assert!(
-                        (got - want).abs() <= 1e-4 * want.abs().max(1.0),
-                        "{isa:?} t={ti} r={r}: {got} vs {want}"
-                    );
-                }
-            }
-        }
+        // 90 block terms summed in another order: f32 rounding only.
+        assert_every_isa_matches_row_dots(
+            (t, rows),
+            |isa, y| m.linear_q8(isa, &q, Some(&bias), y),
+            |ti, r| {
+                let (b, s) = (
+                    &blocks[r * cols / 2..(r + 1) * cols / 2],
+                    &scales[r * cols / 32..(r + 1) * cols / 32],
+                );
+                let (xq, xd) = q.row(ti);
+                dot_mxfp4_q8(Isa::SCALAR, b, s, xq, xd, q.corr_row(ti)) + bias[r]
+            },
+        );
     }
 
     /// The tiles are AMX's alone: any other instruction set (what a CPU without AMX, or a

@@ -810,6 +810,21 @@ pub(crate) mod x86 {
                     );
                 }
             };
+            // Group g's four blocks, once `group(g, g % 2)` has stored them, scaled into `acc`.
+            let scale_group = |acc: &mut [__m512; TILE], g: usize| {
+                // SAFETY: AVX-512 usable; half g % 2 of the aligned `results` holds group g's
+                // four blocks, stored by `group`; the scales of blocks 4·g..4·g + 4 ≤ nb are
+                // inside `w_scales` and `xd`.
+                unsafe {
+                    scale_into(
+                        acc,
+                        c.add((g % 2) * 4 * TILE * TILE),
+                        4,
+                        w_scales[4 * g * TILE..].as_ptr(),
+                        xd[4 * g * TILE..].as_ptr(),
+                    );
+                }
+            };
             // Software pipeline: the tile unit works on group g while the vector units scale
             // group g - 1.
             if groups > 0 {
@@ -817,32 +832,10 @@ pub(crate) mod x86 {
                 for g in 1..groups {
                     group(g, g % 2);
                     prefetch_some();
-                    let prev = g - 1;
-                    // SAFETY: AVX-512 usable; half prev % 2 of the aligned `results` holds
-                    // group prev's four blocks, stored by `group`; the scales of blocks
-                    // 4·prev..4·prev + 4 ≤ nb are inside `w_scales` and `xd`.
-                    unsafe {
-                        scale_into(
-                            &mut acc,
-                            c.add((prev % 2) * 4 * TILE * TILE),
-                            4,
-                            w_scales[4 * prev * TILE..].as_ptr(),
-                            xd[4 * prev * TILE..].as_ptr(),
-                        );
-                    }
+                    scale_group(&mut acc, g - 1);
                 }
                 prefetch_some();
-                let last = groups - 1;
-                // SAFETY: as above, for the last group.
-                unsafe {
-                    scale_into(
-                        &mut acc,
-                        c.add((last % 2) * 4 * TILE * TILE),
-                        4,
-                        w_scales[4 * last * TILE..].as_ptr(),
-                        xd[4 * last * TILE..].as_ptr(),
-                    );
-                }
+                scale_group(&mut acc, groups - 1);
             }
             for b in 4 * groups..nb {
                 // SAFETY: block b < nb: its A tile is inside `a`, its B tile inside `xq`;
