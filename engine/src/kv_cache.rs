@@ -10,6 +10,10 @@ use std::ops::Range;
 pub trait KvElem: Copy + Send + Sync + 'static {
     fn from_f32(v: f32) -> Self;
     fn to_f32(self) -> f32;
+    /// Appends the element's little-endian bytes (`size_of::<Self>()` of them).
+    fn write_le(self, out: &mut Vec<u8>);
+    /// The element whose little-endian bytes start `bytes`.
+    fn read_le(bytes: &[u8]) -> Self;
 }
 
 impl KvElem for f32 {
@@ -20,6 +24,12 @@ impl KvElem for f32 {
     #[inline]
     fn to_f32(self) -> f32 {
         self
+    }
+    fn write_le(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+    fn read_le(b: &[u8]) -> Self {
+        f32::from_le_bytes([b[0], b[1], b[2], b[3]])
     }
 }
 
@@ -32,6 +42,12 @@ impl KvElem for half::bf16 {
     fn to_f32(self) -> f32 {
         half::bf16::to_f32(self)
     }
+    fn write_le(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_bits().to_le_bytes());
+    }
+    fn read_le(b: &[u8]) -> Self {
+        half::bf16::from_bits(u16::from_le_bytes([b[0], b[1]]))
+    }
 }
 
 /// Keys and values of one layer, `[position, kv_head, head_dim]`.
@@ -41,83 +57,83 @@ pub struct LayerKv<E> {
     pub values: Vec<E>,
 }
 
+impl<E: KvElem> LayerKv<E> {
+    const ELEM_BYTES: usize = std::mem::size_of::<E>();
+
+    fn truncate(&mut self, elems: usize) {
+        self.keys.truncate(elems);
+        self.values.truncate(elems);
+    }
+
+    fn reserve(&mut self, elems: usize) {
+        self.keys.reserve(elems);
+        self.values.reserve(elems);
+    }
+
+    fn bytes(&self) -> usize {
+        (self.keys.capacity() + self.values.capacity()) * Self::ELEM_BYTES
+    }
+
+    fn elem_bytes(&self) -> usize {
+        Self::ELEM_BYTES
+    }
+
+    fn append_le_bytes(&self, range: Range<usize>, out: &mut Vec<u8>) {
+        for part in [&self.keys[range.clone()], &self.values[range]] {
+            for &v in part {
+                v.write_le(out);
+            }
+        }
+    }
+
+    fn extend_from_le_bytes(&mut self, keys: &[u8], values: &[u8]) {
+        let n = Self::ELEM_BYTES;
+        self.keys.extend(keys.chunks_exact(n).map(E::read_le));
+        self.values.extend(values.chunks_exact(n).map(E::read_le));
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) enum LayerStore {
     F32(LayerKv<f32>),
     Bf16(LayerKv<half::bf16>),
 }
 
+/// `$body` with `$layer` bound to the store's [`LayerKv`], whichever element type it holds.
+macro_rules! with_layer {
+    ($store:expr, $layer:ident => $body:expr) => {
+        match $store {
+            LayerStore::F32($layer) => $body,
+            LayerStore::Bf16($layer) => $body,
+        }
+    };
+}
+
 impl LayerStore {
     fn truncate(&mut self, elems: usize) {
-        match self {
-            LayerStore::F32(l) => {
-                l.keys.truncate(elems);
-                l.values.truncate(elems);
-            }
-            LayerStore::Bf16(l) => {
-                l.keys.truncate(elems);
-                l.values.truncate(elems);
-            }
-        }
+        with_layer!(self, l => l.truncate(elems))
     }
 
     fn bytes(&self) -> usize {
-        match self {
-            LayerStore::F32(l) => (l.keys.capacity() + l.values.capacity()) * 4,
-            LayerStore::Bf16(l) => (l.keys.capacity() + l.values.capacity()) * 2,
-        }
+        with_layer!(self, l => l.bytes())
     }
 
     fn elem_bytes(&self) -> usize {
-        match self {
-            LayerStore::F32(_) => 4,
-            LayerStore::Bf16(_) => 2,
-        }
+        with_layer!(self, l => l.elem_bytes())
     }
 
     /// Appends the keys, then the values, of elements `range` as little-endian bytes.
     fn append_le_bytes(&self, range: Range<usize>, out: &mut Vec<u8>) {
-        match self {
-            LayerStore::F32(l) => {
-                for part in [&l.keys[range.clone()], &l.values[range]] {
-                    out.extend(part.iter().flat_map(|v| v.to_le_bytes()));
-                }
-            }
-            LayerStore::Bf16(l) => {
-                for part in [&l.keys[range.clone()], &l.values[range]] {
-                    out.extend(part.iter().flat_map(|v| v.to_bits().to_le_bytes()));
-                }
-            }
-        }
+        with_layer!(self, l => l.append_le_bytes(range, out))
     }
 
     fn reserve(&mut self, elems: usize) {
-        match self {
-            LayerStore::F32(l) => {
-                l.keys.reserve(elems);
-                l.values.reserve(elems);
-            }
-            LayerStore::Bf16(l) => {
-                l.keys.reserve(elems);
-                l.values.reserve(elems);
-            }
-        }
+        with_layer!(self, l => l.reserve(elems))
     }
 
     /// Appends keys and values given as little-endian bytes of this store's element type.
     fn extend_from_le_bytes(&mut self, keys: &[u8], values: &[u8]) {
-        match self {
-            LayerStore::F32(l) => {
-                let read = |b: &[u8]| f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                l.keys.extend(keys.chunks_exact(4).map(read));
-                l.values.extend(values.chunks_exact(4).map(read));
-            }
-            LayerStore::Bf16(l) => {
-                let read = |b: &[u8]| half::bf16::from_bits(u16::from_le_bytes([b[0], b[1]]));
-                l.keys.extend(keys.chunks_exact(2).map(read));
-                l.values.extend(values.chunks_exact(2).map(read));
-            }
-        }
+        with_layer!(self, l => l.extend_from_le_bytes(keys, values))
     }
 }
 

@@ -17,11 +17,8 @@ use super::error::TokenizerError;
 pub(crate) struct TokenizerJson {
     #[serde(default)]
     pub added_tokens: Vec<AddedTokenJson>,
-    #[serde(default)]
     pub normalizer: Option<Value>,
-    #[serde(default)]
     pub pre_tokenizer: Option<Value>,
-    #[serde(default)]
     pub decoder: Option<Value>,
     pub model: ModelJson,
 }
@@ -42,21 +39,17 @@ pub(crate) struct AddedTokenJson {
     pub special: bool,
 }
 
-#[derive(Deserialize)]
+/// Every field is optional: a missing one takes its `Default`.
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub(crate) struct ModelJson {
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type")]
     pub kind: Option<String>,
-    #[serde(default)]
     pub vocab: HashMap<String, u32>,
-    #[serde(default)]
     pub ignore_merges: bool,
-    #[serde(default)]
     pub byte_fallback: bool,
-    #[serde(default)]
     pub dropout: Option<f64>,
-    #[serde(default)]
     pub continuing_subword_prefix: Option<String>,
-    #[serde(default)]
     pub end_of_word_suffix: Option<String>,
 }
 
