@@ -82,29 +82,23 @@ fn bench(c: &mut Criterion) {
     for (label, rows) in [("l2", 256usize), ("dram", 256 * 1024 * 1024 / (COLS / 2))] {
         let (blocks, scales) = mxfp4_weights(rows);
         let m = Mxfp4Matrix::new(&blocks, &scales, rows, COLS).expect("shapes");
-        let mut group = c.benchmark_group(format!("mxfp4_q8_{label}"));
-        group.throughput(Throughput::Bytes((rows * COLS * 17 / 32) as u64));
-        group.sample_size(10);
-        for isa in Isa::available() {
-            group.bench_with_input(BenchmarkId::from_parameter(isa.name()), &isa, |b, &isa| {
-                b.iter(|| {
-                    let mut sum = 0.0f32;
-                    for r in 0..m.rows {
-                        let nb = COLS / 32;
-                        sum += dot_mxfp4_q8(
-                            isa,
-                            &m.blocks[r * nb * 16..(r + 1) * nb * 16],
-                            &m.scales[r * nb..(r + 1) * nb],
-                            &fp4_x.qs,
-                            &fp4_x.d,
-                            &fp4_x.corr,
-                        );
-                    }
-                    sum
-                })
-            });
-        }
-        group.finish();
+        let nb = COLS / 32;
+        row_dots(
+            c,
+            format!("mxfp4_q8_{label}"),
+            rows * COLS * 17 / 32,
+            rows,
+            |isa, r| {
+                dot_mxfp4_q8(
+                    isa,
+                    &m.blocks[r * nb * 16..(r + 1) * nb * 16],
+                    &m.scales[r * nb..(r + 1) * nb],
+                    &fp4_x.qs,
+                    &fp4_x.d,
+                    &fp4_x.corr,
+                )
+            },
+        );
 
         let wq: Vec<i8> = bytes(rows * COLS, 3)
             .iter()
@@ -113,29 +107,48 @@ fn bench(c: &mut Criterion) {
         let wd: Vec<f32> = (0..rows * COLS / 32)
             .map(|i| 1e-3 + i as f32 * 1e-9)
             .collect();
-        let mut group = c.benchmark_group(format!("q8_0_{label}"));
-        group.throughput(Throughput::Bytes((rows * COLS * 9 / 8) as u64));
-        group.sample_size(10);
-        for isa in Isa::available() {
-            group.bench_with_input(BenchmarkId::from_parameter(isa.name()), &isa, |b, &isa| {
-                b.iter(|| {
-                    let mut sum = 0.0f32;
-                    let nb = COLS / 32;
-                    for r in 0..rows {
-                        sum += dot_q8_0(
-                            isa,
-                            &wq[r * COLS..(r + 1) * COLS],
-                            &wd[r * nb..(r + 1) * nb],
-                            &q8_x.qs,
-                            &q8_x.d,
-                        );
-                    }
-                    sum
-                })
-            });
-        }
-        group.finish();
+        row_dots(
+            c,
+            format!("q8_0_{label}"),
+            rows * COLS * 9 / 8,
+            rows,
+            |isa, r| {
+                dot_q8_0(
+                    isa,
+                    &wq[r * COLS..(r + 1) * COLS],
+                    &wd[r * nb..(r + 1) * nb],
+                    &q8_x.qs,
+                    &q8_x.d,
+                )
+            },
+        );
     }
+}
+
+/// A group timing `Σ_r row_dot(isa, r)` over `rows` rows (`weight_bytes` of weights) per
+/// instruction set.
+fn row_dots(
+    c: &mut Criterion,
+    name: String,
+    weight_bytes: usize,
+    rows: usize,
+    row_dot: impl Fn(Isa, usize) -> f32,
+) {
+    let mut group = c.benchmark_group(name);
+    group.throughput(Throughput::Bytes(weight_bytes as u64));
+    group.sample_size(10);
+    for isa in Isa::available() {
+        group.bench_with_input(BenchmarkId::from_parameter(isa.name()), &isa, |b, &isa| {
+            b.iter(|| {
+                let mut sum = 0.0f32;
+                for r in 0..rows {
+                    sum += row_dot(isa, r);
+                }
+                sum
+            })
+        });
+    }
+    group.finish();
 }
 
 criterion_group!(benches, bench, prefill);

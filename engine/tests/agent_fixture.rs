@@ -46,7 +46,7 @@ fn tiny_agent_first_generation_call_is_token_exact() {
     let dir: PathBuf = common::fixtures_root().join("gpt-oss-tiny-agent");
     let cases = scenarios(&dir);
     assert!(cases.len() >= 4, "expected the fixture's scenarios");
-    let (mut passed, mut failed) = (0, 0);
+    let mut checks = common::Checks::default();
     // q8 once per instruction set this CPU has, so the AVX2 and portable paths a smaller CPU
     // takes are checked too.
     let runs = [(DType::F32, None), (DType::Bf16, None)].into_iter().chain(
@@ -77,13 +77,7 @@ fn tiny_agent_first_generation_call_is_token_exact() {
                 stop_tokens: vec![RETURN, CALL],
                 ..GenerateParams::default()
             };
-            let mut generation = engine.generate(&case.prompt, &params).expect("generate");
-            let tokens: Vec<u32> = generation
-                .by_ref()
-                .map(|t| t.expect("token").token)
-                .collect();
-            let finish = generation.finish_reason();
-            drop(generation);
+            let (tokens, finish, _) = common::generate_to_end(&mut engine, &case.prompt, &params);
             let stats = engine.cache_stats().expect("stats after a request");
             let shared = previous.as_ref().map_or(0, |p| {
                 p.iter()
@@ -108,23 +102,20 @@ fn tiny_agent_first_generation_call_is_token_exact() {
                     "cache stats {stats:?}, shared prefix with previous prompt {shared}"
                 ));
             }
-            if problems.is_empty() {
-                passed += 1;
-                println!(
-                    "ok   {label} {}: {} tokens, reused {} of {} prompt tokens",
-                    case.id,
+            let outcome = if problems.is_empty() {
+                Ok(format!(
+                    "{} tokens, reused {} of {} prompt tokens",
                     tokens.len(),
                     stats.reused_tokens,
                     stats.prompt_tokens
-                );
+                ))
             } else {
-                failed += 1;
-                println!("FAIL {label} {}: {}", case.id, problems.join("; "));
-            }
+                Err(problems.join("; "))
+            };
+            checks.record(&format!("{label} {}", case.id), outcome);
             // The cache now holds prompt + generated tokens except the last (the stop token).
             previous = Some(engine.cached_tokens().to_vec());
         }
     }
-    println!("{passed} passed, {failed} failed");
-    assert_eq!(failed, 0);
+    checks.assert_all_passed("tiny-agent");
 }

@@ -262,26 +262,12 @@ fn check_bounds(c: &Comparison, model: &ErrorModel, pinned: bool) -> Result<Stri
 #[test]
 fn fast_paths_within_their_error_model() {
     let fixtures = parity_fixtures();
-    assert!(
-        fixtures.len() >= 2,
-        "expected the repository's tiny fixtures, found {fixtures:?}"
-    );
     let paths = fast_paths();
     assert!(
         paths.iter().any(|&(d, _)| d == DType::Bf16) && paths.iter().any(|&(d, _)| d == DType::Q8),
         "fast paths {paths:?}"
     );
-    let (mut passed, mut failed) = (0, 0);
-    let mut outcome = |name: &str, r: Result<String, String>| match r {
-        Ok(msg) => {
-            passed += 1;
-            println!("ok   {name}: {msg}");
-        }
-        Err(msg) => {
-            failed += 1;
-            println!("FAIL {name}: {msg}");
-        }
-    };
+    let mut checks = common::Checks::default();
     for dir in &fixtures {
         let fixture = dir
             .file_name()
@@ -291,7 +277,7 @@ fn fast_paths_within_their_error_model() {
         let mut f32e = match load(dir, DType::F32, None) {
             Ok(e) => e,
             Err(e) => {
-                outcome(&fixture, Err(e));
+                checks.record(&fixture, Err(e));
                 continue;
             }
         };
@@ -302,7 +288,7 @@ fn fast_paths_within_their_error_model() {
             let mut fast = match load(dir, dtype, Some(isa)) {
                 Ok(e) => e,
                 Err(e) => {
-                    outcome(&name, Err(e));
+                    checks.record(&name, Err(e));
                     continue;
                 }
             };
@@ -319,7 +305,7 @@ fn fast_paths_within_their_error_model() {
                             .map(|margins| format!("{line}\n     {margins}"))
                             .map_err(|e| format!("{e}\n     {line}"))
                     });
-                outcome(&format!("{name} {label}"), r);
+                checks.record(&format!("{name} {label}"), r);
             }
         }
         // bf16's rounding inventory: with every source exact, bf16 is f32.
@@ -371,8 +357,7 @@ fn fast_paths_within_their_error_model() {
                 lines.join("\n     ")
             ))
         })();
-        outcome(&format!("{fixture} Bf16 sources"), r);
+        checks.record(&format!("{fixture} Bf16 sources"), r);
     }
-    println!("{passed} passed, {failed} failed");
-    assert_eq!(failed, 0, "{failed} accuracy checks failed");
+    checks.assert_all_passed("accuracy");
 }

@@ -60,6 +60,14 @@ fn rewrite(
         .expect("write weights");
 }
 
+/// [`rewrite`] with only `target`'s dtype and shape changed, by `edit`.
+fn rewrite_one(dir: &Path, target: &str, edit: impl Fn(Dtype, Vec<usize>) -> (Dtype, Vec<usize>)) {
+    rewrite(dir, |n, d, s, b| {
+        let (d, s) = if n == target { edit(d, s) } else { (d, s) };
+        Some((d, s, b.to_vec()))
+    });
+}
+
 fn keep(_: &str, d: Dtype, s: Vec<usize>, b: &[u8]) -> Option<(Dtype, Vec<usize>, Vec<u8>)> {
     Some((d, s, b.to_vec()))
 }
@@ -149,13 +157,7 @@ fn missing_tensor_is_named() {
 fn wrong_shape_is_named() {
     let dir = temp_dir();
     let target = "model.layers.0.self_attn.q_proj.weight";
-    rewrite(dir.path(), |n, d, s, b| {
-        Some(if n == target {
-            (d, vec![s[1], s[0]], b.to_vec())
-        } else {
-            (d, s, b.to_vec())
-        })
-    });
+    rewrite_one(dir.path(), target, |d, s| (d, vec![s[1], s[0]]));
     match load(dir.path()) {
         Err(EngineError::WrongShape {
             path,
@@ -176,13 +178,7 @@ fn wrong_shape_is_named() {
 fn wrong_dtype_is_named() {
     let dir = temp_dir();
     let target = "model.layers.3.self_attn.o_proj.weight";
-    rewrite(dir.path(), |n, d, s, b| {
-        Some(if n == target {
-            (Dtype::F16, s, b.to_vec())
-        } else {
-            (d, s, b.to_vec())
-        })
-    });
+    rewrite_one(dir.path(), target, |_, s| (Dtype::F16, s));
     match load(dir.path()) {
         Err(EngineError::WrongDtype { tensor, found, .. }) => {
             assert_eq!(tensor, target);
@@ -193,13 +189,7 @@ fn wrong_dtype_is_named() {
     // Expert blocks stored as something other than U8.
     let dir = temp_dir();
     let target = "model.layers.0.mlp.experts.gate_up_proj_scales";
-    rewrite(dir.path(), |n, d, s, b| {
-        Some(if n == target {
-            (Dtype::I8, s, b.to_vec())
-        } else {
-            (d, s, b.to_vec())
-        })
-    });
+    rewrite_one(dir.path(), target, |_, s| (Dtype::I8, s));
     let err = load(dir.path()).expect_err("I8 scales");
     assert!(
         matches!(&err, EngineError::WrongDtype { tensor, .. } if tensor == target),
@@ -211,31 +201,26 @@ fn wrong_dtype_is_named() {
 fn config_errors_are_clear() {
     let dir = temp_dir();
     rewrite(dir.path(), keep);
-    let config = std::fs::read_to_string(dir.path().join("config.json")).expect("config");
-    std::fs::write(
-        dir.path().join("config.json"),
-        config.replace("\"gpt_oss\"", "\"llama\""),
-    )
-    .expect("write");
-    let err = load(dir.path()).expect_err("llama");
+    let config_path = dir.path().join("config.json");
+    let config = std::fs::read_to_string(&config_path).expect("config");
+    // The load error with `content` as the config.
+    let load_with = |content: &str, what: &str| {
+        std::fs::write(&config_path, content).expect("write");
+        load(dir.path()).expect_err(what)
+    };
+    let err = load_with(&config.replace("\"gpt_oss\"", "\"llama\""), "llama");
     assert!(
         matches!(&err, EngineError::UnknownModelType { found, .. } if found == "llama"),
         "{err}"
     );
-    std::fs::write(
-        dir.path().join("config.json"),
-        config.replace("\"yarn\"", "\"dynamic\""),
-    )
-    .expect("write");
-    let err = load(dir.path()).expect_err("dynamic rope");
+    let err = load_with(&config.replace("\"yarn\"", "\"dynamic\""), "dynamic rope");
     assert!(
         err.to_string().contains("rope_scaling.rope_type") && err.to_string().contains("dynamic"),
         "{err}"
     );
-    std::fs::write(dir.path().join("config.json"), "{not json").expect("write");
-    let err = load(dir.path()).expect_err("bad json");
+    let err = load_with("{not json", "bad json");
     assert!(matches!(err, EngineError::Config { .. }), "{err}");
-    std::fs::remove_file(dir.path().join("config.json")).expect("rm");
+    std::fs::remove_file(&config_path).expect("rm");
     let err = load(dir.path()).expect_err("no config");
     assert!(
         matches!(&err, EngineError::Io { path, .. } if path.ends_with("config.json")),

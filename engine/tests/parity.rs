@@ -130,11 +130,7 @@ fn check_greedy(engine: &mut Engine, r: &Reference) -> Result<String, String> {
 #[test]
 fn parity_with_transformers_reference() {
     let fixtures = parity_fixtures();
-    assert!(
-        fixtures.len() >= 2,
-        "expected the repository's tiny fixtures, found {fixtures:?}"
-    );
-    let (mut passed, mut failed) = (0, 0);
+    let mut checks = common::Checks::default();
     for dir in &fixtures {
         let r = read_reference(dir);
         assert_eq!(
@@ -156,18 +152,8 @@ fn parity_with_transformers_reference() {
             }
         }
         for (check, outcome) in outcomes {
-            match outcome {
-                Ok(msg) => {
-                    passed += 1;
-                    println!("ok   {name} f32 {check}: {msg}");
-                }
-                Err(msg) => {
-                    failed += 1;
-                    println!("FAIL {name} f32 {check}: {msg}");
-                }
-            }
+            checks.record(&format!("{name} f32 {check}"), outcome);
         }
     }
-    println!("{passed} passed, {failed} failed");
-    assert_eq!(failed, 0, "{failed} parity checks failed");
+    checks.assert_all_passed("parity");
 }

@@ -62,13 +62,7 @@ fn generate(engine: &mut Engine, prompt: &[u32], max_tokens: usize) -> Outcome {
         max_tokens,
         ..GenerateParams::default()
     };
-    let mut generation = engine.generate(prompt, &params).expect("generate");
-    let tokens: Vec<u32> = generation
-        .by_ref()
-        .map(|t| t.expect("token").token)
-        .collect();
-    let stats = generation.cache_stats();
-    drop(generation);
+    let (tokens, _, stats) = common::generate_to_end(engine, prompt, &params);
     let last = *tokens.last().expect("a token");
     let next_logits = engine
         .forward(&[last], Logits::Last, None)

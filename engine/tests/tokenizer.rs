@@ -285,32 +285,33 @@ fn bad_tokenizer_files_name_the_file_and_the_problem() {
         "{e}"
     );
 
-    let e = load_err(
-        dir.path(),
-        r#"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "decoder": {"type": "Metaspace"}}"#,
-    );
-    assert!(e.to_string().contains("Metaspace"), "{e}");
-
-    let e = load_err(
-        dir.path(),
-        r#"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "decoder": {"type": "ByteLevel"},
+    // Each file's error names what is wrong with it.
+    for (label, content, named) in [
+        (
+            "an unsupported decoder",
+            r#"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "decoder": {"type": "Metaspace"}}"#,
+            "Metaspace",
+        ),
+        (
+            "an added token with lstrip",
+            r#"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "decoder": {"type": "ByteLevel"},
             "added_tokens": [{"id": 0, "content": "<x>", "special": true, "lstrip": true}]}"#,
-    );
-    assert!(e.to_string().contains("lstrip"), "{e}");
-
-    // An absurd id (would size the id table).
-    let e = load_err(
-        dir.path(),
-        r#"{"model": {"type": "BPE", "vocab": {"a": 4000000000}, "merges": []}, "decoder": {"type": "ByteLevel"}}"#,
-    );
-    assert!(e.to_string().contains("4000000000"), "{e}");
-
-    // A byte-level vocabulary entry outside the byte alphabet.
-    let e = load_err(
-        dir.path(),
-        r#"{"model": {"type": "BPE", "vocab": {"a": 0, "\u0001": 1}, "merges": []}, "decoder": {"type": "ByteLevel"}}"#,
-    );
-    assert!(e.to_string().contains("byte-level"), "{e}");
+            "lstrip",
+        ),
+        (
+            "an absurd id (would size the id table)",
+            r#"{"model": {"type": "BPE", "vocab": {"a": 4000000000}, "merges": []}, "decoder": {"type": "ByteLevel"}}"#,
+            "4000000000",
+        ),
+        (
+            "a byte-level vocabulary entry outside the byte alphabet",
+            r#"{"model": {"type": "BPE", "vocab": {"a": 0, "\u0001": 1}, "merges": []}, "decoder": {"type": "ByteLevel"}}"#,
+            "byte-level",
+        ),
+    ] {
+        let e = load_err(dir.path(), content);
+        assert!(e.to_string().contains(named), "{label}: {e}");
+    }
 }
 
 #[test]

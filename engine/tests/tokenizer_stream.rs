@@ -19,6 +19,17 @@ fn feed(decoder: &mut StreamDecoder, ids: &[u32]) -> Vec<String> {
     ids.iter().map(|&id| decoder.push(id).unwrap()).collect()
 }
 
+/// Pushes each byte's token in turn, checking the delta each gives.
+fn push_bytes(decoder: &mut StreamDecoder, steps: &[(u8, &str)]) {
+    for (i, &(byte, delta)) in steps.iter().enumerate() {
+        assert_eq!(
+            decoder.push(byte_token(byte)).unwrap(),
+            delta,
+            "step {i}: byte {byte:#04x}"
+        );
+    }
+}
+
 #[test]
 fn emoji_split_over_byte_tokens() {
     // The ids of openai-harmony's utf8__emoji_split_bytes fixture: 😀 as four byte tokens.
@@ -45,25 +56,29 @@ fn text_before_a_split_character_is_released_at_once() {
 #[test]
 fn invalid_bytes_become_replacement_characters() {
     let mut d = builtin().stream_decoder();
-    // F0 9F then "a": the truncated character is invalid once "a" arrives.
-    assert_eq!(d.push(byte_token(0xF0)).unwrap(), "");
-    assert_eq!(d.push(byte_token(0x9F)).unwrap(), "");
-    assert_eq!(d.push(byte_token(b'a')).unwrap(), "\u{FFFD}a");
-    // A lone continuation byte is invalid at once.
-    assert_eq!(d.push(byte_token(0x80)).unwrap(), "\u{FFFD}");
-    // FF can never appear in UTF-8.
-    assert_eq!(d.push(byte_token(0xFF)).unwrap(), "\u{FFFD}");
+    push_bytes(
+        &mut d,
+        &[
+            // F0 9F then "a": the truncated character is invalid once "a" arrives.
+            (0xF0, ""),
+            (0x9F, ""),
+            (b'a', "\u{FFFD}a"),
+            // A lone continuation byte is invalid at once.
+            (0x80, "\u{FFFD}"),
+            // FF can never appear in UTF-8.
+            (0xFF, "\u{FFFD}"),
+        ],
+    );
 }
 
 #[test]
 fn flush_releases_an_incomplete_tail() {
     let mut d = builtin().stream_decoder();
-    assert_eq!(d.push(byte_token(0xE4)).unwrap(), "");
-    assert_eq!(d.push(byte_token(0xB8)).unwrap(), "");
+    push_bytes(&mut d, &[(0xE4, ""), (0xB8, "")]);
     assert_eq!(d.flush(), "\u{FFFD}");
     assert_eq!(d.flush(), "");
     // After a flush the decoder starts clean.
-    assert_eq!(d.push(byte_token(b'z')).unwrap(), "z");
+    push_bytes(&mut d, &[(b'z', "z")]);
 }
 
 #[test]

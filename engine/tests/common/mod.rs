@@ -30,7 +30,8 @@ fn fixtures_under(root: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// Every parity fixture of the repository, plus those under `OSSA_ENGINE_FIXTURES`.
+/// Every parity fixture of the repository, plus those under `OSSA_ENGINE_FIXTURES`; at least
+/// two (the repository's tiny ones), or the test fails.
 pub fn parity_fixtures() -> Vec<PathBuf> {
     let mut all = fixtures_under(&fixtures_root());
     if let Ok(extra) = std::env::var("OSSA_ENGINE_FIXTURES") {
@@ -48,6 +49,10 @@ pub fn parity_fixtures() -> Vec<PathBuf> {
         );
         all.extend(more);
     }
+    assert!(
+        all.len() >= 2,
+        "expected the repository's tiny fixtures, found {all:?}"
+    );
     all
 }
 
@@ -66,27 +71,32 @@ pub struct Reference {
     pub shapes: HashMap<String, Vec<usize>>,
 }
 
+/// The bytes of reference tensor `name`, which must be stored as `dtype`.
+fn tensor_data<'a>(
+    st: &safetensors::SafeTensors<'a>,
+    name: &str,
+    dtype: safetensors::Dtype,
+) -> &'a [u8] {
+    let t = st
+        .tensor(name)
+        .unwrap_or_else(|e| panic!("reference tensor {name}: {e}"));
+    assert_eq!(t.dtype(), dtype, "{name} dtype");
+    t.data()
+}
+
 pub fn read_reference(dir: &Path) -> Reference {
     let bytes =
         std::fs::read(dir.join("reference.safetensors")).expect("read reference.safetensors");
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("parse reference.safetensors");
     let mut shapes = HashMap::new();
     let f32s = |name: &str| -> Vec<f32> {
-        let t = st
-            .tensor(name)
-            .unwrap_or_else(|e| panic!("reference tensor {name}: {e}"));
-        assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name} dtype");
-        t.data()
+        tensor_data(&st, name, safetensors::Dtype::F32)
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect()
     };
     let ids = |name: &str| -> Vec<u32> {
-        let t = st
-            .tensor(name)
-            .unwrap_or_else(|e| panic!("reference tensor {name}: {e}"));
-        assert_eq!(t.dtype(), safetensors::Dtype::I64, "{name} dtype");
-        t.data()
+        tensor_data(&st, name, safetensors::Dtype::I64)
             .chunks_exact(8)
             .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as u32)
             .collect()
@@ -131,4 +141,54 @@ pub fn argmax(v: &[f32]) -> u32 {
         }
     }
     best as u32
+}
+
+/// Tallies named checks that run on past a failure, so one run reports every fixture's
+/// outcome; [`Checks::assert_all_passed`] fails the test at the end if any failed.
+#[derive(Default)]
+pub struct Checks {
+    passed: usize,
+    failed: usize,
+}
+
+impl Checks {
+    /// Prints `ok` or `FAIL` with the check's name and message, and counts it.
+    pub fn record(&mut self, name: &str, outcome: Result<String, String>) {
+        match outcome {
+            Ok(msg) => {
+                self.passed += 1;
+                println!("ok   {name}: {msg}");
+            }
+            Err(msg) => {
+                self.failed += 1;
+                println!("FAIL {name}: {msg}");
+            }
+        }
+    }
+
+    /// Prints the counts; panics naming `what` checks when any failed.
+    pub fn assert_all_passed(&self, what: &str) {
+        let (passed, failed) = (self.passed, self.failed);
+        println!("{passed} passed, {failed} failed");
+        assert_eq!(failed, 0, "{failed} {what} checks failed");
+    }
+}
+
+/// Runs one generation to its end: the tokens it emitted, why it stopped, and its
+/// prompt-cache figures.
+pub fn generate_to_end(
+    engine: &mut ossa_engine::Engine,
+    prompt: &[u32],
+    params: &ossa_engine::GenerateParams,
+) -> (
+    Vec<u32>,
+    Option<ossa_engine::FinishReason>,
+    ossa_engine::CacheStats,
+) {
+    let mut generation = engine.generate(prompt, params).expect("generate");
+    let tokens: Vec<u32> = generation
+        .by_ref()
+        .map(|t| t.expect("token").token)
+        .collect();
+    (tokens, generation.finish_reason(), generation.cache_stats())
 }
