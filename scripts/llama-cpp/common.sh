@@ -1,6 +1,9 @@
 # Sourced by compare.sh and llama_server_scenarios.sh: where llama.cpp's source and build live,
 # how they are fetched and built, and a Python with numpy for the GGUF writers.
-# Needs HERE (this folder) and die() from the sourcing script.
+# Needs HERE (this folder) from the sourcing script.
+
+# Ends the sourcing script with a message that names it.
+die() { echo "$(basename "$0"): $*" >&2; exit 1; }
 
 CACHE="${OSSA_CACHE:-$HOME/.cache/ossa}"
 

@@ -5,7 +5,6 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-die() { echo "compare.sh: $*" >&2; exit 1; }
 # shellcheck source=common.sh
 source "$HERE/common.sh"
 

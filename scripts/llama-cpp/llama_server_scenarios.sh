@@ -12,7 +12,6 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
-die() { echo "llama_server_scenarios.sh: $*" >&2; exit 1; }
 # shellcheck source=common.sh
 source "$HERE/common.sh"
 

@@ -201,9 +201,9 @@ def add_metadata(
     w.add_pad_token_id(cfg.get("pad_token_id", token_id(tokens, "<|endoftext|>")))
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", type=Path, required=True, help="HF gpt-oss config.json")
+def add_tokenizer_and_out_args(ap: argparse.ArgumentParser) -> None:
+    """The options every GGUF writer here takes (also used by `tiny_agent_gguf.py`): the
+    vocabulary to embed and the file to write."""
     ap.add_argument(
         "--tokenizer",
         type=Path,
@@ -211,6 +211,12 @@ def main() -> int:
         help="HF tokenizer.json of the o200k_harmony vocabulary",
     )
     ap.add_argument("--out", type=Path, required=True, help="GGUF file to write")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", type=Path, required=True, help="HF gpt-oss config.json")
+    add_tokenizer_and_out_args(ap)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     args = ap.parse_args()

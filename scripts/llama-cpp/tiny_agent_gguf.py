@@ -32,7 +32,7 @@ import numpy as np
 import gguf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_gguf import add_metadata, tensor_name  # noqa: E402
+from make_gguf import add_metadata, add_tokenizer_and_out_args, tensor_name  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 MXFP4 = gguf.GGMLQuantizationType.MXFP4
@@ -174,13 +174,7 @@ def main() -> int:
         default=REPO / "tests/fixtures/gpt-oss-tiny-agent",
         help="folder with config.json and model.safetensors",
     )
-    ap.add_argument(
-        "--tokenizer",
-        type=Path,
-        default=REPO / "tests/fixtures/tokenizer/tokenizer.json",
-        help="HF tokenizer.json of the o200k_harmony vocabulary",
-    )
-    ap.add_argument("--out", type=Path, required=True, help="GGUF file to write")
+    add_tokenizer_and_out_args(ap)
     args = ap.parse_args()
     return convert(args.model, args.tokenizer, args.out)
 
