@@ -469,6 +469,29 @@ mod tests {
         logits[ids[0] as usize].is_finite()
     }
 
+    /// A mask under [`answer_schema`] after the harmony `text`.
+    fn answer_mask(encoding: &HarmonyEncoding, text: &str) -> HarmonyMask {
+        mask_after(encoding, answer_schema(encoding), text)
+    }
+
+    /// Outputs where only the function `count`'s arguments follow [`SCHEMA`].
+    fn count_function(encoding: &HarmonyEncoding) -> StructuredOutputs {
+        let schema: Value = serde_json::from_str(SCHEMA).expect("json");
+        let mut outputs = StructuredOutputs::default();
+        outputs.functions.insert(
+            "count".to_string(),
+            JsonSchema::compile(encoding.tokenizer(), &schema).expect("compiles"),
+        );
+        outputs
+    }
+
+    /// Commits the ordinary (non-special) tokens of `text`, as if the model sampled them.
+    fn commit_text(mask: &mut HarmonyMask, encoding: &HarmonyEncoding, text: &str) {
+        for token in encoding.tokenizer().encode_ordinary(text).expect("encodes") {
+            mask.commit(token);
+        }
+    }
+
     fn answer_schema(encoding: &HarmonyEncoding) -> StructuredOutputs {
         let schema: Value = serde_json::from_str(SCHEMA).expect("json");
         StructuredOutputs {
@@ -480,33 +503,17 @@ mod tests {
     #[test]
     fn the_answer_is_held_to_the_schema_and_may_end_only_when_complete() {
         let encoding = encoding();
-        let mut mask = mask_after(
-            &encoding,
-            answer_schema(&encoding),
-            "<|channel|>final<|message|>",
-        );
+        let mut mask = answer_mask(&encoding, "<|channel|>final<|message|>");
         assert!(allowed(&mut mask, &encoding, "{\""));
         // Text that would break the JSON, and the end of the message before any JSON.
         assert!(!allowed(&mut mask, &encoding, "Hello"));
         assert!(!allowed(&mut mask, &encoding, "<|return|>"));
         assert!(!allowed(&mut mask, &encoding, "<|end|>"));
-        for token in encoding
-            .tokenizer()
-            .encode_ordinary("{\"n\":")
-            .expect("encodes")
-        {
-            mask.commit(token);
-        }
+        commit_text(&mut mask, &encoding, "{\"n\":");
         assert!(allowed(&mut mask, &encoding, "42"));
         assert!(!allowed(&mut mask, &encoding, "\"x"));
         assert!(!allowed(&mut mask, &encoding, "<|return|>"));
-        for token in encoding
-            .tokenizer()
-            .encode_ordinary("42}")
-            .expect("encodes")
-        {
-            mask.commit(token);
-        }
+        commit_text(&mut mask, &encoding, "42}");
         assert!(allowed(&mut mask, &encoding, "<|return|>"));
         assert!(!allowed(&mut mask, &encoding, "<|call|>"));
         assert!(!allowed(&mut mask, &encoding, ","));
@@ -516,17 +523,12 @@ mod tests {
     #[test]
     fn reasoning_and_headers_stay_free() {
         let encoding = encoding();
-        let mut mask = mask_after(
-            &encoding,
-            answer_schema(&encoding),
-            "<|channel|>analysis<|message|>",
-        );
+        let mut mask = answer_mask(&encoding, "<|channel|>analysis<|message|>");
         assert!(allowed(&mut mask, &encoding, "Hello"));
         assert!(allowed(&mut mask, &encoding, "<|end|>"));
         // The header of the next message is free too; its content is not.
-        let mut mask = mask_after(
+        let mut mask = answer_mask(
             &encoding,
-            answer_schema(&encoding),
             "<|channel|>analysis<|message|>Think.<|end|><|start|>assistant<|channel|>final",
         );
         assert!(allowed(&mut mask, &encoding, "Hello"));
@@ -534,9 +536,8 @@ mod tests {
         assert!(!allowed(&mut mask, &encoding, "Hello"));
         // A `<|channel|>` written inside the reasoning starts the next message (as the agent's
         // lenient parser reads it): that answer is held to the schema too.
-        let mut mask = mask_after(
+        let mut mask = answer_mask(
             &encoding,
-            answer_schema(&encoding),
             "<|channel|>analysis<|message|>Doub18<|channel|>final<|message|>",
         );
         assert!(!allowed(&mut mask, &encoding, "Hello"));
@@ -546,16 +547,12 @@ mod tests {
     #[test]
     fn with_an_answer_format_a_preamble_cannot_begin() {
         let encoding = encoding();
-        let mut mask = mask_after(&encoding, answer_schema(&encoding), "<|channel|>commentary");
+        let mut mask = answer_mask(&encoding, "<|channel|>commentary");
         assert!(!allowed(&mut mask, &encoding, "<|message|>"));
         assert!(allowed(&mut mask, &encoding, " to"));
-        let mut mask = mask_after(
-            &encoding,
-            answer_schema(&encoding),
-            "<|channel|>commentary to=functions.f ",
-        );
+        let mut mask = answer_mask(&encoding, "<|channel|>commentary to=functions.f ");
         assert!(allowed(&mut mask, &encoding, "<|message|>"));
-        let mut mask = mask_after(&encoding, answer_schema(&encoding), "<|channel|>final");
+        let mut mask = answer_mask(&encoding, "<|channel|>final");
         assert!(allowed(&mut mask, &encoding, "<|message|>"));
         // Without an answer format, preambles are free.
         let mut mask = mask_after(
@@ -573,7 +570,7 @@ mod tests {
         // by a stop token or `<|start|>`, the lenient parser would make it an answer of that
         // text (sampled at temperature 1.5 by the tiny model: "to 355673 voertu…").
         let after_reasoning = "<|channel|>analysis<|message|>Think.<|end|>Hello there";
-        let mut mask = mask_after(&encoding, answer_schema(&encoding), after_reasoning);
+        let mut mask = answer_mask(&encoding, after_reasoning);
         for end in ["<|end|>", "<|return|>", "<|call|>", "<|start|>"] {
             assert!(!allowed(&mut mask, &encoding, end), "{end}");
         }
@@ -582,22 +579,16 @@ mod tests {
         let mut mask = mask_after(&encoding, StructuredOutputs::default(), after_reasoning);
         assert!(allowed(&mut mask, &encoding, "<|end|>"));
         // A header that would make reasoning, or nothing, may end however it likes.
-        let mut mask = mask_after(&encoding, answer_schema(&encoding), "<|channel|>analysis");
+        let mut mask = answer_mask(&encoding, "<|channel|>analysis");
         assert!(allowed(&mut mask, &encoding, "<|end|>"));
         assert!(allowed(&mut mask, &encoding, "<|message|>"));
         // A channel the model made up would be shown as answer text, unconstrained.
-        let mut mask = mask_after(&encoding, answer_schema(&encoding), "<|channel|>finale");
+        let mut mask = answer_mask(&encoding, "<|channel|>finale");
         assert!(!allowed(&mut mask, &encoding, "<|message|>"));
         // A strict function's call may only come through its constrained content.
-        let schema: Value = serde_json::from_str(SCHEMA).expect("json");
-        let mut outputs = StructuredOutputs::default();
-        outputs.functions.insert(
-            "count".to_string(),
-            JsonSchema::compile(encoding.tokenizer(), &schema).expect("compiles"),
-        );
         let mut mask = mask_after(
             &encoding,
-            outputs,
+            count_function(&encoding),
             "<|channel|>commentary to=functions.count {\"n\": 1}",
         );
         assert!(!allowed(&mut mask, &encoding, "<|call|>"));
@@ -607,23 +598,11 @@ mod tests {
     #[test]
     fn strict_function_arguments_end_with_a_call() {
         let encoding = encoding();
-        let schema: Value = serde_json::from_str(SCHEMA).expect("json");
-        let mut outputs = StructuredOutputs::default();
-        outputs.functions.insert(
-            "count".to_string(),
-            JsonSchema::compile(encoding.tokenizer(), &schema).expect("compiles"),
-        );
-        let outputs = Arc::new(outputs);
+        let outputs = Arc::new(count_function(&encoding));
         let header = "<|channel|>commentary to=functions.count <|constrain|>json<|message|>";
         let mut mask = mask_after(&encoding, (*outputs).clone(), header);
         assert!(!allowed(&mut mask, &encoding, "Hello"));
-        for token in encoding
-            .tokenizer()
-            .encode_ordinary("{\"n\":7}")
-            .expect("encodes")
-        {
-            mask.commit(token);
-        }
+        commit_text(&mut mask, &encoding, "{\"n\":7}");
         assert!(allowed(&mut mask, &encoding, "<|call|>"));
         assert!(!allowed(&mut mask, &encoding, "<|return|>"));
         // Another function, and the answer (no answer schema here), are free.

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use ossa_agent::harmony::{Content, Conversation, ReasoningEffort, Role};
 use ossa_agent::{
-    Agent, AgentConfig, AgentEvent, CancellationToken, ConversationSettings, Limit,
-    ToolRequirement, TurnOutcome,
+    Agent, AgentConfig, AgentEvent, CancellationToken, Chat, ConversationSettings, Limit,
+    ToolRequirement, TurnOutcome, TurnReport,
 };
 use ossa_test_support::scripted::{ScriptedBackend, encoding};
 use ossa_tools::function::TypedFunction;
@@ -88,6 +88,46 @@ fn adding_agent(replies: &[&str]) -> (Arc<ScriptedBackend>, Arc<AtomicUsize>, Ar
     (backend, calls, agent)
 }
 
+/// Sends `text` in `chat`, recording the turn's events.
+async fn send_recording(chat: &mut Chat, text: &str) -> (TurnReport, Vec<AgentEvent>) {
+    let mut events = Vec::new();
+    let report = chat
+        .send(text, &CancellationToken::new(), &mut |e| events.push(e))
+        .await
+        .expect("turn");
+    (report, events)
+}
+
+/// Sends `text` in `chat`, its events unseen.
+async fn send(chat: &mut Chat, text: &str) -> TurnReport {
+    chat.send(text, &CancellationToken::new(), &mut |_| {})
+        .await
+        .expect("turn")
+}
+
+/// The text the turn streamed on `channel` (`analysis` or `final`).
+fn streamed(events: &[AgentEvent], channel: &str) -> String {
+    events
+        .iter()
+        .filter_map(|e| match (channel, e) {
+            ("analysis", AgentEvent::ReasoningDelta(d)) | ("final", AgentEvent::FinalDelta(d)) => {
+                Some(d.as_str())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[track_caller]
+fn assert_ends_with(prompt: &str, end: &str) {
+    assert!(prompt.ends_with(end), "{prompt}");
+}
+
+#[track_caller]
+fn assert_contains(prompt: &str, part: &str) {
+    assert!(prompt.contains(part), "{prompt}");
+}
+
 const FINAL: &str = "<|channel|>final<|message|>Done.<|return|>";
 
 #[tokio::test]
@@ -97,13 +137,7 @@ async fn function_call_result_goes_back_and_the_model_answers() {
         "<|channel|>final<|message|>It is 42.<|return|>",
     ]);
     let mut chat = agent.chat(&ConversationSettings::default());
-    let mut events = Vec::new();
-    let report = chat
-        .send("What is 2 + 40?", &CancellationToken::new(), &mut |e| {
-            events.push(e)
-        })
-        .await
-        .expect("turn");
+    let (report, events) = send_recording(&mut chat, "What is 2 + 40?").await;
     assert_eq!(report.outcome, TurnOutcome::Final);
     assert_eq!(report.answer.as_deref(), Some("It is 42."));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -121,18 +155,12 @@ async fn function_call_result_goes_back_and_the_model_answers() {
     // it, whatever order the model wrote) and its result, then asks the assistant again.
     let prompts = backend.prompts();
     let second = encoding().tokenizer().decode(&prompts[1]).expect("decodes");
-    assert!(
-        second.ends_with("<|start|>assistant to=functions.add<|channel|>commentary <|constrain|>json<|message|>{\"a\": 2, \"b\": 40}<|call|><|start|>functions.add to=assistant<|channel|>commentary<|message|>42<|end|><|start|>assistant"),
-        "{second}"
+    assert_ends_with(
+        &second,
+        "<|start|>assistant to=functions.add<|channel|>commentary <|constrain|>json<|message|>{\"a\": 2, \"b\": 40}<|call|><|start|>functions.add to=assistant<|channel|>commentary<|message|>42<|end|><|start|>assistant",
     );
     // Deltas arrive by channel.
-    let reasoning: String = events
-        .iter()
-        .filter_map(|e| match e {
-            AgentEvent::ReasoningDelta(d) => Some(d.as_str()),
-            _ => None,
-        })
-        .collect();
+    let reasoning = streamed(&events, "analysis");
     assert_eq!(reasoning, "Add them.");
     let arguments: String = events
         .iter()
@@ -223,10 +251,7 @@ async fn runaway_tool_calls_stop_at_the_limit() {
     };
     let agent = agent(backend.clone(), vec![add_tool(calls.clone())], config);
     let mut chat = agent.chat(&ConversationSettings::default());
-    let report = chat
-        .send("Loop.", &CancellationToken::new(), &mut |_| {})
-        .await
-        .expect("turn");
+    let report = send(&mut chat, "Loop.").await;
     assert_eq!(report.outcome, TurnOutcome::Limit(Limit::ToolCalls(2)));
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(backend.calls(), 3);
@@ -261,10 +286,7 @@ async fn token_limit_ends_a_long_generation() {
     };
     let agent = agent(backend, vec![], config);
     let mut chat = agent.chat(&ConversationSettings::default());
-    let report = chat
-        .send("Count.", &CancellationToken::new(), &mut |_| {})
-        .await
-        .expect("turn");
+    let report = send(&mut chat, "Count.").await;
     assert_eq!(report.outcome, TurnOutcome::Limit(Limit::Tokens(6)));
     assert_eq!(report.generated_tokens(), 6);
 }
@@ -349,10 +371,7 @@ async fn wall_time_ends_a_slow_turn() {
     };
     let agent = agent(backend, vec![nap_tool()], config);
     let mut chat = agent.chat(&ConversationSettings::default());
-    let report = chat
-        .send("Sleep.", &CancellationToken::new(), &mut |_| {})
-        .await
-        .expect("turn");
+    let report = send(&mut chat, "Sleep.").await;
     assert_eq!(
         report.outcome,
         TurnOutcome::Limit(Limit::WallTime(Duration::from_millis(300)))
@@ -491,28 +510,21 @@ async fn a_named_tool_requirement_writes_the_call_header_for_the_model() {
     let (backend, calls, agent) = adding_agent(&["{\"a\": 2, \"b\": 3}<|call|>", FINAL]);
     let mut chat = agent.chat(&ConversationSettings::default());
     chat.set_tool_requirement(ToolRequirement::Call("functions.add".into()));
-    let report = chat
-        .send("Add 2 and 3.", &CancellationToken::new(), &mut |_| {})
-        .await
-        .expect("turn");
+    let report = send(&mut chat, "Add 2 and 3.").await;
     assert_eq!(report.outcome, TurnOutcome::Final);
     assert_eq!(report.answer.as_deref(), Some("Done."));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     let prompts = decoded_prompts(&backend);
     assert_eq!(prompts.len(), 2);
-    assert!(
-        prompts[0].ends_with(
-            "<|start|>assistant<|channel|>commentary to=functions.add <|constrain|>json<|message|>"
-        ),
-        "{}",
-        prompts[0]
+    assert_ends_with(
+        &prompts[0],
+        "<|start|>assistant<|channel|>commentary to=functions.add <|constrain|>json<|message|>",
     );
     // The call is in the conversation as if the model had written it all; once made, the
     // requirement is met and the model answers freely.
-    assert!(
-        prompts[1].ends_with("{\"a\": 2, \"b\": 3}<|call|><|start|>functions.add to=assistant<|channel|>commentary<|message|>5<|end|><|start|>assistant"),
-        "{}",
-        prompts[1]
+    assert_ends_with(
+        &prompts[1],
+        "{\"a\": 2, \"b\": 3}<|call|><|start|>functions.add to=assistant<|channel|>commentary<|message|>5<|end|><|start|>assistant",
     );
 }
 
@@ -525,39 +537,20 @@ async fn a_required_call_cuts_an_early_answer_and_makes_the_model_name_a_functio
     ]);
     let mut chat = agent.chat(&ConversationSettings::default());
     chat.set_tool_requirement(ToolRequirement::AnyIn("functions".into()));
-    let mut events = Vec::new();
-    let report = chat
-        .send("Add 2 and 3.", &CancellationToken::new(), &mut |e| {
-            events.push(e)
-        })
-        .await
-        .expect("turn");
+    let (report, events) = send_recording(&mut chat, "Add 2 and 3.").await;
     assert_eq!(report.outcome, TurnOutcome::Final);
     assert_eq!(report.answer.as_deref(), Some("Done."));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     // Nothing of the cut answer reached the client.
-    let answered: String = events
-        .iter()
-        .filter_map(|e| match e {
-            AgentEvent::FinalDelta(d) => Some(d.as_str()),
-            _ => None,
-        })
-        .collect();
+    let answered = streamed(&events, "final");
     assert_eq!(answered, "Done.");
     let prompts = decoded_prompts(&backend);
     assert_eq!(prompts.len(), 3);
-    assert!(
-        prompts[1].ends_with("<|channel|>commentary to=functions."),
-        "{}",
-        prompts[1]
-    );
+    assert_ends_with(&prompts[1], "<|channel|>commentary to=functions.");
     assert!(!prompts[1].contains("It is 5."), "{}", prompts[1]);
-    assert!(
-        prompts[2].contains(
-            "<|start|>functions.add to=assistant<|channel|>commentary<|message|>5<|end|>"
-        ),
-        "{}",
-        prompts[2]
+    assert_contains(
+        &prompts[2],
+        "<|start|>functions.add to=assistant<|channel|>commentary<|message|>5<|end|>",
     );
 }
 
@@ -580,13 +573,7 @@ async fn a_client_function_call_ends_the_turn_as_data() {
     );
     let mut chat = agent.chat(&ConversationSettings::default());
     chat.set_client_functions(["functions.add".to_string()]);
-    let mut events = Vec::new();
-    let report = chat
-        .send("What is 2 + 40?", &CancellationToken::new(), &mut |e| {
-            events.push(e)
-        })
-        .await
-        .expect("turn");
+    let (report, events) = send_recording(&mut chat, "What is 2 + 40?").await;
     let TurnOutcome::FunctionCalls(handed) = &report.outcome else {
         panic!("{:?}", report.outcome);
     };
@@ -599,15 +586,13 @@ async fn a_client_function_call_ends_the_turn_as_data() {
     assert_eq!(last.author.role, Role::Assistant);
     assert_eq!(last.recipient.as_deref(), Some("functions.add"));
     let prompts = decoded_prompts(&backend);
-    assert!(
-        prompts[1].contains("<|start|>functions.add to=assistant<|channel|>commentary<|message|>[ERROR] The call was not made: its message did not end with <|call|>."),
-        "{}",
-        prompts[1]
+    assert_contains(
+        &prompts[1],
+        "<|start|>functions.add to=assistant<|channel|>commentary<|message|>[ERROR] The call was not made: its message did not end with <|call|>.",
     );
-    assert!(
-        prompts[2].contains("[ERROR] The call was not made: its arguments are not valid JSON"),
-        "{}",
-        prompts[2]
+    assert_contains(
+        &prompts[2],
+        "[ERROR] The call was not made: its arguments are not valid JSON",
     );
     // Only the call handed over is a `ToolCall`; the refused ones got their error results.
     let tool_calls = events

@@ -233,6 +233,13 @@ fn description() -> impl Strategy<Value = Option<String>> {
     )
 }
 
+/// Sets `key` in `schema` when there is a `value`.
+fn insert_some(schema: &mut Map<String, Value>, key: &str, value: Option<Value>) {
+    if let Some(value) = value {
+        schema.insert(key.into(), value);
+    }
+}
+
 fn leaf_schema() -> impl Strategy<Value = Value> {
     (
         prop::sample::select(vec![
@@ -262,18 +269,10 @@ fn leaf_schema() -> impl Strategy<Value = Value> {
                     }
                     None => {}
                 }
-                if let Some(d) = description {
-                    schema.insert("description".into(), json!(d));
-                }
-                if let Some(values) = enumeration {
-                    schema.insert("enum".into(), Value::Array(values));
-                }
-                if let Some(d) = default {
-                    schema.insert("default".into(), d);
-                }
-                if let Some(n) = nullable {
-                    schema.insert("nullable".into(), json!(n));
-                }
+                insert_some(&mut schema, "description", description.map(|d| json!(d)));
+                insert_some(&mut schema, "enum", enumeration.map(Value::Array));
+                insert_some(&mut schema, "default", default);
+                insert_some(&mut schema, "nullable", nullable.map(|n| json!(n)));
                 Value::Object(schema)
             },
         )
@@ -317,9 +316,7 @@ fn schema() -> impl Strategy<Value = Value> {
                     let names: Vec<String> = props.keys().cloned().collect();
                     let mut schema = Map::new();
                     schema.insert("type".into(), json!("object"));
-                    if let Some(d) = description {
-                        schema.insert("description".into(), json!(d));
-                    }
+                    insert_some(&mut schema, "description", description.map(|d| json!(d)));
                     schema.insert("properties".into(), Value::Object(props));
                     if !names.is_empty() && !required.is_empty() {
                         let req: Vec<&String> = required
@@ -328,9 +325,7 @@ fn schema() -> impl Strategy<Value = Value> {
                             .collect();
                         schema.insert("required".into(), json!(req));
                     }
-                    if let Some(d) = default {
-                        schema.insert("default".into(), d);
-                    }
+                    insert_some(&mut schema, "default", default);
                     Value::Object(schema)
                 }),
             // Arrays.
@@ -351,15 +346,9 @@ fn schema() -> impl Strategy<Value = Value> {
                 .prop_map(|(variants, description, default, nullable)| {
                     let mut schema = Map::new();
                     schema.insert("oneOf".into(), Value::Array(variants));
-                    if let Some(d) = description {
-                        schema.insert("description".into(), json!(d));
-                    }
-                    if let Some(d) = default {
-                        schema.insert("default".into(), d);
-                    }
-                    if let Some(n) = nullable {
-                        schema.insert("nullable".into(), json!(n));
-                    }
+                    insert_some(&mut schema, "description", description.map(|d| json!(d)));
+                    insert_some(&mut schema, "default", default);
+                    insert_some(&mut schema, "nullable", nullable.map(|n| json!(n)));
                     Value::Object(schema)
                 }),
         ]

@@ -39,6 +39,14 @@ fn check_spans(parser: &StreamableParser) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// [`run`] in strict, non-strict and lenient mode.
+fn run_every_mode(tokens: &[u32], role: Option<Role>) -> Result<(), TestCaseError> {
+    for mode in [ParseMode::Strict, ParseMode::NonStrict, ParseMode::Lenient] {
+        run(tokens, role, mode)?;
+    }
+    Ok(())
+}
+
 fn run(tokens: &[u32], role: Option<Role>, mode: ParseMode) -> Result<(), TestCaseError> {
     let mut parser = StreamableParser::new(encoding().clone(), role, mode);
     let mut failed = false;
@@ -88,16 +96,12 @@ proptest! {
 
     #[test]
     fn never_panics_on_biased_ids(tokens in prop::collection::vec(id(), 0..200), role in roles()) {
-        for mode in [ParseMode::Strict, ParseMode::NonStrict, ParseMode::Lenient] {
-            run(&tokens, role, mode)?;
-        }
+        run_every_mode(&tokens, role)?;
     }
 
     #[test]
     fn never_panics_on_arbitrary_ids(tokens in prop::collection::vec(any::<u32>(), 0..64), role in roles()) {
-        for mode in [ParseMode::Strict, ParseMode::NonStrict, ParseMode::Lenient] {
-            run(&tokens, role, mode)?;
-        }
+        run_every_mode(&tokens, role)?;
     }
 }
 
@@ -107,9 +111,7 @@ proptest! {
     /// Long streams: work per token stays bounded (no quadratic blow-up hangs these).
     #[test]
     fn long_streams_finish(tokens in prop::collection::vec(id(), 5_000..20_000), role in roles()) {
-        for mode in [ParseMode::Strict, ParseMode::NonStrict, ParseMode::Lenient] {
-            run(&tokens, role, mode)?;
-        }
+        run_every_mode(&tokens, role)?;
     }
 }
 

@@ -11,8 +11,12 @@ fn tokens(text: &str) -> Vec<u32> {
 }
 
 fn parse(text: &str, role: Option<Role>, mode: ParseMode) -> Result<Vec<Message>, String> {
+    parse_ids(tokens(text), role, mode)
+}
+
+fn parse_ids(ids: Vec<u32>, role: Option<Role>, mode: ParseMode) -> Result<Vec<Message>, String> {
     encoding()
-        .parse_messages_from_completion_tokens(tokens(text), role, mode)
+        .parse_messages_from_completion_tokens(ids, role, mode)
         .map_err(|e| e.to_string())
 }
 
@@ -173,15 +177,9 @@ fn rule_4_malformed_headers() {
         .unwrap();
     ids.push(lone_byte);
     ids.extend(tokens("<|message|>x<|end|>"));
-    let strict = encoding().parse_messages_from_completion_tokens(
-        ids.clone(),
-        Some(Role::Assistant),
-        ParseMode::Strict,
-    );
-    assert_eq!(strict.unwrap_err().to_string(), "could not decode header");
-    let parsed = encoding()
-        .parse_messages_from_completion_tokens(ids, Some(Role::Assistant), ParseMode::Lenient)
-        .unwrap();
+    let strict = parse_ids(ids.clone(), Some(Role::Assistant), ParseMode::Strict);
+    assert_eq!(strict.unwrap_err(), "could not decode header");
+    let parsed = parse_ids(ids, Some(Role::Assistant), ParseMode::Lenient).unwrap();
     assert_eq!(parsed, [assistant(Some("fin\u{FFFD}"), "x")]);
 }
 
@@ -206,17 +204,9 @@ fn rule_6_unknown_ids_in_content() {
     let mut ids = tokens("<|channel|>final<|message|>a");
     ids.push(250_000);
     ids.extend(tokens(" b<|end|>"));
-    let strict = encoding()
-        .parse_messages_from_completion_tokens(
-            ids.clone(),
-            Some(Role::Assistant),
-            ParseMode::Strict,
-        )
-        .unwrap();
+    let strict = parse_ids(ids.clone(), Some(Role::Assistant), ParseMode::Strict).unwrap();
     assert_eq!(strict, [assistant(Some("final"), "a\u{FFFD}")]);
-    let parsed = encoding()
-        .parse_messages_from_completion_tokens(ids, Some(Role::Assistant), ParseMode::Lenient)
-        .unwrap();
+    let parsed = parse_ids(ids, Some(Role::Assistant), ParseMode::Lenient).unwrap();
     assert_eq!(parsed, [assistant(Some("final"), "a\u{FFFD} b")]);
 }
 

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use ossa_sandbox::{Progress, Sandbox, SandboxConfig, SessionOptions, Status};
+use ossa_sandbox::{CallLimits, Progress, Sandbox, SandboxConfig, SessionOptions, Status};
 
 fn main() {
     let cold = std::env::args().any(|a| a == "--cold");
@@ -130,39 +130,19 @@ fn main() {
         &mut restores,
     );
 
-    let mut numpy = Vec::new();
-    let mut pandas = Vec::new();
-    for _ in 0..5 {
-        let s = sandbox
-            .session(SessionOptions::default())
-            .expect("a session");
-        s.run_blocking("1", &limits).expect("runs");
-        let out = s.run_blocking("import numpy", &limits).expect("runs");
-        assert_eq!(out.status, Status::Ok);
-        numpy.push(out.elapsed);
-        let out = s.run_blocking("import pandas", &limits).expect("runs");
-        assert_eq!(out.status, Status::Ok);
-        pandas.push(out.elapsed);
-    }
+    let [mut numpy, mut pandas] = timed_in_fresh_sessions(
+        &sandbox,
+        &limits,
+        Some("1"),
+        ["import numpy", "import pandas"],
+    );
     report("`import numpy` in a fresh session", &mut numpy);
     report("`import pandas` after numpy", &mut pandas);
 
     // File work: each of these calls passes the open-file and disk counts (quota.rs).
     const WRITES: &str = "import os\nb = b'x' * 4096\nwith open('/tmp/w', 'wb', buffering=0) as f:\n    for _ in range(20000):\n        f.write(b)\nos.remove('/tmp/w')";
     const FILES: &str = "import os\nfor i in range(5000):\n    with open(f'/tmp/f{i}', 'w') as f:\n        f.write('x')\nfor i in range(5000):\n    os.remove(f'/tmp/f{i}')";
-    let mut writes = Vec::new();
-    let mut files = Vec::new();
-    for _ in 0..5 {
-        let s = sandbox
-            .session(SessionOptions::default())
-            .expect("a session");
-        let out = s.run_blocking(WRITES, &limits).expect("runs");
-        assert_eq!(out.status, Status::Ok, "{}", out.stderr);
-        writes.push(out.elapsed);
-        let out = s.run_blocking(FILES, &limits).expect("runs");
-        assert_eq!(out.status, Status::Ok, "{}", out.stderr);
-        files.push(out.elapsed);
-    }
+    let [mut writes, mut files] = timed_in_fresh_sessions(&sandbox, &limits, None, [WRITES, FILES]);
     report("20,000 unbuffered 4 KiB writes to /tmp", &mut writes);
     report(
         "5,000 files in /tmp created, written, closed, removed",
@@ -255,6 +235,31 @@ fn cold_compile(sandbox: &Sandbox) {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// How long each of `programs` took, run in order in each of 5 fresh sessions (after
+/// `warm_up`, when given).
+fn timed_in_fresh_sessions<const N: usize>(
+    sandbox: &Sandbox,
+    limits: &CallLimits,
+    warm_up: Option<&str>,
+    programs: [&str; N],
+) -> [Vec<Duration>; N] {
+    let mut times: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::new());
+    for _ in 0..5 {
+        let s = sandbox
+            .session(SessionOptions::default())
+            .expect("a session");
+        if let Some(code) = warm_up {
+            s.run_blocking(code, limits).expect("runs");
+        }
+        for (program, times) in programs.iter().zip(&mut times) {
+            let out = s.run_blocking(program, limits).expect("runs");
+            assert_eq!(out.status, Status::Ok, "{}", out.stderr);
+            times.push(out.elapsed);
+        }
+    }
+    times
 }
 
 fn report(name: &str, samples: &mut [Duration]) {

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use ossa_sandbox::{
-    CallLimits, Limits, Program, ProgramOptions, ResetReason, SandboxError, SessionOptions,
-    SessionState, Status, Stop, Stream,
+    CallLimits, Limits, Program, ProgramOptions, ResetReason, RunOutput, SandboxError,
+    SessionOptions, SessionState, Status, Stop, Stream,
 };
 use ossa_test_support::sandbox::{limits, ok, run, sandbox, session, session_with};
 
@@ -306,16 +306,23 @@ fn fresh_calls_share_nothing() {
     assert!(second.stderr.contains("NameError"), "{}", second.stderr);
 }
 
-#[test]
-fn an_idle_interpreter_is_discarded_and_the_next_call_says_so() {
-    let limits = Limits {
-        idle_timeout: Some(Duration::from_millis(200)),
-        ..sandbox().limits().clone()
-    };
+/// `code`'s result in a session whose limits `change` set, after `x = 1` and a `pause`.
+fn after_a_pause(change: impl FnOnce(&mut Limits), pause: Duration, code: &str) -> RunOutput {
+    let mut limits = sandbox().limits().clone();
+    change(&mut limits);
     let s = session_with(limits);
     ok(&s, "x = 1");
-    std::thread::sleep(Duration::from_millis(700));
-    let out = run(&s, "x");
+    std::thread::sleep(pause);
+    run(&s, code)
+}
+
+#[test]
+fn an_idle_interpreter_is_discarded_and_the_next_call_says_so() {
+    let out = after_a_pause(
+        |limits| limits.idle_timeout = Some(Duration::from_millis(200)),
+        Duration::from_millis(700),
+        "x",
+    );
     assert_eq!(
         out.started_fresh,
         Some(ResetReason::IdleTimeout(Duration::from_millis(200)))
@@ -325,14 +332,11 @@ fn an_idle_interpreter_is_discarded_and_the_next_call_says_so() {
 
 #[test]
 fn an_interpreter_past_its_lifetime_is_replaced_before_the_next_call() {
-    let limits = Limits {
-        lifetime: Some(Duration::from_millis(300)),
-        ..sandbox().limits().clone()
-    };
-    let s = session_with(limits);
-    ok(&s, "x = 1");
-    std::thread::sleep(Duration::from_millis(500));
-    let out = run(&s, "'x' in dir()");
+    let out = after_a_pause(
+        |limits| limits.lifetime = Some(Duration::from_millis(300)),
+        Duration::from_millis(500),
+        "'x' in dir()",
+    );
     assert_eq!(
         out.started_fresh,
         Some(ResetReason::Lifetime(Duration::from_millis(300)))

@@ -238,17 +238,16 @@ pub struct TypedFunction<A, H> {
     _arguments: PhantomData<fn(A)>,
 }
 
-impl<A, H, Fut, R, E> TypedFunction<A, H>
-where
-    A: JsonSchema + DeserializeOwned + Send + 'static,
-    H: Fn(A) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<R, E>> + Send,
-    R: Serialize,
-    E: Display,
-{
+impl<A: JsonSchema, H> TypedFunction<A, H> {
     /// A function named `name`. When `description` is empty, the argument type's doc comment
     /// is used instead (the root doc comment is never rendered inside the parameter type).
-    pub fn new(name: impl Into<String>, description: impl Into<String>, handler: H) -> Self {
+    ///
+    /// Only the bound that ties the handler's argument to `A` is needed here (it lets a closure's
+    /// parameter type be inferred); the rest is checked where it becomes a [`Function`].
+    pub fn new<Fut>(name: impl Into<String>, description: impl Into<String>, handler: H) -> Self
+    where
+        H: Fn(A) -> Fut,
+    {
         Self {
             description: ToolDescription::from_type::<A>(name, description),
             arguments: ArgumentSchema::new(parameters_schema::<A>()),

@@ -377,29 +377,25 @@ mod tests {
             "started\n[ERROR] Execution timed out after 120 s\n[NOTE] The Python interpreter was \
              restarted: variables and imports are gone; files in /mnt/data are kept."
         );
-        let out = output(
-            "",
-            None,
-            "MemoryError\n",
-            Status::Stopped(Stop::Memory(512 << 20)),
-        );
-        assert_eq!(
-            model_output(&out),
-            "MemoryError\n[ERROR] Execution stopped: the code needed more than the 512 MiB memory limit"
-        );
-        let out = output(
-            "",
-            None,
-            "MemoryError\n",
-            Status::Stopped(Stop::MemoryBudget(8 << 30)),
-        );
-        assert_eq!(
-            model_output(&out),
-            "MemoryError\n[ERROR] Execution stopped: the code needed more memory while the Python \
-             sandbox's 8192 MiB, shared by all conversations, was in use"
-        );
-        let out = output("", None, "", Status::Stopped(Stop::Cancelled));
-        assert_eq!(model_output(&out), "[ERROR] Execution was cancelled");
+        let stops = [
+            (
+                "MemoryError\n",
+                Stop::Memory(512 << 20),
+                "MemoryError\n[ERROR] Execution stopped: the code needed more than the 512 MiB \
+                 memory limit",
+            ),
+            (
+                "MemoryError\n",
+                Stop::MemoryBudget(8 << 30),
+                "MemoryError\n[ERROR] Execution stopped: the code needed more memory while the \
+                 Python sandbox's 8192 MiB, shared by all conversations, was in use",
+            ),
+            ("", Stop::Cancelled, "[ERROR] Execution was cancelled"),
+        ];
+        for (stderr, stop, expected) in stops {
+            let out = output("", None, stderr, Status::Stopped(stop.clone()));
+            assert_eq!(model_output(&out), expected, "{stop:?}");
+        }
     }
 
     #[test]

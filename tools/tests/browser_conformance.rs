@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use ossa_tools::browser::{
-    BrowserBackend, BrowserBackendError, BrowserConfig, BrowserTool, PageContents, ReferenceQuirks,
-    SearchResult, process_html, search_results_page, source_page,
+    BrowserBackend, BrowserBackendError, BrowserConfig, BrowserSession, BrowserTool, PageContents,
+    ReferenceQuirks, SearchResult, process_html, search_results_page, source_page,
 };
 use ossa_tools::tool::ToolCall;
 use serde_json::Value;
@@ -589,10 +589,7 @@ fn result(url: &str, title: &str, summary: &str) -> SearchResult {
     }
 }
 
-fn session_with(
-    backend: Arc<dyn BrowserBackend>,
-    quirks: ReferenceQuirks,
-) -> ossa_tools::browser::BrowserSession {
+fn session_with(backend: Arc<dyn BrowserBackend>, quirks: ReferenceQuirks) -> BrowserSession {
     BrowserTool::new(
         backend,
         BrowserConfig {
@@ -601,6 +598,11 @@ fn session_with(
         },
     )
     .session()
+}
+
+/// What the model reads back for the browser call `recipient` with `arguments`.
+async fn ask(session: &mut BrowserSession, recipient: &str, arguments: &str) -> String {
+    session.handle(&call(recipient, arguments)).await.content
 }
 
 #[tokio::test]
@@ -636,34 +638,22 @@ async fn each_search_page_keeps_its_own_results() {
         (ReferenceQuirks::all(), false),
     ] {
         let mut s = session_with(backend.clone(), quirks);
-        s.handle(&call("browser.search", r#"{"query": "alpha"}"#))
-            .await;
-        s.handle(&call("browser.search", r#"{"query": "beta"}"#))
-            .await;
-        let rescroll = s
-            .handle(&call("browser.open", r#"{"cursor": 0}"#))
-            .await
-            .content;
-        let found = s
-            .handle(&call(
-                "browser.find",
-                r#"{"pattern": "first", "cursor": 0}"#,
-            ))
-            .await
-            .content;
-        let opened = s
-            .handle(&call("browser.open", r#"{"cursor": 0, "id": 0}"#))
-            .await
-            .content;
+        ask(&mut s, "browser.search", r#"{"query": "alpha"}"#).await;
+        ask(&mut s, "browser.search", r#"{"query": "beta"}"#).await;
+        let rescroll = ask(&mut s, "browser.open", r#"{"cursor": 0}"#).await;
+        let found = ask(
+            &mut s,
+            "browser.find",
+            r#"{"pattern": "first", "cursor": 0}"#,
+        )
+        .await;
+        let opened = ask(&mut s, "browser.open", r#"{"cursor": 0, "id": 0}"#).await;
         assert_eq!(rescroll.contains("first alpha"), expect_alpha, "{rescroll}");
         assert_eq!(found.contains("first alpha"), expect_alpha, "{found}");
         assert_eq!(opened.contains("alpha page"), expect_alpha, "{opened}");
         assert_eq!(opened.contains("beta page"), !expect_alpha, "{opened}");
         // A find result on the older search page opens that page, not the newest search.
-        let back = s
-            .handle(&call("browser.open", r#"{"cursor": 3, "id": 0}"#))
-            .await
-            .content;
+        let back = ask(&mut s, "browser.open", r#"{"cursor": 3, "id": 0}"#).await;
         assert_eq!(back.contains("first alpha"), expect_alpha, "{back}");
     }
 }
@@ -678,14 +668,8 @@ async fn find_reports_display_line_numbers() {
         (ReferenceQuirks::all(), "L10"),
     ] {
         let mut s = session_with(backend.clone(), quirks);
-        let page = s
-            .handle(&call("browser.search", r#"{"query": "rust ownership"}"#))
-            .await
-            .content;
-        let found = s
-            .handle(&call("browser.find", r#"{"pattern": "elsewhere"}"#))
-            .await
-            .content;
+        let page = ask(&mut s, "browser.search", r#"{"query": "rust ownership"}"#).await;
+        let found = ask(&mut s, "browser.find", r#"{"pattern": "elsewhere"}"#).await;
         assert!(
             found.contains(&format!("# 【0†match at {expected}】")),
             "{found}"
@@ -695,10 +679,7 @@ async fn find_reports_display_line_numbers() {
             .find(|l| l.starts_with("L11: "))
             .unwrap_or_default();
         assert!(line.contains("elsewhere"), "display line 11 is {line:?}");
-        let opened = s
-            .handle(&call("browser.open", r#"{"id": 0}"#))
-            .await
-            .content;
+        let opened = ask(&mut s, "browser.open", r#"{"id": 0}"#).await;
         let first = if quirks == ReferenceQuirks::default() {
             "L7: "
         } else {
@@ -711,22 +692,24 @@ async fn find_reports_display_line_numbers() {
     }
     // On a long page: every reported line holds a match.
     let mut s = session_with(backend, ReferenceQuirks::default());
-    s.handle(&call(
+    ask(
+        &mut s,
         "browser.open",
         r#"{"id": "https://doc.rust-lang.org/book/ch04-01-what-is-ownership.html"}"#,
-    ))
+    )
     .await;
-    let all = s
-        .handle(&call(
-            "browser.open",
-            r#"{"cursor": 0, "loc": 0, "num_lines": 10000}"#,
-        ))
-        .await
-        .content;
-    let found = s
-        .handle(&call("browser.find", r#"{"pattern": "heap", "cursor": 0}"#))
-        .await
-        .content;
+    let all = ask(
+        &mut s,
+        "browser.open",
+        r#"{"cursor": 0, "loc": 0, "num_lines": 10000}"#,
+    )
+    .await;
+    let found = ask(
+        &mut s,
+        "browser.find",
+        r#"{"pattern": "heap", "cursor": 0}"#,
+    )
+    .await;
     let mut checked = 0;
     for n in found
         .split("match at L")
@@ -748,13 +731,8 @@ async fn view_source_shows_the_page_source() {
     let html = "<html><head><title>Src</title></head><body><p class=\"x\">Hello <b>world</b></p></body></html>";
     let backend = MemoryBackend::new(&[("https://src.example/", html)], &[]);
     let mut s = session_with(backend.clone(), ReferenceQuirks::default());
-    let out = s
-        .handle(&call(
-            "browser.open",
-            r#"{"id": "https://src.example/", "view_source": true}"#,
-        ))
-        .await
-        .content;
+    let view_source = r#"{"id": "https://src.example/", "view_source": true}"#;
+    let out = ask(&mut s, "browser.open", view_source).await;
     assert!(
         out.starts_with("[0] source (view-source:https://src.example/)"),
         "{out}"
@@ -762,13 +740,7 @@ async fn view_source_shows_the_page_source() {
     assert!(out.contains("L2: <html><head><title>Src</title></head><body><p class=\"x\">Hello \nL3: <b>world</b></p>"), "{out}");
     assert_eq!(s.citation_urls(), vec!["https://src.example/".to_string()]);
     let mut reference = session_with(backend, ReferenceQuirks::all());
-    let out = reference
-        .handle(&call(
-            "browser.open",
-            r#"{"id": "https://src.example/", "view_source": true}"#,
-        ))
-        .await
-        .content;
+    let out = ask(&mut reference, "browser.open", view_source).await;
     assert!(
         out.starts_with("[0] Src (https://src.example/)") && out.contains("Hello world"),
         "{out}"
@@ -809,8 +781,7 @@ fn search_results_are_text_not_html() {
 async fn bad_arguments_get_an_error_message() {
     let backend = MemoryBackend::new(&[("https://a.example/", "<p>a</p>")], &[]);
     let mut s = session_with(backend, ReferenceQuirks::default());
-    s.handle(&call("browser.open", r#"{"id": "https://a.example/"}"#))
-        .await;
+    ask(&mut s, "browser.open", r#"{"id": "https://a.example/"}"#).await;
     let cases = [
         (
             "browser.search",
@@ -873,11 +844,9 @@ async fn search_query_must_be_a_string() {
         )],
     );
     let mut reference = session_with(backend.clone(), ReferenceQuirks::all());
-    let out = reference
-        .handle(&call("browser.search", r#"{"query": 5}"#))
-        .await;
-    assert!(out.content.starts_with("[0] 5\n"), "{}", out.content);
-    assert!(out.content.contains("The number five."), "{}", out.content);
+    let out = ask(&mut reference, "browser.search", r#"{"query": 5}"#).await;
+    assert!(out.starts_with("[0] 5\n"), "{out}");
+    assert!(out.contains("The number five."), "{out}");
     let mut ossa = session_with(backend, ReferenceQuirks::default());
     for (query, shown, type_name) in [
         ("5.0", "5.0", "float"),
@@ -931,36 +900,32 @@ async fn page_budget_limits_loads_per_conversation() {
     );
     let mut s = tool.session();
     assert!(
-        s.handle(&call("browser.open", r#"{"id": "https://a.example/"}"#))
+        ask(&mut s, "browser.open", r#"{"id": "https://a.example/"}"#)
             .await
-            .content
             .starts_with("[0]")
     );
     assert!(
-        s.handle(&call("browser.open", r#"{"id": "https://b.example/"}"#))
+        ask(&mut s, "browser.open", r#"{"id": "https://b.example/"}"#)
             .await
-            .content
             .starts_with("[1]")
     );
-    let refused = s
-        .handle(&call("browser.open", r#"{"id": "https://a.example/"}"#))
-        .await
-        .content;
+    let refused = ask(&mut s, "browser.open", r#"{"id": "https://a.example/"}"#).await;
     assert!(refused.starts_with("Page budget exhausted"), "{refused}");
     // Pages already open stay usable, and a new conversation has its own budget.
     assert!(
-        s.handle(&call("browser.open", r#"{"cursor": 0, "loc": 1}"#))
+        ask(&mut s, "browser.open", r#"{"cursor": 0, "loc": 1}"#)
             .await
-            .content
             .starts_with("[2]")
     );
     let mut other = tool.session();
     assert!(
-        other
-            .handle(&call("browser.open", r#"{"id": "https://a.example/"}"#))
-            .await
-            .content
-            .starts_with("[0]")
+        ask(
+            &mut other,
+            "browser.open",
+            r#"{"id": "https://a.example/"}"#
+        )
+        .await
+        .starts_with("[0]")
     );
 }
 

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ossa_tools::browser::{
-    ApiProvider, BRAVE, BrowserBackend, BrowserConfig, BrowserTool, DuckDuckGoProvider, EXA,
-    FetchConfig, Fetcher, PageContents, SEARXNG, SearchBackendKind, SearchConfig, SearchProvider,
-    TAVILY, WebBackend, YOU, process_html,
+    ApiProvider, ApiSpec, BRAVE, BrowserBackend, BrowserConfig, BrowserTool, DuckDuckGoProvider,
+    EXA, FetchConfig, Fetcher, PageContents, SEARXNG, SearchBackendKind, SearchConfig,
+    SearchProvider, TAVILY, WebBackend, YOU, process_html,
 };
 use ossa_tools::tool::ToolCall;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
@@ -34,15 +34,21 @@ fn backend(provider: Arc<dyn SearchProvider>, fetch: FetchConfig) -> WebBackend 
     WebBackend::new(provider, Fetcher::new(fetch).expect("fetcher"))
 }
 
+/// `spec`'s provider with `key`, at `base` (a test server); it reads pages through the API
+/// when `read_pages`.
+fn provider(spec: &'static ApiSpec, key: &str, base: String, read_pages: bool) -> Arc<ApiProvider> {
+    Arc::new(ApiProvider::new(
+        spec,
+        client(),
+        key.to_string(),
+        Some(base),
+        read_pages,
+    ))
+}
+
 /// A provider that is never asked to search (for fetch tests).
 fn no_search() -> Arc<dyn SearchProvider> {
-    Arc::new(ApiProvider::new(
-        &SEARXNG,
-        client(),
-        String::new(),
-        Some("http://127.0.0.1:9".into()),
-        false,
-    ))
+    provider(&SEARXNG, "", "http://127.0.0.1:9".to_string(), false)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -497,13 +503,7 @@ async fn exa_search_and_contents() {
         }
     })
     .await;
-    let exa = Arc::new(ApiProvider::new(
-        &EXA,
-        client(),
-        "exa-key".into(),
-        Some(server.url("/")),
-        true,
-    ));
+    let exa = provider(&EXA, "exa-key", server.url("/"), true);
     let web = backend(exa, local_fetch());
     let page = web.search("rust ownership", 20).await.expect("search");
     assert_eq!(server.requests()[0].json()["query"], "rust ownership");
@@ -534,13 +534,7 @@ async fn exa_search_and_contents() {
         missing,
         "No contents returned for https://example.org/missing"
     );
-    let bad = Arc::new(ApiProvider::new(
-        &EXA,
-        client(),
-        "wrong".into(),
-        Some(server.url("")),
-        true,
-    ));
+    let bad = provider(&EXA, "wrong", server.url(""), true);
     let err = backend(bad, local_fetch())
         .search("x", 20)
         .await
@@ -582,13 +576,7 @@ async fn you_search_and_contents() {
         }
     })
     .await;
-    let you = Arc::new(ApiProvider::new(
-        &YOU,
-        client(),
-        "ydc-key".into(),
-        Some(server.url("")),
-        true,
-    ));
+    let you = provider(&YOU, "ydc-key", server.url(""), true);
     let web = backend(you, local_fetch());
     let page = web.search("tokyo weather", 20).await.expect("search");
     assert_eq!(
@@ -626,13 +614,7 @@ async fn brave_search() {
         }))
     })
     .await;
-    let brave = Arc::new(ApiProvider::new(
-        &BRAVE,
-        client(),
-        "brave-key".into(),
-        Some(server.url("")),
-        false,
-    ));
+    let brave = provider(&BRAVE, "brave-key", server.url(""), false);
     let page = backend(brave, local_fetch())
         .search("rust book", 20)
         .await
@@ -662,13 +644,7 @@ async fn tavily_search() {
         }))
     })
     .await;
-    let tavily = Arc::new(ApiProvider::new(
-        &TAVILY,
-        client(),
-        "tvly-key".into(),
-        Some(server.url("")),
-        false,
-    ));
+    let tavily = provider(&TAVILY, "tvly-key", server.url(""), false);
     let page = backend(tavily, local_fetch())
         .search("solar eclipse 2024", 20)
         .await
@@ -699,13 +675,7 @@ async fn searxng_search() {
         }))
     })
     .await;
-    let searx = Arc::new(ApiProvider::new(
-        &SEARXNG,
-        client(),
-        String::new(),
-        Some(server.url("/searxng/")),
-        false,
-    ));
+    let searx = provider(&SEARXNG, "", server.url("/searxng/"), false);
     let web = backend(searx, local_fetch());
     let page = web.search("kyoto", 20).await.expect("search");
     assert_eq!(
@@ -804,13 +774,7 @@ fn missing_keys_name_their_environment_variable() {
 #[tokio::test]
 async fn backend_errors_reach_the_model_as_search_errors() {
     let server = TestServer::start(|_| Reply::status(429, r#"{"message":"rate limited"}"#)).await;
-    let brave = Arc::new(ApiProvider::new(
-        &BRAVE,
-        client(),
-        "k".into(),
-        Some(server.url("")),
-        false,
-    ));
+    let brave = provider(&BRAVE, "k", server.url(""), false);
     let tool = BrowserTool::new(
         Arc::new(backend(brave, local_fetch())),
         BrowserConfig::default(),
@@ -1280,13 +1244,7 @@ async fn a_number_as_query_goes_to_the_search_service_with_reference_quirks() {
         _ => Reply::status(500, "unexpected query"),
     })
     .await;
-    let searx = Arc::new(ApiProvider::new(
-        &SEARXNG,
-        client(),
-        String::new(),
-        Some(server.url("")),
-        false,
-    ));
+    let searx = provider(&SEARXNG, "", server.url(""), false);
     let web: Arc<dyn BrowserBackend> = Arc::new(backend(searx, local_fetch()));
     let reference = BrowserTool::new(
         web.clone(),

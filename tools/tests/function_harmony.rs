@@ -13,6 +13,7 @@ use ossa_tools::function::TypedFunction;
 use ossa_tools::{FunctionTools, Tool};
 use schemars::JsonSchema;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 /// Weather request.
 #[derive(Deserialize, JsonSchema)]
@@ -75,23 +76,23 @@ fn vocabulary_dir() -> PathBuf {
     );
 }
 
+/// Adds a function taking `A` whose handler never runs: only its declaration is rendered.
+fn declare<A>(tools: &mut FunctionTools, name: &str, description: &str)
+where
+    A: JsonSchema + DeserializeOwned + Send + 'static,
+{
+    tools
+        .add(TypedFunction::new(name, description, |_: A| async {
+            Ok::<_, String>("")
+        }))
+        .expect("valid");
+}
+
 #[test]
 fn openai_harmony_renders_typed_functions_as_clean_typescript() {
     let mut tools = FunctionTools::new();
-    tools
-        .add(TypedFunction::new(
-            "get_weather",
-            "Gets the current weather.",
-            |_: WeatherArgs| async { Ok::<_, String>("") },
-        ))
-        .expect("valid");
-    tools
-        .add(TypedFunction::new(
-            "place_order",
-            "Places an order.",
-            |_: Order| async { Ok::<_, String>("") },
-        ))
-        .expect("valid");
+    declare::<WeatherArgs>(&mut tools, "get_weather", "Gets the current weather.");
+    declare::<Order>(&mut tools, "place_order", "Places an order.");
 
     // The harmony crate's own types, read from ours: the serde shapes are the same.
     let namespace: openai_harmony::chat::ToolNamespaceConfig =

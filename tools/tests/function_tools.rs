@@ -36,7 +36,9 @@ struct Forecast {
     sunny: bool,
 }
 
-fn weather_tools(calls: Arc<AtomicUsize>) -> FunctionTools {
+/// `get_weather` and `forecast`, and how many times `get_weather` ran.
+fn weather_tools() -> (FunctionTools, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
     let mut tools = FunctionTools::new();
     let counter = Arc::clone(&calls);
     tools
@@ -44,17 +46,16 @@ fn weather_tools(calls: Arc<AtomicUsize>) -> FunctionTools {
             "get_weather",
             "Gets the current weather.",
             move |args: WeatherArgs| {
-                let counter = Arc::clone(&counter);
-                async move {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    let unit = args
-                        .unit
-                        .map_or("default".to_string(), |u| format!("{u:?}"));
-                    Ok::<_, String>(format!(
-                        "weather for {} in {unit} over {:?} days",
-                        args.location, args.days
-                    ))
-                }
+                // Counted when called: the function calls the handler only for valid arguments.
+                counter.fetch_add(1, Ordering::SeqCst);
+                let unit = args
+                    .unit
+                    .map_or("default".to_string(), |u| format!("{u:?}"));
+                let answer = format!(
+                    "weather for {} in {unit} over {:?} days",
+                    args.location, args.days
+                );
+                async move { Ok::<_, String>(answer) }
             },
         ))
         .expect("valid function");
@@ -73,7 +74,7 @@ fn weather_tools(calls: Arc<AtomicUsize>) -> FunctionTools {
             },
         ))
         .expect("valid function");
-    tools
+    (tools, calls)
 }
 
 fn call(recipient: &str, content_type: Option<&str>, content: &str) -> ToolCall {
@@ -97,10 +98,24 @@ async fn ask_json(tools: &FunctionTools, recipient: &str, arguments: &str) -> To
     ask(tools, call(recipient, Some("json"), arguments)).await
 }
 
+#[track_caller]
+fn assert_starts_with(out: &ToolOutput, start: &str) {
+    assert!(out.content.starts_with(start), "{}", out.content);
+}
+
+#[track_caller]
+fn assert_ends_with(out: &ToolOutput, end: &str) {
+    assert!(out.content.ends_with(end), "{}", out.content);
+}
+
+#[track_caller]
+fn assert_contains(out: &ToolOutput, part: &str) {
+    assert!(out.content.contains(part), "{}", out.content);
+}
+
 #[tokio::test]
 async fn typed_call_is_decoded_and_answered_on_the_calls_channel() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let tools = weather_tools(Arc::clone(&calls));
+    let (tools, calls) = weather_tools();
     let out = ask(
         &tools,
         call(
@@ -122,7 +137,7 @@ async fn typed_call_is_decoded_and_answered_on_the_calls_channel() {
 
 #[tokio::test]
 async fn content_type_variants_and_fenced_json_are_all_accepted() {
-    let tools = weather_tools(Arc::default());
+    let (tools, _) = weather_tools();
     for content_type in [Some("json"), Some("<|constrain|>json"), None] {
         let out = ask(
             &tools,
@@ -145,7 +160,7 @@ async fn content_type_variants_and_fenced_json_are_all_accepted() {
 
 #[tokio::test]
 async fn serializable_results_are_sent_as_json_and_handler_errors_as_messages() {
-    let tools = weather_tools(Arc::default());
+    let (tools, _) = weather_tools();
     let out = ask_json(&tools, "functions.forecast", r#"{"location":"Rome"}"#).await;
     assert_eq!(out.author, "functions.forecast");
     assert_eq!(out.content, r#"{"temperature":20,"sunny":true}"#);
@@ -156,29 +171,20 @@ async fn serializable_results_are_sent_as_json_and_handler_errors_as_messages() 
 
 #[tokio::test]
 async fn invalid_json_is_reported_and_the_handler_never_runs() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let tools = weather_tools(Arc::clone(&calls));
+    let (tools, calls) = weather_tools();
     let out = ask_json(&tools, "functions.get_weather", r#"{"location": "Tokyo""#).await;
-    assert!(
-        out.content
-            .starts_with("Error: the arguments are not valid JSON (EOF while parsing an object"),
-        "{}",
-        out.content
+    assert_starts_with(
+        &out,
+        "Error: the arguments are not valid JSON (EOF while parsing an object",
     );
-    assert!(
-        out.content
-            .ends_with("send a JSON object that matches the parameters"),
-        "{}",
-        out.content
-    );
+    assert_ends_with(&out, "send a JSON object that matches the parameters");
     assert_eq!(out.author, "functions.get_weather");
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
 async fn schema_violations_are_each_named_with_their_location() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let tools = weather_tools(Arc::clone(&calls));
+    let (tools, calls) = weather_tools();
 
     let out = ask_json(&tools, "functions.get_weather", r#"{"unit":"celsius"}"#).await;
     assert_eq!(
@@ -192,13 +198,8 @@ async fn schema_violations_are_each_named_with_their_location() {
         r#"{"location":"Paris","unit":"kelvin"}"#,
     )
     .await;
-    assert!(
-        out.content
-            .starts_with("Error: invalid arguments: at /unit: "),
-        "{}",
-        out.content
-    );
-    assert!(out.content.contains(r#""kelvin""#), "{}", out.content);
+    assert_starts_with(&out, "Error: invalid arguments: at /unit: ");
+    assert_contains(&out, r#""kelvin""#);
 
     let out = ask_json(
         &tools,
@@ -206,31 +207,15 @@ async fn schema_violations_are_each_named_with_their_location() {
         r#"{"location":7,"days":300,"wind":true}"#,
     )
     .await;
-    assert!(
-        out.content
-            .contains(r#"at /location: 7 is not of type "string""#),
-        "{}",
-        out.content
-    );
-    assert!(
-        out.content
-            .contains("at /days: 300 is greater than the maximum of 255"),
-        "{}",
-        out.content
-    );
-    assert!(
-        out.content
-            .contains("Additional properties are not allowed ('wind' was unexpected)"),
-        "{}",
-        out.content
+    assert_contains(&out, r#"at /location: 7 is not of type "string""#);
+    assert_contains(&out, "at /days: 300 is greater than the maximum of 255");
+    assert_contains(
+        &out,
+        "Additional properties are not allowed ('wind' was unexpected)",
     );
 
     let out = ask_json(&tools, "functions.get_weather", r#"["Paris"]"#).await;
-    assert!(
-        out.content.contains(r#"is not of type "object""#),
-        "{}",
-        out.content
-    );
+    assert_contains(&out, r#"is not of type "object""#);
     assert_eq!(
         calls.load(Ordering::SeqCst),
         0,
@@ -240,8 +225,7 @@ async fn schema_violations_are_each_named_with_their_location() {
 
 #[tokio::test]
 async fn the_model_can_recover_after_a_bad_call_in_the_same_session() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let tools = weather_tools(Arc::clone(&calls));
+    let (tools, calls) = weather_tools();
     let mut session = tools.open_session();
     let bad = session
         .call(&call("functions.get_weather", Some("json"), "{}"))
@@ -263,7 +247,7 @@ async fn the_model_can_recover_after_a_bad_call_in_the_same_session() {
 
 #[tokio::test]
 async fn unknown_functions_list_what_exists() {
-    let tools = weather_tools(Arc::default());
+    let (tools, _) = weather_tools();
     let out = ask_json(&tools, "functions.get_wether", "{}").await;
     assert_eq!(out.author, "functions.get_wether");
     assert_eq!(
@@ -341,7 +325,7 @@ fn names_must_be_addressable_and_unique() {
 
 #[test]
 fn the_namespace_goes_to_the_developer_message_with_clean_schemas() {
-    let tools = weather_tools(Arc::default());
+    let (tools, _) = weather_tools();
     assert_eq!(tools.name(), "functions");
     assert_eq!(tools.placement(), Placement::Developer);
     let namespace = tools.namespace();

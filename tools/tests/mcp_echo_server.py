@@ -27,96 +27,50 @@ NAME = "echo"
 PROTOCOL = "2025-06-18"
 HOSTILE = False
 
+
+def tool(name, description, properties=None, required=None, **more):
+    """A tool whose input is an object with `properties` (those in `required` required)."""
+    schema = {"type": "object", "properties": properties or {}}
+    if required is not None:
+        schema["required"] = required
+    schema.update(more)
+    return {"name": name, "description": description, "inputSchema": schema}
+
+
 TOOLS = [
-    {
-        "name": "echo",
-        "description": "Returns the text it was given.",
-        "inputSchema": {
-            "type": "object",
-            "properties": {"text": {"type": "string", "description": "What to echo."}},
-            "required": ["text"],
-        },
-    },
-    {
-        "name": "add",
-        "description": "Adds two integers.",
-        "inputSchema": {
-            "type": "object",
-            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-            "required": ["a", "b"],
-            "additionalProperties": False,
-        },
-    },
-    {
-        "name": "fail",
-        "description": "Always reports a tool error.",
-        "inputSchema": {"type": "object", "properties": {"message": {"type": "string"}}},
-    },
-    {
-        "name": "reject",
-        "description": "Answers with a JSON-RPC error.",
-        "inputSchema": {"type": "object", "properties": {}},
-    },
-    {
-        "name": "crash",
-        "description": "Exits the server process in the middle of the call.",
-        "inputSchema": {"type": "object", "properties": {}},
-    },
-    {
-        "name": "pid",
-        "description": "Returns the server's process id.",
-        "inputSchema": {"type": "object", "properties": {}},
-    },
-    {
-        "name": "slow",
-        "description": "Sleeps before answering.",
-        "inputSchema": {
-            "type": "object",
-            "properties": {"seconds": {"type": "number"}},
-            "required": ["seconds"],
-        },
-    },
-    {
-        "name": "whereami",
-        "description": "Reports the working directory and OSSA_TEST_VAR.",
-        "inputSchema": {"type": "object", "properties": {}},
-    },
-    {
-        "name": "files.read",
-        "description": "Pretends to read a file.",
-        "inputSchema": {
-            "type": "object",
-            "properties": {"path": {"type": "string"}},
-            "required": ["path"],
-        },
-    },
-    {
-        "name": "environment",
-        "description": "Returns the server's environment variables as a JSON object.",
-        "inputSchema": {"type": "object", "properties": {}},
-    },
-    {
-        "name": "big",
-        "description": "Returns `unit` repeated `count` times.",
-        "inputSchema": {
-            "type": "object",
-            "properties": {
-                "unit": {"type": "string"},
-                "count": {"type": "integer"},
-                "error": {"type": "boolean"},
-            },
-            "required": ["unit", "count"],
-        },
-    },
-    {
-        "name": "flood",
-        "description": "Starts a result and keeps writing it, `megabytes` MiB (over stdio only).",
-        "inputSchema": {
-            "type": "object",
-            "properties": {"megabytes": {"type": "integer"}},
-            "required": ["megabytes"],
-        },
-    },
+    tool(
+        "echo",
+        "Returns the text it was given.",
+        {"text": {"type": "string", "description": "What to echo."}},
+        ["text"],
+    ),
+    tool(
+        "add",
+        "Adds two integers.",
+        {"a": {"type": "integer"}, "b": {"type": "integer"}},
+        ["a", "b"],
+        additionalProperties=False,
+    ),
+    tool("fail", "Always reports a tool error.", {"message": {"type": "string"}}),
+    tool("reject", "Answers with a JSON-RPC error."),
+    tool("crash", "Exits the server process in the middle of the call."),
+    tool("pid", "Returns the server's process id."),
+    tool("slow", "Sleeps before answering.", {"seconds": {"type": "number"}}, ["seconds"]),
+    tool("whereami", "Reports the working directory and OSSA_TEST_VAR."),
+    tool("files.read", "Pretends to read a file.", {"path": {"type": "string"}}, ["path"]),
+    tool("environment", "Returns the server's environment variables as a JSON object."),
+    tool(
+        "big",
+        "Returns `unit` repeated `count` times.",
+        {"unit": {"type": "string"}, "count": {"type": "integer"}, "error": {"type": "boolean"}},
+        ["unit", "count"],
+    ),
+    tool(
+        "flood",
+        "Starts a result and keeps writing it, `megabytes` MiB (over stdio only).",
+        {"megabytes": {"type": "integer"}},
+        ["megabytes"],
+    ),
     {
         "name": "describe_user",
         "description": "Describes a user.",

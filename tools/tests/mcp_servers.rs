@@ -3,6 +3,7 @@
 //! loopback: listing, calling, every kind of failure, crashes and restarts, name collisions and
 //! the config file shape.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -54,6 +55,17 @@ async fn tools_of(servers: &[Arc<McpServer>]) -> FunctionTools {
     tools
 }
 
+/// Asserts what the model reads back for each `(recipient, arguments, answer)`.
+async fn assert_answers(tools: &FunctionTools, cases: &[(&str, &str, &str)]) {
+    for &(recipient, arguments, expected) in cases {
+        assert_eq!(
+            answer(tools, recipient, arguments).await,
+            expected,
+            "{recipient} {arguments}"
+        );
+    }
+}
+
 /// The server `config` names, connected, and its tools as functions.
 async fn connect(config: McpServerConfig) -> (Arc<McpServer>, FunctionTools) {
     let server = McpServer::connect(config).await.expect("connects");
@@ -64,6 +76,15 @@ async fn connect(config: McpServerConfig) -> (Arc<McpServer>, FunctionTools) {
 /// The test server `one` on stdio, connected, and its tools as functions.
 async fn connect_one() -> (Arc<McpServer>, FunctionTools) {
     connect(stdio_config("one")).await
+}
+
+/// The test server `one` with `change` made to its configuration, connected.
+async fn connect_one_with(
+    change: impl FnOnce(&mut McpServerConfig),
+) -> (Arc<McpServer>, FunctionTools) {
+    let mut config = stdio_config("one");
+    change(&mut config);
+    connect(config).await
 }
 
 const ALL_TOOLS: [&str; 13] = [
@@ -88,23 +109,16 @@ async fn stdio_server_tools_become_functions_and_answer() {
     assert_eq!(server.name(), "one");
     let listed: Vec<&str> = server.tools().iter().map(|t| t.name.as_str()).collect();
     assert_eq!(listed, ALL_TOOLS);
+    let addressable = ALL_TOOLS.map(|name| {
+        if name == "files.read" {
+            "files_read"
+        } else {
+            name
+        }
+    });
     assert_eq!(
         tools.names(),
-        [
-            "echo",
-            "add",
-            "fail",
-            "reject",
-            "crash",
-            "pid",
-            "slow",
-            "whereami",
-            "files_read",
-            "environment",
-            "big",
-            "flood",
-            "describe_user"
-        ],
+        addressable,
         "the dotted name is made addressable"
     );
 
@@ -120,27 +134,24 @@ async fn stdio_server_tools_become_functions_and_answer() {
         }))
     );
 
-    assert_eq!(
-        answer(&tools, "functions.echo", r#"{"text":"hello"}"#).await,
-        "one: hello"
-    );
-    assert_eq!(
-        answer(&tools, "functions.add", r#"{"a":2,"b":3}"#).await,
-        r#"{"sum":5}"#
-    );
-    assert_eq!(
-        answer(&tools, "functions.files_read", r#"{"path":"notes.txt"}"#).await,
-        "contents of notes.txt"
-    );
-    assert_eq!(
-        answer(
-            &tools,
-            "functions.describe_user",
-            r#"{"name":"Ada","address":{"city":"London"}}"#
-        )
-        .await,
-        "Ada lives in London\n[image omitted: image/png]\na note"
-    );
+    assert_answers(
+        &tools,
+        &[
+            ("functions.echo", r#"{"text":"hello"}"#, "one: hello"),
+            ("functions.add", r#"{"a":2,"b":3}"#, r#"{"sum":5}"#),
+            (
+                "functions.files_read",
+                r#"{"path":"notes.txt"}"#,
+                "contents of notes.txt",
+            ),
+            (
+                "functions.describe_user",
+                r#"{"name":"Ada","address":{"city":"London"}}"#,
+                "Ada lives in London\n[image omitted: image/png]\na note",
+            ),
+        ],
+    )
+    .await;
     server.shutdown().await;
 }
 
@@ -197,29 +208,39 @@ async fn pydantic_style_schemas_are_cleaned_for_the_prompt_but_validated_as_sent
 async fn bad_calls_and_tool_errors_come_back_as_messages() {
     let (server, tools) = connect_one().await;
 
-    let out = answer(&tools, "functions.add", r#"{"a":"two","b":3}"#).await;
-    assert_eq!(
-        out,
-        r#"Error: invalid arguments: at /a: "two" is not of type "integer""#
-    );
-    let out = answer(&tools, "functions.add", r#"{"a":1}"#).await;
-    assert_eq!(
-        out,
-        r#"Error: invalid arguments: "b" is a required property"#
-    );
+    assert_answers(
+        &tools,
+        &[
+            (
+                "functions.add",
+                r#"{"a":"two","b":3}"#,
+                r#"Error: invalid arguments: at /a: "two" is not of type "integer""#,
+            ),
+            (
+                "functions.add",
+                r#"{"a":1}"#,
+                r#"Error: invalid arguments: "b" is a required property"#,
+            ),
+        ],
+    )
+    .await;
     let out = answer(&tools, "functions.echo", "not json").await;
     assert!(
         out.starts_with("Error: the arguments are not valid JSON"),
         "{out}"
     );
-    assert_eq!(
-        answer(&tools, "functions.fail", r#"{"message":"boom"}"#).await,
-        "Error: boom"
-    );
-    assert_eq!(
-        answer(&tools, "functions.reject", "{}").await,
-        r#"Error: MCP server `one` rejected the call: reject always rejects ({"hint":"do not call reject"})"#
-    );
+    assert_answers(
+        &tools,
+        &[
+            ("functions.fail", r#"{"message":"boom"}"#, "Error: boom"),
+            (
+                "functions.reject",
+                "{}",
+                r#"Error: MCP server `one` rejected the call: reject always rejects ({"hint":"do not call reject"})"#,
+            ),
+        ],
+    )
+    .await;
     let out = answer(&tools, "functions.nope", "{}").await;
     assert!(
         out.starts_with(
@@ -272,9 +293,7 @@ async fn a_crashed_stdio_server_is_reported_then_started_again() {
 
 #[tokio::test]
 async fn a_call_that_takes_too_long_times_out_and_the_server_keeps_working() {
-    let mut config = stdio_config("one");
-    config.call_timeout_secs = Some(1);
-    let (server, tools) = connect(config).await;
+    let (server, tools) = connect_one_with(|config| config.call_timeout_secs = Some(1)).await;
     let out = answer(&tools, "functions.slow", r#"{"seconds": 30}"#).await;
     assert_eq!(
         out,
@@ -393,27 +412,25 @@ async fn streamable_http_server_lists_and_answers_and_reports_its_crash() {
     assert_eq!(listed, ALL_TOOLS);
     let tools = tools_of(&[Arc::clone(&server)]).await;
 
-    assert_eq!(
-        answer(&tools, "functions.echo", r#"{"text":"over http"}"#).await,
-        "web: over http"
-    );
-    assert_eq!(
-        answer(&tools, "functions.add", r#"{"a":40,"b":2}"#).await,
-        r#"{"sum":42}"#
-    );
-    assert_eq!(
-        answer(&tools, "functions.fail", r#"{"message":"nope"}"#).await,
-        "Error: nope"
-    );
-    assert_eq!(
-        answer(&tools, "functions.reject", "{}").await,
-        r#"Error: MCP server `web` rejected the call: reject always rejects ({"hint":"do not call reject"})"#
-    );
-    let out = answer(&tools, "functions.add", r#"{"a":1}"#).await;
-    assert_eq!(
-        out,
-        r#"Error: invalid arguments: "b" is a required property"#
-    );
+    assert_answers(
+        &tools,
+        &[
+            ("functions.echo", r#"{"text":"over http"}"#, "web: over http"),
+            ("functions.add", r#"{"a":40,"b":2}"#, r#"{"sum":42}"#),
+            ("functions.fail", r#"{"message":"nope"}"#, "Error: nope"),
+            (
+                "functions.reject",
+                "{}",
+                r#"Error: MCP server `web` rejected the call: reject always rejects ({"hint":"do not call reject"})"#,
+            ),
+            (
+                "functions.add",
+                r#"{"a":1}"#,
+                r#"Error: invalid arguments: "b" is a required property"#,
+            ),
+        ],
+    )
+    .await;
 
     // The server process dies in the middle of a call: the call gets a message, not a hang.
     let out = answer(&tools, "functions.crash", "{}").await;
@@ -531,34 +548,31 @@ fn the_config_file_shape() {
         bearer_token_env_var = "TRACKER_TOKEN"
     "#;
     let config: ConfigFile = toml::from_str(text).expect("parses");
-    assert_eq!(config.mcp_servers.len(), 2);
-    let files = &config.mcp_servers[0];
-    assert_eq!(files.name, "files");
-    assert_eq!(files.command.as_deref(), Some("npx"));
-    assert_eq!(
-        files.args,
-        [
+    // Whole values: every key not given is left at its default.
+    let files = McpServerConfig {
+        name: "files".into(),
+        command: Some("npx".into()),
+        args: [
             "-y",
             "@modelcontextprotocol/server-filesystem",
-            "/home/me/notes"
+            "/home/me/notes",
         ]
-    );
-    assert_eq!(files.env.get("LOG_LEVEL").map(String::as_str), Some("warn"));
-    assert_eq!(files.call_timeout_secs, Some(30));
-    assert_eq!(files.env_vars, ["GITHUB_TOKEN"]);
-    assert_eq!(files.max_result_bytes, Some(1000));
-    assert_eq!(files.url, None);
-    let tracker = &config.mcp_servers[1];
-    assert_eq!(tracker.url.as_deref(), Some("https://mcp.example.com/mcp"));
-    assert_eq!(
-        tracker.headers.get("X-Team").map(String::as_str),
-        Some("core")
-    );
-    assert_eq!(
-        tracker.bearer_token_env_var.as_deref(),
-        Some("TRACKER_TOKEN")
-    );
-    assert_eq!(tracker.command, None);
+        .map(String::from)
+        .to_vec(),
+        env: BTreeMap::from([("LOG_LEVEL".into(), "warn".into())]),
+        env_vars: vec!["GITHUB_TOKEN".into()],
+        call_timeout_secs: Some(30),
+        max_result_bytes: Some(1000),
+        ..McpServerConfig::default()
+    };
+    let tracker = McpServerConfig {
+        name: "tracker".into(),
+        url: Some("https://mcp.example.com/mcp".into()),
+        headers: BTreeMap::from([("X-Team".into(), "core".into())]),
+        bearer_token_env_var: Some("TRACKER_TOKEN".into()),
+        ..McpServerConfig::default()
+    };
+    assert_eq!(config.mcp_servers, [files, tracker]);
 
     let typo = "[[mcp_servers]]\nname = \"x\"\ncomand = \"npx\"\n";
     let error = toml::from_str::<ConfigFile>(typo)
@@ -790,9 +804,7 @@ async fn stdio_servers_see_a_minimal_environment_not_ossas_secrets() {
 #[tokio::test]
 async fn a_huge_result_is_cut_to_the_limit_with_a_note_saying_how_much() {
     // A limit that falls inside a two-byte character: the cut goes back to its start.
-    let mut config = stdio_config("one");
-    config.max_result_bytes = Some(1001);
-    let (server, tools) = connect(config).await;
+    let (server, tools) = connect_one_with(|config| config.max_result_bytes = Some(1001)).await;
     let out = answer(&tools, "functions.big", r#"{"unit":"é","count":600000}"#).await;
     assert_eq!(
         out,
@@ -850,10 +862,8 @@ fn peak_memory() -> u64 {
 
 #[tokio::test]
 async fn a_stdio_server_streaming_an_endless_result_is_stopped_not_buffered() {
-    let mut config = stdio_config("one");
     // Far longer than the answer takes: a timeout would mean the result was waited for.
-    config.call_timeout_secs = Some(100);
-    let (server, tools) = connect(config).await;
+    let (server, tools) = connect_one_with(|config| config.call_timeout_secs = Some(100)).await;
     let first_pid = answer(&tools, "functions.pid", "{}").await;
     let before = peak_memory();
     // 4 GiB in one JSON-RPC line.
@@ -1006,23 +1016,21 @@ async fn hostile_schemas_are_expanded_within_the_budget_and_their_tools_still_wo
             "/right".repeat(12)
         )
     );
-    assert_eq!(
-        answer(
-            &tools,
-            "functions.cyclic",
-            r#"{"start":{"b":{"a":{"b":{"name":"x"}}}}}"#
-        )
-        .await,
-        r#"cyclic: {"start": {"b": {"a": {"b": {"name": "x"}}}}}"#
-    );
-    assert_eq!(
-        answer(
-            &tools,
-            "functions.cyclic",
-            r#"{"start":{"b":{"a":{"b":{"name":3}}}}}"#
-        )
-        .await,
-        r#"Error: invalid arguments: at /start/b/a/b/name: 3 is not of type "string""#
-    );
+    assert_answers(
+        &tools,
+        &[
+            (
+                "functions.cyclic",
+                r#"{"start":{"b":{"a":{"b":{"name":"x"}}}}}"#,
+                r#"cyclic: {"start": {"b": {"a": {"b": {"name": "x"}}}}}"#,
+            ),
+            (
+                "functions.cyclic",
+                r#"{"start":{"b":{"a":{"b":{"name":3}}}}}"#,
+                r#"Error: invalid arguments: at /start/b/a/b/name: 3 is not of type "string""#,
+            ),
+        ],
+    )
+    .await;
     server.shutdown().await;
 }

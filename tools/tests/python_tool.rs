@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use ossa_sandbox::{CallLimits, Limits, ResetReason, SessionOptions, Status, Stop};
+use ossa_sandbox::{CallLimits, ResetReason, SessionOptions, Status, Stop};
 use ossa_test_support::sandbox::sandbox;
 use ossa_tools::python::{PythonSession, PythonTool, model_output};
 use ossa_tools::{Placement, Tool, ToolCall, ToolNamespaceConfig, ToolOutput, ToolSession};
@@ -21,12 +21,10 @@ fn tool() -> PythonTool {
     PythonTool::new(sandbox().clone(), SessionOptions::default())
 }
 
-/// A tool whose calls have `call` limits.
-fn tool_with(call: CallLimits) -> PythonTool {
-    let limits = Limits {
-        call,
-        ..sandbox().limits().clone()
-    };
+/// A tool whose calls have the sandbox's call limits as `change` leaves them.
+fn tool_with(change: impl FnOnce(&mut CallLimits)) -> PythonTool {
+    let mut limits = sandbox().limits().clone();
+    change(&mut limits.call);
     PythonTool::new(
         sandbox().clone(),
         SessionOptions {
@@ -143,10 +141,7 @@ async fn state_is_kept_within_a_session_and_not_shared_between_sessions() {
 
 #[tokio::test]
 async fn a_timeout_keeps_what_was_printed_and_the_next_call_still_works() {
-    let tool = tool_with(CallLimits {
-        deadline: Duration::from_secs(2),
-        ..sandbox().limits().call.clone()
-    });
+    let tool = tool_with(|call| call.deadline = Duration::from_secs(2));
     let mut session = tool.session();
     assert_eq!(text(&mut session, "x = 5").await, WARN);
     let out = text(
@@ -169,10 +164,7 @@ async fn a_timeout_keeps_what_was_printed_and_the_next_call_still_works() {
 
 #[tokio::test]
 async fn output_past_the_limit_is_cut_with_a_marker() {
-    let tool = tool_with(CallLimits {
-        output_bytes: 1000,
-        ..sandbox().limits().call.clone()
-    });
+    let tool = tool_with(|call| call.output_bytes = 1000);
     let mut session = tool.session();
     let out = text(&mut session, "print('x' * 5000)").await;
     let expected_start = format!("{}\n[output truncated: stdout", "x".repeat(1000));
@@ -239,10 +231,7 @@ async fn the_tool_through_the_agent_interface() {
 #[tokio::test]
 async fn a_dropped_call_stops_the_code_and_the_next_call_says_so() {
     // A deadline far past the test's wait: only the cancel can end the loop early.
-    let tool = tool_with(CallLimits {
-        deadline: Duration::from_secs(90),
-        ..sandbox().limits().call.clone()
-    });
+    let tool = tool_with(|call| call.deadline = Duration::from_secs(90));
     let mut session = tool.session();
     assert_eq!(text(&mut session, "y = 1").await, WARN);
     let dropped = tokio::time::timeout(
@@ -279,10 +268,7 @@ async fn an_exit_is_reported_and_the_session_goes_on() {
 #[tokio::test]
 async fn a_sandbox_that_cannot_run_gets_a_message_not_a_panic() {
     // Less memory than the interpreter needs: the sandbox refuses to open the session.
-    let tool = tool_with(CallLimits {
-        memory_bytes: 1 << 20,
-        ..sandbox().limits().call.clone()
-    });
+    let tool = tool_with(|call| call.memory_bytes = 1 << 20);
     let mut session = tool.session();
     for _ in 0..2 {
         let out = call(&mut session, "print(1)").await;

@@ -32,6 +32,7 @@
 //!
 //! [`message_spans`]: StreamableParser::message_spans
 
+use std::convert::Infallible;
 use std::ops::Range;
 
 use super::chat::{Content, Message, Role, TextContent};
@@ -340,29 +341,32 @@ impl StreamableParser {
 
     /// The reference's decoding: every id known, bytes valid UTF-8.
     fn decode_reference(&self, tokens: &[u32]) -> Result<String, DecodeError> {
-        let tokenizer = self.encoding.tokenizer();
-        let mut bytes = Vec::new();
-        for &token in tokens {
-            bytes.extend_from_slice(
-                tokenizer
-                    .token_bytes(token)
-                    .ok_or(DecodeError::UnknownToken(token))?,
-            );
-        }
+        let bytes = self.token_bytes(tokens, |token| Err(DecodeError::UnknownToken(token)))?;
         String::from_utf8(bytes).map_err(|e| DecodeError::InvalidUtf8(e.utf8_error()))
     }
 
     fn decode_lossy(&self, tokens: &[u32]) -> String {
+        let bytes = self
+            .token_bytes(tokens, |_| Ok::<_, Infallible>(REPLACEMENT.as_bytes()))
+            .unwrap_or_else(|never| match never {});
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// The bytes of `tokens` in order; an id the tokenizer does not know gets `unknown`'s answer.
+    fn token_bytes<E>(
+        &self,
+        tokens: &[u32],
+        mut unknown: impl FnMut(u32) -> Result<&'static [u8], E>,
+    ) -> Result<Vec<u8>, E> {
         let tokenizer = self.encoding.tokenizer();
         let mut bytes = Vec::new();
         for &token in tokens {
-            bytes.extend_from_slice(
-                tokenizer
-                    .token_bytes(token)
-                    .unwrap_or(REPLACEMENT.as_bytes()),
-            );
+            match tokenizer.token_bytes(token) {
+                Some(known) => bytes.extend_from_slice(known),
+                None => bytes.extend_from_slice(unknown(token)?),
+            }
         }
-        String::from_utf8_lossy(&bytes).into_owned()
+        Ok(bytes)
     }
 
     /// One content token: its text, as soon as the bytes form complete characters. Invalid

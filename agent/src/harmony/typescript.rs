@@ -22,6 +22,16 @@ fn str_field<'a>(schema: &'a Value, key: &str) -> Option<&'a str> {
     schema.get(key).and_then(Value::as_str)
 }
 
+/// The strings of the array `schema[key]` (none when it is not an array).
+fn str_items<'a>(schema: &'a Value, key: &str) -> impl Iterator<Item = &'a str> {
+    schema
+        .get(key)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+}
+
 fn has_enum(schema: &Value) -> bool {
     schema
         .get("enum")
@@ -58,30 +68,19 @@ pub(crate) fn schema_to_typescript(schema: &Value, indent: &str) -> String {
     if let Some(variants) = schema.get("oneOf").and_then(Value::as_array) {
         return one_of_union(variants, indent);
     }
-    if let Some(types) = schema.get("type").and_then(Value::as_array) {
-        let names: Vec<&str> = types
-            .iter()
-            .filter_map(Value::as_str)
-            .map(|name| if name == "integer" { "number" } else { name })
-            .collect();
-        if !names.is_empty() {
-            return names.join(" | ");
-        }
+    // A list of types: their union.
+    let names: Vec<&str> = str_items(schema, "type")
+        .map(|name| if name == "integer" { "number" } else { name })
+        .collect();
+    if !names.is_empty() {
+        return names.join(" | ");
     }
     match str_field(schema, "type") {
         Some("object") => object_type(schema, indent),
         Some("string") => {
-            let values: Vec<String> = schema
-                .get("enum")
-                .and_then(Value::as_array)
-                .map(|values| {
-                    values
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .map(|v| format!("\"{v}\""))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let values: Vec<String> = str_items(schema, "enum")
+                .map(|v| format!("\"{v}\""))
+                .collect();
             if values.is_empty() {
                 "string".to_string()
             } else {
@@ -107,19 +106,30 @@ fn one_of_union(variants: &[Value], indent: &str) -> String {
         out.push_str(indent);
         out.push_str(" | ");
         out.push_str(&with_null(schema_to_typescript(variant, &inner), variant));
-        let mut comments = Vec::new();
-        if let Some(description) = str_field(variant, "description") {
-            comments.push(description.to_string());
-        }
-        if let Some(default) = variant.get("default") {
-            comments.push(default_comment(default, variant, false));
-        }
-        if !comments.is_empty() {
-            out.push_str(" // ");
-            out.push_str(&comments.join(" "));
-        }
+        push_variant_comment(&mut out, variant, str_field(variant, "description"), false);
     }
     out
+}
+
+/// A union variant's trailing ` // description default` comment, when it has either.
+fn push_variant_comment(
+    out: &mut String,
+    variant: &Value,
+    description: Option<&str>,
+    enum_unquoted: bool,
+) {
+    let default = variant
+        .get("default")
+        .map(|default| default_comment(default, variant, enum_unquoted));
+    let comments: Vec<String> = description
+        .map(str::to_string)
+        .into_iter()
+        .chain(default)
+        .collect();
+    if !comments.is_empty() {
+        out.push_str(" // ");
+        out.push_str(&comments.join(" "));
+    }
 }
 
 fn object_type(schema: &Value, indent: &str) -> String {
@@ -129,11 +139,7 @@ fn object_type(schema: &Value, indent: &str) -> String {
     }
     out.push_str("{\n");
     if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
-        let required: Vec<&str> = schema
-            .get("required")
-            .and_then(Value::as_array)
-            .map(|names| names.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
+        let required: Vec<&str> = str_items(schema, "required").collect();
         for (name, property) in properties {
             let optional = if required.contains(&name.as_str()) {
                 ""
@@ -206,20 +212,9 @@ fn one_of_property(
     for (index, variant) in variants.iter().enumerate() {
         out.push_str(&format!("{indent} | "));
         out.push_str(&with_null(schema_to_typescript(variant, &inner), variant));
-        let mut comments = Vec::new();
-        if !(index == 0 && described_above)
-            && let Some(description) = str_field(variant, "description")
-            && Some(description) != property_description
-        {
-            comments.push(description.to_string());
-        }
-        if let Some(default) = variant.get("default") {
-            comments.push(default_comment(default, variant, true));
-        }
-        if !comments.is_empty() {
-            out.push_str(" // ");
-            out.push_str(&comments.join(" "));
-        }
+        let description = str_field(variant, "description")
+            .filter(|&d| !(index == 0 && described_above) && Some(d) != property_description);
+        push_variant_comment(out, variant, description, true);
         out.push('\n');
     }
     out.push_str(&format!("{indent},\n"));

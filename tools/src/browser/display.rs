@@ -78,32 +78,30 @@ pub fn render_view(
     Ok(out)
 }
 
-fn regex(cell: &'static OnceLock<Regex>, pattern: &str) -> &'static Regex {
-    cell.get_or_init(|| match Regex::new(pattern) {
-        Ok(re) => re,
-        // The patterns are constants; a failure here is a bug caught by the unit tests.
-        Err(e) => panic!("invalid built-in pattern {pattern}: {e}"),
+/// The reference's link patterns, compiled once on first use.
+struct LinkPatterns {
+    partial_initial: Regex,
+    partial_final: Regex,
+    partial_final_before_newline: Regex,
+    link: Regex,
+}
+
+fn link_patterns() -> &'static LinkPatterns {
+    static PATTERNS: OnceLock<LinkPatterns> = OnceLock::new();
+    PATTERNS.get_or_init(|| LinkPatterns {
+        partial_initial: regex(r"^[^【】]*】"),
+        partial_final: regex(r"【\d*(?:†(?P<content>[^†】]*)(?:†[^†】]*)?)?\z"),
+        partial_final_before_newline: regex(r"【\d*\n\z"),
+        link: regex(r"【\d+†(?P<content>[^†】]+)(?P<rest>(?:†[^†】]+)?】)"),
     })
 }
 
-fn partial_initial_link() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    regex(&RE, r"^[^【】]*】")
-}
-
-fn partial_final_link() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    regex(&RE, r"【\d*(?:†(?P<content>[^†】]*)(?:†[^†】]*)?)?\z")
-}
-
-fn partial_final_before_newline() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    regex(&RE, r"【\d*\n\z")
-}
-
-fn link() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    regex(&RE, r"【\d+†(?P<content>[^†】]+)(?P<rest>(?:†[^†】]+)?】)")
+fn regex(pattern: &str) -> Regex {
+    match Regex::new(pattern) {
+        Ok(re) => re,
+        // The patterns are constants; a failure here is a bug caught by the unit tests.
+        Err(e) => panic!("invalid built-in pattern {pattern}: {e}"),
+    }
 }
 
 /// The newlines in `s`, which stripping must keep when `keep_lines` is set.
@@ -124,13 +122,14 @@ pub(crate) fn strip_links(text: &str, keep_lines: bool) -> String {
         }
     };
     // `^[^【】]*】`: text before a leading unmatched `】`.
-    let mut text = match partial_initial_link().find(text) {
+    let patterns = link_patterns();
+    let mut text = match patterns.partial_initial.find(text) {
         Some(m) => format!("{}{}", keep(m.as_str()), &text[m.end()..]),
         None => text.to_string(),
     };
     // A trailing unfinished link becomes its content. Python's `$` also matches before a final
     // newline, which only matters when the tail is `【` and digits followed by that newline.
-    let at_end = partial_final_link().captures(&text).and_then(|c| {
+    let at_end = patterns.partial_final.captures(&text).and_then(|c| {
         let m = c.get(0)?;
         let content = c.name("content").map_or("", |g| g.as_str());
         let removed_after = &text[c.name("content").map_or(m.end(), |g| g.end())..m.end()];
@@ -140,7 +139,8 @@ pub(crate) fn strip_links(text: &str, keep_lines: bool) -> String {
             format!("{content}{}", keep(removed_after)),
         ))
     });
-    let before_newline = partial_final_before_newline()
+    let before_newline = patterns
+        .partial_final_before_newline
         .find(&text)
         .map(|m| (m.start(), m.end() - 1, String::new()));
     let replacement = match (at_end, before_newline) {
@@ -150,7 +150,8 @@ pub(crate) fn strip_links(text: &str, keep_lines: bool) -> String {
     if let Some((start, end, with)) = replacement {
         text.replace_range(start..end, &with);
     }
-    link()
+    patterns
+        .link
         .replace_all(&text, |c: &regex::Captures<'_>| {
             let content = c.name("content").map_or("", |g| g.as_str());
             let rest = c.name("rest").map_or("", |g| g.as_str());

@@ -846,26 +846,29 @@ mod tests {
 
     #[test]
     fn content_is_classified_by_type_and_sniffing() {
-        assert_eq!(
-            classify(Some("text/html; charset=utf-8"), b"<p>x"),
-            ContentKind::Html
-        );
-        assert_eq!(
-            classify(Some("application/ld+json"), b"{}"),
-            ContentKind::Json
-        );
-        assert_eq!(
-            classify(Some("image/png"), b"\x89PNG"),
-            ContentKind::Unsupported
-        );
-        assert_eq!(classify(None, b"<!DOCTYPE html><html>"), ContentKind::Html);
-        assert_eq!(
-            classify(Some("application/octet-stream"), b"%PDF-1.7"),
-            ContentKind::Unsupported
-        );
-        assert_eq!(
-            classify(Some("text/html"), b"\x00\x01\x02binary"),
-            ContentKind::Unsupported
-        );
+        let cases: [(Option<&str>, &[u8], ContentKind); 6] = [
+            (Some("text/html; charset=utf-8"), b"<p>x", ContentKind::Html),
+            (Some("application/ld+json"), b"{}", ContentKind::Json),
+            (Some("image/png"), b"\x89PNG", ContentKind::Unsupported),
+            (None, b"<!DOCTYPE html><html>", ContentKind::Html),
+            (
+                Some("application/octet-stream"),
+                b"%PDF-1.7",
+                ContentKind::Unsupported,
+            ),
+            (
+                Some("text/html"),
+                b"\x00\x01\x02binary",
+                ContentKind::Unsupported,
+            ),
+        ];
+        for (content_type, body, kind) in cases {
+            assert_eq!(
+                classify(content_type, body),
+                kind,
+                "{content_type:?} {:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 }

@@ -314,6 +314,18 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
+/// A `200 OK` head for a body of `content_type` whose end `framing` (a header) says.
+async fn write_ok_head(
+    stream: &mut TcpStream,
+    content_type: &str,
+    framing: &str,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n{framing}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await
+}
+
 async fn serve(
     mut stream: TcpStream,
     handler: Handler,
@@ -349,10 +361,7 @@ async fn serve(
             chunk,
             max_chunks,
         } => {
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-            );
-            stream.write_all(head.as_bytes()).await?;
+            write_ok_head(&mut stream, &content_type, "Transfer-Encoding: chunked").await?;
             for _ in 0..max_chunks {
                 stream
                     .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
@@ -367,10 +376,12 @@ async fn serve(
             interval,
             count,
         } => {
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {count}\r\nConnection: close\r\n\r\n"
-            );
-            stream.write_all(head.as_bytes()).await?;
+            write_ok_head(
+                &mut stream,
+                &content_type,
+                &format!("Content-Length: {count}"),
+            )
+            .await?;
             for _ in 0..count {
                 tokio::time::sleep(interval).await;
                 stream.write_all(b"x").await?;

@@ -611,12 +611,15 @@ impl<'a> Renderer<'a> {
         }
     }
 
+    /// Whether a link the page numbered (`【n†…】`) lies inside `node`.
+    fn contains_link(&self, node: &NodeRefH<'a>) -> bool {
+        node.descendants()
+            .any(|d| matches!(self.links.get(&d.id()), Some(LinkKind::Id { .. })))
+    }
+
     fn code(&mut self, node: &NodeRefH<'a>, depth: usize) {
         // Links inside code keep their markup; code text stays plain then.
-        let has_link = node
-            .descendants()
-            .any(|d| matches!(self.links.get(&d.id()), Some(LinkKind::Id { .. })));
-        if has_link {
+        if self.contains_link(node) {
             self.children(node, depth);
             return;
         }
@@ -644,10 +647,7 @@ impl<'a> Renderer<'a> {
     /// `<sup>`/`<sub>`: short simple content becomes `^{x}` / `_{x}`, as the reference writes
     /// exponents and indices; anything else stays inline.
     fn script(&mut self, node: &NodeRefH<'a>, depth: usize, mark: char) {
-        let has_link = node
-            .descendants()
-            .any(|d| matches!(self.links.get(&d.id()), Some(LinkKind::Id { .. })));
-        if has_link {
+        if self.contains_link(node) {
             self.children(node, depth);
             return;
         }
