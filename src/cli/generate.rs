@@ -291,6 +291,31 @@ fn kv_read_bytes(engine: &Engine, depth: usize, dtype: DType) -> u64 {
         .sum()
 }
 
+/// `args.runs` timed runs of `prompt`, each from an empty cache; with `--profile` the first
+/// one is profiled, and its profile printed under `label` (unless `--json`).
+fn timed_runs(
+    engine: &mut Engine,
+    prompt: &[u32],
+    args: &BenchArgs,
+    label: impl Fn(&RunFigures) -> String,
+) -> anyhow::Result<Vec<RunFigures>> {
+    (0..args.runs)
+        .map(|run| {
+            engine.clear_cache();
+            let profiled = args.profile && run == 0;
+            if profiled {
+                engine.set_profiling(true);
+            }
+            let r = bench_run(engine, prompt, args.gen_tokens)?;
+            if profiled && !args.json {
+                print_profile(&label(&r), engine);
+                engine.set_profiling(false);
+            }
+            Ok(r)
+        })
+        .collect()
+}
+
 fn print_profile(label: &str, engine: &Engine) {
     let Some(profile) = engine.model().take_profile() else {
         return;
@@ -361,16 +386,7 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     // Prefill of the prompt, then decode right after it.
     let mut prefill = Vec::new();
     let mut decode = Vec::new();
-    for run in 0..args.runs {
-        engine.clear_cache();
-        if args.profile && run == 0 {
-            engine.set_profiling(true);
-        }
-        let r = bench_run(&mut engine, &prompt, args.gen_tokens)?;
-        if args.profile && run == 0 && !args.json {
-            print_profile("prefill + decode", &engine);
-            engine.set_profiling(false);
-        }
+    for r in timed_runs(&mut engine, &prompt, &args, |_| "prefill + decode".into())? {
         prefill.push(args.prompt_tokens as f64 / r.prefill_s);
         decode.push(r.decoded as f64 / r.decode_s);
     }
@@ -378,19 +394,10 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut decode0 = Vec::new();
     let mut decode0_quarters: Vec<Vec<f64>> = vec![Vec::new(); 4];
     let first = [prompt[0]];
-    for run in 0..args.runs {
-        engine.clear_cache();
-        if args.profile && run == 0 {
-            engine.set_profiling(true);
-        }
-        let r = bench_run(&mut engine, &first, args.gen_tokens)?;
-        if args.profile && run == 0 && !args.json {
-            print_profile(
-                &format!("decode at depth 0 ({} steps + 1-token prefill)", r.decoded),
-                &engine,
-            );
-            engine.set_profiling(false);
-        }
+    let runs = timed_runs(&mut engine, &first, &args, |r| {
+        format!("decode at depth 0 ({} steps + 1-token prefill)", r.decoded)
+    })?;
+    for r in runs {
         decode0.push(r.decoded as f64 / r.decode_s);
         for (runs, rate) in decode0_quarters.iter_mut().zip(r.quarter_rates()) {
             runs.push(rate);

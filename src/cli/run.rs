@@ -16,7 +16,6 @@ use ossa::agent::{
 use ossa::app::{App, TurnLimits};
 use ossa::config::ConfigArgs;
 use ossa::engine::PromptCacheStats;
-use ossa::sandbox::Progress;
 use ossa::tools::citations::normalize_citations;
 use ossa::tools::strip_controls;
 use serde_json::{Value, json};
@@ -82,11 +81,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let settings = args.config.clone().resolve()?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let progress = if args.quiet {
-            Progress::Quiet
-        } else {
-            Progress::Stderr
-        };
+        let progress = super::progress(args.quiet);
         let limits = TurnLimits {
             max_tool_calls: args.max_tool_calls,
             wall_time,

@@ -6,7 +6,6 @@ use std::time::Duration;
 use anyhow::Context;
 use ossa::app::TurnLimits;
 use ossa::config::{ConfigArgs, Interpreters};
-use ossa::sandbox::Progress;
 use ossa::serve::security::AccessPolicy;
 use ossa::serve::store::StoreOptions;
 use ossa::serve::{Limits, ServeOptions};
@@ -128,11 +127,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let result = runtime.block_on(async move {
-        let progress = if args.quiet {
-            Progress::Quiet
-        } else {
-            Progress::Stderr
-        };
+        let progress = super::progress(args.quiet);
         let limits = TurnLimits {
             max_tool_calls: args.max_tool_calls,
             wall_time: None,

@@ -50,9 +50,28 @@ macro_rules! checked_number {
     };
 }
 
-/// The file's floats are f64, as TOML writes them; a sampling parameter is the f32 nearest.
-macro_rules! from_toml_float {
-    ($name:ident) => {
+/// A sampling parameter: an f32 newtype whose `new` takes the finite values `$valid` accepts
+/// (else the error `$must, got VALUE`), with [`checked_number!`]'s impls and `TryFrom<f64>`:
+/// the file's floats are f64, as TOML writes them, and the parameter is the f32 nearest.
+macro_rules! sampling_parameter {
+    ($(#[$meta:meta])* $name:ident, $valid:expr, $must:literal) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Deserialize)]
+        #[serde(try_from = "f64")]
+        pub struct $name(f32);
+
+        impl $name {
+            pub fn new(value: f32) -> Result<Self, String> {
+                let valid: fn(f32) -> bool = $valid;
+                if value.is_finite() && valid(value) {
+                    Ok(Self(value))
+                } else {
+                    Err(format!(concat!($must, ", got {}"), value))
+                }
+            }
+        }
+        checked_number!($name(f32), "a number");
+
         impl TryFrom<f64> for $name {
             type Error = String;
             fn try_from(value: f64) -> Result<Self, String> {
@@ -62,43 +81,19 @@ macro_rules! from_toml_float {
     };
 }
 
-/// A sampling temperature: 0 (greedy) or more, finite.
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Deserialize)]
-#[serde(try_from = "f64")]
-pub struct Temperature(f32);
+sampling_parameter!(
+    /// A sampling temperature: 0 (greedy) or more, finite.
+    Temperature,
+    |t| t >= 0.0,
+    "temperature must be 0 (greedy) or more"
+);
 
-impl Temperature {
-    pub fn new(value: f32) -> Result<Self, String> {
-        if value.is_finite() && value >= 0.0 {
-            Ok(Self(value))
-        } else {
-            Err(format!(
-                "temperature must be 0 (greedy) or more, got {value}"
-            ))
-        }
-    }
-}
-checked_number!(Temperature(f32), "a number");
-from_toml_float!(Temperature);
-
-/// Nucleus sampling's probability mass: more than 0, at most 1.
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Deserialize)]
-#[serde(try_from = "f64")]
-pub struct TopP(f32);
-
-impl TopP {
-    pub fn new(value: f32) -> Result<Self, String> {
-        if value.is_finite() && value > 0.0 && value <= 1.0 {
-            Ok(Self(value))
-        } else {
-            Err(format!(
-                "top_p must be more than 0 and at most 1, got {value}"
-            ))
-        }
-    }
-}
-checked_number!(TopP(f32), "a number");
-from_toml_float!(TopP);
+sampling_parameter!(
+    /// Nucleus sampling's probability mass: more than 0, at most 1.
+    TopP,
+    |p| p > 0.0 && p <= 1.0,
+    "top_p must be more than 0 and at most 1"
+);
 
 /// A count or size that must be at least 1 (threads, tokens, bytes, MiB, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]

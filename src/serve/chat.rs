@@ -9,21 +9,18 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
+use ossa_agent::AgentEvent;
 use ossa_agent::harmony::{Message, Role};
-use ossa_agent::{AgentConfig, AgentEvent};
 use ossa_tools::citations::{Annotation, CitationStream, StreamChunk, normalize_citations};
 use ossa_tools::{ToolCall, ToolDescription};
 
 use super::common::{
-    self, Admitted, Body, CancellationToken, content_text, count, function_call_message,
-    function_description, function_output_message, json_text, parse_effort, read_body,
+    self, Admitted, Body, CancellationToken, Posted, content_text, count, function_call_message,
+    function_description, function_output_message, json_text, parse_effort,
 };
 use super::error::ApiError;
 use super::functions::{FunctionChoice, function_name};
-use super::log::RequestLog;
 use super::params::{
     TokenLogprob, logprobs_request, new_id, strict_functions, structured_outputs,
     with_format_section,
@@ -41,7 +38,6 @@ use super::wire::request::{TextFormat, ToolParam};
 
 /// A parsed request.
 struct ChatRequest {
-    stream: bool,
     include_usage: bool,
     client_names: Vec<String>,
     /// `stop`: the answer ends before the first of these.
@@ -50,28 +46,11 @@ struct ChatRequest {
     logprobs: bool,
 }
 
-pub async fn create(
-    State(state): State<Arc<ServerState>>,
-    Extension(log): Extension<Arc<RequestLog>>,
-    body: Bytes,
-) -> Response {
-    let started = read_body(&body)
-        .and_then(|body| parse_request(&state, body))
-        .and_then(|(request, spec)| {
-            let (turn, admitted) = common::start_turn(&state, spec, "messages", log)?;
-            Ok((request, turn, admitted))
-        });
-    let (request, prepared, admitted) = match started {
-        Ok(started) => started,
-        Err(error) => return error.into_response(),
-    };
-    if request.stream {
-        stream(state, request, prepared, admitted).into_response()
-    } else {
-        let response = complete(state, request, prepared, &admitted.cancel()).await;
-        drop(admitted);
-        response
-    }
+pub async fn create(Posted { state, log, body }: Posted<ChatCompletionRequest>) -> Response {
+    let streamed = body.shared.stream();
+    let started = parse_request(&state, body)
+        .and_then(|(request, spec)| common::start_turn(&state, request, spec, "messages", log));
+    common::answer(&state, started, streamed, stream, complete).await
 }
 
 fn parse_request(
@@ -118,7 +97,6 @@ fn parse_request(
         &state.function_names(&client_functions),
         !state.builtin_tools().is_empty(),
     )?;
-    let defaults = &state.config;
     let max_tokens = match count("max_completion_tokens", body.max_completion_tokens)? {
         Some(n) => Some(n),
         None => count("max_tokens", body.max_tokens)?,
@@ -135,13 +113,7 @@ fn parse_request(
         body.logprobs == Some(true),
         body.top_logprobs,
     )?;
-    let config = AgentConfig {
-        sampling: shared.sampling(&defaults.sampling)?,
-        max_tokens: state.max_tokens(max_tokens),
-        structured,
-        logprobs,
-        ..defaults.clone()
-    };
+    let config = shared.agent_config(state, max_tokens, structured, logprobs)?;
     let client_names = client_functions.iter().map(|t| t.name.clone()).collect();
     let spec = TurnSpec {
         settings,
@@ -152,7 +124,6 @@ fn parse_request(
         tool_requirement,
     };
     let request = ChatRequest {
-        stream: shared.stream(),
         include_usage: shared.include_usage(),
         client_names,
         stop: shared.stop(),
@@ -342,10 +313,9 @@ fn apply_stop(
 }
 
 async fn complete(
-    state: Arc<ServerState>,
-    request: ChatRequest,
-    prepared: turn::Turn,
-    cancel: &CancellationToken,
+    state: &Arc<ServerState>,
+    (request, prepared): (ChatRequest, turn::Turn),
+    cancel: CancellationToken,
 ) -> Response {
     let mut page_urls: Vec<String> = Vec::new();
     let mut stop = StopText::new(request.stop.clone());
@@ -355,7 +325,7 @@ async fn complete(
     let mut logprobs = Vec::new();
     let tokenizer = state.encoding.tokenizer().clone();
     let mut on_event = |event: AgentEvent| {
-        for event in apply_stop(&mut stop, cancel, event) {
+        for event in apply_stop(&mut stop, &cancel, event) {
             match event {
                 AgentEvent::PageUrls(urls) => page_urls = urls,
                 AgentEvent::FinalDelta(d) => shown.push_str(&d),
@@ -580,8 +550,7 @@ impl Chunker {
 
 fn stream(
     state: Arc<ServerState>,
-    request: ChatRequest,
-    prepared: turn::Turn,
+    (request, prepared): (ChatRequest, turn::Turn),
     admitted: Admitted,
 ) -> impl IntoResponse {
     let id = new_id("chatcmpl-");

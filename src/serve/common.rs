@@ -5,10 +5,15 @@
 //! another; what two of them need lives here.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 
+use axum::body::Bytes;
+use axum::extract::{Extension, FromRequest, Request};
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use ossa_agent::harmony::{Author, Message, ReasoningEffort, Role};
+use ossa_agent::{AgentConfig, StructuredOutputs};
 use ossa_engine::SamplingParams;
 use ossa_tools::ToolDescription;
 use serde::de::DeserializeOwned;
@@ -44,6 +49,30 @@ pub(super) struct Body<T> {
     pub json: Value,
     pub request: T,
     pub shared: SamplingRequest,
+}
+
+/// What a `POST` endpoint's handler is given: the server, the request's log line, and the body
+/// read ([`read_body`]); a body that does not read is answered with its error before the
+/// handler runs.
+pub(super) struct Posted<T> {
+    pub state: Arc<ServerState>,
+    pub log: Arc<RequestLog>,
+    pub body: Body<T>,
+}
+
+impl<T: DeserializeOwned + Send> FromRequest<Arc<ServerState>> for Posted<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &Arc<ServerState>) -> Result<Self, Response> {
+        let (Extension(log), bytes) =
+            <(Extension<Arc<RequestLog>>, Bytes)>::from_request(request, state).await?;
+        let body = read_body(&bytes).map_err(IntoResponse::into_response)?;
+        Ok(Self {
+            state: Arc::clone(state),
+            log,
+            body,
+        })
+    }
 }
 
 /// Reads a body: JSON, an object, then its typed request and the shared fields; every error
@@ -101,6 +130,25 @@ impl SamplingRequest {
             sampling.seed = Some(seed.0 as u64);
         }
         Ok(sampling)
+    }
+
+    /// A turn's agent config: this request's sampling and `max_tokens` (cut to the server's
+    /// limit), its structured outputs and logprobs, over the server's defaults.
+    pub fn agent_config(
+        &self,
+        state: &ServerState,
+        max_tokens: Option<usize>,
+        structured: Option<Arc<StructuredOutputs>>,
+        logprobs: Option<usize>,
+    ) -> Result<AgentConfig, ApiError> {
+        let defaults = &state.config;
+        Ok(AgentConfig {
+            sampling: self.sampling(&defaults.sampling)?,
+            max_tokens: state.max_tokens(max_tokens),
+            structured,
+            logprobs,
+            ..defaults.clone()
+        })
     }
 
     pub fn stream(&self) -> bool {
@@ -246,20 +294,48 @@ pub(super) fn admit(state: &ServerState) -> Result<Admitted, ApiError> {
     })
 }
 
+/// Answers a request that `started` (or says why it could not): as an SSE stream when it asked
+/// for one (`streamed`), else in one body, with its queue slot held and its cancel armed until
+/// that body is written.
+pub(super) async fn answer<'a, T, S, Fut>(
+    state: &'a Arc<ServerState>,
+    started: Result<(T, Admitted), ApiError>,
+    streamed: bool,
+    stream: impl FnOnce(Arc<ServerState>, T, Admitted) -> S,
+    complete: impl FnOnce(&'a Arc<ServerState>, T, CancellationToken) -> Fut,
+) -> Response
+where
+    S: IntoResponse,
+    Fut: Future<Output = Response>,
+{
+    let (started, admitted) = match started {
+        Ok(started) => started,
+        Err(error) => return error.into_response(),
+    };
+    if streamed {
+        stream(Arc::clone(state), started, admitted).into_response()
+    } else {
+        let response = complete(state, started, admitted.cancel()).await;
+        drop(admitted);
+        response
+    }
+}
+
 /// The shared start of a chat turn: the turn `spec` describes, checked against the context
 /// before anything runs (`param` names the request's conversation), logged to `log`, and
-/// admitted.
-pub(super) fn start_turn(
+/// admitted; it starts with the endpoint's `request`.
+pub(super) fn start_turn<R>(
     state: &Arc<ServerState>,
+    request: R,
     spec: TurnSpec,
     param: &str,
     log: Arc<RequestLog>,
-) -> Result<(turn::Turn, Admitted), ApiError> {
+) -> Result<((R, turn::Turn), Admitted), ApiError> {
     let cancel = state.request_cancel();
     let prepared = turn::prepare(state, spec, &cancel, param)?.log_to(log);
     let slot = state.admit()?;
     Ok((
-        prepared,
+        (request, prepared),
         Admitted {
             guard: CancelOnDrop(cancel),
             slot,

@@ -10,8 +10,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Bytes;
-use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
 use ossa_agent::{Backend, Finish, GenerationRequest, GenerationStats, LogprobSink};
 use ossa_engine::tokenizer::{AllowedSpecial, Tokenizer};
@@ -19,7 +17,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::common::{
-    self, Admitted, Body, CancelOnDrop, CancellationToken, count, json_text, read_body,
+    self, Admitted, Body, CancelOnDrop, CancellationToken, Posted, count, json_text,
 };
 use super::error::ApiError;
 use super::log::{RequestLog, Usage};
@@ -49,32 +47,16 @@ struct Generation {
     /// Where the request's log line gets its tokens.
     log: Arc<RequestLog>,
     return_token_ids: bool,
-    stream: bool,
     include_usage: bool,
     /// `logprobs: N`: each token's log-probability and its N most likely alternatives.
     logprobs: Option<usize>,
 }
 
-pub async fn create(
-    State(state): State<Arc<ServerState>>,
-    Extension(log): Extension<Arc<RequestLog>>,
-    body: Bytes,
-) -> Response {
-    let started = read_body(&body)
-        .and_then(|body| parse_request(&state, body))
-        .and_then(|request| Ok((request, common::admit(&state)?)));
-    let (mut request, admitted) = match started {
-        Ok(started) => started,
-        Err(error) => return error.into_response(),
-    };
-    request.log = log;
-    if request.stream {
-        stream(state, request, admitted).into_response()
-    } else {
-        let response = complete(state, request, &admitted.cancel()).await;
-        drop(admitted);
-        response
-    }
+pub async fn create(Posted { state, log, body }: Posted<CompletionRequest>) -> Response {
+    let streamed = body.shared.stream();
+    let started =
+        parse_request(&state, body, log).and_then(|request| Ok((request, common::admit(&state)?)));
+    common::answer(&state, started, streamed, stream, complete).await
 }
 
 fn tokenizer(state: &ServerState) -> &Tokenizer {
@@ -84,6 +66,7 @@ fn tokenizer(state: &ServerState) -> &Tokenizer {
 fn parse_request(
     state: &ServerState,
     body: Body<CompletionRequest>,
+    log: Arc<RequestLog>,
 ) -> Result<Generation, ApiError> {
     let Body {
         request: body,
@@ -152,8 +135,7 @@ fn parse_request(
         skip_special_tokens: body.skip_special_tokens.unwrap_or(true),
         include_stop_str: body.include_stop_str_in_output.unwrap_or(false),
         return_token_ids: body.return_token_ids.unwrap_or(false),
-        log: Arc::default(),
-        stream: shared.stream(),
+        log,
         include_usage: shared.include_usage(),
         logprobs,
     })
@@ -430,12 +412,12 @@ fn new_progress(state: &ServerState) -> Progress {
 }
 
 async fn complete(
-    state: Arc<ServerState>,
+    state: &Arc<ServerState>,
     request: Generation,
-    cancel: &CancellationToken,
+    cancel: CancellationToken,
 ) -> Response {
-    let mut progress = new_progress(&state);
-    let outcome = match generate(&state, &request, cancel, &mut progress, &mut |_, _, _| {}).await {
+    let mut progress = new_progress(state);
+    let outcome = match generate(state, &request, &cancel, &mut progress, &mut |_, _, _| {}).await {
         Ok(outcome) => outcome,
         Err(error) => return error.into_response(),
     };

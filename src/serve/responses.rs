@@ -12,23 +12,21 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Extension, Path as UrlPath, Query, State};
+use axum::extract::{Path as UrlPath, Query, State};
 use axum::response::{IntoResponse, Response};
 use ossa_agent::harmony::{Author, Message, Role};
-use ossa_agent::{AgentConfig, AgentEvent, TurnOutcome};
+use ossa_agent::{AgentEvent, TurnOutcome};
 use ossa_tools::Tool;
 use ossa_tools::citations::{CitationStream, normalize_citations};
 use serde_json::Value;
 
 use super::common::{
-    self, Admitted, Body, Outgoing, content_text, count, function_call_message,
-    function_description, function_output_message, json_text, parse_effort, read_body,
+    self, Admitted, Body, CancellationToken, Outgoing, Posted, content_text, count,
+    function_call_message, function_description, function_output_message, json_text, parse_effort,
 };
 use super::error::ApiError;
 use super::functions::{FunctionChoice, function_name};
-use super::log::RequestLog;
 use super::params::{
     INCLUDE_LOGPROBS, TokenLogprob, logprobs_request, new_id, strict_functions, structured_outputs,
     with_format_section,
@@ -49,7 +47,6 @@ use super::wire::responses::{
 
 /// A parsed request.
 struct ResponsesRequest {
-    stream: bool,
     /// Kept in the store (asked for, and the server has one).
     store: bool,
     /// The response this one continues.
@@ -83,15 +80,7 @@ struct Echo {
     text: Value,
 }
 
-pub async fn create(
-    State(state): State<Arc<ServerState>>,
-    Extension(log): Extension<Arc<RequestLog>>,
-    body: Bytes,
-) -> Response {
-    let body = match read_body::<CreateResponseRequest>(&body) {
-        Ok(body) => body,
-        Err(error) => return error.into_response(),
-    };
+pub async fn create(Posted { state, log, body }: Posted<CreateResponseRequest>) -> Response {
     let continuation = match previous_response(&state, &body.request).await {
         Ok(continuation) => continuation,
         Err(mut error) => {
@@ -99,21 +88,10 @@ pub async fn create(
             return error.into_response();
         }
     };
-    let started = parse_request(&state, body, continuation).and_then(|(request, spec)| {
-        let (turn, admitted) = common::start_turn(&state, spec, "input", log)?;
-        Ok((request, turn, admitted))
-    });
-    let (request, prepared, admitted) = match started {
-        Ok(started) => started,
-        Err(error) => return error.into_response(),
-    };
-    if request.stream {
-        stream(state, request, prepared, admitted).into_response()
-    } else {
-        let response = complete(state, request, prepared).await;
-        drop(admitted);
-        response
-    }
+    let streamed = body.shared.stream();
+    let started = parse_request(&state, body, continuation)
+        .and_then(|(request, spec)| common::start_turn(&state, request, spec, "input", log));
+    common::answer(&state, started, streamed, stream, complete).await
 }
 
 /// The stored conversation `previous_response_id` names, if the request has one.
@@ -128,47 +106,31 @@ async fn previous_response(
     if !valid_id(&id) {
         return Err(no_such_response(&id));
     }
-    let lookup = id.clone();
-    match store::run(store, move |store| store.continuation(&lookup)).await {
-        Ok(Some(continuation)) => Ok(Some((id, continuation))),
-        Ok(None) => Err(no_such_response(&id)),
-        Err(error) => Err(error.api_error()),
-    }
+    let continuation = lookup(store, &id, store::ResponseStore::continuation).await?;
+    Ok(Some((id, continuation)))
 }
 
 pub async fn get(
     State(state): State<Arc<ServerState>>,
     id: Result<UrlPath<String>, PathRejection>,
-) -> Response {
-    let Some((store, id)) = stored_id(&state, id) else {
-        return ApiError::not_found("no such stored response").into_response();
-    };
-    let lookup = id.clone();
-    match store::run(store, move |store| store.get(&lookup)).await {
-        Ok(Some(response)) => axum::Json(response).into_response(),
-        Ok(None) => no_such_response(&id).into_response(),
-        Err(error) => error.api_error().into_response(),
-    }
+) -> Result<axum::Json<Value>, ApiError> {
+    let (store, id) = stored_id(&state, id)?;
+    lookup(store, &id, store::ResponseStore::get)
+        .await
+        .map(axum::Json)
 }
 
 pub async fn delete(
     State(state): State<Arc<ServerState>>,
     id: Result<UrlPath<String>, PathRejection>,
-) -> Response {
-    let Some((store, id)) = stored_id(&state, id) else {
-        return ApiError::not_found("no such stored response").into_response();
-    };
-    let lookup = id.clone();
-    match store::run(store, move |store| store.delete(&lookup)).await {
-        Ok(true) => axum::Json(DeletedResponse {
-            id,
-            object: ResponseTag,
-            deleted: true,
-        })
-        .into_response(),
-        Ok(false) => no_such_response(&id).into_response(),
-        Err(error) => error.api_error().into_response(),
-    }
+) -> Result<axum::Json<DeletedResponse>, ApiError> {
+    let (store, id) = stored_id(&state, id)?;
+    lookup(store, &id, |store, id| Ok(store.delete(id)?.then_some(()))).await?;
+    Ok(axum::Json(DeletedResponse {
+        id,
+        object: ResponseTag,
+        deleted: true,
+    }))
 }
 
 /// `GET /v1/responses/{id}/input_items`: the input a stored response was made from, in
@@ -178,42 +140,32 @@ pub async fn input_items(
     State(state): State<Arc<ServerState>>,
     id: Result<UrlPath<String>, PathRejection>,
     query: Result<Query<InputItemsQuery>, QueryRejection>,
-) -> Response {
-    let Some((store, id)) = stored_id(&state, id) else {
-        return ApiError::not_found("no such stored response").into_response();
-    };
-    let query = match query {
-        Ok(Query(query)) => query,
-        Err(rejection) => {
-            return ApiError::invalid(None, format!("the query does not fit: {rejection}"))
-                .into_response();
-        }
-    };
+) -> Result<axum::Json<InputItemList>, ApiError> {
+    let (store, id) = stored_id(&state, id)?;
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::invalid(None, format!("the query does not fit: {rejection}"))
+    })?;
     let ascending = match query.order.as_deref() {
         None | Some("desc") => false,
         Some("asc") => true,
         Some(other) => {
-            return ApiError::invalid(
+            return Err(ApiError::invalid(
                 "order".to_string(),
                 format!("`order` is `asc` or `desc`, not `{other}`"),
-            )
-            .into_response();
+            ));
         }
     };
     let limit = match query.limit.as_deref().map(str::parse::<usize>) {
         None => 20,
         Some(Ok(limit)) if (1..=100).contains(&limit) => limit,
         Some(_) => {
-            return ApiError::invalid("limit".to_string(), "`limit` is a number from 1 to 100")
-                .into_response();
+            return Err(ApiError::invalid(
+                "limit".to_string(),
+                "`limit` is a number from 1 to 100",
+            ));
         }
     };
-    let lookup = id.clone();
-    let mut items = match store::run(store, move |store| store.input_items(&lookup)).await {
-        Ok(Some(items)) => items,
-        Ok(None) => return no_such_response(&id).into_response(),
-        Err(error) => return error.api_error().into_response(),
-    };
+    let mut items = lookup(store, &id, store::ResponseStore::input_items).await?;
     if !ascending {
         items.reverse();
     }
@@ -227,11 +179,10 @@ pub async fn input_items(
                     .filter(|c| !c.is_control())
                     .take(100)
                     .collect();
-                return ApiError::invalid(
+                return Err(ApiError::invalid(
                     "after".to_string(),
                     format!("response `{id}` has no input item `{shown}`"),
-                )
-                .into_response();
+                ));
             }
         },
     };
@@ -241,14 +192,13 @@ pub async fn input_items(
         item.and_then(|item| item["id"].as_str())
             .map(str::to_string)
     };
-    axum::Json(InputItemList {
+    Ok(axum::Json(InputItemList {
         object: ListTag,
         first_id: item_id(page.first()),
         last_id: item_id(page.last()),
         data: page,
         has_more,
-    })
-    .into_response()
+    }))
 }
 
 /// The request's `input` as the API lists it: a string is one user message; message content
@@ -315,14 +265,32 @@ fn wire_value(value: &impl serde::Serialize) -> Value {
     serde_json::to_value(value).unwrap_or_default()
 }
 
-/// The store and an id of the form it gives out; `None` for anything else (an id that is not
+/// The store and an id of the form it gives out; a 404 for anything else (an id that is not
 /// UTF-8, a server without a store).
 fn stored_id(
     state: &ServerState,
     id: Result<UrlPath<String>, PathRejection>,
-) -> Option<(&Arc<store::ResponseStore>, String)> {
-    let UrlPath(id) = id.ok()?;
-    Some((state.store.as_ref()?, id)).filter(|(_, id)| valid_id(id))
+) -> Result<(&Arc<store::ResponseStore>, String), ApiError> {
+    match (state.store.as_ref(), id) {
+        (Some(store), Ok(UrlPath(id))) if valid_id(&id) => Ok((store, id)),
+        _ => Err(ApiError::not_found("no such stored response")),
+    }
+}
+
+/// `query` of the stored response `id`, run on the store's worker: a 404 naming `id` when
+/// there is no such response.
+async fn lookup<T: Send + 'static>(
+    store: &Arc<store::ResponseStore>,
+    id: &str,
+    query: impl FnOnce(&store::ResponseStore, &str) -> Result<Option<T>, store::StoreError>
+    + Send
+    + 'static,
+) -> Result<T, ApiError> {
+    let key = id.to_string();
+    store::run(store, move |store| query(store, &key))
+        .await
+        .map_err(|error| error.api_error())?
+        .ok_or_else(|| no_such_response(id))
 }
 
 /// Ids this server gives out: `resp_` and letters, digits, `_`, `-`.
@@ -431,7 +399,6 @@ fn parse_request(
         &state.function_names(&client_functions),
         !builtins.is_empty(),
     )?;
-    let defaults = &state.config;
     let max_output_tokens = count("max_output_tokens", body.max_output_tokens)?;
     let include_logprobs = body.include.iter().flatten().any(|i| i == INCLUDE_LOGPROBS);
     let logprobs = logprobs_request(
@@ -440,13 +407,7 @@ fn parse_request(
         include_logprobs || body.top_logprobs.is_some_and(|n| n > 0),
         body.top_logprobs,
     )?;
-    let config = AgentConfig {
-        sampling: shared.sampling(&defaults.sampling)?,
-        max_tokens: state.max_tokens(max_output_tokens),
-        structured,
-        logprobs,
-        ..defaults.clone()
-    };
+    let config = shared.agent_config(state, max_output_tokens, structured, logprobs)?;
     // Echoed as the client sent them.
     let sent = |name: &str| json.get(name).filter(|v| !v.is_null()).cloned();
     let echo = Echo {
@@ -480,7 +441,6 @@ fn parse_request(
         tool_requirement,
     };
     let request = ResponsesRequest {
-        stream: shared.stream(),
         store: body.store.unwrap_or(true) && state.store.is_some(),
         previous: previous_response_id,
         inherited,
@@ -1453,10 +1413,12 @@ async fn finish(
     response
 }
 
+/// The whole response (the turn holds the request's cancel already: no stop string ends a
+/// response early).
 async fn complete(
-    state: Arc<ServerState>,
-    request: ResponsesRequest,
-    prepared: turn::Turn,
+    state: &Arc<ServerState>,
+    (request, prepared): (ResponsesRequest, turn::Turn),
+    _cancel: CancellationToken,
 ) -> Response {
     let id = new_id("resp_");
     let created = now();
@@ -1467,13 +1429,12 @@ async fn complete(
         Err(error) => return error.into_response(),
     };
     builder.close_all();
-    axum::Json(finish(&state, &id, created, &request, &builder, &result).await).into_response()
+    axum::Json(finish(state, &id, created, &request, &builder, &result).await).into_response()
 }
 
 fn stream(
     state: Arc<ServerState>,
-    request: ResponsesRequest,
-    prepared: turn::Turn,
+    (request, prepared): (ResponsesRequest, turn::Turn),
     admitted: Admitted,
 ) -> impl IntoResponse {
     common::sse(admitted, move |sender, _cancel| async move {

@@ -16,7 +16,6 @@
 //! are read here, within a size limit and a time limit, so a handler never waits on a client.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -26,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use tokio_stream::StreamExt;
 
 use super::error::ApiError;
-use super::state::ServerState;
+use super::state::{Limits, ServerState};
 
 pub use super::access::{AccessPolicy, ExposureError};
 
@@ -196,31 +195,59 @@ async fn check(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
-        return Err(too_large(limits.max_body_bytes));
+        return Err(BodyError::TooLarge.response(limits));
     }
     let capacity = declared.map_or(0, |n| n as usize);
-    let body = match tokio::time::timeout(
+    let read = tokio::time::timeout(
         limits.body_timeout,
         read_body(body, capacity, limits.max_body_bytes),
     )
     .await
-    {
-        Ok(Ok(body)) => body,
-        Ok(Err(BodyError::TooLarge)) => return Err(too_large(limits.max_body_bytes)),
-        Ok(Err(BodyError::Broken(e))) => {
-            return Err(
-                ApiError::invalid(None, format!("cannot read the request body: {e}"))
-                    .into_response(),
-            );
-        }
-        Err(_) => return Err(body_timeout(limits.body_timeout)),
-    };
+    .unwrap_or(Err(BodyError::Late));
+    let body = read.map_err(|error| error.response(limits))?;
     Ok(Request::from_parts(parts, Body::from(body)))
 }
 
 enum BodyError {
     TooLarge,
+    /// Not all there within the body timeout.
+    Late,
     Broken(axum::Error),
+}
+
+impl BodyError {
+    /// The answer; a body not read to its end (too large, too late) closes the connection,
+    /// which cannot carry another request.
+    fn response(self, limits: &Limits) -> Response {
+        let (status, code, message) = match self {
+            BodyError::Broken(e) => {
+                return ApiError::invalid(None, format!("cannot read the request body: {e}"))
+                    .into_response();
+            }
+            BodyError::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request_too_large",
+                format!(
+                    "the request body is larger than this server takes ({} bytes; --max-body-mb sets it)",
+                    limits.max_body_bytes
+                ),
+            ),
+            BodyError::Late => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    limits.body_timeout.as_secs_f64()
+                ),
+            ),
+        };
+        let mut response =
+            ApiError::new(status, "invalid_request_error", code, message).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
+    }
 }
 
 async fn read_body(body: Body, capacity: usize, max: usize) -> Result<Bytes, BodyError> {
@@ -234,41 +261,6 @@ async fn read_body(body: Body, capacity: usize, max: usize) -> Result<Bytes, Bod
         bytes.extend_from_slice(&chunk);
     }
     Ok(Bytes::from(bytes))
-}
-
-fn too_large(max: usize) -> Response {
-    let mut response = ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "invalid_request_error",
-        "request_too_large",
-        format!(
-            "the request body is larger than this server takes ({} bytes; --max-body-mb sets it)",
-            max
-        ),
-    )
-    .into_response();
-    // The rest of the body is not read: the connection cannot carry another request.
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    response
-}
-
-fn body_timeout(limit: Duration) -> Response {
-    let mut response = ApiError::new(
-        StatusCode::REQUEST_TIMEOUT,
-        "invalid_request_error",
-        "request_timeout",
-        format!(
-            "the request body did not arrive within {} s",
-            limit.as_secs_f64()
-        ),
-    )
-    .into_response();
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    response
 }
 
 /// The answer to an allowed origin's CORS preflight (`guard` adds the origin).

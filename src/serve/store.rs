@@ -19,6 +19,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use ossa_agent::harmony::Message;
 use rusqlite::{Connection, OptionalExtension, params};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::error::ApiError;
@@ -223,48 +224,21 @@ impl ResponseStore {
 
     /// The stored response object, `None` when there is none (or it was deleted).
     pub fn get(&self, id: &str) -> Result<Option<Value>, StoreError> {
-        let db = self.db();
-        let text: Option<String> = db
-            .query_row(
-                "SELECT response FROM responses WHERE id = ?1 AND hidden = 0",
-                [id],
-                |row| row.get(0),
-            )
-            .optional()?;
+        let text = visible(&self.db(), "response", id)?;
         text.map(|text| parse(id, &text)).transpose()
     }
 
     /// The input items a stored response was made from, `None` when there is no such
     /// response (or it was deleted).
     pub fn input_items(&self, id: &str) -> Result<Option<Vec<Value>>, StoreError> {
-        let db = self.db();
-        let text: Option<String> = db
-            .query_row(
-                "SELECT input FROM responses WHERE id = ?1 AND hidden = 0",
-                [id],
-                |row| row.get(0),
-            )
-            .optional()?;
-        text.map(|text| {
-            serde_json::from_str(&text).map_err(|e| StoreError::Damaged {
-                id: id.to_string(),
-                reason: e.to_string(),
-            })
-        })
-        .transpose()
+        let text = visible(&self.db(), "input", id)?;
+        text.map(|text| parse(id, &text)).transpose()
     }
 
     /// The conversation up to and including `id`, `None` when there is no such response.
     pub fn continuation(&self, id: &str) -> Result<Option<Continuation>, StoreError> {
         let db = self.db();
-        let Some(response) = db
-            .query_row(
-                "SELECT response FROM responses WHERE id = ?1 AND hidden = 0",
-                [id],
-                |row| row.get::<_, String>(0),
-            )
-            .optional()?
-        else {
+        let Some(response) = visible(&db, "response", id)? else {
             return Ok(None);
         };
         let response = parse(id, &response)?;
@@ -290,11 +264,7 @@ impl ResponseStore {
         }
         let mut messages = Vec::new();
         for (row_id, _, items) in rows {
-            let items: Vec<Message> =
-                serde_json::from_str(&items).map_err(|e| StoreError::Damaged {
-                    id: row_id,
-                    reason: e.to_string(),
-                })?;
+            let items: Vec<Message> = parse(&row_id, &items)?;
             messages.extend(items);
         }
         Ok(Some(Continuation { messages, response }))
@@ -497,7 +467,19 @@ pub async fn run<T: Send + 'static>(
         .map_err(|e| StoreError::Worker(e.to_string()))?
 }
 
-fn parse(id: &str, text: &str) -> Result<Value, StoreError> {
+/// `column` of the response `id`, `None` when there is none (or it was deleted).
+fn visible(db: &Connection, column: &'static str, id: &str) -> Result<Option<String>, StoreError> {
+    let text = db
+        .query_row(
+            &format!("SELECT {column} FROM responses WHERE id = ?1 AND hidden = 0"),
+            [id],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(text)
+}
+
+fn parse<T: DeserializeOwned>(id: &str, text: &str) -> Result<T, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Damaged {
         id: id.to_string(),
         reason: e.to_string(),

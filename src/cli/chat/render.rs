@@ -646,12 +646,7 @@ mod tests {
 
     #[test]
     fn calls_and_results_fit_one_line() {
-        let call = ToolCall {
-            recipient: "python".into(),
-            channel: Some("analysis".into()),
-            content_type: Some("code".into()),
-            content: "import math\n\nprint(math.pi)\nprint(2)\n".into(),
-        };
+        let call = python_call("import math\n\nprint(math.pi)\nprint(2)\n");
         assert_eq!(compact_call(&call, 80), "import math (+2 lines)");
         let search = ToolCall {
             recipient: "browser.search".into(),
@@ -725,6 +720,24 @@ mod tests {
         }
     }
 
+    /// A renderer writing to a fresh [`Screen`], `pages` known before the turn.
+    fn renderer(look: View, pages: Vec<String>) -> (Screen, Renderer) {
+        let screen = Screen::default();
+        let encoding = HarmonyEncoding::gpt_oss().unwrap();
+        let renderer = Renderer::new(Box::new(screen.clone()), encoding, look, pages);
+        (screen, renderer)
+    }
+
+    /// The model's call of python with `code`.
+    fn python_call(code: &str) -> ToolCall {
+        ToolCall {
+            recipient: "python".into(),
+            channel: Some("analysis".into()),
+            content_type: Some("code".into()),
+            content: code.into(),
+        }
+    }
+
     fn stats(finish: Finish) -> GenerationStats {
         GenerationStats {
             finish,
@@ -754,15 +767,8 @@ mod tests {
     /// Streams `deltas` as a final answer; pages 0 and 1 were known before the turn, page 2 was
     /// opened during it.
     fn show_answer(color: bool, deltas: &[&str]) -> String {
-        let screen = Screen::default();
-        let encoding = HarmonyEncoding::gpt_oss().unwrap();
         let before = vec![String::new(), "https://example.com/a%20b".to_string()];
-        let mut renderer = Renderer::new(
-            Box::new(screen.clone()),
-            encoding,
-            view(color, false),
-            before,
-        );
+        let (screen, mut renderer) = renderer(view(color, false), before);
         renderer.event(AgentEvent::ReasoningDelta("Found it.".into()));
         for delta in deltas {
             renderer.event(AgentEvent::FinalDelta(delta.to_string()));
@@ -821,20 +827,8 @@ mod tests {
 
     #[test]
     fn tool_calls_show_on_one_line_with_their_files() {
-        let screen = Screen::default();
-        let encoding = HarmonyEncoding::gpt_oss().unwrap();
-        let mut renderer = Renderer::new(
-            Box::new(screen.clone()),
-            encoding,
-            view(false, false),
-            Vec::new(),
-        );
-        let call = ToolCall {
-            recipient: "python".into(),
-            channel: Some("analysis".into()),
-            content_type: Some("code".into()),
-            content: "import matplotlib\nplot()\n".into(),
-        };
+        let (screen, mut renderer) = renderer(view(false, false), Vec::new());
+        let call = python_call("import matplotlib\nplot()\n");
         renderer.event(AgentEvent::ToolArgumentsDelta {
             recipient: "python".into(),
             delta: "import".into(),
@@ -855,23 +849,16 @@ mod tests {
 
     #[test]
     fn tool_output_in_full_is_indented_under_its_tool() {
-        let screen = Screen::default();
-        let encoding = HarmonyEncoding::gpt_oss().unwrap();
         let mut full = view(false, false);
         full.show_tool_output = true;
-        let mut renderer = Renderer::new(Box::new(screen.clone()), encoding, full, Vec::new());
+        let (screen, mut renderer) = renderer(full, Vec::new());
         for delta in ["x = 1", "\nprint(x", " + 1)\n"] {
             renderer.event(AgentEvent::ToolArgumentsDelta {
                 recipient: "python".into(),
                 delta: delta.into(),
             });
         }
-        let call = ToolCall {
-            recipient: "python".into(),
-            channel: Some("analysis".into()),
-            content_type: Some("code".into()),
-            content: "x = 1\nprint(x + 1)\n".into(),
-        };
+        let call = python_call("x = 1\nprint(x + 1)\n");
         renderer.event(AgentEvent::ToolCall(call.clone()));
         let output = ToolOutput::text(&call, "python", "2\n");
         renderer.event(AgentEvent::ToolResult { call, output });
@@ -884,15 +871,11 @@ mod tests {
 
     #[test]
     fn raw_view_prints_harmony_text_with_the_sampled_stop_token() {
-        let screen = Screen::default();
-        let encoding = HarmonyEncoding::gpt_oss().unwrap();
-        let return_token = encoding.formatting_tokens().return_;
-        let mut renderer = Renderer::new(
-            Box::new(screen.clone()),
-            encoding,
-            view(false, true),
-            Vec::new(),
-        );
+        let return_token = HarmonyEncoding::gpt_oss()
+            .unwrap()
+            .formatting_tokens()
+            .return_;
+        let (screen, mut renderer) = renderer(view(false, true), Vec::new());
         renderer.raw_message(&Message::from_role_and_content(Role::User, "Hi"));
         renderer.event(AgentEvent::ReasoningDelta("Simple".into()));
         renderer.event(AgentEvent::Message(
@@ -964,16 +947,10 @@ mod tests {
             (true, false, true),
             (false, true, false),
         ] {
-            let screen = Screen::default();
             let mut look = view(color, raw);
             look.show_tool_output = full;
             let pages = vec![String::new(), hostile("https://example.com/p")];
-            let mut renderer = Renderer::new(
-                Box::new(screen.clone()),
-                HarmonyEncoding::gpt_oss().unwrap(),
-                look,
-                pages.clone(),
-            );
+            let (screen, mut renderer) = renderer(look, pages.clone());
             for event in events() {
                 renderer.event(event);
             }
