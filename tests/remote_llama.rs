@@ -453,25 +453,18 @@ fn servers_that_cannot_be_driven_exactly_are_refused_at_start() {
         assert_eq!(stub.script.replies_left(), 1, "nothing generated: {stderr}");
     }
     // --remote-kind belongs to the remote backend.
-    let output = Command::new(env!("CARGO_BIN_EXE_ossa"))
-        .args(["run", "--remote-kind", "vllm", "hi"])
-        .output()
-        .expect("ossa run starts");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = support::ossa_refused(&["run", "--remote-kind", "vllm", "hi"]);
     assert!(stderr.contains("--backend openai-completions"), "{stderr}");
-    let output = Command::new(env!("CARGO_BIN_EXE_ossa"))
-        .args([
-            "run",
-            "--backend",
-            "openai-completions",
-            "--url",
-            "http://127.0.0.1:9/v1",
-        ])
-        .args(["--remote-kind", "tgi", "hi"])
-        .output()
-        .expect("ossa run starts");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = support::ossa_refused(&[
+        "run",
+        "--backend",
+        "openai-completions",
+        "--url",
+        "http://127.0.0.1:9/v1",
+        "--remote-kind",
+        "tgi",
+        "hi",
+    ]);
     assert!(stderr.contains("vllm, llama-server, generic"), "{stderr}");
 }
 
@@ -521,6 +514,14 @@ fn check_chat(base: &str, scenario: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// `ossa serve` over the llama-server at `url` (`--backend openai-completions`), with the
+/// scenarios' flags.
+fn serve_over(url: &str) -> Server {
+    let mut args = vec!["--backend", "openai-completions", "--url", url];
+    args.extend(SCENARIO_FLAGS);
+    Server::start_with(&args, None)
+}
+
 /// `ossa serve --backend openai-completions` over llama-server: the server's clients get the
 /// scenarios' answers, python run on the ossa side.
 #[test]
@@ -529,14 +530,7 @@ fn ossa_serve_over_the_llama_server_stub_answers_every_scenario() {
         return;
     }
     let stub = LlamaStub::start(StubSetup::default());
-    let mut args = vec![
-        "--backend",
-        "openai-completions",
-        "--url",
-        stub.base.as_str(),
-    ];
-    args.extend(SCENARIO_FLAGS);
-    let server = Server::start_with(&args, None);
+    let server = serve_over(&stub.base);
     check_all(scenarios(), |scenario| {
         // Twice: non-streamed and streamed.
         for _ in 0..2 {
@@ -703,14 +697,7 @@ fn real_llama_server_behind_ossa_serve_answers_every_scenario() {
         return;
     }
     let llama = RealServer::start(&binary, &gguf, &[]);
-    let mut args = vec![
-        "--backend",
-        "openai-completions",
-        "--url",
-        llama.base.as_str(),
-    ];
-    args.extend(SCENARIO_FLAGS);
-    let server = Server::start_with(&args, None);
+    let server = serve_over(&llama.base);
     check_all(scenarios(), |scenario| check_chat(&server.base, &scenario));
 
     // A named tool_choice: ossa writes the call's header, the model writes the arguments and

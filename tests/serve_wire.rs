@@ -14,7 +14,6 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use ossa::agent::harmony::{Message, Role};
 use ossa::serve::wire::chat::{ChatCompletion, ChatCompletionChunk};
 use ossa::serve::wire::completions::Completion;
 use ossa::serve::wire::responses::{
@@ -23,17 +22,12 @@ use ossa::serve::wire::responses::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use support::scripted::{MODEL, ScriptedServer};
+use support::or_skip;
+use support::scripted::{MODEL, ScriptedServer, analysis, call, final_answer};
 use support::serve::{
     Server, post_ok as post, python_with_openai, response_events, run_sdk_script,
 };
 use support::{ENGINE_FLAGS, fixture_dir};
-
-const PAGE: &str = "<html><head><title>The Ossa lighthouse</title></head><body>\
-<h1>The Ossa lighthouse</h1>\
-<p>The Ossa lighthouse stands 42 meters tall on the northern cape.</p>\
-<p>Its lamp was first lit in 1911 and still turns every night.</p>\
-</body></html>";
 
 /// What a body or event is, for the parsers of both sides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -91,17 +85,6 @@ fn get(url: &str) -> Value {
         .expect("JSON")
 }
 
-fn analysis(text: &str) -> Message {
-    Message::from_role_and_content(Role::Assistant, text).with_channel("analysis")
-}
-
-fn call(recipient: &str, arguments: Value) -> Message {
-    Message::from_role_and_content(Role::Assistant, arguments.to_string())
-        .with_channel("commentary")
-        .with_recipient(recipient)
-        .with_content_type("<|constrain|>json")
-}
-
 /// The model runs python, then calls the client's `get_weather` (which ends the turn).
 fn script_tools(model: &ScriptedServer) {
     model.script(&[
@@ -128,23 +111,14 @@ fn script_browsing(model: &ScriptedServer) {
     ]);
     model.script(&[
         analysis("The page says 42 meters."),
-        Message::from_role_and_content(
-            Role::Assistant,
-            "The lighthouse is 42 meters tall【1†L2-L3】.",
-        )
-        .with_channel("final"),
+        final_answer("The lighthouse is 42 meters tall【1†L2-L3】."),
     ]);
 }
 
 /// Requests to the scripted model: tool calls of every kind, through both chat APIs.
 fn scripted_requests(collected: &mut Collected) {
     let model = ScriptedServer::start();
-    let page_url = model.add_found_page(
-        "lighthouse.html",
-        PAGE,
-        "The Ossa lighthouse",
-        "Facts about the lighthouse.",
-    );
+    let page_url = model.add_lighthouse();
     let server = model.serve_with_search(&["--python", "--browser"]);
     let base = &server.base;
     let parameters = json!({"type": "object", "properties": {"city": {"type": "string"}},
@@ -381,7 +355,7 @@ fn check_typed(kind: Kind, name: &str, value: &Value) {
 /// Validates each entry of the JSON file `argv[2]` names with the SDK's models; prints, for
 /// each, the validation error (strict, then lax) and the fields the models do not know.
 const SDK_VALIDATE: &str = r#"
-import json, sys, typing
+import typing
 import pydantic
 from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
@@ -460,7 +434,6 @@ for kind, name, body in entries:
     except Exception as e:
         result["errors"] += ["lax: " + f for f in failure(e)]
     out.append(result)
-print(json.dumps(out))
 "#;
 
 /// The fields ossa sends that OpenAI's types do not have, on purpose: the chain of thought
@@ -534,9 +507,7 @@ fn every_body_and_event_is_ossas_wire_type_and_the_openai_sdks() {
         check_typed(*kind, name, value);
     }
 
-    let Some(python) = python_with_openai() else {
-        return;
-    };
+    let python = or_skip!(python_with_openai());
     let file = tempfile::NamedTempFile::new().expect("temp file");
     let entries: Vec<Value> = collected
         .entries

@@ -8,12 +8,24 @@ use std::sync::Arc;
 use ossa::config::Config;
 use ossa::sandbox::Progress;
 use ossa::tools::{Tool, ToolCall};
-use ossa::toolset::{ToolChoice, ToolsetError, build_tools};
+use ossa::toolset::{ToolChoice, Toolset, ToolsetError, build_tools};
 
 fn config(text: &str, dir: &Path) -> Config {
     let home = |_: &str| None;
     Config::from_toml(text, &dir.join("config.toml"), &home)
         .unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+/// The tool set `config` gives with the browser and python chosen or not.
+async fn build(config: &Config, browser: bool, python: bool) -> Toolset {
+    build_tools(config, &ToolChoice { browser, python }, Progress::Quiet)
+        .await
+        .unwrap()
+}
+
+/// The names of a tool set's tools, in order.
+fn names(toolset: &Toolset) -> Vec<&str> {
+    toolset.tools.iter().map(|t| t.name()).collect()
 }
 
 fn call(recipient: &str, content_type: &str, content: &str) -> ToolCall {
@@ -30,6 +42,18 @@ async fn answer(tool: &Arc<dyn Tool>, call: ToolCall) -> String {
     let mut outputs = session.call(&call).await;
     assert_eq!(outputs.len(), 1, "{outputs:?}");
     outputs.remove(0).content
+}
+
+/// What the function `name` answers to JSON `arguments`.
+async fn call_function(functions: &Arc<dyn Tool>, name: &str, arguments: &str) -> String {
+    answer(functions, call(name, "<|constrain|>json", arguments)).await
+}
+
+/// What `functions.apply_patch` answers to a patch of `changes` (its lines between `Begin Patch`
+/// and `End Patch`).
+async fn apply_patch(functions: &Arc<dyn Tool>, changes: &str) -> String {
+    let patch = format!("*** Begin Patch\n{changes}\n*** End Patch");
+    call_function(functions, "functions.apply_patch", &patch).await
 }
 
 fn find<'a>(tools: &'a [Arc<dyn Tool>], name: &str) -> &'a Arc<dyn Tool> {
@@ -66,16 +90,8 @@ command = "/nonexistent/ossa-test-no-such-server"
         ),
         dir.path(),
     );
-    let choice = ToolChoice {
-        browser: true,
-        python: false,
-    };
-    let toolset = build_tools(&config, &choice, Progress::Quiet)
-        .await
-        .unwrap();
-
-    let names: Vec<&str> = toolset.tools.iter().map(|t| t.name()).collect();
-    assert_eq!(names, ["browser", "functions"]);
+    let toolset = build(&config, true, false).await;
+    assert_eq!(names(&toolset), ["browser", "functions"]);
     let functions = toolset.functions.names();
     assert_eq!(functions[0], "apply_patch");
     assert!(functions.iter().any(|f| f == "echo"), "{functions:?}");
@@ -105,13 +121,9 @@ command = "/nonexistent/ossa-test-no-such-server"
 
     // apply_patch writes inside the workspace and nowhere else.
     let functions = find(&toolset.tools, "functions");
-    let done = answer(
+    let done = apply_patch(
         functions,
-        call(
-            "functions.apply_patch",
-            "<|constrain|>json",
-            "*** Begin Patch\n*** Add File: notes/hello.txt\n+hello from the model\n*** End Patch",
-        ),
+        "*** Add File: notes/hello.txt\n+hello from the model",
     )
     .await;
     assert!(done.starts_with("Done!"), "{done}");
@@ -119,28 +131,12 @@ command = "/nonexistent/ossa-test-no-such-server"
         std::fs::read_to_string(dir.path().join("work/notes/hello.txt")).unwrap(),
         "hello from the model\n"
     );
-    let refused = answer(
-        functions,
-        call(
-            "functions.apply_patch",
-            "<|constrain|>json",
-            "*** Begin Patch\n*** Add File: ../escape.txt\n+no\n*** End Patch",
-        ),
-    )
-    .await;
+    let refused = apply_patch(functions, "*** Add File: ../escape.txt\n+no").await;
     assert!(refused.starts_with("Error:"), "{refused}");
     assert!(!dir.path().join("escape.txt").exists());
 
     // The MCP server's tool answers through the same namespace.
-    let echoed = answer(
-        functions,
-        call(
-            "functions.echo",
-            "<|constrain|>json",
-            r#"{"text": "through MCP"}"#,
-        ),
-    )
-    .await;
+    let echoed = call_function(functions, "functions.echo", r#"{"text": "through MCP"}"#).await;
     // The server answers `{its --name}: {text}`.
     assert_eq!(echoed, "echo: through MCP");
 
@@ -150,13 +146,7 @@ command = "/nonexistent/ossa-test-no-such-server"
 #[tokio::test]
 async fn nothing_chosen_and_nothing_configured_gives_no_tools() {
     let dir = tempfile::tempdir().unwrap();
-    let toolset = build_tools(
-        &config("", dir.path()),
-        &ToolChoice::default(),
-        Progress::Quiet,
-    )
-    .await
-    .unwrap();
+    let toolset = build(&config("", dir.path()), false, false).await;
     assert!(toolset.tools.is_empty());
     assert!(toolset.functions.is_empty());
     assert!(toolset.warnings.is_empty());
@@ -192,15 +182,8 @@ async fn the_python_tool_gets_the_files_limits_and_folder() {
         "[python]\ntimeout_s = 2\nmemory_mb = 128\nmount = \"shared\"\n",
         dir.path(),
     );
-    let choice = ToolChoice {
-        browser: false,
-        python: true,
-    };
-    let toolset = build_tools(&config, &choice, Progress::Quiet)
-        .await
-        .unwrap();
-    let names: Vec<&str> = toolset.tools.iter().map(|t| t.name()).collect();
-    assert_eq!(names, ["python"]);
+    let toolset = build(&config, false, true).await;
+    assert_eq!(names(&toolset), ["python"]);
     let python = find(&toolset.tools, "python");
     let mut session = python.open_session();
     let mut run = async |code: &str| {
