@@ -29,6 +29,11 @@ fn ossa_tool_ok(config_home: &Path, args: &[&str], stdin: Option<&str>) -> Outpu
     out
 }
 
+/// What a file the tool wrote holds.
+fn file_text(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 fn stdout(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).expect("UTF-8 stdout")
 }
@@ -80,10 +85,7 @@ fn python_files_are_listed_and_kept_in_the_mount() {
     assert_eq!(stdout(&out), "ok\n");
     let err = stderr(&out);
     assert!(err.contains("/mnt/data/result.txt (5 bytes)"), "{err}");
-    assert_eq!(
-        std::fs::read_to_string(data.path().join("result.txt")).unwrap(),
-        "hello"
-    );
+    assert_eq!(file_text(&data.path().join("result.txt")), "hello");
 }
 
 #[test]
@@ -260,7 +262,7 @@ fn apply_patch_edits_the_workspace() {
     );
     assert_eq!(stdout(&out), "Done!\nA notes/hello.txt");
     assert_eq!(
-        std::fs::read_to_string(workspace.path().join("notes/hello.txt")).unwrap(),
+        file_text(&workspace.path().join("notes/hello.txt")),
         "hello\nworld\n"
     );
 }

@@ -191,12 +191,10 @@ fn llama_server_stub_gives_every_scenario_with_the_servers_figures() {
 
     // The figures are the server's: its prompt time, its decode time, its cache.
     for (scenario, transcript) in scenarios().iter().zip(&transcripts) {
+        let model_name = model_of(transcript);
         assert!(
-            transcript["model"]
-                .as_str()
-                .is_some_and(|m| m.contains(MODEL) && m.contains("llama-server")),
-            "{}",
-            transcript["model"]
+            model_name.contains(MODEL) && model_name.contains("llama-server"),
+            "{model_name}"
         );
         let generations = transcript["timings"]["generations"]
             .as_array()
@@ -364,13 +362,8 @@ fn the_generic_dialect_reads_special_tokens_from_the_text() {
         }
     });
     for transcript in &transcripts {
-        assert!(
-            transcript["model"]
-                .as_str()
-                .is_some_and(|m| m.ends_with("(generic)")),
-            "{}",
-            transcript["model"]
-        );
+        let model_name = model_of(transcript);
+        assert!(model_name.ends_with("(generic)"), "{model_name}");
         // llama.cpp's timings are read here too; the count is the server's.
         for g in transcript["timings"]["generations"]
             .as_array()
@@ -512,6 +505,13 @@ fn check_chat(base: &str, scenario: &Value) -> Result<(), String> {
         return Err(format!("{name} (stream): HTTP {status}: {content:?}"));
     }
     Ok(())
+}
+
+/// The model a transcript names.
+fn model_of(transcript: &Value) -> &str {
+    transcript["model"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a transcript without its model: {transcript}"))
 }
 
 /// `ossa serve` over the llama-server at `url` (`--backend openai-completions`), with the
@@ -660,13 +660,8 @@ fn real_llama_server_gives_every_scenario_through_ossa_run() {
     let server = RealServer::start(&binary, &gguf, &[]);
     let transcripts = run_scenarios(&server.base, &[], |_| {});
     for transcript in &transcripts {
-        assert!(
-            transcript["model"]
-                .as_str()
-                .is_some_and(|m| m.ends_with("(llama-server)")),
-            "{}",
-            transcript["model"]
-        );
+        let model_name = model_of(transcript);
+        assert!(model_name.ends_with("(llama-server)"), "{model_name}");
         let generations = transcript["timings"]["generations"]
             .as_array()
             .expect("generations");

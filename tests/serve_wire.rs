@@ -67,6 +67,22 @@ impl Collected {
         }
     }
 
+    /// POSTs `request` to `url` (a Responses or Chat Completions endpoint): a stream is collected
+    /// whole; a whole body comes back, parsed, for the case's own checks (the caller collects it
+    /// after them).
+    fn exchange(&mut self, url: &str, name: &str, request: &Value) -> Option<Value> {
+        let body = post(url, request);
+        if request["stream"] != json!(true) {
+            return Some(serde_json::from_str(&body).expect("JSON"));
+        }
+        if url.ends_with("/responses") {
+            self.add_response_stream(name, &body);
+        } else {
+            self.add_chunks(Kind::ChatChunk, name, &body);
+        }
+        None
+    }
+
     /// A Chat Completions or Completions stream: its chunks, `[DONE]` last.
     fn add_chunks(&mut self, kind: Kind, name: &str, body: &str) {
         let chunks = support::serve::sse_data(body);
@@ -134,15 +150,12 @@ fn scripted_requests(collected: &mut Collected) {
     for stream in [false, true] {
         let name = format!("responses tools (stream: {stream})");
         script_tools(&model);
-        let body = post(
+        if let Some(response) = collected.exchange(
             &format!("{base}/responses"),
+            &name,
             &json!({"model": MODEL, "input": user, "tools": response_tools, "stream": stream,
                     "metadata": {"case": "tools"}}),
-        );
-        if stream {
-            collected.add_response_stream(&name, &body);
-        } else {
-            let response: Value = serde_json::from_str(&body).expect("JSON");
+        ) {
             let kinds: Vec<&str> = response["output"]
                 .as_array()
                 .expect("output")
@@ -164,15 +177,12 @@ fn scripted_requests(collected: &mut Collected) {
 
         let name = format!("responses browsing (stream: {stream})");
         script_browsing(&model);
-        let body = post(
+        if let Some(response) = collected.exchange(
             &format!("{base}/responses"),
+            &name,
             &json!({"model": MODEL, "input": "How tall is the Ossa lighthouse?",
                     "tools": [{"type": "web_search"}], "stream": stream}),
-        );
-        if stream {
-            collected.add_response_stream(&name, &body);
-        } else {
-            let response: Value = serde_json::from_str(&body).expect("JSON");
+        ) {
             let answer = response["output"].as_array().and_then(|o| o.last());
             let text = &answer.expect("output")["content"][0];
             assert_eq!(
@@ -202,15 +212,12 @@ fn scripted_requests(collected: &mut Collected) {
 
         let name = format!("chat tools (stream: {stream})");
         script_tools(&model);
-        let body = post(
+        if let Some(completion) = collected.exchange(
             &format!("{base}/chat/completions"),
+            &name,
             &json!({"model": MODEL, "messages": [{"role": "user", "content": user}],
                     "tools": chat_tools, "stream": stream}),
-        );
-        if stream {
-            collected.add_chunks(Kind::ChatChunk, &name, &body);
-        } else {
-            let completion: Value = serde_json::from_str(&body).expect("JSON");
+        ) {
             let message = &completion["choices"][0]["message"];
             assert_eq!(
                 message["tool_calls"][0]["function"]["name"], "get_weather",
@@ -225,15 +232,12 @@ fn scripted_requests(collected: &mut Collected) {
 
         let name = format!("chat browsing (stream: {stream})");
         script_browsing(&model);
-        let body = post(
+        if let Some(completion) = collected.exchange(
             &format!("{base}/chat/completions"),
+            &name,
             &json!({"model": MODEL, "stream": stream, "stream_options": stream.then(|| json!({"include_usage": true})),
                     "messages": [{"role": "user", "content": "How tall is the Ossa lighthouse?"}]}),
-        );
-        if stream {
-            collected.add_chunks(Kind::ChatChunk, &name, &body);
-        } else {
-            let completion: Value = serde_json::from_str(&body).expect("JSON");
+        ) {
             let message = &completion["choices"][0]["message"];
             assert_eq!(
                 message["annotations"][0]["url_citation"]["url"], page_url,
