@@ -108,8 +108,9 @@ fn a_python_timeout_is_reported_to_the_model_not_as_a_failure() {
     );
 }
 
-/// Serves `pages` (path, HTML) over HTTP/1.1 on loopback until the test process ends.
-fn serve(pages: Vec<(String, String)>) -> String {
+/// An HTTP/1.1 server on loopback until the test process ends: `answer` gets each request's
+/// line (`GET /path HTTP/1.1`) and gives the status and the HTML to send. Returns its root URL.
+fn serve_http(answer: impl Fn(&str) -> (&'static str, String) + Send + 'static) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
     let address = listener.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -129,11 +130,7 @@ fn serve(pages: Vec<(String, String)>) -> String {
                     Ok(_) => {}
                 }
             }
-            let path = request_line.split_whitespace().nth(1).unwrap_or("");
-            let (status, body) = match pages.iter().find(|(p, _)| p == path) {
-                Some((_, html)) => ("200 OK", html.clone()),
-                None => ("404 Not Found", "no such page".to_string()),
-            };
+            let (status, body) = answer(request_line.trim_end());
             let response = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\n\
                  Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -143,6 +140,17 @@ fn serve(pages: Vec<(String, String)>) -> String {
         }
     });
     format!("http://{address}")
+}
+
+/// Serves `pages` (path, HTML) over HTTP/1.1 on loopback until the test process ends.
+fn serve(pages: Vec<(String, String)>) -> String {
+    serve_http(move |request_line| {
+        let path = request_line.split_whitespace().nth(1).unwrap_or("");
+        match pages.iter().find(|(p, _)| p == path) {
+            Some((_, html)) => ("200 OK", html.clone()),
+            None => ("404 Not Found", "no such page".to_string()),
+        }
+    })
 }
 
 fn fixture(name: &str) -> serde_json::Value {
@@ -305,40 +313,14 @@ fn mcp_tools_from_the_config_file() {
 /// A proxy on loopback that answers every request with its own page and records the request
 /// lines it was sent.
 fn recording_proxy() -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
-    let address = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let recorded = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().expect("socket"));
-            let mut request_line = String::new();
-            if reader.read_line(&mut request_line).is_err() {
-                continue;
-            }
-            recorded
-                .lock()
-                .unwrap()
-                .push(request_line.trim_end().to_string());
-            loop {
-                let mut line = String::new();
-                match reader.read_line(&mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) if line == "\r\n" || line == "\n" => break,
-                    Ok(_) => {}
-                }
-            }
-            let body = "<title>Proxy</title><p>served by the proxy</p>";
-            let response = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\
-                 Connection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes());
-        }
+    let url = serve_http(move |request_line| {
+        recorded.lock().unwrap().push(request_line.to_string());
+        let body = "<title>Proxy</title><p>served by the proxy</p>";
+        ("200 OK", body.to_string())
     });
-    (format!("http://{address}"), seen)
+    (url, seen)
 }
 
 /// The proxy variables of the environment never carry page fetches (they would skip the

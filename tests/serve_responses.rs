@@ -155,13 +155,12 @@ fn stored_responses_persist_continue_and_delete() {
         return;
     }
     let store = tempfile::tempdir().expect("temp");
-    let store_arg = store.path().to_str().expect("utf-8").to_string();
     let hello = scenarios()
         .into_iter()
         .find(|s| s["name"] == "hello")
         .expect("hello scenario");
     let first = {
-        let server = Server::start(&["--store-dir", &store_arg]);
+        let server = Server::start_with_store(store.path(), &[]);
         let (status, text) = curl_post(
             &format!("{}/responses", server.base),
             &json!({"input": hello["user"], "temperature": 0}),
@@ -185,7 +184,7 @@ fn stored_responses_persist_continue_and_delete() {
         response
     };
     // A new server process finds it on disk.
-    let server = Server::start(&["--store-dir", &store_arg]);
+    let server = Server::start_with_store(store.path(), &[]);
     let id = first["id"].as_str().expect("id");
     let (status, text) = curl_get(&format!("{}/responses/{id}", server.base));
     assert_eq!(status, 200, "{text}");

@@ -816,17 +816,6 @@ fn every_error_is_in_openai_shape() {
 // ---------------------------------------------------------------------------------------------
 // The response store, on the real server
 
-fn store_args(dir: &std::path::Path) -> Vec<String> {
-    vec!["--store-dir".into(), dir.to_str().expect("utf-8").into()]
-}
-
-fn start_with_store(dir: &std::path::Path, extra: &[&str]) -> Server {
-    let mut args: Vec<String> = store_args(dir);
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Server::start(&args)
-}
-
 fn create_response(server: &Server, body: Value) -> Value {
     let (status, text) = curl_post(&format!("{}/responses", server.base), &body);
     assert_eq!(status, 200, "{text}");
@@ -851,7 +840,7 @@ fn the_store_is_private_durable_and_ages_out() {
     let root = tempfile::tempdir().expect("temp");
     let dir = root.path().join("fresh/store");
     let first = {
-        let server = start_with_store(&dir, &["--store-ttl", "1s"]);
+        let server = Server::start_with_store(&dir, &["--store-ttl", "1s"]);
         let response = create_response(
             &server,
             json!({"input": "Say hello in one word.", "temperature": 0}),
@@ -868,7 +857,7 @@ fn the_store_is_private_durable_and_ages_out() {
         response
         // Killed (SIGKILL) here: what was answered is on disk.
     };
-    let server = start_with_store(&dir, &[]);
+    let server = Server::start_with_store(&dir, &[]);
     let id = first["id"].as_str().expect("id");
     let (status, text) = curl_get(&format!("{}/responses/{id}", server.base));
     assert_eq!(status, 200, "{text}");
@@ -876,7 +865,7 @@ fn the_store_is_private_durable_and_ages_out() {
     drop(server);
 
     // Unused for longer than its age limit, it goes when the next one is stored.
-    let server = start_with_store(&dir, &["--store-ttl", "1s"]);
+    let server = Server::start_with_store(&dir, &["--store-ttl", "1s"]);
     std::thread::sleep(Duration::from_millis(1500));
     create_response(
         &server,
@@ -894,7 +883,7 @@ fn a_damaged_store_gives_clear_errors_without_paths() {
     }
     let dir = tempfile::tempdir().expect("temp");
     let path = dir.path().to_str().expect("utf-8").to_string();
-    let server = start_with_store(dir.path(), &[]);
+    let server = Server::start_with_store(dir.path(), &[]);
     let hello = json!({"input": "Say hello in one word.", "temperature": 0});
     let damaged = create_response(&server, hello.clone());
     let id = damaged["id"].as_str().expect("id").to_string();
@@ -943,8 +932,7 @@ fn a_damaged_store_gives_clear_errors_without_paths() {
     let fixture = support::fixture_dir();
     let mut args = vec!["--model", fixture.to_str().expect("utf-8")];
     args.extend(support::ENGINE_FLAGS);
-    let store = store_args(broken.path());
-    args.extend(store.iter().map(String::as_str));
+    args.extend(["--store-dir", broken.path().to_str().expect("utf-8")]);
     let early = Server::refused(&args);
     assert!(
         early.contains("responses.sqlite3") && early.contains("--no-store"),
@@ -974,7 +962,7 @@ fn an_old_json_store_is_moved_in_once() {
     std::fs::write(&bad, "{not json").expect("write");
     let partial = dir.path().join(".resp_gone.json.partial");
     std::fs::write(&partial, "{").expect("write");
-    let server = start_with_store(dir.path(), &[]);
+    let server = Server::start_with_store(dir.path(), &[]);
     let said: Vec<String> = server
         .log()
         .into_iter()
@@ -1001,7 +989,7 @@ fn an_old_json_store_is_moved_in_once() {
     assert_eq!(next["previous_response_id"], "resp_old");
     drop(server);
     // Once: the next start has nothing to say.
-    let server = start_with_store(dir.path(), &[]);
+    let server = Server::start_with_store(dir.path(), &[]);
     assert!(!server.log().iter().any(|l| l.contains("older ossa")));
 }
 

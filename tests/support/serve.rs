@@ -49,11 +49,16 @@ impl Server {
     /// [`Server::start`] with a response store of its own (`--store-dir` in a temporary folder).
     pub fn start_storing(extra: &[&str]) -> Server {
         let store = tempfile::tempdir().expect("temp store");
-        let mut args = vec!["--store-dir", store.path().to_str().expect("utf-8")];
-        args.extend(extra);
-        let mut server = Self::start(&args);
+        let mut server = Self::start_with_store(store.path(), extra);
         server.store = Some(store);
         server
+    }
+
+    /// [`Server::start`] with its response store in `store` (`--store-dir`).
+    pub fn start_with_store(store: &Path, extra: &[&str]) -> Server {
+        let mut args = vec!["--store-dir", store.to_str().expect("utf-8")];
+        args.extend(extra);
+        Self::start(&args)
     }
 
     /// [`Server::start`] for a test that talks to it with curl: `None` (the test is skipped)
