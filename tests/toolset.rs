@@ -2,7 +2,6 @@
 //! MCP servers (a real one over stdio, and one that cannot start), and the Python sandbox with
 //! the file's limits and folder, each used through the interface the agent calls.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use ossa::config::Config;
@@ -10,10 +9,13 @@ use ossa::sandbox::Progress;
 use ossa::tools::{Tool, ToolCall};
 use ossa::toolset::{ToolChoice, Toolset, ToolsetError, build_tools};
 
-fn config(text: &str, dir: &Path) -> Config {
+/// The config file `text`, in a temporary folder of its own (removed when dropped).
+fn config(text: &str) -> (tempfile::TempDir, Config) {
+    let dir = tempfile::tempdir().unwrap();
     let home = |_: &str| None;
-    Config::from_toml(text, &dir.join("config.toml"), &home)
-        .unwrap_or_else(|e| panic!("{e}\n{text}"))
+    let config = Config::from_toml(text, &dir.path().join("config.toml"), &home)
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    (dir, config)
 }
 
 /// The tool set `config` gives with the browser and python chosen or not.
@@ -65,12 +67,9 @@ fn find<'a>(tools: &'a [Arc<dyn Tool>], name: &str) -> &'a Arc<dyn Tool> {
 
 #[tokio::test]
 async fn browser_apply_patch_and_mcp_tools_are_built_from_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("work")).unwrap();
     let echo_server = ossa_test_support::workspace_root().join("tools/tests/mcp_echo_server.py");
-    let config = config(
-        &format!(
-            r#"
+    let (dir, config) = config(&format!(
+        r#"
 [tools]
 apply_patch_workspace = "work"
 
@@ -86,10 +85,9 @@ args = ["{}", "--name", "echo"]
 name = "broken"
 command = "/nonexistent/ossa-test-no-such-server"
 "#,
-            echo_server.display()
-        ),
-        dir.path(),
-    );
+        echo_server.display()
+    ));
+    std::fs::create_dir(dir.path().join("work")).unwrap();
     let toolset = build(&config, true, false).await;
     assert_eq!(names(&toolset), ["browser", "functions"]);
     let functions = toolset.functions.names();
@@ -145,8 +143,8 @@ command = "/nonexistent/ossa-test-no-such-server"
 
 #[tokio::test]
 async fn nothing_chosen_and_nothing_configured_gives_no_tools() {
-    let dir = tempfile::tempdir().unwrap();
-    let toolset = build(&config("", dir.path()), false, false).await;
+    let (_dir, config) = config("");
+    let toolset = build(&config, false, false).await;
     assert!(toolset.tools.is_empty());
     assert!(toolset.functions.is_empty());
     assert!(toolset.warnings.is_empty());
@@ -154,11 +152,7 @@ async fn nothing_chosen_and_nothing_configured_gives_no_tools() {
 
 #[tokio::test]
 async fn a_missing_apply_patch_workspace_is_an_error_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(
-        "[tools]\napply_patch_workspace = \"not-there\"\n",
-        dir.path(),
-    );
+    let (dir, config) = config("[tools]\napply_patch_workspace = \"not-there\"\n");
     let error = build_tools(&config, &ToolChoice::default(), Progress::Quiet)
         .await
         .unwrap_err();
@@ -177,11 +171,7 @@ async fn a_missing_apply_patch_workspace_is_an_error_naming_it() {
 /// Uses the real sandbox (its runtime is fetched with pip on a machine's first run).
 #[tokio::test]
 async fn the_python_tool_gets_the_files_limits_and_folder() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(
-        "[python]\ntimeout_s = 2\nmemory_mb = 128\nmount = \"shared\"\n",
-        dir.path(),
-    );
+    let (dir, config) = config("[python]\ntimeout_s = 2\nmemory_mb = 128\nmount = \"shared\"\n");
     let toolset = build(&config, false, true).await;
     assert_eq!(names(&toolset), ["python"]);
     let python = find(&toolset.tools, "python");
