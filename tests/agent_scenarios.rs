@@ -103,12 +103,7 @@ async fn run_scenario(agent: &Arc<Agent>, scenario: &Value) -> Result<(), String
         .map_err(|e| e.to_string())?;
     let expected_prompt: Vec<u32> = serde_json::from_value(scenario["prompt_tokens"].clone())
         .map_err(|e| format!("prompt_tokens: {e}"))?;
-    if prompt != expected_prompt {
-        let at = prompt
-            .iter()
-            .zip(&expected_prompt)
-            .position(|(a, b)| a != b)
-            .unwrap_or(prompt.len().min(expected_prompt.len()));
+    if let Some(at) = ossa_test_support::first_difference(&prompt, &expected_prompt) {
         return Err(format!("{name}: first prompt differs at token {at}"));
     }
 

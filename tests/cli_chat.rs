@@ -13,10 +13,10 @@ mod terminal;
 use std::path::Path;
 use std::process::Output;
 
-use ossa::agent::harmony::{Content, Conversation, Message, ReasoningEffort, Role};
-use ossa_test_support::run_piped;
+use ossa::agent::harmony::{Content, Conversation, ReasoningEffort, Role};
+use ossa_test_support::{run_piped, stdout_of_success};
 use serde_json::Value;
-use support::scripted::{MODEL, ScriptedServer};
+use support::scripted::{MODEL, ScriptedServer, analysis, call};
 use support::{SCENARIO_FLAGS, fixture_dir};
 use terminal::{Terminal, ossa, strip_escapes};
 
@@ -151,17 +151,14 @@ fn chat_in_a_terminal() {
     term.enter(&format!("/save {}", medium.display()));
     term.expect("Saved 6 messages");
     assert_eq!(effort_of(&load(&medium).1), Some(ReasoningEffort::Medium));
-    term.enter("/effort low");
-    term.expect("Reasoning effort: low");
-    term.enter("/effort extreme");
-    term.expect("low, medium or high");
+    term.converse(&[
+        ("/effort low", "Reasoning effort: low"),
+        ("/effort extreme", "low, medium or high"),
+    ]);
 
     // /reset: the model sees a fresh conversation and answers the greeting it was trained on
     // (after the sum-of-squares exchange it would not).
-    term.enter("/reset");
-    term.expect("New conversation.");
-    term.enter(HELLO);
-    term.expect("Simple greeting.");
+    term.converse(&[("/reset", "New conversation."), (HELLO, "Simple greeting.")]);
     term.expect("Hello!");
     let status = term.expect(" prompt tokens cached");
     let (reused, _) = cache_figures(&status);
@@ -185,10 +182,13 @@ fn chat_in_a_terminal() {
     let run_output = home.path().join("run.json");
     let wrapped = serde_json::json!({"answer": SUMSQ_ANSWER, "conversation": load(&saved).0});
     std::fs::write(&run_output, wrapped.to_string()).unwrap();
-    term.enter(&format!("/load {}", run_output.display()));
-    term.expect("Loaded 6 messages");
-    term.enter("/load /no/such/file.json");
-    term.expect("cannot read /no/such/file.json");
+    term.converse(&[
+        (
+            &format!("/load {}", run_output.display()),
+            "Loaded 6 messages",
+        ),
+        ("/load /no/such/file.json", "cannot read /no/such/file.json"),
+    ]);
     term.expect(">>> ");
 
     // Ctrl-C at the prompt clears the line: what was typed is not sent.
@@ -202,10 +202,7 @@ fn chat_in_a_terminal() {
     // Ctrl-C during a turn cancels the turn, not the program. The tiny model generates in
     // milliseconds, so the key goes in once the python call is on screen: it lands during the
     // call (a fresh interpreter starts after /reset) or, on a fast machine, after the turn.
-    term.enter("/reset");
-    term.expect("New conversation.");
-    term.enter(SUMSQ);
-    term.expect(SUMSQ_CALL);
+    term.converse(&[("/reset", "New conversation."), (SUMSQ, SUMSQ_CALL)]);
     term.send("\x03");
     // After the notice nothing of the turn streams; either it was cancelled or it had ended.
     let (which, _) = term.expect_any(&[
@@ -249,10 +246,7 @@ fn chat_in_a_terminal() {
     };
     eprintln!("Ctrl-C during the turn: {phase}");
     // Still alive and answering.
-    term.enter("/reset");
-    term.expect("New conversation.");
-    term.enter(HELLO);
-    term.expect("Hello!");
+    term.converse(&[("/reset", "New conversation."), (HELLO, "Hello!")]);
     term.expect(">>> ");
 
     // Ctrl-C at an empty prompt explains how to quit; /exit quits cleanly.
@@ -299,12 +293,7 @@ fn multi_line_input_continues_after_a_backslash() {
 fn piped_chat_prints_plain_text() {
     let home = tempfile::tempdir().unwrap();
     let out = chat_piped(home.path(), &[], &format!("{HELLO}\n"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = stdout_of_success("ossa chat", &out);
     assert!(stdout.contains("Simple greeting.\nHello!\n"), "{stdout}");
     assert!(
         !stdout.contains('\x1b'),
@@ -322,12 +311,7 @@ fn set_and_show_change_and_report_the_conversation() {
         saved.display()
     );
     let out = chat_piped(home.path(), &["--no-python"], &input);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = stdout_of_success("ossa chat", &out);
     // The banner and /show name the resident memory; piped input is echoed after the prompt.
     assert!(
         stdout.lines().next().unwrap().contains(" resident"),
@@ -399,12 +383,7 @@ fn a_turn_past_the_context_bound_is_stopped_with_the_fix() {
         &["--no-python", "--context", "40"],
         &format!("{HELLO}\n"),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = stdout_of_success("ossa chat", &out);
     assert!(
         stdout.contains("[stopped: the conversation needs "),
         "{stdout}"
@@ -438,12 +417,7 @@ fn a_prompt_without_a_command_runs_one_turn() {
     args.extend(SCENARIO_FLAGS);
     args.extend(["Say", "hello", "in", "one", "word."]);
     let out = run_piped(&mut ossa(home.path(), &args), "");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = stdout_of_success("ossa chat", &out);
     assert_eq!(stdout.trim_end(), "Hello!");
 
     // A mistyped command is an error, not a prompt; chat's flags before one are explained.
@@ -476,12 +450,7 @@ fn chat_is_the_default_command() {
         ossa(home.path(), &[]).env("OSSA_DATA_DIR", &data),
         "/tools\n/exit\n",
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = stdout_of_success("ossa chat", &out);
     assert!(stdout.contains("model gpt-oss-tiny-agent"), "{stdout}");
     assert!(stdout.contains("tools: none"), "{stdout}");
     assert!(stdout.contains("No tools."), "{stdout}");
@@ -605,27 +574,14 @@ fn escape_sequences_never_reach_the_terminal() {
         "hostile.html",
         "<title>Hostile\x1b[2J page</title><p>clip\x1b]52;c;cm0gLXJmIH4=\x07 board\u{9b}2J text</p>",
     );
-    let analysis =
-        |text: &str| Message::from_role_and_content(Role::Assistant, text).with_channel("analysis");
     model.script(&[
         analysis("Reading\x1b[2J the\u{9b}H page."),
-        Message::from_role_and_content(Role::Assistant, format!("{{\"id\": \"{page}\"}}"))
-            .with_channel("commentary")
-            .with_recipient("browser.open")
-            .with_content_type("<|constrain|>json"),
+        call("browser.open", format!("{{\"id\": \"{page}\"}}")),
     ]);
-    model.script(&[Message::from_role_and_content(
-        Role::Assistant,
+    model.script_python_then_answer(
         "print('py\\x1b]52;c;aGk=\\x07thon\\x9b2J')",
-    )
-    .with_channel("analysis")
-    .with_recipient("python")
-    .with_content_type("code")]);
-    model.script(&[Message::from_role_and_content(
-        Role::Assistant,
         "The answer\x1b]52;c;aGk=\x07 is\x1b[2J forty\u{9b}2J two\x1b]8;;http://evil.example\x1b\\.",
-    )
-    .with_channel("final")]);
+    );
 
     let home = tempfile::tempdir().unwrap();
     let config = home.path().join("config/ossa");

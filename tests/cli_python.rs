@@ -37,20 +37,15 @@ fn python_repl_in_a_terminal() {
     term.expect(">>> ");
 
     // A block goes on until an empty line; brackets until they close.
-    term.enter("x = 41");
-    term.expect(">>> ");
-    term.enter("for i in range(2):");
-    term.expect("... ");
-    term.enter("    print('row', i)");
-    term.expect("... ");
-    term.enter("");
-    term.expect("row 0\nrow 1\n");
-    term.enter("total = (x +");
-    term.expect("... ");
-    term.enter("    1)");
-    term.expect(">>> ");
-    term.enter("total");
-    term.expect("42\n");
+    term.converse(&[
+        ("x = 41", ">>> "),
+        ("for i in range(2):", "... "),
+        ("    print('row', i)", "... "),
+        ("", "row 0\nrow 1\n"),
+        ("total = (x +", "... "),
+        ("    1)", ">>> "),
+        ("total", "42\n"),
+    ]);
 
     // Up recalls the last entry: Enter runs it again.
     term.expect(">>> ");
@@ -70,14 +65,12 @@ fn python_repl_in_a_terminal() {
     // Ctrl-C in a running loop raises KeyboardInterrupt there: a traceback, and the session
     // keeps what came before and what the loop did until then.
     term.expect(">>> ");
-    term.enter("count = 0");
-    term.expect(">>> ");
-    term.enter("while True:");
-    term.expect("... ");
-    term.enter("    count += 1");
-    term.expect("... ");
-    term.enter("    if count == 1000: open('loop', 'w').write('x')");
-    term.expect("... ");
+    term.converse(&[
+        ("count = 0", ">>> "),
+        ("while True:", "... "),
+        ("    count += 1", "... "),
+        ("    if count == 1000: open('loop', 'w').write('x')", "... "),
+    ]);
     term.enter("");
     interrupt_at_marker(&mut term, mount.path(), "loop");
     term.expect("Traceback");
@@ -88,16 +81,13 @@ fn python_repl_in_a_terminal() {
     assert!(value.contains("(82, True)"), "{value}");
 
     // Code that catches it goes on.
-    term.enter("try:");
-    term.expect("... ");
-    term.enter("    open('caught', 'w').write('x')");
-    term.expect("... ");
-    term.enter("    while True: pass");
-    term.expect("... ");
-    term.enter("except KeyboardInterrupt:");
-    term.expect("... ");
-    term.enter("    print('caught it')");
-    term.expect("... ");
+    term.converse(&[
+        ("try:", "... "),
+        ("    open('caught', 'w').write('x')", "... "),
+        ("    while True: pass", "... "),
+        ("except KeyboardInterrupt:", "... "),
+        ("    print('caught it')", "... "),
+    ]);
     term.enter("");
     interrupt_at_marker(&mut term, mount.path(), "caught");
     let shown = term.expect(">>> ");

@@ -9,7 +9,6 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use ossa::agent::harmony::{Message, Role};
 use serde_json::{Value, json};
 use support::scripted::{MODEL, ScriptedServer};
 use support::{ENGINE_FLAGS, SCENARIO_FLAGS, check_all, final_text, fixture_dir, scenarios};
@@ -331,16 +330,7 @@ fn escape_sequences_are_not_printed() {
     let model = ScriptedServer::start();
     let answer = "Forty\x1b]52;c;aGk=\x07 two\x1b[2J\u{9b}2J.";
     let script = |model: &ScriptedServer| {
-        model.script(&[Message::from_role_and_content(
-            Role::Assistant,
-            "print('out\\x1b[2J\\x9b2Jput')",
-        )
-        .with_channel("analysis")
-        .with_recipient("python")
-        .with_content_type("code")]);
-        model.script(&[
-            Message::from_role_and_content(Role::Assistant, answer).with_channel("final")
-        ]);
+        model.script_python_then_answer("print('out\\x1b[2J\\x9b2Jput')", answer);
     };
     let url = format!("{}/v1", model.root);
     let run = |extra: &[&str]| {

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
 const WARN: &str =
@@ -18,17 +18,20 @@ fn ossa_tool(config_home: &Path, args: &[&str], stdin: Option<&str>) -> Output {
         .args(args)
         .env("XDG_CONFIG_HOME", config_home)
         .env_remove("OSSA_CONFIG")
-        .env_remove("OSSA_SEARCH_BACKEND")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().expect("the ossa binary starts");
-    let mut input = child.stdin.take().expect("stdin");
-    input
-        .write_all(stdin.unwrap_or("").as_bytes())
-        .expect("stdin written");
-    drop(input);
-    child.wait_with_output().expect("ossa ran")
+        .env_remove("OSSA_SEARCH_BACKEND");
+    ossa_test_support::run_piped(&mut command, stdin.unwrap_or(""))
+}
+
+/// [`ossa_tool`], which must succeed.
+fn ossa_tool_ok(config_home: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let out = ossa_tool(config_home, args, stdin);
+    assert!(out.status.success(), "{}", stderr(&out));
+    out
+}
+
+/// What a file the tool wrote holds.
+fn file_text(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn stdout(out: &Output) -> String {
@@ -42,25 +45,22 @@ fn stderr(out: &Output) -> String {
 #[test]
 fn python_prints_what_the_model_reads() {
     let home = tempfile::tempdir().unwrap();
-    let out = ossa_tool(home.path(), &["python", "print(6*7)"], None);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ossa_tool_ok(home.path(), &["python", "print(6*7)"], None);
     assert_eq!(stdout(&out), "42\n");
 
     // The code from stdin; the final expression is echoed.
-    let out = ossa_tool(home.path(), &["python", "-"], Some("x = 3\nx"));
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ossa_tool_ok(home.path(), &["python", "-"], Some("x = 3\nx"));
     assert_eq!(stdout(&out), "3\n");
 }
 
 #[test]
 fn calls_in_one_invocation_share_the_interpreter() {
     let home = tempfile::tempdir().unwrap();
-    let out = ossa_tool(
+    let out = ossa_tool_ok(
         home.path(),
         &["python", "x = 41", "python", "print(x + 1)"],
         None,
     );
-    assert!(out.status.success(), "{}", stderr(&out));
     // Messages are separated by a newline when one lacks it; the last is printed as is.
     assert_eq!(stdout(&out), format!("{WARN}\n42\n"));
     let err = stderr(&out);
@@ -72,7 +72,7 @@ fn python_files_are_listed_and_kept_in_the_mount() {
     let home = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
     let mount = data.path().to_str().unwrap();
-    let out = ossa_tool(
+    let out = ossa_tool_ok(
         home.path(),
         &[
             "--mount",
@@ -82,20 +82,16 @@ fn python_files_are_listed_and_kept_in_the_mount() {
         ],
         None,
     );
-    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "ok\n");
     let err = stderr(&out);
     assert!(err.contains("/mnt/data/result.txt (5 bytes)"), "{err}");
-    assert_eq!(
-        std::fs::read_to_string(data.path().join("result.txt")).unwrap(),
-        "hello"
-    );
+    assert_eq!(file_text(&data.path().join("result.txt")), "hello");
 }
 
 #[test]
 fn a_python_timeout_is_reported_to_the_model_not_as_a_failure() {
     let home = tempfile::tempdir().unwrap();
-    let out = ossa_tool(
+    let out = ossa_tool_ok(
         home.path(),
         &[
             "--timeout",
@@ -105,7 +101,6 @@ fn a_python_timeout_is_reported_to_the_model_not_as_a_failure() {
         ],
         None,
     );
-    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         stdout(&out),
         "working\n[ERROR] Execution timed out after 1 s\n[NOTE] The Python interpreter was \
@@ -113,8 +108,9 @@ fn a_python_timeout_is_reported_to_the_model_not_as_a_failure() {
     );
 }
 
-/// Serves `pages` (path, HTML) over HTTP/1.1 on loopback until the test process ends.
-fn serve(pages: Vec<(String, String)>) -> String {
+/// An HTTP/1.1 server on loopback until the test process ends: `answer` gets each request's
+/// line (`GET /path HTTP/1.1`) and gives the status and the HTML to send. Returns its root URL.
+fn serve_http(answer: impl Fn(&str) -> (&'static str, String) + Send + 'static) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
     let address = listener.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -134,11 +130,7 @@ fn serve(pages: Vec<(String, String)>) -> String {
                     Ok(_) => {}
                 }
             }
-            let path = request_line.split_whitespace().nth(1).unwrap_or("");
-            let (status, body) = match pages.iter().find(|(p, _)| p == path) {
-                Some((_, html)) => ("200 OK", html.clone()),
-                None => ("404 Not Found", "no such page".to_string()),
-            };
+            let (status, body) = answer(request_line.trim_end());
             let response = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\n\
                  Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -148,6 +140,17 @@ fn serve(pages: Vec<(String, String)>) -> String {
         }
     });
     format!("http://{address}")
+}
+
+/// Serves `pages` (path, HTML) over HTTP/1.1 on loopback until the test process ends.
+fn serve(pages: Vec<(String, String)>) -> String {
+    serve_http(move |request_line| {
+        let path = request_line.split_whitespace().nth(1).unwrap_or("");
+        match pages.iter().find(|(p, _)| p == path) {
+            Some((_, html)) => ("200 OK", html.clone()),
+            None => ("404 Not Found", "no such page".to_string()),
+        }
+    })
 }
 
 fn fixture(name: &str) -> serde_json::Value {
@@ -188,7 +191,7 @@ fn browser_open_and_find_on_a_loopback_page() {
 
     let home = tempfile::tempdir().unwrap();
     let open = format!("{{\"id\": \"{url}\"}}");
-    let out = ossa_tool(
+    let out = ossa_tool_ok(
         home.path(),
         &[
             "--allow-private-addresses",
@@ -201,12 +204,10 @@ fn browser_open_and_find_on_a_loopback_page() {
         ],
         None,
     );
-    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), expected.join("\n"));
 
     // Loopback is refused without the flag: the model is told, the call itself ran.
-    let out = ossa_tool(home.path(), &["browser.open", &open], None);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ossa_tool_ok(home.path(), &["browser.open", &open], None);
     let text = stdout(&out);
     assert!(
         text.starts_with(&format!("Error fetching URL `{url}`: refusing to open")),
@@ -257,7 +258,7 @@ fn apply_patch_edits_the_workspace() {
     let home = tempfile::tempdir().unwrap();
     let workspace = tempfile::tempdir().unwrap();
     let patch = "*** Begin Patch\n*** Add File: notes/hello.txt\n+hello\n+world\n*** End Patch\n";
-    let out = ossa_tool(
+    let out = ossa_tool_ok(
         home.path(),
         &[
             "--workspace",
@@ -267,10 +268,9 @@ fn apply_patch_edits_the_workspace() {
         ],
         Some(patch),
     );
-    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "Done!\nA notes/hello.txt");
     assert_eq!(
-        std::fs::read_to_string(workspace.path().join("notes/hello.txt")).unwrap(),
+        file_text(&workspace.path().join("notes/hello.txt")),
         "hello\nworld\n"
     );
 }
@@ -290,12 +290,11 @@ fn mcp_tools_from_the_config_file() {
     )
     .unwrap();
     let config = config.to_str().unwrap();
-    let out = ossa_tool(
+    let out = ossa_tool_ok(
         home.path(),
         &["--config", config, "functions.echo", "{\"text\": \"hi\"}"],
         None,
     );
-    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "echo: hi");
 
     let out = ossa_tool(
@@ -314,40 +313,14 @@ fn mcp_tools_from_the_config_file() {
 /// A proxy on loopback that answers every request with its own page and records the request
 /// lines it was sent.
 fn recording_proxy() -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
-    let address = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let recorded = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().expect("socket"));
-            let mut request_line = String::new();
-            if reader.read_line(&mut request_line).is_err() {
-                continue;
-            }
-            recorded
-                .lock()
-                .unwrap()
-                .push(request_line.trim_end().to_string());
-            loop {
-                let mut line = String::new();
-                match reader.read_line(&mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) if line == "\r\n" || line == "\n" => break,
-                    Ok(_) => {}
-                }
-            }
-            let body = "<title>Proxy</title><p>served by the proxy</p>";
-            let response = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\
-                 Connection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes());
-        }
+    let url = serve_http(move |request_line| {
+        recorded.lock().unwrap().push(request_line.to_string());
+        let body = "<title>Proxy</title><p>served by the proxy</p>";
+        ("200 OK", body.to_string())
     });
-    (format!("http://{address}"), seen)
+    (url, seen)
 }
 
 /// The proxy variables of the environment never carry page fetches (they would skip the
@@ -397,12 +370,11 @@ fn the_environment_proxy_is_never_used_for_pages() {
         format!("[browser]\nproxy = \"{proxy}\"\n"),
     )
     .unwrap();
-    let out = ossa_tool(
+    let out = ossa_tool_ok(
         home.path(),
         &["--allow-private-addresses", "browser.open", &open],
         None,
     );
-    assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stdout(&out).contains("served by the proxy"),
         "{}",
@@ -410,8 +382,7 @@ fn the_environment_proxy_is_never_used_for_pages() {
     );
     assert_eq!(*seen.lock().unwrap(), [format!("GET {url} HTTP/1.1")]);
     // ...and the target is still checked before the proxy is asked.
-    let out = ossa_tool(home.path(), &["browser.open", &open], None);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ossa_tool_ok(home.path(), &["browser.open", &open], None);
     assert!(
         stdout(&out)
             .ends_with("refusing to open `127.0.0.1`: it is a local or private network address"),
@@ -433,12 +404,11 @@ fn control_characters_from_tools_never_reach_the_terminal() {
     )]);
     let home = tempfile::tempdir().unwrap();
     let open = format!("{{\"id\": \"{base}/hostile.html\"}}");
-    let out = ossa_tool(
+    let out = ossa_tool_ok(
         home.path(),
         &["--allow-private-addresses", "browser.open", &open],
         None,
     );
-    assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(clean(&text), "{text:?}");
     assert!(
@@ -448,8 +418,7 @@ fn control_characters_from_tools_never_reach_the_terminal() {
 
     let code = "print('a\\x1b]52;c;aGk=\\x07b\\x1b[2Jc\\x9b2Jd\\re')\n\
                 n = open('/mnt/data/x\\x1b[2J.txt', 'w').write('x')";
-    let out = ossa_tool(home.path(), &["python", code], None);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ossa_tool_ok(home.path(), &["python", code], None);
     assert_eq!(stdout(&out), "a]52;c;aGk=b[2Jc2Jde\n");
     let err = stderr(&out);
     assert!(clean(&err), "{err:?}");

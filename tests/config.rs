@@ -36,6 +36,13 @@ fn flags(argv: &[&str]) -> Result<ConfigArgs, clap::Error> {
     Cli::try_parse_from(std::iter::once("ossa").chain(argv.iter().copied())).map(|cli| cli.args)
 }
 
+/// `config.toml` holding `text`, in a temporary folder (removed when dropped).
+fn config_toml(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "config.toml", text);
+    (dir, path)
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     if let Some(parent) = path.parent() {
@@ -218,10 +225,7 @@ fn the_readme_configuration_examples_parse() {
 
 #[test]
 fn an_unknown_key_is_named_with_file_line_and_column() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write(
-        dir.path(),
-        "config.toml",
+    let (_dir, path) = config_toml(
         "model = \"openai/gpt-oss-20b\"\n\n[python]\ntimeout_s = 30\nmemroy_mb = 512\n",
     );
     let error = Config::load_with(Some(&path), &env_of(&[])).unwrap_err();
@@ -446,10 +450,7 @@ fn relative_and_home_paths_in_the_file_are_anchored() {
 
 #[test]
 fn flags_override_the_file_and_the_file_fills_in_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write(
-        dir.path(),
-        "config.toml",
+    let (dir, path) = config_toml(
         r#"
 model = "openai/gpt-oss-120b"
 dtype = "bf16"
@@ -685,8 +686,7 @@ fn bad_flag_values_are_refused_by_name() {
 
 #[test]
 fn a_search_backend_without_its_key_says_how_to_fix_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "config.toml", "[search]\nbackend = \"exa\"\n");
+    let (_dir, path) = config_toml("[search]\nbackend = \"exa\"\n");
     let config = path.to_str().unwrap();
 
     let error = flags(&["--config", config, "-b"])
@@ -768,10 +768,7 @@ fn a_search_backend_without_its_key_says_how_to_fix_it() {
 
 #[test]
 fn a_backend_chosen_by_flag_does_not_take_the_file_backends_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write(
-        dir.path(),
-        "config.toml",
+    let (_dir, path) = config_toml(
         "[tools]\nbrowser = true\n[search]\nbackend = \"exa\"\napi_key = \"exa-key\"\nbase_url = \"https://exa.proxy.test\"\n",
     );
     let config = path.to_str().unwrap();

@@ -7,11 +7,12 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use ossa::agent::harmony::{Message, Role};
+use ossa_test_support::stdout_of_success;
 use serde_json::{Value, json};
-use support::scripted::ScriptedServer;
+use support::or_skip;
+use support::scripted::{ScriptedServer, analysis, call, final_answer, python_call};
 use support::serve::python_with_openai;
 
 /// The example binary `name`, built by `cargo test` next to this test's own binary.
@@ -42,36 +43,16 @@ fn remote_args(model: &ScriptedServer) -> Vec<String> {
     model.backend_args().split_off(2)
 }
 
-fn succeeded(what: &str, output: Output) -> String {
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
-
-fn analysis(text: &str) -> Message {
-    Message::from_role_and_content(Role::Assistant, text).with_channel("analysis")
-}
-
-fn final_answer(text: &str) -> Message {
-    Message::from_role_and_content(Role::Assistant, text).with_channel("final")
-}
-
-fn call(recipient: &str, arguments: Value) -> Message {
-    Message::from_role_and_content(Role::Assistant, arguments.to_string())
-        .with_channel("commentary")
-        .with_recipient(recipient)
-        .with_content_type("<|constrain|>json")
-}
-
-fn python_call(code: &str) -> Message {
-    analysis(code)
-        .with_recipient("python")
-        .with_content_type("code")
+/// The example `name` run on the scripted `model` with `args` and `env`: what it printed (it
+/// must succeed).
+fn run_scripted(name: &str, model: &ScriptedServer, args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = example(name)
+        .args(remote_args(model))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("{name} does not run: {e}"));
+    stdout_of_success(name, &output)
 }
 
 #[test]
@@ -91,17 +72,18 @@ fn research_answers_with_its_sources() {
     model.script(&[call("browser.open", json!({"id": 0}))]);
     model.script(&[final_answer("It is 42 meters tall【1†L1-L2】.")]);
 
-    let output = example("research")
-        .args(remote_args(&model))
-        .args([
+    let stdout = run_scripted(
+        "research",
+        &model,
+        &[
             "--allow-private-addresses",
             "How tall is the Ossa lighthouse?",
-        ])
-        .env("OSSA_SEARCH_BACKEND", "searxng")
-        .env("SEARXNG_URL", &model.root)
-        .output()
-        .expect("research runs");
-    let stdout = succeeded("research", output);
+        ],
+        &[
+            ("OSSA_SEARCH_BACKEND", "searxng"),
+            ("SEARXNG_URL", &model.root),
+        ],
+    );
     let domain = page.split('/').nth(2).expect("a domain");
     assert!(
         stdout.contains(&format!("It is 42 meters tall ([{domain}]({page})) .")),
@@ -142,14 +124,16 @@ fn code_assistant_runs_python_and_patches_only_its_workspace() {
     model.script(&[call("functions.apply_patch", json!({"input": escape}))]);
     model.script(&[final_answer("data.csv has 3 lines; noted in notes.md.")]);
 
-    let output = example("code_assistant")
-        .args(remote_args(&model))
-        .arg("--workspace")
-        .arg(workspace.path())
-        .arg("How many lines has data.csv? Note it.")
-        .output()
-        .expect("code_assistant runs");
-    let stdout = succeeded("code_assistant", output);
+    let stdout = run_scripted(
+        "code_assistant",
+        &model,
+        &[
+            "--workspace",
+            workspace.path().to_str().expect("utf-8"),
+            "How many lines has data.csv? Note it.",
+        ],
+        &[],
+    );
     assert!(stdout.contains("data.csv has 3 lines"), "{stdout}");
     let prompts = model.prompt_texts();
     assert!(
@@ -186,7 +170,7 @@ fn code_assistant_runs_on_the_tiny_agent() {
         .arg("What is the sum of the squares of the integers from 1 to 22? Use python.")
         .output()
         .expect("code_assistant runs");
-    let stdout = succeeded("code_assistant on the tiny agent", output);
+    let stdout = stdout_of_success("code_assistant on the tiny agent", &output);
     assert_eq!(
         stdout.trim(),
         "The sum of the squares from 1 to 22 is 3795.",
@@ -214,14 +198,16 @@ fn custom_tools_check_arguments_and_search_only_the_notes() {
     model.script(&[call("browser.open", json!({"id": "notes:../secret.md"}))]);
     model.script(&[final_answer("Sencha at 70 degrees; Paris is clear.")]);
 
-    let output = example("custom_tools")
-        .args(remote_args(&model))
-        .arg("--notes")
-        .arg(notes.path())
-        .arg("Tea temperature and the weather in Paris?")
-        .output()
-        .expect("custom_tools runs");
-    let stdout = succeeded("custom_tools", output);
+    let stdout = run_scripted(
+        "custom_tools",
+        &model,
+        &[
+            "--notes",
+            notes.path().to_str().expect("utf-8"),
+            "Tea temperature and the weather in Paris?",
+        ],
+        &[],
+    );
     assert!(stdout.contains("Paris is clear"), "{stdout}");
     let prompts = model.prompt_texts();
     // Arguments that do not fit the Rust type's schema never reach the handler.
@@ -249,9 +235,7 @@ fn custom_tools_check_arguments_and_search_only_the_notes() {
 
 #[test]
 fn the_openai_client_example_talks_to_ossa_serve() {
-    let Some(python) = python_with_openai() else {
-        return;
-    };
+    let python = or_skip!(python_with_openai());
     let model = ScriptedServer::start();
     let server = model.serve(&["--python", "--temperature", "0"], None);
     model.script(&[final_answer("Hello")]);
@@ -266,7 +250,7 @@ fn the_openai_client_example_talks_to_ossa_serve() {
         .env_remove("OPENAI_API_KEY")
         .output()
         .expect("python runs");
-    let stdout = succeeded("openai_client.py", output);
+    let stdout = stdout_of_success("openai_client.py", &output);
     let lines: Vec<&str> = stdout.lines().collect();
     let models: Value = ureq::get(&format!("{}/models", server.base))
         .call()

@@ -191,12 +191,10 @@ fn llama_server_stub_gives_every_scenario_with_the_servers_figures() {
 
     // The figures are the server's: its prompt time, its decode time, its cache.
     for (scenario, transcript) in scenarios().iter().zip(&transcripts) {
+        let model_name = model_of(transcript);
         assert!(
-            transcript["model"]
-                .as_str()
-                .is_some_and(|m| m.contains(MODEL) && m.contains("llama-server")),
-            "{}",
-            transcript["model"]
+            model_name.contains(MODEL) && model_name.contains("llama-server"),
+            "{model_name}"
         );
         let generations = transcript["timings"]["generations"]
             .as_array()
@@ -364,13 +362,8 @@ fn the_generic_dialect_reads_special_tokens_from_the_text() {
         }
     });
     for transcript in &transcripts {
-        assert!(
-            transcript["model"]
-                .as_str()
-                .is_some_and(|m| m.ends_with("(generic)")),
-            "{}",
-            transcript["model"]
-        );
+        let model_name = model_of(transcript);
+        assert!(model_name.ends_with("(generic)"), "{model_name}");
         // llama.cpp's timings are read here too; the count is the server's.
         for g in transcript["timings"]["generations"]
             .as_array()
@@ -453,25 +446,18 @@ fn servers_that_cannot_be_driven_exactly_are_refused_at_start() {
         assert_eq!(stub.script.replies_left(), 1, "nothing generated: {stderr}");
     }
     // --remote-kind belongs to the remote backend.
-    let output = Command::new(env!("CARGO_BIN_EXE_ossa"))
-        .args(["run", "--remote-kind", "vllm", "hi"])
-        .output()
-        .expect("ossa run starts");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = support::ossa_refused(&["run", "--remote-kind", "vllm", "hi"]);
     assert!(stderr.contains("--backend openai-completions"), "{stderr}");
-    let output = Command::new(env!("CARGO_BIN_EXE_ossa"))
-        .args([
-            "run",
-            "--backend",
-            "openai-completions",
-            "--url",
-            "http://127.0.0.1:9/v1",
-        ])
-        .args(["--remote-kind", "tgi", "hi"])
-        .output()
-        .expect("ossa run starts");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = support::ossa_refused(&[
+        "run",
+        "--backend",
+        "openai-completions",
+        "--url",
+        "http://127.0.0.1:9/v1",
+        "--remote-kind",
+        "tgi",
+        "hi",
+    ]);
     assert!(stderr.contains("vllm, llama-server, generic"), "{stderr}");
 }
 
@@ -521,6 +507,21 @@ fn check_chat(base: &str, scenario: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// The model a transcript names.
+fn model_of(transcript: &Value) -> &str {
+    transcript["model"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a transcript without its model: {transcript}"))
+}
+
+/// `ossa serve` over the llama-server at `url` (`--backend openai-completions`), with the
+/// scenarios' flags.
+fn serve_over(url: &str) -> Server {
+    let mut args = vec!["--backend", "openai-completions", "--url", url];
+    args.extend(SCENARIO_FLAGS);
+    Server::start_with(&args, None)
+}
+
 /// `ossa serve --backend openai-completions` over llama-server: the server's clients get the
 /// scenarios' answers, python run on the ossa side.
 #[test]
@@ -529,14 +530,7 @@ fn ossa_serve_over_the_llama_server_stub_answers_every_scenario() {
         return;
     }
     let stub = LlamaStub::start(StubSetup::default());
-    let mut args = vec![
-        "--backend",
-        "openai-completions",
-        "--url",
-        stub.base.as_str(),
-    ];
-    args.extend(SCENARIO_FLAGS);
-    let server = Server::start_with(&args, None);
+    let server = serve_over(&stub.base);
     check_all(scenarios(), |scenario| {
         // Twice: non-streamed and streamed.
         for _ in 0..2 {
@@ -666,13 +660,8 @@ fn real_llama_server_gives_every_scenario_through_ossa_run() {
     let server = RealServer::start(&binary, &gguf, &[]);
     let transcripts = run_scenarios(&server.base, &[], |_| {});
     for transcript in &transcripts {
-        assert!(
-            transcript["model"]
-                .as_str()
-                .is_some_and(|m| m.ends_with("(llama-server)")),
-            "{}",
-            transcript["model"]
-        );
+        let model_name = model_of(transcript);
+        assert!(model_name.ends_with("(llama-server)"), "{model_name}");
         let generations = transcript["timings"]["generations"]
             .as_array()
             .expect("generations");
@@ -703,14 +692,7 @@ fn real_llama_server_behind_ossa_serve_answers_every_scenario() {
         return;
     }
     let llama = RealServer::start(&binary, &gguf, &[]);
-    let mut args = vec![
-        "--backend",
-        "openai-completions",
-        "--url",
-        llama.base.as_str(),
-    ];
-    args.extend(SCENARIO_FLAGS);
-    let server = Server::start_with(&args, None);
+    let server = serve_over(&llama.base);
     check_all(scenarios(), |scenario| check_chat(&server.base, &scenario));
 
     // A named tool_choice: ossa writes the call's header, the model writes the arguments and

@@ -6,11 +6,14 @@
 mod support;
 
 use serde_json::{Value, json};
+use support::or_skip;
 use support::serve::{
-    Server, curl, curl_get, curl_missing, curl_post, curl_post_raw, python_with_openai,
-    run_sdk_script, sse_data,
+    Server, curl, curl_get, curl_missing, curl_post, curl_post_raw, curl_refused,
+    python_with_openai, run_sdk_script, sse_data,
 };
-use support::{check_all, final_text, python_calls, reasoning_texts, scenarios};
+use support::{
+    check_all, check_per_scenario, final_text, python_calls, reasoning_texts, scenarios,
+};
 
 fn chat_body(user: &str, stream: bool) -> Value {
     json!({
@@ -102,10 +105,7 @@ fn assemble(chunks: &[Value]) -> (String, String, Vec<(String, String)>, Value, 
 
 #[test]
 fn chat_completions_through_curl_give_every_scenario() {
-    if curl_missing() {
-        return;
-    }
-    let server = Server::start(&[]);
+    let server = or_skip!(Server::start_for_curl(&[]));
     let (status, body) = curl_get(&format!("{}/health", server.root()));
     assert_eq!(status, 200, "{body}");
     let (status, body) = curl_get(&format!("{}/models", server.base));
@@ -168,10 +168,7 @@ fn chat_completions_through_curl_give_every_scenario() {
 
 #[test]
 fn bad_requests_get_openai_errors() {
-    if curl_missing() {
-        return;
-    }
-    let server = Server::start(&[]);
+    let server = or_skip!(Server::start_for_curl(&[]));
     let url = format!("{}/chat/completions", server.base);
     let cases = [
         (json!({"messages": "hi"}), "messages"),
@@ -198,11 +195,8 @@ fn bad_requests_get_openai_errors() {
         ),
     ];
     for (body, param) in cases {
-        let (status, text) = curl_post(&url, &body);
-        assert_eq!(status, 400, "{body}: {text}");
-        let error: Value = serde_json::from_str(&text).expect("JSON error");
-        assert_eq!(error["error"]["type"], "invalid_request_error", "{text}");
-        assert_eq!(error["error"]["param"], param, "{text}");
+        let error = curl_refused(&url, &body, param);
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
         assert!(
             error["error"]["message"]
                 .as_str()
@@ -219,10 +213,7 @@ fn bad_requests_get_openai_errors() {
 
 /// The client script: every scenario through `chat.completions.create`, streamed and not.
 const SDK_CHAT: &str = r#"
-import json, sys
-from openai import OpenAI
-client = OpenAI(base_url=sys.argv[1], api_key="unused")
-results = []
+out = []
 for user in json.loads(sys.argv[2]):
     r = client.chat.completions.create(model="gpt-oss", messages=[{"role": "user", "content": user}], temperature=0)
     m = r.choices[0].message
@@ -240,31 +231,23 @@ for user in json.loads(sys.argv[2]):
         scalls += [[c["input"], c["output"]] for c in (dx.get("server_tool_calls") or [])]
         finish = chunk.choices[0].finish_reason or finish
     assert extra.get("reasoning") == extra.get("reasoning_content"), r
-    results.append({"content": m.content, "reasoning": extra.get("reasoning_content"), "calls": calls,
-                    "finish": r.choices[0].finish_reason,
-                    "stream": {"content": content, "reasoning": reasoning, "calls": scalls, "finish": finish}})
-print(json.dumps(results))
+    out.append({"content": m.content, "reasoning": extra.get("reasoning_content"), "calls": calls,
+                "finish": r.choices[0].finish_reason,
+                "stream": {"content": content, "reasoning": reasoning, "calls": scalls, "finish": finish}})
 "#;
 
 #[test]
 fn openai_python_sdk_chat_gives_every_scenario() {
-    let Some(python) = python_with_openai() else {
-        return;
-    };
+    let python = or_skip!(python_with_openai());
     let server = Server::start(&[]);
     let scenarios = scenarios();
-    let users: Vec<&str> = scenarios
-        .iter()
-        .map(|s| s["user"].as_str().expect("user"))
-        .collect();
-    let results = run_sdk_script(python, SDK_CHAT, &server.base, &json!(users));
-    assert_eq!(results.len(), scenarios.len());
-    check_all(scenarios.iter().zip(&results), |(scenario, got)| {
+    let results = run_sdk_script(python, SDK_CHAT, &server.base, &support::users(&scenarios));
+    check_per_scenario(&scenarios, &results, |scenario| {
         let calls: Vec<Value> = python_calls(scenario)
             .into_iter()
             .map(|(code, out)| json!([code, out]))
             .collect();
-        let want = json!({
+        json!({
             "content": final_text(scenario),
             "reasoning": reasoning_texts(scenario).join("\n\n"),
             "calls": calls,
@@ -275,17 +258,13 @@ fn openai_python_sdk_chat_gives_every_scenario() {
                 "calls": calls,
                 "finish": "stop",
             },
-        });
-        support::same_for_scenario(scenario, got, &want)
+        })
     });
 }
 
 #[test]
 fn concurrent_requests_share_one_engine_without_mixing_up() {
-    if curl_missing() {
-        return;
-    }
-    let server = Server::start(&[]);
+    let server = or_skip!(Server::start_for_curl(&[]));
     let url = format!("{}/chat/completions", server.base);
     // Every scenario twice, all at once, streamed and not: each must get its own transcript
     // although their generations interleave on one engine and its prefix cache.
@@ -339,10 +318,7 @@ fn concurrent_requests_share_one_engine_without_mixing_up() {
 /// no call at all, and never a server error.
 #[test]
 fn a_named_tool_choice_makes_the_real_model_call_it() {
-    if curl_missing() {
-        return;
-    }
-    let server = Server::start(&[]);
+    let server = or_skip!(Server::start_for_curl(&[]));
     let user = scenarios()[0]["user"].as_str().expect("user").to_string();
     let function = json!({"name": "get_weather", "description": "Current weather in a city.",
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}});
@@ -419,10 +395,7 @@ fn a_named_tool_choice_makes_the_real_model_call_it() {
 
 #[test]
 fn chat_stop_ends_the_answer_before_the_first_stop_string() {
-    if curl_missing() {
-        return;
-    }
-    let server = Server::start(&[]);
+    let server = or_skip!(Server::start_for_curl(&[]));
     let url = format!("{}/chat/completions", server.base);
     let scenario = scenarios()
         .into_iter()
@@ -475,22 +448,17 @@ fn chat_stop_ends_the_answer_before_the_first_stop_string() {
     // What cannot be honoured is refused, naming the parameter.
     let mut body = chat_body(user, false);
     body["stop"] = json!([7]);
-    let (status, text) = curl_post(&url, &body);
-    assert_eq!(status, 400, "{text}");
-    let error: Value = serde_json::from_str(&text).expect("JSON");
-    assert_eq!(error["error"]["param"], "stop", "{text}");
-    let (status, text) = curl_post(
+    curl_refused(&url, &body, "stop");
+    let error = curl_refused(
         &format!("{}/responses", server.base),
         &json!({"model": "gpt-oss", "input": user, "stop": ["."]}),
+        "stop",
     );
-    assert_eq!(status, 400, "{text}");
-    let error: Value = serde_json::from_str(&text).expect("JSON");
-    assert_eq!(error["error"]["param"], "stop", "{text}");
     assert!(
         error["error"]["message"]
             .as_str()
             .is_some_and(|m| m.contains("/v1/chat/completions")),
-        "{text}"
+        "{error}"
     );
 }
 

@@ -14,18 +14,16 @@ use ossa::sandbox::SessionOptions;
 use ossa::tools::Tool;
 use ossa::tools::python::PythonTool;
 use serde_json::{Value, json};
+use support::or_skip;
 use support::serve::{
-    CALL, RETURN, Server, curl_missing, curl_post, ids, python_with_openai, run_sdk_script,
+    CALL, RETURN, Server, curl_post, curl_refused, ids, python_with_openai, run_sdk_script,
     sse_data,
 };
 use support::{SCENARIO_FLAGS, check_all, sandbox, scenarios};
 
 #[test]
 fn token_id_prompts_return_the_oracle_tokens_through_curl() {
-    if curl_missing() {
-        return;
-    }
-    let server = Server::start(&[]);
+    let server = or_skip!(Server::start_for_curl(&[]));
     let url = format!("{}/completions", server.base);
     check_all(scenarios(), |scenario| {
         let name = scenario["id"].as_str().unwrap_or("?").to_string();
@@ -93,10 +91,7 @@ fn token_id_prompts_return_the_oracle_tokens_through_curl() {
 
 #[test]
 fn completions_limits_text_prompts_and_errors() {
-    if curl_missing() {
-        return;
-    }
-    let server = Server::start(&[]);
+    let server = or_skip!(Server::start_for_curl(&[]));
     let url = format!("{}/completions", server.base);
     let scenario = &scenarios()[0];
     let prompt = ids(&scenario["prompt_tokens"]);
@@ -153,17 +148,11 @@ fn completions_limits_text_prompts_and_errors() {
             "stop_token_ids[0]",
         ),
     ] {
-        let (status, text) = curl_post(&url, &body);
-        assert_eq!(status, 400, "{body}: {text}");
-        let error: Value = serde_json::from_str(&text).expect("JSON");
-        assert_eq!(error["error"]["param"], param, "{text}");
+        curl_refused(&url, &body, param);
     }
 }
 
 const SDK_COMPLETIONS: &str = r#"
-import json, sys
-from openai import OpenAI
-client = OpenAI(base_url=sys.argv[1], api_key="unused")
 out = []
 for prompt in json.loads(sys.argv[2]):
     extra = {"stop_token_ids": [200002, 200012], "return_token_ids": True, "skip_special_tokens": False}
@@ -172,14 +161,11 @@ for prompt in json.loads(sys.argv[2]):
     for chunk in client.completions.create(model="m", prompt=prompt, max_tokens=200, temperature=0, extra_body=extra, stream=True):
         streamed += (chunk.choices[0].model_extra or {}).get("token_ids") or []
     out.append({"token_ids": r.choices[0].model_extra["token_ids"], "finish": r.choices[0].finish_reason, "streamed": streamed})
-print(json.dumps(out))
 "#;
 
 #[test]
 fn openai_python_sdk_completions_return_token_ids() {
-    let Some(python) = python_with_openai() else {
-        return;
-    };
+    let python = or_skip!(python_with_openai());
     let server = Server::start(&[]);
     let scenarios = scenarios();
     let prompts: Vec<Vec<u64>> = scenarios.iter().map(|s| ids(&s["prompt_tokens"])).collect();
@@ -322,11 +308,6 @@ fn ossa_run_with_the_remote_backend_reproduces_the_transcripts() {
     });
 
     // A remote backend without a URL is refused with the fix.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ossa"))
-        .args(["run", "--backend", "openai-completions", "hi"])
-        .output()
-        .expect("ossa run starts");
-    assert!(!output.status.success());
-    let err = String::from_utf8_lossy(&output.stderr);
+    let err = support::ossa_refused(&["run", "--backend", "openai-completions", "hi"]);
     assert!(err.contains("--url"), "{err}");
 }

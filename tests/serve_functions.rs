@@ -12,9 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ossa::agent::AgentConfig;
-use ossa::agent::harmony::{HarmonyEncoding, Message, Role};
+use ossa::agent::harmony::{HarmonyEncoding, Message};
 use ossa::serve::store::StoreOptions;
-use ossa_test_support::scripted::{ScriptedBackend, encoding, sampled};
+use ossa_test_support::scripted::{
+    ScriptedBackend, analysis, call, encoding, final_answer, sampled,
+};
 use serde_json::{Value, json};
 use support::in_process::InProcessServer;
 use support::serve::{post_ok, post_status};
@@ -66,19 +68,15 @@ impl Fixture {
 }
 
 fn reasoning() -> Message {
-    Message::from_role_and_content(Role::Assistant, "Need the weather.").with_channel("analysis")
+    analysis("Need the weather.")
 }
 
 fn weather_call() -> Message {
-    Message::from_role_and_content(Role::Assistant, r#"{"city":"Paris"}"#)
-        .with_channel("commentary")
-        .with_recipient("functions.get_weather")
-        .with_content_type("<|constrain|>json")
+    call("functions.get_weather", r#"{"city":"Paris"}"#)
 }
 
 fn answer() -> Message {
-    Message::from_role_and_content(Role::Assistant, "It is 20 degrees in Paris.")
-        .with_channel("final")
+    final_answer("It is 20 degrees in Paris.")
 }
 
 fn weather_tool() -> Value {

@@ -4,24 +4,12 @@
 
 mod support;
 
-use std::process::Command;
-
 use serde_json::{Value, json};
-use support::serve::{Server, curl_missing, curl_post, python_with_openai, run_sdk_script};
-use support::{ENGINE_FLAGS, fixture_dir};
-
-fn server() -> Server {
-    let fixture = fixture_dir();
-    let mut args = vec!["--model", fixture.to_str().expect("utf-8")];
-    args.extend(ENGINE_FLAGS);
-    args.extend(["--date", "2026-01-01", "-r", "low"]);
-    Server::start_with(&args, None)
-}
+use support::or_skip;
+use support::ossa_run_tiny;
+use support::serve::{Server, curl_missing, curl_refused, python_with_openai, run_sdk_script};
 
 const SDK_LOGPROBS: &str = r#"
-import json, sys
-from openai import OpenAI
-client = OpenAI(base_url=sys.argv[1], api_key="unused", max_retries=0)
 user = "Say hello in one word."
 entry = lambda e: {"token": e.token, "logprob": e.logprob, "bytes": e.bytes,
                    "top": [[t.token, t.logprob, t.bytes] for t in e.top_logprobs]}
@@ -55,7 +43,7 @@ for event in client.responses.create(stream=True, **args):
     elif event.type == "response.output_text.done":
         done += [entry(e) for e in event.logprobs]
 out["responses_stream"] = {"content": content, "logprobs": logprobs, "done": done}
-print(json.dumps([out]))
+out = [out]
 "#;
 
 /// Checks one answer's logprobs: they spell the content, greedy picked each position's most
@@ -121,10 +109,8 @@ fn close(a: &Value, b: &Value) -> bool {
 
 #[test]
 fn logprobs_spell_the_answer_with_the_greedy_token_on_top_streamed_and_not() {
-    let Some(python) = python_with_openai() else {
-        return;
-    };
-    let server = server();
+    let python = or_skip!(python_with_openai());
+    let server = Server::start_sampling();
     let results = run_sdk_script(python, SDK_LOGPROBS, &server.base, &json!(null));
     let out = &results[0];
     for name in ["chat", "chat_stream", "responses", "responses_stream"] {
@@ -149,7 +135,7 @@ fn bad_logprobs_parameters_are_400s() {
     if curl_missing() {
         return;
     }
-    let server = server();
+    let server = Server::start_sampling();
     let chat = format!("{}/chat/completions", server.base);
     let user = json!([{"role": "user", "content": "hi"}]);
     for (body, param) in [
@@ -166,17 +152,11 @@ fn bad_logprobs_parameters_are_400s() {
             "logprobs",
         ),
     ] {
-        let (status, text) = curl_post(&chat, &body);
-        assert_eq!(status, 400, "{body}: {text}");
-        let error: Value = serde_json::from_str(&text).expect("JSON");
-        assert_eq!(error["error"]["param"], param, "{text}");
+        curl_refused(&chat, &body, param);
     }
 }
 
 const SDK_COMPLETIONS: &str = r#"
-import json, sys
-from openai import OpenAI
-client = OpenAI(base_url=sys.argv[1], api_key="unused", max_retries=0)
 args = dict(model="tiny", temperature=0, max_tokens=12, logprobs=2,
             prompt="<|start|>user<|message|>Say hello in one word.<|end|><|start|>assistant")
 r = client.completions.create(**args)
@@ -190,15 +170,13 @@ for chunk in client.completions.create(stream=True, **args):
             for k in logprobs:
                 logprobs[k] += getattr(choice.logprobs, k) or []
 out["stream"] = {"text": text, "logprobs": logprobs}
-print(json.dumps([out]))
+out = [out]
 "#;
 
 #[test]
 fn completions_logprobs_in_the_legacy_shape_streamed_and_not() {
-    let Some(python) = python_with_openai() else {
-        return;
-    };
-    let server = server();
+    let python = or_skip!(python_with_openai());
+    let server = Server::start_sampling();
     let out = &run_sdk_script(python, SDK_COMPLETIONS, &server.base, &json!(null))[0];
     let logprobs = &out["logprobs"];
     let tokens = logprobs["tokens"].as_array().expect("tokens");
@@ -230,9 +208,6 @@ fn completions_logprobs_in_the_legacy_shape_streamed_and_not() {
 }
 
 const SDK_SEED: &str = r#"
-import json, sys
-from openai import OpenAI
-client = OpenAI(base_url=sys.argv[1], api_key="unused", max_retries=0)
 out = []
 for seed in json.loads(sys.argv[2]):
     r = client.chat.completions.create(model="tiny", temperature=1, seed=seed, max_tokens=60,
@@ -246,15 +221,12 @@ for seed in json.loads(sys.argv[2]):
     r = client.completions.create(model="tiny", temperature=1, seed=seed, max_tokens=30,
         prompt="<|start|>user<|message|>Say hello in one word.<|end|><|start|>assistant")
     out.append({"seed": seed, "chat": chat, "responses": responses, "completions": r.choices[0].text})
-print(json.dumps(out))
 "#;
 
 #[test]
 fn the_same_seed_gives_the_same_tokens_at_temperature_one_in_every_endpoint() {
-    let Some(python) = python_with_openai() else {
-        return;
-    };
-    let server = server();
+    let python = or_skip!(python_with_openai());
+    let server = Server::start_sampling();
     let seeds = json!([11, 11, 12, 13, 14, 15, 11]);
     let results = run_sdk_script(python, SDK_SEED, &server.base, &seeds);
     assert_eq!(results[0], results[1], "seed 11 twice");
@@ -270,26 +242,24 @@ fn the_same_seed_gives_the_same_tokens_at_temperature_one_in_every_endpoint() {
 #[test]
 fn ossa_run_with_a_seed_repeats_itself() {
     let home = tempfile::tempdir().expect("temp dir");
-    let fixture = fixture_dir();
     let run = |seed: &str| {
-        let output = Command::new(env!("CARGO_BIN_EXE_ossa"))
-            .args([
-                "run",
-                "--quiet",
+        let output = ossa_run_tiny(
+            home.path(),
+            &[
                 "--json",
-                "--model",
-                fixture.to_str().expect("utf-8"),
-            ])
-            .args(ENGINE_FLAGS)
-            .args(["--date", "2026-01-01", "-r", "low", "--temperature", "1.2"])
-            .args(["--max-tokens", "80"])
-            .args(["--seed", seed])
-            .arg("Say hello in one word.")
-            .env("XDG_CONFIG_HOME", home.path())
-            .env("OSSA_PROMPT_CACHE_DIR", home.path().join("cache"))
-            .env_remove("OSSA_CONFIG")
-            .output()
-            .expect("ossa runs");
+                "--date",
+                "2026-01-01",
+                "-r",
+                "low",
+                "--temperature",
+                "1.2",
+                "--max-tokens",
+                "80",
+                "--seed",
+                seed,
+                "Say hello in one word.",
+            ],
+        );
         let transcript: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
             panic!(
                 "not JSON ({e}): {}",

@@ -6,7 +6,8 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::serve::{Server, curl_missing, curl_post, curl_post_raw};
+use support::or_skip;
+use support::serve::{Server, curl_post, curl_post_raw, curl_refused};
 
 /// Three input items, the last one's content given by `content`.
 fn responses_input(content: Value) -> Value {
@@ -23,10 +24,7 @@ fn user() -> Value {
 
 #[test]
 fn malformed_requests_are_refused_naming_the_exact_field() {
-    if curl_missing() {
-        return;
-    }
-    let server = Server::start(&[]);
+    let server = or_skip!(Server::start_for_curl(&[]));
     let chat = format!("{}/chat/completions", server.base);
     let responses = format!("{}/responses", server.base);
     let completions = format!("{}/completions", server.base);
@@ -162,13 +160,10 @@ fn malformed_requests_are_refused_naming_the_exact_field() {
         ),
     ];
     for (url, body, param) in &cases {
-        let (status, text) = curl_post(url, body);
-        assert_eq!(status, 400, "{body}: {text}");
-        let error: Value = serde_json::from_str(&text).expect("JSON error");
-        assert_eq!(error["error"]["type"], "invalid_request_error", "{text}");
-        assert_eq!(error["error"]["param"], *param, "{body}: {text}");
+        let error = curl_refused(url, body, param);
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
         let message = error["error"]["message"].as_str().expect("message");
-        assert!(!message.is_empty() && !message.contains("/home"), "{text}");
+        assert!(!message.is_empty() && !message.contains("/home"), "{error}");
     }
 
     // JSON nested past serde_json's depth limit is refused as JSON, not a crash.

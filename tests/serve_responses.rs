@@ -6,10 +6,13 @@
 mod support;
 
 use serde_json::{Value, json};
+use support::or_skip;
 use support::serve::{
     Server, curl, curl_get, curl_missing, curl_post, python_with_openai, run_sdk_script, sse_data,
 };
-use support::{check_all, final_text, python_calls, reasoning_texts, scenarios};
+use support::{
+    check_all, check_per_scenario, final_text, python_calls, reasoning_texts, scenarios,
+};
 
 /// (reasoning texts, python calls, final text) of a response's output items.
 fn summarize(output: &Value) -> (Vec<String>, Vec<(String, String)>, String) {
@@ -52,11 +55,7 @@ fn want(scenario: &Value) -> (Vec<String>, Vec<(String, String)>, String) {
 
 #[test]
 fn responses_through_curl_give_every_scenario_streamed_and_not() {
-    if curl_missing() {
-        return;
-    }
-    let store = tempfile::tempdir().expect("temp");
-    let server = Server::start(&["--store-dir", store.path().to_str().expect("utf-8")]);
+    let server = or_skip!(Server::start_storing_for_curl(&[]));
     let url = format!("{}/responses", server.base);
     check_all(scenarios(), |scenario| {
         let name = scenario["id"].as_str().unwrap_or("?").to_string();
@@ -156,13 +155,12 @@ fn stored_responses_persist_continue_and_delete() {
         return;
     }
     let store = tempfile::tempdir().expect("temp");
-    let store_arg = store.path().to_str().expect("utf-8").to_string();
     let hello = scenarios()
         .into_iter()
         .find(|s| s["name"] == "hello")
         .expect("hello scenario");
     let first = {
-        let server = Server::start(&["--store-dir", &store_arg]);
+        let server = Server::start_with_store(store.path(), &[]);
         let (status, text) = curl_post(
             &format!("{}/responses", server.base),
             &json!({"input": hello["user"], "temperature": 0}),
@@ -186,7 +184,7 @@ fn stored_responses_persist_continue_and_delete() {
         response
     };
     // A new server process finds it on disk.
-    let server = Server::start(&["--store-dir", &store_arg]);
+    let server = Server::start_with_store(store.path(), &[]);
     let id = first["id"].as_str().expect("id");
     let (status, text) = curl_get(&format!("{}/responses/{id}", server.base));
     assert_eq!(status, 200, "{text}");
@@ -240,9 +238,6 @@ fn stored_responses_persist_continue_and_delete() {
 }
 
 const SDK_RESPONSES: &str = r#"
-import json, sys
-from openai import OpenAI
-client = OpenAI(base_url=sys.argv[1], api_key="unused")
 out = []
 tools = [{"type": "code_interpreter", "container": {"type": "auto"}}]
 for user in json.loads(sys.argv[2]):
@@ -267,23 +262,20 @@ for user in json.loads(sys.argv[2]):
         elif event.type == "response.completed":
             final = event.response.output_text
     out.append({"output_text": r.output_text, "items": items, "stream": {"text": text, "reasoning": reasoning, "code": code, "final": final, "first": kinds[0], "last": kinds[-1]}})
-print(json.dumps(out))
 "#;
 
 #[test]
 fn openai_python_sdk_responses_give_every_scenario() {
-    let Some(python) = python_with_openai() else {
-        return;
-    };
-    let store = tempfile::tempdir().expect("temp");
-    let server = Server::start(&["--store-dir", store.path().to_str().expect("utf-8")]);
+    let python = or_skip!(python_with_openai());
+    let server = Server::start_storing(&[]);
     let scenarios = scenarios();
-    let users: Vec<&str> = scenarios
-        .iter()
-        .map(|s| s["user"].as_str().expect("user"))
-        .collect();
-    let results = run_sdk_script(python, SDK_RESPONSES, &server.base, &json!(users));
-    check_all(scenarios.iter().zip(&results), |(scenario, got)| {
+    let results = run_sdk_script(
+        python,
+        SDK_RESPONSES,
+        &server.base,
+        &support::users(&scenarios),
+    );
+    check_per_scenario(&scenarios, &results, |scenario| {
         let mut items = Vec::new();
         let messages = scenario["expected"].as_array().expect("expected");
         for (i, m) in messages.iter().enumerate() {
@@ -300,7 +292,7 @@ fn openai_python_sdk_responses_give_every_scenario() {
             }
         }
         let (reasoning, calls, final_answer) = want(scenario);
-        let want = json!({
+        json!({
             "output_text": final_answer,
             "items": items,
             "stream": {
@@ -308,8 +300,7 @@ fn openai_python_sdk_responses_give_every_scenario() {
                 "code": calls.iter().map(|(c, _)| c.as_str()).collect::<String>(),
                 "final": final_answer, "first": "response.created", "last": "response.completed",
             },
-        });
-        support::same_for_scenario(scenario, got, &want)
+        })
     });
 }
 
@@ -327,9 +318,7 @@ fn streamed_chunks_parse_as_sse() {
 /// The `openai` SDK's own calls for one model and a response's input items: `models.retrieve`
 /// (and its NotFoundError), `responses.input_items.list` paging through `after` by itself.
 const SDK_LOOKUPS: &str = r#"
-import json, sys
 import openai
-client = openai.OpenAI(base_url=sys.argv[1], api_key="unused")
 args = json.loads(sys.argv[2])
 model = client.models.retrieve(args["model"])
 try:
@@ -340,17 +329,13 @@ except openai.NotFoundError as e:
 pages = client.responses.input_items.list(args["response"], order="asc", limit=2)
 ids = [item.id for item in pages]
 first = client.responses.input_items.list(args["response"], limit=1)
-print(json.dumps([{"model": model.id, "missing": missing, "asc": ids,
-                   "desc_first": [i.id for i in first.data], "more": first.has_more}]))
+out = [{"model": model.id, "missing": missing, "asc": ids,
+        "desc_first": [i.id for i in first.data], "more": first.has_more}]
 "#;
 
 #[test]
 fn models_by_id_and_input_items_of_stored_responses() {
-    if curl_missing() {
-        return;
-    }
-    let store = tempfile::tempdir().expect("temp");
-    let server = Server::start(&["--store-dir", store.path().to_str().expect("utf-8")]);
+    let server = or_skip!(Server::start_storing_for_curl(&[]));
 
     // `GET /v1/models/{id}`: the entry `/v1/models` lists, or a 404 in OpenAI's shape.
     let (status, body) = curl_get(&format!("{}/models", server.base));

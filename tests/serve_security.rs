@@ -17,8 +17,12 @@ use std::time::{Duration, Instant};
 use ossa_test_support::scripted::{Reply, ScriptedBackend, tokens};
 use serde_json::{Value, json};
 use support::in_process::InProcessServer;
+use support::or_skip;
 use support::serve::{Server, curl_get, curl_missing, curl_post, post_status, python_with_openai};
 use support::{final_text, scenarios};
+
+/// The header of a JSON body.
+const JSON: (&str, &str) = ("Content-Type", "application/json");
 
 /// Long enough for anything under test to happen on a slow, shared machine.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -135,6 +139,19 @@ fn read_response(stream: &mut TcpStream) -> Raw {
     }
 }
 
+/// Sends a [`request`] for `path` to `address` on a new connection; the response.
+fn send(address: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Raw {
+    raw(address, &request(method, path, address, headers, body))
+}
+
+/// `ossa serve` with `extra` for a test that talks raw HTTP and curl to it, and its address;
+/// `None` (the test is skipped) when curl is missing.
+fn serve_raw(extra: &[&str]) -> Option<(Server, String)> {
+    let server = Server::start_for_curl(extra)?;
+    let address = address(&server.base);
+    Some((server, address))
+}
+
 /// Sends `request` as it is on a new connection; the response.
 fn raw(address: &str, request: &str) -> Raw {
     let mut stream = connect(address);
@@ -237,13 +254,7 @@ fn endless_completion(address: &str) -> TcpStream {
                       "temperature": 0, "stream": true})
     .to_string();
     let mut stream = connect(address);
-    let text = request(
-        "POST",
-        "/v1/completions",
-        address,
-        &[("Content-Type", "application/json")],
-        &body,
-    );
+    let text = request("POST", "/v1/completions", address, &[JSON], &body);
     stream.write_all(text.as_bytes()).expect("send");
     let mut seen = Vec::new();
     let mut buffer = [0u8; 4096];
@@ -279,12 +290,9 @@ fn an_api_key_once_set_is_required() {
     let address = address(&server.base);
     let body = chat_body("hi").to_string();
     let post = |headers: &[(&str, &str)]| {
-        let mut all = vec![("Content-Type", "application/json")];
+        let mut all = vec![JSON];
         all.extend_from_slice(headers);
-        raw(
-            &address,
-            &request("POST", "/v1/chat/completions", &address, &all, &body),
-        )
+        send(&address, "POST", "/v1/chat/completions", &all, &body)
     };
     let missing = post(&[]);
     missing.error(401, "missing_api_key");
@@ -293,7 +301,7 @@ fn an_api_key_once_set_is_required() {
     assert!(!wrong.body.contains(key), "{}", wrong.body);
     let prefix = post(&[("Authorization", "Bearer sk-local")]);
     prefix.error(401, "invalid_api_key");
-    let models = raw(&address, &request("GET", "/v1/models", &address, &[], ""));
+    let models = send(&address, "GET", "/v1/models", &[], "");
     models.error(401, "missing_api_key");
     // Probes need no key.
     assert_eq!(health(&server)["status"], "ok");
@@ -302,9 +310,7 @@ fn an_api_key_once_set_is_required() {
     assert_serves(&server, &["-H", &bearer]);
 
     // The official client, with the key and with another.
-    let Some(python) = python_with_openai() else {
-        return;
-    };
+    let python = or_skip!(python_with_openai());
     let script = r#"
 import sys, openai
 good = openai.OpenAI(base_url=sys.argv[1], api_key=sys.argv[2], max_retries=0)
@@ -320,12 +326,7 @@ except openai.AuthenticationError as e:
         .args(["-c", script, &server.base, key])
         .output()
         .expect("python runs");
-    let printed = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let printed = ossa_test_support::stdout_of_success("the client script", &output);
     assert!(printed.contains("401 invalid_api_key"), "{printed}");
 }
 
@@ -358,11 +359,7 @@ fn the_interpreter_budget_is_checked_at_start() {
 
 #[test]
 fn a_web_page_cannot_post_simple_requests_or_from_its_origin() {
-    if curl_missing() {
-        return;
-    }
-    let store = tempfile::tempdir().expect("temp");
-    let server = Server::start(&["--store-dir", store.path().to_str().expect("utf-8")]);
+    let server = or_skip!(Server::start_storing_for_curl(&[]));
     let address = address(&server.base);
     // A page may send these without a CORS preflight; the body is valid JSON all the same.
     let body = json!({"input": "Say hello in one word.", "store": true}).to_string();
@@ -375,25 +372,16 @@ fn a_web_page_cannot_post_simple_requests_or_from_its_origin() {
         let headers: Vec<(&str, &str)> = content_type
             .map(|c| vec![("Content-Type", c)])
             .unwrap_or_default();
-        let refused = raw(
-            &address,
-            &request("POST", "/v1/responses", &address, &headers, &body),
-        );
+        let refused = send(&address, "POST", "/v1/responses", &headers, &body);
         refused.error(415, "unsupported_media_type");
     }
     // A page's fetch with JSON carries its origin.
-    let from_page = raw(
+    let from_page = send(
         &address,
-        &request(
-            "POST",
-            "/v1/responses",
-            &address,
-            &[
-                ("Content-Type", "application/json"),
-                ("Origin", "https://evil.example"),
-            ],
-            &body,
-        ),
+        "POST",
+        "/v1/responses",
+        &[JSON, ("Origin", "https://evil.example")],
+        &body,
     );
     from_page.error(403, "origin_not_allowed");
     assert!(from_page.header("access-control-allow-origin").is_none());
@@ -410,33 +398,19 @@ fn a_web_page_cannot_post_simple_requests_or_from_its_origin() {
 
 #[test]
 fn rebound_host_names_are_refused() {
-    if curl_missing() {
-        return;
-    }
-    let server = Server::start(&["--allowed-host", "ossa.test"]);
-    let address = address(&server.base);
+    let (server, address) = or_skip!(serve_raw(&["--allowed-host", "ossa.test"]));
     let port = address.rsplit(':').next().expect("port");
     let evil = format!("evil.example:{port}");
     // After rebinding, the page's requests are same-origin: a GET carries no Origin at all.
-    let models = raw(
-        &address,
-        &request("GET", "/v1/models", &address, &[("Host", &evil)], ""),
-    );
+    let models = send(&address, "GET", "/v1/models", &[("Host", &evil)], "");
     let message = models.error(403, "host_not_allowed");
     assert!(message.contains("--allowed-host"), "{message}");
-    let chat = raw(
+    let chat = send(
         &address,
-        &request(
-            "POST",
-            "/v1/chat/completions",
-            &address,
-            &[
-                ("Host", &evil),
-                ("Content-Type", "application/json"),
-                ("Origin", &format!("http://{evil}")),
-            ],
-            &chat_body("hi").to_string(),
-        ),
+        "POST",
+        "/v1/chat/completions",
+        &[("Host", &evil), JSON, ("Origin", &format!("http://{evil}"))],
+        &chat_body("hi").to_string(),
     );
     chat.error(403, "host_not_allowed");
     // The absolute form names the host in the request line.
@@ -452,10 +426,7 @@ fn rebound_host_names_are_refused() {
         "127.0.0.1.nip.io",
         "ossa.test.evil.example",
     ] {
-        let refused = raw(
-            &address,
-            &request("GET", "/v1/models", &address, &[("Host", host)], ""),
-        );
+        let refused = send(&address, "GET", "/v1/models", &[("Host", host)], "");
         refused.error(403, "host_not_allowed");
     }
     // The names the server answers to.
@@ -465,10 +436,7 @@ fn rebound_host_names_are_refused() {
         format!("[::1]:{port}"),
         format!("OSSA.test:{port}"),
     ] {
-        let models = raw(
-            &address,
-            &request("GET", "/v1/models", &address, &[("Host", &host)], ""),
-        );
+        let models = send(&address, "GET", "/v1/models", &[("Host", &host)], "");
         assert_eq!(models.status, 200, "{host}: {}", models.body);
     }
     assert_serves(&server, &[]);
@@ -483,22 +451,19 @@ fn foreign_origins_are_refused_and_allowed_ones_get_cors() {
     let server = Server::start(&["--cors-origin", app]);
     let address = address(&server.base);
     let preflight = |origin: &str| {
-        raw(
+        send(
             &address,
-            &request(
-                "OPTIONS",
-                "/v1/chat/completions",
-                &address,
-                &[
-                    ("Origin", origin),
-                    ("Access-Control-Request-Method", "POST"),
-                    (
-                        "Access-Control-Request-Headers",
-                        "authorization, content-type, x-stainless-os",
-                    ),
-                ],
-                "",
-            ),
+            "OPTIONS",
+            "/v1/chat/completions",
+            &[
+                ("Origin", origin),
+                ("Access-Control-Request-Method", "POST"),
+                (
+                    "Access-Control-Request-Headers",
+                    "authorization, content-type, x-stainless-os",
+                ),
+            ],
+            "",
         )
     };
     let allowed = preflight(app);
@@ -519,15 +484,12 @@ fn foreign_origins_are_refused_and_allowed_ones_get_cors() {
 
     let (user, want) = hello();
     let post = |origin: &str| {
-        raw(
+        send(
             &address,
-            &request(
-                "POST",
-                "/v1/chat/completions",
-                &address,
-                &[("Content-Type", "application/json"), ("Origin", origin)],
-                &chat_body(&user).to_string(),
-            ),
+            "POST",
+            "/v1/chat/completions",
+            &[JSON, ("Origin", origin)],
+            &chat_body(&user).to_string(),
         )
     };
     let from_app = post(app);
@@ -544,15 +506,12 @@ fn foreign_origins_are_refused_and_allowed_ones_get_cors() {
             .header("access-control-allow-origin")
             .is_none()
     );
-    let models = raw(
+    let models = send(
         &address,
-        &request(
-            "GET",
-            "/v1/models",
-            &address,
-            &[("Origin", "https://evil.example")],
-            "",
-        ),
+        "GET",
+        "/v1/models",
+        &[("Origin", "https://evil.example")],
+        "",
     );
     models.error(403, "origin_not_allowed");
     assert_serves(&server, &[]);
@@ -560,11 +519,7 @@ fn foreign_origins_are_refused_and_allowed_ones_get_cors() {
 
 #[test]
 fn slow_and_idle_clients_are_cut_off() {
-    if curl_missing() {
-        return;
-    }
-    let server = Server::start(&["--header-timeout", "1", "--body-timeout", "1"]);
-    let address = address(&server.base);
+    let (server, address) = or_skip!(serve_raw(&["--header-timeout", "1", "--body-timeout", "1"]));
     // Slowloris: headers that never end; a connection that never says anything; a body that
     // never arrives.
     let mut slow_headers = connect(&address);
@@ -597,56 +552,41 @@ fn slow_and_idle_clients_are_cut_off() {
 
 #[test]
 fn connections_past_the_cap_are_turned_away() {
-    if curl_missing() {
-        return;
-    }
-    let server = Server::start(&["--max-connections", "2", "--header-timeout", "120"]);
-    let address = address(&server.base);
+    let (server, address) = or_skip!(serve_raw(&[
+        "--max-connections",
+        "2",
+        "--header-timeout",
+        "120"
+    ]));
     let held: Vec<TcpStream> = (0..2).map(|_| connect(&address)).collect();
-    let turned_away = raw(&address, &request("GET", "/v1/models", &address, &[], ""));
+    let turned_away = send(&address, "GET", "/v1/models", &[], "");
     turned_away.error(503, "too_many_connections");
     assert_eq!(turned_away.header("retry-after"), Some("1"));
     drop(held);
     // Their places come back once the server has seen them close.
     eventually("a place frees up", || {
-        raw(&address, &request("GET", "/v1/models", &address, &[], "")).status == 200
+        send(&address, "GET", "/v1/models", &[], "").status == 200
     });
     assert_serves(&server, &[]);
 }
 
 #[test]
 fn requests_past_the_queue_get_429_with_retry_after() {
-    if curl_missing() {
-        return;
-    }
-    let server = Server::start(&["--max-queue", "1"]);
-    let address = address(&server.base);
+    let (server, address) = or_skip!(serve_raw(&["--max-queue", "1"]));
     // One generating, one waiting for the engine.
     let running = endless_completion(&address);
     let waiting = endless_completion(&address);
     let body = json!({"prompt": "hi", "max_tokens": 1}).to_string();
-    let refused = raw(
-        &address,
-        &request(
-            "POST",
-            "/v1/completions",
-            &address,
-            &[("Content-Type", "application/json")],
-            &body,
-        ),
-    );
+    let refused = send(&address, "POST", "/v1/completions", &[JSON], &body);
     refused.error(429, "rate_limit_exceeded");
     assert_eq!(refused.header("retry-after"), Some("1"));
     // The chat endpoints are admitted the same way.
-    let chat = raw(
+    let chat = send(
         &address,
-        &request(
-            "POST",
-            "/v1/chat/completions",
-            &address,
-            &[("Content-Type", "application/json")],
-            &chat_body("hi").to_string(),
-        ),
+        "POST",
+        "/v1/chat/completions",
+        &[JSON],
+        &chat_body("hi").to_string(),
     );
     chat.error(429, "rate_limit_exceeded");
     drop((running, waiting));
@@ -656,10 +596,7 @@ fn requests_past_the_queue_get_429_with_retry_after() {
 
 #[test]
 fn huge_max_tokens_cannot_wrap_the_context_check() {
-    if curl_missing() {
-        return;
-    }
-    let server = Server::start(&[]);
+    let server = or_skip!(Server::start_for_curl(&[]));
     let huge = u64::MAX;
     let (status, text) = curl_post(
         &format!("{}/completions", server.base),
@@ -692,10 +629,7 @@ fn huge_max_tokens_cannot_wrap_the_context_check() {
 
 #[test]
 fn the_server_cuts_max_tokens_to_its_limit() {
-    if curl_missing() {
-        return;
-    }
-    let server = Server::start(&["--max-tokens-limit", "3"]);
+    let server = or_skip!(Server::start_for_curl(&["--max-tokens-limit", "3"]));
     let (status, text) = curl_post(
         &format!("{}/completions", server.base),
         &json!({"prompt": "Count:", "max_tokens": 50, "ignore_eos": true, "temperature": 0,
@@ -728,11 +662,7 @@ fn the_server_cuts_max_tokens_to_its_limit() {
 
 #[test]
 fn bodies_past_the_limit_get_413() {
-    if curl_missing() {
-        return;
-    }
-    let server = Server::start(&["--max-body-mb", "1"]);
-    let address = address(&server.base);
+    let (server, address) = or_skip!(serve_raw(&["--max-body-mb", "1"]));
     let limit = 1 << 20;
     // Declared too large: refused before any of it is read.
     let mut stream = connect(&address);
@@ -775,26 +705,13 @@ fn bodies_past_the_limit_get_413() {
 
 #[test]
 fn a_non_streamed_completion_stops_when_its_client_leaves() {
-    if curl_missing() {
-        return;
-    }
-    let server = Server::start(&[]);
-    let address = address(&server.base);
+    let (server, address) = or_skip!(serve_raw(&[]));
     let body = json!({"prompt": "Count:", "max_tokens": 100_000, "ignore_eos": true,
                       "temperature": 0})
     .to_string();
     let mut stream = connect(&address);
     stream
-        .write_all(
-            request(
-                "POST",
-                "/v1/completions",
-                &address,
-                &[("Content-Type", "application/json")],
-                &body,
-            )
-            .as_bytes(),
-        )
+        .write_all(request("POST", "/v1/completions", &address, &[JSON], &body).as_bytes())
         .expect("send");
     eventually("the generation runs", || {
         health(&server)["queue"]["running"] == 1
@@ -885,37 +802,12 @@ fn a_second_ctrl_c_exits_at_once() {
 
 #[test]
 fn every_error_is_in_openai_shape() {
-    if curl_missing() {
-        return;
-    }
-    let server = Server::start(&[]);
-    let address = address(&server.base);
-    raw(&address, &request("GET", "/v1/nothing", &address, &[], "")).error(404, "not_found");
-    raw(
-        &address,
-        &request("GET", "/v1/chat/completions", &address, &[], ""),
-    )
-    .error(405, "method_not_allowed");
-    raw(
-        &address,
-        &request("PUT", "/v1/responses/resp_x", &address, &[], ""),
-    )
-    .error(405, "method_not_allowed");
-    raw(
-        &address,
-        &request("GET", "/v1/responses/resp_%FF%FE", &address, &[], ""),
-    )
-    .error(404, "not_found");
-    let bad_json = raw(
-        &address,
-        &request(
-            "POST",
-            "/v1/chat/completions",
-            &address,
-            &[("Content-Type", "application/json")],
-            "{",
-        ),
-    );
+    let (server, address) = or_skip!(serve_raw(&[]));
+    send(&address, "GET", "/v1/nothing", &[], "").error(404, "not_found");
+    send(&address, "GET", "/v1/chat/completions", &[], "").error(405, "method_not_allowed");
+    send(&address, "PUT", "/v1/responses/resp_x", &[], "").error(405, "method_not_allowed");
+    send(&address, "GET", "/v1/responses/resp_%FF%FE", &[], "").error(404, "not_found");
+    let bad_json = send(&address, "POST", "/v1/chat/completions", &[JSON], "{");
     assert_eq!(bad_json.status, 400);
     assert!(bad_json.json()["error"]["message"].is_string());
     assert_serves(&server, &[]);
@@ -923,17 +815,6 @@ fn every_error_is_in_openai_shape() {
 
 // ---------------------------------------------------------------------------------------------
 // The response store, on the real server
-
-fn store_args(dir: &std::path::Path) -> Vec<String> {
-    vec!["--store-dir".into(), dir.to_str().expect("utf-8").into()]
-}
-
-fn start_with_store(dir: &std::path::Path, extra: &[&str]) -> Server {
-    let mut args: Vec<String> = store_args(dir);
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Server::start(&args)
-}
 
 fn create_response(server: &Server, body: Value) -> Value {
     let (status, text) = curl_post(&format!("{}/responses", server.base), &body);
@@ -959,7 +840,7 @@ fn the_store_is_private_durable_and_ages_out() {
     let root = tempfile::tempdir().expect("temp");
     let dir = root.path().join("fresh/store");
     let first = {
-        let server = start_with_store(&dir, &["--store-ttl", "1s"]);
+        let server = Server::start_with_store(&dir, &["--store-ttl", "1s"]);
         let response = create_response(
             &server,
             json!({"input": "Say hello in one word.", "temperature": 0}),
@@ -976,7 +857,7 @@ fn the_store_is_private_durable_and_ages_out() {
         response
         // Killed (SIGKILL) here: what was answered is on disk.
     };
-    let server = start_with_store(&dir, &[]);
+    let server = Server::start_with_store(&dir, &[]);
     let id = first["id"].as_str().expect("id");
     let (status, text) = curl_get(&format!("{}/responses/{id}", server.base));
     assert_eq!(status, 200, "{text}");
@@ -984,7 +865,7 @@ fn the_store_is_private_durable_and_ages_out() {
     drop(server);
 
     // Unused for longer than its age limit, it goes when the next one is stored.
-    let server = start_with_store(&dir, &["--store-ttl", "1s"]);
+    let server = Server::start_with_store(&dir, &["--store-ttl", "1s"]);
     std::thread::sleep(Duration::from_millis(1500));
     create_response(
         &server,
@@ -1002,7 +883,7 @@ fn a_damaged_store_gives_clear_errors_without_paths() {
     }
     let dir = tempfile::tempdir().expect("temp");
     let path = dir.path().to_str().expect("utf-8").to_string();
-    let server = start_with_store(dir.path(), &[]);
+    let server = Server::start_with_store(dir.path(), &[]);
     let hello = json!({"input": "Say hello in one word.", "temperature": 0});
     let damaged = create_response(&server, hello.clone());
     let id = damaged["id"].as_str().expect("id").to_string();
@@ -1051,8 +932,7 @@ fn a_damaged_store_gives_clear_errors_without_paths() {
     let fixture = support::fixture_dir();
     let mut args = vec!["--model", fixture.to_str().expect("utf-8")];
     args.extend(support::ENGINE_FLAGS);
-    let store = store_args(broken.path());
-    args.extend(store.iter().map(String::as_str));
+    args.extend(["--store-dir", broken.path().to_str().expect("utf-8")]);
     let early = Server::refused(&args);
     assert!(
         early.contains("responses.sqlite3") && early.contains("--no-store"),
@@ -1082,7 +962,7 @@ fn an_old_json_store_is_moved_in_once() {
     std::fs::write(&bad, "{not json").expect("write");
     let partial = dir.path().join(".resp_gone.json.partial");
     std::fs::write(&partial, "{").expect("write");
-    let server = start_with_store(dir.path(), &[]);
+    let server = Server::start_with_store(dir.path(), &[]);
     let said: Vec<String> = server
         .log()
         .into_iter()
@@ -1109,16 +989,13 @@ fn an_old_json_store_is_moved_in_once() {
     assert_eq!(next["previous_response_id"], "resp_old");
     drop(server);
     // Once: the next start has nothing to say.
-    let server = start_with_store(dir.path(), &[]);
+    let server = Server::start_with_store(dir.path(), &[]);
     assert!(!server.log().iter().any(|l| l.contains("older ossa")));
 }
 
 #[test]
 fn no_store_keeps_nothing() {
-    if curl_missing() {
-        return;
-    }
-    let server = Server::start(&["--no-store"]);
+    let server = or_skip!(Server::start_for_curl(&["--no-store"]));
     let response = create_response(
         &server,
         json!({"input": "Say hello in one word.", "temperature": 0}),
@@ -1237,16 +1114,7 @@ fn every_endpoint_stops_generating_when_its_client_leaves() {
         let generations = fixture.backend.calls();
         let mut stream = connect(&address);
         stream
-            .write_all(
-                request(
-                    "POST",
-                    path,
-                    &address,
-                    &[("Content-Type", "application/json")],
-                    &body.to_string(),
-                )
-                .as_bytes(),
-            )
+            .write_all(request("POST", path, &address, &[JSON], &body.to_string()).as_bytes())
             .expect("send");
         eventually("the generation starts", || {
             fixture.backend.calls() > generations
@@ -1388,15 +1256,12 @@ fn a_failing_model_is_a_server_error_without_the_servers_paths() {
     // Streamed, the error comes as an event.
     let address = address(&fixture.base);
     let body = json!({"messages": [{"role": "user", "content": "FAIL"}], "stream": true});
-    let streamed = raw(
+    let streamed = send(
         &address,
-        &request(
-            "POST",
-            "/v1/chat/completions",
-            &address,
-            &[("Content-Type", "application/json")],
-            &body.to_string(),
-        ),
+        "POST",
+        "/v1/chat/completions",
+        &[JSON],
+        &body.to_string(),
     );
     assert!(streamed.body.contains("out of memory"), "{}", streamed.body);
     assert!(

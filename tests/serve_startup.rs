@@ -34,14 +34,34 @@ fn request(method: &str, url: &str, body: Option<Value>) -> (u16, Option<String>
     (status, retry, body)
 }
 
+/// The file `OSSA_TEST_LOAD_GATE` names: the server's model loads once it exists.
+struct Gate(tempfile::TempDir);
+
+impl Gate {
+    fn path(&self) -> std::path::PathBuf {
+        self.0.path().join("load")
+    }
+
+    /// Lets the model load.
+    fn open(&self) {
+        std::fs::write(self.path(), b"").expect("gate opened");
+    }
+}
+
+/// `ossa serve` with `extra`, returned once bound; its model loads when the gate is opened.
+fn start_gated(extra: &[&str]) -> (Server, Gate) {
+    let gate = Gate(tempfile::tempdir().expect("temp"));
+    let path = gate.path();
+    let server = Server::start_bound(
+        extra,
+        &[("OSSA_TEST_LOAD_GATE", path.to_str().expect("utf-8"))],
+    );
+    (server, gate)
+}
+
 #[test]
 fn health_says_loading_and_the_api_asks_to_retry_until_the_model_is_ready() {
-    let gate_dir = tempfile::tempdir().expect("temp");
-    let gate = gate_dir.path().join("load");
-    let server = Server::start_bound(
-        &[],
-        &[("OSSA_TEST_LOAD_GATE", gate.to_str().expect("utf-8"))],
-    );
+    let (server, gate) = start_gated(&[]);
     let root = server.root().to_string();
 
     let (status, retry, health) = request("GET", &format!("{root}/health"), None);
@@ -78,7 +98,7 @@ fn health_says_loading_and_the_api_asks_to_retry_until_the_model_is_ready() {
         server.log()
     );
 
-    std::fs::write(&gate, b"").expect("gate opened");
+    gate.open();
     let ready = server.wait_for_line("listening on", HANG);
     assert!(ready.contains(&server.base), "{ready}");
     let (status, _, health) = request("GET", &format!("{root}/health"), None);
@@ -169,12 +189,7 @@ fn a_model_that_fails_to_load_is_reported_once_and_the_server_exits() {
 /// Ctrl-C while the model loads stops the server at once, with a success status.
 #[test]
 fn an_interrupt_while_loading_stops_the_server() {
-    let gate_dir = tempfile::tempdir().expect("temp");
-    let gate = gate_dir.path().join("never");
-    let mut server = Server::start_bound(
-        &[],
-        &[("OSSA_TEST_LOAD_GATE", gate.to_str().expect("utf-8"))],
-    );
+    let (mut server, _gate) = start_gated(&[]);
     let (status, _, health) = request("GET", &format!("{}/health", server.root()), None);
     assert_eq!(status, 503, "{health}");
     // SAFETY: a signal to the child process this test started.
@@ -194,12 +209,7 @@ fn an_interrupt_while_loading_stops_the_server() {
 #[test]
 fn the_connection_cap_holds_while_loading() {
     use std::io::{Read, Write};
-    let gate_dir = tempfile::tempdir().expect("temp");
-    let gate = gate_dir.path().join("never");
-    let server = Server::start_bound(
-        &["--max-connections", "2"],
-        &[("OSSA_TEST_LOAD_GATE", gate.to_str().expect("utf-8"))],
-    );
+    let (server, _gate) = start_gated(&["--max-connections", "2"]);
     let address = server.root().trim_start_matches("http://").to_string();
     // Two idle connections take the two places.
     let held: Vec<std::net::TcpStream> = (0..2)
@@ -243,12 +253,7 @@ fn the_connection_cap_holds_while_loading() {
 /// DNS name and a client without the key learn nothing, not even that the model is loading.
 #[test]
 fn the_loading_answers_check_who_is_asking() {
-    let gate_dir = tempfile::tempdir().expect("temp");
-    let gate = gate_dir.path().join("load");
-    let server = Server::start_bound(
-        &["--api-key", "sesame"],
-        &[("OSSA_TEST_LOAD_GATE", gate.to_str().expect("utf-8"))],
-    );
+    let (server, gate) = start_gated(&["--api-key", "sesame"]);
     let root = server.root().to_string();
     let get = |path: &str, headers: &[(&str, &str)]| {
         let mut request = ureq::get(&format!("{root}{path}"));
@@ -305,7 +310,7 @@ fn the_loading_answers_check_who_is_asking() {
         "{body}"
     );
 
-    std::fs::write(&gate, b"").expect("gate opened");
+    gate.open();
     server.wait_for_line("listening on", HANG);
     let (status, body) = get("/v1/models", &[key]);
     assert_eq!(status, 200, "{body}");

@@ -11,20 +11,11 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use ossa::agent::harmony::{Message, Role};
 use serde_json::{Value, json};
-use support::scripted::{MODEL, ScriptedServer, sampled};
+use support::scripted::{
+    MODEL, ScriptedServer, analysis, call, final_answer, python_call, sampled,
+};
 use support::serve::{Server, post_ok as post, response_events as events};
-
-fn analysis(text: &str) -> Message {
-    Message::from_role_and_content(Role::Assistant, text).with_channel("analysis")
-}
-
-fn python_call(code: &str) -> Message {
-    analysis(code)
-        .with_recipient("python")
-        .with_content_type("code")
-}
 
 /// The model's three replies: a python call, a call to `code` (a recipient nobody declared),
 /// then a python message ended with `<|end|>` (so not a call) followed by the answer.
@@ -32,10 +23,7 @@ fn script_replies(model: &ScriptedServer) {
     model.script(&[analysis("I will compute it."), python_call("print(6 * 7)")]);
     model.script(&[
         analysis("Maybe a code tool."),
-        Message::from_role_and_content(Role::Assistant, r#"{"source": "6 * 7"}"#)
-            .with_channel("commentary")
-            .with_recipient("code")
-            .with_content_type("<|constrain|>json"),
+        call("code", r#"{"source": "6 * 7"}"#),
     ]);
     let encoding = &model.encoding;
     let mut tokens = sampled(
@@ -45,11 +33,7 @@ fn script_replies(model: &ScriptedServer) {
     let end = encoding.formatting_tokens().end;
     *tokens.last_mut().expect("tokens") = end;
     let mut answer = encoding
-        .render(
-            &Message::from_role_and_content(Role::Assistant, "The answer is 42.")
-                .with_channel("final"),
-            None,
-        )
+        .render(&final_answer("The answer is 42."), None)
         .expect("renders");
     *answer.last_mut().expect("tokens") = encoding.formatting_tokens().return_;
     tokens.extend(answer);

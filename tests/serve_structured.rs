@@ -6,11 +6,10 @@
 
 mod support;
 
-use std::process::Command;
-
 use serde_json::{Value, json};
+use support::or_skip;
+use support::ossa_run_tiny;
 use support::serve::{Server, curl_missing, curl_post, python_with_openai, run_sdk_script};
-use support::{ENGINE_FLAGS, fixture_dir};
 
 /// Bounded in every direction, so the tiny model (which was never trained to write JSON) ends
 /// its answer within the token budget whatever it samples.
@@ -28,28 +27,24 @@ fn schema() -> Value {
     })
 }
 
-fn server() -> Server {
-    let fixture = fixture_dir();
-    let mut args = vec!["--model", fixture.to_str().expect("utf-8")];
-    args.extend(ENGINE_FLAGS);
-    args.extend(["--date", "2026-01-01", "-r", "low"]);
-    Server::start_with(&args, None)
-}
-
-/// The errors of `instance` against `schema` (empty: valid).
-fn violations(schema: &Value, instance: &Value) -> Vec<String> {
-    let validator = jsonschema::validator_for(schema).expect("the test's schema compiles");
-    validator
-        .iter_errors(instance)
+/// The JSON `text` (what `what` answered), which must follow [`schema`].
+fn follows_schema(what: &str, text: &str) -> Value {
+    let value: Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text:?}"));
+    let validator = jsonschema::validator_for(&schema()).expect("the test's schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(&value)
         .map(|e| e.to_string())
-        .collect()
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{what}: {value} breaks the schema: {errors:?}"
+    );
+    value
 }
 
 /// For each case: the answer's text and how the response ended, through the SDK.
 const SDK_FORMATS: &str = r#"
-import json, sys
-from openai import OpenAI
-client = OpenAI(base_url=sys.argv[1], api_key="unused", max_retries=0)
 cases = json.loads(sys.argv[2])
 out = []
 for case in cases:
@@ -85,15 +80,12 @@ for case in cases:
             r = client.responses.create(**args)
             text, finish = r.output_text, r.status
     out.append({"text": text, "finish": finish})
-print(json.dumps(out))
 "#;
 
 #[test]
 fn answers_follow_the_schema_at_every_temperature_in_both_apis_streamed_and_not() {
-    let Some(python) = python_with_openai() else {
-        return;
-    };
-    let server = server();
+    let python = or_skip!(python_with_openai());
+    let server = Server::start_sampling();
     let format = json!({"type": "json_schema",
         "json_schema": {"name": "greeting", "schema": schema(), "strict": true}});
     let mut cases = Vec::new();
@@ -140,13 +132,7 @@ fn answers_follow_the_schema_at_every_temperature_in_both_apis_streamed_and_not(
             continue;
         }
         assert!(finished, "{case}: ended {result}");
-        let answer: Value = serde_json::from_str(text)
-            .unwrap_or_else(|e| panic!("{case}: not JSON ({e}): {text:?}"));
-        let errors = violations(&schema(), &answer);
-        assert!(
-            errors.is_empty(),
-            "{case}: {answer} breaks the schema: {errors:?}"
-        );
+        follows_schema(&case.to_string(), text);
         answered += 1;
     }
     // Greedy always answers (four cases); most sampled ones do too.
@@ -155,10 +141,8 @@ fn answers_follow_the_schema_at_every_temperature_in_both_apis_streamed_and_not(
 
 #[test]
 fn json_object_answers_are_json_objects() {
-    let Some(python) = python_with_openai() else {
-        return;
-    };
-    let server = server();
+    let python = or_skip!(python_with_openai());
+    let server = Server::start_sampling();
     let cases: Vec<Value> = [("chat", false), ("chat", true), ("responses", false)]
         .iter()
         .map(|(api, stream)| {
@@ -242,9 +226,6 @@ fn the_json_prefix_check_tells_json_starts_from_other_text() {
 }
 
 const SDK_STRICT: &str = r#"
-import json, sys
-from openai import OpenAI
-client = OpenAI(base_url=sys.argv[1], api_key="unused", max_retries=0)
 params = json.loads(sys.argv[2])
 tool = {"type": "function", "function": {"name": "set_mood", "description": "Sets the mood.",
         "parameters": params, "strict": True}}
@@ -255,15 +236,12 @@ for temperature in [0, 0.7, 1.5]:
         tool_choice={"type": "function", "function": {"name": "set_mood"}})
     calls = r.choices[0].message.tool_calls or []
     out.append([[c.function.name, c.function.arguments] for c in calls])
-print(json.dumps(out))
 "#;
 
 #[test]
 fn strict_function_arguments_follow_the_parameters() {
-    let Some(python) = python_with_openai() else {
-        return;
-    };
-    let server = server();
+    let python = or_skip!(python_with_openai());
+    let server = Server::start_sampling();
     let results = run_sdk_script(python, SDK_STRICT, &server.base, &schema());
     assert_eq!(results.len(), 3);
     for (temperature, calls) in [0.0, 0.7, 1.5].iter().zip(&results) {
@@ -271,13 +249,7 @@ fn strict_function_arguments_follow_the_parameters() {
         assert_eq!(calls.len(), 1, "temperature {temperature}: {calls:?}");
         assert_eq!(calls[0][0], "set_mood");
         let arguments = calls[0][1].as_str().expect("arguments");
-        let arguments: Value = serde_json::from_str(arguments)
-            .unwrap_or_else(|e| panic!("temperature {temperature}: not JSON ({e}): {arguments}"));
-        let errors = violations(&schema(), &arguments);
-        assert!(
-            errors.is_empty(),
-            "{arguments} breaks the schema: {errors:?}"
-        );
+        follows_schema(&format!("temperature {temperature}"), arguments);
     }
 }
 
@@ -286,7 +258,7 @@ fn schemas_that_cannot_be_enforced_are_400s_naming_the_parameter() {
     if curl_missing() {
         return;
     }
-    let server = server();
+    let server = Server::start_sampling();
     let dangling = json!({"type": "object", "properties": {"a": {"$ref": "#/$defs/nowhere"}}});
     let chat = format!("{}/chat/completions", server.base);
     let responses = format!("{}/responses", server.base);
@@ -348,33 +320,22 @@ fn ossa_run_schema_answers_json_that_follows_the_file() {
     let home = tempfile::tempdir().expect("temp dir");
     let path = home.path().join("schema.json");
     std::fs::write(&path, schema().to_string()).expect("schema written");
-    let fixture = fixture_dir();
-    let output = Command::new(env!("CARGO_BIN_EXE_ossa"))
-        .args([
-            "run",
-            "--quiet",
-            "--model",
-            fixture.to_str().expect("utf-8"),
-        ])
-        .args(ENGINE_FLAGS)
-        .args(["--date", "2026-01-01", "-r", "low", "--temperature", "0"])
-        .arg("--schema")
-        .arg(&path)
-        .arg("Say hello in one word.")
-        .env("XDG_CONFIG_HOME", home.path())
-        .env("OSSA_PROMPT_CACHE_DIR", home.path().join("cache"))
-        .env_remove("OSSA_CONFIG")
-        .output()
-        .expect("ossa runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let output = ossa_run_tiny(
+        home.path(),
+        &[
+            "--date",
+            "2026-01-01",
+            "-r",
+            "low",
+            "--temperature",
+            "0",
+            "--schema",
+            path.to_str().expect("utf-8"),
+            "Say hello in one word.",
+        ],
     );
-    let answer: Value = serde_json::from_str(stdout.trim()).expect("the answer is JSON");
-    let errors = violations(&schema(), &answer);
-    assert!(errors.is_empty(), "{answer} breaks the schema: {errors:?}");
+    let stdout = ossa_test_support::stdout_of_success("ossa run --schema", &output);
+    follows_schema("ossa run --schema", stdout.trim());
 
     // A schema it cannot enforce fails before anything is generated, naming the file.
     let bad = home.path().join("bad.json");
@@ -383,24 +344,11 @@ fn ossa_run_schema_answers_json_that_follows_the_file() {
         r##"{"properties": {"a": {"$ref": "#/$defs/nowhere"}}}"##,
     )
     .expect("written");
-    let output = Command::new(env!("CARGO_BIN_EXE_ossa"))
-        .args([
-            "run",
-            "--quiet",
-            "--model",
-            fixture.to_str().expect("utf-8"),
-        ])
-        .args(ENGINE_FLAGS)
-        .arg("--schema")
-        .arg(&bad)
-        .arg("hi")
-        .env("XDG_CONFIG_HOME", home.path())
-        .env("OSSA_PROMPT_CACHE_DIR", home.path().join("cache"))
-        .env_remove("OSSA_CONFIG")
-        .output()
-        .expect("ossa runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    let output = ossa_run_tiny(
+        home.path(),
+        &["--schema", bad.to_str().expect("utf-8"), "hi"],
+    );
+    let stderr = ossa_test_support::stderr_of_failure("ossa run --schema bad.json", &output);
     assert!(
         stderr.contains("bad.json") && stderr.contains("nowhere"),
         "{stderr}"

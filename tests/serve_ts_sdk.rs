@@ -5,30 +5,20 @@
 
 mod support;
 
-use serde_json::{Value, json};
+use serde_json::json;
+use support::or_skip;
 use support::serve::{Server, node_with_openai, run_ts_sdk};
-use support::{check_all, final_text, reasoning_texts, scenarios};
-
-fn users(scenarios: &[Value]) -> Value {
-    scenarios
-        .iter()
-        .map(|s| s["user"].clone())
-        .collect::<Vec<_>>()
-        .into()
-}
+use support::{check_per_scenario, final_text, reasoning_texts, scenarios, users};
 
 #[test]
 fn typescript_sdk_chat_gives_every_scenario() {
-    let Some(sdk) = node_with_openai() else {
-        return;
-    };
+    let sdk = or_skip!(node_with_openai());
     let server = Server::start(&[]);
     let scenarios = scenarios();
     let results = run_ts_sdk(sdk, &server.base, "chat", &users(&scenarios));
     let results = results.as_array().expect("a list");
-    assert_eq!(results.len(), scenarios.len());
-    check_all(scenarios.iter().zip(results), |(scenario, got)| {
-        let want = json!({
+    check_per_scenario(&scenarios, results, |scenario| {
+        json!({
             "content": final_text(scenario),
             "reasoning": reasoning_texts(scenario).join("\n\n"),
             "finish": "stop",
@@ -37,8 +27,7 @@ fn typescript_sdk_chat_gives_every_scenario() {
                 "reasoning": reasoning_texts(scenario).concat(),
                 "finish": "stop",
             },
-        });
-        support::same_for_scenario(scenario, got, &want)
+        })
     });
 }
 
@@ -47,16 +36,12 @@ fn typescript_sdk_chat_gives_every_scenario() {
 /// scenario's messages.
 #[test]
 fn typescript_sdk_responses_stream_closes_every_item() {
-    let Some(sdk) = node_with_openai() else {
-        return;
-    };
-    let store = tempfile::tempdir().expect("temp");
-    let server = Server::start(&["--store-dir", store.path().to_str().expect("utf-8")]);
+    let sdk = or_skip!(node_with_openai());
+    let server = Server::start_storing(&[]);
     let scenarios = scenarios();
     let results = run_ts_sdk(sdk, &server.base, "responses", &users(&scenarios));
     let results = results.as_array().expect("a list");
-    assert_eq!(results.len(), scenarios.len());
-    check_all(scenarios.iter().zip(results), |(scenario, got)| {
+    check_per_scenario(&scenarios, results, |scenario| {
         let kinds: Vec<&str> = scenario["expected"]
             .as_array()
             .expect("expected")
@@ -73,11 +58,10 @@ fn typescript_sdk_responses_stream_closes_every_item() {
             })
             .collect();
         let answer = final_text(scenario);
-        let want = json!({
+        json!({
             "text": answer, "output_text": answer, "status": "completed", "kinds": kinds,
             "last": "response.completed",
-        });
-        support::same_for_scenario(scenario, got, &want)
+        })
     });
 }
 
@@ -87,11 +71,8 @@ fn typescript_sdk_responses_stream_closes_every_item() {
 /// output.
 #[test]
 fn typescript_sdk_function_round_trip() {
-    let Some(sdk) = node_with_openai() else {
-        return;
-    };
-    let store = tempfile::tempdir().expect("temp");
-    let server = Server::start(&["--store-dir", store.path().to_str().expect("utf-8")]);
+    let sdk = or_skip!(node_with_openai());
+    let server = Server::start_storing(&[]);
     let user = scenarios()[0]["user"].clone();
     let got = run_ts_sdk(
         sdk,

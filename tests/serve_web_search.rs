@@ -7,9 +7,9 @@
 
 mod support;
 
-use ossa::agent::harmony::{Message, Role};
+use ossa::agent::harmony::Message;
 use serde_json::{Value, json};
-use support::scripted::{MODEL, ScriptedServer};
+use support::scripted::{MODEL, ScriptedServer, analysis, call, final_answer};
 use support::serve::{Server, post_ok};
 
 const QUERY: &str = "ossa lighthouse height";
@@ -17,12 +17,6 @@ const QUERY: &str = "ossa lighthouse height";
 const ANSWER_HEAD: &str = "The Ossa lighthouse — “Fyrtårn Øst” — is 42 meters tall";
 const CITATION: &str = "【1†L2-L3】";
 const ANSWER_TAIL: &str = ". It was lit in 1911.";
-
-const PAGE: &str = "<html><head><title>The Ossa lighthouse</title></head><body>\
-<h1>The Ossa lighthouse</h1>\
-<p>The Ossa lighthouse stands 42 meters tall on the northern cape.</p>\
-<p>Its lamp was first lit in 1911 and still turns every night.</p>\
-</body></html>";
 
 struct Setup {
     model: ScriptedServer,
@@ -32,12 +26,7 @@ struct Setup {
 
 fn setup() -> Setup {
     let model = ScriptedServer::start();
-    let page_url = model.add_found_page(
-        "lighthouse.html",
-        PAGE,
-        "The Ossa lighthouse",
-        "Facts about the lighthouse on the northern cape.",
-    );
+    let page_url = model.add_lighthouse();
     let server = model.serve_with_search(&["--browser"]);
     Setup {
         model,
@@ -46,15 +35,8 @@ fn setup() -> Setup {
     }
 }
 
-fn analysis(text: &str) -> Message {
-    Message::from_role_and_content(Role::Assistant, text).with_channel("analysis")
-}
-
 fn browser_call(function: &str, arguments: Value) -> Message {
-    Message::from_role_and_content(Role::Assistant, arguments.to_string())
-        .with_channel("commentary")
-        .with_recipient(format!("browser.{function}"))
-        .with_content_type("<|constrain|>json")
+    call(&format!("browser.{function}"), arguments)
 }
 
 /// The model's three replies: search, open the first result, answer citing the page.
@@ -69,11 +51,7 @@ fn script_browsing(model: &ScriptedServer) {
     ]);
     model.script(&[
         analysis("The page says 42 meters."),
-        Message::from_role_and_content(
-            Role::Assistant,
-            format!("{ANSWER_HEAD}{CITATION}{ANSWER_TAIL}"),
-        )
-        .with_channel("final"),
+        final_answer(&format!("{ANSWER_HEAD}{CITATION}{ANSWER_TAIL}")),
     ]);
 }
 
@@ -99,24 +77,17 @@ fn check_prompts(setup: &Setup, first_prompt: usize) {
     let prompts = setup.model.prompt_texts();
     assert_eq!(prompts.len(), first_prompt + 3, "three generations");
     let after_search = &prompts[first_prompt + 1];
-    assert!(
-        after_search.contains("<|start|>browser.search to=assistant"),
-        "{after_search}"
-    );
-    assert!(
-        after_search.contains("The Ossa lighthouse"),
-        "{after_search}"
-    );
     let after_open = &prompts[first_prompt + 2];
-    assert!(
-        after_open.contains("<|start|>browser.open to=assistant"),
-        "{after_open}"
-    );
-    assert!(
-        after_open.contains("stands 42 meters tall on the northern cape"),
-        "the page's text must reach the model:\n{after_open}"
-    );
-    assert!(after_open.contains("first lit in 1911"), "{after_open}");
+    for (prompt, holds) in [
+        (after_search, "<|start|>browser.search to=assistant"),
+        (after_search, "The Ossa lighthouse"),
+        (after_open, "<|start|>browser.open to=assistant"),
+        // The page's text reached the model.
+        (after_open, "stands 42 meters tall on the northern cape"),
+        (after_open, "first lit in 1911"),
+    ] {
+        assert!(prompt.contains(holds), "no {holds:?} in:\n{prompt}");
+    }
     // The browser system prompt came with the request's tools.
     assert!(prompts[first_prompt].contains("namespace browser"));
     assert_eq!(

@@ -14,7 +14,6 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use ossa::agent::harmony::{Message, Role};
 use ossa::serve::wire::chat::{ChatCompletion, ChatCompletionChunk};
 use ossa::serve::wire::completions::Completion;
 use ossa::serve::wire::responses::{
@@ -23,17 +22,12 @@ use ossa::serve::wire::responses::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use support::scripted::{MODEL, ScriptedServer};
+use support::or_skip;
+use support::scripted::{MODEL, ScriptedServer, analysis, call, final_answer};
 use support::serve::{
     Server, post_ok as post, python_with_openai, response_events, run_sdk_script,
 };
 use support::{ENGINE_FLAGS, fixture_dir};
-
-const PAGE: &str = "<html><head><title>The Ossa lighthouse</title></head><body>\
-<h1>The Ossa lighthouse</h1>\
-<p>The Ossa lighthouse stands 42 meters tall on the northern cape.</p>\
-<p>Its lamp was first lit in 1911 and still turns every night.</p>\
-</body></html>";
 
 /// What a body or event is, for the parsers of both sides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -73,6 +67,22 @@ impl Collected {
         }
     }
 
+    /// POSTs `request` to `url` (a Responses or Chat Completions endpoint): a stream is collected
+    /// whole; a whole body comes back, parsed, for the case's own checks (the caller collects it
+    /// after them).
+    fn exchange(&mut self, url: &str, name: &str, request: &Value) -> Option<Value> {
+        let body = post(url, request);
+        if request["stream"] != json!(true) {
+            return Some(serde_json::from_str(&body).expect("JSON"));
+        }
+        if url.ends_with("/responses") {
+            self.add_response_stream(name, &body);
+        } else {
+            self.add_chunks(Kind::ChatChunk, name, &body);
+        }
+        None
+    }
+
     /// A Chat Completions or Completions stream: its chunks, `[DONE]` last.
     fn add_chunks(&mut self, kind: Kind, name: &str, body: &str) {
         let chunks = support::serve::sse_data(body);
@@ -89,17 +99,6 @@ fn get(url: &str) -> Value {
         .unwrap_or_else(|e| panic!("GET {url}: {e}"))
         .into_json()
         .expect("JSON")
-}
-
-fn analysis(text: &str) -> Message {
-    Message::from_role_and_content(Role::Assistant, text).with_channel("analysis")
-}
-
-fn call(recipient: &str, arguments: Value) -> Message {
-    Message::from_role_and_content(Role::Assistant, arguments.to_string())
-        .with_channel("commentary")
-        .with_recipient(recipient)
-        .with_content_type("<|constrain|>json")
 }
 
 /// The model runs python, then calls the client's `get_weather` (which ends the turn).
@@ -128,23 +127,14 @@ fn script_browsing(model: &ScriptedServer) {
     ]);
     model.script(&[
         analysis("The page says 42 meters."),
-        Message::from_role_and_content(
-            Role::Assistant,
-            "The lighthouse is 42 meters tall【1†L2-L3】.",
-        )
-        .with_channel("final"),
+        final_answer("The lighthouse is 42 meters tall【1†L2-L3】."),
     ]);
 }
 
 /// Requests to the scripted model: tool calls of every kind, through both chat APIs.
 fn scripted_requests(collected: &mut Collected) {
     let model = ScriptedServer::start();
-    let page_url = model.add_found_page(
-        "lighthouse.html",
-        PAGE,
-        "The Ossa lighthouse",
-        "Facts about the lighthouse.",
-    );
+    let page_url = model.add_lighthouse();
     let server = model.serve_with_search(&["--python", "--browser"]);
     let base = &server.base;
     let parameters = json!({"type": "object", "properties": {"city": {"type": "string"}},
@@ -160,15 +150,12 @@ fn scripted_requests(collected: &mut Collected) {
     for stream in [false, true] {
         let name = format!("responses tools (stream: {stream})");
         script_tools(&model);
-        let body = post(
+        if let Some(response) = collected.exchange(
             &format!("{base}/responses"),
+            &name,
             &json!({"model": MODEL, "input": user, "tools": response_tools, "stream": stream,
                     "metadata": {"case": "tools"}}),
-        );
-        if stream {
-            collected.add_response_stream(&name, &body);
-        } else {
-            let response: Value = serde_json::from_str(&body).expect("JSON");
+        ) {
             let kinds: Vec<&str> = response["output"]
                 .as_array()
                 .expect("output")
@@ -190,15 +177,12 @@ fn scripted_requests(collected: &mut Collected) {
 
         let name = format!("responses browsing (stream: {stream})");
         script_browsing(&model);
-        let body = post(
+        if let Some(response) = collected.exchange(
             &format!("{base}/responses"),
+            &name,
             &json!({"model": MODEL, "input": "How tall is the Ossa lighthouse?",
                     "tools": [{"type": "web_search"}], "stream": stream}),
-        );
-        if stream {
-            collected.add_response_stream(&name, &body);
-        } else {
-            let response: Value = serde_json::from_str(&body).expect("JSON");
+        ) {
             let answer = response["output"].as_array().and_then(|o| o.last());
             let text = &answer.expect("output")["content"][0];
             assert_eq!(
@@ -228,15 +212,12 @@ fn scripted_requests(collected: &mut Collected) {
 
         let name = format!("chat tools (stream: {stream})");
         script_tools(&model);
-        let body = post(
+        if let Some(completion) = collected.exchange(
             &format!("{base}/chat/completions"),
+            &name,
             &json!({"model": MODEL, "messages": [{"role": "user", "content": user}],
                     "tools": chat_tools, "stream": stream}),
-        );
-        if stream {
-            collected.add_chunks(Kind::ChatChunk, &name, &body);
-        } else {
-            let completion: Value = serde_json::from_str(&body).expect("JSON");
+        ) {
             let message = &completion["choices"][0]["message"];
             assert_eq!(
                 message["tool_calls"][0]["function"]["name"], "get_weather",
@@ -251,15 +232,12 @@ fn scripted_requests(collected: &mut Collected) {
 
         let name = format!("chat browsing (stream: {stream})");
         script_browsing(&model);
-        let body = post(
+        if let Some(completion) = collected.exchange(
             &format!("{base}/chat/completions"),
+            &name,
             &json!({"model": MODEL, "stream": stream, "stream_options": stream.then(|| json!({"include_usage": true})),
                     "messages": [{"role": "user", "content": "How tall is the Ossa lighthouse?"}]}),
-        );
-        if stream {
-            collected.add_chunks(Kind::ChatChunk, &name, &body);
-        } else {
-            let completion: Value = serde_json::from_str(&body).expect("JSON");
+        ) {
             let message = &completion["choices"][0]["message"];
             assert_eq!(
                 message["annotations"][0]["url_citation"]["url"], page_url,
@@ -381,7 +359,7 @@ fn check_typed(kind: Kind, name: &str, value: &Value) {
 /// Validates each entry of the JSON file `argv[2]` names with the SDK's models; prints, for
 /// each, the validation error (strict, then lax) and the fields the models do not know.
 const SDK_VALIDATE: &str = r#"
-import json, sys, typing
+import typing
 import pydantic
 from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
@@ -460,7 +438,6 @@ for kind, name, body in entries:
     except Exception as e:
         result["errors"] += ["lax: " + f for f in failure(e)]
     out.append(result)
-print(json.dumps(out))
 "#;
 
 /// The fields ossa sends that OpenAI's types do not have, on purpose: the chain of thought
@@ -534,9 +511,7 @@ fn every_body_and_event_is_ossas_wire_type_and_the_openai_sdks() {
         check_typed(*kind, name, value);
     }
 
-    let Some(python) = python_with_openai() else {
-        return;
-    };
+    let python = or_skip!(python_with_openai());
     let file = tempfile::NamedTempFile::new().expect("temp file");
     let entries: Vec<Value> = collected
         .entries

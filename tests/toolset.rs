@@ -2,18 +2,32 @@
 //! MCP servers (a real one over stdio, and one that cannot start), and the Python sandbox with
 //! the file's limits and folder, each used through the interface the agent calls.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use ossa::config::Config;
 use ossa::sandbox::Progress;
 use ossa::tools::{Tool, ToolCall};
-use ossa::toolset::{ToolChoice, ToolsetError, build_tools};
+use ossa::toolset::{ToolChoice, Toolset, ToolsetError, build_tools};
 
-fn config(text: &str, dir: &Path) -> Config {
+/// The config file `text`, in a temporary folder of its own (removed when dropped).
+fn config(text: &str) -> (tempfile::TempDir, Config) {
+    let dir = tempfile::tempdir().unwrap();
     let home = |_: &str| None;
-    Config::from_toml(text, &dir.join("config.toml"), &home)
-        .unwrap_or_else(|e| panic!("{e}\n{text}"))
+    let config = Config::from_toml(text, &dir.path().join("config.toml"), &home)
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    (dir, config)
+}
+
+/// The tool set `config` gives with the browser and python chosen or not.
+async fn build(config: &Config, browser: bool, python: bool) -> Toolset {
+    build_tools(config, &ToolChoice { browser, python }, Progress::Quiet)
+        .await
+        .unwrap()
+}
+
+/// The names of a tool set's tools, in order.
+fn names(toolset: &Toolset) -> Vec<&str> {
+    toolset.tools.iter().map(|t| t.name()).collect()
 }
 
 fn call(recipient: &str, content_type: &str, content: &str) -> ToolCall {
@@ -32,6 +46,18 @@ async fn answer(tool: &Arc<dyn Tool>, call: ToolCall) -> String {
     outputs.remove(0).content
 }
 
+/// What the function `name` answers to JSON `arguments`.
+async fn call_function(functions: &Arc<dyn Tool>, name: &str, arguments: &str) -> String {
+    answer(functions, call(name, "<|constrain|>json", arguments)).await
+}
+
+/// What `functions.apply_patch` answers to a patch of `changes` (its lines between `Begin Patch`
+/// and `End Patch`).
+async fn apply_patch(functions: &Arc<dyn Tool>, changes: &str) -> String {
+    let patch = format!("*** Begin Patch\n{changes}\n*** End Patch");
+    call_function(functions, "functions.apply_patch", &patch).await
+}
+
 fn find<'a>(tools: &'a [Arc<dyn Tool>], name: &str) -> &'a Arc<dyn Tool> {
     tools
         .iter()
@@ -41,12 +67,9 @@ fn find<'a>(tools: &'a [Arc<dyn Tool>], name: &str) -> &'a Arc<dyn Tool> {
 
 #[tokio::test]
 async fn browser_apply_patch_and_mcp_tools_are_built_from_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("work")).unwrap();
     let echo_server = ossa_test_support::workspace_root().join("tools/tests/mcp_echo_server.py");
-    let config = config(
-        &format!(
-            r#"
+    let (dir, config) = config(&format!(
+        r#"
 [tools]
 apply_patch_workspace = "work"
 
@@ -62,20 +85,11 @@ args = ["{}", "--name", "echo"]
 name = "broken"
 command = "/nonexistent/ossa-test-no-such-server"
 "#,
-            echo_server.display()
-        ),
-        dir.path(),
-    );
-    let choice = ToolChoice {
-        browser: true,
-        python: false,
-    };
-    let toolset = build_tools(&config, &choice, Progress::Quiet)
-        .await
-        .unwrap();
-
-    let names: Vec<&str> = toolset.tools.iter().map(|t| t.name()).collect();
-    assert_eq!(names, ["browser", "functions"]);
+        echo_server.display()
+    ));
+    std::fs::create_dir(dir.path().join("work")).unwrap();
+    let toolset = build(&config, true, false).await;
+    assert_eq!(names(&toolset), ["browser", "functions"]);
     let functions = toolset.functions.names();
     assert_eq!(functions[0], "apply_patch");
     assert!(functions.iter().any(|f| f == "echo"), "{functions:?}");
@@ -105,13 +119,9 @@ command = "/nonexistent/ossa-test-no-such-server"
 
     // apply_patch writes inside the workspace and nowhere else.
     let functions = find(&toolset.tools, "functions");
-    let done = answer(
+    let done = apply_patch(
         functions,
-        call(
-            "functions.apply_patch",
-            "<|constrain|>json",
-            "*** Begin Patch\n*** Add File: notes/hello.txt\n+hello from the model\n*** End Patch",
-        ),
+        "*** Add File: notes/hello.txt\n+hello from the model",
     )
     .await;
     assert!(done.starts_with("Done!"), "{done}");
@@ -119,28 +129,12 @@ command = "/nonexistent/ossa-test-no-such-server"
         std::fs::read_to_string(dir.path().join("work/notes/hello.txt")).unwrap(),
         "hello from the model\n"
     );
-    let refused = answer(
-        functions,
-        call(
-            "functions.apply_patch",
-            "<|constrain|>json",
-            "*** Begin Patch\n*** Add File: ../escape.txt\n+no\n*** End Patch",
-        ),
-    )
-    .await;
+    let refused = apply_patch(functions, "*** Add File: ../escape.txt\n+no").await;
     assert!(refused.starts_with("Error:"), "{refused}");
     assert!(!dir.path().join("escape.txt").exists());
 
     // The MCP server's tool answers through the same namespace.
-    let echoed = answer(
-        functions,
-        call(
-            "functions.echo",
-            "<|constrain|>json",
-            r#"{"text": "through MCP"}"#,
-        ),
-    )
-    .await;
+    let echoed = call_function(functions, "functions.echo", r#"{"text": "through MCP"}"#).await;
     // The server answers `{its --name}: {text}`.
     assert_eq!(echoed, "echo: through MCP");
 
@@ -149,14 +143,8 @@ command = "/nonexistent/ossa-test-no-such-server"
 
 #[tokio::test]
 async fn nothing_chosen_and_nothing_configured_gives_no_tools() {
-    let dir = tempfile::tempdir().unwrap();
-    let toolset = build_tools(
-        &config("", dir.path()),
-        &ToolChoice::default(),
-        Progress::Quiet,
-    )
-    .await
-    .unwrap();
+    let (_dir, config) = config("");
+    let toolset = build(&config, false, false).await;
     assert!(toolset.tools.is_empty());
     assert!(toolset.functions.is_empty());
     assert!(toolset.warnings.is_empty());
@@ -164,11 +152,7 @@ async fn nothing_chosen_and_nothing_configured_gives_no_tools() {
 
 #[tokio::test]
 async fn a_missing_apply_patch_workspace_is_an_error_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(
-        "[tools]\napply_patch_workspace = \"not-there\"\n",
-        dir.path(),
-    );
+    let (dir, config) = config("[tools]\napply_patch_workspace = \"not-there\"\n");
     let error = build_tools(&config, &ToolChoice::default(), Progress::Quiet)
         .await
         .unwrap_err();
@@ -187,20 +171,9 @@ async fn a_missing_apply_patch_workspace_is_an_error_naming_it() {
 /// Uses the real sandbox (its runtime is fetched with pip on a machine's first run).
 #[tokio::test]
 async fn the_python_tool_gets_the_files_limits_and_folder() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(
-        "[python]\ntimeout_s = 2\nmemory_mb = 128\nmount = \"shared\"\n",
-        dir.path(),
-    );
-    let choice = ToolChoice {
-        browser: false,
-        python: true,
-    };
-    let toolset = build_tools(&config, &choice, Progress::Quiet)
-        .await
-        .unwrap();
-    let names: Vec<&str> = toolset.tools.iter().map(|t| t.name()).collect();
-    assert_eq!(names, ["python"]);
+    let (dir, config) = config("[python]\ntimeout_s = 2\nmemory_mb = 128\nmount = \"shared\"\n");
+    let toolset = build(&config, false, true).await;
+    assert_eq!(names(&toolset), ["python"]);
     let python = find(&toolset.tools, "python");
     let mut session = python.open_session();
     let mut run = async |code: &str| {

@@ -44,6 +44,41 @@ pub fn run_with_stdin(command: &mut Command, stdin: Option<&str>) -> Output {
     child.wait_with_output().expect("the command ran")
 }
 
+/// Where two sequences first differ (one ending before the other counts), or `None` when they
+/// are the same.
+pub fn first_difference<T: PartialEq>(got: &[T], want: &[T]) -> Option<usize> {
+    if got == want {
+        return None;
+    }
+    let same = got.iter().zip(want).take_while(|(a, b)| a == b).count();
+    Some(same)
+}
+
+/// The standard output of a command that must have succeeded; else the test fails naming
+/// `what`, how it exited and both its outputs.
+pub fn stdout_of_success(what: &str, output: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// The standard error of a command that must have failed; else the test fails naming `what`
+/// and what it printed.
+pub fn stderr_of_failure(what: &str, output: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(
+        !output.status.success(),
+        "{what} succeeded:\nstdout:\n{}\nstderr:\n{stderr}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    stderr
+}
+
 /// Prints the `N passed, M failed` line of a conformance loop and fails with every failure.
 pub fn assert_all_passed(passed: usize, failures: &[String]) {
     println!("{passed} passed, {} failed", failures.len());

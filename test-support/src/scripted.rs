@@ -25,6 +25,31 @@ pub fn tokens(text: &str) -> Vec<u32> {
         .expect("script tokenizes")
 }
 
+/// The model's reasoning (`analysis`), as a script writes it.
+pub fn analysis(text: &str) -> Message {
+    Message::from_role_and_content(Role::Assistant, text).with_channel("analysis")
+}
+
+/// The model's final answer.
+pub fn final_answer(text: &str) -> Message {
+    Message::from_role_and_content(Role::Assistant, text).with_channel("final")
+}
+
+/// A call of the function `recipient` with JSON `arguments` (`commentary`, constrained to JSON).
+pub fn call(recipient: &str, arguments: impl std::fmt::Display) -> Message {
+    Message::from_role_and_content(Role::Assistant, arguments.to_string())
+        .with_channel("commentary")
+        .with_recipient(recipient)
+        .with_content_type("<|constrain|>json")
+}
+
+/// Python `code` for the python tool (in `analysis`, as gpt-oss writes it).
+pub fn python_call(code: &str) -> Message {
+    analysis(code)
+        .with_recipient("python")
+        .with_content_type("code")
+}
+
 /// The tokens the model samples after `<|start|>assistant` to write `messages` (a final answer
 /// ends with `<|return|>`, a call with `<|call|>`).
 pub fn sampled(encoding: &HarmonyEncoding, messages: &[Message]) -> Vec<u32> {

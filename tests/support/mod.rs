@@ -16,6 +16,20 @@ pub mod serve;
 
 use std::path::{Path, PathBuf};
 
+/// The client a test talks through (the `Some` of `$client`), or a return from the test when it
+/// is missing: the helper that looked for it has said why (and in CI failed the test instead).
+#[allow(unused_macros)]
+macro_rules! or_skip {
+    ($client:expr) => {
+        match $client {
+            Some(client) => client,
+            None => return,
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use or_skip;
+
 // Each test binary uses some of what this module offers (as with `dead_code` above).
 #[allow(unused_imports)]
 pub use ossa_test_support::{assert_all_passed, check_all};
@@ -42,6 +56,35 @@ pub const SCENARIO_FLAGS: [&str; 7] = [
     "0",
 ];
 
+/// `ossa run --quiet` on the tiny agent with the engine flags and `args`, its config and prompt
+/// cache in `home` and no user config file: its output.
+pub fn ossa_run_tiny(home: &Path, args: &[&str]) -> std::process::Output {
+    let fixture = fixture_dir();
+    std::process::Command::new(env!("CARGO_BIN_EXE_ossa"))
+        .args([
+            "run",
+            "--quiet",
+            "--model",
+            fixture.to_str().expect("utf-8"),
+        ])
+        .args(ENGINE_FLAGS)
+        .args(args)
+        .env("XDG_CONFIG_HOME", home)
+        .env("OSSA_PROMPT_CACHE_DIR", home.join("cache"))
+        .env_remove("OSSA_CONFIG")
+        .output()
+        .expect("ossa runs")
+}
+
+/// What `ossa ARGS` wrote to stderr; it must fail.
+pub fn ossa_refused(args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ossa"))
+        .args(args)
+        .output()
+        .expect("ossa starts");
+    ossa_test_support::stderr_of_failure(&format!("ossa {args:?}"), &output)
+}
+
 /// The fixture's scenarios.
 pub fn scenarios() -> Vec<Value> {
     scenarios_in(&fixture_dir())
@@ -52,6 +95,15 @@ pub fn scenarios_in(dir: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(dir.join("scenarios.json"))
         .unwrap_or_else(|e| panic!("reading {}/scenarios.json: {e}", dir.display()));
     serde_json::from_str(&text).expect("scenarios.json is a list")
+}
+
+/// The user messages of `scenarios`, as a JSON list.
+pub fn users(scenarios: &[Value]) -> Value {
+    scenarios
+        .iter()
+        .map(|s| s["user"].as_str().expect("user"))
+        .collect::<Vec<_>>()
+        .into()
 }
 
 /// The final answer of a scenario (its last expected message).
@@ -67,13 +119,22 @@ pub fn final_text(scenario: &Value) -> String {
         .to_string()
 }
 
-/// `Ok` when a client got what the scenario wants; else the scenario's id and both values.
-pub fn same_for_scenario(scenario: &Value, got: &Value, want: &Value) -> Result<(), String> {
-    if got == want {
-        Ok(())
-    } else {
-        Err(format!("{}:\n got {got}\nwant {want}", scenario["id"]))
-    }
+/// Checks what a client got for each scenario (`results`, in the scenarios' order) against
+/// what `expected` says the scenario wants; a failure names its scenario, with both values.
+pub fn check_per_scenario(
+    scenarios: &[Value],
+    results: &[Value],
+    mut expected: impl FnMut(&Value) -> Value,
+) {
+    assert_eq!(results.len(), scenarios.len(), "one result per scenario");
+    check_all(scenarios.iter().zip(results), |(scenario, got)| {
+        let want = expected(scenario);
+        if *got == want {
+            Ok(())
+        } else {
+            Err(format!("{}:\n got {got}\nwant {want}", scenario["id"]))
+        }
+    });
 }
 
 /// The analysis texts of a scenario (assistant messages without a recipient).

@@ -12,9 +12,18 @@ use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use ossa::agent::harmony::{HarmonyEncoding, Message, Role};
-pub use ossa_test_support::scripted::{Script, sampled};
+use ossa::agent::harmony::{HarmonyEncoding, Message};
+// Each test binary uses some of them.
+#[allow(unused_imports)]
+pub use ossa_test_support::scripted::{Script, analysis, call, final_answer, python_call, sampled};
 use serde_json::{Value, json};
+
+/// A web page for the browsing tests: what the model reads when it opens the search result.
+pub const LIGHTHOUSE_PAGE: &str = "<html><head><title>The Ossa lighthouse</title></head><body>\
+<h1>The Ossa lighthouse</h1>\
+<p>The Ossa lighthouse stands 42 meters tall on the northern cape.</p>\
+<p>Its lamp was first lit in 1911 and still turns every night.</p>\
+</body></html>";
 
 /// What the HTTP side serves besides the model.
 #[derive(Default)]
@@ -119,13 +128,18 @@ impl ScriptedServer {
 
     /// Scripts a python call of `code`, then the final `answer`.
     pub fn script_python_then_answer(&self, code: &str, answer: &str) {
-        self.script(&[Message::from_role_and_content(Role::Assistant, code)
-            .with_channel("analysis")
-            .with_recipient("python")
-            .with_content_type("code")]);
-        self.script(&[
-            Message::from_role_and_content(Role::Assistant, answer).with_channel("final")
-        ]);
+        self.script(&[python_call(code)]);
+        self.script(&[final_answer(answer)]);
+    }
+
+    /// Serves [`LIGHTHOUSE_PAGE`] as the one search result for any query; returns its URL.
+    pub fn add_lighthouse(&self) -> String {
+        self.add_found_page(
+            "lighthouse.html",
+            LIGHTHOUSE_PAGE,
+            "The Ossa lighthouse",
+            "Facts about the lighthouse on the northern cape.",
+        )
     }
 
     /// Serves `html` at `/pages/{name}`; returns its URL.

@@ -7,6 +7,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+use ossa_test_support::stdout_of_success;
 use serde_json::Value;
 
 use super::{ENGINE_FLAGS, SCENARIO_FLAGS, fixture_dir};
@@ -24,17 +25,52 @@ pub struct Server {
     /// Every line the server wrote to stderr so far.
     log: Arc<Mutex<Vec<String>>>,
     _home: tempfile::TempDir,
+    /// The folder of its response store, when it was given one of its own; removed after the
+    /// server is stopped.
+    store: Option<tempfile::TempDir>,
 }
 
 impl Server {
     /// Serves the tiny agent with python, greedy, as the scenarios were made.
     pub fn start(extra: &[&str]) -> Server {
+        with_tiny_agent(extra, |args| Self::start_with(args, None))
+    }
+
+    /// Serves the tiny agent on the scenarios' date and reasoning effort, without python and
+    /// with the server's default sampling (each request asks for its own).
+    pub fn start_sampling() -> Server {
         let fixture = fixture_dir();
         let mut args = vec!["--model", fixture.to_str().expect("utf-8")];
         args.extend(ENGINE_FLAGS);
-        args.extend(SCENARIO_FLAGS);
-        args.extend(extra);
+        args.extend(["--date", "2026-01-01", "-r", "low"]);
         Self::start_with(&args, None)
+    }
+
+    /// [`Server::start`] with a response store of its own (`--store-dir` in a temporary folder).
+    pub fn start_storing(extra: &[&str]) -> Server {
+        let store = tempfile::tempdir().expect("temp store");
+        let mut server = Self::start_with_store(store.path(), extra);
+        server.store = Some(store);
+        server
+    }
+
+    /// [`Server::start`] with its response store in `store` (`--store-dir`).
+    pub fn start_with_store(store: &Path, extra: &[&str]) -> Server {
+        let mut args = vec!["--store-dir", store.to_str().expect("utf-8")];
+        args.extend(extra);
+        Self::start(&args)
+    }
+
+    /// [`Server::start`] for a test that talks to it with curl: `None` (the test is skipped)
+    /// when curl is missing.
+    pub fn start_for_curl(extra: &[&str]) -> Option<Server> {
+        (!curl_missing()).then(|| Self::start(extra))
+    }
+
+    /// [`Server::start_storing`] for a test that talks to it with curl: `None` (the test is
+    /// skipped) when curl is missing.
+    pub fn start_storing_for_curl(extra: &[&str]) -> Option<Server> {
+        (!curl_missing()).then(|| Self::start_storing(extra))
     }
 
     /// `ossa serve ARGS --port 0 --quiet`, with `config` (TOML) as its config file.
@@ -78,12 +114,9 @@ impl Server {
 
     /// [`Server::start`] without `--quiet`: the server logs a line per request.
     pub fn start_logging(extra: &[&str]) -> Server {
-        let fixture = fixture_dir();
-        let mut args = vec!["--model", fixture.to_str().expect("utf-8")];
-        args.extend(ENGINE_FLAGS);
-        args.extend(SCENARIO_FLAGS);
-        args.extend(extra);
-        match Self::spawn(&args, None, &[], None, false) {
+        match with_tiny_agent(extra, |args| {
+            Self::spawn_until(args, None, &[], None, false, READY)
+        }) {
             Ok(server) => server,
             Err(early) => panic!("ossa serve did not start:\n{early}"),
         }
@@ -96,32 +129,19 @@ impl Server {
         env: &[(&str, &str)],
         prompt_cache: Option<&Path>,
     ) -> Result<Server, String> {
-        Self::spawn(args, config, env, prompt_cache, true)
+        Self::spawn_until(args, config, env, prompt_cache, true, READY)
     }
 
     /// Serves the tiny agent with `extra` arguments and `env` set, returning as soon as the server has bound its
     /// port (its `bound to URL` line), before the model is loaded: with
     /// `OSSA_TEST_LOAD_GATE` in `env`, loading waits for that file.
     pub fn start_bound(extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let fixture = fixture_dir();
-        let mut args = vec!["--model", fixture.to_str().expect("utf-8")];
-        args.extend(ENGINE_FLAGS);
-        args.extend(SCENARIO_FLAGS);
-        args.extend(extra);
-        match Self::spawn_until(&args, None, env, None, true, BOUND) {
+        match with_tiny_agent(extra, |args| {
+            Self::spawn_until(args, None, env, None, true, BOUND)
+        }) {
             Ok(server) => server,
             Err(early) => panic!("ossa serve did not bind:\n{early}"),
         }
-    }
-
-    fn spawn(
-        args: &[&str],
-        config: Option<&str>,
-        env: &[(&str, &str)],
-        prompt_cache: Option<&Path>,
-        quiet: bool,
-    ) -> Result<Server, String> {
-        Self::spawn_until(args, config, env, prompt_cache, quiet, READY)
     }
 
     /// Spawns the server and waits for the stderr line holding `marker` and its URL.
@@ -199,6 +219,7 @@ impl Server {
             base,
             log,
             _home: home,
+            store: None,
         })
     }
 
@@ -249,6 +270,17 @@ impl Server {
     }
 }
 
+/// `f` of the arguments that serve the tiny agent as the scenarios were made (`--model`, the
+/// engine and scenario flags), then `extra`.
+fn with_tiny_agent<T>(extra: &[&str], f: impl FnOnce(&[&str]) -> T) -> T {
+    let fixture = fixture_dir();
+    let mut args = vec!["--model", fixture.to_str().expect("utf-8")];
+    args.extend(ENGINE_FLAGS);
+    args.extend(SCENARIO_FLAGS);
+    args.extend(extra);
+    f(&args)
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -287,12 +319,7 @@ pub fn curl(args: &[&str]) -> (u16, String) {
         .args(args)
         .output()
         .expect("curl runs");
-    assert!(
-        output.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let out = String::from_utf8_lossy(&output.stdout);
+    let out = stdout_of_success("curl", &output);
     let (body, status) = out.rsplit_once('\n').expect("status line");
     (status.trim().parse().expect("status"), body.to_string())
 }
@@ -316,6 +343,16 @@ pub fn curl_post_raw(url: &str, body: &str) -> (u16, String) {
 
 pub fn curl_get(url: &str) -> (u16, String) {
     curl(&[url])
+}
+
+/// The error body of a POST of `body` to `url` (curl), which must be refused with a 400 naming
+/// `param`.
+pub fn curl_refused(url: &str, body: &Value, param: &str) -> Value {
+    let (status, text) = curl_post(url, body);
+    assert_eq!(status, 400, "{body}: {text}");
+    let error: Value = serde_json::from_str(&text).expect("JSON error");
+    assert_eq!(error["error"]["param"], param, "{body}: {text}");
+    error
 }
 
 /// The values of one field (`data:`, `event:`) of an SSE body, trimmed, in order.
@@ -364,19 +401,25 @@ pub fn python_with_openai() -> Option<&'static str> {
     None
 }
 
-/// Runs an `openai` client `script` with `python` as `script BASE_URL INPUT_JSON`; it must
-/// succeed and print a JSON list of results.
+/// What every `openai` client script starts with: `json`, `sys` and the `client` on the server's
+/// base URL (`sys.argv[1]`), which does not retry (a retry would hide a failed request).
+const SDK_PROLOGUE: &str = "import json, sys
+from openai import OpenAI
+client = OpenAI(base_url=sys.argv[1], api_key=\"unused\", max_retries=0)
+";
+/// What every one ends with: the list of results it left in `out`, printed as JSON.
+const SDK_EPILOGUE: &str = "\nprint(json.dumps(out))\n";
+
+/// Runs an `openai` client `script` with `python` as `script BASE_URL INPUT_JSON`, between
+/// [`SDK_PROLOGUE`] and [`SDK_EPILOGUE`]; it must succeed, leaving a list of results in `out`.
 pub fn run_sdk_script(python: &str, script: &str, base: &str, input: &Value) -> Vec<Value> {
+    let script = format!("{SDK_PROLOGUE}{script}{SDK_EPILOGUE}");
     let output = Command::new(python)
-        .args(["-c", script, base, &input.to_string()])
+        .args(["-c", &script, base, &input.to_string()])
         .output()
         .expect("python runs");
-    assert!(
-        output.status.success(),
-        "the SDK script failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("the script prints JSON")
+    let printed = stdout_of_success("the SDK script", &output);
+    serde_json::from_str(&printed).expect("the script prints JSON")
 }
 
 /// The folder of the `openai` TypeScript SDK's test client (`tests/ts`), its pinned packages
@@ -431,17 +474,9 @@ pub fn run_ts_sdk(dir: &Path, base: &str, mode: &str, input: &Value) -> Value {
         .current_dir(dir)
         .output()
         .expect("node runs");
-    assert!(
-        output.status.success(),
-        "the TypeScript SDK client failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "the client printed no JSON ({e}):\n{}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
+    let printed = stdout_of_success("the TypeScript SDK client", &output);
+    serde_json::from_str(&printed)
+        .unwrap_or_else(|e| panic!("the client printed no JSON ({e}):\n{printed}"))
 }
 
 /// `<|return|>`'s token id, as `/v1/completions` reports it.

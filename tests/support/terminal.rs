@@ -147,6 +147,14 @@ impl Terminal {
         self.send("\r");
     }
 
+    /// Types each step's line and Enter, then waits for what it brings (an output, a prompt).
+    pub fn converse(&mut self, steps: &[(&str, &str)]) {
+        for (line, answer) in steps {
+            self.enter(line);
+            self.expect(answer);
+        }
+    }
+
     /// Everything printed so far, as bytes.
     pub fn raw(&self) -> Vec<u8> {
         self.output.lock().unwrap().clone()
