@@ -14,6 +14,15 @@ fn workspace() -> (TempDir, ApplyPatch) {
     (dir, tool)
 }
 
+/// A workspace holding `files` (path and content each).
+fn workspace_with(files: &[(&str, &str)]) -> (TempDir, ApplyPatch) {
+    let (dir, tool) = workspace();
+    for (path, content) in files {
+        write(dir.path(), path, content);
+    }
+    (dir, tool)
+}
+
 fn write(root: &Path, path: &str, content: &str) {
     let path = root.join(path);
     fs::create_dir_all(path.parent().expect("has parent")).expect("mkdir");
@@ -28,6 +37,22 @@ fn error_of(tool: &ApplyPatch, patch: &str) -> String {
     match tool.apply(patch) {
         Ok(done) => panic!("expected an error, got {done:?}"),
         Err(error) => error.to_string(),
+    }
+}
+
+/// What a refused patch's error says: all of it, or a part of it.
+enum Refusal<'a> {
+    Is(&'a str),
+    Mentions(&'a str),
+}
+
+impl Refusal<'_> {
+    /// Asserts that `error`, the refusal of `patch`, says this.
+    fn check(&self, error: &str, patch: &str) {
+        match self {
+            Refusal::Is(expected) => assert_eq!(error, *expected, "patch:\n{patch}"),
+            Refusal::Mentions(part) => assert!(error.contains(part), "patch:\n{patch}\n{error}"),
+        }
     }
 }
 
@@ -105,76 +130,60 @@ fn hunks_find_their_place_by_context_and_anchor() {
 }
 
 #[test]
-fn context_matches_ignoring_trailing_then_surrounding_whitespace() {
-    let (dir, tool) = workspace();
-    let root = dir.path();
-    write(root, "notes.md", "title   \n  indented line\nlast\n");
-    let patch = "*** Begin Patch
-*** Update File: notes.md
- title
--indented line
-+replaced line
- last
-*** End Patch";
-    tool.apply(patch).expect("fuzzy context applies");
-    assert_eq!(read(root, "notes.md"), "title   \nreplaced line\nlast\n");
-}
-
-#[test]
-fn end_of_file_hunks_append_at_the_end() {
-    let (dir, tool) = workspace();
-    let root = dir.path();
-    write(root, "list.txt", "one\ntwo\nthree");
-    let patch = "*** Begin Patch
-*** Update File: list.txt
-@@
- two
- three
-+four
-*** End of File
-*** End Patch";
-    tool.apply(patch).expect("applies");
-    assert_eq!(read(root, "list.txt"), "one\ntwo\nthree\nfour");
-}
-
-#[test]
-fn blank_lines_in_a_hunk_are_empty_context_lines() {
-    let (dir, tool) = workspace();
-    let root = dir.path();
-    write(root, "a.py", "x = 1\n\ny = 2\n");
-    let patch = "*** Begin Patch\n*** Update File: a.py\n x = 1\n\n-y = 2\n+y = 3\n*** End Patch";
-    tool.apply(patch).expect("applies");
-    assert_eq!(read(root, "a.py"), "x = 1\n\ny = 3\n");
-}
-
-#[test]
-fn deliberate_difference_a_hunk_header_of_at_at_and_a_space_is_a_bare_header() {
-    // The reference consumes `@@ ` (empty anchor), then rejects the hunk's first line as an
-    // "Invalid line in update section"; an empty anchor simply means no anchor.
-    let (dir, tool) = workspace();
-    let root = dir.path();
-    write(root, "a.txt", "one\ntwo\nthree\n");
-    tool.apply("*** Begin Patch\n*** Update File: a.txt\n@@ \n two\n-three\n+THREE\n*** End Patch")
-        .expect("applies");
-    assert_eq!(read(root, "a.txt"), "one\ntwo\nTHREE\n");
-}
-
-#[test]
-fn crlf_files_keep_their_line_endings() {
-    let (dir, tool) = workspace();
-    let root = dir.path();
-    write(root, "win.txt", "alpha\r\nbeta\r\ngamma\r\n");
-    let patch =
-        "*** Begin Patch\n*** Update File: win.txt\n alpha\n-beta\n+BETA\n gamma\n*** End Patch\n";
-    tool.apply(patch).expect("applies");
-    assert_eq!(read(root, "win.txt"), "alpha\r\nBETA\r\ngamma\r\n");
+fn single_file_updates_follow_the_format() {
+    // (case, file, its content, patch, its content after)
+    let cases = [
+        (
+            "context matches ignoring trailing, then surrounding whitespace",
+            "notes.md",
+            "title   \n  indented line\nlast\n",
+            "*** Begin Patch\n*** Update File: notes.md\n title\n-indented line\n+replaced line\n last\n*** End Patch",
+            "title   \nreplaced line\nlast\n",
+        ),
+        (
+            "an end-of-file hunk appends at the end",
+            "list.txt",
+            "one\ntwo\nthree",
+            "*** Begin Patch\n*** Update File: list.txt\n@@\n two\n three\n+four\n*** End of File\n*** End Patch",
+            "one\ntwo\nthree\nfour",
+        ),
+        (
+            "a blank line in a hunk is an empty context line",
+            "a.py",
+            "x = 1\n\ny = 2\n",
+            "*** Begin Patch\n*** Update File: a.py\n x = 1\n\n-y = 2\n+y = 3\n*** End Patch",
+            "x = 1\n\ny = 3\n",
+        ),
+        // Deliberate difference: the reference consumes `@@ ` (empty anchor), then rejects the
+        // hunk's first line as an "Invalid line in update section"; an empty anchor simply
+        // means no anchor.
+        (
+            "a hunk header of `@@ ` is a bare header",
+            "a.txt",
+            "one\ntwo\nthree\n",
+            "*** Begin Patch\n*** Update File: a.txt\n@@ \n two\n-three\n+THREE\n*** End Patch",
+            "one\ntwo\nTHREE\n",
+        ),
+        (
+            "CRLF files keep their line endings",
+            "win.txt",
+            "alpha\r\nbeta\r\ngamma\r\n",
+            "*** Begin Patch\n*** Update File: win.txt\n alpha\n-beta\n+BETA\n gamma\n*** End Patch\n",
+            "alpha\r\nBETA\r\ngamma\r\n",
+        ),
+    ];
+    for (case, file, before, patch, after) in cases {
+        let (dir, tool) = workspace();
+        write(dir.path(), file, before);
+        tool.apply(patch).unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert_eq!(read(dir.path(), file), after, "{case}");
+    }
 }
 
 #[test]
 fn errors_name_the_problem_and_leave_files_untouched() {
-    let (dir, tool) = workspace();
+    let (dir, tool) = workspace_with(&[("exists.txt", "content\n")]);
     let root = dir.path();
-    write(root, "exists.txt", "content\n");
     let cases = [
         (
             "*** Update File: exists.txt\n-nope\n+yes",
@@ -212,12 +221,21 @@ fn errors_name_the_problem_and_leave_files_untouched() {
             "*** Delete File: exists.txt\n*** Delete File: exists.txt",
             "Duplicate delete for file: exists.txt",
         ),
+        // A patch with one bad part writes nothing, not even its valid add.
+        (
+            "*** Add File: new.txt\n+new\n*** Delete File: exists.txt\n*** Update File: exists.txt\n-not there\n+x",
+            "Duplicate update for file: exists.txt",
+        ),
+        (
+            "*** Add File: new.txt\n+new\n*** Update File: exists.txt\n-not there\n+x",
+            "Invalid context at 0 in exists.txt:\nnot there",
+        ),
     ];
     for (body, expected) in cases {
         let patch = format!("*** Begin Patch\n{body}\n*** End Patch");
         assert_eq!(error_of(&tool, &patch), expected, "patch:\n{patch}");
         assert_eq!(read(root, "exists.txt"), "content\n");
-        assert!(!root.join("new.txt").exists());
+        assert!(!root.join("new.txt").exists(), "patch:\n{patch}");
     }
     let missing_sentinel = error_of(&tool, "*** Update File: exists.txt\n-content\n+x");
     assert!(
@@ -236,45 +254,9 @@ fn errors_name_the_problem_and_leave_files_untouched() {
 }
 
 #[test]
-fn a_patch_with_one_bad_part_writes_nothing() {
-    let (dir, tool) = workspace();
-    let root = dir.path();
-    write(root, "keep.txt", "keep\n");
-    let patch = "*** Begin Patch
-*** Add File: added.txt
-+new
-*** Delete File: keep.txt
-*** Update File: keep.txt
--not there
-+x
-*** End Patch";
-    let error = error_of(&tool, patch);
-    assert_eq!(error, "Duplicate update for file: keep.txt");
-    let patch = "*** Begin Patch
-*** Add File: added.txt
-+new
-*** Update File: keep.txt
--not there
-+x
-*** End Patch";
-    let error = error_of(&tool, patch);
-    assert!(
-        error.starts_with("Invalid context at 0 in keep.txt"),
-        "{error}"
-    );
-    assert!(
-        !root.join("added.txt").exists(),
-        "the valid add was not written"
-    );
-    assert_eq!(read(root, "keep.txt"), "keep\n");
-}
-
-#[test]
 fn move_onto_an_existing_file_is_refused_unless_it_is_deleted_first() {
-    let (dir, tool) = workspace();
+    let (dir, tool) = workspace_with(&[("a.txt", "a\n"), ("b.txt", "b\n")]);
     let root = dir.path();
-    write(root, "a.txt", "a\n");
-    write(root, "b.txt", "b\n");
     let error = error_of(
         &tool,
         "*** Begin Patch\n*** Update File: a.txt\n*** Move to: b.txt\n*** End Patch",
@@ -295,80 +277,62 @@ fn paths_that_leave_the_workspace_are_refused() {
     let outer = tempfile::tempdir().expect("temp dir");
     let root = outer.path().join("workspace");
     fs::create_dir(&root).expect("mkdir");
-    fs::write(outer.path().join("secret.txt"), "secret\n").expect("write");
-    let tool = ApplyPatch::new(&root).expect("opens");
     let outside = outer.path().join("secret.txt");
-
-    let error = error_of(
-        &tool,
-        "*** Begin Patch\n*** Add File: ../escape.txt\n+x\n*** End Patch",
-    );
-    assert_eq!(
-        error,
-        "../escape.txt: `..` is not allowed: paths stay inside the workspace"
-    );
-    assert!(!outer.path().join("escape.txt").exists());
-
-    let error = error_of(
-        &tool,
-        "*** Begin Patch\n*** Delete File: sub/../../secret.txt\n*** End Patch",
-    );
-    assert!(error.contains("`..` is not allowed"), "{error}");
-
-    let absolute = format!(
-        "*** Begin Patch\n*** Update File: {}\n-secret\n+stolen\n*** End Patch",
-        outside.display()
-    );
-    let error = error_of(&tool, &absolute);
-    assert!(
-        error.contains("absolute paths outside the workspace"),
-        "{error}"
-    );
-    assert_eq!(fs::read_to_string(&outside).expect("read"), "secret\n");
-
-    // A symlinked folder pointing out of the workspace.
+    fs::write(&outside, "secret\n").expect("write");
+    let tool = ApplyPatch::new(&root).expect("opens");
+    // A symlinked folder pointing out of the workspace, one leading up out of it, and a
+    // symlinked file pointing out of it.
     std::os::unix::fs::symlink(outer.path(), root.join("link")).expect("symlink");
-    let error = error_of(
-        &tool,
-        "*** Begin Patch\n*** Add File: link/planted.txt\n+x\n*** End Patch",
-    );
-    assert_eq!(
-        error,
-        "link/planted.txt: `link` is a symbolic link with an absolute target; only relative links that stay inside the workspace are followed"
-    );
-    assert!(!outer.path().join("planted.txt").exists());
     std::os::unix::fs::symlink("..", root.join("up")).expect("symlink");
-    let error = error_of(
-        &tool,
-        "*** Begin Patch\n*** Add File: up/planted.txt\n+x\n*** End Patch",
-    );
-    assert_eq!(
-        error,
-        "up/planted.txt: `up` is a symbolic link that leads outside the workspace"
-    );
-    assert!(!outer.path().join("planted.txt").exists());
-
-    // A symlinked file pointing out of the workspace: neither read nor written.
     std::os::unix::fs::symlink("../secret.txt", root.join("secret-link.txt")).expect("symlink");
-    let error = error_of(
-        &tool,
-        "*** Begin Patch\n*** Update File: secret-link.txt\n-secret\n+stolen\n*** End Patch",
-    );
-    assert_eq!(
-        error,
-        "secret-link.txt: `secret-link.txt` is a symbolic link that leads outside the workspace"
-    );
-    assert_eq!(fs::read_to_string(&outside).expect("read"), "secret\n");
-
-    // Renaming a file out through a symlinked folder.
     fs::write(root.join("inside.txt"), "inside\n").expect("write");
-    let error = error_of(
-        &tool,
-        "*** Begin Patch\n*** Update File: inside.txt\n*** Move to: up/moved.txt\n*** End Patch",
-    );
-    assert!(error.contains("leads outside the workspace"), "{error}");
-    assert!(root.join("inside.txt").exists());
-    assert!(!outer.path().join("moved.txt").exists());
+
+    let absolute = format!("*** Update File: {}\n-secret\n+stolen", outside.display());
+    let cases = [
+        (
+            "*** Add File: ../escape.txt\n+x",
+            Refusal::Is("../escape.txt: `..` is not allowed: paths stay inside the workspace"),
+        ),
+        (
+            "*** Delete File: sub/../../secret.txt",
+            Refusal::Mentions("`..` is not allowed"),
+        ),
+        (
+            absolute.as_str(),
+            Refusal::Mentions("absolute paths outside the workspace"),
+        ),
+        (
+            "*** Add File: link/planted.txt\n+x",
+            Refusal::Is(
+                "link/planted.txt: `link` is a symbolic link with an absolute target; only relative links that stay inside the workspace are followed",
+            ),
+        ),
+        (
+            "*** Add File: up/planted.txt\n+x",
+            Refusal::Is("up/planted.txt: `up` is a symbolic link that leads outside the workspace"),
+        ),
+        // A symlinked file pointing out of the workspace: neither read nor written.
+        (
+            "*** Update File: secret-link.txt\n-secret\n+stolen",
+            Refusal::Is(
+                "secret-link.txt: `secret-link.txt` is a symbolic link that leads outside the workspace",
+            ),
+        ),
+        // Renaming a file out through a symlinked folder.
+        (
+            "*** Update File: inside.txt\n*** Move to: up/moved.txt",
+            Refusal::Mentions("leads outside the workspace"),
+        ),
+    ];
+    for (body, refusal) in cases {
+        let patch = format!("*** Begin Patch\n{body}\n*** End Patch");
+        refusal.check(&error_of(&tool, &patch), &patch);
+        assert_eq!(fs::read_to_string(&outside).expect("read"), "secret\n");
+        for planted in ["escape.txt", "planted.txt", "moved.txt"] {
+            assert!(!outer.path().join(planted).exists(), "patch:\n{patch}");
+        }
+        assert!(root.join("inside.txt").exists());
+    }
 }
 
 #[test]
@@ -571,9 +535,8 @@ fn an_update_replaces_the_file_and_never_writes_into_the_original() {
 
 #[test]
 fn a_symlinked_file_inside_stays_a_link_and_its_target_is_edited() {
-    let (dir, tool) = workspace();
+    let (dir, tool) = workspace_with(&[("real.txt", "one\n")]);
     let root = dir.path();
-    write(root, "real.txt", "one\n");
     std::os::unix::fs::symlink("real.txt", root.join("alias.txt")).expect("symlink");
     tool.apply("*** Begin Patch\n*** Update File: alias.txt\n-one\n+two\n*** End Patch")
         .expect("applies");

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ossa_tools::browser::{
-    ApiProvider, ApiSpec, BRAVE, BrowserBackend, BrowserConfig, BrowserTool, DuckDuckGoProvider,
-    EXA, FetchConfig, Fetcher, PageContents, SEARXNG, SearchBackendKind, SearchConfig,
-    SearchProvider, TAVILY, WebBackend, YOU, process_html,
+    ApiProvider, ApiSpec, BRAVE, BrowserBackend, BrowserConfig, BrowserSession, BrowserTool,
+    DuckDuckGoProvider, EXA, FetchConfig, Fetcher, PageContents, SEARXNG, SearchBackendKind,
+    SearchConfig, SearchProvider, TAVILY, WebBackend, YOU, process_html,
 };
 use ossa_tools::tool::ToolCall;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
@@ -44,6 +44,11 @@ fn provider(spec: &'static ApiSpec, key: &str, base: String, read_pages: bool) -
         Some(base),
         read_pages,
     ))
+}
+
+/// A web backend searching through `spec`'s provider (see [`provider`]), fetching on loopback.
+fn api_backend(spec: &'static ApiSpec, key: &str, base: String, read_pages: bool) -> WebBackend {
+    backend(provider(spec, key, base, read_pages), local_fetch())
 }
 
 /// A provider that is never asked to search (for fetch tests).
@@ -410,10 +415,7 @@ async fn search_then_open_then_find_over_http() {
         BrowserConfig::default(),
     );
     let mut s = tool.session();
-    let results = s
-        .handle(&call("browser.search", r#"{"query": "local"}"#))
-        .await
-        .content;
+    let results = answer(&mut s, "browser.search", r#"{"query": "local"}"#).await;
     assert!(
         results.contains(&format!(
             "  * 【0†Local page†{}】 A page on loopback.",
@@ -421,10 +423,7 @@ async fn search_then_open_then_find_over_http() {
         )),
         "{results}"
     );
-    let page = s
-        .handle(&call("browser.open", r#"{"id": 0}"#))
-        .await
-        .content;
+    let page = answer(&mut s, "browser.open", r#"{"id": 0}"#).await;
     let url = srv.url("/page");
     assert!(
         page.starts_with(&format!(
@@ -432,18 +431,12 @@ async fn search_then_open_then_find_over_http() {
         )),
         "{page}"
     );
-    let found = s
-        .handle(&call("browser.find", r#"{"pattern": "answer"}"#))
-        .await
-        .content;
+    let found = answer(&mut s, "browser.find", r#"{"pattern": "answer"}"#).await;
     assert!(
         found.contains("L0: # 【0†match at L4】\nL1: The answer is 42."),
         "{found}"
     );
-    let missing = s
-        .handle(&call("browser.open", r#"{"cursor": 1, "id": 0}"#))
-        .await
-        .content;
+    let missing = answer(&mut s, "browser.open", r#"{"cursor": 1, "id": 0}"#).await;
     assert_eq!(
         missing,
         format!(
@@ -457,12 +450,22 @@ async fn search_then_open_then_find_over_http() {
 // ---------------------------------------------------------------------------------------------
 // Search backends: request shape and response mapping, per provider documentation
 
+/// What `session` answers to the browser function `name` called with `args`.
+async fn answer(session: &mut BrowserSession, name: &str, args: &str) -> String {
+    session.handle(&call(name, args)).await.content
+}
+
 fn result_lines(page: &ossa_tools::browser::PageContents) -> Vec<String> {
     page.text
         .lines()
         .filter(|l| l.starts_with("  * "))
         .map(str::to_string)
         .collect()
+}
+
+/// The result lines `web` shows for `query` (20 results asked for).
+async fn search_lines(web: &WebBackend, query: &str) -> Vec<String> {
+    result_lines(&web.search(query, 20).await.expect("search"))
 }
 
 #[tokio::test]
@@ -503,12 +506,11 @@ async fn exa_search_and_contents() {
         }
     })
     .await;
-    let exa = provider(&EXA, "exa-key", server.url("/"), true);
-    let web = backend(exa, local_fetch());
-    let page = web.search("rust ownership", 20).await.expect("search");
+    let web = api_backend(&EXA, "exa-key", server.url("/"), true);
+    let lines = search_lines(&web, "rust ownership").await;
     assert_eq!(server.requests()[0].json()["query"], "rust ownership");
     assert_eq!(
-        result_lines(&page),
+        lines,
         vec![
             "  * 【0†What is Ownership?†doc.rust-lang.org】 Rust's rules for memory.",
             "  * 【1†Rust (programming language)†en.wikipedia.org】 Rust is a general-purpose language",
@@ -534,8 +536,7 @@ async fn exa_search_and_contents() {
         missing,
         "No contents returned for https://example.org/missing"
     );
-    let bad = provider(&EXA, "wrong", server.url(""), true);
-    let err = backend(bad, local_fetch())
+    let err = api_backend(&EXA, "wrong", server.url(""), true)
         .search("x", 20)
         .await
         .unwrap_err()
@@ -576,11 +577,9 @@ async fn you_search_and_contents() {
         }
     })
     .await;
-    let you = provider(&YOU, "ydc-key", server.url(""), true);
-    let web = backend(you, local_fetch());
-    let page = web.search("tokyo weather", 20).await.expect("search");
+    let web = api_backend(&YOU, "ydc-key", server.url(""), true);
     assert_eq!(
-        result_lines(&page),
+        search_lines(&web, "tokyo weather").await,
         vec![
             "  * 【0†Tokyo forecast†weather.example】 Sunny today. Rain tomorrow.",
             "  * 【1†Typhoon nears Tokyo†news.example】 A typhoon is expected.",
@@ -614,13 +613,9 @@ async fn brave_search() {
         }))
     })
     .await;
-    let brave = provider(&BRAVE, "brave-key", server.url(""), false);
-    let page = backend(brave, local_fetch())
-        .search("rust book", 20)
-        .await
-        .expect("search");
+    let web = api_backend(&BRAVE, "brave-key", server.url(""), false);
     assert_eq!(
-        result_lines(&page),
+        search_lines(&web, "rust book").await,
         vec![
             "  * 【0†The Rust Programming Language†doc.rust-lang.org】 Learn Rust & its ownership model.",
             "  * 【1†Rust Book exercises†exercises.example】",
@@ -644,13 +639,9 @@ async fn tavily_search() {
         }))
     })
     .await;
-    let tavily = provider(&TAVILY, "tvly-key", server.url(""), false);
-    let page = backend(tavily, local_fetch())
-        .search("solar eclipse 2024", 20)
-        .await
-        .expect("search");
+    let web = api_backend(&TAVILY, "tvly-key", server.url(""), false);
     assert_eq!(
-        result_lines(&page),
+        search_lines(&web, "solar eclipse 2024").await,
         vec!["  * 【0†Eclipse 2024†science.example】 The total eclipse crossed North America."]
     );
 }
@@ -675,11 +666,9 @@ async fn searxng_search() {
         }))
     })
     .await;
-    let searx = provider(&SEARXNG, "", server.url("/searxng/"), false);
-    let web = backend(searx, local_fetch());
-    let page = web.search("kyoto", 20).await.expect("search");
+    let web = api_backend(&SEARXNG, "", server.url("/searxng/"), false);
     assert_eq!(
-        result_lines(&page),
+        search_lines(&web, "kyoto").await,
         vec![
             "  * 【0†Kyoto†wiki.example】 Former capital of Japan.",
             "  * 【1†Visit Kyoto†travel.example】 Temples and gardens."
@@ -774,9 +763,8 @@ fn missing_keys_name_their_environment_variable() {
 #[tokio::test]
 async fn backend_errors_reach_the_model_as_search_errors() {
     let server = TestServer::start(|_| Reply::status(429, r#"{"message":"rate limited"}"#)).await;
-    let brave = provider(&BRAVE, "k", server.url(""), false);
     let tool = BrowserTool::new(
-        Arc::new(backend(brave, local_fetch())),
+        Arc::new(api_backend(&BRAVE, "k", server.url(""), false)),
         BrowserConfig::default(),
     );
     let out = tool
@@ -1244,8 +1232,7 @@ async fn a_number_as_query_goes_to_the_search_service_with_reference_quirks() {
         _ => Reply::status(500, "unexpected query"),
     })
     .await;
-    let searx = provider(&SEARXNG, "", server.url(""), false);
-    let web: Arc<dyn BrowserBackend> = Arc::new(backend(searx, local_fetch()));
+    let web: Arc<dyn BrowserBackend> = Arc::new(api_backend(&SEARXNG, "", server.url(""), false));
     let reference = BrowserTool::new(
         web.clone(),
         BrowserConfig {

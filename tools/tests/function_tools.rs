@@ -1,6 +1,8 @@
 //! Typed function tools: schema generation, argument validation, decoding, and the messages the
 //! model gets back for good and bad calls.
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -563,22 +565,8 @@ async fn a_type_that_doubles_per_level_is_shown_as_deep_as_the_budget_allows() {
         "each type is in the schema once: {schema_size} bytes"
     );
 
-    // The deepest expansion within the budget: inlining D{i} costs its definition's JSON size,
-    // 2^i times (D0 is the root itself).
-    let definition_size = |level: usize| {
-        serde_json::to_string(&schema["$defs"][format!("D{level}")])
-            .expect("serializes")
-            .len()
-    };
-    let cost = |depth: usize| -> usize { (1..=depth).map(|i| (1 << i) * definition_size(i)).sum() };
-    let depth = (0..=17)
-        .take_while(|&depth| cost(depth) <= ossa_tools::schema::MAX_INLINED_BYTES)
-        .last()
-        .expect("depth 0 costs nothing");
-    assert!(
-        depth > 3 && depth < 17,
-        "the budget cuts in between: {depth}"
-    );
+    // The deepest expansion within the budget (D0 is the root itself, inlined from D1 on).
+    let depth = support::levels_within_the_inlining_budget(&schema["$defs"], "D", 1, 17);
 
     let too_large = prompt_schema(&schema).expect_err("over the budget");
     assert_eq!(too_large.ref_depth(), depth);

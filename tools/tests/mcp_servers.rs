@@ -3,6 +3,8 @@
 //! loopback: listing, calling, every kind of failure, crashes and restarts, name collisions and
 //! the config file shape.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -934,27 +936,13 @@ async fn hostile_schemas_are_expanded_within_the_budget_and_their_tools_still_wo
     let (added, warnings) = mcp::add_tools(&mut tools, &[Arc::clone(&server)]);
     assert_eq!(added.len(), ALL_TOOLS.len() + 2, "both tools are offered");
 
-    // The deepest expansion within the budget, worked out from the listed schema: inlining
-    // level i costs its definition's JSON size, 2^i times.
+    // The deepest expansion within the budget, worked out from the listed schema.
     let deep = server
         .tools()
         .iter()
         .find(|tool| tool.name == "deep")
         .expect("listed");
-    let definition_size = |level: usize| {
-        serde_json::to_string(&deep.input_schema["$defs"][format!("L{level}")])
-            .expect("serializes")
-            .len()
-    };
-    let cost = |depth: usize| -> usize { (0..depth).map(|i| (1 << i) * definition_size(i)).sum() };
-    let depth = (0..=18)
-        .take_while(|&depth| cost(depth) <= ossa_tools::schema::MAX_INLINED_BYTES)
-        .last()
-        .expect("depth 0 costs nothing");
-    assert!(
-        depth > 3 && depth < 18,
-        "the budget cuts in between: {depth}"
-    );
+    let depth = support::levels_within_the_inlining_budget(&deep.input_schema["$defs"], "L", 0, 18);
     assert_eq!(
         warnings,
         [format!(

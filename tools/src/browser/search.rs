@@ -287,16 +287,12 @@ pub static EXA: ApiSpec = ApiSpec {
             )
         },
         page: |url, answer| {
-            let first = results_array("Exa", answer, &["results"])?
-                .first()
-                .ok_or_else(|| {
-                    BrowserBackendError::new(format!("No contents returned for {url}"))
-                })?;
-            Ok(ProviderPage {
-                url: url.to_string(),
-                title: str_field(first, "title").into(),
-                html: str_field(first, "text").into(),
-            })
+            let first = first_contents(url, Some(results_array("Exa", answer, &["results"])?))?;
+            Ok(ProviderPage::from_entry(
+                url,
+                first,
+                str_field(first, "text"),
+            ))
         },
     }),
 };
@@ -340,18 +336,12 @@ pub static YOU: ApiSpec = ApiSpec {
             )
         },
         page: |url, answer| {
-            let first = answer.as_array().and_then(|a| a.first()).ok_or_else(|| {
-                BrowserBackendError::new(format!("No contents returned for {url}"))
-            })?;
+            let first = first_contents(url, answer.as_array())?;
             let html = first
                 .get("html")
                 .and_then(Value::as_str)
                 .ok_or_else(|| BrowserBackendError::new(format!("No HTML returned for {url}")))?;
-            Ok(ProviderPage {
-                url: url.to_string(),
-                title: str_field(first, "title").into(),
-                html: html.into(),
-            })
+            Ok(ProviderPage::from_entry(url, first, html))
         },
     }),
 };
@@ -421,6 +411,27 @@ pub static SEARXNG: ApiSpec = ApiSpec {
 };
 
 /// A hit: the answer's `url` and `title` as given, `summary` with its whitespace squashed.
+/// The first entry of a contents API's answer, or the error naming the page nothing came for.
+fn first_contents<'a>(
+    url: &str,
+    entries: Option<&'a Vec<Value>>,
+) -> Result<&'a Value, BrowserBackendError> {
+    entries
+        .and_then(|entries| entries.first())
+        .ok_or_else(|| BrowserBackendError::new(format!("No contents returned for {url}")))
+}
+
+impl ProviderPage {
+    /// The page `url` from a contents API's `entry`, titled by its `title` field.
+    fn from_entry(url: &str, entry: &Value, html: &str) -> Self {
+        Self {
+            url: url.to_string(),
+            title: str_field(entry, "title").into(),
+            html: html.into(),
+        }
+    }
+}
+
 fn hit_with_summary(r: &Value, summary: &str) -> SearchResult {
     SearchResult {
         url: str_field(r, "url").into(),

@@ -1,4 +1,5 @@
-//! Test support: the recorded browser cases and a small HTTP/1.1 server on loopback.
+//! Test support: the recorded browser cases, a small HTTP/1.1 server on loopback, and the cost
+//! of inlining nested schema definitions.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -10,6 +11,37 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+/// How many levels of the nested definitions in `defs` (named `{prefix}{level}`, from level
+/// `first`) the model is shown within [`ossa_tools::schema::MAX_INLINED_BYTES`], of 0..=`most`.
+/// Inlining level `i` costs its definition's JSON size 2^i times (each level uses the one below
+/// twice). The budget must cut in between (past 3 levels, before `most`).
+pub fn levels_within_the_inlining_budget(
+    defs: &Value,
+    prefix: &str,
+    first: usize,
+    most: usize,
+) -> usize {
+    let definition_size = |level: usize| {
+        serde_json::to_string(&defs[format!("{prefix}{level}")])
+            .expect("serializes")
+            .len()
+    };
+    let cost = |depth: usize| -> usize {
+        (first..first + depth)
+            .map(|level| (1 << level) * definition_size(level))
+            .sum()
+    };
+    let depth = (0..=most)
+        .take_while(|&depth| cost(depth) <= ossa_tools::schema::MAX_INLINED_BYTES)
+        .last()
+        .expect("depth 0 costs nothing");
+    assert!(
+        depth > 3 && depth < most,
+        "the budget cuts in between: {depth}"
+    );
+    depth
+}
 
 /// The repository's recorded browser sessions.
 pub fn fixture_dir() -> PathBuf {
