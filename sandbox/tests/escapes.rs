@@ -9,7 +9,9 @@ use std::time::Duration;
 use ossa_sandbox::{
     CallLimits, ResetReason, Session, SessionOptions, SessionState, Status, Stop, Stream,
 };
-use ossa_test_support::sandbox::{limits, ok, run, sandbox, session};
+use ossa_test_support::sandbox::{
+    assert_failed_keeping_session, limits, ok, run, sandbox, session,
+};
 
 /// Python that tries `expr` for each case and prints `name: ok <result>` or `name: <Exception>`.
 fn attempts(cases: &[(&str, &str)]) -> String {
@@ -326,14 +328,11 @@ fn huge_allocations_fail_cleanly_and_name_the_memory_limit() {
     let out = s
         .run_blocking("big = bytearray(1536 * 1024**2)", &limits)
         .unwrap();
-    assert_eq!(
-        out.status,
+    assert_failed_keeping_session(
+        &out,
         Status::Stopped(Stop::Memory(512 << 20)),
-        "{}",
-        out.stderr
+        "MemoryError",
     );
-    assert!(out.stderr.contains("MemoryError"), "{}", out.stderr);
-    assert_eq!(out.session, SessionState::Kept);
     // The interpreter carries on, and a fitting allocation works.
     let out = s
         .run_blocking("small = bytearray(100 * 1024**2)\nlen(small)", &limits)
@@ -399,9 +398,7 @@ fn sleeping_past_the_deadline_is_stopped_at_the_deadline() {
 fn deep_recursion_is_contained() {
     let s = session();
     let out = run(&s, "def f(n):\n    return f(n + 1)\nf(0)");
-    assert_eq!(out.status, Status::Error);
-    assert!(out.stderr.contains("RecursionError"), "{}", out.stderr);
-    assert_eq!(out.session, SessionState::Kept);
+    assert_failed_keeping_session(&out, Status::Error, "RecursionError");
 
     // With Python's own guard lifted, the wasm stack limit (or the deadline) stops it; the
     // host survives and the session is reset.

@@ -11,7 +11,7 @@ use ossa_sandbox::{
     Limits, ResetReason, Sandbox, SandboxConfig, SandboxError, Session, SessionOptions,
     SessionState, Status, Stop,
 };
-use ossa_test_support::sandbox::{limits, ok, run, sandbox};
+use ossa_test_support::sandbox::{assert_failed_keeping_session, limits, ok, run, sandbox};
 
 /// Small caps, so an attack reaches them in a fraction of a second.
 const DISK: u64 = 16 << 20;
@@ -255,6 +255,19 @@ fn small_sandbox(max_interpreters: u32, memory_budget: u64) -> Sandbox {
     .unwrap()
 }
 
+/// Two sessions of `sandbox`, each with an interpreter started by running its cell.
+fn two_running_sessions(
+    sandbox: &Sandbox,
+    first_cell: &str,
+    second_cell: &str,
+) -> (Session, Session) {
+    let first = sandbox.session(SessionOptions::default()).unwrap();
+    let second = sandbox.session(SessionOptions::default()).unwrap();
+    ok(&first, first_cell);
+    ok(&second, second_cell);
+    (first, second)
+}
+
 /// A sandbox with room for one interpreter, which ends an idle one at once to make room.
 fn one_room_sandbox() -> Sandbox {
     Sandbox::open(SandboxConfig {
@@ -330,10 +343,7 @@ fn a_running_interpreter_is_not_ended_to_make_room() {
 #[test]
 fn interpreters_past_the_budget_are_refused_until_one_ends() {
     let small = small_sandbox(2, 8 << 30);
-    let first = small.session(SessionOptions::default()).unwrap();
-    let second = small.session(SessionOptions::default()).unwrap();
-    ok(&first, "a = 1");
-    ok(&second, "b = 2");
+    let (first, second) = two_running_sessions(&small, "a = 1", "b = 2");
 
     let third = small.session(SessionOptions::default()).unwrap();
     let error = third.run_blocking("c = 3", &limits()).unwrap_err();
@@ -393,19 +403,13 @@ fn a_start_past_the_budget_waits_and_gets_in_when_an_interpreter_ends() {
 #[test]
 fn the_memory_budget_is_shared_and_its_refusal_is_a_memory_error() {
     let small = small_sandbox(4, 256 << 20);
-    let first = small.session(SessionOptions::default()).unwrap();
-    let second = small.session(SessionOptions::default()).unwrap();
-    ok(&first, "a = bytearray(150 << 20)");
-    ok(&second, "x = 5");
+    let (first, second) = two_running_sessions(&small, "a = bytearray(150 << 20)", "x = 5");
     let out = run(&second, "b = bytearray(150 << 20)");
-    assert_eq!(
-        out.status,
+    assert_failed_keeping_session(
+        &out,
         Status::Stopped(Stop::MemoryBudget(256 << 20)),
-        "{}",
-        out.stderr
+        "MemoryError",
     );
-    assert!(out.stderr.contains("MemoryError"), "{}", out.stderr);
-    assert_eq!(out.session, SessionState::Kept);
     assert_eq!(run(&second, "x").value.as_deref(), Some("5"));
 
     // With the first one gone its memory is back.

@@ -4,7 +4,8 @@
 use std::sync::OnceLock;
 
 use ossa_sandbox::{
-    CallLimits, Limits, RunOutput, Sandbox, SandboxConfig, Session, SessionOptions, Status,
+    CallLimits, Limits, RunOutput, Sandbox, SandboxConfig, Session, SessionOptions, SessionState,
+    Status,
 };
 
 pub fn sandbox() -> &'static Sandbox {
@@ -53,4 +54,12 @@ pub fn ok(session: &Session, code: &str) -> String {
         out.stderr
     );
     out.stdout
+}
+
+/// Asserts that a cell ended with `status`, the Python exception `exception` in its stderr, and
+/// its session (the interpreter with its variables) kept.
+pub fn assert_failed_keeping_session(out: &RunOutput, status: Status, exception: &str) {
+    assert_eq!(out.status, status, "{}", out.stderr);
+    assert!(out.stderr.contains(exception), "{}", out.stderr);
+    assert_eq!(out.session, SessionState::Kept);
 }

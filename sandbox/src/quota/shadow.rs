@@ -289,6 +289,30 @@ fn plan_write(caller: &mut Ctx<'_>, fd: i32, offset: Option<u64>) -> Option<Writ
     Some(Write { size, at })
 }
 
+/// A write of the buffers `iovs` (`iovs_len` of them) that `plan` says may grow a file: refused
+/// when its growth does not fit, its growth by the bytes `write` wrote (at `nwritten`) counted.
+fn metered_write(
+    caller: &mut Ctx<'_>,
+    plan: Option<Write>,
+    (iovs, iovs_len, nwritten): (i32, i32, i32),
+    write: impl FnOnce(&mut Ctx<'_>) -> wasmtime::Result<i32>,
+) -> wasmtime::Result<i32> {
+    if let Some(plan) = &plan
+        && let Some(requested) = requested(caller, iovs, iovs_len)
+        && !guard(caller).disk.fits(plan.growth(requested))
+    {
+        return Ok(guard(caller).refuse_disk());
+    }
+    let errno = write(caller)?;
+    if errno == ERRNO_SUCCESS
+        && let Some(plan) = plan
+        && let Some(n) = read_u32(caller, nwritten)
+    {
+        guard(caller).disk.charge(plan.growth(u64::from(n)));
+    }
+    Ok(errno)
+}
+
 fn fd_write(
     mut caller: Ctx<'_>,
     fd: i32,
@@ -296,21 +320,10 @@ fn fd_write(
     iovs_len: i32,
     nwritten: i32,
 ) -> wasmtime::Result<i32> {
-    let write = plan_write(&mut caller, fd, None);
-    if let Some(write) = &write
-        && let Some(requested) = requested(&mut caller, iovs, iovs_len)
-        && !guard(&mut caller).disk.fits(write.growth(requested))
-    {
-        return Ok(guard(&mut caller).refuse_disk());
-    }
-    let errno = original!(&mut caller, fd_write(fd, iovs, iovs_len, nwritten));
-    if errno == ERRNO_SUCCESS
-        && let Some(write) = write
-        && let Some(n) = read_u32(&mut caller, nwritten)
-    {
-        guard(&mut caller).disk.charge(write.growth(u64::from(n)));
-    }
-    Ok(errno)
+    let plan = plan_write(&mut caller, fd, None);
+    metered_write(&mut caller, plan, (iovs, iovs_len, nwritten), |caller| {
+        Ok(original!(caller, fd_write(fd, iovs, iovs_len, nwritten)))
+    })
 }
 
 fn fd_pwrite(
@@ -321,21 +334,13 @@ fn fd_pwrite(
     offset: i64,
     nwritten: i32,
 ) -> wasmtime::Result<i32> {
-    let write = plan_write(&mut caller, fd, Some(offset as u64));
-    if let Some(write) = &write
-        && let Some(requested) = requested(&mut caller, iovs, iovs_len)
-        && !guard(&mut caller).disk.fits(write.growth(requested))
-    {
-        return Ok(guard(&mut caller).refuse_disk());
-    }
-    let errno = original!(&mut caller, fd_pwrite(fd, iovs, iovs_len, offset, nwritten));
-    if errno == ERRNO_SUCCESS
-        && let Some(write) = write
-        && let Some(n) = read_u32(&mut caller, nwritten)
-    {
-        guard(&mut caller).disk.charge(write.growth(u64::from(n)));
-    }
-    Ok(errno)
+    let plan = plan_write(&mut caller, fd, Some(offset as u64));
+    metered_write(&mut caller, plan, (iovs, iovs_len, nwritten), |caller| {
+        Ok(original!(
+            caller,
+            fd_pwrite(fd, iovs, iovs_len, offset, nwritten)
+        ))
+    })
 }
 
 /// `ftruncate`: growing a file counts the new bytes (zeros or a hole alike).
