@@ -474,6 +474,30 @@ mod tests {
         mask_after(encoding, answer_schema(encoding), text)
     }
 
+    /// Asserts that a mask under `outputs`, after the harmony text `after`, allows each of
+    /// `allows` and none of `forbids` as the next token.
+    fn assert_after(
+        encoding: &HarmonyEncoding,
+        outputs: &StructuredOutputs,
+        after: &str,
+        allows: &[&str],
+        forbids: &[&str],
+    ) {
+        let mut mask = mask_after(encoding, outputs.clone(), after);
+        for token in allows {
+            assert!(
+                allowed(&mut mask, encoding, token),
+                "{token:?} after {after:?}"
+            );
+        }
+        for token in forbids {
+            assert!(
+                !allowed(&mut mask, encoding, token),
+                "no {token:?} after {after:?}"
+            );
+        }
+    }
+
     /// Outputs where only the function `count`'s arguments follow [`SCHEMA`].
     fn count_function(encoding: &HarmonyEncoding) -> StructuredOutputs {
         let schema: Value = serde_json::from_str(SCHEMA).expect("json");
@@ -547,20 +571,21 @@ mod tests {
     #[test]
     fn with_an_answer_format_a_preamble_cannot_begin() {
         let encoding = encoding();
-        let mut mask = answer_mask(&encoding, "<|channel|>commentary");
-        assert!(!allowed(&mut mask, &encoding, "<|message|>"));
-        assert!(allowed(&mut mask, &encoding, " to"));
-        let mut mask = answer_mask(&encoding, "<|channel|>commentary to=functions.f ");
-        assert!(allowed(&mut mask, &encoding, "<|message|>"));
-        let mut mask = answer_mask(&encoding, "<|channel|>final");
-        assert!(allowed(&mut mask, &encoding, "<|message|>"));
-        // Without an answer format, preambles are free.
-        let mut mask = mask_after(
+        let answer = answer_schema(&encoding);
+        let preamble = "<|channel|>commentary";
+        assert_after(&encoding, &answer, preamble, &[" to"], &["<|message|>"]);
+        let call = "<|channel|>commentary to=functions.f ";
+        assert_after(&encoding, &answer, call, &["<|message|>"], &[]);
+        assert_after(
             &encoding,
-            StructuredOutputs::default(),
-            "<|channel|>commentary",
+            &answer,
+            "<|channel|>final",
+            &["<|message|>"],
+            &[],
         );
-        assert!(allowed(&mut mask, &encoding, "<|message|>"));
+        // Without an answer format, preambles are free.
+        let free = StructuredOutputs::default();
+        assert_after(&encoding, &free, preamble, &["<|message|>"], &[]);
     }
 
     #[test]
@@ -570,29 +595,33 @@ mod tests {
         // by a stop token or `<|start|>`, the lenient parser would make it an answer of that
         // text (sampled at temperature 1.5 by the tiny model: "to 355673 voertu…").
         let after_reasoning = "<|channel|>analysis<|message|>Think.<|end|>Hello there";
-        let mut mask = answer_mask(&encoding, after_reasoning);
-        for end in ["<|end|>", "<|return|>", "<|call|>", "<|start|>"] {
-            assert!(!allowed(&mut mask, &encoding, end), "{end}");
-        }
-        assert!(allowed(&mut mask, &encoding, " world"));
+        let answer = answer_schema(&encoding);
+        let ends = ["<|end|>", "<|return|>", "<|call|>", "<|start|>"];
+        assert_after(&encoding, &answer, after_reasoning, &[" world"], &ends);
         // Without a format the same text may end.
-        let mut mask = mask_after(&encoding, StructuredOutputs::default(), after_reasoning);
-        assert!(allowed(&mut mask, &encoding, "<|end|>"));
+        let free = StructuredOutputs::default();
+        assert_after(&encoding, &free, after_reasoning, &["<|end|>"], &[]);
         // A header that would make reasoning, or nothing, may end however it likes.
-        let mut mask = answer_mask(&encoding, "<|channel|>analysis");
-        assert!(allowed(&mut mask, &encoding, "<|end|>"));
-        assert!(allowed(&mut mask, &encoding, "<|message|>"));
-        // A channel the model made up would be shown as answer text, unconstrained.
-        let mut mask = answer_mask(&encoding, "<|channel|>finale");
-        assert!(!allowed(&mut mask, &encoding, "<|message|>"));
-        // A strict function's call may only come through its constrained content.
-        let mut mask = mask_after(
+        let analysis = "<|channel|>analysis";
+        assert_after(
             &encoding,
-            count_function(&encoding),
-            "<|channel|>commentary to=functions.count {\"n\": 1}",
+            &answer,
+            analysis,
+            &["<|end|>", "<|message|>"],
+            &[],
         );
-        assert!(!allowed(&mut mask, &encoding, "<|call|>"));
-        assert!(allowed(&mut mask, &encoding, "<|message|>"));
+        // A channel the model made up would be shown as answer text, unconstrained.
+        assert_after(
+            &encoding,
+            &answer,
+            "<|channel|>finale",
+            &[],
+            &["<|message|>"],
+        );
+        // A strict function's call may only come through its constrained content.
+        let count = count_function(&encoding);
+        let call = "<|channel|>commentary to=functions.count {\"n\": 1}";
+        assert_after(&encoding, &count, call, &["<|message|>"], &["<|call|>"]);
     }
 
     #[test]
