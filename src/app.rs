@@ -109,7 +109,7 @@ pub async fn start_with(
     } = loaded?;
     let toolset = toolset.map_err(|e| StartError::Tools(Box::new(e)))?;
     let config = AgentConfig {
-        sampling: settings.sampling(),
+        sampling: settings.sampling.clone(),
         max_tokens: settings.max_tokens,
         max_tool_calls: limits.max_tool_calls,
         wall_time: limits.wall_time,
@@ -153,7 +153,7 @@ struct Loaded {
 /// Loads the engine (fetching the model on first use), or connects to the remote server.
 async fn load_backend(settings: &Settings, progress: Progress) -> Result<Loaded, StartError> {
     let remote = settings.remote.clone();
-    let sampling = settings.sampling();
+    let sampling = settings.sampling.clone();
     let spec = settings.model.clone();
     let load_options = settings.load_options();
     let prompt_cache = settings.prompt_cache.clone();

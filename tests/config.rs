@@ -130,8 +130,8 @@ fn the_example_file_parses_and_its_values_are_the_defaults() {
         .resolve_with(&env)
         .unwrap();
     assert_eq!(
-        format!("{:?}", from_example.sampling()),
-        format!("{:?}", from_nothing.sampling())
+        format!("{:?}", from_example.sampling),
+        format!("{:?}", from_nothing.sampling)
     );
     assert_eq!(from_example.model, from_nothing.model);
     assert_eq!(from_example.dtype, from_nothing.dtype);
@@ -489,9 +489,9 @@ timeout_s = 10
     assert_eq!(settings.reasoning_effort, ReasoningEffort::High);
     assert_eq!(settings.developer_message.as_deref(), Some("Be terse."));
     assert_eq!(settings.max_tokens, Some(1000));
-    assert_eq!(settings.temperature, 0.7);
-    assert_eq!(settings.top_p, 0.9);
-    assert_eq!(settings.seed, Some(7));
+    assert_eq!(settings.sampling.temperature, 0.7);
+    assert_eq!(settings.sampling.top_p, 0.9);
+    assert_eq!(settings.sampling.seed, Some(7));
     assert_eq!(
         settings.tools,
         ToolChoice {
@@ -502,7 +502,7 @@ timeout_s = 10
     assert_eq!(settings.config.python.mount, Some(dir.path().join("data")));
     let load = settings.load_options();
     assert_eq!((load.dtype, load.threads), (DType::Bf16, Some(4)));
-    let sampling = settings.sampling();
+    let sampling = &settings.sampling;
     assert_eq!(
         (
             sampling.temperature,
@@ -552,9 +552,9 @@ timeout_s = 10
     assert_eq!(settings.developer_message.as_deref(), Some("Be thorough."));
     assert_eq!(settings.date, "2024-02-29");
     assert_eq!(settings.max_tokens, Some(50));
-    assert_eq!(settings.temperature, 0.0);
-    assert_eq!(settings.top_p, 0.5);
-    assert_eq!(settings.seed, Some(99));
+    assert_eq!(settings.sampling.temperature, 0.0);
+    assert_eq!(settings.sampling.top_p, 0.5);
+    assert_eq!(settings.sampling.seed, Some(99));
     assert_eq!(settings.tools, ToolChoice::default());
     assert_eq!(
         settings.config.python.mount,
@@ -580,7 +580,7 @@ fn without_a_file_the_defaults_apply() {
     assert_eq!(settings.model, "openai/gpt-oss-20b");
     assert_eq!(settings.reasoning_effort, ReasoningEffort::Low);
     assert_eq!(settings.tools, ToolChoice::default());
-    assert_eq!(settings.temperature, 1.0);
+    assert_eq!(settings.sampling.temperature, 1.0);
     assert_eq!(settings.max_tokens, None);
     assert_eq!(settings.config.source, ConfigSource::Defaults);
     // Today's date, well formed.
@@ -677,7 +677,7 @@ fn bad_flag_values_are_refused_by_name() {
     assert_eq!(
         (
             settings.date.as_str(),
-            settings.temperature,
+            settings.sampling.temperature,
             settings.threads
         ),
         ("2024-02-29", 0.0, Some(3))

@@ -978,18 +978,21 @@ mod tests {
 
     #[test]
     fn backslash_and_open_fences_continue_the_message() {
-        assert!(input_complete("hello"));
-        assert!(!input_complete("first line \\"));
-        assert!(input_complete("first line \\\nsecond"));
-        assert!(!input_complete("look:\n```python\nx = 1"));
-        assert!(input_complete("look:\n```python\nx = 1\n```"));
-        // Inside a fence a trailing backslash is code, not a continuation.
-        assert!(!input_complete("```\nx = 1 + \\"));
-        assert!(input_complete("```\nx = 1 + \\\n  2\n```"));
-
-        assert!(!input_complete("explain ```python"));
-        assert!(input_complete("explain ```python\nprint(1)```"));
-        assert!(input_complete("inline ```code``` is not a fence"));
+        for (input, complete) in [
+            ("hello", true),
+            ("first line \\", false),
+            ("first line \\\nsecond", true),
+            ("look:\n```python\nx = 1", false),
+            ("look:\n```python\nx = 1\n```", true),
+            // Inside a fence a trailing backslash is code, not a continuation.
+            ("```\nx = 1 + \\", false),
+            ("```\nx = 1 + \\\n  2\n```", true),
+            ("explain ```python", false),
+            ("explain ```python\nprint(1)```", true),
+            ("inline ```code``` is not a fence", true),
+        ] {
+            assert_eq!(input_complete(input), complete, "{input:?}");
+        }
 
         assert_eq!(join_lines("first \\\nsecond"), "first \nsecond");
         assert_eq!(join_lines("\n\na\\\n\nb"), "\n\na\n\nb");

@@ -429,18 +429,22 @@ mod tests {
 
     #[test]
     fn continuation_follows_blocks_brackets_and_quotes() {
-        assert!(!needs_more("x = 1"));
-        assert!(needs_more("for i in range(3):"));
-        assert!(needs_more("for i in range(3):\n    print(i)"));
-        assert!(!needs_more("for i in range(3):\n    print(i)\n"));
-        assert!(needs_more("x = [1,\n 2"));
-        assert!(!needs_more("x = [1,\n 2]"));
-        assert!(needs_more("s = \"\"\"abc"));
-        assert!(!needs_more("s = '(' # ("));
-        assert!(needs_more("while True: x = 0"));
-        assert!(!needs_more("while True: x = 0\n"));
-        assert!(needs_more("@functools.cache"));
-        assert!(!needs_more("iffy = 3"));
-        assert!(!needs_more("print('for:')"));
+        for (source, more) in [
+            ("x = 1", false),
+            ("for i in range(3):", true),
+            ("for i in range(3):\n    print(i)", true),
+            ("for i in range(3):\n    print(i)\n", false),
+            ("x = [1,\n 2", true),
+            ("x = [1,\n 2]", false),
+            ("s = \"\"\"abc", true),
+            ("s = '(' # (", false),
+            ("while True: x = 0", true),
+            ("while True: x = 0\n", false),
+            ("@functools.cache", true),
+            ("iffy = 3", false),
+            ("print('for:')", false),
+        ] {
+            assert_eq!(needs_more(source), more, "{source:?}");
+        }
     }
 }

@@ -63,9 +63,8 @@ pub struct Settings {
     pub max_tokens: Option<usize>,
     /// Tokens a conversation may hold; `None`: the model's context.
     pub context: Option<usize>,
-    pub temperature: f32,
-    pub top_p: f32,
-    pub seed: Option<u64>,
+    /// How to sample (top-k off, as gpt-oss is meant to be sampled).
+    pub sampling: SamplingParams,
     /// The built-in tools to give the model.
     pub tools: ToolChoice,
     /// The config with the flags applied (`--search-backend`, `--mount`): what
@@ -83,16 +82,6 @@ impl Settings {
         LoadOptions {
             dtype: self.dtype,
             threads: self.threads,
-        }
-    }
-
-    /// How to sample (top-k off, as gpt-oss is meant to be sampled).
-    pub fn sampling(&self) -> SamplingParams {
-        SamplingParams {
-            temperature: self.temperature,
-            top_p: self.top_p,
-            top_k: 0,
-            seed: self.seed,
         }
     }
 }
@@ -186,12 +175,15 @@ impl ConfigArgs {
             date,
             max_tokens: self.max_tokens.or(config.max_tokens).map(Count::get),
             context: self.context.or(config.context).map(Count::get),
-            temperature: self
-                .temperature
-                .or(config.temperature)
-                .map_or(DEFAULT_TEMPERATURE, Temperature::get),
-            top_p: self.top_p.or(config.top_p).map_or(DEFAULT_TOP_P, TopP::get),
-            seed: self.seed.or(config.seed),
+            sampling: SamplingParams {
+                temperature: self
+                    .temperature
+                    .or(config.temperature)
+                    .map_or(DEFAULT_TEMPERATURE, Temperature::get),
+                top_p: self.top_p.or(config.top_p).map_or(DEFAULT_TOP_P, TopP::get),
+                top_k: 0,
+                seed: self.seed.or(config.seed),
+            },
             tools,
             config,
             remote,

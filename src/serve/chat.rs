@@ -323,7 +323,7 @@ async fn complete(
     // it cut never completes).
     let mut shown = String::new();
     let mut logprobs = Vec::new();
-    let tokenizer = state.encoding.tokenizer().clone();
+    let tokenizer = state.settings.encoding.tokenizer().clone();
     let mut on_event = |event: AgentEvent| {
         for event in apply_stop(&mut stop, &cancel, event) {
             match event {
@@ -418,7 +418,7 @@ async fn complete(
         id: new_id("chatcmpl-"),
         object: ChatCompletionTag,
         created: now(),
-        model: state.model_id.clone(),
+        model: state.settings.model_id.clone(),
         choices: vec![Choice {
             index: 0,
             message,
@@ -555,7 +555,7 @@ fn stream(
 ) -> impl IntoResponse {
     let id = new_id("chatcmpl-");
     let created = now();
-    let model = state.model_id.clone();
+    let model = state.settings.model_id.clone();
     // A chunk as the text of its `data:` event.
     let chunk = move |choices: Vec<ChunkChoice>, usage: Option<Usage>| {
         json_text(&ChatCompletionChunk {
@@ -588,7 +588,7 @@ fn stream(
         let mut stop = StopText::new(request.stop.clone());
         // The answer's tokens not yet sent: they go with the next content delta.
         let mut logprobs: Vec<TokenLogprob> = Vec::new();
-        let tokenizer = state.encoding.tokenizer().clone();
+        let tokenizer = state.settings.encoding.tokenizer().clone();
         let take_logprobs = |delta: &Delta, logprobs: &mut Vec<TokenLogprob>| {
             (request.logprobs && (delta.content.is_some() || !logprobs.is_empty())).then(|| {
                 Logprobs {

@@ -141,7 +141,7 @@ impl SamplingRequest {
         structured: Option<Arc<StructuredOutputs>>,
         logprobs: Option<usize>,
     ) -> Result<AgentConfig, ApiError> {
-        let defaults = &state.config;
+        let defaults = &state.settings.config;
         Ok(AgentConfig {
             sampling: self.sampling(&defaults.sampling)?,
             max_tokens: state.max_tokens(max_tokens),

@@ -60,7 +60,7 @@ pub async fn create(Posted { state, log, body }: Posted<CompletionRequest>) -> R
 }
 
 fn tokenizer(state: &ServerState) -> &Tokenizer {
-    state.encoding.tokenizer()
+    state.settings.encoding.tokenizer()
 }
 
 fn parse_request(
@@ -113,7 +113,7 @@ fn parse_request(
         .enumerate()
         .map(|(i, &id)| token_id(tokenizer, &format!("stop_token_ids[{i}]"), u64::from(id)))
         .collect::<Result<_, _>>()?;
-    let defaults = &state.config.sampling;
+    let defaults = &state.settings.config.sampling;
     // The legacy API's `logprobs` is the number of alternatives (OpenAI allows up to 5).
     let logprobs = match body.logprobs {
         Some(n) if n > 5 => {
@@ -246,7 +246,7 @@ async fn generate(
 ) -> Result<Outcome, ApiError> {
     let mut stops = request.stop_token_ids.clone();
     if !request.ignore_eos {
-        stops.extend(state.eos_tokens.iter().copied());
+        stops.extend(state.settings.eos_tokens.iter().copied());
     }
     stops.sort_unstable();
     stops.dedup();
@@ -436,7 +436,7 @@ async fn complete(
         id: new_id("cmpl-"),
         object: TextCompletionTag,
         created: now(),
-        model: state.model_id.clone(),
+        model: state.settings.model_id.clone(),
         choices: vec![choice],
         usage: Some(usage),
     })
@@ -453,7 +453,7 @@ fn stream(state: Arc<ServerState>, request: Generation, admitted: Admitted) -> i
                 id: id.clone(),
                 object: TextCompletionTag,
                 created,
-                model: state.model_id.clone(),
+                model: state.settings.model_id.clone(),
                 choices,
                 usage,
             })

@@ -62,9 +62,9 @@ pub async fn serve_on(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let local = listener.local_addr().map_err(ServeError::Serve)?;
-    state.access.check_exposure(local)?;
-    let limits = state.limits.clone();
-    let access = Arc::new(state.access.clone());
+    state.settings.access.check_exposure(local)?;
+    let limits = state.settings.limits.clone();
+    let access = Arc::new(state.settings.access.clone());
     let loaded = Arc::new(OnceLock::new());
     let _ = loaded.set(Loaded::new(state));
     serve_switch(listener, loaded, access, &limits, shutdown).await;

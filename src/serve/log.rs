@@ -86,7 +86,7 @@ pub async fn access_log(
 ) -> Response {
     let log = Arc::new(RequestLog::default());
     request.extensions_mut().insert(Arc::clone(&log));
-    if !state.log_requests {
+    if !state.settings.log_requests {
         return next.run(request).await;
     }
     let started = Instant::now();

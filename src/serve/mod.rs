@@ -48,7 +48,7 @@ use crate::app::App;
 pub use listen::{ServeError, serve_on};
 pub use routes::router;
 use security::AccessPolicy;
-pub use state::{Limits, ServerParts, ServerState};
+pub use state::{Limits, ServerParts, ServerSettings, ServerState};
 use store::{ResponseStore, StoreOptions};
 
 /// Where and as what the server listens.
@@ -214,7 +214,7 @@ impl Loader {
             pending.options.limits.clone(),
             pending.options.log_requests,
         );
-        let model_id = state.model_id.clone();
+        let model_id = state.settings.model_id.clone();
         let _ = self.loaded.set(listen::Loaded::new(state));
         eprintln!(
             "ossa serve: {model_id} listening on http://{}/v1",

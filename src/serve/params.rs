@@ -79,7 +79,7 @@ pub fn structured_outputs(
              this server generates with a remote backend",
         ));
     }
-    let tokenizer = state.encoding.tokenizer();
+    let tokenizer = state.settings.encoding.tokenizer();
     let mut outputs = StructuredOutputs::default();
     let mut section = None;
     if let Some(schema) = answer_schema {

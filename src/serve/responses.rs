@@ -1345,7 +1345,7 @@ fn response_object(
         incomplete_details,
         instructions: echo.instructions.clone(),
         max_output_tokens: echo.max_output_tokens,
-        model: state.model_id.clone(),
+        model: state.settings.model_id.clone(),
         output,
         parallel_tool_calls: false,
         previous_response_id: echo.previous_response_id.clone(),
@@ -1423,7 +1423,11 @@ async fn complete(
     let id = new_id("resp_");
     let created = now();
     let mut builder = Builder::new(request.client_names.clone(), request.callable.clone())
-        .with_logprobs(request.logprobs.then(|| state.encoding.tokenizer().clone()));
+        .with_logprobs(
+            request
+                .logprobs
+                .then(|| state.settings.encoding.tokenizer().clone()),
+        );
     let result = match prepared.run(&mut |e| builder.event(&e)).await {
         Ok(result) => result,
         Err(error) => return error.into_response(),
@@ -1469,7 +1473,11 @@ fn stream(
         // An SSE comment: clients show nothing, curl shows it.
         sender.queue_note(&state);
         let mut builder = Builder::new(request.client_names.clone(), request.callable.clone())
-            .with_logprobs(request.logprobs.then(|| state.encoding.tokenizer().clone()));
+            .with_logprobs(
+                request
+                    .logprobs
+                    .then(|| state.settings.encoding.tokenizer().clone()),
+            );
         let result = {
             let mut on_event = |event: AgentEvent| {
                 builder.event(&event);

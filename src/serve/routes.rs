@@ -62,7 +62,7 @@ async fn health(State(state): State<Arc<ServerState>>) -> Response {
     };
     axum::Json(wire::models::Health {
         status: "ok".to_string(),
-        model: state.model_id.clone(),
+        model: state.settings.model_id.clone(),
         queue: wire::models::Queue {
             running: queue.running,
             waiting: queue.waiting,
@@ -75,7 +75,7 @@ async fn health(State(state): State<Arc<ServerState>>) -> Response {
 
 fn model_object(state: &ServerState) -> wire::models::Model {
     wire::models::Model {
-        id: state.model_id.clone(),
+        id: state.settings.model_id.clone(),
         object: wire::models::ModelTag,
         created: state.created,
         owned_by: wire::models::OwnedByOssa,
@@ -97,12 +97,12 @@ async fn model(
     id: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Response {
     match id {
-        Ok(axum::extract::Path(id)) if id == state.model_id => {
+        Ok(axum::extract::Path(id)) if id == state.settings.model_id => {
             axum::Json(model_object(&state)).into_response()
         }
-        Ok(axum::extract::Path(id)) => model_not_found(&id, &state.model_id),
+        Ok(axum::extract::Path(id)) => model_not_found(&id, &state.settings.model_id),
         // An id that does not decode (not UTF-8) names no model either.
-        Err(_) => model_not_found("", &state.model_id),
+        Err(_) => model_not_found("", &state.settings.model_id),
     }
 }
 

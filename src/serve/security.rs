@@ -36,7 +36,7 @@ pub async fn guard(
     request: Request,
     next: Next,
 ) -> Response {
-    let (has_origin, allowed_origin) = origin_of(&state.access, &request);
+    let (has_origin, allowed_origin) = origin_of(&state.settings.access, &request);
     let response = match check(&state, request, has_origin, &allowed_origin).await {
         Ok(request) => next.run(request).await,
         Err(response) => response,
@@ -168,7 +168,7 @@ async fn check(
         )
         .into_response());
     }
-    check_access(&state.access, &request, has_origin, allowed_origin)?;
+    check_access(&state.settings.access, &request, has_origin, allowed_origin)?;
     if request.method() != Method::POST {
         return Ok(request);
     }
@@ -187,7 +187,7 @@ async fn check(
         )
         .into_response());
     }
-    let limits = &state.limits;
+    let limits = &state.settings.limits;
     let (parts, body) = request.into_parts();
     let declared = parts
         .headers

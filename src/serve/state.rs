@@ -1,5 +1,5 @@
-//! What every request shares ([`ServerState`]), what it is made from ([`ServerParts`]) and
-//! what one client can take of it ([`Limits`]).
+//! What every request shares ([`ServerState`]), what it is made from ([`ServerParts`], its
+//! unchanging [`ServerSettings`]) and what one client can take of it ([`Limits`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +55,17 @@ impl Default for Limits {
 pub struct ServerParts {
     /// Where tokens come from (queued fairly by the server).
     pub backend: Arc<dyn Backend>,
+    /// What the server answers with, kept as given.
+    pub settings: ServerSettings,
+    /// Stored responses; `None`: none are kept.
+    pub store: Option<ResponseStore>,
+    /// Kept alive while the server runs (the tools' servers, the engine).
+    pub app: Option<App>,
+}
+
+/// What the server answers with: its model, tools, defaults and limits, the same for its
+/// whole life.
+pub struct ServerSettings {
     pub encoding: HarmonyEncoding,
     /// Sampling and limits a request's own settings override.
     pub config: AgentConfig,
@@ -70,34 +81,19 @@ pub struct ServerParts {
     /// The model's end-of-sequence tokens (`/v1/completions` stops on them, as vLLM does).
     pub eos_tokens: Vec<u32>,
     pub model_id: String,
-    /// Stored responses; `None`: none are kept.
-    pub store: Option<ResponseStore>,
     pub access: AccessPolicy,
     pub limits: Limits,
     /// One line on stderr per request.
     pub log_requests: bool,
-    /// Kept alive while the server runs (the tools' servers, the engine).
-    pub app: Option<App>,
 }
 
 /// What every request shares.
 pub struct ServerState {
     /// The backend, queued fairly.
     pub backend: Arc<FairBackend>,
-    pub encoding: HarmonyEncoding,
-    pub config: AgentConfig,
-    pub conversation: ConversationSettings,
-    pub tool_instructions: Vec<String>,
-    pub builtins: Vec<Arc<dyn Tool>>,
-    pub functions: FunctionTools,
-    pub eos_tokens: Vec<u32>,
-    pub model_id: String,
+    pub settings: ServerSettings,
     pub created: u64,
     pub store: Option<Arc<ResponseStore>>,
-    pub access: AccessPolicy,
-    pub limits: Limits,
-    /// One line on stderr per request.
-    pub log_requests: bool,
     /// Requests in progress, bounded.
     pub(super) slots: RequestSlots,
     /// Cancelled when the server shuts down: every request's own cancel follows it.
@@ -109,20 +105,10 @@ impl ServerState {
     pub fn new(parts: ServerParts) -> Arc<Self> {
         Arc::new(Self {
             backend: Arc::new(FairBackend::new(parts.backend)),
-            encoding: parts.encoding,
-            config: parts.config,
-            conversation: parts.conversation,
-            tool_instructions: parts.tool_instructions,
-            builtins: parts.builtins,
-            functions: parts.functions,
-            eos_tokens: parts.eos_tokens,
-            model_id: parts.model_id,
             created: wire::now(),
             store: parts.store.map(Arc::new),
-            slots: RequestSlots::new(parts.limits.max_queue.saturating_add(1)),
-            access: parts.access,
-            limits: parts.limits,
-            log_requests: parts.log_requests,
+            slots: RequestSlots::new(parts.settings.limits.max_queue.saturating_add(1)),
+            settings: parts.settings,
             shutdown: CancellationToken::new(),
             _app: parts.app,
         })
@@ -152,24 +138,26 @@ impl ServerState {
         });
         Self::new(ServerParts {
             backend: app.agent.backend().clone(),
-            encoding: app.agent.encoding().clone(),
-            config: app.agent.config().clone(),
-            conversation: app.conversation_settings(),
-            tool_instructions: app.toolset.instructions.clone(),
-            builtins: app
-                .toolset
-                .tools
-                .iter()
-                .filter(|t| t.name() != functions::NAMESPACE)
-                .cloned()
-                .collect(),
-            functions: app.toolset.functions.clone(),
-            eos_tokens,
-            model_id,
+            settings: ServerSettings {
+                encoding: app.agent.encoding().clone(),
+                config: app.agent.config().clone(),
+                conversation: app.conversation_settings(),
+                tool_instructions: app.toolset.instructions.clone(),
+                builtins: app
+                    .toolset
+                    .tools
+                    .iter()
+                    .filter(|t| t.name() != functions::NAMESPACE)
+                    .cloned()
+                    .collect(),
+                functions: app.toolset.functions.clone(),
+                eos_tokens,
+                model_id,
+                access,
+                limits,
+                log_requests,
+            },
             store,
-            access,
-            limits,
-            log_requests,
             app: Some(app),
         })
     }
@@ -177,10 +165,10 @@ impl ServerState {
     /// The server's conversation defaults; `instructions` replace its developer message (the
     /// tools' own instructions stay).
     pub fn conversation_settings(&self, instructions: Option<String>) -> ConversationSettings {
-        let mut settings = self.conversation.clone();
+        let mut settings = self.settings.conversation.clone();
         if let Some(instructions) = instructions {
             let mut parts = vec![instructions];
-            parts.extend(self.tool_instructions.iter().cloned());
+            parts.extend(self.settings.tool_instructions.iter().cloned());
             settings.developer_instructions = Some(parts.join("\n\n"));
         }
         settings
@@ -197,15 +185,15 @@ impl ServerState {
     /// and the server's own.
     pub fn function_names(&self, client: &[ossa_tools::ToolDescription]) -> Vec<String> {
         let mut names: Vec<String> = client.iter().map(|t| t.name.clone()).collect();
-        if !self.functions.is_empty() {
-            names.extend(self.functions.names());
+        if !self.settings.functions.is_empty() {
+            names.extend(self.settings.functions.names());
         }
         names
     }
 
     /// The server's built-in tools (`browser`, `python`), those a request gets by default.
     pub fn builtin_tools(&self) -> Vec<Arc<dyn Tool>> {
-        self.builtins.clone()
+        self.settings.builtins.clone()
     }
 
     /// A place for a request that will generate, or a 429 when the queue is full.
@@ -231,7 +219,10 @@ impl ServerState {
     /// Tokens one generation may sample: what the request asked for (else the server's
     /// default), cut to the server's limit.
     pub fn max_tokens(&self, requested: Option<usize>) -> Option<usize> {
-        match (requested.or(self.config.max_tokens), self.limits.max_tokens) {
+        match (
+            requested.or(self.settings.config.max_tokens),
+            self.settings.limits.max_tokens,
+        ) {
             (Some(n), Some(limit)) => Some(n.min(limit)),
             (n, limit) => n.or(limit),
         }

@@ -65,7 +65,8 @@ pub fn prepare(
     param: &str,
 ) -> Result<Turn, ApiError> {
     let mut tools = spec.builtins;
-    let server_functions = (!state.functions.is_empty()).then(|| state.functions.clone());
+    let server_functions =
+        (!state.settings.functions.is_empty()).then(|| state.settings.functions.clone());
     let mut client_recipients = Vec::new();
     if !spec.client_functions.is_empty() || server_functions.is_some() {
         tools.retain(|t| t.name() != NAMESPACE);
@@ -75,13 +76,14 @@ pub fn prepare(
     }
     let agent = Agent::new(
         state.backend.clone(),
-        state.encoding.clone(),
+        state.settings.encoding.clone(),
         tools,
         spec.config,
     );
     let mut conversation = Conversation::from_messages(agent.preamble(&spec.settings));
     conversation.messages.extend(spec.history);
     let prompt = state
+        .settings
         .encoding
         .render_conversation_for_completion(
             &conversation,

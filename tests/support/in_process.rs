@@ -7,7 +7,7 @@ use ossa::agent::harmony::ReasoningEffort;
 use ossa::agent::{AgentConfig, Backend, ConversationSettings};
 use ossa::serve::security::AccessPolicy;
 use ossa::serve::store::{ResponseStore, StoreOptions};
-use ossa::serve::{Limits, ServerParts, ServerState, serve_on};
+use ossa::serve::{Limits, ServerParts, ServerSettings, ServerState, serve_on};
 use ossa::tools::FunctionTools;
 use ossa_test_support::scripted::encoding;
 
@@ -31,22 +31,24 @@ impl InProcessServer {
         };
         let state = ServerState::new(ServerParts {
             backend,
-            eos_tokens: vec![encoding.formatting_tokens().return_],
-            encoding,
-            config: AgentConfig::default(),
-            conversation: ConversationSettings {
-                reasoning_effort: ReasoningEffort::Low,
-                conversation_start_date: Some("2026-01-01".into()),
-                ..ConversationSettings::default()
+            settings: ServerSettings {
+                eos_tokens: vec![encoding.formatting_tokens().return_],
+                encoding,
+                config: AgentConfig::default(),
+                conversation: ConversationSettings {
+                    reasoning_effort: ReasoningEffort::Low,
+                    conversation_start_date: Some("2026-01-01".into()),
+                    ..ConversationSettings::default()
+                },
+                tool_instructions: Vec::new(),
+                builtins: Vec::new(),
+                functions: FunctionTools::new(),
+                model_id: model_id.into(),
+                access: AccessPolicy::default(),
+                limits: Limits::default(),
+                log_requests: false,
             },
-            tool_instructions: Vec::new(),
-            builtins: Vec::new(),
-            functions: FunctionTools::new(),
-            model_id: model_id.into(),
             store: Some(ResponseStore::open(&store_options).expect("store")),
-            access: AccessPolicy::default(),
-            limits: Limits::default(),
-            log_requests: false,
             app: None,
         });
         let runtime = tokio::runtime::Runtime::new().expect("runtime");

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::request::{
     Content, OneParam, ReasoningParam, ResponseFormat, ToolChoiceParam, ToolParam,
 };
+pub use super::responses::AssistantRole;
 use super::{TokenLogprob, constant};
 
 constant!(
@@ -14,10 +15,6 @@ constant!(
 constant!(
     /// `"object": "chat.completion.chunk"`.
     ChatCompletionChunkTag = "chat.completion.chunk"
-);
-constant!(
-    /// `"role": "assistant"`.
-    AssistantRole = "assistant"
 );
 constant!(
     /// `"type": "function"` of a tool call.
