@@ -3,22 +3,37 @@
 //! divergence computed here from the engines directly, one report per instruction set with
 //! `--isa all`, and clear errors for what cannot be compared.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use ossa_engine::{DType, Engine, Isa, LoadOptions, Logits, Tokenizer};
+use ossa_test_support::stderr_of_failure;
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
     ossa_test_support::fixtures().join(name)
 }
 
-fn ossa_eval(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ossa"))
-        .args(["eval", "kl", "--threads", "2"])
-        .args(args)
-        .output()
-        .expect("ossa runs")
+/// `ossa eval kl` on `model` with `args`, on 2 threads.
+fn eval_kl(model: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ossa"));
+    command
+        .args(["eval", "kl", "--threads", "2", "--model"])
+        .arg(model)
+        .args(args);
+    command
+}
+
+fn ossa_eval(model: &Path, args: &[&str]) -> Output {
+    eval_kl(model, args).output().expect("ossa runs")
+}
+
+/// `text` in a file of its own, in a temporary folder (removed when dropped).
+fn text_file(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("text.txt");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
 }
 
 fn json_lines(output: &Output) -> Vec<Value> {
@@ -92,13 +107,7 @@ fn teacher_forced_logits(engine: &mut Engine, tokens: &[u32]) -> Vec<Vec<f32>> {
 #[test]
 fn builtin_scenarios_compare_every_position_and_match_a_direct_kl() {
     let model = fixture("gpt-oss-tiny-agent");
-    let reports = json_lines(&ossa_eval(&[
-        "--model",
-        model.to_str().unwrap(),
-        "--dtype",
-        "q8",
-        "--json",
-    ]));
+    let reports = json_lines(&ossa_eval(&model, &["--dtype", "q8", "--json"]));
     assert_eq!(reports.len(), 1);
     let r = &reports[0];
     let sequences = scenario_sequences();
@@ -163,27 +172,26 @@ fn builtin_scenarios_compare_every_position_and_match_a_direct_kl() {
 #[test]
 fn text_file_and_every_isa() {
     let model = fixture("gpt-oss-tiny-agent");
-    let dir = tempfile::tempdir().unwrap();
     let text = "The quick brown fox jumps over the lazy dog. Sum the squares from 1 to 22 with python, then double it; 3385 is the answer.";
-    let path = dir.path().join("text.txt");
-    std::fs::write(&path, text).unwrap();
+    let (_dir, path) = text_file(text);
     let tokens = Tokenizer::o200k_harmony()
         .unwrap()
         .encode_ordinary(text)
         .unwrap();
-    let reports = json_lines(&ossa_eval(&[
-        "--model",
-        model.to_str().unwrap(),
-        "--dtype",
-        "bf16",
-        "--text",
-        path.to_str().unwrap(),
-        "--isa",
-        "all",
-        "--prefill",
-        "4",
-        "--json",
-    ]));
+    let reports = json_lines(&ossa_eval(
+        &model,
+        &[
+            "--dtype",
+            "bf16",
+            "--text",
+            path.to_str().unwrap(),
+            "--isa",
+            "all",
+            "--prefill",
+            "4",
+            "--json",
+        ],
+    ));
     let available: Vec<&str> = Isa::available().iter().map(|i| i.name()).collect();
     let isas: Vec<&str> = reports.iter().map(|r| r["isa"].as_str().unwrap()).collect();
     assert_eq!(isas, available);
@@ -195,13 +203,7 @@ fn text_file_and_every_isa() {
     }
 
     // The text report names what it measured.
-    let output = ossa_eval(&[
-        "--model",
-        model.to_str().unwrap(),
-        "--text",
-        path.to_str().unwrap(),
-        "--pin-routing",
-    ]);
+    let output = ossa_eval(&model, &["--text", path.to_str().unwrap(), "--pin-routing"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(stdout.contains("Q8"), "{stdout}");
@@ -217,55 +219,31 @@ fn text_file_and_every_isa() {
 #[test]
 fn what_cannot_be_compared_is_refused_clearly() {
     let agent = fixture("gpt-oss-tiny-agent");
-    let agent = agent.to_str().unwrap();
-    let same = ossa_eval(&["--model", agent, "--dtype", "f32"]);
-    assert!(!same.status.success());
-    assert!(
-        stderr(&same).contains("nothing to compare"),
-        "{}",
-        stderr(&same)
-    );
-
-    let isa = ossa_eval(&["--model", agent, "--isa", "sse9"]);
-    assert!(!isa.status.success());
-    assert!(stderr(&isa).contains("--isa sse9"), "{}", stderr(&isa));
-    assert!(stderr(&isa).contains("scalar"), "{}", stderr(&isa));
-
-    let missing = ossa_eval(&["--model", agent, "--text", "/nonexistent/text.txt"]);
-    assert!(!missing.status.success());
-    assert!(
-        stderr(&missing).contains("/nonexistent/text.txt"),
-        "{}",
-        stderr(&missing)
-    );
-
-    let dir = tempfile::tempdir().unwrap();
-    let empty = dir.path().join("empty.txt");
-    std::fs::write(&empty, "").unwrap();
-    let output = ossa_eval(&["--model", agent, "--text", empty.to_str().unwrap()]);
-    assert!(!output.status.success());
-    assert!(stderr(&output).contains("empty"), "{}", stderr(&output));
-
+    let (_empty_dir, empty) = text_file("");
+    let (_text_dir, text) = text_file("hello");
     // A random tiny model (1100 ids, no tokenizer): the built-in o200k ids do not fit it, and
     // a text cannot be tokenized for it.
     let random = fixture("gpt-oss-tiny-mxfp4");
-    let random = random.to_str().unwrap();
-    let builtin = ossa_eval(&["--model", random]);
-    assert!(!builtin.status.success());
-    assert!(
-        stderr(&builtin).contains("1100-id vocabulary"),
-        "{}",
-        stderr(&builtin)
-    );
-    let text = dir.path().join("t.txt");
-    std::fs::write(&text, "hello").unwrap();
-    let output = ossa_eval(&["--model", random, "--text", text.to_str().unwrap()]);
-    assert!(!output.status.success());
-    assert!(
-        stderr(&output).contains("no tokenizer"),
-        "{}",
-        stderr(&output)
-    );
+    let (empty, text) = (empty.to_str().unwrap(), text.to_str().unwrap());
+    let cases: [(&Path, &[&str], &[&str]); 6] = [
+        (&agent, &["--dtype", "f32"], &["nothing to compare"]),
+        (&agent, &["--isa", "sse9"], &["--isa sse9", "scalar"]),
+        (
+            &agent,
+            &["--text", "/nonexistent/text.txt"],
+            &["/nonexistent/text.txt"],
+        ),
+        (&agent, &["--text", empty], &["empty"]),
+        (&random, &[], &["1100-id vocabulary"]),
+        (&random, &["--text", text], &["no tokenizer"]),
+    ];
+    for (model, args, needles) in cases {
+        let what = format!("ossa eval kl --model {} {args:?}", model.display());
+        let error = stderr_of_failure(&what, &ossa_eval(model, args));
+        for needle in needles {
+            assert!(error.contains(needle), "{what}: {error}");
+        }
+    }
 }
 
 /// `OSSA_ISA` picks the instruction set a process runs when `--isa` is not given: each one
@@ -275,21 +253,14 @@ fn what_cannot_be_compared_is_refused_clearly() {
 #[test]
 fn ossa_isa_forces_or_forbids_each_instruction_set() {
     let model = fixture("gpt-oss-tiny-agent");
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("text.txt");
-    std::fs::write(&path, "Sum the squares from 1 to 22 with python.").unwrap();
+    let (_dir, path) = text_file("Sum the squares from 1 to 22 with python.");
     let run = |env: Option<&str>, extra: &[&str]| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ossa"));
+        let mut command = eval_kl(&model, &["--json", "--text", path.to_str().unwrap()]);
         match env {
             Some(name) => command.env("OSSA_ISA", name),
             None => command.env_remove("OSSA_ISA"),
         };
-        command
-            .args(["eval", "kl", "--threads", "2", "--json", "--model"])
-            .args([model.to_str().unwrap(), "--text", path.to_str().unwrap()])
-            .args(extra)
-            .output()
-            .expect("ossa runs")
+        command.args(extra).output().expect("ossa runs")
     };
     let available = Isa::available();
     for isa in &available {

@@ -11,7 +11,9 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::{Value, json};
 use support::scripted::{MODEL, ScriptedServer};
-use support::{ENGINE_FLAGS, SCENARIO_FLAGS, check_all, final_text, fixture_dir, scenarios};
+use support::{
+    ENGINE_FLAGS, SCENARIO_FLAGS, check_all, final_text, fixture_dir, isolated_ossa, scenarios,
+};
 
 /// `ossa run` with the fixture's settings, isolated from the user's config.
 fn ossa_run(extra: &[&str], stdin: Option<&str>) -> Output {
@@ -29,21 +31,13 @@ fn ossa_run_in(
     stdin: Option<&str>,
     prompt_cache: Option<&Path>,
 ) -> Output {
-    let home = tempfile::tempdir().expect("temp home");
-    let prompt_cache =
-        prompt_cache.map_or_else(|| home.path().join("prompt-cache"), Path::to_path_buf);
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ossa"));
+    let (_home, mut command) = isolated_ossa("run", prompt_cache);
     command
-        .arg("run")
         .arg("--model")
         .arg(model)
         .args(ENGINE_FLAGS)
         .args(SCENARIO_FLAGS)
-        .args(extra)
-        .env("XDG_CONFIG_HOME", home.path())
-        // A prompt cache of its own unless given: no run reads another's (or the user's).
-        .env("OSSA_PROMPT_CACHE_DIR", prompt_cache)
-        .env_remove("OSSA_CONFIG");
+        .args(extra);
     ossa_test_support::run_with_stdin(&mut command, stdin)
 }
 

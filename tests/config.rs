@@ -10,8 +10,8 @@ use std::time::Duration;
 use clap::Parser;
 use ossa::agent::harmony::ReasoningEffort;
 use ossa::config::{
-    Config, ConfigArgs, ConfigError, ConfigSource, Count, Date, Interpreters, Seconds, Temperature,
-    TopP, default_config_path,
+    Config, ConfigArgs, ConfigError, ConfigSource, Count, Date, Env, Interpreters, Seconds,
+    Settings, Temperature, TopP, default_config_path,
 };
 use ossa::engine::DType;
 use ossa::sandbox::{Limits, SandboxConfig};
@@ -34,6 +34,11 @@ struct Cli {
 
 fn flags(argv: &[&str]) -> Result<ConfigArgs, clap::Error> {
     Cli::try_parse_from(std::iter::once("ossa").chain(argv.iter().copied())).map(|cli| cli.args)
+}
+
+/// What `argv` (flags that parse) resolves to in `env`.
+fn resolved(argv: &[&str], env: Env) -> Result<Settings, ConfigError> {
+    flags(argv).unwrap().resolve_with(env)
 }
 
 /// `config.toml` holding `text`, in a temporary folder (removed when dropped).
@@ -116,19 +121,17 @@ fn the_example_file_parses_and_its_values_are_the_defaults() {
     let dir = tempfile::tempdir().unwrap();
     let with_file = write(dir.path(), "example.toml", &example_text());
     let env = env_of(&[]);
-    let from_example = flags(&[
-        "--config",
-        with_file.to_str().unwrap(),
-        "--date",
-        "2025-08-05",
-    ])
-    .unwrap()
-    .resolve_with(&env)
+    let from_example = resolved(
+        &[
+            "--config",
+            with_file.to_str().unwrap(),
+            "--date",
+            "2025-08-05",
+        ],
+        &env,
+    )
     .unwrap();
-    let from_nothing = flags(&["--date", "2025-08-05"])
-        .unwrap()
-        .resolve_with(&env)
-        .unwrap();
+    let from_nothing = resolved(&["--date", "2025-08-05"], &env).unwrap();
     assert_eq!(
         format!("{:?}", from_example.sampling),
         format!("{:?}", from_nothing.sampling)
@@ -448,6 +451,37 @@ fn relative_and_home_paths_in_the_file_are_anchored() {
     assert_eq!(config.model.as_deref(), Some("openai/gpt-oss-120b"));
 }
 
+/// The settings a file and flags both choose, compared in one go so that a failure shows every
+/// value that came out wrong.
+#[derive(Debug, PartialEq)]
+struct Chosen<'a> {
+    model: &'a str,
+    dtype: DType,
+    threads: Option<usize>,
+    reasoning_effort: ReasoningEffort,
+    developer_message: Option<&'a str>,
+    max_tokens: Option<usize>,
+    temperature: f32,
+    top_p: f32,
+    seed: Option<u64>,
+    tools: ToolChoice,
+}
+
+fn chosen(settings: &Settings) -> Chosen<'_> {
+    Chosen {
+        model: &settings.model,
+        dtype: settings.dtype,
+        threads: settings.threads,
+        reasoning_effort: settings.reasoning_effort,
+        developer_message: settings.developer_message.as_deref(),
+        max_tokens: settings.max_tokens,
+        temperature: settings.sampling.temperature,
+        top_p: settings.sampling.top_p,
+        seed: settings.sampling.seed,
+        tools: settings.tools,
+    }
+}
+
 #[test]
 fn flags_override_the_file_and_the_file_fills_in_the_rest() {
     let (dir, path) = config_toml(
@@ -479,24 +513,23 @@ timeout_s = 10
     let env = env_of(&[]);
 
     // The file alone.
-    let settings = flags(&["--config", config])
-        .unwrap()
-        .resolve_with(&env)
-        .unwrap();
-    assert_eq!(settings.model, "openai/gpt-oss-120b");
-    assert_eq!(settings.dtype, DType::Bf16);
-    assert_eq!(settings.threads, Some(4));
-    assert_eq!(settings.reasoning_effort, ReasoningEffort::High);
-    assert_eq!(settings.developer_message.as_deref(), Some("Be terse."));
-    assert_eq!(settings.max_tokens, Some(1000));
-    assert_eq!(settings.sampling.temperature, 0.7);
-    assert_eq!(settings.sampling.top_p, 0.9);
-    assert_eq!(settings.sampling.seed, Some(7));
+    let settings = resolved(&["--config", config], &env).unwrap();
     assert_eq!(
-        settings.tools,
-        ToolChoice {
-            browser: true,
-            python: true
+        chosen(&settings),
+        Chosen {
+            model: "openai/gpt-oss-120b",
+            dtype: DType::Bf16,
+            threads: Some(4),
+            reasoning_effort: ReasoningEffort::High,
+            developer_message: Some("Be terse."),
+            max_tokens: Some(1000),
+            temperature: 0.7,
+            top_p: 0.9,
+            seed: Some(7),
+            tools: ToolChoice {
+                browser: true,
+                python: true
+            },
         }
     );
     assert_eq!(settings.config.python.mount, Some(dir.path().join("data")));
@@ -514,48 +547,54 @@ timeout_s = 10
     );
 
     // Every flag over it.
-    let settings = flags(&[
-        "--config",
-        config,
-        "--model",
-        "/models/mine",
-        "--dtype",
-        "f32",
-        "--threads",
-        "2",
-        "-r",
-        "medium",
-        "--developer-message",
-        "Be thorough.",
-        "--date",
-        "2024-02-29",
-        "--max-tokens",
-        "50",
-        "--temperature",
-        "0",
-        "--top-p",
-        "0.5",
-        "--seed",
-        "99",
-        "--no-browser",
-        "--no-python",
-        "--mount",
-        "/tmp/elsewhere",
-    ])
-    .unwrap()
-    .resolve_with(&env)
+    let settings = resolved(
+        &[
+            "--config",
+            config,
+            "--model",
+            "/models/mine",
+            "--dtype",
+            "f32",
+            "--threads",
+            "2",
+            "-r",
+            "medium",
+            "--developer-message",
+            "Be thorough.",
+            "--date",
+            "2024-02-29",
+            "--max-tokens",
+            "50",
+            "--temperature",
+            "0",
+            "--top-p",
+            "0.5",
+            "--seed",
+            "99",
+            "--no-browser",
+            "--no-python",
+            "--mount",
+            "/tmp/elsewhere",
+        ],
+        &env,
+    )
     .unwrap();
-    assert_eq!(settings.model, "/models/mine");
-    assert_eq!(settings.dtype, DType::F32);
-    assert_eq!(settings.threads, Some(2));
-    assert_eq!(settings.reasoning_effort, ReasoningEffort::Medium);
-    assert_eq!(settings.developer_message.as_deref(), Some("Be thorough."));
+    assert_eq!(
+        chosen(&settings),
+        Chosen {
+            model: "/models/mine",
+            dtype: DType::F32,
+            threads: Some(2),
+            reasoning_effort: ReasoningEffort::Medium,
+            developer_message: Some("Be thorough."),
+            max_tokens: Some(50),
+            temperature: 0.0,
+            top_p: 0.5,
+            seed: Some(99),
+            tools: ToolChoice::default(),
+        }
+    );
     assert_eq!(settings.date, "2024-02-29");
-    assert_eq!(settings.max_tokens, Some(50));
-    assert_eq!(settings.sampling.temperature, 0.0);
-    assert_eq!(settings.sampling.top_p, 0.5);
-    assert_eq!(settings.sampling.seed, Some(99));
-    assert_eq!(settings.tools, ToolChoice::default());
     assert_eq!(
         settings.config.python.mount,
         Some(PathBuf::from("/tmp/elsewhere"))
@@ -567,16 +606,13 @@ timeout_s = 10
     );
 
     // The last of -b / --no-browser wins, as with any pair of switches.
-    let settings = flags(&["--config", config, "--no-browser", "-b"])
-        .unwrap()
-        .resolve_with(&env)
-        .unwrap();
+    let settings = resolved(&["--config", config, "--no-browser", "-b"], &env).unwrap();
     assert!(settings.tools.browser);
 }
 
 #[test]
 fn without_a_file_the_defaults_apply() {
-    let settings = flags(&[]).unwrap().resolve_with(&env_of(&[])).unwrap();
+    let settings = resolved(&[], &env_of(&[])).unwrap();
     assert_eq!(settings.model, "openai/gpt-oss-20b");
     assert_eq!(settings.reasoning_effort, ReasoningEffort::Low);
     assert_eq!(settings.tools, ToolChoice::default());
@@ -689,10 +725,7 @@ fn a_search_backend_without_its_key_says_how_to_fix_it() {
     let (_dir, path) = config_toml("[search]\nbackend = \"exa\"\n");
     let config = path.to_str().unwrap();
 
-    let error = flags(&["--config", config, "-b"])
-        .unwrap()
-        .resolve_with(&env_of(&[]))
-        .unwrap_err();
+    let error = resolved(&["--config", config, "-b"], &env_of(&[])).unwrap_err();
     assert!(matches!(
         error,
         ConfigError::MissingSearchKey {
@@ -710,19 +743,11 @@ fn a_search_backend_without_its_key_says_how_to_fix_it() {
     );
 
     // Not checked when the browser is not used.
-    assert!(
-        flags(&["--config", config])
-            .unwrap()
-            .resolve_with(&env_of(&[]))
-            .is_ok()
-    );
+    assert!(resolved(&["--config", config], &env_of(&[])).is_ok());
 
     // The environment's key serves when the file has none.
     let env = env_of(&[("EXA_API_KEY", "env-exa-key")]);
-    let settings = flags(&["--config", config, "-b"])
-        .unwrap()
-        .resolve_with(&env)
-        .unwrap();
+    let settings = resolved(&["--config", config, "-b"], &env).unwrap();
     let search = settings.config.search_config(&env).unwrap();
     assert_eq!(search.kind, SearchBackendKind::Exa);
     assert_eq!(search.api_key.as_deref(), Some("env-exa-key"));
@@ -733,11 +758,7 @@ fn a_search_backend_without_its_key_says_how_to_fix_it() {
         ("HOME", home.path().to_str().unwrap()),
         ("OSSA_SEARCH_BACKEND", "tavily"),
     ]);
-    let error = flags(&["-b"])
-        .unwrap()
-        .resolve_with(&env)
-        .unwrap_err()
-        .to_string();
+    let error = resolved(&["-b"], &env).unwrap_err().to_string();
     assert_eq!(
         error,
         format!(
@@ -748,9 +769,7 @@ fn a_search_backend_without_its_key_says_how_to_fix_it() {
     );
 
     // SearXNG needs its URL instead.
-    let error = flags(&["-b", "--search-backend", "searxng"])
-        .unwrap()
-        .resolve_with(&env_of(&[]))
+    let error = resolved(&["-b", "--search-backend", "searxng"], &env_of(&[]))
         .unwrap_err()
         .to_string();
     assert!(
@@ -758,10 +777,7 @@ fn a_search_backend_without_its_key_says_how_to_fix_it() {
         "{error}"
     );
     let env = env_of(&[("SEARXNG_URL", "http://127.0.0.1:8888")]);
-    let settings = flags(&["-b", "--search-backend", "searxng"])
-        .unwrap()
-        .resolve_with(&env)
-        .unwrap();
+    let settings = resolved(&["-b", "--search-backend", "searxng"], &env).unwrap();
     let search = settings.config.search_config(&env).unwrap();
     assert_eq!(search.base_url.as_deref(), Some("http://127.0.0.1:8888"));
 }
@@ -774,37 +790,33 @@ fn a_backend_chosen_by_flag_does_not_take_the_file_backends_key() {
     let config = path.to_str().unwrap();
     // The file's backend with its key.
     let env = env_of(&[("OSSA_SEARCH_BACKEND", "brave")]);
-    let settings = flags(&["--config", config])
-        .unwrap()
-        .resolve_with(&env)
-        .unwrap();
+    let settings = resolved(&["--config", config], &env).unwrap();
     let search = settings.config.search_config(&env).unwrap();
     assert_eq!(search.kind, SearchBackendKind::Exa);
     assert_eq!(search.api_key.as_deref(), Some("exa-key"));
     assert_eq!(search.base_url.as_deref(), Some("https://exa.proxy.test"));
 
     // Another backend by flag: the exa key and URL are not sent to Brave.
-    let error = flags(&["--config", config, "--search-backend", "brave"])
-        .unwrap()
-        .resolve_with(&env_of(&[]))
-        .unwrap_err()
-        .to_string();
+    let error = resolved(
+        &["--config", config, "--search-backend", "brave"],
+        &env_of(&[]),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(error.contains("set BRAVE_API_KEY"), "{error}");
     let env = env_of(&[("BRAVE_API_KEY", "brave-key")]);
-    let settings = flags(&["--config", config, "--search-backend", "brave"])
-        .unwrap()
-        .resolve_with(&env)
-        .unwrap();
+    let settings = resolved(&["--config", config, "--search-backend", "brave"], &env).unwrap();
     let search = settings.config.search_config(&env).unwrap();
     assert_eq!(search.kind, SearchBackendKind::Brave);
     assert_eq!(search.api_key.as_deref(), Some("brave-key"));
     assert_eq!(search.base_url, None);
 
     // The same backend by flag keeps the file's key.
-    let settings = flags(&["--config", config, "--search-backend", "exa"])
-        .unwrap()
-        .resolve_with(&env_of(&[]))
-        .unwrap();
+    let settings = resolved(
+        &["--config", config, "--search-backend", "exa"],
+        &env_of(&[]),
+    )
+    .unwrap();
     assert_eq!(settings.config.search.api_key.as_deref(), Some("exa-key"));
 
     // The environment's settings apply when the file has none.
@@ -847,10 +859,7 @@ fn an_explicit_config_file_must_exist() {
             missing.display()
         )
     );
-    let error = flags(&["--config", missing.to_str().unwrap()])
-        .unwrap()
-        .resolve_with(&env_of(&[]))
-        .unwrap_err();
+    let error = resolved(&["--config", missing.to_str().unwrap()], &env_of(&[])).unwrap_err();
     assert!(matches!(error, ConfigError::NotFound { .. }));
 
     let env = env_of(&[("OSSA_CONFIG", missing.to_str().unwrap())]);
@@ -999,11 +1008,7 @@ fn the_prompt_cache_follows_its_key_and_flag() {
         }
         argv.extend(extra.iter().map(|s| s.to_string()));
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        flags(&argv)
-            .unwrap()
-            .resolve_with(&env)
-            .unwrap()
-            .prompt_cache
+        resolved(&argv, &env).unwrap().prompt_cache
     };
     let on = resolve(None, &[]).expect("on by default");
     assert_eq!(on.dir, PathBuf::from("/srv/kv"));

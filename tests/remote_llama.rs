@@ -26,7 +26,10 @@ use ossa::engine::{CancellationToken, SamplingParams};
 use serde_json::{Value, json};
 use support::llama_stub::{DECODE_MS_PER_TOKEN, LlamaStub, MODEL, PROMPT_MS_PER_TOKEN, StubSetup};
 use support::serve::{Server, curl_missing, curl_post, sse_data};
-use support::{SCENARIO_FLAGS, check_all, final_text, python_calls, reasoning_texts, scenarios};
+use support::{
+    SCENARIO_FLAGS, check_all, check_every_scenario, final_text, python_calls, reasoning_texts,
+    scenarios,
+};
 
 const RETURN: u32 = 200_002;
 const END: u32 = 200_007;
@@ -111,9 +114,8 @@ fn ossa_run(url: &str, extra: &[&str], task: &str) -> Output {
 /// nothing for a real server). Returns each scenario's `--json` transcript.
 fn run_scenarios(url: &str, extra: &[&str], mut before: impl FnMut(&Value)) -> Vec<Value> {
     let mut transcripts = Vec::new();
-    check_all(scenarios(), |scenario| {
-        let name = scenario["id"].as_str().unwrap_or("?").to_string();
-        before(&scenario);
+    check_every_scenario(|name, scenario| {
+        before(scenario);
         let output = ossa_run(url, extra, scenario["user"].as_str().expect("user"));
         if !output.status.success() {
             return Err(format!(

@@ -8,11 +8,11 @@ mod support;
 use serde_json::{Value, json};
 use support::or_skip;
 use support::serve::{
-    Server, curl, curl_get, curl_missing, curl_post, curl_post_raw, curl_refused,
-    python_with_openai, run_sdk_script, sse_data,
+    Server, check_python_sdk_per_scenario, curl, curl_get, curl_missing, curl_post, curl_post_raw,
+    curl_refused, sse_data,
 };
 use support::{
-    check_all, check_per_scenario, final_text, python_calls, reasoning_texts, scenarios,
+    check_all, check_every_scenario, final_text, python_calls, reasoning_texts, scenarios,
 };
 
 fn chat_body(user: &str, stream: bool) -> Value {
@@ -120,8 +120,7 @@ fn chat_completions_through_curl_give_every_scenario() {
     );
 
     let url = format!("{}/chat/completions", server.base);
-    check_all(scenarios(), |scenario| {
-        let name = scenario["id"].as_str().unwrap_or("?").to_string();
+    check_every_scenario(|name, scenario| {
         let user = scenario["user"].as_str().expect("user");
 
         let (status, body) = curl_post(&url, &chat_body(user, false));
@@ -141,7 +140,7 @@ fn chat_completions_through_curl_give_every_scenario() {
             json!(generated),
             "{name}: {response}"
         );
-        if let Some(failure) = check_message(&name, &scenario, &response) {
+        if let Some(failure) = check_message(name, scenario, &response) {
             return Err(failure);
         }
 
@@ -151,10 +150,10 @@ fn chat_completions_through_curl_give_every_scenario() {
         }
         let (content, reasoning, calls, finish, usage) = assemble(&sse_data(&body));
         // The streamed reasoning is the analysis messages back to back.
-        let want_reasoning: String = reasoning_texts(&scenario).concat();
-        if content != final_text(&scenario)
+        let want_reasoning: String = reasoning_texts(scenario).concat();
+        if content != final_text(scenario)
             || reasoning != want_reasoning
-            || calls != python_calls(&scenario)
+            || calls != python_calls(scenario)
             || finish != "stop"
             || usage["completion_tokens"] != json!(generated)
         {
@@ -238,28 +237,28 @@ for user in json.loads(sys.argv[2]):
 
 #[test]
 fn openai_python_sdk_chat_gives_every_scenario() {
-    let python = or_skip!(python_with_openai());
-    let server = Server::start(&[]);
-    let scenarios = scenarios();
-    let results = run_sdk_script(python, SDK_CHAT, &server.base, &support::users(&scenarios));
-    check_per_scenario(&scenarios, &results, |scenario| {
-        let calls: Vec<Value> = python_calls(scenario)
-            .into_iter()
-            .map(|(code, out)| json!([code, out]))
-            .collect();
-        json!({
-            "content": final_text(scenario),
-            "reasoning": reasoning_texts(scenario).join("\n\n"),
-            "calls": calls,
-            "finish": "stop",
-            "stream": {
+    check_python_sdk_per_scenario(
+        SDK_CHAT,
+        || Server::start(&[]),
+        |scenario| {
+            let calls: Vec<Value> = python_calls(scenario)
+                .into_iter()
+                .map(|(code, out)| json!([code, out]))
+                .collect();
+            json!({
                 "content": final_text(scenario),
-                "reasoning": reasoning_texts(scenario).concat(),
+                "reasoning": reasoning_texts(scenario).join("\n\n"),
                 "calls": calls,
                 "finish": "stop",
-            },
-        })
-    });
+                "stream": {
+                    "content": final_text(scenario),
+                    "reasoning": reasoning_texts(scenario).concat(),
+                    "calls": calls,
+                    "finish": "stop",
+                },
+            })
+        },
+    );
 }
 
 #[test]

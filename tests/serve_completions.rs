@@ -19,14 +19,13 @@ use support::serve::{
     CALL, RETURN, Server, curl_post, curl_refused, ids, python_with_openai, run_sdk_script,
     sse_data,
 };
-use support::{SCENARIO_FLAGS, check_all, sandbox, scenarios};
+use support::{SCENARIO_FLAGS, check_all, check_every_scenario, sandbox, scenarios};
 
 #[test]
 fn token_id_prompts_return_the_oracle_tokens_through_curl() {
     let server = or_skip!(Server::start_for_curl(&[]));
     let url = format!("{}/completions", server.base);
-    check_all(scenarios(), |scenario| {
-        let name = scenario["id"].as_str().unwrap_or("?").to_string();
+    check_every_scenario(|name, scenario| {
         let prompt = ids(&scenario["prompt_tokens"]);
         let want = ids(&scenario["generated_tokens"][0]);
         let body = |stream: bool| {
@@ -218,8 +217,7 @@ fn remote_transcripts(kind: Option<RemoteKind>) {
         ..ConversationSettings::default()
     };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    check_all(scenarios(), |scenario| {
-        let name = scenario["id"].as_str().unwrap_or("?").to_string();
+    check_every_scenario(|name, scenario| {
         let mut chat = agent.chat(&settings);
         let prompt = agent
             .encoding()

@@ -8,11 +8,10 @@ mod support;
 use serde_json::{Value, json};
 use support::or_skip;
 use support::serve::{
-    Server, curl, curl_get, curl_missing, curl_post, python_with_openai, run_sdk_script, sse_data,
+    Server, check_python_sdk_per_scenario, curl, curl_get, curl_missing, curl_post,
+    python_with_openai, run_sdk_script, sse_data,
 };
-use support::{
-    check_all, check_per_scenario, final_text, python_calls, reasoning_texts, scenarios,
-};
+use support::{check_every_scenario, final_text, python_calls, reasoning_texts, scenarios};
 
 /// (reasoning texts, python calls, final text) of a response's output items.
 fn summarize(output: &Value) -> (Vec<String>, Vec<(String, String)>, String) {
@@ -57,8 +56,7 @@ fn want(scenario: &Value) -> (Vec<String>, Vec<(String, String)>, String) {
 fn responses_through_curl_give_every_scenario_streamed_and_not() {
     let server = or_skip!(Server::start_storing_for_curl(&[]));
     let url = format!("{}/responses", server.base);
-    check_all(scenarios(), |scenario| {
-        let name = scenario["id"].as_str().unwrap_or("?").to_string();
+    check_every_scenario(|name, scenario| {
         let body = |stream: bool| {
             json!({
                 "model": "gpt-oss", "input": scenario["user"], "temperature": 0,
@@ -77,11 +75,11 @@ fn responses_through_curl_give_every_scenario_streamed_and_not() {
                 .as_str()
                 .is_some_and(|id| id.starts_with("resp_"))
         );
-        if summarize(&response["output"]) != want(&scenario) {
+        if summarize(&response["output"]) != want(scenario) {
             return Err(format!(
                 "{name}: got {}\nwant {:?}",
                 response["output"],
-                want(&scenario)
+                want(scenario)
             ));
         }
 
@@ -122,13 +120,13 @@ fn responses_through_curl_give_every_scenario_streamed_and_not() {
                 .filter_map(|e| e["delta"].as_str())
                 .collect()
         };
-        let (reasoning, calls, final_answer) = want(&scenario);
+        let (reasoning, calls, final_answer) = want(scenario);
         let code: String = calls.iter().map(|(c, _)| c.as_str()).collect();
         let completed = &events.last().expect("events")["response"];
         let ok = concat("response.reasoning_text.delta") == reasoning.concat()
             && concat("response.output_text.delta") == final_answer
             && concat("response.code_interpreter_call_code.delta") == code
-            && summarize(&completed["output"]) == want(&scenario)
+            && summarize(&completed["output"]) == want(scenario)
             && kinds
                 .iter()
                 .filter(|k| **k == "response.code_interpreter_call.completed")
@@ -266,42 +264,37 @@ for user in json.loads(sys.argv[2]):
 
 #[test]
 fn openai_python_sdk_responses_give_every_scenario() {
-    let python = or_skip!(python_with_openai());
-    let server = Server::start_storing(&[]);
-    let scenarios = scenarios();
-    let results = run_sdk_script(
-        python,
+    check_python_sdk_per_scenario(
         SDK_RESPONSES,
-        &server.base,
-        &support::users(&scenarios),
+        || Server::start_storing(&[]),
+        |scenario| {
+            let mut items = Vec::new();
+            let messages = scenario["expected"].as_array().expect("expected");
+            for (i, m) in messages.iter().enumerate() {
+                let text = m["content"][0]["text"].as_str().expect("text");
+                if m["role"] != "assistant" {
+                    continue;
+                }
+                if m["recipient"] == "python" {
+                    items.push(json!(["code", text, messages[i + 1]["content"][0]["text"]]));
+                } else if m["channel"] == "analysis" {
+                    items.push(json!(["reasoning", text]));
+                } else {
+                    items.push(json!(["message", text]));
+                }
+            }
+            let (reasoning, calls, final_answer) = want(scenario);
+            json!({
+                "output_text": final_answer,
+                "items": items,
+                "stream": {
+                    "text": final_answer, "reasoning": reasoning.concat(),
+                    "code": calls.iter().map(|(c, _)| c.as_str()).collect::<String>(),
+                    "final": final_answer, "first": "response.created", "last": "response.completed",
+                },
+            })
+        },
     );
-    check_per_scenario(&scenarios, &results, |scenario| {
-        let mut items = Vec::new();
-        let messages = scenario["expected"].as_array().expect("expected");
-        for (i, m) in messages.iter().enumerate() {
-            let text = m["content"][0]["text"].as_str().expect("text");
-            if m["role"] != "assistant" {
-                continue;
-            }
-            if m["recipient"] == "python" {
-                items.push(json!(["code", text, messages[i + 1]["content"][0]["text"]]));
-            } else if m["channel"] == "analysis" {
-                items.push(json!(["reasoning", text]));
-            } else {
-                items.push(json!(["message", text]));
-            }
-        }
-        let (reasoning, calls, final_answer) = want(scenario);
-        json!({
-            "output_text": final_answer,
-            "items": items,
-            "stream": {
-                "text": final_answer, "reasoning": reasoning.concat(),
-                "code": calls.iter().map(|(c, _)| c.as_str()).collect::<String>(),
-                "final": final_answer, "first": "response.created", "last": "response.completed",
-            },
-        })
-    });
 }
 
 #[test]

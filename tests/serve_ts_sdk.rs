@@ -5,19 +5,27 @@
 
 mod support;
 
-use serde_json::json;
+use std::path::Path;
+
+use serde_json::{Value, json};
 use support::or_skip;
 use support::serve::{Server, node_with_openai, run_ts_sdk};
-use support::{check_per_scenario, final_text, reasoning_texts, scenarios, users};
+use support::{check_per_scenario, final_text, reasoning_texts, scenarios};
+
+/// The TypeScript client in `mode` on `server`, as [`check_per_scenario`] runs clients.
+fn ts_client<'a>(
+    sdk: &'a Path,
+    server: &'a Server,
+    mode: &'a str,
+) -> impl FnOnce(&Value) -> Vec<Value> + 'a {
+    move |users| serde_json::from_value(run_ts_sdk(sdk, &server.base, mode, users)).expect("a list")
+}
 
 #[test]
 fn typescript_sdk_chat_gives_every_scenario() {
     let sdk = or_skip!(node_with_openai());
     let server = Server::start(&[]);
-    let scenarios = scenarios();
-    let results = run_ts_sdk(sdk, &server.base, "chat", &users(&scenarios));
-    let results = results.as_array().expect("a list");
-    check_per_scenario(&scenarios, results, |scenario| {
+    check_per_scenario(ts_client(sdk, &server, "chat"), |scenario| {
         json!({
             "content": final_text(scenario),
             "reasoning": reasoning_texts(scenario).join("\n\n"),
@@ -38,10 +46,7 @@ fn typescript_sdk_chat_gives_every_scenario() {
 fn typescript_sdk_responses_stream_closes_every_item() {
     let sdk = or_skip!(node_with_openai());
     let server = Server::start_storing(&[]);
-    let scenarios = scenarios();
-    let results = run_ts_sdk(sdk, &server.base, "responses", &users(&scenarios));
-    let results = results.as_array().expect("a list");
-    check_per_scenario(&scenarios, results, |scenario| {
+    check_per_scenario(ts_client(sdk, &server, "responses"), |scenario| {
         let kinds: Vec<&str> = scenario["expected"]
             .as_array()
             .expect("expected")

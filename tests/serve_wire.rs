@@ -131,6 +131,20 @@ fn script_browsing(model: &ScriptedServer) {
     ]);
 }
 
+/// What a request's case checks in the body it got (collecting anything more it fetches).
+type Check<'a> = &'a dyn Fn(&str, &Value, &mut Collected);
+
+/// A request to the scripted model: its name, the model's script for it, the endpoint, what its
+/// body is, the request and the check.
+type Case<'a> = (
+    &'a str,
+    fn(&ScriptedServer),
+    &'a str,
+    Kind,
+    Value,
+    Check<'a>,
+);
+
 /// Requests to the scripted model: tool calls of every kind, through both chat APIs.
 fn scripted_requests(collected: &mut Collected) {
     let model = ScriptedServer::start();
@@ -147,103 +161,114 @@ fn scripted_requests(collected: &mut Collected) {
     let chat_tools = json!([{"type": "function", "function": {
         "name": "get_weather", "description": "The weather.", "parameters": parameters}}]);
     let user = "What is 6 times 7, and the weather in Paris?";
+    let check_tools_response: Check = &|name, response, _| {
+        let kinds: Vec<&str> = response["output"]
+            .as_array()
+            .expect("output")
+            .iter()
+            .map(|i| i["type"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "reasoning",
+                "code_interpreter_call",
+                "reasoning",
+                "function_call"
+            ],
+            "{name}: {response}"
+        );
+    };
+    let check_browsing_response: Check = &|name, response, collected| {
+        let answer = response["output"].as_array().and_then(|o| o.last());
+        let text = &answer.expect("output")["content"][0];
+        assert_eq!(
+            text["annotations"][0]["url"], page_url,
+            "{name}: {response}"
+        );
+        // The stored response, its input, and its deletion.
+        let id = response["id"].as_str().expect("id").to_string();
+        collected.add(
+            Kind::Response,
+            "GET the stored response",
+            get(&format!("{base}/responses/{id}")),
+        );
+        collected.add(
+            Kind::InputItems,
+            "GET its input items",
+            get(&format!("{base}/responses/{id}/input_items")),
+        );
+        let deleted = ureq::delete(&format!("{base}/responses/{id}"))
+            .call()
+            .expect("DELETE")
+            .into_json()
+            .expect("JSON");
+        collected.add(Kind::Deleted, "DELETE it", deleted);
+    };
+    let check_tools_chat: Check = &|name, completion, _| {
+        let message = &completion["choices"][0]["message"];
+        assert_eq!(
+            message["tool_calls"][0]["function"]["name"], "get_weather",
+            "{name}: {completion}"
+        );
+        assert_eq!(
+            message["server_tool_calls"][0]["type"], "code_interpreter",
+            "{name}: {completion}"
+        );
+    };
+    let check_browsing_chat: Check = &|name, completion, _| {
+        let message = &completion["choices"][0]["message"];
+        assert_eq!(
+            message["annotations"][0]["url_citation"]["url"], page_url,
+            "{name}: {completion}"
+        );
+    };
     for stream in [false, true] {
-        let name = format!("responses tools (stream: {stream})");
-        script_tools(&model);
-        if let Some(response) = collected.exchange(
-            &format!("{base}/responses"),
-            &name,
-            &json!({"model": MODEL, "input": user, "tools": response_tools, "stream": stream,
-                    "metadata": {"case": "tools"}}),
-        ) {
-            let kinds: Vec<&str> = response["output"]
-                .as_array()
-                .expect("output")
-                .iter()
-                .map(|i| i["type"].as_str().unwrap_or_default())
-                .collect();
-            assert_eq!(
-                kinds,
-                [
-                    "reasoning",
-                    "code_interpreter_call",
-                    "reasoning",
-                    "function_call"
-                ],
-                "{name}: {response}"
-            );
-            collected.add(Kind::Response, &name, response);
-        }
-
-        let name = format!("responses browsing (stream: {stream})");
-        script_browsing(&model);
-        if let Some(response) = collected.exchange(
-            &format!("{base}/responses"),
-            &name,
-            &json!({"model": MODEL, "input": "How tall is the Ossa lighthouse?",
-                    "tools": [{"type": "web_search"}], "stream": stream}),
-        ) {
-            let answer = response["output"].as_array().and_then(|o| o.last());
-            let text = &answer.expect("output")["content"][0];
-            assert_eq!(
-                text["annotations"][0]["url"], page_url,
-                "{name}: {response}"
-            );
-            // The stored response, its input, and its deletion.
-            let id = response["id"].as_str().expect("id").to_string();
-            collected.add(
+        let cases: [Case; 4] = [
+            (
+                "responses tools",
+                script_tools,
+                "responses",
                 Kind::Response,
-                "GET the stored response",
-                get(&format!("{base}/responses/{id}")),
-            );
-            collected.add(
-                Kind::InputItems,
-                "GET its input items",
-                get(&format!("{base}/responses/{id}/input_items")),
-            );
-            let deleted = ureq::delete(&format!("{base}/responses/{id}"))
-                .call()
-                .expect("DELETE")
-                .into_json()
-                .expect("JSON");
-            collected.add(Kind::Deleted, "DELETE it", deleted);
-            collected.add(Kind::Response, &name, response);
-        }
-
-        let name = format!("chat tools (stream: {stream})");
-        script_tools(&model);
-        if let Some(completion) = collected.exchange(
-            &format!("{base}/chat/completions"),
-            &name,
-            &json!({"model": MODEL, "messages": [{"role": "user", "content": user}],
-                    "tools": chat_tools, "stream": stream}),
-        ) {
-            let message = &completion["choices"][0]["message"];
-            assert_eq!(
-                message["tool_calls"][0]["function"]["name"], "get_weather",
-                "{name}: {completion}"
-            );
-            assert_eq!(
-                message["server_tool_calls"][0]["type"], "code_interpreter",
-                "{name}: {completion}"
-            );
-            collected.add(Kind::Chat, &name, completion);
-        }
-
-        let name = format!("chat browsing (stream: {stream})");
-        script_browsing(&model);
-        if let Some(completion) = collected.exchange(
-            &format!("{base}/chat/completions"),
-            &name,
-            &json!({"model": MODEL, "stream": stream, "stream_options": stream.then(|| json!({"include_usage": true})),
-                    "messages": [{"role": "user", "content": "How tall is the Ossa lighthouse?"}]}),
-        ) {
-            let message = &completion["choices"][0]["message"];
-            assert_eq!(
-                message["annotations"][0]["url_citation"]["url"], page_url,
-                "{name}: {completion}"
-            );
-            collected.add(Kind::Chat, &name, completion);
+                json!({"model": MODEL, "input": user, "tools": response_tools, "stream": stream,
+                       "metadata": {"case": "tools"}}),
+                check_tools_response,
+            ),
+            (
+                "responses browsing",
+                script_browsing,
+                "responses",
+                Kind::Response,
+                json!({"model": MODEL, "input": "How tall is the Ossa lighthouse?",
+                       "tools": [{"type": "web_search"}], "stream": stream}),
+                check_browsing_response,
+            ),
+            (
+                "chat tools",
+                script_tools,
+                "chat/completions",
+                Kind::Chat,
+                json!({"model": MODEL, "messages": [{"role": "user", "content": user}],
+                       "tools": chat_tools, "stream": stream}),
+                check_tools_chat,
+            ),
+            (
+                "chat browsing",
+                script_browsing,
+                "chat/completions",
+                Kind::Chat,
+                json!({"model": MODEL, "stream": stream, "stream_options": stream.then(|| json!({"include_usage": true})),
+                       "messages": [{"role": "user", "content": "How tall is the Ossa lighthouse?"}]}),
+                check_browsing_chat,
+            ),
+        ];
+        for (case, script, endpoint, kind, request, check) in cases {
+            let name = format!("{case} (stream: {stream})");
+            script(&model);
+            if let Some(body) = collected.exchange(&format!("{base}/{endpoint}"), &name, &request) {
+                check(&name, &body, collected);
+                collected.add(kind, &name, body);
+            }
         }
     }
     assert_eq!(

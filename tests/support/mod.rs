@@ -56,6 +56,26 @@ pub const SCENARIO_FLAGS: [&str; 7] = [
     "0",
 ];
 
+/// `ossa SUBCOMMAND` kept from the user's setup and from other tests: its config folder is a
+/// fresh temporary home (returned, to keep it while the command runs), no `OSSA_CONFIG`, and a
+/// prompt cache of its own, `prompt_cache` or else an empty one in that home, so that no run
+/// reads another's (or the user's).
+pub fn isolated_ossa(
+    subcommand: &str,
+    prompt_cache: Option<&Path>,
+) -> (tempfile::TempDir, std::process::Command) {
+    let home = tempfile::tempdir().expect("temp home");
+    let prompt_cache =
+        prompt_cache.map_or_else(|| home.path().join("prompt-cache"), Path::to_path_buf);
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ossa"));
+    command
+        .arg(subcommand)
+        .env("XDG_CONFIG_HOME", home.path())
+        .env("OSSA_PROMPT_CACHE_DIR", prompt_cache)
+        .env_remove("OSSA_CONFIG");
+    (home, command)
+}
+
 /// `ossa run --quiet` on the tiny agent with the engine flags and `args`, its config and prompt
 /// cache in `home` and no user config file: its output.
 pub fn ossa_run_tiny(home: &Path, args: &[&str]) -> std::process::Output {
@@ -119,17 +139,28 @@ pub fn final_text(scenario: &Value) -> String {
         .to_string()
 }
 
-/// Checks what a client got for each scenario (`results`, in the scenarios' order) against
-/// what `expected` says the scenario wants; a failure names its scenario, with both values.
+/// [`check_all`] over the fixture's scenarios, each given with its id (for failure messages).
+pub fn check_every_scenario(mut check: impl FnMut(&str, &Value) -> Result<(), String>) {
+    check_all(scenarios(), |scenario| {
+        let id = scenario["id"].as_str().unwrap_or("?").to_string();
+        check(&id, &scenario)
+    });
+}
+
+/// Hands every scenario's user message to a client (`client` gets them as a JSON list, see
+/// [`users`], and returns its results in the scenarios' order) and checks what it got for each
+/// scenario against what `expected` says the scenario wants; a failure names its scenario, with
+/// both values.
 pub fn check_per_scenario(
-    scenarios: &[Value],
-    results: &[Value],
+    client: impl FnOnce(&Value) -> Vec<Value>,
     mut expected: impl FnMut(&Value) -> Value,
 ) {
+    let scenarios = scenarios();
+    let results = client(&users(&scenarios));
     assert_eq!(results.len(), scenarios.len(), "one result per scenario");
     check_all(scenarios.iter().zip(results), |(scenario, got)| {
         let want = expected(scenario);
-        if *got == want {
+        if got == want {
             Ok(())
         } else {
             Err(format!("{}:\n got {got}\nwant {want}", scenario["id"]))

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ossa_test_support::stdout_of_success;
 use serde_json::Value;
 
-use super::{ENGINE_FLAGS, SCENARIO_FLAGS, fixture_dir};
+use super::{ENGINE_FLAGS, SCENARIO_FLAGS, check_per_scenario, fixture_dir, or_skip};
 
 /// What the server writes once its model is loaded: `MODEL listening on URL`.
 const READY: &str = "listening on ";
@@ -153,19 +153,11 @@ impl Server {
         quiet: bool,
         marker: &'static str,
     ) -> Result<Server, String> {
-        let home = tempfile::tempdir().expect("temp home");
-        let prompt_cache =
-            prompt_cache.map_or_else(|| home.path().join("prompt-cache"), Path::to_path_buf);
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ossa"));
+        let (home, mut command) = super::isolated_ossa("serve", prompt_cache);
         command
-            .arg("serve")
             .args(args)
             .args(["--port", "0"])
             .args(quiet.then_some("--quiet"))
-            .env("XDG_CONFIG_HOME", home.path())
-            // A prompt cache of its own unless given: no server reads another's (or the user's).
-            .env("OSSA_PROMPT_CACHE_DIR", prompt_cache)
-            .env_remove("OSSA_CONFIG")
             .env_remove("OPENAI_API_KEY")
             .env_remove("OSSA_API_KEY")
             .envs(env.iter().copied());
@@ -420,6 +412,20 @@ pub fn run_sdk_script(python: &str, script: &str, base: &str, input: &Value) -> 
         .expect("python runs");
     let printed = stdout_of_success("the SDK script", &output);
     serde_json::from_str(&printed).expect("the script prints JSON")
+}
+
+/// The `openai` Python SDK running `script` (see [`run_sdk_script`]) on every scenario against
+/// the server `start` starts, each result checked by [`check_per_scenario`]; skipped without
+/// the SDK.
+pub fn check_python_sdk_per_scenario(
+    script: &str,
+    start: impl FnOnce() -> Server,
+    expected: impl FnMut(&Value) -> Value,
+) {
+    let python = or_skip!(python_with_openai());
+    let server = start();
+    let client = |users: &Value| run_sdk_script(python, script, &server.base, users);
+    check_per_scenario(client, expected);
 }
 
 /// The folder of the `openai` TypeScript SDK's test client (`tests/ts`), its pinned packages
