@@ -446,31 +446,63 @@ impl Q8Matrix {
         r0: usize,
         r1: usize,
     ) {
-        let (rows, cols, t) = (self.rows, self.cols, x.rows);
-        let nb = cols / QK;
-        for r in r0..r1 {
-            let wq = &self.qs[r * cols..(r + 1) * cols];
-            let wd = &self.d[r * nb..(r + 1) * nb];
-            let bias_r = bias.map_or(0.0, |b| b[r]);
-            let mut ti = 0;
-            while ti < t {
-                let n = (t - ti).min(TOKENS_PER_ROW_PASS);
-                let mut v = [0.0f32; TOKENS_PER_ROW_PASS];
-                if n == TOKENS_PER_ROW_PASS {
-                    let xs = std::array::from_fn(|i| x.row(ti + i));
-                    v = dot_q8_0_tokens(isa, wq, wd, &xs);
-                } else {
-                    for (i, vi) in v.iter_mut().enumerate().take(n) {
-                        *vi = dot_q8_0_tokens(isa, wq, wd, &[x.row(ti + i)])[0];
-                    }
-                }
-                for (i, vi) in v.iter().enumerate().take(n) {
-                    // SAFETY: (ti + i, r) lies in `y`'s [x.rows, self.rows] and in rows r0..r1,
-                    // which the caller gives this call alone.
-                    unsafe { *y.at((ti + i) * rows + r) = vi + bias_r };
-                }
-                ti += n;
+        let (cols, nb) = (self.cols, self.cols / QK);
+        let row = |r: usize| {
+            (
+                &self.qs[r * cols..(r + 1) * cols],
+                &self.d[r * nb..(r + 1) * nb],
+            )
+        };
+        // SAFETY: the caller's contract, passed on.
+        unsafe {
+            rows_in_passes(
+                (x.rows, self.rows),
+                (r0, r1),
+                bias,
+                y,
+                row,
+                |(wq, wd), ti| {
+                    dot_q8_0_tokens(isa, wq, wd, &std::array::from_fn(|i| x.row(ti + i)))
+                },
+                |(wq, wd), ti| dot_q8_0_tokens(isa, wq, wd, &[x.row(ti)])[0],
+            )
+        }
+    }
+}
+
+/// Rows `r0..r1` of a `[t, rows]` matmul output: each weight row (`row(r)`) is dotted with
+/// the tokens in passes of [`TOKENS_PER_ROW_PASS`] (`dots(row, ti)`: tokens `ti..ti + 4`)
+/// while it is in L1, the last tokens one at a time (`dot(row, ti)`), and stored with its
+/// bias.
+///
+/// # Safety
+/// `y` valid for `[t, rows]`; no other thread writes rows `r0..r1`' elements.
+unsafe fn rows_in_passes<W: Copy>(
+    (t, rows): (usize, usize),
+    (r0, r1): (usize, usize),
+    bias: Option<&[f32]>,
+    y: SharedOut,
+    row: impl Fn(usize) -> W,
+    dots: impl Fn(W, usize) -> [f32; TOKENS_PER_ROW_PASS],
+    dot: impl Fn(W, usize) -> f32,
+) {
+    for r in r0..r1 {
+        let w = row(r);
+        let bias_r = bias.map_or(0.0, |b| b[r]);
+        let store = |ti: usize, v: f32| {
+            // SAFETY: (ti, r) lies in `y`'s [t, rows] and in rows r0..r1, which the caller
+            // gives this call alone.
+            unsafe { *y.at(ti * rows + r) = v + bias_r };
+        };
+        let mut ti = 0;
+        while t - ti >= TOKENS_PER_ROW_PASS {
+            for (i, v) in dots(w, ti).into_iter().enumerate() {
+                store(ti + i, v);
             }
+            ti += TOKENS_PER_ROW_PASS;
+        }
+        for ti in ti..t {
+            store(ti, dot(w, ti));
         }
     }
 }
@@ -492,31 +524,28 @@ impl Mxfp4Matrix<'_> {
         r0: usize,
         r1: usize,
     ) {
-        let (rows, t) = (self.rows, x.rows);
         let nb = self.cols / BLOCK;
-        for r in r0..r1 {
-            let blocks = &self.blocks[r * nb * BLOCK_BYTES..(r + 1) * nb * BLOCK_BYTES];
-            let scales = &self.scales[r * nb..(r + 1) * nb];
-            let bias_r = bias.map_or(0.0, |b| b[r]);
-            let act = |ti: usize| {
-                let (q, d) = x.row(ti);
-                (q, d, x.corr_row(ti))
-            };
-            let store = |ti: usize, v: f32| {
-                // SAFETY: (ti, r) lies in `y`'s [x.rows, self.rows] and in rows r0..r1, which
-                // the caller gives this call alone.
-                unsafe { *y.at(ti * rows + r) = v + bias_r };
-            };
-            let mut ti = 0;
-            while t - ti >= TOKENS_PER_ROW_PASS {
-                let xs: [_; TOKENS_PER_ROW_PASS] = std::array::from_fn(|i| act(ti + i));
-                let v = dot_mxfp4_q8_tokens(isa, blocks, scales, &xs);
-                v.iter().enumerate().for_each(|(i, &v)| store(ti + i, v));
-                ti += v.len();
-            }
-            for ti in ti..t {
-                store(ti, dot_mxfp4_q8_tokens(isa, blocks, scales, &[act(ti)])[0]);
-            }
+        let row = |r: usize| {
+            (
+                &self.blocks[r * nb * BLOCK_BYTES..(r + 1) * nb * BLOCK_BYTES],
+                &self.scales[r * nb..(r + 1) * nb],
+            )
+        };
+        let act = |ti: usize| {
+            let (q, d) = x.row(ti);
+            (q, d, x.corr_row(ti))
+        };
+        // SAFETY: the caller's contract, passed on.
+        unsafe {
+            rows_in_passes(
+                (x.rows, self.rows),
+                (r0, r1),
+                bias,
+                y,
+                row,
+                |(b, s), ti| dot_mxfp4_q8_tokens(isa, b, s, &std::array::from_fn(|i| act(ti + i))),
+                |(b, s), ti| dot_mxfp4_q8_tokens(isa, b, s, &[act(ti)])[0],
+            )
         }
     }
 }
@@ -836,6 +865,95 @@ mod x86 {
         _mm256_dpbusd_avx_epi32(acc, u, x)
     }
 
+    /// The weight scales 2^(e-127) of the 8 blocks of an MXFP4 group at block `b0` (built from
+    /// the exponent bits), after asking for the packed bytes a few groups ahead: the hardware
+    /// prefetcher stops at 4 KiB pages (rows are contiguous, so this runs into the next row).
+    ///
+    /// # Safety
+    /// `scales` holds at least `b0 + 8` bytes.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn group_scales(bp: *const u8, scales: &[u8], b0: usize) -> __m256 {
+        let ahead = bp.wrapping_add(b0 * BLOCK_BYTES + PREFETCH_AHEAD);
+        _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64).cast());
+        // SAFETY: the 8 bytes at b0 are inside `scales` (the contract).
+        let e = unsafe { _mm_loadl_epi64(scales.as_ptr().add(b0).cast()) };
+        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu8_epi32(e), 23))
+    }
+
+    /// One token's 8 block scales of a group (`ws`·xd), with the group's +12 corrections
+    /// (their sums times those scales) added to `acc`.
+    ///
+    /// # Safety
+    /// The token's scales and corrections hold at least `b0 + 8` values.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn token_group_scales(
+        ws: __m256,
+        (_, xd, corr): (&[i8], &[f32], &[i32]),
+        b0: usize,
+        acc: &mut __m256,
+    ) -> __m256 {
+        // SAFETY: the 8 values at b0 are inside both slices (the contract).
+        let (xd, c) = unsafe {
+            (
+                _mm256_loadu_ps(xd.as_ptr().add(b0)),
+                _mm256_loadu_si256(corr.as_ptr().add(b0).cast()),
+            )
+        };
+        let s = _mm256_mul_ps(ws, xd);
+        *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), s, *acc);
+        s
+    }
+
+    #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+    #[inline]
+    fn dpbusd_avx512vl(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(acc, u, x)
+    }
+
+    /// The whole pairs of blocks in `$range` of one MXFP4 row against the `N` tokens `$xs`,
+    /// 256 bits at a time with their scales built one by one (`$lut`, `$m4`: the +12 table and
+    /// the nibble mask): sums into the token's `$accs`, the +12 corrections into `$tails`.
+    /// A macro so that it expands inside each kernel, under the kernel's features.
+    ///
+    /// Safety (of the expansion): every pair b, b + 1 in `$range` has b + 1 < `$nb`, `$bp`
+    /// points at the row's `$nb`·16 packed bytes, and every token holds `$nb`·32 values.
+    macro_rules! mxfp4_pairs {
+        ($dot:ident, ($bp:expr, $scales:expr, $xs:expr, $nb:expr), $range:expr, ($lut:expr, $m4:expr), $accs:expr, $tails:expr) => {
+            for b in ($range).step_by(2) {
+                // SAFETY: b + 1 < nb: the pair's 32 packed bytes are inside the row.
+                let packed = unsafe { _mm256_loadu_si256($bp.add(b * BLOCK_BYTES).cast()) };
+                let lo = _mm256_shuffle_epi8($lut, _mm256_and_si256(packed, $m4));
+                let hi =
+                    _mm256_shuffle_epi8($lut, _mm256_and_si256(_mm256_srli_epi16(packed, 4), $m4));
+                let (w0, w1) = (
+                    f32::from_bits(($scales[b] as u32) << 23),
+                    f32::from_bits(($scales[b + 1] as u32) << 23),
+                );
+                for i in 0..N {
+                    let (xq, xd, corr) = $xs[i];
+                    let (s0, s1) = (w0 * xd[b], w1 * xd[b + 1]);
+                    $tails[i] += corr[b] as f32 * s0 + corr[b + 1] as f32 * s1;
+                    let xp = xq.as_ptr();
+                    let (even, odd) = super::mxfp4_pair(b, $nb);
+                    // SAFETY: the pair's even and odd activations lie inside its blocks' 64
+                    // values (`mxfp4_pair`), inside the token's row.
+                    let (x0, x1) = unsafe {
+                        (
+                            _mm256_loadu_si256(xp.add(even).cast()),
+                            _mm256_loadu_si256(xp.add(odd).cast()),
+                        )
+                    };
+                    let sum = $dot($dot(_mm256_setzero_si256(), lo, x0), hi, x1);
+                    let sv = _mm256_setr_m128(_mm_set1_ps(s0), _mm_set1_ps(s1));
+                    $accs[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), sv, $accs[i]);
+                }
+            }
+        };
+    }
+
     /// One MXFP4 row against `N` token rows (one packed read, the unpacked weights reused
     /// from registers): groups of 8 blocks share one vector of block scales (2^(e-127)·xd
     /// built from the exponent bits); each pair of blocks is one 32-byte load whose low and
@@ -874,31 +992,16 @@ mod x86 {
                 _mm_prefetch::<_MM_HINT_T0>(scales.as_ptr().wrapping_add(256).cast());
                 for g in 0..groups {
                     let b0 = g * 8;
-                    // The hardware prefetcher stops at 4 KiB pages; ask for the bytes a few
-                    // groups ahead (rows are contiguous, so this runs into the next row).
-                    let ahead = bp.wrapping_add(b0 * BLOCK_BYTES + PREFETCH_AHEAD);
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64).cast());
                     // SAFETY: for every load of this group: b0 + 8 ≤ pairs_end ≤ nb, so the 8
                     // scales, token scales and corrections at b0 are inside their slices, and
                     // each pair b, b + 1 < b0 + 8 has its 32 packed bytes (16 per block) inside
                     // `blocks` and its 64 activations inside each token's values (the
                     // contract's lengths).
-                    let e = unsafe { _mm_loadl_epi64(scales.as_ptr().add(b0).cast()) };
-                    let e = _mm256_cvtepu8_epi32(e);
-                    let ws = _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
+                    let ws = unsafe { group_scales(bp, scales, b0) };
                     let mut s = [_mm256_setzero_ps(); N];
                     for i in 0..N {
-                        let (_, xd, corr) = xs[i];
                         // SAFETY: as above.
-                        let (xd, c) = unsafe {
-                            (
-                                _mm256_loadu_ps(xd.as_ptr().add(b0)),
-                                _mm256_loadu_si256(corr.as_ptr().add(b0).cast()),
-                            )
-                        };
-                        s[i] = _mm256_mul_ps(ws, xd);
-                        accs[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), s[i], accs[i]);
+                        s[i] = unsafe { token_group_scales(ws, xs[i], b0, &mut accs[i]) };
                     }
                     for (p, lane) in lanes.iter().enumerate() {
                         let b = b0 + 2 * p;
@@ -931,37 +1034,14 @@ mod x86 {
                 }
                 // Whole pairs after the groups, with scales built one by one.
                 let mut tails = [0.0f32; N];
-                for b in (groups * 8..pairs_end).step_by(2) {
-                    // SAFETY: b + 1 < pairs_end ≤ nb: the pair's 32 packed bytes are inside
-                    // `blocks`, its 64 activations inside each token's values.
-                    let packed = unsafe { _mm256_loadu_si256(bp.add(b * BLOCK_BYTES).cast()) };
-                    let lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(packed, m4));
-                    let hi = _mm256_shuffle_epi8(
-                        lut,
-                        _mm256_and_si256(_mm256_srli_epi16(packed, 4), m4),
-                    );
-                    let (w0, w1) = (
-                        f32::from_bits((scales[b] as u32) << 23),
-                        f32::from_bits((scales[b + 1] as u32) << 23),
-                    );
-                    for i in 0..N {
-                        let (xq, xd, corr) = xs[i];
-                        let (s0, s1) = (w0 * xd[b], w1 * xd[b + 1]);
-                        tails[i] += corr[b] as f32 * s0 + corr[b + 1] as f32 * s1;
-                        let xp = xq.as_ptr();
-                        let (even, odd) = super::mxfp4_pair(b, nb);
-                        // SAFETY: as above.
-                        let (x0, x1) = unsafe {
-                            (
-                                _mm256_loadu_si256(xp.add(even).cast()),
-                                _mm256_loadu_si256(xp.add(odd).cast()),
-                            )
-                        };
-                        let sum = $dot($dot(_mm256_setzero_si256(), lo, x0), hi, x1);
-                        let sv = _mm256_setr_m128(_mm_set1_ps(s0), _mm_set1_ps(s1));
-                        accs[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), sv, accs[i]);
-                    }
-                }
+                mxfp4_pairs!(
+                    $dot,
+                    (bp, scales, xs, nb),
+                    groups * 8..pairs_end,
+                    (lut, m4),
+                    accs,
+                    tails
+                );
                 let mut out = [0.0f32; N];
                 for i in 0..N {
                     let (xq, xd, _) = xs[i];
@@ -1011,29 +1091,15 @@ mod x86 {
         _mm_prefetch::<_MM_HINT_T0>(scales.as_ptr().wrapping_add(256).cast());
         for g in 0..groups {
             let b0 = g * 8;
-            // The hardware prefetcher stops at 4 KiB pages; ask for the bytes a few groups
-            // ahead (rows are contiguous, so this runs into the next row).
-            let ahead = bp.wrapping_add(b0 * BLOCK_BYTES + PREFETCH_AHEAD);
-            _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64).cast());
             // SAFETY: for every load of this group: b0 + 8 ≤ nb, so the 8 scales, token
             // scales and corrections at b0 are inside their slices, the 128 packed bytes of
             // blocks b0..b0 + 8 are inside `blocks` and their 256 activations inside each
             // token's values (the contract's lengths).
-            let e = unsafe { _mm_loadl_epi64(scales.as_ptr().add(b0).cast()) };
-            let ws = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu8_epi32(e), 23));
+            let ws = unsafe { group_scales(bp, scales, b0) };
             let mut s = [_mm512_setzero_ps(); N];
             for i in 0..N {
-                let (_, xd, corr) = xs[i];
                 // SAFETY: as above.
-                let (xd, c) = unsafe {
-                    (
-                        _mm256_loadu_ps(xd.as_ptr().add(b0)),
-                        _mm256_loadu_si256(corr.as_ptr().add(b0).cast()),
-                    )
-                };
-                let si = _mm256_mul_ps(ws, xd);
-                corrs[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), si, corrs[i]);
+                let si = unsafe { token_group_scales(ws, xs[i], b0, &mut corrs[i]) };
                 s[i] = _mm512_castps256_ps512(si);
             }
             for (step, lane) in lanes.iter().enumerate() {
@@ -1074,41 +1140,14 @@ mod x86 {
         let pairs_end = nb / 2 * 2;
         let (lut256, m4_256) = (_mm512_castsi512_si256(lut), _mm256_set1_epi8(0x0f));
         let mut tails = [0.0f32; N];
-        for b in (groups * 8..pairs_end).step_by(2) {
-            // SAFETY: b + 1 < pairs_end ≤ nb: the pair's 32 packed bytes are inside `blocks`,
-            // its 64 activations inside each token's values.
-            let packed = unsafe { _mm256_loadu_si256(bp.add(b * BLOCK_BYTES).cast()) };
-            let lo = _mm256_shuffle_epi8(lut256, _mm256_and_si256(packed, m4_256));
-            let hi = _mm256_shuffle_epi8(
-                lut256,
-                _mm256_and_si256(_mm256_srli_epi16(packed, 4), m4_256),
-            );
-            let (w0, w1) = (
-                f32::from_bits((scales[b] as u32) << 23),
-                f32::from_bits((scales[b + 1] as u32) << 23),
-            );
-            for i in 0..N {
-                let (xq, xd, corr) = xs[i];
-                let (s0, s1) = (w0 * xd[b], w1 * xd[b + 1]);
-                tails[i] += corr[b] as f32 * s0 + corr[b + 1] as f32 * s1;
-                let xp = xq.as_ptr();
-                let (even, odd) = super::mxfp4_pair(b, nb);
-                // SAFETY: as above.
-                let (x0, x1) = unsafe {
-                    (
-                        _mm256_loadu_si256(xp.add(even).cast()),
-                        _mm256_loadu_si256(xp.add(odd).cast()),
-                    )
-                };
-                let sum = _mm256_dpbusd_epi32(
-                    _mm256_dpbusd_epi32(_mm256_setzero_si256(), lo, x0),
-                    hi,
-                    x1,
-                );
-                let sv = _mm256_setr_m128(_mm_set1_ps(s0), _mm_set1_ps(s1));
-                corrs[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), sv, corrs[i]);
-            }
-        }
+        mxfp4_pairs!(
+            dpbusd_avx512vl,
+            (bp, scales, xs, nb),
+            groups * 8..pairs_end,
+            (lut256, m4_256),
+            corrs,
+            tails
+        );
         let mut out = [0.0f32; N];
         for i in 0..N {
             let (xq, xd, _) = xs[i];
