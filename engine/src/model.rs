@@ -1025,20 +1025,8 @@ impl Moe {
                 xq.gather_rows(all, tokens.iter().map(|&(ti, _)| ti));
             }
             // Every selected expert in one batch: one parallel pass when decoding.
-            let mut jobs: Vec<LinearJob> = active
-                .iter()
-                .zip(xqs.iter())
-                .zip(split_rows(gate_up, &active, 2 * i))
-                .filter_map(|((&(e, _), xq), y)| {
-                    Some(LinearJob {
-                        weights: Weights::Mxfp4(ex.gate_up.mxfp4_expert(e)?),
-                        x: xq,
-                        bias: Some(gate_up_bias(e)),
-                        y,
-                    })
-                })
-                .collect();
-            linear_batch(mode.isa, &mut jobs);
+            let outs = split_rows(gate_up, &active, 2 * i);
+            experts_int8(mode.isa, &ex.gate_up, &active, xqs, gate_up_bias, outs);
         } else {
             let mut xe = Vec::new();
             for (&(e, tokens), y) in active.iter().zip(split_rows(gate_up, &active, 2 * i)) {
@@ -1066,20 +1054,8 @@ impl Moe {
             {
                 xq.quantize(act, tokens.len(), i, true);
             }
-            let mut jobs: Vec<LinearJob> = active
-                .iter()
-                .zip(xqs.iter())
-                .zip(split_rows(down, &active, h))
-                .filter_map(|((&(e, _), xq), y)| {
-                    Some(LinearJob {
-                        weights: Weights::Mxfp4(ex.down.mxfp4_expert(e)?),
-                        x: xq,
-                        bias: Some(down_bias(e)),
-                        y,
-                    })
-                })
-                .collect();
-            linear_batch(mode.isa, &mut jobs);
+            let outs = split_rows(down, &active, h);
+            experts_int8(mode.isa, &ex.down, &active, xqs, down_bias, outs);
         } else {
             for ((&(e, tokens), act), y) in active
                 .iter()
@@ -1135,6 +1111,32 @@ struct MoeScratch {
 }
 
 /// `buf` cut into one slice per active expert, `width` values per token of it.
+/// One expert matmul (gate_up or down) of every selected expert over its tokens' int8
+/// activations, all in one [`linear_batch`] (one parallel pass when decoding).
+fn experts_int8<'a>(
+    isa: Isa,
+    weights: &ExpertWeights,
+    active: &[(usize, &[(usize, f32)])],
+    xqs: &[Q8Acts],
+    bias: impl Fn(usize) -> &'a [f32],
+    outs: Vec<&mut [f32]>,
+) {
+    let mut jobs: Vec<LinearJob> = active
+        .iter()
+        .zip(xqs)
+        .zip(outs)
+        .filter_map(|((&(e, _), x), y)| {
+            Some(LinearJob {
+                weights: Weights::Mxfp4(weights.mxfp4_expert(e)?),
+                x,
+                bias: Some(bias(e)),
+                y,
+            })
+        })
+        .collect();
+    linear_batch(isa, &mut jobs);
+}
+
 fn split_rows<'a>(
     mut buf: &'a mut [f32],
     active: &[(usize, &[(usize, f32)])],

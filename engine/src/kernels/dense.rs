@@ -189,48 +189,13 @@ impl DenseMatrix {
     /// Output-major linear layer: `y[t, r] = bias[r] + Σ_c x[t, c]·W[r, c]`; `x` is
     /// `[t, cols]`, `y` is `[t, rows]`.
     pub fn linear(&self, x: &[f32], t: usize, bias: Option<&[f32]>, y: &mut [f32]) {
-        let (rows, cols) = (self.rows, self.cols);
-        assert!(
-            x.len() >= t * cols && y.len() >= t * rows,
-            "DenseMatrix::linear shapes"
-        );
-        let out = SharedOut(y.as_mut_ptr());
-        if t <= SMALL_BATCH {
-            for_row_chunks(rows, 16, |r0, r1| {
-                for r in r0..r1 {
-                    for ti in 0..t {
-                        let xt = &x[ti * cols..(ti + 1) * cols];
-                        let mut v = match self.elements() {
-                            Elements::Bf16(w) => dot_bf16(xt, &w[r * cols..(r + 1) * cols]),
-                            Elements::F32(w) => dot_f32(xt, &w[r * cols..(r + 1) * cols]),
-                        };
-                        if let Some(b) = bias {
-                            v += b[r];
-                        }
-                        // SAFETY: ti < t and r < rows: inside `y` (asserted ≥ t·rows); rows
-                        // r0..r1 are this task's alone (`for_row_chunks` splits them).
-                        unsafe { *out.at(ti * rows + r) = v };
-                    }
-                }
-            });
-            return;
-        }
-        let chunk = tile_rows(cols);
-        for_row_chunks(rows, chunk, |r0, r1| {
-            let mut tile = vec![0.0f32; (r1 - r0) * cols];
-            self.rows_to_f32(r0, r1, &mut tile);
-            // SAFETY: `y` ([t, rows], asserted) is valid at t·rows + r for r in r0..r1, and
-            // those columns are this task's alone (`for_row_chunks` splits them).
-            unsafe { gemm_rows(x, t, cols, &tile, r1 - r0, out, rows, r0) };
-            if let Some(b) = bias {
-                for ti in 0..t {
-                    for (r, bias_r) in (r0..r1).zip(&b[r0..r1]) {
-                        // SAFETY: as above: (ti, r) is inside `y` and this task's.
-                        unsafe { *out.at(ti * rows + r) += bias_r };
-                    }
-                }
-            }
-        });
+        let cols = self.cols;
+        let dot = |r: usize, xt: &[f32]| match self.elements() {
+            Elements::Bf16(w) => dot_bf16(xt, &w[r * cols..(r + 1) * cols]),
+            Elements::F32(w) => dot_f32(xt, &w[r * cols..(r + 1) * cols]),
+        };
+        let widen = |r0: usize, r1: usize, tile: &mut [f32]| self.rows_to_f32(r0, r1, tile);
+        linear_f32((self.rows, cols), x, t, bias, y, dot, widen);
     }
 
     /// Input-major linear layer (the matrix is `[in, out]`): `y[t, j] = bias[j] + Σ_i x[t, i]·W[i, j]`.
@@ -287,6 +252,59 @@ impl DenseMatrix {
             }
         });
     }
+}
+
+/// `y[t, r] = bias[r] + Σ_c x[t, c]·W[r, c]` over `[rows, cols]` output-major weights and
+/// f32 activations `x` (`[t, cols]`; `y` is `[t, rows]`): for a few tokens each row dotted
+/// with each token in place (`dot(r, x_t)`); for more, tiles of rows widened to f32
+/// (`widen(r0, r1, tile)`) and multiplied by gemm.
+pub(crate) fn linear_f32(
+    (rows, cols): (usize, usize),
+    x: &[f32],
+    t: usize,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    dot: impl Fn(usize, &[f32]) -> f32 + Sync + Send,
+    widen: impl Fn(usize, usize, &mut [f32]) + Sync + Send,
+) {
+    assert!(
+        x.len() >= t * cols && y.len() >= t * rows,
+        "linear shapes: x {} for {t}×{cols}, y {} for {t}×{rows}",
+        x.len(),
+        y.len()
+    );
+    let out = SharedOut(y.as_mut_ptr());
+    if t <= SMALL_BATCH {
+        for_row_chunks(rows, 16, |r0, r1| {
+            for r in r0..r1 {
+                for ti in 0..t {
+                    let mut v = dot(r, &x[ti * cols..(ti + 1) * cols]);
+                    if let Some(b) = bias {
+                        v += b[r];
+                    }
+                    // SAFETY: ti < t and r < rows: inside `y` (asserted ≥ t·rows); rows
+                    // r0..r1 are this task's alone (`for_row_chunks` splits them).
+                    unsafe { *out.at(ti * rows + r) = v };
+                }
+            }
+        });
+        return;
+    }
+    for_row_chunks(rows, tile_rows(cols), |r0, r1| {
+        let mut tile = vec![0.0f32; (r1 - r0) * cols];
+        widen(r0, r1, &mut tile);
+        // SAFETY: `y` ([t, rows], asserted) is valid at t·rows + r for r in r0..r1, and
+        // those columns are this task's alone (`for_row_chunks` splits them).
+        unsafe { gemm_rows(x, t, cols, &tile, r1 - r0, out, rows, r0) };
+        if let Some(b) = bias {
+            for ti in 0..t {
+                for (r, bias_r) in (r0..r1).zip(&b[r0..r1]) {
+                    // SAFETY: as above: (ti, r) is inside `y` and this task's.
+                    unsafe { *out.at(ti * rows + r) += bias_r };
+                }
+            }
+        }
+    });
 }
 
 /// Rows per expanded tile: about 512 KiB of f32, so a tile stays in L2 while gemm reuses it.

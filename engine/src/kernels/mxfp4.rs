@@ -9,7 +9,7 @@
 //! activations directly; prefill expands a tile of rows to f32 and uses gemm. Issue 7's int8
 //! activation kernels slot in behind [`Mxfp4Matrix::linear`].
 
-use super::{SMALL_BATCH, SharedOut, dense::tile_rows, for_row_chunks, gemm_rows};
+use super::dense::linear_f32;
 
 /// Values of the 16 FP4 E2M1 codes; bit 3 is the sign.
 pub const FP4_VALUES: [f32; 16] = [
@@ -111,44 +111,16 @@ impl<'a> Mxfp4Matrix<'a> {
 
     /// `y[t, r] = bias[r] + Σ_c x[t, c]·W[r, c]`; `x` is `[t, cols]`, `y` is `[t, rows]`.
     pub fn linear(&self, x: &[f32], t: usize, bias: Option<&[f32]>, y: &mut [f32]) {
-        let (rows, cols) = (self.rows, self.cols);
-        assert!(
-            x.len() >= t * cols && y.len() >= t * rows,
-            "Mxfp4Matrix::linear shapes"
-        );
-        let out = SharedOut(y.as_mut_ptr());
-        if t <= SMALL_BATCH {
-            for_row_chunks(rows, 16, |r0, r1| {
-                for r in r0..r1 {
-                    let (blocks, scales) = self.row(r);
-                    for ti in 0..t {
-                        let v = dot_packed_row(blocks, scales, &x[ti * cols..(ti + 1) * cols])
-                            + bias.map_or(0.0, |b| b[r]);
-                        // SAFETY: ti < t and r < rows: inside `y` (asserted ≥ t·rows); rows
-                        // r0..r1 are this task's alone (`for_row_chunks` splits them).
-                        unsafe { *out.at(ti * rows + r) = v };
-                    }
-                }
-            });
-            return;
-        }
-        for_row_chunks(rows, tile_rows(cols), |r0, r1| {
-            let mut tile = vec![0.0f32; (r1 - r0) * cols];
-            for (i, r) in (r0..r1).enumerate() {
-                self.dequantize_row(r, &mut tile[i * cols..(i + 1) * cols]);
+        let dot = |r: usize, xt: &[f32]| {
+            let (blocks, scales) = self.row(r);
+            dot_packed_row(blocks, scales, xt)
+        };
+        let widen = |r0: usize, r1: usize, tile: &mut [f32]| {
+            for (r, out) in (r0..r1).zip(tile.chunks_exact_mut(self.cols)) {
+                self.dequantize_row(r, out);
             }
-            // SAFETY: `y` ([t, rows], asserted) is valid at t·rows + r for r in r0..r1, and
-            // those columns are this task's alone (`for_row_chunks` splits them).
-            unsafe { gemm_rows(x, t, cols, &tile, r1 - r0, out, rows, r0) };
-            if let Some(b) = bias {
-                for ti in 0..t {
-                    for (r, bias_r) in (r0..r1).zip(&b[r0..r1]) {
-                        // SAFETY: as above: (ti, r) is inside `y` and this task's.
-                        unsafe { *out.at(ti * rows + r) += bias_r };
-                    }
-                }
-            }
-        });
+        };
+        linear_f32((self.rows, self.cols), x, t, bias, y, dot, widen);
     }
 }
 

@@ -35,16 +35,28 @@ const FP4_X2_U8: [u8; 16] = {
 };
 
 /// Where element `2j` (`odd` false) or `2j + 1` of block `b` of a row of `nb` blocks goes in
-/// MXFP4 order: blocks go by pairs (A, B) stored as [A even, B even, A odd, B odd], so one
-/// 32-byte load of packed bytes lines up with 64 activations; a last odd block is stored as
-/// [even, odd].
+/// MXFP4 order: blocks go by fours (A, B, C, D) stored as [A even, B even, C even, D even,
+/// A odd, B odd, C odd, D odd], so one 64-byte load of packed bytes lines up with 128
+/// activations as they lie (and one 32-byte load, A and B or C and D, with 64); the blocks
+/// after the last four go by pairs stored as [A even, B even, A odd, B odd], and a last odd
+/// one as [even, odd].
 #[inline(always)]
 pub(crate) fn mxfp4_slot(b: usize, nb: usize, j: usize, odd: bool) -> usize {
-    if b / 2 * 2 + 1 < nb {
+    let fours = nb / 4 * 4;
+    if b < fours {
+        (b / 4) * 128 + odd as usize * 64 + (b % 4) * 16 + j
+    } else if b / 2 * 2 + 1 < nb {
         (b / 2) * 64 + (b % 2) * 16 + odd as usize * 32 + j
     } else {
         b * 32 + odd as usize * 16 + j
     }
+}
+
+/// Where the even and the odd elements of the pair of blocks `b`, `b + 1` (`b` even,
+/// `b + 1 < nb`) start in MXFP4 order: 32 activations each, block `b`'s 16 first.
+#[inline(always)]
+fn mxfp4_pair(b: usize, nb: usize) -> (usize, usize) {
+    (mxfp4_slot(b, nb, 0, false), mxfp4_slot(b, nb, 0, true))
 }
 
 /// Rows of activations quantized per 32-block.
@@ -318,9 +330,7 @@ pub fn dot_mxfp4_q8_tokens<const N: usize>(
         Level::AvxVnni => unsafe { x86::dot_mxfp4_avxvnni(blocks, scales, xs, nb) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above; these levels are offered only with AVX-512 F/VL/VNNI detected.
-        Level::Avx512Vnni | Level::Amx => unsafe {
-            x86::dot_mxfp4_avx512vl(blocks, scales, xs, nb)
-        },
+        Level::Avx512Vnni | Level::Amx => unsafe { x86::dot_mxfp4_avx512(blocks, scales, xs, nb) },
         _ => xs.map(|(xq, xd, _)| dot_mxfp4_scalar(blocks, scales, xq, xd, 0, nb)),
     }
 }
@@ -436,31 +446,63 @@ impl Q8Matrix {
         r0: usize,
         r1: usize,
     ) {
-        let (rows, cols, t) = (self.rows, self.cols, x.rows);
-        let nb = cols / QK;
-        for r in r0..r1 {
-            let wq = &self.qs[r * cols..(r + 1) * cols];
-            let wd = &self.d[r * nb..(r + 1) * nb];
-            let bias_r = bias.map_or(0.0, |b| b[r]);
-            let mut ti = 0;
-            while ti < t {
-                let n = (t - ti).min(TOKENS_PER_ROW_PASS);
-                let mut v = [0.0f32; TOKENS_PER_ROW_PASS];
-                if n == TOKENS_PER_ROW_PASS {
-                    let xs = std::array::from_fn(|i| x.row(ti + i));
-                    v = dot_q8_0_tokens(isa, wq, wd, &xs);
-                } else {
-                    for (i, vi) in v.iter_mut().enumerate().take(n) {
-                        *vi = dot_q8_0_tokens(isa, wq, wd, &[x.row(ti + i)])[0];
-                    }
-                }
-                for (i, vi) in v.iter().enumerate().take(n) {
-                    // SAFETY: (ti + i, r) lies in `y`'s [x.rows, self.rows] and in rows r0..r1,
-                    // which the caller gives this call alone.
-                    unsafe { *y.at((ti + i) * rows + r) = vi + bias_r };
-                }
-                ti += n;
+        let (cols, nb) = (self.cols, self.cols / QK);
+        let row = |r: usize| {
+            (
+                &self.qs[r * cols..(r + 1) * cols],
+                &self.d[r * nb..(r + 1) * nb],
+            )
+        };
+        // SAFETY: the caller's contract, passed on.
+        unsafe {
+            rows_in_passes(
+                (x.rows, self.rows),
+                (r0, r1),
+                bias,
+                y,
+                row,
+                |(wq, wd), ti| {
+                    dot_q8_0_tokens(isa, wq, wd, &std::array::from_fn(|i| x.row(ti + i)))
+                },
+                |(wq, wd), ti| dot_q8_0_tokens(isa, wq, wd, &[x.row(ti)])[0],
+            )
+        }
+    }
+}
+
+/// Rows `r0..r1` of a `[t, rows]` matmul output: each weight row (`row(r)`) is dotted with
+/// the tokens in passes of [`TOKENS_PER_ROW_PASS`] (`dots(row, ti)`: tokens `ti..ti + 4`)
+/// while it is in L1, the last tokens one at a time (`dot(row, ti)`), and stored with its
+/// bias.
+///
+/// # Safety
+/// `y` valid for `[t, rows]`; no other thread writes rows `r0..r1`' elements.
+unsafe fn rows_in_passes<W: Copy>(
+    (t, rows): (usize, usize),
+    (r0, r1): (usize, usize),
+    bias: Option<&[f32]>,
+    y: SharedOut,
+    row: impl Fn(usize) -> W,
+    dots: impl Fn(W, usize) -> [f32; TOKENS_PER_ROW_PASS],
+    dot: impl Fn(W, usize) -> f32,
+) {
+    for r in r0..r1 {
+        let w = row(r);
+        let bias_r = bias.map_or(0.0, |b| b[r]);
+        let store = |ti: usize, v: f32| {
+            // SAFETY: (ti, r) lies in `y`'s [t, rows] and in rows r0..r1, which the caller
+            // gives this call alone.
+            unsafe { *y.at(ti * rows + r) = v + bias_r };
+        };
+        let mut ti = 0;
+        while t - ti >= TOKENS_PER_ROW_PASS {
+            for (i, v) in dots(w, ti).into_iter().enumerate() {
+                store(ti + i, v);
             }
+            ti += TOKENS_PER_ROW_PASS;
+        }
+        for ti in ti..t {
+            store(ti, dot(w, ti));
         }
     }
 }
@@ -482,31 +524,28 @@ impl Mxfp4Matrix<'_> {
         r0: usize,
         r1: usize,
     ) {
-        let (rows, t) = (self.rows, x.rows);
         let nb = self.cols / BLOCK;
-        for r in r0..r1 {
-            let blocks = &self.blocks[r * nb * BLOCK_BYTES..(r + 1) * nb * BLOCK_BYTES];
-            let scales = &self.scales[r * nb..(r + 1) * nb];
-            let bias_r = bias.map_or(0.0, |b| b[r]);
-            let act = |ti: usize| {
-                let (q, d) = x.row(ti);
-                (q, d, x.corr_row(ti))
-            };
-            let store = |ti: usize, v: f32| {
-                // SAFETY: (ti, r) lies in `y`'s [x.rows, self.rows] and in rows r0..r1, which
-                // the caller gives this call alone.
-                unsafe { *y.at(ti * rows + r) = v + bias_r };
-            };
-            let mut ti = 0;
-            while t - ti >= TOKENS_PER_ROW_PASS {
-                let xs: [_; TOKENS_PER_ROW_PASS] = std::array::from_fn(|i| act(ti + i));
-                let v = dot_mxfp4_q8_tokens(isa, blocks, scales, &xs);
-                v.iter().enumerate().for_each(|(i, &v)| store(ti + i, v));
-                ti += v.len();
-            }
-            for ti in ti..t {
-                store(ti, dot_mxfp4_q8_tokens(isa, blocks, scales, &[act(ti)])[0]);
-            }
+        let row = |r: usize| {
+            (
+                &self.blocks[r * nb * BLOCK_BYTES..(r + 1) * nb * BLOCK_BYTES],
+                &self.scales[r * nb..(r + 1) * nb],
+            )
+        };
+        let act = |ti: usize| {
+            let (q, d) = x.row(ti);
+            (q, d, x.corr_row(ti))
+        };
+        // SAFETY: the caller's contract, passed on.
+        unsafe {
+            rows_in_passes(
+                (x.rows, self.rows),
+                (r0, r1),
+                bias,
+                y,
+                row,
+                |(b, s), ti| dot_mxfp4_q8_tokens(isa, b, s, &std::array::from_fn(|i| act(ti + i))),
+                |(b, s), ti| dot_mxfp4_q8_tokens(isa, b, s, &[act(ti)])[0],
+            )
         }
     }
 }
@@ -826,10 +865,93 @@ mod x86 {
         _mm256_dpbusd_avx_epi32(acc, u, x)
     }
 
+    /// The weight scales 2^(e-127) of the 8 blocks of an MXFP4 group at block `b0` (built from
+    /// the exponent bits), after asking for the packed bytes a few groups ahead: the hardware
+    /// prefetcher stops at 4 KiB pages (rows are contiguous, so this runs into the next row).
+    ///
+    /// # Safety
+    /// `scales` holds at least `b0 + 8` bytes.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn group_scales(bp: *const u8, scales: &[u8], b0: usize) -> __m256 {
+        let ahead = bp.wrapping_add(b0 * BLOCK_BYTES + PREFETCH_AHEAD);
+        _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64).cast());
+        // SAFETY: the 8 bytes at b0 are inside `scales` (the contract).
+        let e = unsafe { _mm_loadl_epi64(scales.as_ptr().add(b0).cast()) };
+        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu8_epi32(e), 23))
+    }
+
+    /// One token's 8 block scales of a group (`ws`·xd), with the group's +12 corrections
+    /// (their sums times those scales) added to `acc`.
+    ///
+    /// # Safety
+    /// The token's scales and corrections hold at least `b0 + 8` values.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn token_group_scales(
+        ws: __m256,
+        (_, xd, corr): (&[i8], &[f32], &[i32]),
+        b0: usize,
+        acc: &mut __m256,
+    ) -> __m256 {
+        // SAFETY: the 8 values at b0 are inside both slices (the contract).
+        let (xd, c) = unsafe {
+            (
+                _mm256_loadu_ps(xd.as_ptr().add(b0)),
+                _mm256_loadu_si256(corr.as_ptr().add(b0).cast()),
+            )
+        };
+        let s = _mm256_mul_ps(ws, xd);
+        *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), s, *acc);
+        s
+    }
+
     #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
     #[inline]
     fn dpbusd_avx512vl(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
         _mm256_dpbusd_epi32(acc, u, x)
+    }
+
+    /// The whole pairs of blocks in `$range` of one MXFP4 row against the `N` tokens `$xs`,
+    /// 256 bits at a time with their scales built one by one (`$lut`, `$m4`: the +12 table and
+    /// the nibble mask): sums into the token's `$accs`, the +12 corrections into `$tails`.
+    /// A macro so that it expands inside each kernel, under the kernel's features.
+    ///
+    /// Safety (of the expansion): every pair b, b + 1 in `$range` has b + 1 < `$nb`, `$bp`
+    /// points at the row's `$nb`·16 packed bytes, and every token holds `$nb`·32 values.
+    macro_rules! mxfp4_pairs {
+        ($dot:ident, ($bp:expr, $scales:expr, $xs:expr, $nb:expr), $range:expr, ($lut:expr, $m4:expr), $accs:expr, $tails:expr) => {
+            for b in ($range).step_by(2) {
+                // SAFETY: b + 1 < nb: the pair's 32 packed bytes are inside the row.
+                let packed = unsafe { _mm256_loadu_si256($bp.add(b * BLOCK_BYTES).cast()) };
+                let lo = _mm256_shuffle_epi8($lut, _mm256_and_si256(packed, $m4));
+                let hi =
+                    _mm256_shuffle_epi8($lut, _mm256_and_si256(_mm256_srli_epi16(packed, 4), $m4));
+                let (w0, w1) = (
+                    f32::from_bits(($scales[b] as u32) << 23),
+                    f32::from_bits(($scales[b + 1] as u32) << 23),
+                );
+                for i in 0..N {
+                    let (xq, xd, corr) = $xs[i];
+                    let (s0, s1) = (w0 * xd[b], w1 * xd[b + 1]);
+                    $tails[i] += corr[b] as f32 * s0 + corr[b + 1] as f32 * s1;
+                    let xp = xq.as_ptr();
+                    let (even, odd) = super::mxfp4_pair(b, $nb);
+                    // SAFETY: the pair's even and odd activations lie inside its blocks' 64
+                    // values (`mxfp4_pair`), inside the token's row.
+                    let (x0, x1) = unsafe {
+                        (
+                            _mm256_loadu_si256(xp.add(even).cast()),
+                            _mm256_loadu_si256(xp.add(odd).cast()),
+                        )
+                    };
+                    let sum = $dot($dot(_mm256_setzero_si256(), lo, x0), hi, x1);
+                    let sv = _mm256_setr_m128(_mm_set1_ps(s0), _mm_set1_ps(s1));
+                    $accs[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), sv, $accs[i]);
+                }
+            }
+        };
     }
 
     /// One MXFP4 row against `N` token rows (one packed read, the unpacked weights reused
@@ -870,31 +992,16 @@ mod x86 {
                 _mm_prefetch::<_MM_HINT_T0>(scales.as_ptr().wrapping_add(256).cast());
                 for g in 0..groups {
                     let b0 = g * 8;
-                    // The hardware prefetcher stops at 4 KiB pages; ask for the bytes a few
-                    // groups ahead (rows are contiguous, so this runs into the next row).
-                    let ahead = bp.wrapping_add(b0 * BLOCK_BYTES + PREFETCH_AHEAD);
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64).cast());
                     // SAFETY: for every load of this group: b0 + 8 ≤ pairs_end ≤ nb, so the 8
                     // scales, token scales and corrections at b0 are inside their slices, and
                     // each pair b, b + 1 < b0 + 8 has its 32 packed bytes (16 per block) inside
                     // `blocks` and its 64 activations inside each token's values (the
                     // contract's lengths).
-                    let e = unsafe { _mm_loadl_epi64(scales.as_ptr().add(b0).cast()) };
-                    let e = _mm256_cvtepu8_epi32(e);
-                    let ws = _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
+                    let ws = unsafe { group_scales(bp, scales, b0) };
                     let mut s = [_mm256_setzero_ps(); N];
                     for i in 0..N {
-                        let (_, xd, corr) = xs[i];
                         // SAFETY: as above.
-                        let (xd, c) = unsafe {
-                            (
-                                _mm256_loadu_ps(xd.as_ptr().add(b0)),
-                                _mm256_loadu_si256(corr.as_ptr().add(b0).cast()),
-                            )
-                        };
-                        s[i] = _mm256_mul_ps(ws, xd);
-                        accs[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), s[i], accs[i]);
+                        s[i] = unsafe { token_group_scales(ws, xs[i], b0, &mut accs[i]) };
                     }
                     for (p, lane) in lanes.iter().enumerate() {
                         let b = b0 + 2 * p;
@@ -907,11 +1014,13 @@ mod x86 {
                         );
                         for i in 0..N {
                             let xp = xs[i].0.as_ptr();
-                            // SAFETY: as above.
+                            let (even, odd) = super::mxfp4_pair(b, nb);
+                            // SAFETY: as above (the pair's even and odd activations lie
+                            // inside its blocks' 64 values, `mxfp4_pair`).
                             let (x0, x1) = unsafe {
                                 (
-                                    _mm256_loadu_si256(xp.add(b * BLOCK).cast()),
-                                    _mm256_loadu_si256(xp.add(b * BLOCK + 32).cast()),
+                                    _mm256_loadu_si256(xp.add(even).cast()),
+                                    _mm256_loadu_si256(xp.add(odd).cast()),
                                 )
                             };
                             let sum = $dot($dot(_mm256_setzero_si256(), lo, x0), hi, x1);
@@ -925,36 +1034,14 @@ mod x86 {
                 }
                 // Whole pairs after the groups, with scales built one by one.
                 let mut tails = [0.0f32; N];
-                for b in (groups * 8..pairs_end).step_by(2) {
-                    // SAFETY: b + 1 < pairs_end ≤ nb: the pair's 32 packed bytes are inside
-                    // `blocks`, its 64 activations inside each token's values.
-                    let packed = unsafe { _mm256_loadu_si256(bp.add(b * BLOCK_BYTES).cast()) };
-                    let lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(packed, m4));
-                    let hi = _mm256_shuffle_epi8(
-                        lut,
-                        _mm256_and_si256(_mm256_srli_epi16(packed, 4), m4),
-                    );
-                    let (w0, w1) = (
-                        f32::from_bits((scales[b] as u32) << 23),
-                        f32::from_bits((scales[b + 1] as u32) << 23),
-                    );
-                    for i in 0..N {
-                        let (xq, xd, corr) = xs[i];
-                        let (s0, s1) = (w0 * xd[b], w1 * xd[b + 1]);
-                        tails[i] += corr[b] as f32 * s0 + corr[b + 1] as f32 * s1;
-                        let xp = xq.as_ptr();
-                        // SAFETY: as above.
-                        let (x0, x1) = unsafe {
-                            (
-                                _mm256_loadu_si256(xp.add(b * BLOCK).cast()),
-                                _mm256_loadu_si256(xp.add(b * BLOCK + 32).cast()),
-                            )
-                        };
-                        let sum = $dot($dot(_mm256_setzero_si256(), lo, x0), hi, x1);
-                        let sv = _mm256_setr_m128(_mm_set1_ps(s0), _mm_set1_ps(s1));
-                        accs[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), sv, accs[i]);
-                    }
-                }
+                mxfp4_pairs!(
+                    $dot,
+                    (bp, scales, xs, nb),
+                    groups * 8..pairs_end,
+                    (lut, m4),
+                    accs,
+                    tails
+                );
                 let mut out = [0.0f32; N];
                 for i in 0..N {
                     let (xq, xd, _) = xs[i];
@@ -969,11 +1056,108 @@ mod x86 {
 
     mxfp4_row_kernel!(dot_mxfp4_avx2, "avx2,fma", dpbusd_avx2);
     mxfp4_row_kernel!(dot_mxfp4_avxvnni, "avx2,fma,avxvnni", dpbusd_avxvnni);
-    mxfp4_row_kernel!(
-        dot_mxfp4_avx512vl,
-        "avx2,fma,avx512f,avx512vl,avx512vnni",
-        dpbusd_avx512vl
-    );
+
+    /// [`mxfp4_row_kernel`] four blocks per 512-bit step: one 64-byte load of packed bytes,
+    /// whose low and high nibbles meet the four's even and odd activations (two 64-byte loads
+    /// as they lie, [`super::mxfp4_slot`]) in two dot instructions; int32 lanes 4k..4k+3
+    /// belong to block k of the four. About half the vector instructions per weight of the
+    /// 256-bit kernel (no activation shuffles): decode streams the experts from memory, and
+    /// the less time a row's unpacking takes, the more of it overlaps the next row's loads.
+    /// Whole pairs after the last group of 8 blocks run 256 bits at a time in the same call.
+    ///
+    /// # Safety
+    /// As [`mxfp4_row_kernel`]: the CPU has the enabled features; `blocks` holds at least
+    /// `nb`·16 bytes, `scales` exactly `nb`, and every token's values at least `nb`·32, its
+    /// scales and corrections at least `nb`.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+    pub(super) unsafe fn dot_mxfp4_avx512<const N: usize>(
+        blocks: &[u8],
+        scales: &[u8],
+        xs: &[(&[i8], &[f32], &[i32]); N],
+        nb: usize,
+    ) -> [f32; N] {
+        // SAFETY: the table is 16 bytes, one 128-bit load.
+        let lut = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(FP4_X2_U8.as_ptr().cast()) });
+        let m4 = _mm512_set1_epi8(0x0f);
+        // Block k of a group's 8 gets lanes 4k..4k+3 of a step's sums (first or second step).
+        let lanes = [
+            _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+            _mm512_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7),
+        ];
+        let mut accs = [_mm512_setzero_ps(); N];
+        let mut corrs = [_mm256_setzero_ps(); N];
+        let groups = nb / 8;
+        let bp = blocks.as_ptr();
+        _mm_prefetch::<_MM_HINT_T0>(scales.as_ptr().wrapping_add(256).cast());
+        for g in 0..groups {
+            let b0 = g * 8;
+            // SAFETY: for every load of this group: b0 + 8 ≤ nb, so the 8 scales, token
+            // scales and corrections at b0 are inside their slices, the 128 packed bytes of
+            // blocks b0..b0 + 8 are inside `blocks` and their 256 activations inside each
+            // token's values (the contract's lengths).
+            let ws = unsafe { group_scales(bp, scales, b0) };
+            let mut s = [_mm512_setzero_ps(); N];
+            for i in 0..N {
+                // SAFETY: as above.
+                let si = unsafe { token_group_scales(ws, xs[i], b0, &mut corrs[i]) };
+                s[i] = _mm512_castps256_ps512(si);
+            }
+            for (step, lane) in lanes.iter().enumerate() {
+                let b = b0 + 4 * step;
+                // SAFETY: as above.
+                let packed = unsafe { _mm512_loadu_si512(bp.add(b * BLOCK_BYTES).cast()) };
+                let lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(packed, m4));
+                let hi =
+                    _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(packed, 4), m4));
+                for i in 0..N {
+                    let xp = xs[i].0.as_ptr();
+                    // Blocks b..b + 4 are a four: their even activations, then their odd
+                    // ones, 64 each (`mxfp4_slot`).
+                    // SAFETY: as above.
+                    let (even, odd) = unsafe {
+                        (
+                            _mm512_loadu_si512(xp.add(b * BLOCK).cast()),
+                            _mm512_loadu_si512(xp.add(b * BLOCK + 64).cast()),
+                        )
+                    };
+                    let sum = _mm512_dpbusd_epi32(
+                        _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, even),
+                        hi,
+                        odd,
+                    );
+                    accs[i] = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(sum),
+                        _mm512_permutexvar_ps(*lane, s[i]),
+                        accs[i],
+                    );
+                }
+            }
+        }
+        // Whole pairs after the groups (at most three), 256 bits at a time with their scales
+        // built one by one, into the same accumulators; a last odd block goes to the scalar
+        // code. (Inline rather than a call to the 256-bit kernel: a row of the 20b model
+        // has 90 blocks, so this tail runs for every row.)
+        let pairs_end = nb / 2 * 2;
+        let (lut256, m4_256) = (_mm512_castsi512_si256(lut), _mm256_set1_epi8(0x0f));
+        let mut tails = [0.0f32; N];
+        mxfp4_pairs!(
+            dpbusd_avx512vl,
+            (bp, scales, xs, nb),
+            groups * 8..pairs_end,
+            (lut256, m4_256),
+            corrs,
+            tails
+        );
+        let mut out = [0.0f32; N];
+        for i in 0..N {
+            let (xq, xd, _) = xs[i];
+            out[i] = _mm512_reduce_add_ps(accs[i]) + hsum256(corrs[i]) + tails[i];
+            if pairs_end < nb {
+                out[i] += super::dot_mxfp4_scalar(blocks, scales, xq, xd, pairs_end, nb);
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]
