@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 pub(crate) use super::AttnShape;
 use super::isa::{Isa, Level};
-use super::{SharedOut, exp_approx, exp_minus, gemm_rows, scale_max};
+use super::{SharedOut, TileLayout, exp_approx, exp_minus, gemm_tile, scale_max};
 use crate::kv_cache::KvElem;
 
 /// Cache elements widened to f32 a run at a time, in a loop that vectorizes (bf16 → f32 is
@@ -347,12 +347,11 @@ impl<E: Widen> Job<'_, E> {
             widen(&mut s.k, keys, c0, c1);
             // SAFETY: `scores` is [m, nk]; this writes its columns c0 - k0 .. c1 - k0.
             unsafe {
-                gemm_rows(
+                gemm_tile(
                     &s.q,
                     m,
                     d,
-                    &s.k,
-                    c1 - c0,
+                    (&s.k, c1 - c0, TileLayout::Rows),
                     SharedOut(s.scores.as_mut_ptr()),
                     nk,
                     c0 - k0,

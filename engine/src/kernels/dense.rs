@@ -4,7 +4,7 @@ use crate::checkpoint::{Dtype, MappedBytes, TensorView};
 use crate::error::Result;
 
 use super::{
-    SMALL_BATCH, SharedOut, bf16_to_f32, dot_bf16, dot_f32, for_row_chunks, gemm_cols, gemm_rows,
+    SMALL_BATCH, SharedOut, TileLayout, bf16_to_f32, dot_bf16, dot_f32, for_row_chunks, gemm_tile,
 };
 
 /// Where the elements live: in the mapping when it is aligned for the element type (always the
@@ -241,7 +241,7 @@ impl DenseMatrix {
             self.cols_to_f32(c0, c1, &mut tile);
             // SAFETY: `y` ([t, n], asserted) is valid at t·n + c for c in c0..c1, and those
             // columns are this task's alone (`for_row_chunks` splits them).
-            unsafe { gemm_cols(x, t, k, &tile, width, out, n, c0) };
+            unsafe { gemm_tile(x, t, k, (&tile, width, TileLayout::Cols), out, n, c0) };
             if let Some(b) = bias {
                 for ti in 0..t {
                     for (j, bias_j) in (c0..c1).zip(&b[c0..c1]) {
@@ -295,7 +295,17 @@ pub(crate) fn linear_f32(
         widen(r0, r1, &mut tile);
         // SAFETY: `y` ([t, rows], asserted) is valid at t·rows + r for r in r0..r1, and
         // those columns are this task's alone (`for_row_chunks` splits them).
-        unsafe { gemm_rows(x, t, cols, &tile, r1 - r0, out, rows, r0) };
+        unsafe {
+            gemm_tile(
+                x,
+                t,
+                cols,
+                (&tile, r1 - r0, TileLayout::Rows),
+                out,
+                rows,
+                r0,
+            )
+        };
         if let Some(b) = bias {
             for ti in 0..t {
                 for (r, bias_r) in (r0..r1).zip(&b[r0..r1]) {

@@ -70,56 +70,47 @@ impl SharedOut {
     }
 }
 
-/// `y[t, r0 + j] = Σ_c x[t, c] · tile[j, c]` for a tile of `n` rows of length `k`, where `y` has
-/// row stride `ldy`.
-///
-/// # Safety
-/// `y` must be valid for writes at `t·ldy + r0 + j` for all `t < m`, `j < n`, and no other
-/// thread may touch those elements meanwhile.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_rows(
-    x: &[f32],
-    m: usize,
-    k: usize,
-    tile: &[f32],
-    n: usize,
-    y: SharedOut,
-    ldy: usize,
-    r0: usize,
-) {
-    // `gemm` reads through raw pointers: the operands' sizes are checked, not assumed.
-    assert!(x.len() >= m * k && tile.len() >= n * k, "gemm_rows shapes");
-    // SAFETY: rhs is tileᵀ [k, n] (tile is [n, k] row-major: column stride k, row stride 1);
-    // the destination is the caller's contract.
-    unsafe { gemm_into(x, m, k, tile, n, (k, 1), y, ldy, r0) }
+/// How a tile of `n` weight rows over `k` inputs lies in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TileLayout {
+    /// `[n, k]` row-major: each output's weights together (output-major matrices).
+    Rows,
+    /// `[k, n]` row-major: each input's weights together (input-major matrices).
+    Cols,
 }
 
-/// `y[t, c0 + j] = Σ_i x[t, i] · tile[i, j]` for an input-major tile `[k, n]`.
+/// `y[t, j0 + j] = Σ_c x[t, c] · W[j, c]` for a tile `W` of `n` rows of length `k` laid out
+/// as `layout` says, where `y` has row stride `ldy`.
 ///
 /// # Safety
-/// As [`gemm_rows`].
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_cols(
+/// `y` must be valid for writes at `t·ldy + j0 + j` for all `t < m`, `j < n`, and no other
+/// thread may touch those elements meanwhile.
+pub(crate) unsafe fn gemm_tile(
     x: &[f32],
     m: usize,
     k: usize,
-    tile: &[f32],
-    n: usize,
+    (tile, n, layout): (&[f32], usize, TileLayout),
     y: SharedOut,
     ldy: usize,
-    c0: usize,
+    j0: usize,
 ) {
-    assert!(x.len() >= m * k && tile.len() >= n * k, "gemm_cols shapes");
-    // SAFETY: rhs is tile [k, n] row-major (column stride 1, row stride n); the destination
-    // is the caller's contract.
-    unsafe { gemm_into(x, m, k, tile, n, (1, n), y, ldy, c0) }
+    // `gemm` reads through raw pointers: the operands' sizes are checked, not assumed.
+    assert!(x.len() >= m * k && tile.len() >= n * k, "gemm_tile shapes");
+    // rhs is Wᵀ [k, n]: read from an [n, k] tile with column stride k and row stride 1, from
+    // a [k, n] one with column stride 1 and row stride n.
+    let strides = match layout {
+        TileLayout::Rows => (k, 1),
+        TileLayout::Cols => (1, n),
+    };
+    // SAFETY: the sizes are asserted; the destination is the caller's contract.
+    unsafe { gemm_into(x, m, k, tile, n, strides, y, ldy, j0) }
 }
 
 /// `y[t, j0 + j] = Σ_i x[t, i] · rhs[i, j]`, `x` `[m, k]` row-major and `rhs` `[k, n]` read
 /// from `tile` with the (column, row) strides `rhs_strides`.
 ///
 /// # Safety
-/// As [`gemm_rows`]; besides, `x` must hold `m·k` elements and the `[k, n]` view with
+/// As [`gemm_tile`]; besides, `x` must hold `m·k` elements and the `[k, n]` view with
 /// `rhs_strides` must lie inside `tile`.
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_into(

@@ -98,15 +98,9 @@ impl<'a> Mxfp4Matrix<'a> {
     /// Decodes row `r` into `out` (exactly: every MXFP4 value is representable in f32).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         let (blocks, scales) = self.row(r);
-        let mut w = [0.0f32; BLOCK];
-        for ((block, &e), dst) in blocks
-            .chunks_exact(BLOCK_BYTES)
-            .zip(scales)
-            .zip(out.chunks_exact_mut(BLOCK))
-        {
-            decode_block(block, E8M0_SCALES[e as usize], &mut w);
-            dst.copy_from_slice(&w);
-        }
+        for_each_block(blocks, scales, out.chunks_exact_mut(BLOCK), |w, dst| {
+            dst.copy_from_slice(w)
+        });
     }
 
     /// `y[t, r] = bias[r] + Σ_c x[t, c]·W[r, c]`; `x` is `[t, cols]`, `y` is `[t, rows]`.
@@ -130,18 +124,28 @@ impl<'a> Mxfp4Matrix<'a> {
 #[inline]
 pub fn dot_packed_row(blocks: &[u8], scales: &[u8], x: &[f32]) -> f32 {
     let mut acc = [0.0f32; BLOCK];
-    let mut w = [0.0f32; BLOCK];
-    for ((block, &e), xs) in blocks
-        .chunks_exact(BLOCK_BYTES)
-        .zip(scales)
-        .zip(x.chunks_exact(BLOCK))
-    {
-        decode_block(block, E8M0_SCALES[e as usize], &mut w);
+    for_each_block(blocks, scales, x.chunks_exact(BLOCK), |w, xs| {
         for i in 0..BLOCK {
             acc[i] += w[i] * xs[i];
         }
-    }
+    });
     acc.iter().sum()
+}
+
+/// Decodes the packed blocks of a row one by one (scale folded in) and hands each, with the
+/// matching item of `with` (the row's 32-value pieces of activations or output), to `f`.
+#[inline(always)]
+fn for_each_block<T>(
+    blocks: &[u8],
+    scales: &[u8],
+    with: impl Iterator<Item = T>,
+    mut f: impl FnMut(&[f32; BLOCK], T),
+) {
+    let mut w = [0.0f32; BLOCK];
+    for ((block, &e), item) in blocks.chunks_exact(BLOCK_BYTES).zip(scales).zip(with) {
+        decode_block(block, E8M0_SCALES[e as usize], &mut w);
+        f(&w, item);
+    }
 }
 
 #[cfg(test)]
