@@ -84,6 +84,16 @@ impl Default for TurnLimits {
     }
 }
 
+/// Download bars and the runtime's steps on stderr while the model and tools load, unless
+/// quiet (`--quiet`).
+pub fn load_progress(quiet: bool) -> Progress {
+    if quiet {
+        Progress::Quiet
+    } else {
+        Progress::Stderr
+    }
+}
+
 /// [`start_with`] the default turn limits.
 pub async fn start(settings: Settings, progress: Progress) -> Result<App, StartError> {
     start_with(settings, progress, TurnLimits::default()).await

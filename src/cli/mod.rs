@@ -16,7 +16,6 @@ mod tool;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use ossa::sandbox::Progress;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -115,16 +114,6 @@ fn typo_distance(a: &str, b: &str) -> usize {
         }
     }
     d[a.len()][b.len()]
-}
-
-/// Download bars and the runtime's steps on stderr while the model and tools load, unless
-/// `--quiet`.
-fn progress(quiet: bool) -> Progress {
-    if quiet {
-        Progress::Quiet
-    } else {
-        Progress::Stderr
-    }
 }
 
 pub fn init_logging(verbose: u8) {

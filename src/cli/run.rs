@@ -81,7 +81,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let settings = args.config.clone().resolve()?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let progress = super::progress(args.quiet);
+        let progress = ossa::app::load_progress(args.quiet);
         let limits = TurnLimits {
             max_tool_calls: args.max_tool_calls,
             wall_time,

@@ -127,7 +127,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let result = runtime.block_on(async move {
-        let progress = super::progress(args.quiet);
+        let progress = ossa::app::load_progress(args.quiet);
         let limits = TurnLimits {
             max_tool_calls: args.max_tool_calls,
             wall_time: None,
