@@ -8,18 +8,14 @@ use super::request::{
 pub use super::responses::AssistantRole;
 use super::{TokenLogprob, constant};
 
-constant!(
+constant! {
     /// `"object": "chat.completion"`.
-    ChatCompletionTag = "chat.completion"
-);
-constant!(
+    ChatCompletionTag = "chat.completion";
     /// `"object": "chat.completion.chunk"`.
-    ChatCompletionChunkTag = "chat.completion.chunk"
-);
-constant!(
+    ChatCompletionChunkTag = "chat.completion.chunk";
     /// `"type": "function"` of a tool call.
-    FunctionType = "function"
-);
+    FunctionType = "function";
+}
 
 /// A non-streamed answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,17 +41,17 @@ pub struct Choice {
 }
 
 /// The assistant's message. Fields ossa adds to OpenAI's are left out when empty.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChatMessage {
     pub role: AssistantRole,
     /// The answer; null when there is none (a tool call).
+    #[serialize_always]
     pub content: Option<String>,
     /// The chain of thought, under the name vLLM and DeepSeek clients read...
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
     /// ...and under the one clients built for gpt-oss read.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub annotations: Vec<Annotation>,
@@ -76,11 +72,11 @@ pub struct Logprobs {
 }
 
 /// A call to one of the client's functions.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolCall {
     /// The call's place among the stream's calls (in chunks only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<usize>,
     pub id: String,
     #[serde(rename = "type")]
@@ -161,6 +157,7 @@ pub struct PromptTokensDetails {
 }
 
 /// One `data:` event of a streamed answer.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChatCompletionChunk {
@@ -170,7 +167,6 @@ pub struct ChatCompletionChunk {
     pub model: String,
     /// Empty in the last chunk, which carries `usage` (with `stream_options.include_usage`).
     pub choices: Vec<ChunkChoice>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
 }
 
@@ -185,22 +181,19 @@ pub struct ChunkChoice {
 }
 
 /// What a chunk adds to the message: only the fields it has are sent.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Delta {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<AssistantRole>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub annotations: Vec<Annotation>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub server_tool_calls: Vec<ServerToolCall>,
 }
 

@@ -7,12 +7,13 @@ use serde_json::{Map, Value};
 pub use super::chat::Usage;
 use super::constant;
 
-constant!(
+constant! {
     /// `"object": "text_completion"` (the answer and its chunks alike).
-    TextCompletionTag = "text_completion"
-);
+    TextCompletionTag = "text_completion";
+}
 
 /// The answer, and (one choice at a time) each chunk of a streamed one.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Completion {
@@ -24,26 +25,27 @@ pub struct Completion {
     /// `stream_options.include_usage`).
     pub choices: Vec<CompletionChoice>,
     /// Always in the answer; in a stream only in its last chunk.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CompletionChoice {
     pub index: usize,
     pub text: String,
     /// Null unless the request asked for `logprobs`.
+    #[serialize_always]
     pub logprobs: Option<Logprobs>,
     /// `stop`, `length` or `abort`; null until the stream's last choice.
+    #[serialize_always]
     pub finish_reason: Option<String>,
     /// vLLM's: what stopped the generation.
+    #[serialize_always]
     pub stop_reason: Option<StopReason>,
     /// vLLM's `return_token_ids`: the prompt's tokens (in a stream, with the first chunk).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_token_ids: Option<Vec<u32>>,
     /// vLLM's `return_token_ids`: the tokens of `text`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_ids: Option<Vec<u32>>,
 }
 

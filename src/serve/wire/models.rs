@@ -6,14 +6,12 @@ use serde::{Deserialize, Serialize};
 use super::constant;
 pub use super::responses::ListTag;
 
-constant!(
+constant! {
     /// `"object": "model"`.
-    ModelTag = "model"
-);
-constant!(
+    ModelTag = "model";
     /// `"owned_by": "ossa"`.
-    OwnedByOssa = "ossa"
-);
+    OwnedByOssa = "ossa";
+}
 
 /// The served model, as `/v1/models` lists it (with vLLM's `max_model_len`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,10 +65,10 @@ pub struct StoreSize {
 
 /// An error in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`; `/health`
 /// adds `"status": "loading"` while the model loads.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorBody {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
     pub error: ErrorDetail,
 }

@@ -10,38 +10,24 @@ use super::request::{
 };
 use super::{TokenLogprob, constant};
 
-constant!(
+constant! {
     /// `"object": "response"`.
-    ResponseTag = "response"
-);
-constant!(
+    ResponseTag = "response";
     /// `"object": "list"`.
-    ListTag = "list"
-);
-constant!(
+    ListTag = "list";
     /// `"role": "assistant"`.
-    AssistantRole = "assistant"
-);
-constant!(
+    AssistantRole = "assistant";
     /// `"type": "message"` of a listed input item.
-    MessageTag = "message"
-);
-constant!(
+    MessageTag = "message";
     /// `"tool_choice": "auto"`, echoed when the request gave none.
-    AutoTag = "auto"
-);
-constant!(
+    AutoTag = "auto";
     /// `"type": "text"`: the plain answer format.
-    TextTag = "text"
-);
-constant!(
+    TextTag = "text";
     /// `"truncation": "disabled"`: ossa never drops input to make it fit.
-    TruncationDisabled = "disabled"
-);
-constant!(
+    TruncationDisabled = "disabled";
     /// `"container_id"` of code calls: the server's own sandbox.
-    SandboxContainer = "ossa-sandbox"
-);
+    SandboxContainer = "ossa-sandbox";
+}
 
 /// A response's or an output item's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
