@@ -8,7 +8,7 @@ use ossa::app::TurnLimits;
 use ossa::config::{ConfigArgs, Interpreters};
 use ossa::serve::security::AccessPolicy;
 use ossa::serve::store::StoreOptions;
-use ossa::serve::{Limits, ServeOptions};
+use ossa::serve::{Limits, ServeError, ServeOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -120,6 +120,24 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+impl ServeArgs {
+    /// The response store the flags ask for; `None`: `--no-store`.
+    fn store_options(&self) -> Result<Option<StoreOptions>, ServeError> {
+        if self.no_store {
+            return Ok(None);
+        }
+        let dir = match &self.store_dir {
+            Some(dir) => dir.clone(),
+            None => ossa::serve::default_store_dir()?,
+        };
+        Ok(Some(StoreOptions {
+            dir,
+            max_bytes: self.store_max_mb.saturating_mul(1 << 20),
+            ttl: (!self.store_ttl.is_zero()).then_some(self.store_ttl),
+        }))
+    }
+}
+
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut settings = args.config.clone().resolve()?;
     if let Some(n) = args.max_interpreters {
@@ -136,10 +154,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             host: args.host.clone(),
             port: args.port,
             served_model_name: args.served_model_name.clone(),
-            store_dir: args.store_dir.clone(),
-            no_store: args.no_store,
-            store_max_bytes: args.store_max_mb.saturating_mul(1 << 20),
-            store_ttl: (!args.store_ttl.is_zero()).then_some(args.store_ttl),
+            store: args.store_options()?,
             log_requests: !args.quiet,
             access: AccessPolicy::new(
                 args.api_key.clone(),

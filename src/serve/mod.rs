@@ -42,7 +42,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::Duration;
 
 use crate::app::App;
 pub use listen::{ServeError, serve_on};
@@ -60,18 +59,19 @@ pub struct ServeOptions {
     pub port: u16,
     /// The model id clients see in `/v1/models` and responses [default: the model setting].
     pub served_model_name: Option<String>,
-    /// Where stored responses go [default: `responses` in ossa's data folder].
-    pub store_dir: Option<PathBuf>,
-    /// Keep no responses (`store` is always false, `previous_response_id` refused).
-    pub no_store: bool,
-    /// Most bytes of stored responses.
-    pub store_max_bytes: u64,
-    /// Stored responses unused this long are deleted; `None`: never for their age.
-    pub store_ttl: Option<Duration>,
+    /// The response store; `None`: keep no responses (`store` is always false,
+    /// `previous_response_id` refused).
+    pub store: Option<StoreOptions>,
     pub access: AccessPolicy,
     pub limits: Limits,
     /// One line on stderr per request (off with `--quiet`).
     pub log_requests: bool,
+}
+
+/// Where stored responses go unless told otherwise: `responses` in ossa's data folder.
+pub fn default_store_dir() -> Result<PathBuf, ServeError> {
+    let data = ossa_sandbox::default_data_dir().map_err(|e| ServeError::StoreDir(e.to_string()))?;
+    Ok(data.join("responses"))
 }
 
 /// A server listening before its model is loaded: it answers 503 (`/health`:
@@ -119,20 +119,9 @@ pub async fn bind(options: &ServeOptions) -> Result<Bound, ServeError> {
     // The name the server was told to listen on is one it answers to.
     access.allowed_hosts.push(options.host.to_ascii_lowercase());
     access.check_exposure(local)?;
-    let store = if options.no_store {
-        None
-    } else {
-        let dir = match &options.store_dir {
-            Some(dir) => dir.clone(),
-            None => ossa_sandbox::default_data_dir()
-                .map_err(|e| ServeError::StoreDir(e.to_string()))?
-                .join("responses"),
-        };
-        let store = ResponseStore::open(&StoreOptions {
-            dir: dir.clone(),
-            max_bytes: options.store_max_bytes,
-            ttl: options.store_ttl,
-        })?;
+    let store = if let Some(store_options) = &options.store {
+        let dir = &store_options.dir;
+        let store = ResponseStore::open(store_options)?;
         if let Some(migration) = store.migration() {
             eprintln!(
                 "ossa serve: moved {} stored responses from the JSON files of an older ossa into \
@@ -151,6 +140,8 @@ pub async fn bind(options: &ServeOptions) -> Result<Bound, ServeError> {
             );
         }
         Some(store)
+    } else {
+        None
     };
     Ok(Bound {
         listener,

@@ -145,20 +145,12 @@ pub struct StoreUsage {
     pub bytes: u64,
 }
 
+#[derive(Debug)]
 pub struct ResponseStore {
     db: Mutex<Connection>,
     max_bytes: u64,
     ttl: Option<Duration>,
     migration: Option<LegacyMigration>,
-}
-
-impl std::fmt::Debug for ResponseStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseStore")
-            .field("max_bytes", &self.max_bytes)
-            .field("ttl", &self.ttl)
-            .finish_non_exhaustive()
-    }
 }
 
 const SCHEMA: &str = "
