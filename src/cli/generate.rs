@@ -11,12 +11,26 @@ use anyhow::{Context, bail};
 use ossa_engine::hub::DownloadProgress;
 use ossa_engine::{DType, Engine, FinishReason, GenerateParams, LoadOptions, SamplingParams};
 
+/// The engine `generate` and `bench` load: which model, at what precision, on how many
+/// threads.
 #[derive(Debug, clap::Args)]
-pub struct GenerateArgs {
+struct EngineArgs {
     /// Model directory, a name (gpt-oss:20b, gpt-oss:120b) or a Hugging Face id (downloaded
     /// once into the Hugging Face cache).
     #[arg(long, default_value = ossa::config::DEFAULT_MODEL)]
     model: String,
+    /// Compute threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// q8 (int8 kernels, the fast mode), bf16, or f32 (the reference's numbers).
+    #[arg(long, default_value = "q8")]
+    dtype: DType,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Prompt as comma-separated token ids.
     #[arg(
         long,
@@ -48,22 +62,12 @@ pub struct GenerateArgs {
     stop_tokens: Vec<u32>,
     #[arg(long)]
     ignore_eos: bool,
-    /// Compute threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// q8 (int8 kernels, the fast mode), bf16, or f32 (the reference's numbers).
-    #[arg(long, default_value = "q8")]
-    dtype: DType,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Model directory, a name (gpt-oss:20b, gpt-oss:120b) or a Hugging Face id.
-    #[arg(long, default_value = ossa::config::DEFAULT_MODEL)]
-    model: String,
-    /// Compute threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Length of the (random) prompt.
     #[arg(long, default_value_t = 512)]
     prompt_tokens: usize,
@@ -76,9 +80,6 @@ pub struct BenchArgs {
     /// Also decode at this context depth (the cache filled to it first); 0 skips it.
     #[arg(long, default_value_t = 2048)]
     depth: usize,
-    /// f32 (exact), bf16, or q8 (int8 kernels, the fast mode).
-    #[arg(long, default_value = "q8")]
-    dtype: DType,
     /// Also prefill a prompt of this many tokens from an empty cache, then --prompt-tokens
     /// more after it (prefill at depth), once each; 0 skips both.
     #[arg(long, default_value_t = 4096)]
@@ -104,12 +105,19 @@ pub struct BenchArgs {
     ttft_child: Option<PathBuf>,
 }
 
-fn load(model: &str, dtype: DType, threads: Option<usize>) -> anyhow::Result<(Engine, Duration)> {
-    let dir = resolve_model(model)?;
-    let started = Instant::now();
-    let engine = Engine::load(&dir, &LoadOptions { dtype, threads })
-        .with_context(|| format!("loading {}", dir.display()))?;
-    Ok((engine, started.elapsed()))
+impl EngineArgs {
+    /// The engine, and how long loading it took.
+    fn load(&self) -> anyhow::Result<(Engine, Duration)> {
+        let dir = resolve_model(&self.model)?;
+        let started = Instant::now();
+        let options = LoadOptions {
+            dtype: self.dtype,
+            threads: self.threads,
+        };
+        let engine =
+            Engine::load(&dir, &options).with_context(|| format!("loading {}", dir.display()))?;
+        Ok((engine, started.elapsed()))
+    }
 }
 
 /// A local directory as is; a Hugging Face id is downloaded once into the HF cache, with a
@@ -120,7 +128,7 @@ fn resolve_model(model: &str) -> anyhow::Result<PathBuf> {
 }
 
 pub fn run_generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {
-    let (mut engine, load_time) = load(&args.model, args.dtype, args.threads)?;
+    let (mut engine, load_time) = args.engine.load()?;
     let tokenizer = engine.tokenizer().cloned();
     let prompt: Vec<u32> = match (&args.prompt_tokens, &args.prompt) {
         (Some(ids), _) => ids.clone(),
@@ -345,18 +353,19 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         bail!("--prompt-tokens and --runs must be at least 1 and --gen-tokens at least 2");
     }
     // A mistyped --model is reported now, not after the bandwidth passes.
-    ossa_engine::hub::parse_model(&args.model)?;
+    ossa_engine::hub::parse_model(&args.engine.model)?;
     let load_avg_before = loadavg();
     // Before the model loads, so the buffer neither competes with it for memory nor counts
     // in its peak RSS.
     let read_bandwidth = (args.bandwidth_gib > 0.0).then(|| {
         let threads = args
+            .engine
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let bytes = (args.bandwidth_gib * (1u64 << 30) as f64) as usize;
         ossa_engine::kernels::bandwidth::read_bandwidth(bytes, threads, args.bandwidth_passes)
     });
-    let (mut engine, load_time) = load(&args.model, args.dtype, args.threads)?;
+    let (mut engine, load_time) = args.engine.load()?;
     let vocab = engine.config().vocab_size as u64;
     // A fixed pseudo-random prompt: speed does not depend on the ids, repeatability does.
     let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -462,7 +471,7 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     let peak = peak_rss_bytes();
     let weight_bytes = engine.model().decode_weight_bytes();
-    let bytes_at = |depth: usize| weight_bytes + kv_read_bytes(&engine, depth, args.dtype);
+    let bytes_at = |depth: usize| weight_bytes + kv_read_bytes(&engine, depth, args.engine.dtype);
     let prefill_tok_s = median(prefill.clone());
     let decode_tok_s = median(decode.clone());
     let decode0_tok_s = median(decode0.clone());
@@ -475,7 +484,7 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let report = serde_json::json!({
         "model": engine.model_dir().display().to_string(),
         "threads": engine.threads(),
-        "dtype": format!("{:?}", args.dtype).to_lowercase(),
+        "dtype": format!("{:?}", args.engine.dtype).to_lowercase(),
         "isa": isa.name(),
         "isa_available": available,
         "prompt_tokens": args.prompt_tokens,
@@ -518,7 +527,7 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let (model_dir, threads) = (engine.model_dir().to_path_buf(), engine.threads());
     let vocab_size = engine.config().vocab_size;
     drop(engine);
-    let first_token = first_token_times(&model_dir, args.dtype, args.threads)
+    let first_token = first_token_times(&model_dir, args.engine.dtype, args.engine.threads)
         .inspect_err(|e| eprintln!("warning: time to first token not measured: {e:#}"))
         .ok();
     if let Some(first_token) = &first_token {
@@ -546,7 +555,7 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         println!(
             "threads     {}   dtype {:?}   kernels {} (cpu has: {})",
             threads,
-            args.dtype,
+            args.engine.dtype,
             isa.name(),
             available.join(", ")
         );
@@ -729,7 +738,7 @@ struct ChildReport {
 /// `cache_dir`, say so at once, then (after the cache is written) report the details.
 fn ttft_child(args: &BenchArgs, cache_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     let load_started = Instant::now();
-    let (mut engine, _) = load(&args.model, args.dtype, args.threads)?;
+    let (mut engine, _) = args.engine.load()?;
     engine.set_prompt_cache(Some(&ossa_engine::PromptCacheOptions::new(cache_dir)))?;
     let prompt = tool_prompt(engine.config().vocab_size)?;
     let params = GenerateParams {
