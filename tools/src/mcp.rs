@@ -138,13 +138,13 @@ const STDERR_LINE_MAX_CHARS: usize = 400;
 /// ```
 ///
 /// Exactly one of `command` (stdio) and `url` (streamable HTTP) is given.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct McpServerConfig {
     /// Short name used in messages and to prefix colliding tool names.
     pub name: String,
     /// Program to start; the server speaks MCP on its stdin/stdout.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
@@ -156,26 +156,20 @@ pub struct McpServerConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env_vars: Vec<String>,
     /// Working directory of the program (default: ossa's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<PathBuf>,
     /// Streamable-HTTP endpoint, e.g. `http://127.0.0.1:8000/mcp`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// Extra HTTP headers sent with every request.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
     /// Environment variable holding a bearer token (kept out of the config file).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_token_env_var: Option<String>,
     /// How long starting and listing tools may take (default 30).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup_timeout_secs: Option<u64>,
     /// How long one tool call may take (default 120).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_timeout_secs: Option<u64>,
     /// The most bytes of one result the model reads (default [`DEFAULT_MAX_RESULT_BYTES`], at
     /// most [`MAX_MESSAGE_BYTES`]); the rest is cut, with a note saying how much.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_result_bytes: Option<usize>,
 }
 
@@ -1139,6 +1133,34 @@ fn sanitize(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Unset keys stay out of the serialized config (no `null`s, no empty lists or tables).
+    #[test]
+    fn serializes_only_the_keys_that_are_set() {
+        let bare = McpServerConfig {
+            name: "bare".into(),
+            ..McpServerConfig::default()
+        };
+        assert_eq!(serde_json::to_string(&bare).unwrap(), r#"{"name":"bare"}"#);
+        let full = McpServerConfig {
+            name: "full".into(),
+            command: Some("npx".into()),
+            args: vec!["-y".into()],
+            env: BTreeMap::from([("LOG_LEVEL".into(), "warn".into())]),
+            env_vars: vec!["GITHUB_TOKEN".into()],
+            cwd: Some("/srv".into()),
+            url: Some("http://127.0.0.1:8000/mcp".into()),
+            headers: BTreeMap::from([("X-Team".into(), "core".into())]),
+            bearer_token_env_var: Some("TRACKER_TOKEN".into()),
+            startup_timeout_secs: Some(30),
+            call_timeout_secs: Some(120),
+            max_result_bytes: Some(1000),
+        };
+        assert_eq!(
+            serde_json::to_string(&full).unwrap(),
+            r#"{"name":"full","command":"npx","args":["-y"],"env":{"LOG_LEVEL":"warn"},"env_vars":["GITHUB_TOKEN"],"cwd":"/srv","url":"http://127.0.0.1:8000/mcp","headers":{"X-Team":"core"},"bearer_token_env_var":"TRACKER_TOKEN","startup_timeout_secs":30,"call_timeout_secs":120,"max_result_bytes":1000}"#
+        );
+    }
 
     #[test]
     fn sanitize_replaces_what_a_recipient_cannot_hold() {

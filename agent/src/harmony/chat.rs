@@ -143,22 +143,17 @@ impl ChannelConfig {
 }
 
 /// The content of the system message.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct SystemContent {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_identity: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning_effort: Option<ReasoningEffort>,
     /// Date the conversation takes place (ISO format), rendered as `Current date: ...`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversation_start_date: Option<String>,
     /// End of the model's training data, rendered as `Knowledge cutoff: ...`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub knowledge_cutoff: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel_config: Option<ChannelConfig>,
     /// Built-in tool namespaces (`browser`, `python`), rendered by name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<ToolNamespaces>,
 }
 
@@ -242,11 +237,10 @@ impl SystemContent {
 }
 
 /// The content of the developer message: instructions and function tools.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 pub struct DeveloperContent {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instructions: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<ToolNamespaces>,
 }
 
