@@ -1059,6 +1059,11 @@ pub fn add_tools(
     }
     let mut added = Vec::new();
     let mut warnings = Vec::new();
+    let mut warn = |server: &McpServer, tool: &str, what: String| {
+        let warning = format!("MCP server `{}`: tool `{tool}`{what}", server.name());
+        tracing::warn!("{warning}");
+        warnings.push(warning);
+    };
     for server in servers {
         for tool in server.tools() {
             let plain = sanitize(&tool.name);
@@ -1069,26 +1074,18 @@ pub fn add_tools(
                 plain
             };
             if !is_valid_function_name(&name) || functions.contains(&name) {
-                let warning = format!(
-                    "MCP server `{}`: tool `{}` left out: no free valid function name (tried `{name}`)",
-                    server.name(),
-                    tool.name
+                warn(
+                    server,
+                    &tool.name,
+                    format!(" left out: no free valid function name (tried `{name}`)"),
                 );
-                tracing::warn!("{warning}");
-                warnings.push(warning);
                 continue;
             }
             let (function, too_large) = McpFunction::new(Arc::clone(server), tool, name.clone());
             match functions.add(function) {
                 Ok(_) => {
                     if let Some(too_large) = too_large {
-                        let warning = format!(
-                            "MCP server `{}`: tool `{}`: {too_large}",
-                            server.name(),
-                            tool.name
-                        );
-                        tracing::warn!("{warning}");
-                        warnings.push(warning);
+                        warn(server, &tool.name, format!(": {too_large}"));
                     }
                     added.push(ExposedTool {
                         server: server.name().to_string(),
@@ -1096,15 +1093,7 @@ pub fn add_tools(
                         function: name,
                     })
                 }
-                Err(error) => {
-                    let warning = format!(
-                        "MCP server `{}`: tool `{}` left out: {error}",
-                        server.name(),
-                        tool.name
-                    );
-                    tracing::warn!("{warning}");
-                    warnings.push(warning);
-                }
+                Err(error) => warn(server, &tool.name, format!(" left out: {error}")),
             }
         }
     }
