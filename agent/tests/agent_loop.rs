@@ -13,14 +13,20 @@ use ossa_agent::{
     ToolRequirement, TurnOutcome, TurnReport,
 };
 use ossa_test_support::scripted::{ScriptedBackend, encoding};
-use ossa_tools::function::TypedFunction;
-use ossa_tools::{FunctionTools, Tool};
+use ossa_tools::{Function, FunctionTools, Tool, TypedFunction};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// The scripted model, replying with harmony `replies` in order.
 fn scripted(replies: &[&str]) -> Arc<ScriptedBackend> {
     Arc::new(ScriptedBackend::with_texts(replies))
+}
+
+/// A `functions` namespace holding only `function`.
+fn functions_tool(function: impl Function + 'static) -> Arc<dyn Tool> {
+    let mut tools = FunctionTools::new();
+    tools.add(function).expect("valid function");
+    Arc::new(tools)
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -30,21 +36,17 @@ struct AddArgs {
 }
 
 fn add_tool(calls: Arc<AtomicUsize>) -> Arc<dyn Tool> {
-    let mut tools = FunctionTools::new();
-    tools
-        .add(TypedFunction::new(
-            "add",
-            "Adds two integers.",
-            move |args: AddArgs| {
-                let calls = Arc::clone(&calls);
-                async move {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    Ok::<_, String>((args.a + args.b).to_string())
-                }
-            },
-        ))
-        .expect("valid function");
-    Arc::new(tools)
+    functions_tool(TypedFunction::new(
+        "add",
+        "Adds two integers.",
+        move |args: AddArgs| {
+            let calls = Arc::clone(&calls);
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, String>((args.a + args.b).to_string())
+            }
+        },
+    ))
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -53,18 +55,14 @@ struct NapArgs {
 }
 
 fn nap_tool() -> Arc<dyn Tool> {
-    let mut tools = FunctionTools::new();
-    tools
-        .add(TypedFunction::new(
-            "nap",
-            "Sleeps.",
-            |args: NapArgs| async move {
-                tokio::time::sleep(Duration::from_secs(args.seconds)).await;
-                Ok::<_, String>("rested".to_string())
-            },
-        ))
-        .expect("valid function");
-    Arc::new(tools)
+    functions_tool(TypedFunction::new(
+        "nap",
+        "Sleeps.",
+        |args: NapArgs| async move {
+            tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+            Ok::<_, String>("rested".to_string())
+        },
+    ))
 }
 
 fn agent(

@@ -59,6 +59,60 @@ fn python_shaped_json_round_trips_exactly() {
     assert_eq!(Conversation::from_json(&text).unwrap(), conversation);
 }
 
+/// Every optional field left unset is left out of the JSON (never `null`), each set one is
+/// written in Python's order.
+#[test]
+fn unset_optional_fields_are_left_out() {
+    let cases: [(&str, Content, &str); 4] = [
+        (
+            "bare system content",
+            SystemContent {
+                model_identity: None,
+                reasoning_effort: None,
+                conversation_start_date: None,
+                knowledge_cutoff: None,
+                channel_config: None,
+                tools: None,
+            }
+            .into(),
+            r#"{"type":"system_content"}"#,
+        ),
+        (
+            "full system content",
+            SystemContent::new()
+                .with_reasoning_effort(ReasoningEffort::Low)
+                .with_conversation_start_date("2025-06-28")
+                .with_tools(ToolNamespaceConfig::new(
+                    "ns",
+                    Some("Tools.".into()),
+                    vec![ToolDescription::new(
+                        "f",
+                        "Does f.",
+                        Some(json!({"type": "object"})),
+                    )],
+                ))
+                .into(),
+            r#"{"model_identity":"You are ChatGPT, a large language model trained by OpenAI.","reasoning_effort":"Low","conversation_start_date":"2025-06-28","knowledge_cutoff":"2024-06","channel_config":{"valid_channels":["analysis","commentary","final"],"channel_required":true},"tools":{"ns":{"name":"ns","description":"Tools.","tools":[{"name":"f","description":"Does f.","parameters":{"type":"object"}}]}},"type":"system_content"}"#,
+        ),
+        (
+            "bare developer content",
+            DeveloperContent::new().into(),
+            r#"{"type":"developer_content"}"#,
+        ),
+        (
+            "full developer content",
+            DeveloperContent::new()
+                .with_instructions("Be brief.")
+                .with_function_tools(vec![ToolDescription::new("f", "", None)])
+                .into(),
+            r#"{"instructions":"Be brief.","tools":{"functions":{"name":"functions","tools":[{"name":"f","description":""}]}},"type":"developer_content"}"#,
+        ),
+    ];
+    for (name, content, expected) in cases {
+        assert_eq!(serde_json::to_string(&content).unwrap(), expected, "{name}");
+    }
+}
+
 #[test]
 fn rust_shaped_json_loads() {
     // What openai-harmony's Rust crate writes: nulls for unset fields, `content` as a string

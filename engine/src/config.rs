@@ -19,28 +19,20 @@ pub enum LayerType {
 
 /// RoPE parameters, in either the `rope_scaling` form of the released checkpoints or the
 /// `rope_parameters` form of newer transformers (which also carries `rope_theta`).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RopeScaling {
     /// `"yarn"` for gpt-oss; `"default"` (no scaling) is accepted too.
     #[serde(alias = "type")]
     pub rope_type: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope_theta: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub factor: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub beta_fast: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub beta_slow: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original_max_position_embeddings: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncate: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attention_factor: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mscale: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mscale_all_dim: Option<f64>,
 }
 
@@ -62,6 +54,7 @@ pub enum TokenIds {
 
 /// The `gpt_oss` config.json. Unknown keys are ignored; known keys with values the engine
 /// cannot honour exactly are rejected by [`ModelConfig::validate`].
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
     pub model_type: String,
@@ -77,20 +70,15 @@ pub struct ModelConfig {
     /// Experts per token (`experts_per_token` in OpenAI's naming, also accepted).
     #[serde(default)]
     pub num_experts_per_tok: usize,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub experts_per_token: Option<usize>,
     #[serde(default = "default_sliding_window")]
     pub sliding_window: usize,
     /// One entry per layer; when absent, layers alternate starting with sliding attention.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer_types: Option<Vec<LayerType>>,
     #[serde(default = "default_rms_norm_eps")]
     pub rms_norm_eps: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope_theta: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope_scaling: Option<RopeScaling>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope_parameters: Option<RopeScaling>,
     #[serde(default = "default_max_position_embeddings")]
     pub max_position_embeddings: usize,
@@ -100,11 +88,8 @@ pub struct ModelConfig {
     pub attention_bias: bool,
     #[serde(default)]
     pub tie_word_embeddings: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eos_token_id: Option<TokenIds>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pad_token_id: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization_config: Option<QuantizationConfig>,
 }
 
@@ -432,6 +417,28 @@ mod tests {
         assert!((yarn.attention_factor - (0.1 * 32f64.ln() + 1.0)).abs() < 1e-12);
         assert!(!yarn.truncate);
         assert_eq!(legacy.num_experts_per_tok, 2);
+    }
+
+    /// Absent optional keys stay out of the written config (not `null`), present ones are
+    /// written in field order: the JSON a checkpoint's config.json round-trips through.
+    #[test]
+    fn serializes_only_the_optional_keys_that_are_set() {
+        let bare = parse("").unwrap();
+        assert_eq!(
+            serde_json::to_string(&bare).unwrap(),
+            r#"{"model_type":"gpt_oss","vocab_size":1100,"hidden_size":128,"intermediate_size":128,"num_hidden_layers":4,"num_attention_heads":4,"num_key_value_heads":2,"head_dim":64,"num_local_experts":8,"num_experts_per_tok":2,"experts_per_token":2,"sliding_window":8,"rms_norm_eps":0.00001,"max_position_embeddings":131072,"swiglu_limit":7.0,"attention_bias":true,"tie_word_embeddings":false}"#
+        );
+        let rope = r#"{"rope_type":"yarn","rope_theta":150000.0,"factor":32.0,"beta_fast":32.0,"beta_slow":1.0,"original_max_position_embeddings":4096,"truncate":false,"attention_factor":1.0,"mscale":1.0,"mscale_all_dim":1.0}"#;
+        let full = parse(&format!(
+            r#","layer_types":["sliding_attention","full_attention","sliding_attention","full_attention"],"rope_theta":150000.0,"rope_scaling":{rope},"rope_parameters":{rope},"eos_token_id":[200002,199999],"pad_token_id":199999,"quantization_config":{{"quant_method":"mxfp4"}}"#
+        ))
+        .unwrap();
+        assert_eq!(
+            serde_json::to_string(&full).unwrap(),
+            format!(
+                r#"{{"model_type":"gpt_oss","vocab_size":1100,"hidden_size":128,"intermediate_size":128,"num_hidden_layers":4,"num_attention_heads":4,"num_key_value_heads":2,"head_dim":64,"num_local_experts":8,"num_experts_per_tok":2,"experts_per_token":2,"sliding_window":8,"layer_types":["sliding_attention","full_attention","sliding_attention","full_attention"],"rms_norm_eps":0.00001,"rope_theta":150000.0,"rope_scaling":{rope},"rope_parameters":{rope},"max_position_embeddings":131072,"swiglu_limit":7.0,"attention_bias":true,"tie_word_embeddings":false,"eos_token_id":[200002,199999],"pad_token_id":199999,"quantization_config":{{"quant_method":"mxfp4"}}}}"#
+            )
+        );
     }
 
     #[test]

@@ -212,23 +212,17 @@ fn fits(memory_size: usize, ptr: u32, len: u64) -> bool {
 /// for this guest (no sockets, stdio only), except that a wait is cut in slices and ends with a
 /// trap when the call's deadline passes or it is cancelled. wasmtime-wasi's own version blocks
 /// in the host, where epoch interruption cannot reach, so `time.sleep(600)` would outlive any
-/// deadline.
+/// deadline. Its arguments are guest addresses and a count: `u32`, the bits of wasm's `i32`s.
 pub(crate) fn poll_oneoff(
     mut caller: Caller<'_, HostState>,
-    subscriptions: i32,
-    events: i32,
-    count: i32,
-    nevents_out: i32,
+    subscriptions: u32,
+    events: u32,
+    count: u32,
+    nevents_out: u32,
 ) -> wasmtime::Result<i32> {
     let Some(memory) = guest_memory(&mut caller) else {
         return Ok(ERRNO_INVAL);
     };
-    let (subscriptions, events, count, nevents_out) = (
-        subscriptions as u32,
-        events as u32,
-        count as u32,
-        nevents_out as u32,
-    );
     if count == 0 {
         return Ok(ERRNO_INVAL);
     }
@@ -344,20 +338,14 @@ const DOOR_FAULT: i32 = -2;
 /// ossa binds no tools to the guest; the door only carries the display hook's value.
 pub(crate) fn door(
     mut caller: Caller<'_, HostState>,
-    ptr: i32,
-    len: i32,
-    out_ptr_ptr: i32,
-    out_len_ptr: i32,
+    ptr: u32,
+    len: u32,
+    out_ptr_ptr: u32,
+    out_len_ptr: u32,
 ) -> wasmtime::Result<i32> {
     let Some(memory) = guest_memory(&mut caller) else {
         return Ok(DOOR_FAULT);
     };
-    let (ptr, len, out_ptr_ptr, out_len_ptr) = (
-        ptr as u32,
-        len as u32,
-        out_ptr_ptr as u32,
-        out_len_ptr as u32,
-    );
     let size = memory.data_size(&caller);
     if !fits(size, ptr, u64::from(len))
         || !fits(size, out_ptr_ptr, 4)

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ossa_sandbox::{
-    CallLimits, ResetReason, Session, SessionOptions, SessionState, Status, Stop, Stream,
+    CallLimits, ResetReason, RunOutput, Session, SessionOptions, SessionState, Status, Stop, Stream,
 };
 use ossa_test_support::sandbox::{
     assert_failed_keeping_session, limits, ok, run, sandbox, session,
@@ -46,6 +46,15 @@ fn assert_refused(stdout: &str, names: &[&str]) {
             "{name} was not refused: {result}"
         );
     }
+}
+
+/// The deadline of the calls that are meant to run past one.
+const SHORT_DEADLINE: Duration = Duration::from_secs(1);
+
+/// Runs `code` in `s` under `limits` (the defaults with some changed).
+fn run_under(s: &Session, code: &str, limits: &CallLimits) -> RunOutput {
+    s.run_blocking(code, limits)
+        .unwrap_or_else(|e| panic!("the call failed to run: {e}"))
 }
 
 /// A session whose `/mnt/data` is the host folder `mount`.
@@ -300,16 +309,15 @@ fn huge_allocations_fail_cleanly_and_name_the_memory_limit() {
         ..limits()
     };
     // 4 GB does not even fit wasm32's address space: refused inside the guest.
-    let out = s
-        .run_blocking(
-            &attempts(&[
-                ("bytes_4g", "b'x' * (4 * 1024**3)"),
-                ("numpy_4g", "__import__('numpy').ones(2**29)"),
-                ("list_4g", "[0] * (2**30)"),
-            ]),
-            &limits,
-        )
-        .unwrap();
+    let out = run_under(
+        &s,
+        &attempts(&[
+            ("bytes_4g", "b'x' * (4 * 1024**3)"),
+            ("numpy_4g", "__import__('numpy').ones(2**29)"),
+            ("list_4g", "[0] * (2**30)"),
+        ]),
+        &limits,
+    );
     assert_eq!(out.status, Status::Ok, "{}", out.stderr);
     for name in ["bytes_4g", "numpy_4g", "list_4g"] {
         let result = outcome(&out.stdout, name);
@@ -325,18 +333,14 @@ fn huge_allocations_fail_cleanly_and_name_the_memory_limit() {
         );
     }
     // 1.5 GiB fits wasm32 but not the 512 MiB limit: the limit is named.
-    let out = s
-        .run_blocking("big = bytearray(1536 * 1024**2)", &limits)
-        .unwrap();
+    let out = run_under(&s, "big = bytearray(1536 * 1024**2)", &limits);
     assert_failed_keeping_session(
         &out,
         Status::Stopped(Stop::Memory(512 << 20)),
         "MemoryError",
     );
     // The interpreter carries on, and a fitting allocation works.
-    let out = s
-        .run_blocking("small = bytearray(100 * 1024**2)\nlen(small)", &limits)
-        .unwrap();
+    let out = run_under(&s, "small = bytearray(100 * 1024**2)\nlen(small)", &limits);
     assert_eq!(out.value.as_deref(), Some("104857600"));
 }
 
@@ -345,26 +349,21 @@ fn an_endless_loop_meets_the_deadline_and_the_session_is_reset() {
     let s = session();
     ok(&s, "x = 1");
     let limits = CallLimits {
-        deadline: Duration::from_secs(1),
+        deadline: SHORT_DEADLINE,
         ..limits()
     };
-    let out = s
-        .run_blocking("print('started')\nwhile True:\n    pass", &limits)
-        .unwrap();
-    assert_eq!(
-        out.status,
-        Status::Stopped(Stop::Deadline(Duration::from_secs(1)))
-    );
+    let out = run_under(&s, "print('started')\nwhile True:\n    pass", &limits);
+    assert_eq!(out.status, Status::Stopped(Stop::Deadline(SHORT_DEADLINE)));
     assert_eq!(out.stdout, "started\n");
     assert_eq!(
         out.session,
-        SessionState::Reset(ResetReason::Stopped(Stop::Deadline(Duration::from_secs(1))))
+        SessionState::Reset(ResetReason::Stopped(Stop::Deadline(SHORT_DEADLINE)))
     );
     let out = run(&s, "'x' in dir()");
     assert_eq!(out.value.as_deref(), Some("False"));
     assert_eq!(
         out.started_fresh,
-        Some(ResetReason::Stopped(Stop::Deadline(Duration::from_secs(1))))
+        Some(ResetReason::Stopped(Stop::Deadline(SHORT_DEADLINE)))
     );
 }
 
@@ -372,19 +371,15 @@ fn an_endless_loop_meets_the_deadline_and_the_session_is_reset() {
 fn sleeping_past_the_deadline_is_stopped_at_the_deadline() {
     let s = session();
     let limits = CallLimits {
-        deadline: Duration::from_secs(1),
+        deadline: SHORT_DEADLINE,
         ..limits()
     };
-    let out = s
-        .run_blocking(
-            "import time\ntime.sleep(0.05)\nprint('short sleep ok')\ntime.sleep(600)",
-            &limits,
-        )
-        .unwrap();
-    assert_eq!(
-        out.status,
-        Status::Stopped(Stop::Deadline(Duration::from_secs(1)))
+    let out = run_under(
+        &s,
+        "import time\ntime.sleep(0.05)\nprint('short sleep ok')\ntime.sleep(600)",
+        &limits,
     );
+    assert_eq!(out.status, Status::Stopped(Stop::Deadline(SHORT_DEADLINE)));
     assert_eq!(out.stdout, "short sleep ok\n");
     // Without the poll_oneoff shadow the guest would sleep the full 600 s before the trap.
     assert!(
@@ -406,12 +401,11 @@ fn deep_recursion_is_contained() {
         deadline: Duration::from_secs(20),
         ..limits()
     };
-    let out = s
-        .run_blocking(
-            "import sys\nsys.setrecursionlimit(10**7)\ndef g(n):\n    return g(n + 1) + 1\ng(0)",
-            &limits,
-        )
-        .unwrap();
+    let out = run_under(
+        &s,
+        "import sys\nsys.setrecursionlimit(10**7)\ndef g(n):\n    return g(n + 1) + 1\ng(0)",
+        &limits,
+    );
     match &out.status {
         Status::Stopped(Stop::Stack) | Status::Stopped(Stop::Deadline(_)) => {
             assert!(matches!(out.session, SessionState::Reset(_)));
@@ -430,9 +424,11 @@ fn an_output_flood_is_truncated_not_fatal() {
         output_bytes: 64 << 10,
         ..limits()
     };
-    let out = s
-        .run_blocking("import sys\nprint('x' * 10_000_000)\nsys.stderr.write('e' * 5_000_000)\n'still running'", &limits)
-        .unwrap();
+    let out = run_under(
+        &s,
+        "import sys\nprint('x' * 10_000_000)\nsys.stderr.write('e' * 5_000_000)\n'still running'",
+        &limits,
+    );
     assert_eq!(out.status, Status::Ok);
     assert_eq!(out.value.as_deref(), Some("'still running'"));
     assert_eq!(out.truncated, [Stream::Stdout, Stream::Stderr]);
@@ -444,17 +440,12 @@ fn an_output_flood_is_truncated_not_fatal() {
 
     // An endless flood ends at the deadline with the output still capped.
     let limits = CallLimits {
-        deadline: Duration::from_secs(1),
+        deadline: SHORT_DEADLINE,
         output_bytes: 64 << 10,
         ..limits
     };
-    let out = s
-        .run_blocking("while True:\n    print('y' * 1000)", &limits)
-        .unwrap();
-    assert_eq!(
-        out.status,
-        Status::Stopped(Stop::Deadline(Duration::from_secs(1)))
-    );
+    let out = run_under(&s, "while True:\n    print('y' * 1000)", &limits);
+    assert_eq!(out.status, Status::Stopped(Stop::Deadline(SHORT_DEADLINE)));
     assert_eq!(out.truncated, [Stream::Stdout]);
     assert!(out.stdout.len() < (64 << 10) + 200);
 }

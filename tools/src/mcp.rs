@@ -138,13 +138,13 @@ const STDERR_LINE_MAX_CHARS: usize = 400;
 /// ```
 ///
 /// Exactly one of `command` (stdio) and `url` (streamable HTTP) is given.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct McpServerConfig {
     /// Short name used in messages and to prefix colliding tool names.
     pub name: String,
     /// Program to start; the server speaks MCP on its stdin/stdout.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
@@ -156,26 +156,20 @@ pub struct McpServerConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env_vars: Vec<String>,
     /// Working directory of the program (default: ossa's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<PathBuf>,
     /// Streamable-HTTP endpoint, e.g. `http://127.0.0.1:8000/mcp`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// Extra HTTP headers sent with every request.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
     /// Environment variable holding a bearer token (kept out of the config file).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_token_env_var: Option<String>,
     /// How long starting and listing tools may take (default 30).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup_timeout_secs: Option<u64>,
     /// How long one tool call may take (default 120).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_timeout_secs: Option<u64>,
     /// The most bytes of one result the model reads (default [`DEFAULT_MAX_RESULT_BYTES`], at
     /// most [`MAX_MESSAGE_BYTES`]); the rest is cut, with a note saying how much.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_result_bytes: Option<usize>,
 }
 
@@ -1065,6 +1059,11 @@ pub fn add_tools(
     }
     let mut added = Vec::new();
     let mut warnings = Vec::new();
+    let mut warn = |server: &McpServer, tool: &str, what: String| {
+        let warning = format!("MCP server `{}`: tool `{tool}`{what}", server.name());
+        tracing::warn!("{warning}");
+        warnings.push(warning);
+    };
     for server in servers {
         for tool in server.tools() {
             let plain = sanitize(&tool.name);
@@ -1075,26 +1074,18 @@ pub fn add_tools(
                 plain
             };
             if !is_valid_function_name(&name) || functions.contains(&name) {
-                let warning = format!(
-                    "MCP server `{}`: tool `{}` left out: no free valid function name (tried `{name}`)",
-                    server.name(),
-                    tool.name
+                warn(
+                    server,
+                    &tool.name,
+                    format!(" left out: no free valid function name (tried `{name}`)"),
                 );
-                tracing::warn!("{warning}");
-                warnings.push(warning);
                 continue;
             }
             let (function, too_large) = McpFunction::new(Arc::clone(server), tool, name.clone());
             match functions.add(function) {
                 Ok(_) => {
                     if let Some(too_large) = too_large {
-                        let warning = format!(
-                            "MCP server `{}`: tool `{}`: {too_large}",
-                            server.name(),
-                            tool.name
-                        );
-                        tracing::warn!("{warning}");
-                        warnings.push(warning);
+                        warn(server, &tool.name, format!(": {too_large}"));
                     }
                     added.push(ExposedTool {
                         server: server.name().to_string(),
@@ -1102,15 +1093,7 @@ pub fn add_tools(
                         function: name,
                     })
                 }
-                Err(error) => {
-                    let warning = format!(
-                        "MCP server `{}`: tool `{}` left out: {error}",
-                        server.name(),
-                        tool.name
-                    );
-                    tracing::warn!("{warning}");
-                    warnings.push(warning);
-                }
+                Err(error) => warn(server, &tool.name, format!(" left out: {error}")),
             }
         }
     }
@@ -1139,6 +1122,34 @@ fn sanitize(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Unset keys stay out of the serialized config (no `null`s, no empty lists or tables).
+    #[test]
+    fn serializes_only_the_keys_that_are_set() {
+        let bare = McpServerConfig {
+            name: "bare".into(),
+            ..McpServerConfig::default()
+        };
+        assert_eq!(serde_json::to_string(&bare).unwrap(), r#"{"name":"bare"}"#);
+        let full = McpServerConfig {
+            name: "full".into(),
+            command: Some("npx".into()),
+            args: vec!["-y".into()],
+            env: BTreeMap::from([("LOG_LEVEL".into(), "warn".into())]),
+            env_vars: vec!["GITHUB_TOKEN".into()],
+            cwd: Some("/srv".into()),
+            url: Some("http://127.0.0.1:8000/mcp".into()),
+            headers: BTreeMap::from([("X-Team".into(), "core".into())]),
+            bearer_token_env_var: Some("TRACKER_TOKEN".into()),
+            startup_timeout_secs: Some(30),
+            call_timeout_secs: Some(120),
+            max_result_bytes: Some(1000),
+        };
+        assert_eq!(
+            serde_json::to_string(&full).unwrap(),
+            r#"{"name":"full","command":"npx","args":["-y"],"env":{"LOG_LEVEL":"warn"},"env_vars":["GITHUB_TOKEN"],"cwd":"/srv","url":"http://127.0.0.1:8000/mcp","headers":{"X-Team":"core"},"bearer_token_env_var":"TRACKER_TOKEN","startup_timeout_secs":30,"call_timeout_secs":120,"max_result_bytes":1000}"#
+        );
+    }
 
     #[test]
     fn sanitize_replaces_what_a_recipient_cannot_hold() {

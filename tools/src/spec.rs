@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 /// One function inside a namespace: name, description and JSON-Schema parameters.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct ToolDescription {
     pub name: String,
@@ -15,7 +16,6 @@ pub struct ToolDescription {
     pub description: String,
     /// JSON Schema of the arguments; left out of the JSON when `None`, as Python's
     /// `Conversation.to_json()` does.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<serde_json::Value>,
 }
 
@@ -62,11 +62,11 @@ impl ToolDescription {
 }
 
 /// A namespace of tools (`browser`, `python`, `functions`, ...).
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct ToolNamespaceConfig {
     pub name: String,
     /// Left out of the JSON when `None`, as Python's `Conversation.to_json()` does.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     #[serde(default)]
     pub tools: Vec<ToolDescription>,

@@ -964,6 +964,16 @@ fn fixture_page(case: &str, url: &str) -> PageContents {
     .unwrap_or_else(|e| panic!("{url}: {e}"))
 }
 
+/// Every one of `fragments` stands in the page `text`.
+fn assert_reads(text: &str, fragments: &[&str]) {
+    for fragment in fragments {
+        assert!(
+            text.contains(fragment),
+            "{fragment:?} missing from:\n{text}"
+        );
+    }
+}
+
 #[test]
 fn html_reads_the_main_content_without_chrome() {
     let url = "https://doc.rust-lang.org/book/ch04-01-what-is-ownership.html";
@@ -975,14 +985,15 @@ fn html_reads_the_main_content_without_chrome() {
     assert!(page.text.starts_with(&format!(
         "\nURL: {url}\n## What Is Ownership?\n\nOwnership is a set of rules"
     )));
-    // Lists and code blocks, inner indentation kept.
-    assert!(page.text.contains(
-        "\n\n  * Each value in Rust has an owner.\n  * There can only be one owner at a time.\n"
-    ));
-    assert!(page.text.contains("\n    fn main() {\n        {                      // s is not valid here, since it's not yet declared\n"));
-    assert!(
-        page.text.contains("the `String` type"),
-        "inline code in backticks"
+    assert_reads(
+        &page.text,
+        &[
+            // Lists and code blocks, inner indentation kept.
+            "\n\n  * Each value in Rust has an owner.\n  * There can only be one owner at a time.\n",
+            "\n    fn main() {\n        {                      // s is not valid here, since it's not yet declared\n",
+            // Inline code in backticks.
+            "the `String` type",
+        ],
     );
     assert!(
         !page.text.contains("toc.js") && !page.text.contains("localStorage"),
@@ -1013,40 +1024,23 @@ fn html_reads_media_math_tables_and_blocks() {
         "https://example.org/media.html",
     );
     let text = &page.text;
-    // The text after inline MathML stays (the reference drops it), the formula reads linearly.
-    assert!(
-        text.contains(
-            "Inline MathML x = y^{2} disappears. Einstein wrote E = mc^{2} and water is H_{2}O."
-        ),
-        "{text}"
+    assert_reads(
+        text,
+        &[
+            // The text after inline MathML stays (the reference drops it), the formula reads
+            // linearly.
+            "Inline MathML x = y^{2} disappears. Einstein wrote E = mc^{2} and water is H_{2}O.",
+            "x^{n+1}, a_{i-1}, a_{i+1}, 10^{-3}",
+            "Footnote[1]",
+            "\n| Name | Value |\n| --- | --- |\n| alpha | 1 |\n| beta | 2 |\n| 【1†gamma】 | 3 |\n",
+            "\n    col1\tcol2\tcol3\n    a\tb\tc\n        four-space indent\n    \t\ttwo tabs\n",
+            "\n> A quoted passage.\n",
+            "\n  1. first\n  2. second\n     1. nested\n",
+            "[Image 0: A diagram of the stack]",
+            "[Image 1: Heap layout]",
+            "`inline_code()`, `Ctrl`+`C`.",
+        ],
     );
-    assert!(
-        text.contains("x^{n+1}, a_{i-1}, a_{i+1}, 10^{-3}"),
-        "{text}"
-    );
-    assert!(text.contains("Footnote[1]"));
-    assert!(
-        text.contains(
-            "\n| Name | Value |\n| --- | --- |\n| alpha | 1 |\n| beta | 2 |\n| 【1†gamma】 | 3 |\n"
-        ),
-        "{text}"
-    );
-    assert!(
-        text.contains(
-            "\n    col1\tcol2\tcol3\n    a\tb\tc\n        four-space indent\n    \t\ttwo tabs\n"
-        ),
-        "{text}"
-    );
-    assert!(text.contains("\n> A quoted passage.\n"));
-    assert!(
-        text.contains("\n  1. first\n  2. second\n     1. nested\n"),
-        "{text}"
-    );
-    assert!(
-        text.contains("[Image 0: A diagram of the stack]")
-            && text.contains("[Image 1: Heap layout]")
-    );
-    assert!(text.contains("`inline_code()`, `Ctrl`+`C`."));
     for hidden in ["script text", "color: red", "noscript text"] {
         assert!(!text.contains(hidden), "{hidden:?} should not be read");
     }
@@ -1058,15 +1052,20 @@ fn html_link_text_reads_naturally() {
         "07_links_page_markup.json",
         "https://example.org/links.html",
     );
-    let text = &page.text;
-    // Text pieces are joined as rendered (the reference puts spaces between them: `Vec <T>`).
-    assert!(text.contains("【19†Vec<T> nested】"), "{text}");
-    assert!(text.contains("【21†bolditalic】"), "{text}");
-    assert!(text.contains("【18†lots of whitespace】,"), "{text}");
-    // A link without text is named by where it goes (the reference shows `【20† 】`).
-    assert!(text.contains("【20†e】"), "{text}");
-    // Other schemes show their host (the reference shows `ftp:`).
-    assert!(text.contains("【12†ftp link†ftp.example.org】"), "{text}");
+    assert_reads(
+        &page.text,
+        &[
+            // Text pieces are joined as rendered (the reference puts spaces between them:
+            // `Vec <T>`).
+            "【19†Vec<T> nested】",
+            "【21†bolditalic】",
+            "【18†lots of whitespace】,",
+            // A link without text is named by where it goes (the reference shows `【20† 】`).
+            "【20†e】",
+            // Other schemes show their host (the reference shows `ftp:`).
+            "【12†ftp link†ftp.example.org】",
+        ],
+    );
     // The arXiv rewrite changes the host only, not a query that mentions arxiv.org.
     assert_eq!(page.urls[10], "https://ar5iv.org/abs/1706.03762");
     assert_eq!(page.urls[11], "https://example.com/search?q=arxiv.org");

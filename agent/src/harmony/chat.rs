@@ -143,22 +143,17 @@ impl ChannelConfig {
 }
 
 /// The content of the system message.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct SystemContent {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_identity: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning_effort: Option<ReasoningEffort>,
     /// Date the conversation takes place (ISO format), rendered as `Current date: ...`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversation_start_date: Option<String>,
     /// End of the model's training data, rendered as `Knowledge cutoff: ...`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub knowledge_cutoff: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel_config: Option<ChannelConfig>,
     /// Built-in tool namespaces (`browser`, `python`), rendered by name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<ToolNamespaces>,
 }
 
@@ -196,24 +191,27 @@ fn insert_namespace(map: &mut Option<ToolNamespaces>, namespace: ToolNamespaceCo
         .insert(namespace.name.clone(), namespace);
 }
 
+/// Builder setters of optional text fields: `with_field(text)` sets `field` to `Some(text)`.
+macro_rules! text_setters {
+    ($($setter:ident => $field:ident),* $(,)?) => {$(
+        pub fn $setter(mut self, $field: impl Into<String>) -> Self {
+            self.$field = Some($field.into());
+            self
+        }
+    )*};
+}
+
 impl SystemContent {
     pub fn new() -> Self {
         Self::default()
     }
-    pub fn with_model_identity(mut self, model_identity: impl Into<String>) -> Self {
-        self.model_identity = Some(model_identity.into());
-        self
-    }
+    text_setters!(
+        with_model_identity => model_identity,
+        with_conversation_start_date => conversation_start_date,
+        with_knowledge_cutoff => knowledge_cutoff,
+    );
     pub fn with_reasoning_effort(mut self, effort: ReasoningEffort) -> Self {
         self.reasoning_effort = Some(effort);
-        self
-    }
-    pub fn with_conversation_start_date(mut self, date: impl Into<String>) -> Self {
-        self.conversation_start_date = Some(date.into());
-        self
-    }
-    pub fn with_knowledge_cutoff(mut self, cutoff: impl Into<String>) -> Self {
-        self.knowledge_cutoff = Some(cutoff.into());
         self
     }
     pub fn with_channel_config(mut self, channel_config: ChannelConfig) -> Self {
@@ -242,11 +240,10 @@ impl SystemContent {
 }
 
 /// The content of the developer message: instructions and function tools.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 pub struct DeveloperContent {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instructions: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<ToolNamespaces>,
 }
 
@@ -254,10 +251,7 @@ impl DeveloperContent {
     pub fn new() -> Self {
         Self::default()
     }
-    pub fn with_instructions(mut self, instructions: impl Into<String>) -> Self {
-        self.instructions = Some(instructions.into());
-        self
-    }
+    text_setters!(with_instructions => instructions);
     /// Adds (or replaces) a tool namespace, keyed by its name.
     pub fn with_tools(mut self, namespace: ToolNamespaceConfig) -> Self {
         insert_namespace(&mut self.tools, namespace);
@@ -392,18 +386,11 @@ impl Message {
         self.content.push(content.into());
         self
     }
-    pub fn with_channel(mut self, channel: impl Into<String>) -> Self {
-        self.channel = Some(channel.into());
-        self
-    }
-    pub fn with_recipient(mut self, recipient: impl Into<String>) -> Self {
-        self.recipient = Some(recipient.into());
-        self
-    }
-    pub fn with_content_type(mut self, content_type: impl Into<String>) -> Self {
-        self.content_type = Some(content_type.into());
-        self
-    }
+    text_setters!(
+        with_channel => channel,
+        with_recipient => recipient,
+        with_content_type => content_type,
+    );
 
     /// All text parts joined (what a user reads of the message).
     pub fn text(&self) -> String {
