@@ -2,11 +2,17 @@
 //! - MXFP4 × q8 and q8_0 × q8 row dots over a matrix that stays in L2 (compute-bound);
 //! - the same over 256 MiB of weights, more than the caches (memory-bound, as in decode);
 //! - prefill: a 2880×2880 matrix times 64 tokens (one expert's share of a 512-token prompt),
-//!   reported as multiply-adds per second.
+//!   reported as multiply-adds per second;
+//! - `decode_stream`: what one decode token's matmuls stream, on the whole pool: 24 layers ×
+//!   4 selected experts' gate_up (5760×2880 MXFP4, ~850 MB), against the same bytes of q8_0
+//!   rows (lm_head-like). The gap between the two (and to `ossa bench`'s read bandwidth) is
+//!   how much slower the MoE kernel streams memory than the dense one.
 //!
-//! Reported as bytes of weights per second. `cargo bench -p ossa-engine --bench kernels`.
+//! Reported as bytes of weights per second. `cargo bench --workspace --bench kernels`
+//! (`-- decode_stream` for one group).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use ossa_engine::kernels::linear::{LinearJob, Weights, linear_batch};
 use ossa_engine::kernels::mxfp4::Mxfp4Matrix;
 use ossa_engine::kernels::q8::{Isa, Q8Acts, Q8Matrix, dot_mxfp4_q8, dot_q8_0};
 
@@ -151,5 +157,73 @@ fn row_dots(
     group.finish();
 }
 
-criterion_group!(benches, bench, prefill);
+/// One decode token's expert and dense streams (see the module docs), on rayon's default
+/// pool (every core, as decode runs), at the best instruction set only.
+fn decode_stream(c: &mut Criterion) {
+    const LAYERS: usize = 24;
+    const EXPERTS: usize = 4;
+    const ROWS: usize = 2 * COLS;
+    let isa = Isa::best();
+    let (fp4_x, q8_x) = (activations(true), activations(false));
+    let (blocks, scales) = mxfp4_weights(LAYERS * EXPERTS * ROWS);
+    let per_matrix = (ROWS * COLS / 2, ROWS * COLS / 32);
+    let experts: Vec<Mxfp4Matrix> = (0..LAYERS * EXPERTS)
+        .map(|i| {
+            let (b, s) = per_matrix;
+            Mxfp4Matrix::new(
+                &blocks[i * b..(i + 1) * b],
+                &scales[i * s..(i + 1) * s],
+                ROWS,
+                COLS,
+            )
+            .expect("shapes")
+        })
+        .collect();
+    let mxfp4_bytes = blocks.len() + scales.len();
+    // The same bytes as q8_0 (36 per 32 weights), one matrix per layer.
+    let dense_rows = mxfp4_bytes * 32 / 36 / COLS / LAYERS;
+    let dense: Vec<Q8Matrix> = (0..LAYERS)
+        .map(|l| {
+            Q8Matrix::quantize_rows(dense_rows, COLS, |r, out| {
+                for (c, v) in out.iter_mut().enumerate() {
+                    *v = ((r * 31 + c * 17 + l) % 255) as f32 / 128.0 - 1.0;
+                }
+            })
+        })
+        .collect();
+    let mut ys = vec![vec![0.0f32; ROWS.max(dense_rows)]; EXPERTS];
+    let mut group = c.benchmark_group("decode_stream");
+    group.sample_size(10);
+    group.throughput(Throughput::Bytes(mxfp4_bytes as u64));
+    group.bench_function(BenchmarkId::new("mxfp4_experts", isa.name()), |b| {
+        b.iter(|| {
+            for layer in experts.chunks(EXPERTS) {
+                let mut jobs: Vec<LinearJob> = layer
+                    .iter()
+                    .zip(ys.iter_mut())
+                    .map(|(m, y)| LinearJob {
+                        weights: Weights::Mxfp4(*m),
+                        x: &fp4_x,
+                        bias: None,
+                        y: &mut y[..ROWS],
+                    })
+                    .collect();
+                linear_batch(isa, &mut jobs);
+            }
+        })
+    });
+    group.throughput(Throughput::Bytes(
+        (LAYERS * dense_rows * COLS * 36 / 32) as u64,
+    ));
+    group.bench_function(BenchmarkId::new("q8_0_dense", isa.name()), |b| {
+        b.iter(|| {
+            for m in &dense {
+                m.linear(isa, &q8_x, None, &mut ys[0][..dense_rows]);
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, prefill, decode_stream);
 criterion_main!(benches);
