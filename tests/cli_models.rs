@@ -659,4 +659,36 @@ fn bench_times_the_first_token_from_fresh_processes() {
     );
     assert!(0.0 < min && min <= median && median <= max, "{report}");
     assert_eq!(report["read_bandwidth_passes"], 3);
+    // The yardstick of the decode runs' own minutes: 3 passes before the one run, 5 after it,
+    // pooled; the floor it gives judges the decode rate the report states.
+    let (min, median, max) = (
+        number("read_bandwidth_during_decode_gb_s_min"),
+        number("read_bandwidth_during_decode_gb_s"),
+        number("read_bandwidth_during_decode_gb_s_max"),
+    );
+    assert!(0.0 < min && min <= median && median <= max, "{report}");
+    assert_eq!(
+        report["read_bandwidth_during_decode_passes"],
+        3 + 5,
+        "{report}"
+    );
+    assert!(
+        number("read_bandwidth_during_decode_gb_s_min")
+            <= number("read_bandwidth_after_decode_gb_s")
+            && number("read_bandwidth_after_decode_gb_s")
+                <= number("read_bandwidth_during_decode_gb_s_max"),
+        "the passes after the runs are among those pooled: {report}"
+    );
+    let floor = number("decode_floor_during_decode_tok_s");
+    let fraction = number("decode_floor_fraction_during_decode");
+    let decode = number("decode_depth0_tok_s");
+    assert!(
+        (fraction * floor - decode).abs() <= 1e-9 * decode,
+        "{report}"
+    );
+    let bytes = number("decode_bytes_per_token_depth0");
+    assert!(
+        (floor * bytes - median * 1e9).abs() <= 1e-6 * median * 1e9,
+        "{report}"
+    );
 }

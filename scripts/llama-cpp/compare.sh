@@ -167,6 +167,9 @@ print("ossa's own figures (medians over rounds)")
 for key in ["isa", "decode_depth0_tok_s_by_quarter", "prefill_long_tok_s", "decode_floor_tok_s", "decode_floor_fraction",
             "read_bandwidth_gb_s", "read_bandwidth_gb_s_min", "read_bandwidth_gb_s_max",
             "read_bandwidth_after_decode_gb_s", "decode_floor_fraction_after_decode",
+            "read_bandwidth_during_decode_gb_s", "read_bandwidth_during_decode_gb_s_min",
+            "read_bandwidth_during_decode_gb_s_max", "decode_floor_during_decode_tok_s",
+            "decode_floor_fraction_during_decode",
             "ttft_cold_s", "ttft_cached_s", "ttft_cold_from_load_s", "ttft_cached_from_load_s",
             "peak_rss_bytes", "load_s"]:
     values = [row["report"].get(key) for row in rows if row["engine"] == "ossa"]

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use ossa_engine::hub::DownloadProgress;
+use ossa_engine::kernels::bandwidth::Bandwidth;
 use ossa_engine::{DType, Engine, FinishReason, GenerateParams, LoadOptions, SamplingParams};
 
 /// The engine `generate` and `bench` load: which model, at what precision, on how many
@@ -273,6 +274,9 @@ fn bench_run(engine: &mut Engine, prompt: &[u32], gen_tokens: usize) -> anyhow::
     })
 }
 
+/// Bandwidth passes before each depth-0 decode run (see `run_bench`).
+const PASSES_BEFORE_EACH_DECODE_RUN: usize = 3;
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     match v.len() {
@@ -299,16 +303,19 @@ fn kv_read_bytes(engine: &Engine, depth: usize, dtype: DType) -> u64 {
         .sum()
 }
 
-/// `args.runs` timed runs of `prompt`, each from an empty cache; with `--profile` the first
-/// one is profiled, and its profile printed under `label` (unless `--json`).
+/// `args.runs` timed runs of `prompt`, each from an empty cache and after `before_each`; with
+/// `--profile` the first one is profiled, and its profile printed under `label` (unless
+/// `--json`).
 fn timed_runs(
     engine: &mut Engine,
     prompt: &[u32],
     args: &BenchArgs,
     label: impl Fn(&RunFigures) -> String,
+    mut before_each: impl FnMut(&Engine),
 ) -> anyhow::Result<Vec<RunFigures>> {
     (0..args.runs)
         .map(|run| {
+            before_each(engine);
             engine.clear_cache();
             let profiled = args.profile && run == 0;
             if profiled {
@@ -395,7 +402,13 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     // Prefill of the prompt, then decode right after it.
     let mut prefill = Vec::new();
     let mut decode = Vec::new();
-    for r in timed_runs(&mut engine, &prompt, &args, |_| "prefill + decode".into())? {
+    for r in timed_runs(
+        &mut engine,
+        &prompt,
+        &args,
+        |_| "prefill + decode".into(),
+        |_| (),
+    )? {
         prefill.push(args.prompt_tokens as f64 / r.prefill_s);
         decode.push(r.decoded as f64 / r.decode_s);
     }
@@ -403,22 +416,44 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut decode0 = Vec::new();
     let mut decode0_quarters: Vec<Vec<f64>> = vec![Vec::new(); 4];
     let first = [prompt[0]];
-    let runs = timed_runs(&mut engine, &first, &args, |r| {
-        format!("decode at depth 0 ({} steps + 1-token prefill)", r.decoded)
-    })?;
+    // The read bandwidth of the same minutes as these runs, the floor that judges them: on a
+    // shared or virtual machine it moves by a fifth within minutes, so the passes before the
+    // model loads (above) and those right after the runs (below) can disagree. A few passes
+    // before each run and the ones after, pooled. A quarter of the buffer (at most), so the
+    // model's resident pages stay.
+    let pass_bytes = (args.bandwidth_gib.min(0.25) * (1u64 << 30) as f64) as usize;
+    let mut rates_during = Vec::new();
+    let runs = timed_runs(
+        &mut engine,
+        &first,
+        &args,
+        |r| format!("decode at depth 0 ({} steps + 1-token prefill)", r.decoded),
+        |engine| {
+            if args.bandwidth_gib > 0.0 {
+                rates_during.extend(ossa_engine::kernels::bandwidth::read_rates(
+                    pass_bytes,
+                    engine.threads(),
+                    PASSES_BEFORE_EACH_DECODE_RUN,
+                ));
+            }
+        },
+    )?;
     for r in runs {
         decode0.push(r.decoded as f64 / r.decode_s);
         for (runs, rate) in decode0_quarters.iter_mut().zip(r.quarter_rates()) {
             runs.push(rate);
         }
     }
-    // The read bandwidth again, right after the decode runs: on a shared or virtual machine
-    // it moves within minutes, and the floor that judges decode should be the one of the
-    // same minute. A quarter of the buffer (at most), so the model's resident pages stay.
-    let read_bandwidth_after = (args.bandwidth_gib > 0.0).then(|| {
-        let bytes = (args.bandwidth_gib.min(0.25) * (1u64 << 30) as f64) as usize;
-        ossa_engine::kernels::bandwidth::read_bandwidth(bytes, engine.threads(), 5)
-    });
+    // The read bandwidth again, right after the decode runs.
+    let read_bandwidth_after = (args.bandwidth_gib > 0.0)
+        .then(|| {
+            let rates =
+                ossa_engine::kernels::bandwidth::read_rates(pass_bytes, engine.threads(), 5);
+            rates_during.extend(&rates);
+            Bandwidth::of_rates(rates)
+        })
+        .flatten();
+    let read_bandwidth_during = Bandwidth::of_rates(rates_during);
     // Decode at depth: the prompt extended to `depth` tokens (the first prompt is reused
     // from the cache where it still matches).
     let mut decode_deep = None;
@@ -481,6 +516,7 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     // Every weight a token needs read once at the measured bandwidth.
     let decode_floor = read_bandwidth.map(|b| b.median / bytes0 as f64);
     let decode_floor_after = read_bandwidth_after.map(|b| b.median / bytes0 as f64);
+    let decode_floor_during = read_bandwidth_during.map(|b| b.median / bytes0 as f64);
     let report = serde_json::json!({
         "model": engine.model_dir().display().to_string(),
         "threads": engine.threads(),
@@ -523,6 +559,35 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "loadavg_after": loadavg(),
     });
     let mut report = report;
+    // Past `json!`'s recursion limit in one literal.
+    for (key, value) in [
+        (
+            "read_bandwidth_during_decode_gb_s",
+            serde_json::json!(read_bandwidth_during.map(|b| b.median / 1e9)),
+        ),
+        (
+            "read_bandwidth_during_decode_gb_s_min",
+            serde_json::json!(read_bandwidth_during.map(|b| b.min / 1e9)),
+        ),
+        (
+            "read_bandwidth_during_decode_gb_s_max",
+            serde_json::json!(read_bandwidth_during.map(|b| b.max / 1e9)),
+        ),
+        (
+            "read_bandwidth_during_decode_passes",
+            serde_json::json!(read_bandwidth_during.map(|b| b.passes)),
+        ),
+        (
+            "decode_floor_during_decode_tok_s",
+            serde_json::json!(decode_floor_during),
+        ),
+        (
+            "decode_floor_fraction_during_decode",
+            serde_json::json!(decode_floor_during.map(|f| decode0_tok_s / f)),
+        ),
+    ] {
+        report[key] = value;
+    }
     // The children load the model themselves: this process's copy goes first.
     let (model_dir, threads) = (engine.model_dir().to_path_buf(), engine.threads());
     let vocab_size = engine.config().vocab_size;
@@ -616,6 +681,18 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 "            {:.1} GB/s right after the decode runs: floor {:.2} tok/s, \
                  reached {:.0} %",
                 b.median / 1e9,
+                floor,
+                100.0 * decode0_tok_s / floor
+            );
+        }
+        if let (Some(b), Some(floor)) = (read_bandwidth_during, decode_floor_during) {
+            println!(
+                "            {:.1} GB/s during the decode runs (median of {} passes before each \
+                 and after them; {:.1} to {:.1}): floor {:.2} tok/s, reached {:.0} %",
+                b.median / 1e9,
+                b.passes,
+                b.min / 1e9,
+                b.max / 1e9,
                 floor,
                 100.0 * decode0_tok_s / floor
             );

@@ -15,10 +15,34 @@ pub struct Bandwidth {
     pub passes: usize,
 }
 
+impl Bandwidth {
+    /// The spread of several passes' rates (bytes per second); `None` for no pass.
+    pub fn of_rates(mut rates: Vec<f64>) -> Option<Bandwidth> {
+        rates.sort_by(f64::total_cmp);
+        let n = rates.len();
+        (n > 0).then(|| Bandwidth {
+            min: rates[0],
+            median: if n % 2 == 1 {
+                rates[n / 2]
+            } else {
+                (rates[n / 2 - 1] + rates[n / 2]) / 2.0
+            },
+            max: rates[n - 1],
+            passes: n,
+        })
+    }
+}
+
 /// Read bandwidth over `passes` passes of `threads` threads reading `bytes` (split evenly)
 /// with the widest loads the CPU has. The buffer is written once first so every page is
 /// resident; it is freed on return.
 pub fn read_bandwidth(bytes: usize, threads: usize, passes: usize) -> Bandwidth {
+    let rates = read_rates(bytes, threads, passes);
+    Bandwidth::of_rates(rates).expect("read_rates makes at least one pass")
+}
+
+/// Each pass's rate (bytes per second) of [`read_bandwidth`], in order (at least one pass).
+pub fn read_rates(bytes: usize, threads: usize, passes: usize) -> Vec<f64> {
     let threads = threads.max(1);
     let words = (bytes / 8).max(threads * 64);
     let mut buf = vec![0u64; words];
@@ -44,18 +68,7 @@ pub fn read_bandwidth(bytes: usize, threads: usize, passes: usize) -> Bandwidth 
         let secs = started.elapsed().as_secs_f64();
         rates.push((words * 8) as f64 / secs.max(1e-9));
     }
-    rates.sort_by(f64::total_cmp);
-    let n = rates.len();
-    Bandwidth {
-        min: rates[0],
-        median: if n % 2 == 1 {
-            rates[n / 2]
-        } else {
-            (rates[n / 2 - 1] + rates[n / 2]) / 2.0
-        },
-        max: rates[n - 1],
-        passes: n,
-    }
+    rates
 }
 
 /// Σ `words` (wrapping), with AVX-512 loads when `isa` has them (an [`Isa`] is made only by
