@@ -664,38 +664,37 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 long, args.long_prompt, deep, args.prompt_tokens, args.long_prompt
             );
         }
-        if let (Some(b), Some(floor)) = (read_bandwidth, decode_floor) {
-            println!(
-                "bandwidth   {:.1} GB/s read (median of {}; {:.1} to {:.1}): decode floor {:.2} \
-                 tok/s at depth 0, reached {:.0} %",
-                b.median / 1e9,
-                b.passes,
-                b.min / 1e9,
-                b.max / 1e9,
-                floor,
-                100.0 * decode0_tok_s / floor
-            );
-        }
-        if let (Some(b), Some(floor)) = (read_bandwidth_after, decode_floor_after) {
-            println!(
-                "            {:.1} GB/s right after the decode runs: floor {:.2} tok/s, \
-                 reached {:.0} %",
-                b.median / 1e9,
-                floor,
-                100.0 * decode0_tok_s / floor
-            );
-        }
-        if let (Some(b), Some(floor)) = (read_bandwidth_during, decode_floor_during) {
-            println!(
-                "            {:.1} GB/s during the decode runs (median of {} passes before each \
-                 and after them; {:.1} to {:.1}): floor {:.2} tok/s, reached {:.0} %",
-                b.median / 1e9,
-                b.passes,
-                b.min / 1e9,
-                b.max / 1e9,
-                floor,
-                100.0 * decode0_tok_s / floor
-            );
+        // The three yardsticks, one line each: the floor each implies and decode's share of it.
+        for (b, head, when) in [
+            (
+                read_bandwidth,
+                "bandwidth  ",
+                "read before the model loaded",
+            ),
+            (
+                read_bandwidth_after,
+                "           ",
+                "right after the decode runs",
+            ),
+            (
+                read_bandwidth_during,
+                "           ",
+                "during the decode runs, passes before each and after them",
+            ),
+        ] {
+            if let Some(b) = b {
+                let floor = b.median / bytes0 as f64;
+                println!(
+                    "{head} {:.1} GB/s {when} (median of {}; {:.1} to {:.1}): decode floor \
+                     {:.2} tok/s at depth 0, reached {:.0} %",
+                    b.median / 1e9,
+                    b.passes,
+                    b.min / 1e9,
+                    b.max / 1e9,
+                    floor,
+                    100.0 * decode0_tok_s / floor
+                );
+            }
         }
         match peak {
             Some(p) => println!("peak RSS    {:.2} GiB", p as f64 / (1u64 << 30) as f64),
