@@ -315,6 +315,7 @@ fn open_file(path: &Path) -> Result<Vec<TensorView>> {
     // SAFETY: the file is mapped read-only; the engine never writes through it. A file changed
     // underneath a running process is outside what any mmap-based loader can defend against.
     let map = unsafe { Mmap::map(&file) }.map_err(|e| EngineError::io(path, e))?;
+    crate::huge_pages::advise_map(&map);
     let header_len = u64::from_le_bytes(
         map[..8]
             .try_into()

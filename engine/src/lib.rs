@@ -11,6 +11,7 @@ pub mod error;
 pub mod eval;
 #[cfg(feature = "hub")]
 pub mod hub;
+mod huge_pages;
 pub mod kernels;
 pub mod kv_cache;
 pub mod model;

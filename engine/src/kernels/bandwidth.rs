@@ -49,6 +49,9 @@ pub fn read_rates(bytes: usize, threads: usize, passes: usize) -> Vec<f64> {
     let threads = threads.max(1);
     let words = (bytes / 8).max(threads * 64);
     let mut buf = vec![0u64; words];
+    // Decode reads the checkpoint in 2 MiB pages where it can (`huge_pages`); the yardstick
+    // reads the same kind, or decode would seem to beat the machine.
+    crate::huge_pages::advise_fresh(&buf);
     for (i, w) in buf.iter_mut().enumerate() {
         *w = i as u64;
     }

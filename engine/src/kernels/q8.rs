@@ -1443,6 +1443,51 @@ mod tests {
         }
     }
 
+    /// The largest integer sums the MXFP4 kernels meet: every weight ±6 (codes 0x7, 0xF: +12
+    /// table entries 24 and 0) against activations all 127 or all -127. Without VNNI the AVX2
+    /// kernel's `maddubs` sums pairs in i16 (at most ±6096 here); a kernel that summed more
+    /// before widening would saturate and show here.
+    #[test]
+    fn extreme_mxfp4_sums_match_scalar() {
+        let isas = Isa::available();
+        let nb = 90;
+        let cols = nb * QK;
+        let scales = vec![127u8; nb];
+        let mut cases = 0;
+        for byte in [0x77u8, 0xff, 0x7f, 0xf7] {
+            let blocks = vec![byte; cols / 2];
+            for sign in [1.0f32, -1.0] {
+                let x = vec![sign; cols];
+                let mut acts = Q8Acts::default();
+                acts.quantize(&x, 1, cols, true);
+                assert!(acts.qs.iter().all(|&q| q == (127.0 * sign) as i8));
+                let (xq, xd, xc) = (&acts.qs, &acts.d, &acts.corr);
+                let want = dot_mxfp4_q8(Isa::SCALAR, &blocks, &scales, xq, xd, xc);
+                let exact: f32 = (0..cols)
+                    .map(|j| {
+                        // Even values are the low nibbles (`mxfp4::decode_block`).
+                        let code = if j % 2 == 0 { byte & 0xf } else { byte >> 4 };
+                        let w = if code == 0x7 { 6.0 } else { -6.0 };
+                        w * sign
+                    })
+                    .sum();
+                assert!(
+                    (want - exact).abs() <= 1e-3 * exact.abs().max(1.0),
+                    "{want} vs {exact}"
+                );
+                for &isa in &isas[1..] {
+                    let got = dot_mxfp4_q8(isa, &blocks, &scales, xq, xd, xc);
+                    assert!(
+                        (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                        "{isa:?} byte {byte:#x} sign {sign}: {got} vs {want}"
+                    );
+                    cases += 1;
+                }
+            }
+        }
+        eprintln!("{cases} SIMD cases against scalar on {isas:?}");
+    }
+
     /// Both 512-bit MXFP4 kernels, one token and four, against the scalar reference: the
     /// dispatcher runs the VBMI one wherever the CPU has it, so the other (AVX-512 without
     /// VBMI, e.g. Cascade Lake) would otherwise go untested on such a machine.
