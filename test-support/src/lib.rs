@@ -103,6 +103,15 @@ pub fn in_private_home<'c>(command: &'c mut Command, home: &Path) -> &'c mut Com
         .env_remove("OSSA_CONFIG")
 }
 
+/// Fails the test unless `text` holds every one of `parts`, naming the first it lacks and
+/// showing the whole text.
+#[track_caller]
+pub fn assert_contains_all(text: &str, parts: &[&str]) {
+    if let Some(missing) = parts.iter().find(|part| !text.contains(*part)) {
+        panic!("{missing:?} is missing from:\n{text}");
+    }
+}
+
 /// Where two sequences first differ (one ending before the other counts), or `None` when they
 /// are the same.
 pub fn first_difference<T: PartialEq>(got: &[T], want: &[T]) -> Option<usize> {
