@@ -437,7 +437,7 @@ fn a_prompt_without_a_command_runs_one_turn() {
 #[test]
 fn chat_is_the_default_command() {
     let home = tempfile::tempdir().unwrap();
-    let config = home.path().join("config/ossa");
+    let config = home.path().join(".config/ossa");
     std::fs::create_dir_all(&config).unwrap();
     std::fs::write(
         config.join("config.toml"),
@@ -584,7 +584,7 @@ fn escape_sequences_never_reach_the_terminal() {
     );
 
     let home = tempfile::tempdir().unwrap();
-    let config = home.path().join("config/ossa");
+    let config = home.path().join(".config/ossa");
     std::fs::create_dir_all(&config).unwrap();
     std::fs::write(
         config.join("config.toml"),

@@ -7,12 +7,12 @@
 //! out, instead of waited on.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -205,19 +205,13 @@ fn serve(
 /// `endpoint`; no proxy, no token, nothing of the user's.
 fn ossa(home: &Path, endpoint: &str, args: &[&str], stdin: &str) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ossa"));
-    command
-        .args(args)
-        .env("HOME", home)
-        .env("XDG_CONFIG_HOME", home.join(".config"))
-        .env("XDG_CACHE_HOME", home.join(".cache"))
-        .env("OSSA_PROMPT_CACHE_DIR", home.join("prompt-cache"))
+    ossa_test_support::in_private_home(command.args(args), home)
         .env("HF_ENDPOINT", endpoint)
         .env("OSSA_HUB_TIMEOUT", "2");
     for var in [
         "HF_HOME",
         "HF_HUB_CACHE",
         "HF_TOKEN",
-        "OSSA_CONFIG",
         "http_proxy",
         "HTTP_PROXY",
         "https_proxy",
@@ -227,43 +221,8 @@ fn ossa(home: &Path, endpoint: &str, args: &[&str], stdin: &str) -> Output {
     ] {
         command.env_remove(var);
     }
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ossa starts");
-    let mut input = child.stdin.take().expect("stdin");
-    input.write_all(stdin.as_bytes()).expect("stdin written");
-    drop(input);
     // A hang is a failure, not a stuck test run: 120 s is far beyond any answer here.
-    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-    let out = std::thread::spawn(move || read_all(stdout));
-    let err = std::thread::spawn(move || read_all(stderr));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(120) {
-            let _ = child.kill();
-            panic!("ossa {args:?} still running after 120 s: it hangs");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output {
-        status,
-        stdout: out.join().expect("stdout"),
-        stderr: err.join().expect("stderr"),
-    }
-}
-
-fn read_all(pipe: Option<impl Read>) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    if let Some(mut pipe) = pipe {
-        let _ = pipe.read_to_end(&mut bytes);
-    }
-    bytes
+    ossa_test_support::run_piped_within(&mut command, stdin, Duration::from_secs(120))
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -171,10 +171,7 @@ fn bad_input_fails_with_a_clear_message() {
     let bad = ossa_run(&["--batch", batch.to_str().expect("utf-8")], None);
     assert!(!bad.status.success());
     let err = stderr(&bad);
-    assert!(
-        err.contains("bad.jsonl line 1") && err.contains("`task`"),
-        "{err}"
-    );
+    ossa_test_support::assert_contains_all(&err, &["bad.jsonl line 1", "`task`"]);
 
     let empty = ossa_run(&["-"], Some("   \n"));
     assert!(!empty.status.success());
@@ -269,10 +266,7 @@ fn the_next_run_reads_the_prompt_from_disk() {
         .output()
         .expect("ossa run --help runs");
     let help = stdout(&help);
-    assert!(
-        help.contains("--no-prompt-cache") && help.contains("ossa/prompt-cache"),
-        "{help}"
-    );
+    ossa_test_support::assert_contains_all(&help, &["--no-prompt-cache", "ossa/prompt-cache"]);
 
     // The same task again: its whole first prompt but the last token comes from disk.
     let (again, warnings, summary) = cached_run(&cache, first, &[]);

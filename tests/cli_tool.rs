@@ -247,10 +247,7 @@ fn bad_arguments_fail_with_a_clear_error_before_anything_runs() {
     let out = ossa_tool(home.path(), &["functions.apply_patch", "x"], None);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(
-        err.contains("no function `apply_patch`") && err.contains("--workspace"),
-        "{err}"
-    );
+    ossa_test_support::assert_contains_all(&err, &["no function `apply_patch`", "--workspace"]);
 }
 
 #[test]

@@ -1026,10 +1026,7 @@ fn the_prompt_cache_follows_its_key_and_flag() {
     );
 
     let error = parse("[prompt_cache]\nmax_mb = 0").unwrap_err().to_string();
-    assert!(
-        error.contains("prompt_cache.max_mb") && error.contains("at least 1"),
-        "{error}"
-    );
+    ossa_test_support::assert_contains_all(&error, &["prompt_cache.max_mb", "at least 1"]);
     let error = parse("[prompt_cache]\nsize = 3").unwrap_err().to_string();
     assert!(error.contains("size"), "{error}");
 }

@@ -194,10 +194,7 @@ fn llama_server_stub_gives_every_scenario_with_the_servers_figures() {
     // The figures are the server's: its prompt time, its decode time, its cache.
     for (scenario, transcript) in scenarios().iter().zip(&transcripts) {
         let model_name = model_of(transcript);
-        assert!(
-            model_name.contains(MODEL) && model_name.contains("llama-server"),
-            "{model_name}"
-        );
+        ossa_test_support::assert_contains_all(&model_name, &[MODEL, "llama-server"]);
         let generations = transcript["timings"]["generations"]
             .as_array()
             .expect("generations");
@@ -748,10 +745,7 @@ fn real_llama_server_misconfigured_or_text_only() {
         &["-c", "4096", "-np", "4", "--no-kv-unified"],
     );
     let stderr = refusal(&server.base, &[]);
-    assert!(
-        stderr.contains("its context holds 1024 tokens") && stderr.contains("-np 1"),
-        "{stderr}"
-    );
+    ossa_test_support::assert_contains_all(&stderr, &["its context holds 1024 tokens", "-np 1"]);
 }
 
 /// The context is the slot's (`-c` over `-np`), not gpt-oss's 131072: a turn is limited by

@@ -934,10 +934,7 @@ fn a_damaged_store_gives_clear_errors_without_paths() {
     args.extend(support::ENGINE_FLAGS);
     args.extend(["--store-dir", broken.path().to_str().expect("utf-8")]);
     let early = Server::refused(&args);
-    assert!(
-        early.contains("responses.sqlite3") && early.contains("--no-store"),
-        "{early}"
-    );
+    ossa_test_support::assert_contains_all(&early, &["responses.sqlite3", "--no-store"]);
 }
 
 #[test]

@@ -349,8 +349,5 @@ fn ossa_run_schema_answers_json_that_follows_the_file() {
         &["--schema", bad.to_str().expect("utf-8"), "hi"],
     );
     let stderr = ossa_test_support::stderr_of_failure("ossa run --schema bad.json", &output);
-    assert!(
-        stderr.contains("bad.json") && stderr.contains("nowhere"),
-        "{stderr}"
-    );
+    ossa_test_support::assert_contains_all(&stderr, &["bad.json", "nowhere"]);
 }

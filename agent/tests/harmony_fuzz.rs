@@ -91,28 +91,31 @@ fn roles() -> impl Strategy<Value = Option<Role>> {
     ]
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 10_000, ..ProptestConfig::default() })]
-
-    #[test]
-    fn never_panics_on_biased_ids(tokens in prop::collection::vec(id(), 0..200), role in roles()) {
+/// [`run_every_mode`] on `cases` streams of `lengths` ids drawn from `ids`, under every role.
+fn fuzz(cases: u32, ids: impl Strategy<Value = u32>, lengths: std::ops::Range<usize>) {
+    let config = ProptestConfig {
+        cases,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(tokens in prop::collection::vec(ids, lengths), role in roles())| {
         run_every_mode(&tokens, role)?;
-    }
-
-    #[test]
-    fn never_panics_on_arbitrary_ids(tokens in prop::collection::vec(any::<u32>(), 0..64), role in roles()) {
-        run_every_mode(&tokens, role)?;
-    }
+    });
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+#[test]
+fn never_panics_on_biased_ids() {
+    fuzz(10_000, id(), 0..200);
+}
 
-    /// Long streams: work per token stays bounded (no quadratic blow-up hangs these).
-    #[test]
-    fn long_streams_finish(tokens in prop::collection::vec(id(), 5_000..20_000), role in roles()) {
-        run_every_mode(&tokens, role)?;
-    }
+#[test]
+fn never_panics_on_arbitrary_ids() {
+    fuzz(10_000, any::<u32>(), 0..64);
+}
+
+/// Long streams: work per token stays bounded (no quadratic blow-up hangs these).
+#[test]
+fn long_streams_finish() {
+    fuzz(64, id(), 5_000..20_000);
 }
 
 #[test]

@@ -302,10 +302,7 @@ fn downloads_once_into_the_hf_cache_and_loads() {
 
     // Unknown repository and malformed ids are clear errors.
     let err = resolve_model("test-org/missing", None).expect_err("missing repo");
-    assert!(
-        err.to_string().contains("cannot list") && err.to_string().contains("test-org/missing"),
-        "{err}"
-    );
+    ossa_test_support::assert_contains_all(&err.to_string(), &["cannot list", "test-org/missing"]);
 
     // A transfer whose bytes do not hash to the hub's SHA-256 is rejected and not kept, so the
     // next attempt downloads again instead of loading damaged weights.
@@ -320,8 +317,5 @@ fn downloads_once_into_the_hf_cache_and_loads() {
     );
     let err = resolve_model("not-a-dir-or-id", None).expect_err("bad id");
     let err = err.to_string();
-    assert!(
-        err.contains("unknown model") && err.contains("gpt-oss:20b") && err.contains("--model DIR"),
-        "{err}"
-    );
+    ossa_test_support::assert_contains_all(&err, &["unknown model", "gpt-oss:20b", "--model DIR"]);
 }

@@ -147,9 +147,9 @@ fn missing_tensor_is_named() {
     });
     let err = load(dir.path()).expect_err("missing down_proj");
     let text = err.to_string();
-    assert!(
-        text.contains("model.layers.1.mlp.experts.down_proj_blocks") && text.contains("bf16"),
-        "{text}"
+    ossa_test_support::assert_contains_all(
+        &text,
+        &["model.layers.1.mlp.experts.down_proj_blocks", "bf16"],
     );
 }
 
@@ -214,9 +214,9 @@ fn config_errors_are_clear() {
         "{err}"
     );
     let err = load_with(&config.replace("\"yarn\"", "\"dynamic\""), "dynamic rope");
-    assert!(
-        err.to_string().contains("rope_scaling.rope_type") && err.to_string().contains("dynamic"),
-        "{err}"
+    ossa_test_support::assert_contains_all(
+        &err.to_string(),
+        &["rope_scaling.rope_type", "dynamic"],
     );
     let err = load_with("{not json", "bad json");
     assert!(matches!(err, EngineError::Config { .. }), "{err}");

@@ -100,10 +100,7 @@ fn a_missing_python_is_explained() {
     .unwrap_err();
     assert!(matches!(err, SandboxError::PythonMissing { .. }), "{err}");
     let message = err.to_string();
-    assert!(
-        message.contains("ossa setup") && message.contains("OSSA_PYTHON_WASM"),
-        "{message}"
-    );
+    ossa_test_support::assert_contains_all(&message, &["ossa setup", "OSSA_PYTHON_WASM"]);
 }
 
 #[test]

@@ -11,8 +11,11 @@ pub mod scripted;
 
 pub use paths::{fixtures, manifest_dir, workspace_root};
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
 
 /// Runs `command` with `stdin` written to its standard input (then closed), and its output
 /// captured.
@@ -23,6 +26,40 @@ pub fn run_piped(command: &mut Command, stdin: &str) -> Output {
 /// Runs `command` with its output captured, and `stdin` written to its standard input (then
 /// closed), or no standard input at all (`/dev/null`) when `None`.
 pub fn run_with_stdin(command: &mut Command, stdin: Option<&str>) -> Output {
+    spawn_with_stdin(command, stdin)
+        .wait_with_output()
+        .expect("the command ran")
+}
+
+/// [`run_piped`] with a hang guard: a command still running `limit` after it started is killed
+/// and the test fails, so that a hang is a failure rather than a stuck test run.
+pub fn run_piped_within(command: &mut Command, stdin: &str, limit: Duration) -> Output {
+    let mut child = spawn_with_stdin(command, Some(stdin));
+    // Both pipes are drained while it runs, so a full pipe cannot hold it up.
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let out = thread::spawn(move || read_all(stdout));
+    let err = thread::spawn(move || read_all(stderr));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("{command:?} still running after {limit:?}: it hangs");
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: out.join().expect("stdout"),
+        stderr: err.join().expect("stderr"),
+    }
+}
+
+/// Starts `command` with stdout and stderr piped and `stdin` written to its standard input
+/// (then closed), or none at all when `None`.
+fn spawn_with_stdin(command: &mut Command, stdin: Option<&str>) -> Child {
     let mut child = command
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -41,7 +78,38 @@ pub fn run_with_stdin(command: &mut Command, stdin: Option<&str>) -> Output {
             .write_all(text.as_bytes())
             .expect("stdin written");
     }
-    child.wait_with_output().expect("the command ran")
+    child
+}
+
+fn read_all(pipe: Option<impl Read>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    if let Some(mut pipe) = pipe {
+        let _ = pipe.read_to_end(&mut bytes);
+    }
+    bytes
+}
+
+/// Keeps an `ossa` command off the user's setup and other tests' files: HOME and the XDG
+/// config, cache, data and state folders are in `home`, its prompt cache too, and no
+/// `OSSA_CONFIG` names another config file.
+pub fn in_private_home<'c>(command: &'c mut Command, home: &Path) -> &'c mut Command {
+    command
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_CACHE_HOME", home.join(".cache"))
+        .env("XDG_DATA_HOME", home.join(".local/share"))
+        .env("XDG_STATE_HOME", home.join(".local/state"))
+        .env("OSSA_PROMPT_CACHE_DIR", home.join("prompt-cache"))
+        .env_remove("OSSA_CONFIG")
+}
+
+/// Fails the test unless `text` holds every one of `parts`, naming the first it lacks and
+/// showing the whole text.
+#[track_caller]
+pub fn assert_contains_all(text: &str, parts: &[&str]) {
+    if let Some(missing) = parts.iter().find(|part| !text.contains(*part)) {
+        panic!("{missing:?} is missing from:\n{text}");
+    }
 }
 
 /// Where two sequences first differ (one ending before the other counts), or `None` when they

@@ -32,11 +32,10 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use ossa::agent::harmony::{HarmonyEncoding, Message};
 use ossa::engine::tokenizer::{AllowedSpecial, Tokenizer};
 use serde_json::{Value, json};
 
-use super::scripted::{Script, sampled};
+use super::scripted::Script;
 
 /// The model path llama-server reports as the model's id.
 pub const MODEL: &str = "/models/gpt-oss-tiny-agent.gguf";
@@ -78,7 +77,8 @@ impl Default for StubSetup {
     }
 }
 
-struct Shared {
+/// What the handlers share.
+pub struct Shared {
     setup: StubSetup,
     script: Arc<Script>,
     tokenizer: Tokenizer,
@@ -89,51 +89,26 @@ struct Shared {
 }
 
 /// The stub on a free loopback port, until dropped.
-pub struct LlamaStub {
-    pub script: Arc<Script>,
-    pub encoding: HarmonyEncoding,
-    /// `http://127.0.0.1:PORT`
-    pub root: String,
-    /// `http://127.0.0.1:PORT/v1`
-    pub base: String,
-    shared: Arc<Shared>,
-    _runtime: tokio::runtime::Runtime,
-}
+pub type LlamaStub = super::ScriptedHttp<Shared>;
 
 impl LlamaStub {
     pub fn start(setup: StubSetup) -> LlamaStub {
-        let encoding = ossa_test_support::scripted::encoding().clone();
-        let script = Arc::new(Script::default());
-        let shared = Arc::new(Shared {
-            setup,
-            script: Arc::clone(&script),
-            tokenizer: encoding.tokenizer().clone(),
-            requests: Mutex::new(Vec::new()),
-            cache: Mutex::new(Vec::new()),
-        });
-        let app = Router::new()
+        let routes = Router::new()
             .route("/v1/models", get(models))
             .route("/props", get(props))
             .route("/tokenize", post(tokenize))
             .route("/completion", post(completion))
-            .route("/v1/completions", post(oai_completions))
-            .with_state(Arc::clone(&shared));
-        let (address, runtime) = super::serve_on_loopback(app);
-        LlamaStub {
-            script,
-            encoding,
-            root: format!("http://{address}"),
-            base: format!("http://{address}/v1"),
-            shared,
-            _runtime: runtime,
-        }
-    }
-
-    /// Scripts the model's next reply (harmony messages); returns its tokens.
-    pub fn script(&self, messages: &[Message]) -> Vec<u32> {
-        let tokens = sampled(&self.encoding, messages);
-        self.script.push(tokens.clone());
-        tokens
+            .route("/v1/completions", post(oai_completions));
+        super::ScriptedHttp::start_on_loopback(
+            |script| Shared {
+                setup,
+                script,
+                tokenizer: ossa_test_support::scripted::encoding().tokenizer().clone(),
+                requests: Mutex::new(Vec::new()),
+                cache: Mutex::new(Vec::new()),
+            },
+            routes,
+        )
     }
 
     /// The (path, body) of every POST so far.

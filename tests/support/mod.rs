@@ -15,6 +15,10 @@ pub mod scripted;
 pub mod serve;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ossa::agent::harmony::{HarmonyEncoding, Message};
+use ossa_test_support::scripted::{Script, sampled};
 
 /// The client a test talks through (the `Some` of `$client`), or a return from the test when it
 /// is missing: the helper that looked for it has said why (and in CI failed the test instead).
@@ -204,6 +208,57 @@ pub fn python_calls(scenario: &Value) -> Vec<(String, String)> {
 /// The sandbox, opened once per test binary (see `ossa_test_support::sandbox`).
 pub fn sandbox() -> ossa::sandbox::Sandbox {
     ossa_test_support::sandbox::sandbox().clone()
+}
+
+/// A scripted model behind an HTTP server on a free loopback port, until dropped: the common
+/// part of the `scripted` server and the `llama_stub`, whose handlers share an `S` made around
+/// the script.
+pub struct ScriptedHttp<S> {
+    pub script: Arc<Script>,
+    pub encoding: HarmonyEncoding,
+    /// `http://127.0.0.1:PORT`
+    pub root: String,
+    /// `http://127.0.0.1:PORT/v1`
+    pub base: String,
+    shared: Arc<S>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl<S: Send + Sync + 'static> ScriptedHttp<S> {
+    /// Serves `routes` over the state `shared` makes of a fresh script.
+    fn start_on_loopback(
+        shared: impl FnOnce(Arc<Script>) -> S,
+        routes: axum::Router<Arc<S>>,
+    ) -> Self {
+        let encoding = ossa_test_support::scripted::encoding().clone();
+        let script = Arc::new(Script::default());
+        let shared = Arc::new(shared(Arc::clone(&script)));
+        let (address, runtime) = serve_on_loopback(routes.with_state(Arc::clone(&shared)));
+        ScriptedHttp {
+            script,
+            encoding,
+            root: format!("http://{address}"),
+            base: format!("http://{address}/v1"),
+            shared,
+            _runtime: runtime,
+        }
+    }
+
+    /// Scripts the model's next reply (harmony messages); returns its tokens.
+    pub fn script(&self, messages: &[Message]) -> Vec<u32> {
+        let tokens = sampled(&self.encoding, messages);
+        self.script.push(tokens.clone());
+        tokens
+    }
+
+    /// The prompts the model was given, decoded.
+    pub fn prompt_texts(&self) -> Vec<String> {
+        self.script
+            .prompts()
+            .iter()
+            .map(|p| self.encoding.tokenizer().decode(p).expect("utf-8"))
+            .collect()
+    }
 }
 
 /// Serves `app` on a loopback port from a runtime of its own; the server stops when the

@@ -12,7 +12,6 @@ use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use ossa::agent::harmony::{HarmonyEncoding, Message};
 // Each test binary uses some of them.
 #[allow(unused_imports)]
 pub use ossa_test_support::scripted::{Script, analysis, call, final_answer, python_call, sampled};
@@ -35,47 +34,33 @@ struct Site {
     queries: Vec<String>,
 }
 
-struct Shared {
+/// What the handlers share: the script and the site.
+pub struct Shared {
     script: Arc<Script>,
     site: Mutex<Site>,
 }
 
 /// The scripted model, a SearXNG-like search API and web pages on one loopback port, until
 /// dropped.
-pub struct ScriptedServer {
-    pub script: Arc<Script>,
-    pub encoding: HarmonyEncoding,
-    /// `http://127.0.0.1:PORT`
-    pub root: String,
-    shared: Arc<Shared>,
-    _runtime: tokio::runtime::Runtime,
-}
+pub type ScriptedServer = super::ScriptedHttp<Shared>;
 
 /// The model name `/v1/models` lists.
 pub const MODEL: &str = "scripted";
 
 impl ScriptedServer {
     pub fn start() -> ScriptedServer {
-        let encoding = ossa_test_support::scripted::encoding().clone();
-        let script = Arc::new(Script::default());
-        let shared = Arc::new(Shared {
-            script: Arc::clone(&script),
-            site: Mutex::new(Site::default()),
-        });
-        let app = Router::new()
+        let routes = Router::new()
             .route("/v1/models", get(models))
             .route("/v1/completions", post(completions))
             .route("/search", get(search))
-            .route("/pages/{name}", get(page))
-            .with_state(Arc::clone(&shared));
-        let (address, runtime) = super::serve_on_loopback(app);
-        ScriptedServer {
-            script,
-            encoding,
-            root: format!("http://{address}"),
-            shared,
-            _runtime: runtime,
-        }
+            .route("/pages/{name}", get(page));
+        super::ScriptedHttp::start_on_loopback(
+            |script| Shared {
+                script,
+                site: Mutex::new(Site::default()),
+            },
+            routes,
+        )
     }
 
     /// The flags that make an ossa command generate with this model:
@@ -84,11 +69,7 @@ impl ScriptedServer {
         ["--backend", "openai-completions", "--url"]
             .map(String::from)
             .into_iter()
-            .chain([
-                format!("{}/v1", self.root),
-                "--remote-model".into(),
-                MODEL.into(),
-            ])
+            .chain([self.base.clone(), "--remote-model".into(), MODEL.into()])
             .collect()
     }
 
@@ -117,13 +98,6 @@ impl ScriptedServer {
             .chain(extra.iter().copied())
             .collect();
         super::serve::Server::start_with(&args, config)
-    }
-
-    /// Scripts the model's next reply; returns its tokens.
-    pub fn script(&self, messages: &[Message]) -> Vec<u32> {
-        let tokens = sampled(&self.encoding, messages);
-        self.script.push(tokens.clone());
-        tokens
     }
 
     /// Scripts a python call of `code`, then the final `answer`.
@@ -172,15 +146,6 @@ impl ScriptedServer {
     /// The queries searched so far.
     pub fn queries(&self) -> Vec<String> {
         self.shared.site.lock().expect("lock").queries.clone()
-    }
-
-    /// The prompts the model was given, decoded.
-    pub fn prompt_texts(&self) -> Vec<String> {
-        self.script
-            .prompts()
-            .iter()
-            .map(|p| self.encoding.tokenizer().decode(p).expect("utf-8"))
-            .collect()
     }
 }
 

@@ -31,18 +31,11 @@ pub fn real_data_dir() -> PathBuf {
 /// `ossa ARGS` with a private home: no user config, history or data is touched.
 pub fn ossa(home: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ossa"));
-    command
-        .args(args)
-        .env("HOME", home)
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .env("XDG_DATA_HOME", home.join("data"))
-        .env("XDG_STATE_HOME", home.join("state"))
-        .env("XDG_CACHE_HOME", home.join("cache"))
+    ossa_test_support::in_private_home(command.args(args), home)
+        // The Python runtime is fetched and compiled once, not per test.
         .env("OSSA_DATA_DIR", real_data_dir())
-        .env("OSSA_PROMPT_CACHE_DIR", home.join("prompt-cache"))
         .env("TERM", "xterm-256color")
         .env_remove("NO_COLOR")
-        .env_remove("OSSA_CONFIG")
         .env_remove("OSSA_SEARCH_BACKEND")
         .env_remove("RUST_LOG");
     command

@@ -90,18 +90,11 @@ impl Tool for PythonTool {
 
 /// One conversation's interpreter. The sandbox session is opened on the first call, so a
 /// conversation that never runs Python costs nothing.
+#[derive(Debug)]
 pub struct PythonSession {
     sandbox: Sandbox,
     options: SessionOptions,
     session: Option<Session>,
-}
-
-impl std::fmt::Debug for PythonSession {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PythonSession")
-            .field("session", &self.session)
-            .finish_non_exhaustive()
-    }
 }
 
 impl PythonSession {

@@ -87,7 +87,7 @@ pub(crate) fn attend<E: Widen>(
     sinks: &[f32],
     bf16_products: Option<Isa>,
 ) -> Vec<f32> {
-    let inputs = Inputs {
+    Inputs {
         shape,
         q,
         t,
@@ -95,19 +95,8 @@ pub(crate) fn attend<E: Widen>(
         keys,
         values,
         sinks,
-    };
-    #[cfg(target_arch = "x86_64")]
-    if let Some(out) = bf16_products.and_then(|isa| inputs.amx(isa)) {
-        return out;
     }
-    let _ = bf16_products;
-    let limits = Limits {
-        key_chunk: KEY_CHUNK,
-        score_cap: SCORE_CAP,
-        min_split: MIN_SPLIT,
-        tasks_wanted: 4 * rayon::current_num_threads(),
-    };
-    inputs.within(limits)
+    .attend(bf16_products)
 }
 
 /// The arguments of one [`attend`] call.
@@ -123,6 +112,22 @@ struct Inputs<'a, E> {
 }
 
 impl<E: Widen> Inputs<'_, E> {
+    /// [`attend`]: the AMX path where it applies, else the f32 path with the default limits.
+    fn attend(&self, bf16_products: Option<Isa>) -> Vec<f32> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(out) = bf16_products.and_then(|isa| self.amx(isa)) {
+            return out;
+        }
+        let _ = bf16_products;
+        let limits = Limits {
+            key_chunk: KEY_CHUNK,
+            score_cap: SCORE_CAP,
+            min_split: MIN_SPLIT,
+            tasks_wanted: 4 * rayon::current_num_threads(),
+        };
+        self.within(limits)
+    }
+
     /// The AMX-BF16 path, when `isa` has AMX, the keys are bf16, the head dimension is the tiles'
     /// and there are at least 16 query rows (tokens × heads of a group); else `None`.
     #[cfg(target_arch = "x86_64")]
@@ -433,6 +438,36 @@ mod tests {
             .fold(0.0f32, f32::max)
     }
 
+    /// One call's buffers, owned: what a test attends over.
+    struct Case<E> {
+        shape: AttnShape,
+        q: Vec<f32>,
+        t: usize,
+        start: usize,
+        keys: Vec<E>,
+        values: Vec<E>,
+        sinks: Vec<f32>,
+    }
+
+    impl<E: Widen> Case<E> {
+        fn inputs(&self) -> Inputs<'_, E> {
+            Inputs {
+                shape: &self.shape,
+                q: &self.q,
+                t: self.t,
+                start: self.start,
+                keys: &self.keys,
+                values: &self.values,
+                sinks: &self.sinks,
+            }
+        }
+
+        /// [`attend`] over these buffers.
+        fn attend(&self, bf16_products: Option<Isa>) -> Vec<f32> {
+            self.inputs().attend(bf16_products)
+        }
+    }
+
     /// The definition, one (token, head) at a time, in f64.
     fn naive(
         shape: &AttnShape,
@@ -496,20 +531,25 @@ mod tests {
             };
             for (start, t) in [(0, 1), (0, 70), (45, 37), (100, 1), (100, 3)] {
                 let n = start + t;
-                let q = values(t * 4 * 16, 1 + start as u64);
-                let k = values(n * 2 * 16, 2 + t as u64);
-                let v = values(n * 2 * 16, 3);
-                let sinks = vec![0.5, -1.0, 2.0, 0.0];
-                let want = naive(&shape, &q, t, start, &k, &v, &sinks);
-                let inputs = Inputs {
-                    shape: &shape,
-                    q: &q,
+                let case = Case {
+                    shape,
+                    q: values(t * 4 * 16, 1 + start as u64),
                     t,
                     start,
-                    keys: &k,
-                    values: &v,
-                    sinks: &sinks,
+                    keys: values(n * 2 * 16, 2 + t as u64),
+                    values: values(n * 2 * 16, 3),
+                    sinks: vec![0.5, -1.0, 2.0, 0.0],
                 };
+                let want = naive(
+                    &shape,
+                    &case.q,
+                    t,
+                    start,
+                    &case.keys,
+                    &case.values,
+                    &case.sinks,
+                );
+                let inputs = case.inputs();
                 let tiny = Limits {
                     key_chunk: 7,
                     score_cap: 300,
@@ -523,10 +563,7 @@ mod tests {
                     tasks_wanted: 64,
                 };
                 for (label, got) in [
-                    (
-                        "default",
-                        attend(&shape, &q, t, start, &k, &v, &sinks, None),
-                    ),
+                    ("default", case.attend(None)),
                     ("tiny", inputs.within(tiny)),
                     ("split", inputs.within(split)),
                 ] {
@@ -575,43 +612,53 @@ mod tests {
                 let to_bf16 = |v: Vec<f32>| -> Vec<half::bf16> {
                     v.iter().map(|&x| half::bf16::from_f32(x)).collect()
                 };
-                let k = to_bf16(values(n * 2 * 64, 8));
-                let v = to_bf16(values(n * 2 * 64, 9));
                 let widen =
                     |x: &[half::bf16]| -> Vec<f32> { x.iter().map(|e| e.to_f32()).collect() };
                 let q_rounded: Vec<f32> = q
                     .iter()
                     .map(|&x| half::bf16::from_f32(x).to_f32())
                     .collect();
-                let sinks: Vec<f32> = (0..shape.heads)
-                    .map(|h| (h % 16) as f32 * 0.25 - 2.0)
-                    .collect();
-                let want = naive(&shape, &q_rounded, t, start, &widen(&k), &widen(&v), &sinks);
-                let inputs = Inputs {
-                    shape: &shape,
-                    q: &q,
+                let case = Case {
+                    shape,
+                    q,
                     t,
                     start,
-                    keys: &k,
-                    values: &v,
-                    sinks: &sinks,
+                    keys: to_bf16(values(n * 2 * 64, 8)),
+                    values: to_bf16(values(n * 2 * 64, 9)),
+                    sinks: (0..shape.heads)
+                        .map(|h| (h % 16) as f32 * 0.25 - 2.0)
+                        .collect(),
                 };
-                let got = inputs
+                let want = naive(
+                    &shape,
+                    &q_rounded,
+                    t,
+                    start,
+                    &widen(&case.keys),
+                    &widen(&case.values),
+                    &case.sinks,
+                );
+                let got = case
+                    .inputs()
                     .amx(amx)
                     .expect("16 query rows or more take the tiles");
-                assert_eq!(got, attend(&shape, &q, t, start, &k, &v, &sinks, Some(amx)));
+                assert_eq!(got, case.attend(Some(amx)));
                 let err = max_abs_diff(&got, &want);
                 assert!(
                     err < 3.0 / 512.0 * 1.5,
                     "group {group} window {window:?} start {start} t {t}: max |Δ| {err}"
                 );
                 // An f32 cache never takes the bf16 path: same as without an instruction set.
-                let (kf, vf) = (widen(&k), widen(&v));
-                let f32_path = attend(&shape, &q, t, start, &kf, &vf, &sinks, Some(amx));
-                assert_eq!(
-                    f32_path,
-                    attend(&shape, &q, t, start, &kf, &vf, &sinks, None)
-                );
+                let f32_cache = Case {
+                    keys: widen(&case.keys),
+                    values: widen(&case.values),
+                    q: case.q,
+                    sinks: case.sinks,
+                    shape,
+                    t,
+                    start,
+                };
+                assert_eq!(f32_cache.attend(Some(amx)), f32_cache.attend(None));
             }
         }
         // Fewer than 16 query rows (one token of a group of 8) stay on the f32 path.
@@ -625,18 +672,16 @@ mod tests {
             .iter()
             .map(|&x| half::bf16::from_f32(x))
             .collect();
-        let sinks = vec![0.0; 16];
-        let q = values(16 * 64, 3);
-        let inputs = Inputs {
-            shape: &shape,
-            q: &q,
+        let case = Case {
+            shape,
+            q: values(16 * 64, 3),
             t: 1,
             start: 8,
-            keys: &k,
-            values: &k,
-            sinks: &sinks,
+            keys: k.clone(),
+            values: k,
+            sinks: vec![0.0; 16],
         };
-        assert!(inputs.amx(amx).is_none());
+        assert!(case.inputs().amx(amx).is_none());
     }
 
     #[test]

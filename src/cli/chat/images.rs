@@ -203,10 +203,7 @@ mod tests {
             Ok(Some(Graphics::Sixel))
         );
         let error = detect(env(&[(IMAGES_VAR, "png")])).unwrap_err();
-        assert!(
-            error.contains("\"png\"") && error.contains("kitty, iterm, sixel"),
-            "{error}"
-        );
+        ossa_test_support::assert_contains_all(&error, &["\"png\"", "kitty, iterm, sixel"]);
     }
 
     #[test]
