@@ -194,7 +194,7 @@ fn llama_server_stub_gives_every_scenario_with_the_servers_figures() {
     // The figures are the server's: its prompt time, its decode time, its cache.
     for (scenario, transcript) in scenarios().iter().zip(&transcripts) {
         let model_name = model_of(transcript);
-        ossa_test_support::assert_contains_all(&model_name, &[MODEL, "llama-server"]);
+        ossa_test_support::assert_contains_all(model_name, &[MODEL, "llama-server"]);
         let generations = transcript["timings"]["generations"]
             .as_array()
             .expect("generations");
