@@ -242,10 +242,10 @@ pub fn dot_q8_0(isa: Isa, wq: &[i8], wd: &[f32], xq: &[i8], xd: &[f32]) -> f32 {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: only detection makes an `Isa` (isa.rs), and it offers AVX2 only with AVX2 and
         // FMA present; the assert gives `wq` and `xq` nb·32 values.
-        Level::Avx2 => unsafe { x86::dot_q8_0_avx2(wq, wd, xq, xd, nb) },
+        Level::Avx2 => unsafe { x86::dot_q8_0_avx2(wq, wd, &[(xq, xd)], nb)[0] },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above; AVX-VNNI is offered only above AVX2 and when detected.
-        Level::AvxVnni => unsafe { x86::dot_q8_0_avxvnni(wq, wd, xq, xd, nb) },
+        Level::AvxVnni => unsafe { x86::dot_q8_0_avxvnni(wq, wd, &[(xq, xd)], nb)[0] },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above; these levels are offered only when AVX2, FMA and AVX-512
         // F/BW/DQ/VL/VNNI were all detected.
@@ -268,6 +268,13 @@ pub fn dot_q8_0_tokens<const N: usize>(
         "dot_q8_0_tokens shapes"
     );
     match isa.level() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: only detection makes an `Isa` (isa.rs), and it offers AVX2 only with AVX2 and
+        // FMA present; the assert gives `wq` and every token nb·32 values.
+        Level::Avx2 => unsafe { x86::dot_q8_0_avx2(wq, wd, xs, nb) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above; AVX-VNNI is offered only above AVX2 and when detected.
+        Level::AvxVnni => unsafe { x86::dot_q8_0_avxvnni(wq, wd, xs, nb) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: only detection makes an `Isa` (isa.rs), and these levels only with AVX2, FMA
         // and AVX-512 F/BW/DQ/VL/VNNI detected; the assert gives `wq` and every token nb·32
@@ -577,21 +584,18 @@ mod x86 {
         _mm_cvtss_f32(s)
     }
 
-    /// Signed int8 products summed per 4 bytes into 8 int32 lanes, the AVX2 way.
+    /// The products of `aw` (|w|) and `sx` (x with w's signs) summed per 4 bytes into 8 int32
+    /// lanes, the AVX2 way.
     #[target_feature(enable = "avx2")]
     #[inline]
-    fn dot_i8_avx2(w: __m256i, x: __m256i) -> __m256i {
-        let aw = _mm256_sign_epi8(w, w);
-        let sx = _mm256_sign_epi8(x, w);
+    fn dot_signed_avx2(aw: __m256i, sx: __m256i) -> __m256i {
         // |w| ≤ 127, |x| ≤ 127: pairs sum to at most 32258, no i16 saturation.
         _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), _mm256_set1_epi16(1))
     }
 
     #[target_feature(enable = "avx2,avxvnni")]
     #[inline]
-    fn dot_i8_avxvnni(w: __m256i, x: __m256i) -> __m256i {
-        let aw = _mm256_sign_epi8(w, w);
-        let sx = _mm256_sign_epi8(x, w);
+    fn dot_signed_avxvnni(aw: __m256i, sx: __m256i) -> __m256i {
         _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), aw, sx)
     }
 
@@ -604,46 +608,52 @@ mod x86 {
         _mm512_dpbusd_epi32(_mm512_setzero_si512(), aw, sx)
     }
 
-    /// One q8_0 row against one token row, a block per 256-bit step, with `$dot` (the AVX2
-    /// emulation or AVX-VNNI) summing a block's 32 products in int32.
+    /// One q8_0 row against `N` token rows, a block per 256-bit step: the block's |w| is
+    /// computed once for every token (prefill's passes read a row once for several tokens),
+    /// each token's x takes w's signs, and `$dot` (the AVX2 emulation or AVX-VNNI) sums the
+    /// block's 32 products in int32.
     ///
     /// # Safety
-    /// The CPU has `$features`; `wq` and `xq` hold at least `nb`·32 values.
+    /// The CPU has `$features`; `wq` and every token's values hold at least `nb`·32 values.
     macro_rules! q8_0_row_kernel {
         ($name:ident, $features:literal, $dot:ident) => {
             #[target_feature(enable = $features)]
-            pub(super) unsafe fn $name(
+            pub(super) unsafe fn $name<const N: usize>(
                 wq: &[i8],
                 wd: &[f32],
-                xq: &[i8],
-                xd: &[f32],
+                xs: &[(&[i8], &[f32]); N],
                 nb: usize,
-            ) -> f32 {
-                let mut acc = _mm256_setzero_ps();
+            ) -> [f32; N] {
+                let mut accs = [_mm256_setzero_ps(); N];
                 for b in 0..nb {
                     if b % 2 == 0 {
                         _mm_prefetch::<_MM_HINT_T0>(
                             wq.as_ptr().wrapping_add(b * QK + PREFETCH_AHEAD).cast(),
                         );
                     }
-                    // SAFETY: b < nb and both rows hold nb·32 values (the contract), so
-                    // the 32 bytes at b·32 are inside each.
-                    let (w, x) = unsafe {
-                        (
-                            _mm256_loadu_si256(wq.as_ptr().add(b * QK).cast()),
-                            _mm256_loadu_si256(xq.as_ptr().add(b * QK).cast()),
-                        )
-                    };
-                    let s = _mm256_cvtepi32_ps($dot(w, x));
-                    acc = _mm256_fmadd_ps(s, _mm256_set1_ps(wd[b] * xd[b]), acc);
+                    // SAFETY: b < nb and the row holds nb·32 values (the contract), so the
+                    // 32 bytes at b·32 are inside it.
+                    let w = unsafe { _mm256_loadu_si256(wq.as_ptr().add(b * QK).cast()) };
+                    let aw = _mm256_sign_epi8(w, w);
+                    for i in 0..N {
+                        let (xq, xd) = xs[i];
+                        // SAFETY: as above, for the token's nb·32 values.
+                        let x = unsafe { _mm256_loadu_si256(xq.as_ptr().add(b * QK).cast()) };
+                        let s = _mm256_cvtepi32_ps($dot(aw, _mm256_sign_epi8(x, w)));
+                        accs[i] = _mm256_fmadd_ps(s, _mm256_set1_ps(wd[b] * xd[b]), accs[i]);
+                    }
                 }
-                hsum256(acc)
+                let mut out = [0.0f32; N];
+                for i in 0..N {
+                    out[i] = hsum256(accs[i]);
+                }
+                out
             }
         };
     }
 
-    q8_0_row_kernel!(dot_q8_0_avx2, "avx2,fma", dot_i8_avx2);
-    q8_0_row_kernel!(dot_q8_0_avxvnni, "avx2,fma,avxvnni", dot_i8_avxvnni);
+    q8_0_row_kernel!(dot_q8_0_avx2, "avx2,fma", dot_signed_avx2);
+    q8_0_row_kernel!(dot_q8_0_avxvnni, "avx2,fma,avxvnni", dot_signed_avxvnni);
 
     /// Two blocks per 512-bit step: int32 lanes 0-7 belong to the first, 8-15 to the second.
     #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
