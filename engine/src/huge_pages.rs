@@ -27,7 +27,7 @@ pub(crate) fn advise_map(map: &memmap2::Mmap) {
 }
 
 /// Asks for the whole 2 MiB pages inside `data`, a fresh allocation not yet written, to be
-/// backed by 2 MiB pages when first touched (glibc does not ask for them, and this machine's
+/// backed by 2 MiB pages when first touched (glibc does not ask for them, and the common
 /// `transparent_hugepage` setting, `madvise`, gives them only to those who ask).
 pub(crate) fn advise_fresh<T>(data: &[T]) {
     #[cfg(target_os = "linux")]
