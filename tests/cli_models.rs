@@ -560,39 +560,14 @@ fn a_download_that_stalls_midway_ends_with_the_hint() {
 /// yardstick reports its spread.
 #[test]
 fn bench_times_the_first_token_from_fresh_processes() {
-    let home = tempfile::tempdir().expect("home");
-    let dir = fixture();
-    let out = ok(
-        &ossa(
-            home.path(),
-            &closed_endpoint(),
-            &[
-                "bench",
-                "--model",
-                dir.to_str().expect("utf-8 path"),
-                "--json",
-                "--threads",
-                "2",
-                "--prompt-tokens",
-                "8",
-                "--gen-tokens",
-                "2",
-                "--runs",
-                "1",
-                "--depth",
-                "0",
-                "--long-prompt",
-                "0",
-                "--bandwidth-gib",
-                "0.01",
-                "--bandwidth-passes",
-                "3",
-            ],
-            "",
-        ),
-        "bench",
-    );
-    let report: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    let report = short_bench(&[
+        "--threads",
+        "2",
+        "--bandwidth-gib",
+        "0.01",
+        "--bandwidth-passes",
+        "3",
+    ]);
     assert_eq!(report["ttft_from"], "process start", "{report}");
     let number = |key: &str| {
         report[key]
@@ -650,4 +625,50 @@ fn bench_times_the_first_token_from_fresh_processes() {
         (floor * bytes - median * 1e9).abs() <= 1e-6 * median * 1e9,
         "{report}"
     );
+}
+
+/// `ossa bench --no-ttft` starts no first-token processes: the report has its prefill and
+/// decode figures and none of the first-token or prompt-cache keys.
+#[test]
+fn bench_without_ttft_leaves_out_the_first_token_keys() {
+    let report = short_bench(&["--no-ttft", "--bandwidth-gib", "0"]);
+    let object = report.as_object().expect("an object");
+    assert!(
+        report["prefill_tok_s"].as_f64().is_some_and(|v| v > 0.0)
+            && report["decode_depth0_tok_s"]
+                .as_f64()
+                .is_some_and(|v| v > 0.0),
+        "{report}"
+    );
+    let left_in: Vec<&String> = object
+        .keys()
+        .filter(|k| k.starts_with("ttft_") || k.starts_with("prompt_cache_"))
+        .collect();
+    assert!(left_in.is_empty(), "{left_in:?} in {report}");
+}
+
+/// The JSON report of a short `ossa bench` on the tiny model (8 prompt tokens, 2 generated,
+/// one run, no long-context runs) with `args` added.
+fn short_bench(args: &[&str]) -> serde_json::Value {
+    let home = tempfile::tempdir().expect("home");
+    let dir = fixture();
+    let mut all = vec![
+        "bench",
+        "--model",
+        dir.to_str().expect("utf-8 path"),
+        "--json",
+        "--prompt-tokens",
+        "8",
+        "--gen-tokens",
+        "2",
+        "--runs",
+        "1",
+        "--depth",
+        "0",
+        "--long-prompt",
+        "0",
+    ];
+    all.extend_from_slice(args);
+    let out = ok(&ossa(home.path(), &closed_endpoint(), &all, ""), "bench");
+    serde_json::from_str(out.trim()).expect("one JSON object")
 }

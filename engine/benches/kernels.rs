@@ -1,5 +1,6 @@
 //! Throughput of the int8 kernels, single-threaded (one rayon thread), per instruction set:
-//! - MXFP4 × q8 and q8_0 × q8 row dots over a matrix that stays in L2 (compute-bound);
+//! - one token through an MXFP4 matrix, and q8_0 × q8 row dots, over a matrix that stays in
+//!   L2 (compute-bound);
 //! - the same over 256 MiB of weights, more than the caches (memory-bound, as in decode);
 //! - prefill: a 2880×2880 matrix times 64 tokens (one expert's share of a 512-token prompt),
 //!   reported as multiply-adds per second;
@@ -14,7 +15,7 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ossa_engine::kernels::linear::{LinearJob, Weights, linear_batch};
 use ossa_engine::kernels::mxfp4::Mxfp4Matrix;
-use ossa_engine::kernels::q8::{Isa, Q8Acts, Q8Matrix, dot_mxfp4_q8, dot_q8_0};
+use ossa_engine::kernels::q8::{Isa, Q8Acts, Q8Matrix, dot_q8_0};
 
 fn bytes(n: usize, seed: u64) -> Vec<u8> {
     let mut s = seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
@@ -89,20 +90,20 @@ fn bench(c: &mut Criterion) {
         let (blocks, scales) = mxfp4_weights(rows);
         let m = Mxfp4Matrix::new(&blocks, &scales, rows, COLS).expect("shapes");
         let nb = COLS / 32;
-        row_dots(
+        // One token through the whole matrix on one thread, as a decode matmul runs it (the
+        // AVX2 kernels read the activations regrouped once per matmul, not per row).
+        let one_thread = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("a one-thread pool");
+        let mut y = vec![0.0f32; rows];
+        per_isa(
             c,
             format!("mxfp4_q8_{label}"),
             rows * COLS * 17 / 32,
-            rows,
-            |isa, r| {
-                dot_mxfp4_q8(
-                    isa,
-                    &m.blocks[r * nb * 16..(r + 1) * nb * 16],
-                    &m.scales[r * nb..(r + 1) * nb],
-                    &fp4_x.qs,
-                    &fp4_x.d,
-                    &fp4_x.corr,
-                )
+            &mut |isa| {
+                one_thread.install(|| m.linear_q8(isa, &fp4_x, None, &mut y));
+                y[0]
             },
         );
 
@@ -140,18 +141,19 @@ fn row_dots(
     rows: usize,
     row_dot: impl Fn(Isa, usize) -> f32,
 ) {
+    per_isa(c, name, weight_bytes, &mut |isa| {
+        (0..rows).map(|r| row_dot(isa, r)).sum()
+    });
+}
+
+/// A group timing `run(isa)` (a pass over `weight_bytes` of weights) per instruction set.
+fn per_isa(c: &mut Criterion, name: String, weight_bytes: usize, run: &mut impl FnMut(Isa) -> f32) {
     let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Bytes(weight_bytes as u64));
     group.sample_size(10);
     for isa in Isa::available() {
         group.bench_with_input(BenchmarkId::from_parameter(isa.name()), &isa, |b, &isa| {
-            b.iter(|| {
-                let mut sum = 0.0f32;
-                for r in 0..rows {
-                    sum += row_dot(isa, r);
-                }
-                sum
-            })
+            b.iter(|| run(isa))
         });
     }
     group.finish();

@@ -100,6 +100,10 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Skip the first-token measurement (two fresh processes, each loading the model): the
+    /// ttft_* and prompt_cache_* keys are left out.
+    #[arg(long)]
+    no_ttft: bool,
     /// Internal: run as the child process `ossa bench` times the first token of (prompt
     /// cache in this folder).
     #[arg(long, hide = true)]
@@ -592,9 +596,13 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let (model_dir, threads) = (engine.model_dir().to_path_buf(), engine.threads());
     let vocab_size = engine.config().vocab_size;
     drop(engine);
-    let first_token = first_token_times(&model_dir, args.engine.dtype, args.engine.threads)
-        .inspect_err(|e| eprintln!("warning: time to first token not measured: {e:#}"))
-        .ok();
+    let first_token = (!args.no_ttft)
+        .then(|| {
+            first_token_times(&model_dir, args.engine.dtype, args.engine.threads)
+                .inspect_err(|e| eprintln!("warning: time to first token not measured: {e:#}"))
+                .ok()
+        })
+        .flatten();
     if let Some(first_token) = &first_token {
         first_token.add_to(&mut report);
     }

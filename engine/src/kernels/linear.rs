@@ -114,6 +114,14 @@ pub fn linear_batch(isa: Isa, jobs: &mut [LinearJob<'_>]) {
                 .map(|r0| (j, r0, (r0 + chunk).min(rows))),
         );
     }
+    // The AVX2 kernels read MXFP4 activations in their own order: each job's once.
+    let regrouped: Vec<Option<Q8Acts>> = jobs
+        .iter()
+        .map(|j| match j.weights {
+            Weights::Mxfp4(_) if !on_tiles(isa, j.x) => j.x.for_mxfp4_kernel(isa),
+            _ => None,
+        })
+        .collect();
     let outs: Vec<SharedOut> = jobs
         .iter_mut()
         .map(|j| SharedOut(j.y.as_mut_ptr()))
@@ -126,7 +134,10 @@ pub fn linear_batch(isa: Isa, jobs: &mut [LinearJob<'_>]) {
         unsafe {
             match job.weights {
                 Weights::Q8(m) => m.rows_into(isa, job.x, job.bias, outs[j], r0, r1),
-                Weights::Mxfp4(m) => m.rows_into(isa, job.x, job.bias, outs[j], r0, r1),
+                Weights::Mxfp4(m) => {
+                    let x = regrouped[j].as_ref().unwrap_or(job.x);
+                    m.rows_into(isa, x, job.bias, outs[j], r0, r1)
+                }
             }
         }
     });

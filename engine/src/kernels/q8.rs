@@ -41,7 +41,7 @@ const FP4_X2_U8: [u8; 16] = {
 /// after the last four go by pairs stored as [A even, B even, A odd, B odd], and a last odd
 /// one as [even, odd].
 #[inline(always)]
-pub(crate) fn mxfp4_slot(b: usize, nb: usize, j: usize, odd: bool) -> usize {
+pub(crate) const fn mxfp4_slot(b: usize, nb: usize, j: usize, odd: bool) -> usize {
     let fours = nb / 4 * 4;
     if b < fours {
         (b / 4) * 128 + odd as usize * 64 + (b % 4) * 16 + j
@@ -57,6 +57,82 @@ pub(crate) fn mxfp4_slot(b: usize, nb: usize, j: usize, odd: bool) -> usize {
 #[inline(always)]
 fn mxfp4_pair(b: usize, nb: usize) -> (usize, usize) {
     (mxfp4_slot(b, nb, 0, false), mxfp4_slot(b, nb, 0, true))
+}
+
+/// Blocks per group of the AVX2 and AVX-VNNI MXFP4 kernels.
+const GROUP: usize = 8;
+
+/// The block of each int32 lane of those kernels' group sums: the order in which their
+/// in-register transpose of a group's packed bytes leaves the 8 blocks.
+const GROUP_LANE_BLOCKS: [usize; GROUP] = [0, 2, 4, 6, 1, 3, 5, 7];
+
+/// Where element `2j` (`odd` false) or `2j + 1` of block `b` (inside the whole groups of 8)
+/// goes in *group order*, what the AVX2 and AVX-VNNI MXFP4 kernels read: a group's 256
+/// activations as 8 vectors of 32 bytes, vector `2k + odd` holding, in lane `l`, the 4
+/// values that meet packed bytes `4k..4k + 4` of block `GROUP_LANE_BLOCKS[l]`. A group takes
+/// the same 256 bytes in both orders, so the blocks after the last group stay in MXFP4 order.
+#[inline(always)]
+const fn group_slot(b: usize, j: usize, odd: bool) -> usize {
+    let lane = if b.is_multiple_of(2) {
+        b % 8 / 2
+    } else {
+        4 + b % 8 / 2
+    };
+    (b / GROUP) * GROUP * QK + (2 * (j / 4) + odd as usize) * 32 + lane * 4 + j % 4
+}
+
+/// Whether `isa`'s MXFP4 kernel reads activations in group order (see [`group_slot`]).
+fn reads_group_order(isa: Isa) -> bool {
+    matches!(isa.level(), Level::Avx2 | Level::AvxVnni)
+}
+
+/// For each 4-value word of a group in group order, the word of the group it comes from in
+/// MXFP4 order (a group is a whole two fours there).
+const GROUP_ORDER_WORDS: [usize; GROUP * QK / 4] = {
+    let mut words = [0; GROUP * QK / 4];
+    let mut b = 0;
+    while b < GROUP {
+        let mut k = 0;
+        while k < 4 {
+            let (j, mut odd) = (4 * k, 0);
+            while odd < 2 {
+                words[group_slot(b, j, odd == 1) / 4] = mxfp4_slot(b, GROUP, j, odd == 1) / 4;
+                odd += 1;
+            }
+            k += 1;
+        }
+        b += 1;
+    }
+    words
+};
+
+/// One token's MXFP4-order values, scales and corrections written in group order: values by
+/// [`group_slot`], and each group's scales and corrections in the lane order of its sums
+/// ([`GROUP_LANE_BLOCKS`]); what follows the whole groups is copied as it is.
+fn regroup_row(
+    (xq, xd, corr): (&[i8], &[f32], &[i32]),
+    nb: usize,
+    (gq, gd, gc): (&mut [i8], &mut [f32], &mut [i32]),
+) {
+    let grouped = nb / GROUP * GROUP;
+    let (values, rest) = (grouped * QK, nb * QK);
+    for (to, from) in gq[..values]
+        .chunks_exact_mut(GROUP * QK)
+        .zip(xq[..values].chunks_exact(GROUP * QK))
+    {
+        for (w, &f) in GROUP_ORDER_WORDS.iter().enumerate() {
+            to[4 * w..4 * w + 4].copy_from_slice(&from[4 * f..4 * f + 4]);
+        }
+    }
+    gq[values..rest].copy_from_slice(&xq[values..rest]);
+    for g in (0..grouped).step_by(GROUP) {
+        for (lane, &b) in GROUP_LANE_BLOCKS.iter().enumerate() {
+            gd[g + lane] = xd[g + b];
+            gc[g + lane] = corr[g + b];
+        }
+    }
+    gd[grouped..nb].copy_from_slice(&xd[grouped..nb]);
+    gc[grouped..nb].copy_from_slice(&corr[grouped..nb]);
 }
 
 /// Rows of activations quantized per 32-block.
@@ -135,6 +211,36 @@ impl Q8Acts {
             }
             self.rows += 1;
         }
+    }
+
+    /// A copy of MXFP4-order activations in the order `isa`'s MXFP4 kernel reads (group order
+    /// for AVX2 and AVX-VNNI, [`group_slot`]), or `None` where that is MXFP4 order itself.
+    pub(crate) fn for_mxfp4_kernel(&self, isa: Isa) -> Option<Q8Acts> {
+        if !reads_group_order(isa) || self.corr.is_empty() {
+            return None;
+        }
+        let nb = self.cols / QK;
+        let mut out = Q8Acts {
+            qs: vec![0; self.qs.len()],
+            d: vec![0.0; self.d.len()],
+            corr: vec![0; self.corr.len()],
+            rows: self.rows,
+            cols: self.cols,
+        };
+        for r in 0..self.rows {
+            let (q, d) = self.row(r);
+            let (rq, rd, rc) = (r * self.cols, r * nb, r * nb);
+            regroup_row(
+                (q, d, self.corr_row(r)),
+                nb,
+                (
+                    &mut out.qs[rq..rq + self.cols],
+                    &mut out.d[rd..rd + nb],
+                    &mut out.corr[rc..rc + nb],
+                ),
+            );
+        }
+        Some(out)
     }
 
     /// Row `r`'s per-block corrections (MXFP4 order only).
@@ -311,8 +417,39 @@ pub fn dot_mxfp4_q8(
 
 /// [`dot_mxfp4_q8`] of one row with `N` activation rows at once: the row is read and
 /// unpacked once (prefill).
-#[inline]
 pub fn dot_mxfp4_q8_tokens<const N: usize>(
+    isa: Isa,
+    blocks: &[u8],
+    scales: &[u8],
+    xs: &[(&[i8], &[f32], &[i32]); N],
+) -> [f32; N] {
+    if !reads_group_order(isa) {
+        return dot_mxfp4_kernel(isa, blocks, scales, xs);
+    }
+    // One row at a time (tests, benchmarks): the matmuls regroup each token once instead
+    // (`Q8Acts::for_mxfp4_kernel`).
+    let nb = scales.len();
+    let grouped: [(Vec<i8>, Vec<f32>, Vec<i32>); N] = std::array::from_fn(|i| {
+        let (q, d, c) = xs[i];
+        assert!(
+            q.len() >= nb * BLOCK && d.len() >= nb && c.len() >= nb,
+            "dot_mxfp4_q8 shapes"
+        );
+        let mut out = (vec![0; nb * BLOCK], vec![0.0; nb], vec![0; nb]);
+        regroup_row(xs[i], nb, (&mut out.0, &mut out.1, &mut out.2));
+        out
+    });
+    let xs = std::array::from_fn(|i| {
+        let (q, d, c) = &grouped[i];
+        (&q[..], &d[..], &c[..])
+    });
+    dot_mxfp4_kernel(isa, blocks, scales, &xs)
+}
+
+/// [`dot_mxfp4_q8_tokens`] with the activations in the order `isa`'s kernel reads
+/// ([`Q8Acts::for_mxfp4_kernel`]).
+#[inline]
+fn dot_mxfp4_kernel<const N: usize>(
     isa: Isa,
     blocks: &[u8],
     scales: &[u8],
@@ -489,7 +626,9 @@ impl Q8Matrix {
 /// Rows `r0..r1` of a `[t, rows]` matmul output: each weight row (`row(r)`) is dotted with
 /// the tokens in passes of [`TOKENS_PER_ROW_PASS`] (`dots(row, ti)`: tokens `ti..ti + 4`)
 /// while it is in L1, the last tokens one at a time (`dot(row, ti)`), and stored with its
-/// bias.
+/// bias. The passes go by tiles of [`TOKENS_PER_TILE`] tokens, each met by all the rows
+/// before the next: the tile's activations stay in L1 and the rows (a task's, ~64 KiB) in
+/// L2, where row by row every pass would read its tokens' activations from L2 again.
 ///
 /// # Safety
 /// `y` valid for `[t, rows]`; no other thread writes rows `r0..r1`' elements.
@@ -502,32 +641,40 @@ unsafe fn rows_in_passes<W: Copy>(
     dots: impl Fn(W, usize) -> [f32; TOKENS_PER_ROW_PASS],
     dot: impl Fn(W, usize) -> f32,
 ) {
+    let store = |ti: usize, r: usize, v: f32| {
+        // SAFETY: (ti, r) lies in `y`'s [t, rows] and in rows r0..r1, which the caller gives
+        // this call alone.
+        unsafe { *y.at(ti * rows + r) = v + bias.map_or(0.0, |b| b[r]) };
+    };
+    let passes_end = t / TOKENS_PER_ROW_PASS * TOKENS_PER_ROW_PASS;
+    for tile in (0..passes_end).step_by(TOKENS_PER_TILE) {
+        let tile_end = (tile + TOKENS_PER_TILE).min(passes_end);
+        for r in r0..r1 {
+            let w = row(r);
+            for ti in (tile..tile_end).step_by(TOKENS_PER_ROW_PASS) {
+                for (i, v) in dots(w, ti).into_iter().enumerate() {
+                    store(ti + i, r, v);
+                }
+            }
+        }
+    }
     for r in r0..r1 {
         let w = row(r);
-        let bias_r = bias.map_or(0.0, |b| b[r]);
-        let store = |ti: usize, v: f32| {
-            // SAFETY: (ti, r) lies in `y`'s [t, rows] and in rows r0..r1, which the caller
-            // gives this call alone.
-            unsafe { *y.at(ti * rows + r) = v + bias_r };
-        };
-        let mut ti = 0;
-        while t - ti >= TOKENS_PER_ROW_PASS {
-            for (i, v) in dots(w, ti).into_iter().enumerate() {
-                store(ti + i, v);
-            }
-            ti += TOKENS_PER_ROW_PASS;
-        }
-        for ti in ti..t {
-            store(ti, dot(w, ti));
+        for ti in passes_end..t {
+            store(ti, r, dot(w, ti));
         }
     }
 }
+
+/// Tokens whose activations stay in L1 while a task's rows (in L2) pass over them.
+const TOKENS_PER_TILE: usize = 8;
 
 /// Tokens dotted with one weight row per pass in prefill (registers hold their sums).
 const TOKENS_PER_ROW_PASS: usize = 4;
 
 impl Mxfp4Matrix<'_> {
-    /// Rows `r0..r1` of [`Mxfp4Matrix::linear_q8`] on this thread.
+    /// Rows `r0..r1` of [`Mxfp4Matrix::linear_q8`] on this thread, `x` in the order `isa`'s
+    /// kernel reads ([`Q8Acts::for_mxfp4_kernel`]).
     ///
     /// # Safety
     /// `y` valid for `[x.rows, self.rows]`; no other thread writes these rows' elements.
@@ -559,8 +706,8 @@ impl Mxfp4Matrix<'_> {
                 bias,
                 y,
                 row,
-                |(b, s), ti| dot_mxfp4_q8_tokens(isa, b, s, &std::array::from_fn(|i| act(ti + i))),
-                |(b, s), ti| dot_mxfp4_q8_tokens(isa, b, s, &[act(ti)])[0],
+                |(b, s), ti| dot_mxfp4_kernel(isa, b, s, &std::array::from_fn(|i| act(ti + i))),
+                |(b, s), ti| dot_mxfp4_kernel(isa, b, s, &[act(ti)])[0],
             )
         }
     }
@@ -926,6 +1073,87 @@ mod x86 {
         s
     }
 
+    /// A group's 8 blocks of packed MXFP4 bytes (128 bytes at `p`) as the 8 vectors of +12
+    /// codes that meet the group's activations in group order ([`super::group_slot`]):
+    /// vector `2k` (low nibbles) and `2k + 1` (high) hold packed bytes `4k..4k + 4` of each
+    /// block, one block per int32 lane. Two blocks per load, then a 4×4 transpose of dwords
+    /// in each 128-bit half, which leaves the blocks in [`super::GROUP_LANE_BLOCKS`] order.
+    ///
+    /// # Safety
+    /// `p` points at 128 readable bytes.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn unpack_group(p: *const u8, lut: __m256i, m4: __m256i) -> [__m256i; 8] {
+        // SAFETY: the 4 loads cover the 128 bytes at p (the contract).
+        let [p0, p1, p2, p3] =
+            std::array::from_fn(|i| unsafe { _mm256_loadu_si256(p.add(32 * i).cast()) });
+        let (t0, t1) = (_mm256_unpacklo_epi32(p0, p1), _mm256_unpackhi_epi32(p0, p1));
+        let (t2, t3) = (_mm256_unpacklo_epi32(p2, p3), _mm256_unpackhi_epi32(p2, p3));
+        let dwords = [
+            _mm256_unpacklo_epi64(t0, t2),
+            _mm256_unpackhi_epi64(t0, t2),
+            _mm256_unpacklo_epi64(t1, t3),
+            _mm256_unpackhi_epi64(t1, t3),
+        ];
+        std::array::from_fn(|v| {
+            let packed = dwords[v / 2];
+            let nibbles = if v % 2 == 0 {
+                packed
+            } else {
+                _mm256_srli_epi16(packed, 4)
+            };
+            _mm256_shuffle_epi8(lut, _mm256_and_si256(nibbles, m4))
+        })
+    }
+
+    /// One token's int32 sums of a group's 8 blocks (lanes in [`super::GROUP_LANE_BLOCKS`]
+    /// order): the 8 vectors of codes `w` against the token's 256 values at `x` (group order).
+    /// Four `u8 × i8` products are added in int16 before one `pmaddwd`: a product pair is at
+    /// most 2·24·127 = 6096, four of them 24384, under 2^15.
+    ///
+    /// # Safety
+    /// `x` points at 256 readable bytes.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn group_dot_avx2(w: &[__m256i; 8], x: *const i8) -> __m256i {
+        // SAFETY: the 8 loads cover the 256 bytes at x (the contract).
+        let xv = |v: usize| unsafe { _mm256_loadu_si256(x.add(32 * v).cast()) };
+        let quad = |v: usize| {
+            _mm256_add_epi16(
+                _mm256_add_epi16(
+                    _mm256_maddubs_epi16(w[v], xv(v)),
+                    _mm256_maddubs_epi16(w[v + 1], xv(v + 1)),
+                ),
+                _mm256_add_epi16(
+                    _mm256_maddubs_epi16(w[v + 2], xv(v + 2)),
+                    _mm256_maddubs_epi16(w[v + 3], xv(v + 3)),
+                ),
+            )
+        };
+        let ones = _mm256_set1_epi16(1);
+        _mm256_add_epi32(
+            _mm256_madd_epi16(quad(0), ones),
+            _mm256_madd_epi16(quad(4), ones),
+        )
+    }
+
+    /// [`group_dot_avx2`] with `vpdpbusd` (two chains of four).
+    ///
+    /// # Safety
+    /// `x` points at 256 readable bytes.
+    #[target_feature(enable = "avx2,avxvnni")]
+    #[inline]
+    unsafe fn group_dot_avxvnni(w: &[__m256i; 8], x: *const i8) -> __m256i {
+        // SAFETY: the 8 loads cover the 256 bytes at x (the contract).
+        let xv = |v: usize| unsafe { _mm256_loadu_si256(x.add(32 * v).cast()) };
+        let chain = |v: usize| {
+            (v..v + 4).fold(_mm256_setzero_si256(), |acc, v| {
+                _mm256_dpbusd_avx_epi32(acc, w[v], xv(v))
+            })
+        };
+        _mm256_add_epi32(chain(0), chain(4))
+    }
+
     #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
     #[inline]
     fn dpbusd_avx512vl(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
@@ -973,18 +1201,20 @@ mod x86 {
         };
     }
 
-    /// One MXFP4 row against `N` token rows (one packed read, the unpacked weights reused
-    /// from registers): groups of 8 blocks share one vector of block scales (2^(e-127)·xd
-    /// built from the exponent bits); each pair of blocks is one 32-byte load whose low and
-    /// high nibbles index the +12 table and meet 64 activations in two `u8 × i8` dot
-    /// instructions (int32 lanes 0-3: first block, 4-7: second). The +12 is taken back per
-    /// group from the activation sums. A last odd block goes to the scalar code.
+    /// One MXFP4 row against `N` token rows in group order (one packed read, the unpacked
+    /// weights reused from registers): each group of 8 blocks is unpacked once
+    /// ([`unpack_group`]) into vectors with one block per int32 lane, so a token's group
+    /// sum (`$group_dot`) is one vector of 8 block sums; the +12 is taken back from it in
+    /// int32 with the token's corrections, then one convert and one multiply-add with the
+    /// 8 scales 2^(e-127)·xd. The pairs after the groups go 256 bits at a time, a last odd
+    /// block to the scalar code.
     ///
     /// # Safety
     /// The CPU has `$features`; `blocks` holds at least `nb`·16 bytes, `scales` exactly `nb`,
-    /// and every token's values at least `nb`·32, its scales and corrections at least `nb`.
+    /// and every token's values (group order) at least `nb`·32, its scales and corrections
+    /// at least `nb`.
     macro_rules! mxfp4_row_kernel {
-        ($name:ident, $features:literal, $dot:ident) => {
+        ($name:ident, $features:literal, $dot:ident, $group_dot:ident) => {
             #[target_feature(enable = $features)]
             pub(super) unsafe fn $name<const N: usize>(
                 blocks: &[u8],
@@ -997,62 +1227,38 @@ mod x86 {
                     _mm_loadu_si128(FP4_X2_U8.as_ptr().cast())
                 });
                 let m4 = _mm256_set1_epi8(0x0f);
-                let lanes = [
-                    _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1),
-                    _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3),
-                    _mm256_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5),
-                    _mm256_setr_epi32(6, 6, 6, 6, 7, 7, 7, 7),
-                ];
-                // Block results and the +12 corrections share one accumulator per token.
                 let mut accs = [_mm256_setzero_ps(); N];
                 let pairs_end = nb / 2 * 2;
-                let groups = pairs_end / 8;
+                let groups = nb / super::GROUP;
                 let bp = blocks.as_ptr();
                 _mm_prefetch::<_MM_HINT_T0>(scales.as_ptr().wrapping_add(256).cast());
                 for g in 0..groups {
-                    let b0 = g * 8;
-                    // SAFETY: for every load of this group: b0 + 8 ≤ pairs_end ≤ nb, so the 8
-                    // scales, token scales and corrections at b0 are inside their slices, and
-                    // each pair b, b + 1 < b0 + 8 has its 32 packed bytes (16 per block) inside
-                    // `blocks` and its 64 activations inside each token's values (the
-                    // contract's lengths).
+                    let b0 = g * super::GROUP;
+                    // SAFETY: for every access of this group: b0 + 8 ≤ nb, so the 8 scales,
+                    // token scales and corrections at b0 are inside their slices, the group's
+                    // 128 packed bytes inside `blocks` and its 256 values inside each token's
+                    // (the contract's lengths).
                     let ws = unsafe { group_scales(bp, scales, b0) };
-                    let mut s = [_mm256_setzero_ps(); N];
+                    // In the lane order of the group's sums (`GROUP_LANE_BLOCKS`).
+                    let ws =
+                        _mm256_permutevar8x32_ps(ws, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+                    // SAFETY: as above.
+                    let w = unsafe { unpack_group(bp.add(b0 * BLOCK_BYTES), lut, m4) };
                     for i in 0..N {
+                        let (xq, xd, corr) = xs[i];
                         // SAFETY: as above.
-                        s[i] = unsafe { token_group_scales(ws, xs[i], b0, &mut accs[i]) };
-                    }
-                    for (p, lane) in lanes.iter().enumerate() {
-                        let b = b0 + 2 * p;
-                        // SAFETY: as above.
-                        let packed = unsafe { _mm256_loadu_si256(bp.add(b * BLOCK_BYTES).cast()) };
-                        let lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(packed, m4));
-                        let hi = _mm256_shuffle_epi8(
-                            lut,
-                            _mm256_and_si256(_mm256_srli_epi16(packed, 4), m4),
+                        let (sum, xd, corr) = unsafe {
+                            (
+                                $group_dot(&w, xq.as_ptr().add(b0 * QK)),
+                                _mm256_loadu_ps(xd.as_ptr().add(b0)),
+                                _mm256_loadu_si256(corr.as_ptr().add(b0).cast()),
+                            )
+                        };
+                        accs[i] = _mm256_fmadd_ps(
+                            _mm256_cvtepi32_ps(_mm256_add_epi32(sum, corr)),
+                            _mm256_mul_ps(ws, xd),
+                            accs[i],
                         );
-                        // Inside the groups every block is in a four (groups·8 ≤ nb/4·4):
-                        // `mxfp4_slot`'s first case, without its branches.
-                        let even = b / 4 * 128 + b % 4 * 16;
-                        let odd = even + 64;
-                        debug_assert_eq!((even, odd), super::mxfp4_pair(b, nb));
-                        for i in 0..N {
-                            let xp = xs[i].0.as_ptr();
-                            // SAFETY: as above (the pair's even and odd activations lie
-                            // inside its blocks' 64 values, `mxfp4_pair`).
-                            let (x0, x1) = unsafe {
-                                (
-                                    _mm256_loadu_si256(xp.add(even).cast()),
-                                    _mm256_loadu_si256(xp.add(odd).cast()),
-                                )
-                            };
-                            let sum = $dot($dot(_mm256_setzero_si256(), lo, x0), hi, x1);
-                            accs[i] = _mm256_fmadd_ps(
-                                _mm256_cvtepi32_ps(sum),
-                                _mm256_permutevar8x32_ps(s[i], *lane),
-                                accs[i],
-                            );
-                        }
                     }
                 }
                 // Whole pairs after the groups, with scales built one by one.
@@ -1077,8 +1283,13 @@ mod x86 {
         };
     }
 
-    mxfp4_row_kernel!(dot_mxfp4_avx2, "avx2,fma", dpbusd_avx2);
-    mxfp4_row_kernel!(dot_mxfp4_avxvnni, "avx2,fma,avxvnni", dpbusd_avxvnni);
+    mxfp4_row_kernel!(dot_mxfp4_avx2, "avx2,fma", dpbusd_avx2, group_dot_avx2);
+    mxfp4_row_kernel!(
+        dot_mxfp4_avxvnni,
+        "avx2,fma,avxvnni",
+        dpbusd_avxvnni,
+        group_dot_avxvnni
+    );
 
     /// The low and high nibbles of 64 packed bytes looked up in the +12 table (`lut`: its 16
     /// entries in every 128-bit lane), by AVX-512BW's in-lane shuffle, which needs each index
@@ -1453,10 +1664,24 @@ mod tests {
         }
     }
 
+    /// Group order moves every 4-value word of a group exactly once.
+    #[test]
+    fn group_order_is_a_permutation_of_each_group() {
+        let mut seen = [false; GROUP * QK / 4];
+        for &from in &GROUP_ORDER_WORDS {
+            assert!(!seen[from], "word {from} taken twice");
+            seen[from] = true;
+        }
+        assert!(seen.iter().all(|&s| s));
+        let mut lanes = GROUP_LANE_BLOCKS;
+        lanes.sort_unstable();
+        assert_eq!(lanes, [0, 1, 2, 3, 4, 5, 6, 7]);
+    }
+
     /// The largest integer sums the MXFP4 kernels meet: every weight ±6 (codes 0x7, 0xF: +12
     /// table entries 24 and 0) against activations all 127 or all -127. Without VNNI the AVX2
-    /// kernel's `maddubs` sums pairs in i16 (at most ±6096 here); a kernel that summed more
-    /// before widening would saturate and show here.
+    /// kernel adds four `maddubs` pair sums in i16 (at most ±4·6096 = ±24384 here, the most
+    /// any input gives); a kernel that summed more before widening would wrap and show here.
     #[test]
     fn extreme_mxfp4_sums_match_scalar() {
         let isas = Isa::available();
@@ -1618,7 +1843,8 @@ mod tests {
 
     #[test]
     fn multi_token_pass_matches_single_token_dots() {
-        let (rows, cols, t) = (9, 2880, 7); // a pass of 4, then single tokens
+        // Two tiles of passes of 4, then single tokens.
+        let (rows, cols, t) = (9, 2880, TOKENS_PER_TILE + TOKENS_PER_ROW_PASS + 3);
         let blocks = bytes(rows * cols / 2, 11);
         let scales: Vec<u8> = bytes(rows * cols / 32, 12)
             .iter()
