@@ -114,12 +114,16 @@ pub fn linear_batch(isa: Isa, jobs: &mut [LinearJob<'_>]) {
                 .map(|r0| (j, r0, (r0 + chunk).min(rows))),
         );
     }
-    // The AVX2 kernels read MXFP4 activations in their own order: each job's once.
-    let regrouped: Vec<Option<Q8Acts>> = jobs
+    // The AVX2 kernels read MXFP4 activations in their own order: each job's copied once,
+    // into buffers this thread keeps for its next call.
+    let mut copies = REGROUPED.take();
+    copies.resize_with(copies.len().max(jobs.len()), Q8Acts::default);
+    let regrouped: Vec<bool> = jobs
         .iter()
-        .map(|j| match j.weights {
-            Weights::Mxfp4(_) if !on_tiles(isa, j.x) => j.x.for_mxfp4_kernel(isa),
-            _ => None,
+        .zip(copies.iter_mut())
+        .map(|(j, copy)| match j.weights {
+            Weights::Mxfp4(_) if !on_tiles(isa, j.x) => j.x.regroup_into(isa, copy),
+            _ => false,
         })
         .collect();
     let outs: Vec<SharedOut> = jobs
@@ -135,12 +139,20 @@ pub fn linear_batch(isa: Isa, jobs: &mut [LinearJob<'_>]) {
             match job.weights {
                 Weights::Q8(m) => m.rows_into(isa, job.x, job.bias, outs[j], r0, r1),
                 Weights::Mxfp4(m) => {
-                    let x = regrouped[j].as_ref().unwrap_or(job.x);
+                    let x = if regrouped[j] { &copies[j] } else { job.x };
                     m.rows_into(isa, x, job.bias, outs[j], r0, r1)
                 }
             }
         }
     });
+    REGROUPED.set(copies);
+}
+
+thread_local! {
+    /// The group-order copies of [`linear_batch`]'s MXFP4 activations on this thread, kept
+    /// between calls: a forward pass allocates them in its first layer only (see the model's
+    /// `MoeScratch`). Taken out for a call (a nested call would start empty, not fail).
+    static REGROUPED: std::cell::RefCell<Vec<Q8Acts>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Whether a matmul over `x` goes to the AMX tile kernels.

@@ -139,7 +139,8 @@ fn regroup_row(
 ///
 /// For MXFP4 weights the elements are reordered so the low nibbles (even elements) and high
 /// nibbles (odd elements) of packed bytes line up with them (see [`mxfp4_slot`]), the
-/// scale is halved to undo the ×2 of [`FP4_X2`], and `corr` holds −12·Σq per block.
+/// scale is halved to undo the ×2 of [`FP4_X2`], and `corr` holds −12·Σq per block. The AVX2
+/// kernels read a copy in group order instead ([`Q8Acts::regroup_into`], made by the matmuls).
 #[derive(Debug, Clone, Default)]
 pub struct Q8Acts {
     pub qs: Vec<i8>,
@@ -213,37 +214,35 @@ impl Q8Acts {
         }
     }
 
-    /// A copy of MXFP4-order activations in the order `isa`'s MXFP4 kernel reads (group order
-    /// for AVX2 and AVX-VNNI, [`group_slot`]), or `None` where that is MXFP4 order itself.
-    pub(crate) fn for_mxfp4_kernel(&self, isa: Isa) -> Option<Q8Acts> {
+    /// Writes into `out` the MXFP4-order activations `self` in the order `isa`'s MXFP4 kernel
+    /// reads (group order for AVX2 and AVX-VNNI, [`group_slot`]), reusing its buffers; false
+    /// (and `out` untouched) where that order is MXFP4 order itself.
+    pub(crate) fn regroup_into(&self, isa: Isa, out: &mut Q8Acts) -> bool {
         if !reads_group_order(isa) || self.corr.is_empty() {
-            return None;
+            return false;
         }
         let nb = self.cols / QK;
-        let mut out = Q8Acts {
-            qs: vec![0; self.qs.len()],
-            d: vec![0.0; self.d.len()],
-            corr: vec![0; self.corr.len()],
-            rows: self.rows,
-            cols: self.cols,
-        };
+        out.qs.resize(self.qs.len(), 0);
+        out.d.resize(self.d.len(), 0.0);
+        out.corr.resize(self.corr.len(), 0);
+        (out.rows, out.cols) = (self.rows, self.cols);
         for r in 0..self.rows {
             let (q, d) = self.row(r);
-            let (rq, rd, rc) = (r * self.cols, r * nb, r * nb);
+            let (rq, rb) = (r * self.cols, r * nb);
             regroup_row(
                 (q, d, self.corr_row(r)),
                 nb,
                 (
                     &mut out.qs[rq..rq + self.cols],
-                    &mut out.d[rd..rd + nb],
-                    &mut out.corr[rc..rc + nb],
+                    &mut out.d[rb..rb + nb],
+                    &mut out.corr[rb..rb + nb],
                 ),
             );
         }
-        Some(out)
+        true
     }
 
-    /// Row `r`'s per-block corrections (MXFP4 order only).
+    /// Row `r`'s per-block corrections (MXFP4 order and its group-order copies only).
     pub fn corr_row(&self, r: usize) -> &[i32] {
         let nb = self.cols / QK;
         &self.corr[r * nb..(r + 1) * nb]
@@ -427,7 +426,7 @@ pub fn dot_mxfp4_q8_tokens<const N: usize>(
         return dot_mxfp4_kernel(isa, blocks, scales, xs);
     }
     // One row at a time (tests, benchmarks): the matmuls regroup each token once instead
-    // (`Q8Acts::for_mxfp4_kernel`).
+    // (`Q8Acts::regroup_into`).
     let nb = scales.len();
     let grouped: [(Vec<i8>, Vec<f32>, Vec<i32>); N] = std::array::from_fn(|i| {
         let (q, d, c) = xs[i];
@@ -447,7 +446,7 @@ pub fn dot_mxfp4_q8_tokens<const N: usize>(
 }
 
 /// [`dot_mxfp4_q8_tokens`] with the activations in the order `isa`'s kernel reads
-/// ([`Q8Acts::for_mxfp4_kernel`]).
+/// ([`Q8Acts::regroup_into`]).
 #[inline]
 fn dot_mxfp4_kernel<const N: usize>(
     isa: Isa,
@@ -668,13 +667,14 @@ unsafe fn rows_in_passes<W: Copy>(
 
 /// Tokens whose activations stay in L1 while a task's rows (in L2) pass over them.
 const TOKENS_PER_TILE: usize = 8;
+const _: () = assert!(TOKENS_PER_TILE.is_multiple_of(TOKENS_PER_ROW_PASS));
 
 /// Tokens dotted with one weight row per pass in prefill (registers hold their sums).
 const TOKENS_PER_ROW_PASS: usize = 4;
 
 impl Mxfp4Matrix<'_> {
     /// Rows `r0..r1` of [`Mxfp4Matrix::linear_q8`] on this thread, `x` in the order `isa`'s
-    /// kernel reads ([`Q8Acts::for_mxfp4_kernel`]).
+    /// kernel reads ([`Q8Acts::regroup_into`]).
     ///
     /// # Safety
     /// `y` valid for `[x.rows, self.rows]`; no other thread writes these rows' elements.
@@ -1322,9 +1322,9 @@ mod x86 {
     /// [`mxfp4_row_kernel`] four blocks per 512-bit step: one 64-byte load of packed bytes,
     /// whose low and high nibbles meet the four's even and odd activations (two 64-byte loads
     /// as they lie, [`super::mxfp4_slot`]) in two dot instructions; int32 lanes 4k..4k+3
-    /// belong to block k of the four. About half the vector instructions per weight of the
-    /// 256-bit kernel (no activation shuffles): decode streams the experts from memory, and
-    /// the less time a row's unpacking takes, the more of it overlaps the next row's loads.
+    /// belong to block k of the four. Few vector instructions per weight (no activation
+    /// shuffles, no transpose): decode streams the experts from memory, and the less time a
+    /// row's unpacking takes, the more of it overlaps the next row's loads.
     /// Whole pairs after the last group of 8 blocks run 256 bits at a time in the same call.
     ///
     /// Two instances differ in how the nibbles meet the table: `$nibbles` is
@@ -1628,7 +1628,7 @@ mod tests {
         let isas = Isa::available();
         assert_eq!(isas[0], Isa::SCALAR);
         eprintln!("testing {:?}", isas);
-        for nb in [1usize, 2, 3, 7, 8, 9, 10, 17, 90] {
+        for nb in [1usize, 2, 3, 7, 8, 9, 10, 13, 15, 17, 90] {
             let cols = nb * QK;
             for seed in 0..4u64 {
                 let blocks = bytes(cols / 2, 100 + seed);
@@ -1794,7 +1794,8 @@ mod tests {
 
     #[test]
     fn dense_multi_token_pass_matches_scalar_dots() {
-        let (rows, cols, t) = (5, 2880 + 96, 6);
+        // Two tiles of passes of 4, then single tokens.
+        let (rows, cols, t) = (5, 2880 + 96, TOKENS_PER_TILE + TOKENS_PER_ROW_PASS + 2);
         let w = values(rows * cols, 21);
         let m = Q8Matrix::quantize_rows(rows, cols, |r, out| {
             out.copy_from_slice(&w[r * cols..(r + 1) * cols])
@@ -1843,31 +1844,33 @@ mod tests {
 
     #[test]
     fn multi_token_pass_matches_single_token_dots() {
-        // Two tiles of passes of 4, then single tokens.
-        let (rows, cols, t) = (9, 2880, TOKENS_PER_TILE + TOKENS_PER_ROW_PASS + 3);
-        let blocks = bytes(rows * cols / 2, 11);
-        let scales: Vec<u8> = bytes(rows * cols / 32, 12)
-            .iter()
-            .map(|b| 115 + b % 20)
-            .collect();
-        let m = Mxfp4Matrix::new(&blocks, &scales, rows, cols).unwrap();
-        let x = values(t * cols, 13);
-        let mut q = Q8Acts::default();
-        q.quantize(&x, t, cols, true);
-        let bias = values(rows, 14);
-        // 90 block terms summed in another order: f32 rounding only.
-        assert_every_isa_matches_row_dots(
-            (t, rows),
-            |isa, y| m.linear_q8(isa, &q, Some(&bias), y),
-            |ti, r| {
-                let (b, s) = (
-                    &blocks[r * cols / 2..(r + 1) * cols / 2],
-                    &scales[r * cols / 32..(r + 1) * cols / 32],
-                );
-                let (xq, xd) = q.row(ti);
-                dot_mxfp4_q8(Isa::SCALAR, b, s, xq, xd, q.corr_row(ti)) + bias[r]
-            },
-        );
+        // Two tiles of passes of 4, then single tokens; rows of whole groups of 8 blocks and
+        // whole pairs (the 20b's 90 blocks), and rows whose groups end in a four and an odd
+        // block (13) or a four, a pair and an odd block (15).
+        let (rows, t) = (9, TOKENS_PER_TILE + TOKENS_PER_ROW_PASS + 3);
+        for nb in [90, 13, 15] {
+            let cols = nb * QK;
+            let blocks = bytes(rows * cols / 2, 11);
+            let scales: Vec<u8> = bytes(rows * nb, 12).iter().map(|b| 115 + b % 20).collect();
+            let m = Mxfp4Matrix::new(&blocks, &scales, rows, cols).unwrap();
+            let x = values(t * cols, 13);
+            let mut q = Q8Acts::default();
+            q.quantize(&x, t, cols, true);
+            let bias = values(rows, 14);
+            // The same block terms summed in another order: f32 rounding only.
+            assert_every_isa_matches_row_dots(
+                (t, rows),
+                |isa, y| m.linear_q8(isa, &q, Some(&bias), y),
+                |ti, r| {
+                    let (b, s) = (
+                        &blocks[r * cols / 2..(r + 1) * cols / 2],
+                        &scales[r * nb..(r + 1) * nb],
+                    );
+                    let (xq, xd) = q.row(ti);
+                    dot_mxfp4_q8(Isa::SCALAR, b, s, xq, xd, q.corr_row(ti)) + bias[r]
+                },
+            );
+        }
     }
 
     /// The tiles are AMX's alone: any other instruction set (what a CPU without AMX, or a
