@@ -71,13 +71,11 @@ const GROUP_LANE_BLOCKS: [usize; GROUP] = [0, 2, 4, 6, 1, 3, 5, 7];
 /// activations as 8 vectors of 32 bytes, vector `2k + odd` holding, in lane `l`, the 4
 /// values that meet packed bytes `4k..4k + 4` of block `GROUP_LANE_BLOCKS[l]`. A group takes
 /// the same 256 bytes in both orders, so the blocks after the last group stay in MXFP4 order.
-#[inline(always)]
 const fn group_slot(b: usize, j: usize, odd: bool) -> usize {
-    let lane = if b.is_multiple_of(2) {
-        b % 8 / 2
-    } else {
-        4 + b % 8 / 2
-    };
+    let mut lane = 0;
+    while GROUP_LANE_BLOCKS[lane] != b % GROUP {
+        lane += 1;
+    }
     (b / GROUP) * GROUP * QK + (2 * (j / 4) + odd as usize) * 32 + lane * 4 + j % 4
 }
 
@@ -1231,6 +1229,8 @@ mod x86 {
                 let pairs_end = nb / 2 * 2;
                 let groups = nb / super::GROUP;
                 let bp = blocks.as_ptr();
+                let [l0, l1, l2, l3, l4, l5, l6, l7] = super::GROUP_LANE_BLOCKS.map(|b| b as i32);
+                let lane_blocks = _mm256_setr_epi32(l0, l1, l2, l3, l4, l5, l6, l7);
                 _mm_prefetch::<_MM_HINT_T0>(scales.as_ptr().wrapping_add(256).cast());
                 for g in 0..groups {
                     let b0 = g * super::GROUP;
@@ -1239,9 +1239,8 @@ mod x86 {
                     // 128 packed bytes inside `blocks` and its 256 values inside each token's
                     // (the contract's lengths).
                     let ws = unsafe { group_scales(bp, scales, b0) };
-                    // In the lane order of the group's sums (`GROUP_LANE_BLOCKS`).
-                    let ws =
-                        _mm256_permutevar8x32_ps(ws, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+                    // In the lane order of the group's sums.
+                    let ws = _mm256_permutevar8x32_ps(ws, lane_blocks);
                     // SAFETY: as above.
                     let w = unsafe { unpack_group(bp.add(b0 * BLOCK_BYTES), lut, m4) };
                     for i in 0..N {
